@@ -1,0 +1,1 @@
+"""Evaluation: sacrebleu metrics, added toxicity, translate-test baselines, reports."""

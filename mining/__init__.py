@@ -1,0 +1,1 @@
+"""Bitext mining: LID, filters, sentence encoders, FAISS k-NN, margin scoring, launcher."""

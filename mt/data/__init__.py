@@ -1,0 +1,1 @@
+"""Corpora, language codes, SentencePiece, dictionaries and binarized datasets."""

@@ -1,0 +1,1 @@
+"""Decoding (beam search, sampling), batch translation jobs and export."""

@@ -1,0 +1,1 @@
+"""nn.Modules only: the Transformer, its FFN variants (dense, MoE), adapters."""

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from mt.data.dictionary import Dictionary
+from mt.data.indexed import IndexedDataset, IndexedDatasetWriter, best_dtype
+from mt.errors import UserError
+
+
+def test_roundtrip_random_access(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 60000, size=rng.integers(0, 50)).tolist() for _ in range(500)]
+    with IndexedDatasetWriter(tmp_path / "train.eng_Latn-deu_Latn.eng_Latn", best_dtype(60000)) as w:
+        w.add_many(seqs)
+    ds = IndexedDataset(tmp_path / "train.eng_Latn-deu_Latn.eng_Latn")
+    assert len(ds) == 500
+    assert ds.sizes.tolist() == [len(s) for s in seqs]
+    for i in [0, 499, 250, 17]:
+        assert ds[i].tolist() == seqs[i]
+
+
+def test_int32_for_big_vocab(tmp_path):
+    with IndexedDatasetWriter(tmp_path / "x", best_dtype(100000)) as w:
+        w.add([99999, 3])
+    assert IndexedDataset(tmp_path / "x")[0].tolist() == [99999, 3]
+
+
+def test_truncated_bin_is_reported(tmp_path):
+    with IndexedDatasetWriter(tmp_path / "x") as w:
+        w.add([1, 2, 3, 4])
+    data = (tmp_path / "x.bin").read_bytes()
+    (tmp_path / "x.bin").write_bytes(data[:-2])
+    with pytest.raises(UserError, match="truncated"):
+        IndexedDataset(tmp_path / "x")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with IndexedDatasetWriter(tmp_path / "x") as w:
+            w.add([1])
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dictionary_fairseq_layout(tmp_path):
+    p = tmp_path / "dict.txt"
+    p.write_text("▁the 10\n▁Haus 3\n__deu_Latn__ 1\n__eng_Latn__ 1\n", encoding="utf-8")
+    d = Dictionary.load(p)
+    assert (d.bos(), d.pad(), d.eos(), d.unk()) == (0, 1, 2, 3)
+    assert d.index("▁the") == 4 and d.index("nope") == 3
+    assert d.langs() == ["deu_Latn", "eng_Latn"]
+    assert d.lang_index("eng_Latn") == 7
+    assert d.string([7, 4, 5, 2]) == "▁the ▁Haus"
+    d.save(tmp_path / "copy.txt")
+    assert (tmp_path / "copy.txt").read_text(encoding="utf-8") == p.read_text(encoding="utf-8")
+    assert Dictionary.load(tmp_path / "copy.txt").checksum() == d.checksum()
+
+
+def test_dictionary_errors(tmp_path):
+    p = tmp_path / "dict.txt"
+    p.write_text("a 1\nb x\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"dict.txt:2: count 'x'"):
+        Dictionary.load(p)
+    with pytest.raises(UserError, match="not in the dictionary"):
+        Dictionary().lang_index("fra_Latn")
