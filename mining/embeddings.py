@@ -1,0 +1,109 @@
+"""Sharded sentence-embedding files: fp16 ``.npy`` shards on disk, memory-mapped when read.
+
+Layout for an embedding set with prefix ``P`` (e.g. ``work/emb/deu_Latn``)::
+
+    P.meta.json     {"format": "nllb-mini-embeddings/1", "dim", "dtype": "float16", "total",
+                     "encoder", "lang", "source", "shards": [{"file", "rows", "start"}]}
+    P.0000.npy      rows [start, start + rows) of the source, float16 [rows, dim], L2-normalised
+    P.0001.npy      ...
+
+Shards are written atomically, one at a time, so a killed job keeps every finished shard; the meta
+file is written last and lists exactly the shards that make up the set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from mt.errors import UserError
+from mt.util import atomic_write
+
+FORMAT = "nllb-mini-embeddings/1"
+
+
+def shard_path(prefix: str | os.PathLike, k: int) -> Path:
+    return Path(f"{prefix}.{k:04d}.npy")
+
+
+def meta_path(prefix: str | os.PathLike) -> Path:
+    return Path(f"{prefix}.meta.json")
+
+
+def write_shard(prefix: str | os.PathLike, k: int, emb: np.ndarray) -> Path:
+    """Write one shard atomically as float16 ``.npy``."""
+    path = shard_path(prefix, k)
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(emb, dtype=np.float16))
+    return path
+
+
+def write_meta(prefix: str | os.PathLike, dim: int, shards: list[dict], **info: object) -> None:
+    meta = {"format": FORMAT, "dim": int(dim), "dtype": "float16",
+            "total": int(sum(s["rows"] for s in shards)), **info, "shards": shards}
+    with atomic_write(meta_path(prefix)) as fh:
+        json.dump(meta, fh, indent=1, ensure_ascii=False)
+
+
+@dataclass
+class EmbeddingSet:
+    """Read side: ``len()``, ``dim``, shard iteration (memory-mapped) and random row access."""
+
+    prefix: Path
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, prefix: str | os.PathLike) -> "EmbeddingSet":
+        mp = meta_path(prefix)
+        if not mp.is_file():
+            raise UserError(f"{mp}: embedding set not found (run mine-embed first, or finish the killed run)")
+        try:
+            meta = json.loads(mp.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{mp}: corrupt embedding meta file ({exc}); re-run mine-embed") from None
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{mp}: unknown embedding format {meta.get('format')!r} (expected {FORMAT})")
+        es = cls(Path(prefix), meta)
+        start = 0
+        for k, s in enumerate(meta["shards"]):
+            if s["start"] != start:
+                raise UserError(f"{mp}: shard {k} starts at row {s['start']}, expected {start}: shards are mismatched")
+            start += s["rows"]
+        return es
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def __len__(self) -> int:
+        return int(self.meta["total"])
+
+    def shard(self, k: int) -> np.ndarray:
+        """Shard ``k`` as a read-only float16 memmap, checked against the meta file."""
+        info = self.meta["shards"][k]
+        path = self.prefix.parent / info["file"]
+        if not path.is_file():
+            raise UserError(f"{path}: embedding shard missing (listed in {meta_path(self.prefix)})")
+        arr = np.load(path, mmap_mode="r")
+        if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] != info["rows"]:
+            raise UserError(
+                f"{path}: shape {arr.shape} does not match the meta file (rows={info['rows']}, dim={self.dim}); "
+                "the shard comes from another run: delete it and re-run mine-embed"
+            )
+        return arr
+
+    def shards(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_row, float16 memmap)`` per shard."""
+        for k, info in enumerate(self.meta["shards"]):
+            yield info["start"], self.shard(k)
+
+    def load(self) -> np.ndarray:
+        """All rows as one float32 array (only for sets that fit in memory)."""
+        if not self.meta["shards"]:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([np.asarray(a, dtype=np.float32) for _, a in self.shards()])

@@ -1,0 +1,66 @@
+"""Console entry points of ``mt/data``: ``mt-data``, ``mt-spm``, ``mt-preprocess``.
+
+``mt-data`` dispatches each sub-command to the module that owns it, so each keeps its own argparse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from mt.errors import cli_entry
+
+# sub-command -> (module with ``cli(argv) -> int``, one-line summary)
+_DATA_COMMANDS = {
+    "build": ("mt.data.gettext_corpus", "build the embedded gettext corpus (train bitext, N-way dev/devtest)"),
+    "list": ("mt.data.manifests", "list the corpora described in data_manifests/"),
+    "fetch": ("mt.data.manifests", "download a corpus with resume, progress and checksum"),
+    "verify": ("mt.data.manifests", "check a local copy of a corpus against its manifest"),
+    "register": ("mt.data.manifests", "point a manifest ID at a local copy (offline use)"),
+}
+
+_DATA_HELP = """usage: mt-data COMMAND [options]
+
+Build and fetch corpora described in data_manifests/.
+
+commands:
+{commands}
+
+examples:
+  mt-data build gettext --out work/demo/corpus
+  mt-data list
+  mt-data fetch flores200
+  mt-data register flores200 ~/Downloads/flores200_dataset.tar.gz
+  mt-data verify flores200
+
+Run `mt-data COMMAND --help` for the options of one command.
+"""
+
+
+@cli_entry
+def data_main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        commands = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in _DATA_COMMANDS.items())
+        print(_DATA_HELP.format(commands=commands))
+        return 0 if argv else 2
+    cmd = argv[0]
+    if cmd not in _DATA_COMMANDS:
+        print(f"mt-data: unknown command {cmd!r}; choose from {', '.join(_DATA_COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(_DATA_COMMANDS[cmd][0])
+    return module.cli([cmd, *argv[1:]])
+
+
+@cli_entry
+def spm_main(argv: list[str] | None = None) -> int:
+    from mt.data import spm
+
+    return spm.cli(argv)
+
+
+@cli_entry
+def preprocess_main(argv: list[str] | None = None) -> int:
+    from mt.data import preprocess
+
+    return preprocess.cli(argv)
