@@ -7,7 +7,8 @@ state in checkpoints beyond ``num_updates``:
     warmup (u < warmup_updates):  lr = warmup_init_lr + (lr - warmup_init_lr) * u / warmup_updates
     after:                        lr = lr * sqrt(warmup_updates / u)
 
-where ``u`` is the number of updates already done (the first update runs at ``warmup_init_lr``).
+where ``u`` is the 1-based number of the update being made (so the first update already moves the
+weights; fairseq runs its first update at ``warmup_init_lr``, usually 0).
 """
 
 from __future__ import annotations

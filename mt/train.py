@@ -332,7 +332,7 @@ class _Trainer:
             nll_sum += float(out.nll_loss) * weight
             for name, v in out.aux.items():
                 aux_sums[name] = aux_sums.get(name, 0.0) + float(v) * frac * weight
-        lr = self.schedule.apply(self.optimizer, self.num_updates)
+        lr = self.schedule.apply(self.optimizer, self.num_updates + 1)
         gnorm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
         )
@@ -429,6 +429,7 @@ class _Trainer:
             "device": di.device.type, "params": num_parameters(self.model), "arch": cfg.arch, "bf16": cfg.bf16,
             "model_config": self.model_cfg.to_dict(), "lang_pairs": self.directions,
             "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "data_state": self.data_state.to_dict(),
         })  # fmt: skip
 
         plan, plan_active = None, None
@@ -498,7 +499,7 @@ class _Trainer:
     def _end_epoch(self, improved_already: bool = False) -> None:
         """The epoch just ran out: advance the data position, validate if not yet done, save checkpoints."""
         epoch = self.data_state.epoch
-        self.data_state = DataState(epoch + 1)
+        self.data_state = DataState(epoch + 1, plan_start_update=self.num_updates)
         self._save(last=True, best=improved_already, epoch=epoch)
 
     def _finished(self) -> bool:
@@ -575,8 +576,8 @@ EPILOG = """examples:
       --eval-chrf 100 --best-checkpoint-metric chrf --bf16 --save-dir work/ckpt
 
   # data parallel: 4 processes (gloo on CPU, nccl on GPUs); the global batch is the same as 1 process
-  torchrun --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
-  # (or: torchrun --nproc_per_node 4 -m mt.train work/bin ...)
+  torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
+  # (or: torchrun --standalone --nproc_per_node 4 -m mt.train work/bin ...; multi-node: --nnodes/--rdzv-endpoint)
 
 Re-running the same command resumes from {save-dir}/checkpoint_last.pt (exactly, even after a kill).
 Outputs: {save-dir}/checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt, train_log.jsonl.

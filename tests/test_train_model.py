@@ -178,6 +178,7 @@ def test_label_smoothed_loss_matches_pytorch_reference():
 def test_inverse_sqrt_schedule():
     s = InverseSqrtSchedule(lr=1e-3, warmup_updates=100, warmup_init_lr=1e-7)
     assert s(0) == pytest.approx(1e-7)
+    assert s(1) == pytest.approx(1e-7 + (1e-3 - 1e-7) / 100)
     assert s(50) == pytest.approx(1e-7 + (1e-3 - 1e-7) * 0.5)
     assert s(100) == pytest.approx(1e-3)
     assert s(400) == pytest.approx(1e-3 * 0.5)
