@@ -60,6 +60,9 @@ class _Server:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 outer.requests.append(rng)
+                if self.path.endswith("/missing.tar.gz"):
+                    self.send_error(404)
+                    return
                 data, start = outer.payload, 0
                 if rng:
                     start = int(rng.split("=")[1].split("-")[0])
@@ -218,6 +221,16 @@ def test_fetch_offline_fails_at_once_with_register_hint(env):
     assert time.monotonic() - t0 < 5
     msg = str(ei.value)
     assert "offline" in msg and "mt-data register" in msg and str(mpath) in msg
+
+
+def test_fetch_http_error_names_url_and_fix(env, server):
+    tmp, mdir = env
+    url = server.url.replace("tinyflores_dataset.tar.gz", "missing.tar.gz")
+    write_manifest(mdir, url)
+    with pytest.raises(UserError) as ei:
+        manifests.fetch("tinyflores", dest=tmp / "dl", progress=False)
+    assert "HTTP 404" in str(ei.value) and url in str(ei.value) and "mt-data register" in str(ei.value)
+    assert not list((tmp / "dl").glob("*"))
 
 
 def test_fetch_cli_error_is_one_line(env, capsys):

@@ -26,7 +26,6 @@ import socket
 import sys
 import tarfile
 import time
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +36,11 @@ from pathlib import Path
 from typing import IO
 
 from tqdm import tqdm
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from mt.data.langs import check_code
 from mt.errors import UserError, located
@@ -425,7 +429,7 @@ def download(
     *,
     sha256: str | None = None,
     size: int | None = None,
-    timeout: float = 15.0,
+    timeout: float = 10.0,
     retries: int = 3,
     progress: bool = True,
     context: str = "",
@@ -460,7 +464,7 @@ def download(
         except urllib.error.HTTPError as exc:
             raise UserError(
                 f"{url}: the server answered HTTP {exc.code} {exc.reason}{' (' + context + ')' if context else ''}; "
-                f"the URL may have moved: fix it in the manifest or register a local copy with `mt-data register`"
+                f"the URL may have moved: fix it in the manifest or register a local copy with `mt-data register {corpus_id} PATH`"
             ) from None
         if isinstance(resp, urllib.error.HTTPError):  # 416
             resp.close()
@@ -556,7 +560,13 @@ def unpack(archive: Path, dest: Path, fmt: str, progress: bool = True) -> None:
                     members = tf.getmembers()
                     for member in tqdm(members, desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr,
                                        leave=False):
-                        tf.extract(member, tmp, filter="data")
+                        if hasattr(tarfile, "data_filter"):
+                            tf.extract(member, tmp, filter="data")  # refuses absolute paths, .., odd links
+                        else:  # Python < 3.10.12: check names ourselves
+                            name = Path(member.name)
+                            if name.is_absolute() or ".." in name.parts or member.issym() or member.islnk():
+                                raise UserError(f"{archive}: unsafe member {member.name!r}; not unpacking it")
+                            tf.extract(member, tmp)
             except (tarfile.TarError, EOFError, OSError) as exc:
                 raise UserError(f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged: fetch it again") from None
         for child in tmp.iterdir():
@@ -591,7 +601,7 @@ def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: boo
 # --------------------------------------------------------------------------------------------------
 # fetch and register
 # --------------------------------------------------------------------------------------------------
-def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: float = 15.0, retries: int = 3,
+def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: float = 10.0, retries: int = 3,
           progress: bool = True) -> Path:
     """Download (resuming), verify, unpack and register a corpus; returns what ``resolve`` will return."""
     m = load_manifest(corpus_id)
@@ -694,7 +704,7 @@ def cli(argv: list[str] | None = None) -> int:
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("id")
     p.add_argument("--dest", help="folder for the download and its unpacked files (default: $NLLB_MINI_HOME/data/ID)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server (default 15)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     p.add_argument("--retries", type=int, default=3, help="resumes after a lost connection (default 3)")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("verify", help="checksum an archive or check an unpacked folder's layout",

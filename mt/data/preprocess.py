@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from mt.data.dictionary import UNK, Dictionary
-from mt.data.indexed import IndexedDataset, IndexedDatasetWriter, best_dtype, dataset_exists
+from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
 from mt.data.langs import check_code
 from mt.data.layout import bin_prefix
 from mt.data.spm import SpmTokenizer
@@ -188,10 +188,7 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
         for stats in pool.map(_worker, jobs):
             total.add(stats)
         for t in tmp:
-            part = IndexedDataset(t)
-            for i in range(len(part)):
-                writer.add(part[i])
-            del part
+            writer.add_dataset(t)
     finally:
         for t in tmp:
             for ext in (".bin", ".idx"):
