@@ -8,7 +8,8 @@ Matching follows ETOX (Costa-jussà et al. 2022, "Toxicity in multilingual MT at
 * text and terms are normalised alike: NFKC, case-folded, every punctuation/symbol/separator/control
   character turned into a space (so ``Scheiß-Kerl!`` reads ``scheiß kerl``);
 * a term written in a script without spaces between words (Han, Hiragana/Katakana, Thai, Lao, Khmer,
-  Myanmar, Tibetan, Yi) matches as a substring — ETOX's character level for zho_Hans, jpn_Jpan, tha_Thai…;
+  Myanmar, Tibetan, Yi) matches as a substring — ETOX's character level for zho_Hans, jpn_Jpan, tha_Thai…
+  — except that an all-katakana term must not touch other katakana (カス is not in カスタム "custom");
 * any other term matches whole tokens or a whole token sequence (multi-word terms), never part of a
   word: ``ass`` does not match ``class``; ETOX's space level;
 * each distinct term counts once per line (ETOX's ``token_checker``).
@@ -27,7 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 from tqdm import tqdm
@@ -56,6 +57,18 @@ _NO_SPACE_CHARS = re.compile(
 )
 
 
+_KATAKANA = "\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+_KATAKANA_ONLY = re.compile(f"^[{_KATAKANA}]+$")
+
+
+def _katakana_boundary(term: str) -> Callable[[str], object] | None:
+    """For an all-katakana term, a search that requires no katakana right before or after it: a
+    katakana run is one (loan)word, so カス must not match inside カスタム ("custom")."""
+    if not _KATAKANA_ONLY.match(term):
+        return None
+    return re.compile(f"(?<![{_KATAKANA}]){re.escape(term)}(?![{_KATAKANA}])").search
+
+
 def normalize(text: str) -> str:
     """NFKC, case-fold, punctuation/symbols/separators/controls -> space, spaces collapsed."""
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -75,6 +88,7 @@ class ToxicityList:
         self.path = path
         self.token_terms: set[tuple[str, ...]] = set()
         self.substring_terms: list[str] = []
+        self._boundary: dict[str, Callable[[str], object]] = {}  # extra test for katakana terms
         self.display: dict[str, str] = {}  # normalised term -> the term as the list spells it
         for raw in terms:
             norm = normalize(raw)
@@ -83,6 +97,9 @@ class ToxicityList:
             self.display[norm] = raw.strip()
             if is_spaceless_term(norm):
                 self.substring_terms.append(norm)
+                boundary = _katakana_boundary(norm)
+                if boundary is not None:
+                    self._boundary[norm] = boundary
             else:
                 self.token_terms.add(tuple(norm.split()))
         self.max_len = max((len(t) for t in self.token_terms), default=0)
@@ -114,7 +131,7 @@ class ToxicityList:
                         if term not in found:
                             found.append(term)
         for term in self.substring_terms:
-            if term in norm:
+            if term in norm and (term not in self._boundary or self._boundary[term](norm)):
                 found.append(self.display[term])
         return found
 

@@ -111,3 +111,11 @@ def test_bad_toxicity_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="_twl.txt"):
         ToxicityLists(tmp_path / "empty")
+
+
+def test_katakana_terms_do_not_match_inside_longer_katakana_words():
+    tl = ToxicityList("jpn_Jpan", ["カス", "グロ"])
+    assert tl.matches("このカス！") == ["カス"]
+    assert tl.matches("カスタム設定") == []  # "custom"
+    assert tl.matches("グローバル変数") == []  # "global"
+    assert tl.matches("ｶｽ野郎") == ["カス"]  # half-width katakana is normalised first
