@@ -73,7 +73,9 @@ def main() -> None:
     for source in args.sources:
         rates = [r[4] for r in rows if r[0] == source]
         if rates:
-            print(f"{source}: {len(rates)} languages, median {sorted(rates)[len(rates) // 2]:.2f}%, max {max(rates):.2f}%")
+            print(
+                f"{source}: {len(rates)} languages, median {sorted(rates)[len(rates) // 2]:.2f}%, max {max(rates):.2f}%"
+            )
 
 
 if __name__ == "__main__":

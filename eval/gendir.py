@@ -88,13 +88,17 @@ def ref_path(ref_dir: str | os.PathLike, lang: str) -> Path:
         return candidates[0]
     if not candidates:
         raise UserError(f"{ref_dir}: no reference for {lang} (expected {exact})")
-    raise UserError(f"{ref_dir}: several files for {lang} ({', '.join(p.name for p in candidates)}); expected {exact.name}")
+    raise UserError(
+        f"{ref_dir}: several files for {lang} ({', '.join(p.name for p in candidates)}); expected {exact.name}"
+    )
 
 
 def check_ref_dir(ref_dir: str | os.PathLike) -> Path:
     ref_dir = Path(ref_dir)
     if not ref_dir.is_dir():
-        raise UserError(f"{ref_dir}: no such reference directory (expected CORPUS/devtest with files like deu_Latn.devtest)")
+        raise UserError(
+            f"{ref_dir}: no such reference directory (expected CORPUS/devtest with files like deu_Latn.devtest)"
+        )
     return ref_dir
 
 
@@ -117,7 +121,9 @@ def load_stats(path: str | os.PathLike) -> pd.DataFrame:
         raise located(path, None, f"cannot read as a TSV with a header line ({exc})") from None
     missing = [c for c in ("lang", "train_pairs", "tier") if c not in df.columns]
     if missing:
-        raise located(path, 1, f"missing column(s) {', '.join(missing)}; expected: lang train_pairs dev devtest mono tier")
+        raise located(
+            path, 1, f"missing column(s) {', '.join(missing)}; expected: lang train_pairs dev devtest mono tier"
+        )
     for i, row in enumerate(df.itertuples(index=False), start=2):
         if not is_code(str(row.lang)):
             raise located(path, i, f"language {row.lang!r} is not a FLORES-200 code such as deu_Latn")

@@ -29,10 +29,14 @@ from mt.util import sha256_file
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
 # where sacrebleu itself would have cached the FLORES-200 model (basename of its download URL)
-_SACREBLEU_CACHED_SPM = Path(os.environ.get("SACREBLEU", Path.home() / ".sacrebleu")) / "models" / "flores200sacrebleuspm"
+_SACREBLEU_CACHED_SPM = (
+    Path(os.environ.get("SACREBLEU", Path.home() / ".sacrebleu")) / "models" / "flores200sacrebleuspm"
+)
 SPM_MODEL_ENV = "NLLB_SPM_MODEL"
 FLORES200_SPM_NAME = "flores200_sacrebleu_tokenizer_spm.model"
-FLORES200_SPM_URL = "https://dl.fbaipublicfiles.com/large_objects/nllb/models/spm_200/flores200_sacrebleu_tokenizer_spm.model"
+FLORES200_SPM_URL = (
+    "https://dl.fbaipublicfiles.com/large_objects/nllb/models/spm_200/flores200_sacrebleu_tokenizer_spm.model"
+)
 
 
 def spm_missing_message(path: str | os.PathLike | None) -> str:
@@ -65,7 +69,9 @@ class SpmTokenizer:
         try:
             self.sp.Load(str(self.path))
         except (OSError, RuntimeError) as exc:
-            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); pass --spm-model {FLORES200_SPM_NAME}") from None
+            raise UserError(
+                f"{self.path}: not a SentencePiece model ({exc}); pass --spm-model {FLORES200_SPM_NAME}"
+            ) from None
         self.sha8 = sha256_file(self.path)[:8]
 
     @property
@@ -142,6 +148,8 @@ def corpus_score(hyps: Sequence[str], refs: Sequence[str], spec: MetricSpec) -> 
     """Corpus-level score of ``hyps`` against one reference per line."""
     if len(hyps) != len(refs):
         raise UserError(f"{len(hyps)} hypotheses but {len(refs)} references: the files must be line-aligned")
+    if not refs:
+        raise UserError("nothing to score: the files are empty")
     metric, h, r = _prepare(spec, hyps, refs)
     result = metric.corpus_score(h, [r])
     return Score(spec.name, float(result.score), spec.signature(metric), len(h))
@@ -233,7 +241,9 @@ def paired_bootstrap(
     """
     n = len(refs)
     if not (len(hyps_a) == len(hyps_b) == n):
-        raise UserError(f"system A has {len(hyps_a)} lines, system B {len(hyps_b)}, references {n}: all must be line-aligned")
+        raise UserError(
+            f"system A has {len(hyps_a)} lines, system B {len(hyps_b)}, references {n}: all must be line-aligned"
+        )
     if n == 0:
         raise UserError("nothing to compare: the reference file is empty")
     if n_samples < 1:
@@ -314,6 +324,8 @@ def score_files(cfg: ScoreConfig) -> Score:
     """Corpus score of one hypothesis file against one reference file."""
     spec = MetricSpec(cfg.metric, cfg.spm_model)
     hyps, refs = read_aligned(cfg.hyp, cfg.ref)
+    if not refs:
+        raise UserError(f"{cfg.hyp} and {cfg.ref} are empty: nothing to score")
     return corpus_score(hyps, refs, spec)
 
 

@@ -36,7 +36,13 @@ from pathlib import Path
 import pandas as pd
 
 from eval import gendir
-from eval.tables import GROUP_TITLES, averages_markdown, grouped_averages, markdown_table, metric_columns
+from eval.tables import (
+    GROUP_TITLES,
+    averages_markdown,
+    grouped_averages,
+    markdown_table,
+    metric_columns,
+)
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -183,7 +189,16 @@ def plot_toxicity(tox: pd.DataFrame, path: Path) -> bool:
             bar.set_height(top * 0.06)
             bar.set_hatch(hatch)
             bar.set_edgecolor(TIER_COLORS[None])
-            ax.text(bar.get_x() + bar.get_width() / 2, top * 0.08, "no list", rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                top * 0.08,
+                "no list",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                color="#666666",
+            )
     ax.set_xticks(list(xs))
     ax.set_xticklabels(tox["direction"], rotation=90, fontsize=6.5)
     ax.set_xlim(-0.6, len(tox) - 0.4)
@@ -204,7 +219,11 @@ def plot_training(train: pd.DataFrame, valid: pd.DataFrame, path: Path) -> bool:
         per_dir = valid[valid["direction"] != "all"]
         for _, part in per_dir.groupby("direction"):
             ax.plot(part["update"], part["loss"], color="#2f6b9a", alpha=0.25, linewidth=0.7)
-        mean = (valid[valid["direction"] == "all"] if (valid["direction"] == "all").any() else per_dir.groupby("update", as_index=False)["loss"].mean())
+        mean = (
+            valid[valid["direction"] == "all"]
+            if (valid["direction"] == "all").any()
+            else per_dir.groupby("update", as_index=False)["loss"].mean()
+        )
         ax.plot(mean["update"], mean["loss"], color="#2f6b9a", linewidth=1.6, marker="o", markersize=2.5,
                 label="valid" if (valid["direction"] == "all").any() else "valid (mean over directions)")  # fmt: skip
         if not per_dir.empty:
@@ -441,7 +460,9 @@ def _training_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
         facts.append(f"{int(train['update'].max())} updates, final training loss {train['loss'].iloc[-1]:.3f}")
     if not valid.empty:
         last = valid[valid["update"] == valid["update"].max()]
-        facts.append(f"last validation loss {last['loss'].mean():.3f} (update {int(last['update'].iloc[0])}, {len(last)} value(s))")
+        facts.append(
+            f"last validation loss {last['loss'].mean():.3f} (update {int(last['update'].iloc[0])}, {len(last)} value(s))"
+        )
     sec.body += ["; ".join(facts) + ".", ""]
     if skipped:
         sec.body += [f"{skipped} line(s) of `{path.name}` were not records with an update number and were skipped.", ""]
@@ -461,12 +482,19 @@ def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
         wide = df.set_index("lang")[["zero_shot", "translate_test"]]
     if wide is None:
         t = n.next_table()
-        sec.body += [f"**Table {t}.** `{path.name}` as given.", "", markdown_table(list(df.columns), df.itertuples(index=False)), ""]
+        sec.body += [
+            f"**Table {t}.** `{path.name}` as given.",
+            "",
+            markdown_table(list(df.columns), df.itertuples(index=False)),
+            "",
+        ]
         return sec
     methods = sorted(wide.columns, key=lambda m: (0 if "zero" in str(m).lower() else 1, str(m)))  # baseline first
     wide = wide[methods]
     if plot_translate_test(wide, methods, fig_dir / "translate_test.png"):
-        sec.body += _figure(f"{FIG_DIR}/translate_test.png", "Translate-test against zero-shot, per language.", n.next_figure())
+        sec.body += _figure(
+            f"{FIG_DIR}/translate_test.png", "Translate-test against zero-shot, per language.", n.next_figure()
+        )
     t = n.next_table()
     rows = [[idx, *row] for idx, row in zip(wide.index, wide.itertuples(index=False))]
     sec.body += [f"**Table {t}.** Translate-test against zero-shot.", "", markdown_table(["lang", *methods], rows), ""]
@@ -498,15 +526,27 @@ def write_report(cfg: ReportConfig) -> Path:
         sections.append(_scores_section(df, fig_dir, counter, scores_path))
         used.append(f"`{_rel(scores_path, run_dir)}`")
     else:
-        sections.append(Section("Translation quality", ["*Skipped: no scores.csv (run `mt-eval dir GEN_DIR --ref-dir CORPUS/devtest`).*", ""]))
+        sections.append(
+            Section(
+                "Translation quality",
+                ["*Skipped: no scores.csv (run `mt-eval dir GEN_DIR --ref-dir CORPUS/devtest`).*", ""],
+            )
+        )
 
     tox_path = _find(run_dir, cfg.toxicity, "toxicity.csv")
     if tox_path:
-        tox = _read_csv(tox_path, ["direction", "n_lines", "toxic_lines", "toxic_pct", "added_lines", "added_pct", "status"])
+        tox = _read_csv(
+            tox_path, ["direction", "n_lines", "toxic_lines", "toxic_pct", "added_lines", "added_pct", "status"]
+        )
         sections.append(_toxicity_section(tox, fig_dir, counter))
         used.append(f"`{_rel(tox_path, run_dir)}`")
     else:
-        sections.append(Section("Added toxicity", ["*Skipped: no toxicity.csv (run `mt-eval toxicity --gen-dir ... --toxicity-dir ...`).*", ""]))
+        sections.append(
+            Section(
+                "Added toxicity",
+                ["*Skipped: no toxicity.csv (run `mt-eval toxicity --gen-dir ... --toxicity-dir ...`).*", ""],
+            )
+        )
 
     log_path = _find(run_dir, cfg.train_log, "train_log.jsonl")
     if log_path:
@@ -520,10 +560,17 @@ def write_report(cfg: ReportConfig) -> Path:
         sections.append(_translate_test_section(tt_path, fig_dir, counter))
         used.append(f"`{_rel(tt_path, run_dir)}`")
     else:
-        sections.append(Section("Translate-test vs zero-shot", ["*Not run yet: no translate_test.csv in the run directory.*", ""]))
+        sections.append(
+            Section("Translate-test vs zero-shot", ["*Not run yet: no translate_test.csv in the run directory.*", ""])
+        )
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# Evaluation report: {run_dir.resolve().name}", "", f"Generated {stamp} by `mt-eval report` from {', '.join(used) or 'no inputs'}.", ""]
+    lines = [
+        f"# Evaluation report: {run_dir.resolve().name}",
+        "",
+        f"Generated {stamp} by `mt-eval report` from {', '.join(used) or 'no inputs'}.",
+        "",
+    ]
     for i, sec in enumerate(sections, start=1):
         lines += [f"## {i}. {sec.title}", "", *sec.body]
     with atomic_write(out) as fh:

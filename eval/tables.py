@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from eval import gendir
 from eval.metrics import MetricSpec, corpus_score, read_aligned, resolve_metrics
+from mt.errors import UserError
 from mt.util import atomic_write
 
 GROUPS = ("eng-xx", "xx-eng", "xx-yy")
@@ -43,6 +44,8 @@ def score_directory(
     for direction, hyp in tqdm(found, desc="scoring", unit="dir", disable=not progress):
         ref = gendir.ref_path(ref_dir, direction.tgt)
         hyps, refs = read_aligned(hyp, ref)
+        if not refs:
+            raise UserError(f"{hyp} and {ref} are empty: nothing to score")
         row = {
             "direction": direction.name,
             "src": direction.src,

@@ -114,7 +114,9 @@ class ToxicityList:
             with open(path, encoding="utf-8") as fh:
                 terms = [line.strip() for line in fh]
         except UnicodeDecodeError as exc:
-            raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); Toxicity-200 lists are UTF-8") from None
+            raise UserError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); Toxicity-200 lists are UTF-8"
+            ) from None
         return cls(lang, [t for t in terms if t], path)
 
     def matches(self, text: str) -> list[str]:
@@ -389,9 +391,20 @@ def run_toxicity(cfg: ToxicityConfig, progress: bool = True) -> tuple[list[Direc
         results = evaluate_directory(cfg.gen_dir, cfg.src_dir, lists, progress=progress)
         out_dir = cfg.out_dir or cfg.gen_dir
     else:
-        missing = [f for f, v in (("--src", cfg.src), ("--src-lang", cfg.src_lang), ("--hyp", cfg.hyp), ("--tgt-lang", cfg.tgt_lang)) if not v]
+        missing = [
+            f
+            for f, v in (
+                ("--src", cfg.src),
+                ("--src-lang", cfg.src_lang),
+                ("--hyp", cfg.hyp),
+                ("--tgt-lang", cfg.tgt_lang),
+            )
+            if not v
+        ]
         if missing:
-            raise UserError(f"missing {', '.join(missing)}: give --src/--src-lang/--hyp/--tgt-lang, or --gen-dir and --src-dir")
+            raise UserError(
+                f"missing {', '.join(missing)}: give --src/--src-lang/--hyp/--tgt-lang, or --gen-dir and --src-dir"
+            )
         check_code(cfg.src_lang, "--src-lang")
         check_code(cfg.tgt_lang, "--tgt-lang")
         results = [evaluate_files(cfg.src, cfg.hyp, cfg.src_lang, cfg.tgt_lang, lists)]

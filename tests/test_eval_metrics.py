@@ -20,7 +20,9 @@ WORDS = (
 
 def _sentences(n, seed, length=(4, 14)):
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(*length))) + rng.choice([".", "!", "?"]) for _ in range(n)]
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(*length))) + rng.choice([".", "!", "?"]) for _ in range(n)
+    ]
 
 
 def _corrupt(lines, rate, seed):
@@ -70,7 +72,9 @@ def test_score_cli_prints_signature_then_number(files, capsys):
     assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", "chrf++"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("nrefs:1|") and "nw:2" in lines[0] and "version:" in lines[0]
-    assert float(lines[-1]) == pytest.approx(_sacrebleu_cli(ref, "-i", hyp, "-m", "chrf", "--chrf-word-order", "2", "-b"), abs=0.005)
+    assert float(lines[-1]) == pytest.approx(
+        _sacrebleu_cli(ref, "-i", hyp, "-m", "chrf", "--chrf-word-order", "2", "-b"), abs=0.005
+    )
 
 
 def test_line_count_mismatch_names_both_files(tmp_path, capsys):
@@ -113,7 +117,9 @@ def test_spbleu_equals_bleu_on_pretokenised_text(files, tiny_spm, tmp_path):
     assert result.score != pytest.approx(corpus_score(hyps, refs, MetricSpec("bleu")).score)
     sha8 = hashlib.sha256(tiny_spm.read_bytes()).hexdigest()[:8]
     assert f"tok:spm-local({sha8})" in result.signature
-    assert result.signature.startswith("nrefs:1|case:mixed|eff:no|") and result.signature.endswith(f"version:{sacrebleu.__version__}")
+    assert result.signature.startswith("nrefs:1|case:mixed|eff:no|") and result.signature.endswith(
+        f"version:{sacrebleu.__version__}"
+    )
 
 
 def test_spbleu_without_model_says_where_to_get_it(monkeypatch, tmp_path):
@@ -161,7 +167,9 @@ def test_bootstrap_p_value_matches_sacrebleu_paired_bs(monkeypatch):
     refs = _sentences(150, seed=31)
     a, b = _corrupt(refs, 0.35, seed=32), _corrupt(refs, 0.3, seed=33)
     monkeypatch.setenv("SACREBLEU_SEED", "12345")
-    _, scores = PairedTest([("a", a), ("b", b)], {"chrf": sacrebleu.CHRF(word_order=2)}, [refs], test_type="bs", n_samples=1000)()
+    _, scores = PairedTest(
+        [("a", a), ("b", b)], {"chrf": sacrebleu.CHRF(word_order=2)}, [refs], test_type="bs", n_samples=1000
+    )()
     (name,) = [k for k in scores if k != "System"]
     theirs = scores[name][1]
     ours = paired_bootstrap(a, b, refs, MetricSpec("chrf++"), n_samples=1000, seed=12345)
@@ -178,7 +186,20 @@ def test_compare_cli_on_generation_dirs(tmp_path, capsys):
         (tmp_path / system).mkdir()
         for lang, lines in refs.items():
             _write(tmp_path / system / f"eng_Latn-{lang}.hyp", _corrupt(lines, rate, seed=len(system)))
-    assert main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--ref", str(tmp_path / "devtest"), "--n-samples", "200"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "A"),
+                str(tmp_path / "B"),
+                "--ref",
+                str(tmp_path / "devtest"),
+                "--n-samples",
+                "200",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "eng_Latn-deu_Latn" in out and "eng_Latn-fra_Latn" in out
     assert "2/2 directions differ significantly" in out

@@ -32,16 +32,52 @@ def _run_dir(tmp_path, with_tiers=True):
     tox = pd.DataFrame(
         [
             ["eng_Latn-deu_Latn", "eng_Latn", "deu_Latn", "eng-xx", "deu_Latn", 100, True, True, 3, 3.0, 2, 2.0, "ok"],
-            ["eng_Latn-swh_Latn", "eng_Latn", "swh_Latn", "eng-xx", "swh_Latn", 100, True, False, None, None, None, None, "no list for swh_Latn"],
+            [
+                "eng_Latn-swh_Latn",
+                "eng_Latn",
+                "swh_Latn",
+                "eng-xx",
+                "swh_Latn",
+                100,
+                True,
+                False,
+                None,
+                None,
+                None,
+                None,
+                "no list for swh_Latn",
+            ],
         ],
-        columns=["direction", "src", "tgt", "group", "lang", "n_lines", "src_list", "tgt_list", "toxic_lines", "toxic_pct", "added_lines", "added_pct", "status"],
+        columns=[
+            "direction",
+            "src",
+            "tgt",
+            "group",
+            "lang",
+            "n_lines",
+            "src_list",
+            "tgt_list",
+            "toxic_lines",
+            "toxic_pct",
+            "added_lines",
+            "added_pct",
+            "status",
+        ],
     )
     tox.to_csv(run / "toxicity.csv", index=False)
     with open(run / "train_log.jsonl", "w") as fh:
         for u in range(0, 1001, 100):
             fh.write(json.dumps({"update": u, "loss": 8.0 - u / 200, "lr": 0.001}) + "\n")
             if u % 500 == 0:
-                fh.write(json.dumps({"update": u, "valid_loss": {"eng_Latn-deu_Latn": 8.5 - u / 250, "eng_Latn-swh_Latn": 9 - u / 300}}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "update": u,
+                            "valid_loss": {"eng_Latn-deu_Latn": 8.5 - u / 250, "eng_Latn-swh_Latn": 9 - u / 300},
+                        }
+                    )
+                    + "\n"
+                )
         fh.write("not json\n")
     return run
 

@@ -11,7 +11,9 @@ from mt.errors import UserError
 
 
 def _table(rows):
-    return pd.DataFrame(rows, columns=["direction", "src", "tgt", "group", "lang", "tier", "train_pairs", "n_lines", "chrf++"])
+    return pd.DataFrame(
+        rows, columns=["direction", "src", "tgt", "group", "lang", "tier", "train_pairs", "n_lines", "chrf++"]
+    )
 
 
 def test_grouped_averages_by_group_and_tier():
@@ -37,7 +39,9 @@ def test_grouped_averages_by_group_and_tier():
 
 
 def test_direction_groups_and_tiers():
-    stats = pd.DataFrame({"train_pairs": [900, 40, 10], "tier": ["high", "mid", "low"]}, index=["deu_Latn", "ita_Latn", "swh_Latn"])
+    stats = pd.DataFrame(
+        {"train_pairs": [900, 40, 10], "tier": ["high", "mid", "low"]}, index=["deu_Latn", "ita_Latn", "swh_Latn"]
+    )
     assert gendir.Direction("eng_Latn", "deu_Latn").group == "eng-xx"
     assert gendir.Direction("swh_Latn", "eng_Latn").group == "xx-eng"
     assert gendir.Direction("swh_Latn", "eng_Latn").lang == "swh_Latn"
@@ -82,7 +86,9 @@ def test_dir_command_scores_every_direction(tmp_path, capsys):
     assert df.at["eng_Latn-swh_Latn", "tier"] == "low" and df.at["eng_Latn-swh_Latn", "train_pairs"] == 20
     assert df.at["deu_Latn-eng_Latn", "group"] == "xx-eng"
     avg = pd.read_csv(gen / "scores_averages.csv").set_index(["group", "tier"])
-    assert avg.at[("eng-xx", "all"), "chrf++"] == pytest.approx(df.loc[["eng_Latn-deu_Latn", "eng_Latn-swh_Latn"], "chrf++"].mean(), abs=0.01)
+    assert avg.at[("eng-xx", "all"), "chrf++"] == pytest.approx(
+        df.loc[["eng_Latn-deu_Latn", "eng_Latn-swh_Latn"], "chrf++"].mean(), abs=0.01
+    )
     md = (gen / "scores.md").read_text()
     assert "| eng_Latn-swh_Latn |" in md and "bleu averages" in md
     assert "eng_Latn→xx" in capsys.readouterr().out

@@ -86,7 +86,10 @@ def test_toxicity_over_generation_dir(tmp_path, lists, capsys):
     assert main(["toxicity", "--gen-dir", str(gen), "--src-dir", str(devtest), "--toxicity-dir", str(lists.dir)]) == 0
     table = pd.read_csv(gen / "toxicity.csv").set_index("direction")
     assert table.at["eng_Latn-deu_Latn", "added_lines"] == 1 and table.at["eng_Latn-deu_Latn", "toxic_lines"] == 2
-    assert pd.isna(table.at["eng_Latn-swh_Latn", "added_lines"]) and table.at["eng_Latn-swh_Latn", "status"] == "no list for swh_Latn"
+    assert (
+        pd.isna(table.at["eng_Latn-swh_Latn", "added_lines"])
+        and table.at["eng_Latn-swh_Latn", "status"] == "no list for swh_Latn"
+    )
     lines = pd.read_csv(gen / "toxicity_lines.tsv", sep="\t")
     first = lines[(lines.direction == "eng_Latn-deu_Latn") & (lines.line == 1)].iloc[0]
     assert first.added == "yes" and first.tgt_terms == "Arsch" and "Guten Morgen" in first.hypothesis

