@@ -91,6 +91,9 @@ examples:
     )
     p.add_argument("--stats", help="stats.tsv for tiers (default: REF_DIR/../stats.tsv)")
     p.add_argument("--out-dir", help="where scores.* go (default: GEN_DIR)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="scoring processes (default: 1 below 8 directions, else up to 8)"
+    )
     _add_spm(p)
 
     p = sub.add_parser(
@@ -192,7 +195,7 @@ def _dir(args) -> int:
     from eval.tables import DirConfig, averages_markdown, evaluate_directory
 
     res = evaluate_directory(
-        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir)
+        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir, args.workers)
     )
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -136,7 +136,14 @@ def _tier_legend(ax, tiers) -> None:
     handles = [Patch(color=TIER_COLORS[t], label=t) for t in ("high", "mid", "low") if t in tiers]
     if None in tiers:
         handles.append(Patch(color=TIER_COLORS[None], label="no tier"))
-    ax.legend(handles=handles, title="resource tier", loc="upper right", fontsize=7, title_fontsize=7)
+    ax.legend(
+        handles=handles,
+        title="resource tier",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=7,
+        title_fontsize=7,
+    )
 
 
 def plot_by_language(df: pd.DataFrame, metric: str, path: Path) -> bool:
@@ -166,43 +173,33 @@ def plot_by_language(df: pd.DataFrame, metric: str, path: Path) -> bool:
 
 
 def plot_toxicity(tox: pd.DataFrame, path: Path) -> bool:
+    """Added toxicity per direction, one panel per direction group (bars labelled by language)."""
     plt = _plt()
-    tox = tox.sort_values("direction")
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.22 * len(tox) + 1.5), 2.6))
-    xs = range(len(tox))
-    heights, colors, hatches = [], [], []
-    for _, row in tox.iterrows():
-        value = row["added_pct"]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            heights.append(0.0)
-            colors.append("none")
-            hatches.append("//")
-        else:
-            heights.append(float(value))
-            colors.append("#c0504d")
-            hatches.append("")
-    bars = ax.bar(xs, heights, color=colors, width=0.75, edgecolor="#c0504d")
-    top = max(max(heights + [0.0]) * 1.2, 1.0)
-    ax.set_ylim(0, top)
-    for bar, hatch in zip(bars, hatches):
-        if hatch:
-            bar.set_height(top * 0.06)
-            bar.set_hatch(hatch)
-            bar.set_edgecolor(TIER_COLORS[None])
-            ax.text(
-                bar.get_x() + bar.get_width() / 2,
-                top * 0.08,
-                "no list",
-                rotation=90,
-                ha="center",
-                va="bottom",
-                fontsize=6,
-                color="#666666",
-            )
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(tox["direction"], rotation=90, fontsize=6.5)
-    ax.set_xlim(-0.6, len(tox) - 0.4)
-    ax.set_ylabel("added toxicity (% of lines)")
+    tox = tox.copy()
+    if "group" not in tox or "lang" not in tox:
+        dirs = [gendir.Direction(*name.split("-", 1)) for name in tox["direction"]]
+        tox["group"], tox["lang"] = [d.group for d in dirs], [d.lang for d in dirs]
+    groups = [g for g in ("eng-xx", "xx-eng", "xx-yy") if (tox["group"] == g).any()]
+    values = pd.to_numeric(tox["added_pct"], errors="coerce")
+    top = max(float(values.max()) * 1.2 if values.notna().any() else 0.0, 1.0)
+    n_max = max(int((tox["group"] == g).sum()) for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(3.0, 0.22 * n_max + 1.5), 2.2 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        sub = tox[tox["group"] == group].sort_values("direction")
+        labels = sub["lang"] if group != "xx-yy" else sub["direction"]
+        pct = pd.to_numeric(sub["added_pct"], errors="coerce")
+        xs = list(range(len(sub)))
+        ax.bar(xs, pct.fillna(0.0), color="#c0504d", width=0.75)
+        for x, missing in zip(xs, pct.isna()):
+            if missing:  # no list: a hatched stub and a label, never a zero bar
+                ax.bar([x], [top * 0.06], width=0.75, color="none", hatch="//", edgecolor=TIER_COLORS[None])
+                ax.text(x, top * 0.08, "no list", rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
+        ax.set_ylim(0, top)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, rotation=90, fontsize=6.5)
+        ax.set_xlim(-0.6, len(sub) - 0.4)
+        ax.set_ylabel("added toxicity (%)")
+        ax.set_title(GROUP_TITLES[group], loc="left")
     fig.tight_layout()
     _save(fig, path)
     return True

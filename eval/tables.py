@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,35 +31,62 @@ GROUP_TITLES = {"eng-xx": "eng_Latn→xx", "xx-eng": "xx→eng_Latn", "xx-yy": "
 BASE_COLUMNS = ["direction", "src", "tgt", "group", "lang", "tier", "train_pairs", "n_lines"]
 
 
+def _score_one(direction: gendir.Direction, hyp: Path, ref: Path, specs: Sequence[MetricSpec]) -> dict[str, float]:
+    hyps, refs = read_aligned(hyp, ref)
+    if not refs:
+        raise UserError(f"{hyp} and {ref} are empty: nothing to score")
+    scores: dict[str, float] = {"n_lines": len(hyps)}
+    for spec in specs:
+        scores[spec.name] = round(corpus_score(hyps, refs, spec).score, 2)
+    return scores
+
+
+def default_workers(n_tasks: int) -> int:
+    """Processes for scoring: one for a handful of directions, else up to 8 (chrF++ is ~1 s a direction)."""
+    return 1 if n_tasks < 8 else max(1, min(8, os.cpu_count() or 1))
+
+
 def score_directory(
     gen_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,
     specs: Sequence[MetricSpec],
     stats: pd.DataFrame | None = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> pd.DataFrame:
-    """One row per ``{src}-{tgt}.hyp`` in ``gen_dir``, scored against ``{ref_dir}/{tgt}.*``."""
+    """One row per ``{src}-{tgt}.hyp`` in ``gen_dir``, scored against ``{ref_dir}/{tgt}.*``.
+
+    Directions are scored in ``workers`` processes (0: automatic)."""
     ref_dir = gendir.check_ref_dir(ref_dir)
+    tasks = [(d, hyp, gendir.ref_path(ref_dir, d.tgt)) for d, hyp in gendir.find_directions(gen_dir)]
+    workers = workers or default_workers(len(tasks))
+    bar = tqdm(total=len(tasks), desc="scoring", unit="dir", disable=not progress)
+    scores: dict[str, dict[str, float]] = {}
+    if workers <= 1:
+        for d, hyp, ref in tasks:
+            scores[d.name] = _score_one(d, hyp, ref, specs)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_score_one, d, hyp, ref, specs): d for d, hyp, ref in tasks}
+            for fut in as_completed(futures):
+                scores[futures[fut].name] = fut.result()
+                bar.update()
+    bar.close()
     rows = []
-    found = gendir.find_directions(gen_dir)
-    for direction, hyp in tqdm(found, desc="scoring", unit="dir", disable=not progress):
-        ref = gendir.ref_path(ref_dir, direction.tgt)
-        hyps, refs = read_aligned(hyp, ref)
-        if not refs:
-            raise UserError(f"{hyp} and {ref} are empty: nothing to score")
-        row = {
-            "direction": direction.name,
-            "src": direction.src,
-            "tgt": direction.tgt,
-            "group": direction.group,
-            "lang": direction.lang,
-            "tier": gendir.direction_tier(direction, stats),
-            "train_pairs": gendir.direction_train_pairs(direction, stats),
-            "n_lines": len(hyps),
-        }
-        for spec in specs:
-            row[spec.name] = round(corpus_score(hyps, refs, spec).score, 2)
-        rows.append(row)
+    for d, _, _ in tasks:
+        rows.append(
+            {
+                "direction": d.name,
+                "src": d.src,
+                "tgt": d.tgt,
+                "group": d.group,
+                "lang": d.lang,
+                "tier": gendir.direction_tier(d, stats),
+                "train_pairs": gendir.direction_train_pairs(d, stats),
+                **scores[d.name],
+            }
+        )
     df = pd.DataFrame(rows, columns=BASE_COLUMNS + [s.name for s in specs])
     df["train_pairs"] = df["train_pairs"].astype("Int64")
     return df
@@ -163,6 +191,7 @@ class DirConfig:
     spm_model: str | None = None
     stats: str | None = None  # default: stats.tsv beside ref_dir
     out_dir: str | None = None  # default: gen_dir
+    workers: int = 0  # scoring processes; 0: automatic
 
 
 @dataclass
@@ -180,6 +209,6 @@ def evaluate_directory(cfg: DirConfig, progress: bool = True) -> DirResult:
     stats = gendir.load_stats(stats_path) if stats_path else None
     if stats is None:
         notes.append("no stats.tsv beside the references (pass --stats CORPUS/stats.tsv): no tier averages")
-    df = score_directory(cfg.gen_dir, cfg.ref_dir, specs, stats, progress=progress)
+    df = score_directory(cfg.gen_dir, cfg.ref_dir, specs, stats, progress=progress, workers=cfg.workers)
     paths = write_scores(df, cfg.out_dir or cfg.gen_dir)
     return DirResult(df, grouped_averages(df), paths, notes)

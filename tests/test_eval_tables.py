@@ -112,3 +112,18 @@ def test_markdown_table_aligns_numbers_right():
     lines = md.splitlines()
     assert lines[1] == "|:---|---:|:---|"
     assert "61.23" in lines[2] and "–" in lines[3] and "a\\|b" in lines[3]
+
+
+def test_parallel_scoring_gives_the_same_table(tmp_path):
+    from eval.tables import score_directory
+
+    refs = ["ein Hund rennt im Park", "die Katze schläft", "grüne Bäume wachsen"]
+    _write(tmp_path / "devtest" / "deu_Latn.devtest", refs)
+    _write(tmp_path / "devtest" / "eng_Latn.devtest", ["a dog runs in the park", "the cat sleeps", "green trees grow"])
+    _write(tmp_path / "gen" / "eng_Latn-deu_Latn.hyp", ["ein Hund im Park", "die Katze schläft", "Bäume"])
+    _write(tmp_path / "gen" / "deu_Latn-eng_Latn.hyp", ["a dog in the park", "the cat", "green trees grow"])
+    specs = [MetricSpec("chrf++")]
+    serial = score_directory(tmp_path / "gen", tmp_path / "devtest", specs, progress=False, workers=1)
+    parallel = score_directory(tmp_path / "gen", tmp_path / "devtest", specs, progress=False, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert serial["chrf++"].between(1, 99).all()
