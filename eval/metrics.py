@@ -155,6 +155,11 @@ def corpus_score(hyps: Sequence[str], refs: Sequence[str], spec: MetricSpec) -> 
     return Score(spec.name, float(result.score), spec.signature(metric), len(h))
 
 
+def signatures(specs: Sequence[MetricSpec]) -> dict[str, str]:
+    """Each metric's signature (independent of the data: one reference, as everywhere here)."""
+    return {spec.name: corpus_score(["a"], ["a"], spec).signature for spec in specs}
+
+
 # ---------------------------------------------------------------------------------------------------
 # files
 

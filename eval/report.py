@@ -387,15 +387,61 @@ def _scores_section(df: pd.DataFrame, fig_dir: Path, n: _Counter, source: Path) 
             f"{METRIC_TITLES.get(main, main)} per language, sorted by training pairs (largest first) and coloured by resource tier.",
             n.next_figure(),
         )
-    cols = ["direction", "tier", "train_pairs", *metrics]
-    t = n.next_table()
-    sec.body += [
-        f"**Table {t}.** Scores per direction ({len(df)} directions; `{source.name}`).",
-        "",
-        markdown_table(cols, df.sort_values(["group", "direction"])[cols].itertuples(index=False)),
-        "",
-    ]
+    sec.body += _per_language_tables(df, metrics, n, source)
+    sigs = _signatures(source)
+    if sigs:
+        sec.body += ["Signatures: " + "; ".join(f"{METRIC_TITLES.get(m, m)} `{sig}`" for m, sig in sigs.items()), ""]
     return sec
+
+
+def _signatures(scores_csv: Path) -> dict[str, str]:
+    sidecar = scores_csv.with_suffix(".json")
+    try:
+        return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("signatures", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _per_language_tables(df: pd.DataFrame, metrics: list[str], n: _Counter, source: Path) -> list[str]:
+    """English-centric scores as one row per language (eng→xx and xx→eng side by side, like NLLB's
+    appendix), largest training size first; non-English directions in a table of their own."""
+    body: list[str] = []
+    centric = df[df["group"].isin(["eng-xx", "xx-eng"])]
+    if len(centric):
+        langs = centric.drop_duplicates("lang").copy()
+        langs["_size"] = pd.to_numeric(langs["train_pairs"], errors="coerce").fillna(-1)
+        langs = langs.sort_values(["_size", "lang"], ascending=[False, True])
+        by_key = {(r["group"], r["lang"]): r for r in centric.to_dict("records")}
+        header = ["language", "tier", "train pairs"]
+        for m in metrics:
+            header += [f"{METRIC_TITLES.get(m, m)} eng→xx", f"{METRIC_TITLES.get(m, m)} xx→eng"]
+        rows = []
+        for lang_row in langs.itertuples(index=False):
+            row = [lang_row.lang, lang_row.tier, lang_row.train_pairs]
+            for m in metrics:
+                for group in ("eng-xx", "xx-eng"):
+                    hit = by_key.get((group, lang_row.lang))
+                    row.append(hit[m] if hit is not None else None)
+            rows.append(row)
+        t = n.next_table()
+        body += [
+            f"**Table {t}.** Scores per language, English-centric directions ({len(centric)} directions; "
+            f"`{source.name}`), largest training size first.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
+    other = df[df["group"] == "xx-yy"].sort_values("direction")
+    if len(other):
+        cols = ["direction", "tier", *metrics]
+        t = n.next_table()
+        body += [
+            f"**Table {t}.** Scores of non-English directions (tier of the lower-resourced side).",
+            "",
+            markdown_table(cols, other[cols].itertuples(index=False)),
+            "",
+        ]
+    return body
 
 
 def _toxicity_section(tox: pd.DataFrame, fig_dir: Path, n: _Counter) -> Section:

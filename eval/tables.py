@@ -10,6 +10,7 @@ train_pairs come from stats.tsv (empty without it); one column per metric (chrf+
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -22,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from eval import gendir
-from eval.metrics import MetricSpec, corpus_score, read_aligned, resolve_metrics
+from eval.metrics import MetricSpec, corpus_score, read_aligned, resolve_metrics, signatures
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -169,17 +170,30 @@ def scores_markdown(df: pd.DataFrame, avg: pd.DataFrame) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_scores(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str = "scores") -> list[Path]:
-    """``{stem}.csv``, ``{stem}_averages.csv`` and ``{stem}.md`` in ``out_dir``, written atomically."""
+def write_scores(
+    df: pd.DataFrame, out_dir: str | os.PathLike, sigs: dict[str, str] | None = None, stem: str = "scores"
+) -> list[Path]:
+    """``{stem}.csv``, ``{stem}_averages.csv``, ``{stem}.md`` and ``{stem}.json`` (metric signatures)
+    in ``out_dir``, written atomically."""
     out_dir = Path(out_dir)
     avg = grouped_averages(df)
-    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}_averages.csv", out_dir / f"{stem}.md"]
+    paths = [
+        out_dir / f"{stem}.csv",
+        out_dir / f"{stem}_averages.csv",
+        out_dir / f"{stem}.md",
+        out_dir / f"{stem}.json",
+    ]
     with atomic_write(paths[0]) as fh:
         df.to_csv(fh, index=False)
     with atomic_write(paths[1]) as fh:
         avg.to_csv(fh, index=False)
     with atomic_write(paths[2]) as fh:
-        fh.write(scores_markdown(df, avg))
+        md = scores_markdown(df, avg)
+        if sigs:
+            md += "\n## Signatures\n\n" + "\n".join(f"- {m}: `{sig}`" for m, sig in sigs.items()) + "\n"
+        fh.write(md)
+    with atomic_write(paths[3]) as fh:
+        json.dump({"signatures": sigs or {}}, fh, indent=1)
     return paths
 
 
@@ -210,5 +224,5 @@ def evaluate_directory(cfg: DirConfig, progress: bool = True) -> DirResult:
     if stats is None:
         notes.append("no stats.tsv beside the references (pass --stats CORPUS/stats.tsv): no tier averages")
     df = score_directory(cfg.gen_dir, cfg.ref_dir, specs, stats, progress=progress, workers=cfg.workers)
-    paths = write_scores(df, cfg.out_dir or cfg.gen_dir)
+    paths = write_scores(df, cfg.out_dir or cfg.gen_dir, signatures(specs))
     return DirResult(df, grouped_averages(df), paths, notes)

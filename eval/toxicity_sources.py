@@ -272,8 +272,10 @@ def build_lists(
             done = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             done = {}
-        if done.get("sources") == wanted:
-            return BuildResult(out_dir, done.get("languages", {}), done.get("per_source", {}), reused=True)
+        langs = done.get("languages", {})
+        complete = all((out_dir / f"{lang}{TWL_SUFFIX}").is_file() for lang in langs)
+        if done.get("sources") == wanted and complete and (out_dir / "SOURCES.md").is_file():
+            return BuildResult(out_dir, langs, done.get("per_source", {}), reused=True)
 
     merged: dict[str, dict[str, str]] = defaultdict(dict)  # lang -> normalised -> first spelling
     per_source: dict[str, dict[str, int]] = {}

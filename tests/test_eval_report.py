@@ -29,6 +29,7 @@ def _run_dir(tmp_path, with_tiers=True):
     if not with_tiers:
         df = df.drop(columns=["tier", "train_pairs"])
     df.to_csv(run / "scores.csv", index=False)
+    (run / "scores.json").write_text(json.dumps({"signatures": {"chrf++": "nrefs:1|nc:6|nw:2|version:x"}}))
     tox = pd.DataFrame(
         [
             ["eng_Latn-deu_Latn", "eng_Latn", "deu_Latn", "eng-xx", "deu_Latn", 100, True, True, 3, 3.0, 2, 2.0, "ok"],
@@ -106,6 +107,7 @@ def test_report_renders_tables_and_figures(tmp_path):
     assert "1000 updates" in md and "skipped" in md  # the bad log line is mentioned
     assert "translate-test" in md and "41.00" in md
     assert "Skipped" not in md
+    assert "`nrefs:1|nc:6|nw:2|version:x`" in md
 
 
 def test_report_sections_are_optional(tmp_path):
@@ -124,7 +126,9 @@ def test_report_takes_tiers_from_stats(tmp_path):
                                    "ita_Latn\t700\t1\t1\t0\tmid\nswh_Latn\t40\t1\t1\t0\tlow\n")  # fmt: skip
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text(encoding="utf-8")
-    assert "| eng_Latn-swh_Latn | low | 40 |" in md
+    assert "| swh_Latn | low | 40 | 30.50 | 33.30 | 8.20 | 9.90 |" in md  # eng→xx and xx→eng side by side
+    assert "| ita_Latn | mid | 700 | 48.00 | – |" in md  # no xx→eng direction: a dash, not a number
+    assert "| deu_Latn-swh_Latn | low | 25.00 | 5.00 |" in md
     assert "Added toxicity" in md and "no toxicity.csv" in md
 
 

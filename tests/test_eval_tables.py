@@ -1,5 +1,7 @@
 """eval/gendir.py and eval/tables.py: generation-directory scoring and NLLB-style grouped averages."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -91,6 +93,8 @@ def test_dir_command_scores_every_direction(tmp_path, capsys):
     )
     md = (gen / "scores.md").read_text()
     assert "| eng_Latn-swh_Latn |" in md and "bleu averages" in md
+    sigs = json.loads((gen / "scores.json").read_text())["signatures"]
+    assert "nw:2" in sigs["chrf++"] and "tok:13a" in sigs["bleu"] and sigs["bleu"] in md
     assert "eng_Latn→xx" in capsys.readouterr().out
 
 

@@ -61,8 +61,11 @@ def test_build_from_wheels_maps_codes_dedups_and_filters(fake_sources, tmp_path)
     assert "MIT licence text of fakelist" in sources_md
     # the result is a list directory the matcher reads
     assert ToxicityLists(out).get("deu_Latn").matches("du Arsch") == ["Arsch"]
-    # a second run reuses it
+    # a second run reuses it; a deleted list is rebuilt
     assert ts.build_lists(out, ["fakelist"], wheel_dir=fake_sources, download=False).reused
+    (out / "zho_Hans_twl.txt").unlink()
+    assert not ts.build_lists(out, ["fakelist"], wheel_dir=fake_sources, download=False).reused
+    assert (out / "zho_Hans_twl.txt").is_file()
 
 
 def test_sources_whose_licence_is_not_allowed_are_not_used(fake_sources, tmp_path):
