@@ -23,7 +23,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from eval import gendir
-from eval.metrics import MetricSpec, corpus_score, read_aligned, resolve_metrics, signatures
+from eval.metrics import (
+    MetricSpec,
+    corpus_score,
+    read_aligned,
+    resolve_metrics,
+    signatures,
+)
 from mt.errors import UserError
 from mt.util import atomic_write
 
