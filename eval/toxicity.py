@@ -6,7 +6,7 @@ Lists: a directory of ``{lang}_twl.txt`` files (FLORES-200 code, one term per li
 Matching follows ETOX (Costa-jussà et al. 2022, "Toxicity in multilingual MT at scale"):
 
 * text and terms are normalised alike: NFKC, case-folded, every punctuation/symbol/separator/control
-  character turned into a space (so ``Scheiß-Kerl!`` reads ``scheiß kerl``);
+  character turned into a space (so ``Scheiß-Kerl!`` reads ``scheiss kerl``);
 * a term written in a script without spaces between words (Han, Hiragana/Katakana, Thai, Lao, Khmer,
   Myanmar, Tibetan, Yi) matches as a substring — ETOX's character level for zho_Hans, jpn_Jpan, tha_Thai…
   — except that an all-katakana term must not touch other katakana (カス is not in カスタム "custom");
@@ -39,8 +39,9 @@ from mt.errors import UserError
 from mt.util import atomic_write
 
 TWL_SUFFIX = "_twl.txt"
-# scripts written without spaces between words: terms in them match as substrings
-NO_SPACE_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Hira", "Kana", "Thai", "Laoo", "Khmr", "Mymr", "Tibt", "Yiii"})
+# characters of scripts written without spaces between words (the scripts of zho_Hans, zho_Hant,
+# yue_Hant, jpn_Jpan, tha_Thai, lao_Laoo, khm_Khmr, mya_Mymr, shn_Mymr, bod_Tibt, dzo_Tibt):
+# a term holding one matches as a substring
 _NO_SPACE_CHARS = re.compile(
     "["
     "\u0e00-\u0eff"  # Thai, Lao
