@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from mt.data.langs import check_code
@@ -43,7 +44,8 @@ class EmbedConfig:
     shard_size: int = 100_000
     sort_window: int = 10_000        # sentences sorted by length together
     bf16: bool = False
-    threads: int | None = None
+    device: str | None = None        # LASER encoders: cpu/cuda (default: cuda when available)
+    threads: int | None = None       # CPU threads for torch and e5/use (default: their own)
     progress: bool = True
 
 
@@ -71,9 +73,10 @@ def make_batches(lengths: list[int], batch_size: int, max_tokens: int | None) ->
 
 
 def encode_sorted(encoder: Encoder, sentences: list[str], lang: str, cfg: EmbedConfig,
-                  bar: tqdm | None = None) -> np.ndarray:
-    """Embeddings of ``sentences`` in input order, computed in length-sorted windows and batches."""
-    out = np.empty((len(sentences), encoder.dim), dtype=np.float32)
+                  bar: tqdm | None = None, dtype: type = np.float32) -> np.ndarray:
+    """Embeddings of ``sentences`` in input order, computed in length-sorted windows and batches
+    (``dtype=np.float16`` halves the memory of a shard being built)."""
+    out = np.empty((len(sentences), encoder.dim), dtype=dtype)
     for w in range(0, len(sentences), cfg.sort_window):
         window = sentences[w:w + cfg.sort_window]
         for batch in make_batches(encoder.count_tokens(window), cfg.batch_size, cfg.max_tokens):
@@ -157,8 +160,11 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         with atomic_write(rp) as fh:
             json.dump(run_info, fh, indent=1)
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if encoder is None:
-        encoder = load_encoder(cfg.encoder, laser_model_dir=cfg.laser_model_dir, bf16=cfg.bf16, threads=cfg.threads)
+        encoder = load_encoder(cfg.encoder, laser_model_dir=cfg.laser_model_dir, bf16=cfg.bf16, device=cfg.device,
+                               threads=cfg.threads)
     encoder.batch_size = max(encoder.batch_size, cfg.batch_size)  # batches are cut here, not re-split
     encoder.check_lang(lang)
 
@@ -173,7 +179,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
                 skipped += len(lines)
                 bar.update(len(lines))
             else:
-                write_shard(prefix, k, encode_sorted(encoder, lines, lang, cfg, bar))
+                write_shard(prefix, k, encode_sorted(encoder, lines, lang, cfg, bar, dtype=np.float16))
             shards.append({"file": shard_path(prefix, k).name, "rows": len(lines), "start": start})
             start += len(lines)
     finally:
@@ -219,12 +225,14 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--sort-window", type=int, default=d.sort_window,
                    help=f"sentences sorted by length together (default {d.sort_window})")
     p.add_argument("--bf16", action="store_true", help="LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
-    p.add_argument("--threads", type=int, help="e5/use: CPU threads")
+    p.add_argument("--device", help="LASER encoders: cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="CPU threads (torch and e5/use); 1 is best on a busy shared machine")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     cfg = EmbedConfig(input=a.input, output=a.output, lang=a.lang, encoder=a.encoder, laser_model_dir=a.laser_model_dir,
                       batch_size=a.batch_size, max_tokens=a.max_tokens, shard_size=a.shard_size,
-                      sort_window=a.sort_window, bf16=a.bf16, threads=a.threads, progress=not a.no_progress)
+                      sort_window=a.sort_window, bf16=a.bf16, device=a.device, threads=a.threads,
+                      progress=not a.no_progress)
     run_embed(cfg)
     return 0
 

@@ -103,7 +103,8 @@ def check_empty(text: str) -> str | None:
     return EMPTY if not text.strip() else None
 
 
-def check_length(text: str, min_chars: int = 0, max_chars: int = 0, min_words: int = 0, max_words: int = 0) -> str | None:
+def check_length(text: str, min_chars: int = 0, max_chars: int = 0, min_words: int = 0,
+                 max_words: int = 0) -> str | None:
     """Length bounds in characters and whitespace-separated words; 0 disables a bound."""
     n = len(text)
     if n < min_chars:
@@ -261,7 +262,8 @@ class FilterReport:
         pct = 100.0 * self.kept / self.total if self.total else 0.0
         lines.append(f"{'kept':<{w}}  {self.kept:>10}  {pct:5.1f}%")
         if self.dedup_saturated:
-            lines.append("warning: the dedup hash set reached --dedup-memory-mb; later duplicates of new lines were kept")
+            lines.append("warning: the dedup hash set reached --dedup-memory-mb; "
+                         "later duplicates of new lines were kept")
         return "\n".join(lines)
 
     def write(self, path: str) -> None:
@@ -491,7 +493,8 @@ def cli(argv: list[str] | None = None) -> int:
                    help=f"bitext: longest/shortest character length (default {d.max_len_ratio}; 0 = off)")
     p.add_argument("--min-script-fraction", type=float, default=d.min_script_fraction,
                    help=f"share of letters in the language's script (default {d.min_script_fraction}; 0 = off)")
-    p.add_argument("--no-normalize", action="store_true", help="keep the text as is (no NFKC/punctuation/space changes)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="keep the text as is (no NFKC/punctuation/space changes)")
     p.add_argument("--no-dedup", action="store_true", help="keep exact duplicates")
     p.add_argument("--no-near-dedup", action="store_true", help="keep near-duplicates")
     p.add_argument("--dedup-memory-mb", type=int, default=d.dedup_memory_mb,

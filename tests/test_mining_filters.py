@@ -102,7 +102,8 @@ def test_filter_lines_reasons_in_order():
 def test_dedup_spans_chunks():
     lines = [f"sentence number {chr(97 + i % 26)}{i // 26}" for i in range(100)] * 3
     report = FilterReport()
-    kept = [t for t, r in filter_lines(lines, "eng_Latn", FilterConfig(batch_size=7, near_dedup=False), report) if r is None]
+    cfg = FilterConfig(batch_size=7, near_dedup=False)
+    kept = [t for t, r in filter_lines(lines, "eng_Latn", cfg, report) if r is None]
     assert kept == lines[:100] and report.dropped == {DUPLICATE: 200}
 
 

@@ -87,7 +87,7 @@ def _laser_dir(value: str | None, spec: str) -> Path:
 def load_encoder(spec: str, **kw) -> Encoder:
     """Build the encoder ``spec`` names (see the module docstring). Keyword arguments:
     ``laser_model_dir`` (LASER specs without a DIR), ``batch_size``, ``bf16`` (LASER: bfloat16 autocast),
-    ``threads`` (e5/use)."""
+    ``device`` (LASER: ``cpu``/``cuda``; default cuda when available), ``threads`` (e5/use)."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     batch_size = kw.get("batch_size")
@@ -102,7 +102,8 @@ def load_encoder(spec: str, **kw) -> Encoder:
     elif kind == "laser2":
         from mining.encoders.laser import load_laser2
 
-        enc = load_laser2(_laser_dir(rest or kw.get("laser_model_dir"), spec), bf16=kw.get("bf16", False))
+        enc = load_laser2(_laser_dir(rest or kw.get("laser_model_dir"), spec), bf16=kw.get("bf16", False),
+                          device=kw.get("device"))
     elif kind == "laser3":
         from mining.encoders.laser import load_laser3
 
@@ -114,9 +115,9 @@ def load_encoder(spec: str, **kw) -> Encoder:
         else:
             raise UserError(f"encoder {spec!r}: write laser3:DIR:LANG (e.g. laser3:models/laser:wol_Latn) "
                             "or laser3:LANG with --laser-model-dir")
-        enc = load_laser3(directory, lang, bf16=kw.get("bf16", False))
+        enc = load_laser3(directory, lang, bf16=kw.get("bf16", False), device=kw.get("device"))
     elif os.path.exists(spec):
-        enc = load_checkpoint_encoder(Path(spec), bf16=kw.get("bf16", False))
+        enc = load_checkpoint_encoder(Path(spec), bf16=kw.get("bf16", False), device=kw.get("device"))
     else:
         raise UserError(f"unknown encoder {spec!r}: use e5, e5:query, use, laser2:DIR, laser3:DIR:LANG, "
                         "or the path of an encoder checkpoint (file or directory)")
@@ -125,7 +126,7 @@ def load_encoder(spec: str, **kw) -> Encoder:
     return enc
 
 
-def load_checkpoint_encoder(path: Path, bf16: bool = False) -> Encoder:
+def load_checkpoint_encoder(path: Path, bf16: bool = False, device: str | None = None) -> Encoder:
     """An encoder saved as a file or directory: today the LASER2 checkpoint format
     (``{"params", "model", "dictionary"}``) or a fairseq/LASER3 transformer, each with its ``.spm``.
 
@@ -135,4 +136,4 @@ def load_checkpoint_encoder(path: Path, bf16: bool = False) -> Encoder:
     """
     from mining.encoders.laser import load_checkpoint
 
-    return load_checkpoint(path, bf16=bf16)
+    return load_checkpoint(path, bf16=bf16, device=device)

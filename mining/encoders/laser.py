@@ -325,9 +325,15 @@ class LaserEncoder(Encoder):
 
     def __init__(self, name: str, model: nn.Module, tokenizer: LaserTokenizer, indices: dict[str, int], *,
                  prepend_bos: bool = False, max_len: int | None = None, lang: str | None = None,
-                 bf16: bool = False):
+                 bf16: bool = False, device: str | None = None):
         self.name = name
-        self.model = model.eval()
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:
+            raise UserError(f"unknown --device {device!r}: use cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.indices = indices
         self.prepend_bos = prepend_bos
@@ -336,6 +342,7 @@ class LaserEncoder(Encoder):
         self.bf16 = bf16
         self.dim = int(model.output_dim)
         self._warned: set[str] = set()
+        self._ids_cache: dict[str, list[int]] = {}
 
     def check_lang(self, lang: str) -> None:
         if self.lang and lang != self.lang and lang not in self._warned:
@@ -345,6 +352,12 @@ class LaserEncoder(Encoder):
 
     def token_ids(self, sentences: list[str]) -> list[list[int]]:
         """Ids as LASER feeds them: [<s>] pieces </s>, unknown pieces -> <unk>, truncated to max_len."""
+        cached = [self._ids_cache.pop(s, None) for s in sentences]
+        todo = [s for s, c in zip(sentences, cached) if c is None]
+        fresh = iter(self._ids(todo)) if todo else iter(())
+        return [c if c is not None else next(fresh) for c in cached]
+
+    def _ids(self, sentences: list[str]) -> list[list[int]]:
         out = []
         for pieces in self.tokenizer.pieces(sentences):
             ids = [self.indices.get(p, UNK) for p in pieces] + [EOS]
@@ -356,7 +369,12 @@ class LaserEncoder(Encoder):
         return out
 
     def count_tokens(self, sentences: list[str]) -> list[int]:
-        return [len(p) + 1 + self.prepend_bos for p in self.tokenizer.pieces(sentences)]
+        """Exact lengths; the ids are kept for the encode() that follows (mine-embed batches by them)."""
+        if len(self._ids_cache) > 100_000:
+            self._ids_cache.clear()
+        ids = self._ids(sentences)
+        self._ids_cache.update(zip(sentences, ids))
+        return [len(x) for x in ids]
 
     @torch.inference_mode()
     def _encode_batch(self, sentences: list[str], lang: str) -> np.ndarray:
@@ -365,9 +383,9 @@ class LaserEncoder(Encoder):
         tokens = torch.full((len(ids), int(lengths.max())), PAD, dtype=torch.long)
         for i, x in enumerate(ids):
             tokens[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            emb = self.model(tokens, lengths)
-        return emb.float().numpy()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            emb = self.model(tokens.to(self.device), lengths.to(self.device))
+        return emb.float().cpu().numpy()
 
 
 def _lstm_indices(ckpt: dict, path: Path, vocab_size: int) -> dict[str, int]:
@@ -383,7 +401,7 @@ def _lstm_indices(ckpt: dict, path: Path, vocab_size: int) -> dict[str, int]:
 
 
 def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, name: str, *,
-                  lang: str | None = None, bf16: bool = False) -> LaserEncoder:
+                  lang: str | None = None, bf16: bool = False, device: str | None = None) -> LaserEncoder:
     """LASER2 format (``params``) -> BiLSTM; fairseq format (``cfg``/``args``) -> transformer + cvocab."""
     ckpt = safe_load(ckpt_path)
     tokenizer = LaserTokenizer(spm_path)
@@ -395,7 +413,7 @@ def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, nam
             raise UserError(f"{ckpt_path}: unexpected LASER2 params {sorted(params)} ({exc})") from None
         _load_state(model, dict(ckpt["model"]), ckpt_path)
         indices = _lstm_indices(ckpt, ckpt_path, params["num_embeddings"])
-        return LaserEncoder(name, model, tokenizer, indices, lang=lang, bf16=bf16)
+        return LaserEncoder(name, model, tokenizer, indices, lang=lang, bf16=bf16, device=device)
     if cvocab_path is None or not cvocab_path.is_file():
         raise UserError(f"{cvocab_path or spm_path.with_suffix('.cvocab')}: the .cvocab dictionary of this "
                         f"transformer encoder is missing; {_DOWNLOAD_HINT}")
@@ -406,12 +424,13 @@ def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, nam
     model, info = build_transformer(ckpt, ckpt_path, len(dictionary))
     rows = info["state"]["embed_tokens.weight"].shape[0]
     if rows != len(dictionary):
+        mask = " + <mask>" if "<mask>" in dictionary else ""
         raise UserError(f"{ckpt_path}: embedding table has {rows} rows but {cvocab_path.name} gives "
-                        f"{len(dictionary)} symbols (4 specials + entries{' + <mask>' if '<mask>' in dictionary else ''}); "
+                        f"{len(dictionary)} symbols (4 specials + entries{mask}); "
                         "the .cvocab belongs to another model")
     _load_state(model, info["state"], ckpt_path)
     return LaserEncoder(name, model, tokenizer, dict(dictionary.indices), prepend_bos=info["prepend_bos"],
-                        max_len=info["max_len"], lang=lang, bf16=bf16)
+                        max_len=info["max_len"], lang=lang, bf16=bf16, device=device)
 
 
 def _need_dir(directory: Path, flag_hint: str) -> None:
@@ -419,15 +438,15 @@ def _need_dir(directory: Path, flag_hint: str) -> None:
         raise UserError(f"{directory}: LASER model directory not found ({flag_hint}); {_DOWNLOAD_HINT}")
 
 
-def load_laser2(directory: str | Path, bf16: bool = False) -> LaserEncoder:
+def load_laser2(directory: str | Path, bf16: bool = False, device: str | None = None) -> LaserEncoder:
     """``DIR/laser2.pt`` + ``DIR/laser2.spm`` (``laser2.cvocab`` is only needed by LASER3 students)."""
     directory = Path(directory)
     _need_dir(directory, "laser2:DIR or --laser-model-dir")
     return build_encoder(directory / "laser2.pt", directory / "laser2.spm", directory / "laser2.cvocab", "laser2",
-                         bf16=bf16)
+                         bf16=bf16, device=device)
 
 
-def load_laser3(directory: str | Path, lang: str, bf16: bool = False) -> LaserEncoder:
+def load_laser3(directory: str | Path, lang: str, bf16: bool = False, device: str | None = None) -> LaserEncoder:
     """``DIR/laser3-LANG.v1.pt`` with its own ``.spm``/``.cvocab`` when released, else LASER2's."""
     directory = Path(directory)
     _need_dir(directory, "laser3:DIR:LANG or --laser-model-dir")
@@ -437,10 +456,11 @@ def load_laser3(directory: str | Path, lang: str, bf16: bool = False) -> LaserEn
                         f"(e.g. bash download_models.sh {lang})")
     own = directory / f"laser3-{lang}.v1.spm"
     spm_path = own if own.is_file() else directory / "laser2.spm"
-    return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), f"laser3-{lang}", lang=lang, bf16=bf16)
+    return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), f"laser3-{lang}", lang=lang, bf16=bf16,
+                         device=device)
 
 
-def load_checkpoint(path: Path, bf16: bool = False) -> LaserEncoder:
+def load_checkpoint(path: Path, bf16: bool = False, device: str | None = None) -> LaserEncoder:
     """A checkpoint file (its ``.spm`` beside it, same stem, else the directory's only/laser2 ``.spm``)
     or a directory holding one. This is where encoders trained by this toolkit load (LASER2 format)."""
     if path.is_dir():
@@ -461,4 +481,4 @@ def load_checkpoint(path: Path, bf16: bool = False) -> LaserEncoder:
         else:
             raise UserError(f"{ckpt}: its SentencePiece model {spm_path.name} is not beside it "
                             f"(found {[p.name for p in spms] or 'no .spm files'})")
-    return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), str(path), bf16=bf16)
+    return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), str(path), bf16=bf16, device=device)
