@@ -6,7 +6,7 @@ import torch
 
 from _mining_laser import (laser2_checkpoint, laser3_checkpoint, make_spm, reference_laser2, reference_laser3,
                            spm_pieces, write_cvocab)
-from mining.encoders import Encoder, l2_normalize, load_encoder
+from mining.encoders import Encoder, encoder_space, l2_normalize, load_encoder
 from mining.encoders.laser import LaserTokenizer, load_checkpoint, load_laser2, load_laser3
 from mt.errors import UserError
 
@@ -207,3 +207,9 @@ def test_pretrained_wheel_encoders(spec, module, dim):
     rev = enc.encode([b for _, b in PAIRS][::-1], "deu_Latn")
     np.testing.assert_allclose(rev[::-1], de, atol=1e-5)
     assert enc.encode([], "deu_Latn").shape == (0, dim)
+
+
+def test_encoder_spaces():
+    assert encoder_space("laser2") == encoder_space("laser3-wol_Latn") == "laser"
+    assert encoder_space("e5") != encoder_space("e5:query")
+    assert encoder_space("use") == "use"

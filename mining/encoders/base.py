@@ -76,6 +76,12 @@ class Encoder(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
 
 
+def encoder_space(name: str) -> str:
+    """The embedding space an encoder name writes into: LASER2 and every LASER3 student share "laser";
+    any other encoder only matches itself. Mining compares two embedding sets only within one space."""
+    return "laser" if name == "laser2" or name.startswith("laser3-") else name
+
+
 def _laser_dir(value: str | None, spec: str) -> Path:
     if not value:
         raise UserError(f"encoder {spec!r} needs the LASER model directory: write laser2:DIR / laser3:DIR:LANG "
