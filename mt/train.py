@@ -323,8 +323,8 @@ class _Trainer:
                 ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
                 mask = batch.target.ne(self.pad)
                 with self.amp():
-                    logits = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask)
-                out = self.criterion(logits, batch.target[mask], ctx.aux_losses)
+                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    out = self.criterion(hidden, self.model.output_weight, batch.target[mask], ctx.aux_losses)
                 frac = batch.ntokens / total_tokens
                 loss = (out.loss * scale + out.aux_total * (frac * di.world_size)) * weight
                 loss.backward()
