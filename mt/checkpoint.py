@@ -17,8 +17,19 @@ numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG stat
 Writes are atomic (temp file in the same folder, fsync, rename), so a kill at any moment leaves either
 the previous file or the new one. Extra copies (best, epoch) are made from the finished file, each atomic.
 
-Expert parallelism later: rank-local expert weights will go to ``{name}-shard{rank}.pt`` beside the
-shared file; ``save_checkpoint`` / ``load_checkpoint`` are the two functions to extend.
+Sparse MoE. A model with experts adds ``moe = {shards, expert_keys, expert_param_ids}`` (which model
+keys and optimizer entries are expert tensors, stacked along dim 0 with E/shards experts each). With one
+shard (a single process) they stay in the one file. Under expert parallelism (W > 1 ranks) the file above
+holds everything else (written once, by rank 0) plus ``moe.save_id``, and each rank r writes its experts
+to ``{stem}-rank-{r}.pt`` beside it (``{"format": FORMAT + "/experts", save_id, rank, shards, model,
+optimizer_state}``), e.g. ``checkpoint_last.pt`` + ``checkpoint_last-rank-0.pt`` ... ``-rank-{W-1}.pt``.
+A save is a small commit protocol so that a kill at any moment still leaves one consistent checkpoint:
+every rank writes ``{shard}.pending``, then rank 0 replaces the shared file (the commit point), then each
+rank renames its pending file into place; a reader whose shard has the wrong ``save_id`` takes the
+matching ``.pending`` file. ``load_checkpoint(path, rank=r, world=W)`` re-shards on the fly: it
+concatenates the experts of the saved shards and keeps expert range [r*E/W, (r+1)*E/W) (weights and Adam
+moments), so a run saved with W=2 resumes with W=1 or 4 and ``load_checkpoint(path)`` returns the whole
+model. The save directory must be visible to every rank (a shared file system across nodes).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from mt.errors import UserError
 from mt.util import atomic_write
 
 FORMAT = "nllb-mini/mt-train"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: expert shards (``moe``); version-1 files load unchanged
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 
 
@@ -90,15 +101,72 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 # --- writing ------------------------------------------------------------------------------------
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, copies: Sequence[str | os.PathLike] = ()) -> None:
-    """Write ``state`` to ``path`` atomically, then atomic copies to ``copies``."""
+def shard_path(path: str | os.PathLike, rank: int) -> Path:
+    """``checkpoint_last.pt`` -> ``checkpoint_last-rank-{rank}.pt``."""
     path = Path(path)
+    return path.with_name(f"{path.stem}-rank-{rank}{path.suffix}")
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + ".pending")
+
+
+def save_checkpoint(
+    state: dict[str, Any],
+    path: str | os.PathLike,
+    copies: Sequence[str | os.PathLike] = (),
+    rank: int = 0,
+    world: int = 1,
+) -> None:
+    """Write ``state`` to ``path`` atomically, then atomic copies to ``copies``.
+
+    Called on every rank (rank 0 alone writes unless the state has expert shards, see the module
+    docstring; with shards the call is collective).
+    """
+    path = Path(path)
+    moe = state.get("moe")
+    if moe and int(moe.get("shards", 1)) > 1:
+        _save_sharded(state, path, [Path(c) for c in copies], rank)
+        return
+    if rank != 0:
+        return
     with atomic_write(path, "wb") as fh:
         torch.save(state, fh)
     for extra in copies:
         extra = Path(extra)
         with atomic_write(extra, "wb") as out, open(path, "rb") as src:
             shutil.copyfileobj(src, out, 1 << 22)
+
+
+def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: int) -> None:
+    import uuid
+
+    from mt import distributed
+
+    moe = state["moe"]
+    save_id = distributed.broadcast_object(uuid.uuid4().hex)
+    keys, ids = set(moe["expert_keys"]), set(moe["expert_param_ids"])
+    opt = state["optimizer"]
+    shard = {
+        "format": FORMAT + "/experts", "save_id": save_id, "rank": rank, "shards": int(moe["shards"]),
+        "num_updates": state.get("num_updates"), "model": {k: v for k, v in state["model"].items() if k in keys},
+        "optimizer_state": {i: v for i, v in opt["state"].items() if i in ids},
+    }  # fmt: skip
+    shared = dict(state)
+    shared["model"] = {k: v for k, v in state["model"].items() if k not in keys}
+    shared["optimizer"] = {**opt, "state": {i: v for i, v in opt["state"].items() if i not in ids}}
+    shared["moe"] = {**moe, "save_id": save_id}
+    for target in [path, *copies]:
+        final = shard_path(target, rank)
+        with atomic_write(_pending(final), "wb") as fh:
+            torch.save(shard, fh)
+        distributed.barrier()
+        if rank == 0:  # the commit point: the shared file names the save_id of the new shards
+            with atomic_write(target, "wb") as fh:
+                torch.save(shared, fh)
+        distributed.barrier()
+        os.replace(_pending(final), final)
+    distributed.barrier()
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -118,23 +186,35 @@ def prune_epoch_checkpoints(save_dir: str | os.PathLike, keep_last: int) -> list
     doomed = [p for _, p in found[: max(len(found) - keep_last, 0)]]
     for p in doomed:
         p.unlink(missing_ok=True)
+        for shard in p.parent.glob(f"{p.stem}-rank-*.pt*"):  # expert shards (and pending ones)
+            shard.unlink(missing_ok=True)
     return doomed
 
 
 # --- reading ------------------------------------------------------------------------------------
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``; a missing, corrupt, truncated or foreign file is a one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+def _torch_load(path: Path, map_location) -> Any:
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for broken files
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"{path}: checkpoint is corrupt or truncated ({reason}); delete it to start over, or replace it "
             f"with another checkpoint of this run (e.g. {BEST} or checkpoint<epoch>.pt)"
         ) from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", rank: int = 0, world: int = 1
+) -> dict[str, Any]:
+    """Load with ``weights_only=True``; a missing, corrupt, truncated or foreign file is a one-line UserError.
+
+    MoE checkpoints come back with the experts of ``rank`` out of ``world`` (default: all of them),
+    whatever the world size that saved them (see the module docstring).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    state = _torch_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not an mt-train checkpoint (no '{FORMAT}' format marker)")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:
@@ -142,7 +222,85 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}, "
             f"{code_version()}); upgrade nllb-mini"
         )
+    if state.get("moe"):
+        _reshard(state, path, map_location, rank, world)
     return state
+
+
+def _load_shard(path: Path, q: int, save_id: str, map_location) -> dict[str, Any]:
+    final = shard_path(path, q)
+    for candidate in (final, _pending(final)):  # pending: the save was committed, the rename not yet done
+        if candidate.is_file():
+            shard = _torch_load(candidate, map_location)
+            if isinstance(shard, dict) and shard.get("save_id") == save_id and int(shard.get("rank", -1)) == q:
+                return shard
+    raise UserError(
+        f"{final}: expert shard {q} of {path} is missing or belongs to another save (the checkpoint is "
+        f"incomplete); copy all {path.stem}-rank-*.pt files along with {path.name}, or use another checkpoint "
+        f"of this run (e.g. {BEST} or checkpoint<epoch>.pt)"
+    )
+
+
+def _reshard(state: dict[str, Any], path: Path, map_location, rank: int, world: int) -> None:
+    """Replace the state's expert tensors by experts [rank*E/world, (rank+1)*E/world) (in place)."""
+    moe = state["moe"]
+    saved, keys, ids = int(moe["shards"]), list(moe["expert_keys"]), [int(i) for i in moe["expert_param_ids"]]
+    opt_state = state["optimizer"]["state"]
+    E = int(state.get("model_config", {}).get("moe_expert_count", 0))
+    if E <= 0 or E % saved:
+        raise UserError(f"{path}: inconsistent MoE checkpoint ({E} experts in {saved} shards)")
+    if saved == 1 and world == 1:
+        return
+    per_old = E // saved
+    if E % world:
+        raise UserError(
+            f"{path}: the checkpoint has {E} experts per MoE layer, not divisible by the world size {world}; "
+            f"run with a number of processes that divides {E}"
+        )
+    per = E // world
+    lo, hi = rank * per, (rank + 1) * per
+    if saved > 1:
+        shards = {q: _load_shard(path, q, moe["save_id"], map_location) for q in range(lo // per_old, (hi - 1) // per_old + 1)}
+        models = [shards[q]["model"] for q in sorted(shards)]
+        opts = [shards[q]["optimizer_state"] for q in sorted(shards)]
+        base = min(shards) * per_old
+    else:
+        models, opts, base = [state["model"]], [opt_state], 0
+    a, b = lo - base, hi - base
+    for k in keys:
+        full = models[0][k] if len(models) == 1 else torch.cat([m[k] for m in models])
+        state["model"][k] = full[a:b].clone()
+    for i in ids:
+        entries = [o.get(i) for o in opts]
+        if all(e is None for e in entries):
+            opt_state.pop(i, None)
+            continue
+        ref = next(e for e in entries if e is not None)
+        merged = {}
+        for name, v in ref.items():
+            if torch.is_tensor(v) and v.dim() > 0:  # moments: one row per expert
+                parts = [e[name] if e is not None else torch.zeros_like(v) for e in entries]
+                merged[name] = (parts[0] if len(parts) == 1 else torch.cat(parts))[a:b].clone()
+            else:  # step counters and the like
+                merged[name] = v
+        opt_state[i] = merged
+    state["moe"] = {**moe, "shards": world}
+    state["moe"].pop("save_id", None)
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | os.PathLike, new_ok=None) -> list[str]:
+    """``model.load_state_dict(weights)`` with one-line errors; keys for which ``new_ok(key)`` holds may be
+    missing from ``weights`` (e.g. adapters added on top of a pretrained model). Returns those keys."""
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: checkpoint weights do not fit this model ({detail}); pass the same --arch and flags") from None
+    missing = [k for k in result.missing_keys if not (new_ok and new_ok(k))]
+    if missing or result.unexpected_keys:
+        what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(result.unexpected_keys[:3])}"
+        raise UserError(f"{path}: checkpoint weights do not fit this model ({what}); pass the same --arch and flags")
+    return [k for k in result.missing_keys if k not in missing]
 
 
 def check_compatible(

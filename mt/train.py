@@ -39,13 +39,17 @@ import torch
 
 from mt import checkpoint as ckpt
 from mt import distributed
+from mt import expert_parallel as moe_train
+from mt import moe_flags
 from mt.criterion import LabelSmoothedCrossEntropy
 from mt.data.dictionary import Dictionary
 from mt.data.langs import parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.data.sampler import Curriculum, DataState, MultilingualSampler, shard_rows
 from mt.errors import UserError, cli_entry
-from mt.models.config import ARCHS, OVERRIDABLE, ForwardContext, TransformerConfig, arch_config
+from mt.models.adapters import is_adapter_param
+from mt.models.config import ARCHS, EXTENSION_FIELDS, OVERRIDABLE, ForwardContext, TransformerConfig, arch_config
+from mt.models.moe import local_experts
 from mt.models.transformer import build_model, num_parameters
 from mt.optim import InverseSqrtSchedule, build_optimizer
 from mt.trainlog import TrainLog
@@ -93,6 +97,10 @@ class TrainConfig:
     keep_last_epochs: int = -1
     no_epoch_checkpoints: bool = False
     finetune_from_model: str = ""
+    # sparse MoE / adapters (model-side flags are in model_overrides, see mt.moe_flags)
+    moe_gate_loss_wt: float = 0.01
+    moe_z_loss_wt: float = 0.0
+    freeze_base: bool = False
     # logging
     log_interval: int = 100
     no_progress_bar: bool = False
@@ -205,19 +213,25 @@ class _Trainer:
             raise UserError("--best-checkpoint-metric chrf needs valid data: binarize a valid split")
 
         # model (same init on every rank: seeded before building; DDP also broadcasts rank 0's weights)
-        overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
+        overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE or k in EXTENSION_FIELDS}
         self.model_cfg = arch_config(
             cfg.arch, **overrides, vocab_size=len(self.dictionary), padding_idx=self.pad,
             max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
-            langs=self.langs,
+            langs=self.langs, adapter_lang_pairs=list(self.directions),
         )  # fmt: skip
         _seed_all(cfg.seed)
         self.model = build_model(self.model_cfg).to(di.device)
+        self.moe_group = moe_train.setup(self.model, di)  # expert parallelism: this rank's experts only
+        if cfg.freeze_base:
+            n_train, n_frozen = moe_train.freeze_base(self.model)
+            _say(di, f"mt-train: --freeze-base: training {n_train / 1e6:.2f}M adapter parameters, {n_frozen / 1e6:.1f}M frozen")
         self.optimizer = build_optimizer(
             self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
         )
         self.schedule = InverseSqrtSchedule(cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
-        self.criterion = LabelSmoothedCrossEntropy(cfg.label_smoothing)
+        self.criterion = LabelSmoothedCrossEntropy(
+            cfg.label_smoothing, {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt}
+        )
         self.amp = (lambda: torch.autocast(di.device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
         # per-rank dropout streams (rank 0 included), set after the shared initialisation
         torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
@@ -229,15 +243,18 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [di.local_rank] if di.device.type == "cuda" else None
+            moe_train.ddp_ignore_experts(self.model)  # each rank owns its experts: not all-reduced
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _load(self) -> None:
         last = self.save_dir / ckpt.LAST
         shape = TransformerConfig.SHAPE_FIELDS
+        rank, world = self.di.rank, self.di.world_size
         if last.is_file():
-            state = ckpt.load_checkpoint(last)
-            ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(), shape, self.directions)
+            state = ckpt.load_checkpoint(last, rank=rank, world=world)
+            ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(),
+                                  shape + TransformerConfig.ADAPTER_SHAPE_FIELDS, self.directions)  # fmt: skip
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.num_updates = int(state["num_updates"])
@@ -256,10 +273,11 @@ class _Trainer:
                 _say(self.di, f"mt-train: {last} exists, so --finetune-from-model {self.cfg.finetune_from_model} is ignored")
         elif self.cfg.finetune_from_model:
             path = Path(self.cfg.finetune_from_model)
-            state = ckpt.load_checkpoint(path)
+            state = ckpt.load_checkpoint(path, rank=rank, world=world)
             ckpt.check_compatible(state, path, self.model_cfg.to_dict(), self.dictionary.checksum(), shape)
-            self.model.load_state_dict(state["model"])
-            _say(self.di, f"mt-train: initialised weights from {path} (optimizer and data position start fresh)")
+            new = ckpt.load_weights(self.model, state["model"], path, new_ok=is_adapter_param)
+            _say(self.di, f"mt-train: initialised weights from {path} (optimizer and data position start fresh)"
+                 + (f"; {len(new)} adapter tensors are new" if new else ""))  # fmt: skip
 
     def _state(self) -> dict[str, Any]:
         rngs = distributed.all_gather_object(ckpt.capture_rng())
@@ -278,6 +296,7 @@ class _Trainer:
             "best": self.best,
             "wall_time": self._wall(),
             "rng": rngs,
+            "moe": moe_train.checkpoint_meta(self.model, self.optimizer, self.di.world_size),
         }
 
     def _save(self, last: bool, best: bool = False, epoch: int | None = None) -> None:
@@ -285,18 +304,17 @@ class _Trainer:
         if not (last or best or epoch):
             return
         state = self._state()
-        if self.di.is_master:
-            paths = []
-            if epoch is not None and not self.cfg.no_epoch_checkpoints:
-                paths.append(self.save_dir / ckpt.epoch_checkpoint_name(epoch))
-            if last:
-                paths.append(self.save_dir / ckpt.LAST)
-            if best:
-                paths.append(self.save_dir / ckpt.BEST)
-            if paths:
-                ckpt.save_checkpoint(state, paths[0], paths[1:])
-            if epoch is not None:
-                ckpt.prune_epoch_checkpoints(self.save_dir, self.cfg.keep_last_epochs)
+        paths = []
+        if epoch is not None and not self.cfg.no_epoch_checkpoints:
+            paths.append(self.save_dir / ckpt.epoch_checkpoint_name(epoch))
+        if last:
+            paths.append(self.save_dir / ckpt.LAST)
+        if best:
+            paths.append(self.save_dir / ckpt.BEST)
+        if paths:  # every rank: expert-parallel runs write one expert shard per rank
+            ckpt.save_checkpoint(state, paths[0], paths[1:], rank=self.di.rank, world=self.di.world_size)
+        if epoch is not None and self.di.is_master:
+            ckpt.prune_epoch_checkpoints(self.save_dir, self.cfg.keep_last_epochs)
         distributed.barrier()
 
     def _wall(self) -> float:
@@ -312,6 +330,7 @@ class _Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64)
         nll_sum = torch.zeros((), dtype=torch.float64)
         aux_sums: dict[str, float] = {}
+        mstats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # ForwardContext.stats over the update
         for k, rows in enumerate(group):
             local = shard_rows(rows, di.rank, di.world_size)
             weight = 1.0
@@ -321,10 +340,16 @@ class _Trainer:
             sync = k == len(group) - 1 or not di.distributed
             with nullcontext() if sync else model.no_sync():
                 ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
+                if weight == 0.0:  # the dummy's tokens count as padding: MoE layers route none of them
+                    ctx.src_pad_mask = torch.ones_like(batch.src_tokens, dtype=torch.bool)
+                    ctx.tgt_pad_mask = torch.ones_like(batch.prev_output_tokens, dtype=torch.bool)
                 mask = batch.target.ne(self.pad)
                 with self.amp():
                     hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
                     out = self.criterion(hidden, self.model.output_weight, batch.target[mask], ctx.aux_losses)
+                for name, (tot, cnt) in ctx.stats.items():
+                    t0, c0 = mstats.get(name, (0.0, 0.0))
+                    mstats[name] = (t0 + tot, c0 + cnt)
                 frac = batch.ntokens / total_tokens
                 loss = (out.loss * scale + out.aux_total * (frac * di.world_size)) * weight
                 loss.backward()
@@ -333,8 +358,9 @@ class _Trainer:
             for name, v in out.aux.items():
                 aux_sums[name] = aux_sums.get(name, 0.0) + float(v) * frac * weight
         lr = self.schedule.apply(self.optimizer, self.num_updates + 1)
-        gnorm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
+        moe_train.finish_grads(self.model, di.world_size)
+        gnorm = moe_train.clip_grad_norm_(
+            self.model, self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf"), self.moe_group
         )
         gnorm = float(gnorm)
         skipped = not math.isfinite(gnorm)
@@ -345,11 +371,18 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         names = sorted(aux_sums)
         stats = torch.tensor([float(loss_sum), float(nll_sum), float(self.stop.requested > 0)] + [aux_sums[n] for n in names], dtype=torch.float64)
-        stats = distributed.all_reduce_sum(stats.to(di.device)).cpu().tolist()
+        packed = [torch.as_tensor(mstats[n][j], dtype=torch.float64).reshape(-1).cpu() for n in sorted(mstats) for j in (0, 1)]
+        stats = distributed.all_reduce_sum(torch.cat([stats, *packed]).to(di.device)).cpu()
+        off, reduced = 3 + len(names), {}
+        for i, n in enumerate(sorted(mstats)):  # (sum, count) pairs of the model's logged statistics
+            a, b = packed[2 * i].numel(), packed[2 * i + 1].numel()
+            reduced[n] = (stats[off : off + a].numpy(), stats[off + a : off + a + b].numpy())
+            off += a + b
+        stats = stats.tolist()
         return {
             "loss_sum": stats[0], "nll_sum": stats[1], "ntokens": total_tokens,
             "nsentences": sum(len(r) for r in group), "stop": stats[2] > 0, "lr": lr, "gnorm": gnorm,
-            "aux": {n: stats[3 + i] for i, n in enumerate(names)},
+            "aux": {n: stats[3 + i] for i, n in enumerate(names)}, "mstats": reduced,
         }  # fmt: skip
 
     def sampler_tgt_tokens(self, rows: np.ndarray) -> int:
@@ -361,12 +394,13 @@ class _Trainer:
         v = self.validator
         if not v.datasets:
             return None, False
-        per_dir = v.losses(self.model, self.di.device, self.di.rank, self.di.world_size, self.cfg.bf16)
-        chrf: dict[str, float] = {}
-        if self.cfg.eval_chrf > 0:
-            if self.di.is_master:
-                chrf = v.chrf(self.model, self.di.device)
-            chrf = distributed.broadcast_object(chrf)
+        with local_experts(self.model):  # expert parallelism: validate with all experts on every rank
+            per_dir = v.losses(self.model, self.di.device, self.di.rank, self.di.world_size, self.cfg.bf16)
+            chrf: dict[str, float] = {}
+            if self.cfg.eval_chrf > 0:
+                if self.di.is_master:
+                    chrf = v.chrf(self.model, self.di.device)
+                chrf = distributed.broadcast_object(chrf)
         for name, c in chrf.items():
             per_dir.setdefault(name, {})["chrf"] = c
         ntok = sum(r.get("ntokens", 0) for r in per_dir.values())
@@ -527,6 +561,10 @@ class _Trainer:
         w["n"] += 1
         for k, v in st["aux"].items():
             w["aux"][k] = w["aux"].get(k, 0.0) + v
+        ms = w.setdefault("mstats", {})
+        for k, (tot, cnt) in st.get("mstats", {}).items():
+            t0, c0 = ms.get(k, (0.0, 0.0))
+            ms[k] = (t0 + tot, c0 + cnt)
 
     def _log_train(self, w: dict[str, Any], st: dict[str, Any]) -> None:
         now = time.perf_counter()
@@ -538,6 +576,8 @@ class _Trainer:
             "gnorm": st["gnorm"], "tokens_per_s": w["ntok"] / dt, "sentences_per_s": w["nsent"] / dt,
             "ntokens": w["ntok"], "wall": self._wall(), "aux": {k: v / w["n"] for k, v in w["aux"].items()},
         }  # fmt: skip
+        if w.get("mstats"):
+            rec["moe"] = _stat_values(w.pop("mstats"), self.langs)
         self.log.write(rec)
         if self.bar is None and self.di.is_master:
             aux = "".join(f" | {k} {v:.4f}" for k, v in rec["aux"].items())
@@ -551,6 +591,19 @@ class _Trainer:
             "num_updates": self.num_updates, "epoch": self.data_state.epoch, "best": self.best, "stopped": stopped,
             "save_dir": str(self.save_dir), "log": str(self.log.path),
         }  # fmt: skip
+
+
+def _stat_values(mstats: dict[str, tuple[np.ndarray, np.ndarray]], langs: list[str]) -> dict[str, Any]:
+    """(sum, count) pairs -> logged means: a number, a list (per expert), or {language: mean}."""
+    out: dict[str, Any] = {}
+    for name, (tot, cnt) in sorted(mstats.items()):
+        tot, cnt = np.asarray(tot, dtype=np.float64).reshape(-1), np.asarray(cnt, dtype=np.float64).reshape(-1)
+        val = tot / np.maximum(cnt, 1e-12)
+        if name.endswith(("@src_lang", "@tgt_lang")):
+            out[name] = {langs[i]: float(val[i]) for i in range(min(len(langs), len(val))) if cnt[i] > 0}
+        else:
+            out[name] = float(val[0]) if val.size == 1 else [float(v) for v in val]
+    return out
 
 
 def _seed_all(seed: int) -> None:
@@ -589,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="mt-train", description="Train a multilingual Transformer (NLLB recipe) on mt-preprocess output.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG + moe_flags.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("data", help="binarized data directory (dict.txt, {split}.{src}-{tgt}.{lang}.bin/.idx, spm.model)")
     p.add_argument("--lang-pairs", required=True, help="comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn")
@@ -642,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)")
     g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
+    moe_flags.add_arguments(p)
     return p
 
 
@@ -660,6 +714,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {k: values.pop(k) for k in OVERRIDABLE if values.get(k) is not None}
     for k in OVERRIDABLE:
         values.pop(k, None)
+    overrides.update(moe_flags.pop_model_overrides(values))
     values["lang_pairs"] = [p.strip() for p in values["lang_pairs"].split(",") if p.strip()]
     values["adam_betas"] = _parse_betas(values["adam_betas"])
     return TrainConfig(**values, model_overrides=overrides)

@@ -4,7 +4,9 @@ One JSON object per line, each with ``type`` and ``update``:
 
 - ``start``: ``update, epoch, world_size, device, params, arch, model_config, lang_pairs, code_version``
 - ``train`` (every ``--log-interval`` updates): ``update, epoch, loss, nll_loss, ppl, lr, gnorm,
-  tokens_per_s, sentences_per_s, ntokens, wall, aux`` (aux: name -> unweighted value)
+  tokens_per_s, sentences_per_s, ntokens, wall, aux`` (aux: name -> unweighted value); with sparse MoE /
+  CMR layers also ``moe``: statistic -> mean over the interval (``moe/enc1/load``: share of assignments
+  per expert, ``moe/enc1/dropped``, ``moe/enc1/balance``, ``cmr/dec3/gate@tgt_lang``: {language: mean gate})
 - ``valid``: ``update, epoch, loss, nll_loss, ppl, chrf (mean over directions, when computed), best,
   wall, directions`` (direction -> ``loss, nll_loss, ppl, ntokens[, chrf]``)
 - ``curriculum``: ``update, epoch, active`` when pairs join

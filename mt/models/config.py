@@ -40,6 +40,29 @@ class TransformerConfig:
     # (hyper-adapters and per-language MoE stats size their tables with it).
     langs: list[str] = field(default_factory=list)
 
+    # Sparse MoE FFNs (``mt.models.moe``), fairseq's flag names. Layer i of a stack (0-based) is an MoE
+    # layer when moe_freq > 0 and (i + 1) % moe_freq == 0 (fairseq / HF NLLB-MoE ``sparse_step``).
+    moe_freq: int = 0
+    moe_expert_count: int = 0
+    moe_second_expert_policy: str = "sampling"  # sampling | all | random (GShard's second-expert policies)
+    moe_normalize_gate_prob_before_dropping: bool = False
+    moe_train_capacity_factor: float = 1.0  # capacity = ceil(factor * 2 * tokens / experts)
+    moe_eval_capacity_token_fraction: float = 1.0  # capacity = ceil(fraction * tokens) at eval; <= 0: as training
+    moe_eom: float = 0.0  # Expert Output Masking (Elbayad et al. 2023)
+    moe_fom: float = 0.0  # Final Output Masking
+    moe_cmr: bool = False  # Conditional MoE Routing: sigmoid gate between a dense FFN and the MoE
+    cmr_gate_drop: float = 0.0
+    # Adapters (``mt.models.adapters``): per-language/per-pair bottleneck adapters, or hyper-adapters.
+    lang_adapters: str = ""  # "" | "lang" | "pair"
+    lang_adapter_bottleneck: int = 128
+    adapter_lang_pairs: list[str] = field(default_factory=list)  # the pairs that get an adapter (pair mode)
+    hyper_adapters: bool = False
+    hyper_adapter_lang_dim: int = 50
+    hyper_adapter_layer_dim: int = 50
+    hyper_adapter_hidden_dim: int = 64
+    hyper_adapter_bottleneck: int = 128
+    hyper_adapter_no_rescale: bool = False
+
     def validate(self) -> "TransformerConfig":
         if self.encoder_embed_dim != self.decoder_embed_dim:
             raise UserError(
@@ -54,12 +77,54 @@ class TransformerConfig:
                 raise UserError(f"--{side}-layers must be at least 1")
         if self.vocab_size <= self.padding_idx:
             raise UserError(f"vocabulary size {self.vocab_size} is too small: is dict.txt empty?")
+        self._validate_moe_and_adapters()
         return self
+
+    def _validate_moe_and_adapters(self) -> None:
+        if self.moe_freq < 0:
+            raise UserError(f"--moe-freq must be >= 0 (0 = no MoE layers), got {self.moe_freq}")
+        if self.moe_freq > 0:
+            if self.moe_expert_count < 2:
+                raise UserError(f"--moe-freq {self.moe_freq} needs --moe-expert-count >= 2 (top-2 gating), "
+                                f"got {self.moe_expert_count}")  # fmt: skip
+            if self.moe_freq > max(self.encoder_layers, self.decoder_layers):
+                raise UserError(f"--moe-freq {self.moe_freq} is larger than the number of layers: no layer would be MoE")
+        elif self.moe_expert_count or self.moe_cmr or self.moe_eom or self.moe_fom:
+            raise UserError("--moe-expert-count / --moe-eom / --moe-fom / --moe-cmr need --moe-freq N (every N-th layer is MoE)")
+        if self.moe_second_expert_policy not in ("sampling", "all", "random"):
+            raise UserError(f"--moe-second-expert-policy must be sampling, all or random, got {self.moe_second_expert_policy!r}")
+        for name in ("moe_eom", "moe_fom", "cmr_gate_drop"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise UserError(f"--{name.replace('_', '-')} is a probability in [0, 1), got {v}")
+        if self.moe_train_capacity_factor <= 0:
+            raise UserError(f"--moe-train-capacity-factor must be > 0, got {self.moe_train_capacity_factor}")
+        if self.lang_adapters not in ("", "lang", "pair"):
+            raise UserError(f"--lang-adapters must be lang or pair, got {self.lang_adapters!r}")
+        if self.lang_adapters and self.hyper_adapters:
+            raise UserError("--lang-adapters and --hyper-adapters are alternatives: pick one")
+        if (self.lang_adapters or self.hyper_adapters) and not self.langs:
+            raise UserError("adapters need the language list (TransformerConfig.langs): is dict.txt missing __xxx_Yyyy__ tokens?")
+        if self.lang_adapters == "pair" and not self.adapter_lang_pairs:
+            raise UserError("--lang-adapters pair needs the language pairs (adapter_lang_pairs)")
+        dims = [("lang_adapter_bottleneck", self.lang_adapter_bottleneck)] if self.lang_adapters else []
+        if self.hyper_adapters:
+            dims += [(n, getattr(self, n)) for n in ("hyper_adapter_lang_dim", "hyper_adapter_layer_dim",
+                                                     "hyper_adapter_hidden_dim", "hyper_adapter_bottleneck")]  # fmt: skip
+        for name, v in dims:
+            if v < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
 
     # Fields that define the network's shape: a checkpoint whose values differ cannot be loaded.
     SHAPE_FIELDS = (
         "vocab_size", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
+        "moe_freq", "moe_expert_count", "moe_cmr",
+    )  # fmt: skip
+    # ... and those of the adapters: must match on resume; a --finetune-from-model base may lack adapters.
+    ADAPTER_SHAPE_FIELDS = (
+        "lang_adapters", "lang_adapter_bottleneck", "hyper_adapters", "hyper_adapter_lang_dim",
+        "hyper_adapter_layer_dim", "hyper_adapter_hidden_dim", "hyper_adapter_bottleneck", "hyper_adapter_no_rescale",
     )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +155,11 @@ ARCHS: dict[str, dict[str, Any]] = {
     # NLLB-200 dense 600M (distilled model's shape): 12+12 layers, d 1024, ffn 4096, 16 heads
     "nllb_dense_600m": _preset(12, 1024, 4096, 16, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0),
 }
+
+# MoE / adapter fields set by mt-train's flags of the same names (``mt.moe_flags``)
+EXTENSION_FIELDS = tuple(
+    f.name for f in fields(TransformerConfig) if f.name.startswith(("moe_", "cmr_", "lang_adapter", "hyper_adapter"))
+)
 
 # names of the fairseq flags that override a preset (argparse dest form)
 OVERRIDABLE = (
@@ -136,3 +206,18 @@ class ForwardContext:
 
     def add_aux_loss(self, name: str, value: torch.Tensor) -> None:
         self.aux_losses[name] = self.aux_losses[name] + value if name in self.aux_losses else value
+
+    def add_stat(self, name: str, total: torch.Tensor, count: torch.Tensor | float) -> None:
+        """Accumulate a logged statistic as (sum, count) so averages stay exact across micro-batches/ranks.
+
+        ``total`` and ``count`` are detached scalars or same-shape vectors; the trainer sums them over an
+        update (and all ranks) and logs ``total / count``. Names ending in ``@src_lang`` / ``@tgt_lang`` are
+        vectors indexed like ``TransformerConfig.langs`` and are logged per language. A module that adds a
+        stat must add it on every training forward (even with zero counts): ranks reduce them together.
+        """
+        total = total.detach().double()
+        count = torch.as_tensor(count, dtype=torch.float64, device=total.device).detach()
+        if name in self.stats:
+            t0, c0 = self.stats[name]
+            total, count = t0 + total, c0 + count
+        self.stats[name] = (total, count)

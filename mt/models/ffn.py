@@ -38,7 +38,12 @@ class FeedForward(nn.Module):
 
 
 def build_ffn(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module:
-    """The FFN for layer ``layer_idx`` (0-based) of the decoder or encoder stack."""
+    """The FFN for layer ``layer_idx`` (0-based) of the decoder or encoder stack (sparse MoE every
+    ``--moe-freq``-th layer, see ``mt.models.moe``)."""
+    from mt.models.moe import build_moe_ffn, is_moe_layer
+
+    if is_moe_layer(cfg, layer_idx):
+        return build_moe_ffn(cfg, layer_idx, is_decoder)
     if is_decoder:
         return FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
     return FeedForward(cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)

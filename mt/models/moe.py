@@ -1,0 +1,485 @@
+"""Sparse Mixture-of-Experts FFN layers: GShard top-2 gating, EOM / FOM, Conditional MoE Routing, and
+expert parallelism (each rank holds E/W experts, tokens travel with ``all_to_all``).
+
+``build_ffn`` (``mt.models.ffn``) returns a ``MoELayer`` (or a ``CMRLayer`` with ``--moe-cmr``) for every
+``--moe-freq``-th layer of each stack: layer i (0-based) is sparse when ``(i + 1) % moe_freq == 0``, as
+fairseq's ``--moe-freq`` and HF NLLB-MoE's ``encoder_sparse_step``. The layer sees the layer-normed
+hidden states and returns the FFN output; the Transformer layer owns the residual and dropout.
+
+Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating``):
+- the gate is ``softmax(x W_g)``, computed in fp32 with autocast off (bf16 logits make top-2 choices flip);
+- expert 1 = argmax; expert 2 = argmax of the other experts' logits, plus Gumbel noise with
+  ``--moe-second-expert-policy sampling``; ``random`` keeps expert 2 with probability ``min(1, 2 g2)``;
+  ``all`` always keeps it. Noise and random dropping are training-only here (fairseq also samples at
+  inference; we keep inference deterministic);
+- capacity (assignments an expert accepts from one rank's batch): ``ceil(factor * 2 * N / E)`` in
+  training with N the non-padding tokens (fairseq: ``2 * ceil(S / E)`` with S counting padding too),
+  ``ceil(fraction * N)`` at eval (``--moe-eval-capacity-token-fraction``; the released NLLB-MoE uses 1.0,
+  i.e. nothing dropped); first-choice assignments fill an expert before second choices, each in token
+  order; assignments past capacity are dropped (the token keeps its other expert, or only the residual);
+- combine weights g1, g2 are renormalised to sum to 1 over the kept experts (or before dropping with
+  ``--moe-normalize-gate-prob-before-dropping``).
+
+Dispatch: assignments are sorted by expert id (one ``argsort``), token rows gathered with
+``index_select``, each expert that received rows runs one GEMM pair on its contiguous slice (a Python
+loop over experts, never over tokens; an expert with no rows does not run), outputs are scaled by their
+combine weight and summed back per token with ``index_add``. Expert weights are stacked (E, ...) tensors
+marked ``param.expert = True`` (fairseq's marker); under bf16 autocast the experts compute in bf16 and
+only the experts that run get cast.
+
+Losses and stats (training only): ``moe_gate_loss`` = E * sum_e f_e * P_e (f_e: fraction of tokens whose
+first choice is e, P_e: mean gate probability of e; 1 for uniform routing, up to E when everything goes to
+one expert), averaged over MoE layers (fairseq's ``--moe-gate-loss-combine-method average``); under
+expert parallelism f and P are taken over the tokens of all ranks (an all-reduce of 2E+1 numbers), so W
+ranks optimise the same balance loss as one process on the whole batch. ``moe_z_loss`` = mean
+logsumexp(logits)^2 (ST-MoE), weighted by ``--moe-z-loss-wt``. Stats per layer into
+``ForwardContext.add_stat``: ``moe/{enc|dec}{i}/load`` (share of assignments per expert, before
+capacity), ``.../dropped`` (share of assignments over capacity), ``.../balance``; CMR layers add
+``cmr/{enc|dec}{i}/gate`` and per-language ``gate@src_lang`` / ``gate@tgt_lang`` (mean CMR gate).
+
+Regularisation (Elbayad et al. 2023, "Fixing MoE over-fitting on low-resource languages in multilingual
+MT", arXiv 2212.07571; reference code: fairseq's NLLB branch, ``MOELayer(tok_dropout=moe_eom)`` and the
+``moe_fom`` branch of ``TransformerEncoderLayer/DecoderLayer.forward``, which produced the paper's runs):
+- EOM (``--moe-eom p``): in training each (token, expert) output is dropped with probability p
+  (fairseq masks each dispatched expert-output slot), so a token may lose its first and/or second
+  expert; the kept outputs are NOT rescaled. FOM (``--moe-fom p``): the whole MoE-layer output of a
+  token is dropped with probability p (the residual passes). At inference nothing is masked and the
+  outputs are scaled by (1 - p), matching the training-time expectation, exactly as that reference code
+  (and HF's port of the released NLLB-MoE, ``moe_token_dropout``) does. Masked assignments are removed
+  before dispatch, so EOM also saves their expert FLOPs.
+- CMR (``--moe-cmr``, ``CMRLayer``): a per-token gate g = sigmoid(x w + b) blends a shared dense FFN and
+  the MoE: ``out = (1 - g) * dense(x) + g * moe(x)``. ``--cmr-gate-drop p`` applies dropout to g in
+  training as the reference ``CMRGate`` does (``nn.Dropout`` on the gate): with probability p, g = 0 and
+  the token takes the dense branch only; kept gates are scaled by 1/(1-p). No gate dropout at eval.
+
+Expert parallelism (``expert_parallel_(model, rank, world, group)``, called by mt-train under torchrun):
+each MoE layer keeps experts [rank*E/W, (rank+1)*E/W) (the slices of the same seeded initialisation a
+single process would have). A forward exchanges per-expert counts (``all_to_all_single`` on E ints), then
+the token rows (variable splits), runs the local experts, and sends the outputs back; both exchanges are
+autograd functions whose backward is the reverse exchange. Every rank must run the same number of MoE
+forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(model)`` gathers all
+experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from mt.errors import UserError
+from mt.models.config import ForwardContext, TransformerConfig
+
+
+# --- which layers --------------------------------------------------------------------------------
+def is_moe_layer(cfg: TransformerConfig, layer_idx: int) -> bool:
+    return cfg.moe_freq > 0 and (layer_idx + 1) % cfg.moe_freq == 0
+
+
+def num_moe_layers(cfg: TransformerConfig) -> int:
+    return sum(is_moe_layer(cfg, i) for i in range(cfg.encoder_layers)) + sum(
+        is_moe_layer(cfg, i) for i in range(cfg.decoder_layers)
+    )
+
+
+# --- routing -------------------------------------------------------------------------------------
+@dataclass
+class Routing:
+    """Top-2 routing of N tokens to E experts. Assignment arrays are sorted by expert id."""
+
+    token: torch.Tensor  # (A,) token index of each kept assignment
+    expert: torch.Tensor  # (A,) its expert (non-decreasing)
+    weight: torch.Tensor  # (A,) combine weight (differentiable w.r.t. the gate)
+    probs: torch.Tensor  # (N, E) gate softmax, fp32
+    top1: torch.Tensor  # (N,) first choice
+    routed: torch.Tensor  # (E,) assignments per expert before capacity
+    dropped: torch.Tensor  # () assignments over capacity
+    capacity: int
+
+
+def capacity_for(num_tokens: int, num_experts: int, training: bool, train_factor: float, eval_fraction: float) -> int:
+    if not training and eval_fraction > 0:
+        return max(1, math.ceil(eval_fraction * num_tokens))
+    return max(1, math.ceil(train_factor * 2 * num_tokens / num_experts))
+
+
+def top2_route(
+    logits: torch.Tensor,
+    capacity: int,
+    second_expert_policy: str = "all",
+    normalize_before_dropping: bool = False,
+    training: bool = False,
+) -> Routing:
+    """GShard top-2 routing of ``logits`` (N, E) with per-expert ``capacity`` (see the module docstring)."""
+    logits = logits.float()
+    N, E = logits.shape
+    dev = logits.device
+    probs = logits.softmax(dim=-1)
+    top1 = probs.argmax(dim=-1)
+    noisy = logits.detach()
+    if training and second_expert_policy == "sampling":
+        u = torch.rand_like(noisy).clamp_(1e-9, 1 - 1e-9)
+        noisy = noisy - torch.log(-torch.log(u))  # Gumbel-max: sample expert 2 from the gate distribution
+    top2 = noisy.scatter(1, top1[:, None], float("-inf")).argmax(dim=-1)
+    g1 = probs.gather(1, top1[:, None]).squeeze(1)
+    g2 = probs.gather(1, top2[:, None]).squeeze(1)
+    tiny = torch.finfo(torch.float32).eps
+    if normalize_before_dropping:
+        denom = (g1 + g2).clamp_min(tiny)
+        g1, g2 = g1 / denom, g2 / denom
+    ar = torch.arange(N, device=dev)
+    if training and second_expert_policy == "random":
+        keep2 = (2 * g2.detach()) > torch.rand_like(g2)
+        tok2, exp2, gate2 = ar[keep2], top2[keep2], g2[keep2]
+    else:
+        tok2, exp2, gate2 = ar, top2, g2
+    token = torch.cat([ar, tok2])
+    expert = torch.cat([top1, exp2])
+    gate = torch.cat([g1, gate2])
+    # stable sort by expert: within an expert, first choices (token order) come before second choices
+    order = torch.argsort(expert, stable=True)
+    token, expert, gate = token[order], expert[order], gate[order]
+    routed = torch.bincount(expert, minlength=E)
+    starts = torch.cumsum(routed, 0) - routed
+    position = torch.arange(expert.numel(), device=dev) - starts[expert]
+    kept = position < capacity
+    if normalize_before_dropping:
+        weight = gate
+    else:  # renormalise over the experts each token actually kept (fairseq: after dropping)
+        kg = gate * kept
+        denom = torch.zeros(N, device=dev, dtype=kg.dtype).index_add(0, token, kg)
+        weight = kg / denom.clamp_min(tiny)[token]
+    dropped = (~kept).sum()
+    return Routing(token[kept], expert[kept], weight[kept], probs, top1, routed, dropped, capacity)
+
+
+# --- collectives with autograd -------------------------------------------------------------------
+class _AllToAll(torch.autograd.Function):
+    """Rows to other ranks with variable splits; backward sends the gradients back the same way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, send: list[int], recv: list[int], group: Any) -> torch.Tensor:
+        ctx.send, ctx.recv, ctx.group = send, recv, group
+        out = x.new_empty((sum(recv),) + tuple(x.shape[1:]))
+        dist.all_to_all_single(out, x.contiguous(), recv, send, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out = grad.new_empty((sum(ctx.send),) + tuple(grad.shape[1:]))
+        dist.all_to_all_single(out, grad.contiguous(), ctx.send, ctx.recv, group=ctx.group)
+        return out, None, None, None
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of every rank's copy flows back to every contributor."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+@dataclass
+class ExpertParallel:
+    rank: int
+    world: int
+    group: Any = None
+
+
+def _expert_major(recv: torch.Tensor) -> torch.Tensor:
+    """Permutation that regroups rows received as (source rank, local expert) segments by local expert.
+
+    ``recv`` (W, El): rows rank q sent for local expert e. Row ``perm[i]`` of the received buffer is the
+    i-th row in expert-major order.
+    """
+    W, El = recv.shape
+    flat = recv.reshape(-1)
+    seg_start = torch.cumsum(flat, 0) - flat
+    em_len = recv.t().reshape(-1)
+    em_start = seg_start.view(W, El).t().reshape(-1)
+    em_offset = torch.cumsum(em_len, 0) - em_len
+    seg = torch.repeat_interleave(torch.arange(W * El, device=recv.device), em_len)
+    total = int(flat.sum())
+    return em_start[seg] + torch.arange(total, device=recv.device) - em_offset[seg]
+
+
+# --- experts -------------------------------------------------------------------------------------
+class Experts(nn.Module):
+    """E feed-forward experts (fc1 -> ReLU -> activation dropout -> fc2) with stacked weights."""
+
+    def __init__(self, num_experts: int, embed_dim: int, ffn_dim: int, activation_dropout: float) -> None:
+        super().__init__()
+        self.embed_dim, self.activation_dropout = embed_dim, activation_dropout
+        self.fc1_weight = nn.Parameter(torch.empty(num_experts, ffn_dim, embed_dim))
+        self.fc1_bias = nn.Parameter(torch.zeros(num_experts, ffn_dim))
+        self.fc2_weight = nn.Parameter(torch.empty(num_experts, embed_dim, ffn_dim))
+        self.fc2_bias = nn.Parameter(torch.zeros(num_experts, embed_dim))
+        for e in range(num_experts):  # each expert initialised like the dense FFN (xavier, zero bias)
+            nn.init.xavier_uniform_(self.fc1_weight.data[e])
+            nn.init.xavier_uniform_(self.fc2_weight.data[e])
+        for p in self.parameters():
+            p.expert = True  # fairseq's marker: not all-reduced across data-parallel ranks
+
+    @property
+    def num_local(self) -> int:
+        return self.fc1_weight.size(0)
+
+    def keep_(self, lo: int, hi: int) -> None:
+        """Keep only experts [lo, hi) (expert parallelism); parameters stay the same objects."""
+        for p in self.parameters():
+            p.data = p.data[lo:hi].clone()
+
+    def run_expert(self, e: int, x: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
+        h = F.relu(F.linear(x, w1, b1))
+        if self.activation_dropout > 0:
+            h = F.dropout(h, self.activation_dropout, self.training)
+        return F.linear(h, w2, b2)
+
+    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """``x`` rows grouped by local expert, ``counts[e]`` rows each; experts with no rows do not run."""
+        w1, b1 = self.fc1_weight.unbind(0), self.fc1_bias.unbind(0)  # unbind: backward is one stack
+        w2, b2 = self.fc2_weight.unbind(0), self.fc2_bias.unbind(0)
+        outs, start = [], 0
+        for e, n in enumerate(counts):
+            if n:
+                outs.append(self.run_expert(e, x[start : start + n], w1[e], b1[e], w2[e], b2[e]))
+                start += n
+        if not outs:  # stay connected to x: under expert parallelism every rank must run the same backward collectives
+            return x[:0]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _flatten(x: torch.Tensor, pad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(B, T, d) -> (N, d) non-padding rows, their flat indices (None: all rows), their sentence index."""
+    B, T, d = x.shape
+    flat = x.reshape(B * T, d)
+    if pad is not None and bool(pad.any()):
+        idx = (~pad).reshape(-1).nonzero().squeeze(1)
+        return flat.index_select(0, idx), idx, torch.div(idx, T, rounding_mode="floor")
+    return flat, None, torch.arange(B * T, device=x.device) // T
+
+
+def _unflatten(out: torch.Tensor, idx: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+    B, T, d = shape
+    if idx is not None:
+        out = out.new_zeros(B * T, d).index_copy(0, idx, out)
+    return out.view(B, T, d)
+
+
+# --- the layers ----------------------------------------------------------------------------------
+class MoELayer(nn.Module):
+    """Top-2 sparse MoE FFN with EOM (and FOM when not inside a ``CMRLayer``)."""
+
+    def __init__(self, cfg: TransformerConfig, layer_idx: int, is_decoder: bool, apply_fom: bool = True) -> None:
+        super().__init__()
+        d = cfg.decoder_embed_dim if is_decoder else cfg.encoder_embed_dim
+        f = cfg.decoder_ffn_embed_dim if is_decoder else cfg.encoder_ffn_embed_dim
+        self.num_experts, self.is_decoder = cfg.moe_expert_count, is_decoder
+        self.tag = f"{'dec' if is_decoder else 'enc'}{layer_idx}"
+        self.wg = nn.Linear(d, self.num_experts, bias=False)
+        nn.init.xavier_uniform_(self.wg.weight)
+        self.experts = Experts(self.num_experts, d, f, cfg.activation_dropout)
+        self.policy = cfg.moe_second_expert_policy
+        self.normalize_before_dropping = cfg.moe_normalize_gate_prob_before_dropping
+        self.train_capacity_factor = cfg.moe_train_capacity_factor
+        self.eval_capacity_fraction = cfg.moe_eval_capacity_token_fraction
+        self.eom, self.fom = cfg.moe_eom, (cfg.moe_fom if apply_fom else 0.0)
+        self.loss_scale = 1.0 / max(num_moe_layers(cfg), 1)
+        self.ep: ExpertParallel | None = None
+
+    # expert parallelism
+    def shard_(self, rank: int, world: int, group: Any = None) -> None:
+        if self.num_experts % world:
+            raise UserError(
+                f"--moe-expert-count {self.num_experts} is not divisible by the world size {world}: with expert "
+                f"parallelism each rank holds E/W experts; use a multiple of {world} experts or another --nproc_per_node"
+            )
+        per = self.num_experts // world
+        self.experts.keep_(rank * per, (rank + 1) * per)
+        self.ep = ExpertParallel(rank, world, group)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        xs, idx, sent = _flatten(x, ctx.padding_mask(self.is_decoder))
+        out = self.moe(xs, ctx)
+        return _unflatten(out, idx, x.shape)
+
+    def moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros."""
+        N, E = xs.size(0), self.num_experts
+        with torch.autocast(xs.device.type, enabled=False):
+            logits = F.linear(xs.float(), self.wg.weight.float())
+        cap = capacity_for(N, E, self.training, self.train_capacity_factor, self.eval_capacity_fraction)
+        r = top2_route(logits, cap, self.policy, self.normalize_before_dropping, self.training)
+        if self.training:
+            self._losses_and_stats(logits, r, ctx)
+        token, expert, weight = r.token, r.expert, r.weight
+        keep = None
+        if self.training and self.eom > 0:  # EOM: drop (token, expert) outputs
+            keep = torch.rand(token.shape, device=xs.device) >= self.eom
+        if self.training and self.fom > 0:  # FOM: drop a token's whole MoE output
+            fom_keep = torch.rand(N, device=xs.device) >= self.fom
+            token_keep = fom_keep if token_keep is None else token_keep & fom_keep
+        if token_keep is not None:
+            keep = token_keep[token] if keep is None else keep & token_keep[token]
+        if keep is not None:
+            token, expert, weight = token[keep], expert[keep], weight[keep]
+        counts = torch.bincount(expert, minlength=E)
+        ys = self._dispatch(xs.index_select(0, token), counts)
+        out = torch.zeros(N, xs.size(1), device=xs.device, dtype=torch.float32)
+        out = out.index_add(0, token, ys * weight[:, None])
+        if not self.training and (self.eom > 0 or self.fom > 0):
+            out = out * ((1.0 - self.eom) * (1.0 - self.fom))
+        return out
+
+    def _dispatch(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Expert outputs for rows ``xs`` sorted by (global) expert id, ``counts[e]`` rows per expert."""
+        if self.ep is None or self.ep.world == 1:
+            return self.experts(xs, counts.tolist())
+        W, group = self.ep.world, self.ep.group
+        El = self.num_experts // W
+        recv = torch.empty_like(counts)
+        dist.all_to_all_single(recv, counts, group=group)  # recv[q*El + e]: rows rank q sends my expert e
+        send_splits = counts.view(W, El).sum(1).tolist()
+        recv = recv.view(W, El)
+        recv_splits = recv.sum(1).tolist()
+        dev = xs.device.type
+        if torch.is_autocast_enabled(dev):  # the experts compute in the autocast dtype: send that
+            xs = xs.to(torch.get_autocast_dtype(dev))
+        xr = _AllToAll.apply(xs, send_splits, recv_splits, group)
+        perm = _expert_major(recv)
+        ye = self.experts(xr.index_select(0, perm), recv.sum(0).tolist())
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(perm.numel(), device=perm.device)
+        return _AllToAll.apply(ye.index_select(0, inv), recv_splits, send_splits, group)
+
+    def _losses_and_stats(self, logits: torch.Tensor, r: Routing, ctx: ForwardContext) -> None:
+        E = self.num_experts
+        first = torch.bincount(r.top1, minlength=E).float()
+        psum = r.probs.sum(0)
+        n = torch.tensor([float(logits.size(0))], device=logits.device)
+        if self.ep is not None and self.ep.world > 1:  # balance over the tokens of all ranks
+            red = torch.cat([first, n])
+            dist.all_reduce(red, group=self.ep.group)
+            first, n = red[:E], red[E:]
+            psum = _AllReduceSum.apply(psum, self.ep.group)
+        n = n.clamp_min(1.0)
+        balance = E * ((first / n) * (psum / n)).sum()
+        ctx.add_aux_loss("moe_gate_loss", balance * self.loss_scale)
+        z = torch.logsumexp(logits, dim=-1).pow(2).mean() if logits.size(0) else logits.sum()
+        ctx.add_aux_loss("moe_z_loss", z * self.loss_scale)
+        total = r.routed.sum()
+        ctx.add_stat(f"moe/{self.tag}/load", r.routed, total)
+        ctx.add_stat(f"moe/{self.tag}/dropped", r.dropped, total)
+        ctx.add_stat(f"moe/{self.tag}/balance", balance, 1.0)
+
+
+class CMRLayer(nn.Module):
+    """Conditional MoE Routing: ``(1 - g) * dense(x) + g * moe(x)`` with a per-token sigmoid gate g."""
+
+    def __init__(self, cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> None:
+        from mt.models.ffn import FeedForward
+
+        super().__init__()
+        d = cfg.decoder_embed_dim if is_decoder else cfg.encoder_embed_dim
+        f = cfg.decoder_ffn_embed_dim if is_decoder else cfg.encoder_ffn_embed_dim
+        self.is_decoder, self.tag = is_decoder, f"{'dec' if is_decoder else 'enc'}{layer_idx}"
+        self.moe = MoELayer(cfg, layer_idx, is_decoder, apply_fom=False)
+        self.dense = FeedForward(d, f, cfg.activation_dropout)
+        self.gate = nn.Linear(d, 1)
+        nn.init.xavier_uniform_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+        self.gate_drop, self.fom = cfg.cmr_gate_drop, cfg.moe_fom
+        self.num_langs = len(cfg.langs)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        xs, idx, sent = _flatten(x, ctx.padding_mask(self.is_decoder))
+        with torch.autocast(xs.device.type, enabled=False):
+            g = torch.sigmoid(F.linear(xs.float(), self.gate.weight.float(), self.gate.bias.float())).squeeze(1)
+        if self.training:
+            self._stats(g, sent, ctx)
+        token_keep = None
+        if self.training and self.gate_drop > 0:
+            g = F.dropout(g, self.gate_drop, True)  # dropped gate: dense branch only
+            token_keep = g > 0
+        fom_keep = None
+        if self.training and self.fom > 0:
+            fom_keep = torch.rand(g.shape, device=g.device) >= self.fom
+            token_keep = fom_keep if token_keep is None else token_keep & fom_keep
+        dense = self.dense(xs, ctx).float()
+        moe = self.moe.moe(xs, ctx, token_keep)
+        out = (1.0 - g)[:, None] * dense + g[:, None] * moe
+        if fom_keep is not None:
+            out = out * fom_keep[:, None]
+        elif not self.training and self.fom > 0:
+            out = out * (1.0 - self.fom)
+        return _unflatten(out, idx, x.shape)
+
+    def _stats(self, g: torch.Tensor, sent: torch.Tensor, ctx: ForwardContext) -> None:
+        g = g.detach()
+        ctx.add_stat(f"cmr/{self.tag}/gate", g.sum(), float(g.numel()))
+        L = self.num_langs
+        for side, lang in (("src_lang", ctx.src_lang), ("tgt_lang", ctx.tgt_lang)):
+            if lang is None or L == 0:
+                continue
+            tl = lang.to(g.device)[sent]
+            total = torch.zeros(L, dtype=torch.float64, device=g.device).index_add(0, tl, g.double())
+            ctx.add_stat(f"cmr/{self.tag}/gate@{side}", total, torch.bincount(tl, minlength=L).double())
+
+
+def build_moe_ffn(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module:
+    return CMRLayer(cfg, layer_idx, is_decoder) if cfg.moe_cmr else MoELayer(cfg, layer_idx, is_decoder)
+
+
+# --- model-level helpers -------------------------------------------------------------------------
+def moe_layers(model: nn.Module) -> list[MoELayer]:
+    return [m for m in model.modules() if isinstance(m, MoELayer)]
+
+
+def expert_parallel_(model: nn.Module, rank: int, world: int, group: Any = None) -> None:
+    """Keep this rank's E/W experts in every MoE layer (UserError when E is not divisible by W)."""
+    for m in moe_layers(model):
+        m.shard_(rank, world, group)
+
+
+def is_expert_parallel(model: nn.Module) -> bool:
+    return any(m.ep is not None and m.ep.world > 1 for m in moe_layers(model))
+
+
+@contextmanager
+def local_experts(model: nn.Module) -> Iterator[None]:
+    """Inside: every rank holds all experts and runs MoE layers without collectives (inference only).
+
+    Collective on entry (all-gather of the expert weights); the sharded weights come back on exit.
+    """
+    layers = [m for m in moe_layers(model) if m.ep is not None and m.ep.world > 1]
+    saved = []
+    for m in layers:
+        params = list(m.experts.parameters())
+        saved.append((m, m.ep, [p.data for p in params]))
+        for p in params:
+            parts = [torch.empty_like(p.data) for _ in range(m.ep.world)]
+            dist.all_gather(parts, p.data.contiguous(), group=m.ep.group)
+            p.data = torch.cat(parts)
+        m.ep = None
+    try:
+        yield
+    finally:
+        for m, ep, datas in saved:
+            for p, data in zip(m.experts.parameters(), datas):
+                p.data = data
+            m.ep = ep

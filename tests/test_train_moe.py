@@ -1,0 +1,330 @@
+"""Sparse MoE layers: routing and capacity, sparse dispatch, EOM/FOM, CMR, balance loss, expert-parallel
+helpers that need no process group, MoE checkpoints in one process."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mt import checkpoint as ckpt
+from mt.errors import UserError
+from mt.models.config import ForwardContext, arch_config
+from mt.models.moe import CMRLayer, MoELayer, _expert_major, capacity_for, num_moe_layers, top2_route
+from mt.models.transformer import DecoderCache, Transformer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _cfg(**kw):
+    base = dict(vocab_size=40, dropout=0.0, moe_freq=1, moe_expert_count=4, moe_second_expert_policy="all",
+                langs=["aaa_Latn", "bbb_Latn", "ccc_Latn"])  # fmt: skip
+    base.update(kw)
+    return arch_config("transformer_tiny", **base).validate()
+
+
+def _layer(seed=0, cls=MoELayer, **kw):
+    torch.manual_seed(seed)
+    return cls(_cfg(**kw), 0, False)
+
+
+def _reference_moe(layer: MoELayer, x: torch.Tensor, capacity: int) -> torch.Tensor:
+    """Token by token: sum over the kept (token, expert) assignments of weight * expert(x)."""
+    logits = x @ layer.wg.weight.t()
+    r = top2_route(logits, capacity, "all")
+    out = torch.zeros_like(x)
+    ex = layer.experts
+    for t, e, w in zip(r.token.tolist(), r.expert.tolist(), r.weight.tolist()):
+        h = F.relu(x[t] @ ex.fc1_weight[e].t() + ex.fc1_bias[e])
+        out[t] += w * (h @ ex.fc2_weight[e].t() + ex.fc2_bias[e])
+    return out
+
+
+def test_top2_routing_and_capacity_on_hand_made_logits():
+    # first / second choices:  t0 e0,e1  t1 e0,e2  t2 e0,e1  t3 e1,e2  t4 e2,e0  t5 e1,e0
+    logits = torch.tensor([[5, 3, 0], [4, 0, 2], [3, 2, 0], [0, 5, 1], [1, 0, 6], [2, 6, 0]], dtype=torch.float)
+    r = top2_route(logits, capacity=3, second_expert_policy="all")
+    # expert 0 takes its first choices t0 t1 t2, then the second choices t4, t5 are over capacity;
+    # expert 1: t3 t5 (first), t0 (second), t2 over capacity; expert 2: t4, then t1 t3
+    assert r.routed.tolist() == [5, 4, 3]
+    assert int(r.dropped) == 3
+    assert r.expert.tolist() == sorted(r.expert.tolist())
+    kept = set(zip(r.token.tolist(), r.expert.tolist()))
+    assert kept == {(0, 0), (1, 0), (2, 0), (3, 1), (5, 1), (0, 1), (4, 2), (1, 2), (3, 2)}
+    p = logits.softmax(-1)
+    w = {(t, e): float(v) for t, e, v in zip(r.token.tolist(), r.expert.tolist(), r.weight.tolist())}
+    assert w[(0, 0)] == pytest.approx(float(p[0, 0] / (p[0, 0] + p[0, 1])))
+    for t, e in ((2, 0), (4, 2), (5, 1)):  # the other expert was dropped: renormalised to 1
+        assert w[(t, e)] == pytest.approx(1.0)
+    # normalising before dropping keeps the two-expert weights
+    r2 = top2_route(logits, capacity=3, second_expert_policy="all", normalize_before_dropping=True)
+    w2 = {(t, e): float(v) for t, e, v in zip(r2.token.tolist(), r2.expert.tolist(), r2.weight.tolist())}
+    assert w2[(2, 0)] == pytest.approx(float(p[2, 0] / (p[2, 0] + p[2, 1])))
+    # enough capacity: nothing dropped, every token keeps both experts
+    r3 = top2_route(logits, capacity=6, second_expert_policy="all")
+    assert int(r3.dropped) == 0 and len(r3.token) == 12
+
+
+def test_capacity_formula_and_second_expert_policies():
+    assert capacity_for(6, 3, True, 1.0, 1.0) == 4  # ceil(1.0 * 2 * 6 / 3)
+    assert capacity_for(10, 4, True, 1.25, 1.0) == 7  # ceil(6.25)
+    assert capacity_for(10, 4, False, 1.25, 0.25) == 3  # ceil(0.25 * 10) at eval
+    assert capacity_for(10, 4, False, 1.25, -1) == 7  # <= 0: as in training
+    torch.manual_seed(0)
+    logits = torch.randn(2000, 8)
+    a = top2_route(logits, 10**6, "all", training=True)
+    s = top2_route(logits, 10**6, "sampling", training=True)
+    rnd = top2_route(logits, 10**6, "random", training=True)
+    assert len(a.token) == len(s.token) == 4000
+    assert 2000 < len(rnd.token) < 4000  # some second experts were not kept
+    # sampling: the second expert is not always the second-largest logit, but never the first
+    second = lambda r: {t: e for t, e in zip(r.token.tolist(), r.expert.tolist()) if e != int(r.top1[t])}
+    sa, ss = second(a), second(s)
+    assert all(e != int(a.top1[t]) for t, e in ss.items())
+    assert 0.05 < sum(sa[t] != ss[t] for t in sa) / len(sa) < 0.95
+    # at eval every policy is deterministic top-2
+    assert torch.equal(top2_route(logits, 10**6, "sampling").expert, a.expert)
+
+
+def test_moe_layer_output_matches_token_by_token_reference_and_only_used_experts_run():
+    layer = _layer(moe_train_capacity_factor=0.75).train()
+    x = torch.randn(2, 9, 64)
+    ref = _reference_moe(layer, x.view(-1, 64), capacity_for(18, 4, True, 0.75, 1.0)).view(2, 9, 64)
+    torch.testing.assert_close(layer(x, ForwardContext()), ref, rtol=1e-5, atol=1e-5)
+
+    # a gate that sends every token to experts 1 and 3: experts 0 and 2 never run
+    with torch.no_grad():
+        layer.wg.weight.zero_()
+        layer.wg.weight[1, 0], layer.wg.weight[3, 1] = 5.0, 4.0
+    calls = []
+    orig = layer.experts.run_expert
+    layer.experts.run_expert = lambda e, rows, *w: calls.append((e, rows.size(0))) or orig(e, rows, *w)
+    x = torch.randn(3, 5, 64)
+    x[..., 0], x[..., 1] = 1.0, 1.0
+    layer.train()(x, ForwardContext())
+    assert sorted(e for e, _ in calls) == [1, 3]  # one call per expert that received tokens
+    assert sum(n for _, n in calls) <= 30
+    # no rows at all: the (empty) result stays in the graph, so that under expert parallelism every rank
+    # runs the backward of the all-to-all that brought the rows
+    rows = torch.randn(0, 64, requires_grad=True)
+    assert layer.experts(rows, [0, 0, 0, 0]).requires_grad
+
+
+def test_padding_is_not_routed_and_not_counted():
+    layer = _layer().train()
+    x = torch.randn(2, 6, 64)
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[1, 2:] = True
+    ctx = ForwardContext(src_pad_mask=pad)
+    out = layer(x, ctx)
+    assert torch.all(out[1, 2:] == 0)
+    tot, cnt = ctx.stats["moe/enc0/load"]
+    assert float(cnt) == 2 * 8 and float(tot.sum()) == 16  # 8 real tokens, two assignments each
+    # the real tokens get what they get without the padded ones
+    alone = _layer().train()(x[1:, :2], ForwardContext())
+    torch.testing.assert_close(out[1, :2], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_eom_and_fom_mask_the_requested_fraction_in_training_only():
+    N = 6000
+    x = torch.randn(1, N, 64)
+    for kind, p in (("eom", 0.3), ("fom", 0.25)):
+        kw = {f"moe_{kind}": p, "moe_train_capacity_factor": 4.0}
+        layer, plain = _layer(**kw), _layer(moe_train_capacity_factor=4.0)
+        rows = []
+        orig = layer.experts.run_expert
+        layer.experts.run_expert = lambda e, r, *w: rows.append(r.size(0)) or orig(e, r, *w)
+        torch.manual_seed(1)
+        out = layer.train()(x, ForwardContext())[0]
+        ref = plain.train()(x, ForwardContext())[0]
+        zero_tokens = float((out.abs().sum(-1) == 0).float().mean())
+        dispatched = sum(rows) / (2 * N)
+        if kind == "eom":  # each (token, expert) output dropped with p; a whole token with p^2
+            assert dispatched == pytest.approx(1 - p, abs=0.02)
+            assert zero_tokens == pytest.approx(p * p, abs=0.02)
+        else:  # whole tokens dropped with p; the others untouched
+            assert zero_tokens == pytest.approx(p, abs=0.02)
+            kept = out.abs().sum(-1) > 0
+            torch.testing.assert_close(out[kept], ref[kept], rtol=1e-5, atol=1e-5)
+        # eval: nothing masked, output scaled by (1 - p)
+        ev, ev_ref = layer.eval()(x, ForwardContext())[0], plain.eval()(x, ForwardContext())[0]
+        assert float((ev.abs().sum(-1) == 0).float().mean()) == 0
+        torch.testing.assert_close(ev, (1 - p) * ev_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cmr_blend_equals_formula_gate_dropout_and_language_stats():
+    layer = _layer(cls=CMRLayer, moe_cmr=True).eval()
+    x = torch.randn(3, 4, 64)
+    ctx = ForwardContext()
+    g = torch.sigmoid(x @ layer.gate.weight.t() + layer.gate.bias)  # (3, 4, 1)
+    dense = layer.dense(x, ctx)
+    moe = layer.moe(x, ctx)
+    torch.testing.assert_close(layer(x, ctx), (1 - g) * dense + g * moe, rtol=1e-5, atol=1e-5)
+
+    # gate dropout in training: a dropped gate means the dense branch only
+    layer = _layer(cls=CMRLayer, moe_cmr=True, cmr_gate_drop=0.4).train()
+    x = torch.randn(4, 500, 64)
+    src = torch.tensor([0, 1, 0, 2])
+    ctx = ForwardContext(src_lang=src, tgt_lang=torch.tensor([1, 0, 1, 0]))
+    out = layer(x, ctx)
+    dense = layer.dense(x, ctx)
+    dense_only = (out - dense).abs().amax(-1) < 1e-6
+    assert float(dense_only.float().mean()) == pytest.approx(0.4, abs=0.03)
+    # per-language gate means (before dropout), as logged
+    g = torch.sigmoid(x @ layer.gate.weight.t() + layer.gate.bias).squeeze(-1).detach()
+    tot, cnt = ctx.stats["cmr/enc0/gate@src_lang"]
+    mean = (tot / cnt).tolist()
+    assert mean[0] == pytest.approx(float(g[[0, 2]].mean()), rel=1e-5)
+    assert mean[2] == pytest.approx(float(g[3].mean()), rel=1e-5)
+    assert cnt.tolist() == [1000, 500, 500]
+
+
+def test_balance_loss_is_one_for_uniform_routing_and_larger_when_skewed():
+    E, c = 4, 3.0
+    layer = _layer().train()
+    with torch.no_grad():
+        layer.wg.weight.zero_()
+        layer.wg.weight[:, :E] = torch.eye(E) * c
+    x = torch.zeros(1, 40, 64)
+    x[0, torch.arange(40), torch.arange(40) % E] = 1.0  # token t prefers expert t % E, symmetric
+    ctx = ForwardContext()
+    layer(x, ctx)
+    balance = lambda ctx: float(ctx.stats["moe/enc0/balance"][0])
+    assert balance(ctx) == pytest.approx(1.0, rel=1e-5)
+    # the aux loss is the mean over the model's MoE layers (4 here): each layer adds its share
+    assert float(ctx.aux_losses["moe_gate_loss"].detach()) == pytest.approx(balance(ctx) / 4, rel=1e-6)
+    x = torch.zeros(1, 40, 64)
+    x[0, :, 0] = 1.0  # every token prefers expert 0
+    ctx = ForwardContext()
+    layer(x, ctx)
+    p0 = math.exp(c) / (math.exp(c) + E - 1)
+    assert balance(ctx) == pytest.approx(E * p0, rel=1e-5)
+    assert balance(ctx) > 2.5
+    load = ctx.stats["moe/enc0/load"]
+    assert (load[0] / load[1]).tolist()[0] == pytest.approx(0.5)  # half of the assignments: first choices
+
+
+def test_moe_transformer_layers_decoding_and_bf16():
+    cfg = _cfg(moe_freq=2, moe_eom=0.2)
+    assert num_moe_layers(cfg) == 2
+    torch.manual_seed(0)
+    m = Transformer(cfg)
+    assert [type(l.ffn).__name__ for l in m.encoder.layers] == ["FeedForward", "MoELayer"]
+    experts = [n for n, p in m.named_parameters() if getattr(p, "expert", False)]
+    assert len(experts) == 8 and all(".ffn.experts." in n for n in experts)
+    m.eval()
+    src = torch.randint(4, 40, (3, 7))
+    prev = torch.randint(4, 40, (3, 6))
+    enc = m.encode(src)
+    full = m.decode(prev, enc)
+    cache = DecoderCache()
+    steps = torch.cat([m.decode(prev[:, : t + 1], enc, cache=cache) for t in range(6)], 1)
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-4)  # MoE layers are per-token
+    m.train()
+    ctx = ForwardContext()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = m(src, prev, ctx, features_only=True)
+    assert torch.isfinite(h.float()).all() and set(ctx.aux_losses) == {"moe_gate_loss", "moe_z_loss"}
+    h.float().sum().backward()
+    grads = [p.grad for n, p in m.named_parameters() if ".experts." in n]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_expert_major_permutation():
+    # rank 0 sent (expert 0: 2 rows, expert 1: 1 row), rank 1 sent (expert 0: 0, expert 1: 3)
+    recv = torch.tensor([[2, 1], [0, 3]])
+    perm = _expert_major(recv)
+    # received order: [r0e0, r0e0, r0e1, r1e1, r1e1, r1e1] -> expert 0 rows first
+    assert perm.tolist() == [0, 1, 2, 3, 4, 5]
+    recv = torch.tensor([[1, 2], [2, 1]])
+    # received: [r0e0, r0e1, r0e1, r1e0, r1e0, r1e1] -> expert-major: 0, 3, 4 | 1, 2, 5
+    assert _expert_major(recv).tolist() == [0, 3, 4, 1, 2, 5]
+
+
+def test_experts_not_divisible_by_world_size_is_a_clear_error():
+    layer = _layer(moe_expert_count=4)
+    with pytest.raises(UserError, match="--moe-expert-count 4 is not divisible by the world size 3"):
+        layer.shard_(0, 3)
+    layer.shard_(1, 2)
+    assert layer.experts.num_local == 2
+    with pytest.raises(UserError, match="--moe-freq 2 needs --moe-expert-count >= 2"):
+        _cfg(moe_freq=2, moe_expert_count=1)
+    with pytest.raises(UserError, match="need --moe-freq"):
+        _cfg(moe_freq=0, moe_eom=0.1)
+
+
+def _moe_state(world: int, rank: int, E: int = 4, save_id: str = "s1") -> dict:
+    """A checkpoint state as mt-train writes it, with rank-local experts (E/world of them)."""
+    per = E // world
+    full = torch.arange(E * 3, dtype=torch.float).view(E, 3)
+    local = full[rank * per : (rank + 1) * per]
+    return {
+        "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "model_config": {"moe_expert_count": E},
+        "model": {"shared.w": torch.ones(2), "l.ffn.experts.fc1_weight": local.clone()},
+        "optimizer": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2)},
+                                1: {"step": torch.tensor(5.0), "exp_avg": local + 100, "exp_avg_sq": local * 2}},
+                      "param_groups": [{"params": [0, 1], "lr": 0.1}]},
+        "num_updates": 5, "moe": {"shards": world, "expert_keys": ["l.ffn.experts.fc1_weight"], "expert_param_ids": [1]},
+    }  # fmt: skip
+
+
+def test_sharded_checkpoint_commit_protocol_and_resharding(tmp_path, monkeypatch):
+    from mt import distributed
+
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: "s1")
+    path = tmp_path / "checkpoint_last.pt"
+    for r in (0, 1):  # what the two ranks do (barriers are no-ops in one process)
+        ckpt.save_checkpoint(_moe_state(2, r), path, [tmp_path / "checkpoint_best.pt"], rank=r, world=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_best-rank-0.pt", "checkpoint_best-rank-1.pt", "checkpoint_best.pt",
+                     "checkpoint_last-rank-0.pt", "checkpoint_last-rank-1.pt", "checkpoint_last.pt"]  # fmt: skip
+    shared = torch.load(path, weights_only=True)
+    assert "l.ffn.experts.fc1_weight" not in shared["model"] and 1 not in shared["optimizer"]["state"]
+    full = _moe_state(1, 0)
+    for p in (path, tmp_path / "checkpoint_best.pt"):
+        st = ckpt.load_checkpoint(p)  # W=2 -> W=1: all experts, weights and Adam moments
+        assert torch.equal(st["model"]["l.ffn.experts.fc1_weight"], full["model"]["l.ffn.experts.fc1_weight"])
+        assert torch.equal(st["optimizer"]["state"][1]["exp_avg"], full["optimizer"]["state"][1]["exp_avg"])
+        assert float(st["optimizer"]["state"][1]["step"]) == 5.0
+    # W=2 -> W=4: each rank gets one expert
+    st = ckpt.load_checkpoint(path, rank=3, world=4)
+    assert st["model"]["l.ffn.experts.fc1_weight"].tolist() == [[9.0, 10.0, 11.0]]
+    # W=1 -> W=2
+    one = tmp_path / "one.pt"
+    ckpt.save_checkpoint(_moe_state(1, 0), one)
+    st = ckpt.load_checkpoint(one, rank=1, world=2)
+    assert torch.equal(st["model"]["l.ffn.experts.fc1_weight"], _moe_state(2, 1)["model"]["l.ffn.experts.fc1_weight"])
+    assert torch.equal(st["optimizer"]["state"][1]["exp_avg_sq"], _moe_state(2, 1)["optimizer"]["state"][1]["exp_avg_sq"])
+    with pytest.raises(UserError, match="4 experts per MoE layer, not divisible by the world size 3"):
+        ckpt.load_checkpoint(path, rank=0, world=3)
+
+    # a kill after the commit point (shared file written) but before rank 1 renamed its shard: the
+    # pending shard of the new save is used
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: "s2")
+    new1 = _moe_state(2, 1)
+    new1["model"]["l.ffn.experts.fc1_weight"] += 1000
+    ckpt.save_checkpoint(_moe_state(2, 0), path, rank=0, world=2)
+    shard1 = {"format": ckpt.FORMAT + "/experts", "save_id": "s2", "rank": 1, "shards": 2,
+              "model": {"l.ffn.experts.fc1_weight": new1["model"]["l.ffn.experts.fc1_weight"]},
+              "optimizer_state": {1: new1["optimizer"]["state"][1]}}  # fmt: skip
+    torch.save(shard1, tmp_path / "checkpoint_last-rank-1.pt.pending")
+    st = ckpt.load_checkpoint(path)
+    assert float(st["model"]["l.ffn.experts.fc1_weight"][2, 0]) == 1006.0
+    # ... and without it the checkpoint is reported incomplete (the old shard is from another save)
+    (tmp_path / "checkpoint_last-rank-1.pt.pending").unlink()
+    with pytest.raises(UserError, match="expert shard 1 .* missing or belongs to another save"):
+        ckpt.load_checkpoint(path)
+    # pruning an epoch checkpoint removes its expert shards too
+    for r in (0, 1):
+        ckpt.save_checkpoint(_moe_state(2, r), tmp_path / "checkpoint1.pt", rank=r, world=2)
+        ckpt.save_checkpoint(_moe_state(2, r), tmp_path / "checkpoint2.pt", rank=r, world=2)
+    ckpt.prune_epoch_checkpoints(tmp_path, 1)
+    assert not list(tmp_path.glob("checkpoint1*")) and len(list(tmp_path.glob("checkpoint2*"))) == 3
