@@ -40,7 +40,8 @@ def test_english_variants_are_skipped(locale):
     assert info.code is None and info.status == "english"
 
 
-@pytest.mark.parametrize("locale", ["xx", "qqq", "de@klingon", "zh_SG@x", "zh", "zh_XX", "pa_XX", "sr_XX", "nah", "son"])
+@pytest.mark.parametrize("locale", ["xx", "qqq", "de@klingon", "zh_SG@x", "zh", "zh_XX", "pa_XX", "sr_XX", "nah",
+                                    "son"])
 def test_unknown_locales_are_not_guessed(locale):
     info = classify_locale(locale)
     assert info.code is None and info.status == "unknown" and info.note

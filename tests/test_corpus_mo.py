@@ -77,7 +77,8 @@ def test_agrees_with_the_stdlib_reader(tmp_path):
 def test_reads_files_compiled_by_msgfmt(tmp_path, endianness):
     po = tmp_path / "x.po"
     po.write_text(
-        'msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8\\n"\n"Plural-Forms: nplurals=2; plural=(n != 1);\\n"\n\n'
+        'msgid ""\nmsgstr "Content-Type: text/plain; charset=UTF-8\\n"\n'
+        '"Plural-Forms: nplurals=2; plural=(n != 1);\\n"\n\n'
         'msgctxt "verb"\nmsgid "Open"\nmsgstr "Öffnen"\n\n'
         'msgid "%d line"\nmsgid_plural "%d lines"\nmsgstr[0] "%d Zeile"\nmsgstr[1] "%d Zeilen"\n',
         encoding="utf-8",

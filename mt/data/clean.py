@@ -138,7 +138,9 @@ def has_path_url_email(text: str) -> bool:
         return True
     if "/" in text and (_URL_RE.search(text) or _PATH_RE.search(text)):
         return True
-    return ("www." in text and _URL_RE.search(text) is not None) or (":\\" in text and _PATH_RE.search(text) is not None)
+    if "www." in text and _URL_RE.search(text):
+        return True
+    return ":\\" in text and _PATH_RE.search(text) is not None
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -326,7 +326,8 @@ def _read_excludes(paths: list[str]) -> set[str]:
             with open(p, encoding="utf-8", errors="replace") as fh:
                 keys.update(k for k in (norm_key(line) for line in fh) if k)
         except OSError as exc:
-            raise UserError(f"--exclude {p}: cannot read ({exc.strerror}); pass text files, one sentence a line")
+            raise UserError(f"--exclude {p}: cannot read ({exc.strerror}); pass text files, one sentence a line") \
+                from None
     return keys
 
 
@@ -568,14 +569,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--out", required=True, help="corpus directory to write")
-    ap.add_argument("--locale-dir", default=d.locale_dir, help="tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
+    ap.add_argument("--locale-dir", default=d.locale_dir,
+                    help="tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
     ap.add_argument("--langs", default=d.langs,
                     help="all | demo (%s) | comma-separated FLORES-200 codes (default: %%(default)s)"
                     % ",".join(DEMO_LANGS))
-    ap.add_argument("--min-words", type=int, default=d.min_words, help="drop pairs whose English has fewer words (default: %(default)s)")
-    ap.add_argument("--max-words", type=int, default=d.max_words, help="drop pairs whose English has more words (default: %(default)s)")
+    ap.add_argument("--min-words", type=int, default=d.min_words,
+                    help="drop pairs whose English has fewer words (default: %(default)s)")
+    ap.add_argument("--max-words", type=int, default=d.max_words,
+                    help="drop pairs whose English has more words (default: %(default)s)")
     ap.add_argument("--dev-size", type=int, default=d.dev_size, help="N-way dev lines (default: %(default)s)")
-    ap.add_argument("--devtest-size", type=int, default=d.devtest_size, help="N-way devtest lines (default: %(default)s)")
+    ap.add_argument("--devtest-size", type=int, default=d.devtest_size,
+                    help="N-way devtest lines (default: %(default)s)")
     ap.add_argument("--mono-size", type=int, default=d.mono_size,
                     help="hidden parallel pairs per language in mono/ (default: %(default)s)")
     ap.add_argument("--mono-max-fraction", type=float, default=d.mono_max_fraction,
