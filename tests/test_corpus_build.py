@@ -8,7 +8,7 @@ import pytest
 from _mo_writer import mo_bytes, write_mo
 
 from mt.data import layout
-from mt.data.clean import norm_key
+from mt.data.clean import norm_key, script_counts
 from mt.data.cli import data_main
 from mt.data.gettext_corpus import DEMO_LANGS, GettextConfig, build_gettext_corpus, tier_of
 from mt.data.langs import FLORES200_CODES, script_of
@@ -284,3 +284,27 @@ def test_real_demo_build_covers_every_demo_language(tmp_path):
     assert res.dev_size >= 200 and res.devtest_size >= 300
     tiers = {s.tier for s in res.stats}
     assert tiers == {"high", "mid", "low"}
+
+
+def test_sentences_in_another_script_move_to_the_sibling_code(tmp_path):
+    """``tt`` (Tatar, Cyrillic) also ships Latin-script catalogues: those pairs belong to tat_Latn."""
+    root = tmp_path / "locale"
+    latin = lambda w: w[::-1] + "lar"  # noqa: E731
+    cyr = lambda w: "".join(CYR[c] for c in w) + "лар"  # noqa: E731
+    tr = lambda fn, i: " ".join(fn(w.lower()) for w in english(i).split())  # noqa: E731
+    write_mo(root / "tt" / "LC_MESSAGES" / "iso.mo", [(english(i), tr(cyr, i)) for i in range(0, 40)])
+    write_mo(root / "tt" / "LC_MESSAGES" / "gtk.mo", [(english(i), tr(latin, i)) for i in range(40, 70)])
+    write_mo(root / "tt@iqtelif" / "LC_MESSAGES" / "gtk.mo", [(english(i), tr(latin, i)) for i in range(60, 90)])
+    res = build_gettext_corpus(config(root, tmp_path / "c", min_pairs=10, dev_size=2, devtest_size=2,
+                                      mono_size=0))
+    assert res.langs == ["tat_Cyrl", "tat_Latn"]
+    out = tmp_path / "c"
+    cyr_side = train_side(out, "tat_Cyrl", "tat_Cyrl")
+    lat_side = train_side(out, "tat_Latn", "tat_Latn")
+    assert cyr_side and all(_script(s) == "Cyrl" for s in cyr_side)
+    assert all(_script(s) == "Latn" for s in lat_side)
+    assert len(lat_side) >= 45  # 30 moved from tt + 30 of tt@iqtelif, minus overlap and eval lines
+
+
+def _script(text: str) -> str:
+    return script_counts(text).most_common(1)[0][0]
