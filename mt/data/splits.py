@@ -7,7 +7,10 @@ corpus builder stays thin and every rule here is tested on small dicts.
   translation of English line i). An English string qualifies only if *every* eval language translates
   it, so the languages are chosen greedily: drop the language that blocks the most nearly-covered
   strings until enough strings are covered, then re-admit dropped languages that still fit.
-  A language left out is reported, never padded.
+  A language left out is reported, never padded. Blocking scores are divided by sqrt(pairs), so a big
+  language costs more to drop. Among the covered strings, those whose removal from train costs the
+  languages outside the eval set least come first (decontamination removes an eval string from
+  *every* language's train); ties are broken by a seeded shuffle.
 * :func:`hold_out_mono` takes, per language, pairs that appear nowhere else and hides them among
   unpaired sentences of the same kind: the mining stage must find them again (like BUCC).
 * :func:`train_pairs` is what remains, minus every pair whose English or translation (normalised with
