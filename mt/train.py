@@ -1,0 +1,680 @@
+"""``mt-train``: train a multilingual Transformer on binarized data (fairseq flag names).
+
+Flow: argparse -> ``TrainConfig`` -> ``train(cfg)``. ``train`` builds the datasets and the temperature
+sampler (``mt.data.sampler``), the model (``mt.models``), Adam + inverse-sqrt schedule (``mt.optim``),
+the criterion (``mt.criterion``), then runs the update loop with validation (``mt.validate``),
+checkpoints (``mt.checkpoint``) and the JSON-lines log (``mt.trainlog``). The step asks the model for
+decoder states at non-padding target positions only (``features_only``) and lets the criterion fuse
+the vocabulary projection with the loss; ``--bf16`` runs forward and loss under bfloat16 autocast with
+fp32 weights and optimizer state.
+
+Exact resume. Everything a run depends on is either in ``checkpoint_last.pt`` or a pure function of
+``--seed``: weights, optimizer moments, the update count (the LR schedule is a function of it), the data
+position (``DataState``: epoch, plan start, sentences consumed, batch index; the batches themselves are
+re-planned from the seed) and every RNG state (python, numpy, torch, CUDA; one entry per rank). A run
+killed at any moment (SIGKILL included) and restarted with the same command therefore redoes exactly the
+updates it lost and ends with weights bitwise equal to an uninterrupted run on the same machine and
+thread count. SIGTERM / first Ctrl-C: finish the current update, save ``checkpoint_last.pt``, exit.
+
+Data parallelism. ``torchrun --nproc_per_node N`` starts N ranks (gloo on CPU, nccl on GPU). Every rank
+plans the same global batches; each reads every N-th sentence of each one (``shard_rows``). Losses are
+sums divided by the target-token count of the whole update (all micro-batches of ``--update-freq``, all
+ranks), times N to undo DDP's gradient averaging, so N ranks compute the same update as one process up
+to float summation order. A rank whose share of a batch is empty runs one sentence with weight 0 so that
+collective calls stay matched. Only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mt import checkpoint as ckpt
+from mt import distributed
+from mt.criterion import LabelSmoothedCrossEntropy
+from mt.data.dictionary import Dictionary
+from mt.data.langs import parse_pair
+from mt.data.pair_dataset import load_direction
+from mt.data.sampler import Curriculum, DataState, MultilingualSampler, shard_rows
+from mt.errors import UserError, cli_entry
+from mt.models.config import ARCHS, OVERRIDABLE, ForwardContext, TransformerConfig, arch_config
+from mt.models.transformer import build_model, num_parameters
+from mt.optim import InverseSqrtSchedule, build_optimizer
+from mt.trainlog import TrainLog
+from mt.validate import LN2, Validator
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    lang_pairs: list[str] = field(default_factory=list)
+    save_dir: str = "checkpoints"
+    arch: str = "transformer_base"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # fairseq-named --encoder-layers etc.
+    spm_model: str = ""  # default {data}/spm.model
+    # data
+    sampling_temperature: float = 1.5
+    virtual_epoch_size: int = 0
+    curriculum: str = ""
+    max_tokens: int = 4096
+    batch_size: int = 0
+    max_source_positions: int = 512
+    max_target_positions: int = 512
+    # optimisation
+    label_smoothing: float = 0.1
+    lr: float = 5e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_updates: int = 4000
+    warmup_init_lr: float = -1.0
+    clip_norm: float = 0.0
+    update_freq: int = 1
+    max_update: int = 0
+    max_epoch: int = 0
+    seed: int = 1
+    bf16: bool = False
+    cpu: bool = False
+    # validation
+    validate_interval: int = 1
+    validate_interval_updates: int = 0
+    eval_chrf: int = 0
+    best_checkpoint_metric: str = "loss"
+    # checkpoints
+    save_interval_updates: int = 0
+    keep_last_epochs: int = -1
+    no_epoch_checkpoints: bool = False
+    finetune_from_model: str = ""
+    # logging
+    log_interval: int = 100
+    no_progress_bar: bool = False
+
+    def check(self) -> "TrainConfig":
+        if not self.lang_pairs:
+            raise UserError("--lang-pairs is required, e.g. --lang-pairs eng_Latn-deu_Latn,deu_Latn-eng_Latn")
+        for p in self.lang_pairs:
+            parse_pair(p)
+        if len(set(self.lang_pairs)) != len(self.lang_pairs):
+            raise UserError(f"--lang-pairs lists a pair twice: {','.join(self.lang_pairs)}")
+        for name in ("max_tokens", "update_freq", "max_source_positions", "max_target_positions", "log_interval"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.best_checkpoint_metric not in ("loss", "chrf"):
+            raise UserError(f"--best-checkpoint-metric must be loss or chrf, got {self.best_checkpoint_metric!r}")
+        if self.best_checkpoint_metric == "chrf" and self.eval_chrf <= 0:
+            raise UserError("--best-checkpoint-metric chrf needs --eval-chrf N (sentences per direction to decode)")
+        if len(self.adam_betas) != 2:
+            raise UserError(f"--adam-betas needs two values, got {self.adam_betas}")
+        return self
+
+
+# --- the loop ------------------------------------------------------------------------------------
+class _Stop:
+    """SIGTERM / first SIGINT: stop after the current update and save; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = 0  # signal number
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a test harness thread)
+                pass
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+        print(f"\nmt-train: got signal {signum}: finishing this update and saving checkpoint_last.pt", file=sys.stderr)
+
+
+def _say(di: distributed.DistInfo, msg: str) -> None:
+    if di.is_master:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) according to ``cfg``; returns a summary (final update, best metric, paths)."""
+    cfg.check()
+    di = distributed.setup(cfg.cpu)
+    stop = _Stop()
+    stop.install()
+    try:
+        return _Trainer(cfg, di, stop).run()
+    finally:
+        stop.restore()
+        distributed.cleanup()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, di: distributed.DistInfo, stop: _Stop) -> None:
+        self.cfg, self.di, self.stop = cfg, di, stop
+        self.save_dir = Path(cfg.save_dir)
+        self.log = TrainLog(self.save_dir / "train_log.jsonl", enabled=di.is_master)
+        data = Path(cfg.data)
+        if not data.is_dir():
+            raise UserError(f"{data}: data directory not found (create it with mt-preprocess)")
+        self.dictionary = Dictionary.load(data / "dict.txt")
+        self.langs = self.dictionary.langs()
+        self.pad = self.dictionary.pad()
+
+        # data
+        self.directions = list(cfg.lang_pairs)
+        train_sets = [load_direction(data, "train", d, self.dictionary, self.langs) for d in self.directions]
+        keep = []
+        for ds in train_sets:
+            k = ds.keep_indices(cfg.max_source_positions, cfg.max_target_positions, cfg.max_tokens)
+            keep.append(k)
+            if len(k) < len(ds):
+                _say(di, f"mt-train: train {ds.name}: skipped {len(ds) - len(k)} of {len(ds)} sentences longer than "
+                     f"--max-source-positions {cfg.max_source_positions} / --max-target-positions "
+                     f"{cfg.max_target_positions} / --max-tokens {cfg.max_tokens}")  # fmt: skip
+        curriculum = Curriculum.load(cfg.curriculum, self.directions) if cfg.curriculum else None
+        self.sampler = MultilingualSampler(
+            train_sets, keep, cfg.sampling_temperature, cfg.max_tokens, cfg.seed, curriculum,
+            cfg.batch_size, cfg.virtual_epoch_size, self.pad,
+        )  # fmt: skip
+        valid_sets = {}
+        for i, d in enumerate(self.directions):
+            ds = load_direction(data, "valid", d, self.dictionary, self.langs, required=False)
+            if ds is not None:
+                valid_sets[i] = ds
+        missing = [d for i, d in enumerate(self.directions) if i not in valid_sets]
+        if missing:
+            _say(di, f"mt-train: no valid data for {','.join(missing)}: those directions are not validated")
+        spm_model = cfg.spm_model or str(data / "spm.model")
+        self.validator = Validator(
+            valid_sets, self.dictionary, cfg.max_tokens, cfg.max_source_positions, cfg.max_target_positions,
+            cfg.label_smoothing, cfg.eval_chrf if di.is_master else 0, spm_model,
+        )  # fmt: skip
+        if cfg.best_checkpoint_metric == "chrf" and not valid_sets:
+            raise UserError("--best-checkpoint-metric chrf needs valid data: binarize a valid split")
+
+        # model (same init on every rank: seeded before building; DDP also broadcasts rank 0's weights)
+        overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
+        self.model_cfg = arch_config(
+            cfg.arch, **overrides, vocab_size=len(self.dictionary), padding_idx=self.pad,
+            max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
+            langs=self.langs,
+        )  # fmt: skip
+        _seed_all(cfg.seed)
+        self.model = build_model(self.model_cfg).to(di.device)
+        self.optimizer = build_optimizer(
+            self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
+        )
+        self.schedule = InverseSqrtSchedule(cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
+        self.criterion = LabelSmoothedCrossEntropy(cfg.label_smoothing)
+        self.amp = (lambda: torch.autocast(di.device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
+        # per-rank dropout streams (rank 0 included), set after the shared initialisation
+        torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
+        self.num_updates, self.data_state, self.best, self.wall_before = 0, DataState(), None, 0.0
+        self.resumed_from: Path | None = None
+        self._load()
+        self.ddp = self.model
+        if di.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [di.local_rank] if di.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        last = self.save_dir / ckpt.LAST
+        shape = TransformerConfig.SHAPE_FIELDS
+        if last.is_file():
+            state = ckpt.load_checkpoint(last)
+            ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(), shape, self.directions)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.num_updates = int(state["num_updates"])
+            self.data_state = DataState(**state["data_state"])
+            self.best = state.get("best")
+            self.wall_before = float(state.get("wall_time", 0.0))
+            rngs = state.get("rng", [])
+            if self.di.rank < len(rngs):
+                ckpt.restore_rng(rngs[self.di.rank])
+            else:
+                _say(self.di, f"mt-train: {last} has no RNG state for rank {self.di.rank} (world size changed): reseeded")
+            self.resumed_from = last
+            self.log.truncate_after(self.num_updates)
+            _say(self.di, f"mt-train: resumed from {last} (update {self.num_updates}, epoch {self.data_state.epoch})")
+            if self.cfg.finetune_from_model:
+                _say(self.di, f"mt-train: {last} exists, so --finetune-from-model {self.cfg.finetune_from_model} is ignored")
+        elif self.cfg.finetune_from_model:
+            path = Path(self.cfg.finetune_from_model)
+            state = ckpt.load_checkpoint(path)
+            ckpt.check_compatible(state, path, self.model_cfg.to_dict(), self.dictionary.checksum(), shape)
+            self.model.load_state_dict(state["model"])
+            _say(self.di, f"mt-train: initialised weights from {path} (optimizer and data position start fresh)")
+
+    def _state(self) -> dict[str, Any]:
+        rngs = distributed.all_gather_object(ckpt.capture_rng())
+        return {
+            "format": ckpt.FORMAT,
+            "format_version": ckpt.FORMAT_VERSION,
+            "code_version": ckpt.code_version(),
+            "model_config": self.model_cfg.to_dict(),
+            "train_config": asdict(self.cfg),
+            "dict_checksum": self.dictionary.checksum(),
+            "lang_pairs": list(self.directions),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "data_state": self.data_state.to_dict(),
+            "best": self.best,
+            "wall_time": self._wall(),
+            "rng": rngs,
+        }
+
+    def _save(self, last: bool, best: bool = False, epoch: int | None = None) -> None:
+        """Collective (RNG states are gathered from every rank); rank 0 writes."""
+        if not (last or best or epoch):
+            return
+        state = self._state()
+        if self.di.is_master:
+            paths = []
+            if epoch is not None and not self.cfg.no_epoch_checkpoints:
+                paths.append(self.save_dir / ckpt.epoch_checkpoint_name(epoch))
+            if last:
+                paths.append(self.save_dir / ckpt.LAST)
+            if best:
+                paths.append(self.save_dir / ckpt.BEST)
+            if paths:
+                ckpt.save_checkpoint(state, paths[0], paths[1:])
+            if epoch is not None:
+                ckpt.prune_epoch_checkpoints(self.save_dir, self.cfg.keep_last_epochs)
+        distributed.barrier()
+
+    def _wall(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.t_start)
+
+    # --- one update -----------------------------------------------------------------------------
+    def _train_step(self, group: list[np.ndarray]) -> dict[str, Any]:
+        """Forward/backward over the ``--update-freq`` global batches in ``group``, then one optimizer step."""
+        di, model = self.di, self.ddp
+        model.train()
+        total_tokens = sum(int(self.sampler_tgt_tokens(rows)) for rows in group)
+        scale = di.world_size / total_tokens
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        nll_sum = torch.zeros((), dtype=torch.float64)
+        aux_sums: dict[str, float] = {}
+        for k, rows in enumerate(group):
+            local = shard_rows(rows, di.rank, di.world_size)
+            weight = 1.0
+            if len(local) == 0:  # more ranks than sentences: keep collectives matched, contribute nothing
+                local, weight = rows[:1], 0.0
+            batch = self.sampler.collate(local).to(di.device)
+            sync = k == len(group) - 1 or not di.distributed
+            with nullcontext() if sync else model.no_sync():
+                ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
+                mask = batch.target.ne(self.pad)
+                with self.amp():
+                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    out = self.criterion(hidden, self.model.output_weight, batch.target[mask], ctx.aux_losses)
+                frac = batch.ntokens / total_tokens
+                loss = (out.loss * scale + out.aux_total * (frac * di.world_size)) * weight
+                loss.backward()
+            loss_sum += float(out.loss.detach()) * weight
+            nll_sum += float(out.nll_loss) * weight
+            for name, v in out.aux.items():
+                aux_sums[name] = aux_sums.get(name, 0.0) + float(v) * frac * weight
+        lr = self.schedule.apply(self.optimizer, self.num_updates + 1)
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
+        )
+        gnorm = float(gnorm)
+        skipped = not math.isfinite(gnorm)
+        if skipped:
+            _say(di, f"mt-train: update {self.num_updates + 1}: gradient norm is {gnorm}; update skipped")
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        names = sorted(aux_sums)
+        stats = torch.tensor([float(loss_sum), float(nll_sum), float(self.stop.requested > 0)] + [aux_sums[n] for n in names], dtype=torch.float64)
+        stats = distributed.all_reduce_sum(stats.to(di.device)).cpu().tolist()
+        return {
+            "loss_sum": stats[0], "nll_sum": stats[1], "ntokens": total_tokens,
+            "nsentences": sum(len(r) for r in group), "stop": stats[2] > 0, "lr": lr, "gnorm": gnorm,
+            "aux": {n: stats[3 + i] for i, n in enumerate(names)},
+        }  # fmt: skip
+
+    def sampler_tgt_tokens(self, rows: np.ndarray) -> int:
+        return int(sum(int(self.sampler.datasets[d].tgt_sizes[i]) for d, i in rows.tolist()))
+
+    # --- validation -----------------------------------------------------------------------------
+    def _validate(self) -> tuple[dict[str, Any] | None, bool]:
+        """Validate; returns (record, improved). Collective."""
+        v = self.validator
+        if not v.datasets:
+            return None, False
+        per_dir = v.losses(self.model, self.di.device, self.di.rank, self.di.world_size, self.cfg.bf16)
+        chrf: dict[str, float] = {}
+        if self.cfg.eval_chrf > 0:
+            if self.di.is_master:
+                chrf = v.chrf(self.model, self.di.device)
+            chrf = distributed.broadcast_object(chrf)
+        for name, c in chrf.items():
+            per_dir.setdefault(name, {})["chrf"] = c
+        ntok = sum(r.get("ntokens", 0) for r in per_dir.values())
+        rec: dict[str, Any] = {"type": "valid", "update": self.num_updates, "epoch": self.data_state.epoch}
+        if ntok:
+            rec["loss"] = sum(r["loss"] * r["ntokens"] for r in per_dir.values() if "ntokens" in r) / ntok
+            rec["nll_loss"] = sum(r["nll_loss"] * r["ntokens"] for r in per_dir.values() if "ntokens" in r) / ntok
+            rec["ppl"] = 2 ** rec["nll_loss"]
+        if chrf:
+            rec["chrf"] = sum(chrf.values()) / len(chrf)
+        metric = rec.get("chrf" if self.cfg.best_checkpoint_metric == "chrf" else "loss")
+        improved = False
+        if metric is not None:
+            higher = self.cfg.best_checkpoint_metric == "chrf"
+            if self.best is None or (metric > self.best["value"] if higher else metric < self.best["value"]):
+                self.best = {"metric": self.cfg.best_checkpoint_metric, "value": metric, "update": self.num_updates}
+                improved = True
+        rec["best"] = self.best["value"] if self.best else None
+        rec["wall"] = self._wall()
+        rec["directions"] = per_dir
+        self.log.write(rec)
+        if self.di.is_master:
+            dirs = "  ".join(
+                f"{k}: loss {r.get('loss', float('nan')):.3f}" + (f" chrF++ {r['chrf']:.1f}" if "chrf" in r else "")
+                for k, r in per_dir.items()
+            )
+            tail = f" chrF++ {rec['chrf']:.2f}" if "chrf" in rec else ""
+            self._write(f"valid | update {self.num_updates} | loss {rec.get('loss', float('nan')):.3f}{tail} | {dirs}")
+        return rec, improved
+
+    def _write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    # --- main loop ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, di = self.cfg, self.di
+        self.t_start = time.perf_counter()
+        self.bar = None
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        _say(di, f"mt-train: checkpoints in {self.save_dir}/ (checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
+             f"log in {self.log.path}")  # fmt: skip
+        _say(di, f"mt-train: {cfg.arch} {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
+             f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions")  # fmt: skip
+        probs = self.sampler.probabilities(self.num_updates)
+        for i, d in enumerate(self.directions):
+            start = self.sampler.starts[i]
+            when = f"joins at update {start}" if start > 0 else f"p={probs[i]:.3f}"
+            _say(di, f"  {d:<22} {len(self.sampler.keep[i]):>9} sentences  {when}")
+        if self._finished():
+            _say(di, f"mt-train: training already finished at update {self.num_updates} / epoch {self.data_state.epoch - 1} "
+                 f"({self.save_dir / ckpt.LAST}); raise --max-update / --max-epoch to continue")  # fmt: skip
+            return self._summary()
+        if cfg.max_update == 0 and cfg.max_epoch == 0:
+            _say(di, "mt-train: no --max-update or --max-epoch: training runs until stopped (Ctrl-C saves and exits)")
+        self.log.write({
+            "type": "start", "update": self.num_updates, "epoch": self.data_state.epoch, "world_size": di.world_size,
+            "device": di.device.type, "params": num_parameters(self.model), "arch": cfg.arch, "bf16": cfg.bf16,
+            "model_config": self.model_cfg.to_dict(), "lang_pairs": self.directions,
+            "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "data_state": self.data_state.to_dict(),
+        })  # fmt: skip
+
+        plan, plan_active = None, None
+        window = {"loss": 0.0, "nll": 0.0, "ntok": 0, "nsent": 0, "t": time.perf_counter(), "aux": {}, "n": 0}
+        stopped_by_signal = False
+        try:
+            while not self._finished():
+                ds = self.data_state
+                if plan is None:
+                    n = self.sampler.epoch_size(ds.plan_start_update) - ds.consumed_before_plan
+                    plan = self.sampler.plan(ds.epoch, ds.plan_start_update, n)
+                    plan_active = self.sampler.active(ds.plan_start_update)
+                    self._new_bar(plan)
+                active = self.sampler.active(self.num_updates)
+                if active != plan_active:  # curriculum: pairs join -> re-plan the rest of this epoch
+                    consumed = ds.consumed_before_plan + sum(len(b) for b in plan[: ds.position])
+                    self.data_state = DataState(ds.epoch, self.num_updates, consumed, 0)
+                    names = [self.directions[i] for i in active]
+                    self.log.write({"type": "curriculum", "update": self.num_updates, "epoch": ds.epoch, "active": names})
+                    self._write(f"curriculum | update {self.num_updates} | active: {','.join(names)}")
+                    plan = None
+                    continue
+                if ds.position >= len(plan):  # an epoch with nothing left to draw
+                    self._end_epoch()
+                    plan = None
+                    continue
+
+                group = plan[ds.position : ds.position + cfg.update_freq]
+                st = self._train_step(group)
+                ds.position += len(group)
+                self.num_updates += 1
+                self._accumulate(window, st)
+                if self.bar is not None:
+                    self.bar.update(1)
+                    self.bar.set_postfix(
+                        loss=f"{st['loss_sum'] / max(st['ntokens'], 1) / LN2:.3f}",
+                        tok_s=f"{window['ntok'] / max(time.perf_counter() - window['t'], 1e-9):.0f}",
+                        lr=f"{st['lr']:.2e}", refresh=False,
+                    )  # fmt: skip
+                if self.num_updates % cfg.log_interval == 0:
+                    self._log_train(window, st)
+                stopped_by_signal = st["stop"]
+                epoch_end = ds.position >= len(plan)
+                done = (cfg.max_update and self.num_updates >= cfg.max_update) or stopped_by_signal
+                validate = (cfg.validate_interval_updates and self.num_updates % cfg.validate_interval_updates == 0) or (
+                    epoch_end and ds.epoch % cfg.validate_interval == 0) or (done and not stopped_by_signal)  # fmt: skip
+                improved = self._validate()[1] if validate else False
+                if epoch_end:
+                    self._end_epoch(improved_already=improved)
+                    plan = None
+                else:
+                    save_last = bool(done) or (cfg.save_interval_updates and self.num_updates % cfg.save_interval_updates == 0)
+                    self._save(last=bool(save_last), best=improved)
+                if stopped_by_signal:
+                    break
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if stopped_by_signal:
+            _say(di, f"mt-train: stopped at update {self.num_updates}; run the same command to resume")
+            return self._summary(stopped=True)
+        best = f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}" if self.best else "no validation"
+        _say(di, f"mt-train: done at update {self.num_updates}; {best}; checkpoints in {self.save_dir}/")
+        return self._summary()
+
+    def _end_epoch(self, improved_already: bool = False) -> None:
+        """The epoch just ran out: advance the data position, validate if not yet done, save checkpoints."""
+        epoch = self.data_state.epoch
+        self.data_state = DataState(epoch + 1, plan_start_update=self.num_updates)
+        self._save(last=True, best=improved_already, epoch=epoch)
+
+    def _finished(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_update and self.num_updates >= cfg.max_update:
+            return True
+        return bool(cfg.max_epoch and self.data_state.epoch > cfg.max_epoch)
+
+    def _new_bar(self, plan: list[np.ndarray]) -> None:
+        if not self.di.is_master or self.cfg.no_progress_bar:
+            return
+        from tqdm import tqdm
+
+        if self.bar is not None:
+            self.bar.close()
+        remaining = math.ceil((len(plan) - self.data_state.position) / self.cfg.update_freq)
+        self.bar = tqdm(total=remaining, desc=f"epoch {self.data_state.epoch:03d}", unit="upd", file=sys.stderr,
+                        dynamic_ncols=True, leave=False)  # fmt: skip
+
+    def _accumulate(self, w: dict[str, Any], st: dict[str, Any]) -> None:
+        w["loss"] += st["loss_sum"]
+        w["nll"] += st["nll_sum"]
+        w["ntok"] += st["ntokens"]
+        w["nsent"] += st["nsentences"]
+        w["n"] += 1
+        for k, v in st["aux"].items():
+            w["aux"][k] = w["aux"].get(k, 0.0) + v
+
+    def _log_train(self, w: dict[str, Any], st: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        dt = max(now - w["t"], 1e-9)
+        nll = w["nll"] / max(w["ntok"], 1) / LN2
+        rec = {
+            "type": "train", "update": self.num_updates, "epoch": self.data_state.epoch,
+            "loss": w["loss"] / max(w["ntok"], 1) / LN2, "nll_loss": nll, "ppl": 2**nll, "lr": st["lr"],
+            "gnorm": st["gnorm"], "tokens_per_s": w["ntok"] / dt, "sentences_per_s": w["nsent"] / dt,
+            "ntokens": w["ntok"], "wall": self._wall(), "aux": {k: v / w["n"] for k, v in w["aux"].items()},
+        }  # fmt: skip
+        self.log.write(rec)
+        if self.bar is None and self.di.is_master:
+            aux = "".join(f" | {k} {v:.4f}" for k, v in rec["aux"].items())
+            print(f"train | epoch {rec['epoch']:03d} | update {rec['update']} | loss {rec['loss']:.3f} | nll {nll:.3f} | "
+                  f"ppl {rec['ppl']:.2f} | lr {rec['lr']:.3e} | gnorm {rec['gnorm']:.3f} | "
+                  f"{rec['tokens_per_s']:.0f} tok/s{aux}", file=sys.stderr, flush=True)  # fmt: skip
+        w.update({"loss": 0.0, "nll": 0.0, "ntok": 0, "nsent": 0, "t": now, "aux": {}, "n": 0})
+
+    def _summary(self, stopped: bool = False) -> dict[str, Any]:
+        return {
+            "num_updates": self.num_updates, "epoch": self.data_state.epoch, "best": self.best, "stopped": stopped,
+            "save_dir": str(self.save_dir), "log": str(self.log.path),
+        }  # fmt: skip
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+EPILOG = """examples:
+  # tiny smoke run on a laptop (data from mt-preprocess)
+  mt-train work/demo/bin --lang-pairs eng_Latn-deu_Latn,deu_Latn-eng_Latn --arch transformer_tiny \\
+      --max-tokens 2048 --max-update 200 --save-dir work/demo/ckpt
+
+  # multilingual, temperature sampling, low-resource pairs joining at update 2000, chrF++ on 100 valid
+  # sentences per direction, bf16 autocast
+  mt-train work/bin --lang-pairs eng_Latn-deu_Latn,eng_Latn-fuv_Latn,fuv_Latn-eng_Latn \\
+      --arch transformer_small --sampling-temperature 5 --curriculum curriculum.tsv \\
+      --lr 0.001 --warmup-updates 1000 --label-smoothing 0.1 --max-tokens 4096 --update-freq 2 \\
+      --max-update 20000 --save-interval-updates 1000 --validate-interval-updates 1000 \\
+      --eval-chrf 100 --best-checkpoint-metric chrf --bf16 --save-dir work/ckpt
+
+  # data parallel: 4 processes (gloo on CPU, nccl on GPUs); the global batch is the same as 1 process
+  torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
+  # (or: torchrun --standalone --nproc_per_node 4 -m mt.train work/bin ...; multi-node: --nnodes/--rdzv-endpoint)
+
+Re-running the same command resumes from {save-dir}/checkpoint_last.pt (exactly, even after a kill).
+Outputs: {save-dir}/checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt, train_log.jsonl.
+Curriculum file: one 'pair<TAB>start_update' per line; unlisted pairs start at update 0.
+Losses are logged in base 2 per target token (as fairseq); ppl = 2 ** nll_loss."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="mt-train", description="Train a multilingual Transformer (NLLB recipe) on mt-preprocess output.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("data", help="binarized data directory (dict.txt, {split}.{src}-{tgt}.{lang}.bin/.idx, spm.model)")
+    p.add_argument("--lang-pairs", required=True, help="comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn")
+    p.add_argument("--save-dir", default=d.save_dir, help="checkpoints and train_log.jsonl (default: %(default)s)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default=d.arch, choices=list(ARCHS), help="preset (default: %(default)s)")
+    for name in OVERRIDABLE:
+        typ = float if "dropout" in name else int
+        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
+    g.add_argument("--max-source-positions", type=int, default=d.max_source_positions, help="longer sources are skipped (default: %(default)s)")
+    g.add_argument("--max-target-positions", type=int, default=d.max_target_positions, help="longer targets are skipped (default: %(default)s)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
+                   help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)")
+    g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)")
+    g.add_argument("--curriculum", default="", help="TSV 'pair<TAB>start_update': pairs that join later")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help="max padded tokens per batch, source or target whichever larger (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=0, help="max sentences per batch (default: no limit)")
+    g.add_argument("--spm-model", default="", help="SentencePiece model for chrF detokenisation (default: DATA/spm.model)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--adam-betas", default="(0.9, 0.98)", help="(default: %(default)s)")
+    g.add_argument("--adam-eps", type=float, default=d.adam_eps, help="(default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decoupled, as fairseq's adam (default: %(default)s)")
+    g.add_argument("--warmup-updates", type=int, default=d.warmup_updates, help="inverse-sqrt warmup (default: %(default)s)")
+    g.add_argument("--warmup-init-lr", type=float, default=d.warmup_init_lr, help="(default: 0 with warmup)")
+    g.add_argument("--clip-norm", type=float, default=d.clip_norm, help="clip gradient norm; 0 = off (default: %(default)s)")
+    g.add_argument("--update-freq", type=int, default=d.update_freq, help="accumulate N batches per update (default: %(default)s)")
+    g.add_argument("--max-update", type=int, default=0, help="stop after N updates (0 = no limit)")
+    g.add_argument("--max-epoch", type=int, default=0, help="stop after N epochs (0 = no limit)")
+    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fp32 master weights)")
+    g.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+
+    g = p.add_argument_group("validation and checkpoints")
+    g.add_argument("--validate-interval", type=int, default=d.validate_interval, help="validate every N epochs (default: %(default)s)")
+    g.add_argument("--validate-interval-updates", type=int, default=0, help="also validate every N updates")
+    g.add_argument("--eval-chrf", type=int, default=0, metavar="N", help="greedy-decode N valid sentences per direction, log chrF++")
+    g.add_argument("--best-checkpoint-metric", default=d.best_checkpoint_metric, choices=["loss", "chrf"], help="(default: %(default)s)")
+    g.add_argument("--save-interval-updates", type=int, default=0, help="save checkpoint_last.pt every N updates")
+    g.add_argument("--keep-last-epochs", type=int, default=-1, help="keep only the last N checkpoint<epoch>.pt (default: all)")
+    g.add_argument("--no-epoch-checkpoints", action="store_true", help="do not write checkpoint<epoch>.pt")
+    g.add_argument("--finetune-from-model", default="", help="start from these weights (fresh optimizer and data position)")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)")
+    g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
+    return p
+
+
+def _parse_betas(s: str) -> list[float]:
+    try:
+        v = ast.literal_eval(s.strip())
+        if isinstance(v, (int, float)):
+            v = [v]
+        return [float(x) for x in v]
+    except (ValueError, SyntaxError, TypeError):
+        raise UserError(f"--adam-betas {s!r}: expected two numbers such as '(0.9, 0.98)'") from None
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = vars(args).copy()
+    overrides = {k: values.pop(k) for k in OVERRIDABLE if values.get(k) is not None}
+    for k in OVERRIDABLE:
+        values.pop(k, None)
+    values["lang_pairs"] = [p.strip() for p in values["lang_pairs"].split(",") if p.strip()]
+    values["adam_betas"] = _parse_betas(values["adam_betas"])
+    return TrainConfig(**values, model_overrides=overrides)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    summary = train(config_from_args(args))
+    if summary.get("stopped"):
+        return 143
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
