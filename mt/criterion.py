@@ -39,6 +39,14 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype
 
 
+def _chunk_loss(logits: torch.Tensor, t: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed smoothed loss, summed nll, logsumexp per row) of fp32 ``logits`` (C, V) against ``t`` (C, 1)."""
+    lse = torch.logsumexp(logits, dim=1)
+    nll = lse - logits.gather(1, t).squeeze(1)
+    loss = (1.0 - eps) * nll + eps * (lse - logits.mean(dim=1)) if eps > 0 else nll
+    return loss.sum(), nll.sum(), lse
+
+
 class _LinearLabelSmoothedCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, target, eps, dtype):
@@ -59,11 +67,9 @@ class _LinearLabelSmoothedCE(torch.autograd.Function):
                 e = min(N, s + rows)
                 t = target[s:e, None]
                 logits = torch.mm(h[s:e], w.t()).float()
-                lse = torch.logsumexp(logits, dim=1)
-                nll_c = lse - logits.gather(1, t).squeeze(1)
-                loss_c = (1.0 - eps) * nll_c + eps * (lse - logits.mean(dim=1)) if eps > 0 else nll_c
-                loss += loss_c.sum()
-                nll += nll_c.sum()
+                loss_c, nll_c, lse = _chunk_loss(logits, t, eps)
+                loss += loss_c
+                nll += nll_c
                 p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
                 if eps > 0:
                     p.sub_(eps / V)
@@ -104,11 +110,9 @@ def linear_label_smoothed_ce(
         nll = torch.zeros((), dtype=torch.float64, device=hidden.device)
         rows = _chunk_rows(w.size(0))
         for s in range(0, h.size(0), rows):
-            logits = torch.mm(h[s : s + rows], w.t()).float()
-            lse = torch.logsumexp(logits, dim=1)
-            nll_c = lse - logits.gather(1, target[s : s + rows, None]).squeeze(1)
-            loss += ((1.0 - eps) * nll_c + eps * (lse - logits.mean(dim=1))).sum() if eps > 0 else nll_c.sum()
-            nll += nll_c.sum()
+            loss_c, nll_c, _ = _chunk_loss(torch.mm(h[s : s + rows], w.t()).float(), target[s : s + rows, None], eps)
+            loss += loss_c
+            nll += nll_c
         return loss.float(), nll.float()
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from train_fixtures import one_thread  # noqa: F401 (autouse)
 
 from mt.criterion import LabelSmoothedCrossEntropy
 from mt.errors import UserError
@@ -17,14 +18,6 @@ from mt.models.transformer import DecoderCache, Transformer, sinusoidal_table
 from mt.optim import InverseSqrtSchedule
 
 V, PAD, EOS = 40, 1, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _model(seed=0, **kw) -> Transformer:
