@@ -20,6 +20,20 @@ Quick check:
 Profile ours (top ops by self CPU time):
     python bench/train_throughput.py --profile --precisions bf16 --impls ours
 
+Sparse MoE (``--moe-expert-count E``): every ``--moe-freq``-th layer becomes a top-2 MoE layer with E
+experts (capacity factor 1, second expert always kept, Expert Output Masking ``--moe-eom``, balance loss
+weight 0.01 in both), and "hf" is ``NllbMoeForConditionalGeneration`` with the same shape
+(``encoder/decoder_sparse_step``, ``moe_token_dropout``, ``second_expert_policy="all"``, router aux loss
+0.01). As shipped in transformers 5.23 its routing is broken: ``NllbMoeSparseMLP`` hands the router's
+one-hot top-1 mask to ``NllbMoeExperts`` where expert indices are expected, so expert 0 gets (E-1)/E of
+all token slots and expert 1 the rest; it is benchmarked as shipped (that is what a user gets), and
+``hf_fixed`` runs the same model with the indices fixed (a drop-in ``NllbMoeSparseMLP.forward`` that
+passes the top-1/top-2 expert indices and their weights, everything else HF's) for a fair comparison.
+Model FLOPs count two expert FFNs per token in MoE layers (top-2). Results go to
+``train_throughput_moe.{json,md}``. The lead's MoE run:
+    python bench/train_throughput.py --arch transformer_base --vocab 32000 --max-tokens 4096 --steps 10 \
+        --moe-expert-count 8 --moe-freq 2 --moe-eom 0.2 --impls ours,hf,hf_fixed
+
 End to end (``--e2e``): also runs the real ``mt-train`` (data loading, collation, logging, optimizer,
 everything) for fp32 and ``--bf16`` on a generated binarized corpus with the same length distribution and
 reports target tokens/s between update ``--warmup`` and the last one, from its train_log.jsonl.
@@ -84,13 +98,18 @@ def make_batches(n_batches: int, vocab: int, max_tokens: int, max_len: int, seed
 
 
 def train_flops(cfg, batch: dict[str, torch.Tensor]) -> float:
-    """3 x forward matmul FLOPs (2*m*n*k) at non-padding positions; attention counted in full (not causal-halved)."""
+    """3 x forward matmul FLOPs (2*m*n*k) at non-padding positions; attention counted in full (not causal-halved);
+    MoE layers: two expert FFNs per token (top-2) plus the gate."""
     d, f, V = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.vocab_size
     fd = cfg.decoder_ffn_embed_dim
     S = (batch["src"] != PAD).sum(1).double()
     T = (batch["tgt"] != PAD).sum(1).double()
-    enc = cfg.encoder_layers * (2 * S * (4 * d * d + 2 * d * f) + 4 * S * S * d)
-    dec = cfg.decoder_layers * (2 * T * (4 * d * d + 2 * d * d + 2 * d * fd) + 2 * S * 2 * d * d + 4 * T * T * d + 4 * T * S * d)
+    moe = lambda layers: sum(1 for i in range(layers) if cfg.moe_freq and (i + 1) % cfg.moe_freq == 0)
+    ffn_mult = lambda layers: layers + moe(layers)  # a top-2 MoE layer runs two FFNs per token
+    gate = lambda n, layers: 2 * n * d * cfg.moe_expert_count * moe(layers)
+    enc = cfg.encoder_layers * (2 * S * 4 * d * d + 4 * S * S * d) + ffn_mult(cfg.encoder_layers) * 2 * S * 2 * d * f + gate(S, cfg.encoder_layers)
+    dec = (cfg.decoder_layers * (2 * T * (4 * d * d + 2 * d * d) + 2 * S * 2 * d * d + 4 * T * T * d + 4 * T * S * d)
+           + ffn_mult(cfg.decoder_layers) * 2 * T * 2 * d * fd + gate(T, cfg.decoder_layers))  # fmt: skip
     out = 2 * T * d * V
     return float(3 * (enc + dec + out).sum())
 
@@ -119,14 +138,17 @@ def build_ours(cfg, variant: str = "ours"):
     if variant == "ours_sdpa":
         tr.attention = lambda q, k, v, m, c, p: F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=p, is_causal=c)
     model = tr.Transformer(cfg).train()
-    crit = LabelSmoothedCrossEntropy(0.1)
+    crit = LabelSmoothedCrossEntropy(0.1, {"moe_gate_loss": 0.01, "moe_z_loss": 0.0})
 
     def step(b, amp):
         mask = b["tgt"].ne(PAD)
         with amp():
             if variant in ("ours", "ours_sdpa"):
-                hidden = model(b["src"], b["prev"], ForwardContext(), target_mask=mask, features_only=True)
-                out = crit(hidden, model.output_weight, b["tgt"][mask])
+                ctx = ForwardContext()
+                hidden = model(b["src"], b["prev"], ctx, target_mask=mask, features_only=True)
+                out = crit(hidden, model.output_weight, b["tgt"][mask], ctx.aux_losses)
+                (out.loss / out.ntokens + out.aux_total).backward()  # MoE: balance loss as in mt-train
+                return
             elif variant == "ours_unfused":
                 out = crit.from_logits(model(b["src"], b["prev"], ForwardContext(), target_mask=mask), b["tgt"][mask])
             else:
@@ -137,7 +159,66 @@ def build_ours(cfg, variant: str = "ours"):
     return model, step
 
 
-def build_hf(cfg):
+def build_hf_moe(cfg, max_tokens: int, fixed: bool = False):
+    """HF NLLB-MoE at our shape; ``fixed``: with a corrected NllbMoeSparseMLP.forward (see the docstring).
+
+    HF's training capacity is a fixed number of tokens per expert: 2 * max_tokens / E, what capacity factor
+    1 gives a full batch (ours: factor 1 of each batch's real tokens)."""
+    from transformers import NllbMoeConfig, NllbMoeForConditionalGeneration
+    from transformers.models.nllb_moe import modeling_nllb_moe as hfm
+
+    hc = NllbMoeConfig(
+        vocab_size=cfg.vocab_size, d_model=cfg.encoder_embed_dim, encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
+        decoder_attention_heads=cfg.decoder_attention_heads, encoder_ffn_dim=cfg.encoder_ffn_embed_dim,
+        decoder_ffn_dim=cfg.decoder_ffn_embed_dim, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout, activation_function="relu", encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0, max_position_embeddings=max(cfg.max_source_positions, cfg.max_target_positions),
+        scale_embedding=True, pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
+        num_experts=cfg.moe_expert_count, expert_capacity=2 * -(-max_tokens // cfg.moe_expert_count), encoder_sparse_step=cfg.moe_freq,
+        decoder_sparse_step=cfg.moe_freq, router_dtype="float32", second_expert_policy="all",
+        normalize_router_prob_before_dropping=False, moe_token_dropout=cfg.moe_eom, output_router_logits=True,
+        router_aux_loss_coef=0.01, router_z_loss_coef=0.0, tie_word_embeddings=True, use_cache=False,
+    )  # fmt: skip
+    model = NllbMoeForConditionalGeneration._from_config(hc).train()
+    if fixed:
+        def sparse_forward(self, hidden_states, padding_mask=None):
+            B, T, d = hidden_states.shape
+            h = hidden_states.reshape(-1, d)
+            _, router_probs, _ = self.router(h, padding_mask)  # (N, E) combine weights, zero where not routed
+            top2 = router_probs.topk(2, dim=-1).indices  # the (up to) two experts each token was routed to
+            return self.experts(h, top2, router_probs.gather(1, top2)).reshape(B, T, d)
+
+        def experts_forward(self, h, top2, weights):  # HF's loop, with expert indices as it expects
+            final = torch.zeros_like(h)
+            routed = (weights > 0).long()[..., None]  # dropped (over capacity) and padding slots do no work
+            mask = (torch.nn.functional.one_hot(top2, num_classes=self.num_experts) * routed).permute(2, 1, 0)
+            for e in torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero():
+                idx, tok = torch.where(mask[e].squeeze(0))
+                cur = self[f"expert_{e[0]}"](h[tok]) * weights[tok, idx, None]
+                if self.moe_token_dropout > 0:
+                    cur = self.token_dropout(cur) if self.training else cur * (1 - self.moe_token_dropout)
+                final.index_add_(0, tok, cur.to(h.dtype))
+            return final
+
+        for m in model.modules():
+            if isinstance(m, hfm.NllbMoeSparseMLP):
+                m.forward = sparse_forward.__get__(m)
+                m.experts.forward = experts_forward.__get__(m.experts)
+
+    def step(b, amp):
+        labels = b["tgt"].masked_fill(b["tgt"].eq(PAD), -100)
+        with amp():
+            out = model(input_ids=b["src"], attention_mask=b["src"].ne(PAD).long(), decoder_input_ids=b["prev"],
+                        decoder_attention_mask=b["prev"].ne(PAD).long(), labels=labels, use_cache=False)  # fmt: skip
+        out.loss.backward()
+
+    return model, step
+
+
+def build_hf(cfg, max_tokens: int = 0):
+    if cfg.moe_freq > 0:
+        return build_hf_moe(cfg, max_tokens)
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     hc = M2M100Config(
@@ -171,7 +252,10 @@ def worker(args: argparse.Namespace) -> dict:
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
     batches = make_batches(args.warmup + args.steps, cfg.vocab_size, args.max_tokens, args.max_len, args.seed)
-    model, step = build_hf(cfg) if args.impl == "hf" else build_ours(cfg, args.impl)
+    if args.impl == "hf_fixed":
+        model, step = build_hf_moe(cfg, args.max_tokens, fixed=True)
+    else:
+        model, step = build_hf(cfg, args.max_tokens) if args.impl == "hf" else build_ours(cfg, args.impl)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
 
     def run(b):
@@ -219,6 +303,9 @@ def model_config(args):
         over["decoder_ffn_embed_dim"] = over["encoder_ffn_embed_dim"]
     if "encoder_attention_heads" in over:
         over["decoder_attention_heads"] = over["encoder_attention_heads"]
+    if args.moe_expert_count:
+        over.update(moe_expert_count=args.moe_expert_count, moe_freq=args.moe_freq, moe_eom=args.moe_eom,
+                    moe_second_expert_policy="all", moe_train_capacity_factor=1.0)  # fmt: skip
     return arch_config(args.arch, vocab_size=args.vocab, dropout=args.dropout, attention_dropout=0.0,
                        activation_dropout=0.0, **over)  # fmt: skip
 
@@ -281,6 +368,9 @@ def main() -> int:
     p.add_argument("--encoder-embed-dim", "--dim", dest="encoder_embed_dim", type=int)
     p.add_argument("--encoder-ffn-embed-dim", "--ffn", dest="encoder_ffn_embed_dim", type=int)
     p.add_argument("--encoder-attention-heads", "--heads", dest="encoder_attention_heads", type=int)
+    p.add_argument("--moe-expert-count", type=int, default=0, help="sparse MoE rows vs HF NLLB-MoE (0: dense, vs M2M100)")
+    p.add_argument("--moe-freq", type=int, default=2, help="every N-th layer is MoE (default: %(default)s)")
+    p.add_argument("--moe-eom", type=float, default=0.2, help="Expert Output Masking (default: %(default)s)")
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--max-tokens", type=int, default=4096)
@@ -345,17 +435,23 @@ def main() -> int:
         meta["transformers"] = transformers.__version__
     except ImportError:
         pass
-    speedup = {}
+    speedup, hf_rows = {}, ("hf", "hf_fixed") if args.moe_expert_count else ("hf",)
     for prec in args.precisions.split(","):
         o = [r for r in results if r["impl"] == "ours" and r["precision"] == prec]
-        h = [r for r in results if r["impl"] == "hf" and r["precision"] == prec]
-        if o and h:
-            speedup[prec] = o[0]["tgt_tokens_per_s"] / h[0]["tgt_tokens_per_s"]
+        for hf in hf_rows:
+            h = [r for r in results if r["impl"] == hf and r["precision"] == prec]
+            if o and h:
+                key = prec if hf == "hf" else f"{prec} ({hf})"
+                speedup[key] = o[0]["tgt_tokens_per_s"] / h[0]["tgt_tokens_per_s"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json.dumps({"meta": meta, "results": results, "speedup_vs_hf": speedup, "e2e": e2e_results}, indent=2))
+    stem = "train_throughput_moe" if args.moe_expert_count else "train_throughput"
+    if args.moe_expert_count:
+        meta["moe"] = {"experts": args.moe_expert_count, "freq": args.moe_freq, "eom": args.moe_eom}
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "speedup_vs_hf": speedup, "e2e": e2e_results}, indent=2))
+    moe_title = f", MoE {args.moe_expert_count} experts every {args.moe_freq} layers, EOM {args.moe_eom}" if args.moe_expert_count else ""
     lines = [
-        f"# Training throughput: {args.arch} {meta['model']}, max_tokens {args.max_tokens}, {args.steps} steps, best of {args.repeats}",
+        f"# Training throughput: {args.arch} {meta['model']}{moe_title}, max_tokens {args.max_tokens}, {args.steps} steps, best of {args.repeats}",
         "",
         f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, load avg {meta['load_avg'][0]:.1f}",
         "",
@@ -369,8 +465,22 @@ def main() -> int:
             f"{r['peak_rss_mib']:.0f} |"
         )
     lines.append("")
+    peer = "HF NllbMoeForConditionalGeneration" if args.moe_expert_count else "HF M2M100"
     for prec, s in speedup.items():
-        lines.append(f"- {prec}: ours / HF M2M100 = **{s:.2f}x** target tokens/s")
+        what = "routing fixed" if "hf_fixed" in prec else "as shipped" if args.moe_expert_count else ""
+        lines.append(f"- {prec.split(' ')[0]}: ours / {peer}{f' ({what})' if what else ''} = **{s:.2f}x** target tokens/s")
+    if args.moe_expert_count:
+        for prec in args.precisions.split(","):
+            o = next((r for r in results if r["impl"] == "ours" and r["precision"] == prec), None)
+            for hf in hf_rows:
+                h = next((r for r in results if r["impl"] == hf and r["precision"] == prec), None)
+                if o and h:
+                    lines.append(f"- {prec}: peak RSS ours {o['peak_rss_mib']:.0f} MiB vs {hf} {h['peak_rss_mib']:.0f} MiB")
+        lines += ["", "Note: HF's NLLB-MoE routing is buggy as shipped (transformers "
+                  f"{meta.get('transformers', '?')}): NllbMoeSparseMLP passes the router's one-hot top-1 mask where "
+                  "NllbMoeExperts expects expert indices, so only experts 0 and 1 ever run and expert 0 processes "
+                  "(E-1)/E of all token slots. The 'hf' rows are benchmarked as shipped; 'hf_fixed' passes the "
+                  "top-2 indices (HF's expert loop otherwise unchanged)."]
     if e2e_results:
         lines += ["", "End to end (`mt-train`, everything included):", "", "| precision | tgt tok/s | updates timed |", "|---|---|---|"]
         lines += [f"| {r['precision']} | {r['tgt_tokens_per_s']:.0f} | {r['updates']} |" for r in e2e_results]
@@ -378,7 +488,7 @@ def main() -> int:
         if fp and bf:
             lines.append(f"\n- bf16 / fp32 end to end: **{bf['tgt_tokens_per_s'] / fp['tgt_tokens_per_s']:.2f}x**")
     md = "\n".join(lines) + "\n"
-    (out / "train_throughput.md").write_text(md)
+    (out / f"{stem}.md").write_text(md)
     print(md)
     return 0
 

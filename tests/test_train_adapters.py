@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import make_corpus
+from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
 from mt.checkpoint import load_checkpoint
 from mt.errors import UserError
@@ -15,14 +15,6 @@ from mt.models.transformer import Transformer, num_parameters
 from mt.train import TrainConfig, main, train
 
 LANGS = ["aaa_Latn", "bbb_Latn", "ccc_Latn", "ddd_Latn"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _model(seed=0, **kw) -> Transformer:

@@ -8,20 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from train_fixtures import one_thread  # noqa: F401 (autouse)
 
 from mt import checkpoint as ckpt
 from mt.errors import UserError
 from mt.models.config import ForwardContext, arch_config
+from mt.models import moe as moe_mod
 from mt.models.moe import CMRLayer, MoELayer, _expert_major, capacity_for, num_moe_layers, top2_route
 from mt.models.transformer import DecoderCache, Transformer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _cfg(**kw):
@@ -94,7 +88,15 @@ def test_capacity_formula_and_second_expert_policies():
     assert torch.equal(top2_route(logits, 10**6, "sampling").expert, a.expert)
 
 
-def test_moe_layer_output_matches_token_by_token_reference_and_only_used_experts_run():
+def _count_expert_calls(monkeypatch) -> list[tuple[int, int]]:
+    """Record (expert, rows) of every expert computation."""
+    calls = []
+    orig = moe_mod._ffn_one
+    monkeypatch.setattr(moe_mod, "_ffn_one", lambda e, x, *a: calls.append((e, x.size(0))) or orig(e, x, *a))
+    return calls
+
+
+def test_moe_layer_output_matches_token_by_token_reference_and_only_used_experts_run(monkeypatch):
     layer = _layer(moe_train_capacity_factor=0.75).train()
     x = torch.randn(2, 9, 64)
     ref = _reference_moe(layer, x.view(-1, 64), capacity_for(18, 4, True, 0.75, 1.0)).view(2, 9, 64)
@@ -104,9 +106,7 @@ def test_moe_layer_output_matches_token_by_token_reference_and_only_used_experts
     with torch.no_grad():
         layer.wg.weight.zero_()
         layer.wg.weight[1, 0], layer.wg.weight[3, 1] = 5.0, 4.0
-    calls = []
-    orig = layer.experts.run_expert
-    layer.experts.run_expert = lambda e, rows, *w: calls.append((e, rows.size(0))) or orig(e, rows, *w)
+    calls = _count_expert_calls(monkeypatch)
     x = torch.randn(3, 5, 64)
     x[..., 0], x[..., 1] = 1.0, 1.0
     layer.train()(x, ForwardContext())
@@ -133,17 +133,38 @@ def test_padding_is_not_routed_and_not_counted():
     torch.testing.assert_close(out[1, :2], alone[0], rtol=1e-5, atol=1e-5)
 
 
-def test_eom_and_fom_mask_the_requested_fraction_in_training_only():
+def test_dispatch_experts_and_combine_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    dd = dict(dtype=torch.float64)
+    E, d, f = 3, 5, 7
+    w1, w2 = torch.randn(E, f, d, **dd, requires_grad=True), torch.randn(E, d, f, **dd, requires_grad=True)
+    b1, b2 = torch.randn(E, f, **dd, requires_grad=True), torch.randn(E, d, **dd, requires_grad=True)
+    x = torch.randn(9, d, **dd, requires_grad=True)
+    counts = [4, 0, 5]  # expert 1 gets nothing
+    torch.autograd.gradcheck(lambda *a: moe_mod._GroupedFFN.apply(a[0], counts, 0.0, *a[1:]), (x, w1, b1, w2, b2))
+    # 6 tokens, assignments sorted by expert, tokens 0 and 4 twice, token 5 not at all
+    token = torch.tensor([0, 2, 4, 1, 0, 3, 4])
+    slots = moe_mod._slots(token, 6)
+    assert slots.tolist() == [[0, 4], [3, 7], [1, 7], [5, 7], [2, 6], [7, 7]]
+    xt = torch.randn(6, d, **dd, requires_grad=True)
+    torch.autograd.gradcheck(lambda a: moe_mod._Dispatch.apply(a, token, slots), (xt,))
+    ys, w = torch.randn(7, d, **dd, requires_grad=True), torch.rand(7, **dd, requires_grad=True)
+    torch.autograd.gradcheck(lambda a, b: moe_mod._Combine.apply(a, b, token, slots), (ys, w))
+    out = moe_mod._Combine.apply(ys, w, token, slots)
+    torch.testing.assert_close(out[0], w[0] * ys[0] + w[4] * ys[4])
+    assert torch.all(out[5] == 0)
+
+
+def test_eom_and_fom_mask_the_requested_fraction_in_training_only(monkeypatch):
     N = 6000
     x = torch.randn(1, N, 64)
     for kind, p in (("eom", 0.3), ("fom", 0.25)):
         kw = {f"moe_{kind}": p, "moe_train_capacity_factor": 4.0}
         layer, plain = _layer(**kw), _layer(moe_train_capacity_factor=4.0)
-        rows = []
-        orig = layer.experts.run_expert
-        layer.experts.run_expert = lambda e, r, *w: rows.append(r.size(0)) or orig(e, r, *w)
+        calls = _count_expert_calls(monkeypatch)
         torch.manual_seed(1)
         out = layer.train()(x, ForwardContext())[0]
+        rows = [n for _, n in calls]
         ref = plain.train()(x, ForwardContext())[0]
         zero_tokens = float((out.abs().sum(-1) == 0).float().mean())
         dispatched = sum(rows) / (2 * N)

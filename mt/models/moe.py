@@ -218,6 +218,124 @@ def _expert_major(recv: torch.Tensor) -> torch.Tensor:
     return em_start[seg] + torch.arange(total, device=recv.device) - em_offset[seg]
 
 
+# --- dispatch, experts, combine as autograd functions -------------------------------------------
+# Why custom functions: written with autograd ops, the dispatch gather and the combine need scatter-adds
+# in backward (``index_add``: single-threaded on CPU) and the per-expert weight gradients are stacked
+# afterwards (a full copy of every expert's weights per step). Each token has at most two assignments,
+# so with the inverse map ``slots`` (N, 2) (a token's positions in the assignment list, A where absent)
+# every direction is a gather, and the expert gradients are written into their place directly.
+def _ffn_one(e: int, x, w1, b1, w2, b2, h_out, y_out, mask_out, p: float) -> None:
+    """Expert e on its rows: ``h_out = relu(x w1^T + b1)`` (dropout p with ``mask_out``), ``y_out = h w2^T + b2``."""
+    torch.addmm(b1, x, w1.t(), out=h_out)
+    h_out.relu_()
+    if mask_out is not None:
+        mask_out.bernoulli_(1.0 - p)
+        h_out.mul_(mask_out).mul_(1.0 / (1.0 - p))
+    torch.addmm(b2, h_out, w2.t(), out=y_out)
+
+
+class _GroupedFFN(torch.autograd.Function):
+    """FFN experts over rows grouped by expert (``counts``); experts without rows do not run."""
+
+    @staticmethod
+    def forward(ctx, x, counts: list[int], p: float, w1, b1, w2, b2):
+        dt = x.dtype
+        c1, cb1, c2, cb2 = (t.to(dt) for t in (w1, b1, w2, b2))  # one cast of the stacked weights
+        A, f = x.size(0), w1.size(1)
+        h = x.new_empty(A, f)
+        y = x.new_empty(A, w2.size(1))
+        mask = x.new_empty(A, f) if p > 0 else None
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                sl = slice(start, start + n)
+                _ffn_one(e, x[sl], c1[e], cb1[e], c2[e], cb2[e], h[sl], y[sl], None if mask is None else mask[sl], p)
+                start += n
+        ctx.counts, ctx.p, ctx.dtypes = counts, p, (w1.dtype, b1.dtype, w2.dtype, b2.dtype)
+        ctx.save_for_backward(x, h, mask, c1, c2)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, h, mask, c1, c2 = ctx.saved_tensors
+        gy = gy.contiguous()
+        E, f, d = c1.shape
+        gx = torch.empty_like(x)
+        gw1, gw2 = torch.zeros_like(c1), torch.zeros_like(c2)
+        acc = torch.promote_types(x.dtype, torch.float32)  # bias gradients: sums over many rows
+        gb1 = torch.zeros(E, f, dtype=acc, device=x.device)
+        gb2 = torch.zeros(E, d, dtype=acc, device=x.device)
+        start = 0
+        for e, n in enumerate(ctx.counts):
+            if not n:
+                continue
+            sl = slice(start, start + n)
+            ge, he = gy[sl], h[sl]
+            torch.mm(ge.t(), he, out=gw2[e])
+            torch.sum(ge, 0, dtype=acc, out=gb2[e])
+            gh = torch.mm(ge, c2[e])
+            gh.mul_(he > 0)
+            if mask is not None:
+                gh.mul_(mask[sl]).mul_(1.0 / (1.0 - ctx.p))
+            torch.mm(gh.t(), x[sl], out=gw1[e])
+            torch.sum(gh, 0, dtype=acc, out=gb1[e])
+            torch.mm(gh, c1[e], out=gx[sl])
+            start += n
+        t1, tb1, t2, tb2 = ctx.dtypes
+        return gx, None, None, gw1.to(t1), gb1.to(tb1), gw2.to(t2), gb2.to(tb2)
+
+
+def _slots(token: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(N, 2): positions of each token's (at most two) assignments in ``token``; A where there is none."""
+    A = token.numel()
+    slots = torch.full((num_tokens, 2), A, dtype=torch.long, device=token.device)
+    order = torch.argsort(token, stable=True)
+    tok_sorted = token[order]
+    first = torch.ones_like(tok_sorted, dtype=torch.bool)
+    first[1:] = tok_sorted[1:] != tok_sorted[:-1]
+    slots[tok_sorted[first], 0] = order[first]
+    slots[tok_sorted[~first], 1] = order[~first]
+    return slots
+
+
+def _gather_pad(t: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """``t[slots[:, 0]] + t[slots[:, 1]]`` where index ``len(t)`` means a zero row."""
+    pad = torch.cat([t, t.new_zeros((1,) + tuple(t.shape[1:]))])
+    return pad.index_select(0, slots[:, 0]) + pad.index_select(0, slots[:, 1])
+
+
+class _Dispatch(torch.autograd.Function):
+    """rows = x[token]; backward: each token sums the gradients of its (at most two) rows."""
+
+    @staticmethod
+    def forward(ctx, x, token, slots):
+        ctx.save_for_backward(slots)
+        return x.index_select(0, token)
+
+    @staticmethod
+    def backward(ctx, g):
+        (slots,) = ctx.saved_tensors
+        return _gather_pad(g.contiguous(), slots), None, None
+
+
+class _Combine(torch.autograd.Function):
+    """out[t] = sum over token t's assignments a of w[a] * ys[a]."""
+
+    @staticmethod
+    def forward(ctx, ys, w, token, slots):
+        ctx.save_for_backward(ys, w, token)
+        ctx.w_dtype = w.dtype
+        return _gather_pad(ys * w.to(ys.dtype)[:, None], slots)
+
+    @staticmethod
+    def backward(ctx, g):
+        ys, w, token = ctx.saved_tensors
+        gt = g.contiguous().index_select(0, token)
+        g_ys = gt * w.to(gt.dtype)[:, None]
+        g_w = (gt * ys).sum(-1, dtype=torch.promote_types(ys.dtype, torch.float32)).to(ctx.w_dtype)
+        return g_ys, g_w, None, None
+
+
 # --- experts -------------------------------------------------------------------------------------
 class Experts(nn.Module):
     """E feed-forward experts (fc1 -> ReLU -> activation dropout -> fc2) with stacked weights."""
@@ -244,24 +362,13 @@ class Experts(nn.Module):
         for p in self.parameters():
             p.data = p.data[lo:hi].clone()
 
-    def run_expert(self, e: int, x: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
-        h = F.relu(F.linear(x, w1, b1))
-        if self.activation_dropout > 0:
-            h = F.dropout(h, self.activation_dropout, self.training)
-        return F.linear(h, w2, b2)
-
     def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """``x`` rows grouped by local expert, ``counts[e]`` rows each; experts with no rows do not run."""
-        w1, b1 = self.fc1_weight.unbind(0), self.fc1_bias.unbind(0)  # unbind: backward is one stack
-        w2, b2 = self.fc2_weight.unbind(0), self.fc2_bias.unbind(0)
-        outs, start = [], 0
-        for e, n in enumerate(counts):
-            if n:
-                outs.append(self.run_expert(e, x[start : start + n], w1[e], b1[e], w2[e], b2[e]))
-                start += n
-        if not outs:  # stay connected to x: under expert parallelism every rank must run the same backward collectives
-            return x[:0]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        """``x`` rows grouped by local expert, ``counts[e]`` rows each; experts with no rows do not run.
+
+        Computes in ``x``'s dtype (the stacked weights are cast once). The result stays connected to ``x``
+        even without rows: under expert parallelism every rank must run the same backward collectives."""
+        p = self.activation_dropout if self.training else 0.0
+        return _GroupedFFN.apply(x, counts, p, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias)
 
 
 def _flatten(x: torch.Tensor, pad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -339,9 +446,12 @@ class MoELayer(nn.Module):
         if keep is not None:
             token, expert, weight = token[keep], expert[keep], weight[keep]
         counts = torch.bincount(expert, minlength=E)
-        ys = self._dispatch(xs.index_select(0, token), counts)
-        out = torch.zeros(N, xs.size(1), device=xs.device, dtype=torch.float32)
-        out = out.index_add(0, token, ys * weight[:, None])
+        dev = xs.device.type
+        if torch.is_autocast_enabled(dev):  # experts compute in the autocast dtype: cast the N rows once
+            xs = xs.to(torch.get_autocast_dtype(dev))
+        slots = _slots(token, N)
+        ys = self._dispatch(_Dispatch.apply(xs, token, slots), counts)
+        out = _Combine.apply(ys, weight, token, slots)  # in the experts' dtype, like a dense FFN's bf16 output
         if not self.training and (self.eom > 0 or self.fom > 0):
             out = out * ((1.0 - self.eom) * (1.0 - self.fom))
         return out
@@ -357,9 +467,6 @@ class MoELayer(nn.Module):
         send_splits = counts.view(W, El).sum(1).tolist()
         recv = recv.view(W, El)
         recv_splits = recv.sum(1).tolist()
-        dev = xs.device.type
-        if torch.is_autocast_enabled(dev):  # the experts compute in the autocast dtype: send that
-            xs = xs.to(torch.get_autocast_dtype(dev))
         xr = _AllToAll.apply(xs, send_splits, recv_splits, group)
         perm = _expert_major(recv)
         ye = self.experts(xr.index_select(0, perm), recv.sum(0).tolist())
