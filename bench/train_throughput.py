@@ -345,6 +345,9 @@ def e2e(args, cfg, precision: str, workdir: Path) -> dict:
         "--log-interval", "1", "--no-progress-bar", "--save-dir", str(save), "--no-epoch-checkpoints",
         "--max-source-positions", str(args.max_len), "--max-target-positions", str(args.max_len), "--validate-interval", "1000",
     ] + (["--bf16"] if precision == "bf16" else [])  # fmt: skip
+    if m.moe_freq:
+        cmd += ["--moe-freq", str(m.moe_freq), "--moe-expert-count", str(m.moe_expert_count), "--moe-eom", str(m.moe_eom),
+                "--moe-second-expert-policy", "all"]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)

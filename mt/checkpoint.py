@@ -222,6 +222,10 @@ def load_checkpoint(
             f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}, "
             f"{code_version()}); upgrade nllb-mini"
         )
+    if isinstance(state.get("model_config"), dict):  # fields added after the checkpoint was written: defaults
+        from mt.models.config import TransformerConfig
+
+        state["model_config"] = {**TransformerConfig().to_dict(), **state["model_config"]}
     if state.get("moe"):
         _reshard(state, path, map_location, rank, world)
     return state

@@ -12,6 +12,9 @@ divides them by W (fairseq's ``--moe-normalize-expert-grad world_size``): W rank
 update one process makes on the same batch. Experts that got no token this update get a zero gradient
 (not None), so Adam treats them the same whatever the world size.
 
+Transport: ``torch.distributed.all_to_all_single`` with uneven splits, on a process group of its own
+(nccl on GPUs; gloo on CPU, which supports uneven all-to-all, bf16 included, in torch 2.13: checked).
+
 Gradient norm. Replicated gradients are equal on every rank, expert gradients differ: the global norm is
 ``sqrt(|shared|^2 + sum over ranks |experts_r|^2)`` (one all-reduce), so every rank clips by the same
 factor and skips the same non-finite updates.
