@@ -32,7 +32,7 @@ from torch import nn
 from mt.distributed import DistInfo
 from mt.errors import UserError
 from mt.models.adapters import is_adapter_param
-from mt.models.moe import expert_parallel_, moe_layers
+from mt.models.moe import expert_parallel_, moe_layers, num_moe_layers  # noqa: F401 (re-exported)
 
 
 def is_expert(p: torch.Tensor) -> bool:

@@ -450,6 +450,11 @@ class _Trainer:
              f"log in {self.log.path}")  # fmt: skip
         _say(di, f"mt-train: {cfg.arch} {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
              f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions")  # fmt: skip
+        if self.model_cfg.moe_freq:
+            m = self.model_cfg
+            per_rank = f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
+            _say(di, f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"
+                 f"{', CMR' if m.moe_cmr else ''}{f', EOM {m.moe_eom}' if m.moe_eom else ''}{per_rank}")  # fmt: skip
         probs = self.sampler.probabilities(self.num_updates)
         for i, d in enumerate(self.directions):
             start = self.sampler.starts[i]
