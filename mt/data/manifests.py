@@ -1,0 +1,737 @@
+"""Corpus manifests (``data_manifests/*.toml``): list, fetch, verify, register and resolve corpora.
+
+A manifest says what a corpus is (id, kind, languages, licence, citation), where it comes from (a URL
+with sha256/size, or local files) and what its files look like once unpacked (``[layout]``). Other rooms
+never hard-code paths: they call ``resolve(ID)`` and get the directory (or file) with that layout, from
+a copy the user registered (offline machines) or one ``mt-data fetch`` downloaded.
+
+Where things live (``$NLLB_MINI_HOME``, default ``~/.cache/nllb-mini``)::
+
+    registry.toml          ID -> local copy, written by `mt-data register` and `mt-data fetch`
+    data/{ID}/             default download + unpack folder of `mt-data fetch ID`
+    manifests/*.toml       your own manifests (searched before the ones shipped in data_manifests/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from tqdm import tqdm
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from mt.data.langs import check_code
+from mt.errors import UserError, located
+from mt.util import atomic_write, sha256_file
+
+KINDS = ("parallel", "monolingual", "eval-nway")
+ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
+_REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
+_CHUNK = 1 << 16
+
+
+# --------------------------------------------------------------------------------------------------
+# manifests
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Source:
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    archive_format: str | None = None  # tar.gz | tgz | tar | zip; None: keep the file as downloaded
+    filename: str | None = None  # name of the downloaded file (default: last part of the URL)
+    local_glob: str | None = None  # corpus built from local files (e.g. gettext .mo catalogues)
+    local_path: str | None = None  # a user's own file: must be registered
+    build: str | None = None  # the command that builds a local corpus
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.url)
+
+    def download_name(self) -> str:
+        if self.filename:
+            return self.filename
+        name = Path(urllib.parse.urlparse(self.url or "").path).name
+        return name or "download"
+
+
+@dataclass
+class Layout:
+    root: str = ""  # folder inside the unpacked archive that holds ``files`` ("" = the folder itself)
+    files: list[str] = field(default_factory=list)  # globs; ``{lang}`` is expanded over the languages
+    line_aligned: bool = False  # files of one ``{lang}`` pattern have the same number of lines (N-way)
+    format: str = ""  # "tsv" for a single-file bitext
+    columns: int = 0
+
+
+@dataclass
+class Manifest:
+    id: str
+    kind: str
+    languages: list[str] | str  # explicit codes, or "all" (whatever the copy holds)
+    source: Source
+    layout: Layout
+    license: str = ""
+    citation: str = ""
+    description: str = ""
+    homepage: str = ""
+    path: Path = Path()
+
+    @property
+    def is_archive(self) -> bool:
+        return bool(self.source.archive_format)
+
+
+def manifest_dirs() -> list[Path]:
+    """Search path: ``$NLLB_MINI_MANIFESTS`` (os.pathsep list), ``$NLLB_MINI_HOME/manifests``, the repo's."""
+    dirs = [Path(p) for p in os.environ.get("NLLB_MINI_MANIFESTS", "").split(os.pathsep) if p]
+    return dirs + [nllb_home() / "manifests", _REPO_MANIFESTS]
+
+
+def _parse_manifest(path: Path) -> Manifest:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise located(path, None, f"not valid TOML ({exc}); fix the syntax") from None
+    for key in ("id", "kind", "languages", "source"):
+        if key not in raw:
+            raise located(path, None, f"manifest lacks the required key {key!r}")
+    if raw["kind"] not in KINDS:
+        raise located(path, None, f"kind {raw['kind']!r} is not one of {', '.join(KINDS)}")
+    src_raw = raw["source"]
+    unknown = set(src_raw) - set(Source.__dataclass_fields__)
+    if unknown:
+        raise located(path, None, f"[source] has unknown keys {sorted(unknown)}; allowed: {list(Source.__dataclass_fields__)}")
+    source = Source(**src_raw)
+    if not (source.url or source.local_glob or source.local_path is not None):
+        raise located(path, None, "[source] needs `url` (+ sha256, size) or `local_glob` or `local_path`")
+    if source.sha256 is not None and (len(source.sha256) != 64 or not all(c in "0123456789abcdef" for c in source.sha256)):
+        raise located(path, None, f"[source] sha256 {source.sha256!r} is not 64 lowercase hex digits")
+    if source.archive_format and source.archive_format not in ARCHIVE_FORMATS:
+        raise located(path, None, f"[source] archive_format {source.archive_format!r}: use one of {ARCHIVE_FORMATS}")
+    lay_raw = raw.get("layout", {})
+    unknown = set(lay_raw) - set(Layout.__dataclass_fields__)
+    if unknown:
+        raise located(path, None, f"[layout] has unknown keys {sorted(unknown)}; allowed: {list(Layout.__dataclass_fields__)}")
+    langs = raw["languages"]
+    if isinstance(langs, list):
+        for code in langs:
+            check_code(code, f"{path}: languages")
+    elif langs != "all":
+        raise located(path, None, f"languages must be a list of codes or \"all\", got {langs!r}")
+    return Manifest(
+        id=raw["id"], kind=raw["kind"], languages=langs, source=source, layout=Layout(**lay_raw),
+        license=raw.get("license", ""), citation=raw.get("citation", ""), description=raw.get("description", ""),
+        homepage=raw.get("homepage", ""), path=path,
+    )
+
+
+def list_manifests() -> list[Manifest]:
+    """Every manifest on the search path; an ID found twice keeps the first (user manifests win)."""
+    seen: dict[str, Manifest] = {}
+    for d in manifest_dirs():
+        for p in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            m = _parse_manifest(p)
+            seen.setdefault(m.id, m)
+    return sorted(seen.values(), key=lambda m: m.id)
+
+
+def load_manifest(id_or_path: str) -> Manifest:
+    """A manifest by ID (``flores200``) or by the path of a ``.toml`` file."""
+    if id_or_path.endswith(".toml") and Path(id_or_path).is_file():
+        return _parse_manifest(Path(id_or_path))
+    for d in manifest_dirs():
+        p = d / f"{id_or_path}.toml"
+        if p.is_file():
+            m = _parse_manifest(p)
+            if m.id != id_or_path:
+                raise located(p, None, f"id {m.id!r} differs from the file name; rename the file or the id")
+            return m
+    known = ", ".join(sorted({p.stem for d in manifest_dirs() if d.is_dir() for p in d.glob("*.toml")})) or "none"
+    raise UserError(
+        f"no manifest for corpus {id_or_path!r} (known: {known}); add {id_or_path}.toml to "
+        f"{_REPO_MANIFESTS} or {nllb_home() / 'manifests'}, or run `mt-data list`"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# registry: ID -> local copy
+# --------------------------------------------------------------------------------------------------
+def nllb_home() -> Path:
+    return Path(os.environ.get("NLLB_MINI_HOME") or Path.home() / ".cache" / "nllb-mini").expanduser()
+
+
+def registry_path() -> Path:
+    return nllb_home() / "registry.toml"
+
+
+def default_dest(corpus_id: str) -> Path:
+    return nllb_home() / "data" / corpus_id
+
+
+def read_registry() -> dict[str, dict]:
+    path = registry_path()
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return dict(tomllib.load(fh).get("corpora", {}))
+    except tomllib.TOMLDecodeError as exc:
+        raise located(path, None, f"registry is not valid TOML ({exc}); fix or delete it and register again") from None
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes (\" \\ \n \uXXXX) are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def _write_registry(entries: dict[str, dict]) -> None:
+    with atomic_write(registry_path()) as fh:
+        fh.write("# nllb-mini corpus registry, written by `mt-data register` and `mt-data fetch`.\n")
+        fh.write("# `path`: the copy you gave or downloaded; `data`: what resolve(ID) returns.\n")
+        for cid in sorted(entries):
+            fh.write(f"\n[corpora.{_toml_str(cid)}]\n")
+            for key, val in entries[cid].items():
+                fh.write(f"{key} = {_toml_str(str(val))}\n")
+
+
+def _record(corpus_id: str, path: Path, data: Path, how: str, sha256: str | None = None) -> None:
+    entries = read_registry()
+    entry = {"path": str(path.resolve()), "data": str(data.resolve()), "how": how,
+             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if sha256:
+        entry["sha256"] = sha256
+    entries[corpus_id] = entry
+    _write_registry(entries)
+
+
+def _how_to_get(m: Manifest) -> str:
+    if m.source.remote:
+        return (f"run `mt-data fetch {m.id}` (downloads {m.source.url}) or, offline, download it elsewhere and "
+                f"run `mt-data register {m.id} PATH`")
+    if m.source.build:
+        return f"build it with `{m.source.build}`, then run `mt-data register {m.id} DIR`"
+    return f"run `mt-data register {m.id} PATH` with your local copy"
+
+
+def resolve(corpus_id: str) -> Path:
+    """The local copy of a corpus with its manifest's layout: registered, else fetched, else a clear error."""
+    m = load_manifest(corpus_id)
+    entry = read_registry().get(m.id)
+    if entry:
+        data = Path(entry.get("data") or entry["path"])
+        if not data.exists():
+            raise UserError(
+                f"corpus {m.id!r} is registered at {data} ({registry_path()}) but that path is gone: "
+                + _how_to_get(m)
+            )
+        return data
+    dest = default_dest(m.id)
+    if m.source.remote and dest.is_dir():
+        data = _data_root(m, dest)
+        if data is not None and not check_layout(m, data):
+            return data
+    raise UserError(f"corpus {m.id!r} is not available on this machine: {_how_to_get(m)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# layout and checksum checks
+# --------------------------------------------------------------------------------------------------
+def _data_root(m: Manifest, folder: Path) -> Path | None:
+    """``folder`` or its ``layout.root`` subfolder, whichever holds the data."""
+    if m.layout.root and (folder / m.layout.root).is_dir():
+        return folder / m.layout.root
+    if folder.is_dir():
+        return folder
+    return None
+
+
+def _count_lines(path: Path) -> int:
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _langs_in(m: Manifest, folder: Path) -> list[str]:
+    """The manifest's languages, or (``"all"``) every code that some ``{lang}`` pattern matches."""
+    if isinstance(m.languages, list):
+        return list(m.languages)
+    found: set[str] = set()
+    for pat in m.layout.files:
+        if "{lang}" not in pat:
+            continue
+        rx = fnmatch.translate(pat.replace("{lang}", "\x00")).replace("\x00", "(?P<lang>[a-z]{3}_[A-Z][a-z]{3})", 1)
+        creg = re.compile(rx.replace("\x00", "(?P=lang)"))
+        for p in folder.rglob("*"):
+            mt = creg.match(p.relative_to(folder).as_posix())
+            if mt:
+                found.add(mt.group("lang"))
+    return sorted(found)
+
+
+def check_layout(m: Manifest, folder: Path) -> list[str]:
+    """Problems of an unpacked copy: missing files per ``[layout] files``, unaligned N-way files."""
+    problems: list[str] = []
+    langs = _langs_in(m, folder)
+    if isinstance(m.languages, str) and any("{lang}" in p for p in m.layout.files) and not langs:
+        problems.append(f"no language files at all (expected {', '.join(m.layout.files)})")
+    for pat in m.layout.files:
+        expanded = [pat.replace("{lang}", lang) for lang in langs] if "{lang}" in pat else [pat]
+        line_counts: dict[int, list[str]] = {}
+        for rel in expanded:
+            hits = sorted(glob.glob(str(folder / rel)))
+            if not hits:
+                problems.append(f"missing {rel}")
+                continue
+            if m.layout.line_aligned and "{lang}" in pat and len(hits) == 1:
+                line_counts.setdefault(_count_lines(Path(hits[0])), []).append(rel)
+        if len(line_counts) > 1:
+            summary = "; ".join(f"{n} lines: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+                                for n, v in sorted(line_counts.items(), key=lambda kv: -len(kv[1])))
+            problems.append(f"files of {pat} are not line-aligned ({summary})")
+    return problems
+
+
+def check_tsv(path: Path, columns: int = 2) -> tuple[int, list[str]]:
+    """(number of lines, problems) of a ``src<TAB>tgt`` file; stops listing after a few problems."""
+    problems: list[str] = []
+    n = 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8")
+                continue
+            got = len(line.split("\t"))
+            if got != columns:
+                problems.append(f"{path}:{n}: {got} tab-separated columns, expected {columns} (src<TAB>tgt)")
+            if len(problems) >= 10:
+                problems.append("... (stopped after 10 problems)")
+                break
+    if n == 0:
+        problems.append(f"{path}: empty file")
+    return n, problems
+
+
+def check_archive(m: Manifest, path: Path) -> str:
+    """sha256 + size of an archive against the manifest; returns the sha256, raises on mismatch."""
+    size = path.stat().st_size
+    if m.source.size is not None and size != m.source.size:
+        raise UserError(
+            f"{path}: size {size:,} bytes, but {m.path} expects {m.source.size:,} bytes: the file is truncated or a "
+            f"different version; download it again (`mt-data fetch {m.id}`)"
+        )
+    got = sha256_file(path)
+    if m.source.sha256 and got != m.source.sha256:
+        raise UserError(
+            f"{path}: sha256 mismatch: expected {m.source.sha256} ({m.path}), got {got}; the file is corrupt or a "
+            f"different release: delete it and run `mt-data fetch {m.id}`, or update sha256 in {m.path} if you "
+            f"trust this copy"
+        )
+    return got
+
+
+def verify(corpus_id: str, path: str | os.PathLike | None = None) -> str:
+    """Check a copy (archive, unpacked folder or TSV) against the manifest; a one-line summary or UserError."""
+    m = load_manifest(corpus_id)
+    if path is None:
+        entry = read_registry().get(m.id)
+        if entry and Path(entry["path"]).is_file() and m.is_archive:
+            target = Path(entry["path"])
+        elif m.source.local_glob and not entry:
+            hits = glob.glob(m.source.local_glob)
+            if not hits:
+                raise UserError(f"{m.id}: no files match {m.source.local_glob} ({m.path}); {_how_to_get(m)}")
+            return f"{m.id}: {len(hits)} source files match {m.source.local_glob}; {_how_to_get(m)}"
+        else:
+            target = resolve(m.id)
+    else:
+        target = Path(path)
+    if not target.exists():
+        raise UserError(f"{target}: no such file or directory")
+    if m.layout.format == "tsv" and not target.is_file():
+        raise UserError(f"{target} is a folder, but {m.id} ({m.path}) is a single TSV file: pass the file")
+    if target.is_file() and m.layout.format == "tsv":
+        n, problems = check_tsv(target, m.layout.columns or 2)
+        if problems:
+            raise UserError(f"{target} is not a valid {m.id} bitext:\n  " + "\n  ".join(problems))
+        return f"{m.id}: OK, {target} has {n:,} {m.layout.columns or 2}-column lines"
+    if target.is_file():
+        if not m.is_archive:
+            raise UserError(f"{target}: {m.id} ({m.path}) is not an archive; pass its unpacked folder")
+        got = check_archive(m, target)
+        note = "" if m.source.sha256 else f" (the manifest has no sha256: add sha256 = \"{got}\" to {m.path})"
+        size_note = "" if m.source.size is not None else f" (add size = {target.stat().st_size} to {m.path})"
+        return f"{m.id}: OK, {target} ({target.stat().st_size:,} bytes, sha256 {got}){note}{size_note}"
+    data = _data_root(m, target)
+    assert data is not None
+    problems = check_layout(m, data)
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise UserError(
+            f"{data} does not have the layout of {m.id} ({m.path}): {len(problems)} problem(s):\n  " + "\n  ".join(shown)
+        )
+    nlang = len(_langs_in(m, data))
+    return f"{m.id}: OK, {data} has the expected layout ({nlang} languages, {', '.join(m.layout.files)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# download with resume
+# --------------------------------------------------------------------------------------------------
+class _Offline(Exception):
+    pass
+
+
+def _open(url: str, offset: int, timeout: float):
+    headers = {"User-Agent": "nllb-mini/0.1 (mt-data fetch)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416:
+            return exc  # range not satisfiable: the .part is already complete (or bigger than the file)
+        raise
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        raise _Offline(getattr(exc, "reason", exc)) from exc
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = 10.0,
+    retries: int = 3,
+    progress: bool = True,
+    context: str = "",
+    corpus_id: str = "ID",
+) -> Path:
+    """Download ``url`` to ``dest`` via ``dest.part`` with HTTP Range resume; rename only once verified.
+
+    ``context`` names the manifest in errors. Connection failures before any byte arrives fail at once
+    (offline machines should not wait); a connection lost mid-way is resumed up to ``retries`` times.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    attempt = 0
+    while True:
+        offset = part.stat().st_size if part.exists() else 0
+        if size is not None and offset > size:
+            part.unlink()
+            offset = 0
+        if size is not None and offset == size:
+            break  # a previous run got every byte; only verification is left
+        try:
+            resp = _open(url, offset, timeout)
+        except _Offline as exc:
+            host = urllib.parse.urlparse(url).netloc
+            kept = f" ({offset:,} bytes received so far are kept in {part}: run again to resume)" if offset else ""
+            raise UserError(
+                f"cannot reach {host} ({exc}){' for ' + context if context else ''}. This machine looks offline: "
+                f"download {url} on another machine and run `mt-data register {corpus_id} PATH` with it, or change the "
+                f"url in the manifest{kept}"
+            ) from None
+        except urllib.error.HTTPError as exc:
+            raise UserError(
+                f"{url}: the server answered HTTP {exc.code} {exc.reason}{' (' + context + ')' if context else ''}; "
+                f"the URL may have moved: fix it in the manifest or register a local copy with `mt-data register {corpus_id} PATH`"
+            ) from None
+        if isinstance(resp, urllib.error.HTTPError):  # 416
+            resp.close()
+            if offset and (size is None or offset == size):
+                break
+            part.unlink(missing_ok=True)  # bigger/other than the server's file: start again
+            attempt += 1
+            if attempt > retries:
+                raise UserError(f"{url}: the server refuses the byte range of {part}; delete it and retry")
+            continue
+        with resp:
+            if offset and resp.status != 206:
+                offset = 0  # the server ignored Range: start from scratch
+            total = resp.headers.get("Content-Length")
+            total = offset + int(total) if total is not None else size
+            mode = "ab" if offset else "wb"
+            got_bytes = offset
+            try:
+                with open(part, mode) as fh, tqdm(
+                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=dest.name, disable=not progress, file=sys.stderr, leave=False,
+                ) as bar:
+                    while chunk := resp.read(_CHUNK):
+                        fh.write(chunk)
+                        got_bytes += len(chunk)
+                        bar.update(len(chunk))
+                complete = total is None or got_bytes >= total
+            except (OSError, http.client.HTTPException) as exc:
+                complete, reason = False, exc
+            else:
+                reason = "connection closed early"
+        if complete:
+            break
+        attempt += 1
+        if attempt > retries:
+            raise UserError(
+                f"{url}: download interrupted {retries + 1} times ({reason}); {part} keeps the "
+                f"{part.stat().st_size:,} bytes received: run the same command again to resume"
+            )
+        print(f"connection lost at {got_bytes:,} bytes ({reason}); resuming (attempt {attempt + 1}/{retries + 1})",
+              file=sys.stderr)
+        time.sleep(min(0.2 * attempt, 2.0))
+    _verify_part(part, dest, url=url, sha256=sha256, size=size, context=context)
+    os.replace(part, dest)
+    return dest
+
+
+def _verify_part(part: Path, dest: Path, *, url: str, sha256: str | None, size: int | None, context: str) -> None:
+    """Size and checksum of a finished ``.part``; a bad one is deleted (resuming it cannot help)."""
+    where = f" ({context})" if context else ""
+    got_size = part.stat().st_size
+    if size is not None and got_size != size:
+        part.unlink()
+        raise UserError(
+            f"{url}: got {got_size:,} bytes, expected {size:,}{where}; nothing was kept at {dest}: run the command "
+            f"again, and if it persists the file changed upstream (update size/sha256 in the manifest)"
+        )
+    if sha256:
+        got = sha256_file(part)
+        if got != sha256:
+            part.unlink()
+            raise UserError(
+                f"checksum mismatch for {url}{where}: expected sha256 {sha256}, got {got}; the download was deleted "
+                f"and nothing was written to {dest}. Run the command again; if it fails the same way the file changed "
+                f"upstream: check it, then update sha256 in the manifest or register a trusted copy"
+            )
+    else:
+        print(f"warning: no sha256 in the manifest{where}; the file's sha256 is {sha256_file(part)}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# unpack
+# --------------------------------------------------------------------------------------------------
+def unpack(archive: Path, dest: Path, fmt: str, progress: bool = True) -> None:
+    """Extract ``archive`` into ``dest`` via a temp folder, so a killed run leaves no half-unpacked tree."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".unpack.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if fmt == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                for info in tqdm(zf.infolist(), desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr,
+                                 leave=False):
+                    name = Path(info.filename)
+                    if name.is_absolute() or ".." in name.parts:
+                        raise UserError(f"{archive}: unsafe path {info.filename!r} in the zip; not unpacking it")
+                    zf.extract(info, tmp)
+        else:
+            mode = "r:gz" if fmt in ("tar.gz", "tgz") else "r:"
+            try:
+                with tarfile.open(archive, mode) as tf:
+                    members = tf.getmembers()
+                    for member in tqdm(members, desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr,
+                                       leave=False):
+                        if hasattr(tarfile, "data_filter"):
+                            tf.extract(member, tmp, filter="data")  # refuses absolute paths, .., odd links
+                        else:  # Python < 3.10.12: check names ourselves
+                            name = Path(member.name)
+                            if name.is_absolute() or ".." in name.parts or member.issym() or member.islnk():
+                                raise UserError(f"{archive}: unsafe member {member.name!r}; not unpacking it")
+                            tf.extract(member, tmp)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise UserError(f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged: fetch it again") from None
+        for child in tmp.iterdir():
+            target = dest / child.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            os.replace(child, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: bool) -> Path:
+    marker = dest / f".{archive.name}.unpacked"
+    if not (marker.is_file() and marker.read_text().strip() == sha and _data_root(m, dest) is not None):
+        print(f"unpacking {archive} into {dest}", file=sys.stderr)
+        unpack(archive, dest, m.source.archive_format or "", progress=progress)
+        with atomic_write(marker) as fh:
+            fh.write(sha + "\n")
+    data = _data_root(m, dest)
+    assert data is not None
+    problems = check_layout(m, data)
+    if problems:
+        raise UserError(
+            f"{archive} unpacked into {dest}, but it lacks the layout of {m.id} ({m.path}): "
+            + "; ".join(problems[:5]) + (f" ... ({len(problems)} problems)" if len(problems) > 5 else "")
+        )
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# fetch and register
+# --------------------------------------------------------------------------------------------------
+def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: float = 10.0, retries: int = 3,
+          progress: bool = True) -> Path:
+    """Download (resuming), verify, unpack and register a corpus; returns what ``resolve`` will return."""
+    m = load_manifest(corpus_id)
+    if not m.source.remote:
+        raise UserError(f"{m.id} ({m.path}) is a local corpus, there is nothing to download: {_how_to_get(m)}")
+    dest_dir = Path(dest) if dest else default_dest(m.id)
+    archive = dest_dir / m.source.download_name()
+    context = f"manifest {m.path}"
+    if archive.is_file():
+        print(f"{archive} exists, verifying", file=sys.stderr)
+        sha = check_archive(m, archive)
+    else:
+        download(m.source.url or "", archive, sha256=m.source.sha256, size=m.source.size, timeout=timeout,
+                 retries=retries, progress=progress, context=context, corpus_id=m.id)
+        sha = m.source.sha256 or sha256_file(archive)
+        print(f"downloaded {archive} ({archive.stat().st_size:,} bytes, sha256 OK)", file=sys.stderr)
+    data = _unpack_once(m, archive, dest_dir, sha, progress) if m.is_archive else archive
+    _record(m.id, archive, data, "fetch", sha)
+    return data
+
+
+def register(corpus_id: str, path: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Point ``corpus_id`` at a local copy (archive, unpacked folder or file) after verifying it."""
+    m = load_manifest(corpus_id)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{p}: no such file or directory (mt-data register {m.id} PATH)")
+    sha = None
+    if p.is_file() and m.is_archive:
+        sha = check_archive(m, p)
+        data = _unpack_once(m, p, default_dest(m.id), sha, progress)
+    elif p.is_file():
+        if m.layout.format == "tsv":
+            _, problems = check_tsv(p, m.layout.columns or 2)
+            if problems:
+                raise UserError(f"{p} is not a valid {m.id} bitext:\n  " + "\n  ".join(problems))
+        data = p
+    else:
+        data = _data_root(m, p) or p
+        if m.layout.format == "tsv":
+            raise UserError(f"{p} is a folder, but {m.id} ({m.path}) is a single TSV file: pass the file")
+        problems = check_layout(m, data)
+        if problems:
+            raise UserError(
+                f"{data} does not have the layout of {m.id} ({m.path}): " + "; ".join(problems[:10])
+                + (f" ... ({len(problems)} problems)" if len(problems) > 10 else "")
+            )
+    _record(m.id, p, data, "register", sha)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+_EPILOG = """examples:
+  mt-data list
+  mt-data fetch flores200                      # to $NLLB_MINI_HOME/data/flores200 (default ~/.cache/nllb-mini)
+  mt-data fetch flores200 --dest /data/flores  # somewhere else; resume by running it again
+  mt-data register flores200 ~/Downloads/flores200_dataset.tar.gz   # offline: use a copy you have
+  mt-data register flores200 /data/flores200_dataset                # ... or an unpacked folder
+  mt-data register gettext work/demo/corpus    # after `mt-data build gettext --out work/demo/corpus`
+  mt-data register user-tsv my_bitext.tsv      # your own src<TAB>tgt file
+  mt-data verify flores200                     # the registered/fetched copy
+  mt-data verify flores200 flores200_dataset.tar.gz
+
+Python: `from mt.data.manifests import resolve; resolve("flores200") / "devtest" / "eng_Latn.devtest"`.
+"""
+
+
+def _print_list(out: IO[str]) -> None:
+    reg = read_registry()
+    rows = []
+    for m in list_manifests():
+        langs = m.languages if isinstance(m.languages, str) else str(len(m.languages))
+        if m.id in reg:
+            where = reg[m.id].get("data", reg[m.id]["path"])
+        elif m.source.remote:
+            where = "not fetched"
+        else:
+            where = "not registered"
+        rows.append((m.id, m.kind, langs, where, m.description))
+    if not rows:
+        print(f"no manifests found in {', '.join(map(str, manifest_dirs()))}", file=out)
+        return
+    widths = [max(len(r[i]) for r in rows + [("id", "kind", "langs", "local copy", "")]) for i in range(4)]
+    header = ("id", "kind", "langs", "local copy")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  description", file=out)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4], file=out)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mt-data", description="List, fetch, verify and register the corpora described in data_manifests/.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the manifests and where their local copies are")
+    p = sub.add_parser("fetch", help="download with resume, checksum, unpack, register",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("id")
+    p.add_argument("--dest", help="folder for the download and its unpacked files (default: $NLLB_MINI_HOME/data/ID)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
+    p.add_argument("--retries", type=int, default=3, help="resumes after a lost connection (default 3)")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("verify", help="checksum an archive or check an unpacked folder's layout",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("id")
+    p.add_argument("path", nargs="?", help="archive, folder or file (default: the registered or fetched copy)")
+    p = sub.add_parser("register", help="point an ID at a local copy (verified first)",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("id")
+    p.add_argument("path")
+    p.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "list":
+        _print_list(sys.stdout)
+    elif args.cmd == "fetch":
+        data = fetch(args.id, args.dest, timeout=args.timeout, retries=args.retries, progress=not args.no_progress)
+        print(f"{args.id}: ready at {data} (registered in {registry_path()})")
+    elif args.cmd == "verify":
+        print(verify(args.id, args.path))
+    elif args.cmd == "register":
+        data = register(args.id, args.path, progress=not args.no_progress)
+        print(f"{args.id}: registered {data} in {registry_path()}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from mt.errors import cli_entry
+
+    raise SystemExit(cli_entry(cli)(None))

@@ -1,0 +1,442 @@
+"""``mt-spm``: a joint SentencePiece model over many languages, and the fairseq ``dict.txt`` that goes with it.
+
+Training text is sampled across languages with temperature T (language i gets p_i ∝ n_i^(1/T), NLLB used
+T=5): without it the vocabulary is spent on the high-resource languages and low-resource scripts fall
+apart into characters or ``<unk>``.
+
+``dict.txt`` lists the SentencePiece pieces in SentencePiece id order after fairseq's four specials, so
+a piece's dictionary index equals its SentencePiece id; the ``__xxx_Yyyy__`` language tokens come last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from mt.data.dictionary import BOS, EOS, PAD, UNK
+from mt.data.langs import check_code, is_code, lang_token, token_lang
+from mt.errors import UserError
+from mt.util import atomic_write
+
+_TRAIN_RE = re.compile(r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$")
+OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
+
+
+def _sentencepiece():
+    import sentencepiece
+
+    return sentencepiece
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer others import
+# --------------------------------------------------------------------------------------------------
+class SpmTokenizer:
+    """Text <-> SentencePiece pieces. Picklable (reloads from its path), so worker processes can use it."""
+
+    def __init__(self, model: str | os.PathLike) -> None:
+        self.path = Path(model)
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: SentencePiece model not found (train one with `mt-spm train`)")
+        try:
+            self.sp = _sentencepiece().SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as exc:
+            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); pass the spm.model from mt-spm train") from None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._load()
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+    def encode_ids(self, text: str) -> list[int]:
+        return self.sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[str]]:
+        return self.sp.encode(list(texts), out_type=str)
+
+    def decode(self, tokens: str | Sequence[str] | Sequence[int]) -> str:
+        """Pieces (a list, or one space-joined string) or SentencePiece ids -> text.
+
+        fairseq specials and ``__xxx_Yyyy__`` language tokens are dropped: they are not SentencePiece pieces.
+        """
+        if isinstance(tokens, str):
+            tokens = tokens.split()
+        tokens = list(tokens)
+        if tokens and not isinstance(tokens[0], str):
+            n = self.sp.get_piece_size()  # ids past the SentencePiece vocab are dict.txt language tokens
+            return self.sp.decode([int(t) for t in tokens if 0 <= int(t) < n])
+        keep = [t for t in tokens if t not in (BOS, PAD, EOS) and not token_lang(t)]
+        return self.sp.decode_pieces(keep)
+
+
+# --------------------------------------------------------------------------------------------------
+# temperature sampling (pure functions)
+# --------------------------------------------------------------------------------------------------
+def temperature_probs(counts: Mapping[str, int], temperature: float) -> dict[str, float]:
+    """p_i = n_i^(1/T) / sum_j n_j^(1/T). T=1: proportional to data; T→∞: uniform over languages."""
+    if temperature <= 0:
+        raise UserError(f"--sampling-temperature must be > 0, got {temperature}")
+    langs = [lang for lang, n in counts.items() if n > 0]
+    if not langs:
+        return {}
+    n = np.array([counts[lang] for lang in langs], dtype=np.float64)
+    w = np.exp(np.log(n) / temperature)  # n^(1/T) without overflow
+    p = w / w.sum()
+    return dict(zip(langs, p.tolist()))
+
+
+def sample_sizes(counts: Mapping[str, int], temperature: float, total: int, cap: int | None = None) -> dict[str, int]:
+    """Sentences to draw per language: round(p_i * total), at least 1, at most ``cap``.
+
+    More than n_i means repeating the language's sentences (upsampling), as temperature sampling intends.
+    """
+    probs = temperature_probs(counts, temperature)
+    out = {}
+    for lang, p in probs.items():
+        k = max(1, int(round(p * total)))
+        out[lang] = min(k, cap) if cap else k
+    return out
+
+
+def _draw(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k indices into range(n): whole passes when k > n (upsampling), then a random subset; sorted per pass."""
+    reps, rest = divmod(k, n)
+    parts = [np.arange(n)] * reps
+    if rest:
+        parts.append(np.sort(rng.choice(n, size=rest, replace=False)))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SpmTrainConfig:
+    out: str = "spm"
+    corpus: str | None = None  # corpus dir in FLORES layout: both sides of train/{src}-{tgt}.{lang}
+    inputs: list[str] = field(default_factory=list)  # extra plain-text files (language from a .xxx_Yyyy suffix)
+    langs: list[str] = field(default_factory=list)  # extra languages to reserve __xxx_Yyyy__ tokens for
+    vocab_size: int = 8000
+    sampling_temperature: float = 5.0
+    sentences_per_lang_cap: int | None = None
+    sample_size: int | None = None  # total sentences to sample (default: the unique sentences, at most 2M)
+    model_type: str = "unigram"
+    character_coverage: float = 0.99995
+    seed: int = 1
+    num_threads: int = 0  # 0: all cores
+
+
+@dataclass
+class SpmResult:
+    out: Path
+    skipped: bool
+    table: list[dict] = field(default_factory=list)  # per language: lang, sentences, prob, sampled
+    vocab_size: int = 0
+
+
+def discover_inputs(cfg: SpmTrainConfig) -> dict[str, list[Path]]:
+    """Language (or input-file group) -> files. Corpus: both sides of every ``train/{src}-{tgt}.{lang}``."""
+    groups: dict[str, list[Path]] = {}
+    if cfg.corpus:
+        train = Path(cfg.corpus) / "train"
+        if not train.is_dir():
+            raise UserError(f"{train}: no train/ folder in --corpus {cfg.corpus} (expected train/{{src}}-{{tgt}}.{{lang}})")
+        for p in sorted(train.iterdir()):
+            m = _TRAIN_RE.match(p.name)
+            if m and p.is_file():
+                groups.setdefault(m.group("lang"), []).append(p)
+        if not groups:
+            raise UserError(f"{train}: no files named {{src}}-{{tgt}}.{{lang}} such as eng_Latn-deu_Latn.deu_Latn")
+    for f in cfg.inputs:
+        p = Path(f)
+        if not p.is_file():
+            raise UserError(f"{p}: --input file not found")
+        suffix = p.suffix.lstrip(".")
+        key = suffix if is_code(suffix) else f"input:{p.name}"
+        groups.setdefault(key, []).append(p)
+    if not groups:
+        raise UserError("nothing to train on: pass --corpus DIR and/or --input FILE ...")
+    return groups
+
+
+def _iter_lines(files: Iterable[Path]) -> Iterator[str]:
+    for path in files:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; "
+                                    "re-encode the file as UTF-8") from None
+                if line:
+                    yield line
+
+
+def _unique(files: Iterable[Path]) -> Iterator[str]:
+    """Each distinct non-empty line once, in first-seen order (English repeats in every pair file)."""
+    seen: set[str] = set()
+    for line in _iter_lines(files):
+        if line not in seen:
+            seen.add(line)
+            yield line
+
+
+def _fingerprint(cfg: SpmTrainConfig, groups: Mapping[str, list[Path]]) -> str:
+    files = {k: [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in v] for k, v in groups.items()}
+    spec = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")}, "files": files,
+            "sentencepiece": _sentencepiece().__version__, "format": 1}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _up_to_date(out: Path, fingerprint: str) -> dict | None:
+    cfg_path = out / "spm.config.json"
+    if not all((out / name).is_file() for name in OUTPUTS):
+        return None
+    try:
+        saved = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved if saved.get("fingerprint") == fingerprint else None
+
+
+def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
+    """Sample, train SentencePiece, write spm.model/spm.vocab/dict.txt/spm.config.json (skips if up to date)."""
+    out = Path(cfg.out)
+    for code in cfg.langs:
+        check_code(code, "--langs")
+    if cfg.model_type not in ("unigram", "bpe"):
+        raise UserError(f"--model-type {cfg.model_type!r}: use unigram or bpe")
+    groups = discover_inputs(cfg)
+    fp = _fingerprint(cfg, groups)
+    saved = _up_to_date(out, fp)
+    if saved:
+        print(f"{out}: spm.model, spm.vocab, dict.txt are up to date (same data and options), skipping", file=sys.stderr)
+        return SpmResult(out, True, saved.get("languages", []), saved.get("vocab_size", 0))
+
+    # pass 1: distinct sentences per language
+    counts = {}
+    for key, files in tqdm(groups.items(), desc="count sentences", disable=not progress, file=sys.stderr, leave=False):
+        counts[key] = sum(1 for _ in _unique(files))
+    total_unique = sum(counts.values())
+    if total_unique == 0:
+        raise UserError("the training files hold no non-empty lines")
+    total = cfg.sample_size or min(total_unique, 2_000_000)
+    sizes = sample_sizes(counts, cfg.sampling_temperature, total, cfg.sentences_per_lang_cap)
+    probs = temperature_probs(counts, cfg.sampling_temperature)
+
+    # pass 2: the sample, written to a temp file SentencePiece reads (and we encode again for counts)
+    out.mkdir(parents=True, exist_ok=True)
+    sample_path = out / f".spm-sample.{os.getpid()}.txt"
+    tmp_prefix = out / f".spm-train.{os.getpid()}"
+    rng = np.random.default_rng(cfg.seed)
+    table = []
+    try:
+        with open(sample_path, "w", encoding="utf-8") as fh:
+            for key in tqdm(sorted(sizes), desc="sample", disable=not progress, file=sys.stderr, leave=False):
+                n, k = counts[key], sizes[key]
+                idx = _draw(n, k, rng)
+                lines = list(_unique(groups[key]))
+                for i in idx:
+                    fh.write(lines[i] + "\n")
+                table.append({"lang": key, "sentences": n, "prob": probs[key], "sampled": int(k)})
+        _print_table(table)
+        _run_trainer(cfg, sample_path, tmp_prefix)
+        sp = _sentencepiece().SentencePieceProcessor(model_file=f"{tmp_prefix}.model")
+        piece_counts = _count_pieces(sp, sample_path)
+        langs = sorted({k for k in counts if is_code(k)} | set(cfg.langs))
+        sampled = {row["lang"]: row["sampled"] for row in table}
+        dict_lines = _dict_lines(sp, piece_counts, langs, sampled)
+        with atomic_write(out / "dict.txt") as fh:
+            fh.writelines(dict_lines)
+        os.replace(f"{tmp_prefix}.vocab", out / "spm.vocab")
+        os.replace(f"{tmp_prefix}.model", out / "spm.model")
+        meta = {"fingerprint": fp, "config": asdict(cfg), "languages": table, "lang_tokens": langs,
+                "vocab_size": sp.get_piece_size(), "dict_size": 4 + len(dict_lines)}
+        with atomic_write(out / "spm.config.json") as fh:
+            json.dump(meta, fh, indent=1)
+    finally:
+        sample_path.unlink(missing_ok=True)
+        for ext in (".model", ".vocab"):
+            Path(f"{tmp_prefix}{ext}").unlink(missing_ok=True)
+    print(f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
+          f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)", file=sys.stderr)
+    return SpmResult(out, False, table, sp.get_piece_size())
+
+
+def _print_table(table: list[dict]) -> None:
+    print(f"{'language':<24} {'sentences':>10} {'p (T-sampled)':>14} {'sampled':>9}", file=sys.stderr)
+    for row in table:
+        print(f"{row['lang']:<24} {row['sentences']:>10,} {row['prob']:>14.4f} {row['sampled']:>9,}", file=sys.stderr)
+
+
+def _run_trainer(cfg: SpmTrainConfig, sample_path: Path, prefix: Path) -> None:
+    spm = _sentencepiece()
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(sample_path), model_prefix=str(prefix), vocab_size=cfg.vocab_size, model_type=cfg.model_type,
+            character_coverage=cfg.character_coverage, input_sentence_size=0, shuffle_input_sentence=False,
+            bos_id=0, pad_id=1, eos_id=2, unk_id=3,  # fairseq's order, so dictionary index == SentencePiece id
+            bos_piece=BOS, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
+            num_threads=cfg.num_threads or os.cpu_count() or 1, max_sentence_length=16384, minloglevel=2,
+        )
+    except RuntimeError as exc:
+        msg = str(exc)
+        if "Vocabulary size" in msg:
+            raise UserError(f"--vocab-size {cfg.vocab_size} does not fit this data ({msg.strip()}); "
+                            "choose a smaller --vocab-size or add training text") from None
+        raise UserError(f"sentencepiece training failed: {msg.strip()}") from None
+
+
+def _count_pieces(sp, sample_path: Path, batch: int = 10_000) -> np.ndarray:
+    """How often each piece occurs when the sample is encoded: the counts written to dict.txt."""
+    counts = np.zeros(sp.get_piece_size(), dtype=np.int64)
+
+    def add(lines: list[str]) -> None:
+        ids = [i for seq in sp.encode(lines) for i in seq]
+        counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
+
+    with open(sample_path, encoding="utf-8") as fh:
+        buf: list[str] = []
+        for line in fh:
+            buf.append(line.rstrip("\n"))
+            if len(buf) == batch:
+                add(buf)
+                buf = []
+        if buf:
+            add(buf)
+    return counts
+
+
+def _dict_lines(sp, piece_counts: np.ndarray, langs: list[str], sampled: Mapping[str, int]) -> list[str]:
+    """fairseq dict.txt body: pieces in SentencePiece id order (specials omitted), then language tokens."""
+    specials = {BOS, PAD, EOS, UNK}
+    lines = []
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if i < 4:
+            if piece not in specials:
+                raise RuntimeError(f"SentencePiece id {i} is {piece!r}, expected a fairseq special")
+            continue
+        if " " in piece or "\n" in piece:
+            raise RuntimeError(f"piece {piece!r} cannot be written to dict.txt")
+        lines.append(f"{piece} {int(piece_counts[i])}\n")
+    for code in langs:
+        lines.append(f"{lang_token(code)} {max(1, int(sampled.get(code, 0)))}\n")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+_EPILOG = """examples:
+  # a joint 8k unigram model over every language of a corpus, NLLB's temperature T=5
+  mt-spm train --corpus work/demo/corpus --vocab-size 8000 --out work/demo/spm
+  # cap the high-resource languages, reserve tokens for languages added later
+  mt-spm train --corpus corpus --vocab-size 16000 --sentences-per-lang-cap 200000 --langs zul_Latn xho_Latn --out spm
+  # plain text files too (a .xxx_Yyyy suffix names the language)
+  mt-spm train --input mono.swh_Latn extra.txt --vocab-size 4000 --out spm
+  mt-spm encode --model spm/spm.model < corpus/devtest/deu_Latn.devtest > devtest.spm.deu_Latn
+  mt-spm encode --model spm/spm.model --output-format id < in.txt > in.ids
+  mt-spm decode --model spm/spm.model < hyp.spm > hyp.txt
+
+Outputs of train: spm.model, spm.vocab, dict.txt (fairseq `token count` lines, pieces in SentencePiece id
+order, then __xxx_Yyyy__ language tokens) and spm.config.json (options, per-language sample counts).
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a joint SentencePiece model with temperature sampling",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", help="corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
+    p.add_argument("--input", nargs="+", default=[], metavar="FILE", help="plain text files, one sentence per line")
+    p.add_argument("--langs", nargs="+", default=[], metavar="CODE", help="extra language tokens for dict.txt")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--sampling-temperature", type=float, default=5.0, help="T in p_i ∝ n_i^(1/T) (default 5, NLLB)")
+    p.add_argument("--sentences-per-lang-cap", type=int, help="at most this many sampled sentences per language")
+    p.add_argument("--sample-size", type=int, help="total sampled sentences (default: #distinct sentences, max 2M)")
+    p.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    p.add_argument("--character-coverage", type=float, default=0.99995)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--num-threads", type=int, default=0, help="SentencePiece threads (default: all cores)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _stream_lines(stream) -> Iterator[tuple[int, str]]:
+    for lineno, raw in enumerate(stream.buffer if hasattr(stream, "buffer") else stream, 1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"<stdin>:{lineno}: invalid UTF-8 at byte {exc.start} of the line") from None
+        yield lineno, raw.rstrip("\r\n")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mt-spm", description="Train and apply a joint multilingual SentencePiece model (+ fairseq dict.txt).",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_train(sub)
+    for name, help_ in (("encode", "text lines (stdin) -> pieces or ids (stdout)"),
+                        ("decode", "pieces or ids (stdin) -> text (stdout)")):
+        p = sub.add_parser(name, help=help_, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--model", required=True, help="spm.model")
+        if name == "encode":
+            p.add_argument("--output-format", choices=["piece", "id"], default="piece")
+        else:
+            p.add_argument("--input-format", choices=["piece", "id"], default="piece")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "train":
+        cfg = SpmTrainConfig(
+            out=args.out, corpus=args.corpus, inputs=args.input, langs=args.langs, vocab_size=args.vocab_size,
+            sampling_temperature=args.sampling_temperature, sentences_per_lang_cap=args.sentences_per_lang_cap,
+            sample_size=args.sample_size, model_type=args.model_type, character_coverage=args.character_coverage,
+            seed=args.seed, num_threads=args.num_threads,
+        )
+        train(cfg, progress=not args.no_progress)
+        return 0
+    tok = SpmTokenizer(args.model)
+    out = sys.stdout
+    if args.cmd == "encode":
+        for _, line in _stream_lines(sys.stdin):
+            toks = tok.encode_ids(line) if args.output_format == "id" else tok.encode(line)
+            out.write(" ".join(map(str, toks)) + "\n")
+    else:
+        for lineno, line in _stream_lines(sys.stdin):
+            parts = line.split()
+            if args.input_format == "id":
+                try:
+                    ids = [int(x) for x in parts]
+                except ValueError:
+                    raise UserError(f"<stdin>:{lineno}: expected space-separated integer ids "
+                                    "(use --input-format piece for pieces)") from None
+                out.write(tok.decode(ids) + "\n")
+            else:
+                out.write(tok.decode(parts) + "\n")
+    out.flush()
+    return 0
