@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -203,6 +204,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         max_src = max_src or tr.max_source_positions
     _check_job(out, _job(cfg, files, max_src))
 
+    _remove_stale_temps(out, cfg)
     shard = f" shard {cfg.shard_index}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
     skipped = sum(1 for k in mine if not todo[k])
     if skipped:
@@ -239,6 +241,19 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         else:
             summary["merged"] = merge(out, cfg.tgt_langs, files, index)
     return summary
+
+
+_TEMP = re.compile(r"^\.(?:chunk|bad)-(\d+)\.(?:txt|tsv)\..*\.tmp$")
+
+
+def _remove_stale_temps(out: Path, cfg: TranslateConfig) -> None:
+    """Temp files a killed run left behind, for this shard's chunks only (other shards may be writing)."""
+    for folder in [out / "chunks", *(out / "chunks" / t for t in cfg.tgt_langs)]:
+        if folder.is_dir():
+            for p in folder.iterdir():
+                m = _TEMP.match(p.name)
+                if m and int(m.group(1)) % cfg.num_shards == cfg.shard_index:
+                    p.unlink(missing_ok=True)
 
 
 def _say(msg: str) -> None:

@@ -126,7 +126,7 @@ def build_hf_model(loaded: LoadedModel):
     model.tie_weights()
     model.generation_config = GenerationConfig(
         decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
-        suppress_tokens=banned_ids(d), num_beams=4, max_length=c.max_target_positions,
+        suppress_tokens=banned_ids(d), num_beams=4, max_new_tokens=c.max_target_positions - 1,
     )  # fmt: skip
     return model.eval()
 
