@@ -46,7 +46,7 @@ def _require(module: str, extra: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise UserError(f"mt-export needs the {extra} package: pip install {extra}") from None
+        raise UserError(f"mt-export needs the {extra} package: pip install '.[export]' (or pip install {extra})") from None
 
 
 def check_dense(loaded: LoadedModel) -> None:
