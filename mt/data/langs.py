@@ -33,6 +33,19 @@ yor_Latn yue_Hant zho_Hans zho_Hant zsm_Latn zul_Latn
 """.split()
 )
 
+# Well-formed codes outside FLORES-200 that the gettext catalogues provide (ISO 639-3 + ISO 15924):
+# script variants of FLORES languages and languages FLORES-200 does not cover. Kept short and explicit so
+# a typo in a locale table is caught by the tests instead of inventing a language.
+EXTRA_CODES: tuple[str, ...] = tuple(
+    """
+abk_Cyrl ach_Latn ang_Latn arg_Latn bar_Latn bel_Latn bis_Latn bre_Latn byn_Ethi cha_Latn che_Cyrl
+chr_Cher chv_Cyrl cor_Latn csb_Latn div_Thaa frp_Latn fry_Latn gez_Ethi glv_Latn gom_Deva haw_Latn
+iku_Cans ile_Latn ina_Latn ido_Latn jam_Latn kal_Latn kpv_Cyrl mhr_Cyrl nau_Latn nav_Latn nds_Latn
+pli_Deva pnb_Arab rom_Latn ron_Cyrl srp_Latn tat_Latn tig_Ethi tzm_Latn uzn_Cyrl ven_Latn wal_Ethi
+wln_Latn
+""".split()
+)
+
 _CODE_RE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _TOKEN_RE = re.compile(r"^__([a-z]{3}_[A-Z][a-z]{3})__$")
 

@@ -7,6 +7,9 @@ Corpus directory (what ``mt-data build`` writes and everything downstream reads)
     {corpus}/dev/{lang}.dev               N-way, line-aligned across languages (FLORES-200 layout)
     {corpus}/devtest/{lang}.devtest
     {corpus}/stats.tsv                    per-language counts and resource tier
+    {corpus}/mono/{src}-{tgt}.{src}       hidden-parallel monolingual files for mining (shuffled
+    {corpus}/mono/{src}-{tgt}.{tgt}         independently, mixed with unpaired distractors)
+    {corpus}/mono/{src}-{tgt}.gold.tsv    0-based line_in_src<TAB>line_in_tgt of the hidden pairs
 
 Binarized directory (what ``mt-preprocess`` writes, fairseq names)::
 
@@ -26,6 +29,10 @@ SUBSET_ALIASES = {"dev": "valid", "devtest": "test", "valid": "valid", "test": "
 
 def train_prefix(corpus: str | os.PathLike, src: str, tgt: str) -> Path:
     return Path(corpus) / "train" / f"{src}-{tgt}"
+
+
+def mono_prefix(corpus: str | os.PathLike, src: str, tgt: str) -> Path:
+    return Path(corpus) / "mono" / f"{src}-{tgt}"
 
 
 def eval_file(corpus: str | os.PathLike, split: str, lang: str) -> Path:
