@@ -186,3 +186,13 @@ def test_sigkill_mid_job_then_resume_gives_the_uninterrupted_output(model, tmp_p
     for tgt in ("deu_Latn", "fra_Latn"):
         assert (out / tgt / "in.txt").read_bytes() == (tmp_path / "ref" / tgt / "in.txt").read_bytes()
     assert not [p for p in (out / "chunks").rglob("*.tmp")]
+
+
+def test_output_folder_inside_the_input_folder_is_not_read(model, tmp_path):
+    ck, _, _ = model
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "a.txt").write_text("\n".join(_sentences(5, seed=8)) + "\n", encoding="utf-8")
+    translate_job(_cfg([src], src / "bt", ck))
+    summary = translate_job(_cfg([src], src / "bt", ck))  # the outputs under corpus/bt are not new inputs
+    assert summary["records"] == 5 and summary["translated"] == 0

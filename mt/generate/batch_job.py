@@ -184,7 +184,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     """Run (or resume) this shard of the job; merge when the whole job is done. Returns a summary."""
     cfg.check()
     out = Path(cfg.out)
-    files = list_inputs(cfg.inputs, cfg.fmt)
+    files = list_inputs(cfg.inputs, cfg.fmt, exclude=out)
     counts = [count_records(f, cfg.column) for f in files]
     n_records = sum(counts)
     n_chunks = math.ceil(n_records / cfg.chunk_size)

@@ -176,7 +176,7 @@ class IncrementalDecoder:
         self._ensure(N, t + 1, tokens.device)
         ctx = ForwardContext(src_lang=self.src_lang, tgt_lang=self.tgt_lang, incremental=True,
                              tgt_pad_mask=torch.zeros(N, 1, dtype=torch.bool, device=tokens.device))  # fmt: skip
-        x = model._embed(tokens.view(N, 1), offset=t).view(N, self.d).float()
+        x = model._embed(tokens.view(N, 1), offset=t).view(N, self.d).float()  # fresh: updated in place below
         b = N // self.rows_per_sent
         k_rows = self.rows_per_sent
         for i, layer in enumerate(model.decoder.layers):
@@ -190,14 +190,14 @@ class IncrementalDecoder:
                 qkv[:, 0].reshape(N * H, 1, hd), K[:N, :, : t + 1].reshape(N * H, t + 1, hd),
                 V[:N, :, : t + 1].reshape(N * H, t + 1, hd), None,
             )  # fmt: skip
-            x = x + F.linear(o.view(N, self.d), *w["self_out"]).float()
+            x.add_(F.linear(o.view(N, self.d), *w["self_out"]))  # bf16 output added into the fp32 stream
             # encoder-decoder attention: the k_rows beams of a sentence are its queries
             q = F.linear(layer.encoder_attn_layer_norm(x).to(dt), *w["q"])
             q = q.view(b, k_rows, H, hd).transpose(1, 2).reshape(b * H, k_rows, hd)
             ck, cv = self.cross[i]
             o = self._attend(q, ck, cv, self.cross_bias).view(b, H, k_rows, hd).transpose(1, 2).reshape(N, self.d)
-            x = x + F.linear(o, *w["cross_out"]).float()
-            x = x + self._ffn(layer, w, layer.final_layer_norm(x), ctx).float()
+            x.add_(F.linear(o, *w["cross_out"]))
+            x.add_(self._ffn(layer, w, layer.final_layer_norm(x), ctx))
             if layer.adapter is not None:
                 amp = torch.autocast(x.device.type, dtype=dt) if dt != torch.float32 else nullcontext()
                 with amp:

@@ -55,8 +55,12 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return _EXT.get(ext.lower(), "text")
 
 
-def list_inputs(paths: Sequence[str | os.PathLike], fmt: str = "auto") -> list[InputFile]:
-    """Files to read, in order: arguments as given, each directory expanded recursively and sorted."""
+def list_inputs(paths: Sequence[str | os.PathLike], fmt: str = "auto", exclude: str | os.PathLike | None = None) -> list[InputFile]:
+    """Files to read, in order: arguments as given, each directory expanded recursively and sorted.
+
+    ``exclude``: a folder never read (the job's output folder, should it sit inside an input folder).
+    """
+    skip = Path(exclude).resolve() if exclude else None
     if fmt not in ("auto", *FORMATS):
         raise UserError(f"--format {fmt!r}: choose auto, {', '.join(FORMATS)}")
     out: list[InputFile] = []
@@ -65,7 +69,7 @@ def list_inputs(paths: Sequence[str | os.PathLike], fmt: str = "auto") -> list[I
         if p.is_dir():
             found = []
             for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                dirnames[:] = [d for d in dirnames if not d.startswith(".") and (Path(dirpath) / d).resolve() != skip]
                 for name in filenames:
                     if not name.startswith("."):
                         f = Path(dirpath) / name
