@@ -244,11 +244,16 @@ def read_candidates(path: str | Path, ds: bucc.BuccSet) -> list[tuple[float, str
         raise UserError(f"{path}: candidates file not found")
     src_ids, tgt_ids = set(ds.src_ids), set(ds.tgt_ids)
 
-    def text_map(ids, sents):
-        out, rep = {}, set()
+    def text_map(ids: list[str], sents: list[str]) -> dict[str, str]:
+        """sentence -> id, for sentences that occur once (a repeated one cannot be mapped back)."""
+        out: dict[str, str] = {}
+        repeated = set()
         for i, s in zip(ids, sents):
-            (rep.add(s) if s in out else out.__setitem__(s, i))
-        for s in rep:
+            if s in out:
+                repeated.add(s)
+            else:
+                out[s] = i
+        for s in repeated:
             del out[s]
         return out
 

@@ -107,20 +107,34 @@ def _set_threads(threads: int) -> None:
 def new_index(dim: int, factory: str):
     faiss = _faiss()
     try:
-        return faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
         raise UserError(
             f"bad FAISS factory string {factory!r} for dim {dim} ({msg}); "
             "examples: Flat, IVF4096,Flat, IVF4096,PQ64, OPQ64,IVF65536,PQ64 (PQ m must divide the dim)"
         ) from None
+    # index_factory turns on polysemous training for PQ codes: a slow annealing step (10x the PQ training
+    # time) whose only use is Hamming pre-filtering of L2 searches, never used for inner product here
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(inner.index)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+    return index
 
 
-def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True):
-    """Train (on a sample) and fill a CPU index from ``emb`` shard by shard; returns the faiss index."""
+def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True,
+                timings: dict | None = None):
+    """Train (on a sample) and fill a CPU index from ``emb`` shard by shard; returns the faiss index.
+
+    ``timings``, when given, receives ``train_s`` and ``add_s``.
+    """
     from tqdm import tqdm
 
     cfg = cfg or IndexConfig()
+    timings = {} if timings is None else timings
+    timings["train_s"] = 0.0
     _check_not_empty(emb, "indexed")
     _set_threads(cfg.threads)
     index = new_index(emb.dim, cfg.factory)
@@ -137,10 +151,12 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
             index.train(sample)
         except RuntimeError as exc:
             raise UserError(f"{emb.prefix}: training {cfg.factory} failed: {str(exc).strip().splitlines()[-1]}") from None
+        timings["train_s"] = time.time() - t0
         if progress:
-            print(f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {time.time() - t0:.1f}s",
+            print(f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {timings['train_s']:.1f}s",
                   file=sys.stderr)
         del sample
+    t0 = time.time()
     bar = tqdm(total=len(emb), unit="vec", desc=f"add {Path(emb.prefix).name}", disable=not progress,
                file=sys.stderr)
     for _, arr in emb.shards():
@@ -149,6 +165,7 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
             index.add(block)
             bar.update(block.shape[0])
     bar.close()
+    timings["add_s"] = time.time() - t0
     return index
 
 
@@ -368,6 +385,8 @@ def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, o
     jobs = [(str(index_path), str(query_prefix), s, str(out_prefix), cfg)
             for s, si in enumerate(query.meta["shards"]) if not shard_done(out_prefix, s, si["rows"], cfg.k)]
     launcher = launcher or Launcher()
+    if not launcher.in_process:
+        _INDEX_CACHE.clear()  # the workers load their own copy; do not hold one here too
     launcher.map(knn_shard_job, jobs, desc=f"knn {Path(out_prefix).name}", progress=progress)
     return write_knn_meta(out_prefix, query, index_path, cfg, ntotal, **info)
 
@@ -450,6 +469,16 @@ class MineKnnConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
 
 
+def build_index_job(emb_prefix: str, out_path: str, cfg: IndexConfig) -> dict:
+    """One launcher job: build and save the index of one embedding set (skipped when the file exists)."""
+    if Path(out_path).is_file():
+        return {"index": out_path, "skipped": True}
+    timings: dict = {}
+    index = build_index(EmbeddingSet.open(emb_prefix), cfg, progress=False, timings=timings)
+    save_index(index, out_path)
+    return {"index": out_path, "ntotal": int(index.ntotal), "skipped": False, **timings}
+
+
 def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[str, Path]:
     """Build missing indexes, then search each direction; returns ``{direction: result prefix}``."""
     embs = {"src": EmbeddingSet.open(cfg.src_emb), "tgt": EmbeddingSet.open(cfg.tgt_emb)}
@@ -463,14 +492,21 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"src": cfg.src_index or str(out / "src.faiss"), "tgt": cfg.tgt_index or str(out / "tgt.faiss")}
-    result = {}
     for direction in cfg.directions:
         if direction not in DIRECTIONS:
             raise UserError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    # build the missing indexes first, each as a job (on Slurm, a build is a job like a search shard)
+    sides = sorted({DIRECTIONS[d][1] for d in cfg.directions})
+    builds = [(str(embs[s].prefix), paths[s], cfg.index) for s in sides if not Path(paths[s]).is_file()]
+    if builds:
+        from mining.launcher import Launcher
+
+        _INDEX_CACHE.clear()  # one index in memory at a time
+        (launcher or Launcher()).map(build_index_job, builds, desc="index", progress=progress)
+    result = {}
+    for direction in cfg.directions:
         query_side, index_side = DIRECTIONS[direction]
         ipath = paths[index_side]
-        if not Path(ipath).is_file():
-            save_index(build_index(embs[index_side], cfg.index, progress=progress), ipath)
         prefix = out / direction
         knn_search(ipath, embs[query_side].prefix, prefix, cfg.knn, launcher=launcher, progress=progress,
                    direction=direction, index_emb=str(embs[index_side].prefix))

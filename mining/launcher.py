@@ -48,11 +48,17 @@ class Launcher:
         if self.cfg.backend not in BACKENDS:
             raise UserError(f"unknown launcher {self.cfg.backend!r}; choose from {', '.join(BACKENDS)}")
 
+    @property
+    def in_process(self) -> bool:
+        """True when jobs run in this process (so state such as a loaded index is shared with them)."""
+        b = self.cfg.backend
+        return b in ("inline", "submitit-debug") or (b == "local" and self.cfg.jobs <= 1)
+
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple], desc: str = "jobs", progress: bool = True) -> list:
         if not jobs:
             return []
         backend = self.cfg.backend
-        if backend == "inline" or (backend == "local" and self.cfg.jobs <= 1):
+        if backend == "inline" or (backend == "local" and self.cfg.jobs <= 1):  # see in_process
             return self._inline(fn, jobs, desc, progress)
         if backend == "local":
             return self._local(fn, jobs, desc, progress)

@@ -268,14 +268,17 @@ class LineFile:
         self._fh.close()
 
 
-def _text_for(knn: KnnSet | None, explicit: str | None, side: str) -> str:
+def _text_for(explicit: str | None, side: str, *emb_prefixes: str | None) -> str:
+    """The text file of one side: given, or the 'source' recorded in that side's embedding meta."""
     if explicit:
         return explicit
-    if knn is not None:
+    for prefix in emb_prefixes:
+        if not prefix:
+            continue
         try:
-            src = EmbeddingSet.open(knn.meta["queries"]).meta.get("source")
+            src = EmbeddingSet.open(prefix).meta.get("source")
         except UserError:
-            src = None
+            continue
         if src and Path(src).is_file():
             return str(src)
     raise UserError(f"the {side} text file is unknown (the embedding meta has no readable 'source'): "
@@ -372,17 +375,19 @@ def cli(argv: list[str] | None = None) -> int:
         raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
     cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold)
     al = mine(fwd, bwd, cfg)
-    src_text, tgt_text = _text_for(fwd, a.src_text, "src"), _text_for(bwd, a.tgt_text, "tgt")
+    src_emb = fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")
+    tgt_emb = bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")
+    src_text, tgt_text = _text_for(a.src_text, "src", src_emb), _text_for(a.tgt_text, "tgt", tgt_emb)
     n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
     n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
     src_lang, tgt_lang = a.src_lang, a.tgt_lang
     if a.pair_prefix and not (src_lang and tgt_lang):
         langs = []
-        for knn, explicit in ((fwd, src_lang), (bwd, tgt_lang)):
+        for prefix, explicit in ((src_emb, src_lang), (tgt_emb, tgt_lang)):
             lang = explicit
-            if lang is None and knn is not None:
+            if lang is None and prefix:
                 try:
-                    lang = EmbeddingSet.open(knn.meta["queries"]).meta.get("lang")
+                    lang = EmbeddingSet.open(prefix).meta.get("lang")
                 except UserError:
                     lang = None
             langs.append(lang)

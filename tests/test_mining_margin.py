@@ -165,3 +165,33 @@ def test_cli_writes_sorted_tsv(tmp_path, knn, capsys):
         cli(["--knn-dir", str(tmp_path), "--out", str(tmp_path / "o2.tsv")])
     with pytest.raises(UserError, match="no k-NN results"):
         cli(["--knn-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o3.tsv")])
+
+
+def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
+    """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
+    from mining.index import cli_knn
+    from mining.ngram_encoder import NgramEncoder
+    from mining_helpers import write_emb
+
+    # same-domain sentences without a translation on the other side (different codes): hard negatives
+    de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(30)] + [f"Datei zq{i} wurde gespeichert" for i in range(100, 110)]
+    en = [f"File zq{i:03d} was saved" for i in range(30)] + [f"File zq{i} was saved" for i in range(200, 210)]
+    enc = NgramEncoder(dim=256)
+    for name, sents, lang in (("de", de, "deu_Latn"), ("en", en, "eng_Latn")):
+        (tmp_path / f"{name}.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
+        write_emb(tmp_path / name, enc.encode(sents, lang), shard_rows=16, lang=lang,
+                  source=str(tmp_path / f"{name}.txt"))
+    assert cli_knn(["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"),
+                    "--out-dir", str(tmp_path / "knn")]) == 0
+    assert cli(["--knn-dir", str(tmp_path / "knn"), "--out", str(tmp_path / "mined.tsv"), "--mode", "max",
+                "--threshold", "1.0", "--pair-prefix", str(tmp_path / "train")]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "mined.tsv").read_text(encoding="utf-8").splitlines()]
+    planted = {(de[i], en[i]) for i in range(30)}
+    # every planted translation is mined, and they fill the top of the list (the toy n-gram encoder
+    # lets a few look-alike codes, zq105 / zq205, in between)
+    assert planted <= {(s, t) for _, s, t in rows}
+    assert len({(s, t) for _, s, t in rows[:30]} & planted) >= 26
+    scores = [float(r[0]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 1.0
+    assert (tmp_path / "train.deu_Latn").read_text(encoding="utf-8").splitlines() == [s for _, s, _ in rows]
+    assert (tmp_path / "train.eng_Latn").read_text(encoding="utf-8").splitlines() == [t for _, _, t in rows]
