@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                         "time grow ~N^1.5; a fixed nlist keeps the per-query coarse cost constant)")
     p.add_argument("--flat-max", type=int, default=100_000, help="skip Flat above this size (quadratic time)")
     p.add_argument("--ivf-flat-max-gib", type=float, default=2.0, help="skip IVF,Flat when its index exceeds this")
+    p.add_argument("--train-sample", type=int, default=None,
+                   help="rows to train IVF/PQ on (default: min(N, max(65536, 64 x nlist)))")
     p.add_argument("--clusters", type=int, default=1024)
     p.add_argument("--plant-every", type=int, default=10)
     p.add_argument("--exact-sample", type=int, default=1000, help="queries used for recall against exact search")
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             nl = a.nlist or auto_nlist(n)
             args = {"n": n, "factory": factory, "src": str(src), "tgt": str(tgt), "k": a.k, "nprobe": a.nprobe,
-                    "threads": a.threads, "train_sample": min(n, max(65_536, 64 * nl)), "gt": str(gt_path),
+                    "threads": a.threads, "train_sample": min(n, a.train_sample or max(65_536, 64 * nl)), "gt": str(gt_path),
                     "plant_every": a.plant_every, "work": str(work / f"n{n}" / "run")}
             print(f"bench: N={n} {factory} ...", file=sys.stderr)
             r = run_child("knn", args)

@@ -127,7 +127,7 @@ def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bo
         return
     buildable = [s for s, t in missing if t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE]
     if len(buildable) != len(missing):
-        bad = [f"{s}-{t}" for s, t in missing if f"{s}" not in buildable]
+        bad = [f"{s}-{t}" for s, t in missing if not (t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE)]
         raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)} and they cannot be built from gettext "
                         f"(known languages, against eng_Latn: {', '.join(sorted(bucc.FLORES_TO_LOCALE))})")
     bcfg = bucc.BuildConfig(**{**asdict(cfg.build), "out": cfg.data, "langs": buildable})
@@ -290,8 +290,9 @@ def read_candidates(path: str | Path, ds: bucc.BuccSet) -> list[tuple[float, str
 _EPILOG = """examples:
   # the whole benchmark with the weight-free baseline encoder (builds work/bucc from gettext if missing)
   mine-eval bucc --encoder ngram --pairs deu_Latn-eng_Latn,fra_Latn-eng_Latn,rus_Cyrl-eng_Latn,zho_Hans-eng_Latn,xho_Latn-eng_Latn
-  # a real encoder, on the real BUCC 2018 files (de-en.training.*, de-en.test.* in ~/bucc2018)
-  mine-eval bucc --encoder e5 --data ~/bucc2018 --pairs de-en,fr-en,ru-en,zh-en --split test
+  # a real encoder on the real BUCC 2018 files (de-en.sample.*, de-en.training.* in ~/bucc2018; the
+  # test gold was never released, so tune on sample and score on training)
+  mine-eval bucc --encoder e5 --data ~/bucc2018 --pairs de-en,fr-en,ru-en,zh-en --tune-split sample --split training
   # only build the set / only score a candidates file
   mine-eval bucc-build --out work/bucc --langs deu_Latn,fra_Latn --size 5000 --gold 500
   mine-eval bucc-score --data work/bucc --pair deu_Latn-eng_Latn --split test --candidates mined.tsv

@@ -65,7 +65,9 @@ class IndexConfig:
     factory: str = "Flat"
     train_sample: int = 262_144  # rows used to train IVF/PQ/OPQ (capped at the set size)
     seed: int = 0
-    batch_size: int = 65_536  # rows converted to float32 and added at a time
+    # rows converted to float32 and added at a time; PQ encoding needs a 64 KiB distance table per row
+    # (M x 256 floats for PQ64), so 8192 rows cost ~0.5 GiB transient memory, 65536 would cost 4 GiB
+    batch_size: int = 8_192
     gpu: bool | None = None  # None: use GPUs when faiss sees any
     threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores)
 

@@ -9,8 +9,8 @@ report failures. Backends:
   is fresh in each);
 - ``slurm``: one Slurm job per shard through ``submitit.AutoExecutor`` (the engine stopes users run),
   logs under ``--launcher-dir``;
-- ``submitit-local`` / ``submitit-debug``: submitit's own local and in-process executors, to try a
-  Slurm-style run on a laptop.
+- ``submitit-local`` / ``submitit-debug``: submitit's own local (one process per job) and in-process
+  executors, to try a Slurm-style run on a laptop; the debug one opens pdb when a job fails.
 """
 
 from __future__ import annotations

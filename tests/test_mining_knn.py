@@ -133,6 +133,19 @@ def test_submitit_debug_backend_runs_the_jobs(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_submitit_local_executor_runs_jobs_as_processes(tmp_path):
+    """submitit's LocalExecutor goes through map_array and job pickles exactly as the Slurm backend does."""
+    pytest.importorskip("submitit")
+    x, y = clustered(60, 16, seed=7), clustered(50, 16, seed=8)
+    one, al1 = _mine_all(tmp_path, "inline", x, y, 20, None)
+    loc, al2 = _mine_all(tmp_path, "sublocal", x, y, 20, Launcher(LauncherConfig(
+        backend="submitit-local", folder=str(tmp_path / "logs"), timeout_min=5, cpus_per_task=1, mem_gb=1)))
+    for a, b in zip(one, loc):
+        np.testing.assert_array_equal(a, b)
+    assert list(al1.src) == list(al2.src) and list(al1.tgt) == list(al2.tgt)
+    assert any((tmp_path / "logs").iterdir())  # submitit wrote its job folders
+
+
 def test_cli_index_and_knn(tmp_path, sides, capsys):
     src, tgt, x, y = sides
     assert cli_index(["--emb", str(tgt), "--out", str(tmp_path / "t.faiss"), "--factory", "IVF4,Flat",
@@ -199,3 +212,13 @@ def test_missing_index_and_directions_from_different_runs(tmp_path, sides):
     b = mine_knn(MineKnnConfig(src_emb=str(src), tgt_emb=str(other), out_dir=str(tmp_path / "b")), progress=False)
     with pytest.raises(UserError, match="do not describe the same two sets"):
         mine(KnnSet.open(a["src2tgt"]), KnnSet.open(b["tgt2src"]))
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])  # submitit-debug opens pdb on failure, by design
+def test_a_failing_job_surfaces_its_error(tmp_path, backend):
+    from mining.index import build_index_job
+
+    launcher = Launcher(LauncherConfig(backend=backend, jobs=2, folder=str(tmp_path / "logs")))
+    jobs = [(str(tmp_path / f"missing{i}"), str(tmp_path / f"{i}.faiss"), IndexConfig()) for i in range(2)]
+    with pytest.raises(UserError, match="embedding set not found"):
+        launcher.map(build_index_job, jobs, progress=False)
