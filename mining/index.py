@@ -148,6 +148,9 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
                 f"{emb.prefix}: {cfg.factory} has {ivf.nlist} lists but only {sample.shape[0]} training rows "
                 f"(set has {len(emb)}): use fewer lists, e.g. IVF{max(1, int(4 * np.sqrt(len(emb))))},Flat, or Flat"
             )
+        if ivf is not None and cfg.gpu is not False and num_gpus() > 0:
+            # k-means of the coarse quantizer on the GPUs, the index itself stays a CPU one (FAISS's recipe)
+            ivf.clustering_index = _faiss().index_cpu_to_all_gpus(_faiss().IndexFlatL2(ivf.d))
         t0 = time.time()
         try:
             index.train(sample)
