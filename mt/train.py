@@ -3,7 +3,10 @@
 Flow: argparse -> ``TrainConfig`` -> ``train(cfg)``. ``train`` builds the datasets and the temperature
 sampler (``mt.data.sampler``), the model (``mt.models``), Adam + inverse-sqrt schedule (``mt.optim``),
 the criterion (``mt.criterion``), then runs the update loop with validation (``mt.validate``),
-checkpoints (``mt.checkpoint``) and the JSON-lines log (``mt.trainlog``).
+checkpoints (``mt.checkpoint``) and the JSON-lines log (``mt.trainlog``). The step asks the model for
+decoder states at non-padding target positions only (``features_only``) and lets the criterion fuse
+the vocabulary projection with the loss; ``--bf16`` runs forward and loss under bfloat16 autocast with
+fp32 weights and optimizer state.
 
 Exact resume. Everything a run depends on is either in ``checkpoint_last.pt`` or a pure function of
 ``--seed``: weights, optimizer moments, the update count (the LR schedule is a function of it), the data
@@ -323,8 +326,8 @@ class _Trainer:
                 ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
                 mask = batch.target.ne(self.pad)
                 with self.amp():
-                    logits = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask)
-                out = self.criterion(logits, batch.target[mask], ctx.aux_losses)
+                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    out = self.criterion(hidden, self.model.output_weight, batch.target[mask], ctx.aux_losses)
                 frac = batch.ntokens / total_tokens
                 loss = (out.loss * scale + out.aux_total * (frac * di.world_size)) * weight
                 loss.backward()
@@ -491,9 +494,8 @@ class _Trainer:
         if stopped_by_signal:
             _say(di, f"mt-train: stopped at update {self.num_updates}; run the same command to resume")
             return self._summary(stopped=True)
-        _say(di, f"mt-train: done at update {self.num_updates} (epoch {self.data_state.epoch - (1 if self.data_state.position == 0 else 0)}); "
-             f"best {self.best['metric'] + ' ' + format(self.best['value'], '.4f') if self.best else 'n/a'}; "
-             f"checkpoints in {self.save_dir}/")  # fmt: skip
+        best = f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}" if self.best else "no validation"
+        _say(di, f"mt-train: done at update {self.num_updates}; {best}; checkpoints in {self.save_dir}/")
         return self._summary()
 
     def _end_epoch(self, improved_already: bool = False) -> None:

@@ -88,8 +88,8 @@ class Validator:
                 ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
                 mask = batch.target.ne(pad)
                 with amp:
-                    logits = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask)
-                out = self.criterion(logits, batch.target[mask])
+                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    out = self.criterion(hidden, model.output_weight, batch.target[mask])
                 sums[row, 0] += float(out.loss)
                 sums[row, 1] += float(out.nll_loss)
                 sums[row, 2] += out.ntokens

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus
+from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
 from mt.checkpoint import load_checkpoint
 from mt.data.dictionary import Dictionary
@@ -26,15 +26,6 @@ from mt.trainlog import TrainLog
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: OpenMP threads fighting for 2 cores make tiny models 20x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from train_fixtures import one_thread  # noqa: F401 (autouse)
 
 from mt.criterion import LabelSmoothedCrossEntropy
 from mt.errors import UserError
@@ -17,14 +18,6 @@ from mt.models.transformer import DecoderCache, Transformer, sinusoidal_table
 from mt.optim import InverseSqrtSchedule
 
 V, PAD, EOS = 40, 1, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _model(seed=0, **kw) -> Transformer:
@@ -157,7 +150,7 @@ def test_ffn_factory_seam_carries_aux_losses(monkeypatch):
     assert seen[0][2] == [0, 1, 0] and seen[2][2] == [1, 0, 1]
     assert seen[0][3] == src.shape and seen[2][3] == prev.shape
     crit = LabelSmoothedCrossEntropy(0.0, {"balance": 0.5})
-    out = crit(logits.view(-1, V), torch.randint(0, V, (12,)), ctx.aux_losses)
+    out = crit.from_logits(logits.view(-1, V), torch.randint(0, V, (12,)), ctx.aux_losses)
     assert set(out.aux) == {"balance"}
     assert float(out.aux_total.detach()) == pytest.approx(0.5 * float(out.aux["balance"]))
     (out.loss + out.aux_total).backward()
@@ -168,7 +161,7 @@ def test_label_smoothed_loss_matches_pytorch_reference():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(11, V, generator=g)
     target = torch.randint(0, V, (11,), generator=g)
-    out = LabelSmoothedCrossEntropy(0.1)(logits, target)
+    out = LabelSmoothedCrossEntropy(0.1).from_logits(logits, target)
     ref = F.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum")
     assert float(out.loss) == pytest.approx(float(ref), rel=1e-5)
     assert float(out.nll_loss) == pytest.approx(float(F.cross_entropy(logits, target, reduction="sum")), rel=1e-5)
@@ -189,3 +182,62 @@ def test_config_roundtrip_ignores_unknown_keys():
     cfg = arch_config("transformer_small", vocab_size=100, langs=["eng_Latn"])
     d = cfg.to_dict() | {"added_later": 1}
     assert TransformerConfig.from_dict(d) == cfg
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_cpu_attention_path_matches_sdpa(causal):
+    from mt.models.transformer import _bmm_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 8, generator=g) for _ in range(3))
+    mask = None if causal else torch.tensor([True] * 5 + [True] * 3 + [False] * 2 + [True] * 4 + [False]).view(3, 1, 1, 5)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    got = _bmm_attention(q, k, v, mask, causal, 0.0)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    got16 = _bmm_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, causal, 0.0)
+    torch.testing.assert_close(got16.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_cached_decoding_under_bf16_autocast():
+    m = _model()
+    src = _src()
+    prev = torch.randint(4, V, (3, 5), generator=torch.Generator().manual_seed(8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        enc = m.encode(src)
+        full = m.decode(prev, enc)
+        cache = DecoderCache()
+        inc = torch.cat([m.decode(prev[:, : t + 1], enc, cache=cache) for t in range(5)], 1)
+    torch.testing.assert_close(inc.float(), full.float(), rtol=0.05, atol=0.05)
+    assert (inc.argmax(-1) == full.argmax(-1)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_fused_projection_loss_matches_autograd_reference(bf16, eps):
+    """Loss, nll and both gradients of the fused chunked head equal the plain logits -> log_softmax path."""
+    from mt.criterion import linear_label_smoothed_ce
+
+    g = torch.Generator().manual_seed(1)
+    N, d, vocab = 300, 16, 5000  # several chunks (rows per chunk = 2**22 // V)
+    h = torch.randn(N, d, generator=g, requires_grad=True)
+    w = (0.3 * torch.randn(vocab, d, generator=g)).requires_grad_()
+    t = torch.randint(0, vocab, (N,), generator=g)
+    crit = LabelSmoothedCrossEntropy(eps)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with amp:
+        ref = crit.from_logits(F.linear(h, w), t)
+    (2.0 * ref.loss).backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    with amp:
+        out = crit(h, w, t)
+    (2.0 * out.loss).backward()
+    tol = dict(rtol=2e-2, atol=2e-2) if bf16 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss.detach(), ref.loss.detach(), **tol)
+    torch.testing.assert_close(out.nll_loss, ref.nll_loss, **tol)
+    torch.testing.assert_close(h.grad, gh, **tol)
+    torch.testing.assert_close(w.grad, gw, **tol)
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    with torch.no_grad(), amp:
+        loss_ng, nll_ng = linear_label_smoothed_ce(h, w, t, eps)
+    torch.testing.assert_close(loss_ng, out.loss.detach(), rtol=1e-6, atol=1e-3)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import sentencepiece as spm
+import torch
 
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDatasetWriter
@@ -100,3 +102,13 @@ def directions(pairs: tuple[tuple[str, str], ...]) -> list[str]:
     for a, b in pairs:
         out += [f"{a}-{b}", f"{b}-{a}"]
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine is shared: OpenMP threads fighting over 2 cores make tiny models ~20x slower,
+    and one thread also keeps float results independent of the machine's core count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -9,10 +9,14 @@ Decisions:
   sentence, the decoder's causal mask alone hides target padding (pads only follow real tokens), and a
   batch without padding runs SDPA without any mask.
 - Attention is ``F.scaled_dot_product_attention`` with one fused QKV projection for self-attention and a
-  fused KV projection for encoder-decoder attention (one GEMM instead of three / two).
-- ``forward(..., target_mask=...)`` projects to the vocabulary only at the positions the loss needs
-  (non-padding targets): the V-sized projection and its softmax are the largest single cost of a small
-  MT model, and padded positions would be pure waste.
+  fused KV projection for encoder-decoder attention (one GEMM instead of three / two). One measured
+  exception: on CPU in bfloat16, PyTorch's SDPA kernels (flash and math) are 3-10x slower than two
+  batched GEMMs with an fp32 softmax for MT-length sequences (torch 2.13, 2-core AVX-512 box, fwd+bwd of
+  B=100, S=20 / B=16, S=128: 40-86 ms vs 4-27 ms), so ``attention()`` takes that path there.
+- ``forward(..., target_mask=...)`` keeps only the positions the loss needs (non-padding targets): the
+  V-sized projection and its softmax are the largest single cost of a small MT model, and padded
+  positions would be pure waste. With ``features_only=True`` it returns those decoder states instead of
+  logits, and the criterion fuses the projection with the loss (``mt.criterion``).
 - Incremental decoding from the start: ``decode(prev_tokens, enc, cache=DecoderCache())`` takes the
   whole prefix (fairseq's convention) and runs only the positions not yet in the cache; self-attention
   keys/values are appended per step, encoder-decoder keys/values are computed once. ``cache.reorder``
@@ -89,6 +93,38 @@ class DecoderCache:
                     kv[k] = kv[k].index_select(0, new_order)
 
 
+def _bmm_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, dropout_p: float
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v with batched GEMMs and an fp32 softmax (see module docstring)."""
+    B, H, T, D = q.shape
+    S = k.size(2)
+    bias = None
+    if attn_mask is not None:  # bool, True = attend, broadcastable to (B, H, T, S)
+        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~attn_mask, float("-inf"))
+    if is_causal:
+        causal = torch.full((T, S), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
+        bias = causal if bias is None else bias + causal
+    qf, kf = q.reshape(B * H, T, D), k.reshape(B * H, S, D)
+    if bias is None:
+        scores = torch.bmm(qf, kf.transpose(1, 2)).mul_(D**-0.5)
+    else:
+        scores = torch.baddbmm(bias.expand(B, H, T, S).reshape(B * H, T, S), qf, kf.transpose(1, 2), alpha=D**-0.5)
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p, True)
+    return torch.bmm(probs, v.reshape(B * H, S, D)).view(B, H, T, D)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, dropout_p: float
+) -> torch.Tensor:
+    """(B, H, T, D) attention: SDPA, except for low-precision CPU tensors (see module docstring)."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return _bmm_attention(q, k, v, attn_mask, is_causal, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class Attention(nn.Module):
     """Multi-head attention via SDPA; fused QKV (self) or fused KV (encoder-decoder)."""
 
@@ -136,9 +172,7 @@ class Attention(nn.Module):
                     k = torch.cat([cache["k"], k], dim=2)
                     v = torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
-        o = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        o = attention(q, k, v, attn_mask, is_causal, self.dropout if self.training else 0.0)
         return self.out_proj(o.transpose(1, 2).reshape(B, T, self.embed_dim))
 
 
@@ -249,6 +283,11 @@ class Transformer(nn.Module):
         x = self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(tokens.size(1), offset)
         return F.dropout(x, self.cfg.dropout, self.training)
 
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """(V, d) output projection: the shared embedding matrix."""
+        return self.embed_tokens.weight
+
     def output_layer(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(h, self.embed_tokens.weight)
 
@@ -303,14 +342,18 @@ class Transformer(nn.Module):
         prev_output_tokens: torch.Tensor,
         ctx: ForwardContext | None = None,
         target_mask: torch.Tensor | None = None,
+        features_only: bool = False,
     ) -> torch.Tensor:
-        """Training forward: logits (B, T, V), or (N, V) at the N positions where ``target_mask`` is True."""
+        """Training forward: logits (B, T, V), or (N, V) at the N positions where ``target_mask`` is True.
+
+        ``features_only``: the decoder states (B, T, d) / (N, d) instead of logits (for the fused loss).
+        """
         ctx = ctx if ctx is not None else ForwardContext()
         enc = self.encode(src_tokens, ctx)
         h = self.decoder_hidden(prev_output_tokens, enc, ctx)
         if target_mask is not None:
             h = h[target_mask]
-        return self.output_layer(h)
+        return h if features_only else self.output_layer(h)
 
 
 def build_model(cfg: TransformerConfig) -> Transformer:
