@@ -37,7 +37,7 @@ def _add_model(p: argparse.ArgumentParser, data_positional: bool = False) -> Non
     g.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: DATA/spm.model)")
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N (default: auto)")
     g.add_argument("--cpu", action="store_true", help="same as --device cpu (fairseq's flag)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast: ~3-4x faster on CPUs with AVX512-BF16/AMX")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, outputs can differ slightly from float32")
     g.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
 
 
