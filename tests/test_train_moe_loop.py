@@ -69,10 +69,11 @@ def _assert_same_weights(a_path: Path, b_path: Path, tol: float = 1e-4) -> None:
     assert worst < tol, worst
 
 
-def test_moe_cmr_training_logs_routing_stats_and_decodes(data, tmp_path):
+def test_moe_cmr_hyper_adapter_training_logs_routing_stats_and_decodes(data, tmp_path):
     save = tmp_path / "ck"
     assert main(_args(data, save, "--max-update", "4", "--moe-freq", "2", "--moe-expert-count", "4", "--moe-eom", "0.2",
-                      "--moe-cmr", "--cmr-gate-drop", "0.1", "--moe-z-loss-wt", "0.001")) == 0  # fmt: skip
+                      "--moe-cmr", "--cmr-gate-drop", "0.1", "--moe-z-loss-wt", "0.001", "--hyper-adapters",
+                      "--hyper-adapter-bottleneck", "16")) == 0  # fmt: skip
     recs = _train_records(save)
     assert len(recs) == 4
     r = recs[-1]
@@ -87,7 +88,7 @@ def test_moe_cmr_training_logs_routing_stats_and_decodes(data, tmp_path):
     state = load_checkpoint(save / "checkpoint_last.pt")
     assert state["moe"]["shards"] == 1 and len(state["moe"]["expert_keys"]) == 8
     cfg = TransformerConfig.from_dict(state["model_config"])
-    assert cfg.moe_cmr and cfg.moe_eom == 0.2 and cfg.moe_freq == 2
+    assert cfg.moe_cmr and cfg.moe_eom == 0.2 and cfg.moe_freq == 2 and cfg.hyper_adapters
     model = Transformer(cfg)
     model.load_state_dict(state["model"])
     d = Dictionary.load(data / "dict.txt")
