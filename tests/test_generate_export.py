@@ -13,6 +13,8 @@ from mt.errors import UserError
 from mt.generate.cli import export_main
 from mt.generate.export import export
 from mt.generate.translator import Translator
+from mt.models.config import TransformerConfig
+from mt.models.transformer import build_model
 
 SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
          "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
@@ -99,7 +101,8 @@ def test_ct2_export_greedy_matches(model, tmp_path):
 def test_moe_and_existing_output_are_refused(model, tmp_path):
     ck, _, root = model
     state = ckpt.load_checkpoint(ck)
-    state["model_config"]["moe_expert_count"] = 4
+    state["model_config"].update(moe_freq=2, moe_expert_count=4)
+    state["model"] = build_model(TransformerConfig.from_dict(state["model_config"])).state_dict()
     moe = root / "ck" / "moe.pt"
     ckpt.save_checkpoint(state, moe)
     with pytest.raises(UserError, match="Mixture-of-Experts"):

@@ -50,14 +50,14 @@ def _require(module: str, extra: str) -> Any:
 
 
 def check_dense(loaded: LoadedModel) -> None:
-    """A UserError for models M2M100 cannot hold (sparse MoE layers, adapters)."""
-    cfg = loaded.meta.get("model_config", {})
-    moe_keys = [k for k, v in cfg.items() if ("moe" in k or "expert" in k) and v not in (None, 0, False, "", [])]
-    state_moe = [k for k in loaded.model.state_dict() if ".experts." in k or ".moe" in k or ".gate." in k]
-    if moe_keys or state_moe:
+    """A UserError for models M2M100 cannot hold (sparse MoE layers, CMR, adapters)."""
+    from mt.models.moe import num_moe_layers
+
+    cfg = loaded.model.cfg
+    if num_moe_layers(cfg) or cfg.moe_cmr:
         raise UserError(
-            f"{loaded.path}: a Mixture-of-Experts checkpoint ({(moe_keys or state_moe)[0]}); HF M2M100 and CTranslate2 "
-            "export support dense models only: serve MoE models with mt-translate / mt-interactive"
+            f"{loaded.path}: a Mixture-of-Experts checkpoint ({num_moe_layers(cfg)} MoE layers); HF M2M100 and "
+            "CTranslate2 export support dense models only: serve MoE models with mt-translate / mt-interactive"
         )
 
 
