@@ -192,9 +192,9 @@ def prune_epoch_checkpoints(save_dir: str | os.PathLike, keep_last: int) -> list
 
 
 # --- reading ------------------------------------------------------------------------------------
-def _torch_load(path: Path, map_location) -> Any:
+def _torch_load(path: Path, map_location, mmap: bool = False) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for broken files
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -204,17 +204,19 @@ def _torch_load(path: Path, map_location) -> Any:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", rank: int = 0, world: int = 1
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", rank: int = 0, world: int = 1, mmap: bool = False
 ) -> dict[str, Any]:
     """Load with ``weights_only=True``; a missing, corrupt, truncated or foreign file is a one-line UserError.
 
     MoE checkpoints come back with the experts of ``rank`` out of ``world`` (default: all of them),
-    whatever the world size that saved them (see the module docstring).
+    whatever the world size that saved them (see the module docstring). ``mmap=True`` (inference): the
+    tensors are memory-mapped from the file (nothing is read until used) and the experts are left as
+    saved; get them with ``expert_views``.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
-    state = _torch_load(path, map_location)
+    state = _torch_load(path, "cpu" if mmap else map_location, mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not an mt-train checkpoint (no '{FORMAT}' format marker)")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:
@@ -226,17 +228,48 @@ def load_checkpoint(
         from mt.models.config import TransformerConfig
 
         state["model_config"] = {**TransformerConfig().to_dict(), **state["model_config"]}
-    if state.get("moe"):
+    if state.get("moe") and not mmap:
         _reshard(state, path, map_location, rank, world)
     return state
 
 
-def _load_shard(path: Path, q: int, save_id: str, map_location) -> dict[str, Any]:
+def expert_views(path: str | os.PathLike, state: dict[str, Any]) -> tuple[dict[str, list[torch.Tensor]], list[Path]]:
+    """The expert tensors of a checkpoint loaded with ``mmap=True``, one view per expert (nothing is read).
+
+    Returns ({model key: [expert 0, ..., expert E-1]}, the files they are mapped from). The expert keys
+    are removed from ``state["model"]``. Expert-parallel checkpoints: the experts of each rank file,
+    memory-mapped as well (each file checked like ``load_checkpoint`` does).
+    """
+    path = Path(path)
+    moe = state.get("moe") or {}
+    keys = list(moe.get("expert_keys", []))
+    if not moe:  # written without the entry (by hand, or a tool): the experts are the stacked tensors
+        keys = [k for k in state["model"] if k.rsplit(".", 2)[-2:-1] == ["experts"]]
+    shards = int(moe.get("shards", 1))
+    if not keys:
+        return {}, []
+    if shards == 1:
+        views = {k: list(state["model"].pop(k).unbind(0)) for k in keys}
+        return views, [path]
+    files = [shard_path(path, q) for q in range(shards)]
+    views = {k: [] for k in keys}
+    for q in range(shards):
+        shard = _load_shard(path, q, moe["save_id"], "cpu", mmap=True)
+        files[q] = Path(shard["_file"])
+        for k in keys:
+            views[k].extend(shard["model"][k].unbind(0))
+    for k in keys:
+        state["model"].pop(k, None)
+    return views, files
+
+
+def _load_shard(path: Path, q: int, save_id: str, map_location, mmap: bool = False) -> dict[str, Any]:
     final = shard_path(path, q)
     for candidate in (final, _pending(final)):  # pending: the save was committed, the rename not yet done
         if candidate.is_file():
-            shard = _torch_load(candidate, map_location)
+            shard = _torch_load(candidate, map_location, mmap)
             if isinstance(shard, dict) and shard.get("save_id") == save_id and int(shard.get("rank", -1)) == q:
+                shard["_file"] = str(candidate)
                 return shard
     raise UserError(
         f"{final}: expert shard {q} of {path} is missing or belongs to another save (the checkpoint is "

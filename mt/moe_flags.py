@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--moe-train-capacity-factor", type=float, default=None,
                    help=f"expert capacity in training = factor * 2 * tokens / experts (default: {d.moe_train_capacity_factor})")
     g.add_argument("--moe-eval-capacity-token-fraction", type=float, default=None,
-                   help="expert capacity at eval as a fraction of the tokens; <= 0: as in training "
-                        f"(default: {d.moe_eval_capacity_token_fraction}, nothing dropped)")  # fmt: skip
+                   help="expert capacity at eval with static gating (mt-generate --moe-inference-gating static) "
+                        "as a fraction of the tokens; <= 0: as in training (default: "
+                        f"{d.moe_eval_capacity_token_fraction}, nothing dropped; dynamic gating, the default, has no capacity)")  # fmt: skip
     g.add_argument("--moe-gate-loss-wt", type=float, default=0.01,
                    help="weight of the load-balancing loss E * sum_e f_e * P_e (mean over MoE layers; default: %(default)s)")
     g.add_argument("--moe-z-loss-wt", type=float, default=0.0, help="weight of the router z-loss (default: %(default)s)")

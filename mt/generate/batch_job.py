@@ -39,6 +39,7 @@ from typing import Iterator
 
 from mt.data.langs import check_code
 from mt.errors import UserError
+from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import InputFile, Record, count_records, iter_records, list_inputs
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
@@ -72,6 +73,7 @@ class TranslateConfig:
     threads: int = 0
     progress: bool = True
     merge: bool = True
+    moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
 
     def check(self) -> "TranslateConfig":
         if not self.inputs:
@@ -92,6 +94,10 @@ class TranslateConfig:
         if self.bad_lines not in ("empty", "copy"):
             raise UserError(f"--bad-lines {self.bad_lines!r}: choose empty or copy")
         self.search.check()
+        self.moe.check()
+        if world_size() > 1:
+            raise UserError("mt-translate shards with --shard i/N, not torchrun; expert-parallel inference (torchrun) "
+                            "is for mt-generate and the Translator API")  # fmt: skip
         return self
 
 
@@ -127,7 +133,7 @@ def _one_line(text: str) -> str:
 # --- the job description (job.json) ------------------------------------------------------------------
 def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int) -> dict:
     ck = Path(cfg.path)
-    return {
+    job = {
         "version": JOB_VERSION,
         "inputs": [{"name": f.rel, "path": str(f.path.resolve()), "format": f.fmt, "bytes": f.size} for f in files],
         "column": cfg.column,
@@ -140,6 +146,9 @@ def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int) -> dict:
         "max_source_positions": max_src,
         "bad_lines": cfg.bad_lines,
     }
+    if cfg.moe.moe_gating == "static":  # may drop tokens over capacity: other outputs (cache settings do not matter)
+        job["moe_static_gating"] = {"eval_capacity_token_fraction": cfg.moe.moe_eval_capacity_token_fraction}
+    return job
 
 
 def _check_job(out: Path, job: dict) -> None:
@@ -197,7 +206,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     max_src = cfg.max_source_positions
     if tr is None and (work > 0 or not max_src):
         tr = Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None, spm_model=cfg.spm_model or None,
-                        threads=cfg.threads)  # fmt: skip
+                        threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
     if tr is not None:
         for t in [cfg.src_lang, *cfg.tgt_langs]:
             tr.lang_token(t)  # a clear error for a language the model does not know
@@ -227,6 +236,8 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     if work:
         _say(f"mt-translate:{shard} translated {done_sent} sentences in {secs:.1f}s "
              f"({done_sent / max(secs, 1e-9):.1f} sentences/s); {n_bad} bad records in these chunks")  # fmt: skip
+        if tr is not None and tr.moe is not None:
+            _say(f"mt-translate:{shard} {tr.moe_summary()}")
     index = {"records": n_records, "chunks": n_chunks, "chunk_size": cfg.chunk_size,
              "files": [{"name": f.rel, "output": output_name(f), "records": c} for f, c in zip(files, counts)]}  # fmt: skip
     with atomic_write(out / "chunks" / "index.json") as fh:

@@ -12,6 +12,7 @@ import argparse
 import torch
 
 from mt.errors import UserError, cli_entry
+from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -39,6 +40,34 @@ def _add_model(p: argparse.ArgumentParser, data_positional: bool = False) -> Non
     g.add_argument("--cpu", action="store_true", help="same as --device cpu (fairseq's flag)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, outputs can differ slightly from float32")
     g.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+
+
+def _add_moe(p: argparse.ArgumentParser, parallel: bool = False) -> None:
+    g = p.add_argument_group("sparse MoE inference (MoE checkpoints only)")
+    g.add_argument("--moe-inference-gating", choices=["dynamic", "static"], default="dynamic",
+                   help="dynamic: each expert runs on exactly its tokens, no capacity (default); static: the padded "
+                        "fairseq/GShard baseline, every expert runs on capacity slots")  # fmt: skip
+    g.add_argument("--moe-eval-capacity-token-fraction", type=float, default=None, metavar="F",
+                   help="static gating: expert capacity = ceil(F * tokens), tokens over it are dropped; <= 0: the "
+                        "training capacity (default: the checkpoint's, usually 1.0: nothing dropped)")  # fmt: skip
+    g.add_argument("--expert-cache", type=int, default=0, metavar="K",
+                   help="keep at most K experts per MoE layer on the compute device, bring the others in on demand "
+                        "(0: all resident, default); hit rate and expert memory are reported on stderr")  # fmt: skip
+    g.add_argument("--expert-offload", choices=["auto", "host", "mmap"], default="auto",
+                   help="where experts outside the cache live: host memory, or memory-mapped from the checkpoint "
+                        "(default auto: host with a GPU, mmap on CPU)")  # fmt: skip
+    if parallel:
+        g.add_argument("--expert-placement", default="", metavar="JSON",
+                       help="under torchrun (expert-parallel inference): the experts of each rank, from "
+                            "mt-moe-stats --num-ranks W (default: contiguous blocks)")  # fmt: skip
+
+
+def _moe(args: argparse.Namespace) -> MoEInferenceConfig:
+    return MoEInferenceConfig(
+        moe_gating=args.moe_inference_gating, moe_eval_capacity_token_fraction=args.moe_eval_capacity_token_fraction,
+        expert_cache=args.expert_cache, expert_offload=args.expert_offload,
+        expert_placement=getattr(args, "expert_placement", ""),
+    ).check()  # fmt: skip
 
 
 def _add_search(p: argparse.ArgumentParser) -> None:
@@ -82,6 +111,13 @@ GENERATE_EPILOG = """examples:
   # best hypotheses in input order
   mt-generate work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn | grep ^D- | sort -V | cut -f3
 
+  # sparse MoE: the padded static-gating baseline; or 4 of 16 experts per layer resident (others memory-mapped)
+  mt-generate work/bin --path moe/checkpoint_best.pt -s eng_Latn -t deu_Latn --moe-inference-gating static
+  mt-generate work/bin --path moe/checkpoint_best.pt -s eng_Latn -t deu_Latn --expert-cache 4
+  # expert-parallel inference over 2 processes, experts placed by mt-moe-stats --num-ranks 2
+  torchrun --standalone --nproc_per_node 2 --no-python mt-generate work/bin --path moe/checkpoint_best.pt \\
+      -s eng_Latn -t deu_Latn --expert-placement work/moe/placement.json
+
 Output per sentence i (batch order, as fairseq): S-i source, T-i reference, H-i<TAB>score<TAB>pieces,
 D-i<TAB>score<TAB>detokenised, P-i<TAB>per-token scores; scores are log2. Last line:
 "Generate {subset} with beam=N: chrF2++ = ...". --results-path DIR writes DIR/generate-{subset}.txt and
@@ -104,6 +140,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p, data_positional=True)
     _add_search(p)
+    _add_moe(p, parallel=True)
     return p
 
 
@@ -123,7 +160,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         data=args.data, path=args.path, gen_subset=args.gen_subset, lang_pairs=pairs, search=_search(args),
         max_tokens=args.max_tokens, batch_size=args.batch_size, remove_bpe=args.remove_bpe,
         results_path=args.results_path, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
-        threads=args.threads, quiet=args.quiet, progress=not args.no_progress_bar,
+        threads=args.threads, quiet=args.quiet, progress=not args.no_progress_bar, moe=_moe(args),
     )  # fmt: skip
     generate(cfg)
     return 0
@@ -151,6 +188,7 @@ def build_interactive_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-bpe", "--post-process", nargs="?", const="sentencepiece", default=None, dest="remove_bpe")
     _add_model(p)
     _add_search(p)
+    _add_moe(p)
     return p
 
 
@@ -163,6 +201,7 @@ def interactive_main(argv: list[str] | None = None) -> int:
         path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data, spm_model=args.spm_model,
         input=args.input, buffer_size=args.buffer_size, output_format=args.output_format, remove_bpe=args.remove_bpe,
         search=_search(args), max_tokens=args.max_tokens, device=_device(args), bf16=args.bf16, threads=args.threads,
+        moe=_moe(args),
     )  # fmt: skip
     interactive(cfg)
     return 0
@@ -202,6 +241,7 @@ def build_translate_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p)
     _add_search(p)
+    _add_moe(p)
     return p
 
 
@@ -217,7 +257,7 @@ def translate_main(argv: list[str] | None = None) -> int:
         fmt=args.fmt, column=args.column, json_field=args.field, chunk_size=args.chunk_size, shard_index=i, num_shards=n,
         search=_search(args), max_tokens=args.max_tokens, batch_size=args.batch_size,
         max_source_positions=args.max_source_positions, bad_lines=args.bad_lines, device=_device(args), bf16=args.bf16,
-        threads=args.threads, progress=not args.no_progress_bar, merge=not args.no_merge,
+        threads=args.threads, progress=not args.no_progress_bar, merge=not args.no_merge, moe=_moe(args),
     )  # fmt: skip
     translate_job(cfg)
     return 0
@@ -262,7 +302,55 @@ def export_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# --- mt-moe-stats --------------------------------------------------------------------------------------
+MOE_STATS_EPILOG = """examples:
+  # routing statistics of 500 random lines translated eng->deu and eng->fra, and a placement for 4 ranks
+  mt-moe-stats --path ckpt/checkpoint_best.pt --input mono.eng_Latn.txt -s eng_Latn -t deu_Latn,fra_Latn \\
+      --sample 500 --out work/moe/stats.json --num-ranks 4
+  # expert-parallel inference with that placement (each rank holds 1/4 of the experts)
+  torchrun --standalone --nproc_per_node 4 --no-python mt-generate work/bin --path ckpt/checkpoint_best.pt \\
+      --gen-subset devtest -s eng_Latn -t deu_Latn --expert-placement work/moe/placement.json
+
+stats.json: per MoE layer (enc1, dec3, ...) the assignments per expert (2 per token: the expert work;
+decoder layers count every decoding step, beams included), first choices, with --coactivation the
+expert x expert co-activation counts. placement.json: per layer the experts of each rank, balancing the
+work (greedy LPT + swaps, E/W experts per rank), and the max/mean rank load of contiguous blocks,
+round-robin and the placement (also printed).
+"""
+
+
+def build_moe_stats_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-moe-stats", description="Expert routing statistics of an MoE checkpoint, "
+                                "and an expert placement that balances the load across ranks.",
+                                epilog=MOE_STATS_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("--input", required=True, metavar="FILE", help="text, one sentence per line")
+    p.add_argument("-s", "--source-lang", required=True)
+    p.add_argument("-t", "--target-lang", required=True, help="one or more target languages, comma-separated")
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="translate N random lines, drawn with --seed (default: all)")
+    p.add_argument("--out", required=True, metavar="JSON", help="statistics file (stats.json)")
+    p.add_argument("--num-ranks", type=int, default=0, metavar="W",
+                   help="also write an expert placement for W ranks (expert-parallel inference)")  # fmt: skip
+    p.add_argument("--placement", default="", metavar="JSON", help="where (default: placement.json beside --out)")
+    p.add_argument("--coactivation", action="store_true", help="also count expert x expert co-activations")
+    p.add_argument("--no-progress-bar", action="store_true")
+    _add_model(p)
+    _add_search(p)
+    p.set_defaults(beam=4)
+    return p
+
+
 @cli_entry
 def moe_stats_main(argv: list[str] | None = None) -> int:
-    """Declared for the MoE room (expert routing statistics); it lands with the MoE layers."""
-    raise UserError("mt-moe-stats is not available yet: it comes with the MoE layers (mt/models/moe.py)")
+    from mt.generate.moe_stats import MoEStatsConfig, moe_stats
+
+    args = build_moe_stats_parser().parse_args(argv)
+    search = _search(args)
+    cfg = MoEStatsConfig(
+        path=args.path, input=args.input, src_lang=args.source_lang, tgt_langs=[t for t in args.target_lang.split(",") if t],
+        out=args.out, sample=args.sample, seed=args.seed, num_ranks=args.num_ranks, placement=args.placement,
+        coactivation=args.coactivation, data=args.data, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
+        threads=args.threads, search=search, max_tokens=args.max_tokens, batch_size=args.batch_size,
+        progress=not args.no_progress_bar,
+    )  # fmt: skip
+    moe_stats(cfg)
+    return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +24,7 @@ from mt.data.langs import parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.errors import UserError
 from mt.generate import fairseq_format as ff
+from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 from mt.util import atomic_write
@@ -46,6 +47,7 @@ class GenerateConfig:
     threads: int = 0
     quiet: bool = False  # no S/T/H/D/P lines, only the score
     progress: bool = True
+    moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
 
     def check(self) -> "GenerateConfig":
         if not self.lang_pairs:
@@ -55,6 +57,7 @@ class GenerateConfig:
         if self.remove_bpe not in (None, *ff.REMOVE_BPE):
             raise UserError(f"--remove-bpe {self.remove_bpe!r}: only 'sentencepiece' is supported (our data is SentencePiece)")
         self.search.check()
+        self.moe.check()
         return self
 
 
@@ -74,7 +77,7 @@ def _say(msg: str) -> None:
 
 
 def generate_direction(
-    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool
+    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool, report: bool = True
 ) -> DirectionResult:
     from sacrebleu.metrics import CHRF
     from tqdm import tqdm
@@ -122,8 +125,9 @@ def generate_direction(
     bar.close()
     refs = [_one_line(tr.detokenize(t[:-1] if t and t[-1] == d.eos() else t)) for t in tgts]
     chrf = CHRF(word_order=2).corpus_score(hyps_text, [refs])
-    _say(f"mt-generate: {direction}: translated {n} sentences ({ntok} tokens) in {seconds:.1f}s "
-         f"({n / max(seconds, 1e-9):.2f} sentences/s, {ntok / max(seconds, 1e-9):.2f} tokens/s)")  # fmt: skip
+    if report:
+        _say(f"mt-generate: {direction}: translated {n} sentences ({ntok} tokens) in {seconds:.1f}s "
+             f"({n / max(seconds, 1e-9):.2f} sentences/s, {ntok / max(seconds, 1e-9):.2f} tokens/s)")  # fmt: skip
     line = f"Generate {cfg.gen_subset} with beam={cfg.search.beam}: {chrf}"
     return DirectionResult(direction, n, ntok, seconds, chrf.score, line, hyps_text)
 
@@ -138,7 +142,9 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
     if not Path(cfg.data).is_dir():
         raise UserError(f"{cfg.data}: data directory not found (the mt-preprocess output with dict.txt)")
     tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data, spm_model=cfg.spm_model or None,
-                                  threads=cfg.threads)  # fmt: skip
+                                  threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
+    if tr.rank != 0:  # expert-parallel inference: every rank decodes the same batches, rank 0 writes
+        return _follow(tr, cfg)
     results = []
     many = len(cfg.lang_pairs) > 1
     for direction in cfg.lang_pairs:
@@ -156,4 +162,16 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
             r = generate_direction(tr, cfg, direction, sys.stdout, cfg.progress)
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         results.append(r)
+    if tr.moe is not None:
+        _say(f"mt-generate: {tr.moe_summary()}")
+    return results
+
+
+def _follow(tr: Translator, cfg: GenerateConfig) -> list[DirectionResult]:
+    """A rank > 0 of expert-parallel inference: the same work as rank 0, nothing written."""
+    import io
+
+    results = [generate_direction(tr, cfg, d, io.StringIO(), False, report=False) for d in cfg.lang_pairs]
+    if tr.moe is not None:
+        _say(f"mt-generate: {tr.moe_summary()}")
     return results

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import IO, Iterator
 
 from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.generate import fairseq_format as ff
+from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 
@@ -39,6 +40,7 @@ class InteractiveConfig:
     device: str = "cpu"
     bf16: bool = False
     threads: int = 0
+    moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
 
     def check(self) -> "InteractiveConfig":
         check_code(self.src_lang, "-s/--source-lang")
@@ -48,6 +50,9 @@ class InteractiveConfig:
         if self.output_format not in OUTPUT_FORMATS:
             raise UserError(f"--output-format {self.output_format!r}: choose {' or '.join(OUTPUT_FORMATS)}")
         self.search.check()
+        self.moe.check()
+        if world_size() > 1:
+            raise UserError("mt-interactive runs in one process; expert-parallel inference (torchrun) is for mt-generate and the Translator API")
         return self
 
 
@@ -73,7 +78,7 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     cfg.check()
     out = out or sys.stdout
     tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
-                                  spm_model=cfg.spm_model or None, threads=cfg.threads)  # fmt: skip
+                                  spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
     src_tok = tr.lang_token(cfg.src_lang)
     tr.lang_token(cfg.tgt_lang)
     if sys.stdin.isatty() and cfg.input == "-":
@@ -106,4 +111,6 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if tr.moe is not None:
+        print(f"mt-interactive: {tr.moe_summary()}", file=sys.stderr, flush=True)
     return start

@@ -11,6 +11,7 @@ silently wrong output.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from mt import checkpoint as ckpt
 from mt.data.dictionary import Dictionary
 from mt.data.spm import SpmTokenizer
 from mt.errors import UserError
+from mt.generate import pagemem
+from mt.models import moe
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer, build_model
 
@@ -34,6 +37,10 @@ class LoadedModel:
     data_dir: Path
     lang_pairs: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # the checkpoint's other entries (no tensors)
+    # ``lazy_experts=True``: the model holds no expert weights; per MoE layer (module name) the experts'
+    # (fc1_weight, fc1_bias, fc2_weight, fc2_bias), memory-mapped from ``mapped_files``
+    expert_source: dict[str, list[tuple[torch.Tensor, ...]]] = field(default_factory=dict)
+    mapped_files: list[Path] = field(default_factory=list)
 
     @property
     def langs(self) -> list[str]:
@@ -80,10 +87,17 @@ def load_model(
     spm_model: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     need_spm: bool = True,
+    lazy_experts: bool = False,
 ) -> LoadedModel:
-    """Model in eval mode on ``device`` with its dictionary (checked) and SentencePiece model."""
+    """Model in eval mode on ``device`` with its dictionary (checked) and SentencePiece model.
+
+    ``lazy_experts``: the checkpoint is memory-mapped, the model is built without expert weights and
+    ``expert_source`` maps them (nothing read yet; see ``mt.generate.moe_inference``). The pages the other
+    weights were copied from are dropped from the process afterwards.
+    """
     path = Path(path)
-    state = ckpt.load_checkpoint(path, map_location="cpu")
+    state = ckpt.load_checkpoint(path, map_location="cpu", mmap=lazy_experts)
+    views, mapped = ckpt.expert_views(path, state) if lazy_experts else ({}, [])
     data_dir, spm_path = find_vocab(path, state, data, spm_model)
     dictionary = Dictionary.load(data_dir / "dict.txt")
     want = state.get("dict_checksum")
@@ -97,19 +111,39 @@ def load_model(
             f"{data_dir}: no spm.model beside dict.txt; pass --spm-model (the SentencePiece model from mt-spm train)"
         )
     cfg = TransformerConfig.from_dict(state["model_config"])
-    model = build_model(cfg)
+    with moe.lazy_experts() if lazy_experts else nullcontext():
+        model = build_model(cfg)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    missing = [k for k in missing if k not in views]
     if missing or unexpected:
         raise UserError(
             f"{path}: weights do not fit this code's model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
             "use the nllb-mini version that trained it"
         )
     model.to(device).eval()
+    source = _expert_source(model, views, path) if lazy_experts else {}
+    if lazy_experts:  # the other weights were copied: their pages (and neighbours mapped with them) can go
+        ranges = [pagemem.tensor_range(t) for t in state["model"].values() if torch.is_tensor(t)]
+        ranges += [pagemem.tensor_range(t) for ts in views.values() for t in ts]
+        if pagemem.file_backed(ranges):
+            pagemem.advise(ranges, pagemem.MADV_DONTNEED)
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
     return LoadedModel(
         model, dictionary, SpmTokenizer(spm_path) if spm_path else None, path, data_dir,
-        list(state.get("lang_pairs", [])), meta,
+        list(state.get("lang_pairs", [])), meta, source, mapped,
     )  # fmt: skip
+
+
+def _expert_source(model: Transformer, views: dict[str, list[torch.Tensor]], path: Path) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+    """Per MoE layer (module name): per expert its four weight views."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, moe.MoELayer):
+            keys = [f"{name}.experts.{p}" for p in ("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")]
+            if any(k not in views for k in keys):
+                raise UserError(f"{path}: no expert weights for MoE layer {name} in the checkpoint's 'moe' entry")
+            out[name] = list(zip(*(views[k] for k in keys)))
+    return out
 
 
 def banned_ids(dictionary: Dictionary) -> list[int]:

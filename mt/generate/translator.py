@@ -23,7 +23,8 @@ import torch
 from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
-from mt.generate import incremental
+from mt.generate import incremental, moe_inference
+from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import Hypo, SearchConfig, search
 
 
@@ -69,7 +70,15 @@ def _per_sentence(value: str | Sequence[str], n: int, what: str) -> list[str]:
 
 
 class Translator:
-    """A loaded checkpoint ready to translate. ``device``: "cpu", "cuda", "cuda:1"...; ``bf16``: autocast."""
+    """A loaded checkpoint ready to translate. ``device``: "cpu", "cuda", "cuda:1"...; ``bf16``: autocast.
+
+    Sparse-MoE checkpoints (``mt.generate.moe_inference``): ``moe_gating`` "dynamic" (default) or "static"
+    (the padded fairseq baseline, capacity ``moe_eval_capacity_token_fraction``); ``expert_cache`` K > 0
+    keeps K experts per MoE layer resident, the others in host memory or memory-mapped from the checkpoint
+    (``expert_offload`` auto | host | mmap); under torchrun experts are split over the ranks
+    (``expert_placement``: a placement.json of mt-moe-stats). ``moe_stats()`` / ``moe_summary()`` report
+    cache hits and expert memory.
+    """
 
     def __init__(
         self,
@@ -80,13 +89,24 @@ class Translator:
         spm_model: str | os.PathLike | None = None,
         threads: int = 0,
         loaded: LoadedModel | None = None,
+        moe_gating: str = "dynamic",
+        moe_eval_capacity_token_fraction: float | None = None,
+        expert_cache: int = 0,
+        expert_offload: str = "auto",
+        expert_placement: str = "",
     ) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
-        self.device = torch.device(device)
-        self.loaded = loaded or load_model(checkpoint_path, data, spm_model, self.device)
+        self.moe_config = MoEInferenceConfig(
+            moe_gating, moe_eval_capacity_token_fraction, expert_cache, expert_offload, expert_placement or ""
+        ).check()
+        world = moe_inference.world_size()
+        self.device = moe_inference.device_for(device, world)
+        self.loaded = loaded or load_model(checkpoint_path, data, spm_model, self.device,
+                                           lazy_experts=self.moe_config.lazy(world))  # fmt: skip
         self.model, self.dictionary, self.spm = self.loaded.model, self.loaded.dictionary, self.loaded.spm
         self.bf16 = bf16
+        self.moe = moe_inference.setup(self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32)
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
         self._weights: dict[torch.dtype, incremental.DecoderWeights] = {}
@@ -103,6 +123,19 @@ class Translator:
     @property
     def langs(self) -> list[str]:
         return self.loaded.langs
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in expert-parallel inference (0 otherwise): only rank 0 writes outputs."""
+        return self.moe.rank if self.moe is not None else 0
+
+    def moe_stats(self) -> dict | None:
+        """MoE inference statistics (expert cache hits / misses / hit rate, expert memory); None if dense."""
+        return self.moe.stats() if self.moe is not None else None
+
+    def moe_summary(self) -> str | None:
+        """One line for stderr describing ``moe_stats()``; None for a dense model."""
+        return self.moe.summary() if self.moe is not None else None
 
     def lang_token(self, code: str) -> int:
         return self.dictionary.lang_index(code)

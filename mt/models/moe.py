@@ -14,8 +14,8 @@ Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating
   inference; we keep inference deterministic);
 - capacity (assignments an expert accepts from one rank's batch): ``ceil(factor * 2 * N / E)`` in
   training with N the non-padding tokens (fairseq: ``2 * ceil(S / E)`` with S counting padding too),
-  ``ceil(fraction * N)`` at eval (``--moe-eval-capacity-token-fraction``; the released NLLB-MoE uses 1.0,
-  i.e. nothing dropped); first-choice assignments fill an expert before second choices, each in token
+  ``ceil(fraction * N)`` at eval with static gating (``--moe-eval-capacity-token-fraction``; the released
+  NLLB-MoE uses 1.0, i.e. nothing dropped; dynamic gating, the eval default, has no capacity); first-choice assignments fill an expert before second choices, each in token
   order; assignments past capacity are dropped (the token keeps its other expert, or only the residual);
 - combine weights g1, g2 are renormalised to sum to 1 over the kept experts (or before dropping with
   ``--moe-normalize-gate-prob-before-dropping``).
@@ -62,6 +62,24 @@ the token rows (variable splits), runs the local experts, and sends the outputs 
 autograd functions whose backward is the reverse exchange. Every rank must run the same number of MoE
 forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(model)`` gathers all
 experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
+
+Inference (Huang et al. 2023, "Towards MoE deployment", arXiv 2303.06182; set up by
+``mt.generate.moe_inference``):
+- dynamic gating (``gating="dynamic"``, the eval default): no capacity, nothing dropped; each expert runs
+  on exactly the rows routed to it (the sorted dispatch above). This was already our eval path with the
+  default fraction 1.0; the mode makes it explicit;
+- static gating (``"static"``, the baseline the paper measured, fairseq / GShard inference): capacity
+  ``ceil(fraction * N)`` and the dispatch padded to it: one-hot (N, E, C) dispatch / combine tensors and
+  einsums (or indexing into a zero (E, C, d) buffer), every expert running on its C slots, filled or not.
+  Both route with ``top2_route``: when nothing is over capacity they keep the same assignments and weights
+  and give the same output;
+- ``runner(x, counts)`` runs the local experts (default ``Experts``; inference installs an expert cache,
+  ``mt.generate.expert_cache``); ``route_hook(layer, routing)`` observes eval routing (``mt-moe-stats``);
+  ``lazy_experts()`` builds models without expert weights (they come from the checkpoint on demand);
+- expert-parallel inference: ``expert_parallel_(..., placement=..., replicated=True)``. A placement
+  relabels each layer's experts (``permute_experts_``) so each rank's experts are a contiguous block; all
+  ranks decode the same batch and each routes a 1/W share of the token rows through the all-to-all
+  dispatch above, then an all-gather gives every rank the whole output (``MoELayer._replicated``).
 """
 
 from __future__ import annotations
@@ -69,7 +87,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -202,6 +220,7 @@ class ExpertParallel:
     rank: int
     world: int
     group: Any = None
+    replicated: bool = False  # inference: every rank holds the same tokens (see ``_replicated``)
 
 
 def _expert_major(recv: torch.Tensor) -> torch.Tensor:
@@ -346,6 +365,8 @@ class Experts(nn.Module):
     def __init__(self, num_experts: int, embed_dim: int, ffn_dim: int, activation_dropout: float) -> None:
         super().__init__()
         self.embed_dim, self.activation_dropout = embed_dim, activation_dropout
+        if _LAZY_EXPERTS:  # inference loads them on demand (see ``lazy_experts``)
+            num_experts = 0
         self.fc1_weight = nn.Parameter(torch.empty(num_experts, ffn_dim, embed_dim))
         self.fc1_bias = nn.Parameter(torch.zeros(num_experts, ffn_dim))
         self.fc2_weight = nn.Parameter(torch.empty(num_experts, embed_dim, ffn_dim))
@@ -411,9 +432,14 @@ class MoELayer(nn.Module):
         self.eom, self.fom = cfg.moe_eom, (cfg.moe_fom if apply_fom else 0.0)
         self.loss_scale = 1.0 / max(num_moe_layers(cfg), 1)
         self.ep: ExpertParallel | None = None
+        # inference (see "Inference" in the module docstring): gating mode, who runs the experts, observers
+        self.gating = "dynamic"
+        self.static_dispatch = "einsum"
+        self.runner: Callable[[torch.Tensor, list[int]], torch.Tensor] | None = None
+        self.route_hook: Callable[["MoELayer", Routing], None] | None = None
 
     # expert parallelism
-    def shard_(self, rank: int, world: int, group: Any = None) -> None:
+    def shard_(self, rank: int, world: int, group: Any = None, replicated: bool = False) -> None:
         if self.num_experts % world:
             raise UserError(
                 f"--moe-expert-count {self.num_experts} is not divisible by the world size {world}: with expert "
@@ -421,7 +447,7 @@ class MoELayer(nn.Module):
             )
         per = self.num_experts // world
         self.experts.keep_(rank * per, (rank + 1) * per)
-        self.ep = ExpertParallel(rank, world, group)
+        self.ep = ExpertParallel(rank, world, group, replicated)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         xs, idx, sent = _flatten(x, ctx.padding_mask(self.is_decoder))
@@ -430,13 +456,29 @@ class MoELayer(nn.Module):
 
     def moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None) -> torch.Tensor:
         """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros."""
+        if self.ep is not None and self.ep.replicated and self.ep.world > 1 and not self.training:
+            return self._replicated(xs, ctx)
+        return self._moe(xs, ctx, token_keep)
+
+    def _capacity(self, num_tokens: int) -> int:
+        if not self.training and self.gating == "dynamic":
+            return max(num_tokens, 1)  # no capacity: an expert takes every token routed to it
+        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor, self.eval_capacity_fraction)
+
+    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None) -> torch.Tensor:
         N, E = xs.size(0), self.num_experts
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
-        cap = capacity_for(N, E, self.training, self.train_capacity_factor, self.eval_capacity_fraction)
-        r = top2_route(logits, cap, self.policy, self.normalize_before_dropping, self.training)
+        r = top2_route(logits, self._capacity(N), self.policy, self.normalize_before_dropping, self.training)
         if self.training:
             self._losses_and_stats(logits, r, ctx)
+        elif self.route_hook is not None:
+            self.route_hook(self, r)
+        dev = xs.device.type
+        if not self.training and self.gating == "static":
+            if torch.is_autocast_enabled(dev):
+                xs = xs.to(torch.get_autocast_dtype(dev))
+            return self._eval_scale(self._static(xs, r))
         token, expert, weight = r.token, r.expert, r.weight
         keep = None
         if self.training and self.eom > 0:  # EOM: drop (token, expert) outputs
@@ -449,20 +491,74 @@ class MoELayer(nn.Module):
         if keep is not None:
             token, expert, weight = token[keep], expert[keep], weight[keep]
         counts = torch.bincount(expert, minlength=E)
-        dev = xs.device.type
         if torch.is_autocast_enabled(dev):  # experts compute in the autocast dtype: cast the N rows once
             xs = xs.to(torch.get_autocast_dtype(dev))
         slots = _slots(token, N)
         ys = self._dispatch(_Dispatch.apply(xs, token, slots), counts)
         out = _Combine.apply(ys, weight, token, slots)  # in the experts' dtype, like a dense FFN's bf16 output
-        if not self.training and (self.eom > 0 or self.fom > 0):
+        return out if self.training else self._eval_scale(out)
+
+    def _eval_scale(self, out: torch.Tensor) -> torch.Tensor:
+        """EOM / FOM at inference: the training-time expectation (1 - p) (see the module docstring)."""
+        if self.eom > 0 or self.fom > 0:
             out = out * ((1.0 - self.eom) * (1.0 - self.fom))
         return out
+
+    def _run(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """The local experts on rows grouped by local expert (``runner`` when inference installed one)."""
+        return (self.runner or self.experts)(xs, counts)
+
+    def _static(self, xs: torch.Tensor, r: Routing) -> torch.Tensor:
+        """Static gating (fairseq / GShard inference): every expert runs on ``capacity`` slots, filled or not.
+
+        ``static_dispatch="einsum"``: one-hot dispatch and combine tensors (N, E, C) and two einsums, as
+        fairseq's ``MOELayer`` (``"sec,sm->ecm"`` / ``"sec,ecm->sm"``); ``"index"``: the same padded
+        (E, C, d) buffer filled by indexing (no N x E x C tensors). Kept assignments are those of ``r``:
+        position p of expert e (its p-th assignment in routing order) goes to slot (e, p).
+        """
+        if self.ep is not None and self.ep.world > 1:
+            raise UserError(
+                "--moe-inference-gating static runs in one process (it is the padded baseline); "
+                "use dynamic gating with expert-parallel inference"
+            )
+        E, C, N, d = self.num_experts, r.capacity, xs.size(0), xs.size(1)
+        counts = torch.bincount(r.expert, minlength=E)
+        pos = torch.arange(r.expert.numel(), device=xs.device) - (torch.cumsum(counts, 0) - counts)[r.expert]
+        if self.static_dispatch == "einsum":
+            dispatch = xs.new_zeros(N, E, C)
+            dispatch[r.token, r.expert, pos] = 1.0
+            combine = xs.new_zeros(N, E, C)
+            combine[r.token, r.expert, pos] = r.weight.to(xs.dtype)
+            dispatched = torch.einsum("nec,nd->ecd", dispatch, xs)
+            ys = self._run(dispatched.reshape(E * C, d), [C] * E)
+            return torch.einsum("nec,ecd->nd", combine.to(ys.dtype), ys.view(E, C, d))
+        slot = r.expert * C + pos
+        buf = xs.new_zeros(E * C, d)
+        buf[slot] = xs.index_select(0, r.token)
+        ys = self._run(buf, [C] * E).index_select(0, slot)
+        return _gather_pad(ys * r.weight.to(ys.dtype)[:, None], _slots(r.token, N))
+
+    def _replicated(self, xs: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """Expert-parallel inference when every rank holds the same ``xs`` (all ranks decode the same batch).
+
+        Rank q routes token rows q, q + W, q + 2W, ... through the usual all-to-all dispatch (its rows go
+        to the ranks holding their experts and come back), then an all-gather hands every rank the whole
+        output. All ranks run the same layers in the same order, so the collectives pair up by themselves.
+        """
+        W, q, group = self.ep.world, self.ep.rank, self.ep.group
+        N, d = xs.shape
+        out = self._moe(xs[q::W], ctx, None)
+        per = max(1, -(-N // W))
+        buf = out.new_zeros(per, d)
+        buf[: out.size(0)] = out
+        parts = [torch.empty_like(buf) for _ in range(W)]
+        dist.all_gather(parts, buf, group=group)
+        return torch.stack(parts, 1).reshape(per * W, d)[:N]  # row i*W + q = rank q's row i
 
     def _dispatch(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Expert outputs for rows ``xs`` sorted by (global) expert id, ``counts[e]`` rows per expert."""
         if self.ep is None or self.ep.world == 1:
-            return self.experts(xs, counts.tolist())
+            return self._run(xs, counts.tolist())
         W, group = self.ep.world, self.ep.group
         El = self.num_experts // W
         recv = torch.empty_like(counts)
@@ -472,7 +568,7 @@ class MoELayer(nn.Module):
         recv_splits = recv.sum(1).tolist()
         xr = _AllToAll.apply(xs, send_splits, recv_splits, group)
         perm = _expert_major(recv)
-        ye = self.experts(xr.index_select(0, perm), recv.sum(0).tolist())
+        ye = self._run(xr.index_select(0, perm), recv.sum(0).tolist())
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(perm.numel(), device=perm.device)
         return _AllToAll.apply(ye.index_select(0, inv), recv_splits, send_splits, group)
@@ -560,10 +656,90 @@ def moe_layers(model: nn.Module) -> list[MoELayer]:
     return [m for m in model.modules() if isinstance(m, MoELayer)]
 
 
-def expert_parallel_(model: nn.Module, rank: int, world: int, group: Any = None) -> None:
-    """Keep this rank's E/W experts in every MoE layer (UserError when E is not divisible by W)."""
+Placement = dict[str, list[list[int]]]  # MoE layer tag ("enc1", "dec3") -> the experts of each rank
+
+
+def placement_order(ranks: Sequence[Sequence[int]], num_experts: int, where: str = "placement") -> list[int]:
+    """The experts of rank 0, then rank 1, ...: a permutation of 0..E-1 with E/W experts per rank."""
+    order = [int(e) for r in ranks for e in r]
+    W = len(ranks)
+    if W < 1 or sorted(order) != list(range(num_experts)) or any(len(r) != num_experts // W for r in ranks):
+        raise UserError(
+            f"{where}: expected every expert 0..{num_experts - 1} exactly once, {num_experts}/W per rank "
+            f"(got {[list(r) for r in ranks]}); write it again with mt-moe-stats --num-ranks W"
+        )
+    return order
+
+
+def permute_experts_(layer: MoELayer, order: Sequence[int]) -> None:
+    """Relabel experts so that expert i becomes old expert ``order[i]``: the gate's rows and the stacked
+    expert weights move together, so the layer computes the same function (ties between exactly equal
+    gate logits aside). Layers built with ``lazy_experts`` hold no expert weights: only the gate moves."""
+    idx = torch.as_tensor(list(order), dtype=torch.long)
+    E = layer.num_experts
+    if sorted(idx.tolist()) != list(range(E)):
+        raise UserError(f"MoE layer {layer.tag}: {list(order)} is not a permutation of its {E} experts")
+    layer.wg.weight.data = layer.wg.weight.data.index_select(0, idx.to(layer.wg.weight.device))
+    for p in layer.experts.parameters():
+        if p.size(0) == E:
+            p.data = p.data.index_select(0, idx.to(p.device))
+
+
+def expert_parallel_(
+    model: nn.Module,
+    rank: int,
+    world: int,
+    group: Any = None,
+    placement: Placement | None = None,
+    replicated: bool = False,
+) -> None:
+    """Keep this rank's E/W experts in every MoE layer (UserError when E is not divisible by W).
+
+    Without ``placement`` rank r holds experts [r*E/W, (r+1)*E/W). A ``placement`` (inference) gives each
+    layer's experts per rank: the layer is first relabelled (``permute_experts_``) so that rank r's experts
+    are the contiguous block r. ``replicated`` (inference): every rank holds the same tokens.
+    """
     for m in moe_layers(model):
-        m.shard_(rank, world, group)
+        if placement is not None:
+            if m.tag not in placement:
+                raise UserError(f"the expert placement has no entry for MoE layer {m.tag} (it has {', '.join(placement)})")
+            ranks = placement[m.tag]
+            if len(ranks) != world:
+                raise UserError(f"the expert placement is for {len(ranks)} ranks, this run has {world}; "
+                                f"write one with mt-moe-stats --num-ranks {world}")  # fmt: skip
+            permute_experts_(m, placement_order(ranks, m.num_experts, f"placement of {m.tag}"))
+        m.shard_(rank, world, group, replicated)
+
+
+def set_inference_gating(
+    model: nn.Module, gating: str = "dynamic", eval_capacity_token_fraction: float | None = None, static_dispatch: str = "einsum"
+) -> None:
+    """Gating at inference for every MoE layer: ``dynamic`` (no capacity, each expert runs on exactly its
+    tokens) or ``static`` (capacity ``ceil(fraction * tokens)``, dispatch padded to it; see ``_static``)."""
+    if gating not in ("dynamic", "static"):
+        raise UserError(f"--moe-inference-gating must be dynamic or static, got {gating!r}")
+    if static_dispatch not in ("einsum", "index"):
+        raise UserError(f"static dispatch must be einsum or index, got {static_dispatch!r}")
+    for m in moe_layers(model):
+        m.gating, m.static_dispatch = gating, static_dispatch
+        if eval_capacity_token_fraction is not None:
+            m.eval_capacity_fraction = eval_capacity_token_fraction
+
+
+_LAZY_EXPERTS = False
+
+
+@contextmanager
+def lazy_experts() -> Iterator[None]:
+    """Models built inside hold no expert weights (0 experts per layer, nothing allocated or initialised):
+    inference brings them in from a checkpoint on demand (``mt.generate.expert_cache``), so a model larger
+    than memory can be built."""
+    global _LAZY_EXPERTS
+    saved, _LAZY_EXPERTS = _LAZY_EXPERTS, True
+    try:
+        yield
+    finally:
+        _LAZY_EXPERTS = saved
 
 
 def is_expert_parallel(model: nn.Module) -> bool:

@@ -1,0 +1,299 @@
+"""``mt-moe-stats``: routing statistics of an MoE checkpoint on a sample of text, and an expert placement
+that evens the expert work across ranks (Huang et al. 2023, arXiv 2303.06182, "expert load balancing").
+
+Statistics (``--out stats.json``): the checkpoint translates the sample with the search of mt-translate
+(dynamic gating) and every MoE forward's routing is counted, per layer: ``assignments`` per expert (a
+token has two: this is the expert's work), ``first`` choices, and with ``--coactivation`` how often two
+experts serve the same token. Decoder layers count every decoding step's rows, beams included: the work
+the experts really do at inference.
+
+Placement (``--num-ranks W`` -> ``placement.json``): each layer's experts in W groups of E/W (the shape
+expert parallelism needs), minimising the most loaded group: greedy LPT (experts heaviest first, each to
+the least-loaded rank that still has room), then swaps between the most loaded rank and another while
+that lowers the maximum. Reported per layer and overall: max/mean rank load of contiguous blocks (what
+``expert_parallel_`` does without a placement), of round-robin, and of the placement. Expert-parallel
+inference reads the file: ``torchrun ... mt-generate ... --expert-placement placement.json``.
+
+Formats (JSON, written atomically)::
+
+    stats.json      {"format": "nllb-mini/moe-stats", "version": 1, "checkpoint", "directions",
+                     "sentences", "num_experts", "layers": {tag: {"assignments": [E], "first": [E],
+                     "coactivation": [[E x E]] (optional)}}}
+    placement.json  {"format": "nllb-mini/moe-placement", "version": 1, "num_experts", "num_ranks",
+                     "layers": {tag: [[experts of rank 0], [rank 1], ...]},
+                     "imbalance": {tag or "all": {"contiguous", "round_robin", "placement"}}}
+
+Layer tags are the MoE layers' (``enc1``, ``dec3``: stack and 0-based layer index), as in mt-train's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mt.errors import UserError
+from mt.generate.search import SearchConfig
+from mt.models.moe import MoELayer, Placement, Routing, placement_order
+from mt.util import atomic_write
+
+STATS_FORMAT = "nllb-mini/moe-stats"
+PLACEMENT_FORMAT = "nllb-mini/moe-placement"
+
+
+# --- placements ----------------------------------------------------------------------------------
+def contiguous(num_experts: int, world: int) -> list[list[int]]:
+    per = num_experts // world
+    return [list(range(r * per, (r + 1) * per)) for r in range(world)]
+
+
+def round_robin(num_experts: int, world: int) -> list[list[int]]:
+    return [list(range(r, num_experts, world)) for r in range(world)]
+
+
+def rank_loads(load: Sequence[float], ranks: Sequence[Sequence[int]]) -> list[float]:
+    return [float(sum(load[e] for e in r)) for r in ranks]
+
+
+def imbalance(load: Sequence[float], ranks: Sequence[Sequence[int]]) -> float:
+    """max / mean rank load (1.0 = perfectly even)."""
+    loads = rank_loads(load, ranks)
+    mean = sum(loads) / len(loads)
+    return max(loads) / mean if mean > 0 else 1.0
+
+
+def balanced_placement(load: Sequence[float], world: int) -> list[list[int]]:
+    """E/W experts per rank with the largest rank load made small: LPT, then improving swaps."""
+    E = len(load)
+    if world < 1 or E % world:
+        raise UserError(f"{E} experts cannot be split evenly over {world} ranks; pick --num-ranks dividing {E}")
+    per = E // world
+    ranks: list[list[int]] = [[] for _ in range(world)]
+    totals = [0.0] * world
+    for e in sorted(range(E), key=lambda e: (-load[e], e)):
+        r = min((r for r in range(world) if len(ranks[r]) < per), key=lambda r: (totals[r], r))
+        ranks[r].append(e)
+        totals[r] += load[e]
+    for _ in range(10 * E * E):  # each swap strictly lowers the sum of squared rank loads: it ends
+        m = max(range(world), key=lambda r: totals[r])
+        best = None
+        for o in range(world):
+            if o == m:
+                continue
+            for i in ranks[m]:
+                for j in ranks[o]:
+                    d = load[i] - load[j]
+                    if d > 0 and max(totals[m] - d, totals[o] + d) < totals[m] - 1e-12:
+                        gain = totals[m] - max(totals[m] - d, totals[o] + d)
+                        if best is None or gain > best[0]:
+                            best = (gain, o, i, j, d)
+        if best is None:
+            break
+        _, o, i, j, d = best
+        ranks[m][ranks[m].index(i)] = j
+        ranks[o][ranks[o].index(j)] = i
+        totals[m] -= d
+        totals[o] += d
+    return [sorted(r) for r in ranks]
+
+
+def placement_from_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
+    """placement.json's content for the ``stats.json`` content ``stats``."""
+    E = int(stats["num_experts"])
+    layers, report = {}, {}
+    kinds = ("contiguous", "round_robin", "placement")
+    for tag, s in stats["layers"].items():
+        load = [float(x) for x in s["assignments"]]
+        placed = balanced_placement(load, world)
+        layers[tag] = placed
+        options = {"contiguous": contiguous(E, world), "round_robin": round_robin(E, world), "placement": placed}
+        report[tag] = {k: imbalance(load, options[k]) for k in kinds}
+    # each layer's all-to-all waits for its slowest rank: the mean of the per-layer ratios is the summary
+    report["mean_over_layers"] = {k: sum(r[k] for r in report.values()) / max(len(report), 1) for k in kinds}
+    return {
+        "format": PLACEMENT_FORMAT, "version": 1, "num_experts": E, "num_ranks": world, "layers": layers,
+        "imbalance": report,
+    }  # fmt: skip
+
+
+def read_placement(path: str | Path, layers: dict[str, int], world: int) -> Placement:
+    """The placement in ``path`` for MoE layers ``{tag: num_experts}`` and ``world`` ranks (checked)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the expert placement ({exc}); write it with mt-moe-stats --num-ranks W") from None
+    if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
+        raise UserError(f"{path}: not an expert placement (no '{PLACEMENT_FORMAT}' format marker); write it with mt-moe-stats")
+    if int(data.get("num_ranks", 0)) != world:
+        raise UserError(f"{path}: placement for {data.get('num_ranks')} ranks, this run has {world}; "
+                        f"write one with mt-moe-stats --num-ranks {world}")  # fmt: skip
+    out: Placement = {}
+    for tag, E in layers.items():
+        if tag not in data.get("layers", {}):
+            raise UserError(f"{path}: no placement for MoE layer {tag}; was it written for another checkpoint?")
+        out[tag] = [[int(e) for e in r] for r in data["layers"][tag]]
+        placement_order(out[tag], E, f"{path}: layer {tag}")
+    return out
+
+
+# --- statistics ----------------------------------------------------------------------------------
+class RoutingCounter:
+    """A ``route_hook`` for MoE layers: counts assignments (and co-activations) per layer."""
+
+    def __init__(self, coactivation: bool = False) -> None:
+        self.coactivation = coactivation
+        self.assign: dict[str, torch.Tensor] = {}
+        self.first: dict[str, torch.Tensor] = {}
+        self.coact: dict[str, torch.Tensor] = {}
+
+    def attach(self, model: torch.nn.Module) -> list[MoELayer]:
+        layers = [m for m in model.modules() if isinstance(m, MoELayer)]
+        for m in layers:
+            m.route_hook = self
+        return layers
+
+    def __call__(self, layer: MoELayer, r: Routing) -> None:
+        E, tag = layer.num_experts, layer.tag
+        a = torch.bincount(r.expert, minlength=E).cpu().long()
+        f = torch.bincount(r.top1, minlength=E).cpu().long()
+        self.assign[tag] = self.assign.get(tag, torch.zeros(E, dtype=torch.long)) + a
+        self.first[tag] = self.first.get(tag, torch.zeros(E, dtype=torch.long)) + f
+        if self.coactivation:
+            M = torch.zeros(r.probs.size(0), E)
+            M[r.token.cpu(), r.expert.cpu()] = 1.0
+            c = (M.t() @ M).long()
+            self.coact[tag] = self.coact.get(tag, torch.zeros(E, E, dtype=torch.long)) + c
+
+    def layers(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for tag in sorted(self.assign, key=lambda t: (t[:3] != "enc", int(t[3:]))):
+            out[tag] = {"assignments": self.assign[tag].tolist(), "first": self.first[tag].tolist()}
+            if self.coactivation:
+                out[tag]["coactivation"] = self.coact[tag].tolist()
+        return out
+
+
+@dataclass
+class MoEStatsConfig:
+    path: str = ""
+    input: str = ""
+    src_lang: str = ""
+    tgt_langs: list[str] = field(default_factory=list)
+    out: str = "stats.json"
+    sample: int = 0  # sentences drawn at random (seeded); 0 = all
+    seed: int = 1
+    num_ranks: int = 0  # > 1: also write a placement for this many ranks
+    placement: str = ""  # default: placement.json beside --out
+    coactivation: bool = False
+    data: str = ""
+    spm_model: str = ""
+    device: str = "cpu"
+    bf16: bool = False
+    threads: int = 0
+    search: SearchConfig = field(default_factory=SearchConfig)
+    max_tokens: int = 4096
+    batch_size: int = 0
+    progress: bool = True
+
+    def check(self) -> "MoEStatsConfig":
+        if not self.tgt_langs:
+            raise UserError("-t/--target-lang: give one or more target languages")
+        if self.sample < 0:
+            raise UserError(f"--sample must be >= 0 (0: every line), got {self.sample}")
+        if self.num_ranks < 0 or self.num_ranks == 1:
+            raise UserError(f"--num-ranks must be 2 or more (0: no placement), got {self.num_ranks}")
+        if not Path(self.input).is_file():
+            raise UserError(f"{self.input}: input file not found (one sentence per line)")
+        self.search.check()
+        return self
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def read_sample(path: str, sample: int, seed: int) -> tuple[list[str], int]:
+    """(sentences, bad or empty lines skipped): all good lines, or ``sample`` of them drawn with ``seed``."""
+    from mt.generate.readers import iter_records, list_inputs
+
+    good, bad = [], 0
+    for rec in iter_records(list_inputs([path], "text")):
+        if rec.text is None or not rec.text.strip():
+            bad += 1
+        else:
+            good.append(rec.text)
+    if not good:
+        raise UserError(f"{path}: no non-empty UTF-8 lines to translate")
+    if sample and sample < len(good):
+        keep = sorted(random.Random(seed).sample(range(len(good)), sample))
+        good = [good[i] for i in keep]
+    return good, bad
+
+
+def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs: Sequence[str], search: SearchConfig,
+            max_tokens: int = 4096, batch_size: int = 0, coactivation: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Translate ``sentences`` into each target language and count the routing (stats.json's content)."""
+    from tqdm import tqdm
+
+    counter = RoutingCounter(coactivation)
+    layers = counter.attach(translator.model)
+    if not layers:
+        raise UserError(f"{translator.loaded.path}: not an MoE checkpoint (no MoE layers): nothing to count")
+    ids = translator.encode(list(sentences))
+    bar = tqdm(total=len(ids) * len(tgt_langs), unit="sent", desc="mt-moe-stats", disable=not progress, file=sys.stderr)
+    try:
+        for tgt in tgt_langs:
+            translator.translate_ids(ids, src_lang, tgt, search, max_tokens, batch_size, on_batch=lambda idx, _: bar.update(len(idx)))
+    finally:
+        bar.close()
+        for m in layers:
+            m.route_hook = None
+    return {
+        "format": STATS_FORMAT, "version": 1, "checkpoint": str(translator.loaded.path),
+        "directions": [f"{src_lang}-{t}" for t in tgt_langs], "sentences": len(ids),
+        "num_experts": layers[0].num_experts, "layers": counter.layers(),
+    }  # fmt: skip
+
+
+def report_lines(placement: dict[str, Any]) -> list[str]:
+    lines = [f"max/mean expert work per rank over {placement['num_ranks']} ranks: contiguous | round-robin | placement"]
+    for tag, r in placement["imbalance"].items():
+        lines.append(f"  {tag:>16}: {r['contiguous']:.3f} | {r['round_robin']:.3f} | {r['placement']:.3f}")
+    return lines
+
+
+def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
+    """Run mt-moe-stats; returns {"stats": ..., "placement": ... or None}."""
+    from mt.data.langs import check_code
+    from mt.generate.translator import Translator
+
+    cfg.check()
+    check_code(cfg.src_lang, "-s/--source-lang")
+    for t in cfg.tgt_langs:
+        check_code(t, "-t/--target-lang")
+    sentences, bad = read_sample(cfg.input, cfg.sample, cfg.seed)
+    if bad:
+        _say(f"mt-moe-stats: {cfg.input}: skipped {bad} empty or undecodable lines")
+    tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
+                                  spm_model=cfg.spm_model or None, threads=cfg.threads)  # fmt: skip
+    stats = collect(tr, sentences, cfg.src_lang, cfg.tgt_langs, cfg.search, cfg.max_tokens, cfg.batch_size,
+                    cfg.coactivation, cfg.progress)  # fmt: skip
+    with atomic_write(cfg.out) as fh:
+        json.dump(stats, fh, indent=1)
+    _say(f"mt-moe-stats: routing of {len(sentences)} sentences x {len(cfg.tgt_langs)} directions -> {cfg.out}")
+    placement = None
+    if cfg.num_ranks:
+        placement = placement_from_stats(stats, cfg.num_ranks)
+        where = cfg.placement or str(Path(cfg.out).with_name("placement.json"))
+        with atomic_write(where) as fh:
+            json.dump(placement, fh, indent=1)
+        for line in report_lines(placement):
+            _say(line)
+        _say(f"mt-moe-stats: placement for {cfg.num_ranks} ranks -> {where}")
+    return {"stats": stats, "placement": placement}
