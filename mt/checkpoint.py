@@ -282,7 +282,7 @@ def _reshard(state: dict[str, Any], path: Path, map_location, rank: int, world: 
     """Replace the state's expert tensors by experts [rank*E/world, (rank+1)*E/world) (in place)."""
     moe = state["moe"]
     saved, keys, ids = int(moe["shards"]), list(moe["expert_keys"]), [int(i) for i in moe["expert_param_ids"]]
-    opt_state = state["optimizer"]["state"]
+    opt_state = (state.get("optimizer") or {}).get("state", {})  # inference-only files have no optimizer
     E = int(state.get("model_config", {}).get("moe_expert_count", 0))
     if E <= 0 or E % saved:
         raise UserError(f"{path}: inconsistent MoE checkpoint ({E} experts in {saved} shards)")

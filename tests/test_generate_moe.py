@@ -176,6 +176,33 @@ def test_expert_cache_of_one_translates_exactly_like_no_cache(moe_model):
             assert s["host_bytes"] == s["full_expert_bytes"]
     full = Translator(ck, expert_cache=E)  # everything fits: loaded up front, every use a hit
     assert _translate(full) == ref and full.moe_stats()["misses"] == 0
+    # bf16: the slots hold bf16 copies, converted when brought in; same as all experts resident in bf16
+    bf = Translator(ck, bf16=True)
+    assert bf.moe_stats()["host_bytes"] == bf.moe_stats()["full_expert_bytes"]  # the fp32 originals stay
+    assert _translate(Translator(ck, bf16=True, expert_cache=1)) == _translate(bf)
+
+
+def test_expert_parallel_trained_checkpoint_shards_are_memory_mapped_for_inference(moe_model, tmp_path, monkeypatch):
+    """A checkpoint saved by 2 expert-parallel ranks (experts in -rank-{r}.pt files) translates with its
+    experts memory-mapped from the rank files, exactly like the single-file checkpoint."""
+    from mt import checkpoint as ckpt
+    from mt import distributed
+
+    ck, data = moe_model
+    state = ckpt.load_checkpoint(ck)
+    keys = [k for k in state["model"] if ".experts." in k]
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: "s1")
+    path = tmp_path / "checkpoint_last.pt"
+    for r in (0, 1):  # what the two ranks write (barriers are no-ops in one process)
+        st = dict(state, optimizer={"state": {}, "param_groups": []},
+                  moe={"shards": 2, "expert_keys": keys, "expert_param_ids": []})  # fmt: skip
+        st["model"] = {k: (v[r * E // 2 : (r + 1) * E // 2].clone() if k in keys else v) for k, v in state["model"].items()}
+        ckpt.save_checkpoint(st, path, rank=r, world=2)
+    assert (tmp_path / "checkpoint_last-rank-1.pt").is_file()
+    ref = _translate(Translator(ck))
+    tr = Translator(path, data=data, expert_cache=3)
+    assert _translate(tr) == ref
+    assert sorted(p.name for p in tr.moe.mapped_files) == ["checkpoint_last-rank-0.pt", "checkpoint_last-rank-1.pt"]
 
 
 def _evict_page_cache(path: Path) -> None:

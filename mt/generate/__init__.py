@@ -5,4 +5,7 @@
 - ``translator.Translator``: the Python API (text in, ``Hypothesis`` out, batching and order handled).
 - ``generate`` (mt-generate), ``interactive`` (mt-interactive), ``batch_job`` + ``readers``
   (mt-translate), ``export`` (mt-export); ``cli`` holds their argument parsers.
+- sparse MoE inference: ``moe_inference`` (gating mode, expert cache, expert-parallel decoding, set up by
+  ``Translator``), ``expert_cache`` (K resident experts per layer, LRU), ``pagemem`` (what of a
+  memory-mapped checkpoint is resident), ``moe_stats`` (mt-moe-stats: routing counts, expert placement).
 """

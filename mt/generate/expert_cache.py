@@ -74,6 +74,7 @@ class ExpertCache:
         self.slots = [torch.empty((self.capacity,) + tuple(t.shape), dtype=dtype, device=self.device) for t in self.source[0]]
         self.where: OrderedDict[int, int] = OrderedDict()  # expert -> slot, least recently used first
         self.free = list(range(self.capacity - 1, -1, -1))
+        self._kept_bytes = 0
         self.stats = CacheStats()
         self.expert_bytes = sum(t.numel() * t.element_size() for t in self.source[0])  # in the cold store
         self._ranges = [[pagemem.tensor_range(t) for t in w] for w in self.source]
@@ -97,6 +98,8 @@ class ExpertCache:
         self.device, self.dtype = stacked[0].device, dtype
         self.mapped, self.release_pages, self._pinned, self._ranges = False, False, False, []
         self.slots = [t.detach() if t.dtype == dtype else t.detach().to(dtype) for t in stacked]
+        # a compute-dtype copy leaves the originals in the model: they still take memory
+        self._kept_bytes = sum(t.numel() * t.element_size() for t in stacked) if stacked[0].dtype != dtype else 0
         self.where = OrderedDict((e, e) for e in range(E))
         self.free = []
         self.stats = CacheStats()
@@ -118,8 +121,11 @@ class ExpertCache:
         return pagemem.present_bytes([r for rs in self._ranges for r in rs]) or 0
 
     def host_bytes(self) -> int:
-        """Bytes of a cold store held in host memory (not mapped): all E experts."""
-        return 0 if self.mapped or not self.source else self.expert_bytes * len(self.source)
+        """Bytes of expert weights held besides the slots and not mapped: a host-memory cold store (all E
+        experts), or the original weights a ``resident`` cache made a compute-dtype copy of."""
+        if not self.source:
+            return self._kept_bytes
+        return 0 if self.mapped else self.expert_bytes * len(self.source)
 
     def resident_experts(self) -> list[int]:
         return list(self.where)

@@ -165,12 +165,16 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
 
     model = loaded.model
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MoELayer)]
-    if not layers:
-        if cfg.expert_cache or cfg.expert_placement:
-            raise UserError(f"{loaded.path}: --expert-cache / --expert-placement need an MoE checkpoint; this model is dense")
-        return None
-    set_inference_gating(model, cfg.moe_gating, cfg.moe_eval_capacity_token_fraction)
     world, rank = world_size(), 0
+    if not layers:
+        if cfg.expert_cache or cfg.expert_placement or world > 1:
+            raise UserError(f"{loaded.path}: --expert-cache, --expert-placement and torchrun (expert-parallel inference) "
+                            "need an MoE checkpoint; this model is dense")  # fmt: skip
+        return None
+    if world > 1 and cfg.moe_gating == "static":
+        raise UserError("--moe-inference-gating static runs in one process (it is the padded baseline); "
+                        "use dynamic gating with expert-parallel inference")  # fmt: skip
+    set_inference_gating(model, cfg.moe_gating, cfg.moe_eval_capacity_token_fraction)
     offload = cfg.offload(device)
     placement = None
     if world > 1:

@@ -95,7 +95,12 @@ def _file_mappings() -> list[tuple[int, int, str]]:
 
 def file_backed(ranges: Sequence[Range]) -> bool:
     """True when every range lies in a file mapping (so ``MADV_DONTNEED`` cannot lose data)."""
-    maps = _file_mappings()
+    maps: list[list] = []
+    for lo, hi, path in sorted(_file_mappings()):  # madvise splits a mapping into several: join them again
+        if maps and maps[-1][1] == lo and maps[-1][2] == path:
+            maps[-1][1] = hi
+        else:
+            maps.append([lo, hi, path])
     for a, n in ranges:
         if n and not any(lo <= a and a + n <= hi for lo, hi, _ in maps):
             return False
@@ -131,7 +136,16 @@ def smaps_rss(path: str | os.PathLike) -> int | None:
 
 
 def peak_rss() -> int:
-    """Peak resident set size of this process, bytes."""
+    """Peak resident set size of this process, bytes: ``VmHWM`` of /proc/self/status (that of this program;
+    ``getrusage``'s ru_maxrss also keeps the peak of the process before ``exec``, e.g. of a parent that
+    forked it), else ``getrusage``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
