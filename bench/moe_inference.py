@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--offload", default="auto", choices=["auto", "host", "mmap"], help="cold experts of the cache rows")
-    p.add_argument("--rows", default="", help="comma-separated subset of row names (default: all)")
+    p.add_argument("--rows", default="", help="comma-separated subset of rows: static-einsum, static-index, dynamic, "
+                   "cacheK (K = E, E/2, E/4, 1; e.g. cache4) (default: all)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=1, help="run each row R times (fresh processes), keep the fastest")
     p.add_argument("--out", default=str(REPO / "bench" / "out"))
     p.add_argument("--one", default="", help=argparse.SUPPRESS)
@@ -219,16 +220,19 @@ def main(argv=None) -> int:
     E = int(cfg["moe_expert_count"])
     n_moe = sum((i + 1) % cfg["moe_freq"] == 0 for i in range(cfg["encoder_layers"])) + sum(
         (i + 1) % cfg["moe_freq"] == 0 for i in range(cfg["decoder_layers"]))
-    specs = [("static (einsum, fairseq)", "static", 0, "einsum"), ("static (index)", "static", 0, "index"),
-             ("dynamic", "dynamic", 0, "")]  # fmt: skip
+    specs = [("static-einsum", "static (einsum, fairseq)", "static", 0, "einsum"),
+             ("static-index", "static (index)", "static", 0, "index"), ("dynamic", "dynamic", "dynamic", 0, "")]  # fmt: skip
     for k in sorted({E, E // 2, E // 4, 1}, reverse=True):
-        specs.append((f"dynamic, expert cache K={k}", "dynamic", k, ""))
+        specs.append((f"cache{k}", f"dynamic, expert cache K={k}", "dynamic", k, ""))
     wanted = [r for r in args.rows.split(",") if r]
+    unknown = set(wanted) - {s[0] for s in specs}
+    if unknown:
+        p.error(f"--rows: unknown {', '.join(sorted(unknown))}; choose from {', '.join(s[0] for s in specs)}")
     pairs = [x for x in args.lang_pairs.split(",") if x]
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    for name, gating, cache, dispatch in specs:
-        if wanted and name not in wanted and name != "dynamic":
+    for key, name, gating, cache, dispatch in specs:
+        if wanted and key not in wanted and key != "dynamic":  # the dynamic row is the reference
             continue
         spec = {"row": name, "ckpt": str(model_path), "data": str(data), "device": args.device, "bf16": args.bf16,
                 "gating": gating, "static_dispatch": dispatch, "cache": cache, "offload": args.offload,

@@ -15,8 +15,9 @@ Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating
 - capacity (assignments an expert accepts from one rank's batch): ``ceil(factor * 2 * N / E)`` in
   training with N the non-padding tokens (fairseq: ``2 * ceil(S / E)`` with S counting padding too),
   ``ceil(fraction * N)`` at eval with static gating (``--moe-eval-capacity-token-fraction``; the released
-  NLLB-MoE uses 1.0, i.e. nothing dropped; dynamic gating, the eval default, has no capacity); first-choice assignments fill an expert before second choices, each in token
-  order; assignments past capacity are dropped (the token keeps its other expert, or only the residual);
+  NLLB-MoE uses 1.0, i.e. nothing dropped; dynamic gating, the eval default, has no capacity);
+  first-choice assignments fill an expert before second choices, each in token order; assignments past
+  capacity are dropped (the token keeps its other expert, or only the residual);
 - combine weights g1, g2 are renormalised to sum to 1 over the kept experts (or before dropping with
   ``--moe-normalize-gate-prob-before-dropping``).
 
