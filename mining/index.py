@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet
+from mining.embeddings import EmbeddingSet, npy_matches, read_meta, save_npy
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -259,11 +259,6 @@ def knn_meta_path(prefix: str | os.PathLike) -> Path:
     return Path(f"{prefix}.meta.json")
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_write(path, "wb") as fh:
-        np.save(fh, arr)
-
-
 def neighbour_mean(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Mean similarity to the neighbours actually found (FAISS pads with id -1 when it finds fewer)."""
     valid = ids >= 0
@@ -301,14 +296,7 @@ def search_shard(index, rows: np.ndarray, k: int, batch_size: int = 16_384) -> t
 def shard_done(out_prefix: str | os.PathLike, shard: int, rows: int, k: int) -> bool:
     """True when shard ``shard`` of a k-NN result exists with the expected shape (so a re-run skips it)."""
     ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    if not (ids_p.is_file() and sims_p.is_file() and avg_p.is_file()):
-        return False
-    try:
-        ids = np.load(ids_p, mmap_mode="r")
-        avg = np.load(avg_p, mmap_mode="r")
-    except (ValueError, OSError):
-        return False
-    return ids.shape == (rows, k) and avg.shape == (rows,)
+    return sims_p.is_file() and npy_matches(ids_p, (rows, k)) and npy_matches(avg_p, (rows,))
 
 
 _INDEX_CACHE: dict[tuple, object] = {}
@@ -344,9 +332,9 @@ def knn_shard_job(index_path: str, query_prefix: str, shard: int, out_prefix: st
     _check_k(index, cfg.k, index_path)
     ids, sims = search_shard(index, emb.shard(shard), cfg.k, cfg.batch_size)
     ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    _save_npy(sims_p, sims)
-    _save_npy(ids_p, ids)
-    _save_npy(avg_p, neighbour_mean(sims, ids))  # written last: its presence marks the shard finished
+    save_npy(sims_p, sims)
+    save_npy(ids_p, ids)
+    save_npy(avg_p, neighbour_mean(sims, ids))  # written last: its presence marks the shard finished
     return {"shard": shard, "rows": rows, "seconds": time.time() - t0, "skipped": False}
 
 
@@ -405,16 +393,7 @@ class KnnSet:
 
     @classmethod
     def open(cls, prefix: str | os.PathLike) -> "KnnSet":
-        mp = knn_meta_path(prefix)
-        if not mp.is_file():
-            raise UserError(f"{mp}: k-NN result not found (run mine-knn, or finish the killed run)")
-        try:
-            meta = json.loads(mp.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{mp}: corrupt k-NN meta file ({exc}); re-run mine-knn") from None
-        if meta.get("format") != KNN_FORMAT:
-            raise UserError(f"{mp}: unknown k-NN format {meta.get('format')!r} (expected {KNN_FORMAT})")
-        return cls(Path(prefix), meta)
+        return cls(Path(prefix), read_meta(knn_meta_path(prefix), KNN_FORMAT, "k-NN result", "mine-knn"))
 
     @property
     def k(self) -> int:
@@ -454,6 +433,15 @@ class KnnSet:
                 ids, sims = self.shard(s)
                 out[lo:hi] = neighbour_mean(sims[:, :k], ids[:, :k])
         return out
+
+
+def open_knn_dir(knn_dir: str | os.PathLike) -> tuple[KnnSet | None, KnnSet | None]:
+    """The ``(src2tgt, tgt2src)`` results of a ``mine-knn --out-dir`` (None for a direction not run)."""
+    kdir = Path(knn_dir)
+    fwd, bwd = (KnnSet.open(kdir / d) if knn_meta_path(kdir / d).is_file() else None for d in DIRECTIONS)
+    if fwd is None and bwd is None:
+        raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
+    return fwd, bwd
 
 
 # --------------------------------------------------------------------------------------------------

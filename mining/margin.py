@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mining.embeddings import EmbeddingSet
-from mining.index import KnnSet
+from mining.index import KnnSet, open_knn_dir
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -144,6 +144,13 @@ def _check_pair(fwd: KnnSet | None, bwd: KnnSet | None) -> None:
         )
 
 
+def side_sizes(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[int, int]:
+    """Sentences on the source and the target side, from whichever k-NN results are there."""
+    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
+    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    return n_src, n_tgt
+
+
 def _greedy_one_to_one(al: Alignments) -> Alignments:
     """Keep pairs in score order while neither side's sentence is used yet (LASER's max retrieval)."""
     if len(al) == 0:
@@ -195,8 +202,7 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
         raise UserError(f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
                         f"(re-run mine-knn with --k {k} for more)")
 
-    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
-    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    n_src, n_tgt = side_sizes(fwd, bwd)
     zeros_src, zeros_tgt = np.zeros(n_src, np.float32), np.zeros(n_tgt, np.float32)
     avg_src = fwd.averages(k) if (fwd is not None and margin != "absolute") else zeros_src
     avg_tgt = bwd.averages(k) if (bwd is not None and margin != "absolute") else zeros_tgt
@@ -245,6 +251,9 @@ class LineFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: text file not found")
+        if self.path.suffix == ".gz":
+            raise UserError(f"{self.path}: mine-bitext reads lines by byte offset and needs plain text: "
+                            f"gunzip it and pass the .txt with --src-text / --tgt-text")
         offsets = [0]
         hashes = []
         with open(self.path, "rb") as fh:
@@ -368,18 +377,13 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--tgt-lang", default=None, help="target language code for --pair-prefix (default: from meta)")
     a = p.parse_args(argv)
     t0 = time.time()
-    kdir = Path(a.knn_dir)
-    fwd = KnnSet.open(kdir / "src2tgt") if (kdir / "src2tgt.meta.json").is_file() else None
-    bwd = KnnSet.open(kdir / "tgt2src") if (kdir / "tgt2src.meta.json").is_file() else None
-    if fwd is None and bwd is None:
-        raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
+    fwd, bwd = open_knn_dir(a.knn_dir)
     cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold)
     al = mine(fwd, bwd, cfg)
     src_emb = fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")
     tgt_emb = bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")
     src_text, tgt_text = _text_for(a.src_text, "src", src_emb), _text_for(a.tgt_text, "tgt", tgt_emb)
-    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
-    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    n_src, n_tgt = side_sizes(fwd, bwd)
     src_lang, tgt_lang = a.src_lang, a.tgt_lang
     if a.pair_prefix and not (src_lang and tgt_lang):
         langs = []
