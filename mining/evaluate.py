@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,60 +25,41 @@ from pathlib import Path
 import numpy as np
 
 from mining import bucc
-from mining.embeddings import EmbeddingSet, meta_path, write_meta, write_shard
+from mining.embed import embed_file
+from mining.embeddings import EmbeddingSet
+from mining.encoders import Encoder, l2_normalize, load_encoder
 from mt.errors import UserError, located
 from mt.util import atomic_write
 
 # --------------------------------------------------------------------------------------------------
-# encoders
+# embedding a BUCC side (through mine-embed's own code: same shards, meta, resume and checks)
 
 
-def load_encoder(spec: str):
-    """``ngram[:DIM]`` is the weight-free baseline here; every other spec (``e5``, ``use``,
-    ``laser2:DIR``, ``laser3:DIR:lang``) goes to ``mining.encoders.base.load_encoder``."""
-    if spec == "ngram" or spec.startswith("ngram:"):
-        from mining.ngram_encoder import NgramEncoder
-
-        return NgramEncoder.from_spec(spec)
-    try:
-        from mining.encoders.base import load_encoder as _load
-    except ImportError as exc:
-        raise UserError(f"encoder {spec!r}: the encoder backends (mining.encoders.base) are not available "
-                        f"here ({exc}); use --encoder ngram") from None
-    return _load(spec)
+def _write_if_changed(path: Path, lines: list[str]) -> bool:
+    """Write ``lines`` to ``path`` unless it already holds exactly them; True when it was (re)written."""
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return True
 
 
-def embed_to_set(enc, sentences: list[str], lang: str, prefix: str | Path, batch_size: int = 1024,
-                 shard_rows: int = 100_000, progress: bool = True, **info: object) -> EmbeddingSet:
-    """Encode ``sentences`` into a sharded embedding set (skipped when a complete one is there)."""
-    from tqdm import tqdm
-
+def embed_side(encoder: Encoder, sentences: list[str], lang: str, prefix: str | Path, batch_size: int = 1024,
+               progress: bool = True, threads: int | None = None) -> tuple[EmbeddingSet, bool]:
+    """Embed ``sentences`` as the set ``prefix`` with ``mine-embed``'s code, from the text file
+    ``{prefix}.txt``; reused when that file already holds these sentences, rebuilt when the BUCC set
+    changed. Returns the set and whether it was (re)computed."""
     prefix = Path(prefix)
-    if meta_path(prefix).is_file():
-        es = EmbeddingSet.open(prefix)
-        if len(es) == len(sentences):
-            return es
-    shards, dim = [], None
-    bar = tqdm(total=len(sentences), desc=f"embed {prefix.name}", unit="sent", disable=not progress,
-               file=sys.stderr)
-    for k, lo in enumerate(range(0, len(sentences), shard_rows)):
-        chunk = sentences[lo : lo + shard_rows]
-        parts = []
-        for b in range(0, len(chunk), batch_size):
-            emb = np.asarray(enc.encode(chunk[b : b + batch_size], lang), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(chunk[b : b + batch_size]):
-                raise UserError(f"encoder returned shape {emb.shape} for {len(chunk[b:b + batch_size])} sentences")
-            parts.append(emb)
-            bar.update(emb.shape[0])
-        arr = np.concatenate(parts)
-        dim = arr.shape[1]
-        write_shard(prefix, k, arr)
-        shards.append({"file": f"{prefix.name}.{k:04d}.npy", "rows": int(arr.shape[0]), "start": lo})
-    bar.close()
-    if dim is None:
-        raise UserError(f"{prefix}: no sentences to embed")
-    write_meta(prefix, dim, shards, lang=lang, **info)
-    return EmbeddingSet.open(prefix)
+    text = Path(f"{prefix}.txt")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    changed = _write_if_changed(text, sentences)
+    if changed:  # sentences of an earlier build of the set: its embeddings are stale
+        for old in prefix.parent.glob(f"{prefix.name}.*"):
+            if old != text and old.is_file():
+                old.unlink()
+    es = embed_file(str(text), str(prefix), lang, encoder, batch_size=batch_size, progress=progress, threads=threads)
+    return es, changed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,6 +80,7 @@ class BuccEvalConfig:
     tune_split: str = "training"
     split: str = "test"
     batch_size: int = 1024
+    threads: int | None = None  # encoder CPU threads (e5/use/torch); None: the encoder's default
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
 
 
@@ -121,43 +104,55 @@ def _tag(spec: str) -> str:
 
 
 def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bool) -> None:
-    missing = [(s, t) for s, t in pairs
-               if not all(p.is_file() for p in bucc.bucc_files(cfg.data, s, t, cfg.split).values())]
+    """Build the missing ``{lang}-eng_Latn`` sets (from ``--corpus`` or the catalogues); refuse to mix:
+    a set already in ``--data`` that info.json says was built from another origin is an error."""
+    want = bucc.source_of(cfg.build)
+    built = bucc.read_info(cfg.data).get("pairs", {})
+    missing = []
+    for s, t in pairs:
+        have = built.get(f"{s}-{t}", {}).get("source")
+        if have is not None and have != want:
+            raise UserError(f"{cfg.data}: {s}-{t} was built from {have}, not {want}: pass another --data folder "
+                            "(or delete that set to rebuild it)")
+        if not all(p.is_file() for p in bucc.bucc_files(cfg.data, s, t, cfg.split).values()):
+            missing.append((s, t))
     if not missing:
         return
-    buildable = [s for s, t in missing if t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE]
-    if len(buildable) != len(missing):
-        bad = [f"{s}-{t}" for s, t in missing if not (t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE)]
-        raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)} and they cannot be built from gettext "
-                        f"(known languages, against eng_Latn: {', '.join(sorted(bucc.FLORES_TO_LOCALE))})")
-    bcfg = bucc.BuildConfig(**{**asdict(cfg.build), "out": cfg.data, "langs": buildable})
+    bad = [f"{s}-{t}" for s, t in missing if t != bucc.ENGLISH]
+    if bad:
+        raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)}; only {{lang}}-eng_Latn sets can be built")
+    langs = [s for s, _ in missing]
+    bcfg = bucc.BuildConfig(**{**asdict(cfg.build), "out": cfg.data, "langs": langs})
     if progress:
-        print(f"mine-eval: building the BUCC-style set for {', '.join(buildable)} in {cfg.data}", file=sys.stderr)
+        print(f"mine-eval: building the BUCC-style set for {', '.join(langs)} in {cfg.data} from {want}",
+              file=sys.stderr)
     bucc.build(bcfg, progress=progress)
 
 
-def mine_split(cfg: BuccEvalConfig, encoder, src: str, tgt: str, split: str, progress: bool = True) -> dict:
+def mine_split(cfg: BuccEvalConfig, encoder: Encoder, src: str, tgt: str, split: str, progress: bool = True) -> dict:
     """Embed, search and mine one split; returns candidates per margin and the gold/embeddings."""
-    from mining.index import IndexConfig, KnnConfig, KnnSet, MineKnnConfig, mine_knn
+    from mining.index import IndexConfig, KnnConfig, MineKnnConfig, mine_knn, open_knn_dir
     from mining.margin import MarginConfig, mine
 
     ds = bucc.read_set(cfg.data, src, tgt, split)
     base = Path(cfg.work) / _tag(cfg.encoder) / f"{src}-{tgt}.{split}"
     timings = {}
     t0 = time.time()
-    es = embed_to_set(encoder, ds.src_sents, encoder_lang(src), f"{base}.{src}", cfg.batch_size,
-                      progress=progress, encoder=cfg.encoder)
-    et = embed_to_set(encoder, ds.tgt_sents, encoder_lang(tgt), f"{base}.{tgt}", cfg.batch_size,
-                      progress=progress, encoder=cfg.encoder)
+    es, new_src = embed_side(encoder, ds.src_sents, encoder_lang(src), f"{base}.{src}", cfg.batch_size, progress,
+                         cfg.threads)
+    et, new_tgt = embed_side(encoder, ds.tgt_sents, encoder_lang(tgt), f"{base}.{tgt}", cfg.batch_size, progress,
+                         cfg.threads)
     timings["embed_s"] = time.time() - t0
     t0 = time.time()
     k = min(cfg.k, len(ds.src_ids), len(ds.tgt_ids))
     knn_dir = Path(f"{base}.knn{k}")
+    if (new_src or new_tgt) and knn_dir.is_dir():
+        shutil.rmtree(knn_dir)  # searched on embeddings that were just replaced
     kcfg = MineKnnConfig(src_emb=str(es.prefix), tgt_emb=str(et.prefix), out_dir=str(knn_dir),
                          index=IndexConfig(factory=cfg.factory), knn=KnnConfig(k=k))
     mine_knn(kcfg, progress=False)
     timings["knn_s"] = time.time() - t0
-    fwd, bwd = KnnSet.open(knn_dir / "src2tgt"), KnnSet.open(knn_dir / "tgt2src")
+    fwd, bwd = open_knn_dir(knn_dir)
     cands = {}
     t0 = time.time()
     for margin in cfg.margins:
@@ -173,11 +168,8 @@ def gold_xsim(res: dict, margin: str, k: int) -> float:
     s_row = {x: i for i, x in enumerate(ds.src_ids)}
     t_row = {x: i for i, x in enumerate(ds.tgt_ids)}
     gold = sorted(ds.gold)
-    x = res["src_emb"].load()[[s_row[s] for s, _ in gold]]
-    y = res["tgt_emb"].load()[[t_row[t] for _, t in gold]]
-    for a in (x, y):
-        norms = np.linalg.norm(a, axis=1, keepdims=True)
-        np.divide(a, norms, out=a, where=norms > 0)
+    x = l2_normalize(res["src_emb"].load()[[s_row[s] for s, _ in gold]])  # fp16 rounding moved the norms
+    y = l2_normalize(res["tgt_emb"].load()[[t_row[t] for _, t in gold]])
     return bucc.xsim_error(x, y, margin=margin, k=k)
 
 
@@ -189,7 +181,7 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
         canonical_margin(m)
     pairs = [parse_pair(p) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
-    encoder = load_encoder(cfg.encoder)
+    encoder = load_encoder(cfg.encoder, threads=cfg.threads)
     rows = []
     for src, tgt in pairs:
         test = mine_split(cfg, encoder, src, tgt, cfg.split, progress)

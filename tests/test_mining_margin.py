@@ -170,7 +170,7 @@ def test_cli_writes_sorted_tsv(tmp_path, knn, capsys):
 def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
     from mining.index import cli_knn
-    from mining.ngram_encoder import NgramEncoder
+    from mining.encoders.ngram import NgramEncoder
     from mining_helpers import write_emb
 
     # same-domain sentences without a translation on the other side (different codes): hard negatives
