@@ -3,8 +3,10 @@
 Sub-commands::
 
     mine-eval bucc        build the set if missing, embed, mine with each margin, score, report
-    mine-eval bucc-build  write BUCC 2018-format sets from the gettext catalogues
+    mine-eval bucc-build  write BUCC 2018-format sets from the gettext catalogues or a corpus's mono/ sets
     mine-eval bucc-score  score a candidates file (ids or mined TSV) against a gold file
+    mine-eval gold        score a mined TSV against a corpus gold of original line numbers, through
+                          the line-number files of mine-lid / mine-filter (recipes/mine_pair.sh)
 
 The protocol follows LASER's BUCC task: mine the ``training`` split, pick the threshold with the best
 F1 against its gold, apply it to the ``test`` split. Reported per pair and margin: P/R/F1 on test at
@@ -64,6 +66,9 @@ def embed_side(encoder: Encoder, sentences: list[str], lang: str, prefix: str | 
 
 # --------------------------------------------------------------------------------------------------
 # the end-to-end BUCC evaluation
+
+
+CORPUS_DATA = "work/bucc-corpus"  # default --data of sets built from a corpus (never mixed with gettext ones)
 
 
 @dataclass
@@ -277,6 +282,110 @@ def read_candidates(path: str | Path, ds: bucc.BuccSet) -> list[tuple[float, str
 
 
 # --------------------------------------------------------------------------------------------------
+# scoring mined pairs against a corpus gold (line numbers of the original mono files)
+
+
+def read_line_numbers(path: str | Path, expected: int) -> list[int]:
+    """A ``--line-numbers`` file of mine-lid / mine-filter: per line of the text it goes with, that line's
+    0-based number in the original file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: line-number file not found (write it with mine-lid / mine-filter --line-numbers)")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                out.append(int(line))
+            except ValueError:
+                raise located(path, n, f"expected a line number, got {line.strip()[:20]!r}") from None
+    if len(out) != expected:
+        raise UserError(f"{path}: {len(out)} line numbers for a text of {expected} lines: pass the line-number "
+                        "file written together with that text")
+    return out
+
+
+def _side_map(text: str | Path, numbers: str | Path | None) -> dict[str, list[int]]:
+    """sentence (tabs as spaces, as in a mined TSV) -> its original 0-based line numbers, in file order."""
+    with open(text, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
+        sents = [line.rstrip("\n") for line in fh]
+    rows = read_line_numbers(numbers, len(sents)) if numbers else list(range(len(sents)))
+    out: dict[str, list[int]] = {}
+    for s, n in zip(sents, rows):
+        out.setdefault(s.replace("\t", " "), []).append(n)
+    return out
+
+
+@dataclass
+class GoldScoreConfig:
+    mined: str  # score<TAB>src<TAB>tgt (mine-bitext --out)
+    gold: str  # 0-based line_in_src<TAB>line_in_tgt of the original files (a corpus's mono/*.gold.tsv)
+    src_text: str  # the texts that were embedded (after LID and filters)
+    tgt_text: str
+    src_line_numbers: str | None = None  # their original line numbers (None: the texts are the originals)
+    tgt_line_numbers: str | None = None
+    threshold: float | None = None  # also report P/R/F1 of the pairs scoring >= this
+
+
+def score_against_gold(cfg: GoldScoreConfig) -> dict:
+    """Precision / recall / F1 of mined pairs against the hidden gold of the original files.
+
+    Each mined sentence is mapped back to its line of the embedded text, then through the line-number
+    files to the original line, so lines dropped by LID or the filters count as missed gold (recall is
+    over the whole gold). A sentence that occurs on several lines stands for all of them: the pair is
+    correct when any of its line pairs is gold. ``gold_reachable`` counts the gold pairs whose two lines
+    both survived the filters (the best recall mining could reach).
+    """
+    s_map, t_map = _side_map(cfg.src_text, cfg.src_line_numbers), _side_map(cfg.tgt_text, cfg.tgt_line_numbers)
+    s_rows = {n for ns in s_map.values() for n in ns}
+    t_rows = {n for ns in t_map.values() for n in ns}
+    gold_path = Path(cfg.gold)
+    if not gold_path.is_file():
+        raise UserError(f"{gold_path}: gold file not found")
+    gold: set[tuple[int, int]] = set()
+    with open(gold_path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    i, j = (int(x) for x in line.split())
+                except ValueError:
+                    raise located(gold_path, n, "expected line_in_src<TAB>line_in_tgt (0-based)") from None
+                gold.add((i, j))
+    gold_of_src: dict[int, set[int]] = {}
+    for i, j in gold:
+        gold_of_src.setdefault(i, set()).add(j)
+    mined = Path(cfg.mined)
+    if not mined.is_file():
+        raise UserError(f"{mined}: mined TSV not found (run mine-bitext)")
+    cands: list[tuple[float, int, int]] = []
+    with open(mined, encoding="utf-8", errors="surrogateescape") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if parts == [""]:
+                continue
+            if len(parts) != 3:
+                raise located(mined, n, "expected score<TAB>src<TAB>tgt")
+            try:
+                score = float(parts[0])
+            except ValueError:
+                raise located(mined, n, f"score {parts[0]!r} is not a number") from None
+            for side, text, m, flag in (("source", parts[1], s_map, "--src-text"), ("target", parts[2], t_map,
+                                                                                      "--tgt-text")):
+                if text not in m:
+                    raise located(mined, n, f"the {side} sentence is not a line of {flag}: pass the text "
+                                            "that was embedded and mined")
+            si, ti = s_map[parts[1]], t_map[parts[2]]
+            tset = set(ti)
+            hit = next(((i, j) for i in si for j in gold_of_src.get(i, ()) if j in tset), None)
+            cands.append((score, *(hit or (si[0], ti[0]))))
+    out = {"mined": len(cands), "gold": len(gold),
+           "gold_reachable": sum(i in s_rows and j in t_rows for i, j in gold),
+           "all": bucc.prf_at(cands, gold, None).as_dict(), "best": bucc.best_threshold(cands, gold).as_dict()}
+    if cfg.threshold is not None:
+        out["at_threshold"] = bucc.prf_at(cands, gold, cfg.threshold).as_dict()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # CLI
 
 _EPILOG = """examples:
@@ -288,6 +397,13 @@ _EPILOG = """examples:
   # only build the set / only score a candidates file
   mine-eval bucc-build --out work/bucc --langs deu_Latn,fra_Latn --size 5000 --gold 500
   mine-eval bucc-score --data work/bucc --pair deu_Latn-eng_Latn --split test --candidates mined.tsv
+  # the same benchmark on a built corpus's hidden-parallel mono/ sets (what the demo mines), e5 encoder
+  mine-eval bucc --corpus work/demo/corpus --encoder e5 --pairs xho_Latn,mya_Mymr --threads 1
+  mine-eval bucc-build --corpus work/demo/corpus --langs all --out work/bucc-corpus
+  # P/R/F1 of a mine-bitext output against the corpus gold, through the line numbers LID/filters kept
+  mine-eval gold --mined M/mined.tsv --gold C/mono/eng_Latn-xho_Latn.gold.tsv \\
+      --src-text M/eng_Latn.txt --src-line-numbers M/eng_Latn.lines \\
+      --tgt-text M/xho_Latn.txt --tgt-line-numbers M/xho_Latn.lines --out M/gold.json
 """
 
 
@@ -297,6 +413,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gold", type=int, default=d.gold, help="hidden translation pairs per split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="shuffling seed (default: %(default)s)")
     p.add_argument("--locale-dir", default=d.locale_dir, help="gettext catalogues (default: %(default)s)")
+    p.add_argument("--corpus", default=None,
+                   help="build from this corpus's mono/eng_Latn-{lang}.* hidden-parallel files and their "
+                        ".gold.tsv (mt-data build gettext) instead of the catalogues; --size/--gold do not apply")
 
 
 def _csv(text: str) -> list[str]:
@@ -314,7 +433,8 @@ def cli(argv: list[str] | None = None) -> int:
     b.add_argument("--encoder", default=d.encoder,
                    help="encoder spec: ngram[:DIM], e5, use, laser2:DIR, laser3:DIR:lang (default: %(default)s)")
     b.add_argument("--pairs", type=_csv, default=d.pairs, help="comma-separated pairs (default: %(default)s)")
-    b.add_argument("--data", default=d.data, help="BUCC-format folder (default: %(default)s)")
+    b.add_argument("--data", default=None,
+                   help=f"BUCC-format folder (default: {d.data}, or {CORPUS_DATA} with --corpus)")
     b.add_argument("--work", default=d.work, help="embeddings and k-NN cache (default: %(default)s)")
     b.add_argument("--margins", type=_csv, default=d.margins, help="margins to compare (default: ratio,absolute)")
     b.add_argument("--mode", default=d.mode, help="mining mode (default: %(default)s, as LASER's BUCC runs)")
@@ -324,12 +444,15 @@ def cli(argv: list[str] | None = None) -> int:
     b.add_argument("--split", default=d.split, help="evaluated split (default: %(default)s)")
     b.add_argument("--tune-split", default=d.tune_split, help="split the threshold is tuned on (default: %(default)s)")
     b.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per encoder call")
+    b.add_argument("--threads", type=int, default=None,
+                   help="encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
     b.add_argument("--out-dir", default=None, help="report.md / report.json (default: {work}/{encoder})")
     _build_args(b)
 
-    bb = sub.add_parser("bucc-build", help="write BUCC 2018-format sets from the gettext catalogues")
-    bb.add_argument("--out", default=d.data, help="output folder (default: %(default)s)")
-    bb.add_argument("--langs", type=_csv, default=bucc.BuildConfig().langs, help="languages mined against eng_Latn")
+    bb = sub.add_parser("bucc-build", help="write BUCC 2018-format sets from the gettext catalogues or a corpus")
+    bb.add_argument("--out", default=None, help=f"output folder (default: {d.data}, or {CORPUS_DATA} with --corpus)")
+    bb.add_argument("--langs", type=_csv, default=bucc.BuildConfig().langs,
+                    help="languages mined against eng_Latn, or 'all' (every language of the corpus or locale tree)")
     _build_args(bb)
 
     bs = sub.add_parser("bucc-score", help="P/R/F1 of a candidates file against the gold")
@@ -339,10 +462,40 @@ def cli(argv: list[str] | None = None) -> int:
     bs.add_argument("--candidates", required=True, help="src_id<TAB>tgt_id, score<TAB>src_id<TAB>tgt_id or mined TSV")
     bs.add_argument("--threshold", type=float, default=None, help="score cut (default: report the best one)")
 
+    g = sub.add_parser("gold", help="P/R/F1 of a mined TSV against a corpus gold of original line numbers",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--mined", required=True, help="mine-bitext output: score<TAB>src<TAB>tgt")
+    g.add_argument("--gold", required=True, help="0-based line_in_src<TAB>line_in_tgt (a corpus's mono/*.gold.tsv)")
+    g.add_argument("--src-text", required=True, help="the source text that was embedded (after LID/filters)")
+    g.add_argument("--tgt-text", required=True, help="the target text that was embedded")
+    g.add_argument("--src-line-numbers", default=None,
+                   help="original line of each --src-text line (mine-filter --line-numbers); default: the same line")
+    g.add_argument("--tgt-line-numbers", default=None, help="the same for --tgt-text")
+    g.add_argument("--threshold", type=float, default=None, help="also score the pairs at or above this score")
+    g.add_argument("--out", default=None, help="also write the JSON here")
+
     a = p.parse_args(argv)
+    if a.cmd in ("bucc", "bucc-build"):
+        data = (a.data if a.cmd == "bucc" else a.out) or (CORPUS_DATA if a.corpus else d.data)
+        bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
+                                corpus=a.corpus)
     if a.cmd == "bucc-build":
-        bucc.build(bucc.BuildConfig(out=a.out, langs=a.langs, size=a.size, gold=a.gold, seed=a.seed,
-                                    locale_dir=a.locale_dir))
+        bcfg.langs = a.langs
+        bucc.build(bcfg)
+        return 0
+    if a.cmd == "gold":
+        res = score_against_gold(GoldScoreConfig(
+            mined=a.mined, gold=a.gold, src_text=a.src_text, tgt_text=a.tgt_text, src_line_numbers=a.src_line_numbers,
+            tgt_line_numbers=a.tgt_line_numbers, threshold=a.threshold))
+        text = json.dumps(res, indent=1)
+        if a.out:
+            with atomic_write(a.out) as fh:
+                fh.write(text + "\n")
+        al = res["all"]
+        print(f"mine-eval gold: {res['mined']} mined pairs, {al['correct']} in the gold of {res['gold']} "
+              f"({res['gold_reachable']} survived the filters): P {100 * al['precision']:.2f} "
+              f"R {100 * al['recall']:.2f} F1 {100 * al['f1']:.2f}", file=sys.stderr)
+        print(text)
         return 0
     if a.cmd == "bucc-score":
         src, tgt = parse_pair(a.pair)
@@ -356,10 +509,9 @@ def cli(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
         return 0
 
-    cfg = BuccEvalConfig(data=a.data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
+    cfg = BuccEvalConfig(data=data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
                          mode=a.mode, k=a.k, factory=a.factory, threshold=a.threshold, split=a.split,
-                         tune_split=a.tune_split, batch_size=a.batch_size,
-                         build=bucc.BuildConfig(size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir))
+                         tune_split=a.tune_split, batch_size=a.batch_size, threads=a.threads, build=bcfg)
     t0 = time.time()
     rows = run_bucc(cfg)
     out_dir = Path(a.out_dir or Path(cfg.work) / _tag(cfg.encoder))
