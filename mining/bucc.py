@@ -237,9 +237,9 @@ def _read_mono(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
-def read_gold_lines(path: str | Path, n_src: int, n_tgt: int) -> list[tuple[int, int]]:
+def read_gold_lines(path: str | Path, n_src: int | None = None, n_tgt: int | None = None) -> list[tuple[int, int]]:
     """A corpus gold file: 0-based ``line_in_src<TAB>line_in_tgt`` per hidden pair, checked against the
-    number of lines of each side."""
+    number of lines of each side when given."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: gold file not found (rebuild the corpus with mt-data build gettext)")
@@ -253,7 +253,7 @@ def read_gold_lines(path: str | Path, n_src: int, n_tgt: int) -> list[tuple[int,
                 i, j = (int(x) for x in parts)
             except ValueError:
                 raise located(path, n, "expected line_in_src<TAB>line_in_tgt (two 0-based line numbers)") from None
-            if not (0 <= i < n_src and 0 <= j < n_tgt):
+            if i < 0 or j < 0 or (n_src is not None and i >= n_src) or (n_tgt is not None and j >= n_tgt):
                 raise located(path, n, f"line numbers {i}, {j} are outside the mono files ({n_src} and "
                                        f"{n_tgt} lines): the gold belongs to other files")
             out.append((i, j))

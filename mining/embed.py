@@ -30,7 +30,7 @@ from mt.util import atomic_write
 from mining.embeddings import (FORMAT, EmbeddingSet, meta_path, npy_matches, read_meta, shard_path, write_meta,
                                write_shard)
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from mining.textio import check_input, count_lines, read_lines
+from mining.textio import check_input, chunks, count_lines, read_lines
 
 
 @dataclass
@@ -85,17 +85,6 @@ def encode_sorted(encoder: Encoder, sentences: list[str], lang: str, cfg: EmbedC
             if bar is not None:
                 bar.update(len(batch))
     return out
-
-
-def _read_shards(path: str, shard_size: int):
-    chunk: list[str] = []
-    for line in read_lines(path, progress=False):
-        chunk.append(line)
-        if len(chunk) >= shard_size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _shard_done(prefix: str, k: int, rows: int, dim: int) -> bool:
@@ -168,7 +157,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
     bar = tqdm(total=total, unit="sent", desc=f"mine-embed {lang}", disable=not cfg.progress, file=sys.stderr,
                smoothing=0.1)
     try:
-        for k, lines in enumerate(_read_shards(cfg.input, cfg.shard_size)):
+        for k, lines in enumerate(chunks(read_lines(cfg.input, progress=False), cfg.shard_size)):
             if _shard_done(prefix, k, len(lines), encoder.dim):
                 skipped += len(lines)
                 bar.update(len(lines))

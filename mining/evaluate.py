@@ -30,6 +30,7 @@ from mining import bucc
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
+from mining.textio import read_lines, with_line_numbers
 from mt.errors import UserError, located
 from mt.util import atomic_write
 
@@ -285,32 +286,10 @@ def read_candidates(path: str | Path, ds: bucc.BuccSet) -> list[tuple[float, str
 # scoring mined pairs against a corpus gold (line numbers of the original mono files)
 
 
-def read_line_numbers(path: str | Path, expected: int) -> list[int]:
-    """A ``--line-numbers`` file of mine-lid / mine-filter: per line of the text it goes with, that line's
-    0-based number in the original file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: line-number file not found (write it with mine-lid / mine-filter --line-numbers)")
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                out.append(int(line))
-            except ValueError:
-                raise located(path, n, f"expected a line number, got {line.strip()[:20]!r}") from None
-    if len(out) != expected:
-        raise UserError(f"{path}: {len(out)} line numbers for a text of {expected} lines: pass the line-number "
-                        "file written together with that text")
-    return out
-
-
 def _side_map(text: str | Path, numbers: str | Path | None) -> dict[str, list[int]]:
     """sentence (tabs as spaces, as in a mined TSV) -> its original 0-based line numbers, in file order."""
-    with open(text, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
-        sents = [line.rstrip("\n") for line in fh]
-    rows = read_line_numbers(numbers, len(sents)) if numbers else list(range(len(sents)))
     out: dict[str, list[int]] = {}
-    for s, n in zip(sents, rows):
+    for n, s in with_line_numbers(read_lines(text, progress=False), numbers):
         out.setdefault(s.replace("\t", " "), []).append(n)
     return out
 
@@ -338,18 +317,7 @@ def score_against_gold(cfg: GoldScoreConfig) -> dict:
     s_map, t_map = _side_map(cfg.src_text, cfg.src_line_numbers), _side_map(cfg.tgt_text, cfg.tgt_line_numbers)
     s_rows = {n for ns in s_map.values() for n in ns}
     t_rows = {n for ns in t_map.values() for n in ns}
-    gold_path = Path(cfg.gold)
-    if not gold_path.is_file():
-        raise UserError(f"{gold_path}: gold file not found")
-    gold: set[tuple[int, int]] = set()
-    with open(gold_path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    i, j = (int(x) for x in line.split())
-                except ValueError:
-                    raise located(gold_path, n, "expected line_in_src<TAB>line_in_tgt (0-based)") from None
-                gold.add((i, j))
+    gold = set(bucc.read_gold_lines(cfg.gold))
     gold_of_src: dict[int, set[int]] = {}
     for i, j in gold:
         gold_of_src.setdefault(i, set()).add(j)

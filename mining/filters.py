@@ -28,7 +28,7 @@ from mt.data.langs import check_code, script_of
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import han_variant, script_fraction
-from mining.textio import LineNumberTracker, add_line_number_args, check_input, open_output, read_lines
+from mining.textio import LineNumberTracker, add_line_number_args, check_input, chunks, open_output, read_lines
 
 # reason codes, in the order they are checked
 EMPTY = "empty"
@@ -305,24 +305,13 @@ class _Deduper:
         return out
 
 
-def _chunks(items: Iterable, n: int) -> Iterator[list]:
-    chunk: list = []
-    for x in items:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def filter_lines(lines: Iterable[str], lang: str, cfg: FilterConfig | None = None,
                  report: FilterReport | None = None) -> Iterator[tuple[str, str | None]]:
     """Monolingual: yield ``(normalised line, reason or None)`` for every input line, in order."""
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
     dedup = _Deduper(cfg)
-    for chunk in _chunks(lines, cfg.batch_size):
+    for chunk in chunks(lines, cfg.batch_size):
         texts = [normalize_text(s) if cfg.normalize else s.strip() for s in chunk]
         reasons: list[str | None] = []
         for t in texts:
@@ -348,7 +337,7 @@ def filter_bitext(pairs: Iterable[tuple[str, str]], src_lang: str, tgt_lang: str
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
     dedup = _Deduper(cfg)
-    for chunk in _chunks(pairs, cfg.batch_size):
+    for chunk in chunks(pairs, cfg.batch_size):
         norm = [(normalize_text(s), normalize_text(t)) if cfg.normalize else (s.strip(), t.strip()) for s, t in chunk]
         reasons: list[str | None] = []
         for s, t in norm:

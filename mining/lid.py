@@ -24,7 +24,8 @@ from mt.data.langs import check_code, is_code
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import dominant_script
-from mining.textio import LineNumberTracker, add_line_number_args, check_input, open_output, read_lines
+from mining.textio import (LineNumberTracker, add_line_number_args, check_input, chunks, open_output,
+                           read_lines)
 
 # lid.176 label -> FLORES-200 style code(s). Where several are listed, the text's script picks one
 # (the first is the default). Macrolanguages map to the member FLORES-200 uses (ar -> arb_Arab,
@@ -215,23 +216,12 @@ class LidReport:
                 "dropped_langs": dict(self.dropped_langs.most_common(50))}
 
 
-def _batches(lines: Iterable[str], n: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, threshold: float = 0.5,
                 batch_size: int = 10000, report: LidReport | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield ``(line, None)`` for lines predicted as ``lang`` with probability >= ``threshold``, and
     ``(line, reason)`` for the others (reason: ``empty``, ``other_language`` or ``below_threshold``)."""
     report = report if report is not None else LidReport()
-    for batch in _batches(lines, batch_size):
+    for batch in chunks(lines, batch_size):
         for line, (code, prob) in zip(batch, lid.predict(batch)):
             report.total += 1
             if code == UNDETERMINED:
@@ -273,7 +263,7 @@ def run_lid(cfg: LidConfig) -> LidReport:
 
     if cfg.annotate:
         with open_output(cfg.output) as out:
-            for batch in _batches(lines, cfg.batch_size):
+            for batch in chunks(lines, cfg.batch_size):
                 for line, (code, prob) in zip(batch, lid.predict(batch)):
                     report.total += 1
                     out.write(f"{code}\t{prob:.4f}\t{line}\n")

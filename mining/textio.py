@@ -64,6 +64,18 @@ def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool 
             raw.close()
 
 
+def chunks(items: Iterable, n: int) -> Iterator[list]:
+    """Consecutive lists of ``n`` items (the last one shorter): batches, shards, predict calls."""
+    chunk: list = []
+    for x in items:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def count_lines(path: str | os.PathLike) -> int:
     """Number of lines (a last line without newline counts), read in 1 MiB blocks."""
     check_input(path)
