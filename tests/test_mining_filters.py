@@ -196,3 +196,10 @@ def test_line_numbers_bitext_count_bad_rows(tmp_path):
                         str(tmp_path / "o.tsv"), "--line-numbers", str(tmp_path / "o.lines"), "--no-progress"]) == 0
     assert len((tmp_path / "o.tsv").read_text(encoding="utf-8").splitlines()) == 2
     assert (tmp_path / "o.lines").read_text().split() == ["0", "3"]
+
+
+def test_chunks_keep_order_and_the_short_tail():
+    from mining.textio import chunks
+
+    assert list(chunks(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunks([], 3)) == [] and list(chunks("ab", 5)) == [["a", "b"]]
