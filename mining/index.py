@@ -269,6 +269,16 @@ def neighbour_mean(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return avg.astype(np.float32)
 
 
+def _check_query(index, emb: EmbeddingSet, k: int, index_path: object) -> None:
+    """The query set and the index come from one encoder, and the index holds at least k vectors."""
+    if index.d != emb.dim:
+        raise UserError(
+            f"{emb.prefix}: embeddings have dim {emb.dim} but the index {index_path} has dim {index.d}: "
+            "both sides must come from the same encoder"
+        )
+    _check_k(index, k, index_path)
+
+
 def _check_k(index, k: int, where: object) -> None:
     if k < 1:
         raise UserError(f"--k must be at least 1 (got {k})")
@@ -324,12 +334,7 @@ def knn_shard_job(index_path: str, query_prefix: str, shard: int, out_prefix: st
         return {"shard": shard, "rows": rows, "seconds": 0.0, "skipped": True}
     _set_threads(cfg.threads)
     index = _cached_index(index_path, cfg.nprobe, cfg.gpu)
-    if index.d != emb.dim:
-        raise UserError(
-            f"{query_prefix}: embeddings have dim {emb.dim} but the index {index_path} has dim {index.d}: "
-            "both sides must come from the same encoder"
-        )
-    _check_k(index, cfg.k, index_path)
+    _check_query(index, emb, cfg.k, index_path)
     ids, sims = search_shard(index, emb.shard(shard), cfg.k, cfg.batch_size)
     ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
     save_npy(sims_p, sims)
@@ -367,12 +372,7 @@ def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, o
     query = EmbeddingSet.open(query_prefix)
     _check_not_empty(query, "query")
     index = _cached_index(str(index_path), cfg.nprobe, cfg.gpu)
-    if index.d != query.dim:
-        raise UserError(
-            f"{query_prefix}: embeddings have dim {query.dim} but the index {index_path} has dim {index.d}: "
-            "both sides must come from the same encoder"
-        )
-    _check_k(index, cfg.k, index_path)
+    _check_query(index, query, cfg.k, index_path)
     ntotal = int(index.ntotal)
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     jobs = [(str(index_path), str(query_prefix), s, str(out_prefix), cfg)
