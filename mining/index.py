@@ -11,8 +11,9 @@ installed) the same code moves the index to all GPUs.
 
 k-NN result layout for a query set searched against an index, prefix ``P`` (e.g. ``knn/src2tgt``)::
 
-    P.meta.json        {"format": "nllb-mini-knn/1", "k", "queries", "index", "factory", "nprobe",
-                        "ntotal", "total", "shards": [{"start", "rows"}]}
+    P.meta.json        {"format": "nllb-mini-knn/1", "k", "queries", "index", "nprobe", "ntotal", "total",
+                        "direction", "index_emb", "shards": [{"start", "rows"}]}
+                       (queries / index / index_emb: absolute paths of the query set, index, indexed set)
     P.0000.ids.npy     int64 [rows, k]   neighbour row ids in the index (-1: none found)
     P.0000.sims.npy    float32 [rows, k] cosine similarities, best first (-inf where ids == -1)
     P.0000.avg.npy     float32 [rows]    mean similarity to the k neighbours (the margin's denominator part)
@@ -351,8 +352,10 @@ def write_knn_meta(out_prefix: str | os.PathLike, query: EmbeddingSet, index_pat
         if not shard_done(out_prefix, s, info_s["rows"], cfg.k):
             raise UserError(f"{out_prefix}: shard {s} is missing or incomplete; re-run mine-knn to finish it")
         shards.append({"start": info_s["start"], "rows": info_s["rows"]})
-    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(query.prefix), "index": str(index_path),
-            "nprobe": cfg.nprobe, "ntotal": int(ntotal), "total": len(query), **info, "shards": shards}
+    # absolute paths: mine-bitext finds the embeddings (and through them the texts) from any directory
+    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(Path(query.prefix).resolve()),
+            "index": str(Path(index_path).resolve()), "nprobe": cfg.nprobe, "ntotal": int(ntotal),
+            "total": len(query), **info, "shards": shards}
     path = knn_meta_path(out_prefix)
     with atomic_write(path) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
@@ -502,7 +505,7 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
         ipath = paths[index_side]
         prefix = out / direction
         knn_search(ipath, embs[query_side].prefix, prefix, cfg.knn, launcher=launcher, progress=progress,
-                   direction=direction, index_emb=str(embs[index_side].prefix))
+                   direction=direction, index_emb=str(Path(embs[index_side].prefix).resolve()))
         result[direction] = prefix
     return result
 

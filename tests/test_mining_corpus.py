@@ -200,3 +200,28 @@ def test_mine_pair_recipe_end_to_end(corpus, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and "=== " not in proc.stderr
     assert (out / "mined.tsv").stat().st_mtime_ns == stamp
+
+
+def test_mine_embed_meta_feeds_mine_bitext_defaults(tmp_path, monkeypatch):
+    """mine-embed records 'source' (absolute) and 'lang'; mine-bitext finds the texts and the pair-file
+    names from them when --src-text / --src-lang are not given (relative paths, another working dir)."""
+    from mining.cli import bitext_main, embed_main, knn_main
+
+    en = [english(i) for i in range(0, 400, 7)]
+    xh = [xhosa(s) for s in reversed(en)]
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "en.txt", en)
+    _write(tmp_path / "xh.txt", xh)
+    for name, lang in (("en", "eng_Latn"), ("xh", "xho_Latn")):
+        assert embed_main(["--encoder", "ngram:256", "--lang", lang, "--input", f"{name}.txt", "--output",
+                           f"emb/{name}", "--no-progress"]) == 0
+        meta = json.loads((tmp_path / "emb" / f"{name}.meta.json").read_text())
+        assert meta["lang"] == lang and meta["source"] == str(tmp_path / f"{name}.txt")
+    assert knn_main(["--src-emb", "emb/en", "--tgt-emb", "emb/xh", "--out-dir", "knn"]) == 0
+    monkeypatch.chdir(tmp_path / "emb")  # the texts are found through the absolute 'source'
+    assert bitext_main(["--knn-dir", "../knn", "--out", "../mined.tsv", "--threshold", "1.0",
+                        "--pair-prefix", "../train"]) == 0
+    rows = [r.split("\t") for r in (tmp_path / "mined.tsv").read_text(encoding="utf-8").splitlines()]
+    assert sum(xhosa(s) == t for _, s, t in rows) >= 0.9 * len(en)
+    assert (tmp_path / "train.eng_Latn").read_text(encoding="utf-8").splitlines() == [r[1] for r in rows]
+    assert (tmp_path / "train.xho_Latn").read_text(encoding="utf-8").splitlines() == [r[2] for r in rows]
