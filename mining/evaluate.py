@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from mining import bucc
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
