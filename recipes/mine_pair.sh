@@ -17,21 +17,23 @@
 #                   (1 and 2 write OUTDIR/{lang}.lines: each kept line's 0-based line in the mono file)
 #   3. mine-embed   both sides -> OUTDIR/emb/{lang}.*
 #   4. mine-knn     both directions (Flat index, k = $K) -> OUTDIR/knn/
-#   5. mine-bitext  ratio margin, max mode, threshold $THRESHOLD -> OUTDIR/mined.tsv (score<TAB>eng<TAB>LANG)
+#   5. mine-bitext  ratio margin, max mode, the encoder's default cut (mining.margin.RATIO_THRESHOLDS:
+#                   1.06 for LASER, lower for e5 whose margins crowd near 1) or $THRESHOLD
+#                   -> OUTDIR/mined.tsv (score<TAB>eng<TAB>LANG)
 #                   and OUTDIR/mined.eng_Latn / OUTDIR/mined.LANG for
 #                   `mt-preprocess --source-lang eng_Latn --target-lang LANG --trainpref OUTDIR/mined ...`
 #   6. mine-eval gold  precision / recall / F1 of the mined pairs against the gold -> OUTDIR/gold.json
 #                   (recall counts every gold pair, also those whose lines LID or the filters dropped)
 #
-# Environment: K (4), THRESHOLD (1.06, NLLB's ratio-margin cut), LID_THRESHOLD (0.5), THREADS (encoder
-# CPU threads; default the encoder's own).
+# Environment: K (4), THRESHOLD (ratio-margin cut; default: the encoder's), LID_THRESHOLD (0.5), THREADS
+# (encoder CPU threads; default the encoder's own).
 set -euo pipefail
 if [ $# -lt 3 ] || [ $# -gt 4 ]; then
   sed -n '2,12p' "$0" >&2
   exit 2
 fi
 CORPUS=$1; TGT=$2; OUT=$3; ENCODER=${4:-e5}
-K=${K:-4}; THRESHOLD=${THRESHOLD:-1.06}; LID_THRESHOLD=${LID_THRESHOLD:-0.5}; THREADS=${THREADS:-}
+K=${K:-4}; THRESHOLD=${THRESHOLD:-}; LID_THRESHOLD=${LID_THRESHOLD:-0.5}; THREADS=${THREADS:-}
 ENG=eng_Latn
 MONO="$CORPUS/mono/$ENG-$TGT"
 for f in "$MONO.$ENG" "$MONO.$TGT" "$MONO.gold.tsv"; do
@@ -39,6 +41,7 @@ for f in "$MONO.$ENG" "$MONO.$TGT" "$MONO.gold.tsv"; do
 done
 step() { echo "=== [$(date +%H:%M:%S)] mine_pair $ENG-$TGT ($ENCODER): $*" >&2; }
 threads=(); [ -n "$THREADS" ] && threads=(--threads "$THREADS")
+cut=(); [ -n "$THRESHOLD" ] && cut=(--threshold "$THRESHOLD")
 mkdir -p "$OUT/emb"
 
 for L in "$ENG" "$TGT"; do
@@ -64,8 +67,8 @@ if [ ! -f "$OUT/knn/tgt2src.meta.json" ]; then
 fi
 
 if [ ! -f "$OUT/mined.tsv" ]; then
-  step "5. margin mining (ratio, max, threshold $THRESHOLD)"
-  mine-bitext --knn-dir "$OUT/knn" --margin ratio --mode max --threshold "$THRESHOLD" \
+  step "5. margin mining (ratio margin, max mode)"
+  mine-bitext --knn-dir "$OUT/knn" --margin ratio --mode max "${cut[@]}" \
     --src-text "$OUT/$ENG.txt" --tgt-text "$OUT/$TGT.txt" \
     --out "$OUT/mined.tsv" --pair-prefix "$OUT/mined" --src-lang "$ENG" --tgt-lang "$TGT"
 fi
