@@ -183,7 +183,8 @@ def child(args: dict) -> dict:
 
 def embed_child(args: dict) -> dict:
     from mining import bucc
-    from mining.evaluate import embed_to_set, load_encoder
+    from mining.embed import embed_file
+    from mining.encoders import load_encoder
 
     sents = bucc.english_pool()
     m = args["sentences"]
@@ -192,8 +193,10 @@ def embed_child(args: dict) -> dict:
     enc.encode(sents[:8], "eng_Latn")  # warm-up (model load, first-call overheads)
     work = Path(args["work"])
     shutil.rmtree(work, ignore_errors=True)
-    t0 = time.time()
-    embed_to_set(enc, sents, "eng_Latn", work / "eng", batch_size=args["batch_size"], progress=False)
+    work.mkdir(parents=True)
+    (work / "eng.txt").write_text("".join(f"{s}\n" for s in sents), encoding="utf-8")
+    t0 = time.time()  # what mine-embed does: read, length-sort, encode, write fp16 shards and meta
+    embed_file(work / "eng.txt", work / "eng", "eng_Latn", enc, batch_size=args["batch_size"], progress=False)
     dt = time.time() - t0
     shutil.rmtree(work, ignore_errors=True)
     return {"encoder": args["encoder"], "sentences": m, "seconds": dt, "sent_per_s": m / dt,

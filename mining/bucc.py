@@ -1,18 +1,28 @@
-"""BUCC 2018-style bitext-mining sets: a builder from the gettext catalogues, a reader, and the scorer.
+"""BUCC 2018-style bitext-mining sets: two builders, a reader, and the scorer.
 
 File layout (exactly BUCC 2018's, so the real BUCC sets plug in)::
 
     {dir}/{src}-{tgt}.{split}.{src}    id<TAB>sentence     e.g. de-en.training.de, lines "de-000000001<TAB>..."
     {dir}/{src}-{tgt}.{split}.{tgt}    id<TAB>sentence
     {dir}/{src}-{tgt}.{split}.gold     src_id<TAB>tgt_id   the hidden translation pairs
+    {dir}/info.json                    per pair: where it was built from (``source``), sizes, seed
 
-The builder makes such sets from real human translations: the (English msgid, translated msgstr)
-pairs of ``/usr/share/locale/*/LC_MESSAGES/*.mo``, read by the small ``.mo`` reader below (until
-``mt.data.gettext_corpus`` provides mono/gold files). A few translated pairs (the gold) are hidden among
-many sentences of the same catalogues that have no translation on the other side: the foreign side gets
-translations of English strings kept off the English side, the English side gets English strings with
-no translation on the foreign side. Splits ``training`` (to tune the threshold, as BUCC) and ``test``
-use disjoint strings. Codes in file names are FLORES-200 (``deu_Latn-eng_Latn.test.deu_Latn``).
+Codes in file names are FLORES-200 (``deu_Latn-eng_Latn.test.deu_Latn``), always ``{lang}-eng_Latn``.
+Splits ``training`` (to tune the threshold, as BUCC) and ``test`` hold disjoint sentences.
+
+Builders:
+
+* from the gettext catalogues (:func:`build_from_catalogues`): the (English msgid, translated msgstr)
+  pairs of ``/usr/share/locale/*/LC_MESSAGES/*.mo``, read, cleaned and mapped to FLORES-200 codes by
+  the corpus builder's own code (:mod:`mt.data.mo`, :mod:`mt.data.clean`, :mod:`mt.data.locales`
+  through :func:`mt.data.gettext_corpus.read_catalogues`), so every language the corpus knows gets a
+  set. A few translated pairs (the gold) are hidden among many sentences of the same catalogues that
+  have no translation on the other side: the foreign side gets translations of English strings kept
+  off the English side, the English side gets English strings with no translation on the foreign side.
+* from a built corpus (:func:`build_from_corpus`): the hidden-parallel ``mono/eng_Latn-{lang}.*`` files
+  and their ``.gold.tsv`` that ``mt-data build gettext`` writes, i.e. exactly what the demo mines. Gold
+  pairs and the other lines of each side are dealt into the splits at random (seeded); a sentence id
+  is its 1-based line number in the mono file (``deu-000000012`` is line 12), so results map back.
 
 Scorer: precision / recall / F1 of candidate pairs against the gold, at a given threshold and at the
 best one (LASER's ``BuccOptimize``: midpoint between consecutive candidate scores), and the xsim error
@@ -23,82 +33,32 @@ the gold targets, is not their translation).
 from __future__ import annotations
 
 import json
+import os
 import random
-import re
-import struct
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
+from mt.data import layout
+from mt.data.clean import CleanConfig, clean_source
+from mt.data.locales import LOCALE_CODES
+from mt.data.mo import MoFormatError, read_mo
 from mt.errors import UserError, located
 from mt.util import atomic_write
 
 SPLITS = ("training", "test")
 LOCALE_DIR = Path("/usr/share/locale")
 
-# FLORES-200 code -> gettext locale folder (the languages the benchmark uses; extend as needed)
-FLORES_TO_LOCALE = {
-    "deu_Latn": "de", "fra_Latn": "fr", "rus_Cyrl": "ru", "zho_Hans": "zh_CN", "zho_Hant": "zh_TW",
-    "spa_Latn": "es", "ita_Latn": "it", "por_Latn": "pt_BR", "swe_Latn": "sv", "ukr_Cyrl": "uk",
-    "tur_Latn": "tr", "ind_Latn": "id", "jpn_Jpan": "ja", "kor_Hang": "ko", "pol_Latn": "pl",
-    "nld_Latn": "nl", "ces_Latn": "cs", "fin_Latn": "fi", "ell_Grek": "el", "heb_Hebr": "he",
-    "arb_Arab": "ar", "hin_Deva": "hi", "vie_Latn": "vi", "tha_Thai": "th", "eus_Latn": "eu",
-    "gle_Latn": "ga", "cym_Latn": "cy", "afr_Latn": "af", "npi_Deva": "ne", "khm_Khmr": "km",
-    "xho_Latn": "xh", "isl_Latn": "is", "zul_Latn": "zu", "amh_Ethi": "am", "swh_Latn": "sw",
-}
 # BUCC 2018's own codes -> FLORES-200, so encoders get the language they expect on the real sets
 BUCC_TO_FLORES = {"de": "deu_Latn", "fr": "fra_Latn", "ru": "rus_Cyrl", "zh": "zho_Hans", "en": "eng_Latn"}
 ENGLISH = "eng_Latn"
 
 # --------------------------------------------------------------------------------------------------
-# .mo reading and cleaning
-
-
-def read_mo(path: str | Path) -> Iterator[tuple[str, str]]:
-    """(msgid, msgstr) of a compiled gettext catalogue; context dropped, singular form of plurals."""
-    data = Path(path).read_bytes()
-    if len(data) < 28:
-        return
-    magic = struct.unpack("<I", data[:4])[0]
-    endian = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else None
-    if endian is None:
-        return  # not a .mo file
-    _rev, n, orig, trans = struct.unpack(endian + "4I", data[4:20])
-    charset = "utf-8"
-    for i in range(n):
-        ln, off = struct.unpack(endian + "2I", data[orig + 8 * i : orig + 8 * i + 8])
-        tl, toff = struct.unpack(endian + "2I", data[trans + 8 * i : trans + 8 * i + 8])
-        msgid, msgstr = data[off : off + ln], data[toff : toff + tl]
-        if not msgid:  # the header: find the charset
-            m = re.search(rb"charset=([\w.-]+)", msgstr)
-            if m:
-                charset = m.group(1).decode("ascii", "replace")
-            continue
-        if not msgstr:
-            continue
-        msgid = msgid.split(b"\x04")[-1].split(b"\x00")[0]
-        msgstr = msgstr.split(b"\x00")[0]
-        try:
-            yield msgid.decode(charset, "replace"), msgstr.decode(charset, "replace")
-        except LookupError:
-            yield msgid.decode("utf-8", "replace"), msgstr.decode("utf-8", "replace")
-
-
-_PLACEHOLDER = re.compile(r"%(\d+\$)?[-+ #0']*(\d+|\*)?(\.(\d+|\*))?[hlLqjzt]*[A-Za-z%]|\{\w*\}|\$\{?\w+|\\[nt]")
-_MARKUP = re.compile(r"<[^>]+>|&\w+;")
-_ACCEL = re.compile(r"\(\s*[_&]\w\s*\)|[_&](?=\w)")
-
-
-def clean(text: str) -> str | None:
-    """Menu accelerators dropped, whitespace collapsed; None for strings that are not plain sentences
-    (format placeholders or markup: removing them would leave broken fragments)."""
-    if _PLACEHOLDER.search(text) or _MARKUP.search(text):
-        return None
-    return " ".join(_ACCEL.sub("", text).split()) or None
+# sentences from the gettext catalogues (through mt.data: one reader, one set of cleaning rules)
 
 
 def _key(text: str) -> str:
@@ -106,36 +66,51 @@ def _key(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def _usable_english(en: str, min_words: int, max_words: int) -> bool:
-    n = len(en.split())
-    return min_words <= n <= max_words and any(ch.isalpha() for ch in en)
+def _clean_config(min_words: int, max_words: int) -> CleanConfig:
+    return CleanConfig(min_words=min_words, max_words=max_words)
 
 
-def catalogue_pairs(locale: str, locale_dir: Path = LOCALE_DIR, min_words: int = 3,
+def catalogue_pairs(lang: str, locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3,
                     max_words: int = 60) -> dict[str, list[str]]:
-    """English sentence -> its cleaned translations (most frequent first) for one locale folder."""
-    files = sorted((locale_dir / locale / "LC_MESSAGES").glob("*.mo"))
-    if not files:
-        raise UserError(f"{locale_dir / locale}/LC_MESSAGES: no .mo catalogues for locale {locale!r}")
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for f in files:
-        for en, tr in read_mo(f):
-            en, tr = clean(en), clean(tr)
-            if not en or not tr or _key(en) == _key(tr) or not _usable_english(en, min_words, max_words):
-                continue
-            counts[en][tr] += 1
-    return {en: sorted(trs, key=lambda t: (-trs[t], t)) for en, trs in counts.items()}
+    """English sentence -> its cleaned translations into ``lang`` (most frequent first), from every
+    locale folder that maps to ``lang`` (the corpus builder's reading, cleaning and locale rules)."""
+    from mt.data.gettext_corpus import discover, read_catalogues
+    from mt.data.locales import classify_locale
+
+    by_locale, _ = discover(locale_dir)
+    present = {classify_locale(loc).code for loc in by_locale}
+    if lang not in present:
+        if lang not in set(LOCALE_CODES.values()):
+            raise UserError(f"no gettext locale maps to {lang!r} (mt.data.locales knows "
+                            f"{len(set(LOCALE_CODES.values()))} codes; add the locale to LOCALE_CODES)")
+        raise UserError(f"{locale_dir}: no .mo catalogues for {lang} (languages there: "
+                        f"{', '.join(sorted(c for c in present if c))}); install the translations or pass "
+                        "--locale-dir")
+    cats = read_catalogues(locale_dir, {lang}, _clean_config(min_words, max_words), progress=False, jobs=1)
+    trans_by_en = cats.pairs.get(lang, {})
+    return {en: sorted(trs, key=lambda t: (-trs[t], t)) for en, trs in trans_by_en.items()}
 
 
-def english_pool(locale_dir: Path = LOCALE_DIR, min_words: int = 3, max_words: int = 60) -> list[str]:
-    """Every usable English msgid of every catalogue (the English side's non-parallel sentences)."""
-    pool = set()
-    for f in sorted(locale_dir.glob("*/LC_MESSAGES/*.mo")):
-        for en, _ in read_mo(f):
-            en = clean(en)
-            if en and _usable_english(en, min_words, max_words):
-                pool.add(en)
-    return sorted(pool)
+def english_pool(locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3, max_words: int = 60) -> list[str]:
+    """Every English string of every catalogue that passes the English-side cleaning rules (the English
+    side's non-parallel sentences). Corrupt catalogues are skipped, as the corpus builder does."""
+    cfg = _clean_config(min_words, max_words)
+    seen: set[str] = set()
+    cache: dict[str, str | None] = {}
+    for path in sorted(Path(locale_dir).glob("*/LC_MESSAGES/*.mo")):
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            cat = read_mo(path)
+        except MoFormatError:
+            continue
+        for en, _ in cat.pairs():
+            if en not in cache:
+                text, reason = clean_source(en, cfg)
+                cache[en] = text if reason is None else None
+    return sorted({t for t in cache.values() if t})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,11 +120,15 @@ def english_pool(locale_dir: Path = LOCALE_DIR, min_words: int = 3, max_words: i
 @dataclass
 class BuildConfig:
     out: str = "work/bucc"
+    # languages mined against eng_Latn; ["all"]: every language of --corpus (or of the locale tree)
     langs: list[str] = field(default_factory=lambda: ["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn"])
-    size: int = 5_000  # sentences per side per split (clipped for small languages)
-    gold: int = 500  # hidden translation pairs per split (scaled down with size)
+    size: int = 5_000  # sentences per side per split (clipped for small languages); catalogues only
+    gold: int = 500  # hidden translation pairs per split (scaled down with size); catalogues only
     seed: int = 1234
     locale_dir: str = str(LOCALE_DIR)
+    corpus: str | None = None  # build from {corpus}/mono instead of the catalogues
+    min_words: int = 3  # English-side word limits of the catalogue builder
+    max_words: int = 60
     splits: tuple[str, ...] = SPLITS
 
 
@@ -158,19 +137,54 @@ def bucc_files(dir: str | Path, src: str, tgt: str, split: str) -> dict[str, Pat
     return {"src": Path(f"{base}.{src}"), "tgt": Path(f"{base}.{tgt}"), "gold": Path(f"{base}.gold")}
 
 
+def source_of(cfg: BuildConfig) -> str:
+    """What a set is built from, as recorded in info.json (a data folder never mixes two origins)."""
+    if cfg.corpus:
+        return f"corpus:{Path(cfg.corpus).resolve()}"
+    return f"gettext:{Path(cfg.locale_dir).resolve()}"
+
+
+def read_info(dir: str | Path) -> dict:
+    path = Path(dir) / "info.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: corrupt ({exc}); delete it and rebuild the sets") from None
+
+
 def _write_tsv(path: Path, rows: Iterable[tuple[str, str]]) -> None:
     with atomic_write(path) as fh:
         for a, b in rows:
             fh.write(f"{a}\t{b}\n")
 
 
+def _bucc_id_prefix(code: str) -> str:
+    return code.split("_")[0]
+
+
+def _write_split(out: str | Path, lang: str, split: str, src_side: list[tuple[str, object]],
+                 tgt_side: list[tuple[str, object]], src_ids: list[str] | None = None,
+                 tgt_ids: list[str] | None = None) -> dict:
+    """Write one split. Sides are ``(sentence, key)`` in file order; equal non-None keys across the
+    sides make the gold pairs. Ids default to ``{code}-{row:09d}``, 1-based."""
+    src_code, tgt_code = _bucc_id_prefix(lang), _bucc_id_prefix(ENGLISH)
+    src_ids = src_ids or [f"{src_code}-{i + 1:09d}" for i in range(len(src_side))]
+    tgt_ids = tgt_ids or [f"{tgt_code}-{i + 1:09d}" for i in range(len(tgt_side))]
+    files = bucc_files(out, lang, ENGLISH, split)
+    _write_tsv(files["src"], zip(src_ids, (text for text, _ in src_side)))
+    _write_tsv(files["tgt"], zip(tgt_ids, (text for text, _ in tgt_side)))
+    tgt_by_key = {key: i for i, (_, key) in zip(tgt_ids, tgt_side) if key is not None}
+    gold = sorted((i, tgt_by_key[key]) for i, (_, key) in zip(src_ids, src_side) if key is not None)
+    _write_tsv(files["gold"], gold)
+    return {"src": len(src_side), "tgt": len(tgt_side), "gold": len(gold)}
+
+
 def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
-    """Write the BUCC files of ``{lang}-eng_Latn`` for every split; returns counts per split."""
-    locale = FLORES_TO_LOCALE.get(lang)
-    if locale is None:
-        raise UserError(f"no gettext locale known for {lang!r}; known: {', '.join(sorted(FLORES_TO_LOCALE))}")
+    """Write the BUCC files of ``{lang}-eng_Latn`` for every split from the catalogues; returns counts."""
     ldir = Path(cfg.locale_dir)
-    pairs = catalogue_pairs(locale, ldir)
+    pairs = catalogue_pairs(lang, ldir, cfg.min_words, cfg.max_words)
     # one translation per English string, and no translation shared by two English strings
     by_foreign: dict[str, set[str]] = defaultdict(set)
     for en, trs in pairs.items():
@@ -190,7 +204,7 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
     size = min(cfg.size, len(english) // nsplit)
     gold = max(1, round(cfg.gold * size / cfg.size)) if size else 0
     if size < 20:
-        raise UserError(f"{lang} ({locale}): only {len(english)} usable translated strings in {ldir}; "
+        raise UserError(f"{lang}: only {len(english)} usable translated strings in {ldir}; "
                         "too few for a mining benchmark")
     # English-side noise may not be a translation of anything on the foreign side (of any split)
     on_foreign = english[: nsplit * size]
@@ -211,47 +225,127 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
         tgt_side = [(en, en) for en in gold_en] + [(en, None) for en in en_noise]
         rng.shuffle(src_side)
         rng.shuffle(tgt_side)
-        src_code, tgt_code = _bucc_id_prefix(lang), _bucc_id_prefix(ENGLISH)
-        src_ids = {}
-        tgt_ids = {}
-        files = bucc_files(cfg.out, lang, ENGLISH, split)
-        _write_tsv(files["src"], ((f"{src_code}-{i + 1:09d}", text) for i, (text, _) in enumerate(src_side)))
-        _write_tsv(files["tgt"], ((f"{tgt_code}-{i + 1:09d}", text) for i, (text, _) in enumerate(tgt_side)))
-        for i, (_, en) in enumerate(src_side):
-            if en is not None:
-                src_ids[en] = f"{src_code}-{i + 1:09d}"
-        for i, (_, en) in enumerate(tgt_side):
-            if en is not None:
-                tgt_ids[en] = f"{tgt_code}-{i + 1:09d}"
-        _write_tsv(files["gold"], sorted((src_ids[en], tgt_ids[en]) for en in gold_en))
-        counts[split] = {"src": len(src_side), "tgt": len(tgt_side), "gold": len(gold_en)}
-    return {"lang": lang, "locale": locale, "usable_pairs": len(english), "splits": counts}
+        counts[split] = _write_split(cfg.out, lang, split, src_side, tgt_side)
+    return {"lang": lang, "source": source_of(cfg), "seed": cfg.seed, "size": cfg.size, "gold": cfg.gold,
+            "usable_pairs": len(english), "splits": counts}
 
 
-def _bucc_id_prefix(code: str) -> str:
-    return code.split("_")[0]
+def _read_mono(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path}: mono file not found (rebuild the corpus with mt-data build gettext)")
+    with open(path, encoding="utf-8", newline="\n") as fh:  # "\n" only: line numbers as wc -l counts them
+        return [line.rstrip("\n") for line in fh]
+
+
+def read_gold_lines(path: str | Path, n_src: int | None = None, n_tgt: int | None = None) -> list[tuple[int, int]]:
+    """A corpus gold file: 0-based ``line_in_src<TAB>line_in_tgt`` per hidden pair, checked against the
+    number of lines of each side when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: gold file not found (rebuild the corpus with mt-data build gettext)")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                i, j = (int(x) for x in parts)
+            except ValueError:
+                raise located(path, n, "expected line_in_src<TAB>line_in_tgt (two 0-based line numbers)") from None
+            if i < 0 or j < 0 or (n_src is not None and i >= n_src) or (n_tgt is not None and j >= n_tgt):
+                raise located(path, n, f"line numbers {i}, {j} are outside the mono files ({n_src} and "
+                                       f"{n_tgt} lines): the gold belongs to other files")
+            out.append((i, j))
+    return out
+
+
+def corpus_langs(corpus: str | Path) -> list[str]:
+    """Languages with hidden-parallel mono files (and gold) against English in a corpus directory."""
+    mono = Path(corpus) / "mono"
+    if not mono.is_dir():
+        raise UserError(f"{mono}: no mono/ folder; build the corpus with `mt-data build gettext --out {corpus}`")
+    prefix, suffix = f"{ENGLISH}-", ".gold.tsv"
+    return sorted(p.name[len(prefix) : -len(suffix)] for p in mono.glob(f"{prefix}*{suffix}"))
+
+
+def build_from_corpus_pair(lang: str, cfg: BuildConfig) -> dict:
+    """Deal the corpus's ``mono/eng_Latn-{lang}`` set into BUCC splits (gold pairs kept whole)."""
+    mp = layout.mono_prefix(cfg.corpus, ENGLISH, lang)
+    gold_path = Path(f"{mp}.gold.tsv")
+    if not gold_path.is_file():
+        raise UserError(f"{gold_path}: no hidden-parallel set for {lang} in {cfg.corpus} "
+                        f"(it has: {', '.join(corpus_langs(cfg.corpus)) or 'none'})")
+    eng, foreign = _read_mono(Path(f"{mp}.{ENGLISH}")), _read_mono(Path(f"{mp}.{lang}"))
+    gold = read_gold_lines(gold_path, len(eng), len(foreign))
+    rng = random.Random(f"{cfg.seed}-{lang}")
+    nsplit = len(cfg.splits)
+    if len(gold) < 2 * nsplit:
+        raise UserError(f"{gold_path}: {len(gold)} gold pairs, too few to split into {', '.join(cfg.splits)}")
+
+    def deal(items: list) -> list[list]:
+        items = list(items)
+        rng.shuffle(items)
+        return [items[s::nsplit] for s in range(nsplit)]
+
+    gold_parts = deal(gold)
+    eng_gold, foreign_gold = {i for i, _ in gold}, {j for _, j in gold}
+    eng_parts = deal(i for i in range(len(eng)) if i not in eng_gold)
+    foreign_parts = deal(j for j in range(len(foreign)) if j not in foreign_gold)
+    src_code, tgt_code = _bucc_id_prefix(lang), _bucc_id_prefix(ENGLISH)
+    counts = {}
+    for s, split in enumerate(cfg.splits):
+        key_of_foreign = {j: (i, j) for i, j in gold_parts[s]}
+        key_of_eng = {i: (i, j) for i, j in gold_parts[s]}
+        f_rows = sorted([*key_of_foreign, *foreign_parts[s]])  # file order = mono file order
+        e_rows = sorted([*key_of_eng, *eng_parts[s]])
+        counts[split] = _write_split(
+            cfg.out, lang, split,
+            [(foreign[j], key_of_foreign.get(j)) for j in f_rows], [(eng[i], key_of_eng.get(i)) for i in e_rows],
+            src_ids=[f"{src_code}-{j + 1:09d}" for j in f_rows], tgt_ids=[f"{tgt_code}-{i + 1:09d}" for i in e_rows])
+    return {"lang": lang, "source": source_of(cfg), "seed": cfg.seed, "usable_pairs": len(gold), "splits": counts}
+
+
+def _all_langs(cfg: BuildConfig) -> list[str]:
+    if cfg.corpus:
+        return corpus_langs(cfg.corpus)
+    from mt.data.gettext_corpus import discover
+    from mt.data.locales import classify_locale
+
+    return sorted({classify_locale(loc).code for loc in discover(cfg.locale_dir)[0]})
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
-    """Build every language of ``cfg.langs`` (against English) into ``cfg.out``; writes ``info.json``."""
-    ldir = Path(cfg.locale_dir)
-    if not ldir.is_dir():
-        raise UserError(f"{ldir}: no gettext locale directory (install the packages' translations, or pass "
-                        "--locale-dir)")
-    if cfg.gold >= cfg.size:
-        raise UserError(f"--gold {cfg.gold} must be smaller than --size {cfg.size}")
-    pool = english_pool(ldir)
-    info = {"format": "bucc2018", "source": str(ldir), "seed": cfg.seed, "size": cfg.size, "gold": cfg.gold,
-            "pairs": {}}
-    for lang in cfg.langs:
-        r = build_pair(lang, cfg, pool)
+    """Build every language of ``cfg.langs`` (against English) into ``cfg.out``, from ``cfg.corpus`` when
+    set, else from the catalogues; records each pair's origin in ``info.json`` (kept across builds)."""
+    if not cfg.corpus:
+        ldir = Path(cfg.locale_dir)
+        if not ldir.is_dir():
+            raise UserError(f"{ldir}: no gettext locale directory (install the packages' translations, or pass "
+                            "--locale-dir)")
+        if cfg.gold >= cfg.size:
+            raise UserError(f"--gold {cfg.gold} must be smaller than --size {cfg.size}")
+    every = cfg.langs == ["all"]
+    langs = _all_langs(cfg) if every else cfg.langs
+    pool = english_pool(cfg.locale_dir, cfg.min_words, cfg.max_words) if not cfg.corpus else []
+    info = read_info(cfg.out)
+    info.update({"format": "bucc2018"})
+    info.setdefault("pairs", {})
+    for lang in langs:
+        try:
+            r = build_from_corpus_pair(lang, cfg) if cfg.corpus else build_pair(lang, cfg, pool)
+        except UserError as exc:
+            if not every:
+                raise
+            print(f"bucc-build: skipping {lang}: {exc}", file=sys.stderr)
+            continue
         info["pairs"][f"{lang}-{ENGLISH}"] = r
         if progress:
-            print(f"bucc-build: {lang}-{ENGLISH}: {r['usable_pairs']} usable translated strings; "
+            print(f"bucc-build: {lang}-{ENGLISH} from {r['source']}: {r['usable_pairs']} usable pairs; "
                   + ", ".join(f"{s}: {c['src']}/{c['tgt']} sentences, {c['gold']} gold" for s, c in r["splits"].items()),
                   file=sys.stderr)
-    with atomic_write(Path(cfg.out) / "info.json") as fh:
-        json.dump(info, fh, indent=1, ensure_ascii=False)
+        with atomic_write(Path(cfg.out) / "info.json") as fh:  # after each pair: a killed build keeps the others
+            json.dump(info, fh, indent=1, ensure_ascii=False)
     return info
 
 

@@ -27,9 +27,10 @@ from tqdm import tqdm
 from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.util import atomic_write
-from mining.embeddings import EmbeddingSet, meta_path, shard_path, write_meta, write_shard
+from mining.embeddings import (FORMAT, EmbeddingSet, meta_path, npy_matches, read_meta, shard_path, write_meta,
+                               write_shard)
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from mining.textio import check_input, count_lines, read_lines
+from mining.textio import check_input, chunks, count_lines, read_lines
 
 
 @dataclass
@@ -86,26 +87,8 @@ def encode_sorted(encoder: Encoder, sentences: list[str], lang: str, cfg: EmbedC
     return out
 
 
-def _read_shards(path: str, shard_size: int):
-    chunk: list[str] = []
-    for line in read_lines(path, progress=False):
-        chunk.append(line)
-        if len(chunk) >= shard_size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _shard_done(prefix: str, k: int, rows: int, dim: int) -> bool:
-    path = shard_path(prefix, k)
-    if not path.is_file():
-        return False
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError):
-        return False
-    return arr.shape == (rows, dim) and arr.dtype == np.float16
+    return npy_matches(shard_path(prefix, k), (rows, dim), np.float16)
 
 
 def embed_file(input: str, output: str, lang: str, encoder: str | Encoder = DEFAULT_ENCODER,
@@ -140,7 +123,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
 
     mp = meta_path(prefix)
     if mp.is_file() and not run_path(prefix).is_file():
-        meta = json.loads(mp.read_text(encoding="utf-8"))
+        meta = read_meta(mp, FORMAT, "embedding set", "mine-embed")
         same = (meta.get("encoder_spec") == cfg.encoder and meta.get("lang") == lang
                 and meta.get("source") == source and meta.get("total") == total)
         if same:
@@ -174,7 +157,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
     bar = tqdm(total=total, unit="sent", desc=f"mine-embed {lang}", disable=not cfg.progress, file=sys.stderr,
                smoothing=0.1)
     try:
-        for k, lines in enumerate(_read_shards(cfg.input, cfg.shard_size)):
+        for k, lines in enumerate(chunks(read_lines(cfg.input, progress=False), cfg.shard_size)):
             if _shard_done(prefix, k, len(lines), encoder.dim):
                 skipped += len(lines)
                 bar.update(len(lines))
@@ -203,7 +186,8 @@ _EPILOG = """examples:
   # a killed run resumes: finished shards (PREFIX.0000.npy ...) are checked and skipped
   mine-embed --lang deu_Latn --input big.txt --output emb/deu_Latn --shard-size 100000 --max-tokens 8000
 
-encoders: e5 (default; ~100 languages), use (16 languages, fastest), laser2[:DIR], laser3[:DIR]:LANG,
+encoders: e5 (default; ~100 languages), use (16 languages, fastest), ngram[:DIM] (no weights, a baseline),
+laser2[:DIR], laser3[:DIR]:LANG,
 or a path to an encoder checkpoint (file or directory, LASER2 format + .spm).
 Output: PREFIX.NNNN.npy (float16, L2-normalised rows) and PREFIX.meta.json, read by mine-index/mine-knn.
 """

@@ -37,10 +37,37 @@ def meta_path(prefix: str | os.PathLike) -> Path:
 
 def write_shard(prefix: str | os.PathLike, k: int, emb: np.ndarray) -> Path:
     """Write one shard atomically as float16 ``.npy``."""
-    path = shard_path(prefix, k)
+    return save_npy(shard_path(prefix, k), np.ascontiguousarray(emb, dtype=np.float16))
+
+
+def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
+    """``np.save`` to a temp name, then rename: a killed job never leaves half an array."""
     with atomic_write(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(emb, dtype=np.float16))
-    return path
+        np.save(fh, arr)
+    return Path(path)
+
+
+def npy_matches(path: str | os.PathLike, shape: tuple[int, ...], dtype: object = None) -> bool:
+    """True when ``path`` is a readable ``.npy`` of this shape (and dtype): a finished shard to skip."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        return False
+    return arr.shape == tuple(shape) and (dtype is None or arr.dtype == np.dtype(dtype))
+
+
+def read_meta(path: str | os.PathLike, fmt: str, what: str, producer: str) -> dict:
+    """The meta file of a sharded set (embeddings, k-NN results), checked: there, JSON, format ``fmt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found (run {producer} first, or finish the killed run)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: corrupt {what} meta file ({exc}); re-run {producer}") from None
+    if meta.get("format") != fmt:
+        raise UserError(f"{path}: unknown {what} format {meta.get('format')!r} (expected {fmt})")
+    return meta
 
 
 def write_meta(prefix: str | os.PathLike, dim: int, shards: list[dict], **info: object) -> None:
@@ -60,14 +87,7 @@ class EmbeddingSet:
     @classmethod
     def open(cls, prefix: str | os.PathLike) -> "EmbeddingSet":
         mp = meta_path(prefix)
-        if not mp.is_file():
-            raise UserError(f"{mp}: embedding set not found (run mine-embed first, or finish the killed run)")
-        try:
-            meta = json.loads(mp.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{mp}: corrupt embedding meta file ({exc}); re-run mine-embed") from None
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{mp}: unknown embedding format {meta.get('format')!r} (expected {FORMAT})")
+        meta = read_meta(mp, FORMAT, "embedding set", "mine-embed")
         es = cls(Path(prefix), meta)
         start = 0
         for k, s in enumerate(meta["shards"]):

@@ -3,8 +3,10 @@
 Sub-commands::
 
     mine-eval bucc        build the set if missing, embed, mine with each margin, score, report
-    mine-eval bucc-build  write BUCC 2018-format sets from the gettext catalogues
+    mine-eval bucc-build  write BUCC 2018-format sets from the gettext catalogues or a corpus's mono/ sets
     mine-eval bucc-score  score a candidates file (ids or mined TSV) against a gold file
+    mine-eval gold        score a mined TSV against a corpus gold of original line numbers, through
+                          the line-number files of mine-lid / mine-filter (recipes/mine_pair.sh)
 
 The protocol follows LASER's BUCC task: mine the ``training`` split, pick the threshold with the best
 F1 against its gold, apply it to the ``test`` split. Reported per pair and margin: P/R/F1 on test at
@@ -16,72 +18,56 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mining import bucc
-from mining.embeddings import EmbeddingSet, meta_path, write_meta, write_shard
+from mining.embed import embed_file
+from mining.embeddings import EmbeddingSet
+from mining.encoders import Encoder, l2_normalize, load_encoder
+from mining.textio import read_lines, with_line_numbers
 from mt.errors import UserError, located
 from mt.util import atomic_write
 
 # --------------------------------------------------------------------------------------------------
-# encoders
+# embedding a BUCC side (through mine-embed's own code: same shards, meta, resume and checks)
 
 
-def load_encoder(spec: str):
-    """``ngram[:DIM]`` is the weight-free baseline here; every other spec (``e5``, ``use``,
-    ``laser2:DIR``, ``laser3:DIR:lang``) goes to ``mining.encoders.base.load_encoder``."""
-    if spec == "ngram" or spec.startswith("ngram:"):
-        from mining.ngram_encoder import NgramEncoder
-
-        return NgramEncoder.from_spec(spec)
-    try:
-        from mining.encoders.base import load_encoder as _load
-    except ImportError as exc:
-        raise UserError(f"encoder {spec!r}: the encoder backends (mining.encoders.base) are not available "
-                        f"here ({exc}); use --encoder ngram") from None
-    return _load(spec)
+def _write_if_changed(path: Path, lines: list[str]) -> bool:
+    """Write ``lines`` to ``path`` unless it already holds exactly them; True when it was (re)written."""
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape")
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return True
 
 
-def embed_to_set(enc, sentences: list[str], lang: str, prefix: str | Path, batch_size: int = 1024,
-                 shard_rows: int = 100_000, progress: bool = True, **info: object) -> EmbeddingSet:
-    """Encode ``sentences`` into a sharded embedding set (skipped when a complete one is there)."""
-    from tqdm import tqdm
-
+def embed_side(encoder: Encoder, sentences: list[str], lang: str, prefix: str | Path, batch_size: int = 1024,
+               progress: bool = True, threads: int | None = None) -> tuple[EmbeddingSet, bool]:
+    """Embed ``sentences`` as the set ``prefix`` with ``mine-embed``'s code, from the text file
+    ``{prefix}.txt``; reused when that file already holds these sentences, rebuilt when the BUCC set
+    changed. Returns the set and whether it was (re)computed."""
     prefix = Path(prefix)
-    if meta_path(prefix).is_file():
-        es = EmbeddingSet.open(prefix)
-        if len(es) == len(sentences):
-            return es
-    shards, dim = [], None
-    bar = tqdm(total=len(sentences), desc=f"embed {prefix.name}", unit="sent", disable=not progress,
-               file=sys.stderr)
-    for k, lo in enumerate(range(0, len(sentences), shard_rows)):
-        chunk = sentences[lo : lo + shard_rows]
-        parts = []
-        for b in range(0, len(chunk), batch_size):
-            emb = np.asarray(enc.encode(chunk[b : b + batch_size], lang), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(chunk[b : b + batch_size]):
-                raise UserError(f"encoder returned shape {emb.shape} for {len(chunk[b:b + batch_size])} sentences")
-            parts.append(emb)
-            bar.update(emb.shape[0])
-        arr = np.concatenate(parts)
-        dim = arr.shape[1]
-        write_shard(prefix, k, arr)
-        shards.append({"file": f"{prefix.name}.{k:04d}.npy", "rows": int(arr.shape[0]), "start": lo})
-    bar.close()
-    if dim is None:
-        raise UserError(f"{prefix}: no sentences to embed")
-    write_meta(prefix, dim, shards, lang=lang, **info)
-    return EmbeddingSet.open(prefix)
+    text = Path(f"{prefix}.txt")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    changed = _write_if_changed(text, sentences)
+    if changed:  # sentences of an earlier build of the set: its embeddings are stale
+        for old in prefix.parent.glob(f"{prefix.name}.*"):
+            if old != text and old.is_file():
+                old.unlink()
+    es = embed_file(str(text), str(prefix), lang, encoder, batch_size=batch_size, progress=progress, threads=threads)
+    return es, changed
 
 
 # --------------------------------------------------------------------------------------------------
 # the end-to-end BUCC evaluation
+
+
+CORPUS_DATA = "work/bucc-corpus"  # default --data of sets built from a corpus (never mixed with gettext ones)
 
 
 @dataclass
@@ -98,6 +84,7 @@ class BuccEvalConfig:
     tune_split: str = "training"
     split: str = "test"
     batch_size: int = 1024
+    threads: int | None = None  # encoder CPU threads (e5/use/torch); None: the encoder's default
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
 
 
@@ -121,43 +108,55 @@ def _tag(spec: str) -> str:
 
 
 def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bool) -> None:
-    missing = [(s, t) for s, t in pairs
-               if not all(p.is_file() for p in bucc.bucc_files(cfg.data, s, t, cfg.split).values())]
+    """Build the missing ``{lang}-eng_Latn`` sets (from ``--corpus`` or the catalogues); refuse to mix:
+    a set already in ``--data`` that info.json says was built from another origin is an error."""
+    want = bucc.source_of(cfg.build)
+    built = bucc.read_info(cfg.data).get("pairs", {})
+    missing = []
+    for s, t in pairs:
+        have = built.get(f"{s}-{t}", {}).get("source")
+        if have is not None and have != want:
+            raise UserError(f"{cfg.data}: {s}-{t} was built from {have}, not {want}: pass another --data folder "
+                            "(or delete that set to rebuild it)")
+        if not all(p.is_file() for p in bucc.bucc_files(cfg.data, s, t, cfg.split).values()):
+            missing.append((s, t))
     if not missing:
         return
-    buildable = [s for s, t in missing if t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE]
-    if len(buildable) != len(missing):
-        bad = [f"{s}-{t}" for s, t in missing if not (t == bucc.ENGLISH and s in bucc.FLORES_TO_LOCALE)]
-        raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)} and they cannot be built from gettext "
-                        f"(known languages, against eng_Latn: {', '.join(sorted(bucc.FLORES_TO_LOCALE))})")
-    bcfg = bucc.BuildConfig(**{**asdict(cfg.build), "out": cfg.data, "langs": buildable})
+    bad = [f"{s}-{t}" for s, t in missing if t != bucc.ENGLISH]
+    if bad:
+        raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)}; only {{lang}}-eng_Latn sets can be built")
+    langs = [s for s, _ in missing]
+    bcfg = bucc.BuildConfig(**{**asdict(cfg.build), "out": cfg.data, "langs": langs})
     if progress:
-        print(f"mine-eval: building the BUCC-style set for {', '.join(buildable)} in {cfg.data}", file=sys.stderr)
+        print(f"mine-eval: building the BUCC-style set for {', '.join(langs)} in {cfg.data} from {want}",
+              file=sys.stderr)
     bucc.build(bcfg, progress=progress)
 
 
-def mine_split(cfg: BuccEvalConfig, encoder, src: str, tgt: str, split: str, progress: bool = True) -> dict:
+def mine_split(cfg: BuccEvalConfig, encoder: Encoder, src: str, tgt: str, split: str, progress: bool = True) -> dict:
     """Embed, search and mine one split; returns candidates per margin and the gold/embeddings."""
-    from mining.index import IndexConfig, KnnConfig, KnnSet, MineKnnConfig, mine_knn
+    from mining.index import IndexConfig, KnnConfig, MineKnnConfig, mine_knn, open_knn_dir
     from mining.margin import MarginConfig, mine
 
     ds = bucc.read_set(cfg.data, src, tgt, split)
     base = Path(cfg.work) / _tag(cfg.encoder) / f"{src}-{tgt}.{split}"
     timings = {}
     t0 = time.time()
-    es = embed_to_set(encoder, ds.src_sents, encoder_lang(src), f"{base}.{src}", cfg.batch_size,
-                      progress=progress, encoder=cfg.encoder)
-    et = embed_to_set(encoder, ds.tgt_sents, encoder_lang(tgt), f"{base}.{tgt}", cfg.batch_size,
-                      progress=progress, encoder=cfg.encoder)
+    es, new_src = embed_side(encoder, ds.src_sents, encoder_lang(src), f"{base}.{src}", cfg.batch_size, progress,
+                         cfg.threads)
+    et, new_tgt = embed_side(encoder, ds.tgt_sents, encoder_lang(tgt), f"{base}.{tgt}", cfg.batch_size, progress,
+                         cfg.threads)
     timings["embed_s"] = time.time() - t0
     t0 = time.time()
     k = min(cfg.k, len(ds.src_ids), len(ds.tgt_ids))
     knn_dir = Path(f"{base}.knn{k}")
+    if (new_src or new_tgt) and knn_dir.is_dir():
+        shutil.rmtree(knn_dir)  # searched on embeddings that were just replaced
     kcfg = MineKnnConfig(src_emb=str(es.prefix), tgt_emb=str(et.prefix), out_dir=str(knn_dir),
                          index=IndexConfig(factory=cfg.factory), knn=KnnConfig(k=k))
     mine_knn(kcfg, progress=False)
     timings["knn_s"] = time.time() - t0
-    fwd, bwd = KnnSet.open(knn_dir / "src2tgt"), KnnSet.open(knn_dir / "tgt2src")
+    fwd, bwd = open_knn_dir(knn_dir)
     cands = {}
     t0 = time.time()
     for margin in cfg.margins:
@@ -173,11 +172,8 @@ def gold_xsim(res: dict, margin: str, k: int) -> float:
     s_row = {x: i for i, x in enumerate(ds.src_ids)}
     t_row = {x: i for i, x in enumerate(ds.tgt_ids)}
     gold = sorted(ds.gold)
-    x = res["src_emb"].load()[[s_row[s] for s, _ in gold]]
-    y = res["tgt_emb"].load()[[t_row[t] for _, t in gold]]
-    for a in (x, y):
-        norms = np.linalg.norm(a, axis=1, keepdims=True)
-        np.divide(a, norms, out=a, where=norms > 0)
+    x = l2_normalize(res["src_emb"].load()[[s_row[s] for s, _ in gold]])  # fp16 rounding moved the norms
+    y = l2_normalize(res["tgt_emb"].load()[[t_row[t] for _, t in gold]])
     return bucc.xsim_error(x, y, margin=margin, k=k)
 
 
@@ -189,7 +185,7 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
         canonical_margin(m)
     pairs = [parse_pair(p) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
-    encoder = load_encoder(cfg.encoder)
+    encoder = load_encoder(cfg.encoder, threads=cfg.threads)
     rows = []
     for src, tgt in pairs:
         test = mine_split(cfg, encoder, src, tgt, cfg.split, progress)
@@ -285,6 +281,77 @@ def read_candidates(path: str | Path, ds: bucc.BuccSet) -> list[tuple[float, str
 
 
 # --------------------------------------------------------------------------------------------------
+# scoring mined pairs against a corpus gold (line numbers of the original mono files)
+
+
+def _side_map(text: str | Path, numbers: str | Path | None) -> dict[str, list[int]]:
+    """sentence (tabs as spaces, as in a mined TSV) -> its original 0-based line numbers, in file order."""
+    out: dict[str, list[int]] = {}
+    for n, s in with_line_numbers(read_lines(text, progress=False), numbers):
+        out.setdefault(s.replace("\t", " "), []).append(n)
+    return out
+
+
+@dataclass
+class GoldScoreConfig:
+    mined: str  # score<TAB>src<TAB>tgt (mine-bitext --out)
+    gold: str  # 0-based line_in_src<TAB>line_in_tgt of the original files (a corpus's mono/*.gold.tsv)
+    src_text: str  # the texts that were embedded (after LID and filters)
+    tgt_text: str
+    src_line_numbers: str | None = None  # their original line numbers (None: the texts are the originals)
+    tgt_line_numbers: str | None = None
+    threshold: float | None = None  # also report P/R/F1 of the pairs scoring >= this
+
+
+def score_against_gold(cfg: GoldScoreConfig) -> dict:
+    """Precision / recall / F1 of mined pairs against the hidden gold of the original files.
+
+    Each mined sentence is mapped back to its line of the embedded text, then through the line-number
+    files to the original line, so lines dropped by LID or the filters count as missed gold (recall is
+    over the whole gold). A sentence that occurs on several lines stands for all of them: the pair is
+    correct when any of its line pairs is gold. ``gold_reachable`` counts the gold pairs whose two lines
+    both survived the filters (the best recall mining could reach).
+    """
+    s_map, t_map = _side_map(cfg.src_text, cfg.src_line_numbers), _side_map(cfg.tgt_text, cfg.tgt_line_numbers)
+    s_rows = {n for ns in s_map.values() for n in ns}
+    t_rows = {n for ns in t_map.values() for n in ns}
+    gold = set(bucc.read_gold_lines(cfg.gold))
+    gold_of_src: dict[int, set[int]] = {}
+    for i, j in gold:
+        gold_of_src.setdefault(i, set()).add(j)
+    mined = Path(cfg.mined)
+    if not mined.is_file():
+        raise UserError(f"{mined}: mined TSV not found (run mine-bitext)")
+    cands: list[tuple[float, int, int]] = []
+    with open(mined, encoding="utf-8", errors="surrogateescape") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if parts == [""]:
+                continue
+            if len(parts) != 3:
+                raise located(mined, n, "expected score<TAB>src<TAB>tgt")
+            try:
+                score = float(parts[0])
+            except ValueError:
+                raise located(mined, n, f"score {parts[0]!r} is not a number") from None
+            for side, text, m, flag in (("source", parts[1], s_map, "--src-text"), ("target", parts[2], t_map,
+                                                                                      "--tgt-text")):
+                if text not in m:
+                    raise located(mined, n, f"the {side} sentence is not a line of {flag}: pass the text "
+                                            "that was embedded and mined")
+            si, ti = s_map[parts[1]], t_map[parts[2]]
+            tset = set(ti)
+            hit = next(((i, j) for i in si for j in gold_of_src.get(i, ()) if j in tset), None)
+            cands.append((score, *(hit or (si[0], ti[0]))))
+    out = {"mined": len(cands), "gold": len(gold),
+           "gold_reachable": sum(i in s_rows and j in t_rows for i, j in gold),
+           "all": bucc.prf_at(cands, gold, None).as_dict(), "best": bucc.best_threshold(cands, gold).as_dict()}
+    if cfg.threshold is not None:
+        out["at_threshold"] = bucc.prf_at(cands, gold, cfg.threshold).as_dict()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # CLI
 
 _EPILOG = """examples:
@@ -296,6 +363,13 @@ _EPILOG = """examples:
   # only build the set / only score a candidates file
   mine-eval bucc-build --out work/bucc --langs deu_Latn,fra_Latn --size 5000 --gold 500
   mine-eval bucc-score --data work/bucc --pair deu_Latn-eng_Latn --split test --candidates mined.tsv
+  # the same benchmark on a built corpus's hidden-parallel mono/ sets (what the demo mines), e5 encoder
+  mine-eval bucc --corpus work/demo/corpus --encoder e5 --pairs xho_Latn,mya_Mymr --threads 1
+  mine-eval bucc-build --corpus work/demo/corpus --langs all --out work/bucc-corpus
+  # P/R/F1 of a mine-bitext output against the corpus gold, through the line numbers LID/filters kept
+  mine-eval gold --mined M/mined.tsv --gold C/mono/eng_Latn-xho_Latn.gold.tsv \\
+      --src-text M/eng_Latn.txt --src-line-numbers M/eng_Latn.lines \\
+      --tgt-text M/xho_Latn.txt --tgt-line-numbers M/xho_Latn.lines --out M/gold.json
 """
 
 
@@ -305,6 +379,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gold", type=int, default=d.gold, help="hidden translation pairs per split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="shuffling seed (default: %(default)s)")
     p.add_argument("--locale-dir", default=d.locale_dir, help="gettext catalogues (default: %(default)s)")
+    p.add_argument("--corpus", default=None,
+                   help="build from this corpus's mono/eng_Latn-{lang}.* hidden-parallel files and their "
+                        ".gold.tsv (mt-data build gettext) instead of the catalogues; --size/--gold do not apply")
 
 
 def _csv(text: str) -> list[str]:
@@ -322,7 +399,8 @@ def cli(argv: list[str] | None = None) -> int:
     b.add_argument("--encoder", default=d.encoder,
                    help="encoder spec: ngram[:DIM], e5, use, laser2:DIR, laser3:DIR:lang (default: %(default)s)")
     b.add_argument("--pairs", type=_csv, default=d.pairs, help="comma-separated pairs (default: %(default)s)")
-    b.add_argument("--data", default=d.data, help="BUCC-format folder (default: %(default)s)")
+    b.add_argument("--data", default=None,
+                   help=f"BUCC-format folder (default: {d.data}, or {CORPUS_DATA} with --corpus)")
     b.add_argument("--work", default=d.work, help="embeddings and k-NN cache (default: %(default)s)")
     b.add_argument("--margins", type=_csv, default=d.margins, help="margins to compare (default: ratio,absolute)")
     b.add_argument("--mode", default=d.mode, help="mining mode (default: %(default)s, as LASER's BUCC runs)")
@@ -332,12 +410,15 @@ def cli(argv: list[str] | None = None) -> int:
     b.add_argument("--split", default=d.split, help="evaluated split (default: %(default)s)")
     b.add_argument("--tune-split", default=d.tune_split, help="split the threshold is tuned on (default: %(default)s)")
     b.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per encoder call")
+    b.add_argument("--threads", type=int, default=None,
+                   help="encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
     b.add_argument("--out-dir", default=None, help="report.md / report.json (default: {work}/{encoder})")
     _build_args(b)
 
-    bb = sub.add_parser("bucc-build", help="write BUCC 2018-format sets from the gettext catalogues")
-    bb.add_argument("--out", default=d.data, help="output folder (default: %(default)s)")
-    bb.add_argument("--langs", type=_csv, default=bucc.BuildConfig().langs, help="languages mined against eng_Latn")
+    bb = sub.add_parser("bucc-build", help="write BUCC 2018-format sets from the gettext catalogues or a corpus")
+    bb.add_argument("--out", default=None, help=f"output folder (default: {d.data}, or {CORPUS_DATA} with --corpus)")
+    bb.add_argument("--langs", type=_csv, default=bucc.BuildConfig().langs,
+                    help="languages mined against eng_Latn, or 'all' (every language of the corpus or locale tree)")
     _build_args(bb)
 
     bs = sub.add_parser("bucc-score", help="P/R/F1 of a candidates file against the gold")
@@ -347,10 +428,40 @@ def cli(argv: list[str] | None = None) -> int:
     bs.add_argument("--candidates", required=True, help="src_id<TAB>tgt_id, score<TAB>src_id<TAB>tgt_id or mined TSV")
     bs.add_argument("--threshold", type=float, default=None, help="score cut (default: report the best one)")
 
+    g = sub.add_parser("gold", help="P/R/F1 of a mined TSV against a corpus gold of original line numbers",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--mined", required=True, help="mine-bitext output: score<TAB>src<TAB>tgt")
+    g.add_argument("--gold", required=True, help="0-based line_in_src<TAB>line_in_tgt (a corpus's mono/*.gold.tsv)")
+    g.add_argument("--src-text", required=True, help="the source text that was embedded (after LID/filters)")
+    g.add_argument("--tgt-text", required=True, help="the target text that was embedded")
+    g.add_argument("--src-line-numbers", default=None,
+                   help="original line of each --src-text line (mine-filter --line-numbers); default: the same line")
+    g.add_argument("--tgt-line-numbers", default=None, help="the same for --tgt-text")
+    g.add_argument("--threshold", type=float, default=None, help="also score the pairs at or above this score")
+    g.add_argument("--out", default=None, help="also write the JSON here")
+
     a = p.parse_args(argv)
+    if a.cmd in ("bucc", "bucc-build"):
+        data = (a.data if a.cmd == "bucc" else a.out) or (CORPUS_DATA if a.corpus else d.data)
+        bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
+                                corpus=a.corpus)
     if a.cmd == "bucc-build":
-        bucc.build(bucc.BuildConfig(out=a.out, langs=a.langs, size=a.size, gold=a.gold, seed=a.seed,
-                                    locale_dir=a.locale_dir))
+        bcfg.langs = a.langs
+        bucc.build(bcfg)
+        return 0
+    if a.cmd == "gold":
+        res = score_against_gold(GoldScoreConfig(
+            mined=a.mined, gold=a.gold, src_text=a.src_text, tgt_text=a.tgt_text, src_line_numbers=a.src_line_numbers,
+            tgt_line_numbers=a.tgt_line_numbers, threshold=a.threshold))
+        text = json.dumps(res, indent=1)
+        if a.out:
+            with atomic_write(a.out) as fh:
+                fh.write(text + "\n")
+        al = res["all"]
+        print(f"mine-eval gold: {res['mined']} mined pairs, {al['correct']} in the gold of {res['gold']} "
+              f"({res['gold_reachable']} survived the filters): P {100 * al['precision']:.2f} "
+              f"R {100 * al['recall']:.2f} F1 {100 * al['f1']:.2f}", file=sys.stderr)
+        print(text)
         return 0
     if a.cmd == "bucc-score":
         src, tgt = parse_pair(a.pair)
@@ -364,10 +475,9 @@ def cli(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
         return 0
 
-    cfg = BuccEvalConfig(data=a.data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
+    cfg = BuccEvalConfig(data=data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
                          mode=a.mode, k=a.k, factory=a.factory, threshold=a.threshold, split=a.split,
-                         tune_split=a.tune_split, batch_size=a.batch_size,
-                         build=bucc.BuildConfig(size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir))
+                         tune_split=a.tune_split, batch_size=a.batch_size, threads=a.threads, build=bcfg)
     t0 = time.time()
     rows = run_bucc(cfg)
     out_dir = Path(a.out_dir or Path(cfg.work) / _tag(cfg.encoder))

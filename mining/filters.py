@@ -28,7 +28,7 @@ from mt.data.langs import check_code, script_of
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import han_variant, script_fraction
-from mining.textio import check_input, open_output, read_lines
+from mining.textio import LineNumberTracker, add_line_number_args, check_input, chunks, open_output, read_lines
 
 # reason codes, in the order they are checked
 EMPTY = "empty"
@@ -305,24 +305,13 @@ class _Deduper:
         return out
 
 
-def _chunks(items: Iterable, n: int) -> Iterator[list]:
-    chunk: list = []
-    for x in items:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def filter_lines(lines: Iterable[str], lang: str, cfg: FilterConfig | None = None,
                  report: FilterReport | None = None) -> Iterator[tuple[str, str | None]]:
     """Monolingual: yield ``(normalised line, reason or None)`` for every input line, in order."""
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
     dedup = _Deduper(cfg)
-    for chunk in _chunks(lines, cfg.batch_size):
+    for chunk in chunks(lines, cfg.batch_size):
         texts = [normalize_text(s) if cfg.normalize else s.strip() for s in chunk]
         reasons: list[str | None] = []
         for t in texts:
@@ -348,7 +337,7 @@ def filter_bitext(pairs: Iterable[tuple[str, str]], src_lang: str, tgt_lang: str
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
     dedup = _Deduper(cfg)
-    for chunk in _chunks(pairs, cfg.batch_size):
+    for chunk in chunks(pairs, cfg.batch_size):
         norm = [(normalize_text(s), normalize_text(t)) if cfg.normalize else (s.strip(), t.strip()) for s, t in chunk]
         reasons: list[str | None] = []
         for s, t in norm:
@@ -384,15 +373,18 @@ class FilterJob:
     tgt_lang: str | None = None
     report: str | None = None
     dropped: str | None = None
+    line_numbers: str | None = None  # write the 0-based original line number of each kept line
+    input_line_numbers: str | None = None  # the input's own --line-numbers file (it was filtered before)
     progress: bool = True
     config: FilterConfig = field(default_factory=FilterConfig)
 
 
-def _read_tsv(path: str, progress: bool, report: FilterReport, bad: list[int]) -> Iterator[tuple[str | None, str, str]]:
+def _read_tsv(path: str, lines: Iterable[str], report: FilterReport,
+              bad: list[int]) -> Iterator[tuple[str | None, str, str] | None]:
     """``src<TAB>tgt`` or mined ``score<TAB>src<TAB>tgt`` rows (the first line decides); other rows are
-    counted as bad_columns (their line numbers collected in ``bad``)."""
+    counted as bad_columns (their line numbers collected in ``bad``) and yield None."""
     ncols = None
-    for lineno, line in enumerate(read_lines(path, desc="mine-filter", progress=progress), 1):
+    for lineno, line in enumerate(lines, 1):
         cols = line.split("\t")
         if ncols is None:
             ncols = len(cols)
@@ -409,6 +401,7 @@ def _read_tsv(path: str, progress: bool, report: FilterReport, bad: list[int]) -
             report.total += 1
             report.dropped[BAD_COLUMNS] += 1
             bad.append(lineno)
+            yield None
             continue
         yield (cols[0] if ncols == 3 else None), cols[-2], cols[-1]
 
@@ -427,19 +420,25 @@ def run_filter(job: FilterJob) -> FilterReport:
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open_output(job.output))
         dropped = stack.enter_context(atomic_write(job.dropped)) if job.dropped else None
+        numbers = LineNumberTracker(job.line_numbers, job.input_line_numbers, stack)
+        lines = numbers.feed(read_lines(job.input, desc="mine-filter", progress=job.progress))
         if bitext:
             src_lang = check_code(job.src_lang, "--src-lang")
             tgt_lang = check_code(job.tgt_lang, "--tgt-lang")
-            rows = _read_tsv(job.input, job.progress, report, bad)
+            rows = _read_tsv(job.input, lines, report, bad)
             scores: deque[str | None] = deque()  # the mined score column rides along, in order
 
             def pairs() -> Iterator[tuple[str, str]]:
-                for score, s, t in rows:
-                    scores.append(score)
-                    yield s, t
+                for row in rows:
+                    if row is None:  # a bad_columns row, dropped as it is read: the number just read is its
+                        numbers.discard_last()
+                        continue
+                    scores.append(row[0])
+                    yield row[1], row[2]
 
             for s, t, reason in filter_bitext(pairs(), src_lang, tgt_lang, cfg, report):
                 score = scores.popleft()
+                numbers.result(reason is None)
                 prefix = f"{score}\t" if score is not None else ""
                 if reason is None:
                     out.write(f"{prefix}{s}\t{t}\n")
@@ -447,8 +446,8 @@ def run_filter(job: FilterJob) -> FilterReport:
                     dropped.write(f"{reason}\t{prefix}{s}\t{t}\n")
         else:
             lang = check_code(job.lang, "--lang")
-            lines = read_lines(job.input, desc="mine-filter", progress=job.progress)
             for text, reason in filter_lines(lines, lang, cfg, report):
+                numbers.result(reason is None)
                 if reason is None:
                     out.write(text + "\n")
                 elif dropped is not None:
@@ -469,6 +468,9 @@ _EPILOG = """examples:
   # bitext (src<TAB>tgt, or mined score<TAB>src<TAB>tgt): also length ratio and identical pairs
   mine-filter --src-lang eng_Latn --tgt-lang deu_Latn --input mined.tsv --output mined.clean.tsv \\
       --max-len-ratio 3 --dropped mined.dropped.tsv
+  # after mine-lid --line-numbers: keep the original (0-based) line number of every kept line
+  mine-filter --lang xho_Latn --input xho.lid.txt --input-line-numbers xho.lid.lines \\
+      --output xho.txt --line-numbers xho.lines
 
 Reasons counted (the first that applies): bad_columns, empty, too_short, too_long, length_ratio,
 identical, script, duplicate, near_duplicate. Near-duplicates share their text once lower-cased,
@@ -501,6 +503,7 @@ def cli(argv: list[str] | None = None) -> int:
                    help=f"memory bound of the dedup hash sets (default {d.dedup_memory_mb}; 16 bytes per line)")
     p.add_argument("--report", help="write the per-filter counts here (JSON for *.json, else TSV)")
     p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
+    add_line_number_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     cfg = FilterConfig(min_chars=a.min_chars, max_chars=a.max_chars, min_words=a.min_words, max_words=a.max_words,
@@ -508,5 +511,6 @@ def cli(argv: list[str] | None = None) -> int:
                        normalize=not a.no_normalize, dedup=not a.no_dedup, near_dedup=not a.no_near_dedup,
                        dedup_memory_mb=a.dedup_memory_mb)
     run_filter(FilterJob(input=a.input, output=a.output, lang=a.lang, src_lang=a.src_lang, tgt_lang=a.tgt_lang,
-                         report=a.report, dropped=a.dropped, progress=not a.no_progress, config=cfg))
+                         report=a.report, dropped=a.dropped, line_numbers=a.line_numbers,
+                         input_line_numbers=a.input_line_numbers, progress=not a.no_progress, config=cfg))
     return 0

@@ -11,8 +11,9 @@ installed) the same code moves the index to all GPUs.
 
 k-NN result layout for a query set searched against an index, prefix ``P`` (e.g. ``knn/src2tgt``)::
 
-    P.meta.json        {"format": "nllb-mini-knn/1", "k", "queries", "index", "factory", "nprobe",
-                        "ntotal", "total", "shards": [{"start", "rows"}]}
+    P.meta.json        {"format": "nllb-mini-knn/1", "k", "queries", "index", "nprobe", "ntotal", "total",
+                        "direction", "index_emb", "shards": [{"start", "rows"}]}
+                       (queries / index / index_emb: absolute paths of the query set, index, indexed set)
     P.0000.ids.npy     int64 [rows, k]   neighbour row ids in the index (-1: none found)
     P.0000.sims.npy    float32 [rows, k] cosine similarities, best first (-inf where ids == -1)
     P.0000.avg.npy     float32 [rows]    mean similarity to the k neighbours (the margin's denominator part)
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet
+from mining.embeddings import EmbeddingSet, npy_matches, read_meta, save_npy
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -259,11 +260,6 @@ def knn_meta_path(prefix: str | os.PathLike) -> Path:
     return Path(f"{prefix}.meta.json")
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_write(path, "wb") as fh:
-        np.save(fh, arr)
-
-
 def neighbour_mean(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Mean similarity to the neighbours actually found (FAISS pads with id -1 when it finds fewer)."""
     valid = ids >= 0
@@ -272,6 +268,16 @@ def neighbour_mean(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         avg = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     return avg.astype(np.float32)
+
+
+def _check_query(index, emb: EmbeddingSet, k: int, index_path: object) -> None:
+    """The query set and the index come from one encoder, and the index holds at least k vectors."""
+    if index.d != emb.dim:
+        raise UserError(
+            f"{emb.prefix}: embeddings have dim {emb.dim} but the index {index_path} has dim {index.d}: "
+            "both sides must come from the same encoder"
+        )
+    _check_k(index, k, index_path)
 
 
 def _check_k(index, k: int, where: object) -> None:
@@ -301,14 +307,7 @@ def search_shard(index, rows: np.ndarray, k: int, batch_size: int = 16_384) -> t
 def shard_done(out_prefix: str | os.PathLike, shard: int, rows: int, k: int) -> bool:
     """True when shard ``shard`` of a k-NN result exists with the expected shape (so a re-run skips it)."""
     ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    if not (ids_p.is_file() and sims_p.is_file() and avg_p.is_file()):
-        return False
-    try:
-        ids = np.load(ids_p, mmap_mode="r")
-        avg = np.load(avg_p, mmap_mode="r")
-    except (ValueError, OSError):
-        return False
-    return ids.shape == (rows, k) and avg.shape == (rows,)
+    return sims_p.is_file() and npy_matches(ids_p, (rows, k)) and npy_matches(avg_p, (rows,))
 
 
 _INDEX_CACHE: dict[tuple, object] = {}
@@ -336,17 +335,12 @@ def knn_shard_job(index_path: str, query_prefix: str, shard: int, out_prefix: st
         return {"shard": shard, "rows": rows, "seconds": 0.0, "skipped": True}
     _set_threads(cfg.threads)
     index = _cached_index(index_path, cfg.nprobe, cfg.gpu)
-    if index.d != emb.dim:
-        raise UserError(
-            f"{query_prefix}: embeddings have dim {emb.dim} but the index {index_path} has dim {index.d}: "
-            "both sides must come from the same encoder"
-        )
-    _check_k(index, cfg.k, index_path)
+    _check_query(index, emb, cfg.k, index_path)
     ids, sims = search_shard(index, emb.shard(shard), cfg.k, cfg.batch_size)
     ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    _save_npy(sims_p, sims)
-    _save_npy(ids_p, ids)
-    _save_npy(avg_p, neighbour_mean(sims, ids))  # written last: its presence marks the shard finished
+    save_npy(sims_p, sims)
+    save_npy(ids_p, ids)
+    save_npy(avg_p, neighbour_mean(sims, ids))  # written last: its presence marks the shard finished
     return {"shard": shard, "rows": rows, "seconds": time.time() - t0, "skipped": False}
 
 
@@ -358,8 +352,10 @@ def write_knn_meta(out_prefix: str | os.PathLike, query: EmbeddingSet, index_pat
         if not shard_done(out_prefix, s, info_s["rows"], cfg.k):
             raise UserError(f"{out_prefix}: shard {s} is missing or incomplete; re-run mine-knn to finish it")
         shards.append({"start": info_s["start"], "rows": info_s["rows"]})
-    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(query.prefix), "index": str(index_path),
-            "nprobe": cfg.nprobe, "ntotal": int(ntotal), "total": len(query), **info, "shards": shards}
+    # absolute paths: mine-bitext finds the embeddings (and through them the texts) from any directory
+    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(Path(query.prefix).resolve()),
+            "index": str(Path(index_path).resolve()), "nprobe": cfg.nprobe, "ntotal": int(ntotal),
+            "total": len(query), **info, "shards": shards}
     path = knn_meta_path(out_prefix)
     with atomic_write(path) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
@@ -379,12 +375,7 @@ def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, o
     query = EmbeddingSet.open(query_prefix)
     _check_not_empty(query, "query")
     index = _cached_index(str(index_path), cfg.nprobe, cfg.gpu)
-    if index.d != query.dim:
-        raise UserError(
-            f"{query_prefix}: embeddings have dim {query.dim} but the index {index_path} has dim {index.d}: "
-            "both sides must come from the same encoder"
-        )
-    _check_k(index, cfg.k, index_path)
+    _check_query(index, query, cfg.k, index_path)
     ntotal = int(index.ntotal)
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     jobs = [(str(index_path), str(query_prefix), s, str(out_prefix), cfg)
@@ -405,16 +396,7 @@ class KnnSet:
 
     @classmethod
     def open(cls, prefix: str | os.PathLike) -> "KnnSet":
-        mp = knn_meta_path(prefix)
-        if not mp.is_file():
-            raise UserError(f"{mp}: k-NN result not found (run mine-knn, or finish the killed run)")
-        try:
-            meta = json.loads(mp.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{mp}: corrupt k-NN meta file ({exc}); re-run mine-knn") from None
-        if meta.get("format") != KNN_FORMAT:
-            raise UserError(f"{mp}: unknown k-NN format {meta.get('format')!r} (expected {KNN_FORMAT})")
-        return cls(Path(prefix), meta)
+        return cls(Path(prefix), read_meta(knn_meta_path(prefix), KNN_FORMAT, "k-NN result", "mine-knn"))
 
     @property
     def k(self) -> int:
@@ -454,6 +436,15 @@ class KnnSet:
                 ids, sims = self.shard(s)
                 out[lo:hi] = neighbour_mean(sims[:, :k], ids[:, :k])
         return out
+
+
+def open_knn_dir(knn_dir: str | os.PathLike) -> tuple[KnnSet | None, KnnSet | None]:
+    """The ``(src2tgt, tgt2src)`` results of a ``mine-knn --out-dir`` (None for a direction not run)."""
+    kdir = Path(knn_dir)
+    fwd, bwd = (KnnSet.open(kdir / d) if knn_meta_path(kdir / d).is_file() else None for d in DIRECTIONS)
+    if fwd is None and bwd is None:
+        raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
+    return fwd, bwd
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,7 +505,7 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
         ipath = paths[index_side]
         prefix = out / direction
         knn_search(ipath, embs[query_side].prefix, prefix, cfg.knn, launcher=launcher, progress=progress,
-                   direction=direction, index_emb=str(embs[index_side].prefix))
+                   direction=direction, index_emb=str(Path(embs[index_side].prefix).resolve()))
         result[direction] = prefix
     return result
 

@@ -24,7 +24,8 @@ from mt.data.langs import check_code, is_code
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import dominant_script
-from mining.textio import check_input, open_output, read_lines
+from mining.textio import (LineNumberTracker, add_line_number_args, check_input, chunks, open_output,
+                           read_lines)
 
 # lid.176 label -> FLORES-200 style code(s). Where several are listed, the text's script picks one
 # (the first is the default). Macrolanguages map to the member FLORES-200 uses (ar -> arb_Arab,
@@ -190,6 +191,9 @@ class LidConfig:
     batch_size: int = 10000
     report: str | None = None
     dropped: str | None = None
+    line_numbers: str | None = None        # write the 0-based original line number of each kept line
+    input_line_numbers: str | None = None  # the input's own --line-numbers file (the input was filtered)
+    keep_uncovered: bool = False           # a --lang the model cannot predict: keep every line, warn
     progress: bool = True
 
 
@@ -212,23 +216,12 @@ class LidReport:
                 "dropped_langs": dict(self.dropped_langs.most_common(50))}
 
 
-def _batches(lines: Iterable[str], n: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, threshold: float = 0.5,
                 batch_size: int = 10000, report: LidReport | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield ``(line, None)`` for lines predicted as ``lang`` with probability >= ``threshold``, and
     ``(line, reason)`` for the others (reason: ``empty``, ``other_language`` or ``below_threshold``)."""
     report = report if report is not None else LidReport()
-    for batch in _batches(lines, batch_size):
+    for batch in chunks(lines, batch_size):
         for line, (code, prob) in zip(batch, lid.predict(batch)):
             report.total += 1
             if code == UNDETERMINED:
@@ -246,8 +239,17 @@ def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, thresh
             yield line, reason
 
 
+def _keep_all(lines: Iterable[str], report: LidReport) -> Iterator[tuple[str, None]]:
+    for line in lines:
+        report.total += 1
+        report.kept += 1
+        yield line, None
+
+
 def run_lid(cfg: LidConfig) -> LidReport:
     """Keep mode (``cfg.lang``) or annotate mode (``cfg.annotate``) over one input file."""
+    if cfg.annotate and (cfg.line_numbers or cfg.input_line_numbers):
+        raise UserError("--line-numbers / --input-line-numbers go with --lang (--annotate keeps every line)")
     if cfg.annotate == bool(cfg.lang):
         raise UserError("choose one mode: --lang CODE (keep lines of that language) or --annotate")
     if cfg.batch_size < 1:
@@ -261,21 +263,31 @@ def run_lid(cfg: LidConfig) -> LidReport:
 
     if cfg.annotate:
         with open_output(cfg.output) as out:
-            for batch in _batches(lines, cfg.batch_size):
+            for batch in chunks(lines, cfg.batch_size):
                 for line, (code, prob) in zip(batch, lid.predict(batch)):
                     report.total += 1
                     out.write(f"{code}\t{prob:.4f}\t{line}\n")
         return report
 
     lang = check_code(cfg.lang, "--lang")
-    if not lid.covers(lang):
+    uncovered = not lid.covers(lang)
+    if uncovered and not cfg.keep_uncovered:
         raise UserError(f"{lid.path.name} cannot predict {lang} (it knows {len(lid.labels)} labels); "
-                        "pass --lid-model with a model that covers it, e.g. NLLB's lid218e.bin")
+                        "pass --lid-model with a model that covers it, e.g. NLLB's lid218e.bin, or "
+                        "--keep-uncovered to pass the lines through")
+    if uncovered:
+        print(f"warning: {lid.path.name} cannot predict {lang}: keeping every line (--keep-uncovered); "
+              "mine-filter's script check still applies", file=sys.stderr)
     threshold = cfg.thresholds.get(lang, cfg.threshold)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open_output(cfg.output))
         dropped_fh = stack.enter_context(atomic_write(cfg.dropped)) if cfg.dropped else None
-        for line, reason in filter_lang(lines, lid, lang, threshold, cfg.batch_size, report):
+        numbers = LineNumberTracker(cfg.line_numbers, cfg.input_line_numbers, stack)
+        source = numbers.feed(lines)
+        results = (_keep_all(source, report) if uncovered
+                   else filter_lang(source, lid, lang, threshold, cfg.batch_size, report))
+        for line, reason in results:
+            numbers.result(reason is None)
             if reason is None:
                 out.write(line + "\n")
             elif dropped_fh is not None:
@@ -293,6 +305,8 @@ _EPILOG = """examples:
   # per-language thresholds, NLLB's LID model, dropped lines kept for inspection
   mine-lid --lang wol_Latn --lid-model lid218e.bin --thresholds thresholds.tsv \\
       --input raw.wo.txt --output wo.txt --dropped wo.dropped.tsv --report wo.lid.json
+  # keep the original line number of every kept line (0-based), for scoring against a gold later
+  mine-lid --lang xho_Latn --keep-uncovered --input mono.xho_Latn --output xho.lid.txt --line-numbers xho.lid.lines
   # annotate every line: lang<TAB>prob<TAB>line
   mine-lid --annotate --input mixed.txt --output mixed.lid.tsv
 
@@ -317,10 +331,16 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=10000, help="lines per fastText predict call (default 10000)")
     p.add_argument("--report", help="write kept/dropped counts as JSON here")
     p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
+    add_line_number_args(p)
+    p.add_argument("--keep-uncovered", action="store_true",
+                   help="when the model cannot predict --lang (lid.176 lacks xho, nso, ...), keep every line "
+                        "with a warning instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     cfg = LidConfig(input=a.input, output=a.output, lang=a.lang, annotate=a.annotate, threshold=a.threshold,
                     thresholds=read_thresholds(a.thresholds) if a.thresholds else {}, lid_model=a.lid_model,
-                    batch_size=a.batch_size, report=a.report, dropped=a.dropped, progress=not a.no_progress)
+                    batch_size=a.batch_size, report=a.report, dropped=a.dropped, line_numbers=a.line_numbers,
+                    input_line_numbers=a.input_line_numbers, keep_uncovered=a.keep_uncovered,
+                    progress=not a.no_progress)
     run_lid(cfg)
     return 0

@@ -38,14 +38,20 @@ from pathlib import Path
 import numpy as np
 
 from mining.embeddings import EmbeddingSet
-from mining.index import KnnSet
+from mining.index import KnnSet, open_knn_dir
 from mt.errors import UserError
 from mt.util import atomic_write
 
 MARGINS = ("ratio", "distance", "absolute")
 MARGIN_ALIASES = {"cosine": "absolute"}
 MODES = ("forward", "backward", "intersect", "union", "max")
-DEFAULT_RATIO_THRESHOLD = 1.06  # NLLB / stopes' usual cut for the ratio margin
+DEFAULT_RATIO_THRESHOLD = 1.06  # NLLB / stopes' usual cut for the ratio margin, on LASER embeddings
+# The same ratio means something else in another encoder's space (e5 puts unrelated sentences at cosine
+# 0.74-0.85, so its margins crowd near 1): the default cut per encoder family (the spec before any ':'),
+# the median over languages of the best-F1 threshold tuned on the training splits of the BUCC-style
+# gettext sets (bench/bucc.py: k=4, max mode; see bench/out/bucc.md). Others, the ngram baseline
+# included (its tuned cut swings with the data, 1.1-1.5), use 1.06.
+RATIO_THRESHOLDS = {"e5": 1.0, "use": 1.06}  # PROVISIONAL
 
 
 def canonical_margin(name: str) -> str:
@@ -108,13 +114,31 @@ class MarginConfig:
     margin: str = "ratio"
     mode: str = "max"
     k: int | None = None  # neighbourhood size; None = every neighbour stored by mine-knn
-    threshold: float | None = None  # None: 1.06 for ratio, keep everything otherwise
+    threshold: float | None = None  # None: the encoder's ratio cut (default_threshold), none otherwise
+    encoder: str | None = None  # encoder name for that default; None: read from the embedding meta
 
 
-def default_threshold(margin: str, threshold: float | None) -> float | None:
+def default_threshold(margin: str, threshold: float | None, encoder: str | None = None) -> float | None:
+    """``threshold`` when given; for the ratio margin the cut of ``encoder``'s family (RATIO_THRESHOLDS,
+    1.06 for LASER and unknown encoders); no cut for the other margins."""
     if threshold is not None:
         return threshold
-    return DEFAULT_RATIO_THRESHOLD if canonical_margin(margin) == "ratio" else None
+    if canonical_margin(margin) != "ratio":
+        return None
+    family = (encoder or "").split(":")[0]
+    return RATIO_THRESHOLDS.get(family, DEFAULT_RATIO_THRESHOLD)
+
+
+def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
+    """The encoder that embedded the mined sets, from their embedding meta (None when unknown)."""
+    for knn in (fwd, bwd):
+        prefix = knn.meta.get("queries") if knn is not None else None
+        if prefix:
+            try:
+                return EmbeddingSet.open(prefix).meta.get("encoder")
+            except UserError:
+                continue
+    return None
 
 
 def best_candidates(knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str,
@@ -142,6 +166,13 @@ def _check_pair(fwd: KnnSet | None, bwd: KnnSet | None) -> None:
             f"({len(bwd)} queries, index of {bwd.meta.get('ntotal')}) do not describe the same two sets: "
             "re-run mine-knn for both directions on the same embeddings"
         )
+
+
+def side_sizes(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[int, int]:
+    """Sentences on the source and the target side, from whichever k-NN results are there."""
+    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
+    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    return n_src, n_tgt
 
 
 def _greedy_one_to_one(al: Alignments) -> Alignments:
@@ -195,8 +226,7 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
         raise UserError(f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
                         f"(re-run mine-knn with --k {k} for more)")
 
-    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
-    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    n_src, n_tgt = side_sizes(fwd, bwd)
     zeros_src, zeros_tgt = np.zeros(n_src, np.float32), np.zeros(n_tgt, np.float32)
     avg_src = fwd.averages(k) if (fwd is not None and margin != "absolute") else zeros_src
     avg_tgt = bwd.averages(k) if (bwd is not None and margin != "absolute") else zeros_tgt
@@ -226,7 +256,8 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
         al = _dedup_pairs(scores, src, tgt)
         if cfg.mode == "max":
             al = _greedy_one_to_one(al)
-    al = al.above(default_threshold(margin, cfg.threshold))
+    al = al.above(default_threshold(margin, cfg.threshold,
+                                    cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd)))
     finite = np.isfinite(al.scores)
     return Alignments(al.scores[finite], al.src[finite], al.tgt[finite]) if not finite.all() else al
 
@@ -245,6 +276,9 @@ class LineFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: text file not found")
+        if self.path.suffix == ".gz":
+            raise UserError(f"{self.path}: mine-bitext reads lines by byte offset and needs plain text: "
+                            f"gunzip it and pass the .txt with --src-text / --tgt-text")
         offsets = [0]
         hashes = []
         with open(self.path, "rb") as fh:
@@ -345,7 +379,8 @@ _EPILOG = """examples:
   mine-bitext --knn-dir work/knn/deu-eng --margin cosine --threshold 0.8 --out cosine.tsv
 
 Reads {knn-dir}/src2tgt.* and {knn-dir}/tgt2src.* written by mine-knn. The texts default to the
-'source' recorded in the embedding meta files. Default threshold: 1.06 for ratio, none otherwise.
+'source' recorded in the embedding meta files. Default threshold for ratio: the encoder's cut (from
+the embedding meta; 1.06 for LASER and unknown encoders, see RATIO_THRESHOLDS), none otherwise.
 """
 
 
@@ -361,25 +396,22 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=MODES, default="max", help="pair selection (default: %(default)s)")
     p.add_argument("--k", type=int, default=None, help="neighbourhood size (default: all neighbours searched)")
     p.add_argument("--threshold", type=float, default=None,
-                   help=f"keep pairs scoring >= this (default: {DEFAULT_RATIO_THRESHOLD} for ratio, none otherwise)")
+                   help=f"keep pairs scoring >= this (default for ratio: the encoder's cut, "
+                        f"{', '.join(f'{k} {v}' for k, v in RATIO_THRESHOLDS.items())}, "
+                        f"else {DEFAULT_RATIO_THRESHOLD}; none for the other margins)")
     p.add_argument("--no-dedup", dest="dedup", action="store_false", help="keep identical text pairs")
     p.add_argument("--pair-prefix", default=None, help="also write line-aligned PREFIX.{src-lang}/PREFIX.{tgt-lang}")
     p.add_argument("--src-lang", default=None, help="source language code for --pair-prefix (default: from meta)")
     p.add_argument("--tgt-lang", default=None, help="target language code for --pair-prefix (default: from meta)")
     a = p.parse_args(argv)
     t0 = time.time()
-    kdir = Path(a.knn_dir)
-    fwd = KnnSet.open(kdir / "src2tgt") if (kdir / "src2tgt.meta.json").is_file() else None
-    bwd = KnnSet.open(kdir / "tgt2src") if (kdir / "tgt2src.meta.json").is_file() else None
-    if fwd is None and bwd is None:
-        raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
-    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold)
+    fwd, bwd = open_knn_dir(a.knn_dir)
+    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold, encoder=encoder_of(fwd, bwd))
     al = mine(fwd, bwd, cfg)
     src_emb = fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")
     tgt_emb = bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")
     src_text, tgt_text = _text_for(a.src_text, "src", src_emb), _text_for(a.tgt_text, "tgt", tgt_emb)
-    n_src = len(fwd) if fwd is not None else int(bwd.meta["ntotal"])
-    n_tgt = len(bwd) if bwd is not None else int(fwd.meta["ntotal"])
+    n_src, n_tgt = side_sizes(fwd, bwd)
     src_lang, tgt_lang = a.src_lang, a.tgt_lang
     if a.pair_prefix and not (src_lang and tgt_lang):
         langs = []
@@ -396,7 +428,7 @@ def cli(argv: list[str] | None = None) -> int:
             raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
     stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
                          src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt)
-    th = default_threshold(a.margin, a.threshold)
+    th = default_threshold(a.margin, a.threshold, cfg.encoder)
     print(f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
           f"threshold {th if th is not None else 'none'}, {stats['duplicates']} duplicate pairs dropped) "
           f"in {time.time() - t0:.1f}s", file=sys.stderr)

@@ -6,12 +6,13 @@ Every stage reads millions of lines, so nothing here holds a file in memory.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import os
 import sys
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -63,6 +64,18 @@ def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool 
             raw.close()
 
 
+def chunks(items: Iterable, n: int) -> Iterator[list]:
+    """Consecutive lists of ``n`` items (the last one shorter): batches, shards, predict calls."""
+    chunk: list = []
+    for x in items:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def count_lines(path: str | os.PathLike) -> int:
     """Number of lines (a last line without newline counts), read in 1 MiB blocks."""
     check_input(path)
@@ -74,6 +87,73 @@ def count_lines(path: str | os.PathLike) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (last != b"\n")
+
+
+def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -> Iterator[tuple[int, str]]:
+    """``(number, line)``: the 0-based line number of each input line in the original file.
+
+    Without ``numbers`` that is the line's own position; with it (the ``--line-numbers`` file an earlier
+    stage wrote for this input), the number read from it, so numbers survive a chain of filters.
+    """
+    if numbers is None:
+        yield from enumerate(lines)
+        return
+    nums = iter(read_lines(numbers, progress=False))
+    for k, line in enumerate(lines):
+        raw = next(nums, None)
+        if raw is None:
+            raise UserError(f"{numbers}: only {k} line numbers for a longer input: pass the --line-numbers file "
+                            "written together with this input")
+        try:
+            n = int(raw)
+        except ValueError:
+            raise located(numbers, k + 1, f"expected a line number, got {raw[:20]!r}") from None
+        yield n, line
+    if next(nums, None) is not None:
+        raise UserError(f"{numbers}: more line numbers than input lines: pass the --line-numbers file written "
+                        "together with this input")
+
+
+def add_line_number_args(p) -> None:
+    """``--line-numbers`` / ``--input-line-numbers``, the same in every filtering stage."""
+    p.add_argument("--line-numbers", default=None,
+                   help="also write, per output line, its 0-based line number in the original file")
+    p.add_argument("--input-line-numbers", default=None,
+                   help="the --line-numbers file of the stage that wrote --input, so the numbers written "
+                        "are those of the original file")
+
+
+class LineNumberTracker:
+    """Carries the original line numbers of a stream through a filter that yields one result per input
+    line, in order, and writes the numbers of the kept lines (one per output line) to ``out``."""
+
+    def __init__(self, out: str | os.PathLike | None, numbers_in: str | os.PathLike | None,
+                 stack: contextlib.ExitStack):
+        self.active = out is not None or numbers_in is not None
+        self.numbers_in = numbers_in
+        self.fh = stack.enter_context(atomic_write(out)) if out is not None else None
+        self.pending: collections.deque[int] = collections.deque()
+
+    def feed(self, lines: Iterable[str]) -> Iterator[str]:
+        """The input lines, remembering each one's number (call ``result`` once per filter result)."""
+        if not self.active:
+            yield from lines
+            return
+        for n, line in with_line_numbers(lines, self.numbers_in):
+            self.pending.append(n)
+            yield line
+
+    def discard_last(self) -> None:
+        """Forget the line just read: the caller dropped it before the filter saw it (a bad TSV row)."""
+        if self.active:
+            self.pending.pop()
+
+    def result(self, kept: bool) -> None:
+        if not self.active:
+            return
+        n = self.pending.popleft()
+        if kept and self.fh is not None:
+            self.fh.write(f"{n}\n")
 
 
 @contextlib.contextmanager

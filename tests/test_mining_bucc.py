@@ -1,56 +1,18 @@
-"""BUCC-style benchmark: .mo reading, the set builder, the scorer (P/R/F1, best threshold, xsim) and the
-end-to-end ``mine-eval bucc`` run with the n-gram baseline encoder."""
+"""BUCC-style benchmark: the set builders (catalogues, corpus mono files), the scorer (P/R/F1, best
+threshold, xsim) and the end-to-end ``mine-eval bucc`` run with the n-gram baseline encoder.
+(The .mo reader and the cleaning rules the catalogue builder uses are tested in test_corpus_*.)"""
 
 import json
-import struct
 
 import numpy as np
 import pytest
+from _mo_writer import write_mo
 
 from mining import bucc
+from mining.encoders import load_encoder
+from mining.encoders.ngram import NgramEncoder
 from mining.evaluate import cli, read_candidates
-from mining.ngram_encoder import NgramEncoder
 from mt.errors import UserError
-
-
-def write_mo(path, entries, big_endian=False):
-    """A compiled gettext catalogue (the documented .mo layout), entries = [(msgid bytes, msgstr bytes)]."""
-    entries = sorted(entries)
-    e = ">" if big_endian else "<"
-    n = len(entries)
-    orig_at, trans_at = 28, 28 + 8 * n
-    data_at = 28 + 16 * n
-    blob, otab, ttab = b"", b"", b""
-    for msgid, _ in entries:
-        otab += struct.pack(e + "2I", len(msgid), data_at + len(blob))
-        blob += msgid + b"\0"
-    for _, msgstr in entries:
-        ttab += struct.pack(e + "2I", len(msgstr), data_at + len(blob))
-        blob += msgstr + b"\0"
-    header = struct.pack(e + "7I", 0x950412DE, 0, n, orig_at, trans_at, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + otab + ttab + blob)
-
-
-def test_read_mo_handles_header_context_plurals_and_endianness(tmp_path):
-    entries = [(b"", b"Content-Type: text/plain; charset=ISO-8859-1\n"),
-               (b"menu\x04_Open the file", "Datei _öffnen".encode("latin-1")),
-               (b"one file\x00%d files", b"eine Datei\x00%d Dateien"),
-               (b"untranslated", b"")]
-    for big in (False, True):
-        write_mo(tmp_path / f"x{big}.mo", entries, big_endian=big)
-        got = sorted(bucc.read_mo(tmp_path / f"x{big}.mo"))
-        assert got == [("_Open the file", "Datei _öffnen"), ("one file", "eine Datei")]
-    (tmp_path / "bad.mo").write_bytes(b"not a catalogue at all, just text")
-    assert list(bucc.read_mo(tmp_path / "bad.mo")) == []
-
-
-def test_clean_drops_placeholders_and_accelerators():
-    assert bucc.clean("Save _As (_A)") == "Save As"
-    assert bucc.clean("_Open  the\tfile") == "Open the file"
-    assert bucc.clean("Tom & Jerry") == "Tom & Jerry"
-    for broken in ("Copy %s to %s", "Delete {0} items", "<b>Bold</b> text", "Line %-.*s here"):
-        assert bucc.clean(broken) is None
 
 
 # A fake catalogue tree: German translates E0..E99, French E100..E199 (the English-only sentences).
@@ -68,11 +30,10 @@ def german(i):
 @pytest.fixture
 def locale_dir(tmp_path):
     root = tmp_path / "locale"
-    header = (b"", b"Content-Type: text/plain; charset=UTF-8\n")
-    de = [header] + [(english(i).encode(), german(i).encode()) for i in range(100)]
-    de += [(b"Copy %s to %s now", b"Kopiere %s nach %s jetzt")]  # placeholder: never used
+    de = [(english(i), german(i)) for i in range(100)]
+    de += [("%s: %s", "%s: %s")]  # only placeholders: dropped by the cleaning rules
     write_mo(root / "de" / "LC_MESSAGES" / "app.mo", de)
-    fr = [header] + [(english(i).encode(), f"Ouvrir la fiche {i}".encode()) for i in range(100, 200)]
+    fr = [(english(i), f"Ouvrir la fiche {i}") for i in range(100, 200)]
     write_mo(root / "fr" / "LC_MESSAGES" / "app.mo", fr)
     return root
 
@@ -108,9 +69,9 @@ def test_builder_writes_bucc_files_with_hidden_gold(tmp_path, locale_dir):
 
 
 def test_builder_errors(tmp_path, locale_dir):
-    with pytest.raises(UserError, match="no gettext locale known"):
+    with pytest.raises(UserError, match="no gettext locale maps to 'tlh_Latn'"):
         bucc.build(bucc.BuildConfig(out=str(tmp_path / "b"), langs=["tlh_Latn"], locale_dir=str(locale_dir)))
-    with pytest.raises(UserError, match="no .mo catalogues"):
+    with pytest.raises(UserError, match="no .mo catalogues for rus_Cyrl .languages there: deu_Latn, fra_Latn"):
         bucc.build(bucc.BuildConfig(out=str(tmp_path / "b"), langs=["rus_Cyrl"], locale_dir=str(locale_dir)))
 
 
@@ -162,7 +123,11 @@ def test_read_set_and_candidates_formats(tmp_path):
 
 
 def test_ngram_encoder_is_normalised_and_finds_shared_strings():
-    enc = NgramEncoder(dim=512)
+    enc = load_encoder("ngram:512")
+    assert isinstance(enc, NgramEncoder) and enc.dim == 512 and enc.name == "ngram:512"
+    assert load_encoder("ngram").dim == 1024
+    with pytest.raises(UserError, match="expected ngram or ngram:DIM"):
+        load_encoder("ngram:big")
     e = enc.encode(["Open record zq017 now", "Öffne Eintrag zq017 jetzt", "Öffne Eintrag zq018 jetzt", ""], "x")
     assert e.shape == (4, 512) and e.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(e[:3], axis=1), 1.0, rtol=1e-5)

@@ -12,18 +12,10 @@ from mining.embed import embed_file, make_batches, run_path
 from mining.embeddings import EmbeddingSet, meta_path, shard_path
 from mining.encoders.laser import load_laser2
 from mt.errors import UserError
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 LINES = [s.capitalize() for s in CORPUS[:15]] + ["", "A much longer line " * 12, "short", "Der Rest.", "Fin."]
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: one thread is fastest, and it avoids OpenMP spin-waits on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def laser_dir(tmp_path_factory):

@@ -9,19 +9,11 @@ from _mining_laser import (laser2_checkpoint, laser3_checkpoint, make_spm, refer
 from mining.encoders import Encoder, encoder_space, l2_normalize, load_encoder
 from mining.encoders.laser import LaserTokenizer, load_checkpoint, load_laser2, load_laser3
 from mt.errors import UserError
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 SENTS = ["the cat sits on the mat.", "open the file.", "le chat est assis sur le tapis avant de fermer la fenêtre.",
          "das wetter", "x"]
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models: one thread is fastest, and it avoids OpenMP spin-waits on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def laser_dir(tmp_path_factory):

@@ -165,3 +165,41 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match=r"latin1.txt:2: not valid UTF-8"):
         run_filter(FilterJob(input=str(latin1), output=str(tmp_path / "o"), lang="fra_Latn", progress=False))
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_line_numbers_monolingual_and_chained(tmp_path):
+    inp = tmp_path / "de.txt"
+    lines = ["Das ist gut.", "Das ist gut.", "kurz", "Это не немецкий.", "Ein anderer Satz hier.", "", "Noch einer."]
+    inp.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+    # the input is itself a subset: its line k was line 10 * k of some original file
+    (tmp_path / "in.lines").write_text("".join(f"{10 * k}\n" for k in range(len(lines))))
+    cfg = FilterConfig(batch_size=2)  # results cross chunk boundaries
+    run_filter(FilterJob(input=str(inp), output=str(tmp_path / "o.txt"), lang="deu_Latn", progress=False,
+                         line_numbers=str(tmp_path / "o.lines"), config=cfg))
+    kept = (tmp_path / "o.txt").read_text(encoding="utf-8").splitlines()
+    nums = [int(x) for x in (tmp_path / "o.lines").read_text().split()]
+    assert kept == ["Das ist gut.", "Ein anderer Satz hier.", "Noch einer."] and nums == [0, 4, 6]
+    assert [lines[n] for n in nums] == kept
+    run_filter(FilterJob(input=str(inp), output=str(tmp_path / "o2.txt"), lang="deu_Latn", progress=False,
+                         input_line_numbers=str(tmp_path / "in.lines"), line_numbers=str(tmp_path / "o2.lines"),
+                         config=cfg))
+    assert (tmp_path / "o2.lines").read_text().split() == ["0", "40", "60"]
+
+
+def test_line_numbers_bitext_count_bad_rows(tmp_path):
+    inp = tmp_path / "b.tsv"
+    inp.write_text("Save the file.\tDatei speichern.\n"
+                   "broken row\n"
+                   "Save the file.\tDatei speichern.\n"
+                   "Close the window.\tFenster schließen.\n", encoding="utf-8")
+    assert filter_main(["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--input", str(inp), "--output",
+                        str(tmp_path / "o.tsv"), "--line-numbers", str(tmp_path / "o.lines"), "--no-progress"]) == 0
+    assert len((tmp_path / "o.tsv").read_text(encoding="utf-8").splitlines()) == 2
+    assert (tmp_path / "o.lines").read_text().split() == ["0", "3"]
+
+
+def test_chunks_keep_order_and_the_short_tail():
+    from mining.textio import chunks
+
+    assert list(chunks(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(chunks([], 3)) == [] and list(chunks("ab", 5)) == [["a", "b"]]

@@ -139,3 +139,44 @@ def test_clear_errors(tmp_path, capsys):
     (tmp_path / "bad.bin").write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a fastText model"):
         LanguageIdentifier(tmp_path / "bad.bin")
+
+
+def test_line_numbers_follow_kept_lines_through_two_runs(tmp_path):
+    """--line-numbers writes each kept line's 0-based line in the original; --input-line-numbers chains."""
+    lines = REAL["fra_Latn"] + REAL["deu_Latn"] + [""] + REAL["eng_Latn"] + REAL["rus_Cyrl"]
+    inp = _write(tmp_path / "in.txt", lines)
+    # first pass: a language lid.176 cannot predict, passed through (--keep-uncovered): every line kept
+    first = tmp_path / "all.txt"
+    run_lid(LidConfig(input=str(inp), output=str(first), lang="nso_Latn", keep_uncovered=True,
+                      line_numbers=str(tmp_path / "all.lines"), progress=False))
+    assert first.read_text(encoding="utf-8").splitlines() == lines
+    assert (tmp_path / "all.lines").read_text().split() == [str(i) for i in range(len(lines))]
+    # second pass: German only; the numbers are those of in.txt
+    out = tmp_path / "de.txt"
+    assert lid_main(["--lang", "deu_Latn", "--input", str(first), "--output", str(out), "--no-progress",
+                     "--input-line-numbers", str(tmp_path / "all.lines"),
+                     "--line-numbers", str(tmp_path / "de.lines"), "--batch-size", "2"]) == 0
+    nums = [int(x) for x in (tmp_path / "de.lines").read_text().split()]
+    assert out.read_text(encoding="utf-8").splitlines() == REAL["deu_Latn"]
+    assert [lines[i] for i in nums] == REAL["deu_Latn"] and nums == [2, 3]
+
+
+def test_uncovered_language_and_line_number_errors(tmp_path, capsys):
+    inp = _write(tmp_path / "in.txt", REAL["deu_Latn"])
+    report = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="xho_Latn", keep_uncovered=True,
+                               progress=False))
+    assert report.kept == report.total == 2 and "cannot predict xho_Latn: keeping every line" in capsys.readouterr().err
+    _write(tmp_path / "short.lines", ["7"])
+    with pytest.raises(UserError, match="short.lines: only 1 line numbers for a longer input"):
+        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
+                          input_line_numbers=str(tmp_path / "short.lines")))
+    _write(tmp_path / "long.lines", ["7", "8", "9"])
+    with pytest.raises(UserError, match="more line numbers than input lines"):
+        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
+                          input_line_numbers=str(tmp_path / "long.lines")))
+    _write(tmp_path / "bad.lines", ["7", "x"])
+    with pytest.raises(UserError, match=r"bad.lines:2: expected a line number"):
+        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
+                          input_line_numbers=str(tmp_path / "bad.lines")))
+    with pytest.raises(UserError, match="go with --lang"):
+        run_lid(LidConfig(input=str(inp), annotate=True, line_numbers=str(tmp_path / "n"), progress=False))

@@ -170,7 +170,7 @@ def test_cli_writes_sorted_tsv(tmp_path, knn, capsys):
 def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
     from mining.index import cli_knn
-    from mining.ngram_encoder import NgramEncoder
+    from mining.encoders.ngram import NgramEncoder
     from mining_helpers import write_emb
 
     # same-domain sentences without a translation on the other side (different codes): hard negatives
@@ -195,3 +195,40 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     assert scores == sorted(scores, reverse=True) and min(scores) >= 1.0
     assert (tmp_path / "train.deu_Latn").read_text(encoding="utf-8").splitlines() == [s for _, s, _ in rows]
     assert (tmp_path / "train.eng_Latn").read_text(encoding="utf-8").splitlines() == [t for _, _, t in rows]
+
+
+def test_default_ratio_cut_follows_the_encoder_in_the_embedding_meta(tmp_path):
+    """An e5 / USE space gets its own ratio cut (RATIO_THRESHOLDS), read from the embedding meta;
+    LASER and unknown encoders keep NLLB's 1.06; an explicit threshold always wins."""
+    import json
+
+    from mining.margin import DEFAULT_RATIO_THRESHOLD, RATIO_THRESHOLDS, default_threshold
+    from mining_helpers import write_emb
+
+    assert default_threshold("ratio", None, "e5:query") == RATIO_THRESHOLDS["e5"]
+    assert default_threshold("ratio", None, "use") == RATIO_THRESHOLDS["use"]
+    assert default_threshold("ratio", None, "ngram:512") == DEFAULT_RATIO_THRESHOLD
+    assert default_threshold("ratio", None, "laser3-wol_Latn") == DEFAULT_RATIO_THRESHOLD
+    assert default_threshold("ratio", None, None) == DEFAULT_RATIO_THRESHOLD
+    assert default_threshold("cosine", None, "e5") is None and default_threshold("ratio", 0.5, "e5") == 0.5
+    # 2 x 2, k = 2: x_i's translation y_i at cosine .8, the other at b, so that ratio(x_i, y_i) = 2 * .8 / (.8 + b)
+    # = r, a score between e5's cut and 1.06: e5's default keeps both pairs, LASER's 1.06 none
+    r = (RATIO_THRESHOLDS["e5"] + DEFAULT_RATIO_THRESHOLD) / 2
+    b = 0.8 * (2 - r) / r
+    ids, sims = [[0, 1], [1, 0]], [[0.8, b], [0.8, b]]
+    fwd_p, bwd_p = write_knn(tmp_path / "src2tgt", ids, sims, 2), write_knn(tmp_path / "tgt2src", ids, sims, 2)
+    everything = mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig(threshold=float("-inf")))
+    scored = dict(zip(zip(everything.src.tolist(), everything.tgt.tolist()), everything.scores.tolist()))
+    assert scored == pytest.approx({(0, 0): r, (1, 1): r})
+    kept = {}
+    for encoder in ("e5", "use", None):
+        if encoder:
+            write_emb(tmp_path / f"emb-{encoder}", np.eye(2), encoder=encoder)
+        meta = json.loads((tmp_path / "src2tgt.meta.json").read_text())
+        meta["queries"] = str(tmp_path / f"emb-{encoder}") if encoder else ""
+        (tmp_path / "src2tgt.meta.json").write_text(json.dumps(meta))
+        al = mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig())
+        cut = default_threshold("ratio", None, encoder)
+        kept[encoder] = set(zip(al.src.tolist(), al.tgt.tolist()))
+        assert kept[encoder] == {p for p, s in scored.items() if s >= cut}, encoder
+    assert kept["e5"] == {(0, 0), (1, 1)} and kept[None] == set()

