@@ -1,0 +1,268 @@
+"""Command lines of the generation room: argparse -> config dataclass -> one function call.
+
+``mt-generate`` (binarized subset, fairseq output, chrF++), ``mt-interactive`` (stdin -> stdout),
+``mt-translate`` (resumable, shardable batch job over files), ``mt-export`` (HF M2M100 / CTranslate2).
+Flag names are fairseq's where fairseq had the feature.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from mt.errors import UserError, cli_entry
+from mt.generate.search import SearchConfig
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _device(args: argparse.Namespace) -> str:
+    if args.cpu or args.device == "cpu":
+        return "cpu"
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    return args.device
+
+
+def _add_model(p: argparse.ArgumentParser, data_positional: bool = False) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--path", required=True, metavar="CKPT", help="checkpoint of mt-train (e.g. ckpt/checkpoint_best.pt)")
+    if not data_positional:
+        g.add_argument("--data", default="", metavar="DIR",
+                       help="directory with the dict.txt (+ spm.model) the model was trained with "
+                            "(default: next to the checkpoint, else the training data directory it records)")  # fmt: skip
+    g.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: DATA/spm.model)")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N (default: auto)")
+    g.add_argument("--cpu", action="store_true", help="same as --device cpu (fairseq's flag)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, outputs can differ slightly from float32")
+    g.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+
+
+def _add_search(p: argparse.ArgumentParser) -> None:
+    d = SearchConfig()
+    g = p.add_argument_group("search")
+    g.add_argument("--beam", type=int, default=d.beam, help="beam size; 1 = greedy (default: %(default)s)")
+    g.add_argument("--nbest", type=int, default=d.nbest, help="hypotheses to output per sentence (default: %(default)s)")
+    g.add_argument("--lenpen", type=float, default=d.lenpen,
+                   help="length penalty: score = sum(log p) / len**lenpen; <1 favours short, >1 long (default: %(default)s)")  # fmt: skip
+    g.add_argument("--max-len-a", type=float, default=d.max_len_a, help="max output length = a * src_len + b (default a=%(default)s)")
+    g.add_argument("--max-len-b", type=int, default=d.max_len_b, help="(default b=%(default)s)")
+    g.add_argument("--min-len", type=int, default=d.min_len, help="minimum output tokens before </s> (default: %(default)s)")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
+    g.add_argument("--unkpen", type=float, default=0.0, help="subtract this from <unk>'s log-prob (default: 0)")
+    g.add_argument("--sampling", action="store_true", help="sample instead of beam search (--beam N = N samples)")
+    g.add_argument("--sampling-topk", type=int, default=-1, help="sample from the k most likely tokens (-1: all)")
+    g.add_argument("--sampling-topp", type=float, default=-1.0, help="sample from the smallest set with mass >= p (-1: off)")
+    g.add_argument("--temperature", type=float, default=1.0, help="divide logits by this (default: 1.0)")
+    g.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
+    g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (default: %(default)s)")
+    g.add_argument("--batch-size", "--max-sentences", type=int, default=0, dest="batch_size",
+                   help="sentences per batch (default: no limit besides --max-tokens)")  # fmt: skip
+
+
+def _search(args: argparse.Namespace) -> SearchConfig:
+    return SearchConfig(
+        beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b, min_len=args.min_len,
+        nbest=args.nbest, no_repeat_ngram_size=args.no_repeat_ngram_size, unkpen=args.unkpen, sampling=args.sampling,
+        sampling_topk=args.sampling_topk, sampling_topp=args.sampling_topp, temperature=args.temperature, seed=args.seed,
+    ).check()  # fmt: skip
+
+
+# --- mt-generate ---------------------------------------------------------------------------------------
+GENERATE_EPILOG = """examples:
+  # FLORES devtest eng->deu with beam 4, fairseq's output on stdout, chrF++ last
+  mt-generate work/bin --path ckpt/checkpoint_best.pt --gen-subset devtest -s eng_Latn -t deu_Latn \\
+      --beam 4 --lenpen 1.0 --remove-bpe sentencepiece
+  # several directions; files for `mt-eval dir work/gen --ref-dir corpus/devtest`
+  mt-generate work/bin --path ckpt/checkpoint_best.pt --gen-subset devtest \\
+      --lang-pairs eng_Latn-deu_Latn,deu_Latn-eng_Latn --bf16 --results-path work/gen
+  # best hypotheses in input order
+  mt-generate work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn | grep ^D- | sort -V | cut -f3
+
+Output per sentence i (batch order, as fairseq): S-i source, T-i reference, H-i<TAB>score<TAB>pieces,
+D-i<TAB>score<TAB>detokenised, P-i<TAB>per-token scores; scores are log2. Last line:
+"Generate {subset} with beam=N: chrF2++ = ...". --results-path DIR writes DIR/generate-{subset}.txt and
+DIR/{src}-{tgt}.hyp (detokenised, input order).
+"""
+
+
+def build_generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-generate", description="Translate a binarized subset (fairseq-generate).",
+                                epilog=GENERATE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("data", help="binarized data directory (mt-preprocess output: dict.txt, spm.model, {subset}.*.bin/.idx)")
+    p.add_argument("--gen-subset", default="test", help="test|devtest, valid|dev, or train (default: %(default)s)")
+    p.add_argument("-s", "--source-lang", default="", help="source language code, e.g. eng_Latn")
+    p.add_argument("-t", "--target-lang", default="", help="target language code, e.g. deu_Latn")
+    p.add_argument("--lang-pairs", default="", help="several directions, comma-separated: eng_Latn-deu_Latn,deu_Latn-eng_Latn")
+    p.add_argument("--remove-bpe", "--post-process", nargs="?", const="sentencepiece", default=None, dest="remove_bpe",
+                   help="turn H-/S-/T- pieces into text (only 'sentencepiece'; the flag alone means that)")  # fmt: skip
+    p.add_argument("--results-path", default="", help="write generate-{subset}.txt and {src}-{tgt}.hyp here")
+    p.add_argument("--quiet", action="store_true", help="only the score line (no S/T/H/D/P lines)")
+    p.add_argument("--no-progress-bar", action="store_true")
+    _add_model(p, data_positional=True)
+    _add_search(p)
+    return p
+
+
+@cli_entry
+def generate_main(argv: list[str] | None = None) -> int:
+    from mt.generate.generate import GenerateConfig, generate
+
+    args = build_generate_parser().parse_args(argv)
+    pairs = [x for x in args.lang_pairs.split(",") if x]
+    if args.source_lang or args.target_lang:
+        if pairs:
+            raise UserError("give either -s/-t or --lang-pairs, not both")
+        if not (args.source_lang and args.target_lang):
+            raise UserError("-s/--source-lang and -t/--target-lang go together")
+        pairs = [f"{args.source_lang}-{args.target_lang}"]
+    cfg = GenerateConfig(
+        data=args.data, path=args.path, gen_subset=args.gen_subset, lang_pairs=pairs, search=_search(args),
+        max_tokens=args.max_tokens, batch_size=args.batch_size, remove_bpe=args.remove_bpe,
+        results_path=args.results_path, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
+        threads=args.threads, quiet=args.quiet, progress=not args.no_progress_bar,
+    )  # fmt: skip
+    generate(cfg)
+    return 0
+
+
+# --- mt-interactive ------------------------------------------------------------------------------------
+INTERACTIVE_EPILOG = """examples:
+  echo "The file is open." | mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn
+  mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t fra_Latn --buffer-size 64 --bf16 < in.txt > out.txt
+  # fairseq-interactive's S-/W-/H-/D-/P- lines, 2 hypotheses each
+  mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn --output-format fairseq --nbest 2
+
+plain output: one translation per input line (empty or undecodable lines give empty lines).
+"""
+
+
+def build_interactive_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-interactive", description="Translate raw text from stdin as it arrives.",
+                                epilog=INTERACTIVE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("-s", "--source-lang", required=True)
+    p.add_argument("-t", "--target-lang", required=True)
+    p.add_argument("--input", default="-", help="file to read instead of stdin")
+    p.add_argument("--buffer-size", type=int, default=1, help="lines translated together (default: %(default)s)")
+    p.add_argument("--output-format", choices=["plain", "fairseq"], default="plain")
+    p.add_argument("--remove-bpe", "--post-process", nargs="?", const="sentencepiece", default=None, dest="remove_bpe")
+    _add_model(p)
+    _add_search(p)
+    return p
+
+
+@cli_entry
+def interactive_main(argv: list[str] | None = None) -> int:
+    from mt.generate.interactive import InteractiveConfig, interactive
+
+    args = build_interactive_parser().parse_args(argv)
+    cfg = InteractiveConfig(
+        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data, spm_model=args.spm_model,
+        input=args.input, buffer_size=args.buffer_size, output_format=args.output_format, remove_bpe=args.remove_bpe,
+        search=_search(args), max_tokens=args.max_tokens, device=_device(args), bf16=args.bf16, threads=args.threads,
+    )  # fmt: skip
+    interactive(cfg)
+    return 0
+
+
+# --- mt-translate --------------------------------------------------------------------------------------
+TRANSLATE_EPILOG = """examples:
+  # a text file into two languages; re-run the same command after a crash: finished chunks are kept
+  mt-translate mono.eng_Latn.txt --path ckpt/checkpoint_best.pt -s eng_Latn -t fra_Latn,deu_Latn --out work/bt --bf16
+  # a directory of JSONL files, the "text" field
+  mt-translate data/jsonl/ --field text --path ckpt/checkpoint_best.pt -s eng_Latn -t swh_Latn --out work/swh
+  # Parquet column, as a Slurm array of 8 jobs (each takes every 8th chunk; the last one merges)
+  mt-translate corpus.parquet --column sentence --shard $SLURM_ARRAY_TASK_ID/8 --path ck.pt -s eng_Latn -t zul_Latn --out work/zul
+
+Outputs: OUT/{tgt}/{input name} (one line per input record, in order; non-text inputs get .txt appended),
+OUT/bad_lines.tsv (file, line, reason of every empty / invalid UTF-8 / too long / malformed record; they get
+an empty translation, or the source with --bad-lines copy), OUT/chunks/ (finished chunks, the resume state).
+"""
+
+
+def build_translate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-translate", description="Resumable, shardable batch translation of files.",
+                                epilog=TRANSLATE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories (read recursively, sorted)")
+    p.add_argument("--out", required=True, help="output directory (chunks, merged outputs, bad_lines.tsv)")
+    p.add_argument("-s", "--source-lang", required=True)
+    p.add_argument("-t", "--target-lang", required=True, help="one or more target languages, comma-separated")
+    p.add_argument("--format", default="auto", choices=["auto", "text", "tsv", "jsonl", "parquet"], dest="fmt",
+                   help="input format (default: by extension: .tsv, .jsonl, .parquet, else text)")  # fmt: skip
+    p.add_argument("--column", default=None, help="TSV: 1-based field number; Parquet: column name")
+    p.add_argument("--field", default=None, help="JSONL: key of the text")
+    p.add_argument("--chunk-size", type=int, default=10000, help="records per chunk, the unit of resume and sharding (default: %(default)s)")
+    p.add_argument("--shard", default="0/1", help="i/N: translate only chunks k with k %% N == i (0-based, default: 0/1)")
+    p.add_argument("--max-source-positions", type=int, default=0, help="longer sources are bad lines (default: the model's limit)")
+    p.add_argument("--bad-lines", choices=["empty", "copy"], default="empty", help="output for bad records (default: empty)")
+    p.add_argument("--no-merge", action="store_true", help="leave the chunks unmerged")
+    p.add_argument("--no-progress-bar", action="store_true")
+    _add_model(p)
+    _add_search(p)
+    return p
+
+
+@cli_entry
+def translate_main(argv: list[str] | None = None) -> int:
+    from mt.generate.batch_job import TranslateConfig, parse_shard, translate_job
+
+    args = build_translate_parser().parse_args(argv)
+    i, n = parse_shard(args.shard)
+    cfg = TranslateConfig(
+        inputs=args.inputs, out=args.out, path=args.path, src_lang=args.source_lang,
+        tgt_langs=[t for t in args.target_lang.split(",") if t], data=args.data, spm_model=args.spm_model,
+        fmt=args.fmt, column=args.column, json_field=args.field, chunk_size=args.chunk_size, shard_index=i, num_shards=n,
+        search=_search(args), max_tokens=args.max_tokens, batch_size=args.batch_size,
+        max_source_positions=args.max_source_positions, bad_lines=args.bad_lines, device=_device(args), bf16=args.bf16,
+        threads=args.threads, progress=not args.no_progress_bar, merge=not args.no_merge,
+    )  # fmt: skip
+    translate_job(cfg)
+    return 0
+
+
+# --- mt-export -----------------------------------------------------------------------------------------
+EXPORT_EPILOG = """examples:
+  mt-export --format hf --path ckpt/checkpoint_best.pt --out export/hf
+  mt-export --format ctranslate2 --path ckpt/checkpoint_best.pt --out export/ct2
+  mt-export --format ctranslate2 --quantization int8 --path ckpt/checkpoint_best.pt --out export/ct2-int8
+
+The decoder of these models starts with the target-language token (not </s>): pass
+decoder_start_token_id=<id of __deu_Latn__> to HF generate(), target_prefix=[["__deu_Latn__"]] to
+CTranslate2; sources are "__eng_Latn__ ... </s>". Each export has a README.md with working code.
+Dense models only (MoE layers have no M2M100 / CTranslate2 equivalent).
+"""
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-export", description="Export a dense checkpoint to Hugging Face M2M100 or CTranslate2.",
+                                epilog=EXPORT_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("--format", choices=["hf", "ctranslate2"], default="hf", dest="fmt")
+    p.add_argument("--path", required=True, metavar="CKPT")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data", default="", help="directory with dict.txt and spm.model (default: as mt-generate finds them)")
+    p.add_argument("--spm-model", default="")
+    p.add_argument("--quantization", default=None,
+                   help="CTranslate2 only: int8, int8_float32, float16, bfloat16... (default: float32 weights)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    return p
+
+
+@cli_entry
+def export_main(argv: list[str] | None = None) -> int:
+    from mt.generate.export import export
+
+    args = build_export_parser().parse_args(argv)
+    if args.quantization and args.fmt != "ctranslate2":
+        raise UserError("--quantization applies to --format ctranslate2 only")
+    out = export(args.path, args.out, args.fmt, args.data or None, args.spm_model or None, args.quantization, args.force)
+    print(out)
+    return 0
+
+
+@cli_entry
+def moe_stats_main(argv: list[str] | None = None) -> int:
+    """Declared for the MoE room (expert routing statistics); it lands with the MoE layers."""
+    raise UserError("mt-moe-stats is not available yet: it comes with the MoE layers (mt/models/moe.py)")

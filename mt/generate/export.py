@@ -1,0 +1,253 @@
+"""``mt-export``: a dense checkpoint as a Hugging Face M2M100 model, or as a CTranslate2 model.
+
+Our dense model is exactly the M2M100 family: pre-LN layers, a final LayerNorm on each stack, ReLU FFNs,
+fairseq sinusoidal positions starting at ``padding_idx + 1`` (HF's M2M100 table with its offset of 2
+for ``padding_idx`` 1 gives the same rows), embeddings scaled by sqrt(d) and shared by encoder, decoder
+and output projection. The weights map one to one, with our fused projections split: self-attention
+``qkv_proj`` -> ``q_proj``/``k_proj``/``v_proj``, encoder-attention ``kv_proj`` -> ``k_proj``/``v_proj``.
+
+One convention differs and the export keeps ours, because the weights were trained with it: our decoder
+starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M2M100/NLLB start with
+``</s>`` and force the language token second. So:
+
+- HF: ``decoder_start_token_id`` is a language token. The config carries a default (the first target
+  language of the checkpoint's ``--lang-pairs``); pass ``decoder_start_token_id=tok.convert_tokens_to_ids
+  ("__fra_Latn__")`` to ``generate()`` for another one, and never set ``forced_bos_token_id``. The
+  generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does.
+- CTranslate2: ``decoder_start_token`` is null in the model's ``config.json``, so the first token of
+  ``target_prefix`` starts the decoder: ``translate_batch(src, target_prefix=[["__deu_Latn__"]])``.
+- Sources are ``__src__ x </s>`` in both: ``tok("__eng_Latn__ " + text)`` with the exported tokenizer
+  (its template appends ``</s>``), or tokens ``["__eng_Latn__", *pieces, "</s>"]`` for CTranslate2.
+
+The tokenizer is a ``tokenizers`` Unigram model over our ``dict.txt`` with the SentencePiece model's
+normalisation (``tokenizer.json``), plus ``spm.model`` and ``dict.txt`` themselves. MoE checkpoints are
+refused: neither M2M100 nor CTranslate2's converter has sparse expert layers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mt.errors import UserError
+from mt.generate.loading import LoadedModel, banned_ids, load_model
+from mt.util import atomic_write
+
+FORMATS = ("hf", "ctranslate2")
+
+
+def _require(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise UserError(f"mt-export needs the {extra} package: pip install '.[export]' (or pip install {extra})") from None
+
+
+def check_dense(loaded: LoadedModel) -> None:
+    """A UserError for models M2M100 cannot hold (sparse MoE layers, adapters)."""
+    cfg = loaded.meta.get("model_config", {})
+    moe_keys = [k for k, v in cfg.items() if ("moe" in k or "expert" in k) and v not in (None, 0, False, "", [])]
+    state_moe = [k for k in loaded.model.state_dict() if ".experts." in k or ".moe" in k or ".gate." in k]
+    if moe_keys or state_moe:
+        raise UserError(
+            f"{loaded.path}: a Mixture-of-Experts checkpoint ({(moe_keys or state_moe)[0]}); HF M2M100 and CTranslate2 "
+            "export support dense models only: serve MoE models with mt-translate / mt-interactive"
+        )
+
+
+def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Our parameter names -> ``M2M100ForConditionalGeneration`` names (fused projections split)."""
+    ours = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    d = model.cfg.encoder_embed_dim
+    out: dict[str, torch.Tensor] = {"model.shared.weight": ours.pop("embed_tokens.weight")}
+    for stack, n in (("encoder", model.cfg.encoder_layers), ("decoder", model.cfg.decoder_layers)):
+        for i in range(n):
+            src, dst = f"{stack}.layers.{i}.", f"model.{stack}.layers.{i}."
+            for part in ("weight", "bias"):
+                qkv = ours.pop(f"{src}self_attn.qkv_proj.{part}")
+                for name, t in zip(("q_proj", "k_proj", "v_proj"), qkv.split(d, dim=0)):
+                    out[f"{dst}self_attn.{name}.{part}"] = t.clone()
+                names = ["self_attn.out_proj", "self_attn_layer_norm", "final_layer_norm"]
+                out[f"{dst}fc1.{part}"] = ours.pop(f"{src}ffn.fc1.{part}")
+                out[f"{dst}fc2.{part}"] = ours.pop(f"{src}ffn.fc2.{part}")
+                if stack == "decoder":
+                    kv = ours.pop(f"{src}encoder_attn.kv_proj.{part}")
+                    for name, t in zip(("k_proj", "v_proj"), kv.split(d, dim=0)):
+                        out[f"{dst}encoder_attn.{name}.{part}"] = t.clone()
+                    names += ["encoder_attn.q_proj", "encoder_attn.out_proj", "encoder_attn_layer_norm"]
+                for name in names:
+                    out[f"{dst}{name}.{part}"] = ours.pop(f"{src}{name}.{part}")
+        for part in ("weight", "bias"):
+            out[f"model.{stack}.layer_norm.{part}"] = ours.pop(f"{stack}.layer_norm.{part}")
+    if ours:
+        raise UserError(
+            f"parameters with no M2M100 equivalent: {', '.join(sorted(ours)[:4])}; only the dense Transformer "
+            "(no adapters, no MoE) can be exported"
+        )
+    return out
+
+
+def _default_target(loaded: LoadedModel) -> str:
+    for pair in loaded.lang_pairs:
+        return pair.split("-")[1]
+    return loaded.langs[0]
+
+
+def build_hf_model(loaded: LoadedModel):
+    """An ``M2M100ForConditionalGeneration`` holding our weights (float32, eval mode)."""
+    _require("transformers", "transformers")
+    from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration
+
+    check_dense(loaded)
+    c, d = loaded.model.cfg, loaded.dictionary
+    start = d.lang_index(_default_target(loaded))
+    hf_cfg = M2M100Config(
+        vocab_size=c.vocab_size, d_model=c.encoder_embed_dim, max_position_embeddings=max(c.max_source_positions, c.max_target_positions),
+        encoder_layers=c.encoder_layers, encoder_ffn_dim=c.encoder_ffn_embed_dim, encoder_attention_heads=c.encoder_attention_heads,
+        decoder_layers=c.decoder_layers, decoder_ffn_dim=c.decoder_ffn_embed_dim, decoder_attention_heads=c.decoder_attention_heads,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0, activation_function="relu", dropout=c.dropout,
+        attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout, scale_embedding=True,
+        pad_token_id=d.pad(), bos_token_id=d.bos(), eos_token_id=d.eos(), decoder_start_token_id=start,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    model = M2M100ForConditionalGeneration(hf_cfg)
+    sd = hf_state_dict(loaded.model)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = {"lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise RuntimeError(f"M2M100 mapping is incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    model.tie_weights()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
+        suppress_tokens=banned_ids(d), num_beams=4, max_new_tokens=c.max_target_positions - 1,
+    )  # fmt: skip
+    return model.eval()
+
+
+def build_hf_tokenizer(loaded: LoadedModel):
+    """A fast tokenizer with our ids: Unigram over dict.txt + the SentencePiece normaliser; appends ``</s>``."""
+    _require("tokenizers", "tokenizers")
+    _require("google.protobuf", "protobuf")
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    if loaded.spm is None:
+        raise UserError(f"{loaded.data_dir}: no spm.model, needed for the tokenizer files; pass --spm-model")
+    sp, d = loaded.spm.sp, loaded.dictionary
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(sp.serialized_model_proto())
+    specials = set(d.symbols[: d.nspecial])
+    lang_tokens = [f"__{c}__" for c in d.langs()]
+    vocab = []
+    for sym in d.symbols:
+        pid = sp.piece_to_id(sym)
+        known = sym not in specials and sym not in lang_tokens and sp.id_to_piece(pid) == sym
+        vocab.append((sym, float(sp.get_score(pid)) if known else 0.0))
+    tok = Tokenizer(Unigram(vocab, unk_id=d.unk(), byte_fallback=False))
+    norm = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "▁")]
+    charsmap = proto.normalizer_spec.precompiled_charsmap
+    tok.normalizer = normalizers.Sequence(([normalizers.Precompiled(charsmap)] if charsmap else []) + norm)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in [*d.symbols[: d.nspecial], *lang_tokens]])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", d.eos())]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        additional_special_tokens=lang_tokens, model_max_length=loaded.model.cfg.max_source_positions,
+    )  # fmt: skip
+
+
+def _readme(loaded: LoadedModel, fmt: str) -> str:
+    tgt = _default_target(loaded)
+    src = loaded.lang_pairs[0].split("-")[0] if loaded.lang_pairs else loaded.langs[0]
+    if fmt == "hf":
+        usage = f"""```python
+from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+tok = AutoTokenizer.from_pretrained("THIS_DIR")
+model = M2M100ForConditionalGeneration.from_pretrained("THIS_DIR")
+batch = tok(["__{src}__ " + s for s in sentences], return_tensors="pt", padding=True)
+out = model.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids("__{tgt}__"), num_beams=4)
+print(tok.batch_decode(out, skip_special_tokens=True))
+```"""
+    else:
+        usage = f"""```python
+import ctranslate2, sentencepiece as spm
+sp = spm.SentencePieceProcessor(model_file="THIS_DIR/spm.model")
+tr = ctranslate2.Translator("THIS_DIR", compute_type="default")  # or "int8"
+src = [["__{src}__", *sp.encode(s, out_type=str), "</s>"] for s in sentences]
+res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size=4)
+print([sp.decode(r.hypotheses[0][1:]) for r in res])
+```"""
+    return f"""# nllb-mini export ({fmt})
+
+Exported by `mt-export` from `{loaded.path.name}` (language pairs: {', '.join(loaded.lang_pairs) or 'n/a'}).
+
+Conventions (they differ from stock M2M100/NLLB checkpoints):
+- source: `__src__ x </s>` (language token first, `</s>` last);
+- the decoder starts with the target-language token itself (`__{tgt}__ y1 y2 ...`), not `</s> __{tgt}__`:
+  pass it as `decoder_start_token_id` (HF) / the first `target_prefix` token (CTranslate2);
+  never set `forced_bos_token_id`;
+- `<s>`, `<pad>` and language tokens should never be generated (HF: `suppress_tokens` in generation_config).
+
+{usage}
+"""
+
+
+def export(
+    path: str | Path, out: str | Path, fmt: str = "hf", data: str | None = None, spm_model: str | None = None,
+    quantization: str | None = None, force: bool = False,
+) -> Path:
+    """Write the export of checkpoint ``path`` to the directory ``out``; returns ``out``."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose {' or '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out}: exists and is not empty; pass --force to overwrite, or another --out")
+    loaded = load_model(path, data, spm_model)
+    check_dense(loaded)
+    if fmt == "hf":
+        _export_hf(loaded, out)
+        return out
+    ct2 = _require("ctranslate2", "ctranslate2")
+    with tempfile.TemporaryDirectory(prefix="mt-export-hf-") as tmp:
+        _export_hf(loaded, Path(tmp))
+        from ctranslate2.converters import TransformersConverter
+
+        conv = TransformersConverter(tmp, copy_files=["spm.model", "dict.txt", "README.md"])
+        try:
+            conv.convert(str(out), quantization=quantization, force=True)
+        except ValueError as exc:
+            raise UserError(f"CTranslate2 conversion failed: {exc}") from None
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["decoder_start_token"] = None  # the target_prefix's language token starts the decoder (see module doc)
+    with atomic_write(cfg_path) as fh:
+        json.dump(cfg, fh, indent=2)
+    with atomic_write(out / "README.md") as fh:
+        fh.write(_readme(loaded, "ctranslate2"))
+    print(f"mt-export: CTranslate2 {ct2.__version__} model written to {out}", file=sys.stderr)
+    return out
+
+
+def _export_hf(loaded: LoadedModel, out: Path) -> None:
+    model = build_hf_model(loaded)
+    tok = build_hf_tokenizer(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    if loaded.spm is not None:
+        shutil.copyfile(loaded.spm.path, out / "spm.model")
+    shutil.copyfile(loaded.data_dir / "dict.txt", out / "dict.txt")
+    with atomic_write(out / "README.md") as fh:
+        fh.write(_readme(loaded, "hf"))

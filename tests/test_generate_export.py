@@ -1,0 +1,110 @@
+"""mt-export: the HF M2M100 and CTranslate2 exports translate exactly like our model (greedy, token for token)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from decode_fixtures import make_checkpoint
+
+from mt import checkpoint as ckpt
+from mt.errors import UserError
+from mt.generate.cli import export_main
+from mt.generate.export import export
+from mt.generate.translator import Translator
+
+SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
+         "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
+MAX_NEW = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    ck, data = make_checkpoint(root)
+    return ck, Translator(ck), root
+
+
+def _ours(tr: Translator, tgt: str) -> list[list[int]]:
+    # at most MAX_NEW tokens before a forced </s>; compared with engines allowed MAX_NEW + 1 tokens
+    return [h.ids for h in tr.translate(SENTS, "eng_Latn", tgt, beam=1, max_len_a=0, max_len_b=MAX_NEW)]
+
+
+def _same(ours: list[int], theirs: list[int]) -> bool:
+    """Equal, or (ours stopped by the length limit) theirs continues ours."""
+    return theirs == ours or (len(ours) == MAX_NEW and theirs[:MAX_NEW] == ours)
+
+
+def test_hf_export_logits_tokenizer_and_greedy_match(model, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ck, tr, _ = model
+    out = tmp_path / "hf"
+    export_main(["--format", "hf", "--path", str(ck), "--out", str(out)])
+    assert {"config.json", "model.safetensors", "tokenizer.json", "spm.model", "dict.txt", "README.md"} <= {p.name for p in out.iterdir()}
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(out).eval()
+    d = tr.dictionary
+    ours_src = [[tr.lang_token("eng_Latn"), *x, d.eos()] for x in tr.encode(SENTS)]
+    enc = tok(["__eng_Latn__ " + s for s in SENTS])
+    assert enc["input_ids"] == ours_src
+    # logits on a padded batch with a decoder prefix
+    batch = tok(["__eng_Latn__ " + s for s in SENTS], return_tensors="pt", padding=True)
+    prev = torch.tensor([[tr.lang_token("deu_Latn"), *x[:3]] for x in ours_src])
+    with torch.no_grad():
+        theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=prev).logits
+        mine = tr.model(batch["input_ids"], prev)
+    assert torch.allclose(theirs, mine, atol=1e-4), (theirs - mine).abs().max()
+    # greedy generate: decoder_start_token_id is the target language token
+    ended = 0
+    for tgt in ("deu_Latn", "fra_Latn"):
+        with torch.no_grad():
+            gen = hf.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids(f"__{tgt}__"), num_beams=1,
+                              do_sample=False, max_new_tokens=MAX_NEW + 1)  # fmt: skip
+        hf_ids = []
+        for row in gen[:, 1:].tolist():
+            row = [t for t in row if t != d.pad()]
+            hf_ids.append(row[: row.index(d.eos())] if d.eos() in row else row)
+        ours = _ours(tr, tgt)
+        assert all(_same(a, b) for a, b in zip(ours, hf_ids)), list(zip(ours, hf_ids))
+        ended += sum(len(a) < MAX_NEW for a in ours)
+    assert ended > 0  # some hypotheses end with </s> on their own, not only at the length limit
+    assert tok.decode(tok("__eng_Latn__ a big red house")["input_ids"], skip_special_tokens=True) == "a big red house"
+
+
+def test_ct2_export_greedy_matches(model, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    ck, tr, _ = model
+    out = export(ck, tmp_path / "ct2", "ctranslate2")
+    assert json.loads((out / "config.json").read_text())["decoder_start_token"] is None
+    ct = ctranslate2.Translator(str(out), device="cpu", compute_type="float32", intra_threads=1)
+    src = [["__eng_Latn__", *tr.pieces(x), "</s>"] for x in tr.encode(SENTS)]
+    ban = [[tr.dictionary[i]] for i in tr.banned]
+    for tgt in ("deu_Latn", "fra_Latn"):
+        res = ct.translate_batch(src, target_prefix=[[f"__{tgt}__"]] * len(src), beam_size=1, max_decoding_length=MAX_NEW + 1,
+                                 suppress_sequences=ban)  # fmt: skip
+        theirs = [[tr.dictionary.index(p) for p in r.hypotheses[0]] for r in res]
+        ours = _ours(tr, tgt)
+        assert all(_same(a, b) for a, b in zip(ours, theirs)), list(zip(ours, theirs))
+
+
+def test_moe_and_existing_output_are_refused(model, tmp_path):
+    ck, _, root = model
+    state = ckpt.load_checkpoint(ck)
+    state["model_config"]["moe_expert_count"] = 4
+    moe = root / "ck" / "moe.pt"
+    ckpt.save_checkpoint(state, moe)
+    with pytest.raises(UserError, match="Mixture-of-Experts"):
+        export(moe, tmp_path / "x", "hf")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    with pytest.raises(UserError, match="--force"):
+        export(ck, tmp_path / "full", "hf")

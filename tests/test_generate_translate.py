@@ -1,0 +1,198 @@
+"""mt-translate: formats, bad lines, sharding, resume after SIGKILL, refusal to mix settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from decode_fixtures import make_checkpoint
+from train_fixtures import WORDS
+
+from mt.errors import UserError
+from mt.generate.batch_job import TranslateConfig, translate_job
+from mt.generate.cli import translate_main
+from mt.generate.search import SearchConfig
+from mt.generate.translator import Translator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    ck, data = make_checkpoint(tmp_path_factory.mktemp("tr"))
+    return ck, data, Translator(ck)
+
+
+def _sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 7))) for _ in range(n)]
+
+
+SEARCH = dict(beam=2, max_len_b=6)
+
+
+def _cfg(inputs, out, ck, **kw) -> TranslateConfig:
+    base = dict(inputs=[str(p) for p in inputs], out=str(out), path=str(ck), src_lang="eng_Latn", tgt_langs=["deu_Latn"],
+                chunk_size=4, search=SearchConfig(**SEARCH), progress=False)  # fmt: skip
+    base.update(kw)
+    return TranslateConfig(**base)
+
+
+def test_text_with_bad_lines_keeps_line_count_and_order(model, tmp_path):
+    ck, _, tr = model
+    good = _sentences(13)
+    lines = [good[0].encode(), b"", good[1].encode(), b"bad \xff\xfe utf8", b"   ", " ".join(["house"] * 40).encode()]
+    lines += [s.encode() for s in good[2:]]
+    inp = tmp_path / "mono.txt"
+    inp.write_bytes(b"\r\n".join(lines[:3]) + b"\r\n" + b"\n".join(lines[3:]))  # CRLF, LF, no final newline
+    out = tmp_path / "job"
+    translate_job(_cfg([inp], out, ck, tgt_langs=["deu_Latn", "fra_Latn"], max_source_positions=30))
+    n = len(lines)
+    expect_bad = {2: "empty", 4: "invalid-utf8", 5: "empty", 6: "too-long"}
+    for tgt in ("deu_Latn", "fra_Latn"):
+        got = (out / tgt / "mono.txt").read_text(encoding="utf-8").split("\n")
+        assert got[-1] == "" and len(got) - 1 == n
+        want = tr.translate([l.decode() for i, l in enumerate(lines, 1) if i not in expect_bad], "eng_Latn", tgt, **SEARCH)
+        assert [g for i, g in enumerate(got[:-1], 1) if i not in expect_bad] == [h.text for h in want]
+        assert all(got[i - 1] == "" for i in expect_bad)
+    bad = [r.split("\t") for r in (out / "bad_lines.tsv").read_text(encoding="utf-8").splitlines()]
+    assert bad[0] == ["file", "line", "reason"]
+    assert {int(r[1]): r[2].split()[0] for r in bad[1:]} == expect_bad
+    assert all(r[0] == "mono.txt" for r in bad[1:])
+
+
+def test_bad_lines_copy(model, tmp_path):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("a big house\n" + " ".join(["tree"] * 40) + "\n\n", encoding="utf-8")
+    translate_job(_cfg([inp], tmp_path / "o", ck, bad_lines="copy", max_source_positions=20))
+    got = (tmp_path / "o" / "deu_Latn" / "in.txt").read_text(encoding="utf-8").splitlines()
+    assert got[1] == " ".join(["tree"] * 40) and got[2] == "" and len(got) == 3
+
+
+def test_formats_and_directories(model, tmp_path):
+    ck, _, tr = model
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    s = _sentences(9, seed=3)
+    (src / "a.tsv").write_text(f"1\t{s[0]}\n2\t{s[1]}\nonly-one-field\n", encoding="utf-8")
+    (src / "sub" / "b.jsonl").write_text(
+        json.dumps({"text": s[2]}) + "\n{broken\n" + json.dumps({"other": 1}) + "\n" + json.dumps({"text": s[3]}) + "\n",
+        encoding="utf-8",
+    )
+    (src / ".hidden.txt").write_text("ignored\n", encoding="utf-8")
+    out = tmp_path / "o"
+    translate_job(_cfg([src / "a.tsv"], out / "tsv", ck, column="2"))
+    translate_job(_cfg([src / "sub" / "b.jsonl"], out / "jsonl", ck, json_field="text"))
+    pd.DataFrame({"id": [1, 2, 3], "sentence": [s[4], None, s[5]]}).to_parquet(tmp_path / "c.parquet")
+    translate_job(_cfg([tmp_path / "c.parquet"], out / "pq", ck, column="sentence"))
+    t = {x: h.text for x, h in zip(s, tr.translate(s, "eng_Latn", "deu_Latn", **SEARCH))}
+    assert (out / "tsv" / "deu_Latn" / "a.tsv.txt").read_text().splitlines() == [t[s[0]], t[s[1]], ""]
+    assert (out / "jsonl" / "deu_Latn" / "b.jsonl.txt").read_text().splitlines() == [t[s[2]], "", "", t[s[3]]]
+    assert (out / "pq" / "deu_Latn" / "c.parquet.txt").read_text().splitlines() == [t[s[4]], "", t[s[5]]]
+    reasons = [l.split("\t")[2] for l in (out / "jsonl" / "bad_lines.tsv").read_text().splitlines()[1:]]
+    assert reasons == ["bad-json", "missing-field text"]
+    # a directory: every file, recursively, sorted; hidden files skipped; names mirrored
+    (src / "sub" / "b.jsonl").unlink()
+    (src / "sub" / "c.txt").write_text(f"{s[6]}\n{s[7]}\n", encoding="utf-8")
+    (src / "z.txt").write_text(f"{s[8]}\n", encoding="utf-8")
+    translate_job(_cfg([src], out / "dir", ck, column="2"))
+    files = sorted(p.relative_to(out / "dir" / "deu_Latn").as_posix() for p in (out / "dir" / "deu_Latn").rglob("*") if p.is_file())
+    assert files == ["a.tsv.txt", "sub/c.txt", "z.txt"]
+    assert (out / "dir" / "deu_Latn" / "sub" / "c.txt").read_text().splitlines() == [t[s[6]], t[s[7]]]
+    (tmp_path / "x.jsonl").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(UserError, match="--field"):
+        translate_job(_cfg([tmp_path / "x.jsonl"], out / "e", ck))
+
+
+def test_shards_merge_to_the_unsharded_output(model, tmp_path, capsys):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(30, seed=5)) + "\n", encoding="utf-8")
+    translate_job(_cfg([inp], tmp_path / "one", ck))
+    ref = (tmp_path / "one" / "deu_Latn" / "in.txt").read_text(encoding="utf-8")
+    sharded = tmp_path / "three"
+    for i in range(3):
+        translate_job(_cfg([inp], sharded, ck, shard_index=i, num_shards=3))
+        if i < 2:
+            assert not (sharded / "deu_Latn" / "in.txt").exists()  # merged only when every chunk exists
+    assert (sharded / "deu_Latn" / "in.txt").read_text(encoding="utf-8") == ref
+    chunks = sorted((sharded / "chunks" / "deu_Latn").glob("chunk-*.txt"))
+    assert len(chunks) == 8 and "".join(p.read_text(encoding="utf-8") for p in chunks) == ref
+    assert "other shards" in capsys.readouterr().err
+
+
+def test_rerun_skips_done_chunks_and_refuses_other_settings(model, tmp_path, capsys):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(10, seed=6)) + "\n", encoding="utf-8")
+    out = tmp_path / "o"
+    translate_job(_cfg([inp], out, ck))
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "chunks").rglob("chunk-*.txt")}
+    summary = translate_job(_cfg([inp], out, ck))
+    assert summary["translated"] == 0 and {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    assert "3 of 3 chunks already done" in capsys.readouterr().err
+    for change in (dict(search=SearchConfig(beam=3, max_len_b=6)), dict(chunk_size=5)):
+        with pytest.raises(UserError, match="other settings"):
+            translate_job(_cfg([inp], out, ck, **change))
+    inp.write_text("\n".join(_sentences(11, seed=6)) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="inputs"):
+        translate_job(_cfg([inp], out, ck))
+    # a new target language in the same job is fine: only its chunks are translated
+    summary = translate_job(_cfg([tmp_path / "in.txt"], tmp_path / "o2", ck))
+    summary = translate_job(_cfg([tmp_path / "in.txt"], tmp_path / "o2", ck, tgt_langs=["deu_Latn", "fra_Latn"]))
+    assert summary["translated"] == 11
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_resume_gives_the_uninterrupted_output(model, tmp_path):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(160, seed=7)) + "\n", encoding="utf-8")
+    args = [str(inp), "--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn,fra_Latn", "--chunk-size", "4", "--beam", "3",
+            "--max-len-b", "40", "--max-len-a", "0", "--min-len", "30", "--no-progress-bar"]  # fmt: skip
+    translate_main(args + ["--out", str(tmp_path / "ref")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-c", "import sys; from mt.generate.cli import translate_main; translate_main(sys.argv[1:])"]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd + args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while len(list((out / "chunks").rglob("chunk-*.txt"))) < 6:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() - t0 < 120
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "chunks").rglob("chunk-*.txt")))
+    assert 6 <= done < 80 and not (out / "deu_Latn" / "in.txt").exists()
+    translate_main(args + ["--out", str(out)])
+    for tgt in ("deu_Latn", "fra_Latn"):
+        assert (out / tgt / "in.txt").read_bytes() == (tmp_path / "ref" / tgt / "in.txt").read_bytes()
+    assert not [p for p in (out / "chunks").rglob("*.tmp")]
+
+
+def test_output_folder_inside_the_input_folder_is_not_read(model, tmp_path):
+    ck, _, _ = model
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "a.txt").write_text("\n".join(_sentences(5, seed=8)) + "\n", encoding="utf-8")
+    translate_job(_cfg([src], src / "bt", ck))
+    summary = translate_job(_cfg([src], src / "bt", ck))  # the outputs under corpus/bt are not new inputs
+    assert summary["records"] == 5 and summary["translated"] == 0
