@@ -5,6 +5,7 @@ Sub-commands::
     mine-eval bucc        build the set if missing, embed, mine with each margin, score, report
     mine-eval bucc-build  write BUCC 2018-format sets from the gettext catalogues
     mine-eval bucc-score  score a candidates file (ids or mined TSV) against a gold file
+    mine-eval xsim        nearest-neighbour error rate of an encoder on an N-way dev set (mining.xsim)
 
 The protocol follows LASER's BUCC task: mine the ``training`` split, pick the threshold with the best
 F1 against its gold, apply it to the ``test`` split. Reported per pair and margin: P/R/F1 on test at
@@ -296,6 +297,8 @@ _EPILOG = """examples:
   # only build the set / only score a candidates file
   mine-eval bucc-build --out work/bucc --langs deu_Latn,fra_Latn --size 5000 --gold 500
   mine-eval bucc-score --data work/bucc --pair deu_Latn-eng_Latn --split test --candidates mined.tsv
+  # xsim of an encoder on the corpus's N-way devtest, every language against English
+  mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
 """
 
 
@@ -347,7 +350,15 @@ def cli(argv: list[str] | None = None) -> int:
     bs.add_argument("--candidates", required=True, help="src_id<TAB>tgt_id, score<TAB>src_id<TAB>tgt_id or mined TSV")
     bs.add_argument("--threshold", type=float, default=None, help="score cut (default: report the best one)")
 
+    from mining import xsim
+
+    xs = sub.add_parser("xsim", help="xsim error rate per language on an N-way split (LASER/NLLB's encoder check)",
+                        epilog=xsim.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    xsim.add_xsim_args(xs)
+
     a = p.parse_args(argv)
+    if a.cmd == "xsim":
+        return xsim.xsim_from_args(a)
     if a.cmd == "bucc-build":
         bucc.build(bucc.BuildConfig(out=a.out, langs=a.langs, size=a.size, gold=a.gold, seed=a.seed,
                                     locale_dir=a.locale_dir))

@@ -37,9 +37,11 @@ from mt.criterion import CriterionOutput
 from mt.data.dictionary import Dictionary
 from mt.errors import UserError
 from mt.util import atomic_write
-from mining.encoders.laser import LaserLstmEncoder, LaserTransformerEncoder
+from mining.encoders.laser import EOS, LaserLstmEncoder, LaserTransformerEncoder
 
 LN2 = math.log(2)
+ALIGN_LOSSES = ("none", "ranking")
+RANKING_SCALE = 20.0  # inverse temperature of the in-batch ranking softmax over cosines
 # Student targets are teacher-table rows stored as "token ids" row + ROW_OFFSET, so they never equal
 # <pad> (the loop masks those) and read as ordinary ids in the binarized files.
 ROW_OFFSET = 4
@@ -65,6 +67,9 @@ class LaserModelConfig:
     dropout: float = 0.1
     max_source_positions: int = 512
     langs: list[str] = field(default_factory=list)
+    # optional extra training signal (not LASER's): ``ranking`` = in-batch translation ranking between
+    # the pooled vectors of each source and of its target (as LaBSE's dual encoders); ``none`` = LASER
+    align_loss: str = "none"
 
     SHAPE_FIELDS = (
         "vocab_size", "encoder", "encoder_embed_dim", "encoder_hidden_size", "encoder_layers",
@@ -85,6 +90,8 @@ class LaserModelConfig:
         for name in ("encoder_embed_dim", "encoder_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.align_loss not in ALIGN_LOSSES:
+            raise UserError(f"--align-loss {self.align_loss!r}: use one of {', '.join(ALIGN_LOSSES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.vocab_size <= self.padding_idx:
@@ -126,6 +133,7 @@ ARCHS: dict[str, dict[str, Any]] = {
 OVERRIDABLE = (
     "encoder_embed_dim", "encoder_hidden_size", "encoder_layers", "encoder_ffn_embed_dim",
     "encoder_attention_heads", "decoder_embed_dim", "decoder_hidden_size", "decoder_lang_embed_dim", "dropout",
+    "align_loss",
 )  # fmt: skip
 
 
@@ -236,9 +244,31 @@ class LaserTranslationModel(nn.Module):
                 target_mask: torch.Tensor | None = None, features_only: bool = False) -> torch.Tensor:
         sent = self.embed(src_tokens)
         h = self.decoder(prev_output_tokens, sent, getattr(ctx, "tgt_lang", None))
+        if self.cfg.align_loss != "none" and self.training and ctx is not None and hasattr(ctx, "add_aux_loss"):
+            ctx.add_aux_loss("align", self.align_loss(sent, prev_output_tokens))
         if target_mask is not None:
             h = h[target_mask]
         return h if features_only else F.linear(h, self.output_weight)
+
+    def align_loss(self, sent: torch.Tensor, prev_output_tokens: torch.Tensor) -> torch.Tensor:
+        """In-batch translation ranking: each source's vector must pick its own target's among the batch's
+        targets by cosine (softmax at scale ``RANKING_SCALE``), and vice versa; mean cross-entropy.
+
+        Why ranking and not 1 - cos: max-pooled vectors share a large common component, so a plain
+        cosine pull is satisfied by making every vector alike; the other sentences of the batch as
+        negatives rule that out. The target is read back from the decoder input (``__tgt__ y1 .. yn`` +
+        ``</s>`` = the encoder's input format) and encoded by the same encoder. The value goes to the
+        loop's aux losses (logged as ``align``; weighted by ``--align-weight`` in the criterion)."""
+        pad = self.cfg.padding_idx
+        body = prev_output_tokens[:, 1:]
+        lengths = body.ne(pad).sum(dim=1)
+        tgt = torch.cat([body, body.new_full((body.size(0), 1), pad)], dim=1)
+        tgt[torch.arange(tgt.size(0), device=tgt.device), lengths] = EOS
+        other = self.encoder(tgt, lengths + 1).float()
+        a, b = F.normalize(sent.float(), dim=-1), F.normalize(other, dim=-1)
+        logits = RANKING_SCALE * a @ b.t()
+        labels = torch.arange(a.size(0), device=a.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
 class StudentModel(nn.Module):

@@ -41,10 +41,11 @@ from mt.data.dictionary import Dictionary
 from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.train import TrainConfig, train
-from mining.encoder_data import ENGLISH, TEACHER_SPACE, prepare_laser_data, prepare_student_data
+from mining.encoder_data import ENGLISH, prepare_laser_data, prepare_student_data
+from mining.encoders.laser import LaserLstmEncoder
 from mining.laser_model import (
-    ARCHS, OVERRIDABLE, DistillationLoss, LaserModelConfig, LaserTranslationModel, StudentModel, arch_config,
-    export_encoder,
+    ALIGN_LOSSES, ARCHS, OVERRIDABLE, DistillationLoss, LaserModelConfig, LaserTranslationModel, StudentModel,
+    arch_config, export_encoder,
 )  # fmt: skip
 
 
@@ -119,7 +120,8 @@ def laser_factory(cfg: TrainConfig, dictionary: Dictionary):
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
     mc = arch_config(cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
                      langs=dictionary.langs(), max_source_positions=cfg.max_source_positions)
-    return mc, LaserTranslationModel(mc), LabelSmoothedCrossEntropy(cfg.label_smoothing)
+    weight = float(cfg.model_overrides.get("align_weight", 1.0))
+    return mc, LaserTranslationModel(mc), LabelSmoothedCrossEntropy(cfg.label_smoothing, {"align": weight})
 
 
 def student_config(arch: str, overrides: dict[str, Any], dim: int, dictionary: Dictionary,
@@ -240,17 +242,21 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     di = distributed.setup(cfg.trainer.cpu)
     teacher = load_encoder(cfg.teacher, batch_size=cfg.teacher_batch_size, bf16=False,
                            device="cpu" if cfg.trainer.cpu else None)
+    if cfg.init_from_teacher and (getattr(teacher, "model", None) is None or cfg.spm != "teacher"):
+        raise UserError("--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
+                        "--spm teacher (the student must share its vocabulary)")
     plan = _prepare_on_master(di, prepare_student_data, cfg.corpus, save / "data", cfg.langs, teacher, cfg.teacher,
                               spm=cfg.spm, vocab_size=cfg.vocab_size, eng_sentences=cfg.eng_sentences,
                               seed=cfg.trainer.seed, progress=not cfg.trainer.no_progress_bar)
-    init_state = None
+    init_state, arch, overrides = None, cfg.arch, dict(cfg.model_overrides)
     if cfg.init_from_teacher:
-        module = getattr(teacher, "model", None)
-        if module is None or cfg.spm != "teacher":
-            raise UserError("--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
-                            "--spm teacher (the student must share its vocabulary)")
+        module = teacher.model
         init_state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    tc = _train_config(cfg.trainer, plan.bin_dir, plan.directions, save, cfg.arch, cfg.model_overrides)
+        if isinstance(module, LaserLstmEncoder):  # the student takes the teacher's shape
+            if ARCHS[arch]["encoder"] != "lstm":
+                arch = "laser_lstm_small"
+            overrides.update(encoder_embed_dim=module.embed_tokens.embedding_dim, encoder_layers=module.lstm.num_layers)
+    tc = _train_config(cfg.trainer, plan.bin_dir, plan.directions, save, arch, overrides)
     factory = functools.partial(student_factory, teacher_emb=plan.teacher_emb, loss=cfg.loss, init_state=init_state)
     summary = train(tc, model_factory=factory)
     if summary.get("stopped") or not di.is_master:
@@ -301,13 +307,16 @@ def _add_model_args(p: argparse.ArgumentParser, default_arch: str) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--arch", default=default_arch, choices=list(ARCHS), help="preset (default: %(default)s)")
     for name in OVERRIDABLE:
+        if name == "align_loss":
+            continue
         typ = float if name == "dropout" else int
         g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
 
 
 def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
     g = p.add_argument_group("training (as mt-train)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="padded tokens per batch (default: %(default)s)")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help="padded tokens per batch (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="max sentences per batch (default: no limit)")
     g.add_argument("--update-freq", type=int, default=d.update_freq, help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
@@ -327,6 +336,9 @@ def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
     g.add_argument("--keep-last-epochs", type=int, default=d.keep_last_epochs, help="(default: %(default)s)")
     g.add_argument("--log-interval", type=int, default=d.log_interval, help="(default: %(default)s)")
     g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per process (default: torch's, one per core); on a busy shared machine "
+                        "1 can be several times faster")
     g.add_argument("--export-checkpoint", choices=["best", "last"], default="best",
                    help="which checkpoint becomes the encoder (best = lowest valid loss; default: %(default)s)")
 
@@ -337,7 +349,10 @@ def _trainer_options(a: argparse.Namespace) -> TrainerOptions:
 
 
 def _overrides(a: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(a, k) for k in OVERRIDABLE if getattr(a, k) is not None}
+    out = {k: getattr(a, k) for k in OVERRIDABLE if getattr(a, k, None) is not None}
+    if getattr(a, "align_loss", "none") != "none":
+        out.update(align_loss=a.align_loss, align_weight=a.align_weight)
+    return out
 
 
 def _csv(text: str) -> list[str]:
@@ -345,7 +360,8 @@ def _csv(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mine-train-encoder", description="Train LASER-style sentence encoders for mining.",
+    p = argparse.ArgumentParser(prog="mine-train-encoder",
+                                description="Train LASER-style sentence encoders for mining.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -358,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--pivot", default="", help="second target language (default: the one with most bitext)")
     lp.add_argument("--vocab-size", type=int, default=8000, help="joint SentencePiece size (default: %(default)s)")
     lp.add_argument("--label-smoothing", type=float, default=0.1, help="(default: %(default)s)")
+    lp.add_argument("--align-loss", choices=list(ALIGN_LOSSES), default="none",
+                    help="extra term besides LASER's translation loss: ranking = in-batch translation ranking "
+                         "of source and target vectors (aligns languages in far fewer updates; default: none)")
+    lp.add_argument("--align-weight", type=float, default=1.0, help="weight of --align-loss (default: %(default)s)")
     _add_model_args(lp, LaserTrainConfig.arch)
     _add_trainer_args(lp, TrainerOptions())
 
@@ -409,6 +429,8 @@ def _export_cli(a: argparse.Namespace) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if getattr(a, "threads", 0):
+        torch.set_num_threads(a.threads)
     if a.cmd == "export":
         return _export_cli(a)
     if a.cmd == "laser":

@@ -1,4 +1,4 @@
-"""xsim: the LASER / NLLB encoder check, ``mine-eval xsim``.
+"""xsim: the LASER / NLLB encoder check, ``mine-eval xsim`` (the scoring is ``mining.bucc.xsim_error``).
 
 On an N-way (line-aligned) evaluation split, every sentence of a language looks for its nearest
 English sentence; the xsim error rate is the share whose best match is not its own translation. Best
@@ -20,42 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mining.bucc import xsim_error
 from mt.data.langs import check_code, is_code
 from mt.data.layout import EVAL_SPLITS, eval_file
 from mt.errors import UserError
 from mt.util import atomic_write
 
 ENGLISH = "eng_Latn"
-MARGINS = ("ratio", "distance", "cosine")
-
-
-def xsim_error(src: np.ndarray, tgt: np.ndarray, margin: str = "ratio", k: int = 4) -> float:
-    """Share of rows i of ``src`` whose best row of ``tgt`` is not i (rows L2-normalised, aligned).
-
-    ``cosine``: best = highest cosine. ``ratio`` / ``distance``: among the k nearest targets, best =
-    highest cos / mean(nn) or cos - mean(nn), with mean(nn) the average of the source's and the
-    candidate's mean similarity to their own k nearest neighbours (Artetxe & Schwenk 2019)."""
-    if margin not in MARGINS:
-        raise UserError(f"--margin {margin!r}: use one of {', '.join(MARGINS)}")
-    src, tgt = np.asarray(src, dtype=np.float32), np.asarray(tgt, dtype=np.float32)
-    if src.ndim != 2 or src.shape != tgt.shape:
-        raise UserError(f"xsim needs aligned sets of equal shape, got {src.shape} and {tgt.shape}")
-    n = src.shape[0]
-    if n == 0:
-        return float("nan")
-    sims = src @ tgt.T
-    if margin == "cosine":
-        best = sims.argmax(axis=1)
-    else:
-        k = max(1, min(k, n))
-        cand = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        cand_sims = np.take_along_axis(sims, cand, axis=1)
-        fwd = cand_sims.mean(axis=1)
-        bwd = -np.sort(-sims, axis=0)[:k].mean(axis=0)
-        avg = (fwd[:, None] + bwd[cand]) / 2
-        score = cand_sims / avg if margin == "ratio" else cand_sims - avg
-        best = cand[np.arange(n), score.argmax(axis=1)]
-    return float((best != np.arange(n)).mean())
+MARGINS = ("ratio", "distance", "cosine", "absolute")  # cosine = absolute: no margin
 
 
 @dataclass
@@ -86,10 +58,19 @@ def _read(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
-def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
-    """One row per language: ``lang, n, xsim_error`` (xx -> eng), ``xsim_error_rev`` (eng -> xx)."""
+def _load(spec: str, kw: dict):
+    """Any ``mine-embed`` encoder spec, or ``ngram[:DIM]`` (the weight-free baseline of ``mine-eval bucc``)."""
+    if spec == "ngram" or spec.startswith("ngram:"):
+        from mining.ngram_encoder import NgramEncoder
+
+        return NgramEncoder.from_spec(spec)
     from mining.encoders import load_encoder
 
+    return load_encoder(spec, **kw)
+
+
+def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
+    """One row per language: ``lang, n, xsim_error`` (xx -> eng), ``xsim_error_rev`` (eng -> xx)."""
     if cfg.split not in EVAL_SPLITS:
         raise UserError(f"--split {cfg.split!r}: use one of {', '.join(EVAL_SPLITS)}")
     if cfg.margin not in MARGINS:
@@ -104,10 +85,10 @@ def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
     eng = _read(eval_file(cfg.corpus, cfg.split, ENGLISH))
     kw = {"batch_size": cfg.batch_size, "bf16": cfg.bf16, "device": cfg.device, "threads": cfg.threads}
     if encoder is None:
-        encoder = load_encoder(cfg.encoder, **kw)
+        encoder = _load(cfg.encoder, kw)
     if eng_encoder is None:
-        eng_encoder = encoder if not cfg.eng_encoder or cfg.eng_encoder == cfg.encoder else load_encoder(
-            cfg.eng_encoder, **kw)
+        same = not cfg.eng_encoder or cfg.eng_encoder == cfg.encoder
+        eng_encoder = encoder if same else _load(cfg.eng_encoder, kw)
     eng_emb = eng_encoder.encode(eng, ENGLISH)
     rows = []
     for c in langs:
@@ -140,7 +121,8 @@ EPILOG = """examples:
   # a LASER3-style student: its language by the student, English by its teacher
   mine-eval xsim --encoder work/enc/xho --eng-encoder work/enc/teacher --corpus work/demo/corpus --langs xho_Latn
 
-Encoder specs as mine-embed: e5, use, laser2:DIR, laser3:DIR:LANG, or a checkpoint path (file or folder).
+Encoder specs as mine-embed: e5, use, laser2:DIR, laser3:DIR:LANG, a checkpoint path (file or folder, e.g.
+a mine-train-encoder --save-dir), or ngram[:DIM] (the weight-free baseline).
 Error = share of sentences whose nearest English sentence (by --margin over --k neighbours) is not their
 translation; lower is better. --json writes the rows (with the options) to a file as well.
 """
@@ -181,7 +163,7 @@ def xsim_from_args(a: argparse.Namespace) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``mine-eval xsim`` (standalone until it is mounted as a ``mine-eval`` sub-command)."""
+    """The same as ``mine-eval xsim`` (``python -m mining.xsim``)."""
     p = argparse.ArgumentParser(prog="mine-eval xsim", description="xsim error rate of an encoder on an N-way split.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_xsim_args(p)

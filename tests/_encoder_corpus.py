@@ -1,8 +1,9 @@
 """A tiny parallel corpus in the FLORES layout for the encoder-training tests.
 
-Every language is a word-for-word cipher of a small English vocabulary (``train_fixtures.sentence``;
-deu_Latn also reverses word order), so translations really are translations and a tiny model can learn
-them in seconds. Languages share English rows (joins through English work); dev/ and devtest/ are N-way: line i is the same English sentence in every language.
+Every language is a word-for-word cipher of a small English vocabulary (``train_fixtures._cipher``;
+deu_Latn also reverses word order) that leaves a few "names" as they are, so translations really are
+translations and a tiny model can learn them in seconds. Languages share English rows (joins through
+English work); dev/ and devtest/ are N-way: line i is the same English sentence in every language.
 """
 
 from __future__ import annotations
@@ -10,7 +11,18 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from train_fixtures import WORDS, sentence
+from train_fixtures import WORDS, _cipher
+
+# names, numbers and the like: written the same in every language (as in real software strings)
+SHARED = {"cat", "dog", "river", "stone", "bread", "house"}
+
+
+def sentence(lang: str, words: list[str]) -> str:
+    if lang == "eng_Latn":
+        return " ".join(words)
+    c = _cipher(lang, 0)
+    out = [w if w in SHARED else c[w] for w in words]
+    return " ".join(out[::-1] if lang == "deu_Latn" else out)
 
 SIZES = {"deu_Latn": 300, "fra_Latn": 200, "xho_Latn": 60}
 

@@ -82,7 +82,8 @@ def test_decoder_sees_the_source_only_through_the_pooled_vector(monkeypatch):
         monkeypatch.setattr(m, "embed", lambda src: fixed)
         torch.testing.assert_close(m(_rows([[5, 6, 7]]), prev, ctx), m(_rows([[9, 9, 9, 9, 9]]), prev, ctx))
         # the target language embedding changes the decoder's output
-        assert not torch.allclose(m(_rows([[5]]), prev, ctx), m(_rows([[5]]), prev, SimpleNamespace(tgt_lang=torch.tensor([1]))))
+        other_lang = SimpleNamespace(tgt_lang=torch.tensor([1]))
+        assert not torch.allclose(m(_rows([[5]]), prev, ctx), m(_rows([[5]]), prev, other_lang))
 
 
 @pytest.fixture(scope="module")
@@ -163,41 +164,48 @@ def corpus(tmp_path_factory):
     return make_encoder_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+TINY = {"encoder_embed_dim": 32, "encoder_hidden_size": 16, "decoder_embed_dim": 32, "decoder_hidden_size": 64,
+        "align_loss": "ranking", "align_weight": 1.0}
+
+
+def _laser_cfg(corpus: Path, save: Path, **trainer) -> LaserTrainConfig:
+    return LaserTrainConfig(corpus=str(corpus), save_dir=str(save), exclude_langs=["xho_Latn"], pivot="fra_Latn",
+                            arch="laser_lstm_tiny", vocab_size=60, model_overrides=TINY, label_smoothing=0.0,
+                            trainer=TrainerOptions(**{**OPTS, "lr": 1e-2, "max_update": 300, **trainer}))
+
+
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     """A tiny LASER model trained on deu/fra (xho left out: the student's language)."""
     save = tmp_path_factory.mktemp("laser")
-    cfg = LaserTrainConfig(corpus=str(corpus), save_dir=str(save), exclude_langs=["xho_Latn"], pivot="fra_Latn",
-                           arch="laser_lstm_tiny", vocab_size=60,
-                           model_overrides={"encoder_hidden_size": 16, "decoder_hidden_size": 32},
-                           trainer=TrainerOptions(**OPTS, max_update=80, validate_interval_updates=40))
-    summary = train_laser(cfg)
+    summary = train_laser(_laser_cfg(corpus, save, validate_interval_updates=100))
     return save, summary
 
 
 def test_laser_training_learns_and_exports(trained, corpus):
     save, summary = trained
-    assert summary["num_updates"] == 80 and Path(summary["encoder"]) == save / "laser2.pt"
+    assert summary["num_updates"] == 300 and Path(summary["encoder"]) == save / "laser2.pt"
     log = TrainLog(save / "checkpoints" / "train_log.jsonl").read()
     start = next(r for r in log if r["type"] == "start")
     assert start["lang_pairs"] == ["deu_Latn-eng_Latn", "fra_Latn-eng_Latn", "deu_Latn-fra_Latn", "eng_Latn-fra_Latn"]
-    losses = [r["loss"] for r in log if r["type"] == "train"]
-    assert losses[-1] < losses[0] - 1.0, losses
+    train_recs = [r for r in log if r["type"] == "train"]
+    assert train_recs[-1]["loss"] < train_recs[0]["loss"] - 2.0, train_recs
+    assert train_recs[-1]["aux"]["align"] < 0.5 * train_recs[0]["aux"]["align"]  # the ranking term is logged
     valid = [r for r in log if r["type"] == "valid"]
-    assert len(valid) == 2 and valid[-1]["loss"] < valid[0]["loss"] + 0.5
+    assert len(valid) >= 3 and valid[-1]["loss"] < valid[0]["loss"]
     info = torch.load(save / "laser2.pt", weights_only=True)["nllb_mini"]
     assert info["kind"] == "laser" and info["targets"] == ["eng_Latn", "fra_Latn"]
     # the encoder aligns translations far better than the same network untrained
     trained_rows = run_xsim(XsimConfig(encoder=str(save), corpus=str(corpus), langs=["deu_Latn", "fra_Latn"]))
     state = torch.load(save / "laser2.pt", weights_only=True)
     torch.manual_seed(1)
-    fresh = laser_factory(TrainConfig(arch="laser_lstm_tiny", model_overrides={"encoder_hidden_size": 16}),
+    fresh = laser_factory(TrainConfig(arch="laser_lstm_tiny", model_overrides=TINY),
                           Dictionary.load(save / "data" / "bin" / "dict.txt"))[1]
     export_encoder(fresh.encoder, fresh.cfg, Dictionary.load(save / "data" / "bin" / "dict.txt"),
                    save / "laser2.spm", save / "random" / "laser2.pt")
     random_rows = run_xsim(XsimConfig(encoder=str(save / "random"), corpus=str(corpus), langs=["deu_Latn", "fra_Latn"]))
     for t, r in zip(trained_rows, random_rows):
-        assert t["xsim_error"] < r["xsim_error"] - 0.2, (trained_rows, random_rows)
+        assert t["xsim_error"] < r["xsim_error"] - 0.3, (trained_rows, random_rows)
     assert state["params"]["hidden_size"] == 16
 
 
@@ -205,12 +213,8 @@ def test_rerun_skips_data_and_resumes(trained, corpus, capsys):
     save, _ = trained
     bin_file = next((save / "data" / "bin").glob("train.*.bin"))
     mtime = bin_file.stat().st_mtime_ns
-    cfg = LaserTrainConfig(corpus=str(corpus), save_dir=str(save), exclude_langs=["xho_Latn"], pivot="fra_Latn",
-                           arch="laser_lstm_tiny", vocab_size=60,
-                           model_overrides={"encoder_hidden_size": 16, "decoder_hidden_size": 32},
-                           trainer=TrainerOptions(**OPTS, max_update=80))
     capsys.readouterr()
-    train_laser(cfg)
+    train_laser(_laser_cfg(corpus, save))
     assert "already finished" in capsys.readouterr().err
     assert bin_file.stat().st_mtime_ns == mtime
 
@@ -233,9 +237,10 @@ def test_resume_is_exact(corpus, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ref = [(r["update"], r["loss"]) for r in TrainLog(tmp_path / "ref" / "train_log.jsonl").read() if r["type"] == "train"]
-    run = [(r["update"], r["loss"]) for r in TrainLog(tmp_path / "run" / "train_log.jsonl").read() if r["type"] == "train"]
-    assert run == ref
+    def losses(run: str) -> list:
+        return [(r["update"], r["loss"]) for r in TrainLog(tmp_path / run / "train_log.jsonl").read() if r["type"] == "train"]
+
+    assert losses("run") == losses("ref")
 
 
 def test_student_learns_the_teachers_space(trained, corpus, tmp_path):
@@ -243,7 +248,7 @@ def test_student_learns_the_teachers_space(trained, corpus, tmp_path):
     save = tmp_path / "xho"
     cfg = StudentTrainConfig(corpus=str(corpus), save_dir=str(save), teacher=str(teacher_dir), langs=["xho_Latn"],
                              arch="laser_lstm_tiny", vocab_size=60, eng_sentences=100,
-                             trainer=TrainerOptions(**{**OPTS, "lr": 1e-2}, max_update=60, sampling_temperature=5.0))
+                             trainer=TrainerOptions(**{**OPTS, "lr": 1e-2}, max_update=150, sampling_temperature=5.0))
     summary = train_student(cfg)
     out = save / "laser3-xho_Latn.v1.pt"
     assert summary["encoders"] == [str(out)] and out.with_suffix(".spm").is_file()
@@ -251,17 +256,57 @@ def test_student_learns_the_teachers_space(trained, corpus, tmp_path):
     assert next(r for r in log if r["type"] == "start")["lang_pairs"] == [f"xho_Latn-{TEACHER_SPACE}",
                                                                           f"eng_Latn-{TEACHER_SPACE}"]
     losses = [r["loss"] for r in log if r["type"] == "train"]
-    assert losses[0] > 0.5 and losses[-1] < 0.5 * losses[0], losses  # mean cosine distance to the teacher
+    assert losses[0] > 0.5 and losses[-1] < 0.6 * losses[0], losses  # mean cosine distance to the teacher
     # the teacher's embeddings were computed once, as an EmbeddingSet of every English sentence
     meta = json.loads((save / "data" / "teacher" / "eng_Latn.meta.json").read_text())
-    assert meta["dim"] == 16 and meta["total"] >= 60
+    assert meta["dim"] == 32 and meta["total"] >= 60
     # the student loads through every route, with its own SentencePiece model
     for spec in (str(save), str(out), f"laser3:{save}:xho_Latn"):
-        assert load_encoder(spec).dim == 16
+        assert load_encoder(spec).dim == 32
     student_rows = run_xsim(XsimConfig(encoder=str(save), eng_encoder=str(teacher_dir), corpus=str(corpus),
                                        langs=["xho_Latn"]))
     teacher_rows = run_xsim(XsimConfig(encoder=str(teacher_dir), corpus=str(corpus), langs=["xho_Latn"]))
     assert student_rows[0]["xsim_error"] < teacher_rows[0]["xsim_error"], (student_rows, teacher_rows)
+
+
+def test_student_from_the_teachers_weights_and_vocabulary(trained, corpus, tmp_path):
+    """--spm teacher --init-from-teacher: the student starts as the teacher (same shape, same pieces), so
+    its English is already on the teacher's embeddings at update 0."""
+    teacher_dir, _ = trained
+    save = tmp_path / "init"
+    cfg = StudentTrainConfig(corpus=str(corpus), save_dir=str(save), teacher=str(teacher_dir), langs=["xho_Latn"],
+                             arch="laser_lstm_tiny", spm="teacher", init_from_teacher=True, eng_sentences=50,
+                             trainer=TrainerOptions(**{**OPTS, "max_update": 5, "log_interval": 1}))
+    train_student(cfg)
+    student = load_encoder(str(save))
+    assert student.tokenizer.path.read_bytes() == (teacher_dir / "laser2.spm").read_bytes()
+    log = TrainLog(save / "checkpoints" / "train_log.jsonl").read()
+    first = next(r for r in log if r["type"] == "train")
+    assert first["loss"] < 0.3, first  # a fresh student starts near 1 (the distillation test above)
+    with pytest.raises(UserError, match="--spm teacher"):
+        train_student(StudentTrainConfig(corpus=str(corpus), save_dir=str(tmp_path / "bad"), teacher=str(teacher_dir),
+                                         langs=["xho_Latn"], init_from_teacher=True))
+
+
+def test_ranking_term_only_when_asked():
+    from mt.models.config import ForwardContext
+
+    prev = torch.tensor([[42, 5, 6], [42, 7, 1]])
+    src = _rows([[5, 6], [9, 9, 9]])
+    for align, expect in (("none", set()), ("ranking", {"align"})):
+        m = _model(align_loss=align).train()
+        ctx = ForwardContext(tgt_lang=torch.tensor([0, 1]))
+        m(src, prev, ctx)
+        assert set(ctx.aux_losses) == expect
+    m.eval()
+    ctx = ForwardContext(tgt_lang=torch.tensor([0, 1]))
+    m(src, prev, ctx)
+    assert not ctx.aux_losses  # validation scores the translation loss only
+    # the term is small when each source vector is nearest to its own target's
+    with torch.no_grad():
+        tgt_as_src = _rows([[5, 6], [7]], lang_token=42)
+        sent = m.embed(tgt_as_src)
+        assert float(m.align_loss(sent, prev)) < float(m.align_loss(sent.flip(0), prev))
 
 
 def test_bad_inputs_are_user_errors(corpus, tmp_path, capsys):
