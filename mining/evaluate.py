@@ -7,6 +7,7 @@ Sub-commands::
     mine-eval bucc-score  score a candidates file (ids or mined TSV) against a gold file
     mine-eval gold        score a mined TSV against a corpus gold of original line numbers, through
                           the line-number files of mine-lid / mine-filter (recipes/mine_pair.sh)
+    mine-eval xsim        nearest-neighbour error rate of an encoder on an N-way dev set (mining.xsim)
 
 The protocol follows LASER's BUCC task: mine the ``training`` split, pick the threshold with the best
 F1 against its gold, apply it to the ``test`` split. Reported per pair and margin: P/R/F1 on test at
@@ -370,6 +371,8 @@ _EPILOG = """examples:
   mine-eval gold --mined M/mined.tsv --gold C/mono/eng_Latn-xho_Latn.gold.tsv \\
       --src-text M/eng_Latn.txt --src-line-numbers M/eng_Latn.lines \\
       --tgt-text M/xho_Latn.txt --tgt-line-numbers M/xho_Latn.lines --out M/gold.json
+  # xsim of an encoder on the corpus's N-way devtest, every language against English
+  mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
 """
 
 
@@ -428,6 +431,12 @@ def cli(argv: list[str] | None = None) -> int:
     bs.add_argument("--candidates", required=True, help="src_id<TAB>tgt_id, score<TAB>src_id<TAB>tgt_id or mined TSV")
     bs.add_argument("--threshold", type=float, default=None, help="score cut (default: report the best one)")
 
+    from mining import xsim
+
+    xs = sub.add_parser("xsim", help="xsim error rate per language on an N-way split (LASER/NLLB's encoder check)",
+                        epilog=xsim.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    xsim.add_xsim_args(xs)
+
     g = sub.add_parser("gold", help="P/R/F1 of a mined TSV against a corpus gold of original line numbers",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--mined", required=True, help="mine-bitext output: score<TAB>src<TAB>tgt")
@@ -441,6 +450,8 @@ def cli(argv: list[str] | None = None) -> int:
     g.add_argument("--out", default=None, help="also write the JSON here")
 
     a = p.parse_args(argv)
+    if a.cmd == "xsim":
+        return xsim.xsim_from_args(a)
     if a.cmd in ("bucc", "bucc-build"):
         data = (a.data if a.cmd == "bucc" else a.out) or (CORPUS_DATA if a.corpus else d.data)
         bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,

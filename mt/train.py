@@ -35,7 +35,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -158,21 +158,47 @@ def _say(di: distributed.DistInfo, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) according to ``cfg``; returns a summary (final update, best metric, paths)."""
+# The one seam for model families other than mt.models' Transformer (mine-train-encoder's LASER models):
+# factory(cfg, dictionary) -> (model_config, model, criterion). The model follows the Transformer's
+# training interface: ``model(src_tokens, prev_output_tokens, ctx, target_mask=, features_only=True)``
+# returns states at the target positions and ``model.output_weight`` is what the criterion scores them
+# against; ``criterion(hidden, output_weight, target, aux_losses)`` returns a ``CriterionOutput`` (it is
+# used for validation too). ``model_config`` has ``to_dict()`` and ``SHAPE_FIELDS`` (checkpoint checks).
+ModelFactory = Callable[["TrainConfig", Dictionary], "tuple[Any, torch.nn.Module, Any]"]
+
+
+def transformer_factory(cfg: TrainConfig, dictionary: Dictionary) -> tuple[TransformerConfig, torch.nn.Module, Any]:
+    """mt-train's model: the ``--arch`` preset with the fairseq-named overrides, label-smoothed CE."""
+    overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE or k in EXTENSION_FIELDS}
+    model_cfg = arch_config(
+        cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
+        max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
+        langs=dictionary.langs(), adapter_lang_pairs=list(cfg.lang_pairs),
+    )  # fmt: skip
+    criterion = LabelSmoothedCrossEntropy(
+        cfg.label_smoothing, {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt}
+    )
+    return model_cfg, build_model(model_cfg), criterion
+
+
+def train(cfg: TrainConfig, model_factory: ModelFactory | None = None) -> dict[str, Any]:
+    """Train (or resume) according to ``cfg``; returns a summary (final update, best metric, paths).
+
+    ``model_factory`` (default ``transformer_factory``) builds another model family with this same loop."""
     cfg.check()
     di = distributed.setup(cfg.cpu)
     stop = _Stop()
     stop.install()
     try:
-        return _Trainer(cfg, di, stop).run()
+        return _Trainer(cfg, di, stop, model_factory or transformer_factory).run()
     finally:
         stop.restore()
         distributed.cleanup()
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, di: distributed.DistInfo, stop: _Stop) -> None:
+    def __init__(self, cfg: TrainConfig, di: distributed.DistInfo, stop: _Stop,
+                 model_factory: ModelFactory = transformer_factory) -> None:
         self.cfg, self.di, self.stop = cfg, di, stop
         self.save_dir = Path(cfg.save_dir)
         self.log = TrainLog(self.save_dir / "train_log.jsonl", enabled=di.is_master)
@@ -216,14 +242,11 @@ class _Trainer:
             raise UserError("--best-checkpoint-metric chrf needs valid data: binarize a valid split")
 
         # model (same init on every rank: seeded before building; DDP also broadcasts rank 0's weights)
-        overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE or k in EXTENSION_FIELDS}
-        self.model_cfg = arch_config(
-            cfg.arch, **overrides, vocab_size=len(self.dictionary), padding_idx=self.pad,
-            max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
-            langs=self.langs, adapter_lang_pairs=list(self.directions),
-        )  # fmt: skip
         _seed_all(cfg.seed)
-        self.model = build_model(self.model_cfg).to(di.device)
+        self.model_cfg, model, self.criterion = model_factory(cfg, self.dictionary)
+        self.model = model.to(di.device)
+        if model_factory is not transformer_factory:
+            self.validator.criterion = self.criterion  # validate with the family's own loss
         self.moe_group = moe_train.setup(self.model, di)  # expert parallelism: this rank's experts only
         if cfg.freeze_base:
             n_train, n_frozen = moe_train.freeze_base(self.model)
@@ -232,9 +255,6 @@ class _Trainer:
             self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
         )
         self.schedule = InverseSqrtSchedule(cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
-        self.criterion = LabelSmoothedCrossEntropy(
-            cfg.label_smoothing, {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt}
-        )
         self.amp = (lambda: torch.autocast(di.device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
         # per-rank dropout streams (rank 0 included), set after the shared initialisation
         torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
@@ -252,12 +272,12 @@ class _Trainer:
     # --- checkpoints ---------------------------------------------------------------------------
     def _load(self) -> None:
         last = self.save_dir / ckpt.LAST
-        shape = TransformerConfig.SHAPE_FIELDS
+        shape = type(self.model_cfg).SHAPE_FIELDS
         rank, world = self.di.rank, self.di.world_size
         if last.is_file():
             state = ckpt.load_checkpoint(last, rank=rank, world=world)
             ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(),
-                                  shape + TransformerConfig.ADAPTER_SHAPE_FIELDS, self.directions)  # fmt: skip
+                                  shape + getattr(self.model_cfg, "ADAPTER_SHAPE_FIELDS", ()), self.directions)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.num_updates = int(state["num_updates"])
@@ -450,7 +470,7 @@ class _Trainer:
              f"log in {self.log.path}")  # fmt: skip
         _say(di, f"mt-train: {cfg.arch} {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
              f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions")  # fmt: skip
-        if self.model_cfg.moe_freq:
+        if getattr(self.model_cfg, "moe_freq", 0):
             m = self.model_cfg
             per_rank = f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
             _say(di, f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"

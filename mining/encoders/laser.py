@@ -294,13 +294,28 @@ def build_transformer(ckpt: dict, path: Path, vocab_size: int) -> tuple[LaserTra
 
 
 # --- tokenisation -----------------------------------------------------------------------------------
+class LaserTextNormalizer:
+    """LASER's text preprocessing before SentencePiece: \\p{C} -> space, Moses punctuation (en), lower-case.
+
+    One place for it: encoders trained here (``mine-train-encoder``) see their training text through the
+    same function that ``LaserTokenizer`` applies at inference."""
+
+    def __init__(self) -> None:
+        import regex
+        from sacremoses import MosesPunctNormalizer
+
+        self._nonprint = regex.compile(r"\p{C}")
+        self._punct = MosesPunctNormalizer(lang="en")
+
+    def __call__(self, text: str) -> str:
+        return self._punct.normalize(self._nonprint.sub(" ", text)).lower()
+
+
 class LaserTokenizer:
-    """LASER's preprocessing + SentencePiece: \\p{C} -> space, Moses punctuation (en), lower-case, pieces."""
+    """LASER's preprocessing (``LaserTextNormalizer``) + SentencePiece pieces."""
 
     def __init__(self, spm_path: Path):
-        import regex
         import sentencepiece as spm
-        from sacremoses import MosesPunctNormalizer
 
         if not spm_path.is_file():
             raise UserError(f"{spm_path}: SentencePiece model not found; {_DOWNLOAD_HINT}")
@@ -309,11 +324,7 @@ class LaserTokenizer:
         except (RuntimeError, OSError) as exc:
             raise UserError(f"{spm_path}: not a SentencePiece model ({exc})") from None
         self.path = spm_path
-        self._nonprint = regex.compile(r"\p{C}")
-        self._punct = MosesPunctNormalizer(lang="en")
-
-    def preprocess(self, text: str) -> str:
-        return self._punct.normalize(self._nonprint.sub(" ", text)).lower()
+        self.preprocess = LaserTextNormalizer()
 
     def pieces(self, sentences: list[str]) -> list[list[str]]:
         return self.sp.encode([self.preprocess(s) for s in sentences], out_type=str)

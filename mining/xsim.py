@@ -1,0 +1,166 @@
+"""xsim: the LASER / NLLB encoder check, ``mine-eval xsim`` (the scoring is ``mining.bucc.xsim_error``).
+
+On an N-way (line-aligned) evaluation split, every sentence of a language looks for its nearest
+English sentence; the xsim error rate is the share whose best match is not its own translation. Best
+match by cosine, or by a margin over the k nearest neighbours in both directions (LASER's xsim default:
+ratio margin, k = 4), which discounts "hub" sentences close to everything. Reported per language, in
+both directions (xx -> eng and eng -> xx).
+
+A LASER3 student embeds only its own language; its English side comes from the teacher:
+``--eng-encoder`` (default: the same encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mining.bucc import xsim_error
+from mining.encoders import load_encoder
+from mt.data.langs import check_code, is_code
+from mt.data.layout import EVAL_SPLITS, eval_file
+from mt.errors import UserError
+from mt.util import atomic_write
+
+ENGLISH = "eng_Latn"
+MARGINS = ("ratio", "distance", "cosine", "absolute")  # cosine = absolute: no margin
+
+
+@dataclass
+class XsimConfig:
+    encoder: str
+    corpus: str
+    split: str = "devtest"
+    langs: list[str] = field(default_factory=list)  # default: every language of the split but English
+    eng_encoder: str = ""  # default: --encoder
+    margin: str = "ratio"
+    k: int = 4
+    batch_size: int = 64
+    bf16: bool = False
+    device: str | None = None
+    threads: int | None = None
+
+
+def split_langs(corpus: str | Path, split: str) -> list[str]:
+    folder = Path(corpus) / split
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no {split}/ folder in --corpus {corpus} (N-way files {split}/{{lang}}.{split})")
+    return sorted(p.name.split(".")[0] for p in folder.glob(f"*.{split}") if is_code(p.name.split(".")[0]))
+
+
+def _read(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path}: evaluation file not found")
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
+    """One row per language: ``lang, n, xsim_error`` (xx -> eng), ``xsim_error_rev`` (eng -> xx)."""
+    if cfg.split not in EVAL_SPLITS:
+        raise UserError(f"--split {cfg.split!r}: use one of {', '.join(EVAL_SPLITS)}")
+    if cfg.margin not in MARGINS:
+        raise UserError(f"--margin {cfg.margin!r}: use one of {', '.join(MARGINS)}")
+    available = split_langs(cfg.corpus, cfg.split)
+    langs = list(cfg.langs) or [c for c in available if c != ENGLISH]
+    for c in langs:
+        check_code(c, "--langs")
+        if c not in available:
+            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)}: not in the corpus ({cfg.split} has "
+                            f"{', '.join(available)})")
+    eng = _read(eval_file(cfg.corpus, cfg.split, ENGLISH))
+    kw = {"batch_size": cfg.batch_size, "bf16": cfg.bf16, "device": cfg.device, "threads": cfg.threads}
+    if encoder is None:
+        encoder = load_encoder(cfg.encoder, **kw)
+    if eng_encoder is None:
+        same = not cfg.eng_encoder or cfg.eng_encoder == cfg.encoder
+        eng_encoder = encoder if same else load_encoder(cfg.eng_encoder, **kw)
+    eng_emb = eng_encoder.encode(eng, ENGLISH)
+    rows = []
+    for c in langs:
+        sents = _read(eval_file(cfg.corpus, cfg.split, c))
+        if len(sents) != len(eng):
+            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)} has {len(sents)} lines, "
+                            f"{eval_file(cfg.corpus, cfg.split, ENGLISH)} {len(eng)}: the split is not N-way aligned")
+        emb = encoder.encode(sents, c)
+        if emb.shape[1] != eng_emb.shape[1]:
+            raise UserError(f"{cfg.encoder} gives {emb.shape[1]}-d vectors but the English encoder "
+                            f"{cfg.eng_encoder or cfg.encoder} {eng_emb.shape[1]}-d: they are not one space")
+        rows.append({"lang": c, "n": len(sents), "xsim_error": xsim_error(emb, eng_emb, cfg.margin, cfg.k),
+                     "xsim_error_rev": xsim_error(eng_emb, emb, cfg.margin, cfg.k)})
+    return rows
+
+
+def markdown_table(rows: list[dict], title: str = "") -> str:
+    lines = [f"| language | sentences | xsim error % (xx->eng) | xsim error % (eng->xx) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['lang']} | {r['n']} | {100 * r['xsim_error']:.2f} | {100 * r['xsim_error_rev']:.2f} |")
+    if rows:
+        mean = lambda key: 100 * float(np.mean([r[key] for r in rows]))  # noqa: E731
+        lines.append(f"| **mean** | | **{mean('xsim_error'):.2f}** | **{mean('xsim_error_rev'):.2f}** |")
+    return (f"{title}\n\n" if title else "") + "\n".join(lines) + "\n"
+
+
+EPILOG = """examples:
+  mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
+  mine-eval xsim --encoder e5 --corpus work/demo/corpus --langs deu_Latn,xho_Latn --margin cosine
+  # a LASER3-style student: its language by the student, English by its teacher
+  mine-eval xsim --encoder work/enc/xho --eng-encoder work/enc/teacher --corpus work/demo/corpus --langs xho_Latn
+
+Encoder specs as mine-embed: e5, use, laser2:DIR, laser3:DIR:LANG, a checkpoint path (file or folder, e.g.
+a mine-train-encoder --save-dir), or ngram[:DIM] (the weight-free baseline).
+Error = share of sentences whose nearest English sentence (by --margin over --k neighbours) is not their
+translation; lower is better. --json writes the rows (with the options) to a file as well.
+"""
+
+
+def add_xsim_args(p: argparse.ArgumentParser) -> None:
+    d = XsimConfig(encoder="", corpus="")
+    p.add_argument("--encoder", required=True, help="encoder spec (see below)")
+    p.add_argument("--corpus", required=True, help="corpus directory with N-way dev/ and devtest/ files")
+    p.add_argument("--split", default=d.split, choices=list(EVAL_SPLITS), help="(default: %(default)s)")
+    p.add_argument("--langs", default="", help="comma-separated languages (default: all but eng_Latn)")
+    p.add_argument("--eng-encoder", default="", help="encoder for the English side (default: --encoder)")
+    p.add_argument("--margin", default=d.margin, choices=list(MARGINS), help="(default: %(default)s)")
+    p.add_argument("--k", type=int, default=d.k, help="neighbourhood size of the margin (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    p.add_argument("--bf16", action="store_true", help="LASER encoders: bfloat16 autocast")
+    p.add_argument("--device", help="LASER encoders: cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--json", help="also write the rows as JSON here")
+
+
+def xsim_from_args(a: argparse.Namespace) -> int:
+    cfg = XsimConfig(encoder=a.encoder, corpus=a.corpus, split=a.split,
+                     langs=[x.strip() for x in a.langs.split(",") if x.strip()], eng_encoder=a.eng_encoder,
+                     margin=a.margin, k=a.k, batch_size=a.batch_size, bf16=a.bf16, device=a.device, threads=a.threads)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    rows = run_xsim(cfg)
+    eng = f", English by {cfg.eng_encoder}" if cfg.eng_encoder else ""
+    print(markdown_table(rows, f"xsim on {cfg.corpus}/{cfg.split}: encoder {cfg.encoder}{eng}, "
+                               f"{cfg.margin} margin (k={cfg.k})"))
+    if a.json:
+        with atomic_write(a.json) as fh:
+            json.dump({"config": asdict(cfg), "rows": rows}, fh, indent=1)
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The same as ``mine-eval xsim`` (``python -m mining.xsim``)."""
+    p = argparse.ArgumentParser(prog="mine-eval xsim", description="xsim error rate of an encoder on an N-way split.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_xsim_args(p)
+    return xsim_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    from mt.errors import cli_entry
+
+    sys.exit(cli_entry(cli)())
