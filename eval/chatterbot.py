@@ -2,14 +2,15 @@
 
 ``chatterbot-corpus`` 1.3.3 (PyPI, BSD) ships ``chatterbot_corpus/data/{language}/{topic}.yml`` for 28
 language folders; each file holds ``conversations``: lists of utterances (a question and its answers).
-English has 21 topics and 4,361 utterances; most other folders are smaller translations of some English
-files (measured: italian, japanese, korean, ukrainian, chinese ~1,000-1,400 utterances in 17-19 topics;
-german 279 in 6, french 203 in 5, hindi 121 in 3, russian 109 in 3; nothing for the low-resource demo
-languages). Its sentences are not in the gettext corpus, so translate-test is never contaminated, but
+English has 21 topics, 4,332 utterances but ~1,900 distinct ones (tech_support repeats 20 lines in 1,050
+conversations); most other folders are smaller translations of some English files. With the defaults
+(measured): 988 English training utterances in 21 topics; 21 test languages: 445-700 utterances in
+16-18 topics for ita, jpn, kor, ukr, pes, zho_Hans/Hant; deu 80 (5 topics), fra 77 (5), rus 53 (3),
+hin 14 (2); none of the low-resource demo languages. Its sentences are not in the gettext corpus, so translate-test is never contaminated, but
 they are chit-chat, far from the software messages the MT model is trained on.
 
-Splits: the translated files follow the English conversation order (same conversation count in 44 of
-the 89 non-English topic files that English also has), so conversations are split by *index* within
+Splits: the translated files mostly follow the English conversation order (54 of the 204 non-English
+topic files that English also has hold exactly as many conversations), so conversations are split by *index* within
 each topic: seeded, ``test_fraction`` of the indices go to test. English trains on the other indices;
 every language tests on the test indices. Where a translated file is not index-aligned with English,
 some test utterances may translate English training utterances: ``task.json`` counts the test examples
