@@ -166,10 +166,15 @@ examples:
   RUN_DIR/train_log.jsonl                  mt-train
   RUN_DIR/stats.tsv or --stats CORPUS      tiers, when scores.csv has none
   RUN_DIR/translate_test.csv               translate-test vs zero-shot
+  --baseline DIR|scores.csv                a baseline system's scores (e.g. copy-the-source)
+  --mining DIR                             recipes/mine_pair.sh outputs, one folder per language
+  --timings FILE                           python -m mt.timed log: time per recipe step
 
 examples:
   mt-eval report runs/moe
   mt-eval report runs/moe --stats corpus/stats.tsv
+  mt-eval report work/demo/model --stats work/demo/corpus --baseline work/demo/model/copy_source \
+      --mining work/demo/mined/e5 --timings work/demo/timings.tsv
 """,
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -179,6 +184,10 @@ examples:
     p.add_argument("--stats", help="stats.tsv or the corpus directory holding it")
     p.add_argument("--translate-test", help="translate_test.csv (default: RUN_DIR/translate_test.csv)")
     p.add_argument("--out", help="report path (default: RUN_DIR/report.md)")
+    p.add_argument("--baseline", help="scores.csv of a baseline system, or its generation directory (mt-eval dir output)")
+    p.add_argument("--baseline-name", help="name of the baseline in the report (default: its directory's name)")
+    p.add_argument("--mining", help="directory of per-language mining outputs ({lang}/gold.json, {lang}/mined.tsv)")
+    p.add_argument("--timings", help="TSV of python -m mt.timed: wall/CPU time per recipe step")
     return parser
 
 
@@ -269,7 +278,8 @@ def _report(args) -> int:
 
     out = write_report(
         ReportConfig(
-            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out
+            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out,
+            args.baseline, args.baseline_name, args.mining, args.timings,
         )
     )
     print(f"wrote {out}")
