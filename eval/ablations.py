@@ -216,14 +216,17 @@ def mining_table(root: Path) -> tuple[list[str], list[list[str]]] | None:
 
 def translate_test_table(root: Path, metric: str) -> tuple[list[str], list[list[str]], int] | None:
     """Per language: zero-shot vs translate-test (mean ± std over the MT models' seeds)."""
-    frames = []
+    frames, seen = [], set()
     for path in sorted(root.glob("*/*/seed*/translate_test.csv")):
+        if path.resolve() in seen:  # a row reused through a symlink (temperature/T5 -> moe/moe_eom)
+            continue
+        seen.add(path.resolve())
         df = pd.read_csv(path)
         if not {"lang", "method", "score"} <= set(df.columns):
             continue
         if "metric" in df.columns:
             df = df[df["metric"] == metric]
-        df = df.assign(run=str(path.parent))
+        df = df.assign(run=str(path.resolve().parent))
         frames.append(df)
     if not frames:
         return None

@@ -46,7 +46,8 @@ def test_ablation_tables_mean_std_order_and_commands(tmp_path):
     _run(root, "moe", "x_dense", 1, 41.0, 10.0)
     _run(root, "moe", "x_dense", 2, 41.0, 11.0)
     _run(root, "temperature", "T1", 1, 45.0, 5.0)
-    (root / "temperature" / "T5" / "seed1").mkdir(parents=True)  # unfinished run: no scores yet, left out
+    (root / "temperature" / "T5" / "seed1").mkdir(parents=True)
+    (root / "temperature" / "T100" / "seed1").mkdir(parents=True)  # unfinished run: no scores yet, left out
     # mining: ratio margin vs cosine
     (root / "mining" / "ngram").mkdir(parents=True)
     results = [{"pair": "deu_Latn-eng_Latn", "margin": "ratio", "test": {"f1": 0.9}},
@@ -61,6 +62,9 @@ def test_ablation_tables_mean_std_order_and_commands(tmp_path):
                       "metric": ["accuracy"] * 2 + ["macro_f1"] * 2, "score": [zs, tt, 0.1, 0.1]}
                      ).to_csv(run / "translate_test.csv", index=False)  # fmt: skip
 
+    # a reused row: temperature/T5 is the moe_eom run (a symlink, as the recipe makes it)
+    (root / "temperature" / "T5" / "seed1").rmdir()
+    (root / "temperature" / "T5" / "seed1").symlink_to("../../moe/moe_eom/seed1")
     assert main(["ablations", str(root)]) == 0
     md = (root / "report.md").read_text(encoding="utf-8")
     moe = md[md.index("Dense vs sparse MoE") : md.index("Sampling temperature")]
@@ -73,10 +77,12 @@ def test_ablation_tables_mean_std_order_and_commands(tmp_path):
     assert f"+{low - dense_low:.2f}" in moe  # Δ low against the first row (x_dense)
     assert "--moe_eom --seed 1" in moe and "--seed 2" not in moe  # seed 1's command is shown
     temp = md[md.index("Sampling temperature") :]
-    assert "| T1 | 1 |" in temp and "T5" not in temp
+    assert "T100" not in temp
+    assert "| T1 | 1 |" in temp and "| T5 | 1 | 2.50M | 27.00 |" in temp
     assert "| ngram | deu_Latn-eng_Latn | 70.00 | 90.00 | +20.00 |" in md
     assert "| ngram | **average (2)** | 57.50 | 70.00 | +12.50 |" in md
     sd = statistics.stdev([10.0, 14.0])
+    assert "2 MT model(s)" in md  # the symlinked run is not counted twice
     assert f"| xho_Latn | low | 50.00 ± 0.00 | 62.00 ± {statistics.stdev([60.0, 64.0]):.2f} | +12.00 ± {sd:.2f} |" in md
 
 
