@@ -22,7 +22,7 @@
 #     (real FLORES-200 after `mt-data fetch flores200`: DEVTEST_DIR=$(python -c "from mt.data.manifests
 #     import resolve; print(resolve('flores200'))")/devtest; use a fresh WORK)
 #   model: ARCH EXPERTS MOE_FREQ EOM TEMP LR WARMUP MAX_TOKENS MAX_UPDATE TRAIN_ARGS (extra mt-train flags)
-#   decoding: BEAM | translate-test: TT_TEST_PER_LABEL TT_TRAIN_PER_LABEL TT_METHODS (empty: skip it)
+#   decoding: BEAM | translate-test: TT_TEST_PER_LABEL TT_TRAIN_PER_LABEL TT_MIN_PER_LABEL TT_METHODS (empty: skip)
 set -euo pipefail
 WORK=${WORK:-work/demo}
 LANGS=${LANGS:-demo}                  # FLORES codes, "demo" (11 languages, 3 tiers) or "all"
@@ -35,7 +35,7 @@ TEMP=${TEMP:-5}; LR=${LR:-0.003}; WARMUP=${WARMUP:-60}; MAX_TOKENS=${MAX_TOKENS:
 TRAIN_ARGS=${TRAIN_ARGS:-}
 BEAM=${BEAM:-2}
 TT_METHODS=${TT_METHODS-zero_shot translate_test}
-TT_TEST_PER_LABEL=${TT_TEST_PER_LABEL:-30}; TT_TRAIN_PER_LABEL=${TT_TRAIN_PER_LABEL:-200}
+TT_TEST_PER_LABEL=${TT_TEST_PER_LABEL:-30}; TT_TRAIN_PER_LABEL=${TT_TRAIN_PER_LABEL:-200}; TT_MIN_PER_LABEL=${TT_MIN_PER_LABEL:-10}
 
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS THREADS
 ENG=eng_Latn
@@ -134,7 +134,7 @@ if [ -n "$TT_METHODS" ]; then
   if [ ! -f "$WORK/classify/task.json" ]; then
     timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" \
       --langs "$(IFS=,; echo "${langs[*]}")" --test-per-label "$TT_TEST_PER_LABEL" \
-      --train-per-label "$TT_TRAIN_PER_LABEL" --no-progress
+      --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress
   fi
   if [ ! -f "$RUN/translate_test.csv" ] || [ "$CKPT" -nt "$RUN/translate_test.csv" ]; then
     # shellcheck disable=SC2086  # TT_METHODS is a list

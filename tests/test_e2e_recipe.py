@@ -30,6 +30,7 @@ TINY = {
     "BEAM": "1",
     "TT_TEST_PER_LABEL": "4",
     "TT_TRAIN_PER_LABEL": "20",
+    "TT_MIN_PER_LABEL": "2",
 }
 
 
