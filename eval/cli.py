@@ -22,6 +22,7 @@ MAIN_EPILOG = """commands:
   report                 RUN_DIR/report.md with tables and figures
   build-classification   a labelled task (train.eng_Latn.tsv, test.{lang}.tsv) from gettext catalogues or chatterbot
   translate-test         translate-test vs zero-shot vs translate-train classification accuracy per language
+  ablations              ROOT/report.md: ablation runs (recipes/ablations.sh) as tables, mean ± std over seeds
 
 examples:
   mt-eval score --hyp gen/eng_Latn-deu_Latn.hyp --ref corpus/devtest/deu_Latn.devtest --metric chrf++
@@ -170,10 +171,15 @@ examples:
   RUN_DIR/train_log.jsonl                  mt-train
   RUN_DIR/stats.tsv or --stats CORPUS      tiers, when scores.csv has none
   RUN_DIR/translate_test.csv               translate-test vs zero-shot
+  --baseline DIR|scores.csv                a baseline system's scores (e.g. copy-the-source)
+  --mining DIR                             recipes/mine_pair.sh outputs, one folder per language
+  --timings FILE                           python -m mt.timed log: time per recipe step
 
 examples:
   mt-eval report runs/moe
   mt-eval report runs/moe --stats corpus/stats.tsv
+  mt-eval report work/demo/model --stats work/demo/corpus --baseline work/demo/model/copy_source \
+      --mining work/demo/mined/e5 --timings work/demo/timings.tsv
 """,
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -183,6 +189,31 @@ examples:
     p.add_argument("--stats", help="stats.tsv or the corpus directory holding it")
     p.add_argument("--translate-test", help="translate_test.csv (default: RUN_DIR/translate_test.csv)")
     p.add_argument("--out", help="report path (default: RUN_DIR/report.md)")
+    p.add_argument("--baseline", help="scores.csv of a baseline system, or its generation directory (mt-eval dir output)")
+    p.add_argument("--baseline-name", help="name of the baseline in the report (default: its directory's name)")
+    p.add_argument("--mining", help="directory of per-language mining outputs ({lang}/gold.json, {lang}/mined.tsv)")
+    p.add_argument("--timings", help="TSV of python -m mt.timed: wall/CPU time per recipe step")
+
+    p = sub.add_parser(
+        "ablations", help="tables of ablation runs, mean ± std over seeds", formatter_class=_RAW,
+        description="Collect the runs under ROOT (recipes/ablations.sh) into ROOT/report.md: one table per study "
+        "(chrF++ by direction group and tier, mean ± std over seeds, Δ to the first row), mining F1 of ratio "
+        "margin vs cosine, translate-test vs zero-shot, and the exact command of each row.",
+        epilog="""reads:
+  ROOT/{study}/{config}/seed{N}/gen/scores.csv       mt-eval dir of each run
+  ROOT/{study}/{config}/seed{N}/train_log.jsonl      parameter count
+  ROOT/{study}/{config}/seed{N}/translate_test.csv   mt-eval translate-test
+  ROOT/mining/{encoder}/report.json                  mine-eval bucc --margins ratio,absolute
+  ROOT/timings.tsv                                   python -m mt.timed (row order, commands)
+
+examples:
+  mt-eval ablations work/ablations
+""",
+    )  # fmt: skip
+    p.add_argument("root", metavar="ROOT")
+    p.add_argument("--out", help="report path (default: ROOT/report.md)")
+    p.add_argument("--metric", default="chrf++", help="score column of scores.csv (default: %(default)s)")
+    p.add_argument("--tt-metric", default="accuracy", help="translate-test metric (default: %(default)s)")
     _add_classification(sub)
     return parser
 
@@ -406,9 +437,18 @@ def _report(args) -> int:
 
     out = write_report(
         ReportConfig(
-            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out
+            args.run_dir, args.scores, args.toxicity, args.train_log, args.stats, args.translate_test, args.out,
+            args.baseline, args.baseline_name, args.mining, args.timings,
         )
     )
+    print(f"wrote {out}")
+    return 0
+
+
+def _ablations(args) -> int:
+    from eval.ablations import AblationConfig, write_ablations
+
+    out = write_ablations(AblationConfig(args.root, args.out, args.metric, args.tt_metric))
     print(f"wrote {out}")
     return 0
 
@@ -422,6 +462,7 @@ _COMMANDS = {
     "report": _report,
     "build-classification": _build_classification,
     "translate-test": _translate_test,
+    "ablations": _ablations,
 }
 
 

@@ -9,6 +9,14 @@ RUN_DIR layout read (every input optional: a missing one skips its section with 
                                only needed when scores.csv has no tier/train_pairs columns
     RUN_DIR/translate_test.csv translate-test vs zero-shot results (mt-eval translate-test)
 
+Given explicitly (sections that appear only then):
+
+    --baseline B               scores.csv of a baseline system (or its generation directory holding one),
+                               e.g. copy-the-source: per-direction delta and how many directions beat it
+    --mining DIR               DIR/{lang}/gold.json + mined.tsv of recipes/mine_pair.sh: mined pairs and
+                               their precision / recall / F1 against the corpus's hidden gold
+    --timings FILE             TSV of ``python -m mt.timed``: wall and CPU time and peak memory per step
+
 Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 
 ``train_log.jsonl``: one JSON object per line; lines that are not JSON objects are skipped. Keys read:
@@ -61,6 +69,10 @@ class ReportConfig:
     stats: str | None = None  # a stats.tsv, or a corpus directory holding one
     translate_test: str | None = None
     out: str | None = None  # default RUN_DIR/report.md
+    baseline: str | None = None  # scores.csv (or a directory holding one) of a baseline system
+    baseline_name: str | None = None  # default: the baseline directory's name
+    mining: str | None = None  # directory of per-language mine_pair.sh outputs ({lang}/gold.json)
+    timings: str | None = None  # mt.timed TSV
 
 
 @dataclass
@@ -592,6 +604,187 @@ def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
     return sec
 
 
+def _baseline_table(path_str: str) -> tuple[Path, pd.DataFrame]:
+    path = Path(path_str)
+    if path.is_dir():
+        cand = next((c for c in (path / "scores.csv", path / "gen" / "scores.csv") if c.is_file()), None)
+        if cand is None:
+            raise UserError(
+                f"{path}: no scores.csv for the baseline; score it first: mt-eval dir {path} --ref-dir CORPUS/devtest"
+            )
+        path = cand
+    elif not path.is_file():
+        raise UserError(f"{path}: no such baseline scores.csv or directory")
+    return path, _read_csv(path, ["direction"])
+
+
+def plot_against_baseline(rows: pd.DataFrame, metric: str, name: str, path: Path) -> bool:
+    """Model and baseline side by side per language, one panel per English-centric group."""
+    groups = [g for g in ("eng-xx", "xx-eng") if (rows["group"] == g).any()]
+    if not groups:
+        return False
+    plt = _plt()
+    n_max = max(int((rows["group"] == g).sum()) for g in groups)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(4.0, 0.35 * n_max + 1.8), 2.3 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        sub = rows[rows["group"] == group]
+        xs = range(len(sub))
+        ax.bar([x - 0.2 for x in xs], sub[metric], width=0.4, color="#2f6b9a", label="model")
+        ax.bar([x + 0.2 for x in xs], sub["baseline"], width=0.4, color="#9a9a9a", label=name)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(sub["lang"], rotation=90, fontsize=6.5)
+        ax.set_xlim(-0.6, len(sub) - 0.4)
+        ax.set_ylabel(METRIC_TITLES.get(metric, metric))
+        ax.set_title(GROUP_TITLES[group], loc="left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1, 0].set_xlabel("language (sorted by training pairs, largest first)")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _baseline_section(df: pd.DataFrame, base: pd.DataFrame, name: str, fig_dir: Path, n: _Counter, source: Path) -> Section:
+    """Every direction of the model against the same direction of a baseline system (e.g. copy-the-source)."""
+    sec = Section(f"Against the baseline ({name})")
+    shared = [m for m in metric_columns(df) if m in base.columns]
+    if not shared:
+        sec.body += [f"*Skipped: `{source}` has none of the metrics of the model's scores "
+                     f"({', '.join(metric_columns(df))}).*", ""]  # fmt: skip
+        return sec
+    metric = "chrf++" if "chrf++" in shared else shared[0]
+    title = METRIC_TITLES.get(metric, metric)
+    rows = df.merge(base[["direction", metric]].rename(columns={metric: "baseline"}), on="direction", how="left")
+    rows["_size"] = pd.to_numeric(rows["train_pairs"], errors="coerce").fillna(-1)
+    rows["_g"] = rows["group"].map({g: i for i, g in enumerate(("eng-xx", "xx-eng", "xx-yy"))})
+    rows = rows.sort_values(["_g", "_size", "lang"], ascending=[True, False, True])
+    rows["delta"] = rows[metric] - rows["baseline"]
+    scored = rows[rows["baseline"].notna()]
+    wins = scored[scored["delta"] > 0]
+    parts = []
+    for group in ("eng-xx", "xx-eng", "xx-yy"):
+        g = scored[scored["group"] == group]
+        if len(g):
+            parts.append(f"{GROUP_TITLES[group]}: {int((g['delta'] > 0).sum())}/{len(g)}")
+    summary = (f"The model beats {name} in **{len(wins)} of {len(scored)} directions** on {title} "
+               f"({'; '.join(parts)}); mean difference {scored['delta'].mean():+.2f}.")  # fmt: skip
+    sec.body += [summary, ""]
+    losers = scored[scored["delta"] <= 0]
+    if len(losers):
+        worst = ", ".join(f"{r.direction} ({r.delta:+.2f})" for r in losers.itertuples(index=False))
+        sec.body += [f"Not better than {name}: {worst}.", ""]
+    missing = rows[rows["baseline"].isna()]
+    if len(missing):
+        sec.body += [f"{len(missing)} direction(s) have no baseline score: {', '.join(missing['direction'])}.", ""]
+    if plot_against_baseline(scored, metric, name, fig_dir / "against_baseline.png"):
+        sec.body += _figure(f"{FIG_DIR}/against_baseline.png",
+                            f"{title} of the model and of {name} per language.", n.next_figure())  # fmt: skip
+    t = n.next_table()
+    table_rows = [
+        [r.direction, r.tier, r.train_pairs, r[metric], r.baseline, "–" if pd.isna(r.delta) else f"{r.delta:+.2f}"]
+        for _, r in rows.iterrows()
+    ]
+    sec.body += [
+        f"**Table {t}.** {title} per direction: the model, {name} (`{source}`), and the difference.",
+        "",
+        markdown_table(["direction", "tier", "train pairs", "model", name, "Δ"], table_rows),
+        "",
+    ]
+    return sec
+
+
+def _mining_section(mining_dir: Path, stats: pd.DataFrame | None, n: _Counter) -> Section:
+    """Per language: pairs mined from the hidden-parallel mono files and their quality against the gold."""
+    sec = Section("Bitext mining")
+    if not mining_dir.is_dir():
+        raise UserError(f"{mining_dir}: no such mining directory (recipes/mine_pair.sh writes one folder per language)")
+    sizes = stats["train_pairs"].to_dict() if stats is not None else {}  # load_stats indexes by lang
+    tiers = stats["tier"].to_dict() if stats is not None else {}
+    rows, tot_mined, tot_correct, tot_gold = [], 0, 0, 0
+    for sub in sorted(p for p in mining_dir.iterdir() if p.is_dir()):
+        gold_path, mined_path = sub / "gold.json", sub / "mined.tsv"
+        if not gold_path.is_file() and not mined_path.is_file():
+            continue
+        seed = sizes.get(sub.name)
+        if gold_path.is_file():
+            try:
+                res = json.loads(gold_path.read_text(encoding="utf-8"))
+                al = res["all"]
+                mined, correct, gold = int(res["mined"]), int(al["correct"]), int(res["gold"])
+                prf = [100 * al["precision"], 100 * al["recall"], 100 * al["f1"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{gold_path}: not a mine-eval gold result ({exc!r}); re-run mine-eval gold") from None
+            tot_correct, tot_gold = tot_correct + correct, tot_gold + gold
+        else:
+            with open(mined_path, encoding="utf-8", errors="replace") as fh:
+                mined = sum(1 for line in fh if line.strip())
+            correct, gold, prf = None, None, [None, None, None]
+        tot_mined += mined
+        share = f"+{100 * mined / seed:.1f}%" if seed else "–"
+        rows.append([sub.name, tiers.get(sub.name), seed, mined, share, correct, gold, *prf])
+    if not rows:
+        sec.body += [f"*Skipped: no {{lang}}/gold.json or mined.tsv under `{mining_dir}`.*", ""]
+        return sec
+    if tot_gold:
+        sec.body += [
+            f"{tot_mined} pairs were mined from the monolingual side of {len(rows)} languages and added to the "
+            f"training bitext; {tot_correct} of them are hidden gold pairs (precision "
+            f"{100 * tot_correct / max(tot_mined, 1):.1f}%, recall {100 * tot_correct / tot_gold:.1f}% of {tot_gold}).",
+            "",
+        ]
+    t = n.next_table()
+    sec.body += [
+        f"**Table {t}.** Mined pairs per language (`{mining_dir}`): how many, their share of the seed bitext, and "
+        "precision / recall / F1 (%) against the corpus's hidden gold (lines dropped by LID or filters count as missed).",
+        "",
+        markdown_table(["language", "tier", "seed pairs", "mined", "added", "correct", "gold", "P", "R", "F1"], rows),
+        "",
+    ]
+    return sec
+
+
+def _timings_section(path: Path, n: _Counter) -> Section:
+    """Wall and CPU time per recipe step (``python -m mt.timed``), summed over re-runs."""
+    sec = Section("Run time")
+    try:
+        df = pd.read_csv(path, sep="\t", quoting=3)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read as TSV ({exc})") from None
+    missing = [c for c in ("step", "wall_s", "cpu_s") if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; was it written by python -m mt.timed?")
+    if df.empty:
+        sec.body += [f"*Skipped: `{path.name}` holds no steps.*", ""]
+        return sec
+    order = list(dict.fromkeys(df["step"]))
+    rows = []
+    for step in order:
+        g = df[df["step"] == step]
+        failed = int((pd.to_numeric(g.get("rc", 0), errors="coerce").fillna(0) != 0).sum())
+        rss = pd.to_numeric(g["max_rss_mb"], errors="coerce").max() if "max_rss_mb" in g else None
+        runs = f"{len(g)}" + (f" ({failed} stopped/failed)" if failed else "")
+        rows.append([step, g["wall_s"].sum(), g["cpu_s"].sum(), rss, runs])
+    wall, cpu = df["wall_s"].sum(), df["cpu_s"].sum()
+    threads = sorted({str(t) for t in df.get("threads", pd.Series(dtype=str)).dropna() if str(t) not in ("", "nan")})
+    sec.body += [
+        f"Total: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU"
+        + (f" (OMP_NUM_THREADS={', '.join(threads)})" if threads else "")
+        + ". CPU time counts every process of a step; on a shared machine wall time grows with other load, "
+        "CPU time much less.",
+        "",
+    ]
+    t = n.next_table()
+    rows.append(["**total**", wall, cpu, None, f"{len(df)}"])
+    sec.body += [
+        f"**Table {t}.** Time per step (`{path.name}`; a step run more than once, e.g. resumed, is summed).",
+        "",
+        markdown_table(["step", "wall (s)", "CPU (s)", "peak RSS (MB)", "runs"],
+                       [[r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", "–" if r[3] is None or pd.isna(r[3]) else f"{r[3]:.0f}", r[4]]
+                        for r in rows]),
+        "",
+    ]  # fmt: skip
+    return sec
+
+
 def write_report(cfg: ReportConfig) -> Path:
     """Render ``report.md`` and its figures from whatever inputs RUN_DIR holds."""
     run_dir = Path(cfg.run_dir)
@@ -616,6 +809,11 @@ def write_report(cfg: ReportConfig) -> Path:
             raise UserError(f"{scores_path}: no metric columns (chrf++, spbleu, bleu)")
         sections.append(_scores_section(df, fig_dir, counter, scores_path))
         used.append(f"`{_rel(scores_path, run_dir)}`")
+        if cfg.baseline:
+            base_path, base = _baseline_table(cfg.baseline)
+            name = cfg.baseline_name or (base_path.parent.name if base_path.parent.name != "gen" else base_path.parent.parent.name)
+            sections.append(_baseline_section(df, base, name, fig_dir, counter, base_path))
+            used.append(f"`{_rel(base_path, run_dir)}`")
     else:
         sections.append(
             Section(
@@ -654,6 +852,16 @@ def write_report(cfg: ReportConfig) -> Path:
         sections.append(
             Section("Translate-test vs zero-shot", ["*Not run yet: no translate_test.csv in the run directory.*", ""])
         )
+
+    if cfg.mining:
+        sections.append(_mining_section(Path(cfg.mining), stats, counter))
+        used.append(f"`{_rel(Path(cfg.mining), run_dir)}`")
+    if cfg.timings:
+        timings = Path(cfg.timings)
+        if not timings.is_file():
+            raise UserError(f"{timings}: no such timings file (python -m mt.timed --log FILE writes it)")
+        sections.append(_timings_section(timings, counter))
+        used.append(f"`{_rel(timings, run_dir)}`")
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [

@@ -24,6 +24,7 @@ from mt.data.pair_dataset import LanguagePairDataset, collate
 from mt.data.sampler import batch_by_size, shard_rows
 from mt.errors import UserError
 from mt.generate.greedy import greedy_decode
+from mt.generate.loading import banned_ids
 from mt.models.config import ForwardContext
 from mt.models.transformer import Transformer
 
@@ -111,6 +112,7 @@ class Validator:
         metric = CHRF(word_order=2)
         pad, eos = self.dictionary.pad(), self.dictionary.eos()
         scores = {}
+        banned = banned_ids(self.dictionary)  # never <s>, <pad> or a language token in a hypothesis
         for d in sorted(self.datasets):
             ds = self.datasets[d]
             chosen = self.keep[d][: self.eval_chrf]
@@ -123,7 +125,7 @@ class Validator:
                 batch = collate(items, pad).to(device)
                 out = greedy_decode(
                     model, batch.src_tokens, torch.full((len(items),), ds.tgt_lang_token), eos,
-                    src_lang=batch.src_lang, tgt_lang=batch.tgt_lang,
+                    src_lang=batch.src_lang, tgt_lang=batch.tgt_lang, banned=banned,
                 )  # fmt: skip
                 hyps += [detokenize(h, self.dictionary, self.sp) for h in out]
                 refs += [detokenize(t.tolist(), self.dictionary, self.sp) for _, t, _, _ in items]

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The papers' claims at small scale, on the demo's data: each study is a table in $ABL/report.md where
+# every row gets the same data, the same number of updates and the same seeds.
+#
+#   recipes/ablations.sh [STUDY ...]      studies: moe temperature adapters mining translate_test (default: all)
+#
+#   moe            dense | MoE | MoE+EOM | MoE+FOM | MoE+CMR          (chrF++ low- vs high-resource)
+#   temperature    T=1 | T=5 | T=100 sampling (MoE+EOM)               (high- vs low-resource trade-off)
+#   adapters       per-language adapters vs hyper-adapters, ~equal adapter parameters, trained on top of
+#                  the frozen dense model of `moe` (--freeze-base --finetune-from-model)
+#   mining         ratio margin vs cosine, BUCC-style F1 (mine-eval bucc --margins ratio,absolute)
+#   translate_test translate-test vs zero-shot with the MoE+EOM models of every seed (mt-eval translate-test)
+#
+# Needs the demo's data first (`make demo`, or recipes/nllb_mini.sh up to step 5). Every run is a CLI
+# call timed by `python -m mt.timed` into $ABL/timings.tsv (which also records the exact command) and
+# skipped when finished: re-running resumes, and the lead can rerun only what is missing. Ends with
+# `mt-eval ablations $ABL` -> $ABL/report.md.
+#
+# Per-run size (environment): ABL_UPDATES (300), ABL_SEEDS ("1 2"), ABL_MAX_TOKENS (4096), ABL_ARCH
+# (transformer_small), ABL_MODEL_ARGS (extra model flags), ABL_LR (0.003), ABL_WARMUP (60), ABL_BEAM (1),
+# ABL_EXPERTS (4), ABL_REG (0.2: EOM/FOM/CMR-gate-drop probability), ABL_TEMP (5), ABL_ADAPTER_UPDATES
+# (ABL_UPDATES / 2), ABL_BUCC_ENCODERS ("ngram e5"), ABL_BUCC_SIZE (1000 sentences per side), THREADS (1).
+# A run takes ~ABL_UPDATES x 3 s of CPU for the default model, plus ~1-2 min of decoding.
+set -euo pipefail
+WORK=${WORK:-work/demo}
+ABL=${ABL:-work/ablations}
+ENCODER=${ENCODER:-e5}
+THREADS=${THREADS:-1}
+ABL_UPDATES=${ABL_UPDATES:-300}; ABL_SEEDS=${ABL_SEEDS:-1 2}; ABL_MAX_TOKENS=${ABL_MAX_TOKENS:-4096}
+ABL_ARCH=${ABL_ARCH:-transformer_small}; ABL_MODEL_ARGS=${ABL_MODEL_ARGS:-}; ABL_LR=${ABL_LR:-0.003}
+ABL_WARMUP=${ABL_WARMUP:-60}; ABL_BEAM=${ABL_BEAM:-1}; ABL_EXPERTS=${ABL_EXPERTS:-4}; ABL_REG=${ABL_REG:-0.2}
+ABL_TEMP=${ABL_TEMP:-5}; ABL_ADAPTER_UPDATES=${ABL_ADAPTER_UPDATES:-$((ABL_UPDATES / 2))}
+ABL_BUCC_ENCODERS=${ABL_BUCC_ENCODERS:-ngram e5}; ABL_BUCC_SIZE=${ABL_BUCC_SIZE:-1000}
+STUDIES=("$@"); [ ${#STUDIES[@]} -gt 0 ] || STUDIES=(moe temperature adapters mining translate_test)
+
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+ENG=eng_Latn; CORPUS=$WORK/corpus; DATA=$WORK/data-bin
+[ -f "$DATA/dict.txt" ] || { echo "ablations.sh: $DATA/dict.txt not found: run make demo (or recipes/nllb_mini.sh) first" >&2; exit 1; }
+mkdir -p "$ABL"
+timed() { local name=$1; shift; python -m mt.timed --log "$ABL/timings.tsv" --step "$name" -- "$@"; }
+stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
+wants() { local s; for s in "${STUDIES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+pairs=""
+for f in "$CORPUS"/train/$ENG-*.$ENG; do l=$(basename "$f" ".$ENG"); l=${l#$ENG-}; pairs+="$ENG-$l,$l-$ENG,"; done
+pairs=${pairs%,}
+MOE=(--moe-freq 2 --moe-expert-count "$ABL_EXPERTS")
+
+# train (resumable) -> decode devtest -> chrF++ per direction, for one row and seed
+# usage: run STUDY CONFIG SEED UPDATES [mt-train flags...]
+run() {
+  local study=$1 config=$2 seed=$3 updates=$4; shift 4
+  local dir=$ABL/$study/$config/seed$seed
+  if stale "$dir/gen/scores.csv" "$dir/checkpoint_last.pt"; then
+    echo "=== [$(date +%H:%M:%S)] $study/$config seed $seed"
+    # shellcheck disable=SC2086  # ABL_MODEL_ARGS is a list of flags
+    timed "$study/$config/seed$seed train" mt-train "$DATA" --lang-pairs "$pairs" --arch "$ABL_ARCH" $ABL_MODEL_ARGS \
+      --max-tokens "$ABL_MAX_TOKENS" --lr "$ABL_LR" --warmup-updates "$ABL_WARMUP" --max-update "$updates" --bf16 \
+      --seed "$seed" --save-dir "$dir" --save-interval-updates 50 --no-epoch-checkpoints --log-interval 50 \
+      --no-progress-bar "$@"
+    timed "$study/$config/seed$seed generate" mt-generate "$DATA" --path "$dir/checkpoint_last.pt" --gen-subset test \
+      --lang-pairs "$pairs" --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --results-path "$dir/gen" --quiet --no-progress-bar
+    timed "$study/$config/seed$seed score" mt-eval dir "$dir/gen" --ref-dir "$CORPUS/devtest" --stats "$CORPUS/stats.tsv" \
+      --metrics chrf++ > /dev/null
+  fi
+}
+
+for seed in $ABL_SEEDS; do
+  if wants moe || wants adapters || wants temperature || wants translate_test; then
+    run moe dense "$seed" "$ABL_UPDATES" --sampling-temperature "$ABL_TEMP"
+  fi
+  if wants moe; then
+    run moe moe "$seed" "$ABL_UPDATES" --sampling-temperature "$ABL_TEMP" "${MOE[@]}"
+  fi
+  if wants moe || wants temperature || wants translate_test; then
+    run moe moe_eom "$seed" "$ABL_UPDATES" --sampling-temperature "$ABL_TEMP" "${MOE[@]}" --moe-eom "$ABL_REG"
+  fi
+  if wants moe; then
+    run moe moe_fom "$seed" "$ABL_UPDATES" --sampling-temperature "$ABL_TEMP" "${MOE[@]}" --moe-fom "$ABL_REG"
+    run moe moe_cmr "$seed" "$ABL_UPDATES" --sampling-temperature "$ABL_TEMP" "${MOE[@]}" --moe-cmr --cmr-gate-drop "$ABL_REG"
+  fi
+  if wants temperature; then
+    run temperature T1 "$seed" "$ABL_UPDATES" --sampling-temperature 1 "${MOE[@]}" --moe-eom "$ABL_REG"
+    if [ ! -e "$ABL/temperature/T$ABL_TEMP/seed$seed" ]; then  # T=ABL_TEMP is the moe_eom row: reuse it
+      mkdir -p "$ABL/temperature/T$ABL_TEMP"
+      timed "temperature/T$ABL_TEMP/seed$seed reuse" ln -s "../../moe/moe_eom/seed$seed" "$ABL/temperature/T$ABL_TEMP/seed$seed"
+    fi
+    run temperature T100 "$seed" "$ABL_UPDATES" --sampling-temperature 100 "${MOE[@]}" --moe-eom "$ABL_REG"
+  fi
+  if wants adapters; then
+    # ~572k adapter parameters each for transformer_small on the demo's 12 languages (hyper: r=16, k=64;
+    # per-language: r=14); `mt-eval ablations` prints both models' parameter counts
+    base=$ABL/moe/dense/seed$seed/checkpoint_last.pt
+    run adapters lang_adapters "$seed" "$ABL_ADAPTER_UPDATES" --sampling-temperature "$ABL_TEMP" \
+      --lang-adapters lang --lang-adapter-bottleneck 14 --freeze-base --finetune-from-model "$base"
+    run adapters hyper_adapters "$seed" "$ABL_ADAPTER_UPDATES" --sampling-temperature "$ABL_TEMP" \
+      --hyper-adapters --hyper-adapter-bottleneck 16 --hyper-adapter-hidden-dim 64 --freeze-base --finetune-from-model "$base"
+  fi
+  if wants translate_test; then
+    dir=$ABL/moe/moe_eom/seed$seed
+    if [ ! -f "$WORK/classify/task.json" ]; then
+      timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" --no-progress
+    fi
+    if [ ! -f "$dir/translate_test.csv" ]; then
+      timed "translate_test/moe_eom/seed$seed" mt-eval translate-test --task "$WORK/classify" \
+        --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test \
+        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress
+    fi
+  fi
+done
+
+if wants mining; then
+  for enc in $ABL_BUCC_ENCODERS; do
+    if [ ! -f "$ABL/mining/$enc/report.json" ]; then
+      timed "mining/$enc" mine-eval bucc --encoder "$enc" --margins ratio,absolute --size "$ABL_BUCC_SIZE" \
+        --gold $((ABL_BUCC_SIZE / 5)) --data "$ABL/bucc" --work "$ABL/bucc-eval" --out-dir "$ABL/mining/$enc"
+    fi
+  done
+fi
+
+mt-eval ablations "$ABL"
+echo "ablations: $ABL/report.md (commands and times: $ABL/timings.tsv)"
