@@ -54,8 +54,8 @@ def run_timed(step: str, command: list[str], log: str | os.PathLike | None) -> i
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     user, sys_ = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     row = {
-        "step": step, "started": started, "wall_s": f"{wall:.1f}", "cpu_s": f"{user + sys_:.1f}",
-        "user_s": f"{user:.1f}", "sys_s": f"{sys_:.1f}", "max_rss_mb": f"{_rss_mb(after):.0f}", "rc": str(rc),
+        "step": step, "started": started, "wall_s": f"{wall:.3f}", "cpu_s": f"{user + sys_:.3f}",
+        "user_s": f"{user:.3f}", "sys_s": f"{sys_:.3f}", "max_rss_mb": f"{_rss_mb(after):.0f}", "rc": str(rc),
         "threads": os.environ.get("OMP_NUM_THREADS", ""), "command": " ".join(shlex.join(command).split()),
     }  # fmt: skip
     if log:
