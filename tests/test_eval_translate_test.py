@@ -7,9 +7,8 @@ import random
 
 import pandas as pd
 import pytest
-import torch
 from decode_fixtures import make_checkpoint
-from train_fixtures import sentence
+from train_fixtures import one_thread, sentence  # noqa: F401 (one_thread: autouse)
 
 from eval.classification import Example, write_task
 from eval.cli import main
@@ -26,14 +25,6 @@ def _words(label: str, rng: random.Random) -> list[str]:
     ws = [rng.choice(NOUNS[label]) for _ in range(2)] + [rng.choice(FILLER) for _ in range(rng.randint(1, 3))]
     rng.shuffle(ws)
     return ws
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

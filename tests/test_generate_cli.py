@@ -8,22 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from decode_fixtures import make_checkpoint
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 from sacrebleu.metrics import CHRF
 
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import load_direction
 from mt.generate.cli import export_main, generate_main, interactive_main, translate_main
 from mt.generate.translator import Translator
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from decode_fixtures import make_checkpoint
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt import checkpoint as ckpt
 from mt.errors import UserError
@@ -19,14 +20,6 @@ from mt.models.transformer import build_model
 SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
          "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
 MAX_NEW = 12
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from decode_fixtures import make_checkpoint
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt.errors import UserError
 from mt.generate import pagemem
@@ -35,14 +36,6 @@ from mt.models.moe import MoELayer, expert_parallel_, permute_experts_, top2_rou
 
 REPO = Path(__file__).resolve().parent.parent
 E = 8
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

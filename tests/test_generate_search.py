@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from decode_fixtures import make_checkpoint
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt.errors import UserError
 from mt.generate.search import SearchConfig, search
@@ -18,14 +19,6 @@ from mt.models.transformer import EncoderOut
 BOS, PAD, EOS, UNK, A, B, C, LANG, LANG2 = range(9)
 V = 9
 SPECIAL = (BOS, PAD, LANG, LANG2)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class TableModel(torch.nn.Module):

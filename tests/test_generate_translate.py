@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from decode_fixtures import make_checkpoint
-from train_fixtures import WORDS
+from train_fixtures import WORDS, one_thread  # noqa: F401 (one_thread: autouse)
 
 from mt.errors import UserError
 from mt.generate.batch_job import TranslateConfig, translate_job
@@ -24,14 +23,6 @@ from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
