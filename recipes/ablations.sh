@@ -16,20 +16,23 @@
 # skipped when finished: re-running resumes, and the lead can rerun only what is missing. Ends with
 # `mt-eval ablations $ABL` -> $ABL/report.md.
 #
-# Per-run size (environment): ABL_UPDATES (300), ABL_SEEDS ("1 2"), ABL_MAX_TOKENS (4096), ABL_ARCH
-# (transformer_small), ABL_MODEL_ARGS (extra model flags), ABL_LR (0.003), ABL_WARMUP (60), ABL_BEAM (1),
+# Per-run size (environment): ABL_LANGS (comma-separated corpus languages, default all of them; fewer
+# languages give every direction more updates), ABL_UPDATES (600), ABL_SEEDS ("1 2"), ABL_MAX_TOKENS (2048),
+# ABL_ARCH (transformer_mini), ABL_MODEL_ARGS (extra model flags), ABL_LR (0.005), ABL_WARMUP (100), ABL_BEAM (1),
 # ABL_EXPERTS (4), ABL_REG (0.2: EOM/FOM/CMR-gate-drop probability), ABL_TEMP (5), ABL_ADAPTER_UPDATES
-# (ABL_UPDATES / 2), ABL_BUCC_ENCODERS ("ngram e5"), ABL_BUCC_SIZE (1000 sentences per side), THREADS (1).
-# A run takes ~ABL_UPDATES x 3 s of CPU for the default model, plus ~1-2 min of decoding.
+# (ABL_UPDATES / 2), ABL_LANG_ADAPTER_R (30), ABL_BUCC_ENCODERS ("ngram e5"), ABL_BUCC_SIZE (1000 sentences per side), THREADS (1).
+# A run takes ~ABL_UPDATES x 0.4 s of CPU for the default model, plus ~1 min of decoding.
 set -euo pipefail
 WORK=${WORK:-work/demo}
 ABL=${ABL:-work/ablations}
 ENCODER=${ENCODER:-e5}
 THREADS=${THREADS:-1}
-ABL_UPDATES=${ABL_UPDATES:-300}; ABL_SEEDS=${ABL_SEEDS:-1 2}; ABL_MAX_TOKENS=${ABL_MAX_TOKENS:-4096}
-ABL_ARCH=${ABL_ARCH:-transformer_small}; ABL_MODEL_ARGS=${ABL_MODEL_ARGS:-}; ABL_LR=${ABL_LR:-0.003}
-ABL_WARMUP=${ABL_WARMUP:-60}; ABL_BEAM=${ABL_BEAM:-1}; ABL_EXPERTS=${ABL_EXPERTS:-4}; ABL_REG=${ABL_REG:-0.2}
+ABL_LANGS=${ABL_LANGS:-}
+ABL_UPDATES=${ABL_UPDATES:-600}; ABL_SEEDS=${ABL_SEEDS:-1 2}; ABL_MAX_TOKENS=${ABL_MAX_TOKENS:-2048}
+ABL_ARCH=${ABL_ARCH:-transformer_mini}; ABL_MODEL_ARGS=${ABL_MODEL_ARGS:-}; ABL_LR=${ABL_LR:-0.005}
+ABL_WARMUP=${ABL_WARMUP:-100}; ABL_BEAM=${ABL_BEAM:-1}; ABL_EXPERTS=${ABL_EXPERTS:-4}; ABL_REG=${ABL_REG:-0.2}
 ABL_TEMP=${ABL_TEMP:-5}; ABL_ADAPTER_UPDATES=${ABL_ADAPTER_UPDATES:-$((ABL_UPDATES / 2))}
+ABL_LANG_ADAPTER_R=${ABL_LANG_ADAPTER_R:-30}
 ABL_BUCC_ENCODERS=${ABL_BUCC_ENCODERS:-ngram e5}; ABL_BUCC_SIZE=${ABL_BUCC_SIZE:-1000}
 STUDIES=("$@"); [ ${#STUDIES[@]} -gt 0 ] || STUDIES=(moe temperature adapters mining translate_test)
 
@@ -41,7 +44,14 @@ timed() { local name=$1; shift; python -m mt.timed --log "$ABL/timings.tsv" --st
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 wants() { local s; for s in "${STUDIES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 pairs=""
-for f in "$CORPUS"/train/$ENG-*.$ENG; do l=$(basename "$f" ".$ENG"); l=${l#$ENG-}; pairs+="$ENG-$l,$l-$ENG,"; done
+if [ -n "$ABL_LANGS" ]; then
+  for l in ${ABL_LANGS//,/ }; do
+    [ -f "$DATA/train.$ENG-$l.$l.idx" ] || { echo "ablations.sh: ABL_LANGS: $l is not binarized in $DATA" >&2; exit 1; }
+    pairs+="$ENG-$l,$l-$ENG,"
+  done
+else
+  for f in "$CORPUS"/train/$ENG-*.$ENG; do l=$(basename "$f" ".$ENG"); l=${l#$ENG-}; pairs+="$ENG-$l,$l-$ENG,"; done
+fi
 pairs=${pairs%,}
 MOE=(--moe-freq 2 --moe-expert-count "$ABL_EXPERTS")
 
@@ -55,6 +65,7 @@ run() {
     # shellcheck disable=SC2086  # ABL_MODEL_ARGS is a list of flags
     timed "$study/$config/seed$seed train" mt-train "$DATA" --lang-pairs "$pairs" --arch "$ABL_ARCH" $ABL_MODEL_ARGS \
       --max-tokens "$ABL_MAX_TOKENS" --lr "$ABL_LR" --warmup-updates "$ABL_WARMUP" --max-update "$updates" --bf16 \
+      --label-smoothing 0.0 \
       --seed "$seed" --save-dir "$dir" --save-interval-updates 50 --no-epoch-checkpoints --log-interval 50 \
       --no-progress-bar "$@"
     timed "$study/$config/seed$seed generate" mt-generate "$DATA" --path "$dir/checkpoint_last.pt" --gen-subset test \
@@ -87,11 +98,12 @@ for seed in $ABL_SEEDS; do
     run temperature T100 "$seed" "$ABL_UPDATES" --sampling-temperature 100 "${MOE[@]}" --moe-eom "$ABL_REG"
   fi
   if wants adapters; then
-    # ~572k adapter parameters each for transformer_small on the demo's 12 languages (hyper: r=16, k=64;
-    # per-language: r=14); `mt-eval ablations` prints both models' parameter counts
+    # equal adapter parameters: hyper-adapters r=16, k=64 are ~292k for transformer_mini with 6 languages, as
+    # are per-language adapters of bottleneck 30 (ABL_LANG_ADAPTER_R; re-match it for another model or
+    # language set); `mt-eval ablations` prints both models' parameter counts
     base=$ABL/moe/dense/seed$seed/checkpoint_last.pt
     run adapters lang_adapters "$seed" "$ABL_ADAPTER_UPDATES" --sampling-temperature "$ABL_TEMP" \
-      --lang-adapters lang --lang-adapter-bottleneck 14 --freeze-base --finetune-from-model "$base"
+      --lang-adapters lang --lang-adapter-bottleneck "$ABL_LANG_ADAPTER_R" --freeze-base --finetune-from-model "$base"
     run adapters hyper_adapters "$seed" "$ABL_ADAPTER_UPDATES" --sampling-temperature "$ABL_TEMP" \
       --hyper-adapters --hyper-adapter-bottleneck 16 --hyper-adapter-hidden-dim 64 --freeze-base --finetune-from-model "$base"
   fi
@@ -102,7 +114,7 @@ for seed in $ABL_SEEDS; do
     fi
     if [ ! -f "$dir/translate_test.csv" ]; then
       timed "translate_test/moe_eom/seed$seed" mt-eval translate-test --task "$WORK/classify" \
-        --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test \
+        --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test ${ABL_LANGS:+--langs "$ABL_LANGS"} \
         --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress
     fi
   fi
