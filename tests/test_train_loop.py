@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
+from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
 from mt.checkpoint import load_checkpoint
 from mt.data.dictionary import Dictionary
@@ -85,20 +83,6 @@ def test_tiny_model_overfits_tiny_corpus(tmp_path):
     assert exact >= 12, exact
 
 
-def _wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: float = 120) -> int:
-    """Poll the JSON-lines log until a train record with update >= ``update`` appears."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
-        if log.is_file():
-            ups = [json.loads(l)["update"] for l in log.read_text().splitlines() if '"train"' in l]
-            if ups and max(ups) >= update:
-                return max(ups)
-        time.sleep(0.005)
-    raise AssertionError("timeout waiting for training progress")
-
-
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_bitwise_equal_weights(data, tmp_path):
     """Kill -9 mid-way between checkpoints (twice), resume, and end with the uninterrupted run's weights.
@@ -121,7 +105,7 @@ def test_sigkill_anywhere_then_resume_gives_bitwise_equal_weights(data, tmp_path
     killed_at = []
     for kill_after in (14, 20):  # between checkpoints (12 and 18, 18 and 24)
         proc = subprocess.Popen(cmd + _args(data, run, *extra), env=_env(), stderr=subprocess.PIPE, text=True, cwd=REPO)
-        killed_at.append(_wait_for_update(log, proc, kill_after))
+        killed_at.append(wait_for_update(log, proc, kill_after))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert all(u < 34 for u in killed_at), killed_at

@@ -3,18 +3,16 @@ one process, checkpoint re-sharding W=2 -> W=1 and W=1 -> W=2, exact kill-and-re
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
+from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
 from mt.checkpoint import load_checkpoint
 from mt.data.dictionary import Dictionary
@@ -141,19 +139,6 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
     assert st["moe"]["shards"] == 1 and st["num_updates"] == 8
 
 
-def _wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: float = 120) -> int:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
-        if log.is_file():
-            ups = [json.loads(l)["update"] for l in log.read_text().splitlines() if '"train"' in l]
-            if ups and max(ups) >= update:
-                return max(ups)
-        time.sleep(0.005)
-    raise AssertionError("timeout waiting for training progress")
-
-
 @pytest.mark.slow
 def test_sigkill_and_resume_is_exact_with_moe(data, tmp_path):
     """Gumbel second-expert sampling, EOM, FOM and dropout all draw random numbers: still bitwise."""
@@ -163,7 +148,7 @@ def test_sigkill_and_resume_is_exact_with_moe(data, tmp_path):
     assert main(_args(data, ref, *extra)) == 0
     proc = subprocess.Popen([sys.executable, "-m", "mt.train", *_args(data, run, *extra)], env=_env(),
                             stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
-    killed = _wait_for_update(run / "train_log.jsonl", proc, 7)
+    killed = wait_for_update(run / "train_log.jsonl", proc, 7)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert killed < 16

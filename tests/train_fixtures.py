@@ -9,7 +9,10 @@ under its sorted name (``eng_Latn-fra_Latn``), so the reverse direction exercise
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: float = 120) -> int:
+    """Poll the JSON-lines log until a train record with update >= ``update`` appears."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
+        if log.is_file():
+            ups = [json.loads(l)["update"] for l in log.read_text().splitlines() if '"train"' in l]
+            if ups and max(ups) >= update:
+                return max(ups)
+        time.sleep(0.005)
+    raise AssertionError("timeout waiting for training progress")
