@@ -91,7 +91,8 @@ def _config_order(root: Path) -> list[str]:
 
 
 def _commands(root: Path) -> dict[str, str]:
-    """First recorded command of each '{study}/{config}/seed{N} train' step, keyed by '{study}/{config}'."""
+    """The command of each '{study}/{config}/seed{N} train' step with the lowest seed (first recorded among
+    equals: seeds may run in parallel), keyed by '{study}/{config}'."""
     path = root / "timings.tsv"
     out: dict[str, str] = {}
     if not path.is_file():
@@ -100,11 +101,16 @@ def _commands(root: Path) -> dict[str, str]:
         df = pd.read_csv(path, sep="\t", quoting=3)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         return out
+    best: dict[str, int] = {}
     for step, cmd in zip(df.get("step", []), df.get("command", [])):
         parts = str(step).split()
         if len(parts) == 2 and parts[1] in ("train", "finetune") and parts[0].count("/") == 2:
-            key = "/".join(parts[0].split("/")[:2])
-            out.setdefault(key, str(cmd))
+            study, config, run = parts[0].split("/")
+            m = _SEED.match(run)
+            seed = int(m.group(1)) if m else 1 << 30
+            key = f"{study}/{config}"
+            if key not in best or seed < best[key]:
+                best[key], out[key] = seed, str(cmd)
     return out
 
 
@@ -281,7 +287,7 @@ def write_ablations(cfg: AblationConfig) -> Path:
         lines += ["<details><summary>per seed</summary>", "", markdown_table(header, rows), "", "</details>", ""]
         cmds = [(name, commands.get(f"{study_dir.name}/{name}")) for name in configs]
         if any(c for _, c in cmds):
-            lines += ["Commands (seed 1 shown; other seeds differ only in `--seed` and `--save-dir`):", "", "```bash"]
+            lines += ["Commands (the lowest seed shown; other seeds differ only in `--seed` and `--save-dir`):", "", "```bash"]
             lines += [f"# {name}\n{c}" for name, c in cmds if c]
             lines += ["```", ""]
     mining = mining_table(root)

@@ -38,7 +38,7 @@ def test_ablation_tables_mean_std_order_and_commands(tmp_path):
     log = root / "timings.tsv"
     # the recipe runs "moe" first (through mt.timed, which records the commands), dense before eom
     for config in ("x_dense", "moe_eom"):  # deliberately not alphabetical
-        for seed in (1, 2):
+        for seed in ((1, 2) if config == "x_dense" else (2, 1)):  # seeds run in parallel lanes: any order
             timed.main(["--log", str(log), "--step", f"moe/{config}/seed{seed} train", "--", "true", f"--{config}",
                         "--seed", str(seed)])  # fmt: skip
     _run(root, "moe", "moe_eom", 1, 40.0, 12.0, params=2_500_000)
