@@ -60,7 +60,7 @@ def train_stats(save: Path) -> dict:
             "best_valid_loss": min((r["loss"] for r in valid if r.get("loss") is not None), default=None)}
 
 
-def random_encoder(teacher: Path, out: Path, arch: str, seed: int) -> Path:
+def random_encoder(teacher: Path, out: Path, arch: str, seed: int, overrides: dict | None = None) -> Path:
     """The teacher's network and vocabulary with its initial (untrained) weights, exported the same way."""
     from mining.laser_model import export_encoder
     from mt.train import TrainConfig
@@ -69,7 +69,7 @@ def random_encoder(teacher: Path, out: Path, arch: str, seed: int) -> Path:
         return out
     dictionary = Dictionary.load(teacher / "data" / "bin" / "dict.txt")
     torch.manual_seed(seed)
-    mc, model, _ = laser_factory(TrainConfig(arch=arch), dictionary)
+    mc, model, _ = laser_factory(TrainConfig(arch=arch, model_overrides=dict(overrides or {})), dictionary)
     export_encoder(model.encoder, mc, dictionary, teacher / "laser2.spm", out / "laser2.pt", {"kind": "random-init"})
     return out
 
@@ -109,6 +109,8 @@ def main() -> int:
     p.add_argument("--pretrained", default="e5,use", help="wheel encoders to compare (comma-separated, or none)")
     p.add_argument("--bucc", action="store_true", help="BUCC-style F1 with mine-eval bucc (mining.evaluate)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--align-loss", default="none", choices=["none", "ranking"],
+                   help="teacher: add the in-batch ranking term to LASER's translation loss (default: LASER's alone)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -130,9 +132,10 @@ def main() -> int:
                           log_interval=50)  # fmt: skip
     teacher = work / "laser"
     log(f"teacher: mine-train-encoder laser on {', '.join(high)} ({a.max_update} updates)")
+    overrides = {"align_loss": a.align_loss} if a.align_loss != "none" else {}
     train_laser(LaserTrainConfig(corpus=str(corpus), save_dir=str(teacher), exclude_langs=low, arch=a.arch,
-                                 vocab_size=a.vocab_size, trainer=opts))
-    random_dir = random_encoder(teacher, work / "random", a.arch, seed=1)
+                                 vocab_size=a.vocab_size, model_overrides=overrides, trainer=opts))
+    random_dir = random_encoder(teacher, work / "random", a.arch, seed=1, overrides=overrides)
 
     results: dict[str, dict] = {}
     log("xsim: random-init and trained teacher")
@@ -181,7 +184,8 @@ def main() -> int:
         "# Our own sentence encoders: LASER-style training and LASER3-style students (gettext corpus)", "",
         f"Command: `{cmd}`  ", f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; total bench time {(time.time() - t_all) / 60:.1f} min.", "",
-        f"Teacher (`ours`): `mine-train-encoder laser --arch {a.arch} --bf16`, {ts['params'] / 1e6:.1f}M parameters, "
+        f"Teacher (`ours`): `mine-train-encoder laser --arch {a.arch} --bf16"
+        f"{' --align-loss ' + a.align_loss if a.align_loss != 'none' else ''}`, {ts['params'] / 1e6:.1f}M parameters, "
         f"{ts['updates']} updates in {ts['wall_s'] / 60:.1f} min on CPU, trained on {', '.join(high)} "
         f"(into eng_Latn and the pivot); {', '.join(low)} were left out. `random-init` = the same network, untrained.",
         "", "## xsim error % on the N-way devtest (xx -> eng, ratio margin k=4; lower is better)", "",
