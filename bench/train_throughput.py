@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mt.data.sampler import batch_by_size  # noqa: E402
+from mt.generate.export import hf_shape_kwargs  # noqa: E402
 from mt.models.config import arch_config  # noqa: E402
 
 PAD, EOS, LANG = 1, 2, 4
@@ -168,13 +169,7 @@ def build_hf_moe(cfg, max_tokens: int, fixed: bool = False):
     from transformers.models.nllb_moe import modeling_nllb_moe as hfm
 
     hc = NllbMoeConfig(
-        vocab_size=cfg.vocab_size, d_model=cfg.encoder_embed_dim, encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
-        decoder_attention_heads=cfg.decoder_attention_heads, encoder_ffn_dim=cfg.encoder_ffn_embed_dim,
-        decoder_ffn_dim=cfg.decoder_ffn_embed_dim, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout, activation_function="relu", encoder_layerdrop=0.0,
-        decoder_layerdrop=0.0, max_position_embeddings=max(cfg.max_source_positions, cfg.max_target_positions),
-        scale_embedding=True, pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
+        **hf_shape_kwargs(cfg), pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
         num_experts=cfg.moe_expert_count, expert_capacity=2 * -(-max_tokens // cfg.moe_expert_count), encoder_sparse_step=cfg.moe_freq,
         decoder_sparse_step=cfg.moe_freq, router_dtype="float32", second_expert_policy="all",
         normalize_router_prob_before_dropping=False, moe_token_dropout=cfg.moe_eom, output_router_logits=True,
@@ -222,13 +217,7 @@ def build_hf(cfg, max_tokens: int = 0):
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     hc = M2M100Config(
-        vocab_size=cfg.vocab_size, d_model=cfg.encoder_embed_dim, encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
-        decoder_attention_heads=cfg.decoder_attention_heads, encoder_ffn_dim=cfg.encoder_ffn_embed_dim,
-        decoder_ffn_dim=cfg.decoder_ffn_embed_dim, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout, activation_function="relu", encoder_layerdrop=0.0,
-        decoder_layerdrop=0.0, max_position_embeddings=max(cfg.max_source_positions, cfg.max_target_positions),
-        scale_embedding=True, pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
+        **hf_shape_kwargs(cfg), pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
         tie_word_embeddings=True, use_cache=False,
     )  # fmt: skip
     model = M2M100ForConditionalGeneration._from_config(hc, attn_implementation="sdpa").train()

@@ -99,6 +99,18 @@ def _default_target(loaded: LoadedModel) -> str:
     return loaded.langs[0]
 
 
+def hf_shape_kwargs(c) -> dict:
+    """Our ``TransformerConfig``'s shape and dropouts under Hugging Face's M2M100 / NLLB-MoE config names
+    (pre-LN, ReLU, scaled embeddings, no layer drop): what an equivalent HF model needs besides token ids."""
+    return dict(
+        vocab_size=c.vocab_size, d_model=c.encoder_embed_dim, max_position_embeddings=max(c.max_source_positions, c.max_target_positions),
+        encoder_layers=c.encoder_layers, encoder_ffn_dim=c.encoder_ffn_embed_dim, encoder_attention_heads=c.encoder_attention_heads,
+        decoder_layers=c.decoder_layers, decoder_ffn_dim=c.decoder_ffn_embed_dim, decoder_attention_heads=c.decoder_attention_heads,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0, activation_function="relu", dropout=c.dropout,
+        attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout, scale_embedding=True,
+    )  # fmt: skip
+
+
 def build_hf_model(loaded: LoadedModel):
     """An ``M2M100ForConditionalGeneration`` holding our weights (float32, eval mode)."""
     _require("transformers", "transformers")
@@ -108,13 +120,8 @@ def build_hf_model(loaded: LoadedModel):
     c, d = loaded.model.cfg, loaded.dictionary
     start = d.lang_index(_default_target(loaded))
     hf_cfg = M2M100Config(
-        vocab_size=c.vocab_size, d_model=c.encoder_embed_dim, max_position_embeddings=max(c.max_source_positions, c.max_target_positions),
-        encoder_layers=c.encoder_layers, encoder_ffn_dim=c.encoder_ffn_embed_dim, encoder_attention_heads=c.encoder_attention_heads,
-        decoder_layers=c.decoder_layers, decoder_ffn_dim=c.decoder_ffn_embed_dim, decoder_attention_heads=c.decoder_attention_heads,
-        encoder_layerdrop=0.0, decoder_layerdrop=0.0, activation_function="relu", dropout=c.dropout,
-        attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout, scale_embedding=True,
-        pad_token_id=d.pad(), bos_token_id=d.bos(), eos_token_id=d.eos(), decoder_start_token_id=start,
-        tie_word_embeddings=True,
+        **hf_shape_kwargs(c), pad_token_id=d.pad(), bos_token_id=d.bos(), eos_token_id=d.eos(),
+        decoder_start_token_id=start, tie_word_embeddings=True,
     )  # fmt: skip
     model = M2M100ForConditionalGeneration(hf_cfg)
     sd = hf_state_dict(loaded.model)
