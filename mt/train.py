@@ -234,10 +234,6 @@ class _Trainer:
         if missing:
             _say(di, f"mt-train: no valid data for {','.join(missing)}: those directions are not validated")
         spm_model = cfg.spm_model or str(data / "spm.model")
-        self.validator = Validator(
-            valid_sets, self.dictionary, cfg.max_tokens, cfg.max_source_positions, cfg.max_target_positions,
-            cfg.label_smoothing, cfg.eval_chrf if di.is_master else 0, spm_model,
-        )  # fmt: skip
         if cfg.best_checkpoint_metric == "chrf" and not valid_sets:
             raise UserError("--best-checkpoint-metric chrf needs valid data: binarize a valid split")
 
@@ -245,8 +241,10 @@ class _Trainer:
         _seed_all(cfg.seed)
         self.model_cfg, model, self.criterion = model_factory(cfg, self.dictionary)
         self.model = model.to(di.device)
-        if model_factory is not transformer_factory:
-            self.validator.criterion = self.criterion  # validate with the family's own loss
+        self.validator = Validator(
+            valid_sets, self.dictionary, cfg.max_tokens, cfg.max_source_positions, cfg.max_target_positions,
+            self.criterion, cfg.eval_chrf if di.is_master else 0, spm_model,
+        )  # fmt: skip
         self.moe_group = moe_train.setup(self.model, di)  # expert parallelism: this rank's experts only
         if cfg.freeze_base:
             n_train, n_frozen = moe_train.freeze_base(self.model)

@@ -56,12 +56,12 @@ class Validator:
         max_tokens: int,
         max_source: int,
         max_target: int,
-        label_smoothing: float,
+        criterion: LabelSmoothedCrossEntropy,
         eval_chrf: int = 0,
         spm_model: str | os.PathLike | None = None,
     ) -> None:
         self.datasets, self.dictionary = datasets, dictionary
-        self.criterion = LabelSmoothedCrossEntropy(label_smoothing)
+        self.criterion = criterion  # the training loss, called without aux losses: the translation loss alone
         self.eval_chrf = eval_chrf
         self.sp = load_spm(spm_model) if eval_chrf > 0 and datasets else None
         self.batches: dict[int, list[np.ndarray]] = {}
