@@ -104,12 +104,16 @@ def run_hf(tr: Translator, ids, args):
             toks = gen[b, 1:].tolist()
             out[i] = toks[: toks.index(d.eos())] if d.eos() in toks else [t for t in toks if t != d.pad()]
 
-    batches = length_batches([len(r) for r in rows], args.max_tokens)
-    generate(batches[0][:8])  # warm-up
+    return timed_batches(generate, length_batches([len(r) for r in rows], args.max_tokens)), out
+
+
+def timed_batches(run, batches: list[list[int]]) -> float:
+    """Seconds for ``run`` over every batch, after a warm-up on 8 sentences of the first (not timed)."""
+    run(batches[0][:8])
     t0 = time.perf_counter()
     for idx in batches:
-        generate(idx)
-    return time.perf_counter() - t0, out
+        run(idx)
+    return time.perf_counter() - t0
 
 
 def run_ct2(tr: Translator, ids, args, ct2_dir: Path, compute_type: str):
@@ -133,12 +137,7 @@ def run_ct2(tr: Translator, ids, args, ct2_dir: Path, compute_type: str):
         for i, r in zip(idx, res):
             out[i] = [d.index(p) for p in r.hypotheses[0]]
 
-    batches = length_batches([len(r) for r in rows], args.max_tokens)
-    translate(batches[0][:8])  # warm-up
-    t0 = time.perf_counter()
-    for idx in batches:
-        translate(idx)
-    return time.perf_counter() - t0, out
+    return timed_batches(translate, length_batches([len(r) for r in rows], args.max_tokens)), out
 
 
 def same_output(ours: list[int], theirs: list[int], cap: int) -> bool:
