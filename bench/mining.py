@@ -225,8 +225,14 @@ def auto_nlist(n: int) -> int:
     return int(2 ** round(math.log2(max(16, 4 * math.sqrt(n)))))
 
 
+def linear_nlist(n: int, rows_per_list: int) -> int:
+    """A power of two near n / rows_per_list: lists of constant size, so a query scans the same number of
+    codes at every N (with an HNSW coarse quantizer finding the lists in ~log(nlist))."""
+    return int(2 ** round(math.log2(max(4, n / rows_per_list))))
+
+
 def factories_for(n: int, dim: int, names: list[str], flat_max: int, ivf_flat_max_gib: float, pq_m: int,
-                  nlist: int | None = None) -> list[tuple[str, str | None]]:
+                  nlist: int | None = None, rows_per_list: int = 512) -> list[tuple[str, str | None]]:
     """(factory, reason skipped or None) for each family at size n."""
     out = []
     nl = nlist or auto_nlist(n)
@@ -242,13 +248,16 @@ def factories_for(n: int, dim: int, names: list[str], flat_max: int, ivf_flat_ma
             out.append((f"IVF{nl},PQ{pq_m}", None))
         elif name == "OPQ,IVF,PQ":
             out.append((f"OPQ{pq_m},IVF{nl},PQ{pq_m}", None))
+        elif name in ("IVF_HNSW,PQ", "IVF_HNSW,SQ8"):
+            codes = name.split(",")[1].replace("PQ", f"PQ{pq_m}")
+            out.append((f"IVF{linear_nlist(n, rows_per_list)}_HNSW32,{codes}", None))
         else:
             out.append((name, None))
     return out
 
 
 def family(factory: str) -> str:
-    """'IVF1024,PQ64' -> 'IVF,PQ': the same index family across sizes."""
+    """'IVF1024,PQ64' -> 'IVF,PQ', 'IVF2048_HNSW32,PQ64' -> 'IVF_HNSW,PQ': the same family across sizes."""
     import re
 
     return re.sub(r"\d+", "", factory)
@@ -265,17 +274,17 @@ def slope(points: list[tuple[int, float]]) -> float | None:
 def markdown(report: dict) -> str:
     lines = [f"# Mining benchmark ({report['machine']})", "",
              f"dim {report['dim']}, k {report['k']}, nprobe {report['nprobe']}, nlist {report['nlist']}, "
-             f"faiss threads {report['threads']}, "
+             f"faiss threads per run in the table, "
              f"planted pairs every {report['plant_every']} rows. Times in seconds; k-NN = search both directions.", "",
-             "| N | index | train | add | k-NN search | queries/s | margin | margin / k-NN | recall@k vs exact "
+             "| N | index | threads | train | add | k-NN search | queries/s | margin | margin / k-NN | recall@k vs exact "
              "| recall@1 | planted in top-k | planted F1 | index MB | peak RSS GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
         if "error" in r or "skipped" in r:
-            lines.append(f"| {r['n']} | {r['factory']} | {r.get('skipped') or r.get('error')} ||||||||||||")
+            lines.append(f"| {r['n']} | {r['factory']} | | {r.get('skipped') or r.get('error')} ||||||||||||")
             continue
         lines.append(
-            f"| {r['n']} | {r['factory']} | {r['train_s']:.1f} | {r['add_s']:.1f} | {r['search_s']:.1f} | "
+            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | {r['search_s']:.1f} | "
             f"{r['knn_qps']:.0f} | {r['margin_s']:.2f} | {100 * r['margin_share_of_search']:.1f}% | "
             f"{r['recall_at_k']:.3f} | {r['recall_at_1']:.3f} | {r['planted']['in_topk']:.3f} | "
             f"{r['planted']['best_f1']:.3f} | "
@@ -331,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nlist", type=int, default=None,
                    help="IVF lists at every size (default: a power of two near 4 x sqrt(N), which makes search "
                         "time grow ~N^1.5; a fixed nlist keeps the per-query coarse cost constant)")
+    p.add_argument("--rows-per-list", type=int, default=512,
+                   help="IVF_HNSW families: nlist ~ N / this (constant list size, so search time grows ~linearly)")
     p.add_argument("--flat-max", type=int, default=100_000, help="skip Flat above this size (quadratic time)")
     p.add_argument("--ivf-flat-max-gib", type=float, default=2.0, help="skip IVF,Flat when its index exceeds this")
     p.add_argument("--train-sample", type=int, default=None,
@@ -345,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-data", action="store_true", help="keep the synthetic shards after the run")
+    p.add_argument("--append", action="store_true",
+                   help="keep the runs of an earlier OUT/mining.json (re-measured (N, index) pairs are replaced): "
+                        "run the big sizes separately, and a killed run loses only its unfinished configuration")
     a = p.parse_args(argv)
 
     sizes = [int(s) for s in a.sizes.split(",") if s]
@@ -354,8 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
 
     report = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "nlist": a.nlist or "auto (~4 sqrt N)", "threads": a.threads or faiss.omp_get_max_threads(),
+              "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "nlist": a.nlist or f"IVF ~4 sqrt(N), IVF_HNSW ~N/{a.rows_per_list}", "threads": a.threads or faiss.omp_get_max_threads(),
               "plant_every": a.plant_every, "faiss": faiss.__version__, "runs": [], "command": " ".join(sys.argv)}
+    if a.append and (out / "mining.json").is_file():
+        old = json.loads((out / "mining.json").read_text())
+        report["runs"] = old.get("runs", [])
+        report["embed"] = old.get("embed")
+        report["command"] = f"{old.get('command', '')}; then {report['command']}"
     if a.encoder:
         print(f"bench: embed with {a.encoder} ({a.embed_sentences} sentences)", file=sys.stderr)
         report["embed"] = run_child("embed", {"encoder": a.encoder, "sentences": a.embed_sentences,
@@ -368,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             gt = exact_topk(src, tgt, a.k, a.exact_sample, a.seed)
             np.savez(gt_path, **gt)
         print(f"bench: N={n}: data + exact sample ready in {time.time() - t0:.0f}s", file=sys.stderr)
-        for factory, skip in factories_for(n, a.dim, names, a.flat_max, a.ivf_flat_max_gib, a.pq_m, a.nlist):
+        for factory, skip in factories_for(n, a.dim, names, a.flat_max, a.ivf_flat_max_gib, a.pq_m, a.nlist,
+                                           a.rows_per_list):
             if skip:
                 report["runs"].append({"n": n, "factory": factory, "skipped": skip})
                 continue
@@ -378,13 +398,25 @@ def main(argv: list[str] | None = None) -> int:
                     "plant_every": a.plant_every, "work": str(work / f"n{n}" / "run")}
             print(f"bench: N={n} {factory} ...", file=sys.stderr)
             r = run_child("knn", args)
-            report["runs"].append(r)
+            r.setdefault("threads", a.threads)
+            report["runs"] = [o for o in report["runs"] if (o.get("n"), o.get("factory")) != (n, factory)] + [r]
+            save_report(report, out)  # after every configuration: a kill loses only the one running
             if "error" not in r:
                 print(f"bench: N={n} {factory}: search {r['search_s']:.1f}s, margin {r['margin_s']:.2f}s "
                       f"({100 * r['margin_share_of_search']:.1f}%), recall@{a.k} {r['recall_at_k']:.3f}, "
                       f"peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", file=sys.stderr)
         if not a.keep_data:
             shutil.rmtree(work / f"n{n}", ignore_errors=True)
+    md = save_report(report, out)
+    plot(report, out / "mining_scaling.png")
+    print(md)
+    print(f"bench: wrote {out / 'mining.json'}, {out / 'mining.md'}", file=sys.stderr)
+    return 0
+
+
+def save_report(report: dict, out: Path) -> str:
+    """Recompute the scaling slopes and write mining.json / mining.md atomically; returns the markdown."""
+    report["runs"].sort(key=lambda r: (r.get("n", 0), str(r.get("factory"))))
     fams: dict[str, list[dict]] = {}
     for r in report["runs"]:
         if "search_s" in r:
@@ -393,13 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         fam: {"sizes": [r["n"] for r in rs], "search_slope": slope([(r["n"], r["search_s"]) for r in rs]),
               "total_slope": slope([(r["n"], r["search_s"] + r["train_s"] + r["add_s"]) for r in rs])}
         for fam, rs in fams.items()}
-    (out / "mining.json").write_text(json.dumps(report, indent=1))
     md = markdown(report)
-    (out / "mining.md").write_text(md)
-    plot(report, out / "mining_scaling.png")
-    print(md)
-    print(f"bench: wrote {out / 'mining.json'}, {out / 'mining.md'}", file=sys.stderr)
-    return 0
+    for name, text in (("mining.json", json.dumps(report, indent=1)), ("mining.md", md)):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+    return md
 
 
 def _split_families(text: str) -> list[str]:
@@ -409,7 +440,7 @@ def _split_families(text: str) -> list[str]:
         if toks[i] == "OPQ" and i + 2 < len(toks):
             out.append(",".join(toks[i : i + 3]))
             i += 3
-        elif toks[i] == "IVF" and i + 1 < len(toks):
+        elif toks[i] in ("IVF", "IVF_HNSW") and i + 1 < len(toks):
             out.append(",".join(toks[i : i + 2]))
             i += 2
         else:

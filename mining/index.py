@@ -234,6 +234,11 @@ def set_nprobe(index, nprobe: int | None) -> None:
     except RuntimeError:
         return  # no IVF level: exhaustive search, nprobe means nothing
     ivf.nprobe = int(nprobe)
+    # An HNSW coarse quantizer (IVF65536_HNSW32,...) must find nprobe lists: with its default efSearch (16)
+    # it returns poor ones once nprobe nears it, so keep the beam at least twice nprobe.
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if hasattr(quantizer, "hnsw"):
+        quantizer.hnsw.efSearch = max(quantizer.hnsw.efSearch, 2 * int(nprobe))
 
 
 # --------------------------------------------------------------------------------------------------

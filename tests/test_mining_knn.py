@@ -222,3 +222,17 @@ def test_a_failing_job_surfaces_its_error(tmp_path, backend):
     jobs = [(str(tmp_path / f"missing{i}"), str(tmp_path / f"{i}.faiss"), IndexConfig()) for i in range(2)]
     with pytest.raises(UserError, match="embedding set not found"):
         launcher.map(build_index_job, jobs, progress=False)
+
+
+def test_hnsw_coarse_quantizer_searches_wide_enough_for_nprobe(tmp_path, sides):
+    """IVF_HNSW: with every list probed the result is exact, which needs efSearch >= nprobe in the quantizer."""
+    import faiss
+
+    src, tgt, x, y = sides
+    path = save_index(build_index(EmbeddingSet.open(tgt), IndexConfig("IVF16_HNSW8,Flat", train_sample=250),
+                                  progress=False), tmp_path / "h.faiss")
+    index = load_index(path, nprobe=16)
+    assert faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch >= 32
+    _, got = index.search(x[:50], 4)
+    want, _ = brute_topk(x[:50], y, 4)
+    assert (got[:, 0] == want[:, 0]).mean() > 0.99
