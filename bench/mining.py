@@ -295,9 +295,8 @@ def markdown(report: dict) -> str:
         for fam, s in report["scaling"].items():
             fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
             lines.append(f"| {fam} | {', '.join(map(str, s['sizes']))} | {fmt(s['search_slope'])} | {fmt(s['total_slope'])} |")
-    if report.get("embed"):
-        e = report["embed"]
-        lines += ["", f"Embed: encoder `{e.get('encoder')}`: "
+    for name, e in sorted(report.get("embed", {}).items()):
+        lines += ["", f"Embed: encoder `{name}`, {e.get('threads', '?')} thread(s): "
                   + (f"{e['sent_per_s']:.0f} sentences/s ({e['sentences']} gettext sentences, "
                      f"peak RSS {e['peak_rss_bytes'] / GIB:.2f} GiB)" if "sent_per_s" in e else e.get("error", "?"))]
     return "\n".join(lines) + "\n"
@@ -369,16 +368,18 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "nlist": a.nlist or f"IVF ~4 sqrt(N), IVF_HNSW ~N/{a.rows_per_list}", "threads": a.threads or faiss.omp_get_max_threads(),
-              "plant_every": a.plant_every, "faiss": faiss.__version__, "runs": [], "command": " ".join(sys.argv)}
+              "plant_every": a.plant_every, "faiss": faiss.__version__, "runs": [], "embed": {},
+              "command": " ".join(sys.argv)}
     if a.append and (out / "mining.json").is_file():
         old = json.loads((out / "mining.json").read_text())
         report["runs"] = old.get("runs", [])
-        report["embed"] = old.get("embed")
+        report["embed"] = old.get("embed") or {}
         report["command"] = f"{old.get('command', '')}; then {report['command']}"
     if a.encoder:
         print(f"bench: embed with {a.encoder} ({a.embed_sentences} sentences)", file=sys.stderr)
-        report["embed"] = run_child("embed", {"encoder": a.encoder, "sentences": a.embed_sentences,
-                                              "batch_size": 512, "work": str(work / "embed")})
+        report["embed"][a.encoder] = {**run_child("embed", {"encoder": a.encoder, "sentences": a.embed_sentences,
+                                                            "batch_size": 512, "work": str(work / "embed")}),
+                                      "threads": a.threads or os.cpu_count()}
     for n in sizes:
         t0 = time.time()
         src, tgt = generate(work / f"n{n}", n, a.dim, a.clusters, a.plant_every, a.seed)
