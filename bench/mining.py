@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         for factory, skip in factories_for(n, a.dim, names, a.flat_max, a.ivf_flat_max_gib, a.pq_m, a.nlist,
                                            a.rows_per_list):
             if skip:
-                report["runs"].append({"n": n, "factory": factory, "skipped": skip})
+                put_run(report, {"n": n, "factory": factory, "skipped": skip})
                 continue
             nl = a.nlist or auto_nlist(n)
             args = {"n": n, "factory": factory, "src": str(src), "tgt": str(tgt), "k": a.k, "nprobe": a.nprobe,
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: N={n} {factory} ...", file=sys.stderr)
             r = run_child("knn", args)
             r.setdefault("threads", a.threads)
-            report["runs"] = [o for o in report["runs"] if (o.get("n"), o.get("factory")) != (n, factory)] + [r]
+            put_run(report, r)
             save_report(report, out)  # after every configuration: a kill loses only the one running
             if "error" not in r:
                 print(f"bench: N={n} {factory}: search {r['search_s']:.1f}s, margin {r['margin_s']:.2f}s "
@@ -413,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     print(f"bench: wrote {out / 'mining.json'}, {out / 'mining.md'}", file=sys.stderr)
     return 0
+
+
+def put_run(report: dict, run: dict) -> None:
+    """Add ``run``, replacing an earlier one of the same (N, index): an --append re-run never duplicates rows."""
+    key = (run.get("n"), run.get("factory"))
+    report["runs"] = [r for r in report["runs"] if (r.get("n"), r.get("factory")) != key] + [run]
 
 
 def save_report(report: dict, out: Path) -> str:
