@@ -29,7 +29,20 @@ import torch.nn.functional as F
 
 
 def _chunk_rows(vocab: int) -> int:
-    return max(64, min(1024, (1 << 22) // max(vocab, 1)))
+    return max(64, min(1024, (1 << 22) // max(vocab, 1)) // 64 * 64)
+
+
+# oneDNN (the CPU bf16 GEMM) compiles and caches a kernel per shape: the last chunk's row count changes
+# with every batch, so it is zero-padded to a multiple of this (see ROW_MULTIPLE in mt.models.moe)
+ROW_MULTIPLE = 64
+
+
+def _pad_rows(h: torch.Tensor) -> torch.Tensor:
+    """``h`` with zero rows appended up to a multiple of ROW_MULTIPLE (CPU bf16/fp16 only)."""
+    n = h.size(0)
+    low = h.device.type == "cpu" and h.dtype in (torch.bfloat16, torch.float16)
+    m = -(-n // ROW_MULTIPLE) * ROW_MULTIPLE if low else n
+    return h if m == n else F.pad(h, (0, 0, 0, m - n))
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -53,28 +66,31 @@ class _LinearLabelSmoothedCE(torch.autograd.Function):
         N, d = hidden.shape
         V = weight.size(0)
         with torch.autocast(hidden.device.type, enabled=False):
-            h, w = hidden.to(dtype), weight.to(dtype)
+            h, w = _pad_rows(hidden.to(dtype)), weight.to(dtype)
+            Np = h.size(0)
             loss = torch.zeros((), dtype=torch.float64, device=hidden.device)
             nll = torch.zeros((), dtype=torch.float64, device=hidden.device)
-            grad_h = torch.empty(N, d, dtype=dtype, device=hidden.device)
+            grad_h = torch.empty(Np, d, dtype=dtype, device=hidden.device)
             exact = dtype == torch.float32
             # fp32: accumulate dW chunk by chunk in place; low precision: keep the (bf16) logit gradients
             # and do one GEMM at the end (per-chunk V x d partial products would cost more traffic)
             grad_w = torch.zeros(V, d, dtype=torch.float32, device=hidden.device) if exact else None
-            grads = None if exact else torch.empty(N, V, dtype=dtype, device=hidden.device)
+            grads = None if exact else torch.empty(Np, V, dtype=dtype, device=hidden.device)
             rows = _chunk_rows(V)
-            for s in range(0, N, rows):
-                e = min(N, s + rows)
-                t = target[s:e, None]
-                logits = torch.mm(h[s:e], w.t()).float()
+            for s in range(0, Np, rows):
+                e = min(Np, s + rows)
+                n = min(N, e) - s  # real rows of this chunk; the rest are padding
+                logits_all = torch.mm(h[s:e], w.t()).float()
+                logits, t = logits_all[:n], target[s : s + n, None]
                 loss_c, nll_c, lse = _chunk_loss(logits, t, eps)
                 loss += loss_c
                 nll += nll_c
                 p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
                 if eps > 0:
                     p.sub_(eps / V)
-                p.scatter_add_(1, t, torch.full((e - s, 1), -(1.0 - eps), device=p.device))
-                g = p.to(dtype)
+                p.scatter_add_(1, t, torch.full((n, 1), -(1.0 - eps), device=p.device))
+                logits_all[n:] = 0.0  # padding rows: no gradient
+                g = logits_all.to(dtype)
                 torch.mm(g, w, out=grad_h[s:e])
                 if exact:
                     grad_w.addmm_(g.t(), h[s:e])
@@ -82,7 +98,7 @@ class _LinearLabelSmoothedCE(torch.autograd.Function):
                     grads[s:e] = g
             if not exact:
                 grad_w = torch.mm(grads.t(), h).float()
-        ctx.save_for_backward(grad_h, grad_w)
+        ctx.save_for_backward(grad_h[:N], grad_w)
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         ctx.mark_non_differentiable(nll)
         return loss.float(), nll.float()
@@ -105,12 +121,15 @@ def linear_label_smoothed_ce(
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _LinearLabelSmoothedCE.apply(hidden, weight, target, float(eps), dtype)
     with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-        h, w = hidden.to(dtype), weight.to(dtype)
+        N = hidden.size(0)
+        h, w = _pad_rows(hidden.to(dtype)), weight.to(dtype)
         loss = torch.zeros((), dtype=torch.float64, device=hidden.device)
         nll = torch.zeros((), dtype=torch.float64, device=hidden.device)
         rows = _chunk_rows(w.size(0))
-        for s in range(0, h.size(0), rows):
-            loss_c, nll_c, _ = _chunk_loss(torch.mm(h[s : s + rows], w.t()).float(), target[s : s + rows, None], eps)
+        for s in range(0, N, rows):
+            n = min(N, s + rows) - s
+            logits = torch.mm(h[s : s + rows], w.t())[:n].float()
+            loss_c, nll_c, _ = _chunk_loss(logits, target[s : s + n, None], eps)
             loss += loss_c
             nll += nll_c
         return loss.float(), nll.float()

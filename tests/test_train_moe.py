@@ -118,6 +118,38 @@ def test_moe_layer_output_matches_token_by_token_reference_and_only_used_experts
     assert layer.experts(rows, [0, 0, 0, 0]).requires_grad
 
 
+def test_bf16_experts_run_on_row_segments_padded_for_kernel_reuse(monkeypatch):
+    """In CPU bf16 every expert GEMM sees a row count that is a multiple of ROW_MULTIPLE (oneDNN compiles a
+    kernel per shape); the zero pad rows change neither the outputs nor any gradient."""
+    torch.manual_seed(3)
+    E, d, f = 4, 32, 48
+    w1, w2 = torch.randn(E, f, d) * 0.2, torch.randn(E, d, f) * 0.2
+    b1, b2 = torch.randn(E, f) * 0.1, torch.randn(E, d) * 0.1
+    counts = [70, 0, 5, 130]
+    x0 = torch.randn(sum(counts), d).bfloat16()
+    gy = torch.randn(sum(counts), d).bfloat16()
+
+    def run(multiple):
+        monkeypatch.setattr(moe_mod, "ROW_MULTIPLE", multiple)
+        params = [t.clone().requires_grad_() for t in (w1, b1, w2, b2)]
+        x = x0.clone().requires_grad_()
+        y = moe_mod._GroupedFFN.apply(x, counts, 0.0, *params)
+        y.backward(gy)
+        return y.float(), x.grad.float(), [p.grad for p in params]
+
+    calls = _count_expert_calls(monkeypatch)
+    y, gx, grads = run(64)
+    assert [n for _, n in calls] == [128, 64, 192]  # 70, 5, 130 rounded up; the empty expert does not run
+    calls.clear()
+    y_ref, gx_ref, grads_ref = run(1)
+    assert [n for _, n in calls] == [70, 5, 130]
+    torch.testing.assert_close(y, y_ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-2, atol=1e-2)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=2e-2, atol=2e-2)
+    assert torch.all(grads[0][1] == 0) and torch.all(grads[1][1] == 0)  # expert 1 had no rows
+
+
 def test_padding_is_not_routed_and_not_counted():
     layer = _layer().train()
     x = torch.randn(2, 6, 64)
