@@ -30,8 +30,9 @@ ENCODER=${ENCODER:-e5}                # mine-embed encoder: e5 (pretrained, defa
 THREADS=${THREADS:-2}                 # CPU threads per process; 1 is faster on a busy shared machine
 DEV_SIZE=${DEV_SIZE:-200}; DEVTEST_SIZE=${DEVTEST_SIZE:-300}; MONO_SIZE=${MONO_SIZE:-300}
 VOCAB=${VOCAB:-4000}
-# The model is sized for ~8 minutes of training on 2 cores (2000 updates): at that budget a small model with small batches and
-# many updates learns fastest (transformer_small, 4096-token batches: ~4x slower per token, worse loss per minute)
+# The model is sized for ~8.5 minutes of training on 2 cores (2000 updates): at that budget a small model with
+# small batches and many updates learns fastest (transformer_small, 4096-token batches: ~4x slower per token,
+# worse loss per minute; README lists the other settings tried)
 ARCH=${ARCH:-transformer_mini}; EXPERTS=${EXPERTS:-4}; MOE_FREQ=${MOE_FREQ:-2}; EOM=${EOM:-0.1}
 TEMP=${TEMP:-5}; LR=${LR:-0.005}; WARMUP=${WARMUP:-100}; MAX_TOKENS=${MAX_TOKENS:-2048}; MAX_UPDATE=${MAX_UPDATE:-2000}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.0}
