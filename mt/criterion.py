@@ -27,21 +27,18 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from mt import gemm_shapes
+
 
 def _chunk_rows(vocab: int) -> int:
     return max(64, min(1024, (1 << 22) // max(vocab, 1)) // 64 * 64)
 
 
-# oneDNN (the CPU bf16 GEMM) compiles and caches a kernel per shape: the last chunk's row count changes
-# with every batch, so it is zero-padded to a multiple of this (see ROW_MULTIPLE in mt.models.moe)
-ROW_MULTIPLE = 64
-
-
 def _pad_rows(h: torch.Tensor) -> torch.Tensor:
-    """``h`` with zero rows appended up to a multiple of ROW_MULTIPLE (CPU bf16/fp16 only)."""
+    """``h`` with zero rows up to a multiple of ``gemm_shapes.row_multiple(h)``: the last chunk's row count
+    changes with every batch, and CPU bf16 GEMMs compile a kernel per shape (``mt.gemm_shapes``)."""
     n = h.size(0)
-    low = h.device.type == "cpu" and h.dtype in (torch.bfloat16, torch.float16)
-    m = -(-n // ROW_MULTIPLE) * ROW_MULTIPLE if low else n
+    m = gemm_shapes.round_up(n, gemm_shapes.row_multiple(h))
     return h if m == n else F.pad(h, (0, 0, 0, m - n))
 
 

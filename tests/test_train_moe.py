@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from train_fixtures import one_thread  # noqa: F401 (autouse)
 
 from mt import checkpoint as ckpt
+from mt import gemm_shapes
 from mt.errors import UserError
 from mt.models.config import ForwardContext, arch_config
 from mt.models import moe as moe_mod
@@ -130,7 +131,7 @@ def test_bf16_experts_run_on_row_segments_padded_for_kernel_reuse(monkeypatch):
     gy = torch.randn(sum(counts), d).bfloat16()
 
     def run(multiple):
-        monkeypatch.setattr(moe_mod, "ROW_MULTIPLE", multiple)
+        monkeypatch.setattr(gemm_shapes, "ROW_MULTIPLE", multiple)
         params = [t.clone().requires_grad_() for t in (w1, b1, w2, b2)]
         x = x0.clone().requires_grad_()
         y = moe_mod._GroupedFFN.apply(x, counts, 0.0, *params)

@@ -95,6 +95,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mt import gemm_shapes
 from mt.errors import UserError
 from mt.models.config import ForwardContext, TransformerConfig
 
@@ -257,24 +258,15 @@ def _ffn_one(e: int, x, w1, b1, w2, b2, h_out, y_out, mask_out, p: float) -> Non
     torch.addmm(b2, h_out, w2.t(), out=y_out)
 
 
-# Why padded segments: oneDNN (PyTorch's CPU bf16 GEMM) compiles a kernel per GEMM shape and caches it
-# (~1 ms per new shape). An expert's row count changes with every batch, so unpadded, nearly every expert
-# GEMM of a training run compiled anew: measured in mt-train on the 2-core box, the expert layers ran
-# 5-10x slower than the same GEMMs at a fixed shape, and training went from 5.5k to 7.1-8.2k target
-# tokens/s with the padding. Each expert's rows are computed in a segment rounded up to ``ROW_MULTIPLE``
-# zero rows; pad rows get zero output gradients, so they change no gradient, and cost < ROW_MULTIPLE rows
-# per expert. fp32 GEMMs (MKL) have no per-shape cost and are left unpadded.
-ROW_MULTIPLE = 64
-
-
-def _shape_compiled(x: torch.Tensor) -> bool:
-    """GEMMs on ``x`` go through oneDNN's per-shape kernels: CPU bf16/fp16 (fp32 uses MKL, unaffected)."""
-    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
+# Each expert's rows are computed in a segment zero-padded to a multiple of ``gemm_shapes.row_multiple``
+# (CPU bf16: 64) so that oneDNN reuses its per-shape kernels (see ``mt.gemm_shapes``; unpadded, the expert
+# GEMMs of mt-train ran 5-10x slower than at a fixed shape, and the demo's training went from 5.5k to
+# 7.1-8.2k target tokens/s with the padding). Pad rows get zero output gradients, so they change no gradient.
 
 
 def _padded_layout(counts: list[int], multiple: int) -> tuple[list[int], torch.Tensor | None]:
     """Segment sizes rounded up to ``multiple`` and, when any grew, the padded position of each row."""
-    padded = [-(-n // multiple) * multiple for n in counts]
+    padded = [gemm_shapes.round_up(n, multiple) for n in counts]
     if padded == counts:
         return padded, None
     pos, start = [], 0
@@ -291,7 +283,7 @@ class _GroupedFFN(torch.autograd.Function):
     def forward(ctx, x, counts: list[int], p: float, w1, b1, w2, b2):
         dt = x.dtype
         c1, cb1, c2, cb2 = (t.to(dt) for t in (w1, b1, w2, b2))  # one cast of the stacked weights
-        padded, pos = _padded_layout(counts, ROW_MULTIPLE if _shape_compiled(x) else 1)
+        padded, pos = _padded_layout(counts, gemm_shapes.row_multiple(x))
         if pos is not None:
             pos = pos.to(x.device)
             xp = x.new_zeros(sum(padded), x.size(1))
