@@ -258,14 +258,13 @@ def _ffn_one(e: int, x, w1, b1, w2, b2, h_out, y_out, mask_out, p: float) -> Non
     torch.addmm(b2, h_out, w2.t(), out=y_out)
 
 
-# Each expert's rows are computed in a segment zero-padded to a multiple of ``gemm_shapes.row_multiple``
-# (CPU bf16: 64) so that oneDNN reuses its per-shape kernels (see ``mt.gemm_shapes``; unpadded, the expert
-# GEMMs of mt-train ran 5-10x slower than at a fixed shape, and the demo's training went from 5.5k to
-# 7.1-8.2k target tokens/s with the padding). Pad rows get zero output gradients, so they change no gradient.
-
-
 def _padded_layout(counts: list[int], multiple: int) -> tuple[list[int], torch.Tensor | None]:
-    """Segment sizes rounded up to ``multiple`` and, when any grew, the padded position of each row."""
+    """Segment sizes rounded up to ``multiple`` and, when any grew, the padded position of each row.
+
+    ``_GroupedFFN`` runs each expert on such a zero-padded segment (CPU bf16: 64 rows) so that oneDNN reuses
+    its per-shape kernels (``mt.gemm_shapes``; unpadded, the expert GEMMs of mt-train ran 5-10x slower than
+    at a fixed shape). Pad rows get zero output gradients, so they change no gradient.
+    """
     padded = [gemm_shapes.round_up(n, multiple) for n in counts]
     if padded == counts:
         return padded, None
