@@ -1,24 +1,89 @@
-"""Small shared helpers: atomic writes and file hashing."""
+"""Small shared helpers: atomic writes, stale temp files, locks, file identity and hashing."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator
+
+from mt.errors import UserError
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def temp_tag() -> str:
+    """``{host}-{pid}``: put in a temp file's name so a later run can tell a dead writer's leftovers."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (a zombie or another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_name(name: str) -> str:
+    """``.{name}.{host}-{pid}.{random}.tmp``: the one temp-name form, so any run can spot a dead writer's leftovers."""
+    return f".{name}.{temp_tag()}.{os.urandom(4).hex()}.tmp"
+
+
+def is_stale_temp(name: str) -> bool:
+    """A ``temp_name`` whose writer ran on this machine and no longer runs.
+
+    Writers on other machines (a shared file system) or still running are never stale: only they
+    know whether their file is finished.
+    """
+    parts = name.split(".")
+    if len(parts) < 4 or parts[-1] != "tmp":
+        return False
+    host, sep, pid = parts[-3].rpartition("-")
+    return bool(sep) and host == _HOST and pid.isdigit() and not pid_alive(int(pid))
+
+
+def remove_stale_temps(folder: str | os.PathLike, prefix: str) -> int:
+    """Delete temp files/folders in ``folder`` whose names start with ``prefix`` and whose writer died.
+
+    A killed save leaves a full-size temp file behind; the next write of the same target calls this.
+    Returns the number removed.
+    """
+    folder = Path(folder)
+    removed = 0
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for p in folder.iterdir():
+            if p.name.startswith(prefix) and is_stale_temp(p.name):
+                with contextlib.suppress(FileNotFoundError):
+                    if p.is_dir() and not p.is_symlink():
+                        import shutil
+
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink()
+                    removed += 1
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temp file beside ``path`` and rename it into place only on success.
 
-    A crash or kill mid-write leaves the old file (or none), never a half-written one.
+    A crash or kill mid-write leaves the old file (or none), never a half-written one; the temp file a
+    killed writer left behind is removed by the next write of the same path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent, f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
     try:
@@ -46,3 +111,76 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+FULL_HASH_LIMIT = 256 << 20  # bytes: files up to this size are hashed whole
+_EDGE = 8 << 20  # bytes hashed at each end of a larger file
+
+
+def file_identity(path: str | os.PathLike) -> dict:
+    """What a file *is*, for deciding whether earlier work on it may be reused.
+
+    Files up to ``FULL_HASH_LIMIT`` are identified by size and a hash of their content (a same-size
+    edit is seen, a ``touch`` or a copy is not a change). Larger ones by size, modification time and a
+    hash of their first and last 8 MiB: an in-place edit that keeps size, mtime, head and tail is the
+    only change missed.
+    """
+    st = os.stat(path)
+    if st.st_size <= FULL_HASH_LIMIT:
+        return {"size": st.st_size, "sha256": sha256_file(path)}
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(_EDGE))
+        fh.seek(st.st_size - _EDGE)
+        h.update(fh.read(_EDGE))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_head_tail": h.hexdigest()}
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (through links, ``..`` or another spelling); False if either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting_input(inputs: dict[str, str | os.PathLike | None], output: str | os.PathLike,
+                             output_flag: str) -> None:
+    """A UserError when ``output`` is one of ``inputs`` ({flag: path}): writing it would destroy the input."""
+    for flag, path in inputs.items():
+        if path and same_file(path, output):
+            raise UserError(f"{output_flag} {output} is the same file as {flag} {path}: writing it would replace "
+                            f"the input; choose another {output_flag}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, what: str, wait: bool = False) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``{target}.lock`` (or ``target/.lock`` for a folder) while the block runs.
+
+    ``wait=False`` fails at once with a UserError naming the holder (another ``mt-train`` on the same
+    ``--save-dir``); ``wait=True`` queues (parallel ``mt-data register`` calls each get their turn). The
+    lock dies with its process, so a killed holder never blocks the next run.
+    """
+    import fcntl
+
+    target = Path(target)
+    lock = target / ".lock" if target.is_dir() else target.with_name(target.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            try:
+                info = json.loads(os.pread(fd, 512, 0).decode("utf-8", "replace"))
+                holder = f"pid {info['pid']} on {info['host']} (since {info['since']})"
+            except (ValueError, KeyError, TypeError):
+                holder = "another process"
+            raise UserError(f"{what} is in use by {holder}: wait for it to finish, or stop it "
+                            f"(lock file {lock})") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime(
+            "%Y-%m-%d %H:%M:%S")}).encode(), 0)  # fmt: skip
+        yield lock
+    finally:
+        os.close(fd)
