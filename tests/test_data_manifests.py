@@ -48,6 +48,9 @@ class _Server:
     def __init__(self, payload: bytes):
         self.payload = payload
         self.cut_after: int | None = None
+        # how a Range request is answered: "honour", "ignore" (200 + whole body), "whole206" (206 + whole body),
+        # "shifted206" (206 from 500 bytes before the asked offset, with a matching Content-Range)
+        self.range_mode = "honour"
         self.requests: list[str | None] = []  # Range header of each GET
         outer = self
 
@@ -64,13 +67,17 @@ class _Server:
                     self.send_error(404)
                     return
                 data, start = outer.payload, 0
+                if rng and outer.range_mode == "ignore":
+                    rng = None
                 if rng:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(data):
                         self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
+                    start = {"whole206": 0, "shifted206": max(start - 500, 0)}.get(outer.range_mode, start)
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -114,13 +121,15 @@ def env(tmp_path, monkeypatch):
     return tmp_path, mdir
 
 
-def write_manifest(mdir: Path, url: str, sha: str = SHA, size: int | None = len(ARCHIVE), cid: str = "tinyflores") -> Path:
+def write_manifest(mdir: Path, url: str, sha: str | None = SHA, size: int | None = len(ARCHIVE),
+                   cid: str = "tinyflores") -> Path:
     size_line = f"size = {size}\n" if size is not None else ""
+    sha_line = f'sha256 = "{sha}"\n' if sha is not None else ""
     p = mdir / f"{cid}.toml"
     p.write_text(
         f'id = "{cid}"\nkind = "eval-nway"\nlanguages = {LANGS!r}\n'.replace("'", '"')
         + f'description = "test"\nlicense = "CC0"\ncitation = ""\n'
-        f'[source]\nurl = "{url}"\nsha256 = "{sha}"\n{size_line}archive_format = "tar.gz"\n'
+        f'[source]\nurl = "{url}"\n{sha_line}{size_line}archive_format = "tar.gz"\n'
         f'[layout]\nroot = "tinyflores_dataset"\nfiles = ["dev/{{lang}}.dev", "devtest/{{lang}}.devtest"]\n'
         f"line_aligned = true\n"
     )
@@ -386,3 +395,42 @@ def test_bad_manifest_is_reported_with_file(env):
         manifests.load_manifest("broken")
     with pytest.raises(UserError, match="no manifest for corpus 'nope'"):
         manifests.load_manifest("nope")
+
+
+# ---------------------------------------------------------------- resume against servers that get Range wrong
+@pytest.mark.parametrize("mode", ["ignore", "whole206", "shifted206"])
+def test_resume_restarts_cleanly_when_the_server_ignores_the_range(env, server, mode):
+    """Without sha256/size in the manifest nothing else would catch a body appended at the wrong offset."""
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE[:5000])  # a killed earlier run
+    server.range_mode = mode
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests[0] == "bytes=5000-"
+    assert not (dest / "tinyflores_dataset.tar.gz.part").exists()
+
+
+def test_part_longer_than_the_servers_file_is_downloaded_again(env, server):
+    """A 416 whose Content-Range says the file is shorter than the .part: the .part is another file, not done."""
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE + b"stale bytes of another version")
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests == [f"bytes={len(ARCHIVE) + 30}-", None]
+
+
+def test_complete_part_confirmed_by_416_is_not_downloaded_again(env, server):
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE)  # killed after the last byte, before the rename
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests == [f"bytes={len(ARCHIVE)}-"]

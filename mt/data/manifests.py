@@ -423,6 +423,15 @@ def _open(url: str, offset: int, timeout: float):
         raise _Offline(getattr(exc, "reason", exc)) from exc
 
 
+def _content_range(header: str | None) -> tuple[int | None, int | None, int | None]:
+    """(first byte, last byte, file size) of a ``Content-Range`` header; None for what it does not say."""
+    m = re.fullmatch(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", (header or "").strip())
+    if not m:
+        return None, None, None
+    first, last, size = (int(g) if g and g.isdigit() else None for g in m.groups())
+    return first, last, size
+
+
 def download(
     url: str,
     dest: str | os.PathLike,
@@ -466,20 +475,34 @@ def download(
                 f"{url}: the server answered HTTP {exc.code} {exc.reason}{' (' + context + ')' if context else ''}; "
                 f"the URL may have moved: fix it in the manifest or register a local copy with `mt-data register {corpus_id} PATH`"
             ) from None
-        if isinstance(resp, urllib.error.HTTPError):  # 416
+        if isinstance(resp, urllib.error.HTTPError):  # 416: the range starts at or past the end of the file
+            server_size = _content_range(resp.headers.get("Content-Range"))[2]
             resp.close()
-            if offset and (size is None or offset == size):
-                break
-            part.unlink(missing_ok=True)  # bigger/other than the server's file: start again
+            if offset and server_size == offset:
+                break  # the server confirms the .part holds the whole file
+            part.unlink(missing_ok=True)  # bigger than (or unconfirmed against) the server's file: start again
             attempt += 1
             if attempt > retries:
                 raise UserError(f"{url}: the server refuses the byte range of {part}; delete it and retry")
             continue
         with resp:
-            if offset and resp.status != 206:
-                offset = 0  # the server ignored Range: start from scratch
-            total = resp.headers.get("Content-Length")
-            total = offset + int(total) if total is not None else size
+            start, _, server_size = _content_range(resp.headers.get("Content-Range")) if resp.status == 206 \
+                else (0, None, None)  # fmt: skip
+            if start is None or start not in (0, offset):  # a part we did not ask for: appending it would corrupt
+                part.unlink(missing_ok=True)
+                attempt += 1
+                if attempt > retries:
+                    raise UserError(f"{url}: the server answers resume requests with the wrong bytes (HTTP 206, "
+                                    f"Content-Range {resp.headers.get('Content-Range')!r}); report it to its owner")
+                print(f"the server sent another byte range than asked ({resp.headers.get('Content-Range')!r}); "
+                      f"downloading {dest.name} again from the start", file=sys.stderr)
+                continue
+            if offset and start == 0:
+                print(f"the server ignored the resume request; downloading {dest.name} again from the start",
+                      file=sys.stderr)
+                offset = 0
+            length = resp.headers.get("Content-Length")
+            total = server_size or (offset + int(length) if length is not None and length.isdigit() else size)
             mode = "ab" if offset else "wb"
             got_bytes = offset
             try:
