@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -434,3 +437,42 @@ def test_complete_part_confirmed_by_416_is_not_downloaded_again(env, server):
     manifests.fetch("tinyflores", dest=dest, progress=False)
     assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
     assert server.requests == [f"bytes={len(ARCHIVE)}-"]
+
+
+# ---------------------------------------------------------------- registry under concurrency
+def test_parallel_registers_keep_every_entry(env):
+    """8 `mt-data register` processes at once: each read-modify-write of the registry must see the others'."""
+    tmp, mdir = env
+    n = 8
+    for i in range(n):
+        (mdir / f"bitext{i}.toml").write_text(
+            f'id = "bitext{i}"\nkind = "parallel"\nlanguages = []\n[source]\nlocal_path = ""\n'
+            '[layout]\nformat = "tsv"\ncolumns = 2\n')
+        (tmp / f"b{i}.tsv").write_text(f"Hello {i}\tHallo {i}\n")
+    go = tmp / "go"
+    script = ("import os, sys, time\nfrom mt.data.cli import data_main\n"
+              f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.002)\n"
+              "data_main(sys.argv[1:])\n")
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", script, "register", f"bitext{i}", str(tmp / f"b{i}.tsv")],
+                              env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
+    time.sleep(1.5)  # let every process import and reach the start line
+    go.touch()
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert sorted(manifests.read_registry()) == sorted(f"bitext{i}" for i in range(n))
+
+
+# ---------------------------------------------------------------- `mt-data list` with one bad manifest
+def test_list_reports_a_bad_manifest_and_lists_the_rest(env, capsys):
+    _, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    (mdir / "broken.toml").write_text('id = "broken"\nkind = "parallel"\nlanguages = [1, 2]\n[source]\nurl = "x"\n')
+    (mdir / "latin1.toml").write_bytes('id = "latin1"\ndescription = "caf\xe9"\n'.encode("latin-1"))
+    assert data_main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "tinyflores" in out and "flores200" in out and "broken" not in out
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 2, err
+    assert any(f"{mdir / 'broken.toml'}:3:" in w and "languages" in w for w in warnings), err
+    assert any(f"{mdir / 'latin1.toml'}:2:" in w and "UTF-8" in w for w in warnings), err

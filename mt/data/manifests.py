@@ -20,9 +20,11 @@ import glob
 import http.client
 import json
 import os
+import posixpath
 import re
 import shutil
 import socket
+import stat
 import sys
 import tarfile
 import time
@@ -30,10 +32,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -44,7 +47,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from mt.data.langs import check_code
 from mt.errors import UserError, located
-from mt.util import atomic_write, sha256_file
+from mt.util import atomic_write, exclusive_lock, remove_stale_temps, sha256_file, temp_name
 
 KINDS = ("parallel", "monolingual", "eval-nway")
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
@@ -110,51 +113,204 @@ def manifest_dirs() -> list[Path]:
     return dirs + [nllb_home() / "manifests", _REPO_MANIFESTS]
 
 
-def _parse_manifest(path: Path) -> Manifest:
+# Manifests are input from strangers (the README invites dropping shared ones in): every value is checked
+# for its type, and every value that becomes part of a path must stay inside the folder it names.
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_ID_RULE = "a plain name of letters, digits, '.', '_' and '-' (it names the folder data/ID), e.g. \"my-corpus\""
+LAYOUT_FORMATS = ("", "tsv")
+_SHA_RULE = "64 lowercase hex digits in quotes (what `sha256sum FILE` prints)"
+
+
+def check_id(corpus_id: object, where: str = "") -> str:
+    """``corpus_id`` if it is a slug (it becomes a folder name under ``$NLLB_MINI_HOME/data``), else a UserError."""
+    if isinstance(corpus_id, str) and _ID_RE.fullmatch(corpus_id):
+        return corpus_id
+    raise UserError(f"{where}corpus id {corpus_id!r} is not {_ID_RULE}")
+
+
+def is_plain_name(name: str) -> bool:
+    """A file name with no folder part, not hidden (``.`` names are mt-data's own bookkeeping) and not ``..``."""
+    return (bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
+            and len(name.encode("utf-8", "surrogateescape")) <= 255)  # fmt: skip
+
+
+def is_inside_path(rel: str) -> bool:
+    """A relative path (or glob) that cannot leave the folder it is joined to: not absolute, no ``..`` part."""
+    return not rel.startswith(("/", "\\")) and "\0" not in rel and ".." not in re.split(r"[/\\]", rel) \
+        and not re.match(r"[A-Za-z]:", rel)  # fmt: skip
+
+
+def read_text(path: Path, what: str, fix: str = "save it as UTF-8") -> str:
+    """A UTF-8 file's text (a BOM is dropped); a UserError naming the line of the first non-UTF-8 byte."""
+    data = path.read_bytes()
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise located(path, line, f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x}); {fix}") from None
+
+
+def _show(value: object) -> str:
+    """A value the way it is written in TOML, cut to a readable length."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _line_of(text: str, table: str | None, key: str) -> int | None:
+    """The line of ``key = ...`` in ``[table]`` (None: top level), for error messages; None if not found."""
+    current, in_multiline = None, False
+    key_re = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for n, line in enumerate(text.splitlines(), 1):
+        if in_multiline:
+            in_multiline = (line.count('"""') + line.count("'''")) % 2 == 0
+            continue
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            current = stripped[1:].split("]", 1)[0].strip().strip("\"'")
+        elif current == table and key_re.match(line):
+            return n
+        elif (line.count('"""') + line.count("'''")) % 2 == 1:
+            in_multiline = True
+    return None
+
+
+class _Table:
+    """Typed reads of one table of a manifest; a wrong value is a one-line error naming file, line, key and fix."""
+
+    def __init__(self, path: Path, text: str, raw: dict, table: str | None):
+        self.path, self.text, self.raw, self.table = path, text, raw, table
+
+    def error(self, key: str, message: str) -> UserError:
+        prefix = f"[{self.table}] " if self.table else ""
+        where = _line_of(self.text, self.table, key)
+        if key not in self.raw:
+            return located(self.path, where, f"{prefix}{message}")
+        return located(self.path, where, f"{prefix}{key} = {_show(self.raw[key])}: {message}")
+
+    def get(self, key: str, kind: type, rule: str, default: Any = None) -> Any:
+        value = self.raw.get(key, default)
+        if key in self.raw and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise self.error(key, f"must be {rule}")
+        return value
+
+    def text_value(self, key: str, default: Any = "", rule: str = 'a quoted string ("...")') -> Any:
+        return self.get(key, str, rule, default)
+
+    def table_value(self, key: str) -> dict:
+        value = self.raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table: write a [{key}] section with one `name = value` per line")
+        return value
+
+    def check_keys(self, allowed: list[str]) -> None:
+        unknown = sorted(set(self.raw) - set(allowed))
+        if unknown:
+            raise located(self.path, _line_of(self.text, self.table, unknown[0]),
+                          f"[{self.table}] has unknown keys {unknown}; allowed: {allowed}")  # fmt: skip
+
+
+def _parse_source(path: Path, text: str, raw: dict) -> Source:
+    t = _Table(path, text, raw, "source")
+    t.check_keys(list(Source.__dataclass_fields__))
+    src = Source(
+        url=t.text_value("url", None), sha256=t.text_value("sha256", None, _SHA_RULE),
+        size=t.get("size", int, "a whole number of bytes without quotes, e.g. size = 25585843"),
+        archive_format=t.text_value("archive_format", None), filename=t.text_value("filename", None),
+        local_glob=t.text_value("local_glob", None), local_path=t.text_value("local_path", None),
+        build=t.text_value("build", None),
+    )
+    if not (src.url or src.local_glob or src.local_path is not None):
+        raise located(path, None, "[source] needs `url` (+ sha256, size) or `local_glob` or `local_path`")
+    if src.url and urllib.parse.urlparse(src.url).scheme not in ("http", "https"):
+        raise t.error("url", "must be an http:// or https:// URL; for a file you have, run `mt-data register ID PATH`")
+    if src.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", src.sha256):
+        raise t.error("sha256", f"must be {_SHA_RULE}")
+    if src.size is not None and src.size < 0:
+        raise t.error("size", "must be a byte count >= 0")
+    if src.archive_format is not None and src.archive_format not in ARCHIVE_FORMATS:
+        raise t.error("archive_format", f"use one of {', '.join(ARCHIVE_FORMATS)}")
+    if src.filename is not None and not is_plain_name(src.filename):
+        raise t.error("filename", "must be a plain file name (no folder, no leading '.', no '..'), "
+                                  "e.g. \"corpus.tar.gz\"")
+    if src.url and not src.filename and not is_plain_name(src.download_name()):
+        raise t.error("url", f"ends in {src.download_name()!r}, which is not a file name: add filename = \"NAME\"")
+    return src
+
+
+def _parse_layout(path: Path, text: str, raw: dict) -> Layout:
+    t = _Table(path, text, raw, "layout")
+    t.check_keys(list(Layout.__dataclass_fields__))
+    lay = Layout(
+        root=t.text_value("root"), files=t.get("files", list, 'a list of quoted patterns, e.g. ["dev/{lang}.dev"]', []),
+        line_aligned=t.get("line_aligned", bool, "true or false (without quotes)", False),
+        format=t.text_value("format"), columns=t.get("columns", int, "a whole number without quotes", 0),
+    )
+    if not is_inside_path(lay.root):
+        raise t.error("root", "must be a folder inside the unpacked copy (relative, without '..')")
+    if not all(isinstance(f, str) and f and is_inside_path(f) for f in lay.files):
+        raise t.error("files", "must be quoted patterns relative to the copy (no leading '/', no '..')")
+    if lay.format not in LAYOUT_FORMATS:
+        raise t.error("format", "use \"tsv\" for a single src<TAB>tgt file, or leave it out")
+    if "columns" in raw and lay.columns < 2:
+        raise t.error("columns", "a bitext has at least 2 tab-separated columns")
+    return lay
+
+
+def _parse_manifest(path: Path) -> Manifest:
+    text = read_text(path, "manifest")
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise located(path, None, f"not valid TOML ({exc}); fix the syntax") from None
+    top = _Table(path, text, raw, None)
     for key in ("id", "kind", "languages", "source"):
         if key not in raw:
             raise located(path, None, f"manifest lacks the required key {key!r}")
-    if raw["kind"] not in KINDS:
-        raise located(path, None, f"kind {raw['kind']!r} is not one of {', '.join(KINDS)}")
-    src_raw = raw["source"]
-    unknown = set(src_raw) - set(Source.__dataclass_fields__)
-    if unknown:
-        raise located(path, None, f"[source] has unknown keys {sorted(unknown)}; allowed: {list(Source.__dataclass_fields__)}")
-    source = Source(**src_raw)
-    if not (source.url or source.local_glob or source.local_path is not None):
-        raise located(path, None, "[source] needs `url` (+ sha256, size) or `local_glob` or `local_path`")
-    if source.sha256 is not None and (len(source.sha256) != 64 or not all(c in "0123456789abcdef" for c in source.sha256)):
-        raise located(path, None, f"[source] sha256 {source.sha256!r} is not 64 lowercase hex digits")
-    if source.archive_format and source.archive_format not in ARCHIVE_FORMATS:
-        raise located(path, None, f"[source] archive_format {source.archive_format!r}: use one of {ARCHIVE_FORMATS}")
-    lay_raw = raw.get("layout", {})
-    unknown = set(lay_raw) - set(Layout.__dataclass_fields__)
-    if unknown:
-        raise located(path, None, f"[layout] has unknown keys {sorted(unknown)}; allowed: {list(Layout.__dataclass_fields__)}")
+    cid, kind = raw["id"], raw["kind"]
+    if not (isinstance(cid, str) and _ID_RE.fullmatch(cid)):
+        raise top.error("id", f"must be {_ID_RULE}")
+    if not (isinstance(kind, str) and kind in KINDS):
+        raise top.error("kind", f"must be one of {', '.join(KINDS)} (in quotes)")
     langs = raw["languages"]
-    if isinstance(langs, list):
+    if isinstance(langs, list) and all(isinstance(c, str) for c in langs):
         for code in langs:
             check_code(code, f"{path}: languages")
     elif langs != "all":
-        raise located(path, None, f"languages must be a list of codes or \"all\", got {langs!r}")
+        raise top.error("languages", 'must be a list of quoted codes (["eng_Latn", "deu_Latn"]) or "all"')
+    source = _parse_source(path, text, top.table_value("source"))
+    layout = _parse_layout(path, text, top.table_value("layout"))
     return Manifest(
-        id=raw["id"], kind=raw["kind"], languages=langs, source=source, layout=Layout(**lay_raw),
-        license=raw.get("license", ""), citation=raw.get("citation", ""), description=raw.get("description", ""),
-        homepage=raw.get("homepage", ""), path=path,
+        id=cid, kind=kind, languages=langs, source=source, layout=layout,
+        license=top.text_value("license"), citation=top.text_value("citation"),
+        description=top.text_value("description"), homepage=top.text_value("homepage"), path=path,
     )
 
 
-def list_manifests() -> list[Manifest]:
-    """Every manifest on the search path; an ID found twice keeps the first (user manifests win)."""
+def list_manifests(problems: list[UserError] | None = None) -> list[Manifest]:
+    """Every manifest on the search path; an ID found twice keeps the first (user manifests win).
+
+    With ``problems`` given, a manifest that does not parse is skipped and its error appended there, so one
+    bad file does not hide every other corpus; without it the first bad manifest raises.
+    """
     seen: dict[str, Manifest] = {}
     for d in manifest_dirs():
         for p in sorted(d.glob("*.toml")) if d.is_dir() else []:
-            m = _parse_manifest(p)
+            try:
+                m = _parse_manifest(p)
+            except UserError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc)
+                continue
             seen.setdefault(m.id, m)
     return sorted(seen.values(), key=lambda m: m.id)
 
@@ -163,6 +319,8 @@ def load_manifest(id_or_path: str) -> Manifest:
     """A manifest by ID (``flores200``) or by the path of a ``.toml`` file."""
     if id_or_path.endswith(".toml") and Path(id_or_path).is_file():
         return _parse_manifest(Path(id_or_path))
+    if not _ID_RE.fullmatch(id_or_path):
+        raise UserError(f"{id_or_path!r} is not a corpus id ({_ID_RULE}) nor a .toml file; run `mt-data list`")
     for d in manifest_dirs():
         p = d / f"{id_or_path}.toml"
         if p.is_file():
@@ -189,18 +347,34 @@ def registry_path() -> Path:
 
 
 def default_dest(corpus_id: str) -> Path:
-    return nllb_home() / "data" / corpus_id
+    return nllb_home() / "data" / check_id(corpus_id)
 
 
 def read_registry() -> dict[str, dict]:
+    """The registry's entries, each checked for a ``path``; a broken registry is a one-line error with the fix."""
     path = registry_path()
     if not path.is_file():
         return {}
+    fix = "fix it, or delete it and run `mt-data register` / `mt-data fetch` again"
+    text = read_text(path, "registry", fix)
     try:
-        with open(path, "rb") as fh:
-            return dict(tomllib.load(fh).get("corpora", {}))
+        corpora = tomllib.loads(text).get("corpora", {})
     except tomllib.TOMLDecodeError as exc:
-        raise located(path, None, f"registry is not valid TOML ({exc}); fix or delete it and register again") from None
+        raise located(path, None, f"registry is not valid TOML ({exc}); {fix}") from None
+    if not isinstance(corpora, dict):
+        raise located(path, _line_of(text, None, "corpora"),
+                      f"`corpora` must be a table of [corpora.ID] entries; {fix}")  # fmt: skip
+    for cid, entry in corpora.items():
+        where = f"entry [corpora.{_toml_str(cid)}]"
+        if not isinstance(entry, dict):
+            raise located(path, _line_of(text, "corpora", cid), f"{where} must be a table with `path`; {fix}")
+        for key in ("path", "data"):
+            if key in entry and not isinstance(entry[key], str):
+                raise located(path, _line_of(text, f"corpora.{cid}", key),
+                              f"{where}: {key} = {_show(entry[key])} must be a quoted path; {fix}")  # fmt: skip
+        if "path" not in entry:
+            raise located(path, None, f"{where} has no `path`; {fix}")
+    return dict(corpora)
 
 
 def _toml_str(value: str) -> str:
@@ -219,13 +393,15 @@ def _write_registry(entries: dict[str, dict]) -> None:
 
 
 def _record(corpus_id: str, path: Path, data: Path, how: str, sha256: str | None = None) -> None:
-    entries = read_registry()
+    """Add or replace one registry entry; the lock makes parallel fetch/register runs each keep their entry."""
     entry = {"path": str(path.resolve()), "data": str(data.resolve()), "how": how,
              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if sha256:
         entry["sha256"] = sha256
-    entries[corpus_id] = entry
-    _write_registry(entries)
+    with exclusive_lock(registry_path(), f"the corpus registry {registry_path()}", wait=True):
+        entries = read_registry()
+        entries[corpus_id] = entry
+        _write_registry(entries)
 
 
 def _how_to_get(m: Manifest) -> str:
@@ -697,7 +873,11 @@ Python: `from mt.data.manifests import resolve; resolve("flores200") / "devtest"
 def _print_list(out: IO[str]) -> None:
     reg = read_registry()
     rows = []
-    for m in list_manifests():
+    problems: list[UserError] = []
+    manifests = list_manifests(problems)
+    for exc in problems:  # one bad manifest must not hide the others
+        print(f"warning: skipped a manifest: {exc}", file=sys.stderr)
+    for m in manifests:
         langs = m.languages if isinstance(m.languages, str) else str(len(m.languages))
         if m.id in reg:
             where = reg[m.id].get("data", reg[m.id]["path"])
