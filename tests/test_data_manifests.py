@@ -20,6 +20,7 @@ import pytest
 from mt.data import manifests
 from mt.data.cli import data_main
 from mt.errors import UserError
+from mt.util import temp_name
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn"]
 LINES = {"eng_Latn": ["Hello world", "Open file"], "deu_Latn": ["Hallo Welt", "Datei öffnen"],
@@ -242,7 +243,7 @@ def test_fetch_http_error_names_url_and_fix(env, server):
     with pytest.raises(UserError) as ei:
         manifests.fetch("tinyflores", dest=tmp / "dl", progress=False)
     assert "HTTP 404" in str(ei.value) and url in str(ei.value) and "mt-data register" in str(ei.value)
-    assert not list((tmp / "dl").glob("*"))
+    assert [p.name for p in (tmp / "dl").glob("*")] == [".lock"]  # the folder's lock; no partial download
 
 
 def test_fetch_cli_error_is_one_line(env, capsys):
@@ -463,6 +464,28 @@ def test_parallel_registers_keep_every_entry(env):
     assert sorted(manifests.read_registry()) == sorted(f"bitext{i}" for i in range(n))
 
 
+# ---------------------------------------------------------------- leftovers of killed runs
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_unpack_removes_the_temp_folder_a_killed_unpack_left(env):
+    tmp, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    dest = manifests.default_dest("tinyflores")
+    leftover = dest / temp_name("unpack").replace(f"-{os.getpid()}.", f"-{_dead_pid()}.")
+    (leftover / "tinyflores_dataset").mkdir(parents=True)
+    (leftover / "tinyflores_dataset" / "big.bin").write_bytes(b"x" * 100_000)
+    live = dest / temp_name("unpack")  # a run still going (this process): not ours to delete
+    live.mkdir()
+    archive = tmp / "copy.tar.gz"
+    archive.write_bytes(ARCHIVE)
+    manifests.register("tinyflores", archive, progress=False)
+    assert not leftover.exists() and live.is_dir()
+
+
 # ---------------------------------------------------------------- `mt-data list` with one bad manifest
 def test_list_reports_a_bad_manifest_and_lists_the_rest(env, capsys):
     _, mdir = env
@@ -476,3 +499,26 @@ def test_list_reports_a_bad_manifest_and_lists_the_rest(env, capsys):
     assert len(warnings) == 2, err
     assert any(f"{mdir / 'broken.toml'}:3:" in w and "languages" in w for w in warnings), err
     assert any(f"{mdir / 'latin1.toml'}:2:" in w and "UTF-8" in w for w in warnings), err
+
+
+# ---------------------------------------------------------------- what unpacking may replace
+def test_unpack_never_replaces_what_mt_data_did_not_unpack(env):
+    """`--dest .` with a folder of the archive's top-level name: that folder is the user's, not ours to delete."""
+    tmp, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    dest = manifests.default_dest("tinyflores")
+    mine = dest / "tinyflores_dataset" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes\n")
+    archive = tmp / "copy.tar.gz"
+    archive.write_bytes(ARCHIVE)
+    with pytest.raises(UserError, match="tinyflores_dataset already exists and was not unpacked by mt-data"):
+        manifests.register("tinyflores", archive, progress=False)
+    assert mine.read_text() == "my notes\n"
+    mine.parent.rename(tmp / "moved")
+    data = manifests.register("tinyflores", archive, progress=False)  # now ours: a second unpack may replace it
+    marker = dest / f".{archive.name}.unpacked"  # first line: sha256 of what was unpacked; then what it placed
+    assert marker.read_text().splitlines() == [SHA, "tinyflores_dataset"]
+    marker.write_text("0" * 64 + "\ntinyflores_dataset\n")  # as after a new version of the archive: unpack again
+    assert manifests.register("tinyflores", archive, progress=False) == data
+    assert marker.read_text().splitlines()[0] == SHA and not (data / "notes.txt").exists()

@@ -7,9 +7,16 @@ a copy the user registered (offline machines) or one ``mt-data fetch`` downloade
 
 Where things live (``$NLLB_MINI_HOME``, default ``~/.cache/nllb-mini``)::
 
-    registry.toml          ID -> local copy, written by `mt-data register` and `mt-data fetch`
-    data/{ID}/             default download + unpack folder of `mt-data fetch ID`
+    registry.toml          ID -> local copy, written by `mt-data register` and `mt-data fetch` (under
+                           registry.toml.lock, so parallel runs each keep their entry)
+    data/{ID}/             default download + unpack folder of `mt-data fetch ID`; `.lock` (one fetch at a
+                           time), `.{archive}.unpacked` (sha256 of the unpacked archive + what it placed)
     manifests/*.toml       your own manifests (searched before the ones shipped in data_manifests/)
+
+Manifests and archives may come from strangers, so nothing in them is trusted as a path: ids are slugs,
+``[source] filename`` a plain name, ``[layout]`` paths relative without ``..``; archive members that land or
+point outside the destination are refused before anything is written, and an unpack replaces only
+what an earlier unpack placed. Every value has its type checked, with a one-line error naming the line.
 """
 
 from __future__ import annotations
@@ -737,55 +744,161 @@ def _verify_part(part: Path, dest: Path, *, url: str, sha256: str | None, size: 
 # --------------------------------------------------------------------------------------------------
 # unpack
 # --------------------------------------------------------------------------------------------------
-def unpack(archive: Path, dest: Path, fmt: str, progress: bool = True) -> None:
-    """Extract ``archive`` into ``dest`` via a temp folder, so a killed run leaves no half-unpacked tree."""
+# Archives are checked member by member before anything is written, and extracted into a temp folder
+# inside the destination, so a refused or killed unpack leaves nothing half-done; tarfile's "data"
+# filter then catches what a look at the names cannot see (a link that leaves through an earlier link).
+_FILTER_ERROR = getattr(tarfile, "FilterError", ())
+_ABSOLUTE_RE = re.compile(r"[/\\]|[A-Za-z]:")
+
+
+def member_problem(name: str, link: str | None = None, hard: bool = False) -> str | None:
+    """Why an archive member may not be unpacked (it lands or points outside the destination), or None.
+
+    ``link``: the target of a symbolic link (relative to the member's folder) or, with ``hard``, of a hard
+    link (relative to the archive's root).
+    """
+    if _ABSOLUTE_RE.match(name):
+        return "has an absolute path, which points outside the destination"
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' in its path, which points outside the destination"
+    if link is not None:
+        if _ABSOLUTE_RE.match(link):
+            return f"is a link to the absolute path {link!r}, which points outside the destination"
+        target = posixpath.normpath(posixpath.join("" if hard else posixpath.dirname(name), link))
+        if target == ".." or target.startswith("../"):
+            return f"is a link to {link!r}, which points outside the destination"
+    return None
+
+
+def _refused(archive: Path, member: str, reason: str) -> UserError:
+    return UserError(f"{archive}: refused to unpack member {member!r}: it {reason}; nothing was unpacked: the "
+                     f"archive is unsafe, get it from a source you trust")  # fmt: skip
+
+
+def _damaged(archive: Path, fmt: str, exc: BaseException) -> UserError:
+    return UserError(f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged or not a {fmt} archive: "
+                     f"fetch it again, or check archive_format in the manifest")  # fmt: skip
+
+
+def _filter_reason(exc: Exception) -> str:
+    """tarfile's filter refusal as the rest of a sentence that starts with the member's name."""
+    kind = type(exc).__name__
+    if kind in ("OutsideDestinationError", "LinkOutsideDestinationError", "AbsoluteLinkError", "AbsolutePathError"):
+        return f"points outside the destination ({exc})"
+    if kind == "SpecialFileError":
+        return "is a special file (a device or FIFO), which a corpus never needs"
+    return f"was refused by tarfile's safety filter ({exc})"
+
+
+def _untar(archive: Path, tmp: Path, fmt: str, progress: bool) -> None:
+    mode = "r:gz" if fmt in ("tar.gz", "tgz") else "r:"
+    try:
+        with tarfile.open(archive, mode) as tf:
+            members = tf.getmembers()
+            for mem in members:
+                link = mem.linkname if mem.issym() or mem.islnk() else None
+                why = member_problem(mem.name, link, hard=mem.islnk())
+                if why is None and not (mem.isfile() or mem.isdir() or link is not None):
+                    why = "is a special file (a device or FIFO), which a corpus never needs"
+                if why is None and link is not None and not hasattr(tarfile, "data_filter"):
+                    why = "is a link, and this Python (before 3.10.12) cannot check where links lead"
+                if why:
+                    raise _refused(archive, mem.name, why)
+            for mem in tqdm(members, desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr, leave=False):
+                if hasattr(tarfile, "data_filter"):
+                    tf.extract(mem, tmp, filter="data")
+                else:
+                    tf.extract(mem, tmp)
+    except _FILTER_ERROR as exc:
+        raise _refused(archive, exc.tarinfo.name, _filter_reason(exc)) from None
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise _damaged(archive, fmt, exc) from None
+    except OSError as exc:
+        if exc.errno is not None:  # full disk, permissions: not the archive's fault (cli_entry says what)
+            raise
+        raise _damaged(archive, fmt, exc) from None  # gzip.BadGzipFile and friends
+
+
+def _unzip(archive: Path, tmp: Path, fmt: str, progress: bool) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                is_link = stat.S_ISLNK(info.external_attr >> 16)
+                why = member_problem(info.filename, zf.read(info).decode("utf-8", "replace") if is_link else None)
+                if why:
+                    raise _refused(archive, info.filename, why)
+            for info in tqdm(infos, desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr, leave=False):
+                zf.extract(info, tmp)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise _damaged(archive, fmt, exc) from None
+    except (NotImplementedError, RuntimeError, zipfile.LargeZipFile) as exc:  # encrypted, unknown compression
+        raise UserError(f"{archive}: cannot unpack this zip ({exc}): unpack it with another tool and register the "
+                        f"folder (`mt-data register ID DIR`)") from None  # fmt: skip
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise _damaged(archive, fmt, exc) from None
+
+
+def _marker(archive: Path, dest: Path) -> Path:
+    return dest / f".{archive.name}.unpacked"
+
+
+def _read_marker(marker: Path) -> tuple[str, list[str]]:
+    """(sha256 of the unpacked archive, or "pending" while its files are being moved; top-level names placed)."""
+    try:
+        lines = marker.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return "", []
+    return (lines[0].strip() if lines else ""), [name for name in lines[1:] if name]
+
+
+def _write_marker(marker: Path, sha: str, names: list[str]) -> None:
+    with atomic_write(marker) as fh:
+        fh.write("".join(f"{line}\n" for line in [sha, *names]))
+
+
+def unpack(archive: Path, dest: Path, fmt: str, progress: bool = True, sha: str = "") -> list[str]:
+    """Extract ``archive`` into ``dest`` via a temp folder, so a killed run leaves no half-unpacked tree.
+
+    Members that would land or point outside ``dest`` are refused before anything is written. An entry of
+    ``dest`` is only replaced when an earlier unpack placed it there (its marker lists it): what the user
+    keeps in ``--dest`` is never deleted. Returns the top-level names placed; the marker records them.
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".unpack.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temps(dest, ".unpack.")  # the full-size leftovers of a killed unpack
+    marker = _marker(archive, dest)
+    ours = {name for mk in dest.glob(".*.unpacked") for name in _read_marker(mk)[1]}
+    tmp = dest / temp_name("unpack")
     tmp.mkdir()
     try:
-        if fmt == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                for info in tqdm(zf.infolist(), desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr,
-                                 leave=False):
-                    name = Path(info.filename)
-                    if name.is_absolute() or ".." in name.parts:
-                        raise UserError(f"{archive}: unsafe path {info.filename!r} in the zip; not unpacking it")
-                    zf.extract(info, tmp)
-        else:
-            mode = "r:gz" if fmt in ("tar.gz", "tgz") else "r:"
-            try:
-                with tarfile.open(archive, mode) as tf:
-                    members = tf.getmembers()
-                    for member in tqdm(members, desc=f"unpack {archive.name}", disable=not progress, file=sys.stderr,
-                                       leave=False):
-                        if hasattr(tarfile, "data_filter"):
-                            tf.extract(member, tmp, filter="data")  # refuses absolute paths, .., odd links
-                        else:  # Python < 3.10.12: check names ourselves
-                            name = Path(member.name)
-                            if name.is_absolute() or ".." in name.parts or member.issym() or member.islnk():
-                                raise UserError(f"{archive}: unsafe member {member.name!r}; not unpacking it")
-                            tf.extract(member, tmp)
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise UserError(f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged: fetch it again") from None
-        for child in tmp.iterdir():
-            target = dest / child.name
+        (_unzip if fmt == "zip" else _untar)(archive, tmp, fmt, progress)
+        names = sorted(child.name for child in tmp.iterdir())
+        for name in names:
+            target = dest / name
+            if (target.exists() or target.is_symlink()) and name not in ours:
+                raise UserError(f"{target} already exists and was not unpacked by mt-data, and {archive} holds "
+                                f"{name!r}: move it away, or unpack into another folder (mt-data fetch ID --dest DIR)")
+        _write_marker(marker, "pending", sorted(set(names) | set(_read_marker(marker)[1])))  # a kill from here on
+        for name in names:  # leaves a marker that lets the next run replace what this one placed
+            target = dest / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            elif target.exists():
+            elif target.exists() or target.is_symlink():
                 target.unlink()
-            os.replace(child, target)
+            os.replace(tmp / name, target)
+        _write_marker(marker, sha or sha256_file(archive), names)
+        return names
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: bool) -> Path:
-    marker = dest / f".{archive.name}.unpacked"
-    if not (marker.is_file() and marker.read_text().strip() == sha and _data_root(m, dest) is not None):
+    """Unpack unless this archive (by sha256) already is; the caller holds ``_folder_lock(dest)``."""
+    if not (_read_marker(_marker(archive, dest))[0] == sha and _data_root(m, dest) is not None):
         print(f"unpacking {archive} into {dest}", file=sys.stderr)
-        unpack(archive, dest, m.source.archive_format or "", progress=progress)
-        with atomic_write(marker) as fh:
-            fh.write(sha + "\n")
+        unpack(archive, dest, m.source.archive_format or "", progress=progress, sha=sha)
     data = _data_root(m, dest)
     assert data is not None
     problems = check_layout(m, data)
@@ -797,6 +910,12 @@ def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: boo
     return data
 
 
+def _folder_lock(dest: Path):
+    """One fetch/register at a time per download folder (two would append to one ``.part``, unpack over each other)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(dest, f"the corpus folder {dest} (another `mt-data fetch` or `mt-data register`)")
+
+
 # --------------------------------------------------------------------------------------------------
 # fetch and register
 # --------------------------------------------------------------------------------------------------
@@ -806,32 +925,36 @@ def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: flo
     m = load_manifest(corpus_id)
     if not m.source.remote:
         raise UserError(f"{m.id} ({m.path}) is a local corpus, there is nothing to download: {_how_to_get(m)}")
+    read_registry()  # a broken registry: say so before downloading, not after
     dest_dir = Path(dest) if dest else default_dest(m.id)
-    archive = dest_dir / m.source.download_name()
+    archive = dest_dir / m.source.download_name()  # a plain name (checked when the manifest was read)
     context = f"manifest {m.path}"
-    if archive.is_file():
-        print(f"{archive} exists, verifying", file=sys.stderr)
-        sha = check_archive(m, archive)
-    else:
-        download(m.source.url or "", archive, sha256=m.source.sha256, size=m.source.size, timeout=timeout,
-                 retries=retries, progress=progress, context=context, corpus_id=m.id)
-        sha = m.source.sha256 or sha256_file(archive)
-        print(f"downloaded {archive} ({archive.stat().st_size:,} bytes, sha256 OK)", file=sys.stderr)
-    data = _unpack_once(m, archive, dest_dir, sha, progress) if m.is_archive else archive
-    _record(m.id, archive, data, "fetch", sha)
+    with _folder_lock(dest_dir):
+        if archive.is_file():
+            print(f"{archive} exists, verifying", file=sys.stderr)
+            sha = check_archive(m, archive)
+        else:
+            download(m.source.url or "", archive, sha256=m.source.sha256, size=m.source.size, timeout=timeout,
+                     retries=retries, progress=progress, context=context, corpus_id=m.id)
+            sha = m.source.sha256 or sha256_file(archive)
+            print(f"downloaded {archive} ({archive.stat().st_size:,} bytes, sha256 OK)", file=sys.stderr)
+        data = _unpack_once(m, archive, dest_dir, sha, progress) if m.is_archive else archive
+        _record(m.id, archive, data, "fetch", sha)
     return data
 
 
 def register(corpus_id: str, path: str | os.PathLike, *, progress: bool = True) -> Path:
     """Point ``corpus_id`` at a local copy (archive, unpacked folder or file) after verifying it."""
     m = load_manifest(corpus_id)
+    read_registry()  # a broken registry: say so before unpacking, not after
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{p}: no such file or directory (mt-data register {m.id} PATH)")
     sha = None
     if p.is_file() and m.is_archive:
         sha = check_archive(m, p)
-        data = _unpack_once(m, p, default_dest(m.id), sha, progress)
+        with _folder_lock(default_dest(m.id)):
+            data = _unpack_once(m, p, default_dest(m.id), sha, progress)
     elif p.is_file():
         if m.layout.format == "tsv":
             _, problems = check_tsv(p, m.layout.columns or 2)
