@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -17,6 +20,7 @@ import pytest
 from mt.data import manifests
 from mt.data.cli import data_main
 from mt.errors import UserError
+from mt.util import temp_name
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn"]
 LINES = {"eng_Latn": ["Hello world", "Open file"], "deu_Latn": ["Hallo Welt", "Datei öffnen"],
@@ -48,6 +52,9 @@ class _Server:
     def __init__(self, payload: bytes):
         self.payload = payload
         self.cut_after: int | None = None
+        # how a Range request is answered: "honour", "ignore" (200 + whole body), "whole206" (206 + whole body),
+        # "shifted206" (206 from 500 bytes before the asked offset, with a matching Content-Range)
+        self.range_mode = "honour"
         self.requests: list[str | None] = []  # Range header of each GET
         outer = self
 
@@ -64,13 +71,17 @@ class _Server:
                     self.send_error(404)
                     return
                 data, start = outer.payload, 0
+                if rng and outer.range_mode == "ignore":
+                    rng = None
                 if rng:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(data):
                         self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
+                    start = {"whole206": 0, "shifted206": max(start - 500, 0)}.get(outer.range_mode, start)
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -114,13 +125,15 @@ def env(tmp_path, monkeypatch):
     return tmp_path, mdir
 
 
-def write_manifest(mdir: Path, url: str, sha: str = SHA, size: int | None = len(ARCHIVE), cid: str = "tinyflores") -> Path:
+def write_manifest(mdir: Path, url: str, sha: str | None = SHA, size: int | None = len(ARCHIVE),
+                   cid: str = "tinyflores") -> Path:
     size_line = f"size = {size}\n" if size is not None else ""
+    sha_line = f'sha256 = "{sha}"\n' if sha is not None else ""
     p = mdir / f"{cid}.toml"
     p.write_text(
         f'id = "{cid}"\nkind = "eval-nway"\nlanguages = {LANGS!r}\n'.replace("'", '"')
         + f'description = "test"\nlicense = "CC0"\ncitation = ""\n'
-        f'[source]\nurl = "{url}"\nsha256 = "{sha}"\n{size_line}archive_format = "tar.gz"\n'
+        f'[source]\nurl = "{url}"\n{sha_line}{size_line}archive_format = "tar.gz"\n'
         f'[layout]\nroot = "tinyflores_dataset"\nfiles = ["dev/{{lang}}.dev", "devtest/{{lang}}.devtest"]\n'
         f"line_aligned = true\n"
     )
@@ -230,7 +243,7 @@ def test_fetch_http_error_names_url_and_fix(env, server):
     with pytest.raises(UserError) as ei:
         manifests.fetch("tinyflores", dest=tmp / "dl", progress=False)
     assert "HTTP 404" in str(ei.value) and url in str(ei.value) and "mt-data register" in str(ei.value)
-    assert not list((tmp / "dl").glob("*"))
+    assert [p.name for p in (tmp / "dl").glob("*")] == [".lock"]  # the folder's lock; no partial download
 
 
 def test_fetch_cli_error_is_one_line(env, capsys):
@@ -386,3 +399,126 @@ def test_bad_manifest_is_reported_with_file(env):
         manifests.load_manifest("broken")
     with pytest.raises(UserError, match="no manifest for corpus 'nope'"):
         manifests.load_manifest("nope")
+
+
+# ---------------------------------------------------------------- resume against servers that get Range wrong
+@pytest.mark.parametrize("mode", ["ignore", "whole206", "shifted206"])
+def test_resume_restarts_cleanly_when_the_server_ignores_the_range(env, server, mode):
+    """Without sha256/size in the manifest nothing else would catch a body appended at the wrong offset."""
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE[:5000])  # a killed earlier run
+    server.range_mode = mode
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests[0] == "bytes=5000-"
+    assert not (dest / "tinyflores_dataset.tar.gz.part").exists()
+
+
+def test_part_longer_than_the_servers_file_is_downloaded_again(env, server):
+    """A 416 whose Content-Range says the file is shorter than the .part: the .part is another file, not done."""
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE + b"stale bytes of another version")
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests == [f"bytes={len(ARCHIVE) + 30}-", None]
+
+
+def test_complete_part_confirmed_by_416_is_not_downloaded_again(env, server):
+    tmp, mdir = env
+    write_manifest(mdir, server.url, sha=None, size=None)
+    dest = tmp / "dl"
+    dest.mkdir()
+    (dest / "tinyflores_dataset.tar.gz.part").write_bytes(ARCHIVE)  # killed after the last byte, before the rename
+    manifests.fetch("tinyflores", dest=dest, progress=False)
+    assert (dest / "tinyflores_dataset.tar.gz").read_bytes() == ARCHIVE
+    assert server.requests == [f"bytes={len(ARCHIVE)}-"]
+
+
+# ---------------------------------------------------------------- registry under concurrency
+def test_parallel_registers_keep_every_entry(env):
+    """8 `mt-data register` processes at once: each read-modify-write of the registry must see the others'."""
+    tmp, mdir = env
+    n = 8
+    for i in range(n):
+        (mdir / f"bitext{i}.toml").write_text(
+            f'id = "bitext{i}"\nkind = "parallel"\nlanguages = []\n[source]\nlocal_path = ""\n'
+            '[layout]\nformat = "tsv"\ncolumns = 2\n')
+        (tmp / f"b{i}.tsv").write_text(f"Hello {i}\tHallo {i}\n")
+    go = tmp / "go"
+    script = ("import os, sys, time\nfrom mt.data.cli import data_main\n"
+              f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.002)\n"
+              "data_main(sys.argv[1:])\n")
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", script, "register", f"bitext{i}", str(tmp / f"b{i}.tsv")],
+                              env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
+    time.sleep(1.5)  # let every process import and reach the start line
+    go.touch()
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert sorted(manifests.read_registry()) == sorted(f"bitext{i}" for i in range(n))
+
+
+# ---------------------------------------------------------------- leftovers of killed runs
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_unpack_removes_the_temp_folder_a_killed_unpack_left(env):
+    tmp, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    dest = manifests.default_dest("tinyflores")
+    leftover = dest / temp_name("unpack").replace(f"-{os.getpid()}.", f"-{_dead_pid()}.")
+    (leftover / "tinyflores_dataset").mkdir(parents=True)
+    (leftover / "tinyflores_dataset" / "big.bin").write_bytes(b"x" * 100_000)
+    live = dest / temp_name("unpack")  # a run still going (this process): not ours to delete
+    live.mkdir()
+    archive = tmp / "copy.tar.gz"
+    archive.write_bytes(ARCHIVE)
+    manifests.register("tinyflores", archive, progress=False)
+    assert not leftover.exists() and live.is_dir()
+
+
+# ---------------------------------------------------------------- `mt-data list` with one bad manifest
+def test_list_reports_a_bad_manifest_and_lists_the_rest(env, capsys):
+    _, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    (mdir / "broken.toml").write_text('id = "broken"\nkind = "parallel"\nlanguages = [1, 2]\n[source]\nurl = "x"\n')
+    (mdir / "latin1.toml").write_bytes('id = "latin1"\ndescription = "caf\xe9"\n'.encode("latin-1"))
+    assert data_main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "tinyflores" in out and "flores200" in out and "broken" not in out
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 2, err
+    assert any(f"{mdir / 'broken.toml'}:3:" in w and "languages" in w for w in warnings), err
+    assert any(f"{mdir / 'latin1.toml'}:2:" in w and "UTF-8" in w for w in warnings), err
+
+
+# ---------------------------------------------------------------- what unpacking may replace
+def test_unpack_never_replaces_what_mt_data_did_not_unpack(env):
+    """`--dest .` with a folder of the archive's top-level name: that folder is the user's, not ours to delete."""
+    tmp, mdir = env
+    write_manifest(mdir, "http://127.0.0.1:9/unused.tar.gz")
+    dest = manifests.default_dest("tinyflores")
+    mine = dest / "tinyflores_dataset" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes\n")
+    archive = tmp / "copy.tar.gz"
+    archive.write_bytes(ARCHIVE)
+    with pytest.raises(UserError, match="tinyflores_dataset already exists and was not unpacked by mt-data"):
+        manifests.register("tinyflores", archive, progress=False)
+    assert mine.read_text() == "my notes\n"
+    mine.parent.rename(tmp / "moved")
+    data = manifests.register("tinyflores", archive, progress=False)  # now ours: a second unpack may replace it
+    marker = dest / f".{archive.name}.unpacked"  # first line: sha256 of what was unpacked; then what it placed
+    assert marker.read_text().splitlines() == [SHA, "tinyflores_dataset"]
+    marker.write_text("0" * 64 + "\ntinyflores_dataset\n")  # as after a new version of the archive: unpack again
+    assert manifests.register("tinyflores", archive, progress=False) == data
+    assert marker.read_text().splitlines()[0] == SHA and not (data / "notes.txt").exists()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mt.errors import cli_entry
+from mt.errors import UserError, cli_entry
 
 # sub-command -> (module with ``cli(argv) -> int``, one-line summary)
 _DATA_COMMANDS = {
@@ -46,8 +46,7 @@ def data_main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     cmd = argv[0]
     if cmd not in _DATA_COMMANDS:
-        print(f"mt-data: unknown command {cmd!r}; choose from {', '.join(_DATA_COMMANDS)}", file=sys.stderr)
-        return 2
+        raise UserError(f"mt-data: unknown command {cmd!r}; choose from {', '.join(_DATA_COMMANDS)}")
     module = importlib.import_module(_DATA_COMMANDS[cmd][0])
     return module.cli([cmd, *argv[1:]])
 
