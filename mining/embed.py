@@ -8,11 +8,16 @@ same arguments checks their row counts and skips them. The meta file is written 
 
 ``PREFIX.run.json`` records the arguments of an unfinished run so that shards from a different
 encoder, language, input or shard size are never mixed in; it is removed when the set is complete.
+The input is identified by content (line count and SHA-256 of its text, after gunzip), so an input
+edited in place, even to the same size, is never mixed with or mistaken for the one embedded; the
+hash stays in the meta file (``source_sha256``), where ``mine-bitext`` checks the text it is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
 import sys
@@ -30,7 +35,7 @@ from mt.util import atomic_write
 from mining.embeddings import (FORMAT, EmbeddingSet, meta_path, npy_matches, read_meta, shard_path, write_meta,
                                write_shard)
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from mining.textio import check_input, chunks, count_lines, read_lines
+from mining.textio import check_input, chunks, read_lines
 
 
 @dataclass
@@ -87,6 +92,23 @@ def encode_sorted(encoder: Encoder, sentences: list[str], lang: str, cfg: EmbedC
     return out
 
 
+def text_identity(path: str | os.PathLike) -> tuple[int, str]:
+    """(lines, SHA-256 of the text) of a plain or ``.gz`` file, in one pass: what the embeddings are of.
+
+    Lines are counted as ``mining.textio.count_lines`` does (a last line without newline counts). The
+    hash is of the decompressed bytes, so ``x.txt.gz`` and its gunzipped ``x.txt`` have the same one.
+    """
+    check_input(path)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    h, n, last = hashlib.sha256(), 0, b"\n"
+    with opener(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n"), h.hexdigest()
+
+
 def _shard_done(prefix: str, k: int, rows: int, dim: int) -> bool:
     return npy_matches(shard_path(prefix, k), (rows, dim), np.float16)
 
@@ -112,13 +134,12 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         raise UserError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
     if cfg.input == "-":
         raise UserError("mine-embed needs a file (it reads the input twice: to count, then to embed), not stdin")
-    check_input(cfg.input)
-    total = count_lines(cfg.input)
+    total, text_sha = text_identity(cfg.input)
     if total == 0:
         raise UserError(f"{cfg.input}: input is empty, nothing to embed (check the previous step's output)")
     prefix = cfg.output
     source = str(Path(cfg.input).resolve())
-    run_info = {"encoder": cfg.encoder, "lang": lang, "source": source, "source_bytes": os.path.getsize(cfg.input),
+    run_info = {"encoder": cfg.encoder, "lang": lang, "source": source, "source_sha256": text_sha,
                 "lines": total, "shard_size": cfg.shard_size}
 
     mp = meta_path(prefix)
@@ -126,17 +147,33 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         meta = read_meta(mp, FORMAT, "embedding set", "mine-embed")
         same = (meta.get("encoder_spec") == cfg.encoder and meta.get("lang") == lang
                 and meta.get("source") == source and meta.get("total") == total)
-        if same:
+        if same and meta.get("source_sha256") == text_sha:
             print(f"mine-embed: {mp} is complete ({total} sentences); nothing to do", file=sys.stderr)
             return EmbeddingSet.open(prefix)
+        if same and "source_sha256" not in meta:
+            raise UserError(f"{mp}: made by an older mine-embed that did not record the content of {source}, so it "
+                            "cannot tell whether the input changed since; the set can still be used as it is "
+                            f"(mine-index, mine-knn); to embed the input again, delete {prefix}.* or choose another "
+                            "--output")  # fmt: skip
+        if same:
+            raise UserError(f"{mp}: embeds an older version of {source} (its content changed since, same "
+                            f"{total} lines); delete {prefix}.* to embed it again, or choose another --output")
         raise UserError(f"{mp}: an embedding set from another run is already there "
                         f"(encoder {meta.get('encoder_spec')}, lang {meta.get('lang')}, source {meta.get('source')}); "
                         "choose another --output or delete its files")
     rp = run_path(prefix)
     if rp.is_file():
-        old = json.loads(rp.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(rp.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict) or "source_sha256" not in old:
+            raise UserError(f"{rp}: unfinished shards of a run that did not record the content of its input (an "
+                            f"older mine-embed, or a damaged file), so they cannot be checked against {source}; "
+                            f"delete {prefix}.* to start over")  # fmt: skip
         if old != run_info:
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in run_info.items() if old.get(k) != v)
+            diff = ", ".join("the input's content changed" if k == "source_sha256" else f"{k}: {old.get(k)!r} -> {v!r}"
+                             for k, v in run_info.items() if old.get(k) != v)  # fmt: skip
             raise UserError(f"{rp}: unfinished shards of another run are there ({diff}); re-run with the "
                             f"same arguments to resume, or delete {prefix}.* to start over")
     else:
@@ -167,7 +204,8 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
             start += len(lines)
     finally:
         bar.close()
-    write_meta(prefix, encoder.dim, shards, encoder=encoder.name, encoder_spec=cfg.encoder, lang=lang, source=source)
+    write_meta(prefix, encoder.dim, shards, encoder=encoder.name, encoder_spec=cfg.encoder, lang=lang, source=source,
+               source_sha256=text_sha)
     rp.unlink(missing_ok=True)
     dt = max(time.time() - t0, 1e-9)
     done = total - skipped

@@ -3,12 +3,14 @@
 Layout for an embedding set with prefix ``P`` (e.g. ``work/emb/deu_Latn``)::
 
     P.meta.json     {"format": "nllb-mini-embeddings/1", "dim", "dtype": "float16", "total",
-                     "encoder", "lang", "source", "shards": [{"file", "rows", "start"}]}
+                     "encoder", "lang", "source", "source_sha256", "shards": [{"file", "rows", "start"}]}
     P.0000.npy      rows [start, start + rows) of the source, float16 [rows, dim], L2-normalised
     P.0001.npy      ...
 
-Shards are written atomically, one at a time, so a killed job keeps every finished shard; the meta
-file is written last and lists exactly the shards that make up the set.
+``source_sha256``: SHA-256 of the embedded text (after gunzip), so a reader can check that a text file
+is the one embedded (sets written before it existed lack it). Shards are written atomically, one at a
+time, so a killed job keeps every finished shard; the meta file is written last and lists exactly the
+shards that make up the set.
 """
 
 from __future__ import annotations

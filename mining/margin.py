@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import mmap
 import os
 import sys
@@ -269,7 +270,8 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
 class LineFile:
     """Random access to the lines of a text file by row number: byte offsets + a hash per line.
 
-    Costs 16 bytes per line in memory; the text itself stays on disk (memory-mapped).
+    Costs 16 bytes per line in memory; the text itself stays on disk (memory-mapped). ``sha256``: of the
+    whole file, to check it against the ``source_sha256`` of the embedding set it should be the text of.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -281,10 +283,13 @@ class LineFile:
                             f"gunzip it and pass the .txt with --src-text / --tgt-text")
         offsets = [0]
         hashes = []
+        whole = hashlib.sha256()
         with open(self.path, "rb") as fh:
             for line in fh:
                 offsets.append(offsets[-1] + len(line))
                 hashes.append(hash(line.rstrip(b"\r\n")))
+                whole.update(line)
+        self.sha256 = whole.hexdigest()
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.hashes = np.asarray(hashes, dtype=np.int64)
         self._fh = open(self.path, "rb")
@@ -300,6 +305,16 @@ class LineFile:
         if isinstance(self._mm, mmap.mmap):
             self._mm.close()
         self._fh.close()
+
+
+def embedded_sha256(prefix: str | None) -> str | None:
+    """SHA-256 of the text embedded into the set ``prefix`` (None: unknown, e.g. a set from an older mine-embed)."""
+    if not prefix:
+        return None
+    try:
+        return EmbeddingSet.open(prefix).meta.get("source_sha256")
+    except UserError:
+        return None
 
 
 def _text_for(explicit: str | None, side: str, *emb_prefixes: str | None) -> str:
@@ -322,20 +337,26 @@ def _text_for(explicit: str | None, side: str, *emb_prefixes: str | None) -> str
 def write_bitext(al: Alignments, src_text: str | os.PathLike, tgt_text: str | os.PathLike,
                  out: str | os.PathLike, dedup: bool = True, pair_prefix: str | None = None,
                  src_lang: str = "src", tgt_lang: str = "tgt", n_src: int | None = None,
-                 n_tgt: int | None = None) -> dict:
+                 n_tgt: int | None = None, src_sha256: str | None = None, tgt_sha256: str | None = None) -> dict:
     """Write ``score<TAB>src<TAB>tgt`` lines (and optionally the two-file form) atomically.
 
-    Tabs inside a sentence become spaces in the TSV (the two-file form keeps them).
+    Tabs inside a sentence become spaces in the TSV (the two-file form keeps them). ``n_src`` / ``n_tgt``
+    and ``src_sha256`` / ``tgt_sha256``: line counts and content hashes the texts must have (those of the
+    texts that were embedded), so another file, even one with as many lines, is refused.
     Returns counts: ``{"pairs", "written", "duplicates"}``.
     """
     from tqdm import tqdm
 
     src_f, tgt_f = LineFile(src_text), LineFile(tgt_text)
     try:
-        for f, n, side in ((src_f, n_src, "source"), (tgt_f, n_tgt, "target")):
+        for f, n, sha, side in ((src_f, n_src, src_sha256, "source"), (tgt_f, n_tgt, tgt_sha256, "target")):
             if n is not None and len(f) != n:
                 raise UserError(f"{f.path}: {len(f)} lines but the {side} embeddings have {n} rows: "
                                 "pass the text file that was embedded")
+            if sha is not None and f.sha256 != sha:
+                raise UserError(f"{f.path}: not the text the {side} embeddings were made from (its content differs "
+                                f"from the one embedded, sha256 {f.sha256[:12]} != {sha[:12]}): pass the text "
+                                f"file that was embedded, or embed this one")  # fmt: skip
         for f, ids in ((src_f, al.src), (tgt_f, al.tgt)):
             if len(ids) and int(ids.max()) >= len(f):
                 raise UserError(f"{f.path}: has {len(f)} lines but mined row {int(ids.max())}: "
@@ -427,7 +448,8 @@ def cli(argv: list[str] | None = None) -> int:
         if not (src_lang and tgt_lang) or src_lang == tgt_lang:
             raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
     stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
-                         src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt)
+                         src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt,
+                         src_sha256=embedded_sha256(src_emb), tgt_sha256=embedded_sha256(tgt_emb))
     th = default_threshold(a.margin, a.threshold, cfg.encoder)
     print(f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
           f"threshold {th if th is not None else 'none'}, {stats['duplicates']} duplicate pairs dropped) "

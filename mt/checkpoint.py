@@ -7,8 +7,12 @@ A checkpoint is one ``torch.save`` dict that loads with ``torch.load(..., weight
 numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG states as tensors/lists)::
 
     format, format_version, code_version        what wrote it
+    save_id                                     random id of this save (the same in its copies): tells
+                                                work done with one model from work done with another
     model_config                                TransformerConfig.to_dict()
     train_config                                the run's TrainConfig as a dict (for the record)
+    resolved_paths                              data / spm_model as absolute paths (train_config keeps them
+                                                as typed, often relative to where mt-train ran)
     dict_checksum, lang_pairs                   what it was trained on
     model, optimizer                            state_dicts
     num_updates, data_state, best, wall_time    loop position (DataState.to_dict()), best metric so far
@@ -40,6 +44,7 @@ import random
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,7 +53,7 @@ import torch
 
 import mt
 from mt.errors import UserError
-from mt.util import atomic_write
+from mt.util import atomic_write, sha256_file
 
 FORMAT = "nllb-mini/mt-train"
 FORMAT_VERSION = 2  # 2: expert shards (``moe``); version-1 files load unchanged
@@ -130,6 +135,7 @@ def save_checkpoint(
         return
     if rank != 0:
         return
+    state = {**state, "save_id": uuid.uuid4().hex}
     with atomic_write(path, "wb") as fh:
         torch.save(state, fh)
     for extra in copies:
@@ -139,8 +145,6 @@ def save_checkpoint(
 
 
 def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: int) -> None:
-    import uuid
-
     from mt import distributed
 
     moe = state["moe"]
@@ -156,6 +160,7 @@ def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: i
     shared["model"] = {k: v for k, v in state["model"].items() if k not in keys}
     shared["optimizer"] = {**opt, "state": {i: v for i, v in opt["state"].items() if i not in ids}}
     shared["moe"] = {**moe, "save_id": save_id}
+    shared["save_id"] = save_id
     for target in [path, *copies]:
         final = shard_path(target, rank)
         with atomic_write(_pending(final), "wb") as fh:
@@ -231,6 +236,23 @@ def load_checkpoint(
     if state.get("moe") and not mmap:
         _reshard(state, path, map_location, rank, world)
     return state
+
+
+def model_id(path: str | os.PathLike, state: dict[str, Any] | None = None) -> str:
+    """What model a checkpoint holds, for deciding whether work done with it may be reused.
+
+    ``save:{id}``: the random id written by every save (a file that keeps its name and size while
+    training goes on gets a new one each time); files written before ids existed: their expert-shard
+    save id, else ``sha256:{hash of the file}``. ``state``: the checkpoint already loaded, if at hand.
+    """
+    sid = _save_id(state) if state is not None else None
+    if sid is None:
+        sid = _save_id(load_checkpoint(path, mmap=True))
+    return f"save:{sid}" if sid else f"sha256:{sha256_file(path)}"
+
+
+def _save_id(state: dict[str, Any]) -> str | None:
+    return state.get("save_id") or (state.get("moe") or {}).get("save_id") or None
 
 
 def expert_views(path: str | os.PathLike, state: dict[str, Any]) -> tuple[dict[str, list[torch.Tensor]], list[Path]]:

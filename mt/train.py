@@ -308,6 +308,8 @@ class _Trainer:
             "code_version": ckpt.code_version(),
             "model_config": self.model_cfg.to_dict(),
             "train_config": asdict(self.cfg),
+            "resolved_paths": {k: str(Path(v).resolve()) if v else "" for k, v in
+                               (("data", self.cfg.data), ("spm_model", self.cfg.spm_model))},
             "dict_checksum": self.dictionary.checksum(),
             "lang_pairs": list(self.directions),
             "model": self.model.state_dict(),

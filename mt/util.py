@@ -78,7 +78,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     """Write to a temp file beside ``path`` and rename it into place only on success.
 
     A crash or kill mid-write leaves the old file (or none), never a half-written one; the temp file a
-    killed writer left behind is removed by the next write of the same path.
+    killed writer left behind is removed by the next write of the same path. An OSError raised by a write
+    into the file (a full disk) gets ``path`` as its ``filename``, so the one-line error names the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +93,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
         raise
 
 

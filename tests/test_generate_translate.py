@@ -1,10 +1,15 @@
-"""mt-translate: formats, bad lines, sharding, resume after SIGKILL, refusal to mix settings."""
+"""mt-translate: formats, bad lines, sharding, resume after SIGKILL or a full disk, refusal to mix models,
+inputs or settings, output-name collisions."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gzip
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,14 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import WORDS, one_thread  # noqa: F401 (one_thread: autouse)
 
+from mt import checkpoint as ckpt
 from mt.errors import UserError
 from mt.generate.batch_job import TranslateConfig, translate_job
 from mt.generate.cli import translate_main
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
+from mt.util import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -144,7 +152,7 @@ def test_rerun_skips_done_chunks_and_refuses_other_settings(model, tmp_path, cap
         with pytest.raises(UserError, match="other settings"):
             translate_job(_cfg([inp], out, ck, **change))
     inp.write_text("\n".join(_sentences(11, seed=6)) + "\n", encoding="utf-8")
-    with pytest.raises(UserError, match="inputs"):
+    with pytest.raises(UserError, match="input in.txt changed"):
         translate_job(_cfg([inp], out, ck))
     # a new target language in the same job is fine: only its chunks are translated
     summary = translate_job(_cfg([tmp_path / "in.txt"], tmp_path / "o2", ck))
@@ -187,3 +195,163 @@ def test_output_folder_inside_the_input_folder_is_not_read(model, tmp_path):
     translate_job(_cfg([src], src / "bt", ck))
     summary = translate_job(_cfg([src], src / "bt", ck))  # the outputs under corpus/bt are not new inputs
     assert summary["records"] == 5 and summary["translated"] == 0
+
+
+def _copy_checkpoint(ck: Path, dest: Path) -> Path:
+    """A checkpoint of its own for a test that replaces it (the module's one is shared)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ck, dest)
+    return dest
+
+
+def _retrain(path: Path, seed: int, save=ckpt.save_checkpoint) -> None:
+    """Replace ``path`` by another model of the same shape, as more training does (the file keeps its size)."""
+    state = torch.load(path, weights_only=True)
+    torch.manual_seed(seed)
+    for v in state["model"].values():  # in place: tied weights stay one tensor, as in a saved model
+        if v.is_floating_point():
+            v.add_(0.01 * torch.randn_like(v))
+    save(state, path)
+
+
+def test_a_model_saved_again_is_never_reused_or_mixed(model, tmp_path):
+    """checkpoint_last.pt keeps its name and size while training goes on: the job must see another model."""
+    ck = _copy_checkpoint(model[0], tmp_path / "run" / "checkpoint_last.pt")
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(12, seed=9)) + "\n", encoding="utf-8")
+    out = tmp_path / "o"
+    translate_job(_cfg([inp], out, ck, shard_index=0, num_shards=2))  # chunks 0 and 2, then a "kill"
+    done = {p: p.read_bytes() for p in (out / "chunks").rglob("chunk-*.txt")}
+    assert len(done) == 2
+    size = ck.stat().st_size
+    _retrain(ck, seed=1)
+    assert ck.stat().st_size == size  # what the old job identity looked at
+    for shard in (1, 0):  # the other shard would mix two models in one file; this one would merge the old chunks
+        with pytest.raises(UserError, match="started with another model"):
+            translate_job(_cfg([inp], out, ck, shard_index=shard, num_shards=2))
+    assert {p: p.read_bytes() for p in (out / "chunks").rglob("chunk-*.txt")} == done  # finished work kept
+    assert not (out / "deu_Latn").exists()
+
+
+def test_a_checkpoint_without_a_save_id_is_known_by_its_hash(model, tmp_path):
+    """Checkpoints written before save ids existed: the job falls back to the file's SHA-256."""
+    ck = tmp_path / "old.pt"
+    state = torch.load(model[0], weights_only=True)
+    state.pop("save_id")
+    torch.save(state, ck)
+    assert ckpt.model_id(ck) == f"sha256:{sha256_file(ck)}"
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(5, seed=10)) + "\n", encoding="utf-8")
+    translate_job(_cfg([inp], tmp_path / "o", ck))
+    assert translate_job(_cfg([inp], tmp_path / "o", ck))["translated"] == 0
+    _retrain(ck, seed=2, save=lambda st, p: torch.save({k: v for k, v in st.items() if k != "save_id"}, p))
+    with pytest.raises(UserError, match="started with another model"):
+        translate_job(_cfg([inp], tmp_path / "o", ck))
+
+
+def test_same_size_edit_of_an_input_is_seen(model, tmp_path):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("the cat sees a dog\nthe red house\n", encoding="utf-8")
+    translate_job(_cfg([inp], tmp_path / "o", ck))
+    inp.write_text("the dog sees a cat\nthe red house\n", encoding="utf-8")  # same size, same line count
+    with pytest.raises(UserError, match="input in.txt changed since the job started"):
+        translate_job(_cfg([inp], tmp_path / "o", ck))
+    # the same content under another path is the same input
+    moved = tmp_path / "elsewhere" / "in.txt"
+    moved.parent.mkdir()
+    moved.write_text("the cat sees a dog\nthe red house\n", encoding="utf-8")
+    assert translate_job(_cfg([moved], tmp_path / "o", ck))["translated"] == 0
+
+
+def test_job_of_the_previous_version_or_without_job_json_is_refused(model, tmp_path):
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("a big house\n", encoding="utf-8")
+    out = tmp_path / "o"
+    translate_job(_cfg([inp], out, ck))
+    v2 = json.loads((out / "job.json").read_text(encoding="utf-8"))
+    v1 = {"version": 1, "inputs": [{"name": "in.txt", "path": str(inp.resolve()), "format": "text", "bytes": 12}],
+          "column": None, "field": None, "chunk_size": 4, "source_lang": "eng_Latn",
+          "checkpoint": {"path": str(Path(ck).resolve()), "bytes": Path(ck).stat().st_size}, "search": v2["search"],
+          "bf16": False, "max_source_positions": v2["max_source_positions"], "bad_lines": "empty"}  # fmt: skip
+    (out / "job.json").write_text(json.dumps(v1), encoding="utf-8")
+    with pytest.raises(UserError, match="older mt-translate"):
+        translate_job(_cfg([inp], out, ck))
+    (out / "job.json").unlink()
+    with pytest.raises(UserError, match="finished chunks but no"):
+        translate_job(_cfg([inp], out, ck))
+    assert (out / "chunks" / "deu_Latn" / "chunk-000000.txt").is_file()
+
+
+def test_inputs_whose_outputs_collide_are_refused_before_any_work(model, tmp_path):
+    ck, _, _ = model
+    (tmp_path / "corpus.txt").write_text("a big house\n", encoding="utf-8")
+    with gzip.open(tmp_path / "corpus.txt.gz", "wt", encoding="utf-8") as fh:
+        fh.write("the red tree\n")
+    both = r"inputs .*corpus.txt and .*corpus.txt.gz would both be written to OUT/\{tgt\}/corpus.txt"
+    with pytest.raises(UserError, match=both):
+        translate_job(_cfg([tmp_path / "corpus.txt", tmp_path / "corpus.txt.gz"], tmp_path / "o", ck))
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "sub").write_text("a file named like a folder\n", encoding="utf-8")
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "b.txt").write_text("the cat\n", encoding="utf-8")
+    with pytest.raises(UserError, match="would have to be a folder"):
+        translate_job(_cfg([tmp_path / "sub", tmp_path / "d"], tmp_path / "o", ck))
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_input_gets_an_empty_output(model, tmp_path):
+    ck, _, _ = model
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "one.txt").write_text("a big house\n", encoding="utf-8")
+    summary = translate_job(_cfg([tmp_path / "empty.txt"], tmp_path / "o", ck))
+    assert summary["records"] == 0 and (tmp_path / "o" / "deu_Latn" / "empty.txt").read_bytes() == b""
+    translate_job(_cfg([tmp_path / "empty.txt", tmp_path / "one.txt"], tmp_path / "o2", ck))
+    assert (tmp_path / "o2" / "deu_Latn" / "empty.txt").read_bytes() == b""
+    assert len((tmp_path / "o2" / "deu_Latn" / "one.txt").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_full_disk_is_one_line_keeps_finished_chunks_and_resumes(model, tmp_path, monkeypatch):
+    from hostile import run_cli
+
+    from mt.generate import batch_job
+
+    ck, _, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(18, seed=11)) + "\n", encoding="utf-8")
+    args = [inp, "--path", ck, "-s", "eng_Latn", "-t", "deu_Latn", "--chunk-size", "4", "--beam", "2",
+            "--max-len-b", "6"]  # fmt: skip
+    assert run_cli("mt-translate", args + ["--out", tmp_path / "ref", "--no-progress-bar"])[0] == 0
+    real = batch_job.atomic_write
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            self.fh.write(text[:5])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def writelines(self, lines):
+            self.write("".join(lines))
+
+    @contextlib.contextmanager
+    def disk_full_at_chunk_2(path, *a, **kw):
+        with real(path, *a, **kw) as fh:
+            yield Full(fh) if Path(path).name == "chunk-000002.txt" else fh
+
+    monkeypatch.setattr(batch_job, "atomic_write", disk_full_at_chunk_2)
+    out = tmp_path / "run"
+    rc, _, err = run_cli("mt-translate", args + ["--out", out])  # with the progress bar: it must end its line
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 1 and "Traceback" not in err
+    full = out / "chunks" / "deu_Latn" / "chunk-000002.txt"
+    assert lines[-1] == f"error: {full}: the disk is full: free space and re-run (finished work is kept and skipped)"
+    chunks = sorted(p.name for p in (out / "chunks" / "deu_Latn").iterdir())
+    assert chunks == ["chunk-000000.txt", "chunk-000001.txt"]  # finished ones kept, nothing half-written
+    assert not list(out.rglob("*.tmp")) and not (out / "deu_Latn").exists()
+    monkeypatch.undo()
+    rc, _, err = run_cli("mt-translate", args + ["--out", out, "--no-progress-bar"])
+    assert rc == 0 and "2 of 5 chunks already done" in err
+    assert (out / "deu_Latn" / "in.txt").read_bytes() == (tmp_path / "ref" / "deu_Latn" / "in.txt").read_bytes()

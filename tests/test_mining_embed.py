@@ -1,3 +1,4 @@
+import hashlib
 import importlib.util
 import json
 
@@ -8,7 +9,7 @@ import torch
 import mining.embed as embed_mod
 from _mining_laser import CORPUS, laser2_checkpoint, make_spm, write_cvocab
 from mining.cli import embed_main
-from mining.embed import embed_file, make_batches, run_path
+from mining.embed import embed_file, make_batches, run_path, text_identity
 from mining.embeddings import EmbeddingSet, meta_path, shard_path
 from mining.encoders.laser import load_laser2
 from mt.errors import UserError
@@ -116,7 +117,7 @@ def test_shard_with_wrong_rows_is_recomputed(laser_dir, text, tmp_path):
     good = shard_path(prefix, 1).read_bytes()
     meta_path(prefix).unlink()
     run_path(prefix).write_text(json.dumps({"encoder": "laser2", "lang": "eng_Latn", "source": str(text.resolve()),
-                                            "source_bytes": text.stat().st_size, "lines": len(LINES),
+                                            "source_sha256": text_identity(text)[1], "lines": len(LINES),
                                             "shard_size": 8}))
     np.save(shard_path(prefix, 1), np.zeros((3, 12), dtype=np.float16))  # a shard from elsewhere
     enc, counter = _counting(laser_dir)
@@ -168,3 +169,51 @@ def test_cli_with_the_default_encoder(text, tmp_path, capsys):
     es = EmbeddingSet.open(prefix)
     assert len(es) == len(LINES) and es.dim == 384 and es.meta["encoder"] == "e5"
     assert "sentences/s" in capsys.readouterr().err
+
+
+def test_an_input_edited_to_the_same_size_is_never_reused_or_mixed(laser_dir, text, tmp_path, monkeypatch):
+    """The input is known by its content: a same-size edit is neither taken for the finished set nor resumed into."""
+    edited = LINES[:]
+    edited[0], edited[1] = LINES[1], LINES[0]
+    assert sorted(edited) == sorted(LINES) and edited != LINES  # same size, same line count
+    prefix = tmp_path / "done" / "x"
+    embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=6, progress=False)
+    text.write_text("".join(line + "\n" for line in edited), encoding="utf-8")
+    with pytest.raises(UserError, match="embeds an older version of"):
+        embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=6, progress=False)
+    # an unfinished run: its shards are of the old text
+    text.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    killed = tmp_path / "killed" / "x"
+    real_write = embed_mod.write_shard
+
+    def die_after_shard_0(p, k, emb):
+        if k > 0:
+            raise KeyboardInterrupt
+        return real_write(p, k, emb)
+
+    monkeypatch.setattr(embed_mod, "write_shard", die_after_shard_0)
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(str(text), str(killed), "eng_Latn", load_laser2(laser_dir), shard_size=6, progress=False)
+    monkeypatch.undo()
+    text.write_text("".join(line + "\n" for line in edited), encoding="utf-8")
+    with pytest.raises(UserError, match="the input's content changed"):
+        embed_file(str(text), str(killed), "eng_Latn", load_laser2(laser_dir), shard_size=6, progress=False)
+    assert shard_path(killed, 0).is_file()  # finished work is never deleted
+    original = "".join(line + "\n" for line in LINES).encode()
+    assert json.loads(meta_path(prefix).read_text())["source_sha256"] == hashlib.sha256(original).hexdigest()
+
+
+def test_sets_and_runs_of_the_previous_version_are_refused_clearly(laser_dir, text, tmp_path):
+    prefix = tmp_path / "x"
+    embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)
+    meta = json.loads(meta_path(prefix).read_text())
+    del meta["source_sha256"]  # a set written before the content hash existed
+    meta_path(prefix).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="older mine-embed .* can still be used as it is"):
+        embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)
+    assert len(EmbeddingSet.open(prefix)) == len(LINES)
+    meta_path(prefix).unlink()
+    run_path(prefix).write_text(json.dumps({"encoder": "laser2", "lang": "eng_Latn", "source": str(text.resolve()),
+                                            "source_bytes": text.stat().st_size, "lines": len(LINES), "shard_size": 8}))
+    with pytest.raises(UserError, match="did not record the content of its input"):
+        embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)

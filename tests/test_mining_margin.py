@@ -232,3 +232,35 @@ def test_default_ratio_cut_follows_the_encoder_in_the_embedding_meta(tmp_path):
         kept[encoder] = set(zip(al.src.tolist(), al.tgt.tolist()))
         assert kept[encoder] == {p for p, s in scored.items() if s >= cut}, encoder
     assert kept["e5"] == {(0, 0), (1, 1)} and kept[None] == set()
+
+
+def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
+    """A --src-text with as many lines as the embedded one, but other content, would pair the wrong sentences."""
+    import gzip
+
+    from mining.embed import embed_file
+    from mining.index import cli_knn
+
+    de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(12)]
+    en = [f"File zq{i:03d} was saved" for i in range(12)]
+    with gzip.open(tmp_path / "de.txt.gz", "wt", encoding="utf-8") as fh:  # embedded gzipped, mined gunzipped
+        fh.write("\n".join(de) + "\n")
+    (tmp_path / "de.txt").write_text("\n".join(de) + "\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    embed_file(str(tmp_path / "de.txt.gz"), str(tmp_path / "de"), "deu_Latn", "ngram:256", progress=False)
+    embed_file(str(tmp_path / "en.txt"), str(tmp_path / "en"), "eng_Latn", "ngram:256", progress=False)
+    assert cli_knn(["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"), "--k", "4",
+                    "--out-dir", str(tmp_path / "knn")]) == 0
+    (tmp_path / "other.txt").write_text("\n".join(reversed(de)) + "\n", encoding="utf-8")  # same line count
+    out = tmp_path / "mined.tsv"
+    args = ["--knn-dir", str(tmp_path / "knn"), "--out", str(out), "--threshold", "1.0"]
+    with pytest.raises(UserError, match="other.txt: not the text the source embeddings were made from"):
+        cli(args + ["--src-text", str(tmp_path / "other.txt")])
+    assert not out.exists()
+    assert cli(args + ["--src-text", str(tmp_path / "de.txt")]) == 0
+    rows = [ln.split("\t") for ln in out.read_text(encoding="utf-8").splitlines()]
+    assert {(s, t) for _, s, t in rows} == set(zip(de, en))
+    # the text recorded in the meta, edited in place (same size) after it was embedded
+    (tmp_path / "en.txt").write_text("\n".join(en[::-1]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="en.txt: not the text the target embeddings were made from"):
+        cli(args + ["--src-text", str(tmp_path / "de.txt")])

@@ -186,6 +186,21 @@ def test_checkpoint_contents_and_resume_finished_run(data, tmp_path, capsys):
     assert "already finished" in capsys.readouterr().err
 
 
+def test_checkpoint_of_a_run_with_relative_paths_loads_from_anywhere(data, tmp_path, monkeypatch):
+    """mt-train run with a relative data path: the checkpoint records it resolved, plus a fresh save id."""
+    from mt.checkpoint import model_id
+    from mt.generate.loading import load_model
+
+    monkeypatch.chdir(Path(data).parent)
+    train(_cfg(Path(data).name, os.path.relpath(tmp_path / "ck"), max_update=1))
+    last = tmp_path / "ck" / "checkpoint_last.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["resolved_paths"]["data"] == str(Path(data).resolve()) and len(state["save_id"]) == 32
+    assert model_id(last) == f"save:{state['save_id']}"
+    monkeypatch.chdir(tmp_path)
+    assert load_model(last).data_dir.resolve() == Path(data).resolve()
+
+
 def test_corrupt_and_truncated_checkpoint_is_a_clear_error(data, tmp_path):
     save = tmp_path / "ck"
     train(_cfg(data, save, max_update=2, save_interval_updates=2))

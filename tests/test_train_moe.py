@@ -342,6 +342,7 @@ def test_sharded_checkpoint_commit_protocol_and_resharding(tmp_path, monkeypatch
                      "checkpoint_last-rank-0.pt", "checkpoint_last-rank-1.pt", "checkpoint_last.pt"]  # fmt: skip
     shared = torch.load(path, weights_only=True)
     assert "l.ffn.experts.fc1_weight" not in shared["model"] and 1 not in shared["optimizer"]["state"]
+    assert shared["save_id"] == shared["moe"]["save_id"] == "s1" and ckpt.model_id(path) == "save:s1"
     full = _moe_state(1, 0)
     for p in (path, tmp_path / "checkpoint_best.pt"):
         st = ckpt.load_checkpoint(p)  # W=2 -> W=1: all experts, weights and Adam moments

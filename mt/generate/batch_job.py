@@ -6,8 +6,10 @@ of records, cut into chunks of ``--chunk-size`` records. Chunk ``k`` belongs to 
 translating only its chunks. Within a chunk sentences are batched by length (``--max-tokens``) and put
 back in order. Layout of ``--out DIR``::
 
-    job.json                          what the job is (inputs and sizes, model, options); a re-run with
-                                      other settings is refused instead of mixing outputs
+    job.json                          what the job is: inputs by content (``mt.util.file_identity``), the
+                                      model by the id its checkpoint got when saved, options; a re-run with
+                                      another model, changed inputs or other settings is refused instead of
+                                      mixing outputs (finished chunks are never deleted)
     chunks/{tgt}/chunk-{k:06d}.txt    translations of chunk k, one line per record; written to a temp name
                                       and renamed, so it exists only complete; it is the "done" marker
     chunks/bad-{k:06d}.tsv            bad records of chunk k: file, line, reason
@@ -37,15 +39,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
+from mt import checkpoint as ckpt
 from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import InputFile, Record, count_records, iter_records, list_inputs
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
-from mt.util import atomic_write
+from mt.util import atomic_write, file_identity
 
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: inputs by content, the model by its save id (1: paths and byte sizes only)
 
 
 @dataclass
@@ -126,21 +129,40 @@ def output_name(f: InputFile) -> str:
     return rel if f.fmt == "text" else rel + ".txt"
 
 
+def check_output_names(files: list[InputFile]) -> None:
+    """Refuse, before any work, inputs whose outputs would overwrite each other (``a.txt`` and ``a.txt.gz``)
+    or where one output would have to be a folder of another (a file ``sub`` and a directory's ``sub/b.txt``)."""
+    owner: dict[str, InputFile] = {}
+    for f in files:
+        name = output_name(f)
+        if name in owner:
+            raise UserError(f"inputs {owner[name].path} and {f.path} would both be written to OUT/{{tgt}}/{name}: "
+                            "rename one, or translate them with separate --out folders")  # fmt: skip
+        owner[name] = f
+    for name, f in owner.items():
+        parents = [p.as_posix() for p in Path(name).parents if p.as_posix() != "."]
+        clash = next((owner[p] for p in parents if p in owner), None)
+        if clash is not None:
+            raise UserError(f"inputs {clash.path} and {f.path} clash: the output of one, OUT/{{tgt}}/"
+                            f"{output_name(clash)}, would have to be a folder for the other's, OUT/{{tgt}}/{name}; "
+                            "rename one")  # fmt: skip
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
 
 
 # --- the job description (job.json) ------------------------------------------------------------------
-def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int) -> dict:
-    ck = Path(cfg.path)
+def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int, model: dict) -> dict:
     job = {
         "version": JOB_VERSION,
-        "inputs": [{"name": f.rel, "path": str(f.path.resolve()), "format": f.fmt, "bytes": f.size} for f in files],
+        "inputs": [{"name": f.rel, "format": f.fmt, "path": str(f.path.resolve()), "identity": file_identity(f.path)}
+                   for f in files],  # fmt: skip
         "column": cfg.column,
         "field": cfg.json_field,
         "chunk_size": cfg.chunk_size,
         "source_lang": cfg.src_lang,
-        "checkpoint": {"path": str(ck.resolve()), "bytes": ck.stat().st_size if ck.is_file() else None},
+        "model": model,
         "search": asdict(cfg.search),
         "bf16": cfg.bf16,
         "max_source_positions": max_src,
@@ -151,23 +173,70 @@ def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int) -> dict:
     return job
 
 
+def _model(cfg: TranslateConfig, tr: Translator | None) -> dict:
+    """The model of the job: its checkpoint's save id (``mt.checkpoint.model_id``) and, for the record, its path."""
+    if tr is not None:
+        return {"id": ckpt.model_id(tr.loaded.path, tr.loaded.meta), "path": str(Path(tr.loaded.path).resolve())}
+    return {"id": ckpt.model_id(cfg.path), "path": str(Path(cfg.path).resolve())}
+
+
+def _short(model_id: object) -> str:
+    text = str(model_id)
+    kind, _, value = text.partition(":")
+    return f"{kind} {value[:12]}" if value else text
+
+
+def _finished_chunks(out: Path) -> int:
+    return sum(1 for _ in (out / "chunks").glob("*/chunk-*.txt")) if (out / "chunks").is_dir() else 0
+
+
 def _check_job(out: Path, job: dict) -> None:
+    """Refuse a job whose finished chunks came from another model, other inputs or other settings; else record it."""
     path = out / "job.json"
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"{path}: unreadable job description; delete {out} to start over") from None
-        diffs = [k for k in job if old.get(k) != job[k]]
-        if diffs:
-            raise UserError(
-                f"{out} holds a job with other settings ({', '.join(diffs)} differ): its chunks would not match; "
-                f"use another --out, or delete {out} to start over"
-            )
-    else:
+    redo = f"use a new --out, or delete {out / 'chunks'} and {path} to start over"
+    if not path.is_file():
+        done = _finished_chunks(out)
+        if done:
+            raise UserError(f"{out / 'chunks'}: {done} finished chunks but no {path} that says which model and inputs "
+                            f"made them; {redo}")  # fmt: skip
         with atomic_write(path) as fh:
             json.dump(job, fh, indent=1, ensure_ascii=False)
             fh.write("\n")
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise UserError(f"{path}: unreadable job description; {redo}")
+    if old.get("version") != JOB_VERSION:
+        raise UserError(f"{path}: written by an older mt-translate (job version {old.get('version')}) that told models "
+                        f"and inputs apart by byte size only, so its chunks cannot be checked; {redo}")  # fmt: skip
+    was, now = old.get("model") or {}, job["model"]
+    if was.get("id") != now["id"]:
+        raise UserError(f"{path}: this job was started with another model ({was.get('path')}, {_short(was.get('id'))}; "
+                        f"now {now['path']}, {_short(now['id'])}): its finished chunks are the old model's "
+                        f"translations; {redo}")  # fmt: skip
+    changed = _input_change(old.get("inputs"), job["inputs"])
+    if changed:
+        raise UserError(f"{path}: {changed}, so the finished chunks do not match; {redo}")
+    diffs = [k for k in job if k not in ("model", "inputs") and old.get(k) != job[k]]
+    if diffs:
+        raise UserError(f"{out} holds a job with other settings ({', '.join(diffs)} differ): its chunks would not "
+                        f"match; {redo}")  # fmt: skip
+
+
+def _input_change(old: object, new: list[dict]) -> str:
+    """How the inputs differ from those of the job ("" when they do not)."""
+    old = [i for i in old if isinstance(i, dict)] if isinstance(old, list) else []
+    if [(i.get("name"), i.get("format")) for i in old] != [(i["name"], i["format"]) for i in new]:
+        names = [str(i.get("name")) for i in old]
+        return f"the inputs differ (job: {', '.join(names)}; now: {', '.join(i['name'] for i in new)})"
+    for a, b in zip(old, new):
+        if a.get("identity") != b["identity"]:
+            size_a, size_b = (a.get("identity") or {}).get("size"), b["identity"]["size"]
+            return f"input {b['name']} changed since the job started ({size_a} -> {size_b} bytes, other content)"
+    return ""
 
 
 # --- the job -------------------------------------------------------------------------------------------
@@ -193,7 +262,9 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     """Run (or resume) this shard of the job; merge when the whole job is done. Returns a summary."""
     cfg.check()
     out = Path(cfg.out)
+    _check_out(out)
     files = list_inputs(cfg.inputs, cfg.fmt, exclude=out)
+    check_output_names(files)
     counts = [count_records(f, cfg.column) for f in files]
     n_records = sum(counts)
     n_chunks = math.ceil(n_records / cfg.chunk_size)
@@ -211,7 +282,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         for t in [cfg.src_lang, *cfg.tgt_langs]:
             tr.lang_token(t)  # a clear error for a language the model does not know
         max_src = max_src or tr.max_source_positions
-    _check_job(out, _job(cfg, files, max_src))
+    _check_job(out, _job(cfg, files, max_src, _model(cfg, tr)))
 
     _remove_stale_temps(out, cfg)
     shard = f" shard {cfg.shard_index}/{cfg.num_shards}" if cfg.num_shards > 1 else ""
@@ -221,15 +292,17 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     bar = _Progress(work, cfg.progress and work > 0, f"mt-translate{shard}")
     t0, done_sent, n_bad = time.perf_counter(), 0, 0
     seen = 0
-    for k, recs in enumerate(_chunks(iter_records(files, cfg.column, cfg.json_field), cfg.chunk_size)):
-        seen += len(recs)
-        if k >= n_chunks or len(recs) != chunk_len[k]:
-            raise UserError(f"{files[recs[0].file].path}: input changed while the job was reading it; start again")
-        if k % cfg.num_shards != cfg.shard_index or not todo[k]:
-            continue
-        n_bad += _run_chunk(tr, cfg, out, files, k, recs, todo[k], bar)
-        done_sent += len(recs) * len(todo[k])
-    bar.close()
+    try:  # the bar ends its line even on an error, so the error message gets a line of its own
+        for k, recs in enumerate(_chunks(iter_records(files, cfg.column, cfg.json_field), cfg.chunk_size)):
+            seen += len(recs)
+            if k >= n_chunks or len(recs) != chunk_len[k]:
+                raise UserError(f"{files[recs[0].file].path}: input changed while the job was reading it; start again")
+            if k % cfg.num_shards != cfg.shard_index or not todo[k]:
+                continue
+            n_bad += _run_chunk(tr, cfg, out, files, k, recs, todo[k], bar)
+            done_sent += len(recs) * len(todo[k])
+    finally:
+        bar.close()
     if seen != n_records:
         raise UserError(f"{cfg.inputs[0]}: input changed while the job was reading it; start again")
     secs = time.perf_counter() - t0
@@ -252,6 +325,16 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         else:
             summary["merged"] = merge(out, cfg.tgt_langs, files, index)
     return summary
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder or a path where one can be made: said before the model is loaded."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"lies under {p}, which is a file"
+                raise UserError(f"--out {out} {what}, not a folder: choose another --out")
+            return
 
 
 _TEMP = re.compile(r"^\.(?:chunk|bad)-(\d+)\.(?:txt|tsv)\..*\.tmp$")

@@ -3,9 +3,9 @@
 A checkpoint holds the weights, the model config and the dictionary's checksum, not the dictionary itself
 (fairseq's convention: the data directory carries ``dict.txt``). The vocabulary files are looked for, in
 order: the directory given (``--data`` / ``DATA``), the checkpoint's own folder (copy ``dict.txt`` and
-``spm.model`` next to a checkpoint to ship it), and the data directory recorded at training time. The
-dictionary must have the checksum recorded in the checkpoint, so a wrong ``dict.txt`` is an error, never
-silently wrong output.
+``spm.model`` next to a checkpoint to ship it), and the data directory recorded at training time (found
+from any working directory, see ``recorded_places``). The dictionary must have the checksum recorded in
+the checkpoint, so a wrong ``dict.txt`` is an error, never silently wrong output.
 """
 
 from __future__ import annotations
@@ -47,14 +47,50 @@ class LoadedModel:
         return self.dictionary.langs()
 
 
+def recorded_places(path: Path, state: dict[str, Any], key: str) -> list[Path]:
+    """Where the ``data`` / ``spm_model`` path recorded at training time may be now, most likely first.
+
+    The absolute path resolved at save time; the path as typed (relative to the current directory);
+    relative to the directory mt-train ran in, found by taking the recorded ``save_dir`` off the
+    checkpoint's folder (the whole project moved, or another working directory); relative to the
+    checkpoint's folder. So ``--data`` is needed only when the data itself is gone.
+    """
+    tc = state.get("train_config") or {}
+    recorded = tc.get(key)
+    resolved = (state.get("resolved_paths") or {}).get(key)
+    places = [Path(resolved)] if isinstance(resolved, str) and resolved else []
+    if isinstance(recorded, str) and recorded:
+        rec = Path(recorded)
+        places.append(rec)
+        if not rec.is_absolute():
+            run_dir = _training_dir(path, tc.get("save_dir"))
+            if run_dir is not None:
+                places.append(run_dir / rec)
+            places.append(path.parent / rec)
+    out: list[Path] = []
+    for p in places:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _training_dir(path: Path, save_dir: object) -> Path | None:
+    """The directory mt-train ran in: the checkpoint's folder less the relative ``save_dir`` it was saved to."""
+    if not isinstance(save_dir, str) or not save_dir or Path(save_dir).is_absolute():
+        return None
+    parts = [p for p in Path(save_dir).parts if p != "."]
+    folder = path.resolve().parent
+    if not parts:
+        return folder
+    if ".." in parts or len(parts) >= len(folder.parts) or list(folder.parts[-len(parts):]) != parts:
+        return None
+    return Path(*folder.parts[: -len(parts)])
+
+
 def _candidates(path: Path, data: str | os.PathLike | None, state: dict[str, Any]) -> list[Path]:
     if data:
         return [Path(data)]
-    out = [path.parent]
-    recorded = (state.get("train_config") or {}).get("data")
-    if recorded:
-        out.append(Path(recorded))
-    return out
+    return [path.parent, *(p for p in recorded_places(path, state, "data") if p != path.parent)]
 
 
 def find_vocab(
@@ -74,8 +110,7 @@ def find_vocab(
         if not spm.is_file():
             raise UserError(f"{spm}: SentencePiece model not found (pass the spm.model from mt-spm train)")
         return data_dir, spm
-    recorded = (state.get("train_config") or {}).get("spm_model")
-    for cand in [data_dir / "spm.model", path.parent / "spm.model"] + ([Path(recorded)] if recorded else []):
+    for cand in [data_dir / "spm.model", path.parent / "spm.model", *recorded_places(path, state, "spm_model")]:
         if cand.is_file():
             return data_dir, cand
     return data_dir, None
