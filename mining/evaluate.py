@@ -29,7 +29,7 @@ from mining import bucc
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
-from mining.textio import read_lines, with_line_numbers
+from mining.textio import check_outputs, read_lines, with_line_numbers
 from mt.errors import UserError, located
 from mt.util import atomic_write
 
@@ -461,6 +461,9 @@ def cli(argv: list[str] | None = None) -> int:
         bucc.build(bcfg)
         return 0
     if a.cmd == "gold":
+        check_outputs({"--mined": a.mined, "--gold": a.gold, "--src-text": a.src_text, "--tgt-text": a.tgt_text,
+                       "--src-line-numbers": a.src_line_numbers, "--tgt-line-numbers": a.tgt_line_numbers},
+                      {"--out": a.out})
         res = score_against_gold(GoldScoreConfig(
             mined=a.mined, gold=a.gold, src_text=a.src_text, tgt_text=a.tgt_text, src_line_numbers=a.src_line_numbers,
             tgt_line_numbers=a.tgt_line_numbers, threshold=a.threshold))
