@@ -104,9 +104,10 @@ def _fingerprint(spec: dict, files: Iterable[Path]) -> str:
 
 def _done(marker: Path, fingerprint: str) -> bool:
     try:
-        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: prepare again
         return False
+    return isinstance(saved, dict) and saved.get("fingerprint") == fingerprint
 
 
 def _mark(marker: Path, fingerprint: str, **info: object) -> None:
