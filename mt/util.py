@@ -193,12 +193,15 @@ def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
         else:
             return n + (last != b"\n")
         fh.seek(0)
+        offset = 0
         for lineno, raw in enumerate(fh, 1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise located(path, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line): "
-                                            "convert the file with iconv -f ENCODING -t UTF-8") from None
+                raise located(path, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line, byte "
+                                            f"{offset + exc.start} of the file): convert the file with iconv -f "
+                                            "ENCODING -t UTF-8") from None
+            offset += len(raw)
     raise AssertionError("unreachable: the block decoder and the line decoder disagree")  # pragma: no cover
 
 
