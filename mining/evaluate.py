@@ -31,7 +31,7 @@ from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
 from mining.textio import check_outputs, read_lines, with_line_numbers
 from mt.errors import UserError, located
-from mt.util import atomic_write
+from mt.util import atomic_write, refuse_file_in_the_way
 
 # --------------------------------------------------------------------------------------------------
 # embedding a BUCC side (through mine-embed's own code: same shards, meta, resume and checks)
@@ -454,6 +454,12 @@ def cli(argv: list[str] | None = None) -> int:
         return xsim.xsim_from_args(a)
     if a.cmd in ("bucc", "bucc-build"):
         data = (a.data if a.cmd == "bucc" else a.out) or (CORPUS_DATA if a.corpus else d.data)
+        folders = {"--data" if a.cmd == "bucc" else "--out": data}
+        if a.cmd == "bucc":
+            folders.update({"--work": a.work, "--out-dir": a.out_dir})
+        for flag, folder in folders.items():  # before the embedding and mining: a report that cannot be written
+            if folder:
+                refuse_file_in_the_way(folder, flag, folder=True)
         bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
                                 corpus=a.corpus)
     if a.cmd == "bucc-build":

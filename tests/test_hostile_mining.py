@@ -276,6 +276,10 @@ def test_eval_bucc_files_that_are_binary_or_not_utf8(w):
     refused("mine-eval", [*score, w.binary], w, expect="test.gold:2: not valid UTF-8")
     Path(f"{base}.gold").write_text("deu-0\teng-0\n")
     refused("mine-eval", [*score, w.binary], w, expect="image.png:1: expected src_id<TAB>tgt_id")
+    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--out-dir",
+                          w.afile / "report"], w, expect="--out-dir", outputs=["work"])
+    refused("mine-eval", ["bucc-build", "--corpus", "corpus", "--langs", "deu_Latn", "--out", w.afile], w,
+            expect="--out")
     (data / "info.json").write_bytes(BINARY)
     refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"], w,
             expect="info.json: corrupt", outputs=["work"])
