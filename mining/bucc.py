@@ -49,6 +49,7 @@ from mt.data.locales import LOCALE_CODES
 from mt.data.mo import MoFormatError, read_mo
 from mt.errors import UserError, located
 from mt.util import atomic_write
+from mining.textio import read_lines
 
 SPLITS = ("training", "test")
 LOCALE_DIR = Path("/usr/share/locale")
@@ -149,9 +150,13 @@ def read_info(dir: str | Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise UserError(f"{path}: corrupt ({exc}); delete it and rebuild the sets") from None
+    if not isinstance(info, dict) or not isinstance(info.get("pairs", {}), dict):
+        raise UserError(f"{path}: not a BUCC set description (expected a JSON object with 'pairs'); delete it "
+                        "and rebuild the sets")
+    return info
 
 
 def _write_tsv(path: Path, rows: Iterable[tuple[str, str]]) -> None:
@@ -233,8 +238,7 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
 def _read_mono(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path}: mono file not found (rebuild the corpus with mt-data build gettext)")
-    with open(path, encoding="utf-8", newline="\n") as fh:  # "\n" only: line numbers as wc -l counts them
-        return [line.rstrip("\n") for line in fh]
+    return list(read_lines(path, progress=False))  # "\n" only: line numbers as wc -l counts them
 
 
 def read_gold_lines(path: str | Path, n_src: int | None = None, n_tgt: int | None = None) -> list[tuple[int, int]]:
@@ -244,19 +248,18 @@ def read_gold_lines(path: str | Path, n_src: int | None = None, n_tgt: int | Non
     if not path.is_file():
         raise UserError(f"{path}: gold file not found (rebuild the corpus with mt-data build gettext)")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            try:
-                i, j = (int(x) for x in parts)
-            except ValueError:
-                raise located(path, n, "expected line_in_src<TAB>line_in_tgt (two 0-based line numbers)") from None
-            if i < 0 or j < 0 or (n_src is not None and i >= n_src) or (n_tgt is not None and j >= n_tgt):
-                raise located(path, n, f"line numbers {i}, {j} are outside the mono files ({n_src} and "
-                                       f"{n_tgt} lines): the gold belongs to other files")
-            out.append((i, j))
+    for n, line in enumerate(read_lines(path, progress=False), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            i, j = (int(x) for x in parts)
+        except ValueError:
+            raise located(path, n, "expected line_in_src<TAB>line_in_tgt (two 0-based line numbers)") from None
+        if i < 0 or j < 0 or (n_src is not None and i >= n_src) or (n_tgt is not None and j >= n_tgt):
+            raise located(path, n, f"line numbers {i}, {j} are outside the mono files ({n_src} and "
+                                   f"{n_tgt} lines): the gold belongs to other files")
+        out.append((i, j))
     return out
 
 
@@ -388,18 +391,17 @@ def read_gold(path: str | Path, src_ids: set[str] | None = None, tgt_ids: set[st
     if not path.is_file():
         raise UserError(f"{path}: gold file not found")
     gold = set()
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2:
-                raise located(path, n, "expected src_id<TAB>tgt_id")
-            if src_ids is not None and parts[0] not in src_ids:
-                raise located(path, n, f"source id {parts[0]!r} is not in the source file")
-            if tgt_ids is not None and parts[1] not in tgt_ids:
-                raise located(path, n, f"target id {parts[1]!r} is not in the target file")
-            gold.add((parts[0], parts[1]))
+    for n, line in enumerate(read_lines(path, progress=False), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise located(path, n, "expected src_id<TAB>tgt_id")
+        if src_ids is not None and parts[0] not in src_ids:
+            raise located(path, n, f"source id {parts[0][:40]!r} is not in the source file")
+        if tgt_ids is not None and parts[1] not in tgt_ids:
+            raise located(path, n, f"target id {parts[1][:40]!r} is not in the target file")
+        gold.add((parts[0], parts[1]))
     return gold
 
 

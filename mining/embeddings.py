@@ -49,6 +49,19 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
     return Path(path)
 
 
+def load_npy(path: str | os.PathLike, producer: str, mmap: bool = True) -> np.ndarray:
+    """A ``.npy`` array, memory-mapped by default; never unpickled (allow_pickle stays False: a file must not
+    run code). A truncated, foreign or object-dtype file is a UserError naming it and the command that
+    rewrites it, instead of numpy's traceback."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        text = str(exc)
+        why = ("it holds Python objects (a pickle), which are never loaded" if "object" in text.lower()
+               else f"truncated or not a .npy array ({text.split('. ')[0]})")
+        raise UserError(f"{path}: {why}; delete it and re-run {producer}") from None
+
+
 def npy_matches(path: str | os.PathLike, shape: tuple[int, ...], dtype: object = None) -> bool:
     """True when ``path`` is a readable ``.npy`` of this shape (and dtype): a finished shard to skip."""
     try:
@@ -65,10 +78,11 @@ def read_meta(path: str | os.PathLike, fmt: str, what: str, producer: str) -> di
         raise UserError(f"{path}: {what} not found (run {producer} first, or finish the killed run)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: corrupt {what} meta file ({exc}); re-run {producer}") from None
-    if meta.get("format") != fmt:
-        raise UserError(f"{path}: unknown {what} format {meta.get('format')!r} (expected {fmt})")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise UserError(f"{path}: unknown {what} format {found!r} (expected {fmt}); re-run {producer}")
     return meta
 
 
@@ -77,6 +91,23 @@ def write_meta(prefix: str | os.PathLike, dim: int, shards: list[dict], **info: 
             "total": int(sum(s["rows"] for s in shards)), **info, "shards": shards}
     with atomic_write(meta_path(prefix)) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
+
+
+def _check_layout(mp: Path, meta: dict) -> None:
+    """The keys readers use are there and the shards follow each other from row 0; a hand-edited or
+    foreign meta file is a UserError here rather than a KeyError deep inside mine-index."""
+    try:
+        if int(meta["dim"]) < 0 or int(meta["total"]) < 0:
+            raise ValueError("a negative dim or total")
+        start = 0
+        for k, s in enumerate(meta["shards"]):
+            if not isinstance(s["file"], str):
+                raise TypeError(f"shard {k} has the file name {s['file']!r}")
+            if s["start"] != start:
+                raise UserError(f"{mp}: shard {k} starts at row {s['start']}, expected {start}: shards are mismatched")
+            start += int(s["rows"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{mp}: malformed meta file ({type(exc).__name__} {exc}); re-run mine-embed") from None
 
 
 @dataclass
@@ -90,13 +121,8 @@ class EmbeddingSet:
     def open(cls, prefix: str | os.PathLike) -> "EmbeddingSet":
         mp = meta_path(prefix)
         meta = read_meta(mp, FORMAT, "embedding set", "mine-embed")
-        es = cls(Path(prefix), meta)
-        start = 0
-        for k, s in enumerate(meta["shards"]):
-            if s["start"] != start:
-                raise UserError(f"{mp}: shard {k} starts at row {s['start']}, expected {start}: shards are mismatched")
-            start += s["rows"]
-        return es
+        _check_layout(mp, meta)
+        return cls(Path(prefix), meta)
 
     @property
     def dim(self) -> int:
@@ -111,7 +137,7 @@ class EmbeddingSet:
         path = self.prefix.parent / info["file"]
         if not path.is_file():
             raise UserError(f"{path}: embedding shard missing (listed in {meta_path(self.prefix)})")
-        arr = np.load(path, mmap_mode="r")
+        arr = load_npy(path, "mine-embed")
         if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] != info["rows"]:
             raise UserError(
                 f"{path}: shape {arr.shape} does not match the meta file (rows={info['rows']}, dim={self.dim}); "

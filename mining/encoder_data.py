@@ -50,6 +50,7 @@ from mt.data.langs import check_code, is_code, lang_token
 from mt.data.layout import bin_prefix, eval_file
 from mt.errors import UserError
 from mt.util import atomic_write
+from mining import textio
 from mining.laser_model import ROW_OFFSET
 
 ENGLISH = "eng_Latn"
@@ -78,10 +79,8 @@ def corpus_bitexts(corpus: str | Path) -> dict[str, tuple[Path, Path]]:
 
 
 def read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").split("\n")[:-1] if path.stat().st_size else []
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: invalid UTF-8 at byte {exc.start}; re-encode the file as UTF-8") from None
+    """Every line of ``path`` (a last line without a newline included), or an error naming a non-UTF-8 line."""
+    return list(textio.read_lines(path, progress=False))
 
 
 def read_bitext(eng_file: Path, other_file: Path) -> list[tuple[str, str]]:
@@ -105,9 +104,10 @@ def _fingerprint(spec: dict, files: Iterable[Path]) -> str:
 
 def _done(marker: Path, fingerprint: str) -> bool:
     try:
-        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: prepare again
         return False
+    return isinstance(saved, dict) and saved.get("fingerprint") == fingerprint
 
 
 def _mark(marker: Path, fingerprint: str, **info: object) -> None:
@@ -191,6 +191,9 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
     if _done(marker, fp):
         pair_sizes = json.loads(marker.read_text())["pair_sizes"]
     else:
+        # every file is read (and checked) before anything is deleted or written: a bad corpus leaves no half data
+        raw = {c: read_bitext(*bitexts[c]) for c in chosen}
+        dev_text = {c: read_lines(path) for c, path in dev_files.items() if path.is_file()}
         if text.exists():
             shutil.rmtree(text)
         norm = _normalizer()
@@ -199,7 +202,7 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
         normed: dict[str, list[tuple[str, str]]] = {}
         for c in chosen:
             rows = []
-            for e, x in read_bitext(*bitexts[c]):
+            for e, x in raw[c]:
                 e, x = norm(e).strip(), norm(x).strip()
                 if e and x:
                     rows.append((e, x))
@@ -221,9 +224,8 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
                 _write_lines(text / "train" / f"{c}-{pivot}.{c}", (x for x, _ in joined))
                 _write_lines(text / "train" / f"{c}-{pivot}.{pivot}", (p for _, p in joined))
                 pair_sizes[f"{c}-{pivot}"] = len(joined)
-        for c, path in dev_files.items():
-            if path.is_file():
-                _write_lines(text / "dev" / f"{c}.dev", (norm(s).strip() for s in read_lines(path)))
+        for c, lines in dev_text.items():
+            _write_lines(text / "dev" / f"{c}.dev", (norm(s).strip() for s in lines))
         _mark(marker, fp, pair_sizes=pair_sizes)
         _say(f"normalised bitext in {text}/train: " + ", ".join(f"{k} {v}" for k, v in pair_sizes.items()))
 
@@ -299,11 +301,9 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     if _done(marker, fp):
         saved = json.loads(marker.read_text())
         return StudentDataPlan(str(bin_dir), str(spm_model), str(teacher_prefix), chosen, directions, saved["sizes"])
-    for sub in ("teacher", "text", "spm", "bin"):
-        if (data_dir / sub).exists():
-            shutil.rmtree(data_dir / sub)
 
     # 1. sentences: the students' bitext, extra English from the rest of the corpus, dev for validation
+    #    (all read and checked before the stale data of an earlier run is deleted)
     pairs = {c: [(e, x) for e, x in read_bitext(*bitexts[c]) if e.strip() and x.strip()] for c in chosen}
     own_eng = list(dict.fromkeys(e for c in chosen for e, _ in pairs[c]))
     pool = sorted({e for c in others for e in read_lines(bitexts[c][0]) if e.strip()} - set(own_eng))
@@ -314,6 +314,9 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     dev_eng = dev.get(ENGLISH, []) if dev_langs else []
     english = list(dict.fromkeys(own_eng + extra + dev_eng))
     row = {e: i for i, e in enumerate(english)}
+    for sub in ("teacher", "text", "spm", "bin"):
+        if (data_dir / sub).exists():
+            shutil.rmtree(data_dir / sub)
 
     # 2. teacher embeddings of every English sentence, once
     _write_lines(teacher_prefix.with_suffix(".txt"), english)

@@ -29,9 +29,9 @@ from mining import bucc
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
-from mining.textio import read_lines, with_line_numbers
+from mining.textio import check_outputs, read_lines, with_line_numbers
 from mt.errors import UserError, located
-from mt.util import atomic_write
+from mt.util import atomic_write, refuse_file_in_the_way
 
 # --------------------------------------------------------------------------------------------------
 # embedding a BUCC side (through mine-embed's own code: same shards, meta, resume and checks)
@@ -454,6 +454,12 @@ def cli(argv: list[str] | None = None) -> int:
         return xsim.xsim_from_args(a)
     if a.cmd in ("bucc", "bucc-build"):
         data = (a.data if a.cmd == "bucc" else a.out) or (CORPUS_DATA if a.corpus else d.data)
+        folders = {"--data" if a.cmd == "bucc" else "--out": data}
+        if a.cmd == "bucc":
+            folders.update({"--work": a.work, "--out-dir": a.out_dir})
+        for flag, folder in folders.items():  # before the embedding and mining: a report that cannot be written
+            if folder:
+                refuse_file_in_the_way(folder, flag, folder=True)
         bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
                                 corpus=a.corpus)
     if a.cmd == "bucc-build":
@@ -461,6 +467,9 @@ def cli(argv: list[str] | None = None) -> int:
         bucc.build(bcfg)
         return 0
     if a.cmd == "gold":
+        check_outputs({"--mined": a.mined, "--gold": a.gold, "--src-text": a.src_text, "--tgt-text": a.tgt_text,
+                       "--src-line-numbers": a.src_line_numbers, "--tgt-line-numbers": a.tgt_line_numbers},
+                      {"--out": a.out})
         res = score_against_gold(GoldScoreConfig(
             mined=a.mined, gold=a.gold, src_text=a.src_text, tgt_text=a.tgt_text, src_line_numbers=a.src_line_numbers,
             tgt_line_numbers=a.tgt_line_numbers, threshold=a.threshold))

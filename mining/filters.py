@@ -28,7 +28,8 @@ from mt.data.langs import check_code, script_of
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import han_variant, script_fraction
-from mining.textio import LineNumberTracker, add_line_number_args, check_input, chunks, open_output, read_lines
+from mining.textio import (LineNumberTracker, add_line_number_args, check_input, check_outputs, chunks, open_output,
+                           read_lines)
 
 # reason codes, in the order they are checked
 EMPTY = "empty"
@@ -412,6 +413,9 @@ def run_filter(job: FilterJob) -> FilterReport:
     if bitext == bool(job.lang) or (bitext and not (job.src_lang and job.tgt_lang)):
         raise UserError("pass --lang CODE for a monolingual file, or --src-lang and --tgt-lang for bitext TSV")
     check_input(job.input)
+    check_outputs({"--input": job.input, "--input-line-numbers": job.input_line_numbers},
+                  {"--output": job.output, "--dropped": job.dropped, "--line-numbers": job.line_numbers,
+                   "--report": job.report})
     cfg = job.config
     if cfg.batch_size < 1 or cfg.dedup_memory_mb < 1:
         raise UserError("--batch-size and --dedup-memory-mb must be >= 1")

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet, npy_matches, read_meta, save_npy
+from mining.embeddings import EmbeddingSet, load_npy, meta_path, npy_matches, read_meta, save_npy
 from mt.errors import UserError
-from mt.util import atomic_write
+from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps, temp_name
 
 KNN_FORMAT = "nllb-mini-knn/1"
 DIRECTIONS = {"src2tgt": ("src", "tgt"), "tgt2src": ("tgt", "src")}
@@ -100,6 +100,13 @@ def _sample_rows(emb: EmbeddingSet, n: int, seed: int) -> np.ndarray:
 def _check_not_empty(emb: EmbeddingSet, what: str) -> None:
     if len(emb) == 0:
         raise UserError(f"{emb.prefix}: the {what} embedding set is empty (0 rows); nothing to index or search")
+
+
+def check_shards(emb: EmbeddingSet) -> None:
+    """Open every shard (a memory map: no data is read) so that a truncated or foreign shard is reported,
+    naming it, before an index or a search writes anything."""
+    for k in range(len(emb.meta["shards"])):
+        emb.shard(k)
 
 
 def _set_threads(threads: int) -> None:
@@ -199,10 +206,14 @@ def save_index(index, path: str | os.PathLike) -> Path:
         except (RuntimeError, AttributeError):
             pass  # already a CPU index
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temps(path.parent, f".{path.name}.")  # a killed build's full-size leftovers
+    tmp = path.with_name(temp_name(path.name))
     try:
         faiss.write_index(index, str(tmp))
         os.replace(tmp, path)
+    except RuntimeError as exc:  # faiss reports a failed write (a full disk) as a RuntimeError
+        raise UserError(f"{path}: writing the index failed ({str(exc).strip().splitlines()[-1]}); free space or "
+                        "choose another --out, and re-run") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -392,6 +403,19 @@ def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, o
     return write_knn_meta(out_prefix, query, index_path, cfg, ntotal, **info)
 
 
+def _check_knn_meta(mp: Path, meta: dict) -> None:
+    """The keys the readers use are there and add up; a hand-edited or foreign meta file is an error here,
+    not a KeyError in the middle of mining."""
+    try:
+        k, total = int(meta["k"]), int(meta["total"])
+        shards = [(int(s["start"]), int(s["rows"])) for s in meta["shards"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{mp}: malformed meta file ({type(exc).__name__} {exc}); re-run mine-knn") from None
+    rows = sum(n for _, n in shards)
+    if k < 1 or rows != total:
+        raise UserError(f"{mp}: malformed meta file (k={k}, total {total}, shards of {rows} rows); re-run mine-knn")
+
+
 @dataclass
 class KnnSet:
     """Read side of a k-NN result: per-shard arrays and the per-query neighbourhood means."""
@@ -401,7 +425,10 @@ class KnnSet:
 
     @classmethod
     def open(cls, prefix: str | os.PathLike) -> "KnnSet":
-        return cls(Path(prefix), read_meta(knn_meta_path(prefix), KNN_FORMAT, "k-NN result", "mine-knn"))
+        mp = knn_meta_path(prefix)
+        meta = read_meta(mp, KNN_FORMAT, "k-NN result", "mine-knn")
+        _check_knn_meta(mp, meta)
+        return cls(Path(prefix), meta)
 
     @property
     def k(self) -> int:
@@ -417,7 +444,7 @@ class KnnSet:
         for p in (ids_p, sims_p):
             if not p.is_file():
                 raise UserError(f"{p}: k-NN shard missing (listed in {knn_meta_path(self.prefix)}); re-run mine-knn")
-        ids, sims = np.load(ids_p), np.load(sims_p)
+        ids, sims = load_npy(ids_p, "mine-knn", mmap=False), load_npy(sims_p, "mine-knn", mmap=False)
         if ids.shape != (rows, self.k) or sims.shape != (rows, self.k):
             raise UserError(f"{ids_p}: shape {ids.shape} does not match the meta file ({rows}, {self.k}): "
                             "the shard comes from another run; delete it and re-run mine-knn")
@@ -436,7 +463,11 @@ class KnnSet:
         for s, info in enumerate(self.meta["shards"]):
             lo, hi = info["start"], info["start"] + info["rows"]
             if k == self.k:
-                out[lo:hi] = np.load(knn_files(self.prefix, s)[2])
+                avg = load_npy(knn_files(self.prefix, s)[2], "mine-knn")
+                if avg.shape != (hi - lo,):
+                    raise UserError(f"{knn_files(self.prefix, s)[2]}: shape {avg.shape} does not match the meta "
+                                    f"file ({hi - lo},): delete it and re-run mine-knn")
+                out[lo:hi] = avg
             else:
                 ids, sims = self.shard(s)
                 out[lo:hi] = neighbour_mean(sims[:, :k], ids[:, :k])
@@ -490,7 +521,9 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
         )
     for side, emb in embs.items():
         _check_not_empty(emb, side)
+        check_shards(emb)  # a bad shard is reported before anything is built or written
     out = Path(cfg.out_dir)
+    refuse_file_in_the_way(out, "--out-dir", folder=True)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"src": cfg.src_index or str(out / "src.faiss"), "tgt": cfg.tgt_index or str(out / "tgt.faiss")}
     for direction in cfg.directions:
@@ -573,6 +606,10 @@ def cli_index(argv: list[str] | None = None) -> int:
         print(f"mine-index: {out} exists, skipping (--force to rebuild)", file=sys.stderr)
         return 0
     emb = EmbeddingSet.open(a.emb)
+    shards = {f"--emb shard {k}": emb.prefix.parent / s["file"] for k, s in enumerate(emb.meta["shards"])}
+    refuse_overwriting_input({"--emb": meta_path(a.emb), **shards}, out, "--out")
+    refuse_file_in_the_way(out, "--out")
+    check_shards(emb)
     t0 = time.time()
     index = build_index(emb, cfg)
     save_index(index, out)

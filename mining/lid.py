@@ -24,8 +24,8 @@ from mt.data.langs import check_code, is_code
 from mt.errors import UserError, located
 from mt.util import atomic_write
 from mining.scripts import dominant_script
-from mining.textio import (LineNumberTracker, add_line_number_args, check_input, chunks, open_output,
-                           read_lines)
+from mining.textio import (LineNumberTracker, add_line_number_args, check_input, check_outputs, chunks,
+                           open_output, read_lines)
 
 # lid.176 label -> FLORES-200 style code(s). Where several are listed, the text's script picks one
 # (the first is the default). Macrolanguages map to the member FLORES-200 uses (ar -> arb_Arab,
@@ -158,24 +158,23 @@ def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
     """TSV ``lang<TAB>threshold`` (FLORES-200 codes); ``#`` comments and blank lines are skipped."""
     check_input(path, "thresholds")
     out: dict[str, float] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = re.split(r"\t|\s+", line)
-            if len(parts) != 2:
-                raise located(path, lineno, f"expected 'lang<TAB>threshold', got {line!r}")
-            code, value = parts
-            if not is_code(code):
-                raise located(path, lineno, f"unknown language code {code!r}: use FLORES-200 codes such as deu_Latn")
-            try:
-                thr = float(value)
-            except ValueError:
-                raise located(path, lineno, f"threshold {value!r} is not a number") from None
-            if not 0.0 <= thr <= 1.0:
-                raise located(path, lineno, f"threshold {thr} is outside [0, 1]")
-            out[code] = thr
+    for lineno, line in enumerate(read_lines(path, progress=False), 1):  # not UTF-8: an error naming the line
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = re.split(r"\t|\s+", line)
+        if len(parts) != 2:
+            raise located(path, lineno, f"expected 'lang<TAB>threshold', got {line[:80]!r}")
+        code, value = parts
+        if not is_code(code):
+            raise located(path, lineno, f"unknown language code {code[:40]!r}: use FLORES-200 codes such as deu_Latn")
+        try:
+            thr = float(value)
+        except ValueError:
+            raise located(path, lineno, f"threshold {value[:40]!r} is not a number") from None
+        if not 0.0 <= thr <= 1.0:
+            raise located(path, lineno, f"threshold {thr} is outside [0, 1]")
+        out[code] = thr
     return out
 
 
@@ -257,6 +256,9 @@ def run_lid(cfg: LidConfig) -> LidReport:
     if not 0.0 <= cfg.threshold <= 1.0:
         raise UserError(f"--threshold {cfg.threshold} is outside [0, 1]")
     check_input(cfg.input)
+    check_outputs({"--input": cfg.input, "--input-line-numbers": cfg.input_line_numbers, "--lid-model": cfg.lid_model},
+                  {"--output": cfg.output, "--dropped": cfg.dropped, "--line-numbers": cfg.line_numbers,
+                   "--report": cfg.report})
     lid = LanguageIdentifier(cfg.lid_model)
     report = LidReport()
     lines = read_lines(cfg.input, desc="mine-lid", progress=cfg.progress)
@@ -337,6 +339,9 @@ def cli(argv: list[str] | None = None) -> int:
                         "with a warning instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    if a.thresholds:
+        check_outputs({"--thresholds": a.thresholds}, {"--output": a.output, "--dropped": a.dropped,
+                                                       "--line-numbers": a.line_numbers, "--report": a.report})
     cfg = LidConfig(input=a.input, output=a.output, lang=a.lang, annotate=a.annotate, threshold=a.threshold,
                     thresholds=read_thresholds(a.thresholds) if a.thresholds else {}, lid_model=a.lid_model,
                     batch_size=a.batch_size, report=a.report, dropped=a.dropped, line_numbers=a.line_numbers,

@@ -40,6 +40,7 @@ import numpy as np
 
 from mining.embeddings import EmbeddingSet
 from mining.index import KnnSet, open_knn_dir
+from mining.textio import check_outputs
 from mt.errors import UserError
 from mt.util import atomic_write
 
@@ -447,6 +448,8 @@ def cli(argv: list[str] | None = None) -> int:
         src_lang, tgt_lang = langs
         if not (src_lang and tgt_lang) or src_lang == tgt_lang:
             raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
+    pair_files = {f"--pair-prefix ({c})": f"{a.pair_prefix}.{c}" for c in (src_lang, tgt_lang) if a.pair_prefix}
+    check_outputs({"--src-text": src_text, "--tgt-text": tgt_text}, {"--out": a.out, **pair_files})
     stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
                          src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt,
                          src_sha256=embedded_sha256(src_emb), tgt_sha256=embedded_sha256(tgt_emb))

@@ -17,7 +17,8 @@ from typing import IO, Iterable, Iterator
 from tqdm import tqdm
 
 from mt.errors import UserError, located
-from mt.util import atomic_write
+from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, same_file
+from mt.util import count_lines as util_count_lines
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> None:
@@ -29,6 +30,25 @@ def check_input(path: str | os.PathLike, what: str = "input") -> None:
         raise UserError(f"{p}: {what} file not found")
     if not p.is_file():
         raise UserError(f"{p}: {what} is not a regular file")
+
+
+def check_outputs(inputs: dict[str, str | os.PathLike | None], outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Before any work: refuse an output that names an input (``--output`` equal to ``--input`` would replace
+    the input with the result), two outputs that name one file (one would silently replace the other), and
+    an output that cannot be written because a file stands where a folder belongs. ``{flag: path}``; None
+    and ``-`` (stdin/stdout) are skipped."""
+    inputs = {flag: path for flag, path in inputs.items() if path is not None and str(path) != "-"}
+    seen: dict[str, str | os.PathLike] = {}
+    for flag, path in outputs.items():
+        if path is None or str(path) == "-":
+            continue
+        refuse_overwriting_input(inputs, path, flag)
+        for other_flag, other in seen.items():
+            if same_file(path, other):
+                raise UserError(f"{other_flag} and {flag} are both {path}: one would replace the other; "
+                                "give each output its own file")
+        refuse_file_in_the_way(path, flag)
+        seen[flag] = path
 
 
 def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool = True) -> Iterator[str]:
@@ -77,16 +97,10 @@ def chunks(items: Iterable, n: int) -> Iterator[list]:
 
 
 def count_lines(path: str | os.PathLike) -> int:
-    """Number of lines (a last line without newline counts), read in 1 MiB blocks."""
+    """Number of lines (a last line without newline counts), read in 1 MiB blocks; a line that is not UTF-8
+    is a UserError naming it, so a stage that counts first refuses a bad file before it writes anything."""
     check_input(path)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    n = 0
-    last = b"\n"
-    with opener(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")
+    return util_count_lines(path)
 
 
 def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -> Iterator[tuple[int, str]]:

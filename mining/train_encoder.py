@@ -47,6 +47,7 @@ from mining.laser_model import (
     ALIGN_LOSSES, ARCHS, OVERRIDABLE, DistillationLoss, LaserModelConfig, LaserTranslationModel, StudentModel,
     arch_config, export_encoder,
 )  # fmt: skip
+from mining.textio import check_outputs
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -422,7 +423,11 @@ def _export_cli(a: argparse.Namespace) -> int:
         spm_model = spms[0]
     else:
         raise UserError(f"{data}: no prepared data of a mine-train-encoder run; pass --save-dir")
-    out = export_checkpoint(checkpoint, a.out, data / "bin" / "dict.txt", spm_model)
+    out = Path(a.out)
+    if out.suffix != ".pt":
+        raise UserError(f"--out {out}: the encoder file must end in .pt (its .spm and .cvocab go beside it)")
+    check_outputs({"--checkpoint": checkpoint}, {"--out": out})  # .spm / .cvocab beside it: never a .pt
+    out = export_checkpoint(checkpoint, out, data / "bin" / "dict.txt", spm_model)
     print(json.dumps({"encoder": str(out)}))
     return 0
 

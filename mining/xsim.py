@@ -22,6 +22,7 @@ import numpy as np
 
 from mining.bucc import xsim_error
 from mining.encoders import load_encoder
+from mining.textio import read_lines
 from mt.data.langs import check_code, is_code
 from mt.data.layout import EVAL_SPLITS, eval_file
 from mt.errors import UserError
@@ -56,7 +57,7 @@ def split_langs(corpus: str | Path, split: str) -> list[str]:
 def _read(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path}: evaluation file not found")
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
+    return list(read_lines(path, progress=False))  # the last line counts without a final newline too
 
 
 def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:

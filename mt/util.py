@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-from mt.errors import UserError
+from mt.errors import UserError, located
 
 _HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
 
@@ -154,6 +154,58 @@ def refuse_overwriting_input(inputs: dict[str, str | os.PathLike | None], output
         if path and same_file(path, output):
             raise UserError(f"{output_flag} {output} is the same file as {flag} {path}: writing it would replace "
                             f"the input; choose another {output_flag}")  # fmt: skip
+
+
+def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = False) -> None:
+    """A UserError, before any work, when ``path`` cannot be written: a file stands where one of its folders
+    belongs (``--out results.txt/x``), or a folder where the file goes. Checking first leaves no partial output
+    (the OSError the write would raise comes after the folders and the work before it)."""
+    target = Path(path)
+    if target.is_dir() and not folder:
+        raise UserError(f"{flag} {path} is a folder: give the path of a file")
+    if target.exists() and not target.is_dir() and folder:
+        raise UserError(f"{flag} {path} is a file, not a folder: choose another {flag}")
+    parent = target.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder: choose another {flag}")
+
+
+def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
+    """Lines of a text file (``.gz`` read through gzip), a last line without a newline included, read in
+    1 MiB blocks. ``check_utf8``: a UserError ``path:line:`` at the first line that is not UTF-8, so a
+    command refuses a bad file before it writes anything (instead of failing halfway through)."""
+    import codecs
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    n, last = 0, b"\n"
+    with opener(path, "rb") as fh:
+        try:
+            while block := fh.read(1 << 20):
+                n += block.count(b"\n")
+                last = block[-1:]
+                if check_utf8:
+                    decoder.decode(block)
+            if check_utf8:
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            pass
+        else:
+            return n + (last != b"\n")
+        fh.seek(0)
+        offset = 0
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise located(path, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line, byte "
+                                            f"{offset + exc.start} of the file): convert the file with iconv -f "
+                                            "ENCODING -t UTF-8") from None
+            offset += len(raw)
+    raise AssertionError("unreachable: the block decoder and the line decoder disagree")  # pragma: no cover
 
 
 @contextlib.contextmanager

@@ -180,3 +180,25 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             spm.cli(args)
         assert "examples:" in capsys.readouterr().out
+
+
+def test_a_killed_runs_work_folder_is_removed_and_a_failed_run_leaves_no_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from mt.util import temp_tag
+
+    a = tmp_path / "mono.swh_Latn"
+    a.write_text("".join(f"habari ya leo {i} rafiki\n" for i in range(200)), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a writer that died
+    dead = tmp_path / "o" / f".spm-train.{temp_tag().rsplit('-', 1)[0]}-{proc.pid}.x1.tmp"
+    dead.mkdir(parents=True)
+    (dead / "sample.txt").write_text("a killed run's sample\n" * 1000)
+    spm.train(spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(a)], vocab_size=40, num_threads=1),
+              progress=False)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(spm.OUTPUTS)
+    with pytest.raises(UserError, match="--vocab-size"):
+        spm.train(spm.SpmTrainConfig(out=str(tmp_path / "new" / "o"), inputs=[str(a)], vocab_size=5000,
+                                     num_threads=1), progress=False)
+    assert not (tmp_path / "new").exists()

@@ -64,6 +64,30 @@ def test_dictionary_errors(tmp_path):
         Dictionary().lang_index("fra_Latn")
 
 
+@pytest.mark.parametrize("content,where,what", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8", "dict.txt:1:", "not valid UTF-8"),  # an image
+    (b"a 1\n\x00\x00\x00\x00 7\n", "dict.txt:2:", "binary file"),  # zeros decode as UTF-8: NUL says binary
+    (b"a 1\nb 2\ncaf\xe9 3\n", "dict.txt:3:", "not valid UTF-8"),  # Latin-1
+    (b"a 1\nlonely\n", "dict.txt:2:", "expected 'token count'"),  # no count
+    (b"a 1\nb 2.5\n", "dict.txt:2:", "count '2.5' is not an integer"),
+    (b"a 1\n" + b"x" * 5000 + b"\n", "dict.txt:2:", "..."),  # a huge line is cut in the message
+])
+def test_a_binary_or_malformed_dictionary_is_a_located_error(tmp_path, content, where, what):
+    p = tmp_path / "dict.txt"
+    p.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        Dictionary.load(p)
+    message = str(err.value)
+    assert where in message and what in message and "\n" not in message and len(message) < 400
+
+
+def test_crlf_and_overwrite_lines_still_load(tmp_path):
+    p = tmp_path / "dict.txt"
+    p.write_bytes(b"a 1\r\nb 2\r\na 3 #fairseq:overwrite\r\n\r\n")
+    d = Dictionary.load(p)
+    assert d.symbols[4:] == ["a", "b"] and d.counts[4:] == [4, 2]
+
+
 def test_add_dataset_merges_in_order(tmp_path):
     parts = [[[1, 2], [3]], [[], [4, 5, 6]]]
     for k, seqs in enumerate(parts):

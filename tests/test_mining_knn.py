@@ -236,3 +236,20 @@ def test_hnsw_coarse_quantizer_searches_wide_enough_for_nprobe(tmp_path, sides):
     _, got = index.search(x[:50], 4)
     want, _ = brute_topk(x[:50], y, 4)
     assert (got[:, 0] == want[:, 0]).mean() > 0.99
+
+
+def test_a_killed_index_writers_temp_file_is_removed_by_the_next_save(tmp_path, sides):
+    import subprocess
+    import sys
+
+    from mt.util import temp_tag
+
+    src, tgt, x, y = sides
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # its pid is now free: a writer that died
+    host = temp_tag().rsplit("-", 1)[0]
+    dead = tmp_path / f".t.faiss.{host}-{proc.pid}.ab12.tmp"
+    dead.write_bytes(b"\0" * 4096)  # what a killed write_index leaves behind
+    save_index(build_index(EmbeddingSet.open(tgt), progress=False), tmp_path / "t.faiss")
+    assert not dead.exists() and load_index(tmp_path / "t.faiss").ntotal == 250
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

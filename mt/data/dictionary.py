@@ -16,6 +16,22 @@ from mt.errors import UserError, located
 from mt.util import atomic_write
 
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
+_DICT_HINT = "is this a fairseq dict.txt? (mt-spm train writes one beside spm.model)"
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error line, cut to ``limit`` characters (a binary file has very long lines)."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise located(path, lineno, f"not valid UTF-8 (byte {exc.start} of the line): {_DICT_HINT}") from None
+    if "\x00" in line:
+        raise located(path, lineno, f"a NUL byte: this is a binary file, not a dictionary; {_DICT_HINT}")
+    return line.rstrip("\r\n")
 
 
 @dataclass
@@ -108,25 +124,29 @@ class Dictionary:
         if not path.is_file():
             raise UserError(f"{path}: dictionary not found (create it with `mt-spm train` or pass --srcdict)")
         d = cls()
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.rstrip("\n")
-                if not line.strip():
-                    continue
-                overwrite = line.endswith(" #fairseq:overwrite")
-                if overwrite:
-                    line = line[: -len(" #fairseq:overwrite")]
-                tok, sep, cnt = line.rpartition(" ")
-                if not sep or not tok:
-                    raise located(path, lineno, f"expected 'token count', got {line!r}")
-                try:
-                    n = int(cnt)
-                except ValueError:
-                    raise located(path, lineno, f"count {cnt!r} is not an integer (line {line!r})") from None
-                if tok in d.indices and not overwrite:
-                    raise located(path, lineno, f"duplicate token {tok!r}; add '#fairseq:overwrite' to keep it")
-                d.add_symbol(tok, n)
+        with open(path, "rb") as fh:  # bytes: a binary or non-UTF-8 file is reported with its line, not a traceback
+            for lineno, raw in enumerate(fh, 1):
+                d._add_line(path, lineno, _decode_line(path, lineno, raw))
         return d
+
+    def _add_line(self, path: Path, lineno: int, line: str) -> None:
+        """One ``token count [#fairseq:overwrite]`` line of ``dict.txt`` (blank lines are skipped)."""
+        if not line.strip():
+            return
+        overwrite = line.endswith(" #fairseq:overwrite")
+        if overwrite:
+            line = line[: -len(" #fairseq:overwrite")]
+        tok, sep, cnt = line.rpartition(" ")
+        if not sep or not tok:
+            raise located(path, lineno, f"expected 'token count', got {_shown(line)}: {_DICT_HINT}")
+        try:
+            n = int(cnt)
+        except ValueError:
+            raise located(path, lineno, f"count {_shown(cnt)} is not an integer (line {_shown(line)}): "
+                                        f"{_DICT_HINT}") from None
+        if tok in self.indices and not overwrite:
+            raise located(path, lineno, f"duplicate token {_shown(tok)}; add '#fairseq:overwrite' to keep it")
+        self.add_symbol(tok, n)
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_write(path) as fh:

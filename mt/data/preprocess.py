@@ -26,6 +26,8 @@ from mt.data.langs import check_code
 from mt.data.layout import bin_prefix
 from mt.data.spm import SpmTokenizer
 from mt.errors import UserError, located
+from mt.util import count_lines as util_count_lines
+from mt.util import refuse_file_in_the_way
 
 _BATCH = 2000
 
@@ -83,14 +85,10 @@ def splits(cfg: PreprocessConfig) -> list[tuple[str, str]]:
     return out
 
 
-def count_lines(path: Path) -> int:
-    """Lines as Python iterates them: newlines, plus one for a last line without a newline."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")
+def count_lines(path: Path, check_utf8: bool = True) -> int:
+    """Lines as Python iterates them: newlines, plus one for a last line without a newline. A line that is
+    not UTF-8 is an error naming it here, in the checks before anything is written (not halfway through)."""
+    return util_count_lines(path, check_utf8=check_utf8)
 
 
 def line_offsets(path: Path, line_numbers: list[int]) -> list[int]:
@@ -285,6 +283,7 @@ def preprocess(cfg: PreprocessConfig) -> list[Path]:
     if not todo:
         raise UserError("nothing to do: pass --trainpref, --validpref and/or --testpref")
     dest = Path(cfg.destdir)
+    refuse_file_in_the_way(dest, "--destdir", folder=True)
 
     # 1. every input exists and each pair is line-aligned (before anything is written)
     inputs: dict[str, dict[str, Path]] = {}

@@ -11,10 +11,12 @@ a piece's dictionary index equals its SentencePiece id; the ``__xxx_Yyyy__`` lan
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from mt.data.dictionary import BOS, EOS, PAD, UNK
 from mt.data.langs import check_code, is_code, lang_token, token_lang
 from mt.errors import UserError
-from mt.util import atomic_write
+from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps, temp_name
 
 _TRAIN_RE = re.compile(r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$")
 OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
@@ -215,10 +217,10 @@ def _up_to_date(out: Path, fingerprint: str) -> dict | None:
     if not all((out / name).is_file() for name in OUTPUTS):
         return None
     try:
-        saved = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON: train again
         return None
-    return saved if saved.get("fingerprint") == fingerprint else None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
 
 
 def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
@@ -229,6 +231,10 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
     if cfg.model_type not in ("unigram", "bpe"):
         raise UserError(f"--model-type {cfg.model_type!r}: use unigram or bpe")
     groups = discover_inputs(cfg)
+    refuse_file_in_the_way(out, "--out", folder=True)
+    for f in cfg.inputs:  # `--input spm/dict.txt --out spm` would replace that input with the new dict.txt
+        for name in OUTPUTS:
+            refuse_overwriting_input({"--input": f}, out / name, "--out")
     fp = _fingerprint(cfg, groups)
     saved = _up_to_date(out, fp)
     if saved:
@@ -247,12 +253,16 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
     probs = temperature_probs(counts, cfg.sampling_temperature)
 
     # pass 2: the sample, written to a temp file SentencePiece reads (and we encode again for counts)
+    new_dirs = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
     out.mkdir(parents=True, exist_ok=True)
-    sample_path = out / f".spm-sample.{os.getpid()}.txt"
-    tmp_prefix = out / f".spm-train.{os.getpid()}"
+    remove_stale_temps(out, ".spm-train.")  # a killed run's work folder (its sample is as big as the text)
+    work = out / temp_name("spm-train")
+    sample_path, tmp_prefix = work / "sample.txt", work / "spm"
     rng = np.random.default_rng(cfg.seed)
     table = []
+    finished = False
     try:
+        work.mkdir()
         with open(sample_path, "w", encoding="utf-8") as fh:
             for key in tqdm(sorted(sizes), desc="sample", disable=not progress, file=sys.stderr, leave=False):
                 n, k = counts[key], sizes[key]
@@ -276,10 +286,12 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
                 "vocab_size": sp.get_piece_size(), "dict_size": 4 + len(dict_lines)}
         with atomic_write(out / "spm.config.json") as fh:
             json.dump(meta, fh, indent=1)
+        finished = True
     finally:
-        sample_path.unlink(missing_ok=True)
-        for ext in (".model", ".vocab"):
-            Path(f"{tmp_prefix}{ext}").unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        for d in [] if finished else new_dirs:  # a failed run leaves no empty --out folder behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
     print(f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
           f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)", file=sys.stderr)
     return SpmResult(out, False, table, sp.get_piece_size())
