@@ -197,11 +197,41 @@ def prune_epoch_checkpoints(save_dir: str | os.PathLike, keep_last: int) -> list
 
 
 # --- reading ------------------------------------------------------------------------------------
+def refused_object(exc: BaseException) -> str | None:
+    """What torch's weights-only unpickler refused to load (``posix.system``, ...); None when ``exc`` is not
+    such a refusal (a damaged file also fails in the unpickler, with "Unsupported operand" and the like)."""
+    import pickle
+
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    text = str(exc)
+    m = re.search(r"GLOBAL (\S+)", text)  # "Unsupported global: GLOBAL x.y ..." / "unsupported GLOBAL x.y whose ..."
+    if m:
+        return m.group(1)
+    m = re.search(r"(?:unrecognized function|new object for .* but got|Can only build .* but got) (.+?)(?:\n|$)", text)
+    return m.group(1).strip() if m else None
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The informative line of a load error (torch's weights-only errors start with boilerplate)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "Please file"))]
+    return (useful or lines or [type(exc).__name__])[0][:160]
+
+
 def _torch_load(path: Path, map_location, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for broken files
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        refused = refused_object(exc)
+        if refused is not None:
+            raise UserError(
+                f"{path}: refused to load it: it refers to the Python object {refused}, and checkpoints are loaded "
+                "weights-only, which never imports or runs code from a file; mt-train checkpoints hold only tensors "
+                "and plain values, so this one was not written by mt-train or was tampered with: use a checkpoint "
+                "from a source you trust"
+            ) from None
+        reason = _first_reason(exc)
         raise UserError(
             f"{path}: checkpoint is corrupt or truncated ({reason}); delete it to start over, or replace it "
             f"with another checkpoint of this run (e.g. {BEST} or checkpoint<epoch>.pt)"

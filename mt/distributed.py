@@ -2,11 +2,17 @@
 
 A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) never initialises a process group, so every
 helper here is a no-op there. Only rank 0 writes files and prints.
+
+torchrun starts its workers in their own session, so killing only the launcher (``kill -9``) does not
+reach them: ``watch_launcher`` asks the kernel for a SIGTERM when the launcher dies (Linux), and
+``launcher_gone`` is the polling fallback the training loop checks every update.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +56,32 @@ def setup(cpu: bool = False) -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local_rank, device)
+
+
+def watch_launcher() -> int | None:
+    """Under torchrun, make this worker stop when its launcher dies; returns the launcher's pid (else None).
+
+    The parent of a torchrun worker is the launcher itself (its elastic agent). On Linux the kernel sends
+    SIGTERM when it dies (``PR_SET_PDEATHSIG``), which mt-train handles like any SIGTERM: finish the
+    update, save ``checkpoint_last.pt``, exit. Elsewhere ``launcher_gone`` is polled.
+    """
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl (an unusual libc): the polling fallback remains
+            pass
+    return parent
+
+
+def launcher_gone(parent: int | None) -> bool:
+    """Whether the launcher ``watch_launcher`` returned has died (this process was handed to another parent)."""
+    return parent is not None and os.getppid() != parent
 
 
 def cleanup() -> None:

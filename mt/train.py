@@ -22,20 +22,30 @@ sums divided by the target-token count of the whole update (all micro-batches of
 ranks), times N to undo DDP's gradient averaging, so N ranks compute the same update as one process up
 to float summation order. A rank whose share of a batch is empty runs one sentence with weight 0 so that
 collective calls stay matched. Only rank 0 writes checkpoints and logs.
+
+One run per save directory. Rank 0 holds an exclusive lock on ``{save-dir}/.lock`` for the whole run, so a
+second ``mt-train`` on the same ``--save-dir`` fails at once naming the holder instead of overwriting its
+checkpoints; the lock dies with its process, so a killed run never blocks its resume. Workers started by
+torchrun stop (finish the update, save, exit) when their launcher dies (``distributed.watch_launcher``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import errno
 import math
+import os
+import re
+import shutil
 import signal
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -49,13 +59,14 @@ from mt.data.dictionary import Dictionary
 from mt.data.langs import parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.data.sampler import Curriculum, DataState, MultilingualSampler, shard_rows
-from mt.errors import UserError, cli_entry
+from mt.errors import UserError, cli_entry, os_error_message
 from mt.models.adapters import is_adapter_param
 from mt.models.config import ARCHS, EXTENSION_FIELDS, OVERRIDABLE, ForwardContext, TransformerConfig, arch_config
 from mt.models.moe import local_experts
 from mt.models.transformer import build_model, num_parameters
 from mt.optim import InverseSqrtSchedule, build_optimizer
 from mt.trainlog import TrainLog
+from mt.util import exclusive_lock
 from mt.validate import LN2, Validator
 
 
@@ -129,11 +140,21 @@ class TrainConfig:
 
 # --- the loop ------------------------------------------------------------------------------------
 class _Stop:
-    """SIGTERM / first SIGINT: stop after the current update and save; a second SIGINT aborts."""
+    """SIGTERM / first SIGINT: stop after the current update and save; a second SIGINT aborts.
 
-    def __init__(self) -> None:
+    ``launcher``: the torchrun launcher's pid (``distributed.watch_launcher``); ``poll`` treats its death
+    as a SIGTERM where the kernel did not send one."""
+
+    def __init__(self, launcher: int | None = None) -> None:
         self.requested = 0  # signal number
+        self.launcher = launcher
         self._old: dict[int, Any] = {}
+
+    def poll(self) -> None:
+        if not self.requested and distributed.launcher_gone(self.launcher):
+            self.requested = signal.SIGTERM
+            print(f"\nmt-train: the torchrun launcher (pid {self.launcher}) is gone: finishing this update and "
+                  "saving checkpoint_last.pt", file=sys.stderr)  # fmt: skip
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -186,14 +207,67 @@ def train(cfg: TrainConfig, model_factory: ModelFactory | None = None) -> dict[s
 
     ``model_factory`` (default ``transformer_factory``) builds another model family with this same loop."""
     cfg.check()
+    launcher = distributed.watch_launcher()  # first: a launcher killed during the set-up stops this worker too
+    if not Path(cfg.data).is_dir():
+        raise UserError(f"{cfg.data}: data directory not found (create it with mt-preprocess)")
     di = distributed.setup(cfg.cpu)
-    stop = _Stop()
+    stop = _Stop(launcher)
     stop.install()
     try:
-        return _Trainer(cfg, di, stop, model_factory or transformer_factory).run()
+        with _locked_save_dir(Path(cfg.save_dir), di):
+            return _Trainer(cfg, di, stop, model_factory or transformer_factory).run()
     finally:
         stop.restore()
         distributed.cleanup()
+
+
+@contextlib.contextmanager
+def _locked_save_dir(save_dir: Path, di: distributed.DistInfo) -> Iterator[None]:
+    """Create ``save_dir`` and hold its lock (rank 0) while the block runs; every rank gets rank 0's refusal.
+
+    Runs before anything is read or written there, so a second run on the same ``--save-dir`` (or one
+    that is a file) fails at once and changes nothing. Folders it creates are removed again when the run
+    fails before writing anything into them (a missing dict.txt, a refused --finetune-from-model, ...).
+    """
+    with contextlib.ExitStack() as held:
+        problem, created = None, []
+        if di.is_master:
+            try:
+                _check_save_dir(save_dir)
+                created = [p for p in (save_dir, *save_dir.parents) if not p.exists()]
+                save_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(exclusive_lock(save_dir, f"--save-dir {save_dir}"))
+            except UserError as exc:
+                problem = str(exc)
+            except OSError as exc:
+                problem = f"--save-dir {save_dir}: " + (os_error_message(exc) or str(exc))
+        problem = distributed.broadcast_object(problem)
+        if problem:
+            raise UserError(problem)
+        try:
+            yield
+        except BaseException:
+            _remove_unused(created)
+            raise
+
+
+def _remove_unused(created: list[Path]) -> None:
+    """Remove the folders a failed run created (innermost first) when they hold nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if created and [p.name for p in created[0].iterdir()] == [".lock"]:
+            (created[0] / ".lock").unlink()
+        for folder in created:
+            folder.rmdir()  # fails, and stops here, on a folder that is not empty
+
+
+def _check_save_dir(save_dir: Path) -> None:
+    """A UserError naming the flag when ``save_dir`` or a folder above it is a file (checked before any set-up)."""
+    for p in (save_dir, *save_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == save_dir else f"is under {p}, which is a file"
+                raise UserError(f"--save-dir {save_dir} {what}, not a folder: choose another --save-dir")
+            return
 
 
 class _Trainer:
@@ -203,8 +277,6 @@ class _Trainer:
         self.save_dir = Path(cfg.save_dir)
         self.log = TrainLog(self.save_dir / "train_log.jsonl", enabled=di.is_master)
         data = Path(cfg.data)
-        if not data.is_dir():
-            raise UserError(f"{data}: data directory not found (create it with mt-preprocess)")
         self.dictionary = Dictionary.load(data / "dict.txt")
         self.langs = self.dictionary.langs()
         self.pad = self.dictionary.pad()
@@ -258,6 +330,7 @@ class _Trainer:
         torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
         self.num_updates, self.data_state, self.best, self.wall_before = 0, DataState(), None, 0.0
         self.resumed_from: Path | None = None
+        self.last_saved_update: int | None = None
         self._load()
         self.ddp = self.model
         if di.distributed:
@@ -287,7 +360,7 @@ class _Trainer:
                 ckpt.restore_rng(rngs[self.di.rank])
             else:
                 _say(self.di, f"mt-train: {last} has no RNG state for rank {self.di.rank} (world size changed): reseeded")
-            self.resumed_from = last
+            self.resumed_from, self.last_saved_update = last, self.num_updates
             self.log.truncate_after(self.num_updates)
             _say(self.di, f"mt-train: resumed from {last} (update {self.num_updates}, epoch {self.data_state.epoch})")
             if self.cfg.finetune_from_model:
@@ -335,10 +408,40 @@ class _Trainer:
         if best:
             paths.append(self.save_dir / ckpt.BEST)
         if paths:  # every rank: expert-parallel runs write one expert shard per rank
-            ckpt.save_checkpoint(state, paths[0], paths[1:], rank=self.di.rank, world=self.di.world_size)
+            last_file = _file_id(self.save_dir / ckpt.LAST)
+            try:
+                ckpt.save_checkpoint(state, paths[0], paths[1:], rank=self.di.rank, world=self.di.world_size)
+            except (OSError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not _TORCH_WRITE_FAILED.search(str(exc)):
+                    raise
+                raise UserError(self._save_failed(exc, last_file)) from None
+            if last:
+                self.last_saved_update = self.num_updates
         if epoch is not None and self.di.is_master:
             ckpt.prune_epoch_checkpoints(self.save_dir, self.cfg.keep_last_epochs)
         distributed.barrier()
+
+    def _save_failed(self, exc: BaseException, last_file: tuple[int, int] | None) -> str:
+        """One line for a checkpoint that could not be written: why, what is still there, how to go on."""
+        full = not isinstance(exc, OSError) or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if isinstance(exc, OSError):
+            why = exc.strerror or str(exc)
+        else:  # torch's stream writer reports a short write ("unexpected pos ..."), usually a full disk
+            why = f"the write failed ({str(exc).strip().splitlines()[0][:120]})"
+        if full:
+            with contextlib.suppress(OSError):
+                why += f", {shutil.disk_usage(self.save_dir).free / 2**20:.0f} MiB free"
+        last = self.save_dir / ckpt.LAST
+        if _file_id(last) != last_file:  # written before a later copy (best, epoch) failed
+            kept, then = f"{last} holds update {self.num_updates}", "resume"
+        elif last_file is not None:
+            at = self.last_saved_update if self.last_saved_update is not None else "?"
+            kept, then = f"{last} from update {at} is intact", "resume from it"
+        else:
+            kept, then = "no checkpoint of this run was saved before", "start again"
+        fix = "free space" if full else "fix that"
+        return (f"could not save the checkpoint of update {self.num_updates} in {self.save_dir}/: {why}; {kept} "
+                f"(no partial file is left): {fix} and run the same command to {then}")  # fmt: skip
 
     def _wall(self) -> float:
         return self.wall_before + (time.perf_counter() - self.t_start)
@@ -393,6 +496,7 @@ class _Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         names = sorted(aux_sums)
+        self.stop.poll()
         stats = torch.tensor([float(loss_sum), float(nll_sum), float(self.stop.requested > 0)] + [aux_sums[n] for n in names], dtype=torch.float64)
         packed = [torch.as_tensor(mstats[n][j], dtype=torch.float64).reshape(-1).cpu() for n in sorted(mstats) for j in (0, 1)]
         stats = distributed.all_reduce_sum(torch.cat([stats, *packed]).to(di.device)).cpu()
@@ -631,6 +735,20 @@ def _stat_values(mstats: dict[str, tuple[np.ndarray, np.ndarray]], langs: list[s
         else:
             out[name] = float(val[0]) if val.size == 1 else [float(v) for v in val]
     return out
+
+
+# torch.save's own report of a short write (a full disk under a file object): "unexpected pos 704 vs 598",
+# "PytorchStreamWriter failed writing file ...: file write failed"
+_TORCH_WRITE_FAILED = re.compile(r"unexpected pos|PytorchStreamWriter failed|file write failed|iostream error")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime): changes when an atomic write replaces the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _seed_all(seed: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer
 from mt.train import TrainConfig, main, train
 from mt.trainlog import TrainLog
+from mt.util import exclusive_lock
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 REPO = Path(__file__).resolve().parent.parent
@@ -266,3 +269,136 @@ def test_validation_chrf_and_log_records(data, tmp_path):
     missing_spm = tmp_path / "nope.model"
     with pytest.raises(UserError, match="SentencePiece model not found"):
         train(_cfg(data, tmp_path / "ck2", max_update=2, eval_chrf=2, spm_model=str(missing_spm)))
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, capsys):
+    """kill -9 of torchrun alone: its 2 workers (own session, so the kill does not reach them) must not train on.
+    While they run, a second mt-train on the same --save-dir is refused at once, naming the holder."""
+    run = tmp_path / "run"
+    log = run / "train_log.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mt.train",
+           *_args(data, run, "--max-update", "100000", "--save-interval-updates", "3", "--dropout", "0")]  # fmt: skip
+    with open(tmp_path / "torchrun.out", "w") as out:
+        launcher = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    workers: list[int] = []
+    try:
+        t0 = time.time()
+        while not (log.is_file() and '"update": 4,' in log.read_text()):
+            assert launcher.poll() is None and time.time() - t0 < 120, (tmp_path / "torchrun.out").read_text()[-3000:]
+            time.sleep(0.02)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2, workers
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(_args(data, run, "--max-update", "1"))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "--save-dir" in err and "in use by pid" in err and err.count("\n") == 1, err
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        t_kill = time.time()
+        while any(_alive(p) for p in workers) and time.time() - t_kill < 20:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in workers), f"workers {workers} still training 20 s after the launcher died"
+    finally:
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    stopped = load_checkpoint(run / "checkpoint_last.pt")  # intact: the workers saved on their way out
+    assert stopped["num_updates"] >= 4
+    assert "launcher" in (tmp_path / "torchrun.out").read_text() or "got signal 15" in (tmp_path / "torchrun.out").read_text()
+    # their lock died with them: the same command resumes at once (here as one process)
+    assert main(_args(data, run, "--max-update", str(stopped["num_updates"] + 1), "--dropout", "0")) == 0
+    assert load_checkpoint(run / "checkpoint_last.pt")["num_updates"] == stopped["num_updates"] + 1
+
+
+def test_a_second_run_on_a_busy_save_dir_fails_at_once(data, tmp_path):
+    save = tmp_path / "ck"
+    train(_cfg(data, save, max_update=2))
+    before = {p.name: p.read_bytes() for p in save.iterdir() if p.name != ".lock"}
+    with exclusive_lock(save, "the test's stand-in for a running mt-train"):
+        with pytest.raises(UserError) as e:
+            train(_cfg(data, save, max_update=4))
+    assert f"--save-dir {save} is in use by pid {os.getpid()}" in str(e.value) and "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in save.iterdir() if p.name != ".lock"} == before
+    assert train(_cfg(data, save, max_update=4))["num_updates"] == 4  # once released, it resumes
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("failure", ["torch", "os"])
+def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch, failure):
+    """torch.save on a full disk raises its own RuntimeError ("unexpected pos ..."), or the file's OSError
+    (ENOSPC) surfaces on flush: either way one line that says what is intact and how to go on."""
+    save = tmp_path / "ck"
+    train(_cfg(data, save, max_update=2))
+    last = save / "checkpoint_last.pt"
+    before = last.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(before[:4096])  # the disk fills part-way through the temp file
+        if failure == "torch":
+            real_save(obj, "/dev/full")  # the error torch itself gives when writes fail with ENOSPC
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError) as e:
+        train(_cfg(data, save, max_update=4, save_interval_updates=2))
+    msg = str(e.value)
+    assert "\n" not in msg and "could not save the checkpoint of update 4" in msg, msg
+    assert f"{last} from update 2 is intact" in msg and "free space and run the same command to resume" in msg, msg
+    assert last.read_bytes() == before
+    assert not [p.name for p in save.iterdir() if p.name.endswith(".tmp")]
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a tampered checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_tampered_checkpoint_is_refused_without_running_it(data, tmp_path):
+    save = tmp_path / "ck"
+    train(_cfg(data, save, max_update=2))
+    last = save / "checkpoint_last.pt"
+    state = torch.load(last, weights_only=True)
+    marker = tmp_path / "the-checkpoint-ran-code"
+    state["best"] = _RunsCode(marker)
+    torch.save(state, last)
+    for cfg in (_cfg(data, save, max_update=4), _cfg(data, tmp_path / "ft", max_update=2, finetune_from_model=str(last))):
+        with pytest.raises(UserError) as e:
+            train(cfg)
+        msg = str(e.value)
+        assert msg.startswith(f"{last}: refused to load it") and "system" in msg and "tampered" in msg, msg
+        assert "corrupt" not in msg and "delete" not in msg and "\n" not in msg
+    assert not marker.exists()

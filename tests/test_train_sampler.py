@@ -12,8 +12,8 @@ from mt.data.sampler import (
     Curriculum,
     MultilingualSampler,
     batch_by_size,
-    largest_remainder,
     shard_rows,
+    stream_counts,
     temperature_probs,
 )
 from mt.errors import UserError
@@ -52,11 +52,49 @@ def test_temperature_probabilities():
         temperature_probs([1, 2], 0.0)
 
 
-def test_largest_remainder_sums_exactly():
-    p = temperature_probs([7, 3, 1], 1.3)
-    for total in (0, 1, 10, 997):
-        c = largest_remainder(p, total)
-        assert c.sum() == total and (np.abs(c - p * total) < 1).all()
+def test_stream_counts_sum_exactly_stay_near_quota_and_never_decrease():
+    for sizes, t in (([7, 3, 1], 1.3), ([100_000, 30, 30, 30, 30], 1.0), ([5, 0, 5, 1, 2, 900, 40], 2.0)):
+        p = temperature_probs(sizes, t)
+        prev = np.zeros(len(p), dtype=np.int64)
+        for total in [*range(0, 300), 997, 10_000, 123_457, 10**9 + 7]:
+            c = stream_counts(p, total)
+            assert c.sum() == total and (c[p == 0] == 0).all()
+            assert (np.abs(c - p * total) <= (1 + p * (len(p) - 2)) / 2 + 1e-9).all(), (sizes, total, c)
+            if total < 300:
+                assert (c >= prev).all(), (sizes, total)  # a longer draw never takes a sentence back
+                prev = c
+
+
+class _Sizes:
+    """A direction of n one-token sentences: what the sampler reads of a dataset."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.src_sizes, self.tgt_sizes = name, np.ones(n, dtype=np.int64), np.ones(n, dtype=np.int64)
+
+
+def test_virtual_epochs_carry_the_rounding_so_small_directions_get_their_share():
+    """Issue 16: one pair of 100,000 and four of 30 sentences, T=1, --virtual-epoch-size 1000: each small
+    direction is due 0.3 sentences per epoch; rounding every epoch alike gave them 0 over 50 epochs."""
+    sizes = [100_000, 30, 30, 30, 30]
+    sets = [_Sizes(f"d{i}", n) for i, n in enumerate(sizes)]
+    s = MultilingualSampler(sets, [np.arange(n) for n in sizes], 1.0, 4096, seed=1, virtual_epoch_size=1000)
+    got = np.zeros(len(sizes), dtype=np.int64)
+    plans = {}
+    for epoch in range(1, 51):
+        plans[epoch] = plan = s.plan(epoch, start_update=epoch * 7, n_samples=1000)
+        rows = np.concatenate(plan)
+        assert len(rows) == 1000
+        got += np.bincount(rows[:, 0], minlength=len(sizes))
+    expected = 50 * 1000 * np.array(sizes) / sum(sizes)  # 14.98 each for the small ones
+    assert (np.abs(got[1:] - expected[1:]) <= 1).all(), (got, expected)
+    assert got.sum() == 50_000
+    # resuming at epoch k (a fresh process: a new sampler) plans exactly the same batches
+    fresh = MultilingualSampler(sets, [np.arange(n) for n in sizes], 1.0, 4096, seed=1, virtual_epoch_size=1000)
+    for k in (1, 17, 50):
+        again = fresh.plan(k, start_update=k * 7, n_samples=1000)
+        assert len(again) == len(plans[k]) and all(np.array_equal(a, b) for a, b in zip(again, plans[k]))
+    # a mid-epoch re-plan (curriculum) draws the epoch's last n sentences of the same stretch
+    assert (s.counts(5, 35, 400) <= s.counts(5, 35, 1000)).all() and s.counts(5, 35, 400).sum() == 400
 
 
 def test_epoch_counts_follow_temperature(data):

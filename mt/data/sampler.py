@@ -4,7 +4,10 @@ Sampling (fairseq's ``--sampling-method temperature`` of translation_multi_simpl
 direction i with n_i usable sentences is drawn with probability p_i ∝ n_i^(1/T). T=1 keeps the natural
 proportions, T→∞ is uniform. An epoch draws ``epoch_size`` sentences (default: the sum of n_i over the
 active directions, i.e. the corpus size; ``--virtual-epoch-size`` makes epochs shorter or longer), split
-over directions by largest-remainder rounding of p_i * epoch_size. A direction asked for more sentences
+over directions so that over epochs each gets its share: epochs are consecutive stretches of one endless
+draw, and ``stream_counts`` says how many of its first t sentences belong to each direction (counts within
+a sentence of p_i * t at every t). Rounding each epoch on its own would give a direction due 0.3 sentences
+per epoch nothing, forever; here it gets one about every third epoch. A direction asked for more sentences
 than it has cycles through fresh permutations (every sentence once before any repeats).
 
 Determinism and resume: an epoch's plan (the list of global batches) is a pure function of
@@ -54,14 +57,40 @@ def temperature_probs(sizes: Sequence[int], temperature: float) -> np.ndarray:
     return w / w.sum()
 
 
-def largest_remainder(p: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts summing exactly to ``total``, as close to ``p * total`` as possible."""
-    raw = p * total
-    counts = np.floor(raw).astype(np.int64)
-    short = int(total - counts.sum())
-    if short > 0:
-        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
-    return counts
+def stream_counts(p: np.ndarray, total: int) -> np.ndarray:
+    """How many of the first ``total`` sentences of an endless draw with probabilities ``p`` go to each direction.
+
+    Sainte-Lague / Webster apportionment: direction i's j-th sentence (j = 0, 1, ...) falls due at time
+    (j + 1/2) / p_i and the ``total`` earliest are taken (ties: lower index first). The counts sum to
+    ``total``, are each within (1 + p_i (k - 2)) / 2 of ``p_i * total`` (k directions; under 1 for every
+    direction smaller than 1 / (k - 2)), and never decrease as ``total`` grows, so the counts of a stretch
+    ``[a, b)`` of the draw, ``stream_counts(p, b) - stream_counts(p, a)``, are never negative (largest-remainder
+    rounding of the cumulative totals can take a sentence back: the Alabama paradox).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    k, live = len(p), p > 0
+    counts = np.zeros(k, dtype=np.int64)
+    if total <= 0 or not live.any():
+        return counts
+    counts[live] = np.floor(total * p[live] + 0.5).astype(np.int64)  # nearly the answer; fixed up below
+    while True:  # make the taken sentences exactly the earliest ``total``: at most ~k steps
+        nxt = np.full(k, np.inf)
+        nxt[live] = (counts[live] + 0.5) / p[live]  # when each direction's next sentence falls due
+        last = np.full(k, -np.inf)
+        has = counts > 0
+        last[has] = (counts[has] - 0.5) / p[has]  # when its last taken one fell due
+        i = int(np.argmin(nxt))  # earliest not taken (ties: lowest index)
+        j = k - 1 - int(np.argmax(last[::-1]))  # latest taken (ties: highest index)
+        excess = int(counts.sum()) - total
+        if excess < 0:
+            counts[i] += 1
+        elif excess > 0:
+            counts[j] -= 1
+        elif (last[j], j) > (nxt[i], i):
+            counts[j] -= 1
+            counts[i] += 1
+        else:
+            return counts
 
 
 def sample_indices(rng: np.random.Generator, pool: np.ndarray, count: int) -> np.ndarray:
@@ -188,10 +217,22 @@ class MultilingualSampler:
             return self.virtual_epoch_size
         return int(sum(len(self.keep[i]) for i in self.active(update)))
 
+    def counts(self, epoch: int, start_update: int, n_samples: int) -> np.ndarray:
+        """Sentences per direction for the last ``n_samples`` of ``epoch`` (the whole epoch, or what is left of it
+        when the curriculum re-plans).
+
+        Epoch e is the stretch [(e - 1) * S, e * S) of one endless draw (S: the epoch size), so the rounding
+        carries over from epoch to epoch; a pure function of the arguments, so a resumed run gets the same.
+        """
+        n = max(n_samples, 0)
+        end = epoch * max(self.epoch_size(start_update), n)
+        p = self.probabilities(start_update)
+        return stream_counts(p, end) - stream_counts(p, end - n)
+
     def plan(self, epoch: int, start_update: int, n_samples: int) -> list[np.ndarray]:
         """Global batches: each an (b, 2) int64 array of (direction, sentence index) rows."""
         rng = np.random.default_rng([self.seed, epoch, start_update])
-        counts = largest_remainder(self.probabilities(start_update), max(n_samples, 0))
+        counts = self.counts(epoch, start_update, n_samples)
         dirs, idx = [], []
         for d, c in enumerate(counts):
             if c:
