@@ -165,12 +165,13 @@ def signatures(specs: Sequence[MetricSpec]) -> dict[str, str]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them)."""
+    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them), without
+    a leading byte-order mark."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8", newline="\n") as fh:
+    try:  # utf-8-sig: a leading byte-order mark (Windows editors write one) is not part of the first line
+        with open(path, encoding="utf-8-sig", newline="\n") as fh:
             return [line.rstrip() for line in fh]
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv") from None

@@ -112,7 +112,7 @@ class ToxicityList:
     def from_file(cls, lang: str, path: str | os.PathLike) -> "ToxicityList":
         path = Path(path)
         try:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first term
                 terms = [line.strip() for line in fh]
         except UnicodeDecodeError as exc:
             raise UserError(

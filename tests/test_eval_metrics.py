@@ -203,3 +203,34 @@ def test_compare_cli_on_generation_dirs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "eng_Latn-deu_Latn" in out and "eng_Latn-fra_Latn" in out
     assert "2/2 directions differ significantly" in out
+
+
+def test_bom_is_stripped_so_identical_files_score_100(tmp_path, capsys):
+    lines = _sentences(40, seed=3)
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    ref = _write(tmp_path / "ref.txt", lines)
+    assert read_lines(hyp) == lines
+    for metric in ("chrf++", "bleu"):
+        assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", metric]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "100.00"
+
+
+def test_every_eval_text_reader_drops_a_bom(tmp_path):
+    import json
+
+    from eval.classification import read_examples
+    from eval.gettext_domains import _read_lines
+    from eval.report import parse_train_log
+    from eval.toxicity import ToxicityList
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "task.tsv").write_bytes(bom + "greeting\thello there\n".encode())
+    assert read_examples(tmp_path / "task.tsv")[0].label == "greeting"
+    (tmp_path / "deu_Latn_twl.txt").write_bytes(bom + "Mist\n".encode())
+    assert ToxicityList.from_file("deu_Latn", tmp_path / "deu_Latn_twl.txt").matches("so ein Mist") == ["Mist"]
+    (tmp_path / "train.txt").write_bytes(bom + b"first line\n")
+    assert _read_lines(tmp_path / "train.txt") == ["first line"]
+    (tmp_path / "log.jsonl").write_bytes(bom + json.dumps({"update": 100, "loss": 5.0}).encode() + b"\n")
+    train, _, skipped = parse_train_log(tmp_path / "log.jsonl")
+    assert train.to_dict("records") == [{"update": 100, "loss": 5.0}] and skipped == 0
