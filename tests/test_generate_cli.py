@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
-from sacrebleu.metrics import CHRF
+from sacrebleu.metrics import BLEU, CHRF
 
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import load_direction
@@ -86,6 +86,51 @@ def test_generate_several_pairs_and_stdout(model, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("Generate dev with beam=1: chrF2++ = ")
     assert any(line.startswith("H-0\t") for line in lines) and any(line.startswith("T-0\t") for line in lines)
+
+
+BLEU_LINE = re.compile(
+    r"Generate dev with beam=2: BLEU4 = (\d+\.\d\d), (\d+\.\d)/(\d+\.\d)/(\d+\.\d)/(\d+\.\d) "
+    r"\(BP=(\d\.\d{3}), ratio=(\d+\.\d{3}), syslen=(\d+), reflen=(\d+)\)"
+)
+
+
+def test_generate_scoring_bleu_prints_fairseqs_bleu4_line(model, tmp_path, capsys):
+    ck, data = model
+    res = tmp_path / "gen"
+    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "2",
+                   "--remove-bpe", "--results-path", str(res), "--no-progress-bar", "--max-len-b", "6", "--scoring", "bleu"])  # fmt: skip
+    cap = capsys.readouterr()
+    m = BLEU_LINE.fullmatch(cap.out.strip().splitlines()[-1])
+    assert m, cap.out
+    text = (res / "generate-dev.txt").read_text(encoding="utf-8").splitlines()
+    assert text[-1] == m.group(0)
+    parsed = _parse(text)
+    hyps = (res / "eng_Latn-deu_Latn.hyp").read_text(encoding="utf-8").splitlines()
+    refs = [parsed[i]["T"][0][0] for i in range(len(hyps))]
+    bleu = BLEU().corpus_score(hyps, [refs])
+    assert float(m.group(1)) == pytest.approx(bleu.score, abs=0.005)
+    assert [float(x) for x in m.group(2, 3, 4, 5)] == pytest.approx(bleu.precisions, abs=0.05)
+    assert (int(m.group(8)), int(m.group(9))) == (bleu.sys_len, bleu.ref_len)
+    assert "sacrebleu signature nrefs:1|case:mixed|eff:no|tok:13a|" in cap.err
+
+
+def test_generate_bleu_is_tokenised_for_the_target_language():
+    from mt.generate.generate import corpus_score
+
+    refs = ["我们今天去公园散步。", "他在学校学习中文。", "这是一个很好的问题。"]
+    hyps = ["我们今天去公园玩。", "他在学校学习英文。", "这是一个好问题。"]
+    score, line, sig, _ = corpus_score(hyps, refs, "bleu", "zho_Hans")
+    assert "tok:zh" in sig and line.startswith("BLEU4 = ")
+    assert score == pytest.approx(BLEU(tokenize="zh").corpus_score(hyps, [refs]).score)
+    assert score > 20 > BLEU(tokenize="13a").corpus_score(hyps, [refs]).score
+
+
+def test_generate_warns_about_an_untrained_direction(model, capsys):
+    ck, data = model
+    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "fra_Latn", "-t", "eng_Latn", "--beam", "1",
+                   "--no-progress-bar", "--max-len-b", "3", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "mt-generate: warning: fra_Latn-eng_Latn: " in err and "not trained on" in err
 
 
 def test_interactive_plain_and_fairseq(model, tmp_path, capsys):
