@@ -150,7 +150,67 @@ def test_interactive_plain_and_fairseq(model, tmp_path, capsys):
     parsed = _parse(capsys.readouterr().out.splitlines())
     assert sorted(parsed) == [0, 1, 2, 3, 4]
     assert {k: len(v) for k, v in parsed[0].items()} == {"S": 1, "W": 1, "H": 2, "D": 2, "P": 2}
-    assert parsed[4]["D"][0][1] == lines[4] and "H" not in parsed[1]
+    assert parsed[4]["D"][0][1] == lines[4]
+
+
+def test_interactive_fairseq_lines_for_every_input_line(model, tmp_path, capsys):
+    """grep ^D- must stay line-aligned with the input: empty and undecodable lines get an empty hypothesis."""
+    ck, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_bytes(b"the cat sees the dog\n\nbad \xff line\n  \na big red house\n")
+    interactive_main(["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--output-format",
+                      "fairseq", "--buffer-size", "3", "--beam", "2", "--max-len-b", "5"])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    parsed = _parse(out)
+    for i in range(5):
+        assert {k: len(v) for k, v in parsed[i].items()} == {"S": 1, "W": 1, "H": 1, "D": 1, "P": 1}, i
+    assert [line.split("\t")[0] for line in out if line.startswith("D-")] == [f"D-{i}" for i in range(5)]
+    for i in (1, 2, 3):
+        assert parsed[i]["H"] == [["0.0", ""]] and parsed[i]["D"] == [["0.0", ""]] and parsed[i]["P"] == [[""]]
+        assert parsed[i]["S"] == [["__eng_Latn__"]]
+    assert parsed[0]["D"][0][1] and parsed[4]["D"][0][1]
+
+
+def test_interactive_takes_the_data_directory_first_as_fairseq_does(model, tmp_path, capsys):
+    ck, data = model
+    inp = tmp_path / "in.txt"
+    inp.write_bytes(b"a big red house\n")
+    want = Translator(ck).translate("a big red house", "eng_Latn", "deu_Latn", beam=2, max_len_b=5).text
+    argv = ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--beam", "2", "--max-len-b", "5"]
+    interactive_main([str(data), *argv])
+    assert capsys.readouterr().out == want + "\n"
+    interactive_main([*argv, "--data", str(data)])  # the flag still works
+    assert capsys.readouterr().out == want + "\n"
+    with pytest.raises(SystemExit):
+        interactive_main([str(data), *argv, "--data", str(tmp_path)])
+    assert "two data directories" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # DATA is where the dictionary is looked for
+        interactive_main([str(tmp_path), *argv])
+    assert f"tried {tmp_path / 'dict.txt'}" in capsys.readouterr().err
+
+
+def test_interactive_says_when_it_cuts_a_line_or_leaves_the_trained_directions(model, tmp_path, capsys):
+    ck, _ = model
+    inp = tmp_path / "in.txt"
+    inp.write_text("a cat\n" + " ".join(["house"] * 600) + "\n", encoding="utf-8")
+    interactive_main(["--path", str(ck), "-s", "fra_Latn", "-t", "eng_Latn", "--input", str(inp), "--beam", "1",
+                      "--max-len-a", "0", "--max-len-b", "2"])  # fmt: skip
+    cap = capsys.readouterr()
+    assert len(cap.out.split("\n")) == 3
+    assert "in.txt:2: 600 tokens, more than the model's 510: cut to fit" in cap.err
+    assert cap.err.count("not trained on fra_Latn-eng_Latn") == 1
+
+
+def test_translate_and_interactive_inputs_drop_a_bom(tmp_path):
+    import io
+
+    from mt.generate.interactive import _buffers
+    from mt.generate.readers import InputFile, iter_file
+
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"\xef\xbb\xbfHello\nWorld\n")
+    assert [r.text for r in iter_file(InputFile(f, "in.txt", "text"), 0)] == ["Hello", "World"]
+    assert list(_buffers(io.BytesIO(f.read_bytes()), 5, "in.txt")) == [["Hello", "World"]]
 
 
 def test_errors_are_one_line(model, tmp_path, capsys):

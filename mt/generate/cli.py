@@ -179,17 +179,23 @@ def generate_main(argv: list[str] | None = None) -> int:
 # --- mt-interactive ------------------------------------------------------------------------------------
 INTERACTIVE_EPILOG = """examples:
   echo "The file is open." | mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn
+  # fairseq-interactive's order: the data directory (dict.txt, spm.model) first
+  mt-interactive work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn < in.txt
   mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t fra_Latn --buffer-size 64 --bf16 < in.txt > out.txt
   # fairseq-interactive's S-/W-/H-/D-/P- lines, 2 hypotheses each
   mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn --output-format fairseq --nbest 2
 
-plain output: one translation per input line (empty or undecodable lines give empty lines).
+plain output: one translation per input line (empty or undecodable lines give empty lines); fairseq
+output: S-/W-/H-/D-/P- lines for every input line (an empty hypothesis for those), so grep ^D- stays aligned.
 """
 
 
 def build_interactive_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mt-interactive", description="Translate raw text from stdin as it arrives.",
                                 epilog=INTERACTIVE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("data_dir", nargs="?", default="", metavar="DATA",
+                   help="directory with the dict.txt (+ spm.model) the model was trained with, as fairseq-interactive "
+                        "takes it (same as --data; default: found from the checkpoint)")  # fmt: skip
     p.add_argument("-s", "--source-lang", required=True)
     p.add_argument("-t", "--target-lang", required=True)
     p.add_argument("--input", default="-", help="file to read instead of stdin")
@@ -207,8 +213,11 @@ def interactive_main(argv: list[str] | None = None) -> int:
     from mt.generate.interactive import InteractiveConfig, interactive
 
     args = build_interactive_parser().parse_args(argv)
+    if args.data_dir and args.data and args.data_dir != args.data:
+        raise UserError(f"two data directories: DATA {args.data_dir} and --data {args.data}; give one")
     cfg = InteractiveConfig(
-        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data, spm_model=args.spm_model,
+        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data_dir or args.data,
+        spm_model=args.spm_model,
         input=args.input, buffer_size=args.buffer_size, output_format=args.output_format, remove_bpe=args.remove_bpe,
         search=_search(args), max_tokens=args.max_tokens, device=_device(args), bf16=args.bf16, threads=args.threads,
         moe=_moe(args),
