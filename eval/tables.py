@@ -68,19 +68,19 @@ def score_directory(
     ref_dir = gendir.check_ref_dir(ref_dir)
     tasks = [(d, hyp, gendir.ref_path(ref_dir, d.tgt)) for d, hyp in gendir.find_directions(gen_dir)]
     workers = workers or default_workers(len(tasks))
-    bar = tqdm(total=len(tasks), desc="scoring", unit="dir", disable=not progress)
     scores: dict[str, dict[str, float]] = {}
-    if workers <= 1:
-        for d, hyp, ref in tasks:
-            scores[d.name] = _score_one(d, hyp, ref, specs)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_score_one, d, hyp, ref, specs): d for d, hyp, ref in tasks}
-            for fut in as_completed(futures):
-                scores[futures[fut].name] = fut.result()
+    # the bar is closed (its line ended) on errors too, so an error message starts a line of its own
+    with tqdm(total=len(tasks), desc="scoring", unit="dir", disable=not progress) as bar:
+        if workers <= 1:
+            for d, hyp, ref in tasks:
+                scores[d.name] = _score_one(d, hyp, ref, specs)
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_score_one, d, hyp, ref, specs): d for d, hyp, ref in tasks}
+                for fut in as_completed(futures):
+                    scores[futures[fut].name] = fut.result()
+                    bar.update()
     rows = []
     for d, _, _ in tasks:
         rows.append(

@@ -307,9 +307,10 @@ def evaluate_directory(
     src_dir = gendir.check_ref_dir(src_dir)
     results = []
     found = gendir.find_directions(gen_dir)
-    for direction, hyp in tqdm(found, desc="toxicity", unit="dir", disable=not progress):
-        src = gendir.ref_path(src_dir, direction.src)
-        results.append(evaluate_files(src, hyp, direction.src, direction.tgt, lists))
+    with tqdm(found, desc="toxicity", unit="dir", disable=not progress) as bar:  # closed on errors too
+        for direction, hyp in bar:
+            src = gendir.ref_path(src_dir, direction.src)
+            results.append(evaluate_files(src, hyp, direction.src, direction.tgt, lists))
     return results
 
 

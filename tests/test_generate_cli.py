@@ -97,8 +97,9 @@ BLEU_LINE = re.compile(
 def test_generate_scoring_bleu_prints_fairseqs_bleu4_line(model, tmp_path, capsys):
     ck, data = model
     res = tmp_path / "gen"
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "2",
-                   "--remove-bpe", "--results-path", str(res), "--no-progress-bar", "--max-len-b", "6", "--scoring", "bleu"])  # fmt: skip
+    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn",
+                   "--beam", "2", "--remove-bpe", "--results-path", str(res), "--no-progress-bar", "--max-len-b", "6",
+                   "--scoring", "bleu"])  # fmt: skip
     cap = capsys.readouterr()
     m = BLEU_LINE.fullmatch(cap.out.strip().splitlines()[-1])
     assert m, cap.out
@@ -127,8 +128,8 @@ def test_generate_bleu_is_tokenised_for_the_target_language():
 
 def test_generate_warns_about_an_untrained_direction(model, capsys):
     ck, data = model
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "fra_Latn", "-t", "eng_Latn", "--beam", "1",
-                   "--no-progress-bar", "--max-len-b", "3", "--quiet"])  # fmt: skip
+    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "fra_Latn", "-t", "eng_Latn",
+                   "--beam", "1", "--no-progress-bar", "--max-len-b", "3", "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     assert "mt-generate: warning: fra_Latn-eng_Latn: " in err and "not trained on" in err
 
@@ -176,7 +177,8 @@ def test_interactive_takes_the_data_directory_first_as_fairseq_does(model, tmp_p
     inp = tmp_path / "in.txt"
     inp.write_bytes(b"a big red house\n")
     want = Translator(ck).translate("a big red house", "eng_Latn", "deu_Latn", beam=2, max_len_b=5).text
-    argv = ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--beam", "2", "--max-len-b", "5"]
+    argv = ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--beam", "2",
+            "--max-len-b", "5"]
     interactive_main([str(data), *argv])
     assert capsys.readouterr().out == want + "\n"
     interactive_main([*argv, "--data", str(data)])  # the flag still works

@@ -279,7 +279,7 @@ def test_long_sources_and_untrained_directions_warn_once_per_call(translator):
 def test_progress_is_called_after_each_batch(translator):
     calls = []
     sents = SENTS + [""]
-    translator.translate(sents, "eng_Latn", "deu_Latn", beam=1, max_tokens=12, progress=lambda d, t: calls.append((d, t)))
+    translator.translate(sents, "eng_Latn", "deu_Latn", beam=1, max_tokens=12, progress=lambda *a: calls.append(a))
     assert len(calls) > 2 and calls[-1] == (len(sents), len(sents))
     assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and {t for _, t in calls} == {len(sents)}
 

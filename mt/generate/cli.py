@@ -143,9 +143,9 @@ def build_generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-path", default="", help="write generate-{subset}.txt and {src}-{tgt}.hyp here")
     p.add_argument("--quiet", action="store_true", help="only the score line (no S/T/H/D/P lines)")
     p.add_argument("--scoring", choices=["chrf", "bleu"], default="chrf",
-                   help="the last line's metric: chrf = chrF2++ (default: NLLB's metric, and this line's format "
-                        "before the flag existed, so existing scripts keep working; BLEU with 13a is weak for "
-                        "many FLORES-200 languages) | bleu = fairseq's 'BLEU4 = ...' line (fairseq's default)")  # fmt: skip
+                   help="the last line's metric: chrf = chrF2++ (default: NLLB's metric, and this line's "
+                        "format before the flag existed, so existing scripts keep working; BLEU with 13a is weak "
+                        "for many FLORES-200 languages) | bleu = fairseq's 'BLEU4 = ...' line (fairseq's default)")
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p, data_positional=True)
     _add_search(p)

@@ -107,19 +107,27 @@ def corpus_score(hyps: list[str], refs: list[str], scoring: str, tgt_lang: str) 
     return res.score, line, bleu.get_signature().format(), note
 
 
-def generate_direction(
-    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool, report: bool = True
-) -> DirectionResult:
-    from tqdm import tqdm
-
+def load_subset(tr: Translator, cfg: GenerateConfig, direction: str):
+    """The binarized subset of ``direction``, or a UserError (a language the model lacks, no data, empty)."""
     src_lang, tgt_lang = parse_pair(direction)
     tr.check_lang(src_lang, "source language")
     tr.check_lang(tgt_lang, "target language")
     d = tr.dictionary
     ds = load_direction(cfg.data, cfg.gen_subset, direction, d, d.langs())
-    n = len(ds)
-    if n == 0:
+    if len(ds) == 0:
         raise UserError(f"{cfg.data}: the {cfg.gen_subset} subset of {direction} is empty")
+    return ds
+
+
+def generate_direction(
+    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool, report: bool = True, ds=None
+) -> DirectionResult:
+    from tqdm import tqdm
+
+    src_lang, tgt_lang = parse_pair(direction)
+    d = tr.dictionary
+    ds = ds if ds is not None else load_subset(tr, cfg, direction)
+    n = len(ds)
     srcs = [ds.src[i].tolist()[:-1] for i in range(n)]  # binarized rows end with </s>
     tgts = [ds.tgt[i].tolist() for i in range(n)]
     src_tok = d.lang_index(src_lang)
@@ -149,9 +157,11 @@ def generate_direction(
 
     t0 = time.perf_counter()
     warn = (lambda m: _warning(f"{direction}: {m}")) if report else (lambda m: None)
-    tr.translate_ids(srcs, src_lang, tgt_lang, cfg.search, cfg.max_tokens, cfg.batch_size, on_batch=on_batch, warn=warn)
+    try:
+        tr.translate_ids(srcs, src_lang, tgt_lang, cfg.search, cfg.max_tokens, cfg.batch_size, on_batch, warn=warn)
+    finally:  # also on errors: the bar's line is cleared before any message
+        bar.close()
     seconds = time.perf_counter() - t0
-    bar.close()
     refs = [_one_line(tr.detokenize(t[:-1] if t and t[-1] == d.eos() else t)) for t in tgts]
     score, result, signature, note = corpus_score(hyps_text, refs, cfg.scoring, tgt_lang)
     if report:
@@ -179,19 +189,20 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
         return _follow(tr, cfg)
     results = []
     many = len(cfg.lang_pairs) > 1
+    subsets = {d: load_subset(tr, cfg, d) for d in cfg.lang_pairs}  # every direction checked before any output
     for direction in cfg.lang_pairs:
         if cfg.results_path:
             res_dir = Path(cfg.results_path)
             name = f"generate-{cfg.gen_subset}.{direction}.txt" if many else f"generate-{cfg.gen_subset}.txt"
             with atomic_write(res_dir / name) as fh:
-                r = generate_direction(tr, cfg, direction, fh, cfg.progress)
+                r = generate_direction(tr, cfg, direction, fh, cfg.progress, ds=subsets[direction])
                 fh.write(r.score_line + "\n")
             src, tgt = parse_pair(direction)
             with atomic_write(res_dir / f"{src}-{tgt}.hyp") as fh:
                 fh.writelines(h + "\n" for h in r.hyps)
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         else:
-            r = generate_direction(tr, cfg, direction, sys.stdout, cfg.progress)
+            r = generate_direction(tr, cfg, direction, sys.stdout, cfg.progress, ds=subsets[direction])
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         results.append(r)
     if tr.moe is not None:
