@@ -126,6 +126,32 @@ def test_generate_bleu_is_tokenised_for_the_target_language():
     assert score > 20 > BLEU(tokenize="13a").corpus_score(hyps, [refs]).score
 
 
+def test_generate_prints_every_sentence_an_empty_source_included(model, tmp_path, capsys):
+    import sentencepiece as spm
+
+    from mt.data.indexed import IndexedDatasetWriter
+    from mt.data.layout import bin_prefix
+
+    ck, data = model
+    sub = tmp_path / "bin"
+    sub.mkdir()
+    for name in ("dict.txt", "spm.model"):
+        shutil.copy(data / name, sub / name)
+    d, sp = Dictionary.load(sub / "dict.txt"), spm.SentencePieceProcessor(model_file=str(sub / "spm.model"))
+    rows = {"eng_Latn": ["a big house", "", "the cat"], "deu_Latn": ["ein grosses Haus", "", "die Katze"]}
+    for lang, texts in rows.items():
+        with IndexedDatasetWriter(bin_prefix(sub, "test", "deu_Latn", "eng_Latn", lang)) as w:
+            for t in texts:
+                w.add(d.encode_pieces(sp.encode(t, out_type=str)))
+    generate_main([str(sub), "--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "2", "--max-len-b", "4",
+                   "--no-progress-bar", "--remove-bpe"])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    ids = [line.split("\t")[0] for line in out if line.startswith("D-")]
+    assert ids[0] == "D-1" and sorted(ids) == ["D-0", "D-1", "D-2"]  # the empty one first, then by length
+    parsed = _parse(out)
+    assert parsed[1]["S"] == [["__eng_Latn__"]] and parsed[1]["D"] == [["0.0", ""]]
+
+
 def test_generate_warns_about_an_untrained_direction(model, capsys):
     ck, data = model
     generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "fra_Latn", "-t", "eng_Latn",

@@ -230,7 +230,7 @@ class Translator:
     ) -> list[list[Hypo]]:
         """n-best ``Hypo`` lists for id sequences (no language token, no ``</s>``), in input order.
 
-        An empty sequence gets one empty ``Hypo`` (nothing searched). Sources longer than the model's
+        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources longer than the model's
         ``max_source_positions`` are cut to fit and ``warn`` (default: a ``TranslatorWarning``) says how
         many, as it does for directions outside the checkpoint's ``lang_pairs``. ``on_batch(indices, hyps)``
         and ``progress(done, total)`` are called after each batch.
@@ -250,6 +250,9 @@ class Translator:
         results: list[list[Hypo]] = [[] if rows[i] else [_empty_hypo()] for i in range(n)]
         live = [i for i in range(n) if rows[i]]
         done = n - len(live)
+        if done and on_batch is not None:  # the empty ones first, so a caller that prints per batch misses none
+            empty = [i for i in range(n) if not rows[i]]
+            on_batch(empty, [results[i] for i in empty])
         weights = self.decoder_weights()
         for batch in length_batches([len(rows[i]) + 2 for i in live], max_tokens, batch_size):
             idx = [live[j] for j in batch]
