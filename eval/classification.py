@@ -61,7 +61,7 @@ def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     out: list[Example] = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first label
             for i, line in enumerate(fh, start=1):
                 line = line.rstrip("\n").rstrip("\r")
                 if not line.strip():

@@ -47,6 +47,21 @@ def _add_spm(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tokenize(p: argparse.ArgumentParser, files: bool = True) -> None:
+    p.add_argument(
+        "--tokenize", metavar="TOK", default=None,
+        help="BLEU tokenizer: 13a zh ja-mecab ko-mecab intl char none (default: as sacrebleu -l xx-TGT picks it: "
+        "zh for zho_Hans/zho_Hant/yue_Hant, ja-mecab for jpn_Jpan, ko-mecab for kor_Hang, else 13a; without "
+        "MeCab installed a note says so and char / 13a stand in); the signature names the one used",
+    )  # fmt: skip
+    if files:
+        p.add_argument(
+            "--tgt-lang", metavar="CODE", default=None,
+            help="FLORES-200 code of the hypotheses, for the BLEU tokenizer (default: from the file names: "
+            "deu_Latn.devtest or eng_Latn-deu_Latn.hyp; else 13a)",
+        )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mt-eval", description="Evaluate translations: FLORES-200 metrics, significance, added toxicity, reports.",
@@ -61,12 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
   mt-eval score --hyp out.deu --ref corpus/devtest/deu_Latn.devtest                    # chrF++
   mt-eval score --hyp out.zho --ref corpus/devtest/zho_Hans.devtest --metric spbleu \\
       --spm-model flores200_sacrebleu_tokenizer_spm.model
+  mt-eval score --hyp out.zho --ref corpus/devtest/zho_Hans.devtest --metric bleu       # tok:zh, by the name
   score=$(mt-eval score --hyp out.deu --ref ref.deu | tail -n1)                         # in scripts
 """,
     )  # fmt: skip
     p.add_argument("--hyp", required=True, help="detokenised hypotheses, one per line")
     p.add_argument("--ref", required=True, help="references, line-aligned with --hyp")
     p.add_argument("--metric", default="chrf++", help="chrf++ (default) | bleu | spbleu")
+    _add_tokenize(p)
     _add_spm(p)
 
     p = sub.add_parser(
@@ -99,6 +116,7 @@ examples:
     p.add_argument(
         "--workers", type=int, default=0, help="scoring processes (default: 1 below 8 directions, else up to 8)"
     )
+    _add_tokenize(p, files=False)
     _add_spm(p)
 
     p = sub.add_parser(
@@ -116,6 +134,7 @@ examples:
     p.add_argument("--metric", default="chrf++", help="chrf++ (default) | bleu | spbleu")
     p.add_argument("--n-samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=12345, help="random seed (default 12345, sacrebleu's)")
+    _add_tokenize(p)
     _add_spm(p)
 
     p = sub.add_parser(
@@ -353,7 +372,11 @@ def _translate_test(args) -> int:
 def _score(args) -> int:
     from eval.metrics import ScoreConfig, score_files
 
-    result = score_files(ScoreConfig(args.hyp, args.ref, args.metric, args.spm_model))
+    notes: list[str] = []
+    cfg = ScoreConfig(args.hyp, args.ref, args.metric, args.spm_model, args.tokenize, args.tgt_lang)
+    result = score_files(cfg, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(result.signature)
     print(f"{result.score:.2f}")
     return 0
@@ -363,7 +386,8 @@ def _dir(args) -> int:
     from eval.tables import DirConfig, averages_markdown, evaluate_directory
 
     res = evaluate_directory(
-        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir, args.workers)
+        DirConfig(args.gen_dir, args.ref_dir, args.metrics, args.spm_model, args.stats, args.out_dir, args.workers,
+                  args.tokenize)
     )
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -377,10 +401,16 @@ def _dir(args) -> int:
 def _compare(args) -> int:
     from eval.metrics import CompareConfig, compare
 
+    notes: list[str] = []
     results = compare(
-        CompareConfig(args.baseline, args.system, args.ref, args.metric, args.spm_model, args.n_samples, args.seed)
-    )
-    print(results[0][1].signature)
+        CompareConfig(args.baseline, args.system, args.ref, args.metric, args.spm_model, args.n_samples, args.seed,
+                      args.tokenize, args.tgt_lang),
+        notes,
+    )  # fmt: skip
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for sig in dict.fromkeys(r.signature for _, r in results):  # one per BLEU tokenizer used
+        print(sig)
     if len(results) == 1:
         print(results[0][1].summary(args.baseline, args.system))
         return 0

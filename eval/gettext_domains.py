@@ -161,7 +161,7 @@ def english_labels(locale_dir: str | os.PathLike, cfg: CleanConfig, progress: bo
 
 
 def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: no byte-order mark in the first line
         return [line.rstrip("\n") for line in fh]
 
 

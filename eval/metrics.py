@@ -8,6 +8,11 @@ sides with the SentencePiece model the user passes (``--spm-model``, normally th
 ``tok:spm-local(<sha256 of the model, 8 hex>)`` instead of ``tok:flores200``, so a number computed
 with another model can never pass for official spBLEU.
 
+BLEU is tokenised for the target language as ``sacrebleu -l xx-tgt`` does: ``zh`` for Chinese (zho_Hans,
+zho_Hant, yue_Hant), ``ja-mecab`` for Japanese and ``ko-mecab`` for Korean where their extra packages are
+installed (else a note says so and ``char`` / ``13a`` stand in), ``13a`` otherwise; ``--tokenize`` overrides
+it and the signature always names the tokenizer used (``tok:zh``). spBLEU needs none of this.
+
 Paired bootstrap resampling (Koehn 2004) works on sacrebleu's sentence-level sufficient statistics,
 the way ``sacrebleu --paired-bs`` does; with the same seed both give the same p-value.
 """
@@ -15,7 +20,7 @@ the way ``sacrebleu --paired-bs`` does; with the same seed both give the same p-
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +29,7 @@ import numpy as np
 import sacrebleu
 from sacrebleu.metrics.base import Metric
 
+from mt.data.langs import check_code, is_code
 from mt.errors import UserError
 from mt.util import sha256_file
 
@@ -87,26 +93,91 @@ def _spm(model: str) -> SpmTokenizer:
     return SpmTokenizer(model)
 
 
+# BLEU tokenizers a user may pick (sacrebleu's, less those that download a model: use spbleu for those)
+BLEU_TOKENIZERS = ("13a", "zh", "ja-mecab", "ko-mecab", "intl", "char", "none")
+# sacrebleu's choice for its -l target (zh, ja, ko), by FLORES-200 code; every other language gets 13a
+_TARGET_TOKENIZERS = {
+    "zho_Hans": "zh", "zho_Hant": "zh", "yue_Hant": "zh", "jpn_Jpan": "ja-mecab", "kor_Hang": "ko-mecab",
+}  # fmt: skip
+# when MeCab is not installed: Japanese is written without spaces (characters), Korean with them (13a)
+_FALLBACK = {"ja-mecab": ("char", "sacrebleu[ja]"), "ko-mecab": ("13a", "sacrebleu[ko]")}
+
+
+@lru_cache(maxsize=None)
+def tokenizer_available(name: str) -> bool:
+    """Whether sacrebleu can build tokenizer ``name`` here (the MeCab ones need extra packages)."""
+    try:
+        sacrebleu.BLEU(tokenize=name)
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def bleu_tokenizer(tgt_lang: str | None) -> tuple[str, str | None]:
+    """(sacrebleu tokenizer for BLEU into ``tgt_lang``, a note for the user when it had to fall back)."""
+    want = _TARGET_TOKENIZERS.get(tgt_lang or "", "13a")
+    if want in _FALLBACK and not tokenizer_available(want):
+        fallback, extra = _FALLBACK[want]
+        return fallback, (
+            f"BLEU into {tgt_lang}: sacrebleu's {want} tokenizer needs `pip install {extra}` (not installed); "
+            f"tokenised with {fallback} instead (tok:{fallback} in the signature, not comparable with {want})"
+        )
+    return want, None
+
+
+def check_tokenize(name: str) -> str:
+    if name not in BLEU_TOKENIZERS:
+        raise UserError(f"--tokenize {name!r}: choose from {', '.join(BLEU_TOKENIZERS)} (spBLEU: --metric spbleu)")
+    if name in _FALLBACK and not tokenizer_available(name):
+        raise UserError(f"--tokenize {name}: sacrebleu needs `pip install {_FALLBACK[name][1]}` for it")
+    return name
+
+
+def target_from_names(*paths: str | os.PathLike) -> str | None:
+    """The target language that file names state: ``deu_Latn.devtest`` (FLORES layout) or
+    ``eng_Latn-deu_Latn.hyp`` (generation directory); None when no name says it."""
+    for p in paths:
+        head = Path(p).name.split(".")[0]
+        tail = head.rsplit("-", 1)[-1]
+        for code in (head, tail):
+            if is_code(code):
+                return code
+    return None
+
+
 @dataclass
 class MetricSpec:
     """A metric name plus what it needs; ``build()`` gives a fresh sacrebleu Metric and a preprocessor."""
 
     name: str
     spm_model: str | None = None
+    tokenize: str | None = None  # BLEU: sacrebleu tokenizer; None: by target language (``for_target``), else 13a
 
     def __post_init__(self) -> None:
         self.name = normalize_metric_name(self.name)
+        if self.tokenize is not None:
+            if self.name != "bleu":
+                raise UserError(f"--tokenize applies to BLEU only ({self.name} has its own tokenisation)")
+            check_tokenize(self.tokenize)
         if self.name == "spbleu":
             model = self.spm_model or default_spm_model()
             if model is None:
                 raise UserError(spm_missing_message(None))
             self.spm_model = str(model)
 
+    def for_target(self, tgt_lang: str | None) -> tuple["MetricSpec", str | None]:
+        """This metric for hypotheses in ``tgt_lang``: BLEU gets sacrebleu's tokenizer for that language
+        unless ``tokenize`` was given. Returns (spec, a note when the right tokenizer is not installed)."""
+        if self.name != "bleu" or self.tokenize is not None:
+            return self, None
+        tok, note = bleu_tokenizer(tgt_lang)
+        return replace(self, tokenize=tok), note
+
     def build(self) -> tuple[Metric, Callable[[Sequence[str]], list[str]] | None]:
         if self.name == "chrf++":
             return sacrebleu.CHRF(word_order=2), None
         if self.name == "bleu":
-            return sacrebleu.BLEU(), None
+            return sacrebleu.BLEU(tokenize=self.tokenize or "13a"), None
         tok = _spm(self.spm_model)
         return sacrebleu.BLEU(tokenize="none", force=True), tok
 
@@ -155,9 +226,22 @@ def corpus_score(hyps: Sequence[str], refs: Sequence[str], spec: MetricSpec) -> 
     return Score(spec.name, float(result.score), spec.signature(metric), len(h))
 
 
-def signatures(specs: Sequence[MetricSpec]) -> dict[str, str]:
-    """Each metric's signature (independent of the data: one reference, as everywhere here)."""
-    return {spec.name: corpus_score(["a"], ["a"], spec).signature for spec in specs}
+def signatures(specs: Sequence[MetricSpec], tgt_langs: Sequence[str | None] = (None,)) -> dict[str, str]:
+    """Each metric's signature (independent of the data: one reference, as everywhere here). A BLEU that
+    used several tokenizers over ``tgt_langs`` gets one entry per tokenizer: ``bleu (tok:zh)``."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        variants = {(v := spec.for_target(t)[0]).tokenize: v for t in tgt_langs}
+        for v in variants.values():
+            key = spec.name if len(variants) == 1 else f"{spec.name} (tok:{v.tokenize})"
+            out[key] = corpus_score(["a"], ["a"], v).signature
+    return out
+
+
+def target_notes(specs: Sequence[MetricSpec], tgt_langs: Sequence[str | None]) -> list[str]:
+    """The notes of ``for_target`` (a tokenizer that is not installed), once each."""
+    notes = (spec.for_target(t)[1] for spec in specs for t in tgt_langs)
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,12 +249,13 @@ def signatures(specs: Sequence[MetricSpec]) -> dict[str, str]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them)."""
+    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them), without
+    a leading byte-order mark."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8", newline="\n") as fh:
+    try:  # utf-8-sig: a leading byte-order mark (Windows editors write one) is not part of the first line
+        with open(path, encoding="utf-8-sig", newline="\n") as fh:
             return [line.rstrip() for line in fh]
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv") from None
@@ -302,13 +387,21 @@ def paired_bootstrap(
 # what the CLI calls
 
 
-def resolve_metrics(names: Sequence[str] | None, spm_model: str | None) -> tuple[list[MetricSpec], list[str]]:
+def resolve_metrics(
+    names: Sequence[str] | None, spm_model: str | None, tokenize: str | None = None
+) -> tuple[list[MetricSpec], list[str]]:
     """Metric specs for ``names``; with no names: chrF++, plus spBLEU when a SentencePiece model is
-    known (``--spm-model``, $NLLB_SPM_MODEL or sacrebleu's cache). Returns (specs, notes for the user)."""
+    known (``--spm-model``, $NLLB_SPM_MODEL or sacrebleu's cache). ``tokenize`` is BLEU's (needs bleu
+    among ``names``). Returns (specs, notes for the user)."""
     notes: list[str] = []
     if names:
-        specs = [MetricSpec(n, spm_model) for n in dict.fromkeys(normalize_metric_name(n) for n in names)]
+        keys = list(dict.fromkeys(normalize_metric_name(n) for n in names))
+        if tokenize is not None and "bleu" not in keys:
+            raise UserError(f"--tokenize {tokenize}: applies to BLEU only; add bleu to --metrics")
+        specs = [MetricSpec(n, spm_model, tokenize if n == "bleu" else None) for n in keys]
         return specs, notes
+    if tokenize is not None:
+        raise UserError(f"--tokenize {tokenize}: applies to BLEU only; add --metrics bleu")
     specs = [MetricSpec("chrf++")]
     if spm_model or default_spm_model():
         specs.append(MetricSpec("spbleu", spm_model))
@@ -323,11 +416,22 @@ class ScoreConfig:
     ref: str
     metric: str = "chrf++"
     spm_model: str | None = None
+    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = None  # the hypotheses' language; None: from the file names, if they say it
 
 
-def score_files(cfg: ScoreConfig) -> Score:
-    """Corpus score of one hypothesis file against one reference file."""
-    spec = MetricSpec(cfg.metric, cfg.spm_model)
+def file_target(tgt_lang: str | None, *paths: str | os.PathLike) -> str | None:
+    """``--tgt-lang`` (checked), else the language the file names state (the reference's first)."""
+    return check_code(tgt_lang, "--tgt-lang") if tgt_lang else target_from_names(*paths)
+
+
+def score_files(cfg: ScoreConfig, notes: list[str] | None = None) -> Score:
+    """Corpus score of one hypothesis file against one reference file; ``notes`` collects what the user
+    should know (a BLEU tokenizer that is not installed)."""
+    spec = MetricSpec(cfg.metric, cfg.spm_model, cfg.tokenize)
+    spec, note = spec.for_target(file_target(cfg.tgt_lang, cfg.ref, cfg.hyp))
+    if note and notes is not None:
+        notes.append(note)
     hyps, refs = read_aligned(cfg.hyp, cfg.ref)
     if not refs:
         raise UserError(f"{cfg.hyp} and {cfg.ref} are empty: nothing to score")
@@ -343,14 +447,24 @@ class CompareConfig:
     spm_model: str | None = None
     n_samples: int = 1000
     seed: int = 12345
+    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = None  # two files: their language (default: from the file names)
 
 
-def compare(cfg: CompareConfig) -> list[tuple[str, BootstrapResult]]:
+def compare(cfg: CompareConfig, notes: list[str] | None = None) -> list[tuple[str, BootstrapResult]]:
     """Paired bootstrap of B against A: one (name, result) for two files, one per shared direction for
-    two generation directories."""
+    two generation directories. ``notes`` collects what the user should know."""
     from eval import gendir
 
-    spec = MetricSpec(cfg.metric, cfg.spm_model)
+    base = MetricSpec(cfg.metric, cfg.spm_model, cfg.tokenize)
+    notes = [] if notes is None else notes
+
+    def spec_for(tgt: str | None) -> MetricSpec:
+        spec, note = base.for_target(tgt)
+        if note and note not in notes:
+            notes.append(note)
+        return spec
+
     a, b = Path(cfg.baseline), Path(cfg.system)
     if a.is_dir() or b.is_dir():
         if not (a.is_dir() and b.is_dir()):
@@ -364,7 +478,8 @@ def compare(cfg: CompareConfig) -> list[tuple[str, BootstrapResult]]:
         out = []
         for d in shared:
             ha, hb, r = read_aligned(dirs_a[d], dirs_b[d], gendir.ref_path(ref_dir, d.tgt))
-            out.append((d.name, paired_bootstrap(ha, hb, r, spec, cfg.n_samples, cfg.seed)))
+            out.append((d.name, paired_bootstrap(ha, hb, r, spec_for(d.tgt), cfg.n_samples, cfg.seed)))
         return out
     ha, hb, r = read_aligned(a, b, cfg.ref)
+    spec = spec_for(file_target(cfg.tgt_lang, cfg.ref, b, a))
     return [(f"{a.name} vs {b.name}", paired_bootstrap(ha, hb, r, spec, cfg.n_samples, cfg.seed))]

@@ -272,7 +272,7 @@ def plot_translate_test(wide: pd.DataFrame, methods: list[str], path: Path) -> b
 def parse_train_log(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(train: update, loss), (valid: update, direction, loss) and the number of skipped lines."""
     train, valid, skipped = [], [], 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: a byte-order mark breaks line 1's JSON
         for line in fh:
             line = line.strip()
             if not line:

@@ -29,6 +29,7 @@ from eval.metrics import (
     read_aligned,
     resolve_metrics,
     signatures,
+    target_notes,
 )
 from mt.errors import UserError
 from mt.util import atomic_write
@@ -43,8 +44,8 @@ def _score_one(direction: gendir.Direction, hyp: Path, ref: Path, specs: Sequenc
     if not refs:
         raise UserError(f"{hyp} and {ref} are empty: nothing to score")
     scores: dict[str, float] = {"n_lines": len(hyps)}
-    for spec in specs:
-        scores[spec.name] = round(corpus_score(hyps, refs, spec).score, 2)
+    for spec in specs:  # BLEU: tokenised for the target language (eval.metrics.bleu_tokenizer)
+        scores[spec.name] = round(corpus_score(hyps, refs, spec.for_target(direction.tgt)[0]).score, 2)
     return scores
 
 
@@ -67,19 +68,19 @@ def score_directory(
     ref_dir = gendir.check_ref_dir(ref_dir)
     tasks = [(d, hyp, gendir.ref_path(ref_dir, d.tgt)) for d, hyp in gendir.find_directions(gen_dir)]
     workers = workers or default_workers(len(tasks))
-    bar = tqdm(total=len(tasks), desc="scoring", unit="dir", disable=not progress)
     scores: dict[str, dict[str, float]] = {}
-    if workers <= 1:
-        for d, hyp, ref in tasks:
-            scores[d.name] = _score_one(d, hyp, ref, specs)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_score_one, d, hyp, ref, specs): d for d, hyp, ref in tasks}
-            for fut in as_completed(futures):
-                scores[futures[fut].name] = fut.result()
+    # the bar is closed (its line ended) on errors too, so an error message starts a line of its own
+    with tqdm(total=len(tasks), desc="scoring", unit="dir", disable=not progress) as bar:
+        if workers <= 1:
+            for d, hyp, ref in tasks:
+                scores[d.name] = _score_one(d, hyp, ref, specs)
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_score_one, d, hyp, ref, specs): d for d, hyp, ref in tasks}
+                for fut in as_completed(futures):
+                    scores[futures[fut].name] = fut.result()
+                    bar.update()
     rows = []
     for d, _, _ in tasks:
         rows.append(
@@ -212,6 +213,7 @@ class DirConfig:
     stats: str | None = None  # default: stats.tsv beside ref_dir
     out_dir: str | None = None  # default: gen_dir
     workers: int = 0  # scoring processes; 0: automatic
+    tokenize: str | None = None  # BLEU tokenizer; None: by each direction's target language
 
 
 @dataclass
@@ -224,11 +226,13 @@ class DirResult:
 
 def evaluate_directory(cfg: DirConfig, progress: bool = True) -> DirResult:
     """Score every direction of a generation directory; write scores.csv/.md and the averages."""
-    specs, notes = resolve_metrics(cfg.metrics, cfg.spm_model)
+    specs, notes = resolve_metrics(cfg.metrics, cfg.spm_model, cfg.tokenize)
     stats_path = Path(cfg.stats) if cfg.stats else gendir.default_stats_path(cfg.ref_dir)
     stats = gendir.load_stats(stats_path) if stats_path else None
     if stats is None:
         notes.append("no stats.tsv beside the references (pass --stats CORPUS/stats.tsv): no tier averages")
     df = score_directory(cfg.gen_dir, cfg.ref_dir, specs, stats, progress=progress, workers=cfg.workers)
-    paths = write_scores(df, cfg.out_dir or cfg.gen_dir, signatures(specs))
+    tgts = sorted(set(df["tgt"]))
+    notes += target_notes(specs, tgts)
+    paths = write_scores(df, cfg.out_dir or cfg.gen_dir, signatures(specs, tgts))
     return DirResult(df, grouped_averages(df), paths, notes)

@@ -112,7 +112,7 @@ class ToxicityList:
     def from_file(cls, lang: str, path: str | os.PathLike) -> "ToxicityList":
         path = Path(path)
         try:
-            with open(path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first term
                 terms = [line.strip() for line in fh]
         except UnicodeDecodeError as exc:
             raise UserError(
@@ -307,9 +307,10 @@ def evaluate_directory(
     src_dir = gendir.check_ref_dir(src_dir)
     results = []
     found = gendir.find_directions(gen_dir)
-    for direction, hyp in tqdm(found, desc="toxicity", unit="dir", disable=not progress):
-        src = gendir.ref_path(src_dir, direction.src)
-        results.append(evaluate_files(src, hyp, direction.src, direction.tgt, lists))
+    with tqdm(found, desc="toxicity", unit="dir", disable=not progress) as bar:  # closed on errors too
+        for direction, hyp in bar:
+            src = gendir.ref_path(src_dir, direction.src)
+            results.append(evaluate_files(src, hyp, direction.src, direction.tgt, lists))
     return results
 
 

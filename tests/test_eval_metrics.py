@@ -203,3 +203,122 @@ def test_compare_cli_on_generation_dirs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "eng_Latn-deu_Latn" in out and "eng_Latn-fra_Latn" in out
     assert "2/2 directions differ significantly" in out
+
+
+# --- BLEU tokenised for the target language as sacrebleu -l does ---------------------------------------
+HAN = (  # common Han characters: Chinese text has no spaces between words
+    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后小"
+    "么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长"
+)
+
+
+def _zh_sentences(n, seed):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(HAN) for _ in range(rng.randint(8, 20))) + "。" for _ in range(n)]
+
+
+def _zh_corrupt(lines, rate, seed):
+    rng = random.Random(seed)
+    return ["".join(c if rng.random() > rate else rng.choice(HAN) for c in line) for line in lines]
+
+
+def test_bom_is_stripped_so_identical_files_score_100(tmp_path, capsys):
+    lines = _sentences(40, seed=3)
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    ref = _write(tmp_path / "ref.txt", lines)
+    assert read_lines(hyp) == lines
+    for metric in ("chrf++", "bleu"):
+        assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", metric]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "100.00"
+
+
+def test_bleu_tokenizer_follows_the_target_language(tmp_path, capsys):
+    refs = _zh_sentences(60, seed=51)
+    hyps = _zh_corrupt(refs, 0.3, seed=52)
+    hyp, ref = _write(tmp_path / "eng_Latn-zho_Hans.hyp", hyps), _write(tmp_path / "zho_Hans.devtest", refs)
+    theirs = _sacrebleu_cli(ref, "-i", hyp, "-m", "bleu", "-l", "en-zh", "-b")
+    assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", "bleu"]) == 0
+    sig, score = capsys.readouterr().out.strip().splitlines()
+    assert "tok:zh" in sig and float(score) == pytest.approx(theirs, abs=0.005)
+    assert theirs > 30  # 13a sees one "word" per sentence: a near-zero score
+    # the language can be given when the file names do not say it; --tokenize overrides the choice
+    plain_h, plain_r = _write(tmp_path / "out.txt", hyps), _write(tmp_path / "ref.txt", refs)
+    args = ["--metric", "bleu", "--tgt-lang", "zho_Hant"]
+    assert main(["score", "--hyp", str(plain_h), "--ref", str(plain_r), *args]) == 0
+    assert float(capsys.readouterr().out.split()[-1]) == pytest.approx(theirs, abs=0.005)
+    assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", "bleu", "--tokenize", "13a"]) == 0
+    sig, score = capsys.readouterr().out.strip().splitlines()
+    assert "tok:13a" in sig
+    assert float(score) == pytest.approx(_sacrebleu_cli(ref, "-i", hyp, "-m", "bleu", "-b"), abs=0.005)
+    # other targets keep 13a (sacrebleu's default)
+    assert MetricSpec("bleu").for_target("deu_Latn")[0].tokenize == "13a"
+    assert MetricSpec("bleu").for_target("yue_Hant")[0].tokenize == "zh"
+
+
+def test_bleu_for_japanese_without_mecab_says_so_and_falls_back(capsys, monkeypatch):
+    from eval import metrics
+
+    monkeypatch.setattr(metrics, "tokenizer_available", lambda name: False)
+    spec, note = MetricSpec("bleu").for_target("jpn_Jpan")
+    assert spec.tokenize == "char" and "sacrebleu[ja]" in note and "char" in note
+    spec, note = MetricSpec("bleu").for_target("kor_Hang")
+    assert spec.tokenize == "13a" and "sacrebleu[ko]" in note
+    with pytest.raises(UserError, match="sacrebleu\\[ja\\]"):
+        MetricSpec("bleu", tokenize="ja-mecab")
+    with pytest.raises(UserError, match="--tokenize"):
+        MetricSpec("chrf++", tokenize="zh")
+    with pytest.raises(UserError, match="13a"):
+        MetricSpec("bleu", tokenize="moses")
+
+
+def test_dir_and_compare_tokenise_bleu_per_target(tmp_path, capsys):
+    refs = {"zho_Hans": _zh_sentences(50, seed=61), "deu_Latn": _sentences(50, seed=62)}
+    (tmp_path / "devtest").mkdir()
+    for system, rate in (("A", 0.5), ("B", 0.2)):
+        (tmp_path / system).mkdir()
+    for lang, lines in refs.items():
+        ref = _write(tmp_path / "devtest" / f"{lang}.devtest", lines)
+        corrupt = _zh_corrupt if lang == "zho_Hans" else _corrupt
+        for system, rate in (("A", 0.5), ("B", 0.2)):
+            _write(tmp_path / system / f"eng_Latn-{lang}.hyp", corrupt(lines, rate, seed=7))
+    assert main(["dir", str(tmp_path / "B"), "--ref-dir", str(tmp_path / "devtest"), "--metrics", "bleu"]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "B" / "scores.csv").set_index("direction")
+    zh = _sacrebleu_cli(tmp_path / "devtest" / "zho_Hans.devtest", "-i", tmp_path / "B" / "eng_Latn-zho_Hans.hyp",
+                        "-m", "bleu", "-l", "en-zh", "-b")  # fmt: skip
+    de = _sacrebleu_cli(tmp_path / "devtest" / "deu_Latn.devtest", "-i", tmp_path / "B" / "eng_Latn-deu_Latn.hyp",
+                        "-m", "bleu", "-b")  # fmt: skip
+    assert df.at["eng_Latn-zho_Hans", "bleu"] == pytest.approx(zh, abs=0.006)
+    assert df.at["eng_Latn-deu_Latn", "bleu"] == pytest.approx(de, abs=0.006)
+    import json
+
+    sigs = json.loads((tmp_path / "B" / "scores.json").read_text())["signatures"]
+    assert "tok:zh" in sigs["bleu (tok:zh)"] and "tok:13a" in sigs["bleu (tok:13a)"]
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--ref", str(tmp_path / "devtest"),
+                 "--metric", "bleu", "--n-samples", "50"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "eng_Latn-zho_Hans" in line)
+    assert f"{zh:.2f}" in row
+
+
+def test_every_eval_text_reader_drops_a_bom(tmp_path):
+    import json
+
+    from eval.classification import read_examples
+    from eval.gettext_domains import _read_lines
+    from eval.report import parse_train_log
+    from eval.toxicity import ToxicityList
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "task.tsv").write_bytes(bom + "greeting\thello there\n".encode())
+    assert read_examples(tmp_path / "task.tsv")[0].label == "greeting"
+    (tmp_path / "deu_Latn_twl.txt").write_bytes(bom + "Mist\n".encode())
+    assert ToxicityList.from_file("deu_Latn", tmp_path / "deu_Latn_twl.txt").matches("so ein Mist") == ["Mist"]
+    (tmp_path / "train.txt").write_bytes(bom + b"first line\n")
+    assert _read_lines(tmp_path / "train.txt") == ["first line"]
+    (tmp_path / "log.jsonl").write_bytes(bom + json.dumps({"update": 100, "loss": 5.0}).encode() + b"\n")
+    train, _, skipped = parse_train_log(tmp_path / "log.jsonl")
+    assert train.to_dict("records") == [{"update": 100, "loss": 5.0}] and skipped == 0

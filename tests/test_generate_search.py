@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread o
 
 from mt.errors import UserError
 from mt.generate.search import SearchConfig, search
-from mt.generate.translator import Translator, length_batches
+from mt.generate.translator import Hypothesis, Translator, TranslatorWarning, length_batches
 from mt.models.transformer import EncoderOut
 
 BOS, PAD, EOS, UNK, A, B, C, LANG, LANG2 = range(9)
@@ -239,3 +240,58 @@ def test_translator_errors(translator):
     with pytest.raises(TypeError, match="bem"):
         translator.translate(["hi"], "eng_Latn", "deu_Latn", bem=3)
     assert translator.translate([], "eng_Latn", "deu_Latn") == []
+
+
+# --- the Python API as CTranslate2 / Hugging Face users call it ----------------------------------------------
+def test_translate_takes_one_string_and_translate_batch_refuses_it(translator):
+    one = translator.translate("a big red house", "eng_Latn", "deu_Latn", beam=2)
+    assert isinstance(one, Hypothesis)
+    assert one.text == translator.translate(["a big red house"], "eng_Latn", "deu_Latn", beam=2)[0].text
+    with pytest.raises(TypeError, match=r"list of sentences, not a str; use translate\(text"):
+        translator.translate_batch("a big red house", "eng_Latn", "deu_Latn")
+    with pytest.raises(TypeError, match="list of sentences"):
+        translator.encode("a big red house")
+
+
+def test_empty_and_blank_sentences_get_empty_translations(translator):
+    hyps = translator.translate(["", "a big red house", "  \t "], "eng_Latn", "deu_Latn", beam=2)
+    assert [h.text for h in hyps[::2]] == ["", ""] and hyps[0].tokens == hyps[0].ids == [] and hyps[1].text
+    assert translator.translate("", "eng_Latn", "deu_Latn").text == ""
+    nbest = translator.translate_batch(["", "tree"], "eng_Latn", "deu_Latn", beam=2, nbest=2)
+    assert [h.text for h in nbest[0]] == [""] and len(nbest[1]) == 2
+
+
+def test_long_sources_and_untrained_directions_warn_once_per_call(translator):
+    limit = translator.max_source_positions
+    long = " ".join(["house"] * (limit + 10))
+    with pytest.warns(TranslatorWarning) as rec:
+        translator.translate([long, "a cat", long], "eng_Latn", "deu_Latn", beam=1, max_len_a=0, max_len_b=2)
+    assert len(rec) == 1 and f"2 of 3 source sentence(s) have more than {limit - 2} tokens" in str(rec[0].message)
+    with pytest.warns(TranslatorWarning) as rec:  # fra->eng is not among the checkpoint's lang_pairs
+        translator.translate(["un chat", "le chien"], "fra_Latn", "eng_Latn", beam=1, max_len_b=2)
+    assert len(rec) == 1 and "2 sentence(s) in direction(s) fra_Latn-eng_Latn" in str(rec[0].message)
+    assert "eng_Latn-deu_Latn" in str(rec[0].message)  # what it was trained on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a trained direction, short sources: silent
+        translator.translate(["a cat"], "eng_Latn", "deu_Latn", beam=1, max_len_b=2)
+
+
+def test_progress_is_called_after_each_batch(translator):
+    calls = []
+    sents = SENTS + [""]
+    translator.translate(sents, "eng_Latn", "deu_Latn", beam=1, max_tokens=12, progress=lambda *a: calls.append(a))
+    assert len(calls) > 2 and calls[-1] == (len(sents), len(sents))
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and {t for _, t in calls} == {len(sents)}
+
+
+def test_unknown_language_lists_the_models_languages(translator):
+    with pytest.raises(UserError) as exc:
+        translator.translate(["hi"], "eng_Latn", "zul_Latn")
+    msg = str(exc.value)
+    assert "--langs" not in msg and "target language zul_Latn" in msg
+    assert all(code in msg for code in ("eng_Latn", "deu_Latn", "fra_Latn"))
+    with pytest.raises(UserError, match="source language xho_Latn"):
+        translator.translate(["hi"], "xho_Latn", "deu_Latn")
+    with pytest.raises(UserError, match="its languages: .*eng_Latn") as exc:
+        translator.dictionary.lang_index("zul_Latn")
+    assert "--langs that" not in str(exc.value)

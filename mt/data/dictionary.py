@@ -89,9 +89,11 @@ class Dictionary:
         """Index of ``__code__``; a clear error when the dictionary was built without it."""
         tok = lang_token(code)
         if tok not in self.indices:
+            have = self.langs()
+            listed = ", ".join(have[:12]) + (f", ... ({len(have)} in all)" if len(have) > 12 else "")
             raise UserError(
-                f"language token {tok} is not in the dictionary: rebuild dict.txt with mt-spm train "
-                f"including {code}, or pass --langs that the dictionary covers"
+                f"language token {tok} is not in the dictionary (its languages: {listed or 'none'}): use one of "
+                f"those, or rebuild dict.txt with mt-spm train --langs ... {code}"
             )
         return self.indices[tok]
 

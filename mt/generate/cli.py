@@ -110,6 +110,8 @@ GENERATE_EPILOG = """examples:
       --lang-pairs eng_Latn-deu_Latn,deu_Latn-eng_Latn --bf16 --results-path work/gen
   # best hypotheses in input order
   mt-generate work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn | grep ^D- | sort -V | cut -f3
+  # fairseq's "BLEU4 = ..." last line, for scripts that parse it
+  mt-generate work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t zho_Hans --scoring bleu | tail -n1
 
   # sparse MoE: the padded static-gating baseline; or 4 of 16 experts per layer resident (others memory-mapped)
   mt-generate work/bin --path moe/checkpoint_best.pt -s eng_Latn -t deu_Latn --moe-inference-gating static
@@ -120,8 +122,11 @@ GENERATE_EPILOG = """examples:
 
 Output per sentence i (batch order, as fairseq): S-i source, T-i reference, H-i<TAB>score<TAB>pieces,
 D-i<TAB>score<TAB>detokenised, P-i<TAB>per-token scores; scores are log2. Last line:
-"Generate {subset} with beam=N: chrF2++ = ...". --results-path DIR writes DIR/generate-{subset}.txt and
-DIR/{src}-{tgt}.hyp (detokenised, input order).
+"Generate {subset} with beam=N: chrF2++ = ..." (--scoring chrf), or fairseq's "Generate {subset} with
+beam=N: BLEU4 = 28.12, 59.0/34.2/21.6/14.1 (BP=1.000, ratio=1.000, syslen=..., reflen=...)" (--scoring
+bleu; sacrebleu's BLEU on detokenised text, tokenised for the target language: zh for Chinese, ...; the
+signature goes to stderr). --results-path DIR writes DIR/generate-{subset}.txt and DIR/{src}-{tgt}.hyp
+(detokenised, input order).
 """
 
 
@@ -137,6 +142,10 @@ def build_generate_parser() -> argparse.ArgumentParser:
                    help="turn H-/S-/T- pieces into text (only 'sentencepiece'; the flag alone means that)")  # fmt: skip
     p.add_argument("--results-path", default="", help="write generate-{subset}.txt and {src}-{tgt}.hyp here")
     p.add_argument("--quiet", action="store_true", help="only the score line (no S/T/H/D/P lines)")
+    p.add_argument("--scoring", choices=["chrf", "bleu"], default="chrf",
+                   help="the last line's metric: chrf = chrF2++ (default: NLLB's metric, and this line's "
+                        "format before the flag existed, so existing scripts keep working; BLEU with 13a is weak "
+                        "for many FLORES-200 languages) | bleu = fairseq's 'BLEU4 = ...' line (fairseq's default)")
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p, data_positional=True)
     _add_search(p)
@@ -161,6 +170,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         max_tokens=args.max_tokens, batch_size=args.batch_size, remove_bpe=args.remove_bpe,
         results_path=args.results_path, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
         threads=args.threads, quiet=args.quiet, progress=not args.no_progress_bar, moe=_moe(args),
+        scoring=args.scoring,
     )  # fmt: skip
     generate(cfg)
     return 0
@@ -169,17 +179,23 @@ def generate_main(argv: list[str] | None = None) -> int:
 # --- mt-interactive ------------------------------------------------------------------------------------
 INTERACTIVE_EPILOG = """examples:
   echo "The file is open." | mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn
+  # fairseq-interactive's order: the data directory (dict.txt, spm.model) first
+  mt-interactive work/bin --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn < in.txt
   mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t fra_Latn --buffer-size 64 --bf16 < in.txt > out.txt
   # fairseq-interactive's S-/W-/H-/D-/P- lines, 2 hypotheses each
   mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn --output-format fairseq --nbest 2
 
-plain output: one translation per input line (empty or undecodable lines give empty lines).
+plain output: one translation per input line (empty or undecodable lines give empty lines); fairseq
+output: S-/W-/H-/D-/P- lines for every input line (an empty hypothesis for those), so grep ^D- stays aligned.
 """
 
 
 def build_interactive_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mt-interactive", description="Translate raw text from stdin as it arrives.",
                                 epilog=INTERACTIVE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("data_dir", nargs="?", default="", metavar="DATA",
+                   help="directory with the dict.txt (+ spm.model) the model was trained with, as fairseq-interactive "
+                        "takes it (same as --data; default: found from the checkpoint)")  # fmt: skip
     p.add_argument("-s", "--source-lang", required=True)
     p.add_argument("-t", "--target-lang", required=True)
     p.add_argument("--input", default="-", help="file to read instead of stdin")
@@ -197,8 +213,11 @@ def interactive_main(argv: list[str] | None = None) -> int:
     from mt.generate.interactive import InteractiveConfig, interactive
 
     args = build_interactive_parser().parse_args(argv)
+    if args.data_dir and args.data and args.data_dir != args.data:
+        raise UserError(f"two data directories: DATA {args.data_dir} and --data {args.data}; give one")
     cfg = InteractiveConfig(
-        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data, spm_model=args.spm_model,
+        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data_dir or args.data,
+        spm_model=args.spm_model,
         input=args.input, buffer_size=args.buffer_size, output_format=args.output_format, remove_bpe=args.remove_bpe,
         search=_search(args), max_tokens=args.max_tokens, device=_device(args), bf16=args.bf16, threads=args.threads,
         moe=_moe(args),

@@ -7,7 +7,8 @@ Per sentence ``i``::
     D-i<TAB>score<TAB>detokenised hypothesis
     P-i<TAB>log-prob of each token, </s> last
 
-H/D/P repeat for each of the ``--nbest`` hypotheses. Scores are base 2 (fairseq divides the nats by
+H/D/P repeat for each of the ``--nbest`` hypotheses (an empty hypothesis for an empty source: every input
+has its lines, so ``grep ^D-`` stays aligned with the input). Scores are base 2 (fairseq divides the nats by
 ln 2): ``score`` is printed as the float32 value's Python repr, positional scores with 4 decimals —
 exactly what fairseq's ``generate.py`` prints. Users grep these lines (``grep ^D- | sort -V | cut -f3``).
 """
@@ -70,3 +71,12 @@ def sentence_lines(
         lines.append(f"D-{sid}\t{s}\t{d}")
         lines.append(f"P-{sid}\t{positional_str(pos)}")
     return lines
+
+
+def bleu_string(score: float, precisions: Sequence[float], bp: float, sys_len: int, ref_len: int) -> str:
+    """fairseq's BLEU result string (its ``bleu`` scorer, order 4), which scripts parse after ``BLEU4 = ``;
+    ``precisions`` are the four n-gram precisions in percent."""
+    ratio = sys_len / ref_len if ref_len else 0.0
+    p1, p2, p3, p4 = precisions
+    return (f"BLEU4 = {score:2.2f}, {p1:2.1f}/{p2:2.1f}/{p3:2.1f}/{p4:2.1f} "
+            f"(BP={bp:.3f}, ratio={ratio:.3f}, syslen={sys_len}, reflen={ref_len})")  # fmt: skip

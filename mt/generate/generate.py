@@ -1,11 +1,14 @@
-"""``mt-generate``: translate a binarized subset (fairseq-generate) and score it with chrF++.
+"""``mt-generate``: translate a binarized subset (fairseq-generate) and score it with chrF++ or BLEU.
 
 Reads ``{data}/{subset}.{src}-{tgt}.{lang}.bin/.idx`` (``devtest``/``dev`` are aliases of the ``test`` /
 ``valid`` subsets that mt-preprocess writes), translates every sentence, prints fairseq's S/T/H/D/P lines
 (``mt.generate.fairseq_format``) batch by batch as fairseq does (batches are sorted by length, so ids
 come out of order: ``grep ^D- | sort -V``), and last ``Generate {subset} with beam=N: chrF2++ = ...``
-computed by sacrebleu on detokenised hypotheses and references (the references are the binarized
-targets turned back into text; ``mt-eval dir`` against ``CORPUS/devtest`` is the official number).
+(``--scoring chrf``, the default) or fairseq's ``... BLEU4 = 28.12, 59.0/34.2/21.6/14.1 (BP=...)``
+(``--scoring bleu``), computed by sacrebleu on detokenised hypotheses and references (the references are
+the binarized targets turned back into text; ``mt-eval dir`` against ``CORPUS/devtest`` is the official
+number). BLEU is tokenised for the target language as ``mt-eval`` does (``eval.metrics.bleu_tokenizer``:
+``zh`` for Chinese, ...); its sacrebleu signature goes to stderr.
 
 ``--results-path DIR`` writes ``DIR/generate-{subset}.txt`` (``generate-{subset}.{src}-{tgt}.txt`` when
 several pairs are generated) and ``DIR/{src}-{tgt}.hyp``: detokenised hypotheses in input order, the
@@ -29,6 +32,8 @@ from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 from mt.util import atomic_write
 
+SCORINGS = ("chrf", "bleu")
+
 
 @dataclass
 class GenerateConfig:
@@ -48,6 +53,7 @@ class GenerateConfig:
     quiet: bool = False  # no S/T/H/D/P lines, only the score
     progress: bool = True
     moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
+    scoring: str = "chrf"  # chrf: chrF2++ (NLLB's metric); bleu: fairseq's BLEU4 line
 
     def check(self) -> "GenerateConfig":
         if not self.lang_pairs:
@@ -56,6 +62,8 @@ class GenerateConfig:
             parse_pair(p)
         if self.remove_bpe not in (None, *ff.REMOVE_BPE):
             raise UserError(f"--remove-bpe {self.remove_bpe!r}: only 'sentencepiece' is supported (our data is SentencePiece)")
+        if self.scoring not in SCORINGS:
+            raise UserError(f"--scoring {self.scoring!r}: choose {' or '.join(SCORINGS)}")
         self.search.check()
         self.moe.check()
         return self
@@ -67,33 +75,61 @@ class DirectionResult:
     sentences: int
     tokens: int
     seconds: float
-    chrf: float | None
+    score: float | None  # chrF2++ or BLEU (``metric``)
     score_line: str
     hyps: list[str]
+    metric: str = "chrf"
+    signature: str = ""  # sacrebleu's
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _warning(msg: str) -> None:
+    _say(f"mt-generate: warning: {msg}")
+
+
+def corpus_score(hyps: list[str], refs: list[str], scoring: str, tgt_lang: str) -> tuple[float, str, str, str | None]:
+    """(score, result string for the last line, sacrebleu signature, a note) of ``--scoring``."""
+    if scoring == "chrf":
+        from sacrebleu.metrics import CHRF
+
+        chrf = CHRF(word_order=2)
+        res = chrf.corpus_score(hyps, [refs])
+        return res.score, str(res), chrf.get_signature().format(), None
+    from eval.metrics import MetricSpec  # the tokenizer rule of mt-eval (zh for Chinese, ...)
+
+    spec, note = MetricSpec("bleu").for_target(tgt_lang)
+    bleu = spec.build()[0]
+    res = bleu.corpus_score(hyps, [refs])
+    line = ff.bleu_string(res.score, res.precisions, res.bp, res.sys_len, res.ref_len)
+    return res.score, line, bleu.get_signature().format(), note
+
+
+def load_subset(tr: Translator, cfg: GenerateConfig, direction: str):
+    """The binarized subset of ``direction``, or a UserError (a language the model lacks, no data, empty)."""
+    src_lang, tgt_lang = parse_pair(direction)
+    tr.check_lang(src_lang, "source language")
+    tr.check_lang(tgt_lang, "target language")
+    d = tr.dictionary
+    ds = load_direction(cfg.data, cfg.gen_subset, direction, d, d.langs())
+    if len(ds) == 0:
+        raise UserError(f"{cfg.data}: the {cfg.gen_subset} subset of {direction} is empty")
+    return ds
+
+
 def generate_direction(
-    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool, report: bool = True
+    tr: Translator, cfg: GenerateConfig, direction: str, out: IO[str], progress: bool, report: bool = True, ds=None
 ) -> DirectionResult:
-    from sacrebleu.metrics import CHRF
     from tqdm import tqdm
 
     src_lang, tgt_lang = parse_pair(direction)
     d = tr.dictionary
-    ds = load_direction(cfg.data, cfg.gen_subset, direction, d, d.langs())
+    ds = ds if ds is not None else load_subset(tr, cfg, direction)
     n = len(ds)
-    if n == 0:
-        raise UserError(f"{cfg.data}: the {cfg.gen_subset} subset of {direction} is empty")
     srcs = [ds.src[i].tolist()[:-1] for i in range(n)]  # binarized rows end with </s>
     tgts = [ds.tgt[i].tolist() for i in range(n)]
-    too_long = sum(len(s) + 2 > tr.max_source_positions for s in srcs)
-    if too_long:
-        _say(f"mt-generate: {direction}: {too_long} source sentences are longer than max_source_positions "
-             f"{tr.max_source_positions} and are cut to fit")  # fmt: skip
     src_tok = d.lang_index(src_lang)
     hyps_text: list[str] = [""] * n
     ntok = 0
@@ -109,7 +145,7 @@ def generate_direction(
                 pieces = ff.pieces_string(d, h.tokens)
                 rendered.append((h.score, ff.post_process(pieces, cfg.remove_bpe), tr.detokenize(h.tokens), h.positional_scores))
             hyps_text[i] = _one_line(rendered[0][2]) if rendered else ""
-            ntok += len(hs[0].tokens) + 1 if hs else 0
+            ntok += len(hs[0].positional_scores) if hs else 0  # tokens + </s>; none for an empty source
             if not cfg.quiet:
                 src = ff.post_process(ff.pieces_string(d, [src_tok] + srcs[i]), cfg.remove_bpe)
                 tgt = ff.post_process(ff.pieces_string(d, tgts[i], escape_unk=True), cfg.remove_bpe)
@@ -120,16 +156,22 @@ def generate_direction(
         bar.update(len(idx))
 
     t0 = time.perf_counter()
-    tr.translate_ids(srcs, src_lang, tgt_lang, cfg.search, cfg.max_tokens, cfg.batch_size, on_batch=on_batch)
+    warn = (lambda m: _warning(f"{direction}: {m}")) if report else (lambda m: None)
+    try:
+        tr.translate_ids(srcs, src_lang, tgt_lang, cfg.search, cfg.max_tokens, cfg.batch_size, on_batch, warn=warn)
+    finally:  # also on errors: the bar's line is cleared before any message
+        bar.close()
     seconds = time.perf_counter() - t0
-    bar.close()
     refs = [_one_line(tr.detokenize(t[:-1] if t and t[-1] == d.eos() else t)) for t in tgts]
-    chrf = CHRF(word_order=2).corpus_score(hyps_text, [refs])
+    score, result, signature, note = corpus_score(hyps_text, refs, cfg.scoring, tgt_lang)
     if report:
         _say(f"mt-generate: {direction}: translated {n} sentences ({ntok} tokens) in {seconds:.1f}s "
              f"({n / max(seconds, 1e-9):.2f} sentences/s, {ntok / max(seconds, 1e-9):.2f} tokens/s)")  # fmt: skip
-    line = f"Generate {cfg.gen_subset} with beam={cfg.search.beam}: {chrf}"
-    return DirectionResult(direction, n, ntok, seconds, chrf.score, line, hyps_text)
+        if note:
+            _say(f"mt-generate: note: {note}")
+        _say(f"mt-generate: {direction}: sacrebleu signature {signature}")
+    line = f"Generate {cfg.gen_subset} with beam={cfg.search.beam}: {result}"
+    return DirectionResult(direction, n, ntok, seconds, score, line, hyps_text, cfg.scoring, signature)
 
 
 def _one_line(text: str) -> str:
@@ -147,19 +189,20 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
         return _follow(tr, cfg)
     results = []
     many = len(cfg.lang_pairs) > 1
+    subsets = {d: load_subset(tr, cfg, d) for d in cfg.lang_pairs}  # every direction checked before any output
     for direction in cfg.lang_pairs:
         if cfg.results_path:
             res_dir = Path(cfg.results_path)
             name = f"generate-{cfg.gen_subset}.{direction}.txt" if many else f"generate-{cfg.gen_subset}.txt"
             with atomic_write(res_dir / name) as fh:
-                r = generate_direction(tr, cfg, direction, fh, cfg.progress)
+                r = generate_direction(tr, cfg, direction, fh, cfg.progress, ds=subsets[direction])
                 fh.write(r.score_line + "\n")
             src, tgt = parse_pair(direction)
             with atomic_write(res_dir / f"{src}-{tgt}.hyp") as fh:
                 fh.writelines(h + "\n" for h in r.hyps)
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         else:
-            r = generate_direction(tr, cfg, direction, sys.stdout, cfg.progress)
+            r = generate_direction(tr, cfg, direction, sys.stdout, cfg.progress, ds=subsets[direction])
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         results.append(r)
     if tr.moe is not None:

@@ -4,7 +4,11 @@
 pipes (``mt-interactive ... < in.txt > out.txt`` is line-aligned; an empty or undecodable line gives an
 empty line). ``--output-format fairseq`` prints fairseq-interactive's lines per sentence: ``S-i`` (the
 source pieces with ``__src__``), ``W-i`` (seconds), then ``H-i``/``D-i``/``P-i`` per hypothesis
-(``mt.generate.fairseq_format``). Output is flushed after every buffer, so typing works interactively.
+(``mt.generate.fairseq_format``), for every input line: an empty or undecodable one gets an empty
+hypothesis (score 0), so ``grep ^D-`` stays line-aligned with the input. Output is flushed after every
+buffer, so typing works interactively. A leading UTF-8 byte-order mark is dropped; a line longer than the
+model's ``max_source_positions`` is cut to fit and named on stderr, as is a direction the checkpoint was
+not trained on (once, at the start).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mt.data.langs import check_code
 from mt.errors import UserError
 from mt.generate import fairseq_format as ff
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
+from mt.generate.readers import strip_bom
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 
@@ -60,6 +65,8 @@ def _buffers(stream: IO[bytes], size: int, name: str) -> Iterator[list[str | Non
     buf: list[str | None] = []
     for lineno, raw in enumerate(stream, 1):
         raw = raw.rstrip(b"\r\n")
+        if lineno == 1:
+            raw = strip_bom(raw)
         try:
             buf.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -73,44 +80,63 @@ def _buffers(stream: IO[bytes], size: int, name: str) -> Iterator[list[str | Non
         yield buf
 
 
+def _say(msg: str) -> None:
+    print(f"mt-interactive: {msg}", file=sys.stderr, flush=True)
+
+
 def interactive(cfg: InteractiveConfig, translator: Translator | None = None, out: IO[str] | None = None) -> int:
     """Translate until end of input; returns the number of lines read."""
     cfg.check()
     out = out or sys.stdout
     tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
                                   spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
-    src_tok = tr.lang_token(cfg.src_lang)
-    tr.lang_token(cfg.tgt_lang)
+    src_tok = tr.lang_token(cfg.src_lang, "-s/--source-lang")
+    tr.lang_token(cfg.tgt_lang, "-t/--target-lang")
+    for d in tr.untrained([(cfg.src_lang, cfg.tgt_lang)]):
+        _say(f"warning: {tr.loaded.path.name} was not trained on {d} (only on {', '.join(tr.lang_pairs[:12])}"
+             f"{', ...' if len(tr.lang_pairs) > 12 else ''}): expect poor zero-shot translations")  # fmt: skip
     if sys.stdin.isatty() and cfg.input == "-":
         print(f"mt-interactive: type {cfg.src_lang} sentences, one per line (Ctrl-D to end)", file=sys.stderr)
+    name = "<stdin>" if cfg.input == "-" else cfg.input
     stream = sys.stdin.buffer if cfg.input == "-" else open(cfg.input, "rb")
     start = 0
     try:
-        for buf in _buffers(stream, cfg.buffer_size, "<stdin>" if cfg.input == "-" else cfg.input):
-            live = [i for i, s in enumerate(buf) if s and s.strip()]
-            ids = tr.encode([buf[i] for i in live]) if live else []
-            t0 = time.perf_counter()
-            hyps = tr.translate_ids(ids, cfg.src_lang, cfg.tgt_lang, cfg.search, cfg.max_tokens) if ids else []
-            per_sentence = (time.perf_counter() - t0) / max(len(ids), 1)
-            by_line, ids_by_line = dict(zip(live, hyps)), dict(zip(live, ids))
-            lines = []
-            for i in range(len(buf)):
-                hs = by_line.get(i, [])
-                if cfg.output_format == "plain":
-                    lines.append(" ".join(tr.detokenize(hs[0].tokens).splitlines()) if hs else "")
-                    continue
-                src_ids = [src_tok] + list(ids_by_line.get(i, []))
-                lines.append(f"S-{start + i}\t{ff.post_process(ff.pieces_string(tr.dictionary, src_ids), cfg.remove_bpe)}")
-                lines.append(f"W-{start + i}\t{per_sentence if hs else 0.0:.3f}\tseconds")
-                rendered = [(h.score, ff.post_process(ff.pieces_string(tr.dictionary, h.tokens), cfg.remove_bpe),
-                             tr.detokenize(h.tokens), h.positional_scores) for h in hs[: cfg.search.nbest]]  # fmt: skip
-                lines += ff.sentence_lines(start + i, None, None, rendered)
-            out.write("".join(line + "\n" for line in lines))
+        for buf in _buffers(stream, cfg.buffer_size, name):
+            out.write("".join(line + "\n" for line in _translate_buffer(tr, cfg, buf, start, src_tok, name)))
             out.flush()
             start += len(buf)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     if tr.moe is not None:
-        print(f"mt-interactive: {tr.moe_summary()}", file=sys.stderr, flush=True)
+        _say(f"{tr.moe_summary()}")
     return start
+
+
+def _translate_buffer(
+    tr: Translator, cfg: InteractiveConfig, buf: list[str | None], start: int, src_tok: int, name: str
+) -> list[str]:
+    """Output lines of one buffer: one per input line (plain), or its S/W/H/D/P lines (fairseq)."""
+    live = [i for i, s in enumerate(buf) if s and s.strip()]
+    ids: list[list[int]] = [[] for _ in buf]  # empty or undecodable: an empty translation, nothing searched
+    for i, e in zip(live, tr.encode([buf[i] for i in live]) if live else []):
+        ids[i] = e
+    limit = tr.max_source_positions - 2
+    for i in live:
+        if len(ids[i]) > limit:
+            _say(f"{name}:{start + i + 1}: {len(ids[i])} tokens, more than the model's {limit}: cut to fit")
+    t0 = time.perf_counter()
+    hyps = tr.translate_ids(ids, cfg.src_lang, cfg.tgt_lang, cfg.search, cfg.max_tokens, warn=lambda m: None)
+    per_sentence = (time.perf_counter() - t0) / max(len(live), 1)
+    lines = []
+    for i, hs in enumerate(hyps):
+        if cfg.output_format == "plain":
+            lines.append(" ".join(tr.detokenize(hs[0].tokens).splitlines()))
+            continue
+        src = ff.post_process(ff.pieces_string(tr.dictionary, [src_tok] + ids[i][:limit]), cfg.remove_bpe)
+        lines.append(f"S-{start + i}\t{src}")
+        lines.append(f"W-{start + i}\t{per_sentence if ids[i] else 0.0:.3f}\tseconds")
+        rendered = [(h.score, ff.post_process(ff.pieces_string(tr.dictionary, h.tokens), cfg.remove_bpe),
+                     tr.detokenize(h.tokens), h.positional_scores) for h in hs[: cfg.search.nbest]]  # fmt: skip
+        lines += ff.sentence_lines(start + i, None, None, rendered)
+    return lines

@@ -9,7 +9,8 @@ Formats (``--format auto`` picks by extension; ``.gz`` works for the line-based 
 - ``parquet`` (``.parquet``): the string column ``--column NAME``, row by row (pyarrow record batches).
 
 Every line / row is one record, good or bad: a bad one (invalid UTF-8, missing column or field, broken
-JSON, null) carries a ``reason`` instead of text, so outputs stay line-aligned with inputs. Directories
+JSON, null) carries a ``reason`` instead of text, so outputs stay line-aligned with inputs. A leading
+UTF-8 byte-order mark is dropped (it would otherwise be translated as part of the first record). Directories
 are read recursively in sorted order of their relative paths; hidden files and folders are skipped.
 """
 
@@ -92,14 +93,22 @@ def _open_bytes(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def strip_bom(first_line: bytes) -> bytes:
+    """A file's first line without the UTF-8 byte-order mark some editors write (it is not text)."""
+    return first_line[len(BOM):] if first_line.startswith(BOM) else first_line
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with _open_bytes(path) as fh:
-        for raw in fh:
+        for lineno, raw in enumerate(fh, 1):
             if raw.endswith(b"\n"):
                 raw = raw[:-1]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
-            yield raw
+            yield strip_bom(raw) if lineno == 1 else raw
 
 
 def _decode(raw: bytes) -> tuple[str | None, str]:

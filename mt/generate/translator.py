@@ -4,19 +4,26 @@
     tr = Translator("ckpt/checkpoint_best.pt", device="cpu", bf16=True)
     hyps = tr.translate(["Hello world.", "Save the file?"], "eng_Latn", "deu_Latn", beam=4)
     print(hyps[0].text, hyps[0].score)
+    print(tr.translate("One sentence.", "eng_Latn", "deu_Latn").text)   # a str in, one Hypothesis out
 
 It does SentencePiece, the ``__src__ x </s>`` source rows, length-bucketed batching (sentences sorted by
 length and packed up to ``max_tokens`` source tokens, so little padding is computed), the search
 (``mt.generate.search``) and puts the results back in input order. Scores are in nats (natural log),
 length-normalised as fairseq does; the CLIs print them in base 2 as fairseq does.
+
+As the CLIs do, an empty or blank sentence gets an empty translation (score 0, nothing searched). What may
+disappoint is said with a ``TranslatorWarning`` (once per call): sources cut to ``max_source_positions``,
+directions outside the checkpoint's ``lang_pairs`` (zero-shot). A language the model does not have is a
+``UserError`` that lists the model's languages.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
+from typing import Callable, Sequence, overload
 
 import torch
 
@@ -37,6 +44,30 @@ class Hypothesis:
     tokens: list[str]
     positional_scores: list[float]  # per token, ``</s>`` last (len(tokens) + 1 values), nats
     ids: list[int]  # dictionary ids of ``tokens``
+
+
+class TranslatorWarning(UserWarning):
+    """A translation ran but may disappoint: sources cut to fit, a direction the model was not trained on."""
+
+
+Progress = Callable[[int, int], None]  # (sentences done, sentences in all), called after each batch
+Warn = Callable[[str], None]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, TranslatorWarning, stacklevel=4)
+
+
+def _listing(items: Sequence[str], limit: int = 12) -> str:
+    """``a, b, c`` trimmed to ``limit`` items: ``a, b, ... (40 in all)``."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
+
+
+def _empty_hypo() -> Hypo:
+    """The translation of an empty sentence: nothing (the CLIs print an empty line for it)."""
+    return Hypo(tokens=[], score=0.0, positional_scores=[])
 
 
 def length_batches(lengths: Sequence[int], max_tokens: int = 0, batch_size: int = 0) -> list[list[int]]:
@@ -109,6 +140,7 @@ class Translator:
         self.moe = moe_inference.setup(self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32)
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
+        self._lang_set = frozenset(self.langs)
         self._weights: dict[torch.dtype, incremental.DecoderWeights] = {}
 
     def decoder_weights(self) -> incremental.DecoderWeights | None:
@@ -137,12 +169,34 @@ class Translator:
         """One line for stderr describing ``moe_stats()``; None for a dense model."""
         return self.moe.summary() if self.moe is not None else None
 
-    def lang_token(self, code: str) -> int:
-        return self.dictionary.lang_index(code)
+    @property
+    def lang_pairs(self) -> list[str]:
+        """The directions the checkpoint was trained on (``src-tgt``); empty when it does not record them."""
+        return self.loaded.lang_pairs
+
+    def check_lang(self, code: str, what: str = "language") -> str:
+        """``code``, or a UserError that lists the languages this model has."""
+        check_code(code, what)
+        if code not in self._lang_set:
+            raise UserError(
+                f"{what} {code}: {self.loaded.path.name} has no such language; its languages: {_listing(self.langs)}"
+            )
+        return code
+
+    def lang_token(self, code: str, what: str = "language") -> int:
+        return self.dictionary.lang_index(self.check_lang(code, what))
+
+    def untrained(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """The directions among ``pairs`` that the checkpoint's ``lang_pairs`` do not list (none if unrecorded)."""
+        trained = set(self.lang_pairs)
+        if not trained:
+            return []
+        return [d for d in dict.fromkeys(f"{s}-{t}" for s, t in pairs) if d not in trained]
 
     # --- text <-> ids ------------------------------------------------------------------------------
     def encode(self, sentences: Sequence[str]) -> list[list[int]]:
         """SentencePiece + dictionary ids, without language token and ``</s>``."""
+        _not_a_str(sentences, "encode")
         if self.spm is None:
             raise UserError("this Translator has no SentencePiece model: pass spm_model=...")
         pieces = self.spm.encode_batch(sentences)
@@ -171,22 +225,37 @@ class Translator:
         max_tokens: int = 4096,
         batch_size: int = 0,
         on_batch: Callable[[list[int], list[list[Hypo]]], None] | None = None,
+        progress: Progress | None = None,
+        warn: Warn | None = None,
     ) -> list[list[Hypo]]:
         """n-best ``Hypo`` lists for id sequences (no language token, no ``</s>``), in input order.
 
-        Sources longer than the model's ``max_source_positions`` are cut to fit (the batch jobs report
-        such lines before they get here). ``on_batch(indices, hyps)`` is called after each batch.
+        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources longer than the model's
+        ``max_source_positions`` are cut to fit and ``warn`` (default: a ``TranslatorWarning``) says how
+        many, as it does for directions outside the checkpoint's ``lang_pairs``. ``on_batch(indices, hyps)``
+        and ``progress(done, total)`` are called after each batch.
         """
         cfg = (cfg or SearchConfig()).check()
+        warn = warn or _warn
         n = len(src_ids)
         srcs, tgts = _per_sentence(src_lang, n, "source language"), _per_sentence(tgt_lang, n, "target language")
+        for codes, what in ((srcs, "source language"), (tgts, "target language")):
+            for code in dict.fromkeys(codes):
+                self.check_lang(code, what)
+        self._warn_input(src_ids, srcs, tgts, warn)
         langs = self.langs
         eos, pad = self.dictionary.eos(), self.dictionary.pad()
         limit = self.max_source_positions - 2
         rows = [list(ids[:limit]) for ids in src_ids]
-        results: list[list[Hypo]] = [[] for _ in range(n)]
+        results: list[list[Hypo]] = [[] if rows[i] else [_empty_hypo()] for i in range(n)]
+        live = [i for i in range(n) if rows[i]]
+        done = n - len(live)
+        if done and on_batch is not None:  # the empty ones first, so a caller that prints per batch misses none
+            empty = [i for i in range(n) if not rows[i]]
+            on_batch(empty, [results[i] for i in empty])
         weights = self.decoder_weights()
-        for idx in length_batches([len(r) + 2 for r in rows], max_tokens, batch_size):
+        for batch in length_batches([len(rows[i]) + 2 for i in live], max_tokens, batch_size):
+            idx = [live[j] for j in batch]
             S = max(len(rows[i]) for i in idx) + 2
             src = torch.full((len(idx), S), pad, dtype=torch.long)
             for b, i in enumerate(idx):
@@ -206,7 +275,26 @@ class Translator:
                 results[i] = h
             if on_batch is not None:
                 on_batch(idx, out)
+            done += len(idx)
+            if progress is not None:
+                progress(done, n)
+        if progress is not None and n and not live:
+            progress(n, n)
         return results
+
+    def _warn_input(self, src_ids: Sequence[Sequence[int]], srcs: list[str], tgts: list[str], warn: Warn) -> None:
+        """One warning per kind: sources cut to fit, directions the model was not trained on."""
+        limit = self.max_source_positions - 2
+        cut = sum(len(ids) > limit for ids in src_ids)
+        if cut:
+            warn(f"{cut} of {len(src_ids)} source sentence(s) have more than {limit} tokens (the model's "
+                 f"max_source_positions {self.max_source_positions} less the language token and </s>): "
+                 "cut to fit, their ends are not translated")  # fmt: skip
+        untrained = self.untrained(list(zip(srcs, tgts)))
+        if untrained:
+            k = sum(f"{s}-{t}" in untrained for s, t in zip(srcs, tgts))
+            warn(f"{k} sentence(s) in direction(s) {_listing(untrained)} that {self.loaded.path.name} was not trained "
+                 f"on (it was trained on {_listing(self.lang_pairs)}): expect poor zero-shot translations")  # fmt: skip
 
     def hypothesis(self, h: Hypo) -> Hypothesis:
         return Hypothesis(self.detokenize(h.tokens), h.score, self.pieces(h.tokens), h.positional_scores, h.tokens)
@@ -218,29 +306,55 @@ class Translator:
         tgt_lang: str | Sequence[str],
         max_tokens: int = 4096,
         batch_size: int = 0,
+        progress: Progress | None = None,
         **options,
     ) -> list[list[Hypothesis]]:
-        """n-best lists (``nbest=...``, best first) for each sentence, in input order.
+        """n-best lists (``nbest=...``, best first) for each sentence, in input order. ``sentences`` is a
+        list (a single ``str`` is refused, as CTranslate2's ``translate_batch`` does: use ``translate``).
 
         ``options`` are ``SearchConfig`` fields: beam, lenpen, max_len_a, max_len_b, min_len, nbest,
         no_repeat_ngram_size, unkpen, sampling, sampling_topk, sampling_topp, temperature, seed.
+        ``progress(done, total)`` is called after each batch (e.g. to move a progress bar).
         """
+        _not_a_str(sentences, "translate_batch", "; use translate(text, ...) for one sentence")
         known = {f.name for f in fields(SearchConfig)}
         bad = sorted(set(options) - known)
         if bad:
             raise TypeError(f"unknown option(s) {', '.join(bad)}; expected some of {', '.join(sorted(known))}")
         cfg = SearchConfig(**options)
-        out = self.translate_ids(self.encode(sentences), src_lang, tgt_lang, cfg, max_tokens, batch_size)
+        sentences = list(sentences)
+        ids = [e if s.strip() else [] for s, e in zip(sentences, self.encode(sentences))]  # blank: empty output
+        out = self.translate_ids(ids, src_lang, tgt_lang, cfg, max_tokens, batch_size, progress=progress)
         return [[self.hypothesis(h) for h in hs] for hs in out]
+
+    @overload
+    def translate(self, sentences: str, src_lang: str, tgt_lang: str, max_tokens: int = ..., batch_size: int = ...,
+                  progress: Progress | None = ..., **options) -> Hypothesis: ...  # fmt: skip
+
+    @overload
+    def translate(self, sentences: Sequence[str], src_lang: str | Sequence[str], tgt_lang: str | Sequence[str],
+                  max_tokens: int = ..., batch_size: int = ..., progress: Progress | None = ...,
+                  **options) -> list[Hypothesis]: ...  # fmt: skip
 
     def translate(
         self,
-        sentences: Sequence[str],
+        sentences: str | Sequence[str],
         src_lang: str | Sequence[str],
         tgt_lang: str | Sequence[str],
         max_tokens: int = 4096,
         batch_size: int = 0,
+        progress: Progress | None = None,
         **options,
-    ) -> list[Hypothesis]:
-        """The best translation of each sentence, in input order (see ``translate_batch`` for options)."""
-        return [hs[0] for hs in self.translate_batch(sentences, src_lang, tgt_lang, max_tokens, batch_size, **options)]
+    ) -> Hypothesis | list[Hypothesis]:
+        """The best translation of each sentence, in input order; a single ``str`` gets a single
+        ``Hypothesis`` (as a Hugging Face tokenizer takes one text or a list). See ``translate_batch``."""
+        if isinstance(sentences, str):
+            return self.translate([sentences], src_lang, tgt_lang, max_tokens, batch_size, progress, **options)[0]
+        best = self.translate_batch(sentences, src_lang, tgt_lang, max_tokens, batch_size, progress, **options)
+        return [hs[0] for hs in best]
+
+
+def _not_a_str(sentences: object, method: str, hint: str = "") -> None:
+    """A str is a sequence of characters: translating it as a list would translate each character."""
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError(f"{method}() takes a list of sentences, not a {type(sentences).__name__}{hint}")
