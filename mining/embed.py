@@ -16,8 +16,6 @@ hash stays in the meta file (``source_sha256``), where ``mine-bitext`` checks th
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import sys
@@ -31,7 +29,7 @@ from tqdm import tqdm
 
 from mt.data.langs import check_code
 from mt.errors import UserError
-from mt.util import atomic_write
+from mt.util import atomic_write, scan_text
 from mining.embeddings import (FORMAT, EmbeddingSet, meta_path, npy_matches, read_meta, shard_path, write_meta,
                                write_shard)
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
@@ -93,20 +91,10 @@ def encode_sorted(encoder: Encoder, sentences: list[str], lang: str, cfg: EmbedC
 
 
 def text_identity(path: str | os.PathLike) -> tuple[int, str]:
-    """(lines, SHA-256 of the text) of a plain or ``.gz`` file, in one pass: what the embeddings are of.
-
-    Lines are counted as ``mining.textio.count_lines`` does (a last line without newline counts). The
-    hash is of the decompressed bytes, so ``x.txt.gz`` and its gunzipped ``x.txt`` have the same one.
-    """
+    """(lines, SHA-256 of the text) of a plain or ``.gz`` file: what the embeddings are of (``mt.util.scan_text``;
+    text that is not UTF-8 is refused here, before anything is written)."""
     check_input(path)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    h, n, last = hashlib.sha256(), 0, b"\n"
-    with opener(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n"), h.hexdigest()
+    return scan_text(path)
 
 
 def _shard_done(prefix: str, k: int, rows: int, dim: int) -> bool:

@@ -173,18 +173,29 @@ def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = Fa
 
 
 def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
-    """Lines of a text file (``.gz`` read through gzip), a last line without a newline included, read in
-    1 MiB blocks. ``check_utf8``: a UserError ``path:line:`` at the first line that is not UTF-8, so a
-    command refuses a bad file before it writes anything (instead of failing halfway through)."""
+    """Lines of a text file (``.gz`` read through gzip), a last line without a newline included (see
+    ``scan_text``)."""
+    return scan_text(path, check_utf8)[0]
+
+
+def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, str]:
+    """(lines, SHA-256 of the text) of a plain or ``.gz`` file in one pass of 1 MiB blocks.
+
+    A last line without a newline counts. The hash is of the decompressed bytes, so ``x.txt.gz`` and its
+    gunzipped copy hash alike (what a step's output was computed from). ``check_utf8``: a UserError
+    ``path:line:`` at the first line that is not UTF-8, so a command refuses a bad file before it writes
+    anything (instead of failing halfway through).
+    """
     import codecs
     import gzip
 
     opener = gzip.open if str(path).endswith(".gz") else open
     decoder = codecs.getincrementaldecoder("utf-8")()
-    n, last = 0, b"\n"
+    h, n, last = hashlib.sha256(), 0, b"\n"
     with opener(path, "rb") as fh:
         try:
             while block := fh.read(1 << 20):
+                h.update(block)
                 n += block.count(b"\n")
                 last = block[-1:]
                 if check_utf8:
@@ -194,7 +205,7 @@ def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
         except UnicodeDecodeError:
             pass
         else:
-            return n + (last != b"\n")
+            return n + (last != b"\n"), h.hexdigest()
         fh.seek(0)
         offset = 0
         for lineno, raw in enumerate(fh, 1):
