@@ -42,7 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--moe-normalize-gate-prob-before-dropping", action="store_true", default=None,
                    help="normalise the two gate probabilities before over-capacity dropping (default: after)")
     g.add_argument("--moe-train-capacity-factor", type=float, default=None,
-                   help=f"expert capacity in training = factor * 2 * tokens / experts (default: {d.moe_train_capacity_factor})")
+                   help="expert capacity in training = factor * 2 * tokens / experts (which tokens: --moe-train-capacity-rule; "
+                        f"default: {d.moe_train_capacity_factor})")
+    g.add_argument("--moe-train-capacity-rule", choices=["nonpad", "fairseq"], default=None,
+                   help="which tokens the training capacity counts: nonpad = ceil(factor * 2 * N / E) over the N "
+                        "non-padding tokens; fairseq = ceil(factor * 2 * ceil(S / E)) over all S = B x T positions, "
+                        "padding included (fairseq's top2gating, 2 * ceil(S / E); the largest rank's S under torchrun), "
+                        "to compare runs with the reference. Default nonpad: padding is never routed, so counting it "
+                        "gives batches with more padding more room, and the share of tokens dropped would depend on "
+                        f"how the batch was padded (default: {d.moe_train_capacity_rule})")  # fmt: skip
     g.add_argument("--moe-eval-capacity-token-fraction", type=float, default=None,
                    help="expert capacity at eval with static gating (mt-generate --moe-inference-gating static) "
                         "as a fraction of the tokens; <= 0: as in training (default: "

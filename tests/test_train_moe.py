@@ -89,6 +89,36 @@ def test_capacity_formula_and_second_expert_policies():
     assert torch.equal(top2_route(logits, 10**6, "sampling").expert, a.expert)
 
 
+def test_capacity_rules_on_a_padded_batch_and_what_the_fairseq_rule_drops():
+    # 2 sentences x 5 positions, the second has 3 padding positions: N = 7 routed tokens, S = 10 positions
+    N, S, E = 7, 10, 4
+    assert capacity_for(N, E, True, 1.0, 1.0) == 4  # nonpad: ceil(2 * 7 / 4) = ceil(3.5)
+    assert capacity_for(N, E, True, 1.0, 1.0, "fairseq", S) == 6  # fairseq: 2 * ceil(10 / 4) = 2 * 3
+    assert capacity_for(N, E, True, 1.25, 1.0, "nonpad", S) == 5  # ceil(1.25 * 14 / 4) = ceil(4.375)
+    assert capacity_for(N, E, True, 1.25, 1.0, "fairseq", S) == 8  # ceil(1.25 * 2 * 3) = ceil(7.5)
+    assert capacity_for(N, E, False, 1.0, 0.25, "fairseq", S) == 2  # eval fraction: ceil(0.25 * 7), unchanged
+    x = torch.zeros(2, 5, 64)
+    x[..., 0] = 1.0
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, 2:] = True
+    for rule, capacity in (("fairseq", 6), ("nonpad", 4)):
+        layer = _layer(moe_train_capacity_rule=rule).train()
+        with torch.no_grad():  # every token: first choice expert 0, second choice expert 1
+            layer.wg.weight.zero_()
+            layer.wg.weight[0, 0], layer.wg.weight[1, 0] = 3.0, 2.0
+        ctx = ForwardContext(src_pad_mask=pad)
+        out = layer(x, ctx).detach()
+        # as fairseq's top2gating: padding takes no slot; tokens fill expert 0 (first choices) and expert 1
+        # (second choices) in batch-major order up to the capacity; the rest of the 7 are dropped from both
+        dropped, total = ctx.stats["moe/enc0/dropped"]
+        assert (float(dropped), float(total)) == (2 * (N - capacity), 2 * N)
+        tokens = [(b, t) for b in range(2) for t in range(5) if not pad[b, t]]
+        lost = [bt for bt in tokens if float(out[bt].abs().sum()) == 0]
+        assert lost == tokens[capacity:]  # fairseq: the last token; nonpad: the last three
+    with pytest.raises(UserError, match="--moe-train-capacity-rule must be nonpad or fairseq"):
+        _cfg(moe_train_capacity_rule="padded")
+
+
 def _count_expert_calls(monkeypatch) -> list[tuple[int, int]]:
     """Record (expert, rows) of every expert computation."""
     calls = []

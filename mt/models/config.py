@@ -47,6 +47,9 @@ class TransformerConfig:
     moe_second_expert_policy: str = "sampling"  # sampling | all | random (GShard's second-expert policies)
     moe_normalize_gate_prob_before_dropping: bool = False
     moe_train_capacity_factor: float = 1.0  # capacity = ceil(factor * 2 * tokens / experts)
+    # which tokens the training capacity counts: "nonpad" ceil(factor * 2 * N / E) over the N routed tokens,
+    # "fairseq" ceil(factor * 2 * ceil(S / E)) with S = all B x T positions, padding included (top2gating)
+    moe_train_capacity_rule: str = "nonpad"
     moe_eval_capacity_token_fraction: float = 1.0  # capacity = ceil(fraction * tokens) at eval; <= 0: as training
     moe_eom: float = 0.0  # Expert Output Masking (Elbayad et al. 2023)
     moe_fom: float = 0.0  # Final Output Masking
@@ -99,6 +102,8 @@ class TransformerConfig:
                 raise UserError(f"--{name.replace('_', '-')} is a probability in [0, 1), got {v}")
         if self.moe_train_capacity_factor <= 0:
             raise UserError(f"--moe-train-capacity-factor must be > 0, got {self.moe_train_capacity_factor}")
+        if self.moe_train_capacity_rule not in ("nonpad", "fairseq"):
+            raise UserError(f"--moe-train-capacity-rule must be nonpad or fairseq, got {self.moe_train_capacity_rule!r}")
         if self.lang_adapters not in ("", "lang", "pair"):
             raise UserError(f"--lang-adapters must be lang or pair, got {self.lang_adapters!r}")
         if self.lang_adapters and self.hyper_adapters:

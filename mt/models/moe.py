@@ -12,9 +12,13 @@ Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating
   ``--moe-second-expert-policy sampling``; ``random`` keeps expert 2 with probability ``min(1, 2 g2)``;
   ``all`` always keeps it. Noise and random dropping are training-only here (fairseq also samples at
   inference; we keep inference deterministic);
-- capacity (assignments an expert accepts from one rank's batch): ``ceil(factor * 2 * N / E)`` in
-  training with N the non-padding tokens (fairseq: ``2 * ceil(S / E)`` with S counting padding too),
-  ``ceil(fraction * N)`` at eval with static gating (``--moe-eval-capacity-token-fraction``; the released
+- capacity (assignments an expert accepts from one rank's batch), in training by
+  ``--moe-train-capacity-rule``: ``nonpad`` (default) ``ceil(factor * 2 * N / E)`` with N the non-padding
+  tokens, or ``fairseq`` ``ceil(factor * 2 * ceil(S / E))`` with S = B x T counting padding too (fairseq's
+  top2gating ``2 * ceil(S / E)`` at factor 1; under expert parallelism S is the largest rank's, as fairseq
+  pads every rank's batch to it). Padding takes no slot under either rule, so ``fairseq`` gives a batch
+  more room the more padding it has; ``nonpad`` keeps the dropped share independent of padding. At eval
+  with static gating: ``ceil(fraction * N)`` (``--moe-eval-capacity-token-fraction``; the released
   NLLB-MoE uses 1.0, i.e. nothing dropped; dynamic gating, the eval default, has no capacity);
   first-choice assignments fill an expert before second choices, each in token order; assignments past
   capacity are dropped (the token keeps its other expert, or only the residual);
@@ -126,9 +130,24 @@ class Routing:
     capacity: int
 
 
-def capacity_for(num_tokens: int, num_experts: int, training: bool, train_factor: float, eval_fraction: float) -> int:
+def capacity_for(
+    num_tokens: int,
+    num_experts: int,
+    training: bool,
+    train_factor: float,
+    eval_fraction: float,
+    rule: str = "nonpad",
+    positions: int | None = None,
+) -> int:
+    """Assignments one expert accepts from one rank's batch (see "capacity" in the module docstring).
+
+    ``num_tokens``: the N routed (non-padding) tokens; ``positions``: the S = B x T positions of the batch,
+    padding included, that the ``fairseq`` rule counts (default N)."""
     if not training and eval_fraction > 0:
         return max(1, math.ceil(eval_fraction * num_tokens))
+    if rule == "fairseq":
+        S = num_tokens if positions is None else positions
+        return max(1, math.ceil(train_factor * 2 * math.ceil(S / num_experts)))
     return max(1, math.ceil(train_factor * 2 * num_tokens / num_experts))
 
 
@@ -458,6 +477,7 @@ class MoELayer(nn.Module):
         self.policy = cfg.moe_second_expert_policy
         self.normalize_before_dropping = cfg.moe_normalize_gate_prob_before_dropping
         self.train_capacity_factor = cfg.moe_train_capacity_factor
+        self.capacity_rule = cfg.moe_train_capacity_rule
         self.eval_capacity_fraction = cfg.moe_eval_capacity_token_fraction
         self.eom, self.fom = cfg.moe_eom, (cfg.moe_fom if apply_fom else 0.0)
         self.loss_scale = 1.0 / max(num_moe_layers(cfg), 1)
@@ -481,25 +501,37 @@ class MoELayer(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         xs, idx, sent = _flatten(x, ctx.padding_mask(self.is_decoder))
-        out = self.moe(xs, ctx)
+        out = self.moe(xs, ctx, positions=x.size(0) * x.size(1))
         return _unflatten(out, idx, x.shape)
 
-    def moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros."""
+    def moe(
+        self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None, positions: int | None = None
+    ) -> torch.Tensor:
+        """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros.
+
+        ``positions``: B x T of the padded batch the rows came from (the ``fairseq`` capacity rule counts it)."""
         if self.ep is not None and self.ep.replicated and self.ep.world > 1 and not self.training:
             return self._replicated(xs, ctx)
-        return self._moe(xs, ctx, token_keep)
+        return self._moe(xs, ctx, token_keep, positions)
 
-    def _capacity(self, num_tokens: int) -> int:
+    def _capacity(self, num_tokens: int, positions: int | None, device: torch.device) -> int:
         if not self.training and self.gating == "dynamic":
             return max(num_tokens, 1)  # no capacity: an expert takes every token routed to it
-        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor, self.eval_capacity_fraction)
+        ep = self.ep is not None and self.ep.world > 1
+        if self.training and ep and self.capacity_rule == "fairseq" and positions is not None:
+            # fairseq pads every rank's batch to the largest one (an all-reduce max) before top2gating
+            t = torch.tensor([positions], dtype=torch.long, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ep.group)
+            positions = int(t)
+        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor,
+                            self.eval_capacity_fraction, self.capacity_rule, positions)  # fmt: skip
 
-    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None) -> torch.Tensor:
+    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None, positions: int | None = None) -> torch.Tensor:
         N, E = xs.size(0), self.num_experts
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
-        r = top2_route(logits, self._capacity(N), self.policy, self.normalize_before_dropping, self.training)
+        capacity = self._capacity(N, positions, xs.device)
+        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training)
         if self.training:
             self._losses_and_stats(logits, r, ctx)
         elif self.route_hook is not None:
@@ -657,7 +689,7 @@ class CMRLayer(nn.Module):
             fom_keep = torch.rand(g.shape, device=g.device) >= self.fom
             token_keep = fom_keep if token_keep is None else token_keep & fom_keep
         dense = self.dense(xs, ctx).float()
-        moe = self.moe.moe(xs, ctx, token_keep)
+        moe = self.moe.moe(xs, ctx, token_keep, positions=x.size(0) * x.size(1))
         out = (1.0 - g)[:, None] * dense + g[:, None] * moe
         if fom_keep is not None:
             out = out * fom_keep[:, None]
