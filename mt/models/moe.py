@@ -43,7 +43,8 @@ ranks optimise the same balance loss as one process on the whole batch. ``moe_z_
 logsumexp(logits)^2 (ST-MoE), weighted by ``--moe-z-loss-wt``. Stats per layer into
 ``ForwardContext.add_stat``: ``moe/{enc|dec}{i}/load`` (share of assignments per expert, before
 capacity), ``.../dropped`` (share of assignments over capacity), ``.../balance``; CMR layers add
-``cmr/{enc|dec}{i}/gate`` and per-language ``gate@src_lang`` / ``gate@tgt_lang`` (mean CMR gate).
+``cmr/{enc|dec}{i}/gate`` and per-language ``gate@src_lang`` / ``gate@tgt_lang`` (mean CMR gate, before
+gate dropout), and the aux loss ``cmr_gate_loss`` (below).
 
 Regularisation (Elbayad et al. 2023, "Fixing MoE over-fitting on low-resource languages in multilingual
 MT", arXiv 2212.07571; reference code: fairseq's NLLB branch, ``MOELayer(tok_dropout=moe_eom)`` and the
@@ -59,6 +60,13 @@ MT", arXiv 2212.07571; reference code: fairseq's NLLB branch, ``MOELayer(tok_dro
   the MoE: ``out = (1 - g) * dense(x) + g * moe(x)``. ``--cmr-gate-drop p`` applies dropout to g in
   training as the reference ``CMRGate`` does (``nn.Dropout`` on the gate): with probability p, g = 0 and
   the token takes the dense branch only; kept gates are scaled by 1/(1-p). No gate dropout at eval.
+  Budget loss (fairseq NLLB branch, ``moe_label_smoothed_cross_entropy``: ``--cmr-gate-loss-wt`` /
+  ``--cmr-gate-loss-p``; NLLB's CMR runs used 0.1 / 0.8, the defaults of its ``sweep_mmt.py``):
+  ``cmr_gate_loss = |sum g / T - p|`` where the sums run over the non-padding tokens of every CMR layer of
+  the forward (encoder and decoder pooled, then one ratio; ``ForwardContext.add_budget_loss``) and g is the
+  gate after gate dropout, as fairseq computes it. Weighted like ``moe_gate_loss`` (per target token of
+  the update), it pushes a share p of the tokens through the experts. Under expert parallelism the sums
+  run over all ranks (fairseq's ``--moe-cmr-xgpu``; NLLB's runs left it off and took one ratio per GPU).
 
 Expert parallelism (``expert_parallel_(model, rank, world, group)``, called by mt-train under torchrun):
 each MoE layer keeps experts [rank*E/W, (rank+1)*E/W) (the slices of the same seeded initialisation a
@@ -671,7 +679,7 @@ class CMRLayer(nn.Module):
         self.gate = nn.Linear(d, 1)
         nn.init.xavier_uniform_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
-        self.gate_drop, self.fom = cfg.cmr_gate_drop, cfg.moe_fom
+        self.gate_drop, self.fom, self.gate_loss_p = cfg.cmr_gate_drop, cfg.moe_fom, cfg.cmr_gate_loss_p
         self.num_langs = len(cfg.langs)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -684,6 +692,8 @@ class CMRLayer(nn.Module):
         if self.training and self.gate_drop > 0:
             g = F.dropout(g, self.gate_drop, True)  # dropped gate: dense branch only
             token_keep = g > 0
+        if self.training:
+            self._budget(g, ctx)
         fom_keep = None
         if self.training and self.fom > 0:
             fom_keep = torch.rand(g.shape, device=g.device) >= self.fom
@@ -696,6 +706,16 @@ class CMRLayer(nn.Module):
         elif not self.training and self.fom > 0:
             out = out * (1.0 - self.fom)
         return _unflatten(out, idx, x.shape)
+
+    def _budget(self, g: torch.Tensor, ctx: ForwardContext) -> None:
+        """The budget loss ``cmr_gate_loss`` = |sum g / tokens - p| over all CMR layers (see the module docstring)."""
+        used = g.sum()
+        total = torch.full((), float(g.numel()), device=g.device)
+        ep = self.moe.ep
+        if ep is not None and ep.world > 1:  # over the tokens of all ranks, as one process on the whole batch
+            red = _AllReduceSum.apply(torch.stack([used, total]), ep.group)
+            used, total = red[0], red[1]
+        ctx.add_budget_loss("cmr_gate_loss", used, total, self.gate_loss_p)
 
     def _stats(self, g: torch.Tensor, sent: torch.Tensor, ctx: ForwardContext) -> None:
         g = g.detach()
