@@ -76,6 +76,21 @@ autograd functions whose backward is the reverse exchange. Every rank must run t
 forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(model)`` gathers all
 experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
 
+Where W ranks do not compute exactly the update of one process on the same global batch (the balance
+loss, the CMR budget loss, the expert gradients and the gradient norm do match; see ``mt.expert_parallel``):
+- capacity overflow: each rank routes its own shard (every W-th sentence) with the capacity of its own
+  tokens (``ceil(factor * 2 * N_r / E)``; ``fairseq``: from the largest rank's S) and fills it in its own
+  token order, so an expert popular in one shard drops assignments there even when another rank's
+  share of it has room, and the capacities of the ranks need not sum to one process's. Routing matches
+  one process only when nothing is over capacity, neither on any rank nor in the one process;
+- random draws: the Gumbel noise of ``--moe-second-expert-policy sampling`` (the default), the keep
+  draw of ``random``, EOM / FOM masks and CMR gate dropout (like every dropout) are drawn on each rank
+  from its own generator (seeded per rank), so they differ from one process's draws: the update agrees in
+  distribution, not number for number (``all`` with no masking and no dropout is deterministic);
+- ``moe_z_loss``: each rank takes the mean over its own rows, and the loop weights a rank's aux losses
+  by its share of the update's target tokens; decoder layers route target tokens, so they match, but an
+  encoder layer's z-loss matches only when every rank's source / target length ratio is the same.
+
 Inference (Huang et al. 2023, "Towards MoE deployment", arXiv 2303.06182; set up by
 ``mt.generate.moe_inference``):
 - dynamic gating (``gating="dynamic"``, the eval default): no capacity, nothing dropped; each expert runs
