@@ -18,6 +18,14 @@ Transport: ``torch.distributed.all_to_all_single`` with uneven splits, on a proc
 Gradient norm. Replicated gradients are equal on every rank, expert gradients differ: the global norm is
 ``sqrt(|shared|^2 + sum over ranks |experts_r|^2)`` (one all-reduce), so every rank clips by the same
 factor and skips the same non-finite updates.
+
+Not the one-process update everywhere: gradient scale, balance loss, CMR budget loss and norm are exact,
+but each rank applies expert capacity to its own shard of the batch (an overflow drops different
+assignments than one process would), draws its own routing noise and masks (``sampling`` / ``random``
+second experts, EOM / FOM, CMR gate dropout), and averages the z-loss over its own rows. The W-rank run
+equals the one-process run only with no assignment over capacity, ``--moe-second-expert-policy all``,
+no masking or dropout, and a zero z-loss weight (tests/test_train_moe_loop.py checks exactly that case);
+the list with the reasons is in ``mt.models.moe`` ("Where W ranks do not compute exactly ...").
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from mt.errors import UserError
 from mt.models.config import EXTENSION_FIELDS, TransformerConfig
 
 EPILOG = """
@@ -19,8 +20,10 @@ sparse MoE and adapters:
   torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... \\
       --arch transformer_small --moe-freq 2 --moe-expert-count 8 --moe-gate-loss-wt 0.01 --moe-eom 0.2 \\
       --max-tokens 4096 --bf16 --save-dir work/moe
-  # Conditional MoE Routing (dense FFN or experts per token) with gate dropout 0.2
-  mt-train work/bin --lang-pairs ... --moe-freq 2 --moe-expert-count 8 --moe-cmr --cmr-gate-drop 0.2 ...
+  # Conditional MoE Routing (dense FFN or experts per token) with gate dropout 0.2 and NLLB's budget loss
+  # (about 80% of the tokens through the experts)
+  mt-train work/bin --lang-pairs ... --moe-freq 2 --moe-expert-count 8 --moe-cmr --cmr-gate-drop 0.2 \\
+      --cmr-gate-loss-wt 0.1 --cmr-gate-loss-p 0.8 ...
   # add languages to a trained model: train only hyper-adapters on top of frozen weights
   mt-train work/bin --lang-pairs eng_Latn-fuv_Latn,fuv_Latn-eng_Latn --arch transformer_small \\
       --hyper-adapters --freeze-base --finetune-from-model work/ckpt/checkpoint_best.pt --save-dir work/ha
@@ -28,7 +31,7 @@ sparse MoE and adapters:
 MoE checkpoints: with W ranks, checkpoint_last.pt holds the shared weights and checkpoint_last-rank-{r}.pt
 the experts of rank r; any world size that divides --moe-expert-count resumes them (re-sharded on load).
 Logged per MoE layer in train_log.jsonl ("moe"): expert load, over-capacity share, balance loss; with
---moe-cmr the mean CMR gate per source / target language."""
+--moe-cmr the mean CMR gate per source / target language, and the budget loss ("aux": cmr_gate_loss)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--moe-normalize-gate-prob-before-dropping", action="store_true", default=None,
                    help="normalise the two gate probabilities before over-capacity dropping (default: after)")
     g.add_argument("--moe-train-capacity-factor", type=float, default=None,
-                   help=f"expert capacity in training = factor * 2 * tokens / experts (default: {d.moe_train_capacity_factor})")
+                   help="expert capacity in training = factor * 2 * tokens / experts (which tokens: --moe-train-capacity-rule; "
+                        f"default: {d.moe_train_capacity_factor})")
+    g.add_argument("--moe-train-capacity-rule", choices=["nonpad", "fairseq"], default=None,
+                   help="which tokens the training capacity counts: nonpad = ceil(factor * 2 * N / E) over the N "
+                        "non-padding tokens; fairseq = ceil(factor * 2 * ceil(S / E)) over all S = B x T positions, "
+                        "padding included (fairseq's top2gating, 2 * ceil(S / E); the largest rank's S under torchrun), "
+                        "to compare runs with the reference. Default nonpad: padding is never routed, so counting it "
+                        "gives batches with more padding more room, and the share of tokens dropped would depend on "
+                        f"how the batch was padded (default: {d.moe_train_capacity_rule})")  # fmt: skip
     g.add_argument("--moe-eval-capacity-token-fraction", type=float, default=None,
                    help="expert capacity at eval with static gating (mt-generate --moe-inference-gating static) "
                         "as a fraction of the tokens; <= 0: as in training (default: "
@@ -58,6 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Conditional MoE Routing: a per-token gate blends a dense FFN and the experts")
     g.add_argument("--cmr-gate-drop", type=float, default=None, metavar="P",
                    help="CMR gate dropout: with probability P a token uses the dense FFN only (training)")
+    g.add_argument("--cmr-gate-loss-wt", type=float, default=0.0, metavar="W",
+                   help="weight of the CMR budget loss |mean CMR gate - p| (mean over the tokens of all CMR "
+                        "layers, p = --cmr-gate-loss-p; fairseq's flag). NLLB's CMR runs used 0.1 "
+                        "(default: %(default)s, fairseq's: off)")
+    g.add_argument("--cmr-gate-loss-p", type=float, default=None, metavar="P",
+                   help="share of tokens the CMR budget loss steers through the experts. NLLB's CMR runs used "
+                        f"0.8 (default: {d.cmr_gate_loss_p}, fairseq's)")  # fmt: skip
 
     g = p.add_argument_group("adapters")
     g.add_argument("--lang-adapters", choices=["lang", "pair"], default=None,
@@ -83,4 +101,6 @@ def pop_model_overrides(values: dict) -> dict:
         v = values.pop(name, None)
         if v is not None:
             out[name] = v
+    if values.get("cmr_gate_loss_wt") and not out.get("moe_cmr"):
+        raise UserError("--cmr-gate-loss-wt needs --moe-cmr: the budget loss acts on the CMR gate")
     return out

@@ -114,6 +114,7 @@ class TrainConfig:
     # sparse MoE / adapters (model-side flags are in model_overrides, see mt.moe_flags)
     moe_gate_loss_wt: float = 0.01
     moe_z_loss_wt: float = 0.0
+    cmr_gate_loss_wt: float = 0.0
     freeze_base: bool = False
     # logging
     log_interval: int = 100
@@ -197,7 +198,8 @@ def transformer_factory(cfg: TrainConfig, dictionary: Dictionary) -> tuple[Trans
         langs=dictionary.langs(), adapter_lang_pairs=list(cfg.lang_pairs),
     )  # fmt: skip
     criterion = LabelSmoothedCrossEntropy(
-        cfg.label_smoothing, {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt}
+        cfg.label_smoothing,
+        {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt, "cmr_gate_loss": cfg.cmr_gate_loss_wt},
     )
     return model_cfg, build_model(model_cfg), criterion
 

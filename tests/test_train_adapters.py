@@ -85,6 +85,30 @@ def test_rescaling_keeps_generated_adapters_at_a_sane_scale():
     assert outs[True] / outs[False] == pytest.approx((512 * 128) ** 0.5, rel=0.01)  # grows with sqrt(d * r)
 
 
+def test_generated_adapter_weights_are_about_6x_smaller_than_a_default_linear_as_documented():
+    """The module docstring's number: generated W_d / W_u std vs ``nn.Linear``'s default init, same shape."""
+    import mt.models.adapters as adapters
+
+    for arch, r, k in (("transformer_tiny", 16, 64), ("transformer_base", 128, 256)):
+        cfg = arch_config(arch, vocab_size=40, langs=LANGS, hyper_adapters=True, hyper_adapter_bottleneck=r,
+                          hyper_adapter_hidden_dim=k)  # fmt: skip
+        d = cfg.encoder_embed_dim
+        gen, ref = {"d": [], "u": []}, {"d": [], "u": []}
+        for seed in range(4):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                w_d, _, w_u, _ = HyperNetwork(cfg)(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]), 1)
+                gen["d"].append(float(w_d.std()))
+                gen["u"].append(float(w_u.std()))
+                ref["d"].append(float(torch.nn.Linear(d, r).weight.std()))  # W_d: r x d, fan-in d
+                ref["u"].append(float(torch.nn.Linear(r, d).weight.std()))  # W_u: d x r, fan-in r
+        for m in ("d", "u"):
+            assert 5.0 < sum(ref[m]) / sum(gen[m]) < 7.0, (arch, m)
+    doc = " ".join(adapters.__doc__.split())
+    assert "have about 1/6 the std of ``nn.Linear``'s default init of the same shape" in doc
+    assert "the scale of a regularly initialised layer at every width" not in doc
+
+
 def test_lang_adapters_start_as_identity_and_follow_the_language():
     base, m = _model(), _model(lang_adapters="lang")
     missing = m.load_state_dict(base.state_dict(), strict=False).missing_keys

@@ -89,6 +89,36 @@ def test_capacity_formula_and_second_expert_policies():
     assert torch.equal(top2_route(logits, 10**6, "sampling").expert, a.expert)
 
 
+def test_capacity_rules_on_a_padded_batch_and_what_the_fairseq_rule_drops():
+    # 2 sentences x 5 positions, the second has 3 padding positions: N = 7 routed tokens, S = 10 positions
+    N, S, E = 7, 10, 4
+    assert capacity_for(N, E, True, 1.0, 1.0) == 4  # nonpad: ceil(2 * 7 / 4) = ceil(3.5)
+    assert capacity_for(N, E, True, 1.0, 1.0, "fairseq", S) == 6  # fairseq: 2 * ceil(10 / 4) = 2 * 3
+    assert capacity_for(N, E, True, 1.25, 1.0, "nonpad", S) == 5  # ceil(1.25 * 14 / 4) = ceil(4.375)
+    assert capacity_for(N, E, True, 1.25, 1.0, "fairseq", S) == 8  # ceil(1.25 * 2 * 3) = ceil(7.5)
+    assert capacity_for(N, E, False, 1.0, 0.25, "fairseq", S) == 2  # eval fraction: ceil(0.25 * 7), unchanged
+    x = torch.zeros(2, 5, 64)
+    x[..., 0] = 1.0
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, 2:] = True
+    for rule, capacity in (("fairseq", 6), ("nonpad", 4)):
+        layer = _layer(moe_train_capacity_rule=rule).train()
+        with torch.no_grad():  # every token: first choice expert 0, second choice expert 1
+            layer.wg.weight.zero_()
+            layer.wg.weight[0, 0], layer.wg.weight[1, 0] = 3.0, 2.0
+        ctx = ForwardContext(src_pad_mask=pad)
+        out = layer(x, ctx).detach()
+        # as fairseq's top2gating: padding takes no slot; tokens fill expert 0 (first choices) and expert 1
+        # (second choices) in batch-major order up to the capacity; the rest of the 7 are dropped from both
+        dropped, total = ctx.stats["moe/enc0/dropped"]
+        assert (float(dropped), float(total)) == (2 * (N - capacity), 2 * N)
+        tokens = [(b, t) for b in range(2) for t in range(5) if not pad[b, t]]
+        lost = [bt for bt in tokens if float(out[bt].abs().sum()) == 0]
+        assert lost == tokens[capacity:]  # fairseq: the last token; nonpad: the last three
+    with pytest.raises(UserError, match="--moe-train-capacity-rule must be nonpad or fairseq"):
+        _cfg(moe_train_capacity_rule="padded")
+
+
 def _count_expert_calls(monkeypatch) -> list[tuple[int, int]]:
     """Record (expert, rows) of every expert computation."""
     calls = []
@@ -239,6 +269,86 @@ def test_cmr_blend_equals_formula_gate_dropout_and_language_stats():
     assert mean[0] == pytest.approx(float(g[[0, 2]].mean()), rel=1e-5)
     assert mean[2] == pytest.approx(float(g[3].mean()), rel=1e-5)
     assert cnt.tolist() == [1000, 500, 500]
+
+
+def test_cmr_budget_loss_pools_the_gates_of_all_cmr_layers_as_fairseq():
+    """fairseq's cmr_gate_loss: |sum of gates / non-padding tokens - p| over all CMR layers of the forward,
+    with the gates after gate dropout (kept gates scaled by 1 / (1 - drop), dropped ones 0)."""
+    torch.manual_seed(0)
+    cfg = _cfg(moe_cmr=True, cmr_gate_loss_p=0.8, cmr_gate_drop=0.25)
+    enc, dec = CMRLayer(cfg, 0, False).train(), CMRLayer(cfg, 0, True).train()
+    xe, xd = torch.randn(3, 40, 64), torch.randn(3, 30, 64)
+    src_pad = torch.zeros(3, 40, dtype=torch.bool)
+    src_pad[1, 25:] = True
+    ctx = ForwardContext(src_pad_mask=src_pad)
+    used, tokens = 0.0, 0
+    for layer, x, pad in ((enc, xe, src_pad), (dec, xd, None)):
+        out = layer(x, ctx)
+        g = torch.sigmoid(x @ layer.gate.weight.t() + layer.gate.bias).squeeze(-1).detach()
+        real = ~pad if pad is not None else torch.ones_like(g, dtype=torch.bool)
+        kept = (out - layer.dense(x, ctx)).abs().amax(-1) > 1e-6  # a dropped gate leaves the dense branch only
+        used += float((g * kept * real).sum()) / (1 - 0.25)
+        tokens += int(real.sum())
+    assert tokens == 3 * 40 - 15 + 3 * 30
+    loss = ctx.aux_losses["cmr_gate_loss"]
+    assert float(loss.detach()) == pytest.approx(abs(used / tokens - 0.8), rel=1e-4)
+    # below the target: descending the loss raises the gate biases
+    loss.backward()
+    assert float(enc.gate.bias.grad) < 0 and float(dec.gate.bias.grad) < 0
+    # eval adds no loss
+    ctx = ForwardContext()
+    enc.eval()(xe, ctx)
+    assert "cmr_gate_loss" not in ctx.aux_losses
+    with pytest.raises(UserError, match="--cmr-gate-loss-p"):
+        _cfg(moe_cmr=True, cmr_gate_loss_p=1.5)
+    with pytest.raises(UserError, match="--cmr-gate-loss-p needs --moe-cmr"):
+        _cfg(cmr_gate_loss_p=0.8)
+    from mt.train import build_parser, config_from_args
+
+    argv = ["data", "--lang-pairs", "eng_Latn-deu_Latn", "--moe-freq", "2", "--moe-expert-count", "4"]
+    with pytest.raises(UserError, match="--cmr-gate-loss-wt needs --moe-cmr"):
+        config_from_args(build_parser().parse_args([*argv, "--cmr-gate-loss-wt", "0.1"]))
+    cfg = config_from_args(build_parser().parse_args([*argv, "--moe-cmr", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8"]))
+    assert cfg.cmr_gate_loss_wt == 0.1 and cfg.model_overrides["cmr_gate_loss_p"] == 0.8
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from train_fixtures import make_corpus
+
+    root = tmp_path_factory.mktemp("cmr")
+    return make_corpus(root, (("eng_Latn", "deu_Latn"),), sizes={"deu_Latn-eng_Latn": 64}, n_valid=4, max_len=8)
+
+
+def test_cmr_budget_loss_in_mt_train_moves_the_mean_gate_to_p(corpus, tmp_path):
+    """30 updates of a tiny CMR model: without the loss the mean gate stays near its initial 0.5; with NLLB's
+    --cmr-gate-loss-wt 0.1 --cmr-gate-loss-p 0.8 it climbs toward 0.8 (measured over the last 3 updates: 0.44
+    without, 0.72 with; both start at 0.47)."""
+    from mt.train import main
+    from mt.trainlog import TrainLog
+
+    def run(name: str, *extra: str) -> list[dict]:
+        save = tmp_path / name
+        assert main([str(corpus), "--lang-pairs", "eng_Latn-deu_Latn,deu_Latn-eng_Latn", "--arch", "transformer_tiny",
+                     "--save-dir", str(save), "--max-tokens", "256", "--lr", "3e-3", "--warmup-updates", "1",
+                     "--log-interval", "1", "--no-progress-bar", "--seed", "3", "--moe-freq", "1",
+                     "--moe-expert-count", "2", "--moe-cmr", "--max-update", "30", "--no-epoch-checkpoints",
+                     *extra]) == 0  # fmt: skip
+        return [r for r in TrainLog(save / "train_log.jsonl").read() if r["type"] == "train"]
+
+    def gate(recs: list[dict]) -> float:  # mean CMR gate of the four CMR layers over the last (up to) 3 updates
+        last = recs[-3:]
+        return sum(v for r in last for k, v in r["moe"].items() if k.startswith("cmr/") and k.endswith("/gate")) / (4 * len(last))
+
+    plain = run("plain")
+    budget = run("budget", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8")
+    assert gate(plain[:1]) == pytest.approx(gate(budget[:1]), rel=1e-6) and 0.4 < gate(plain[:1]) < 0.6  # same start
+    assert abs(gate(plain) - 0.5) < 0.1
+    assert gate(budget) > 0.65 and gate(budget) - gate(plain) > 0.2
+    # logged like the other aux losses: |pooled gate - p|, with p = 1 (fairseq's default) in the plain run
+    assert budget[-1]["aux"]["cmr_gate_loss"] == pytest.approx(0.8 - gate(budget[-1:]), abs=0.03)
+    assert plain[-1]["aux"]["cmr_gate_loss"] == pytest.approx(1.0 - gate(plain[-1:]), abs=0.03)
+    assert budget[-1]["aux"]["cmr_gate_loss"] < 0.1 < plain[-1]["aux"]["cmr_gate_loss"]
 
 
 def test_balance_loss_is_one_for_uniform_routing_and_larger_when_skewed():

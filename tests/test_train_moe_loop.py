@@ -75,7 +75,7 @@ def test_moe_cmr_hyper_adapter_training_logs_routing_stats_and_decodes(data, tmp
     recs = _train_records(save)
     assert len(recs) == 4
     r = recs[-1]
-    assert set(r["aux"]) == {"moe_gate_loss", "moe_z_loss"} and r["aux"]["moe_gate_loss"] >= 0.9
+    assert set(r["aux"]) == {"moe_gate_loss", "moe_z_loss", "cmr_gate_loss"} and r["aux"]["moe_gate_loss"] >= 0.9
     stats = r["moe"]
     for tag in ("enc1", "dec1"):  # layer 1 of each stack is MoE (--moe-freq 2)
         assert sum(stats[f"moe/{tag}/load"]) == pytest.approx(1.0) and len(stats[f"moe/{tag}/load"]) == 4
@@ -137,6 +137,25 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
     # the optimizer state travelled too: one process saved again, no shards left behind as current
     st = load_checkpoint(w2 / "checkpoint_last.pt")
     assert st["moe"]["shards"] == 1 and st["num_updates"] == 8
+
+
+@pytest.mark.slow
+def test_expert_parallel_cmr_budget_loss_and_fairseq_capacity_match_one_process(data, tmp_path):
+    """The CMR budget loss is taken over the tokens of both ranks (an all-reduce) and the fairseq capacity
+    rule takes the largest rank's B x T (an all-reduce max): 2 ranks still make the one-process updates
+    (capacity factor 2 with 4 experts leaves no assignment over capacity under either rule)."""
+    extra = [*MOE, "--moe-second-expert-policy", "all", "--moe-train-capacity-factor", "2", "--dropout", "0",
+             "--batch-size", "3", "--max-tokens", "24", "--update-freq", "2", "--max-update", "4",
+             "--moe-cmr", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8", "--moe-train-capacity-rule",
+             "fairseq"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_args(data, one, *extra)) == 0
+    _torchrun(_args(data, two, *extra))
+    _assert_same_weights(one / "checkpoint_last.pt", two / "checkpoint_last.pt")
+    la, lb = _train_records(one), _train_records(two)
+    assert [r["aux"]["cmr_gate_loss"] for r in la] == pytest.approx([r["aux"]["cmr_gate_loss"] for r in lb], rel=1e-5)
+    assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-5)
+    assert all(r["moe"]["moe/enc0/dropped"] == 0 for r in la + lb)
 
 
 @pytest.mark.slow

@@ -47,11 +47,15 @@ class TransformerConfig:
     moe_second_expert_policy: str = "sampling"  # sampling | all | random (GShard's second-expert policies)
     moe_normalize_gate_prob_before_dropping: bool = False
     moe_train_capacity_factor: float = 1.0  # capacity = ceil(factor * 2 * tokens / experts)
+    # which tokens the training capacity counts: "nonpad" ceil(factor * 2 * N / E) over the N routed tokens,
+    # "fairseq" ceil(factor * 2 * ceil(S / E)) with S = all B x T positions, padding included (top2gating)
+    moe_train_capacity_rule: str = "nonpad"
     moe_eval_capacity_token_fraction: float = 1.0  # capacity = ceil(fraction * tokens) at eval; <= 0: as training
     moe_eom: float = 0.0  # Expert Output Masking (Elbayad et al. 2023)
     moe_fom: float = 0.0  # Final Output Masking
     moe_cmr: bool = False  # Conditional MoE Routing: sigmoid gate between a dense FFN and the MoE
     cmr_gate_drop: float = 0.0
+    cmr_gate_loss_p: float = 1.0  # target share of the CMR gate (budget loss; its weight is mt-train's)
     # Adapters (``mt.models.adapters``): per-language/per-pair bottleneck adapters, or hyper-adapters.
     lang_adapters: str = ""  # "" | "lang" | "pair"
     lang_adapter_bottleneck: int = 128
@@ -99,6 +103,12 @@ class TransformerConfig:
                 raise UserError(f"--{name.replace('_', '-')} is a probability in [0, 1), got {v}")
         if self.moe_train_capacity_factor <= 0:
             raise UserError(f"--moe-train-capacity-factor must be > 0, got {self.moe_train_capacity_factor}")
+        if self.moe_train_capacity_rule not in ("nonpad", "fairseq"):
+            raise UserError(f"--moe-train-capacity-rule must be nonpad or fairseq, got {self.moe_train_capacity_rule!r}")
+        if self.cmr_gate_loss_p != 1.0 and not self.moe_cmr:
+            raise UserError("--cmr-gate-loss-p needs --moe-cmr: the budget loss acts on the CMR gate")
+        if not 0.0 <= self.cmr_gate_loss_p <= 1.0:
+            raise UserError(f"--cmr-gate-loss-p is the share of tokens for the experts, in [0, 1]; got {self.cmr_gate_loss_p}")
         if self.lang_adapters not in ("", "lang", "pair"):
             raise UserError(f"--lang-adapters must be lang or pair, got {self.lang_adapters!r}")
         if self.lang_adapters and self.hyper_adapters:
@@ -200,6 +210,7 @@ class ForwardContext:
     incremental: bool = False
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # see add_budget_loss
 
     def padding_mask(self, is_decoder: bool) -> torch.Tensor | None:
         return self.tgt_pad_mask if is_decoder else self.src_pad_mask
@@ -210,6 +221,20 @@ class ForwardContext:
 
     def add_aux_loss(self, name: str, value: torch.Tensor) -> None:
         self.aux_losses[name] = self.aux_losses[name] + value if name in self.aux_losses else value
+
+    def add_budget_loss(self, name: str, used: torch.Tensor, total: torch.Tensor, target: float) -> None:
+        """Aux loss ``|sum used / sum total - target|`` pooled over every layer that adds to ``name``.
+
+        fairseq's CMR budget loss sums the gate values (``used``) and token counts (``total``) of all CMR
+        layers of a forward before taking the ratio (a mean of per-layer losses would weigh the layers
+        equally, and not let layers on both sides of the target cancel). Each call recomputes the loss
+        from the running sums.
+        """
+        if name in self.budgets:
+            u0, t0 = self.budgets[name]
+            used, total = u0 + used, t0 + total
+        self.budgets[name] = (used, total)
+        self.aux_losses[name] = (used / total.clamp_min(1e-5) - target).abs()
 
     def add_stat(self, name: str, total: torch.Tensor, count: torch.Tensor | float) -> None:
         """Accumulate a logged statistic as (sum, count) so averages stay exact across micro-batches/ranks.

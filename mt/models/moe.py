@@ -12,9 +12,13 @@ Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating
   ``--moe-second-expert-policy sampling``; ``random`` keeps expert 2 with probability ``min(1, 2 g2)``;
   ``all`` always keeps it. Noise and random dropping are training-only here (fairseq also samples at
   inference; we keep inference deterministic);
-- capacity (assignments an expert accepts from one rank's batch): ``ceil(factor * 2 * N / E)`` in
-  training with N the non-padding tokens (fairseq: ``2 * ceil(S / E)`` with S counting padding too),
-  ``ceil(fraction * N)`` at eval with static gating (``--moe-eval-capacity-token-fraction``; the released
+- capacity (assignments an expert accepts from one rank's batch), in training by
+  ``--moe-train-capacity-rule``: ``nonpad`` (default) ``ceil(factor * 2 * N / E)`` with N the non-padding
+  tokens, or ``fairseq`` ``ceil(factor * 2 * ceil(S / E))`` with S = B x T counting padding too (fairseq's
+  top2gating ``2 * ceil(S / E)`` at factor 1; under expert parallelism S is the largest rank's, as fairseq
+  pads every rank's batch to it). Padding takes no slot under either rule, so ``fairseq`` gives a batch
+  more room the more padding it has; ``nonpad`` keeps the dropped share independent of padding. At eval
+  with static gating: ``ceil(fraction * N)`` (``--moe-eval-capacity-token-fraction``; the released
   NLLB-MoE uses 1.0, i.e. nothing dropped; dynamic gating, the eval default, has no capacity);
   first-choice assignments fill an expert before second choices, each in token order; assignments past
   capacity are dropped (the token keeps its other expert, or only the residual);
@@ -39,7 +43,8 @@ ranks optimise the same balance loss as one process on the whole batch. ``moe_z_
 logsumexp(logits)^2 (ST-MoE), weighted by ``--moe-z-loss-wt``. Stats per layer into
 ``ForwardContext.add_stat``: ``moe/{enc|dec}{i}/load`` (share of assignments per expert, before
 capacity), ``.../dropped`` (share of assignments over capacity), ``.../balance``; CMR layers add
-``cmr/{enc|dec}{i}/gate`` and per-language ``gate@src_lang`` / ``gate@tgt_lang`` (mean CMR gate).
+``cmr/{enc|dec}{i}/gate`` and per-language ``gate@src_lang`` / ``gate@tgt_lang`` (mean CMR gate, before
+gate dropout), and the aux loss ``cmr_gate_loss`` (below).
 
 Regularisation (Elbayad et al. 2023, "Fixing MoE over-fitting on low-resource languages in multilingual
 MT", arXiv 2212.07571; reference code: fairseq's NLLB branch, ``MOELayer(tok_dropout=moe_eom)`` and the
@@ -55,6 +60,13 @@ MT", arXiv 2212.07571; reference code: fairseq's NLLB branch, ``MOELayer(tok_dro
   the MoE: ``out = (1 - g) * dense(x) + g * moe(x)``. ``--cmr-gate-drop p`` applies dropout to g in
   training as the reference ``CMRGate`` does (``nn.Dropout`` on the gate): with probability p, g = 0 and
   the token takes the dense branch only; kept gates are scaled by 1/(1-p). No gate dropout at eval.
+  Budget loss (fairseq NLLB branch, ``moe_label_smoothed_cross_entropy``: ``--cmr-gate-loss-wt`` /
+  ``--cmr-gate-loss-p``; NLLB's CMR runs used 0.1 / 0.8, the defaults of its ``sweep_mmt.py``):
+  ``cmr_gate_loss = |sum g / T - p|`` where the sums run over the non-padding tokens of every CMR layer of
+  the forward (encoder and decoder pooled, then one ratio; ``ForwardContext.add_budget_loss``) and g is the
+  gate after gate dropout, as fairseq computes it. Weighted like ``moe_gate_loss`` (per target token of
+  the update), it pushes a share p of the tokens through the experts. Under expert parallelism the sums
+  run over all ranks (fairseq's ``--moe-cmr-xgpu``; NLLB's runs left it off and took one ratio per GPU).
 
 Expert parallelism (``expert_parallel_(model, rank, world, group)``, called by mt-train under torchrun):
 each MoE layer keeps experts [rank*E/W, (rank+1)*E/W) (the slices of the same seeded initialisation a
@@ -63,6 +75,21 @@ the token rows (variable splits), runs the local experts, and sends the outputs 
 autograd functions whose backward is the reverse exchange. Every rank must run the same number of MoE
 forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(model)`` gathers all
 experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
+
+Where W ranks do not compute exactly the update of one process on the same global batch (the balance
+loss, the CMR budget loss, the expert gradients and the gradient norm do match; see ``mt.expert_parallel``):
+- capacity overflow: each rank routes its own shard (every W-th sentence) with the capacity of its own
+  tokens (``ceil(factor * 2 * N_r / E)``; ``fairseq``: from the largest rank's S) and fills it in its own
+  token order, so an expert popular in one shard drops assignments there even when another rank's
+  share of it has room, and the capacities of the ranks need not sum to one process's. Routing matches
+  one process only when nothing is over capacity, neither on any rank nor in the one process;
+- random draws: the Gumbel noise of ``--moe-second-expert-policy sampling`` (the default), the keep
+  draw of ``random``, EOM / FOM masks and CMR gate dropout (like every dropout) are drawn on each rank
+  from its own generator (seeded per rank), so they differ from one process's draws: the update agrees in
+  distribution, not number for number (``all`` with no masking and no dropout is deterministic);
+- ``moe_z_loss``: each rank takes the mean over its own rows, and the loop weights a rank's aux losses
+  by its share of the update's target tokens; decoder layers route target tokens, so they match, but an
+  encoder layer's z-loss matches only when every rank's source / target length ratio is the same.
 
 Inference (Huang et al. 2023, "Towards MoE deployment", arXiv 2303.06182; set up by
 ``mt.generate.moe_inference``):
@@ -126,9 +153,24 @@ class Routing:
     capacity: int
 
 
-def capacity_for(num_tokens: int, num_experts: int, training: bool, train_factor: float, eval_fraction: float) -> int:
+def capacity_for(
+    num_tokens: int,
+    num_experts: int,
+    training: bool,
+    train_factor: float,
+    eval_fraction: float,
+    rule: str = "nonpad",
+    positions: int | None = None,
+) -> int:
+    """Assignments one expert accepts from one rank's batch (see "capacity" in the module docstring).
+
+    ``num_tokens``: the N routed (non-padding) tokens; ``positions``: the S = B x T positions of the batch,
+    padding included, that the ``fairseq`` rule counts (default N)."""
     if not training and eval_fraction > 0:
         return max(1, math.ceil(eval_fraction * num_tokens))
+    if rule == "fairseq":
+        S = num_tokens if positions is None else positions
+        return max(1, math.ceil(train_factor * 2 * math.ceil(S / num_experts)))
     return max(1, math.ceil(train_factor * 2 * num_tokens / num_experts))
 
 
@@ -458,6 +500,7 @@ class MoELayer(nn.Module):
         self.policy = cfg.moe_second_expert_policy
         self.normalize_before_dropping = cfg.moe_normalize_gate_prob_before_dropping
         self.train_capacity_factor = cfg.moe_train_capacity_factor
+        self.capacity_rule = cfg.moe_train_capacity_rule
         self.eval_capacity_fraction = cfg.moe_eval_capacity_token_fraction
         self.eom, self.fom = cfg.moe_eom, (cfg.moe_fom if apply_fom else 0.0)
         self.loss_scale = 1.0 / max(num_moe_layers(cfg), 1)
@@ -481,25 +524,37 @@ class MoELayer(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         xs, idx, sent = _flatten(x, ctx.padding_mask(self.is_decoder))
-        out = self.moe(xs, ctx)
+        out = self.moe(xs, ctx, positions=x.size(0) * x.size(1))
         return _unflatten(out, idx, x.shape)
 
-    def moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros."""
+    def moe(
+        self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None, positions: int | None = None
+    ) -> torch.Tensor:
+        """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros.
+
+        ``positions``: B x T of the padded batch the rows came from (the ``fairseq`` capacity rule counts it)."""
         if self.ep is not None and self.ep.replicated and self.ep.world > 1 and not self.training:
             return self._replicated(xs, ctx)
-        return self._moe(xs, ctx, token_keep)
+        return self._moe(xs, ctx, token_keep, positions)
 
-    def _capacity(self, num_tokens: int) -> int:
+    def _capacity(self, num_tokens: int, positions: int | None, device: torch.device) -> int:
         if not self.training and self.gating == "dynamic":
             return max(num_tokens, 1)  # no capacity: an expert takes every token routed to it
-        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor, self.eval_capacity_fraction)
+        ep = self.ep is not None and self.ep.world > 1
+        if self.training and ep and self.capacity_rule == "fairseq" and positions is not None:
+            # fairseq pads every rank's batch to the largest one (an all-reduce max) before top2gating
+            t = torch.tensor([positions], dtype=torch.long, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ep.group)
+            positions = int(t)
+        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor,
+                            self.eval_capacity_fraction, self.capacity_rule, positions)  # fmt: skip
 
-    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None) -> torch.Tensor:
+    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None, positions: int | None = None) -> torch.Tensor:
         N, E = xs.size(0), self.num_experts
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
-        r = top2_route(logits, self._capacity(N), self.policy, self.normalize_before_dropping, self.training)
+        capacity = self._capacity(N, positions, xs.device)
+        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training)
         if self.training:
             self._losses_and_stats(logits, r, ctx)
         elif self.route_hook is not None:
@@ -639,7 +694,7 @@ class CMRLayer(nn.Module):
         self.gate = nn.Linear(d, 1)
         nn.init.xavier_uniform_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
-        self.gate_drop, self.fom = cfg.cmr_gate_drop, cfg.moe_fom
+        self.gate_drop, self.fom, self.gate_loss_p = cfg.cmr_gate_drop, cfg.moe_fom, cfg.cmr_gate_loss_p
         self.num_langs = len(cfg.langs)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -652,18 +707,30 @@ class CMRLayer(nn.Module):
         if self.training and self.gate_drop > 0:
             g = F.dropout(g, self.gate_drop, True)  # dropped gate: dense branch only
             token_keep = g > 0
+        if self.training:
+            self._budget(g, ctx)
         fom_keep = None
         if self.training and self.fom > 0:
             fom_keep = torch.rand(g.shape, device=g.device) >= self.fom
             token_keep = fom_keep if token_keep is None else token_keep & fom_keep
         dense = self.dense(xs, ctx).float()
-        moe = self.moe.moe(xs, ctx, token_keep)
+        moe = self.moe.moe(xs, ctx, token_keep, positions=x.size(0) * x.size(1))
         out = (1.0 - g)[:, None] * dense + g[:, None] * moe
         if fom_keep is not None:
             out = out * fom_keep[:, None]
         elif not self.training and self.fom > 0:
             out = out * (1.0 - self.fom)
         return _unflatten(out, idx, x.shape)
+
+    def _budget(self, g: torch.Tensor, ctx: ForwardContext) -> None:
+        """The budget loss ``cmr_gate_loss`` = |sum g / tokens - p| over all CMR layers (see the module docstring)."""
+        used = g.sum()
+        total = torch.full((), float(g.numel()), device=g.device)
+        ep = self.moe.ep
+        if ep is not None and ep.world > 1:  # over the tokens of all ranks, as one process on the whole batch
+            red = _AllReduceSum.apply(torch.stack([used, total]), ep.group)
+            used, total = red[0], red[1]
+        ctx.add_budget_loss("cmr_gate_loss", used, total, self.gate_loss_p)
 
     def _stats(self, g: torch.Tensor, sent: torch.Tensor, ctx: ForwardContext) -> None:
         g = g.detach()
