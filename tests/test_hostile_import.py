@@ -133,3 +133,8 @@ def test_fairseq_dictionary_of_another_model(files, tmp_path):
                                    model_type="bpe", minloglevel=2, hard_vocab_limit=False)  # fmt: skip
     _refused(tmp_path, ckpt, "belong to different models", "--spm-model", str(tmp_path / "other.model"), fmt="fairseq")
 
+
+def test_export_of_an_imported_model_is_refused(files, tmp_path, monkeypatch):
+    """mt-export writes mt-train's layout (the decoder starts with __tgt__): not an imported NLLB model's."""
+    hostile.assert_refused("mt-export", ["--path", str(files["out"] / "checkpoint.pt"), "--out", str(tmp_path / "x")],
+                           tmp_path, outputs=[tmp_path / "x"], expect="not supported yet")  # fmt: skip
