@@ -59,6 +59,12 @@ def check_dense(loaded: LoadedModel) -> None:
             f"{loaded.path}: a Mixture-of-Experts checkpoint ({num_moe_layers(cfg)} MoE layers); HF M2M100 and "
             "CTranslate2 export support dense models only: serve MoE models with mt-translate / mt-interactive"
         )
+    if (cfg.decoder_start, cfg.source_langtok) != ("lang", "first"):  # an imported NLLB model (mt.data.rows)
+        raise UserError(
+            f"{loaded.path}: the decoder starts with '</s> __tgt__' or the source ends with its language token "
+            "(an mt-import of a released NLLB model); exporting that layout is not supported yet: use the "
+            "original Hugging Face files"
+        )
 
 
 def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

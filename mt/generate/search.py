@@ -19,9 +19,9 @@ the cache and the encoder output), the length limit ``min(a * src_len + b, max_t
 
 What it does differently, to be simpler and faster: the first step runs one row per sentence (all beams
 are identical then) and expands the cache afterwards; the encoder-decoder keys/values are reordered only
-when the set of sentences changes (beams of one sentence share them); the decoder always starts with the
-target-language token (``__tgt__``, NLLB's convention) and may never produce padding, ``<s>`` or a
-language token (``banned``).
+when the set of sentences changes (beams of one sentence share them); the decoder starts with a given
+prefix (``__tgt__`` for mt-train's models, ``</s> __tgt__`` for the released NLLB models, see
+``mt.data.rows``) and may never produce padding, ``<s>`` or a language token (``banned``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Hypo:
     """One finished hypothesis: output ids without ``__tgt__`` and ``</s>``; scores in nats."""
 
     tokens: list[int]
-    score: float  # sum of log-probs / (len(tokens) + 1) ** lenpen
+    score: float  # sum of log-probs / (len(tokens) + 1 + forced prefix tokens) ** lenpen
     positional_scores: list[float]  # log-prob of every output token, ``</s>`` included (len(tokens) + 1)
 
 
@@ -170,7 +170,10 @@ def search(
 ) -> list[list[Hypo]]:
     """The ``cfg.nbest`` best hypotheses of each right-padded ``__src__ x </s>`` row, best first.
 
-    ``prefix``: (B,) decoder start tokens (``__tgt__`` ids). ``banned``: ids never generated (padding,
+    ``prefix``: (B,) decoder start tokens (``__tgt__`` ids), or (B, P) start sequences (``</s> __tgt__``,
+    ``mt.data.rows.decoder_prefix``): the tokens after the first are forced outputs, excluded from the
+    hypotheses but counted in the length normalisation with log-prob 0 (HF's ``forced_bos_token_id``;
+    fairseq's ``prefix_tokens`` count the same length). ``banned``: ids never generated (padding,
     ``<s>``, language tokens). ``src_lang``/``tgt_lang``: (B,) language indices for the ForwardContext.
     Decoding runs through ``mt.generate.incremental`` when the model allows (``fast``), else through
     ``Transformer.decode`` with a ``DecoderCache``; ``use_cache=False`` re-runs the decoder on the whole
@@ -193,6 +196,8 @@ def search(
         src_lang = None if src_lang is None else src_lang.index_select(0, expand)
         tgt_lang = None if tgt_lang is None else tgt_lang.index_select(0, expand)
     n_sent = src_tokens.size(0)
+    prefix = prefix.view(n_sent, -1)
+    P = prefix.size(1)
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.sampling else None
 
     enc = model.encode(src_tokens, ForwardContext(src_lang=src_lang, tgt_lang=tgt_lang))
@@ -205,14 +210,16 @@ def search(
         if weights is None or weights.dtype != dtype:
             weights = DecoderWeights(model, dtype)
         with torch.autocast(device.type, enabled=False):
-            dec = IncrementalDecoder(model, enc, weights, int(maxlen.max()) + 1, src_lang, tgt_lang)
+            dec = IncrementalDecoder(model, enc, weights, int(maxlen.max()) + P, src_lang, tgt_lang)
+            for j in range(P - 1):  # the prefix before its last token: cache it, no choice to make
+                dec.step(prefix[:, j].to(device=device, dtype=torch.long))
     else:
         state = _Batch(enc, src_lang, tgt_lang)
         cache = DecoderCache() if use_cache else None
     banned_t = torch.tensor(sorted(set(banned)), dtype=torch.long, device=device)
 
     sent = torch.arange(n_sent, device=device)  # original index of each live sentence
-    tokens = prefix.view(-1, 1).to(device=device, dtype=torch.long)  # (rows, step + 1)
+    tokens = prefix.to(device=device, dtype=torch.long)  # (rows, P + step)
     scores = torch.zeros(n_sent, device=device)  # cumulative log-prob per row
     pos = torch.zeros(n_sent, 0, device=device)  # per-token log-probs per row
     finalized: list[list[Hypo]] = [[] for _ in range(n_sent)]
@@ -272,9 +279,9 @@ def search(
             s_idx, j_idx = fin.nonzero(as_tuple=True)
             r_idx = cand_row[s_idx, j_idx]
             fin_scores = cand_scores[s_idx, j_idx]
-            normed = (fin_scores / ((step + 1) ** cfg.lenpen)).tolist()  # float32, as fairseq
+            normed = (fin_scores / ((step + P) ** cfg.lenpen)).tolist()  # float32, as fairseq; P - 1 forced tokens
             eos_lp = (fin_scores - scores[r_idx]).tolist()
-            toks = tokens.index_select(0, r_idx)[:, 1:].tolist()
+            toks = tokens.index_select(0, r_idx)[:, P:].tolist()
             poss = pos.index_select(0, r_idx).tolist()
             orig = sent[s_idx].tolist()
             for i, s in enumerate(orig):

@@ -6,10 +6,11 @@
     print(hyps[0].text, hyps[0].score)
     print(tr.translate("One sentence.", "eng_Latn", "deu_Latn").text)   # a str in, one Hypothesis out
 
-It does SentencePiece, the ``__src__ x </s>`` source rows, length-bucketed batching (sentences sorted by
-length and packed up to ``max_tokens`` source tokens, so little padding is computed), the search
-(``mt.generate.search``) and puts the results back in input order. Scores are in nats (natural log),
-length-normalised as fairseq does; the CLIs print them in base 2 as fairseq does.
+It does SentencePiece, the ``__src__ x </s>`` source rows (or the layout the model was trained with:
+``mt.data.rows``), length-bucketed batching (sentences sorted by length and packed up to ``max_tokens``
+source tokens, so little padding is computed), the search (``mt.generate.search``) and puts the results
+back in input order. Scores are in nats (natural log), length-normalised as fairseq does; the CLIs print
+them in base 2 as fairseq does.
 
 As the CLIs do, an empty or blank sentence gets an empty translation (score 0, nothing searched). What may
 disappoint is said with a ``TranslatorWarning`` (once per call): sources cut to ``max_source_positions``,
@@ -28,6 +29,7 @@ from typing import Callable, Sequence, overload
 import torch
 
 from mt.data.langs import check_code
+from mt.data.rows import decoder_prefix, source_row
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate import incremental, moe_inference
@@ -259,10 +261,10 @@ class Translator:
             S = max(len(rows[i]) for i in idx) + 2
             src = torch.full((len(idx), S), pad, dtype=torch.long)
             for b, i in enumerate(idx):
-                src[b, 0] = self.lang_token(srcs[i])
-                src[b, 1 : len(rows[i]) + 1] = torch.tensor(rows[i], dtype=torch.long)
-                src[b, len(rows[i]) + 1] = eos
-            prefix = torch.tensor([self.lang_token(tgts[i]) for i in idx], dtype=torch.long)
+                row = source_row(rows[i], self.lang_token(srcs[i]), eos, self.model.cfg.source_langtok)
+                src[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+            start = self.model.cfg.decoder_start
+            prefix = torch.tensor([decoder_prefix(self.lang_token(tgts[i]), eos, start) for i in idx])
             src_lang_ids = torch.tensor([langs.index(srcs[i]) for i in idx], dtype=torch.long)
             tgt_lang_ids = torch.tensor([langs.index(tgts[i]) for i in idx], dtype=torch.long)
             dev = self.device

@@ -39,6 +39,10 @@ class TransformerConfig:
     # Language codes in dictionary order; ``ForwardContext.src_lang/tgt_lang`` are indices into this list
     # (hyper-adapters and per-language MoE stats size their tables with it).
     langs: list[str] = field(default_factory=list)
+    # How sentences meet the model (``mt.data.rows``). The defaults are mt-train's; models imported with
+    # mt-import carry their own (released NLLB-200 / M2M-100: decoder_start "eos_lang").
+    source_langtok: str = "first"  # first: ``__src__ x </s>``; last: ``x </s> __src__`` (HF NLLB's legacy layout)
+    decoder_start: str = "lang"  # lang: the decoder starts ``__tgt__``; eos_lang: ``</s> __tgt__`` (fairseq/HF NLLB)
 
     # Sparse MoE FFNs (``mt.models.moe``), fairseq's flag names. Layer i of a stack (0-based) is an MoE
     # layer when moe_freq > 0 and (i + 1) % moe_freq == 0 (fairseq / HF NLLB-MoE ``sparse_step``).
@@ -81,6 +85,10 @@ class TransformerConfig:
                 raise UserError(f"--{side}-layers must be at least 1")
         if self.vocab_size <= self.padding_idx:
             raise UserError(f"vocabulary size {self.vocab_size} is too small: is dict.txt empty?")
+        if self.source_langtok not in ("first", "last"):
+            raise UserError(f"model option source_langtok must be first or last, got {self.source_langtok!r}")
+        if self.decoder_start not in ("lang", "eos_lang"):
+            raise UserError(f"model option decoder_start must be lang or eos_lang, got {self.decoder_start!r}")
         self._validate_moe_and_adapters()
         return self
 

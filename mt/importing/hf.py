@@ -1,0 +1,100 @@
+"""Hugging Face folders of the dense NLLB-200 models (``model_type`` m2m_100), as published.
+
+``config.json``; weights in ``model.safetensors`` or ``pytorch_model.bin``, or their shards with an
+``*.index.json``; the tokenizer: ``sentencepiece.bpe.model`` plus ``tokenizer.json`` /
+``tokenizer_config.json`` / ``special_tokens_map.json`` (language codes and their ids, ``legacy_behaviour``).
+
+What M2M100ForConditionalGeneration computes, checked against our Transformer (transformers'
+modeling_m2m_100.py): pre-LN layers with a final LayerNorm per stack, ReLU FFNs, no layernorm_embedding;
+embeddings scaled by sqrt(d_model) (``scale_embedding``); sinusoidal positions (half sin, half cos) that
+start at ``padding_idx + 1`` (its ``offset`` 2 with pad 1), padding positions excluded; attention scaled
+by head_dim ** -0.5 with biased q/k/v/out projections; one embedding shared by encoder, decoder and
+``lm_head`` (no output bias). The config fields that would change any of this are refused when they
+differ from those values. Generation starts from ``decoder_start_token_id`` (``</s>``) and forces the
+target-language token next (``forced_bos_token_id``): our ``decoder_start = "eos_lang"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mt.errors import UserError
+from mt.importing import vocab
+from mt.importing.convert import Imported, Naming, embed_key
+from mt.importing.weights import open_safetensors, open_torch_bin
+from mt.models.config import TransformerConfig
+
+EMBED_KEYS = ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+              "lm_head.weight")  # fmt: skip
+IGNORE = ("embed_positions.weights", "embed_positions._float_tensor")  # sinusoid tables some versions saved
+# M2M100Config's defaults, for keys a config.json leaves out
+DEFAULTS: dict[str, Any] = {
+    "vocab_size": 128112, "max_position_embeddings": 1024, "encoder_layers": 12, "encoder_ffn_dim": 4096,
+    "encoder_attention_heads": 16, "decoder_layers": 12, "decoder_ffn_dim": 4096, "decoder_attention_heads": 16,
+    "activation_function": "relu", "d_model": 1024, "dropout": 0.1, "attention_dropout": 0.1,
+    "activation_dropout": 0.0, "decoder_start_token_id": 2, "scale_embedding": True, "pad_token_id": 1,
+    "bos_token_id": 0, "eos_token_id": 2, "tie_word_embeddings": True,
+}  # fmt: skip
+# what our Transformer computes: config values that must be so
+REQUIRED: dict[str, Any] = {
+    "activation_function": "relu", "scale_embedding": True, "tie_word_embeddings": True, "pad_token_id": 1,
+    "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 2,
+}  # fmt: skip
+
+
+def read(folder: Path, spm_model: Path | None = None) -> Imported:
+    """Everything mt-import needs from an HF folder; nothing is read from the weights yet."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; --format hf takes the model folder (config.json, "
+                        "model.safetensors, sentencepiece.bpe.model, tokenizer files)")  # fmt: skip
+    config_path = folder / "config.json"
+    config = vocab.read_json(config_path)
+    if not config:
+        raise UserError(f"{config_path}: not found (or empty); --format hf takes a Hugging Face model folder")
+    model_type = config.get("model_type")
+    if model_type in ("nllb-moe", "nllb_moe"):
+        raise UserError(f"{config_path}: model_type {model_type}: importing the sparse NLLB-MoE is not supported "
+                        "yet; the dense NLLB-200 models (m2m_100) are")  # fmt: skip
+    if model_type != "m2m_100":
+        raise UserError(f"{config_path}: model_type {model_type!r}; mt-import reads NLLB-200 / M2M-100 (m2m_100)")
+    c = {**DEFAULTS, **config}
+    for key, want in REQUIRED.items():
+        got = c[key]
+        if (got[0] if isinstance(got, list) and len(got) == 1 else got) != want:
+            raise UserError(f"{config_path}: {key} is {got!r}; our Transformer computes {key}={want!r} "
+                            "(as every NLLB-200 model does)")  # fmt: skip
+    weights = open_safetensors(folder) or open_torch_bin(folder)
+    if weights is None:
+        raise UserError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or a *.index.json with shards)")
+    naming = Naming("model.", EMBED_KEYS, IGNORE)
+    embed = embed_key(weights, naming, folder)
+    rows = weights.shape(embed)[0]
+    if rows != c["vocab_size"]:
+        raise UserError(f"{weights.file_of(embed)}: {embed} has {rows} rows but config.json says vocab_size "
+                        f"{c['vocab_size']}; the weights belong to another model")  # fmt: skip
+    spm = spm_model or folder / "sentencepiece.bpe.model"
+    dictionary = vocab.hf_dictionary(folder, spm, rows)
+    tok_config = vocab.read_json(folder / "tokenizer_config.json")
+    cfg = TransformerConfig(
+        vocab_size=rows, padding_idx=1,
+        encoder_layers=c["encoder_layers"], decoder_layers=c["decoder_layers"],
+        encoder_embed_dim=c["d_model"], decoder_embed_dim=c["d_model"],
+        encoder_ffn_embed_dim=c["encoder_ffn_dim"], decoder_ffn_embed_dim=c["decoder_ffn_dim"],
+        encoder_attention_heads=c["encoder_attention_heads"], decoder_attention_heads=c["decoder_attention_heads"],
+        dropout=float(c["dropout"]), attention_dropout=float(c["attention_dropout"]),
+        activation_dropout=float(c["activation_dropout"]),
+        max_source_positions=c["max_position_embeddings"], max_target_positions=c["max_position_embeddings"],
+        langs=dictionary.langs(),
+        source_langtok="last" if tok_config.get("legacy_behaviour") else "first",
+        decoder_start="eos_lang",
+    )  # fmt: skip
+    cfg.validate()
+    generation = vocab.read_json(folder / "generation_config.json")
+    forced = config.get("forced_bos_token_id", generation.get("forced_bos_token_id"))
+    meta = {
+        "format": "hf", "source": str(folder.resolve()), "model_type": model_type,
+        "default_tgt_lang": dictionary[forced] if isinstance(forced, int) and 0 <= forced < len(dictionary) else None,
+    }  # fmt: skip
+    inputs = {"SRC": folder, "--spm-model": spm, "weights": weights.file_of(embed)}
+    return Imported(cfg, dictionary, spm, weights, naming, inputs, meta)
