@@ -1,21 +1,25 @@
-"""mt-export: the HF M2M100 and CTranslate2 exports translate exactly like our model (greedy, token for token)."""
+"""mt-export: the HF M2M100 and CTranslate2 exports translate exactly like our model (greedy and beam search,
+token for token)."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
-from decode_fixtures import make_checkpoint
-from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
+from decode_fixtures import LANG_PAIRS, PAIRS, make_checkpoint
+from train_fixtures import WORDS, make_corpus, one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt import checkpoint as ckpt
 from mt.errors import UserError
 from mt.generate.cli import export_main
 from mt.generate.export import export
+from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 from mt.models.config import TransformerConfig
 from mt.models.transformer import build_model
+from mt.train import TrainConfig, train
 
 SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
          "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
@@ -104,3 +108,53 @@ def test_moe_and_existing_output_are_refused(model, tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(UserError, match="--force"):
         export(ck, tmp_path / "full", "hf")
+
+
+# --- beam search: a briefly trained model --------------- ------------------------------------------------
+# A random-weight model repeats itself until the length limit, where the engines must differ (ours stops each
+# sentence at 1.2 * src_len + 10 tokens, theirs at one fixed limit). 40 updates on the toy corpus (~5 s) give
+# translations that end on their own, as a trained model's do; the tests check that none reaches the limit.
+BEAM_SENTS = [" ".join(random.Random(i).choices(WORDS, k=2 + i % 10)) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_trained")
+    data = make_corpus(root, PAIRS, sizes={"eng_Latn-deu_Latn": 60, "eng_Latn-fra_Latn": 40}, n_valid=8, max_len=9)
+    cfg = TrainConfig(data=str(data), lang_pairs=LANG_PAIRS, arch="transformer_tiny", save_dir=str(root / "ck"),
+                      max_tokens=512, lr=5e-3, warmup_updates=10, max_update=40, label_smoothing=0.0,
+                      model_overrides={"dropout": 0.0}, no_progress_bar=True, no_epoch_checkpoints=True)  # fmt: skip
+    train(cfg)
+    ck = root / "ck" / "checkpoint_last.pt"
+    return ck, Translator(ck)
+
+
+def _ours_beam(tr: Translator, sents: list[str], tgt: str) -> list:
+    """mt-translate's defaults (beam 4); asserts that no translation reached the length limit."""
+    s = SearchConfig()
+    hyps = tr.translate(sents, "eng_Latn", tgt)
+    for ids, h in zip(tr.encode(sents), hyps):
+        assert len(h.ids) < int(s.max_len_a * (len(ids) + 2) + s.max_len_b)
+    return hyps
+
+
+def test_hf_generation_config_reproduces_our_beam_search(trained, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ck, tr = trained
+    out = tmp_path / "hf"
+    export_main(["--format", "hf", "--path", str(ck), "--out", str(out)])
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    hf = transformers.M2M100ForConditionalGeneration.from_pretrained(out).eval()
+    batch = tok(["__eng_Latn__ " + s for s in BEAM_SENTS], return_tensors="pt", padding=True)
+    d = tr.dictionary
+    for tgt in ("deu_Latn", "fra_Latn"):
+        with torch.no_grad():  # nothing but the start token: every search setting comes from generation_config.json
+            gen = hf.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids(f"__{tgt}__"))
+        theirs = [[t for t in row if t not in (d.pad(), d.eos())] for row in gen[:, 1:].tolist()]
+        ours = [h.ids for h in _ours_beam(tr, BEAM_SENTS, tgt)]
+        assert theirs == ours, [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+        assert len({len(x) for x in ours}) > 3  # translations of many lengths, not one stopping point
+    gc = json.loads((out / "generation_config.json").read_text())
+    s = SearchConfig()
+    assert (gc["num_beams"], gc["length_penalty"], gc["early_stopping"], gc["min_new_tokens"]) == (s.beam, s.lenpen, True, s.min_len)
+    assert gc["max_new_tokens"] == tr.model.cfg.max_target_positions and "forced_bos_token_id" not in gc

@@ -13,7 +13,8 @@ starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M
 - HF: ``decoder_start_token_id`` is a language token. The config carries a default (the first target
   language of the checkpoint's ``--lang-pairs``); pass ``decoder_start_token_id=tok.convert_tokens_to_ids
   ("__fra_Latn__")`` to ``generate()`` for another one, and never set ``forced_bos_token_id``. The
-  generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does.
+  generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does, and sets
+  up transformers' beam search to give mt-generate's translations (``hf_generation_config``).
 - CTranslate2: ``decoder_start_token`` is null in the model's ``config.json``, so the first token of
   ``target_prefix`` starts the decoder: ``translate_batch(src, target_prefix=[["__deu_Latn__"]])``.
 - Sources are ``__src__ x </s>`` in both: ``tok("__eng_Latn__ " + text)`` with the exported tokenizer
@@ -37,6 +38,7 @@ import torch
 
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
+from mt.generate.search import SearchConfig
 from mt.util import atomic_write
 
 FORMATS = ("hf", "ctranslate2")
@@ -114,7 +116,7 @@ def hf_shape_kwargs(c) -> dict:
 def build_hf_model(loaded: LoadedModel):
     """An ``M2M100ForConditionalGeneration`` holding our weights (float32, eval mode)."""
     _require("transformers", "transformers")
-    from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     check_dense(loaded)
     c, d = loaded.model.cfg, loaded.dictionary
@@ -131,11 +133,29 @@ def build_hf_model(loaded: LoadedModel):
     if missing or unexpected:
         raise RuntimeError(f"M2M100 mapping is incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.tie_weights()
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
-        suppress_tokens=banned_ids(d), num_beams=4, max_new_tokens=c.max_target_positions - 1,
-    )  # fmt: skip
+    model.generation_config = hf_generation_config(loaded, start)
     return model.eval()
+
+
+def hf_generation_config(loaded: LoadedModel, start: int):
+    """Transformers' beam search set up as ``mt.generate.search`` with mt-generate's defaults.
+
+    Both keep the ``2 * beam`` best continuations, finalise a ``</s>`` only among the first ``beam`` of them,
+    score ``sum(log p) / len ** lenpen`` with ``len`` counting ``</s>``, and stop a sentence once ``beam``
+    hypotheses are finished: that last rule is ``early_stopping=True`` (transformers' default ``False`` keeps
+    searching while a live beam could still win, and gives other translations). ``min_new_tokens`` is
+    ``--min-len``. The length limit cannot match: ours is per sentence (``1.2 * src_len + 10`` tokens, then a
+    forced ``</s>``), transformers' is one ``max_new_tokens`` (here the model's ``max_target_positions``,
+    ``</s>`` included), so only translations that reach the limit differ. ``forced_bos_token_id`` stays unset.
+    """
+    from transformers import GenerationConfig
+
+    d, s = loaded.dictionary, SearchConfig()
+    return GenerationConfig(
+        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
+        suppress_tokens=banned_ids(d), do_sample=False, num_beams=s.beam, length_penalty=s.lenpen,
+        early_stopping=True, min_new_tokens=s.min_len, max_new_tokens=loaded.model.cfg.max_target_positions,
+    )  # fmt: skip
 
 
 def build_hf_tokenizer(loaded: LoadedModel):
