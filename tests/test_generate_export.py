@@ -1,10 +1,15 @@
 """mt-export: the HF M2M100 and CTranslate2 exports translate exactly like our model (greedy and beam search,
-token for token)."""
+token for token), and the code in their README.md runs and gives mt-translate's output."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import random
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,7 +115,7 @@ def test_moe_and_existing_output_are_refused(model, tmp_path):
         export(ck, tmp_path / "full", "hf")
 
 
-# --- beam search: a briefly trained model --------------- ------------------------------------------------
+# --- beam search and README code: a briefly trained model ------------------------------------------------
 # A random-weight model repeats itself until the length limit, where the engines must differ (ours stops each
 # sentence at 1.2 * src_len + 10 tokens, theirs at one fixed limit). 40 updates on the toy corpus (~5 s) give
 # translations that end on their own, as a trained model's do; the tests check that none reaches the limit.
@@ -158,3 +163,29 @@ def test_hf_generation_config_reproduces_our_beam_search(trained, tmp_path):
     s = SearchConfig()
     assert (gc["num_beams"], gc["length_penalty"], gc["early_stopping"], gc["min_new_tokens"]) == (s.beam, s.lenpen, True, s.min_len)
     assert gc["max_new_tokens"] == tr.model.cfg.max_target_positions and "forced_bos_token_id" not in gc
+
+
+def _python_blocks(readme: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "ctranslate2"])
+def test_readme_code_runs_and_gives_mt_translate_output(trained, tmp_path, fmt):
+    """Every python block of the exported README.md, run as written from the export folder (our sentences in
+    place of its example ones), prints what Translator gives with mt-translate's default settings."""
+    pytest.importorskip("transformers" if fmt == "hf" else "ctranslate2")
+    ck, tr = trained
+    out = tmp_path / fmt
+    export_main(["--format", fmt, "--path", str(ck), "--out", str(out)])
+    blocks = _python_blocks((out / "README.md").read_text(encoding="utf-8"))
+    assert blocks
+    sents = BEAM_SENTS[:24] + ["Hello world.", "the  cat, sees ünïcödé!"]
+    ours = [h.text for h in _ours_beam(tr, sents, "deu_Latn")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for code in blocks:
+        assert '"__eng_Latn__' in code and '"__deu_Latn__"' in code
+        code, n = re.subn(r"^sentences = \[.*\].*$", f"sentences = {sents!r}", code, flags=re.M)
+        assert n == 1, code
+        run = subprocess.run([sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert ast.literal_eval(run.stdout.strip().splitlines()[-1]) == ours

@@ -16,7 +16,8 @@ starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M
   generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does, and sets
   up transformers' beam search to give mt-generate's translations (``hf_generation_config``).
 - CTranslate2: ``decoder_start_token`` is null in the model's ``config.json``, so the first token of
-  ``target_prefix`` starts the decoder: ``translate_batch(src, target_prefix=[["__deu_Latn__"]])``.
+  ``target_prefix`` starts the decoder and is not part of the hypotheses:
+  ``translate_batch(src, target_prefix=[["__deu_Latn__"]], beam_size=4, min_decoding_length=1)``.
 - Sources are ``__src__ x </s>`` in both: ``tok("__eng_Latn__ " + text)`` with the exported tokenizer
   (its template appends ``</s>``), or tokens ``["__eng_Latn__", *pieces, "</s>"]`` for CTranslate2.
 
@@ -196,26 +197,44 @@ def build_hf_tokenizer(loaded: LoadedModel):
 
 
 def _readme(loaded: LoadedModel, fmt: str) -> str:
+    """The export's README.md; its python blocks run as they are from the export folder
+    (tests/test_generate_export.py runs them and compares with mt-translate)."""
     tgt = _default_target(loaded)
     src = loaded.lang_pairs[0].split("-")[0] if loaded.lang_pairs else loaded.langs[0]
+    s = SearchConfig()
+    head = f"""```python
+model_dir = "."  # this folder
+sentences = ["Hello world.", "How are you today?"]  # in {src}"""
     if fmt == "hf":
-        usage = f"""```python
+        usage = f"""{head}
 from transformers import AutoTokenizer, M2M100ForConditionalGeneration
-tok = AutoTokenizer.from_pretrained("THIS_DIR")
-model = M2M100ForConditionalGeneration.from_pretrained("THIS_DIR")
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = M2M100ForConditionalGeneration.from_pretrained(model_dir).eval()
 batch = tok(["__{src}__ " + s for s in sentences], return_tensors="pt", padding=True)
-out = model.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids("__{tgt}__"), num_beams=4)
+out = model.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids("__{tgt}__"))
 print(tok.batch_decode(out, skip_special_tokens=True))
-```"""
+```
+
+`generation_config.json` sets up mt-generate's beam search: {s.beam} beams, length penalty {s.lenpen},
+at least {s.min_len} token, and a sentence stops once {s.beam} hypotheses have ended (`early_stopping: true`;
+transformers' default `false` gives other translations). The length limit differs: mt-generate stops each
+sentence at {s.max_len_a:g} x source tokens + {s.max_len_b}, `generate()` at `max_new_tokens` (pass a smaller one
+if you like); only translations that run that long differ."""
     else:
-        usage = f"""```python
+        usage = f"""{head}
 import ctranslate2, sentencepiece as spm
-sp = spm.SentencePieceProcessor(model_file="THIS_DIR/spm.model")
-tr = ctranslate2.Translator("THIS_DIR", compute_type="default")  # or "int8"
+sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
+tr = ctranslate2.Translator(model_dir, compute_type="default")  # or "int8"
 src = [["__{src}__", *sp.encode(s, out_type=str), "</s>"] for s in sentences]
-res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size=4)
-print([sp.decode(r.hypotheses[0][1:]) for r in res])
-```"""
+res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len})
+print([sp.decode(r.hypotheses[0]) for r in res])
+```
+
+The hypotheses hold the translation only: the target-language token starts the decoder and is not part of
+them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`, `min_decoding_length={s.min_len}`;
+mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b} (here `max_decoding_length`,
+default 256) and never outputs `<s>`, `<pad>` or a language token (CTranslate2's `suppress_sequences` can ban
+them but renormalises the scores, so leave it out unless a model does produce them)."""
     return f"""# nllb-mini export ({fmt})
 
 Exported by `mt-export` from `{loaded.path.name}` (language pairs: {', '.join(loaded.lang_pairs) or 'n/a'}).
@@ -226,6 +245,8 @@ Conventions (they differ from stock M2M100/NLLB checkpoints):
   pass it as `decoder_start_token_id` (HF) / the first `target_prefix` token (CTranslate2);
   never set `forced_bos_token_id`;
 - `<s>`, `<pad>` and language tokens should never be generated (HF: `suppress_tokens` in generation_config).
+
+Run from this folder (or set `model_dir` to its path):
 
 {usage}
 """
@@ -251,7 +272,7 @@ def export(
         _export_hf(loaded, Path(tmp))
         from ctranslate2.converters import TransformersConverter
 
-        conv = TransformersConverter(tmp, copy_files=["spm.model", "dict.txt", "README.md"])
+        conv = TransformersConverter(tmp, copy_files=["spm.model", "dict.txt"])
         try:
             conv.convert(str(out), quantization=quantization, force=True)
         except ValueError as exc:
