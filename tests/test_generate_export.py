@@ -1,5 +1,6 @@
 """mt-export: the HF M2M100 and CTranslate2 exports translate exactly like our model (greedy and beam search,
-token for token), and the code in their README.md runs and gives mt-translate's output."""
+token for token), the code in their README.md runs and gives mt-translate's output, and an export never
+deletes what it did not write."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from mt.generate.translator import Translator
 from mt.models.config import TransformerConfig
 from mt.models.transformer import build_model
 from mt.train import TrainConfig, train
+from mt.util import temp_tag
 
 SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
          "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
@@ -189,3 +191,46 @@ def test_readme_code_runs_and_gives_mt_translate_output(trained, tmp_path, fmt):
         run = subprocess.run([sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         assert ast.literal_eval(run.stdout.strip().splitlines()[-1]) == ours
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("fmt", ["hf", "ctranslate2"])
+def test_force_replaces_only_the_files_the_export_writes(model, tmp_path, fmt):
+    """CTranslate2's converter deletes its output folder and save_pretrained deletes shard-like files: neither
+    may touch --out. A killed export's staging folder is removed by the next one."""
+    ck, _, _ = model
+    out = tmp_path / "out"
+    (out / ".ssh").mkdir(parents=True)
+    keep = {"notes.txt": "mine", ".ssh/id_ed25519": "secret", "model-00001-of-00002.safetensors": "a shard of mine"}
+    for name, text in keep.items():
+        (out / name).write_text(text)
+    (out / "config.json").write_text("{}")  # an earlier export's file: replaced
+    host = temp_tag().rsplit("-", 1)[0]
+    stale = out / f".mt-export.{host}-{_dead_pid()}.k3j4.tmp"
+    (stale / "hf").mkdir(parents=True)
+    (stale / "hf" / "model.safetensors").write_bytes(b"x" * 1000)
+    with pytest.raises(UserError, match="--force"):
+        export(ck, out, fmt)
+    export_main(["--format", fmt, "--path", str(ck), "--out", str(out), "--force"])
+    assert {name: (out / name).read_text() for name in keep} == keep
+    assert json.loads((out / "config.json").read_text()) != {}
+    assert (out / ("model.safetensors" if fmt == "hf" else "model.bin")).is_file() and (out / "README.md").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_out_dot_keeps_the_working_directory(model, tmp_path, monkeypatch):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    ck, _, _ = model
+    work = tmp_path / "work"
+    (work / "src").mkdir(parents=True)
+    (work / "src" / "main.py").write_text("print(1)\n")
+    (work / "notes.txt").write_text("keep me\n")
+    monkeypatch.chdir(work)
+    export_main(["--format", "ctranslate2", "--path", str(ck), "--out", ".", "--force"])
+    assert (work / "src" / "main.py").read_text() == "print(1)\n" and (work / "notes.txt").read_text() == "keep me\n"
+    ctranslate2.Translator(str(work), device="cpu", intra_threads=1)  # and the export is there, complete

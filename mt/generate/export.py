@@ -28,21 +28,23 @@ refused: neither M2M100 nor CTranslate2's converter has sparse expert layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.search import SearchConfig
-from mt.util import atomic_write
+from mt.util import atomic_write, is_stale_temp, remove_stale_temps, temp_name
 
 FORMATS = ("hf", "ctranslate2")
+TEMP = "mt-export"  # the staging folder inside --out: .mt-export.{host}-{pid}.{rand}.tmp
 
 
 def _require(module: str, extra: str) -> Any:
@@ -252,31 +254,107 @@ Run from this folder (or set `model_dir` to its path):
 """
 
 
+def check_out(out: Path, force: bool) -> None:
+    """A UserError, before any work, when ``out`` cannot take the export: a file, under a file, or a folder
+    with content and no ``--force``. (Leftovers of a killed export do not count as content.)"""
+    if out.is_dir():
+        content = [p.name for p in out.iterdir() if not is_stale_temp(p.name)]
+        if content and not force:
+            raise UserError(f"{out}: exists and is not empty; pass --force to add the export to it (only the "
+                            "files the export writes are replaced), or another --out")  # fmt: skip
+        return
+    if out.exists() or out.is_symlink():
+        raise UserError(f"{out}: exists and is not a folder; --out names the folder to write the export to")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: {parent} is a file, not a folder; choose another --out")
+            return
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A fresh temp folder inside ``out`` (created if missing) to write the export to, removed afterwards.
+
+    Inside ``out``, so moving its files into place is a rename on one file system; named by ``temp_name``,
+    so the next export to ``out`` removes what a killed one left. On an error, folders this created are
+    removed again when empty.
+    """
+    missing = []
+    for p in (out, *out.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, f".{TEMP}.")
+    stage = out / temp_name(TEMP)
+    ok = False
+    try:
+        stage.mkdir()
+        yield stage
+        ok = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not ok:
+            for p in missing:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+
+
+def move_into(src: Path, out: Path) -> list[str]:
+    """Move the files of ``src`` into ``out``, replacing files of the same names and nothing else; README.md
+    last. Returns the names moved."""
+    names = sorted((p.name for p in src.iterdir()), key=lambda n: (n == "README.md", n))
+    for name in names:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            raise UserError(f"{target}: a folder where the export writes a file; move it away or choose another --out")
+    for name in names:
+        os.replace(src / name, out / name)
+    return names
+
+
 def export(
     path: str | Path, out: str | Path, fmt: str = "hf", data: str | None = None, spm_model: str | None = None,
     quantization: str | None = None, force: bool = False,
 ) -> Path:
-    """Write the export of checkpoint ``path`` to the directory ``out``; returns ``out``."""
+    """Write the export of checkpoint ``path`` into the folder ``out``; returns ``out``.
+
+    The files are written to a temp folder inside ``out`` and then moved into place one by one: ``out`` may
+    hold other files (``--force``, ``--out .``), and the export replaces only the files it writes. Neither
+    CTranslate2's converter (it deletes its whole output folder) nor ``save_pretrained`` (it deletes
+    ``model-0000i-of-0000n`` files it does not write) ever gets ``out`` itself.
+    """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose {' or '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: exists and is not empty; pass --force to overwrite, or another --out")
+    check_out(out, force)
+    _require("transformers", "transformers")
+    ct2 = _require("ctranslate2", "ctranslate2") if fmt == "ctranslate2" else None
     loaded = load_model(path, data, spm_model)
     check_dense(loaded)
-    if fmt == "hf":
-        _export_hf(loaded, out)
-        return out
-    ct2 = _require("ctranslate2", "ctranslate2")
-    with tempfile.TemporaryDirectory(prefix="mt-export-hf-") as tmp:
-        _export_hf(loaded, Path(tmp))
-        from ctranslate2.converters import TransformersConverter
+    with staging(out) as stage:
+        files = _export_hf(loaded, stage / "hf") if ct2 is None else _export_ct2(loaded, stage, quantization)
+        written = move_into(files, out)
+    others = sorted(p.name for p in out.iterdir() if p.name not in written and not is_stale_temp(p.name))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"mt-export: left as they were in {out}: {shown}", file=sys.stderr)
+    what = "Hugging Face M2M100" if ct2 is None else f"CTranslate2 {ct2.__version__}"
+    print(f"mt-export: {what} model written to {out}", file=sys.stderr)
+    return out
 
-        conv = TransformersConverter(tmp, copy_files=["spm.model", "dict.txt"])
-        try:
-            conv.convert(str(out), quantization=quantization, force=True)
-        except ValueError as exc:
-            raise UserError(f"CTranslate2 conversion failed: {exc}") from None
+
+def _export_ct2(loaded: LoadedModel, stage: Path, quantization: str | None) -> Path:
+    """The HF export converted by CTranslate2 into ``stage/ct2`` (a new folder); returns that folder."""
+    from ctranslate2.converters import TransformersConverter
+
+    hf, out = _export_hf(loaded, stage / "hf"), stage / "ct2"
+    conv = TransformersConverter(str(hf), copy_files=["spm.model", "dict.txt"])
+    try:
+        conv.convert(str(out), quantization=quantization)
+    except ValueError as exc:
+        raise UserError(f"CTranslate2 conversion failed: {exc}") from None
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["decoder_start_token"] = None  # the target_prefix's language token starts the decoder (see module doc)
@@ -284,14 +362,14 @@ def export(
         json.dump(cfg, fh, indent=2)
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "ctranslate2"))
-    print(f"mt-export: CTranslate2 {ct2.__version__} model written to {out}", file=sys.stderr)
     return out
 
 
-def _export_hf(loaded: LoadedModel, out: Path) -> None:
+def _export_hf(loaded: LoadedModel, out: Path) -> Path:
+    """The HF model, tokenizer, spm.model, dict.txt and README.md in the new folder ``out``; returns it."""
     model = build_hf_model(loaded)
     tok = build_hf_tokenizer(loaded)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     if loaded.spm is not None:
@@ -299,3 +377,4 @@ def _export_hf(loaded: LoadedModel, out: Path) -> None:
     shutil.copyfile(loaded.data_dir / "dict.txt", out / "dict.txt")
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "hf"))
+    return out
