@@ -300,12 +300,13 @@ def build_export_parser() -> argparse.ArgumentParser:
                                 epilog=EXPORT_EPILOG, formatter_class=_FMT)  # fmt: skip
     p.add_argument("--format", choices=["hf", "ctranslate2"], default="hf", dest="fmt")
     p.add_argument("--path", required=True, metavar="CKPT")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
     p.add_argument("--data", default="", help="directory with dict.txt and spm.model (default: as mt-generate finds them)")
     p.add_argument("--spm-model", default="")
     p.add_argument("--quantization", default=None,
                    help="CTranslate2 only: int8, int8_float32, float16, bfloat16... (default: float32 weights)")  # fmt: skip
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out: replaces the files the export writes, keeps all others")  # fmt: skip
     return p
 
 

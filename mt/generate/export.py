@@ -13,9 +13,11 @@ starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M
 - HF: ``decoder_start_token_id`` is a language token. The config carries a default (the first target
   language of the checkpoint's ``--lang-pairs``); pass ``decoder_start_token_id=tok.convert_tokens_to_ids
   ("__fra_Latn__")`` to ``generate()`` for another one, and never set ``forced_bos_token_id``. The
-  generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does.
+  generation config suppresses ``<s>``, ``<pad>`` and every language token, as our search does, and sets
+  up transformers' beam search to give mt-generate's translations (``hf_generation_config``).
 - CTranslate2: ``decoder_start_token`` is null in the model's ``config.json``, so the first token of
-  ``target_prefix`` starts the decoder: ``translate_batch(src, target_prefix=[["__deu_Latn__"]])``.
+  ``target_prefix`` starts the decoder and is not part of the hypotheses:
+  ``translate_batch(src, target_prefix=[["__deu_Latn__"]], beam_size=4, min_decoding_length=1)``.
 - Sources are ``__src__ x </s>`` in both: ``tok("__eng_Latn__ " + text)`` with the exported tokenizer
   (its template appends ``</s>``), or tokens ``["__eng_Latn__", *pieces, "</s>"]`` for CTranslate2.
 
@@ -26,20 +28,23 @@ refused: neither M2M100 nor CTranslate2's converter has sparse expert layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
-from mt.util import atomic_write
+from mt.generate.search import SearchConfig
+from mt.util import atomic_write, is_stale_temp, remove_stale_temps, temp_name
 
 FORMATS = ("hf", "ctranslate2")
+TEMP = "mt-export"  # the staging folder inside --out: .mt-export.{host}-{pid}.{rand}.tmp
 
 
 def _require(module: str, extra: str) -> Any:
@@ -120,7 +125,7 @@ def hf_shape_kwargs(c) -> dict:
 def build_hf_model(loaded: LoadedModel):
     """An ``M2M100ForConditionalGeneration`` holding our weights (float32, eval mode)."""
     _require("transformers", "transformers")
-    from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     check_dense(loaded)
     c, d = loaded.model.cfg, loaded.dictionary
@@ -137,11 +142,29 @@ def build_hf_model(loaded: LoadedModel):
     if missing or unexpected:
         raise RuntimeError(f"M2M100 mapping is incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.tie_weights()
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
-        suppress_tokens=banned_ids(d), num_beams=4, max_new_tokens=c.max_target_positions - 1,
-    )  # fmt: skip
+    model.generation_config = hf_generation_config(loaded, start)
     return model.eval()
+
+
+def hf_generation_config(loaded: LoadedModel, start: int):
+    """Transformers' beam search set up as ``mt.generate.search`` with mt-generate's defaults.
+
+    Both keep the ``2 * beam`` best continuations, finalise a ``</s>`` only among the first ``beam`` of them,
+    score ``sum(log p) / len ** lenpen`` with ``len`` counting ``</s>``, and stop a sentence once ``beam``
+    hypotheses are finished: that last rule is ``early_stopping=True`` (transformers' default ``False`` keeps
+    searching while a live beam could still win, and gives other translations). ``min_new_tokens`` is
+    ``--min-len``. The length limit cannot match: ours is per sentence (``1.2 * src_len + 10`` tokens, then a
+    forced ``</s>``), transformers' is one ``max_new_tokens`` (here the model's ``max_target_positions``,
+    ``</s>`` included), so only translations that reach the limit differ. ``forced_bos_token_id`` stays unset.
+    """
+    from transformers import GenerationConfig
+
+    d, s = loaded.dictionary, SearchConfig()
+    return GenerationConfig(
+        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
+        suppress_tokens=banned_ids(d), do_sample=False, num_beams=s.beam, length_penalty=s.lenpen,
+        early_stopping=True, min_new_tokens=s.min_len, max_new_tokens=loaded.model.cfg.max_target_positions,
+    )  # fmt: skip
 
 
 def build_hf_tokenizer(loaded: LoadedModel):
@@ -182,26 +205,44 @@ def build_hf_tokenizer(loaded: LoadedModel):
 
 
 def _readme(loaded: LoadedModel, fmt: str) -> str:
+    """The export's README.md; its python blocks run as they are from the export folder
+    (tests/test_generate_export.py runs them and compares with mt-translate)."""
     tgt = _default_target(loaded)
     src = loaded.lang_pairs[0].split("-")[0] if loaded.lang_pairs else loaded.langs[0]
+    s = SearchConfig()
+    head = f"""```python
+model_dir = "."  # this folder
+sentences = ["Hello world.", "How are you today?"]  # in {src}"""
     if fmt == "hf":
-        usage = f"""```python
+        usage = f"""{head}
 from transformers import AutoTokenizer, M2M100ForConditionalGeneration
-tok = AutoTokenizer.from_pretrained("THIS_DIR")
-model = M2M100ForConditionalGeneration.from_pretrained("THIS_DIR")
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = M2M100ForConditionalGeneration.from_pretrained(model_dir).eval()
 batch = tok(["__{src}__ " + s for s in sentences], return_tensors="pt", padding=True)
-out = model.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids("__{tgt}__"), num_beams=4)
+out = model.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids("__{tgt}__"))
 print(tok.batch_decode(out, skip_special_tokens=True))
-```"""
+```
+
+`generation_config.json` sets up mt-generate's beam search: {s.beam} beams, length penalty {s.lenpen},
+at least {s.min_len} token, and a sentence stops once {s.beam} hypotheses have ended (`early_stopping: true`;
+transformers' default `false` gives other translations). The length limit differs: mt-generate stops each
+sentence at {s.max_len_a:g} x source tokens + {s.max_len_b}, `generate()` at `max_new_tokens` (pass a smaller one
+if you like); only translations that run that long differ."""
     else:
-        usage = f"""```python
+        usage = f"""{head}
 import ctranslate2, sentencepiece as spm
-sp = spm.SentencePieceProcessor(model_file="THIS_DIR/spm.model")
-tr = ctranslate2.Translator("THIS_DIR", compute_type="default")  # or "int8"
+sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
+tr = ctranslate2.Translator(model_dir, compute_type="default")  # or "int8"
 src = [["__{src}__", *sp.encode(s, out_type=str), "</s>"] for s in sentences]
-res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size=4)
-print([sp.decode(r.hypotheses[0][1:]) for r in res])
-```"""
+res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len})
+print([sp.decode(r.hypotheses[0]) for r in res])
+```
+
+The hypotheses hold the translation only: the target-language token starts the decoder and is not part of
+them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`, `min_decoding_length={s.min_len}`;
+mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b} (here `max_decoding_length`,
+default 256) and never outputs `<s>`, `<pad>` or a language token (CTranslate2's `suppress_sequences` can ban
+them but renormalises the scores, so leave it out unless a model does produce them)."""
     return f"""# nllb-mini export ({fmt})
 
 Exported by `mt-export` from `{loaded.path.name}` (language pairs: {', '.join(loaded.lang_pairs) or 'n/a'}).
@@ -213,35 +254,113 @@ Conventions (they differ from stock M2M100/NLLB checkpoints):
   never set `forced_bos_token_id`;
 - `<s>`, `<pad>` and language tokens should never be generated (HF: `suppress_tokens` in generation_config).
 
+Run from this folder (or set `model_dir` to its path):
+
 {usage}
 """
+
+
+def check_out(out: Path, force: bool) -> None:
+    """A UserError, before any work, when ``out`` cannot take the export: a file, under a file, or a folder
+    with content and no ``--force``. (Leftovers of a killed export do not count as content.)"""
+    if out.is_dir():
+        content = [p.name for p in out.iterdir() if not is_stale_temp(p.name)]
+        if content and not force:
+            raise UserError(f"{out}: exists and is not empty; pass --force to add the export to it (only the "
+                            "files the export writes are replaced), or another --out")  # fmt: skip
+        return
+    if out.exists() or out.is_symlink():
+        raise UserError(f"{out}: exists and is not a folder; --out names the folder to write the export to")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: {parent} is a file, not a folder; choose another --out")
+            return
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A fresh temp folder inside ``out`` (created if missing) to write the export to, removed afterwards.
+
+    Inside ``out``, so moving its files into place is a rename on one file system; named by ``temp_name``,
+    so the next export to ``out`` removes what a killed one left. On an error, folders this created are
+    removed again when empty.
+    """
+    missing = []
+    for p in (out, *out.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, f".{TEMP}.")
+    stage = out / temp_name(TEMP)
+    ok = False
+    try:
+        stage.mkdir()
+        yield stage
+        ok = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not ok:
+            for p in missing:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+
+
+def move_into(src: Path, out: Path) -> list[str]:
+    """Move the files of ``src`` into ``out``, replacing files of the same names and nothing else; README.md
+    last. Returns the names moved."""
+    names = sorted((p.name for p in src.iterdir()), key=lambda n: (n == "README.md", n))
+    for name in names:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            raise UserError(f"{target}: a folder where the export writes a file; move it away or choose another --out")
+    for name in names:
+        os.replace(src / name, out / name)
+    return names
 
 
 def export(
     path: str | Path, out: str | Path, fmt: str = "hf", data: str | None = None, spm_model: str | None = None,
     quantization: str | None = None, force: bool = False,
 ) -> Path:
-    """Write the export of checkpoint ``path`` to the directory ``out``; returns ``out``."""
+    """Write the export of checkpoint ``path`` into the folder ``out``; returns ``out``.
+
+    The files are written to a temp folder inside ``out`` and then moved into place one by one: ``out`` may
+    hold other files (``--force``, ``--out .``), and the export replaces only the files it writes. Neither
+    CTranslate2's converter (it deletes its whole output folder) nor ``save_pretrained`` (it deletes
+    ``model-0000i-of-0000n`` files it does not write) ever gets ``out`` itself.
+    """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose {' or '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: exists and is not empty; pass --force to overwrite, or another --out")
+    check_out(out, force)
+    _require("transformers", "transformers")
+    ct2 = _require("ctranslate2", "ctranslate2") if fmt == "ctranslate2" else None
     loaded = load_model(path, data, spm_model)
     check_dense(loaded)
-    if fmt == "hf":
-        _export_hf(loaded, out)
-        return out
-    ct2 = _require("ctranslate2", "ctranslate2")
-    with tempfile.TemporaryDirectory(prefix="mt-export-hf-") as tmp:
-        _export_hf(loaded, Path(tmp))
-        from ctranslate2.converters import TransformersConverter
+    with staging(out) as stage:
+        files = _export_hf(loaded, stage / "hf") if ct2 is None else _export_ct2(loaded, stage, quantization)
+        written = move_into(files, out)
+    others = sorted(p.name for p in out.iterdir() if p.name not in written and not is_stale_temp(p.name))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"mt-export: left as they were in {out}: {shown}", file=sys.stderr)
+    what = "Hugging Face M2M100" if ct2 is None else f"CTranslate2 {ct2.__version__}"
+    print(f"mt-export: {what} model written to {out}", file=sys.stderr)
+    return out
 
-        conv = TransformersConverter(tmp, copy_files=["spm.model", "dict.txt", "README.md"])
-        try:
-            conv.convert(str(out), quantization=quantization, force=True)
-        except ValueError as exc:
-            raise UserError(f"CTranslate2 conversion failed: {exc}") from None
+
+def _export_ct2(loaded: LoadedModel, stage: Path, quantization: str | None) -> Path:
+    """The HF export converted by CTranslate2 into ``stage/ct2`` (a new folder); returns that folder."""
+    from ctranslate2.converters import TransformersConverter
+
+    hf, out = _export_hf(loaded, stage / "hf"), stage / "ct2"
+    conv = TransformersConverter(str(hf), copy_files=["spm.model", "dict.txt"])
+    try:
+        conv.convert(str(out), quantization=quantization)
+    except ValueError as exc:
+        raise UserError(f"CTranslate2 conversion failed: {exc}") from None
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["decoder_start_token"] = None  # the target_prefix's language token starts the decoder (see module doc)
@@ -249,14 +368,14 @@ def export(
         json.dump(cfg, fh, indent=2)
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "ctranslate2"))
-    print(f"mt-export: CTranslate2 {ct2.__version__} model written to {out}", file=sys.stderr)
     return out
 
 
-def _export_hf(loaded: LoadedModel, out: Path) -> None:
+def _export_hf(loaded: LoadedModel, out: Path) -> Path:
+    """The HF model, tokenizer, spm.model, dict.txt and README.md in the new folder ``out``; returns it."""
     model = build_hf_model(loaded)
     tok = build_hf_tokenizer(loaded)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     if loaded.spm is not None:
@@ -264,3 +383,4 @@ def _export_hf(loaded: LoadedModel, out: Path) -> None:
     shutil.copyfile(loaded.data_dir / "dict.txt", out / "dict.txt")
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "hf"))
+    return out
