@@ -102,3 +102,18 @@ def test_add_dataset_merges_in_order(tmp_path):
     with IndexedDatasetWriter(tmp_path / "i32", np.int32) as w:
         with pytest.raises(ValueError):
             w.add_dataset(tmp_path / "p0")
+
+
+def test_a_killed_writers_full_size_temp_files_are_removed_by_the_next_writer(tmp_path):
+    """A kill between open and finalize leaves ``.x.bin.{host}-{pid}...tmp``; the next writer of ``x`` removes it."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from mt.data.indexed import IndexedDatasetWriter\n"
+            "w = IndexedDatasetWriter(sys.argv[1]); w.add(list(range(50000))); w._bin.flush(); os._exit(9)\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "x")], check=False)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".x.bin.") and left[0].endswith(".tmp"), left
+    with IndexedDatasetWriter(tmp_path / "x") as w:
+        w.add([1, 2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin", "x.idx"]

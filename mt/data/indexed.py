@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mt.errors import UserError
+from mt.util import remove_stale_temps, temp_name
 
 _MAGIC = b"MMIDIDX\x00\x00"
 _DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float64, 8: np.uint16}
@@ -40,7 +41,8 @@ class IndexedDatasetWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype not in _CODES:
             raise ValueError(f"unsupported dtype {self.dtype}")
-        self._tmp_bin = Path(f"{prefix}.bin.tmp{os.getpid()}")
+        remove_stale_temps(self.prefix.parent, f".{self.prefix.name}.")  # a killed run's full-size leftovers
+        self._tmp_bin = self.prefix.with_name(temp_name(f"{self.prefix.name}.bin"))
         self._bin = open(self._tmp_bin, "wb")
         self.sizes: list[int] = []
 
@@ -70,7 +72,7 @@ class IndexedDatasetWriter:
         if len(sizes) > 1:
             np.cumsum(sizes[:-1].astype(np.int64) * self.dtype.itemsize, out=pointers[1:])
         doc_idx = np.arange(len(sizes) + 1, dtype=np.int64)
-        tmp_idx = Path(f"{self.prefix}.idx.tmp{os.getpid()}")
+        tmp_idx = self.prefix.with_name(temp_name(f"{self.prefix.name}.idx"))
         with open(tmp_idx, "wb") as fh:
             fh.write(_MAGIC)
             fh.write(struct.pack("<Q", 1))

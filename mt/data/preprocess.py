@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from mt.data.layout import bin_prefix
 from mt.data.spm import SpmTokenizer
 from mt.errors import UserError, located
 from mt.util import count_lines as util_count_lines
-from mt.util import refuse_file_in_the_way
+from mt.util import refuse_file_in_the_way, temp_name
 
 _BATCH = 2000
 
@@ -178,7 +179,11 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
         return _encode_range(path, 0, path.stat().st_size, 1, dictionary, tokenizer, writer)
     starts = [n_lines * k // workers for k in range(workers)]
     offsets = line_offsets(path, starts) + [path.stat().st_size]
-    tmp = [writer.prefix.with_name(f".{writer.prefix.name}.part{k}.{os.getpid()}") for k in range(workers)]
+    # the parts live in one temp folder beside the output, so a killed run's parts go with it (the next
+    # writer of this prefix removes a dead run's temp folder: ``remove_stale_temps``)
+    parts = writer.prefix.with_name(temp_name(f"{writer.prefix.name}.parts"))
+    parts.mkdir()
+    tmp = [parts / f"part{k}" for k in range(workers)]
     jobs = [(path, offsets[k], offsets[k + 1], starts[k] + 1, dictionary, tokenizer, tmp[k], writer.dtype)
             for k in range(workers)]
     total = FileStats()
@@ -188,9 +193,7 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
         for t in tmp:
             writer.add_dataset(t)
     finally:
-        for t in tmp:
-            for ext in (".bin", ".idx"):
-                Path(f"{t}{ext}").unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
     return total
 
 
