@@ -212,7 +212,7 @@ def refused_object(exc: BaseException) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _first_reason(exc: BaseException) -> str:
+def first_reason(exc: BaseException) -> str:
     """The informative line of a load error (torch's weights-only errors start with boilerplate)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "Please file"))]
@@ -231,7 +231,7 @@ def _torch_load(path: Path, map_location, mmap: bool = False) -> Any:
                 "and plain values, so this one was not written by mt-train or was tampered with: use a checkpoint "
                 "from a source you trust"
             ) from None
-        reason = _first_reason(exc)
+        reason = first_reason(exc)
         raise UserError(
             f"{path}: checkpoint is corrupt or truncated ({reason}); delete it to start over, or replace it "
             f"with another checkpoint of this run (e.g. {BEST} or checkpoint<epoch>.pt)"

@@ -116,7 +116,7 @@ def test_arbitrary_pickles_are_refused(tmp_path):
     ckpt = laser2_checkpoint(spm_pieces(tmp_path / "laser2.spm"))
     ckpt["extra"] = Encoder  # a class from our code: not allowed either
     torch.save(ckpt, tmp_path / "laser2.pt")
-    with pytest.raises(UserError, match="allow-list"):
+    with pytest.raises(UserError, match="refused to load mining.encoders.base.Encoder"):
         load_laser2(tmp_path)
 
 
@@ -205,3 +205,26 @@ def test_encoder_spaces():
     assert encoder_space("laser2") == encoder_space("laser3-wol_Latn") == "laser"
     assert encoder_space("e5") != encoder_space("e5:query")
     assert encoder_space("use") == "use"
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_laser_checkpoint_with_code_is_refused_and_a_damaged_one_is_called_damaged(tmp_path):
+    from mining.encoders.laser import safe_load
+
+    marker = tmp_path / "ran"
+    torch.save({"model": {}, "x": _RunsCode(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match=r"refused to load .*open.*tampered") as exc:
+        safe_load(tmp_path / "evil.pt")
+    assert not marker.exists() and "truncated" not in str(exc.value)
+    torch.save({"model": {"w": torch.zeros(3)}}, tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:200])
+    with pytest.raises(UserError, match="not a readable torch checkpoint.*fetch it again") as exc:
+        safe_load(tmp_path / "cut.pt")
+    assert "refused" not in str(exc.value)

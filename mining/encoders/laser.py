@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mt.data.dictionary import Dictionary
+from mt.checkpoint import first_reason, refused_object
 from mt.errors import UserError
 from mining.encoders.base import Encoder
 
@@ -49,12 +50,16 @@ def safe_load(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        why = next((ln.strip() for ln in first if "Unsupported global" in ln), first[0] if first else "")
-        raise UserError(f"{path}: refused to unpickle an object outside the allow-list ({why}); "
-                        "only tensors, containers and argparse.Namespace are loaded from checkpoints") from None
+        what = refused_object(exc)
+        if what is None:  # the unpickler also fails on a damaged file: that is not a refusal
+            raise UserError(f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
+                            "truncated: fetch it again") from None
+        raise UserError(f"{path}: refused to load {what}: only tensors, containers and argparse.Namespace are "
+                        "loaded from checkpoints (loading other objects could run code); this file was not "
+                        "written by LASER/fairseq or was tampered with") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc}); the download may be truncated") from None
+        raise UserError(f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
+                        "truncated: fetch it again") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path}: not a LASER/fairseq checkpoint (expected a dict with a 'model' state dict)")
     return ckpt
