@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from mt.data.indexed import IndexedDatasetWriter, best_dtype
 from mt.data.langs import check_code, is_code, lang_token
 from mt.data.layout import bin_prefix, eval_file
 from mt.errors import UserError
-from mt.util import atomic_write
+from mt.util import atomic_write, owned_dir, remove_owned_dir
 from mining import textio
 from mining.laser_model import ROW_OFFSET
 
@@ -194,8 +193,8 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
         # every file is read (and checked) before anything is deleted or written: a bad corpus leaves no half data
         raw = {c: read_bitext(*bitexts[c]) for c in chosen}
         dev_text = {c: read_lines(path) for c, path in dev_files.items() if path.is_file()}
-        if text.exists():
-            shutil.rmtree(text)
+        remove_owned_dir(text)
+        owned_dir(text)
         norm = _normalizer()
         pair_sizes = {}
         pivot_of: dict[str, str] = {}
@@ -315,8 +314,8 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     english = list(dict.fromkeys(own_eng + extra + dev_eng))
     row = {e: i for i, e in enumerate(english)}
     for sub in ("teacher", "text", "spm", "bin"):
-        if (data_dir / sub).exists():
-            shutil.rmtree(data_dir / sub)
+        remove_owned_dir(data_dir / sub)
+        owned_dir(data_dir / sub)
 
     # 2. teacher embeddings of every English sentence, once
     _write_lines(teacher_prefix.with_suffix(".txt"), english)

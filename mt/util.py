@@ -250,3 +250,32 @@ def exclusive_lock(target: str | os.PathLike, what: str, wait: bool = False) -> 
         yield lock
     finally:
         os.close(fd)
+
+
+OWNED_MARKER = ".written-by-nllb-mini"
+
+
+def owned_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` for the toolkit's own output and mark it, so a later run may replace it.
+
+    An existing folder that holds anything but not the mark is someone else's: a UserError, never reused.
+    """
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / OWNED_MARKER).is_file():
+        raise UserError(f"{path} exists and was not written by this toolkit: move it away or choose another folder")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / OWNED_MARKER).touch()
+    return path
+
+
+def remove_owned_dir(path: str | os.PathLike) -> None:
+    """Delete a folder that ``owned_dir`` made (stale output of an earlier run); refuse any other folder."""
+    import shutil
+
+    path = Path(path)
+    if not path.exists():
+        return
+    if not (path / OWNED_MARKER).is_file() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{path} is in the way of this run's output and was not written by this toolkit (or by a "
+                        "version before it marked its folders): move it away or delete it yourself")  # fmt: skip
+    shutil.rmtree(path)

@@ -332,3 +332,20 @@ def test_help_has_examples(capsys):
     out = capsys.readouterr().out
     for text in ("mine-train-encoder student", "--teacher", "mine-eval xsim", "--max-tokens", "--bf16", "torchrun"):
         assert text in out
+
+
+def test_preparing_data_never_deletes_a_folder_the_toolkit_did_not_write(corpus, tmp_path):
+    """``--data-dir`` may be a user's folder: its own ``text/`` survives; the toolkit's own output is replaced."""
+    mine = tmp_path / "data" / "text"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes\n")
+    with pytest.raises(UserError, match="not written by this toolkit"):
+        prepare_laser_data(corpus, tmp_path / "data", langs=["deu_Latn", "fra_Latn"], vocab_size=60)
+    assert (mine / "notes.txt").read_text() == "my notes\n"
+    (mine / "notes.txt").unlink()
+    prepare_laser_data(corpus, tmp_path / "data", langs=["deu_Latn", "fra_Latn"], vocab_size=60)
+    stale = mine / "train" / "leftover.txt"  # out of date: re-prepared over the toolkit's own folder
+    stale.write_text("x\n")
+    (mine / "prepared.json").write_text('{"fingerprint": "of an earlier run"}')
+    prepare_laser_data(corpus, tmp_path / "data", langs=["deu_Latn", "fra_Latn"], vocab_size=60)
+    assert not stale.exists()
