@@ -46,8 +46,8 @@ from tqdm import tqdm
 
 from eval.classification import SRC, Task, read_task
 from mt.data.langs import check_code
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.errors import UserError, warn_once
+from mt.util import atomic_write, file_identity
 
 METHODS = ("zero_shot", "translate_test", "translate_train")
 MT_METHODS = ("translate_test", "translate_train")
@@ -118,8 +118,10 @@ def _texts_digest(texts: list[str]) -> str:
 
 
 def _file_stamp(path: str | os.PathLike) -> str:
-    """Identity of a model file or directory: absolute path, size and mtime (a rewrite changes it)."""
+    """Identity of a model file (its content: ``mt.util.file_identity``) or directory (path, size and mtime)."""
     p = Path(path).resolve()
+    if p.is_file():
+        return f"{p}:{json.dumps(file_identity(p), sort_keys=True)}"
     st = p.stat()
     return f"{p}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -160,6 +162,7 @@ class TranslationCache:
                            cfg.spm_model)
         self.root = root / self.key
         self._translator = None
+        self.warn = warn_once("mt-eval translate-test")
 
     @property
     def translator(self):
@@ -197,7 +200,8 @@ class TranslationCache:
 
         tr = self.translator
         res = tr.translate_ids(tr.encode(texts), src, tgt, SearchConfig(beam=self.cfg.beam, lenpen=self.cfg.lenpen),
-                               max_tokens=self.cfg.max_tokens, on_batch=lambda idx, _: bar.update(len(idx)))
+                               max_tokens=self.cfg.max_tokens, on_batch=lambda idx, _: bar.update(len(idx)),
+                               warn=self.warn)
         return [tr.detokenize(hs[0].tokens) if hs else "" for hs in res]
 
 

@@ -48,7 +48,7 @@ from mt.data.indexed import IndexedDatasetWriter, best_dtype
 from mt.data.langs import check_code, is_code, lang_token
 from mt.data.layout import bin_prefix, eval_file
 from mt.errors import UserError
-from mt.util import atomic_write, owned_dir, remove_owned_dir
+from mt.util import atomic_write, file_identity, owned_dir, remove_owned_dir
 from mining import textio
 from mining.laser_model import ROW_OFFSET
 
@@ -97,7 +97,7 @@ def _normalizer():
 
 
 def _fingerprint(spec: dict, files: Iterable[Path]) -> str:
-    stamp = {"spec": spec, "files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(files)]}
+    stamp = {"spec": spec, "files": [(str(p.resolve()), file_identity(p)) for p in sorted(files)]}  # by content
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 

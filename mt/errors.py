@@ -68,3 +68,16 @@ def os_error_message(exc: OSError) -> str | None:
         return None
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     return f"{where}: {hint}" if where else f"{exc.strerror or exc}: {hint}"
+
+
+def warn_once(tool: str) -> Callable[[str], None]:
+    """A warning printer for CLIs: each distinct message once, as one ``{tool}: warning: ...`` line on stderr
+    (a Python warning prints two lines with a source location, and repeats per batch or chunk)."""
+    seen: set[str] = set()
+
+    def warn(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            print(f"{tool}: warning: {message}", file=sys.stderr, flush=True)
+
+    return warn

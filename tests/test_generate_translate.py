@@ -355,3 +355,17 @@ def test_full_disk_is_one_line_keeps_finished_chunks_and_resumes(model, tmp_path
     rc, _, err = run_cli("mt-translate", args + ["--out", out, "--no-progress-bar"])
     assert rc == 0 and "2 of 5 chunks already done" in err
     assert (out / "deu_Latn" / "in.txt").read_bytes() == (tmp_path / "ref" / "deu_Latn" / "in.txt").read_bytes()
+
+
+def test_an_untrained_direction_is_one_warning_line_for_the_whole_job(model, tmp_path, capfd):
+    """mt-translate says once, in one line, that a direction was never trained (not per chunk, not as a
+    Python warning with a source location)."""
+    ck, _, _ = model
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(_sentences(10)) + "\n")
+    translate_main([str(src), "--out", str(tmp_path / "out"), "--path", str(ck), "-s", "fra_Latn", "-t", "eng_Latn",
+                    "--chunk-size", "3", "--beam", "1", "--max-len-b", "3", "--no-progress-bar"])  # fmt: skip
+    err = capfd.readouterr().err
+    warnings = [ln for ln in err.splitlines() if "not trained on" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("mt-translate: warning: "), err
+    assert "TranslatorWarning" not in err

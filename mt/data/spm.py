@@ -29,7 +29,8 @@ from tqdm import tqdm
 from mt.data.dictionary import BOS, EOS, PAD, UNK
 from mt.data.langs import check_code, is_code, lang_token, token_lang
 from mt.errors import UserError
-from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps, temp_name
+from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
+                     temp_name)
 
 _TRAIN_RE = re.compile(r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$")
 OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
@@ -206,7 +207,7 @@ def _unique(files: Iterable[Path]) -> Iterator[str]:
 
 
 def _fingerprint(cfg: SpmTrainConfig, groups: Mapping[str, list[Path]]) -> str:
-    files = {k: [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in v] for k, v in groups.items()}
+    files = {k: [(str(p.resolve()), file_identity(p)) for p in v] for k, v in groups.items()}  # by content
     spec = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")}, "files": files,
             "sentencepiece": _sentencepiece().__version__, "format": 1}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

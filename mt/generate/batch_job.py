@@ -290,6 +290,10 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     if skipped:
         _say(f"mt-translate:{shard} {skipped} of {len(mine)} chunks already done in {out}/chunks, skipped")
     bar = _Progress(work, cfg.progress and work > 0, f"mt-translate{shard}")
+    untrained = tr.untrained([(cfg.src_lang, t) for t in cfg.tgt_langs])
+    if untrained:  # said once for the job (translate_ids would say it per chunk; long sources are bad records here)
+        _say(f"mt-translate: warning: {', '.join(untrained)}: {tr.loaded.path.name} was not trained on this direction "
+             f"(it was trained on {', '.join(tr.lang_pairs)}): expect poor zero-shot translations")
     t0, done_sent, n_bad = time.perf_counter(), 0, 0
     seen = 0
     try:  # the bar ends its line even on an error, so the error message gets a line of its own
@@ -378,7 +382,8 @@ def _run_chunk(tr, cfg, out, files, k, recs, targets, bar) -> int:
             def on_batch(idx, hyps):
                 bar.update(len(idx))
 
-            hyps = tr.translate_ids(keep_ids, cfg.src_lang, tgt, search, cfg.max_tokens, cfg.batch_size, on_batch)
+            hyps = tr.translate_ids(keep_ids, cfg.src_lang, tgt, search, cfg.max_tokens, cfg.batch_size, on_batch,
+                                    warn=lambda m: None)  # said once for the job, above
             for j, h in zip(keep, hyps):
                 lines[j] = _one_line(tr.detokenize(h[0].tokens))
         bar.update(len(recs) - len(keep_ids))

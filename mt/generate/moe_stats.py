@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mt.errors import UserError
+from mt.errors import UserError, warn_once
 from mt.generate.search import SearchConfig
 from mt.models.moe import MoELayer, Placement, Routing, placement_order
 from mt.util import atomic_write
@@ -241,6 +241,7 @@ def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs:
     """Translate ``sentences`` into each target language and count the routing (stats.json's content)."""
     from tqdm import tqdm
 
+    warn = warn_once("mt-moe-stats")
     counter = RoutingCounter(coactivation)
     layers = counter.attach(translator.model)
     if not layers:
@@ -249,7 +250,8 @@ def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs:
     bar = tqdm(total=len(ids) * len(tgt_langs), unit="sent", desc="mt-moe-stats", disable=not progress, file=sys.stderr)
     try:
         for tgt in tgt_langs:
-            translator.translate_ids(ids, src_lang, tgt, search, max_tokens, batch_size, on_batch=lambda idx, _: bar.update(len(idx)))
+            translator.translate_ids(ids, src_lang, tgt, search, max_tokens, batch_size,
+                                     on_batch=lambda idx, _: bar.update(len(idx)), warn=warn)
     finally:
         bar.close()
         for m in layers:
