@@ -369,3 +369,45 @@ def test_an_untrained_direction_is_one_warning_line_for_the_whole_job(model, tmp
     warnings = [ln for ln in err.splitlines() if "not trained on" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("mt-translate: warning: "), err
     assert "TranslatorWarning" not in err
+
+
+def test_shards_starting_together_with_different_models_never_both_record_a_job(model, tmp_path, monkeypatch):
+    """Shard B checks for job.json, finds none, and is about to write its own when shard A (another model)
+    writes first: B must then compare with A's job and refuse, not overwrite it."""
+    import threading
+
+    from mt.generate import batch_job
+
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(_sentences(8, seed=4)) + "\n", encoding="utf-8")
+    ck_a = _copy_checkpoint(model[0], tmp_path / "a" / "checkpoint_last.pt")
+    ck_b = _copy_checkpoint(model[0], tmp_path / "b" / "checkpoint_last.pt")
+    _retrain(ck_b, seed=3)
+    translate_job(_cfg([inp], tmp_path / "ref", ck_a, shard_index=0, num_shards=2, merge=False))
+    job_a = (tmp_path / "ref" / "job.json").read_text()
+    out = tmp_path / "o"
+    real_lock, at_lock, go = batch_job.exclusive_lock, threading.Event(), threading.Event()
+
+    def slow_lock(*a, **kw):  # B has seen no job.json: let A's land now
+        at_lock.set()
+        go.wait(30)
+        return real_lock(*a, **kw)
+
+    monkeypatch.setattr(batch_job, "exclusive_lock", slow_lock)
+    errors: list[BaseException] = []
+
+    def shard_b():
+        try:
+            translate_job(_cfg([inp], out, ck_b, shard_index=1, num_shards=2, merge=False))
+        except BaseException as exc:  # noqa: BLE001 (collected for the assertion below)
+            errors.append(exc)
+
+    t = threading.Thread(target=shard_b)
+    t.start()
+    assert at_lock.wait(60)
+    out.mkdir(exist_ok=True)
+    (out / "job.json").write_text(job_a)  # shard A, model A, was quicker
+    go.set()
+    t.join(60)
+    assert len(errors) == 1 and "started with another model" in str(errors[0]), errors
+    assert (out / "job.json").read_text() == job_a

@@ -46,7 +46,7 @@ from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import InputFile, Record, count_records, iter_records, list_inputs
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
-from mt.util import atomic_write, file_identity
+from mt.util import atomic_write, exclusive_lock, file_identity
 
 JOB_VERSION = 2  # 2: inputs by content, the model by its save id (1: paths and byte sizes only)
 
@@ -199,10 +199,12 @@ def _check_job(out: Path, job: dict) -> None:
         if done:
             raise UserError(f"{out / 'chunks'}: {done} finished chunks but no {path} that says which model and inputs "
                             f"made them; {redo}")  # fmt: skip
-        with atomic_write(path) as fh:
-            json.dump(job, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        return
+        with exclusive_lock(path, f"{path}", wait=True):  # shards starting together: one writes, the others compare
+            if not path.is_file():
+                with atomic_write(path) as fh:
+                    json.dump(job, fh, indent=1, ensure_ascii=False)
+                    fh.write("\n")
+                return
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
