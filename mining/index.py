@@ -29,14 +29,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mining.embeddings import EmbeddingSet, load_npy, meta_path, npy_matches, read_meta, save_npy
 from mt.errors import UserError
-from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps, temp_name
+from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
+                     temp_name)
 
 KNN_FORMAT = "nllb-mini-knn/1"
 DIRECTIONS = {"src2tgt": ("src", "tgt"), "tgt2src": ("tgt", "src")}
@@ -511,6 +512,39 @@ def build_index_job(emb_prefix: str, out_path: str, cfg: IndexConfig) -> dict:
     return {"index": out_path, "ntotal": int(index.ntotal), "skipped": False, **timings}
 
 
+def _run_identity(cfg: MineKnnConfig, embs: dict[str, EmbeddingSet]) -> dict:
+    """What a k-NN output folder is made of: both embedding sets (by the content of the text they embed), the
+    index settings and k; a prebuilt index by its content."""
+    index = {k: v for k, v in asdict(cfg.index).items() if k != "batch_size"}  # batch_size: speed, not results
+    run: dict = {"format": 1, "k": cfg.knn.k, "nprobe": cfg.knn.nprobe, "index": index}
+    for side, emb in embs.items():
+        run[side] = {k: emb.meta.get(k) for k in ("encoder_spec", "lang", "source", "source_sha256", "total", "dim")}
+        prebuilt = cfg.src_index if side == "src" else cfg.tgt_index
+        if prebuilt:
+            run[f"{side}_index"] = {"path": str(Path(prebuilt).resolve()), **file_identity(prebuilt)}
+    return run
+
+
+def _check_run(out: Path, run: dict) -> None:
+    """Record ``run`` in ``out/run.json``, or refuse an ``out`` that holds results of other inputs or settings."""
+    path = out / "run.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            old = None
+        if old != run:
+            what = ", ".join(k for k in run if not isinstance(old, dict) or old.get(k) != run[k]) or "the run"
+            raise UserError(f"{out} holds k-NN results of other inputs or settings ({what} differ): they would be "
+                            "reused for these embeddings; choose another --out-dir or delete it")  # fmt: skip
+        return
+    if out.is_dir() and any(p.name.endswith((".npy", ".faiss", ".meta.json")) for p in out.iterdir()):
+        raise UserError(f"{out} holds k-NN results without a run.json saying what they were computed from (an older "
+                        "mine-knn): choose another --out-dir or delete it")  # fmt: skip
+    with atomic_write(path) as fh:
+        json.dump(run, fh, indent=1, ensure_ascii=False)
+
+
 def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[str, Path]:
     """Build missing indexes, then search each direction; returns ``{direction: result prefix}``."""
     embs = {"src": EmbeddingSet.open(cfg.src_emb), "tgt": EmbeddingSet.open(cfg.tgt_emb)}
@@ -524,11 +558,11 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
         check_shards(emb)  # a bad shard is reported before anything is built or written
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out, "--out-dir", folder=True)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"src": cfg.src_index or str(out / "src.faiss"), "tgt": cfg.tgt_index or str(out / "tgt.faiss")}
     for direction in cfg.directions:
         if direction not in DIRECTIONS:
             raise UserError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    paths = {"src": cfg.src_index or str(out / "src.faiss"), "tgt": cfg.tgt_index or str(out / "tgt.faiss")}
+    _check_run(out, _run_identity(cfg, embs))  # finished indexes and shards are reused only for the same inputs
     # build the missing indexes first, each as a job (on Slurm, a build is a job like a search shard)
     sides = sorted({DIRECTIONS[d][1] for d in cfg.directions})
     builds = [(str(embs[s].prefix), paths[s], cfg.index) for s in sides if not Path(paths[s]).is_file()]

@@ -253,3 +253,23 @@ def test_a_killed_index_writers_temp_file_is_removed_by_the_next_save(tmp_path, 
     save_index(build_index(EmbeddingSet.open(tgt), progress=False), tmp_path / "t.faiss")
     assert not dead.exists() and load_index(tmp_path / "t.faiss").ntotal == 250
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_results_of_other_embeddings_are_never_reused(tmp_path):
+    """An output folder keeps its index and finished shards only for the embeddings (texts) they came from."""
+    src = write_emb(tmp_path / "src", clustered(120, 16, seed=1), source_sha256="a" * 64)
+    tgt = write_emb(tmp_path / "tgt", clustered(100, 16, seed=2), source_sha256="b" * 64)
+    cfg = MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"), knn=KnnConfig(k=3))
+    first = mine_knn(cfg, progress=False)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "knn").iterdir()}
+    mine_knn(cfg, progress=False)  # the same inputs: everything reused
+    assert {p.name: p.read_bytes() for p in (tmp_path / "knn").iterdir()} == kept
+    write_emb(tmp_path / "tgt", clustered(100, 16, seed=3), source_sha256="c" * 64)  # the target text changed
+    with pytest.raises(UserError, match=r"other inputs or settings \(tgt differ\)"):
+        mine_knn(cfg, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "knn").iterdir()} == kept
+    write_emb(tmp_path / "tgt", clustered(100, 16, seed=2), source_sha256="b" * 64)  # back to the first text
+    with pytest.raises(UserError, match=r"\(k differ\)"):
+        mine_knn(MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"), knn=KnnConfig(k=2)),
+                 progress=False)
+    assert set(first) == {"src2tgt", "tgt2src"}
