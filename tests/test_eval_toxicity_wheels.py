@@ -39,7 +39,8 @@ def _dist_files(name: str, version: str, files: dict[str, bytes]) -> dict[str, b
     """The package files plus its dist-info (METADATA with an MIT licence expression, LICENSE, RECORD)."""
     info = f"{name}-{version}.dist-info"
     files = dict(files)
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\nLicense-Expression: MIT\n".encode()
+    meta = f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\nLicense-Expression: MIT\n"
+    files[f"{info}/METADATA"] = meta.encode()
     files[f"{info}/licenses/LICENSE"] = b"MIT License\n\nCopyright (c) the authors\n"
     files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files[f"{info}/top_level.txt"] = f"{name}\n".encode()
@@ -62,7 +63,8 @@ def _polyguard_files(tmp: Path) -> dict[str, bytes]:
     con.executemany("INSERT INTO words (lang, word) VALUES (?, ?)", POLYGUARD)
     con.commit()
     con.close()
-    files = {"polyguard/__init__.py": b"", "polyguard/src/__init__.py": b"", "polyguard/data/polyguard.sqlite": db.read_bytes()}
+    files = {"polyguard/__init__.py": b"", "polyguard/src/__init__.py": b""}
+    files["polyguard/data/polyguard.sqlite"] = db.read_bytes()
     return _dist_files("polyguard", "1.0.4", files)
 
 
@@ -121,7 +123,8 @@ def test_build_lists_from_both_wheels_merges_sources_per_flores_language(tmp_pat
     def not_installed(name: str):  # an installed safetext / polyguard of the pinned version would be read first
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(ts, "metadata", SimpleNamespace(distribution=not_installed, PackageNotFoundError=metadata.PackageNotFoundError))
+    fake = SimpleNamespace(distribution=not_installed, PackageNotFoundError=metadata.PackageNotFoundError)
+    monkeypatch.setattr(ts, "metadata", fake)
     out = tmp_path / "twl"
     res = ts.build_lists(out, ["safetext", "polyguard"], wheel_dir=wheels, cache_dir=tmp_path / "cache", download=False)
     assert res.languages == {"deu_Latn": 3, "eng_Latn": 4, "pes_Arab": 1, "por_Latn": 1, "zho_Hans": 2}

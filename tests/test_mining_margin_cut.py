@@ -10,8 +10,8 @@ sentence is the most a cut can let through for it).
 
 Measured with the cuts of today (e5 1.0, use 1.06): e5 keeps 97.5% of true pairs (median margin 1.046, 10%
 quantile 1.020) and 7.5% of impostors (median 0.985, 90% quantile 0.999); e5:query 95% and 17.5% (medians
-1.065 and 0.985); USE 100% (median 1.83) and 2.5% (median 0.79, 90% quantile 1.00). LASER's 1.06 would keep under half of e5's true pairs; a cut of 0.97
-would keep most of its impostors.
+1.065 and 0.985); USE 100% (median 1.83) and 2.5% (median 0.79, 90% quantile 1.00). LASER's 1.06 would
+keep under half of e5's true pairs; a cut of 0.97 would keep most of its impostors.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ workers first (found as the launcher's children), then the launcher, and waits u
 the flock on ``--save-dir`` (``mt.util.exclusive_lock``) goes with rank 0, so the resumed run can take it.
 
 Where the kill lands: the test waits for a sharded save in progress (a ``*.pending`` expert shard, see
-``mt.checkpoint._save_sharded``) after update 4, i.e. the save of update 6 (saves every 3 updates), so the
-kill usually hits the commit protocol itself; if polling misses that window it kills at update 7 instead. Either way the log has records past the last
-checkpoint, which the resumed run must drop and redo. Random routing (Gumbel second expert), EOM and
-dropout draw numbers on each rank, so each rank's RNG state must come back too.
+``mt.checkpoint._save_sharded``) after update 4, i.e. the save of update 6 (saves every 3 updates); if
+polling misses that window it kills at update 7. In the runs measured it always caught a rank writing its
+pending shard, before the commit: the resumed run starts from update 3, drops the log records of updates
+4-6 and redoes them, and the next save removes the dead writer's temp file. Random routing (Gumbel second
+expert), EOM and dropout draw numbers on each rank, so each rank's RNG state must come back too.
 """
 
 from __future__ import annotations
