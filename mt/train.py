@@ -347,6 +347,8 @@ class _Trainer:
         last = self.save_dir / ckpt.LAST
         shape = type(self.model_cfg).SHAPE_FIELDS
         rank, world = self.di.rank, self.di.world_size
+        if not last.is_file():  # records of a run killed before its first checkpoint: nothing resumes them
+            self.log.truncate_after(0)
         if last.is_file():
             state = ckpt.load_checkpoint(last, rank=rank, world=world)
             ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(),

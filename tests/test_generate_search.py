@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from decode_fixtures import make_checkpoint
-from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
+from train_fixtures import WORDS, one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt.errors import UserError
 from mt.generate.search import SearchConfig, search
@@ -216,14 +217,29 @@ def test_no_repeat_ngram_blocks_repeats(translator):
     assert all(bigram_repeats(h.ids) == 0 for h in blocked)
 
 
-def test_bf16_runs_and_mostly_agrees(translator):
-    fp32 = translator.translate(SENTS, "eng_Latn", "deu_Latn", beam=2)
+# 100 more sentences of the corpus' words for the bf16 agreement rate (seeded: the same list every run)
+_rng = random.Random(0)
+MANY = SENTS + [" ".join(_rng.choice(WORDS) for _ in range(_rng.randint(2, 9))) for _ in range(100)]
+
+
+def test_bf16_agrees_with_float32_on_most_sentences_and_scores_the_same(translator):
+    """bf16 may pick another hypothesis only where float32 has a near-tie; the bound comes from measuring.
+
+    Measured (beam 2, these 107 sentences, eng->deu and eng->fra, random models of ``make_checkpoint`` with
+    seeds 0-9): bf16 gives float32's exact text for 87% of sentences on average, 74% for the worst of the 20
+    model/direction runs, 92% (98 of 107) for this fixture's model (seed 0, eng->deu): the bound is 70%. Where
+    the texts agree, the length-normalised scores differ by at most 0.026 nats in those runs (99% within
+    0.009): the bound is 0.05. A bf16 path wrong for part of the output only, e.g. positions off by one from
+    decoding step 6 on, gives 66 of 107 (and 0.068 nats), which the former "3 of 7" let through."""
+    fp32 = translator.translate(MANY, "eng_Latn", "deu_Latn", beam=2)
     translator.bf16 = True
     try:
-        bf16 = translator.translate(SENTS, "eng_Latn", "deu_Latn", beam=2)
+        bf16 = translator.translate(MANY, "eng_Latn", "deu_Latn", beam=2)
     finally:
         translator.bf16 = False
-    assert sum(a.text == b.text for a, b in zip(fp32, bf16)) >= len(SENTS) // 2
+    same = [(a, b) for a, b in zip(fp32, bf16) if a.text == b.text]
+    assert len(same) >= 0.7 * len(MANY), f"{len(same)} of {len(MANY)} agree"
+    assert max(abs(a.score - b.score) for a, b in same) <= 0.05
 
 
 def test_never_generates_language_tokens_or_specials(translator):
