@@ -109,6 +109,8 @@ def test_lid_thresholds_and_model_that_are_not_what_they_claim(w):
             expect="same file as --thresholds")
     refused("mine-lid", [*LID, "--input", w.de, "--lid-model", w.binary, "--output", "o.txt"], w,
             expect="not a fastText model", outputs=["o.txt"])
+    refused("mine-lid", [*LID, "--input", w.de, "--reject-threshold", "1.5", "--output", "o.txt"], w,
+            expect="--reject-threshold 1.5 is outside [0, 1]", outputs=["o.txt"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -174,11 +174,13 @@ def test_gold_score_maps_through_line_numbers(tmp_path):
 @pytest.mark.slow
 def test_mine_pair_recipe_end_to_end(corpus, tmp_path):
     out = tmp_path / "mined"
+    # THREADS reaches every step: faiss's default would be OMP_NUM_THREADS (2)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="2", THREADS="1")
     cmd = ["bash", str(ROOT / "recipes" / "mine_pair.sh"), str(corpus), "xho_Latn", str(out), "ngram:512"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(1 faiss thread)" in proc.stderr
     eng, xho, gold = mono(corpus, "eng_Latn"), mono(corpus, "xho_Latn"), gold_of(corpus)
     kept_e = [int(x) for x in (out / "eng_Latn.lines").read_text().split()]
     assert len(kept_e) < len(eng)  # LID dropped the German lines: the line numbers are not the identity

@@ -8,7 +8,7 @@ from mining.filters import (DUPLICATE, EMPTY, IDENTICAL, LENGTH_RATIO, NEAR_DUPL
                             FilterConfig, FilterJob, FilterReport, HashSet64, check_identical, check_length,
                             check_ratio, check_script, filter_bitext, filter_lines, hash64, near_dup_key,
                             normalize_punct, normalize_text, run_filter)
-from mining.scripts import dominant_script, han_variant, script_fraction
+from mining.scripts import dominant_script, han_variant, script_fraction, script_units, text_width
 from mt.errors import UserError
 
 
@@ -44,8 +44,30 @@ def test_script_filter_uses_the_code_script():
     assert check_script("這個問題很難", "zho_Hans", 0.5) == SCRIPT  # clearly traditional
     assert check_script("这个问题很难", "zho_Hans", 0.5) is None
     assert check_script("Это", "deu_Latn", 0) is None
-    assert script_fraction("Hello Мир", "Latn") == pytest.approx(5 / 8)
+    assert script_fraction("Hello Мир", "Latn") == pytest.approx(1 / 2)  # a word each, whatever their lengths
     assert dominant_script("ᐃᓄᒃᑎᑐᑦ") == "Cans" and han_variant("abc") is None
+
+
+def test_script_check_counts_cjk_characters_like_words():
+    """A Han, kana or Hangul character weighs as much as a Latin word, so Chinese with Latin product names
+    stays Chinese, and a Latin-only line declared Chinese still fails; scripts without spaces likewise."""
+    zh = "使用 GNOME 桌面的 Nautilus 文件管理器"  # 10 Han characters, 13 Latin letters, 2 Latin words
+    assert check_script(zh, "zho_Hans", 0.5) is None  # even at the old default
+    assert check_script(zh, "zho_Hans", FilterConfig().min_script_fraction) is None
+    assert script_units(zh) == {"Hani": 10, "Latn": 2}
+    assert check_script("Use the GNOME desktop's Nautilus file manager", "zho_Hans", 0.5) == SCRIPT
+    assert check_script("Use the GNOME Nautilus file manager 文件", "zho_Hans", 0.5) == SCRIPT  # 2 of 8
+    assert check_script("GNOME ファイル マネージャ", "jpn_Jpan", 0.5) is None
+    assert check_script("GNOME 파일 관리자", "kor_Hang", 0.5) is None
+    for lang, text in (("tha_Thai", "เปิดไฟล์ด้วย GNOME Files"), ("khm_Khmr", "បើកឯកសារ GNOME Files"),
+                       ("mya_Mymr", "ဖိုင်ကိုဖွင့်ပါ GNOME Files")):
+        assert check_script(text, lang, 0.5) is None, lang  # a clause without spaces is not one word
+        assert check_script("Open the file with GNOME Files", lang, 0.25) == SCRIPT, lang
+    # alphabetic scripts: words, so a Russian line with two Latin names is half Cyrillic
+    assert check_script("Открыть в GNOME Files", "rus_Cyrl", 0.5) is None
+    # the length bound counts a wide character twice: a 3-character Chinese sentence is not too short
+    assert check_length("打开文件", min_chars=5) is None and check_length("Open", min_chars=5) == TOO_SHORT
+    assert text_width("缺纸 ok") == 7
 
 
 def test_near_dup_key_and_identical():
