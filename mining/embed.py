@@ -16,6 +16,7 @@ hash stays in the meta file (``source_sha256``), where ``mine-bitext`` checks th
 from __future__ import annotations
 
 import argparse
+import codecs
 import gzip
 import hashlib
 import json
@@ -101,11 +102,20 @@ def text_identity(path: str | os.PathLike) -> tuple[int, str]:
     check_input(path)
     opener = gzip.open if str(path).endswith(".gz") else open
     h, n, last = hashlib.sha256(), 0, b"\n"
-    with opener(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            n += block.count(b"\n")
-            last = block[-1:]
+    utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        with opener(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+                utf8.decode(block)  # not UTF-8: refused here, before mine-embed writes anything
+                n += block.count(b"\n")
+                last = block[-1:]
+        utf8.decode(b"", final=True)
+    except UnicodeDecodeError:
+        for _ in read_lines(path, progress=False):  # raises the error naming the line
+            pass
+        raise UserError(f"{path}: not valid UTF-8 (it ends inside a character); convert the file with iconv "
+                        "-f ENCODING -t UTF-8") from None
     return n + (last != b"\n"), h.hexdigest()
 
 
@@ -225,7 +235,8 @@ _EPILOG = """examples:
   mine-embed --lang deu_Latn --input big.txt --output emb/deu_Latn --shard-size 100000 --max-tokens 8000
 
 encoders: e5 (default; ~100 languages), use (16 languages, fastest), ngram[:DIM] (no weights, a baseline),
-laser2[:DIR], laser3[:DIR]:LANG,
+auto:LANG (the one measured best for mining LANG against English; embed both sides with the same
+auto:LANG), laser2[:DIR], laser3[:DIR]:LANG,
 or a path to an encoder checkpoint (file or directory, LASER2 format + .spm).
 Output: PREFIX.NNNN.npy (float16, L2-normalised rows) and PREFIX.meta.json, read by mine-index/mine-knn.
 """
