@@ -28,7 +28,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mining import bucc
+from mining.calibration import encoder_entry, pair_key, read_calibration, resolve_cut, write_calibration
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
@@ -89,6 +92,9 @@ class BuccEvalConfig:
     split: str = "test"
     protocol: str = "auto"  # split: tune on tune_split; kfold: k-fold on split; auto: split if it has a gold
     folds: int = 5
+    calibration: str | None = None  # calibration file the default cut is read from (besides the shipped one)
+    calibrate: str | None = None  # write the encoder's tuned ratio cuts into this calibration file
+    keep_candidates: bool = False  # rows also carry "candidates" and "gold_pairs" of the test split (benchmarks)
     batch_size: int = 1024
     threads: int | None = None  # encoder CPU threads (e5/use/torch); None: the encoder's default
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
@@ -218,6 +224,12 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
         raise UserError(f"--protocol {cfg.protocol!r}: choose from {', '.join(PROTOCOLS)}")
     if cfg.protocol != "split" and cfg.folds < 2:
         raise UserError(f"--folds {cfg.folds}: k-fold tuning needs at least 2 folds")
+    if cfg.calibrate and ("ratio" not in [canonical_margin(m) for m in cfg.margins] or cfg.protocol == "kfold"):
+        raise UserError("--calibrate tunes ratio-margin cuts on --tune-split: keep ratio in --margins and do not "
+                        "pass --protocol kfold")
+    for path in (cfg.calibration, cfg.calibrate if cfg.calibrate and Path(cfg.calibrate).exists() else None):
+        if path:
+            read_calibration(path)  # a broken file is an error before any embedding
     pairs = [parse_pair(p) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
     encoder = load_encoder(cfg.encoder, threads=cfg.threads)
@@ -241,19 +253,47 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
             if tune is not None:
                 row["tuned_on"] = cfg.tune_split
                 row["train_f1"] = train_f1
+                row["train_gold"] = len(tune["set"].gold)
+            cut = resolve_cut(None, row["margin"], cfg.mode, encoder.name, encoder_lang(src), encoder_lang(tgt),
+                              np.array([c[0] for c in test["cands"][margin]]), cfg.calibration)
+            row["default_cut"] = cut.as_dict()
+            row["default"] = bucc.prf_at(test["cands"][margin], ds.gold, cut.value).as_dict()
             if cfg.threshold is not None:
                 row["fixed"] = bucc.prf_at(test["cands"][margin], ds.gold, cfg.threshold).as_dict()
+            if cfg.keep_candidates:
+                row["candidates"], row["gold_pairs"] = test["cands"][margin], ds.gold
             rows.append(row)
             if progress:
                 print(f"mine-eval: {row['pair']} {row['margin']}: F1 {100 * row['test']['f1']:.2f} (threshold "
                       f"{protocol_label(row)}; oracle on the {cfg.split} gold itself {100 * oracle.f1:.2f}), "
                       f"xsim error {100 * row['xsim_error']:.2f}%", file=sys.stderr)
+    if cfg.calibrate:
+        write_calibration(cfg.calibrate, encoder.name, calibration_entry(cfg, rows))
+        if progress:
+            print(f"mine-eval: calibrated ratio-margin cuts of {encoder.name} -> {cfg.calibrate}", file=sys.stderr)
     return rows
+
+
+def calibration_entry(cfg: BuccEvalConfig, rows: list[dict]) -> dict:
+    """The calibration of the evaluated encoder: each pair's best-F1 ratio cut on the tuning split."""
+    pairs = {}
+    for r in rows:
+        if r["margin"] != "ratio" or r.get("tuned_on") is None or r["test"]["threshold"] is None:
+            continue
+        src, tgt = parse_pair(r["pair"])
+        pairs[pair_key(encoder_lang(src), encoder_lang(tgt))] = {
+            "cut": r["test"]["threshold"], "f1": r["train_f1"], "gold": r["train_gold"]}
+    if not pairs:
+        raise UserError(f"--calibrate needs the ratio margin and a --tune-split with a gold ({cfg.tune_split} of "
+                        f"{cfg.data}) to tune the cuts on")
+    return encoder_entry(pairs, data=str(cfg.data), split=cfg.tune_split, margin="ratio", mode=cfg.mode, k=cfg.k,
+                         encoder_spec=cfg.encoder)
 
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| pair | encoder | margin | mode | gold / sents | threshold chosen | threshold | P | R | F1 "
-            "| oracle F1 (tuned on test) | xsim err % |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "| default cut | F1 at the default | oracle F1 (tuned on test) | xsim err % |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         t = r.get("test")
@@ -261,8 +301,15 @@ def markdown_table(rows: list[dict]) -> str:
                   f"{100 * t['recall']:.2f}", f"**{100 * t['f1']:.2f}**"] if t else ["-", "-", "-", "-"])
         lines.append(f"| {r['pair']} | {r['encoder']} | {r['margin']} | {r['mode']} | {r['n_gold']} / "
                      f"{r['n_src']}x{r['n_tgt']} | {protocol_label(r)} | " + " | ".join(cells)
+                     + f" | {_cut_cell(r.get('default_cut'))} | {100 * r['default']['f1']:.2f}"
                      + f" | {100 * r['oracle']['f1']:.2f} | {100 * r['xsim_error']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cut_cell(cut: dict | None) -> str:
+    if not cut or cut.get("value") is None:
+        return "none"
+    return f"{cut['value']:.4f} ({cut['source']})"
 
 
 def protocol_text(rows: list[dict], split: str) -> str:
@@ -276,6 +323,8 @@ def protocol_text(rows: list[dict], split: str) -> str:
             said.append(f"{k}-fold on `{split}` (no tuning split): each of {k} parts of the `{split}` gold, cut by "
                         f"source sentence, scored at the threshold tuned on the other parts; the threshold shown "
                         f"is the median of the folds'")
+    said.append("default = the cut mine-bitext applies without --threshold (calibrated: `pair` = this pair's "
+                "calibrated cut, `encoder` = the encoder's median, `fitted` = fitted to these scores)")
     said.append(f"oracle = the best threshold on the `{split}` gold itself (an upper bound, not a result)")
     return "; ".join(said) + "."
 
@@ -471,6 +520,11 @@ def cli(argv: list[str] | None = None) -> int:
                         "own gold, each part scored at the threshold of the others), auto (split when --tune-split "
                         "has a gold, else kfold; default)")
     b.add_argument("--folds", type=int, default=d.folds, help="parts for --protocol kfold (default: %(default)s)")
+    b.add_argument("--calibrate", default=None, metavar="FILE",
+                   help="write this encoder's best ratio-margin cut per pair (tuned on --tune-split) and their "
+                        "median into FILE, the calibration mine-bitext --calibration reads")
+    b.add_argument("--calibration", default=None, metavar="FILE",
+                   help="calibration file the reported default cut comes from (besides the shipped cuts)")
     b.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per encoder call")
     b.add_argument("--threads", type=int, default=None,
                    help="encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
@@ -519,6 +573,8 @@ def cli(argv: list[str] | None = None) -> int:
         for flag, folder in folders.items():  # before the embedding and mining: a report that cannot be written
             if folder:
                 refuse_file_in_the_way(folder, flag, folder=True)
+        if a.cmd == "bucc":
+            check_outputs({}, {"--calibrate": a.calibrate})
         bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
                                 corpus=a.corpus)
     if a.cmd == "bucc-build":
@@ -559,7 +615,7 @@ def cli(argv: list[str] | None = None) -> int:
     cfg = BuccEvalConfig(data=data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
                          mode=a.mode, k=a.k, factory=a.factory, threshold=a.threshold, split=a.split,
                          tune_split=a.tune_split, protocol=a.protocol, folds=a.folds, batch_size=a.batch_size,
-                         threads=a.threads, build=bcfg)
+                         threads=a.threads, build=bcfg, calibration=a.calibration, calibrate=a.calibrate)
     t0 = time.time()
     rows = run_bucc(cfg)
     out_dir = Path(a.out_dir or Path(cfg.work) / _tag(cfg.encoder))

@@ -206,3 +206,29 @@ def test_mine_eval_bucc_says_how_the_threshold_was_chosen(tmp_path, locale_dir, 
     assert "5-fold on `test`" in md and "Threshold tuned on `training`" not in md
     with pytest.raises(UserError, match="no deu_Latn-eng_Latn.training.gold"):
         cli(common + ["--protocol", "split"])
+
+
+def test_mine_eval_bucc_calibrates_the_default_cut(tmp_path, locale_dir, capsys):
+    """--calibrate writes the encoder's tuned cut (training split) to a file; with --calibration that file's
+    cut is the default mine-bitext applies, reported next to the best cut."""
+    from mining.calibration import read_calibration
+
+    common = ["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
+              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
+              "--margins", "ratio"]
+    cal = tmp_path / "cal.json"
+    assert cli(common + ["--calibrate", str(cal)]) == 0
+    entry = read_calibration(cal)["encoders"]["ngram"]
+    pair = entry["pairs"]["deu_Latn-eng_Latn"]
+    report = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())
+    row = report["results"][0]
+    assert pair["cut"] == row["test"]["threshold"] and pair["gold"] == 10 and entry["default"] == pair["cut"]
+    capsys.readouterr()
+    assert cli(common + ["--calibration", str(cal)]) == 0
+    row = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())["results"][0]
+    assert row["default_cut"]["value"] == entry["default"] and row["default_cut"]["source"] == "encoder"
+    assert row["default"] == row["test"]  # the same cut: the one tuned on training
+    assert f"| {entry['default']:.4f} (encoder) |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="bad.json: not a calibration file"):
+        cli(common + ["--calibration", str(tmp_path / "bad.json")])

@@ -21,7 +21,6 @@ from _mo_writer import write_mo
 
 from mining import bucc
 from mining.evaluate import GoldScoreConfig, cli, score_against_gold
-from mining.margin import default_threshold
 from mt.data.gettext_corpus import GettextConfig, build_gettext_corpus
 from mt.errors import UserError
 
@@ -187,7 +186,9 @@ def test_mine_pair_recipe_end_to_end(corpus, tmp_path):
     assert all(not eng[i].startswith("Die ") for i in kept_e)
     assert (out / "eng_Latn.txt").read_text(encoding="utf-8").splitlines() == [eng[i] for i in kept_e]
     rows = [r.split("\t") for r in (out / "mined.tsv").read_text(encoding="utf-8").splitlines()]
-    assert rows and all(float(r[0]) >= default_threshold("ratio", None, "ngram:512") for r in rows)
+    cut = json.loads((out / "mined.meta.json").read_text())["threshold"]
+    assert cut["source"] in ("fitted", "none") and "threshold" in proc.stderr  # ngram:512 is not calibrated
+    assert rows and all(float(r[0]) >= (cut["value"] or float("-inf")) for r in rows)
     # the two-file form for mt-preprocess is line-aligned with the TSV
     assert (out / "mined.eng_Latn").read_text(encoding="utf-8").splitlines() == [r[1] for r in rows]
     assert (out / "mined.xho_Latn").read_text(encoding="utf-8").splitlines() == [r[2] for r in rows]
