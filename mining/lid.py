@@ -298,6 +298,15 @@ def lid_decision(probs: dict[str, float], lang: str, threshold: float = DEFAULT_
     return ("other_language", other) if p_other > mine else ("below_threshold", None)
 
 
+def _other_han_variant(line: str, lang: str) -> str | None:
+    """``zho_Hant`` for a line of clearly Traditional characters declared ``zho_Hans`` (and vice versa)."""
+    script = script_of(lang)
+    if script not in ("Hans", "Hant"):
+        return None
+    variant = han_variant(line)
+    return f"{lang.rsplit('_', 1)[0]}_{variant}" if variant not in (None, script) else None
+
+
 def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, threshold: float = DEFAULT_THRESHOLD,
                 batch_size: int = 10000, report: LidReport | None = None,
                 reject: float = DEFAULT_REJECT) -> Iterator[tuple[str, str | None]]:
@@ -309,6 +318,9 @@ def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, thresh
             report.total += 1
             if not line.strip():
                 reason = "empty"
+            elif (other := _other_han_variant(line, lang)) is not None:
+                reason = "other_language"  # the characters decide Hans/Hant, however unsure LID is about zh
+                report.dropped_langs[other] += 1
             else:
                 reason, other = lid_decision(lid.allowed_probs(line, lang), lang, threshold, reject)
                 if reason is None:

@@ -93,6 +93,10 @@ def test_keep_mode_counts_only_languages_the_script_allows(lid):
                                             "zho_Hans") if r is None]
     assert kept == chinese
     assert "jpn_Jpan" not in lid.allowed_probs(chinese[1])  # no kana: not Japanese
+    # a mixed line of Traditional characters and Latin words: kept as zho_Hant, dropped as zho_Hans
+    mixed = ["請選擇 GNOME Files 的 Nautilus 擴充功能", "這個檔案 GNOME Files Nautilus Extension Manager"]
+    assert [r for _, r in filter_lang(mixed, lid, "zho_Hant")] == [None, None]
+    assert [r for _, r in filter_lang(mixed, lid, "zho_Hans")] == ["other_language", "other_language"]
     assert set(lid.allowed_probs("สวัสดีครับ ยินดีต้อนรับ")) == {"tha_Thai"}  # the script decides alone
 
 
