@@ -205,3 +205,13 @@ def test_encoder_spaces():
     assert encoder_space("laser2") == encoder_space("laser3-wol_Latn") == "laser"
     assert encoder_space("e5") != encoder_space("e5:query")
     assert encoder_space("use") == "use"
+
+
+def test_auto_spec_picks_the_encoder_measured_best_for_the_language(monkeypatch):
+    from mining.encoders import base
+
+    monkeypatch.setitem(base.BEST_ENCODER, "deu_Latn", "ngram:256")
+    assert load_encoder("auto:deu_Latn").name == "ngram:256"  # the meta records the encoder itself
+    assert base.auto_encoder("xho_Latn") == base.DEFAULT_ENCODER  # not measured: the default
+    with pytest.raises(UserError, match="write auto:LANG"):
+        load_encoder("auto:german")
