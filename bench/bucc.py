@@ -4,13 +4,20 @@ For each encoder it runs ``mine-eval bucc`` (mining.evaluate.run_bucc: embed wit
 FAISS k-NN both ways, margin, max mode; threshold tuned on the ``training`` split, scored on ``test``)
 and puts every result in one table: F1 at the tuned threshold, the oracle F1 (best threshold on test
 itself), the xsim error (gold sentences whose best match among the gold targets is not their
-translation) and the tuned threshold, for the ratio margin and plain cosine side by side.
+translation) and the tuned threshold, for the ratio margin and plain cosine side by side. A second table
+puts the F1 at the *default* cut (what mine-bitext applies without --threshold: the calibrated cut of
+mining/calibration.py) next to the best cut, and the F1 a pair nobody calibrated would get (the median of
+the other pairs' tuned cuts). ``--calibrate FILE`` writes the tuned cuts (mine-eval bucc --calibrate): the
+source of mining/calibration.py's SHIPPED table.
 
 Optionally (``--demo-corpus``) it also runs ``recipes/mine_pair.sh`` on each language of a built corpus
 (LID -> filters -> embed -> k-NN -> ratio margin -> mined TSV) and scores the mined pairs against the
 corpus gold (``mine-eval gold``): the end-to-end numbers of exactly what the demo mines.
 
     OMP_NUM_THREADS=1 python bench/bucc.py --encoders ngram --langs deu_Latn,xho_Latn        # quick
+    OMP_NUM_THREADS=1 python bench/bucc.py --encoders e5,use,ngram --size 3000 --gold 300 --threads 1 \
+        --langs deu_Latn,fra_Latn,rus_Cyrl,zho_Hans,arb_Arab,hin_Deva,mya_Mymr,khk_Cyrl,xho_Latn \
+        --calibrate bench/out/calibration.json                                               # the calibration
     OMP_NUM_THREADS=1 python bench/bucc.py --encoders e5,use,ngram \\
         --langs deu_Latn,fra_Latn,rus_Cyrl,zho_Hans,xho_Latn,mya_Mymr,khk_Cyrl --threads 1 \\
         --demo-corpus work/demo/corpus --demo-encoder e5                                     # the full run
@@ -41,6 +48,7 @@ def bucc_rows(encoder: str, langs: list[str], args: argparse.Namespace) -> list[
     cfg = BuccEvalConfig(data=args.data, pairs=[f"{lang}-eng_Latn" for lang in langs], encoder=encoder,
                          work=args.work, margins=args.margins, k=args.k, threads=args.threads,
                          calibration=args.calibration, calibrate=args.calibrate, keep_candidates=True,
+                         protocol=args.protocol,
                          build=bucc.BuildConfig(size=args.size, gold=args.gold, locale_dir=args.locale_dir,
                                                 corpus=args.corpus))
     t0 = time.time()
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margins", type=_csv, default=["ratio", "absolute"])
     p.add_argument("--calibration", default=None, help="calibration file for the default cut (mine-eval bucc)")
     p.add_argument("--calibrate", default=None, help="write each encoder's tuned cuts here (mine-eval bucc)")
+    p.add_argument("--protocol", default="auto", choices=["auto", "split", "kfold"],
+                   help="mine-eval bucc --protocol: kfold mines the test split only (half the embedding)")
     p.add_argument("--name", default="bucc", help="report name: {out}/{name}.md and .json (default: %(default)s)")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="encoder threads (1 on a shared machine)")

@@ -7,7 +7,7 @@ another encoder's space. With e5 and USE it kept nearly every max-mode pair of a
 gettext catalogues or from a corpus's hidden-parallel ``mono/`` files), takes per language pair the cut
 with the best F1 against the gold, and for the encoder the median over its pairs. ``mine-bitext
 --calibration FILE`` reads such a file; the cuts in ``SHIPPED`` come from the same command on the
-gettext sets (bench/bucc.py, README "Mining thresholds").
+gettext sets (bench/bucc.py, README "Mining defaults").
 
 Lookup order (``resolve_cut``): ``--threshold`` given > the calibrated cut of this (encoder, pair) >
 the encoder's median over its calibrated pairs > LASER's 1.06 for LASER encoders > a cut fitted to this
