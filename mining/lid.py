@@ -393,7 +393,8 @@ def run_lid(cfg: LidConfig) -> LidReport:
     print(report.summary(lang), file=sys.stderr)
     if cfg.report:
         with atomic_write(cfg.report) as fh:
-            json.dump({"lang": lang, "threshold": threshold, "reject_threshold": cfg.reject_threshold, "model": str(lid.path), **report.to_dict()}, fh, indent=1)
+            json.dump({"lang": lang, "threshold": threshold, "reject_threshold": cfg.reject_threshold,
+                       "model": str(lid.path), **report.to_dict()}, fh, indent=1)
     return report
 
 

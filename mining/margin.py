@@ -17,9 +17,9 @@ Definitions (Artetxe & Schwenk 2019, as in LASER ``mine_bitexts.py`` and stopes 
 
 Output: ``score<TAB>src<TAB>tgt`` sorted by decreasing score (ties by source, then target row), scores
 ``>= --threshold`` (left out: the cut calibrated for the encoder and pair, ``mining.calibration``; the cut
-and why go to the log and to ``OUT``'s ``.meta.json``); identical (src, tgt) text pairs are written once, at their best score, as stopes'
-``dedup_bitexts``. ``--pair-prefix P`` also writes the line-aligned ``P.{src_lang}`` / ``P.{tgt_lang}``
-files that ``mt-preprocess --trainpref P`` reads.
+and why go to the log and to ``OUT``'s ``.meta.json``); identical (src, tgt) text pairs are written once, at
+their best score, as stopes' ``dedup_bitexts``. ``--pair-prefix P`` also writes the line-aligned
+``P.{src_lang}`` / ``P.{tgt_lang}`` files that ``mt-preprocess --trainpref P`` reads.
 
 Memory: the k-NN shards are streamed; only per-sentence arrays (best candidate, score, neighbourhood
 mean) are kept, plus one int64 byte offset and hash per text line.
@@ -275,8 +275,8 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
     if src_lang is None or tgt_lang is None:
         meta_src, meta_tgt = langs_of(fwd, bwd)
         src_lang, tgt_lang = src_lang or meta_src, tgt_lang or meta_tgt
-    al.cut = resolve_cut(cfg.threshold, margin, cfg.mode, cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd),
-                         src_lang, tgt_lang, al.scores, cfg.calibration)
+    encoder = cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd)
+    al.cut = resolve_cut(cfg.threshold, margin, cfg.mode, encoder, src_lang, tgt_lang, al.scores, cfg.calibration)
     return al.above(al.cut.value)
 
 
