@@ -198,7 +198,7 @@ examples:
   mt-eval report runs/moe
   mt-eval report runs/moe --stats corpus/stats.tsv
   mt-eval report work/demo/model --stats work/demo/corpus --baseline work/demo/model/copy_source \
-      --mining work/demo/mined/e5 --timings work/demo/timings.tsv
+      --mining work/demo/mined/auto --timings work/demo/timings.tsv
 """,
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -24,8 +24,10 @@ Builders:
   pairs and the other lines of each side are dealt into the splits at random (seeded); a sentence id
   is its 1-based line number in the mono file (``deu-000000012`` is line 12), so results map back.
 
-Scorer: precision / recall / F1 of candidate pairs against the gold, at a given threshold and at the
-best one (LASER's ``BuccOptimize``: midpoint between consecutive candidate scores), and the xsim error
+Scorer: precision / recall / F1 of candidate pairs against the gold, at a given threshold, at the
+best one (LASER's ``BuccOptimize``: midpoint between consecutive candidate scores; an *oracle* when it
+is chosen on the scored gold itself), k-fold (each part of the gold scored at the threshold tuned on
+the other parts, :func:`kfold_prf`), and the xsim error
 rate (LASER ``xsim.py``: share of gold source sentences whose best target, by margin or cosine among
 the gold targets, is not their translation).
 """
@@ -468,6 +470,34 @@ def best_threshold(cands: Iterable[tuple[float, str, str]], gold: set[tuple[str,
             cur.threshold = (score + nxt) / 2 if nxt is not None and nxt < score else score
             best = cur
     return best
+
+
+def kfold_prf(cands: Iterable[tuple[float, str, str]], gold: set[tuple[str, str]], folds: int = 5,
+              seed: int = 0) -> tuple[PRF, list[float | None]]:
+    """P/R/F1 with a threshold never tuned on the pairs it is scored on: the source sentences (those of the
+    candidates and of the gold) are dealt into ``folds`` parts; each part is scored at the best threshold
+    of the other parts (``best_threshold`` on their candidates and gold), and the counts are summed.
+    Returns the pooled PRF (its threshold: the median of the folds') and each fold's threshold."""
+    items = _dedup_candidates(cands)
+    sources = sorted({s for _, s, _ in items} | {s for s, _ in gold})
+    if folds < 2 or len(sources) < folds:
+        raise UserError(f"k-fold tuning needs at least 2 folds and as many source sentences ({len(sources)} "
+                        f"sentences, {folds} folds)")
+    random.Random(seed).shuffle(sources)
+    fold_of = {s: i % folds for i, s in enumerate(sources)}
+    correct = extracted = 0
+    thresholds: list[float | None] = []
+    for f in range(folds):
+        tune = [c for c in items if fold_of[c[1]] != f]
+        tuned = best_threshold(tune, {g for g in gold if fold_of[g[0]] != f})
+        thresholds.append(tuned.threshold)
+        held = [c for c in items if fold_of[c[1]] == f]
+        scored = prf_at(held, {g for g in gold if fold_of[g[0]] == f}, tuned.threshold)
+        correct += scored.correct
+        extracted += scored.extracted
+    known = sorted(t for t in thresholds if t is not None)
+    median = float(np.median(known)) if known else None
+    return _prf(correct, extracted, len(gold), median), thresholds
 
 
 def xsim_error(src: np.ndarray, tgt: np.ndarray, margin: str = "ratio", k: int = 4) -> float:

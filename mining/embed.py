@@ -213,7 +213,8 @@ _EPILOG = """examples:
   mine-embed --lang deu_Latn --input big.txt --output emb/deu_Latn --shard-size 100000 --max-tokens 8000
 
 encoders: e5 (default; ~100 languages), use (16 languages, fastest), ngram[:DIM] (no weights, a baseline),
-laser2[:DIR], laser3[:DIR]:LANG,
+auto:LANG (the one measured best for mining LANG against English; embed both sides with the same
+auto:LANG), laser2[:DIR], laser3[:DIR]:LANG,
 or a path to an encoder checkpoint (file or directory, LASER2 format + .spm).
 Output: PREFIX.NNNN.npy (float16, L2-normalised rows) and PREFIX.meta.json, read by mine-index/mine-knn.
 """

@@ -10,8 +10,11 @@ Sub-commands::
     mine-eval xsim        nearest-neighbour error rate of an encoder on an N-way dev set (mining.xsim)
 
 The protocol follows LASER's BUCC task: mine the ``training`` split, pick the threshold with the best
-F1 against its gold, apply it to the ``test`` split. Reported per pair and margin: P/R/F1 on test at
-the tuned threshold, the oracle F1 (best threshold on test itself), and the xsim error on test gold.
+F1 against its gold, apply it to the ``test`` split. Without a ``training`` gold (``--protocol auto``
+falls back to it; ``kfold`` asks for it) the test gold is cut into ``--folds`` parts by source sentence
+and each part is scored at the threshold tuned on the others, so no reported F1 is tuned on itself.
+Reported per pair and margin, each row naming its protocol: P/R/F1 on test, the *oracle* F1 (best
+threshold on the test gold itself: an upper bound, not a result), and the xsim error on test gold.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mining import bucc
+from mining.calibration import encoder_entry, pair_key, read_calibration, resolve_cut, write_calibration
 from mining.embed import embed_file
 from mining.embeddings import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
@@ -84,6 +90,11 @@ class BuccEvalConfig:
     threshold: float | None = None  # also report P/R/F1 at this fixed threshold
     tune_split: str = "training"
     split: str = "test"
+    protocol: str = "auto"  # split: tune on tune_split; kfold: k-fold on split; auto: split if it has a gold
+    folds: int = 5
+    calibration: str | None = None  # calibration file the default cut is read from (besides the shipped one)
+    calibrate: str | None = None  # write the encoder's tuned ratio cuts into this calibration file
+    keep_candidates: bool = False  # rows also carry "candidates" and "gold_pairs" of the test split (benchmarks)
     batch_size: int = 1024
     threads: int | None = None  # encoder CPU threads (e5/use/torch); None: the encoder's default
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
@@ -178,12 +189,47 @@ def gold_xsim(res: dict, margin: str, k: int) -> float:
     return bucc.xsim_error(x, y, margin=margin, k=k)
 
 
+PROTOCOLS = ("auto", "split", "kfold")
+
+
+def protocol_label(row: dict) -> str:
+    """How the reported threshold was chosen, in words (report tables and logs)."""
+    p = row.get("protocol", {})
+    if p.get("name") == "split":
+        return f"tuned on {p['tuned_on']}"
+    if p.get("name") == "kfold":
+        return f"{p['folds']}-fold on {p['split']}"
+    return "oracle only"
+
+
+def _tuned_result(cfg: BuccEvalConfig, test: dict, tune: dict | None, margin: str) -> tuple[dict, dict, float | None]:
+    """(protocol, P/R/F1 on test, train F1) for one margin, by the protocol ``cfg`` and the data allow."""
+    ds = test["set"]
+    if tune is not None:
+        tuned = bucc.best_threshold(tune["cands"][margin], tune["set"].gold)
+        return ({"name": "split", "tuned_on": cfg.tune_split},
+                bucc.prf_at(test["cands"][margin], ds.gold, tuned.threshold).as_dict(), round(tuned.f1, 6))
+    res, thresholds = bucc.kfold_prf(test["cands"][margin], ds.gold, folds=cfg.folds)
+    return ({"name": "kfold", "folds": cfg.folds, "split": cfg.split,
+             "fold_thresholds": [None if t is None else round(t, 6) for t in thresholds]}, res.as_dict(), None)
+
+
 def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
     """Evaluate every pair of ``cfg.pairs``; returns one result row per (pair, margin)."""
     from mining.margin import canonical_margin
 
     for m in cfg.margins:
         canonical_margin(m)
+    if cfg.protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {cfg.protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    if cfg.protocol != "split" and cfg.folds < 2:
+        raise UserError(f"--folds {cfg.folds}: k-fold tuning needs at least 2 folds")
+    if cfg.calibrate and ("ratio" not in [canonical_margin(m) for m in cfg.margins] or cfg.protocol == "kfold"):
+        raise UserError("--calibrate tunes ratio-margin cuts on --tune-split: keep ratio in --margins and do not "
+                        "pass --protocol kfold")
+    for path in (cfg.calibration, cfg.calibrate if cfg.calibrate and Path(cfg.calibrate).exists() else None):
+        if path:
+            read_calibration(path)  # a broken file is an error before any embedding
     pairs = [parse_pair(p) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
     encoder = load_encoder(cfg.encoder, threads=cfg.threads)
@@ -191,6 +237,10 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
     for src, tgt in pairs:
         test = mine_split(cfg, encoder, src, tgt, cfg.split, progress)
         has_tune = bucc.bucc_files(cfg.data, src, tgt, cfg.tune_split)["gold"].is_file()
+        if cfg.protocol == "split" and not has_tune:
+            raise UserError(f"{cfg.data}: no {src}-{tgt}.{cfg.tune_split}.gold to tune the threshold on: pass "
+                            f"--tune-split with a split that has a gold, or --protocol kfold")
+        has_tune = has_tune and cfg.protocol != "kfold"
         tune = mine_split(cfg, encoder, src, tgt, cfg.tune_split, progress) if has_tune else None
         ds = test["set"]
         for margin in cfg.margins:
@@ -199,33 +249,84 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
                    "mode": cfg.mode, "k": test["k"], "n_src": len(ds.src_ids), "n_tgt": len(ds.tgt_ids),
                    "n_gold": len(ds.gold), "oracle": oracle.as_dict(),
                    "xsim_error": round(gold_xsim(test, margin, test["k"]), 6), "timings": test["timings"]}
+            row["protocol"], row["test"], train_f1 = _tuned_result(cfg, test, tune, margin)
             if tune is not None:
-                tuned = bucc.best_threshold(tune["cands"][margin], tune["set"].gold)
                 row["tuned_on"] = cfg.tune_split
-                row["test"] = bucc.prf_at(test["cands"][margin], ds.gold, tuned.threshold).as_dict()
-                row["train_f1"] = round(tuned.f1, 6)
+                row["train_f1"] = train_f1
+                row["train_gold"] = len(tune["set"].gold)
+            cut = resolve_cut(None, row["margin"], cfg.mode, encoder.name, encoder_lang(src), encoder_lang(tgt),
+                              np.array([c[0] for c in test["cands"][margin]]), cfg.calibration)
+            row["default_cut"] = cut.as_dict()
+            row["default"] = bucc.prf_at(test["cands"][margin], ds.gold, cut.value).as_dict()
             if cfg.threshold is not None:
                 row["fixed"] = bucc.prf_at(test["cands"][margin], ds.gold, cfg.threshold).as_dict()
+            if cfg.keep_candidates:
+                row["candidates"], row["gold_pairs"] = test["cands"][margin], ds.gold
             rows.append(row)
             if progress:
-                f1 = row.get("test", row["oracle"])["f1"]
-                print(f"mine-eval: {row['pair']} {row['margin']}: F1 {100 * f1:.2f} "
-                      f"(oracle {100 * oracle.f1:.2f}), xsim error {100 * row['xsim_error']:.2f}%", file=sys.stderr)
+                print(f"mine-eval: {row['pair']} {row['margin']}: F1 {100 * row['test']['f1']:.2f} (threshold "
+                      f"{protocol_label(row)}; oracle on the {cfg.split} gold itself {100 * oracle.f1:.2f}), "
+                      f"xsim error {100 * row['xsim_error']:.2f}%", file=sys.stderr)
+    if cfg.calibrate:
+        write_calibration(cfg.calibrate, encoder.name, calibration_entry(cfg, rows))
+        if progress:
+            print(f"mine-eval: calibrated ratio-margin cuts of {encoder.name} -> {cfg.calibrate}", file=sys.stderr)
     return rows
 
 
+def calibration_entry(cfg: BuccEvalConfig, rows: list[dict]) -> dict:
+    """The calibration of the evaluated encoder: each pair's best-F1 ratio cut on the tuning split."""
+    pairs = {}
+    for r in rows:
+        if r["margin"] != "ratio" or r.get("tuned_on") is None or r["test"]["threshold"] is None:
+            continue
+        src, tgt = parse_pair(r["pair"])
+        pairs[pair_key(encoder_lang(src), encoder_lang(tgt))] = {
+            "cut": r["test"]["threshold"], "f1": r["train_f1"], "gold": r["train_gold"]}
+    if not pairs:
+        raise UserError(f"--calibrate needs the ratio margin and a --tune-split with a gold ({cfg.tune_split} of "
+                        f"{cfg.data}) to tune the cuts on")
+    return encoder_entry(pairs, data=str(cfg.data), split=cfg.tune_split, margin="ratio", mode=cfg.mode, k=cfg.k,
+                         encoder_spec=cfg.encoder)
+
+
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| pair | encoder | margin | mode | gold / sents | threshold (tuned) | P | R | F1 | oracle F1 "
-            "| xsim err % |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| pair | encoder | margin | mode | gold / sents | threshold chosen | threshold | P | R | F1 "
+            "| default cut | F1 at the default | oracle F1 (tuned on test) | xsim err % |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         t = r.get("test")
         cells = ([f"{t['threshold']:.4f}" if t["threshold"] is not None else "-", f"{100 * t['precision']:.2f}",
                   f"{100 * t['recall']:.2f}", f"**{100 * t['f1']:.2f}**"] if t else ["-", "-", "-", "-"])
         lines.append(f"| {r['pair']} | {r['encoder']} | {r['margin']} | {r['mode']} | {r['n_gold']} / "
-                     f"{r['n_src']}x{r['n_tgt']} | " + " | ".join(cells)
+                     f"{r['n_src']}x{r['n_tgt']} | {protocol_label(r)} | " + " | ".join(cells)
+                     + f" | {_cut_cell(r.get('default_cut'))} | {100 * r['default']['f1']:.2f}"
                      + f" | {100 * r['oracle']['f1']:.2f} | {100 * r['xsim_error']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cut_cell(cut: dict | None) -> str:
+    if not cut or cut.get("value") is None:
+        return "none"
+    return f"{cut['value']:.4f} ({cut['source']})"
+
+
+def protocol_text(rows: list[dict], split: str) -> str:
+    """The report's sentence on how thresholds were chosen (every protocol the rows used)."""
+    said = []
+    for label in dict.fromkeys(protocol_label(r) for r in rows):
+        if label.startswith("tuned on "):
+            said.append(f"threshold tuned on the `{label[len('tuned on '):]}` gold, P/R/F1 on `{split}`")
+        elif "-fold" in label:
+            k = label.split("-fold")[0]
+            said.append(f"{k}-fold on `{split}` (no tuning split): each of {k} parts of the `{split}` gold, cut by "
+                        f"source sentence, scored at the threshold tuned on the other parts; the threshold shown "
+                        f"is the median of the folds'")
+    said.append("default = the cut mine-bitext applies without --threshold (calibrated: `pair` = this pair's "
+                "calibrated cut, `encoder` = the encoder's median, `fitted` = fitted to these scores)")
+    said.append(f"oracle = the best threshold on the `{split}` gold itself (an upper bound, not a result)")
+    return "; ".join(said) + "."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,7 +412,8 @@ def score_against_gold(cfg: GoldScoreConfig) -> dict:
     files to the original line, so lines dropped by LID or the filters count as missed gold (recall is
     over the whole gold). A sentence that occurs on several lines stands for all of them: the pair is
     correct when any of its line pairs is gold. ``gold_reachable`` counts the gold pairs whose two lines
-    both survived the filters (the best recall mining could reach).
+    both survived LID and the filters (the best recall mining could reach); ``gold_reachable_share`` is
+    their share of the gold.
     """
     s_map, t_map = _side_map(cfg.src_text, cfg.src_line_numbers), _side_map(cfg.tgt_text, cfg.tgt_line_numbers)
     s_rows = {n for ns in s_map.values() for n in ns}
@@ -344,8 +446,9 @@ def score_against_gold(cfg: GoldScoreConfig) -> dict:
             tset = set(ti)
             hit = next(((i, j) for i in si for j in gold_of_src.get(i, ()) if j in tset), None)
             cands.append((score, *(hit or (si[0], ti[0]))))
-    out = {"mined": len(cands), "gold": len(gold),
-           "gold_reachable": sum(i in s_rows and j in t_rows for i, j in gold),
+    reachable = sum(i in s_rows and j in t_rows for i, j in gold)
+    out = {"mined": len(cands), "gold": len(gold), "gold_reachable": reachable,
+           "gold_reachable_share": round(reachable / len(gold), 6) if gold else None,
            "all": bucc.prf_at(cands, gold, None).as_dict(), "best": bucc.best_threshold(cands, gold).as_dict()}
     if cfg.threshold is not None:
         out["at_threshold"] = bucc.prf_at(cands, gold, cfg.threshold).as_dict()
@@ -412,6 +515,16 @@ def cli(argv: list[str] | None = None) -> int:
     b.add_argument("--threshold", type=float, default=None, help="also report P/R/F1 at this fixed threshold")
     b.add_argument("--split", default=d.split, help="evaluated split (default: %(default)s)")
     b.add_argument("--tune-split", default=d.tune_split, help="split the threshold is tuned on (default: %(default)s)")
+    b.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
+                   help="how the reported threshold is chosen: split (on --tune-split), kfold (k-fold on --split's "
+                        "own gold, each part scored at the threshold of the others), auto (split when --tune-split "
+                        "has a gold, else kfold; default)")
+    b.add_argument("--folds", type=int, default=d.folds, help="parts for --protocol kfold (default: %(default)s)")
+    b.add_argument("--calibrate", default=None, metavar="FILE",
+                   help="write this encoder's best ratio-margin cut per pair (tuned on --tune-split) and their "
+                        "median into FILE, the calibration mine-bitext --calibration reads")
+    b.add_argument("--calibration", default=None, metavar="FILE",
+                   help="calibration file the reported default cut comes from (besides the shipped cuts)")
     b.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per encoder call")
     b.add_argument("--threads", type=int, default=None,
                    help="encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
@@ -460,6 +573,8 @@ def cli(argv: list[str] | None = None) -> int:
         for flag, folder in folders.items():  # before the embedding and mining: a report that cannot be written
             if folder:
                 refuse_file_in_the_way(folder, flag, folder=True)
+        if a.cmd == "bucc":
+            check_outputs({}, {"--calibrate": a.calibrate})
         bcfg = bucc.BuildConfig(out=data, size=a.size, gold=a.gold, seed=a.seed, locale_dir=a.locale_dir,
                                 corpus=a.corpus)
     if a.cmd == "bucc-build":
@@ -478,8 +593,10 @@ def cli(argv: list[str] | None = None) -> int:
             with atomic_write(a.out) as fh:
                 fh.write(text + "\n")
         al = res["all"]
+        share = res["gold_reachable_share"]
         print(f"mine-eval gold: {res['mined']} mined pairs, {al['correct']} in the gold of {res['gold']} "
-              f"({res['gold_reachable']} survived the filters): P {100 * al['precision']:.2f} "
+              f"({res['gold_reachable']} = {100 * (share or 0):.1f}% survived LID and the filters): "
+              f"P {100 * al['precision']:.2f} "
               f"R {100 * al['recall']:.2f} F1 {100 * al['f1']:.2f}", file=sys.stderr)
         print(text)
         return 0
@@ -497,7 +614,8 @@ def cli(argv: list[str] | None = None) -> int:
 
     cfg = BuccEvalConfig(data=data, pairs=a.pairs, encoder=a.encoder, work=a.work, margins=a.margins,
                          mode=a.mode, k=a.k, factory=a.factory, threshold=a.threshold, split=a.split,
-                         tune_split=a.tune_split, batch_size=a.batch_size, threads=a.threads, build=bcfg)
+                         tune_split=a.tune_split, protocol=a.protocol, folds=a.folds, batch_size=a.batch_size,
+                         threads=a.threads, build=bcfg, calibration=a.calibration, calibrate=a.calibrate)
     t0 = time.time()
     rows = run_bucc(cfg)
     out_dir = Path(a.out_dir or Path(cfg.work) / _tag(cfg.encoder))
@@ -505,8 +623,7 @@ def cli(argv: list[str] | None = None) -> int:
     with atomic_write(out_dir / "report.json") as fh:
         json.dump({"config": asdict(cfg), "results": rows}, fh, indent=1, ensure_ascii=False)
     with atomic_write(out_dir / "report.md") as fh:
-        fh.write(f"# BUCC-style mining: encoder {cfg.encoder}\n\nThreshold tuned on `{cfg.tune_split}`, "
-                 f"scored on `{cfg.split}`; oracle = best threshold on `{cfg.split}` itself.\n\n{table}")
-    print(table)
+        fh.write(f"# BUCC-style mining: encoder {cfg.encoder}\n\n{protocol_text(rows, cfg.split)}\n\n{table}")
+    print(f"{protocol_text(rows, cfg.split)}\n\n{table}")
     print(f"mine-eval: report in {out_dir}/report.md ({time.time() - t0:.0f}s)", file=sys.stderr)
     return 0

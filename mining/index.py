@@ -681,5 +681,7 @@ def cli_knn(argv: list[str] | None = None) -> int:
     result = mine_knn(cfg, launcher=launcher_from_args(a))
     for direction, prefix in result.items():
         print(f"mine-knn: {direction} -> {prefix}.*", file=sys.stderr)
-    print(f"mine-knn: done in {time.time() - t0:.1f}s", file=sys.stderr)
+    threads = a.threads if a.threads > 0 else _faiss().omp_get_max_threads()
+    print(f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
+          file=sys.stderr)
     return 0

@@ -16,9 +16,10 @@ Definitions (Artetxe & Schwenk 2019, as in LASER ``mine_bitexts.py`` and stopes 
   is used at most once (LASER's ``--retrieval max``, what BUCC results use).
 
 Output: ``score<TAB>src<TAB>tgt`` sorted by decreasing score (ties by source, then target row), scores
-``>= --threshold``; identical (src, tgt) text pairs are written once, at their best score, as stopes'
-``dedup_bitexts``. ``--pair-prefix P`` also writes the line-aligned ``P.{src_lang}`` / ``P.{tgt_lang}``
-files that ``mt-preprocess --trainpref P`` reads.
+``>= --threshold`` (left out: the cut calibrated for the encoder and pair, ``mining.calibration``; the cut
+and why go to the log and to ``OUT``'s ``.meta.json``); identical (src, tgt) text pairs are written once, at
+their best score, as stopes' ``dedup_bitexts``. ``--pair-prefix P`` also writes the line-aligned
+``P.{src_lang}`` / ``P.{tgt_lang}`` files that ``mt-preprocess --trainpref P`` reads.
 
 Memory: the k-NN shards are streamed; only per-sentence arrays (best candidate, score, neighbourhood
 mean) are kept, plus one int64 byte offset and hash per text line.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import mmap
 import os
 import sys
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mining.calibration import Cut, resolve_cut
 from mining.embeddings import EmbeddingSet
 from mining.index import KnnSet, open_knn_dir
 from mining.textio import check_outputs
@@ -47,13 +50,6 @@ from mt.util import atomic_write
 MARGINS = ("ratio", "distance", "absolute")
 MARGIN_ALIASES = {"cosine": "absolute"}
 MODES = ("forward", "backward", "intersect", "union", "max")
-DEFAULT_RATIO_THRESHOLD = 1.06  # NLLB / stopes' usual cut for the ratio margin, on LASER embeddings
-# The same ratio means something else in another encoder's space (e5 puts unrelated sentences at cosine
-# 0.74-0.85, so its margins crowd near 1): the default cut per encoder family (the spec before any ':'),
-# the median over languages of the best-F1 threshold tuned on the training splits of the BUCC-style
-# gettext sets (bench/bucc.py: k=4, max mode; see bench/out/bucc.md). Others, the ngram baseline
-# included (its tuned cut swings with the data, 1.1-1.5), use 1.06.
-RATIO_THRESHOLDS = {"e5": 1.0, "use": 1.06}  # PROVISIONAL
 
 
 def canonical_margin(name: str) -> str:
@@ -90,11 +86,14 @@ def margin_scores(sims: np.ndarray, ids: np.ndarray, avg_query: np.ndarray, avg_
 
 @dataclass
 class Alignments:
-    """Mined pairs: row ids on each side and their scores, sorted by decreasing score."""
+    """Mined pairs: row ids on each side and their scores, sorted by decreasing score; ``cut``: the
+    threshold ``mine`` applied and why (``mining.calibration.Cut``), ``candidates``: pairs before it."""
 
     scores: np.ndarray  # float32 [p]
     src: np.ndarray  # int64 [p]
     tgt: np.ndarray  # int64 [p]
+    cut: Cut | None = None
+    candidates: int | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -108,7 +107,7 @@ class Alignments:
         if threshold is None:
             return self
         keep = self.scores >= threshold
-        return Alignments(self.scores[keep], self.src[keep], self.tgt[keep])
+        return Alignments(self.scores[keep], self.src[keep], self.tgt[keep], self.cut, self.candidates)
 
 
 @dataclass
@@ -116,19 +115,12 @@ class MarginConfig:
     margin: str = "ratio"
     mode: str = "max"
     k: int | None = None  # neighbourhood size; None = every neighbour stored by mine-knn
-    threshold: float | None = None  # None: the encoder's ratio cut (default_threshold), none otherwise
+    # a number, or None/"auto": the encoder's calibrated cut (mining.calibration.resolve_cut); "fit": fitted
+    threshold: float | str | None = None
     encoder: str | None = None  # encoder name for that default; None: read from the embedding meta
-
-
-def default_threshold(margin: str, threshold: float | None, encoder: str | None = None) -> float | None:
-    """``threshold`` when given; for the ratio margin the cut of ``encoder``'s family (RATIO_THRESHOLDS,
-    1.06 for LASER and unknown encoders); no cut for the other margins."""
-    if threshold is not None:
-        return threshold
-    if canonical_margin(margin) != "ratio":
-        return None
-    family = (encoder or "").split(":")[0]
-    return RATIO_THRESHOLDS.get(family, DEFAULT_RATIO_THRESHOLD)
+    src_lang: str | None = None  # the pair, for a pair's own calibrated cut; None: read from the embedding meta
+    tgt_lang: str | None = None
+    calibration: str | None = None  # a calibration file (mine-eval bucc --calibrate) tried before the shipped one
 
 
 def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
@@ -141,6 +133,21 @@ def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
             except UserError:
                 continue
     return None
+
+
+def langs_of(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[str | None, str | None]:
+    """The languages of the source and target embedding sets (their meta's ``lang``; None when unknown)."""
+    out = []
+    for prefix in ((fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")),
+                   (bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb"))):
+        lang = None
+        if prefix:
+            try:
+                lang = EmbeddingSet.open(prefix).meta.get("lang")
+            except UserError:
+                lang = None
+        out.append(lang)
+    return out[0], out[1]
 
 
 def best_candidates(knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str,
@@ -258,10 +265,19 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
         al = _dedup_pairs(scores, src, tgt)
         if cfg.mode == "max":
             al = _greedy_one_to_one(al)
-    al = al.above(default_threshold(margin, cfg.threshold,
-                                    cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd)))
     finite = np.isfinite(al.scores)
-    return Alignments(al.scores[finite], al.src[finite], al.tgt[finite]) if not finite.all() else al
+    al = Alignments(al.scores[finite], al.src[finite], al.tgt[finite]) if not finite.all() else al
+    al.candidates = len(al)
+    if isinstance(cfg.threshold, (int, float)) and not np.isfinite(cfg.threshold):
+        al.cut = Cut(None, "given", "--threshold keeps every pair")
+        return al
+    src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
+    if src_lang is None or tgt_lang is None:
+        meta_src, meta_tgt = langs_of(fwd, bwd)
+        src_lang, tgt_lang = src_lang or meta_src, tgt_lang or meta_tgt
+    encoder = cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd)
+    al.cut = resolve_cut(cfg.threshold, margin, cfg.mode, encoder, src_lang, tgt_lang, al.scores, cfg.calibration)
+    return al.above(al.cut.value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -401,9 +417,28 @@ _EPILOG = """examples:
   mine-bitext --knn-dir work/knn/deu-eng --margin cosine --threshold 0.8 --out cosine.tsv
 
 Reads {knn-dir}/src2tgt.* and {knn-dir}/tgt2src.* written by mine-knn. The texts default to the
-'source' recorded in the embedding meta files. Default threshold for ratio: the encoder's cut (from
-the embedding meta; 1.06 for LASER and unknown encoders, see RATIO_THRESHOLDS), none otherwise.
+'source' recorded in the embedding meta files. Default threshold (ratio margin, max mode): the cut
+calibrated for the encoder on BUCC-style sets (its cut for this language pair, else its median over
+the pairs calibrated; mining/calibration.py, or --calibration FILE from mine-eval bucc --calibrate),
+1.06 for LASER, and for an encoder nobody calibrated a cut fitted to this pair's score distribution
+(--threshold fit asks for that one). The cut and why are logged and written to OUT's .meta.json
+(mined.tsv -> mined.meta.json). Other margins and modes: no default cut.
 """
+
+
+def _threshold_arg(text: str) -> float | str:
+    if text in ("auto", "fit"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, auto or fit") from None
+
+
+def mined_meta_path(out: str | os.PathLike) -> Path:
+    """Where mine-bitext records the cut and counts: ``mined.tsv`` -> ``mined.meta.json``."""
+    out = Path(out)
+    return out.with_suffix(".meta.json") if out.suffix == ".tsv" else Path(f"{out}.meta.json")
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -417,10 +452,11 @@ def cli(argv: list[str] | None = None) -> int:
                    help="margin function (default: %(default)s; cosine = absolute)")
     p.add_argument("--mode", choices=MODES, default="max", help="pair selection (default: %(default)s)")
     p.add_argument("--k", type=int, default=None, help="neighbourhood size (default: all neighbours searched)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help=f"keep pairs scoring >= this (default for ratio: the encoder's cut, "
-                        f"{', '.join(f'{k} {v}' for k, v in RATIO_THRESHOLDS.items())}, "
-                        f"else {DEFAULT_RATIO_THRESHOLD}; none for the other margins)")
+    p.add_argument("--threshold", type=_threshold_arg, default=None,
+                   help="keep pairs scoring >= this; auto (default): the encoder's calibrated cut for the ratio "
+                        "margin in max mode (none otherwise); fit: a cut fitted to this pair's scores")
+    p.add_argument("--calibration", default=None,
+                   help="calibration file (mine-eval bucc --calibrate) tried before the shipped cuts")
     p.add_argument("--no-dedup", dest="dedup", action="store_false", help="keep identical text pairs")
     p.add_argument("--pair-prefix", default=None, help="also write line-aligned PREFIX.{src-lang}/PREFIX.{tgt-lang}")
     p.add_argument("--src-lang", default=None, help="source language code for --pair-prefix (default: from meta)")
@@ -428,33 +464,34 @@ def cli(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     t0 = time.time()
     fwd, bwd = open_knn_dir(a.knn_dir)
-    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold, encoder=encoder_of(fwd, bwd))
-    al = mine(fwd, bwd, cfg)
     src_emb = fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")
     tgt_emb = bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")
     src_text, tgt_text = _text_for(a.src_text, "src", src_emb), _text_for(a.tgt_text, "tgt", tgt_emb)
-    n_src, n_tgt = side_sizes(fwd, bwd)
-    src_lang, tgt_lang = a.src_lang, a.tgt_lang
-    if a.pair_prefix and not (src_lang and tgt_lang):
-        langs = []
-        for prefix, explicit in ((src_emb, src_lang), (tgt_emb, tgt_lang)):
-            lang = explicit
-            if lang is None and prefix:
-                try:
-                    lang = EmbeddingSet.open(prefix).meta.get("lang")
-                except UserError:
-                    lang = None
-            langs.append(lang)
-        src_lang, tgt_lang = langs
-        if not (src_lang and tgt_lang) or src_lang == tgt_lang:
-            raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
+    meta_src, meta_tgt = langs_of(fwd, bwd)
+    src_lang, tgt_lang = a.src_lang or meta_src, a.tgt_lang or meta_tgt
+    if a.pair_prefix and (not (src_lang and tgt_lang) or src_lang == tgt_lang):
+        raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
     pair_files = {f"--pair-prefix ({c})": f"{a.pair_prefix}.{c}" for c in (src_lang, tgt_lang) if a.pair_prefix}
-    check_outputs({"--src-text": src_text, "--tgt-text": tgt_text}, {"--out": a.out, **pair_files})
+    meta_path = mined_meta_path(a.out)
+    check_outputs({"--src-text": src_text, "--tgt-text": tgt_text, "--calibration": a.calibration},
+                  {"--out": a.out, "--out (.meta.json)": str(meta_path), **pair_files})
+    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold, encoder=encoder_of(fwd, bwd),
+                       src_lang=src_lang, tgt_lang=tgt_lang, calibration=a.calibration)
+    al = mine(fwd, bwd, cfg)
+    n_src, n_tgt = side_sizes(fwd, bwd)
     stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
                          src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt,
                          src_sha256=embedded_sha256(src_emb), tgt_sha256=embedded_sha256(tgt_emb))
-    th = default_threshold(a.margin, a.threshold, cfg.encoder)
+    cut = al.cut
+    meta = {"format": "nllb-mini-mined/1", "knn_dir": str(Path(a.knn_dir).resolve()), "encoder": cfg.encoder,
+            "src_lang": src_lang, "tgt_lang": tgt_lang, "margin": canonical_margin(a.margin), "mode": cfg.mode,
+            "k": cfg.k, "candidates": al.candidates, "threshold": cut.as_dict(), **stats}
+    with atomic_write(meta_path) as fh:
+        json.dump(meta, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    th = "none" if cut.value is None else f"{cut.value:.4f}"
+    print(f"mine-bitext: threshold {th}: {cut.why}", file=sys.stderr)
     print(f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
-          f"threshold {th if th is not None else 'none'}, {stats['duplicates']} duplicate pairs dropped) "
-          f"in {time.time() - t0:.1f}s", file=sys.stderr)
+          f"threshold {th} ({cut.source}) keeps {len(al)} of {al.candidates} candidates, {stats['duplicates']} "
+          f"duplicate pairs dropped) in {time.time() - t0:.1f}s", file=sys.stderr)
     return 0

@@ -26,7 +26,7 @@
 set -euo pipefail
 WORK=${WORK:-work/demo}
 LANGS=${LANGS:-demo}                  # FLORES codes, "demo" (11 languages, 3 tiers) or "all"
-ENCODER=${ENCODER:-e5}                # mine-embed encoder: e5 (pretrained, default), ngram, laser2:DIR, a mine-train-encoder checkpoint
+ENCODER=${ENCODER:-auto}              # mining encoder: auto (the one measured best per language, default), e5, use, ngram, laser2:DIR, a checkpoint
 THREADS=${THREADS:-2}                 # CPU threads per process; 1 is faster on a busy shared machine
 DEV_SIZE=${DEV_SIZE:-200}; DEVTEST_SIZE=${DEVTEST_SIZE:-300}; MONO_SIZE=${MONO_SIZE:-300}
 VOCAB=${VOCAB:-4000}
@@ -44,6 +44,7 @@ TT_TEST_PER_LABEL=${TT_TEST_PER_LABEL:-30}; TT_TRAIN_PER_LABEL=${TT_TRAIN_PER_LA
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS THREADS
 ENG=eng_Latn
 CORPUS=$WORK/corpus; MINED=$WORK/mined/$ENCODER; BITEXT=$WORK/bitext; DATA=$WORK/data-bin; RUN=$WORK/model
+TT_ENCODER=$ENCODER; [ "$ENCODER" = auto ] && TT_ENCODER=e5  # translate-test embeds every language with one encoder
 DEV_DIR=${DEV_DIR:-$CORPUS/dev}; DEVTEST_DIR=${DEVTEST_DIR:-$CORPUS/devtest}
 TIMINGS=$WORK/timings.tsv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -139,7 +140,7 @@ if stale "$RUN/gen/toxicity.csv" "$RUN"/gen/*.hyp; then
 fi
 
 if [ -n "$TT_METHODS" ]; then
-  step "11. translate-test vs zero-shot (classification task from the catalogues, $ENCODER) -> $RUN/translate_test.csv"
+  step "11. translate-test vs zero-shot (classification task from the catalogues, $TT_ENCODER) -> $RUN/translate_test.csv"
   if [ ! -f "$WORK/classify/task.json" ]; then
     timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" \
       --langs "$(IFS=,; echo "${langs[*]}")" --test-per-label "$TT_TEST_PER_LABEL" \
@@ -147,7 +148,7 @@ if [ -n "$TT_METHODS" ]; then
   fi
   if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
-    timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$ENCODER" \
+    timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$TT_ENCODER" \
       --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress
   fi
 fi

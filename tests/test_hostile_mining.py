@@ -109,6 +109,8 @@ def test_lid_thresholds_and_model_that_are_not_what_they_claim(w):
             expect="same file as --thresholds")
     refused("mine-lid", [*LID, "--input", w.de, "--lid-model", w.binary, "--output", "o.txt"], w,
             expect="not a fastText model", outputs=["o.txt"])
+    refused("mine-lid", [*LID, "--input", w.de, "--reject-threshold", "1.5", "--output", "o.txt"], w,
+            expect="--reject-threshold 1.5 is outside [0, 1]", outputs=["o.txt"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,6 +244,15 @@ def test_bitext_outputs_that_name_its_texts(knn):
     short.write_text("one line\n")
     refused("mine-bitext", [*args, "--src-text", short, "--out", "m.tsv"], knn, expect="1 lines but the source",
             outputs=["m.tsv"])
+    # a calibration file that is not one (binary, not JSON, JSON of something else): refused before any output
+    refused("mine-bitext", [*args[:-2], "--calibration", knn.root / "none.json", "--out", "m.tsv"], knn,
+            expect="none.json: calibration file not found", outputs=["m.tsv"])
+    bad = knn.root / "bad.json"
+    for content in (BINARY, b"{not json", b'{"format": "x", "encoders": {}}',
+                    b'{"format": "nllb-mini-calibration/1", "encoders": {"e5": {"default": "high"}}}'):
+        bad.write_bytes(content)
+        refused("mine-bitext", [*args[:-2], "--calibration", bad, "--out", "m.tsv"], knn,
+                expect="bad.json: ", outputs=["m.tsv", "m.meta.json"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,6 +291,8 @@ def test_eval_bucc_files_that_are_binary_or_not_utf8(w):
                           w.afile / "report"], w, expect="--out-dir", outputs=["work"])
     refused("mine-eval", ["bucc-build", "--corpus", "corpus", "--langs", "deu_Latn", "--out", w.afile], w,
             expect="--out")
+    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--calibrate",
+                          w.binary], w, expect="image.png: not a calibration file", outputs=["work"])
     (data / "info.json").write_bytes(BINARY)
     refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"], w,
             expect="info.json: corrupt", outputs=["work"])

@@ -167,3 +167,68 @@ def test_mine_eval_score_command(tmp_path, locale_dir, capsys):
          str(tmp_path / "c.tsv")])
     out = json.loads(capsys.readouterr().out)
     assert out["best"]["precision"] == 1.0 and out["best"]["recall"] == 0.5
+
+
+def test_kfold_never_scores_a_fold_at_its_own_threshold():
+    # 40 sources; gold pairs score 0.9, each source also has a wrong candidate at 0.5
+    gold = {(f"s{i}", f"t{i}") for i in range(40)}
+    cands = [(0.9, f"s{i}", f"t{i}") for i in range(40)] + [(0.5, f"s{i}", f"u{i}") for i in range(40)]
+    res, thresholds = bucc.kfold_prf(cands, gold, folds=4)
+    assert len(thresholds) == 4 and all(0.5 < t <= 0.9 for t in thresholds)
+    assert res.f1 == 1.0 and res.extracted == 40
+    # a gold pair below every wrong one: the cut tuned on the other folds leaves it out; counts are pooled
+    low = cands + [(0.1, "s99", "t99")]
+    res2, _ = bucc.kfold_prf(low, gold | {("s99", "t99")}, folds=4)
+    assert res2.correct == 40 and res2.recall == pytest.approx(40 / 41)
+    with pytest.raises(UserError, match="at least 2 folds"):
+        bucc.kfold_prf(cands, gold, folds=1)
+
+
+def test_mine_eval_bucc_says_how_the_threshold_was_chosen(tmp_path, locale_dir, capsys):
+    common = ["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
+              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
+              "--margins", "ratio"]
+    assert cli(common) == 0
+    out = capsys.readouterr().out
+    assert "threshold tuned on the `training` gold" in out and "| tuned on training |" in out
+    assert "oracle = the best threshold on the `test` gold itself" in out
+    # only a test split: no silent oracle, a k-fold result labelled as such, with P/R/F1 filled in
+    for f in (tmp_path / "bucc").glob("*.training.*"):
+        f.unlink()
+    assert cli(common) == 0
+    out = capsys.readouterr().out
+    assert "| 5-fold on test |" in out and "tuned on training" not in out
+    report = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())
+    row = report["results"][0]
+    assert row["protocol"]["name"] == "kfold" and len(row["protocol"]["fold_thresholds"]) == 5
+    assert row["test"]["f1"] > 0 and "tuned_on" not in row
+    md = (tmp_path / "work" / "ngram" / "report.md").read_text()
+    assert "5-fold on `test`" in md and "Threshold tuned on `training`" not in md
+    with pytest.raises(UserError, match="no deu_Latn-eng_Latn.training.gold"):
+        cli(common + ["--protocol", "split"])
+
+
+def test_mine_eval_bucc_calibrates_the_default_cut(tmp_path, locale_dir, capsys):
+    """--calibrate writes the encoder's tuned cut (training split) to a file; with --calibration that file's
+    cut is the default mine-bitext applies, reported next to the best cut."""
+    from mining.calibration import read_calibration
+
+    common = ["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
+              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
+              "--margins", "ratio"]
+    cal = tmp_path / "cal.json"
+    assert cli(common + ["--calibrate", str(cal)]) == 0
+    entry = read_calibration(cal)["encoders"]["ngram"]
+    pair = entry["pairs"]["deu_Latn-eng_Latn"]
+    report = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())
+    row = report["results"][0]
+    assert pair["cut"] == row["test"]["threshold"] and pair["gold"] == 10 and entry["default"] == pair["cut"]
+    capsys.readouterr()
+    assert cli(common + ["--calibration", str(cal)]) == 0
+    row = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())["results"][0]
+    assert row["default_cut"]["value"] == entry["default"] and row["default_cut"]["source"] == "encoder"
+    assert row["default"] == row["test"]  # the same cut: the one tuned on training
+    assert f"| {entry['default']:.4f} (encoder) |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="bad.json: not a calibration file"):
+        cli(common + ["--calibration", str(tmp_path / "bad.json")])

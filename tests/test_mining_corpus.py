@@ -21,7 +21,6 @@ from _mo_writer import write_mo
 
 from mining import bucc
 from mining.evaluate import GoldScoreConfig, cli, score_against_gold
-from mining.margin import default_threshold
 from mt.data.gettext_corpus import GettextConfig, build_gettext_corpus
 from mt.errors import UserError
 
@@ -174,18 +173,22 @@ def test_gold_score_maps_through_line_numbers(tmp_path):
 @pytest.mark.slow
 def test_mine_pair_recipe_end_to_end(corpus, tmp_path):
     out = tmp_path / "mined"
+    # THREADS reaches every step: faiss's default would be OMP_NUM_THREADS (2)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="2", THREADS="1")
     cmd = ["bash", str(ROOT / "recipes" / "mine_pair.sh"), str(corpus), "xho_Latn", str(out), "ngram:512"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(1 faiss thread)" in proc.stderr
     eng, xho, gold = mono(corpus, "eng_Latn"), mono(corpus, "xho_Latn"), gold_of(corpus)
     kept_e = [int(x) for x in (out / "eng_Latn.lines").read_text().split()]
     assert len(kept_e) < len(eng)  # LID dropped the German lines: the line numbers are not the identity
     assert all(not eng[i].startswith("Die ") for i in kept_e)
     assert (out / "eng_Latn.txt").read_text(encoding="utf-8").splitlines() == [eng[i] for i in kept_e]
     rows = [r.split("\t") for r in (out / "mined.tsv").read_text(encoding="utf-8").splitlines()]
-    assert rows and all(float(r[0]) >= default_threshold("ratio", None, "ngram:512") for r in rows)
+    cut = json.loads((out / "mined.meta.json").read_text())["threshold"]
+    assert cut["source"] in ("fitted", "none") and "threshold" in proc.stderr  # ngram:512 is not calibrated
+    assert rows and all(float(r[0]) >= (cut["value"] or float("-inf")) for r in rows)
     # the two-file form for mt-preprocess is line-aligned with the TSV
     assert (out / "mined.eng_Latn").read_text(encoding="utf-8").splitlines() == [r[1] for r in rows]
     assert (out / "mined.xho_Latn").read_text(encoding="utf-8").splitlines() == [r[2] for r in rows]

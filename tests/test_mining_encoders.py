@@ -228,3 +228,13 @@ def test_laser_checkpoint_with_code_is_refused_and_a_damaged_one_is_called_damag
     with pytest.raises(UserError, match="not a readable torch checkpoint.*fetch it again") as exc:
         safe_load(tmp_path / "cut.pt")
     assert "refused" not in str(exc.value)
+
+
+def test_auto_spec_picks_the_encoder_measured_best_for_the_language(monkeypatch):
+    from mining.encoders import base
+
+    monkeypatch.setitem(base.BEST_ENCODER, "deu_Latn", "ngram:256")
+    assert load_encoder("auto:deu_Latn").name == "ngram:256"  # the meta records the encoder itself
+    assert base.auto_encoder("xho_Latn") == base.DEFAULT_ENCODER  # not measured: the default
+    with pytest.raises(UserError, match="write auto:LANG"):
+        load_encoder("auto:german")

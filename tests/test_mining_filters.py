@@ -8,7 +8,7 @@ from mining.filters import (DUPLICATE, EMPTY, IDENTICAL, LENGTH_RATIO, NEAR_DUPL
                             FilterConfig, FilterJob, FilterReport, HashSet64, check_identical, check_length,
                             check_ratio, check_script, filter_bitext, filter_lines, hash64, near_dup_key,
                             normalize_punct, normalize_text, run_filter)
-from mining.scripts import dominant_script, han_variant, script_fraction
+from mining.scripts import dominant_script, han_variant, script_fraction, script_units, text_width
 from mt.errors import UserError
 
 
@@ -44,8 +44,30 @@ def test_script_filter_uses_the_code_script():
     assert check_script("這個問題很難", "zho_Hans", 0.5) == SCRIPT  # clearly traditional
     assert check_script("这个问题很难", "zho_Hans", 0.5) is None
     assert check_script("Это", "deu_Latn", 0) is None
-    assert script_fraction("Hello Мир", "Latn") == pytest.approx(5 / 8)
+    assert script_fraction("Hello Мир", "Latn") == pytest.approx(1 / 2)  # a word each, whatever their lengths
     assert dominant_script("ᐃᓄᒃᑎᑐᑦ") == "Cans" and han_variant("abc") is None
+
+
+def test_script_check_counts_cjk_characters_like_words():
+    """A Han, kana or Hangul character weighs as much as a Latin word, so Chinese with Latin product names
+    stays Chinese, and a Latin-only line declared Chinese still fails; scripts without spaces likewise."""
+    zh = "使用 GNOME 桌面的 Nautilus 文件管理器"  # 10 Han characters, 13 Latin letters, 2 Latin words
+    assert check_script(zh, "zho_Hans", 0.5) is None  # even at the old default
+    assert check_script(zh, "zho_Hans", FilterConfig().min_script_fraction) is None
+    assert script_units(zh) == {"Hani": 10, "Latn": 2}
+    assert check_script("Use the GNOME desktop's Nautilus file manager", "zho_Hans", 0.5) == SCRIPT
+    assert check_script("Use the GNOME Nautilus file manager 文件", "zho_Hans", 0.5) == SCRIPT  # 2 of 8
+    assert check_script("GNOME ファイル マネージャ", "jpn_Jpan", 0.5) is None
+    assert check_script("GNOME 파일 관리자", "kor_Hang", 0.5) is None
+    for lang, text in (("tha_Thai", "เปิดไฟล์ด้วย GNOME Files"), ("khm_Khmr", "បើកឯកសារ GNOME Files"),
+                       ("mya_Mymr", "ဖိုင်ကိုဖွင့်ပါ GNOME Files")):
+        assert check_script(text, lang, 0.5) is None, lang  # a clause without spaces is not one word
+        assert check_script("Open the file with GNOME Files", lang, 0.25) == SCRIPT, lang
+    # alphabetic scripts: words, so a Russian line with two Latin names is half Cyrillic
+    assert check_script("Открыть в GNOME Files", "rus_Cyrl", 0.5) is None
+    # the length bound counts a wide character twice: a 3-character Chinese sentence is not too short
+    assert check_length("打开文件", min_chars=5) is None and check_length("Open", min_chars=5) == TOO_SHORT
+    assert text_width("缺纸 ok") == 7
 
 
 def test_near_dup_key_and_identical():
@@ -85,18 +107,23 @@ def test_filter_lines_reasons_in_order():
              "A perfectly fine German-free sentence.",  # exact duplicate
              "a PERFECTLY fine german-free sentence!!",  # near duplicate
              "Version 2 is out now.",  # kept
-             "Version 3 is out now."]  # near duplicate of the line before (digits)
+             "Version 3 is out now.",  # kept: another number is another sentence (to mine: another translation)
+             "version 3 is out now"]  # near duplicate of the line before
     report = FilterReport()
     out = list(filter_lines(lines, "eng_Latn", FilterConfig(), report))
     assert [r for _, r in out] == [None, EMPTY, TOO_SHORT, TOO_LONG, SCRIPT, DUPLICATE, NEAR_DUPLICATE, None,
-                                   NEAR_DUPLICATE]
-    assert report.total == 9 and report.kept == 2
+                                   None, NEAR_DUPLICATE]
+    assert report.total == 10 and report.kept == 3
     assert report.dropped == {EMPTY: 1, TOO_SHORT: 1, TOO_LONG: 1, SCRIPT: 1, DUPLICATE: 1, NEAR_DUPLICATE: 2}
     assert sum(report.dropped.values()) + report.kept == report.total
     # switching a filter off changes only its own count
     report2 = FilterReport()
     list(filter_lines(lines, "eng_Latn", FilterConfig(near_dedup=False, min_script_fraction=0), report2))
-    assert NEAR_DUPLICATE not in report2.dropped and SCRIPT not in report2.dropped and report2.kept == 5
+    assert NEAR_DUPLICATE not in report2.dropped and SCRIPT not in report2.dropped and report2.kept == 6
+    # bitext near-duplicates still fold digits (the pair "Page 1 / Seite 1" repeats "Page 2 / Seite 2")
+    pairs = [("Go to page 1 of the manual", "Gehe zu Seite 1 des Handbuchs"),
+             ("Go to page 2 of the manual", "Gehe zu Seite 2 des Handbuchs")]
+    assert [r for *_, r in filter_bitext(pairs, "eng_Latn", "deu_Latn")] == [None, NEAR_DUPLICATE]
 
 
 def test_dedup_spans_chunks():

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from mining.cli import lid_main
-from mining.lid import LID176_TO_FLORES, LanguageIdentifier, LidConfig, read_thresholds, run_lid
+from mining.lid import (LID176_TO_FLORES, LanguageIdentifier, LidConfig, filter_lang, lid_decision,
+                        read_thresholds, run_lid)
 from mt.data.langs import FLORES200_CODES, is_code
 from mt.errors import UserError
 
@@ -58,6 +59,48 @@ def test_script_picks_the_variant():
     assert LanguageIdentifier.to_flores("xyz", "Привет") == "xyz_Cyrl"  # unknown label of a custom model
 
 
+def test_han_variant_is_decided_by_the_han_characters():
+    # Latin words dominate these lines; the Han characters are traditional / simplified
+    hant = "請選擇 GNOME Files Nautilus Extension Manager"
+    hans = "请选择 GNOME Files Nautilus Extension Manager"
+    assert LanguageIdentifier.to_flores("zh", hant) == "zho_Hant"
+    assert LanguageIdentifier.to_flores("zh", hans) == "zho_Hans"
+    # nothing tells the variants apart: the declared language when it is one of them, else the first
+    assert LanguageIdentifier.to_flores("zh", "文件 GNOME", prefer="zho_Hant") == "zho_Hant"
+    assert LanguageIdentifier.to_flores("zh", "文件 GNOME") == "zho_Hans"
+    assert LanguageIdentifier.to_flores("sr", "Ово је GNOME Files", prefer="srp_Latn") == "srp_Latn"  # 2 vs 2: tie
+    assert LanguageIdentifier.to_flores("sr", "Ово је реченица GNOME") == "srp_Cyrl"
+
+
+def test_lid_decision_rules():
+    assert lid_decision({"deu_Latn": 0.9, "nld_Latn": 0.05}, "deu_Latn") == (None, None)
+    assert lid_decision({"deu_Latn": 0.3, "nld_Latn": 0.2}, "deu_Latn") == (None, None)  # unsure: kept
+    assert lid_decision({"deu_Latn": 0.1, "nld_Latn": 0.8}, "deu_Latn") == ("other_language", "nld_Latn")
+    assert lid_decision({"deu_Latn": 0.1, "nld_Latn": 0.8}, "deu_Latn", reject=0.9) == (None, None)
+    assert lid_decision({"deu_Latn": 0.4, "nld_Latn": 0.3}, "deu_Latn", threshold=0.7, reject=0.0) == \
+        ("below_threshold", None)
+    assert lid_decision({}, "deu_Latn") == (None, None)  # no language the script allows: the script check decides
+
+
+def test_keep_mode_counts_only_languages_the_script_allows(lid):
+    """Short technical English lid.176 gives to Kannada/Tamil, and kana-less Chinese it gives to Japanese,
+    are kept; text in another language is still dropped."""
+    english = ["invalid namespace list", "show tar defaults", "Must specify value for restart-interval option"]
+    chinese = ["使用 GNOME 桌面的 Nautilus 文件管理器", "[排序过的符号表]", "Qt Designer 界面文档"]
+    others = REAL["deu_Latn"] + REAL["rus_Cyrl"]
+    kept = [line for line, r in filter_lang(english + others, lid, "eng_Latn") if r is None]
+    assert kept == english
+    kept = [line for line, r in filter_lang(chinese + REAL["jpn_Jpan"] + REAL["eng_Latn"] + REAL["zho_Hant"], lid,
+                                            "zho_Hans") if r is None]
+    assert kept == chinese
+    assert "jpn_Jpan" not in lid.allowed_probs(chinese[1])  # no kana: not Japanese
+    # a mixed line of Traditional characters and Latin words: kept as zho_Hant, dropped as zho_Hans
+    mixed = ["請選擇 GNOME Files 的 Nautilus 擴充功能", "這個檔案 GNOME Files Nautilus Extension Manager"]
+    assert [r for _, r in filter_lang(mixed, lid, "zho_Hant")] == [None, None]
+    assert [r for _, r in filter_lang(mixed, lid, "zho_Hans")] == ["other_language", "other_language"]
+    assert set(lid.allowed_probs("สวัสดีครับ ยินดีต้อนรับ")) == {"tha_Thai"}  # the script decides alone
+
+
 def test_blank_lines_are_undetermined(lid):
     assert lid.predict(["", "   ", "Bonjour tout le monde, comment allez-vous ?"])[:2] == [("und", 0.0), ("und", 0.0)]
 
@@ -85,25 +128,32 @@ def test_keep_mode_counts_and_output(tmp_path, capsys):
 
 
 def test_thresholds_per_language(tmp_path):
-    # a short ambiguous line gets a lower probability than full sentences
+    # a short ambiguous line gets a lower share than full sentences; --reject-threshold 0: the threshold alone decides
     lines = REAL["eng_Latn"] + ["ok"]
     inp = _write(tmp_path / "in.txt", lines)
-    probs = [p for _, p in LanguageIdentifier().predict(lines)]
-    cut = (min(probs[:2]) + probs[2]) / 2 if probs[2] < min(probs[:2]) else None
+    lid = LanguageIdentifier()
+    shares = []
+    for line in lines:
+        probs = lid.allowed_probs(line, "eng_Latn")
+        shares.append(probs.get("eng_Latn", 0.0) / sum(probs.values()))
+    cut = (min(shares[:2]) + shares[2]) / 2 if shares[2] < min(shares[:2]) else None
     thr = _write(tmp_path / "thr.tsv", ["# lang\tthreshold", "eng_Latn\t0.999999", "deu_Latn\t0.2"])
     table = read_thresholds(thr)
     assert table == {"eng_Latn": 0.999999, "deu_Latn": 0.2}
     strict = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "a"), lang="eng_Latn", thresholds=table,
-                               threshold=0.0, progress=False))
-    assert strict.dropped["below_threshold"] >= 1  # per-language 0.999999 beats --threshold 0
+                               threshold=0.0, reject_threshold=0.0, progress=False))
+    assert strict.kept < len(lines)  # per-language 0.999999 beats --threshold 0
     loose = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "b"), lang="eng_Latn", threshold=0.0,
-                              progress=False))
-    assert loose.dropped["below_threshold"] == 0
+                              reject_threshold=0.0, progress=False))
+    assert loose.kept == len(lines)
     if cut is not None:
         mid = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "c"), lang="eng_Latn", threshold=cut,
-                                progress=False))
+                                reject_threshold=0.0, progress=False))
         assert (tmp_path / "c").read_text().splitlines() == REAL["eng_Latn"]
         assert mid.kept == 2
+    # by default an unsure LID keeps the short line: no other language reaches --reject-threshold
+    default = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "d"), lang="eng_Latn", progress=False))
+    assert default.kept == len(lines)
 
 
 def test_bad_thresholds_file(tmp_path):

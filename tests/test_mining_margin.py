@@ -197,41 +197,74 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     assert (tmp_path / "train.eng_Latn").read_text(encoding="utf-8").splitlines() == [t for _, _, t in rows]
 
 
-def test_default_ratio_cut_follows_the_encoder_in_the_embedding_meta(tmp_path):
-    """An e5 / USE space gets its own ratio cut (RATIO_THRESHOLDS), read from the embedding meta;
-    LASER and unknown encoders keep NLLB's 1.06; an explicit threshold always wins."""
-    import json
-
-    from mining.margin import DEFAULT_RATIO_THRESHOLD, RATIO_THRESHOLDS, default_threshold
-    from mining_helpers import write_emb
-
-    assert default_threshold("ratio", None, "e5:query") == RATIO_THRESHOLDS["e5"]
-    assert default_threshold("ratio", None, "use") == RATIO_THRESHOLDS["use"]
-    assert default_threshold("ratio", None, "ngram:512") == DEFAULT_RATIO_THRESHOLD
-    assert default_threshold("ratio", None, "laser3-wol_Latn") == DEFAULT_RATIO_THRESHOLD
-    assert default_threshold("ratio", None, None) == DEFAULT_RATIO_THRESHOLD
-    assert default_threshold("cosine", None, "e5") is None and default_threshold("ratio", 0.5, "e5") == 0.5
-    # 2 x 2, k = 2: x_i's translation y_i at cosine .8, the other at b, so that ratio(x_i, y_i) = 2 * .8 / (.8 + b)
-    # = r, a score between e5's cut and 1.06: e5's default keeps both pairs, LASER's 1.06 none
-    r = (RATIO_THRESHOLDS["e5"] + DEFAULT_RATIO_THRESHOLD) / 2
+def _two_pair_knn(tmp_path, r):
+    """2 x 2, k = 2: x_i's translation y_i at cosine .8, the other at b, so that ratio(x_i, y_i) = r."""
     b = 0.8 * (2 - r) / r
     ids, sims = [[0, 1], [1, 0]], [[0.8, b], [0.8, b]]
-    fwd_p, bwd_p = write_knn(tmp_path / "src2tgt", ids, sims, 2), write_knn(tmp_path / "tgt2src", ids, sims, 2)
-    everything = mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig(threshold=float("-inf")))
-    scored = dict(zip(zip(everything.src.tolist(), everything.tgt.tolist()), everything.scores.tolist()))
-    assert scored == pytest.approx({(0, 0): r, (1, 1): r})
-    kept = {}
-    for encoder in ("e5", "use", None):
-        if encoder:
-            write_emb(tmp_path / f"emb-{encoder}", np.eye(2), encoder=encoder)
-        meta = json.loads((tmp_path / "src2tgt.meta.json").read_text())
-        meta["queries"] = str(tmp_path / f"emb-{encoder}") if encoder else ""
-        (tmp_path / "src2tgt.meta.json").write_text(json.dumps(meta))
-        al = mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig())
-        cut = default_threshold("ratio", None, encoder)
-        kept[encoder] = set(zip(al.src.tolist(), al.tgt.tolist()))
-        assert kept[encoder] == {p for p, s in scored.items() if s >= cut}, encoder
-    assert kept["e5"] == {(0, 0), (1, 1)} and kept[None] == set()
+    return write_knn(tmp_path / "src2tgt", ids, sims, 2), write_knn(tmp_path / "tgt2src", ids, sims, 2)
+
+
+def _point_meta_at(tmp_path, fwd_p, encoder, langs=("deu_Latn", "eng_Latn")):
+    import json
+
+    from mining_helpers import write_emb
+
+    for side, lang, meta_file, key in ((0, langs[0], "src2tgt", "queries"), (1, langs[1], "tgt2src", "queries")):
+        write_emb(tmp_path / f"emb-{side}", np.eye(2), encoder=encoder, lang=lang)
+        meta = json.loads((tmp_path / f"{meta_file}.meta.json").read_text())
+        meta[key] = str(tmp_path / f"emb-{side}")
+        (tmp_path / f"{meta_file}.meta.json").write_text(json.dumps(meta))
+
+
+def test_default_cut_comes_from_the_calibration_of_the_encoder_and_pair(tmp_path):
+    """No --threshold: the cut calibrated for the encoder in the embedding meta (the pair's own with enough
+    gold, else the encoder's median); an explicit threshold wins; it is logged and written to meta.json."""
+    import json
+
+    from mining.calibration import encoder_entry, write_calibration
+
+    fwd_p, bwd_p = _two_pair_knn(tmp_path, 1.10)
+    _point_meta_at(tmp_path, fwd_p, "myenc")
+    cal = tmp_path / "cal.json"
+    write_calibration(cal, "myenc", encoder_entry({"deu_Latn-eng_Latn": {"cut": 1.12, "f1": 0.9, "gold": 500},
+                                                   "eng_Latn-fra_Latn": {"cut": 1.05, "f1": 0.9, "gold": 500},
+                                                   "eng_Latn-zho_Hans": {"cut": 1.08, "f1": 0.9, "gold": 500}}))
+    fwd, bwd = KnnSet.open(fwd_p), KnnSet.open(bwd_p)
+    al = mine(fwd, bwd, MarginConfig(calibration=str(cal)))
+    assert al.cut.value == 1.12 and al.cut.source == "pair" and len(al) == 0  # 1.10 < the pair's 1.12
+    al = mine(fwd, bwd, MarginConfig(calibration=str(cal), src_lang="hin_Deva", tgt_lang="eng_Latn"))
+    assert al.cut.value == 1.08 and al.cut.source == "encoder" and len(al) == 2  # median of 1.05, 1.08, 1.12
+    al = mine(fwd, bwd, MarginConfig(calibration=str(cal), threshold=1.2))
+    assert al.cut.source == "given" and len(al) == 0
+    # the CLI: the cut and why in the log and in mined.meta.json
+    (tmp_path / "de.txt").write_text("a\nb\n")
+    (tmp_path / "en.txt").write_text("x\ny\n")
+    out = tmp_path / "mined.tsv"
+    assert cli(["--knn-dir", str(tmp_path), "--out", str(out), "--src-text", str(tmp_path / "de.txt"),
+                "--tgt-text", str(tmp_path / "en.txt"), "--calibration", str(cal), "--src-lang", "hin_Deva"]) == 0
+    meta = json.loads((tmp_path / "mined.meta.json").read_text())
+    assert meta["threshold"]["value"] == 1.08 and "median" in meta["threshold"]["why"]
+    assert meta["candidates"] == 2 and meta["written"] == 2 and meta["src_lang"] == "hin_Deva"
+    # an encoder nobody calibrated: a cut fitted to the scores (too few here: every pair kept)
+    _point_meta_at(tmp_path, fwd_p, "other")
+    al = mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig(calibration=str(cal)))
+    assert al.cut.source == "none" and len(al) == 2
+    _point_meta_at(tmp_path, fwd_p, "laser2")
+    assert mine(KnnSet.open(fwd_p), KnnSet.open(bwd_p), MarginConfig()).cut.value == 1.06
+
+
+def test_fitted_cut_falls_inside_a_known_separation():
+    """Synthetic margin scores: noise around 1.0, translations around 1.3 with nothing between 1.1 and 1.2;
+    at 10% and at 50% translations the fitted cut lands in the gap."""
+    from mining.calibration import fit_cut
+
+    rng = np.random.default_rng(0)
+    for n_true in (100, 900):
+        noise = np.clip(rng.normal(1.0, 0.03, 900), None, 1.1)
+        true = np.clip(rng.normal(1.3, 0.04, n_true), 1.2, None)
+        cut = fit_cut(np.concatenate([noise, true]))
+        assert cut.source == "fitted" and 1.1 <= cut.value <= 1.2, (n_true, cut)
+    assert fit_cut(np.ones(50)).value is None  # no spread: nothing to fit, every pair kept
 
 
 def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
