@@ -326,6 +326,9 @@ MOE_STATS_EPILOG = """examples:
   # routing statistics of 500 random lines translated eng->deu and eng->fra, and a placement for 4 ranks
   mt-moe-stats --path ckpt/checkpoint_best.pt --input mono.eng_Latn.txt -s eng_Latn -t deu_Latn,fra_Latn \\
       --sample 500 --out work/moe/stats.json --num-ranks 4
+  # a model larger than memory (imported NLLB-MoE): 4 experts per layer resident, the others memory-mapped
+  mt-moe-stats --path models/nllb-moe/checkpoint.pt --input dev.eng_Latn -s eng_Latn -t deu_Latn \\
+      --out work/moe/eng-deu.json --expert-cache 4 --bf16
   # expert-parallel inference with that placement (each rank holds 1/4 of the experts)
   torchrun --standalone --nproc_per_node 4 --no-python mt-generate work/bin --path ckpt/checkpoint_best.pt \\
       --gen-subset devtest -s eng_Latn -t deu_Latn --expert-placement work/moe/placement.json
@@ -353,6 +356,7 @@ def build_moe_stats_parser() -> argparse.ArgumentParser:
     p.add_argument("--coactivation", action="store_true", help="also count expert x expert co-activations")
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p)
+    _add_moe(p)
     _add_search(p)
     p.set_defaults(beam=4)
     return p
@@ -369,7 +373,7 @@ def moe_stats_main(argv: list[str] | None = None) -> int:
         out=args.out, sample=args.sample, seed=args.seed, num_ranks=args.num_ranks, placement=args.placement,
         coactivation=args.coactivation, data=args.data, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
         threads=args.threads, search=search, max_tokens=args.max_tokens, batch_size=args.batch_size,
-        progress=not args.no_progress_bar,
+        progress=not args.no_progress_bar, moe=_moe(args),
     )  # fmt: skip
     moe_stats(cfg)
     return 0
