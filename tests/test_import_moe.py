@@ -275,7 +275,8 @@ def test_router_with_capacity_dropping_equals_transformers(prioritized, before):
 
 def test_import_streams_the_experts(files, tmp_path):
     """Experts are converted and written one at a time: importing a model whose experts are 9x its dense part
-    raises peak RSS by about the dense part plus one expert per MoE layer, far below all the experts."""
+    raises peak RSS by about the dense part plus one expert per MoE layer, far below all the experts; and
+    loading the imported model whole (no expert cache) holds one copy of the weights."""
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
     vocab = files["model"].config.vocab_size
@@ -294,11 +295,20 @@ def test_import_streams_the_experts(files, tmp_path):
             f"cli.import_model({fmt!r}, Path({str(big[fmt])!r}), Path({str(tmp_path / ('out-' + fmt))!r}))\n"
             "print(pagemem.peak_rss() - base)\n"
         )  # fmt: skip
+    code += (  # and loading it whole (no expert cache) holds one copy of the experts, not files + concatenation
+        "from mt.generate.loading import load_model\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "base = pagemem.current_rss()\n"
+        f"loaded = load_model(Path({str(tmp_path / 'out-hf' / 'checkpoint.pt')!r}))\n"
+        "print(pagemem.peak_rss() - base)\n"
+    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     one_expert_per_layer = experts // 16
-    for fmt, grew in zip(("hf", "fairseq"), map(int, proc.stdout.split())):
+    *imports, load = map(int, proc.stdout.split())
+    for fmt, grew in zip(("hf", "fairseq"), imports):
         assert grew < dense + 4 * one_expert_per_layer + (8 << 20), (
             f"{fmt}: peak RSS +{grew >> 20} MiB (dense {dense >> 20} MiB, experts {experts >> 20} MiB)")
     assert len(list((tmp_path / "out-fairseq").glob("checkpoint-rank-*.pt"))) == 16
+    assert load < 1.25 * (dense + experts), f"load: peak RSS +{load >> 20} MiB for {(dense + experts) >> 20} MiB"
