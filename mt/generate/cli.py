@@ -401,7 +401,7 @@ checkpoint records each layer's original expert ids and the share of the counted
 
 def build_moe_prune_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mt-moe-prune", description="Language-specific expert pruning: keep the experts "
-                                "a language pair uses (from mt-moe-stats) and write a smaller MoE checkpoint.",
+                                "a language pair uses, in a smaller MoE checkpoint.",
                                 epilog=MOE_PRUNE_EPILOG, formatter_class=_FMT)  # fmt: skip
     p.add_argument("--path", required=True, metavar="CKPT", help="the MoE checkpoint to prune")
     p.add_argument("--stats", required=True, metavar="JSON[,JSON...]",

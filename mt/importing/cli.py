@@ -15,8 +15,7 @@ from mt.importing import convert
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 DESCRIPTION = """\
-Import a released NLLB-200 model (Hugging Face or fairseq files; dense or the sparse NLLB-MoE) as a
-checkpoint folder.
+Import a released NLLB-200 or NLLB-MoE model (Hugging Face or fairseq files) as a checkpoint folder.
 
 Writes checkpoint.pt, dict.txt and spm.model into --out (an MoE model adds checkpoint-rank-{e}.pt, one
 file per expert); mt-generate, mt-translate, mt-interactive, mt-moe-stats and Translator load it like a
