@@ -156,7 +156,8 @@ def _expert_shard(save_id: str, rank: int, shards: int, model: dict[str, torch.T
     }  # fmt: skip
 
 
-def save_with_expert_files(state: dict[str, Any], path: str | os.PathLike, shards: Iterable[dict[str, torch.Tensor]]) -> list[Path]:
+def save_with_expert_files(state: dict[str, Any], path: str | os.PathLike,
+                           shards: Iterable[dict[str, torch.Tensor]]) -> list[Path]:  # fmt: skip
     """One process writes a checkpoint whose experts are in ``{stem}-rank-{q}.pt`` files (no optimizer).
 
     ``shards`` yields each shard's expert tensors in turn (E/shards experts of every MoE layer, stacked

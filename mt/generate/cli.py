@@ -405,7 +405,7 @@ def build_moe_prune_parser() -> argparse.ArgumentParser:
                                 epilog=MOE_PRUNE_EPILOG, formatter_class=_FMT)  # fmt: skip
     p.add_argument("--path", required=True, metavar="CKPT", help="the MoE checkpoint to prune")
     p.add_argument("--stats", required=True, metavar="JSON[,JSON...]",
-                   help="mt-moe-stats output(s) on the language pair's dev set; counts of several files are summed")  # fmt: skip
+                   help="mt-moe-stats output(s) on the language pair's dev set (counts of several are summed)")
     keep = p.add_mutually_exclusive_group(required=True)
     keep.add_argument("--keep-experts", type=int, default=0, metavar="N", help="experts kept in each MoE layer (>= 2)")
     keep.add_argument("--keep-share", type=float, default=0.0, metavar="F",
@@ -413,8 +413,10 @@ def build_moe_prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance", choices=["assignments", "first"], default="assignments",
                    help="which counts rank the experts: assignments (top-1 and top-2 choices, the expert's work; "
                         "default) or first (top-1 choices)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for checkpoint.pt (+ expert files), dict.txt, spm.model")
-    p.add_argument("--data", default="", metavar="DIR", help="directory with the model's dict.txt (default: as mt-generate finds it)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for checkpoint.pt (+ expert files), dict.txt, spm.model")  # fmt: skip
+    p.add_argument("--data", default="", metavar="DIR",
+                   help="directory with the model's dict.txt (default: as mt-generate finds it)")  # fmt: skip
     p.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: beside dict.txt)")
     p.add_argument("--force", action="store_true", help="replace the files of an earlier checkpoint in --out")
     return p

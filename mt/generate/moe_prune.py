@@ -116,7 +116,8 @@ def read_stats(paths: list[str], tags: list[str], num_experts: int,
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{path}: cannot read the routing statistics ({exc}); write them with mt-moe-stats") from None
         if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
-            raise UserError(f"{path}: not routing statistics (no '{STATS_FORMAT}' format marker); write them with mt-moe-stats")
+            raise UserError(f"{path}: not routing statistics (no '{STATS_FORMAT}' format marker); write them with "
+                            "mt-moe-stats")  # fmt: skip
         if int(data.get("num_experts", 0)) != num_experts:
             raise UserError(f"{path}: statistics of a model with {data.get('num_experts')} experts per layer, this one has "
                             f"{num_experts}; run mt-moe-stats on this checkpoint")  # fmt: skip
@@ -181,7 +182,8 @@ def prune(cfg: PruneConfig) -> dict[str, Any]:
     written = write_folder(out, spm, dictionary, new, _shards(layers, kept, views, files, K))
     _say(f"mt-moe-prune: kept {K} of {E} experts in each of {len(layers)} MoE layers ({', '.join(directions) or '?'}: "
          f"{100 * min(coverage.values()):.1f}-{100 * max(coverage.values()):.1f}% of the {cfg.importance} per layer); "
-         f"expert weights {expert_bytes / 2**20:.1f} MiB -> {expert_bytes * K / E / 2**20:.1f} MiB; wrote {written}")  # fmt: skip
+         f"expert weights {expert_bytes / 2**20:.1f} MiB -> {expert_bytes * K / E / 2**20:.1f} MiB; "
+         f"wrote {written}")  # fmt: skip
     return {"path": written, "experts": kept, "coverage": coverage, "bytes": (expert_bytes, expert_bytes * K // E)}
 
 

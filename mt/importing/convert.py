@@ -246,7 +246,8 @@ def _check_tied(w: WeightSource, naming: Naming, primary: str) -> set[str]:
 
 def shard_outputs(out: Path) -> list[Path]:
     """Expert files of an earlier import or prune in ``out`` (``checkpoint-rank-{q}.pt`` and ``.pending``)."""
-    return sorted(p for p in out.glob("checkpoint-rank-*.pt*") if re.fullmatch(r"checkpoint-rank-\d+\.pt(\.pending)?", p.name))
+    pattern = re.compile(r"checkpoint-rank-\d+\.pt(\.pending)?")
+    return sorted(p for p in out.glob("checkpoint-rank-*.pt*") if pattern.fullmatch(p.name))
 
 
 def check_outputs(inputs: dict[str, Path], out: Path, force: bool, num_experts: int = 0) -> None:

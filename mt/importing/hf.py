@@ -21,7 +21,9 @@ NLLB-MoE (``model_type`` nllb-moe, transformers' modeling_nllb_moe.py): the same
 (``normalize_router_prob_before_dropping``), capacity claimed in token order or by probability
 (``batch_prioritized_routing``), eval capacity ``ceil(moe_eval_capacity_token_fraction * tokens)``, and
 EOM (``moe_token_dropout``) whose outputs are scaled by (1 - p) at inference: each maps to our MoE layer's
-option of the same meaning. HF names it ``ffn.router.classifier`` / ``ffn.experts.expert_{e}.fc1`` /
+option of the same meaning (our inference is deterministic: with ``second_expert_policy`` sampling HF adds
+Gumbel noise at eval too; the released model uses ``all``; ``router_dtype`` does not matter, our router
+computes in float32). HF names it ``ffn.router.classifier`` / ``ffn.experts.expert_{e}.fc1`` /
 ``ffn.fc1``, ``cross_attention``, ``ff_layer_norm`` (``MOE_RENAMES``). Not ours to copy: HF's
 ``NllbMoeSparseMLP.forward`` passes the one-hot top-1 mask where ``NllbMoeExperts`` expects expert indices,
 so its experts run on the wrong tokens; we route as the router (and fairseq) decide.
@@ -57,10 +59,13 @@ MOE_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 # fairseq-style names (the plan's) -> HF NLLB-MoE's, after "model."
 MOE_RENAMES = (
-    (r"\.moe_layer\.experts\.(\d+)\.", r".ffn.experts.expert_\1."), (r"\.moe_layer\.gate\.wg\.", ".ffn.router.classifier."),
-    (r"(layers\.\d+)\.fc([12])\.", r"\1.ffn.fc\2."), (r"\.encoder_attn_layer_norm\.", ".cross_attention_layer_norm."),
-    (r"\.encoder_attn\.", ".cross_attention."), (r"\.final_layer_norm\.", ".ff_layer_norm."),
-)  # fmt: skip
+    (r"\.moe_layer\.experts\.(\d+)\.", r".ffn.experts.expert_\1."),
+    (r"\.moe_layer\.gate\.wg\.", ".ffn.router.classifier."),
+    (r"(layers\.\d+)\.fc([12])\.", r"\1.ffn.fc\2."),
+    (r"\.encoder_attn_layer_norm\.", ".cross_attention_layer_norm."),
+    (r"\.encoder_attn\.", ".cross_attention."),
+    (r"\.final_layer_norm\.", ".ff_layer_norm."),
+)
 # what our Transformer computes: config values that must be so
 REQUIRED: dict[str, Any] = {
     "activation_function": "relu", "scale_embedding": True, "tie_word_embeddings": True, "pad_token_id": 1,

@@ -567,7 +567,8 @@ class MoELayer(nn.Module):
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
         capacity = self._capacity(N, positions, xs.device)
-        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training, self.batch_prioritized)
+        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training,
+                       self.batch_prioritized)  # fmt: skip
         if self.training:
             self._losses_and_stats(logits, r, ctx)
         elif self.route_hook is not None:
