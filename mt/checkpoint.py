@@ -34,6 +34,9 @@ matching ``.pending`` file. ``load_checkpoint(path, rank=r, world=W)`` re-shards
 concatenates the experts of the saved shards and keeps expert range [r*E/W, (r+1)*E/W) (weights and Adam
 moments), so a run saved with W=2 resumes with W=1 or 4 and ``load_checkpoint(path)`` returns the whole
 model. The save directory must be visible to every rank (a shared file system across nodes).
+One process can write the same layout with ``save_with_expert_files`` (mt-import, mt-moe-prune: one
+expert per shard, written one at a time, so a model larger than memory can be written; inference
+memory-maps each shard's experts, see ``expert_views``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -144,6 +147,56 @@ def save_checkpoint(
             shutil.copyfileobj(src, out, 1 << 22)
 
 
+def _expert_shard(save_id: str, rank: int, shards: int, model: dict[str, torch.Tensor],
+                  optimizer_state: dict[int, Any], num_updates: Any) -> dict[str, Any]:  # fmt: skip
+    """The content of ``{stem}-rank-{rank}.pt`` (see the module docstring)."""
+    return {
+        "format": FORMAT + "/experts", "save_id": save_id, "rank": rank, "shards": shards,
+        "num_updates": num_updates, "model": model, "optimizer_state": optimizer_state,
+    }  # fmt: skip
+
+
+def save_with_expert_files(state: dict[str, Any], path: str | os.PathLike,
+                           shards: Iterable[dict[str, torch.Tensor]]) -> list[Path]:  # fmt: skip
+    """One process writes a checkpoint whose experts are in ``{stem}-rank-{q}.pt`` files (no optimizer).
+
+    ``shards`` yields each shard's expert tensors in turn (E/shards experts of every MoE layer, stacked
+    along dim 0), so a caller can produce them one at a time: only one shard is in memory while it is
+    written (mt-import streams a model larger than memory this way). ``state["moe"]`` gives ``shards`` and
+    ``expert_keys``. The expert files are written first, the shared file last (the commit point, as in a
+    sharded training save: each is written as ``.pending`` and renamed once the shared file names the new
+    ``save_id``). Returns the files written; on failure before the commit none of them is left.
+    """
+    path = Path(path)
+    moe = state["moe"]
+    n, save_id = int(moe["shards"]), uuid.uuid4().hex
+    pending: list[Path] = []
+    try:
+        for q, model in enumerate(shards):
+            if q >= n or set(model) != set(moe["expert_keys"]):
+                raise ValueError(f"expert shard {q}: expected {n} shards with the keys {moe['expert_keys'][:2]}...")
+            final = shard_path(path, q)
+            with atomic_write(_pending(final), "wb") as fh:  # as a sharded training save: see the module docstring
+                torch.save(_expert_shard(save_id, q, n, model, {}, state.get("num_updates")), fh)
+            pending.append(_pending(final))
+            del model
+        if len(pending) != n:
+            raise ValueError(f"{len(pending)} expert shards written, the checkpoint says {n}")
+        shared = {**state, "save_id": save_id, "moe": {**moe, "expert_param_ids": [], "save_id": save_id}}
+        with atomic_write(path, "wb") as fh:  # the commit point
+            torch.save(shared, fh)
+    except BaseException:
+        for p in pending:
+            p.unlink(missing_ok=True)
+        raise
+    written = [path]
+    for p in pending:
+        final = p.with_name(p.name[: -len(".pending")])
+        os.replace(p, final)
+        written.append(final)
+    return written
+
+
 def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: int) -> None:
     from mt import distributed
 
@@ -151,11 +204,10 @@ def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: i
     save_id = distributed.broadcast_object(uuid.uuid4().hex)
     keys, ids = set(moe["expert_keys"]), set(moe["expert_param_ids"])
     opt = state["optimizer"]
-    shard = {
-        "format": FORMAT + "/experts", "save_id": save_id, "rank": rank, "shards": int(moe["shards"]),
-        "num_updates": state.get("num_updates"), "model": {k: v for k, v in state["model"].items() if k in keys},
-        "optimizer_state": {i: v for i, v in opt["state"].items() if i in ids},
-    }  # fmt: skip
+    shard = _expert_shard(
+        save_id, rank, int(moe["shards"]), {k: v for k, v in state["model"].items() if k in keys},
+        {i: v for i, v in opt["state"].items() if i in ids}, state.get("num_updates"),
+    )  # fmt: skip
     shared = dict(state)
     shared["model"] = {k: v for k, v in state["model"].items() if k not in keys}
     shared["optimizer"] = {**opt, "state": {i: v for i, v in opt["state"].items() if i not in ids}}

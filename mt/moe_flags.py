@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"how the second expert is chosen in training (default: {d.moe_second_expert_policy})")
     g.add_argument("--moe-normalize-gate-prob-before-dropping", action="store_true", default=None,
                    help="normalise the two gate probabilities before over-capacity dropping (default: after)")
+    g.add_argument("--moe-batch-prioritized-routing", action="store_true", default=None,
+                   help="over-capacity dropping keeps the tokens with the highest top-1 gate probability first "
+                        "instead of the first tokens of the batch (default: token order)")  # fmt: skip
     g.add_argument("--moe-train-capacity-factor", type=float, default=None,
                    help="expert capacity in training = factor * 2 * tokens / experts (which tokens: --moe-train-capacity-rule; "
                         f"default: {d.moe_train_capacity_factor})")

@@ -12,6 +12,11 @@
   ``args``, an omegaconf ``cfg`` (pickled under omegaconf's class names, without omegaconf installed),
   ``last_optimizer_state`` and numpy numbers in ``extra_state``; ``dictionary.txt`` and ``langs.txt``.
 
+- the sparse NLLB-MoE the same two ways: an HF folder (``model_type`` nllb-moe, nllb-moe-54b's
+  config.json at reduced sizes, a random ``NllbMoeForConditionalGeneration``) and the fairseq release
+  layout (``checkpoint_2_300000-shared.pt`` with the dense part and the gates, the experts in
+  ``checkpoint_2_300000-rank-{r}.pt`` as local experts ``moe_layer.experts.{0..L-1}``).
+
 The random weights are drawn wider than HF's init (std 0.02 would make every next-token distribution
 nearly flat, where ties decide) and the ``</s>`` embedding is scaled up so that hypotheses end by
 themselves after a few tokens instead of at the length limit.
@@ -311,13 +316,8 @@ def fairseq_state_dict(hf_model) -> dict[str, torch.Tensor]:
     return out
 
 
-def make_fairseq_files(folder: Path, hf_model, spm_path: Path, langs: list[str] = LANGS,
-                       cfg_style: str = "omegaconf", extra: dict[str, Any] | None = None) -> Path:
-    """checkpoint.pt (+ dictionary.txt, sentencepiece.bpe.model, langs.txt) of the HF model's weights.
-
-    ``cfg_style``: "omegaconf" (cfg a pickled DictConfig holding the Namespace, args None), "args" (args
-    only, cfg None: older fairseq), or "both".
-    """
+def write_fairseq_vocab(folder: Path, spm_path: Path, langs: list[str] = LANGS) -> None:
+    """dictionary.txt (pieces after fairseq's 4 specials), sentencepiece.bpe.model and langs.txt."""
     import sentencepiece as spm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,19 +326,32 @@ def make_fairseq_files(folder: Path, hf_model, spm_path: Path, langs: list[str] 
     (folder / "dictionary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.copy(spm_path, folder / "sentencepiece.bpe.model")
     (folder / "langs.txt").write_text(",".join(langs), encoding="utf-8")
-    hc = hf_model.config.to_dict()
-    args = fairseq_args(hc, langs)
-    sd = fairseq_state_dict(hf_model)
+
+
+def training_state(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What a fairseq save holds besides the options: the model, optimizer history, extra state, Adam moments."""
     first = next(iter(sd.values()))
-    state: dict[str, Any] = {
+    return {
         "args": None, "model": sd,
         "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "FairseqAdam",
                                "lr_scheduler_state": {"best": np.float64(3.25)}, "num_updates": 1000}],
         "extra_state": {"epoch": 3, "val_loss": np.float64(2.5), "train_iterator": {"iterations_in_epoch": 7}},
-        "last_optimizer_state": {"state": {0: {"step": 1000, "exp_avg": torch.randn(64, 8) + first.sum(),
+        "last_optimizer_state": {"state": {0: {"step": 1000, "exp_avg": torch.randn(64, 8) + first.float().sum(),
                                                "exp_avg_sq": torch.rand(64, 8)}}, "param_groups": [{"lr": 1e-4}]},
-        **(extra or {}),
     }  # fmt: skip
+
+
+def make_fairseq_files(folder: Path, hf_model, spm_path: Path, langs: list[str] = LANGS,
+                       cfg_style: str = "omegaconf", extra: dict[str, Any] | None = None) -> Path:
+    """checkpoint.pt (+ dictionary.txt, sentencepiece.bpe.model, langs.txt) of the HF model's weights.
+
+    ``cfg_style``: "omegaconf" (cfg a pickled DictConfig holding the Namespace, args None), "args" (args
+    only, cfg None: older fairseq), or "both".
+    """
+    write_fairseq_vocab(folder, spm_path, langs)
+    hc = hf_model.config.to_dict()
+    args = fairseq_args(hc, langs)
+    state = {**training_state(fairseq_state_dict(hf_model)), **(extra or {})}
     path = folder / "checkpoint.pt"
     with fake_omegaconf() as C:
         if cfg_style in ("args", "both"):
@@ -361,6 +374,163 @@ def nasty_checkpoint(path: Path, payload: Any, legacy_format: bool = False) -> P
     return path
 
 
+# --- NLLB-MoE -----------------------------------------------------------------------------------------
+def hf_moe_config(vocab_size: int, d: int = 32, layers: int = 4, ffn: int = 64, heads: int = 4, experts: int = 8,
+                  step: int = 2) -> dict[str, Any]:  # fmt: skip
+    """nllb-moe-54b's config.json (transformers 4.27 era) at reduced sizes (54b: 24 + 24 layers, step 4, 128 experts)."""
+    config = hf_config(vocab_size, d, layers, ffn, heads)
+    config.update({
+        "_name_or_path": "facebook/nllb-moe-54b", "architectures": ["NllbMoeForConditionalGeneration"],
+        "model_type": "nllb-moe", "num_experts": experts, "encoder_sparse_step": step, "decoder_sparse_step": step,
+        "expert_capacity": 64, "router_bias": False, "router_dtype": "float32", "router_ignore_padding_tokens": False,
+        "router_aux_loss_coef": 0.001, "router_z_loss_coef": 0.001, "second_expert_policy": "all",
+        "normalize_router_prob_before_dropping": False, "batch_prioritized_routing": False,
+        "moe_eval_capacity_token_fraction": 1.0, "moe_token_dropout": 0.2, "output_router_logits": False,
+        "transformers_version": "4.27.0.dev0",
+    })  # fmt: skip
+    return config
+
+
+def random_nllb_moe(config: dict[str, Any], seed: int = 0, eos_boost: float = 6.0):
+    """A random NllbMoeForConditionalGeneration, weights drawn as ``random_m2m100``'s (routers included, so
+    that tokens spread over the experts)."""
+    from transformers import NllbMoeConfig, NllbMoeForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = NllbMoeForConditionalGeneration(NllbMoeConfig(**config)).eval()
+    _randomize(model, config)
+    return model
+
+
+def nllb_moe_of_size(config: dict[str, Any]):
+    """An NllbMoeForConditionalGeneration with arbitrary (non-random) weights, built fast: for memory tests."""
+    from transformers import NllbMoeConfig, NllbMoeForConditionalGeneration
+
+    with torch.device("meta"):
+        model = NllbMoeForConditionalGeneration(NllbMoeConfig(**config))
+    model = model.to_empty(device="cpu").eval()
+    model.tie_weights()
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.fill_(0.01 * (i % 7))
+    return model
+
+
+def _randomize(model, config: dict[str, Any], eos_boost: float = 6.0) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+        gain = model.model.decoder.layer_norm.weight
+        gain.copy_(torch.randn_like(gain) * 2.0)
+        emb = model.model.shared.weight
+        emb[config["pad_token_id"]].zero_()
+        emb[config["eos_token_id"]] *= eos_boost
+
+
+def fix_hf_routing(model) -> None:
+    """transformers' NllbMoeSparseMLP passes the one-hot top-1 mask where NllbMoeExperts expects expert
+    indices, so experts run on the wrong tokens. Patch each sparse layer to pass the indices of the (up to
+    two) experts its router chose and their combine weights; everything else stays HF's (as
+    ``bench/train_throughput.py``'s ``hf_fixed``)."""
+    from transformers.models.nllb_moe import modeling_nllb_moe as hfm
+
+    def sparse_forward(self, hidden_states, padding_mask=None):
+        B, T, d = hidden_states.shape
+        h = hidden_states.reshape(-1, d)
+        _, combine, _ = self.router(h, padding_mask)  # (N, E), zero where a token is not routed
+        top2 = combine.topk(2, dim=-1).indices
+        return self.experts(h, top2, combine.gather(1, top2)).reshape(B, T, d)
+
+    def experts_forward(self, h, top2, weights):
+        final = torch.zeros_like(h)
+        routed = (weights > 0).long()[..., None]
+        mask = (torch.nn.functional.one_hot(top2, num_classes=self.num_experts) * routed).permute(2, 1, 0)
+        for e in torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero():
+            idx, tok = torch.where(mask[e].squeeze(0))
+            cur = self[f"expert_{e[0]}"](h[tok]) * weights[tok, idx, None]
+            if self.moe_token_dropout > 0:
+                cur = self.token_dropout(cur) if self.training else cur * (1 - self.moe_token_dropout)
+            final.index_add_(0, tok, cur.to(h.dtype))
+        return final
+
+    for m in model.modules():
+        if isinstance(m, hfm.NllbMoeSparseMLP):
+            m.forward = sparse_forward.__get__(m)
+            m.experts.forward = experts_forward.__get__(m.experts)
+
+
+def make_hf_moe_folder(folder: Path, spm_path: Path, model, weights: str = "safetensors") -> Path:
+    """An HF NLLB-MoE folder (config.json as nllb-moe-54b's, at the model's sizes); ``weights`` as make_hf_folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    c = model.config
+    config = hf_moe_config(c.vocab_size, c.d_model, c.encoder_layers, c.encoder_ffn_dim, c.encoder_attention_heads,
+                           c.num_experts, c.encoder_sparse_step)  # fmt: skip
+    model.save_pretrained(folder, max_shard_size="60KB" if weights == "sharded" else "10GB")
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    write_tokenizer_files(folder, spm_path)
+    return folder
+
+
+def fairseq_moe_state_dicts(hf_model, ranks: int) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The NLLB-MoE weights under the fairseq release's names (transformers' conversion script, reversed):
+    the shared state dict and, per rank file, its experts as local experts 0..E/ranks-1."""
+    import re
+
+    E = hf_model.config.num_experts
+    local = E // ranks
+    renames = [(r"\.ffn\.router\.classifier\.", ".moe_layer.gate.wg."), (r"\.ffn\.fc([12])\.", r".fc\1."),
+               (r"\.cross_attention_layer_norm\.", ".encoder_attn_layer_norm."), (r"\.cross_attention\.", ".encoder_attn."),
+               (r"\.ff_layer_norm\.", ".final_layer_norm.")]  # fmt: skip
+    shared: dict[str, torch.Tensor] = {}
+    experts: list[dict[str, torch.Tensor]] = [{} for _ in range(ranks)]
+    for k, v in fairseq_state_dict(hf_model).items():
+        m = re.fullmatch(r"(.*)\.ffn\.experts\.expert_(\d+)\.(.*)", k)
+        if m:
+            e = int(m.group(2))
+            experts[e // local][f"{m.group(1)}.moe_layer.experts.{e % local}.{m.group(3)}"] = v
+            continue
+        for pattern, repl in renames:
+            k = re.sub(pattern, repl, k)
+        shared[k] = v
+    return shared, experts
+
+
+def fairseq_moe_args(config: dict[str, Any], langs: list[str] = LANGS) -> argparse.Namespace:
+    """An NLLB-MoE training run's options (fairseq NLLB branch: sweep_mmt.py's MoE grid, ``--moe-freq 4 --moe-eom 0.2``)."""
+    args = fairseq_args(config, langs)
+    args.arch = "transformer_24_24_big"
+    for k, v in {"moe_freq": config["encoder_sparse_step"], "encoder_moe_freq": config["encoder_sparse_step"],
+                 "decoder_moe_freq": config["decoder_sparse_step"], "moe_expert_count": config["num_experts"],
+                 "moe_gate_loss_wt": 0.01, "moe_gate_loss_combine_method": "sum", "moe_second_expert_policy": "all",
+                 "moe_normalize_gate_prob_before_dropping": False, "moe_gating_use_fp32": True,
+                 "moe_eval_capacity_token_fraction": 1.0, "use_moe_pad_mask": True,
+                 "moe_normalize_expert_grad": "sqrt_world_size", "moe_eom": config["moe_token_dropout"],
+                 "moe_batch_prioritized_routing": False, "moe_cmr": False}.items():  # fmt: skip
+        setattr(args, k, v)
+    return args
+
+
+def make_fairseq_moe_files(folder: Path, hf_model, spm_path: Path, ranks: int = 4, stem: str = "checkpoint_2_300000",
+                           langs: list[str] = LANGS) -> Path:  # fmt: skip
+    """``{stem}-shared.pt`` + ``{stem}-rank-{0..ranks-1}.pt`` (+ dictionary.txt, sentencepiece.bpe.model,
+    langs.txt) of the HF NLLB-MoE's weights, each file with the options (``cfg``), optimizer state and
+    ``extra_state`` of a fairseq save. Returns the shared file."""
+    write_fairseq_vocab(folder, spm_path, langs)
+    args = fairseq_moe_args(hf_model.config.to_dict(), langs)
+    shared, experts = fairseq_moe_state_dicts(hf_model, ranks)
+    with fake_omegaconf() as C:
+        cfg = _dictconfig(C, {"_name": None, "common": {"fp16": True, "seed": 2}, "model": args,
+                              "task": {"_name": "translation_multi_simple_epoch", "langs": list(langs)}})  # fmt: skip
+        for name, sd in [("shared", shared)] + [(f"rank-{r}", e) for r, e in enumerate(experts)]:
+            torch.save({**training_state(sd), "cfg": cfg}, folder / f"{stem}-{name}.pt")
+    return folder / f"{stem}-shared.pt"
+
+
 # --- built once per test session ------------------------------------------------------------------
 _BUILT: dict[str, Any] = {}
 
@@ -377,3 +547,21 @@ def built(tmp_path_factory) -> dict[str, Any]:
         assert main(["--format", "hf", str(hf), "--out", str(root / "imported")]) == 0
         _BUILT.update(root=root, spm=spm_path, model=model, hf=hf, out=root / "imported")
     return _BUILT
+
+
+_BUILT_MOE: dict[str, Any] = {}
+
+
+def built_moe(tmp_path_factory) -> dict[str, Any]:
+    """spm, a random NLLB-MoE (4 + 4 layers, 8 experts in layers 1 and 3 of each stack), its HF folder and
+    its import (``out``), shared by the test modules."""
+    if not _BUILT_MOE:
+        from mt.importing.cli import main
+
+        dense = built(tmp_path_factory)
+        root = tmp_path_factory.mktemp("nllb-moe")
+        model = random_nllb_moe(hf_moe_config(hf_vocab_size(dense["spm"])))
+        hf = make_hf_moe_folder(root / "hf", dense["spm"], model)
+        assert main(["--format", "hf", str(hf), "--out", str(root / "imported")]) == 0
+        _BUILT_MOE.update(root=root, spm=dense["spm"], model=model, hf=hf, out=root / "imported")
+    return _BUILT_MOE

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 import hostile  # noqa: E402
@@ -50,7 +51,7 @@ def test_not_a_folder(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,expect", [
-    ("model_type", "nllb-moe", "not supported yet"),
+    ("model_type", "nllb-moe", "no layer is sparse"),  # NllbMoeConfig's step 4 in a 2-layer model
     ("model_type", "marian", "m2m_100"),
     ("activation_function", "gelu", "activation_function"),
     ("scale_embedding", False, "scale_embedding"),
@@ -138,3 +139,94 @@ def test_export_of_an_imported_model_is_refused(files, tmp_path, monkeypatch):
     """mt-export writes mt-train's layout (the decoder starts with __tgt__): not an imported NLLB model's."""
     hostile.assert_refused("mt-export", ["--path", str(files["out"] / "checkpoint.pt"), "--out", str(tmp_path / "x")],
                            tmp_path, outputs=[tmp_path / "x"], expect="not supported yet")  # fmt: skip
+
+
+# --- NLLB-MoE -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory):
+    return nf.built_moe(tmp_path_factory)
+
+
+def _fairseq_moe(moe, tmp_path, ranks=4):
+    return nf.make_fairseq_moe_files(tmp_path / "fs", moe["model"], moe["spm"], ranks=ranks)
+
+
+def test_moe_config_over_dense_weights(files, tmp_path):
+    folder = _hf_copy(files, tmp_path, lambda c: c.update({"model_type": "nllb-moe", "encoder_sparse_step": 2,
+                                                          "decoder_sparse_step": 2}))  # fmt: skip
+    _refused(tmp_path, folder, "ff_layer_norm.weight is missing")
+
+
+def test_moe_sparse_steps_that_differ(moe, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(moe["hf"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["decoder_sparse_step"] = 4
+    (folder / "config.json").write_text(json.dumps(config))
+    _refused(tmp_path, folder, "decoder_sparse_step 4 differ")
+
+
+def test_moe_router_with_a_bias(moe, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(moe["hf"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["router_bias"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    _refused(tmp_path, folder, "router_bias")
+
+
+def test_fairseq_moe_expert_file_missing(moe, tmp_path):
+    shared = _fairseq_moe(moe, tmp_path)
+    (shared.parent / "checkpoint_2_300000-rank-2.pt").unlink()
+    msg = _refused(tmp_path, shared, "incomplete", fmt="fairseq")
+    assert "checkpoint_2_300000-rank-2.pt" in msg
+
+
+def test_fairseq_moe_without_expert_files(moe, tmp_path):
+    shared = _fairseq_moe(moe, tmp_path)
+    for f in shared.parent.glob("*-rank-*.pt"):
+        f.unlink()
+    _refused(tmp_path, shared, "no checkpoint_2_300000-rank-N.pt", fmt="fairseq")
+
+
+def test_fairseq_moe_given_as_a_plain_checkpoint(moe, tmp_path):
+    shared = _fairseq_moe(moe, tmp_path)
+    plain = shared.with_name("checkpoint_2_300000.pt")
+    shared.rename(plain)
+    _refused(tmp_path, plain, "-shared.pt", fmt="fairseq")
+
+
+def test_fairseq_moe_expert_file_of_another_kind(moe, tmp_path):
+    shared = _fairseq_moe(moe, tmp_path)
+    rank = shared.with_name("checkpoint_2_300000-rank-1.pt")
+    with nf.fake_omegaconf():  # the pickle names omegaconf's classes
+        state = torch.load(rank, weights_only=False)
+        state["model"]["encoder.layers.0.fc1.weight"] = torch.zeros(2)
+        torch.save(state, rank)
+    _refused(tmp_path, shared, "not an expert tensor", fmt="fairseq")
+
+
+def test_fairseq_moe_expert_file_with_code_is_refused(moe, tmp_path):
+    import os
+
+    from test_import_fairseq import _Call
+
+    shared = _fairseq_moe(moe, tmp_path)
+    marker = tmp_path / "pwned"
+    rank = shared.with_name("checkpoint_2_300000-rank-3.pt")
+    with nf.fake_omegaconf():
+        state = torch.load(rank, weights_only=False)
+        state["extra_state"]["hook"] = _Call(os.system, f"touch {marker}")
+        torch.save(state, rank)
+    msg = _refused(tmp_path, shared, "refused to load", fmt="fairseq")
+    assert "rank-3" in msg and not marker.exists()
+
+
+def test_moe_expert_files_of_an_earlier_import_need_force(moe, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint-rank-9.pt").write_bytes(b"old")
+    _refused(tmp_path, moe["hf"], "checkpoint-rank-9.pt")
+    assert main(["--format", "hf", str(moe["hf"]), "--out", str(out), "--force"]) == 0
+    assert not (out / "checkpoint-rank-9.pt").exists()  # not this model's: removed
+    assert len(list(out.glob("checkpoint-rank-*.pt"))) == 8

@@ -327,6 +327,9 @@ MOE_STATS_EPILOG = """examples:
   # routing statistics of 500 random lines translated eng->deu and eng->fra, and a placement for 4 ranks
   mt-moe-stats --path ckpt/checkpoint_best.pt --input mono.eng_Latn.txt -s eng_Latn -t deu_Latn,fra_Latn \\
       --sample 500 --out work/moe/stats.json --num-ranks 4
+  # a model larger than memory (imported NLLB-MoE): 4 experts per layer resident, the others memory-mapped
+  mt-moe-stats --path models/nllb-moe/checkpoint.pt --input dev.eng_Latn -s eng_Latn -t deu_Latn \\
+      --out work/moe/eng-deu.json --expert-cache 4 --bf16
   # expert-parallel inference with that placement (each rank holds 1/4 of the experts)
   torchrun --standalone --nproc_per_node 4 --no-python mt-generate work/bin --path ckpt/checkpoint_best.pt \\
       --gen-subset devtest -s eng_Latn -t deu_Latn --expert-placement work/moe/placement.json
@@ -354,6 +357,7 @@ def build_moe_stats_parser() -> argparse.ArgumentParser:
     p.add_argument("--coactivation", action="store_true", help="also count expert x expert co-activations")
     p.add_argument("--no-progress-bar", action="store_true")
     _add_model(p)
+    _add_moe(p)
     _add_search(p)
     p.set_defaults(beam=4)
     return p
@@ -370,7 +374,61 @@ def moe_stats_main(argv: list[str] | None = None) -> int:
         out=args.out, sample=args.sample, seed=args.seed, num_ranks=args.num_ranks, placement=args.placement,
         coactivation=args.coactivation, data=args.data, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
         threads=args.threads, search=search, max_tokens=args.max_tokens, batch_size=args.batch_size,
-        progress=not args.no_progress_bar,
+        progress=not args.no_progress_bar, moe=_moe(args),
     )  # fmt: skip
     moe_stats(cfg)
+    return 0
+
+
+# --- mt-moe-prune --------------------------------------------------------------------------------------
+MOE_PRUNE_EPILOG = """examples:
+  # routing of the eng->deu dev set, then keep the half of each layer's experts it uses most
+  mt-moe-stats --path models/nllb-moe/checkpoint.pt --input dev/eng_Latn.dev -s eng_Latn -t deu_Latn \\
+      --out work/prune/eng-deu.json --expert-cache 4 --bf16
+  mt-moe-prune --path models/nllb-moe/checkpoint.pt --stats work/prune/eng-deu.json --keep-share 0.5 \\
+      --out models/nllb-moe-eng-deu
+  # both directions of the pair: two statistics files (counts are summed), 32 experts per layer
+  mt-moe-prune --path models/nllb-moe/checkpoint.pt --stats eng-deu.json,deu-eng.json --keep-experts 32 \\
+      --out models/nllb-moe-eng-deu
+  # the pruned model decodes like any checkpoint, without --expert-cache
+  mt-translate docs.eng_Latn.txt --path models/nllb-moe-eng-deu/checkpoint.pt -s eng_Latn -t deu_Latn --out work/deu
+
+Each MoE layer keeps the same number of experts, those with the most assignments (top-1 + top-2 choices;
+--importance first: top-1 only) in the statistics; the gate keeps their rows only, so routing is
+renormalised over the kept experts (the full model with the other experts' logits at -inf). The pruned
+checkpoint records each layer's original expert ids and the share of the counted routing they cover.
+"""
+
+
+def build_moe_prune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mt-moe-prune", description="Language-specific expert pruning: keep the experts "
+                                "a language pair uses, in a smaller MoE checkpoint.",
+                                epilog=MOE_PRUNE_EPILOG, formatter_class=_FMT)  # fmt: skip
+    p.add_argument("--path", required=True, metavar="CKPT", help="the MoE checkpoint to prune")
+    p.add_argument("--stats", required=True, metavar="JSON[,JSON...]",
+                   help="mt-moe-stats output(s) on the language pair's dev set (counts of several are summed)")
+    keep = p.add_mutually_exclusive_group(required=True)
+    keep.add_argument("--keep-experts", type=int, default=0, metavar="N", help="experts kept in each MoE layer (>= 2)")
+    keep.add_argument("--keep-share", type=float, default=0.0, metavar="F",
+                      help="share of each MoE layer's experts kept, in (0, 1] (0.25: 32 of 128)")  # fmt: skip
+    p.add_argument("--importance", choices=["assignments", "first"], default="assignments",
+                   help="which counts rank the experts: assignments (top-1 and top-2 choices, the expert's work; "
+                        "default) or first (top-1 choices)")  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for checkpoint.pt (+ expert files), dict.txt, spm.model")  # fmt: skip
+    p.add_argument("--data", default="", metavar="DIR",
+                   help="directory with the model's dict.txt (default: as mt-generate finds it)")  # fmt: skip
+    p.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: beside dict.txt)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier checkpoint in --out")
+    return p
+
+
+@cli_entry
+def moe_prune_main(argv: list[str] | None = None) -> int:
+    from mt.generate.moe_prune import PruneConfig, prune
+
+    args = build_moe_prune_parser().parse_args(argv)
+    prune(PruneConfig(path=args.path, stats=[x for x in args.stats.split(",") if x], out=args.out,
+                      keep_experts=args.keep_experts, keep_share=args.keep_share, importance=args.importance,
+                      data=args.data, spm_model=args.spm_model, force=args.force))  # fmt: skip
     return 0

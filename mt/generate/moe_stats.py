@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from mt.errors import UserError, warn_once
+from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
 from mt.models.moe import MoELayer, Placement, Routing, placement_order
 from mt.util import atomic_write
@@ -200,6 +201,7 @@ class MoEStatsConfig:
     max_tokens: int = 4096
     batch_size: int = 0
     progress: bool = True
+    moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)  # gating and expert cache
 
     def check(self) -> "MoEStatsConfig":
         if not self.tgt_langs:
@@ -211,6 +213,7 @@ class MoEStatsConfig:
         if not Path(self.input).is_file():
             raise UserError(f"{self.input}: input file not found (one sentence per line)")
         self.search.check()
+        self.moe.check()
         return self
 
 
@@ -283,9 +286,11 @@ def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     if bad:
         _say(f"mt-moe-stats: {cfg.input}: skipped {bad} empty or undecodable lines")
     tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
-                                  spm_model=cfg.spm_model or None, threads=cfg.threads)  # fmt: skip
+                                  spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
     stats = collect(tr, sentences, cfg.src_lang, cfg.tgt_langs, cfg.search, cfg.max_tokens, cfg.batch_size,
                     cfg.coactivation, cfg.progress)  # fmt: skip
+    if tr.moe is not None and cfg.moe.expert_cache:
+        _say(f"mt-moe-stats: {tr.moe_summary()}")
     with atomic_write(cfg.out) as fh:
         json.dump(stats, fh, indent=1)
     _say(f"mt-moe-stats: routing of {len(sentences)} sentences x {len(cfg.tgt_langs)} directions -> {cfg.out}")

@@ -93,14 +93,21 @@ def _file_mappings() -> list[tuple[int, int, str]]:
     return out
 
 
-def file_backed(ranges: Sequence[Range]) -> bool:
-    """True when every range lies in a file mapping (so ``MADV_DONTNEED`` cannot lose data)."""
+def joined_file_mappings() -> list[list]:
+    """[start, end, path] of the file mappings, adjacent pieces of one file joined (madvise splits them)."""
     maps: list[list] = []
-    for lo, hi, path in sorted(_file_mappings()):  # madvise splits a mapping into several: join them again
+    for lo, hi, path in sorted(_file_mappings()):
         if maps and maps[-1][1] == lo and maps[-1][2] == path:
             maps[-1][1] = hi
         else:
             maps.append([lo, hi, path])
+    return maps
+
+
+def file_backed(ranges: Sequence[Range], maps: list[list] | None = None) -> bool:
+    """True when every range lies in a file mapping (so ``MADV_DONTNEED`` cannot lose data). ``maps``: a
+    ``joined_file_mappings()`` the caller keeps (reading /proc/self/maps per call is slow)."""
+    maps = joined_file_mappings() if maps is None else maps
     for a, n in ranges:
         if n and not any(lo <= a and a + n <= hi for lo, hi, _ in maps):
             return False
@@ -115,6 +122,16 @@ def advise(ranges: Iterable[Range], advice: int) -> None:
         return
     for lo, hi in _pages(ranges):
         lib.madvise(lo * PAGE, (hi - lo + 1) * PAGE, advice)
+
+
+def drop_file_pages(paths: Iterable[str | os.PathLike]) -> None:
+    """``MADV_DONTNEED`` on every mapping of these files in this process: read-only file pages leave it (the
+    page cache keeps them). Wider than ``advise`` on a tensor's range: fault-around maps neighbours too,
+    and copying tensor by tensor would otherwise leave those behind, a few pages per tensor."""
+    names = {os.path.realpath(p) for p in paths}
+    ranges = [(lo, hi - lo) for lo, hi, path in _file_mappings() if path in names]
+    if ranges:
+        advise(ranges, MADV_DONTNEED)
 
 
 def smaps_rss(path: str | os.PathLike) -> int | None:

@@ -136,7 +136,7 @@ class Translator:
         world = moe_inference.world_size()
         self.device = moe_inference.device_for(device, world)
         self.loaded = loaded or load_model(checkpoint_path, data, spm_model, self.device,
-                                           lazy_experts=self.moe_config.lazy(world))  # fmt: skip
+                                           lazy_experts=self.moe_config.lazy(world), bf16=bf16)  # fmt: skip
         self.model, self.dictionary, self.spm = self.loaded.model, self.loaded.dictionary, self.loaded.spm
         self.bf16 = bf16
         self.moe = moe_inference.setup(self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32)

@@ -2,6 +2,8 @@
 
     mt-import --format hf nllb-200-distilled-600M/ --out models/nllb600m
     mt-import --format fairseq checkpoint.pt --langs langs.txt --out models/nllb600m
+    mt-import --format hf nllb-moe-54b/ --dtype bfloat16 --out models/nllb-moe      # + one file per expert
+    mt-import --format fairseq checkpoint_2_300000-shared.pt --dtype bfloat16 --out models/nllb-moe
 
 writes ``checkpoint.pt`` + ``dict.txt`` + ``spm.model`` into ``--out``, so mt-generate, mt-translate,
 mt-interactive and ``Translator`` load it like a model mt-train wrote. Modules:

@@ -15,19 +15,24 @@ from mt.importing import convert
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 DESCRIPTION = """\
-Import a released dense NLLB-200 model (Hugging Face or fairseq files) as a checkpoint folder.
+Import a released NLLB-200 or NLLB-MoE model (Hugging Face or fairseq files) as a checkpoint folder.
 
-Writes checkpoint.pt, dict.txt and spm.model into --out; mt-generate, mt-translate, mt-interactive and
-Translator load it like a model of mt-train (--path DIR/checkpoint.pt).
+Writes checkpoint.pt, dict.txt and spm.model into --out (an MoE model adds checkpoint-rank-{e}.pt, one
+file per expert); mt-generate, mt-translate, mt-interactive, mt-moe-stats and Translator load it like a
+model of mt-train (--path DIR/checkpoint.pt).
 
-  --format hf       SRC is a Hugging Face model folder (config.json with model_type m2m_100,
+  --format hf       SRC is a Hugging Face model folder (config.json with model_type m2m_100 or nllb-moe,
                     model.safetensors or pytorch_model.bin, possibly sharded, sentencepiece.bpe.model and
                     the tokenizer files)
-  --format fairseq  SRC is a fairseq checkpoint.pt; dictionary.txt and sentencepiece.bpe.model are taken
-                    from its folder unless given; the language list from the checkpoint unless --langs.
-                    The pickle is read without fairseq and without running code from it.
+  --format fairseq  SRC is a fairseq checkpoint.pt, or for NLLB-MoE its checkpoint_2_300000-shared.pt with
+                    the checkpoint_2_300000-rank-N.pt expert files beside it; dictionary.txt and
+                    sentencepiece.bpe.model are taken from its folder unless given; the language list from
+                    the checkpoint unless --langs. The pickles are read without fairseq and without running
+                    code from them.
 
-Weights are read memory-mapped, one tensor at a time: peak memory is about one copy of the model.
+Weights are read memory-mapped, one tensor at a time: peak memory is about one copy of the model, and for
+an MoE model the dense part plus one expert per MoE layer (experts are written one at a time). To run the
+54.5B NLLB-MoE on one machine: --dtype bfloat16 here, then --expert-cache K --bf16 when translating.
 """
 
 
@@ -61,9 +66,8 @@ def import_model(fmt: str, src: Path, out: Path, spm_model: Path | None = None, 
         from mt.importing import fairseq
 
         imp = fairseq.read(src, dict_path, spm_model, langs)
-    convert.check_outputs(imp, out, force)
-    state = convert.convert(imp, dtype)
-    return convert.write(imp, state, out)
+    convert.check_outputs(imp.inputs, out, force, imp.cfg.moe_expert_count if imp.cfg.moe_freq else 0)
+    return convert.write(imp, out, dtype)
 
 
 @cli_entry
@@ -74,5 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         args.format, Path(args.src), Path(args.out), Path(args.spm_model) if args.spm_model else None,
         Path(args.dict) if args.dict else None, args.langs, DTYPES[args.dtype], args.force,
     )  # fmt: skip
-    print(f"mt-import: wrote {path} (+ dict.txt, spm.model) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    experts = len(list(path.parent.glob("checkpoint-rank-*.pt")))
+    extra = f", {experts} expert files" if experts else ""
+    print(f"mt-import: wrote {path} (+ dict.txt, spm.model{extra}) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0

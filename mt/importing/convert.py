@@ -12,19 +12,30 @@ the memory-mapped sources and their pages are given back before the next one, so
 written is the only full copy in memory. The expected shapes come from our model built on the ``meta``
 device (no memory).
 
+Sparse MoE (NLLB-MoE): an MoE layer's gate ``moe_layer.gate.wg`` becomes our ``ffn.wg`` (same layout,
+(E, d), no bias) and its experts ``moe_layer.experts.{e}.fc1/fc2`` (fairseq's global expert ids) our stacked
+``ffn.experts.fc1_weight`` ... (E, ...) tensors, expert e at row e; nothing is transposed (both keep
+``nn.Linear``'s (out, in) weights). Expert targets (``Target.experts``) are never built whole: the
+experts are written as ``mt.checkpoint`` lays out expert shards, one file per expert holding that
+expert of every MoE layer (``checkpoint-rank-{e}.pt``, ``moe.shards`` = E), each converted, written and
+dropped before the next (``save_with_expert_files``). So the import's peak memory is the dense part plus
+one expert per MoE layer, and inference memory-maps each expert from its file (``expert_views``).
+
+Everything is checked (names, shapes, the tied embedding, unknown tensors) before anything is written.
+
 Output folder (what ``load_model`` finds next to a checkpoint): ``checkpoint.pt`` (our format, see
-``mt.checkpoint``; ``imported`` records the source), ``dict.txt`` and ``spm.model``. The sparse NLLB-MoE
-import adds its expert targets to the plan (per MoE layer, per expert) and writes the experts as
-``mt.checkpoint`` lays them out; the dense part goes through this code unchanged.
+``mt.checkpoint``; ``imported`` records the source), ``dict.txt``, ``spm.model`` and, for an MoE model,
+``checkpoint-rank-{e}.pt`` per expert.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -33,6 +44,7 @@ from mt.data.dictionary import Dictionary
 from mt.errors import UserError
 from mt.importing.weights import WeightSource
 from mt.models.config import TransformerConfig
+from mt.models.moe import is_moe_layer
 from mt.models.transformer import build_model
 from mt.util import atomic_write, refuse_overwriting_input
 
@@ -40,10 +52,17 @@ EMBED = "encoder.embed_tokens.weight"  # fairseq's name of the shared embedding
 OUTPUTS = ("checkpoint.pt", "dict.txt", "spm.model")
 
 
+EXPERT_PARTS = (("fc1_weight", "fc1.weight"), ("fc1_bias", "fc1.bias"), ("fc2_weight", "fc2.weight"),
+                ("fc2_bias", "fc2.bias"))  # fmt: skip
+
+
 @dataclass
 class Target:
     name: str  # our state-dict key
-    sources: list[str]  # fairseq-style source keys, concatenated along dim 0 when several
+    # fairseq-style source keys: concatenated along dim 0 when several; with ``experts``, expert e's tensor
+    # is sources[e] and they stack along a new dim 0 (written one expert at a time, never joined in memory)
+    sources: list[str]
+    experts: bool = False
 
 
 @dataclass
@@ -53,8 +72,11 @@ class Naming:
     prefix: str  # prepended to every fairseq key ("model." in HF's M2M-100)
     embed: tuple[str, ...]  # the stored copies of the shared embedding: the first present is read
     ignore: tuple[str, ...] = ()  # key suffixes with nothing to import (sinusoid tables, version counters)
+    renames: tuple[tuple[str, str], ...] = ()  # (regex, replacement) applied to fairseq keys (HF's NLLB-MoE)
 
     def key(self, fs_key: str) -> str:
+        for pattern, repl in self.renames:
+            fs_key = re.sub(pattern, repl, fs_key)
         return self.prefix + fs_key
 
 
@@ -71,9 +93,9 @@ class Imported:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def dense_plan(cfg: TransformerConfig) -> list[Target]:
-    """Every tensor of our dense Transformer and the fairseq tensors it is made of."""
-    plan = [Target("embed_tokens.weight", [EMBED])]
+def plan(cfg: TransformerConfig) -> list[Target]:
+    """Every tensor of our Transformer (dense FFN or MoE layer per ``is_moe_layer``) and its fairseq sources."""
+    out = [Target("embed_tokens.weight", [EMBED])]
     for stack, n in (("encoder", cfg.encoder_layers), ("decoder", cfg.decoder_layers)):
         for i in range(n):
             p = f"{stack}.layers.{i}."
@@ -84,15 +106,21 @@ def dense_plan(cfg: TransformerConfig) -> list[Target]:
                 for attn, fused_q in attns:
                     a = p + attn
                     if fused_q:
-                        plan.append(Target(f"{a}.qkv_proj.{part}", [f"{a}.{x}_proj.{part}" for x in "qkv"]))
+                        out.append(Target(f"{a}.qkv_proj.{part}", [f"{a}.{x}_proj.{part}" for x in "qkv"]))
                     else:
-                        plan.append(Target(f"{a}.q_proj.{part}", [f"{a}.q_proj.{part}"]))
-                        plan.append(Target(f"{a}.kv_proj.{part}", [f"{a}.{x}_proj.{part}" for x in "kv"]))
-                    plan.append(Target(f"{a}.out_proj.{part}", [f"{a}.out_proj.{part}"]))
-                plan += [Target(p + f"{norm}.{part}", [p + f"{norm}.{part}"]) for norm in norms]
-                plan += [Target(p + f"ffn.{fc}.{part}", [p + f"{fc}.{part}"]) for fc in ("fc1", "fc2")]
-        plan += [Target(f"{stack}.layer_norm.{part}", [f"{stack}.layer_norm.{part}"]) for part in ("weight", "bias")]
-    return plan
+                        out.append(Target(f"{a}.q_proj.{part}", [f"{a}.q_proj.{part}"]))
+                        out.append(Target(f"{a}.kv_proj.{part}", [f"{a}.{x}_proj.{part}" for x in "kv"]))
+                    out.append(Target(f"{a}.out_proj.{part}", [f"{a}.out_proj.{part}"]))
+                out += [Target(p + f"{norm}.{part}", [p + f"{norm}.{part}"]) for norm in norms]
+                if not is_moe_layer(cfg, i):
+                    out += [Target(p + f"ffn.{fc}.{part}", [p + f"{fc}.{part}"]) for fc in ("fc1", "fc2")]
+            if is_moe_layer(cfg, i):
+                out.append(Target(p + "ffn.wg.weight", [p + "moe_layer.gate.wg.weight"]))
+                out += [Target(p + f"ffn.experts.{ours}", [f"{p}moe_layer.experts.{e}.{theirs}"
+                                                              for e in range(cfg.moe_expert_count)], experts=True)
+                        for ours, theirs in EXPERT_PARTS]  # fmt: skip
+        out += [Target(f"{stack}.layer_norm.{part}", [f"{stack}.layer_norm.{part}"]) for part in ("weight", "bias")]
+    return out
 
 
 def expected_shapes(cfg: TransformerConfig) -> dict[str, tuple[int, ...]]:
@@ -110,43 +138,88 @@ def embed_key(weights: WeightSource, naming: Naming, where: Path) -> str:
                     "NLLB model")  # fmt: skip
 
 
-def convert(imp: Imported, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Our state dict from the source weights, tensor by tensor (see the module docstring)."""
+@dataclass
+class Checked:
+    """The plan of an import whose every source tensor was found with the expected shape."""
+
+    plan: list[Target]
+    keys: dict[str, list[str]]  # our key -> the source keys (in the reader's names)
+
+
+def check(imp: Imported) -> Checked:
+    """Every target's sources present with the expected shapes, the embedding tied, no unknown tensor.
+
+    Reads only shapes (and the embedding copies): run before anything is written."""
     w, naming = imp.weights, imp.naming
     primary = embed_key(w, naming, imp.inputs["weights"])
     shapes = expected_shapes(imp.cfg)
-    plan = dense_plan(imp.cfg)
-    missing = sorted(set(shapes) - {t.name for t in plan})
-    if missing:  # a model option the plan does not cover (an adapter, an MoE layer)
+    targets = plan(imp.cfg)
+    missing = sorted(set(shapes) - {t.name for t in targets})
+    if missing:  # a model option the plan does not cover (an adapter, a CMR layer)
         raise UserError(f"mt-import cannot fill {missing[0]} of this model configuration")
-    used: set[str] = set()
-    state: dict[str, torch.Tensor] = {}
-    for t in plan:
-        keys = [primary if k == EMBED else naming.key(k) for k in t.sources]
-        absent = [k for k in keys if k not in w]
+    keys: dict[str, list[str]] = {}
+    for t in targets:
+        ks = [primary if k == EMBED else naming.key(k) for k in t.sources]
+        absent = [k for k in ks if k not in w]
         if absent:
             raise UserError(f"{imp.inputs['weights']}: tensor {absent[0]} is missing: the weights are incomplete "
-                            "or do not match config (layers, model type)")  # fmt: skip
-        rows = sum(w.shape(k)[0] for k in keys)
-        got = (rows, *w.shape(keys[0])[1:])
-        if got != shapes[t.name]:
-            raise UserError(f"{w.file_of(keys[0])}: {keys[0]} has shape {list(w.shape(keys[0]))}, the config "
-                            f"says {list(shapes[t.name])} (joined from {len(keys)}); weights and config disagree")  # fmt: skip
-        parts = [w.get(k) for k in keys]
-        out = torch.cat(parts) if len(parts) > 1 else parts[0].clone(memory_format=torch.contiguous_format)
-        state[t.name] = out if dtype is None or out.dtype == dtype else out.to(dtype)
-        w.release(parts)
-        del parts
-        used.update(keys)
-    used |= _check_tied(w, naming, primary)
+                            "or do not match config (layers, model type, experts)")  # fmt: skip
+        for k in ks if t.experts else ks[:1]:
+            got = w.shape(k) if t.experts else (sum(w.shape(x)[0] for x in ks), *w.shape(k)[1:])
+            want = shapes[t.name][1:] if t.experts else shapes[t.name]
+            if tuple(got) != tuple(want):
+                what = "one expert" if t.experts else f"joined from {len(ks)}"
+                raise UserError(f"{w.file_of(k)}: {k} has shape {list(w.shape(k))}, the config says {list(want)} "
+                                f"({what}); weights and config disagree")  # fmt: skip
+        keys[t.name] = ks
+    used = {k for ks in keys.values() for k in ks} | _check_tied(w, naming, primary)
     ignored = [k for k in w.keys() if k not in used and k.endswith(naming.ignore or ("\0",))]
     extra = [k for k in w.keys() if k not in used and k not in ignored]
     if extra:
         raise UserError(
             f"{w.file_of(extra[0])}: {len(extra)} tensors mt-import does not know, e.g. {extra[0]}: the model has "
-            "parts our Transformer lacks (layernorm_embedding, learned positions, MoE layers?)"
+            "parts our Transformer lacks (layernorm_embedding, learned positions, CMR layers?)"
         )
+    return Checked(targets, keys)
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A new tensor of ours (never a view of the source mapping), in ``dtype`` when given."""
+    if dtype is not None and t.dtype != dtype:
+        return t.to(dtype)
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def convert(imp: Imported, dtype: torch.dtype | None = None, checked: Checked | None = None) -> dict[str, torch.Tensor]:
+    """Our state dict without the experts, tensor by tensor (see the module docstring)."""
+    checked = checked or check(imp)
+    w = imp.weights
+    state: dict[str, torch.Tensor] = {}
+    for t in checked.plan:
+        if t.experts:
+            continue
+        parts = [w.get(k) for k in checked.keys[t.name]]
+        state[t.name] = torch.cat(parts).to(dtype or parts[0].dtype) if len(parts) > 1 else _cast(parts[0], dtype)
+        w.release(parts)
+        del parts
+    w.release_files(w.keys())
     return state
+
+
+def expert_shards(imp: Imported, checked: Checked, dtype: torch.dtype | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Per expert e, its tensors in every MoE layer as (1, ...) tensors: one shard of ``moe.shards`` = E."""
+    w = imp.weights
+    targets = [t for t in checked.plan if t.experts]
+    for e in range(imp.cfg.moe_expert_count):
+        shard: dict[str, torch.Tensor] = {}
+        for t in targets:
+            src = w.get(checked.keys[t.name][e])
+            shard[t.name] = _cast(src, dtype).unsqueeze(0)
+            w.release([src])
+            del src
+        w.release_files([checked.keys[t.name][e] for t in targets])
+        yield shard
+        del shard
 
 
 def _check_tied(w: WeightSource, naming: Naming, primary: str) -> set[str]:
@@ -171,40 +244,67 @@ def _check_tied(w: WeightSource, naming: Naming, primary: str) -> set[str]:
     return seen
 
 
-def check_outputs(imp: Imported, out: Path, force: bool) -> None:
+def shard_outputs(out: Path) -> list[Path]:
+    """Expert files of an earlier import or prune in ``out`` (``checkpoint-rank-{q}.pt`` and ``.pending``)."""
+    pattern = re.compile(r"checkpoint-rank-\d+\.pt(\.pending)?")
+    return sorted(p for p in out.glob("checkpoint-rank-*.pt*") if pattern.fullmatch(p.name))
+
+
+def check_outputs(inputs: dict[str, Path], out: Path, force: bool, num_experts: int = 0) -> None:
     """Refuse before any work: outputs that would replace an input, or earlier outputs without ``--force``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for checkpoint.pt, dict.txt and spm.model")
-    for name in OUTPUTS:
-        refuse_overwriting_input({k: v for k, v in imp.inputs.items()}, out / name, f"--out {out} ({name})")
-    present = [n for n in OUTPUTS if (out / n).exists()]
+    names = [*OUTPUTS, *(ckpt.shard_path("checkpoint.pt", q).name for q in range(num_experts))]
+    for name in names:
+        refuse_overwriting_input(dict(inputs), out / name, f"--out {out} ({name})")
+    present = [n for n in OUTPUTS if (out / n).exists()] + [p.name for p in shard_outputs(out)[:1]]
     if present and not force:
         raise UserError(f"--out {out} already holds {', '.join(present)}; pass --force to replace them, or choose "
                         "another folder")  # fmt: skip
 
 
-def write(imp: Imported, state: dict[str, torch.Tensor], out: Path) -> Path:
-    """Write spm.model, dict.txt and checkpoint.pt (each atomically); on failure none of this run's files stay."""
+def write_folder(out: Path, spm: Path, dictionary: Dictionary, state: dict[str, Any],
+                 shards: Iterator[dict[str, torch.Tensor]] | None = None) -> Path:  # fmt: skip
+    """Write spm.model, dict.txt and checkpoint.pt (each atomically), with ``state["moe"]``'s expert files
+    from ``shards`` (one at a time); on failure none of this run's files stay. Expert files of an earlier
+    model in ``out`` that this one does not have are removed once it is written."""
     written: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "spm.model", "wb") as fh, open(imp.spm, "rb") as src:
+        with atomic_write(out / "spm.model", "wb") as fh, open(spm, "rb") as src:
             shutil.copyfileobj(src, fh, 1 << 22)
         written.append(out / "spm.model")
-        imp.dictionary.save(out / "dict.txt")
+        dictionary.save(out / "dict.txt")
         written.append(out / "dict.txt")
-        if Dictionary.load(out / "dict.txt").symbols != imp.dictionary.symbols:  # pieces dict.txt cannot hold
+        if Dictionary.load(out / "dict.txt").symbols != dictionary.symbols:  # pieces dict.txt cannot hold
             raise UserError(f"{out / 'dict.txt'}: the vocabulary does not survive dict.txt's format (a token with "
                             "unusual whitespace?); report this model")  # fmt: skip
         path = out / "checkpoint.pt"
-        ckpt.save_checkpoint(_checkpoint(imp, state), path)
-        written.append(path)
+        if shards is None:
+            ckpt.save_checkpoint(state, path)
+            written.append(path)
+        else:
+            written += ckpt.save_with_expert_files(state, path, shards)
     except BaseException:
         for p in written:
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
+    for stale in set(shard_outputs(out)) - set(written):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     return path
+
+
+def write(imp: Imported, out: Path, dtype: torch.dtype | None = None) -> Path:
+    """Check, convert and write ``imp`` into ``out`` (the dense part in memory, then one expert at a time)."""
+    checked = check(imp)
+    state = _checkpoint(imp, convert(imp, dtype, checked))
+    shards = None
+    if imp.cfg.moe_freq > 0:
+        state["moe"] = {"shards": imp.cfg.moe_expert_count, "expert_keys": [t.name for t in checked.plan if t.experts]}
+        shards = expert_shards(imp, checked, dtype)
+    return write_folder(out, imp.spm, imp.dictionary, state, shards)
 
 
 def _checkpoint(imp: Imported, state: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -12,10 +12,25 @@ scaled embeddings and sinusoidal positions, trained by ``translation_multi_simpl
 shifted right behind ``</s>``; at inference fairseq starts the decoder with ``</s>`` and forces
 ``__tgt__`` (``prefix_tokens``): our ``decoder_start = "eos_lang"``. Options that would change that are
 refused with the option's name.
+
+NLLB-MoE (fairseq's NLLB branch, ``--moe --moe-freq 4 --moe-eom 0.2`` with 128 experts): ``SRC`` is
+``checkpoint_2_300000-shared.pt`` (everything but the experts: the dense layers, each MoE layer's gate
+``moe_layer.gate.wg``) and the experts are in ``checkpoint_2_300000-rank-{r}.pt`` beside it, rank r's
+local experts stored as ``moe_layer.experts.{0..L-1}`` (the release: one expert per file, L = 1); global
+expert = r * L + local, as fairseq's ``merge_multi_local_expert_states`` numbers them. Each rank file is
+memory-mapped and its optimizer state never read. Layer i is sparse when ``(i + 1) % moe_freq == 0``
+(fairseq's ``max(encoder_moe_freq, moe_freq)`` per stack: both stacks must agree); the gating options
+(``--moe-second-expert-policy``, ``--moe-normalize-gate-prob-before-dropping``,
+``--moe-batch-prioritized-routing``, ``--moe-eval-capacity-token-fraction``, ``--moe-eom``, ``--moe-fom``)
+become our MoE layer's options of the same names. The released model's (sweep_mmt.py): policy ``all``,
+normalised after dropping, fp32 gating, padding not routed (``--use-moe-pad-mask``, as ours); at
+inference ``MOELayer`` scales the expert outputs by (1 - moe_eom) (``tok_dropout``), as ours does.
 """
 
 from __future__ import annotations
 
+import glob
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +49,8 @@ UNSUPPORTED: dict[str, Any] = {
     "decoder_learned_pos": False, "no_token_positional_embeddings": False, "cross_self_attention": False,
     "no_decoder_final_norm": False, "scale_attn": False, "scale_fc": False, "scale_heads": False,
     "scale_resids": False, "adaptive_softmax_cutoff": None, "lang_tok_replacing_bos_eos": False,
-    "moe_freq": 0,
+    "moe_cmr": False, "moe_top1_expert": False, "alternate_ffn_embed_dim": 0, "alternate_decoder_ffn_embed_dim": 0,
+    "base_layers": 0,
 }  # fmt: skip
 REQUIRED: dict[str, Any] = {
     "encoder_normalize_before": True, "decoder_normalize_before": True, "activation_fn": "relu",
@@ -68,7 +84,12 @@ def read(path: Path, dict_path: Path | None = None, spm_model: Path | None = Non
         raise UserError(f"{path}: no 'model' state dict in the checkpoint")
     opts = flat_options(state, path)
     _check(opts, path)
-    weights = StateDictSource({k: v for k, v in model.items() if hasattr(v, "shape")}, {k: path for k in model})
+    moe = _moe_options(opts, path)
+    tensors = {k: v for k, v in model.items() if hasattr(v, "shape")}
+    files = {k: path for k in tensors}
+    if moe:
+        _add_experts(path, moe["moe_expert_count"], tensors, files)
+    weights = StateDictSource(tensors, files)
     naming = Naming("", EMBED_KEYS, IGNORE)
     rows = weights.shape(embed_key(weights, naming, path))[0]
     dict_path = dict_path or _beside(path, ("dictionary.txt", "dict.txt"), "--dict", "dictionary")
@@ -88,12 +109,76 @@ def read(path: Path, dict_path: Path | None = None, spm_model: Path | None = Non
         activation_dropout=float(opts.get("activation_dropout") or opts.get("relu_dropout") or 0.0),
         max_source_positions=int(opts.get("max_source_positions") or 1024),
         max_target_positions=int(opts.get("max_target_positions") or 1024),
-        langs=dictionary.langs(), source_langtok="first", decoder_start="eos_lang",
+        langs=dictionary.langs(), source_langtok="first", decoder_start="eos_lang", **moe,
     )  # fmt: skip
     cfg.validate()
     meta = {"format": "fairseq", "source": str(path.resolve()), "arch": opts.get("arch"), "task": opts.get("task")}
     inputs = {"SRC": path, "--dict": dict_path, "--spm-model": spm, "weights": path}
+    inputs.update({f"expert file {i}": f for i, f in enumerate(sorted(set(files.values()) - {path}))})
     return Imported(cfg, dictionary, spm, weights, naming, inputs, meta)
+
+
+def _moe_options(opts: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Our MoE fields for a fairseq MoE model (see the module docstring); {} for a dense one."""
+    enc = max(int(opts.get("encoder_moe_freq") or 0), int(opts.get("moe_freq") or 0))
+    dec = max(int(opts.get("decoder_moe_freq") or 0), int(opts.get("moe_freq") or 0))
+    if not enc and not dec:
+        if path.name.endswith("-shared.pt"):
+            raise UserError(f"{path}: a '-shared.pt' file of a model trained without --moe-freq: not an MoE checkpoint")
+        return {}
+    if enc != dec:
+        raise UserError(f"{path}: trained with MoE layers every {enc} encoder and every {dec} decoder layers; our "
+                        "Transformer puts them at the same step in both stacks (--moe-freq), as NLLB-MoE does")  # fmt: skip
+    experts = int(opts.get("moe_expert_count") or 0)
+    if experts < 2:
+        raise UserError(f"{path}: trained with --moe-freq {enc} but --moe-expert-count {experts}; top-2 gating needs 2+")
+    if not path.name.endswith("-shared.pt"):
+        raise UserError(f"{path}: an MoE model ({experts} experts every {enc} layers): pass its '-shared.pt' file "
+                        "(e.g. checkpoint_2_300000-shared.pt), with the '-rank-N.pt' expert files beside it")  # fmt: skip
+    frac = opts.get("moe_eval_capacity_token_fraction")
+    return {
+        "moe_freq": enc, "moe_expert_count": experts,
+        "moe_second_expert_policy": str(opts.get("moe_second_expert_policy") or "sampling"),
+        "moe_normalize_gate_prob_before_dropping": bool(opts.get("moe_normalize_gate_prob_before_dropping")),
+        "moe_batch_prioritized_routing": bool(opts.get("moe_batch_prioritized_routing")),
+        "moe_eval_capacity_token_fraction": 0.25 if frac is None else float(frac),  # fairseq's default
+        "moe_eom": float(opts.get("moe_eom") or 0.0), "moe_fom": float(opts.get("moe_fom") or 0.0),
+    }  # fmt: skip
+
+
+EXPERT_KEY = re.compile(r"(.*\.moe_layer\.experts\.)(\d+)(\..*)")
+
+
+def _add_experts(shared: Path, num_experts: int, tensors: dict[str, Any], files: dict[str, Path]) -> None:
+    """The experts of every ``{stem}-rank-{r}.pt`` beside ``{stem}-shared.pt``, under global expert ids."""
+    stem = shared.name[: -len("-shared.pt")]
+    ranks = {int(m.group(1)): f for f in shared.parent.glob(f"{glob.escape(stem)}-rank-*.pt")
+             if (m := re.fullmatch(re.escape(stem) + r"-rank-(\d+)\.pt", f.name))}  # fmt: skip
+    if not ranks:
+        raise UserError(f"{shared.parent}: no {stem}-rank-N.pt expert files beside {shared.name}; copy them there too")
+    n = max(ranks) + 1
+    if sorted(ranks) != list(range(n)) or num_experts % n:
+        missing = sorted(set(range(max(n, 1))) - set(ranks))
+        raise UserError(f"{shared.parent / f'{stem}-rank-{missing[0] if missing else n}.pt'}: expert files "
+                        f"{stem}-rank-0..{n - 1}.pt are incomplete or do not divide {num_experts} experts; copy all "
+                        "of them")  # fmt: skip
+    local = num_experts // n
+    for r in range(n):
+        f = ranks[r]
+        state = safe_pickle.load_checkpoint(f)
+        model = state.get("model")
+        if not isinstance(model, dict):
+            raise UserError(f"{f}: no 'model' state dict in the expert file")
+        for k, v in model.items():
+            m = EXPERT_KEY.fullmatch(k)
+            if m is None or not hasattr(v, "shape"):
+                raise UserError(f"{f}: {k} is not an expert tensor (moe_layer.experts.N.*); is this an expert file "
+                                f"of {shared.name}?")  # fmt: skip
+            e = int(m.group(2))
+            if e >= local:
+                raise UserError(f"{f}: local expert {e}, but {num_experts} experts in {n} files give {local} per file")
+            key = f"{m.group(1)}{r * local + e}{m.group(3)}"
+            tensors[key], files[key] = v, f
 
 
 def _check(opts: dict[str, Any], path: Path) -> None:
@@ -105,8 +190,7 @@ def _check(opts: dict[str, Any], path: Path) -> None:
         value = opts.get(key, default)
         if value not in (default, None, False, 0, "", []):
             flag = "--" + key.replace("_", "-")
-            what = "the sparse MoE import is not supported yet" if key == "moe_freq" else "our Transformer lacks it"
-            raise UserError(f"{path}: trained with {flag} {value}; {what}")
+            raise UserError(f"{path}: trained with {flag} {value}; our Transformer lacks it")
     for key, want in REQUIRED.items():
         value = opts.get(key, False if key != "activation_fn" else "relu")
         if value != want:

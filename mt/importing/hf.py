@@ -12,6 +12,21 @@ by head_dim ** -0.5 with biased q/k/v/out projections; one embedding shared by e
 ``lm_head`` (no output bias). The config fields that would change any of this are refused when they
 differ from those values. Generation starts from ``decoder_start_token_id`` (``</s>``) and forces the
 target-language token next (``forced_bos_token_id``): our ``decoder_start = "eos_lang"``.
+
+NLLB-MoE (``model_type`` nllb-moe, transformers' modeling_nllb_moe.py): the same Transformer with every
+``encoder_sparse_step``-th encoder layer and ``decoder_sparse_step``-th decoder layer sparse (layer i when
+``(i + 1) % step == 0``, our ``moe_freq``; the two steps must be equal), an ``NllbMoeSparseMLP`` of
+``num_experts`` experts with a bias-free fp32 router (``NllbMoeTop2Router``): top-2 with
+``second_expert_policy``, combine weights normalised before or after capacity dropping
+(``normalize_router_prob_before_dropping``), capacity claimed in token order or by probability
+(``batch_prioritized_routing``), eval capacity ``ceil(moe_eval_capacity_token_fraction * tokens)``, and
+EOM (``moe_token_dropout``) whose outputs are scaled by (1 - p) at inference: each maps to our MoE layer's
+option of the same meaning (our inference is deterministic: with ``second_expert_policy`` sampling HF adds
+Gumbel noise at eval too; the released model uses ``all``; ``router_dtype`` does not matter, our router
+computes in float32). HF names it ``ffn.router.classifier`` / ``ffn.experts.expert_{e}.fc1`` /
+``ffn.fc1``, ``cross_attention``, ``ff_layer_norm`` (``MOE_RENAMES``). Not ours to copy: HF's
+``NllbMoeSparseMLP.forward`` passes the one-hot top-1 mask where ``NllbMoeExperts`` expects expert indices,
+so its experts run on the wrong tokens; we route as the router (and fairseq) decide.
 """
 
 from __future__ import annotations
@@ -36,6 +51,21 @@ DEFAULTS: dict[str, Any] = {
     "activation_dropout": 0.0, "decoder_start_token_id": 2, "scale_embedding": True, "pad_token_id": 1,
     "bos_token_id": 0, "eos_token_id": 2, "tie_word_embeddings": True,
 }  # fmt: skip
+# NllbMoeConfig's defaults besides those (the released nllb-moe-54b: 128 experts in every 4th layer)
+MOE_DEFAULTS: dict[str, Any] = {
+    "num_experts": 128, "encoder_sparse_step": 4, "decoder_sparse_step": 4, "router_bias": False,
+    "second_expert_policy": "all", "normalize_router_prob_before_dropping": False,
+    "batch_prioritized_routing": False, "moe_eval_capacity_token_fraction": 1.0, "moe_token_dropout": 0.2,
+}  # fmt: skip
+# fairseq-style names (the plan's) -> HF NLLB-MoE's, after "model."
+MOE_RENAMES = (
+    (r"\.moe_layer\.experts\.(\d+)\.", r".ffn.experts.expert_\1."),
+    (r"\.moe_layer\.gate\.wg\.", ".ffn.router.classifier."),
+    (r"(layers\.\d+)\.fc([12])\.", r"\1.ffn.fc\2."),
+    (r"\.encoder_attn_layer_norm\.", ".cross_attention_layer_norm."),
+    (r"\.encoder_attn\.", ".cross_attention."),
+    (r"\.final_layer_norm\.", ".ff_layer_norm."),
+)
 # what our Transformer computes: config values that must be so
 REQUIRED: dict[str, Any] = {
     "activation_function": "relu", "scale_embedding": True, "tie_word_embeddings": True, "pad_token_id": 1,
@@ -53,13 +83,12 @@ def read(folder: Path, spm_model: Path | None = None) -> Imported:
     if not config:
         raise UserError(f"{config_path}: not found (or empty); --format hf takes a Hugging Face model folder")
     model_type = config.get("model_type")
-    if model_type in ("nllb-moe", "nllb_moe"):
-        raise UserError(f"{config_path}: model_type {model_type}: importing the sparse NLLB-MoE is not supported "
-                        "yet; the dense NLLB-200 models (m2m_100) are")  # fmt: skip
-    if model_type != "m2m_100":
-        raise UserError(f"{config_path}: model_type {model_type!r}; mt-import reads NLLB-200 / M2M-100 (m2m_100)")
-    c = {**DEFAULTS, **config}
-    for key, want in REQUIRED.items():
+    sparse = model_type in ("nllb-moe", "nllb_moe")
+    if model_type != "m2m_100" and not sparse:
+        raise UserError(f"{config_path}: model_type {model_type!r}; mt-import reads NLLB-200 / M2M-100 (m2m_100) "
+                        "and NLLB-MoE (nllb-moe)")  # fmt: skip
+    c = {**DEFAULTS, **(MOE_DEFAULTS if sparse else {}), **config}
+    for key, want in {**REQUIRED, **({"router_bias": False} if sparse else {})}.items():
         got = c[key]
         if (got[0] if isinstance(got, list) and len(got) == 1 else got) != want:
             raise UserError(f"{config_path}: {key} is {got!r}; our Transformer computes {key}={want!r} "
@@ -67,7 +96,7 @@ def read(folder: Path, spm_model: Path | None = None) -> Imported:
     weights = open_safetensors(folder) or open_torch_bin(folder)
     if weights is None:
         raise UserError(f"{folder}: no weights (model.safetensors, pytorch_model.bin or a *.index.json with shards)")
-    naming = Naming("model.", EMBED_KEYS, IGNORE)
+    naming = Naming("model.", EMBED_KEYS, IGNORE, MOE_RENAMES if sparse else ())
     embed = embed_key(weights, naming, folder)
     rows = weights.shape(embed)[0]
     if rows != c["vocab_size"]:
@@ -87,7 +116,7 @@ def read(folder: Path, spm_model: Path | None = None) -> Imported:
         max_source_positions=c["max_position_embeddings"], max_target_positions=c["max_position_embeddings"],
         langs=dictionary.langs(),
         source_langtok="last" if tok_config.get("legacy_behaviour") else "first",
-        decoder_start="eos_lang",
+        decoder_start="eos_lang", **(_moe_options(c, config_path) if sparse else {}),
     )  # fmt: skip
     cfg.validate()
     generation = vocab.read_json(folder / "generation_config.json")
@@ -98,3 +127,24 @@ def read(folder: Path, spm_model: Path | None = None) -> Imported:
     }  # fmt: skip
     inputs = {"SRC": folder, "--spm-model": spm, "weights": weights.file_of(embed)}
     return Imported(cfg, dictionary, spm, weights, naming, inputs, meta)
+
+
+def _moe_options(c: dict[str, Any], config_path: Path) -> dict[str, Any]:
+    """NLLB-MoE's router and expert settings as our ``TransformerConfig``'s MoE fields (see the docstring)."""
+    enc, dec = int(c["encoder_sparse_step"]), int(c["decoder_sparse_step"])
+    if enc != dec:
+        raise UserError(f"{config_path}: encoder_sparse_step {enc} and decoder_sparse_step {dec} differ; our Transformer "
+                        "puts MoE layers at the same step in both stacks (--moe-freq), as NLLB-MoE does (4)")  # fmt: skip
+    if enc <= 0 or enc > max(c["encoder_layers"], c["decoder_layers"]):
+        raise UserError(f"{config_path}: encoder_sparse_step {enc} with {c['encoder_layers']} layers: no layer is sparse; "
+                        "a dense model is model_type m2m_100")  # fmt: skip
+    policy = c["second_expert_policy"]
+    if policy not in ("all", "sampling", "random"):
+        raise UserError(f"{config_path}: second_expert_policy {policy!r}; our MoE layer knows all, sampling, random")
+    return {
+        "moe_freq": enc, "moe_expert_count": int(c["num_experts"]), "moe_second_expert_policy": policy,
+        "moe_normalize_gate_prob_before_dropping": bool(c["normalize_router_prob_before_dropping"]),
+        "moe_batch_prioritized_routing": bool(c["batch_prioritized_routing"]),
+        "moe_eval_capacity_token_fraction": float(c["moe_eval_capacity_token_fraction"]),
+        "moe_eom": float(c["moe_token_dropout"]),
+    }  # fmt: skip

@@ -48,11 +48,21 @@ class WeightSource:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.get(name).shape)
 
+    _maps: list[list] | None = None  # the file mappings, read once (mt-import maps no file while converting)
+
     def release(self, tensors: list[torch.Tensor]) -> None:
         """Drop the mapped pages behind ``tensors`` from this process (they stay in the page cache)."""
         ranges = [pagemem.tensor_range(t) for t in tensors if t.is_contiguous() and t.numel()]
-        if ranges and pagemem.file_backed(ranges):
+        if not ranges:
+            return
+        if self._maps is None or not pagemem.file_backed(ranges, self._maps):
+            self._maps = pagemem.joined_file_mappings()
+        if pagemem.file_backed(ranges, self._maps):
             pagemem.advise(ranges, pagemem.MADV_DONTNEED)
+
+    def release_files(self, names: list[str]) -> None:
+        """Drop every mapped page of the files holding ``names`` from this process (see ``pagemem.drop_file_pages``)."""
+        pagemem.drop_file_pages({self.file_of(n) for n in names})
 
     def __contains__(self, name: str) -> bool:
         return name in set(self.keys())

@@ -50,6 +50,7 @@ class TransformerConfig:
     moe_expert_count: int = 0
     moe_second_expert_policy: str = "sampling"  # sampling | all | random (GShard's second-expert policies)
     moe_normalize_gate_prob_before_dropping: bool = False
+    moe_batch_prioritized_routing: bool = False  # capacity claimed by top-1 probability, not token order
     moe_train_capacity_factor: float = 1.0  # capacity = ceil(factor * 2 * tokens / experts)
     # which tokens the training capacity counts: "nonpad" ceil(factor * 2 * N / E) over the N routed tokens,
     # "fairseq" ceil(factor * 2 * ceil(S / E)) with S = all B x T positions, padding included (top2gating)

@@ -23,7 +23,11 @@ Routing (``top2_route``; GShard, Lepikhin et al. 2020, as fairseq's ``top2gating
   first-choice assignments fill an expert before second choices, each in token order; assignments past
   capacity are dropped (the token keeps its other expert, or only the residual);
 - combine weights g1, g2 are renormalised to sum to 1 over the kept experts (or before dropping with
-  ``--moe-normalize-gate-prob-before-dropping``).
+  ``--moe-normalize-gate-prob-before-dropping``);
+- ``--moe-batch-prioritized-routing`` (fairseq's flag, HF NLLB-MoE's ``batch_prioritized_routing``): the
+  tokens claim capacity in order of their top-1 probability, highest first, instead of token order. It
+  decides only which assignments are dropped, so it changes nothing when nothing is over capacity (eval
+  with dynamic gating or a capacity fraction of 1.0).
 
 Dispatch: assignments are sorted by expert id (one ``argsort``), token rows gathered with
 ``index_select`` (cast once to the autocast dtype first), each expert that received rows runs one GEMM
@@ -180,6 +184,7 @@ def top2_route(
     second_expert_policy: str = "all",
     normalize_before_dropping: bool = False,
     training: bool = False,
+    batch_prioritized: bool = False,
 ) -> Routing:
     """GShard top-2 routing of ``logits`` (N, E) with per-expert ``capacity`` (see the module docstring)."""
     logits = logits.float()
@@ -198,16 +203,23 @@ def top2_route(
     if normalize_before_dropping:
         denom = (g1 + g2).clamp_min(tiny)
         g1, g2 = g1 / denom, g2 / denom
-    ar = torch.arange(N, device=dev)
-    if training and second_expert_policy == "random":
-        keep2 = (2 * g2.detach()) > torch.rand_like(g2)
-        tok2, exp2, gate2 = ar[keep2], top2[keep2], g2[keep2]
+    # the order in which the tokens' assignments claim capacity: token order, or with batch-prioritized
+    # routing the highest top-1 probability first (fairseq / HF); first choices always before second ones
+    if batch_prioritized:
+        ar = torch.argsort(-probs.detach().amax(-1), stable=True)
+        e1, e2, h1, h2 = top1[ar], top2[ar], g1[ar], g2[ar]
     else:
-        tok2, exp2, gate2 = ar, top2, g2
+        ar = torch.arange(N, device=dev)
+        e1, e2, h1, h2 = top1, top2, g1, g2
+    if training and second_expert_policy == "random":
+        keep2 = (2 * h2.detach()) > torch.rand_like(h2)
+        tok2, exp2, gate2 = ar[keep2], e2[keep2], h2[keep2]
+    else:
+        tok2, exp2, gate2 = ar, e2, h2
     token = torch.cat([ar, tok2])
-    expert = torch.cat([top1, exp2])
-    gate = torch.cat([g1, gate2])
-    # stable sort by expert: within an expert, first choices (token order) come before second choices
+    expert = torch.cat([e1, exp2])
+    gate = torch.cat([h1, gate2])
+    # stable sort by expert: within an expert, first choices (in that order) come before second choices
     order = torch.argsort(expert, stable=True)
     token, expert, gate = token[order], expert[order], gate[order]
     routed = torch.bincount(expert, minlength=E)
@@ -499,6 +511,7 @@ class MoELayer(nn.Module):
         self.experts = Experts(self.num_experts, d, f, cfg.activation_dropout)
         self.policy = cfg.moe_second_expert_policy
         self.normalize_before_dropping = cfg.moe_normalize_gate_prob_before_dropping
+        self.batch_prioritized = cfg.moe_batch_prioritized_routing
         self.train_capacity_factor = cfg.moe_train_capacity_factor
         self.capacity_rule = cfg.moe_train_capacity_rule
         self.eval_capacity_fraction = cfg.moe_eval_capacity_token_fraction
@@ -554,7 +567,8 @@ class MoELayer(nn.Module):
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
         capacity = self._capacity(N, positions, xs.device)
-        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training)
+        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training,
+                       self.batch_prioritized)  # fmt: skip
         if self.training:
             self._losses_and_stats(logits, r, ctx)
         elif self.route_hook is not None:

@@ -280,7 +280,9 @@ class Transformer(nn.Module):
         self.decoder = Decoder(cfg)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        x = self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(tokens.size(1), offset)
+        pos = self.embed_positions(tokens.size(1), offset)
+        # in the positions' float32: a bf16 embedding table (inference, see mt.generate.loading) is scaled exactly
+        x = self.embed_scale * self.embed_tokens(tokens).to(pos.dtype) + pos
         return F.dropout(x, self.cfg.dropout, self.training)
 
     @property
