@@ -5,7 +5,9 @@ A checkpoint holds the weights, the model config and the dictionary's checksum, 
 order: the directory given (``--data`` / ``DATA``), the checkpoint's own folder (copy ``dict.txt`` and
 ``spm.model`` next to a checkpoint to ship it), and the data directory recorded at training time (found
 from any working directory, see ``recorded_places``). The dictionary must have the checksum recorded in
-the checkpoint, so a wrong ``dict.txt`` is an error, never silently wrong output.
+the checkpoint, so a wrong ``dict.txt`` is an error, never silently wrong output. A model fine-tuned with
+``mt-train --add-langs`` records the tokens it appended (``dict_added``): its dictionary is the data's
+``dict.txt`` plus those, so the binarized data and ``dict.txt`` it was trained on still serve it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,9 @@ def load_model(
     data_dir, spm_path = find_vocab(path, state, data, spm_model)
     dictionary = Dictionary.load(data_dir / "dict.txt")
     want = state.get("dict_checksum")
+    added = state.get("dict_added") or []  # mt-train --add-langs: tokens appended to the data's dict.txt
+    if want and added and dictionary.checksum() != want and not any(t in dictionary for t in added):
+        dictionary = dictionary.extended(added)
     if want and dictionary.checksum() != want:
         raise UserError(
             f"{data_dir / 'dict.txt'}: not the dictionary {path} was trained with (checksum {dictionary.checksum()} "
