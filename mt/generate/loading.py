@@ -43,6 +43,7 @@ class LoadedModel:
     # (fc1_weight, fc1_bias, fc2_weight, fc2_bias), memory-mapped from ``mapped_files``
     expert_source: dict[str, list[tuple[torch.Tensor, ...]]] = field(default_factory=dict)
     mapped_files: list[Path] = field(default_factory=list)
+    stored_dtype: torch.dtype = torch.float32  # the checkpoint's weights' type (the model computes in float32)
 
     @property
     def langs(self) -> list[str]:
@@ -168,9 +169,10 @@ def load_model(
         if pagemem.file_backed(ranges):
             pagemem.advise(ranges, pagemem.MADV_DONTNEED)
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+    emb = state["model"].get("embed_tokens.weight")
     return LoadedModel(
         model, dictionary, SpmTokenizer(spm_path) if spm_path else None, path, data_dir,
-        list(state.get("lang_pairs", [])), meta, source, mapped,
+        list(state.get("lang_pairs", [])), meta, source, mapped, emb.dtype if torch.is_tensor(emb) else torch.float32,
     )  # fmt: skip
 
 
