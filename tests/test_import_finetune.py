@@ -182,6 +182,14 @@ def test_add_langs_keeps_old_translations(files, data, tmp_path):
     assert generate_main([str(bin_dir), "--path", str(save / "checkpoint_last.pt"), "-s", "eng_Latn", "-t", "deu_Latn",
                           "--gen-subset", "valid", "--beam", "2", "--cpu", "--no-progress-bar", "--results-path",
                           str(tmp_path / "gen")]) == 0  # fmt: skip
+    # and mt-export --format hf lists the new languages with their ids (after the madeupword rows)
+    from transformers import AutoTokenizer
+
+    from mt.generate.export import export
+
+    tok = AutoTokenizer.from_pretrained(export(save / "checkpoint_last.pt", tmp_path / "hf", "hf"), src_lang="fuv_Latn")
+    assert tok.convert_tokens_to_ids(["fuv_Latn", "xho_Latn", "eng_Latn"]) == [n, n + 1, d_old.lang_index("eng_Latn")]
+    assert tok("the file is open").input_ids[0] == n
 
 
 def test_add_langs_refusals(files, data, tmp_path):
