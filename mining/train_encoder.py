@@ -116,8 +116,9 @@ def _train_config(opts: TrainerOptions, data: str, directions: list[str], save_d
 
 
 # --- model factories (mt.train.ModelFactory) --------------------------------------------------------
-def laser_factory(cfg: TrainConfig, dictionary: Dictionary):
-    """LaserTranslationModel from ``--arch`` + overrides; label-smoothed cross-entropy."""
+def laser_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None):
+    """LaserTranslationModel from ``--arch`` + overrides; label-smoothed cross-entropy (``base``, the starting
+    checkpoint's config, is not used: the flags define the model and a resumed run checks it matches)."""
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
     mc = arch_config(cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
                      langs=dictionary.langs(), max_source_positions=cfg.max_source_positions)
@@ -142,8 +143,8 @@ def student_config(arch: str, overrides: dict[str, Any], dim: int, dictionary: D
                        max_source_positions=max_source_positions)
 
 
-def student_factory(cfg: TrainConfig, dictionary: Dictionary, *, teacher_emb: str, loss: str,
-                    init_state: dict[str, torch.Tensor] | None = None):
+def student_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None, *,
+                    teacher_emb: str, loss: str, init_state: dict[str, torch.Tensor] | None = None):
     """StudentModel whose ``output_weight`` is the teacher's English embedding table; DistillationLoss."""
     from mining.embeddings import EmbeddingSet
 

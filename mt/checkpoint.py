@@ -14,6 +14,8 @@ numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG stat
     resolved_paths                              data / spm_model as absolute paths (train_config keeps them
                                                 as typed, often relative to where mt-train ran)
     dict_checksum, lang_pairs                   what it was trained on
+    dict_added                                  tokens the model has beyond the data's dict.txt, appended
+                                                in this order (``mt-train --add-langs``; usually empty)
     model, optimizer                            state_dicts
     num_updates, data_state, best, wall_time    loop position (DataState.to_dict()), best metric so far
     rng                                         one entry per rank: python / numpy / torch (/ cuda) states

@@ -56,7 +56,7 @@ from mt import expert_parallel as moe_train
 from mt import moe_flags
 from mt.criterion import LabelSmoothedCrossEntropy
 from mt.data.dictionary import Dictionary
-from mt.data.langs import parse_pair
+from mt.data.langs import check_code, lang_token, parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.data.sampler import Curriculum, DataState, MultilingualSampler, shard_rows
 from mt.errors import UserError, cli_entry, os_error_message
@@ -75,9 +75,9 @@ class TrainConfig:
     data: str = ""
     lang_pairs: list[str] = field(default_factory=list)
     save_dir: str = "checkpoints"
-    arch: str = "transformer_base"
+    arch: str = ""  # "": the starting checkpoint's model (--finetune-from-model / resume), else DEFAULT_ARCH
     model_overrides: dict[str, Any] = field(default_factory=dict)  # fairseq-named --encoder-layers etc.
-    spm_model: str = ""  # default {data}/spm.model
+    spm_model: str = ""  # default {data}/spm.model, else the one beside --finetune-from-model (an mt-import folder)
     # data
     sampling_temperature: float = 1.5
     virtual_epoch_size: int = 0
@@ -111,6 +111,7 @@ class TrainConfig:
     keep_last_epochs: int = -1
     no_epoch_checkpoints: bool = False
     finetune_from_model: str = ""
+    add_langs: list[str] = field(default_factory=list)  # "xxx_Latn" or "xxx_Latn=yyy_Latn" (row initialised from yyy)
     # sparse MoE / adapters (model-side flags are in model_overrides, see mt.moe_flags)
     moe_gate_loss_wt: float = 0.01
     moe_z_loss_wt: float = 0.0
@@ -136,7 +137,22 @@ class TrainConfig:
             raise UserError("--best-checkpoint-metric chrf needs --eval-chrf N (sentences per direction to decode)")
         if len(self.adam_betas) != 2:
             raise UserError(f"--adam-betas needs two values, got {self.adam_betas}")
+        parse_add_langs(self.add_langs)
         return self
+
+
+def parse_add_langs(specs: list[str]) -> list[tuple[str, str | None]]:
+    """``--add-langs`` entries -> (code, code whose embedding row initialises the new one, or None for the mean)."""
+    out: list[tuple[str, str | None]] = []
+    for spec in specs:
+        code, _, init = spec.partition("=")
+        check_code(code.strip(), f"--add-langs {spec}")
+        if init:
+            check_code(init.strip(), f"--add-langs {spec}")
+        if any(c == code.strip() for c, _ in out):
+            raise UserError(f"--add-langs lists {code.strip()} twice")
+        out.append((code.strip(), init.strip() or None))
+    return out
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -181,22 +197,38 @@ def _say(di: distributed.DistInfo, msg: str) -> None:
 
 
 # The one seam for model families other than mt.models' Transformer (mine-train-encoder's LASER models):
-# factory(cfg, dictionary) -> (model_config, model, criterion). The model follows the Transformer's
+# factory(cfg, dictionary, base) -> (model_config, model, criterion); ``base`` is the model_config dict of
+# the checkpoint the run starts from (checkpoint_last.pt when resuming, else --finetune-from-model), or
+# None for a run from scratch. The model follows the Transformer's
 # training interface: ``model(src_tokens, prev_output_tokens, ctx, target_mask=, features_only=True)``
 # returns states at the target positions and ``model.output_weight`` is what the criterion scores them
 # against; ``criterion(hidden, output_weight, target, aux_losses)`` returns a ``CriterionOutput`` (it is
 # used for validation too). ``model_config`` has ``to_dict()`` and ``SHAPE_FIELDS`` (checkpoint checks).
-ModelFactory = Callable[["TrainConfig", Dictionary], "tuple[Any, torch.nn.Module, Any]"]
+ModelFactory = Callable[["TrainConfig", Dictionary, "dict[str, Any] | None"], "tuple[Any, torch.nn.Module, Any]"]
+DEFAULT_ARCH = "transformer_base"
+# how sentences meet the model (mt.data.rows): always the starting checkpoint's, there are no flags for them
+LAYOUT_FIELDS = ("source_langtok", "decoder_start")
 
 
-def transformer_factory(cfg: TrainConfig, dictionary: Dictionary) -> tuple[TransformerConfig, torch.nn.Module, Any]:
-    """mt-train's model: the ``--arch`` preset with the fairseq-named overrides, label-smoothed CE."""
+def transformer_factory(
+    cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None
+) -> tuple[TransformerConfig, torch.nn.Module, Any]:
+    """mt-train's model and label-smoothed CE. From scratch, or with ``--arch``: the preset with the
+    fairseq-named overrides. Starting from a checkpoint (``base``) without ``--arch``: that checkpoint's
+    model (shape, dropouts, MoE and adapter settings; an imported NLLB-200 model needs no flags) with the
+    overrides on top. The row layout is always the checkpoint's; vocabulary, languages and position limits
+    always this run's."""
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE or k in EXTENSION_FIELDS}
-    model_cfg = arch_config(
-        cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
-        max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
-        langs=dictionary.langs(), adapter_lang_pairs=list(cfg.lang_pairs),
+    run = dict(
+        vocab_size=len(dictionary), padding_idx=dictionary.pad(), max_source_positions=cfg.max_source_positions,
+        max_target_positions=cfg.max_target_positions, langs=dictionary.langs(), adapter_lang_pairs=list(cfg.lang_pairs),
     )  # fmt: skip
+    if base is not None and not cfg.arch:
+        model_cfg = TransformerConfig.from_dict({**base, **overrides, **run})
+    else:
+        model_cfg = arch_config(cfg.arch or DEFAULT_ARCH, **overrides, **run)
+        for k in LAYOUT_FIELDS if base is not None else ():
+            setattr(model_cfg, k, base.get(k, getattr(model_cfg, k)))
     criterion = LabelSmoothedCrossEntropy(
         cfg.label_smoothing,
         {"moe_gate_loss": cfg.moe_gate_loss_wt, "moe_z_loss": cfg.moe_z_loss_wt, "cmr_gate_loss": cfg.cmr_gate_loss_wt},
@@ -221,6 +253,60 @@ def train(cfg: TrainConfig, model_factory: ModelFactory | None = None) -> dict[s
     finally:
         stop.restore()
         distributed.cleanup()
+
+
+def _default_spm(data: Path, finetune_from_model: str) -> str:
+    """DATA/spm.model; else the one beside the --finetune-from-model checkpoint (mt-import writes it there, and
+    mt-preprocess does not copy it into the data); the recorded path lets mt-translate find it later."""
+    beside = Path(finetune_from_model).parent / "spm.model" if finetune_from_model else None
+    if not (data / "spm.model").is_file() and beside is not None and beside.is_file():
+        return str(beside)
+    return str(data / "spm.model")
+
+
+def _starting_point(cfg: TrainConfig, save_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint the run starts from (checkpoint_last.pt, else --finetune-from-model, else None) and
+    what the set-up needs of it; its tensors are memory-mapped and not read here."""
+    last = save_dir / ckpt.LAST
+    path = last if last.is_file() else Path(cfg.finetune_from_model) if cfg.finetune_from_model else None
+    if path is None:
+        return None, {}
+    state = ckpt.load_checkpoint(path, mmap=True)
+    return path, {k: state.get(k) for k in ("model_config", "dict_added", "dict_checksum")}
+
+
+def _run_dictionary(
+    data_dict: Dictionary, start: dict[str, Any], add_langs: list[str], resuming: bool
+) -> tuple[Dictionary, Dictionary, list[tuple[str, str | None]], list[str]]:
+    """(the starting checkpoint's dictionary, this run's, the language tokens this run adds with the language
+    that initialises each, every token the run's dictionary has beyond the data's dict.txt).
+
+    ``--add-langs`` appends language tokens after the last id of the model's dictionary (after ``<mask>``
+    and fairseq's ``madeupword`` rows in a released NLLB model): every old id stays, so data binarized with
+    the model's dict.txt and spm.model keep working, and the checkpoint records the tokens (``dict_added``)
+    so that the data's dict.txt plus them is its dictionary (``mt.generate.loading``)."""
+    before = list(start.get("dict_added") or [])
+    start_dict = data_dict.extended(before)
+    new: list[tuple[str, str | None]] = []
+    for code, init in parse_add_langs(add_langs):
+        tok = lang_token(code)
+        if tok in start_dict:
+            if resuming and tok in before:  # added when the run being resumed started
+                continue
+            raise UserError(f"--add-langs {code}: the model already has the language token {tok}; drop {code} "
+                            "from --add-langs")  # fmt: skip
+        if init and lang_token(init) not in start_dict:
+            known = start_dict.langs()
+            raise UserError(f"--add-langs {code}={init}: the model has no {lang_token(init)} to initialise the new "
+                            f"row from ({len(known)} languages, e.g. {', '.join(known[:5]) or 'none'})")  # fmt: skip
+        new.append((tok, init))
+    if new and (not start or resuming):
+        what = ("the run being resumed was started without it: --add-langs only applies when a fine-tuning run "
+                "starts (use a new --save-dir)" if resuming else
+                "it adds language tokens to a trained model: pass --finetune-from-model CHECKPOINT")  # fmt: skip
+        raise UserError(f"--add-langs {new[0][0].strip('_')}: {what}")
+    tokens = [t for t, _ in new]
+    return start_dict, start_dict.extended(tokens), new, before + tokens
 
 
 @contextlib.contextmanager
@@ -279,13 +365,20 @@ class _Trainer:
         self.save_dir = Path(cfg.save_dir)
         self.log = TrainLog(self.save_dir / "train_log.jsonl", enabled=di.is_master)
         data = Path(cfg.data)
-        self.dictionary = Dictionary.load(data / "dict.txt")
+        self.start_path, start = _starting_point(cfg, self.save_dir)
+        self.base_config = start.get("model_config") if start else None
+        self.start_dictionary, self.dictionary, self.new_langs, self.dict_added = _run_dictionary(
+            Dictionary.load(data / "dict.txt"), start, cfg.add_langs, resuming=self.start_path == self.save_dir / ckpt.LAST,
+        )  # fmt: skip
         self.langs = self.dictionary.langs()
         self.pad = self.dictionary.pad()
+        del start
 
-        # data
+        # data, in the rows of the model the run starts from (mt.data.rows)
+        base = self.base_config or {}
+        layout = {k: base.get(k, getattr(TransformerConfig, k)) for k in LAYOUT_FIELDS}
         self.directions = list(cfg.lang_pairs)
-        train_sets = [load_direction(data, "train", d, self.dictionary, self.langs) for d in self.directions]
+        train_sets = [load_direction(data, "train", d, self.dictionary, self.langs, **layout) for d in self.directions]
         keep = []
         for ds in train_sets:
             k = ds.keep_indices(cfg.max_source_positions, cfg.max_target_positions, cfg.max_tokens)
@@ -301,19 +394,20 @@ class _Trainer:
         )  # fmt: skip
         valid_sets = {}
         for i, d in enumerate(self.directions):
-            ds = load_direction(data, "valid", d, self.dictionary, self.langs, required=False)
+            ds = load_direction(data, "valid", d, self.dictionary, self.langs, required=False, **layout)
             if ds is not None:
                 valid_sets[i] = ds
         missing = [d for i, d in enumerate(self.directions) if i not in valid_sets]
         if missing:
             _say(di, f"mt-train: no valid data for {','.join(missing)}: those directions are not validated")
-        spm_model = cfg.spm_model or str(data / "spm.model")
+        spm_model = self.spm_model = cfg.spm_model or _default_spm(data, cfg.finetune_from_model)
         if cfg.best_checkpoint_metric == "chrf" and not valid_sets:
             raise UserError("--best-checkpoint-metric chrf needs valid data: binarize a valid split")
 
         # model (same init on every rank: seeded before building; DDP also broadcasts rank 0's weights)
         _seed_all(cfg.seed)
-        self.model_cfg, model, self.criterion = model_factory(cfg, self.dictionary)
+        self.model_cfg, model, self.criterion = model_factory(cfg, self.dictionary, self.base_config)
+        self.arch = cfg.arch or (f"the model of {self.start_path}" if self.base_config is not None else DEFAULT_ARCH)
         self.model = model.to(di.device)
         self.validator = Validator(
             valid_sets, self.dictionary, cfg.max_tokens, cfg.max_source_positions, cfg.max_target_positions,
@@ -369,13 +463,33 @@ class _Trainer:
             _say(self.di, f"mt-train: resumed from {last} (update {self.num_updates}, epoch {self.data_state.epoch})")
             if self.cfg.finetune_from_model:
                 _say(self.di, f"mt-train: {last} exists, so --finetune-from-model {self.cfg.finetune_from_model} is ignored")
-        elif self.cfg.finetune_from_model:
+        elif self.cfg.finetune_from_model:  # fairseq's semantics: the weights only; optimizer, schedule, counters fresh
             path = Path(self.cfg.finetune_from_model)
             state = ckpt.load_checkpoint(path, rank=rank, world=world)
-            ckpt.check_compatible(state, path, self.model_cfg.to_dict(), self.dictionary.checksum(), shape)
-            new = ckpt.load_weights(self.model, state["model"], path, new_ok=is_adapter_param)
+            start_cfg = {**self.model_cfg.to_dict(), "vocab_size": len(self.start_dictionary)}
+            ckpt.check_compatible(state, path, start_cfg, self.start_dictionary.checksum(), shape)
+            weights = self._add_lang_rows(state["model"]) if self.new_langs else state["model"]
+            new = ckpt.load_weights(self.model, weights, path, new_ok=is_adapter_param)
+            added = f"; added {', '.join(t for t, _ in self.new_langs)}" if self.new_langs else ""
             _say(self.di, f"mt-train: initialised weights from {path} (optimizer and data position start fresh)"
-                 + (f"; {len(new)} adapter tensors are new" if new else ""))  # fmt: skip
+                 + (f"; {len(new)} adapter tensors are new" if new else "") + added)  # fmt: skip
+
+    def _add_lang_rows(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding grown by one row per ``--add-langs`` token (after every old row, see ``_run_dictionary``):
+        the row of the language named after ``=``, else the mean of the model's language-token rows. The old
+        rows are untouched, so old directions translate as before (the new tokens are banned from outputs)."""
+        key = "embed_tokens.weight"
+        emb = weights.get(key)
+        if emb is None:
+            raise UserError(f"--add-langs: {self.cfg.finetune_from_model} has no {key} to add rows to")
+        d = self.start_dictionary
+        lang_rows = [d.lang_index(c) for c in d.langs()]
+        if not lang_rows and any(init is None for _, init in self.new_langs):
+            raise UserError(f"--add-langs: {self.cfg.finetune_from_model} has no language tokens to initialise new rows "
+                            "from; name one: --add-langs xxx_Latn=eng_Latn")  # fmt: skip
+        rows = [emb[d.lang_index(init)] if init else emb[lang_rows].float().mean(0).to(emb.dtype)
+                for _, init in self.new_langs]  # fmt: skip
+        return {**weights, key: torch.cat([emb, torch.stack(rows)])}
 
     def _state(self) -> dict[str, Any]:
         rngs = distributed.all_gather_object(ckpt.capture_rng())
@@ -386,8 +500,9 @@ class _Trainer:
             "model_config": self.model_cfg.to_dict(),
             "train_config": asdict(self.cfg),
             "resolved_paths": {k: str(Path(v).resolve()) if v else "" for k, v in
-                               (("data", self.cfg.data), ("spm_model", self.cfg.spm_model))},
+                               (("data", self.cfg.data), ("spm_model", self.spm_model))},
             "dict_checksum": self.dictionary.checksum(),
+            "dict_added": list(self.dict_added),  # tokens beyond the data's dict.txt (--add-langs)
             "lang_pairs": list(self.directions),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -576,7 +691,7 @@ class _Trainer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         _say(di, f"mt-train: checkpoints in {self.save_dir}/ (checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
              f"log in {self.log.path}")  # fmt: skip
-        _say(di, f"mt-train: {cfg.arch} {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
+        _say(di, f"mt-train: {self.arch}: {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
              f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions")  # fmt: skip
         if getattr(self.model_cfg, "moe_freq", 0):
             m = self.model_cfg
@@ -596,7 +711,7 @@ class _Trainer:
             _say(di, "mt-train: no --max-update or --max-epoch: training runs until stopped (Ctrl-C saves and exits)")
         self.log.write({
             "type": "start", "update": self.num_updates, "epoch": self.data_state.epoch, "world_size": di.world_size,
-            "device": di.device.type, "params": num_parameters(self.model), "arch": cfg.arch, "bf16": cfg.bf16,
+            "device": di.device.type, "params": num_parameters(self.model), "arch": self.arch, "bf16": cfg.bf16,
             "model_config": self.model_cfg.to_dict(), "lang_pairs": self.directions,
             "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_state": self.data_state.to_dict(),
@@ -798,7 +913,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=d.save_dir, help="checkpoints and train_log.jsonl (default: %(default)s)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default=d.arch, choices=list(ARCHS), help="preset (default: %(default)s)")
+    g.add_argument("--arch", default=d.arch, choices=list(ARCHS),
+                   help=f"preset (default: {DEFAULT_ARCH}; with --finetune-from-model or when resuming: the "
+                        "checkpoint's model, flags below override its settings)")  # fmt: skip
     for name in OVERRIDABLE:
         typ = float if "dropout" in name else int
         g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
@@ -813,7 +930,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=int, default=d.max_tokens,
                    help="max padded tokens per batch, source or target whichever larger (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=0, help="max sentences per batch (default: no limit)")
-    g.add_argument("--spm-model", default="", help="SentencePiece model for chrF detokenisation (default: DATA/spm.model)")
+    g.add_argument("--spm-model", default="", help="SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
+                   "else the one beside --finetune-from-model)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: %(default)s)")
@@ -839,7 +957,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-interval-updates", type=int, default=0, help="save checkpoint_last.pt every N updates")
     g.add_argument("--keep-last-epochs", type=int, default=-1, help="keep only the last N checkpoint<epoch>.pt (default: all)")
     g.add_argument("--no-epoch-checkpoints", action="store_true", help="do not write checkpoint<epoch>.pt")
-    g.add_argument("--finetune-from-model", default="", help="start from these weights (fresh optimizer and data position)")
+    g.add_argument("--finetune-from-model", default="",
+                   help="start from these weights (an mt-train or mt-import checkpoint); optimizer, LR schedule, "
+                        "update count and data position start fresh (fairseq's semantics)")  # fmt: skip
+    g.add_argument("--add-langs", default="", metavar="xxx_Latn[=yyy_Latn],...",
+                   help="with --finetune-from-model: new language tokens, appended after the model's last token "
+                        "(every old id stays; spm.model unchanged); each new embedding row starts as yyy_Latn's row, "
+                        "or as the mean of the language-token rows. With --freeze-base the rows stay as initialised "
+                        "and the adapters learn the language")  # fmt: skip
 
     g = p.add_argument_group("logging")
     g.add_argument("--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)")
@@ -865,6 +990,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         values.pop(k, None)
     overrides.update(moe_flags.pop_model_overrides(values))
     values["lang_pairs"] = [p.strip() for p in values["lang_pairs"].split(",") if p.strip()]
+    values["add_langs"] = [x.strip() for x in values["add_langs"].split(",") if x.strip()]
     values["adam_betas"] = _parse_betas(values["adam_betas"])
     return TrainConfig(**values, model_overrides=overrides)
 

@@ -123,8 +123,9 @@ class Validator:
             for start in range(0, len(chosen), batch_size):
                 items = [(*ds.item(int(i)), ds, d) for i in chosen[start : start + batch_size]]
                 batch = collate(items, pad).to(device)
+                prefix = torch.tensor([ds.prefix] * len(items))  # the model's decoder start (mt.data.rows)
                 out = greedy_decode(
-                    model, batch.src_tokens, torch.full((len(items),), ds.tgt_lang_token), eos,
+                    model, batch.src_tokens, prefix, eos,
                     src_lang=batch.src_lang, tgt_lang=batch.tgt_lang, banned=banned,
                 )  # fmt: skip
                 hyps += [detokenize(h, self.dictionary, self.sp) for h in out]

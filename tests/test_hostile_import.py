@@ -135,12 +135,6 @@ def test_fairseq_dictionary_of_another_model(files, tmp_path):
     _refused(tmp_path, ckpt, "belong to different models", "--spm-model", str(tmp_path / "other.model"), fmt="fairseq")
 
 
-def test_export_of_an_imported_model_is_refused(files, tmp_path, monkeypatch):
-    """mt-export writes mt-train's layout (the decoder starts with __tgt__): not an imported NLLB model's."""
-    hostile.assert_refused("mt-export", ["--path", str(files["out"] / "checkpoint.pt"), "--out", str(tmp_path / "x")],
-                           tmp_path, outputs=[tmp_path / "x"], expect="not supported yet")  # fmt: skip
-
-
 # --- NLLB-MoE -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def moe(tmp_path_factory):
@@ -230,3 +224,17 @@ def test_moe_expert_files_of_an_earlier_import_need_force(moe, tmp_path):
     assert main(["--format", "hf", str(moe["hf"]), "--out", str(out), "--force"]) == 0
     assert not (out / "checkpoint-rank-9.pt").exists()  # not this model's: removed
     assert len(list(out.glob("checkpoint-rank-*.pt"))) == 8
+
+
+def test_export_of_an_imported_model_with_another_spm_is_refused(files, tmp_path, monkeypatch):
+    """mt-export writes an imported model's tokenizer as NllbTokenizer's files (ids = SentencePiece ids + 1):
+    a SentencePiece model that does not number the model's pieces so is refused before anything is written."""
+    import sentencepiece as spm
+
+    text = tmp_path / "other.txt"
+    text.write_text("\n".join(f"lorem ipsum dolor sit amet {i} consectetur adipiscing" for i in range(200)))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "other"), vocab_size=60,
+                                   model_type="bpe", minloglevel=2, hard_vocab_limit=False)  # fmt: skip
+    hostile.assert_refused("mt-export", ["--path", str(files["out"] / "checkpoint.pt"), "--out", str(tmp_path / "x"),
+                                         "--spm-model", str(tmp_path / "other.model")],
+                           tmp_path, outputs=[tmp_path / "x"], expect="not the vocabulary layout of the NLLB models")  # fmt: skip

@@ -84,6 +84,15 @@ class Dictionary:
         self.counts.append(n)
         return self.indices[sym]
 
+    def extended(self, symbols: Sequence[str]) -> "Dictionary":
+        """A copy with ``symbols`` appended (new ids after every existing one, so old ids stay valid)."""
+        d = Dictionary(list(self.symbols), list(self.counts), self.nspecial)
+        for sym in symbols:
+            if sym in d.indices:
+                raise UserError(f"token {sym} is already in the dictionary (id {d.indices[sym]})")
+            d.add_symbol(sym)
+        return d
+
     # --- language tokens -------------------------------------------------------------------
     def lang_index(self, code: str) -> int:
         """Index of ``__code__``; a clear error when the dictionary was built without it."""

@@ -1,12 +1,16 @@
 """Language-pair datasets over the binarized mmap files, and the collater that builds model inputs.
 
-Conventions (NLLB's language tokens):
+Conventions (NLLB's language tokens; the model's layout, ``mt.data.rows``, places them):
 - binarized sentences end with ``</s>`` and carry no language token;
-- source row  = ``__src__ x1 .. xn </s>``;
-- decoder input = ``__tgt__ y1 .. yn``; target = ``y1 .. yn </s>`` (same length as the binarized target).
+- source row  = ``__src__ x1 .. xn </s>`` (``source_langtok="last"``: ``x1 .. xn </s> __src__``);
+- mt-train's models (``decoder_start="lang"``): decoder input = ``__tgt__ y1 .. yn``, target =
+  ``y1 .. yn </s>`` (same length as the binarized target);
+- the released NLLB-200 models (``decoder_start="eos_lang"``, fairseq's and HF's training rows): decoder
+  input = ``</s> __tgt__ y1 .. yn``, target = ``__tgt__ y1 .. yn </s>`` (one longer).
 
-So a direction's source length is ``len(src) + 1`` and its target length ``len(tgt)``; those are the
-lengths that ``--max-source-positions`` / ``--max-target-positions`` and ``--max-tokens`` see.
+So a direction's source length is ``len(src) + 1`` and its target length ``len(tgt)`` (``+ 1`` for
+``eos_lang``); those are the lengths that ``--max-source-positions`` / ``--max-target-positions`` and
+``--max-tokens`` see.
 
 Padding: RIGHT padding for source, decoder input and target. Positions are then ``arange`` for every row,
 the decoder's causal mask hides target padding on its own, and only encoder keys need a padding mask
@@ -29,6 +33,7 @@ from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset, dataset_exists
 from mt.data.langs import parse_pair
 from mt.data.layout import bin_prefix
+from mt.data.rows import decoder_prefix
 from mt.errors import UserError
 
 
@@ -44,7 +49,9 @@ def find_direction_files(data: str | os.PathLike, split: str, src: str, tgt: str
 class LanguagePairDataset:
     """One translation direction: ``ds.item(i)`` -> (source ids, target ids) as numpy arrays.
 
-    ``src_sizes``/``tgt_sizes`` are the model-side lengths (source counts its language token).
+    ``src_sizes``/``tgt_sizes`` are the model-side lengths (source counts its language token, target the
+    forced tokens of the decoder prefix). ``source_langtok`` / ``decoder_start``: the model's row layout
+    (``TransformerConfig`` fields, ``mt.data.rows``).
     """
 
     def __init__(
@@ -56,6 +63,8 @@ class LanguagePairDataset:
         tgt_lang_token: int,
         src_lang_id: int,
         tgt_lang_id: int,
+        source_langtok: str = "first",
+        decoder_start: str = "lang",
     ) -> None:
         if len(src) != len(tgt):
             raise UserError(
@@ -65,8 +74,10 @@ class LanguagePairDataset:
         self.name, self.src, self.tgt = name, src, tgt
         self.src_lang_token, self.tgt_lang_token = src_lang_token, tgt_lang_token
         self.src_lang_id, self.tgt_lang_id = src_lang_id, tgt_lang_id
+        self.source_langtok, self.decoder_start = source_langtok, decoder_start
+        self.prefix = decoder_prefix(tgt_lang_token, 2, decoder_start)  # eos is 2 in every fairseq dictionary
         self.src_sizes = src.sizes.astype(np.int64) + 1
-        self.tgt_sizes = tgt.sizes.astype(np.int64)
+        self.tgt_sizes = tgt.sizes.astype(np.int64) + len(self.prefix) - 1
 
     def __len__(self) -> int:
         return len(self.src_sizes)
@@ -83,9 +94,11 @@ class LanguagePairDataset:
 
 
 def load_direction(
-    data: str | os.PathLike, split: str, direction: str, dictionary: Dictionary, langs: list[str], required: bool = True
+    data: str | os.PathLike, split: str, direction: str, dictionary: Dictionary, langs: list[str], required: bool = True,
+    source_langtok: str = "first", decoder_start: str = "lang",
 ) -> LanguagePairDataset | None:
-    """Open ``direction`` (``eng_Latn-deu_Latn``) of ``split``; None (or a UserError if required) when absent."""
+    """Open ``direction`` (``eng_Latn-deu_Latn``) of ``split``; None (or a UserError if required) when absent.
+    ``source_langtok`` / ``decoder_start``: the model's row layout (``mt.data.rows``)."""
     src, tgt = parse_pair(direction)
     found = find_direction_files(data, split, src, tgt)
     if found is None:
@@ -101,6 +114,7 @@ def load_direction(
     return LanguagePairDataset(
         direction, IndexedDataset(found[0]), IndexedDataset(found[1]),
         dictionary.lang_index(src), dictionary.lang_index(tgt), langs.index(src), langs.index(tgt),
+        source_langtok, decoder_start,
     )  # fmt: skip
 
 
@@ -126,10 +140,14 @@ class Batch:
 
 
 def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int]], pad: int) -> Batch:
-    """Build a right-padded batch from ``(src ids, tgt ids, dataset, direction id)`` samples."""
+    """Build a right-padded batch from ``(src ids, tgt ids, dataset, direction id)`` samples.
+
+    Rows as the sample's dataset lays them out (``mt.data.rows``): the decoder is teacher-forced on
+    ``prefix + t`` (``t`` = ``y1 .. yn </s>``), input = that without its last token, target = without its first.
+    """
     B = len(samples)
     S = max(len(s) for s, _, _, _ in samples) + 1
-    T = max(len(t) for _, t, _, _ in samples)
+    T = max(len(t) + len(ds.prefix) - 1 for _, t, ds, _ in samples)
     src = np.full((B, S), pad, dtype=np.int64)
     prev = np.full((B, T), pad, dtype=np.int64)
     tgt = np.full((B, T), pad, dtype=np.int64)
@@ -138,13 +156,19 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int
     direction = np.empty(B, dtype=np.int64)
     ntokens = 0
     for b, (s, t, ds, d) in enumerate(samples):
-        src[b, 0] = ds.src_lang_token
-        src[b, 1 : len(s) + 1] = s
-        prev[b, 0] = ds.tgt_lang_token
-        prev[b, 1 : len(t)] = t[:-1]
-        tgt[b, : len(t)] = t
+        if ds.source_langtok == "last":  # x </s> __src__
+            src[b, : len(s)] = s
+            src[b, len(s)] = ds.src_lang_token
+        else:  # __src__ x </s>
+            src[b, 0] = ds.src_lang_token
+            src[b, 1 : len(s) + 1] = s
+        p = len(ds.prefix)
+        prev[b, :p] = ds.prefix
+        prev[b, p : p + len(t) - 1] = t[:-1]
+        tgt[b, : p - 1] = ds.prefix[1:]
+        tgt[b, p - 1 : p - 1 + len(t)] = t
         src_lang[b], tgt_lang[b], direction[b] = ds.src_lang_id, ds.tgt_lang_id, d
-        ntokens += len(t)
+        ntokens += len(t) + p - 1
     return Batch(
         torch.from_numpy(src), torch.from_numpy(prev), torch.from_numpy(tgt), torch.from_numpy(src_lang),
         torch.from_numpy(tgt_lang), torch.from_numpy(direction), ntokens, B,

@@ -9,6 +9,12 @@ and forces the language token next (``forced_bos_token_id``). HF's NllbTokenizer
 ``x1 .. xn </s> __src__``; models fine-tuned that way keep that layout. Both choices are
 ``TransformerConfig`` fields stored in the checkpoint (``source_langtok``, ``decoder_start``), so a model
 always gets the rows it was trained on.
+
+Training (``mt.data.pair_dataset.collate``) teacher-forces the decoder on ``prefix + y + </s>``: the
+decoder input is that sequence without its last token, the target is it without its first, so the
+forced tokens after the first are predicted too. For ``eos_lang`` that is fairseq's NLLB training
+(target ``__tgt__ y </s>``, input ``</s> __tgt__ y``) and HF's (``labels = [tgt_lang] y </s>``,
+``decoder_input_ids = shift_tokens_right(labels, decoder_start_token_id=</s>)``).
 """
 
 from __future__ import annotations
@@ -26,3 +32,4 @@ def source_row(ids: Sequence[int], lang_token: int, eos: int, source_langtok: st
 def decoder_prefix(lang_token: int, eos: int, decoder_start: str = "lang") -> list[int]:
     """The tokens the decoder starts from before the first output token."""
     return [eos, lang_token] if decoder_start == "eos_lang" else [lang_token]
+

@@ -288,9 +288,13 @@ EXPORT_EPILOG = """examples:
   mt-export --format ctranslate2 --path ckpt/checkpoint_best.pt --out export/ct2
   mt-export --format ctranslate2 --quantization int8 --path ckpt/checkpoint_best.pt --out export/ct2-int8
 
-The decoder of these models starts with the target-language token (not </s>): pass
+The decoder of models mt-train wrote starts with the target-language token (not </s>): pass
 decoder_start_token_id=<id of __deu_Latn__> to HF generate(), target_prefix=[["__deu_Latn__"]] to
-CTranslate2; sources are "__eng_Latn__ ... </s>". Each export has a README.md with working code.
+CTranslate2; sources are "__eng_Latn__ ... </s>". Models in the released NLLB-200 layout (mt-import, and
+models fine-tuned from one) are exported as the released models are published: NllbTokenizer files,
+decoder_start_token_id </s>, forced_bos_token_id=<id of deu_Latn> (HF) / target_prefix=[["deu_Latn"]]
+(CTranslate2, through its own NLLB conversion); mt-import then mt-export --format hf gives back the
+original tensors. Each export has a README.md with working code.
 Dense models only (MoE layers have no M2M100 / CTranslate2 equivalent).
 """
 

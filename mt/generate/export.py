@@ -6,9 +6,9 @@ for ``padding_idx`` 1 gives the same rows), embeddings scaled by sqrt(d) and sha
 and output projection. The weights map one to one, with our fused projections split: self-attention
 ``qkv_proj`` -> ``q_proj``/``k_proj``/``v_proj``, encoder-attention ``kv_proj`` -> ``k_proj``/``v_proj``.
 
-One convention differs and the export keeps ours, because the weights were trained with it: our decoder
-starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M2M100/NLLB start with
-``</s>`` and force the language token second. So:
+Models mt-train wrote: one convention differs and the export keeps ours, because the weights were
+trained with it: our decoder starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while
+HF's M2M100/NLLB start with ``</s>`` and force the language token second. So:
 
 - HF: ``decoder_start_token_id`` is a language token. The config carries a default (the first target
   language of the checkpoint's ``--lang-pairs``); pass ``decoder_start_token_id=tok.convert_tokens_to_ids
@@ -24,6 +24,17 @@ starts with the target-language token (``__deu_Latn__ y1 y2 ...``), while HF's M
 The tokenizer is a ``tokenizers`` Unigram model over our ``dict.txt`` with the SentencePiece model's
 normalisation (``tokenizer.json``), plus ``spm.model`` and ``dict.txt`` themselves. MoE checkpoints are
 refused: neither M2M100 nor CTranslate2's converter has sparse expert layers.
+
+Models in the released NLLB-200 layout (``decoder_start = "eos_lang"``: mt-import, and models fine-tuned
+from one) are exported as the released models are published, so ``mt-import`` then ``mt-export --format
+hf`` gives back the original tensors (names, shapes, dtypes, values) and config: ``decoder_start_token_id``
+is ``</s>``, the target language is ``forced_bos_token_id`` (HF) / ``target_prefix`` (CTranslate2, whose
+hypotheses then start with it), and the tokenizer is NllbTokenizer's files (``sentencepiece.bpe.model``,
+``tokenizer_config.json``, ``special_tokens_map.json``) with the language codes named ``eng_Latn``
+(``legacy_behaviour`` from ``source_langtok``). CTranslate2's own converter turns that folder into its
+NLLB model (``decoder_start_token`` ``</s>``). The generation config bans ``<s>``, ``<pad>`` and language
+tokens with ``bad_words_ids``, which transformers applies before the forced language token
+(``suppress_tokens`` comes after it and would suppress the forced token too).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -38,6 +50,7 @@ from typing import Any, Iterator
 
 import torch
 
+from mt.data.langs import token_lang
 from mt.errors import UserError
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.search import SearchConfig
@@ -64,17 +77,42 @@ def check_dense(loaded: LoadedModel) -> None:
             f"{loaded.path}: a Mixture-of-Experts checkpoint ({num_moe_layers(cfg)} MoE layers); HF M2M100 and "
             "CTranslate2 export support dense models only: serve MoE models with mt-translate / mt-interactive"
         )
-    if (cfg.decoder_start, cfg.source_langtok) != ("lang", "first"):  # an imported NLLB model (mt.data.rows)
-        raise UserError(
-            f"{loaded.path}: the decoder starts with '</s> __tgt__' or the source ends with its language token "
-            "(an mt-import of a released NLLB model); exporting that layout is not supported yet: use the "
-            "original Hugging Face files"
-        )
+    if (cfg.decoder_start, cfg.source_langtok) == ("lang", "last"):  # no such model is made here (mt.data.rows)
+        raise UserError(f"{loaded.path}: a source row 'x </s> __src__' with a decoder that starts '__tgt__': no HF or "
+                        "CTranslate2 tokenizer convention has that layout")  # fmt: skip
+    if nllb_layout(loaded):
+        nllb_symbols(loaded)  # the vocabulary must be SentencePiece's pieces + 1, as NllbTokenizer numbers them
+
+
+def nllb_layout(loaded: LoadedModel) -> bool:
+    """A model in the released NLLB-200 layout (decoder starts ``</s> __tgt__``): exported as those are published."""
+    return loaded.model.cfg.decoder_start == "eos_lang"
+
+
+def nllb_symbols(loaded: LoadedModel) -> tuple[int, list[tuple[int, str]]]:
+    """(number of SentencePiece pieces, [(id, HF name)] of the tokens after them) for NllbTokenizer's files.
+
+    ``dict.txt`` of an NLLB model is ``<s> <pad> </s> <unk>``, the pieces (SentencePiece id + 1), then the
+    language tokens, ``<mask>`` and fairseq's ``madeupword`` fillers (``mt.importing.vocab``). The fillers at
+    the end are not tokenizer tokens (the released tokenizers leave them out); any other token is listed
+    with its id, language tokens under HF's names (``eng_Latn``)."""
+    if loaded.spm is None:
+        raise UserError(f"{loaded.data_dir}: no spm.model, needed for the tokenizer files; pass --spm-model")
+    sp, d = loaded.spm.sp, loaded.dictionary
+    n = sp.get_piece_size()
+    wrong = next((i for i in range(3, n) if d[i + 1] != sp.id_to_piece(i)), None) if len(d) > n else 3
+    if wrong is not None:
+        raise UserError(f"{loaded.data_dir / 'dict.txt'}: id {wrong + 1} is {d[wrong + 1]!r}, not SentencePiece piece "
+                        f"{wrong} + 1: not the vocabulary layout of the NLLB models, which the export needs")  # fmt: skip
+    extra = [(i, token_lang(d[i]) or d[i]) for i in range(n + 1, len(d))]
+    while extra and re.fullmatch(r"madeupword\d+", extra[-1][1]):
+        extra.pop()
+    return n, extra
 
 
 def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Our parameter names -> ``M2M100ForConditionalGeneration`` names (fused projections split)."""
-    ours = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
+    """Our parameter names -> ``M2M100ForConditionalGeneration`` names (fused projections split), dtypes kept."""
+    ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # load_state_dict casts to the HF model's dtype
     d = model.cfg.encoder_embed_dim
     out: dict[str, torch.Tensor] = {"model.shared.weight": ours.pop("embed_tokens.weight")}
     for stack, n in (("encoder", model.cfg.encoder_layers), ("decoder", model.cfg.decoder_layers)):
@@ -123,18 +161,20 @@ def hf_shape_kwargs(c) -> dict:
 
 
 def build_hf_model(loaded: LoadedModel):
-    """An ``M2M100ForConditionalGeneration`` holding our weights (float32, eval mode)."""
+    """An ``M2M100ForConditionalGeneration`` holding our weights (in the checkpoint's dtype, eval mode)."""
     _require("transformers", "transformers")
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     check_dense(loaded)
     c, d = loaded.model.cfg, loaded.dictionary
-    start = d.lang_index(_default_target(loaded))
+    nllb = nllb_layout(loaded)
+    start = d.eos() if nllb else d.lang_index(_default_target(loaded))
     hf_cfg = M2M100Config(
         **hf_shape_kwargs(c), pad_token_id=d.pad(), bos_token_id=d.bos(), eos_token_id=d.eos(),
-        decoder_start_token_id=start, tie_word_embeddings=True,
+        decoder_start_token_id=start, tie_word_embeddings=True, **({"tokenizer_class": "NllbTokenizer"} if nllb else {}),
     )  # fmt: skip
-    model = M2M100ForConditionalGeneration(hf_cfg)
+    dtype = loaded.stored_dtype  # an mt-import --dtype bfloat16 model is exported in bfloat16
+    model = M2M100ForConditionalGeneration(hf_cfg).to(dtype)
     sd = hf_state_dict(loaded.model)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = {"lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}
@@ -142,6 +182,7 @@ def build_hf_model(loaded: LoadedModel):
     if missing or unexpected:
         raise RuntimeError(f"M2M100 mapping is incomplete: missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.tie_weights()
+    model.config.dtype = dtype
     model.generation_config = hf_generation_config(loaded, start)
     return model.eval()
 
@@ -160,11 +201,14 @@ def hf_generation_config(loaded: LoadedModel, start: int):
     from transformers import GenerationConfig
 
     d, s = loaded.dictionary, SearchConfig()
-    return GenerationConfig(
+    common = dict(
         decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
-        suppress_tokens=banned_ids(d), do_sample=False, num_beams=s.beam, length_penalty=s.lenpen,
-        early_stopping=True, min_new_tokens=s.min_len, max_new_tokens=loaded.model.cfg.max_target_positions,
+        do_sample=False, num_beams=s.beam, length_penalty=s.lenpen, early_stopping=True,
+        max_new_tokens=loaded.model.cfg.max_target_positions,
     )  # fmt: skip
+    if nllb_layout(loaded):  # the forced language token is the first new token; bans before it (module doc)
+        return GenerationConfig(**common, bad_words_ids=[[i] for i in banned_ids(d)], min_new_tokens=s.min_len + 1)
+    return GenerationConfig(**common, suppress_tokens=banned_ids(d), min_new_tokens=s.min_len)
 
 
 def build_hf_tokenizer(loaded: LoadedModel):
@@ -204,11 +248,40 @@ def build_hf_tokenizer(loaded: LoadedModel):
     )  # fmt: skip
 
 
+def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
+    """NllbTokenizer's files as the released models publish them: ``sentencepiece.bpe.model`` (our spm.model),
+    ``tokenizer_config.json`` (every token after the pieces with its id, ``legacy_behaviour``) and
+    ``special_tokens_map.json``. transformers' NllbTokenizer / AutoTokenizer (and CTranslate2's converter,
+    through it) then give our ids."""
+    n, extra = nllb_symbols(loaded)
+    d = loaded.dictionary
+    langs = [name for i, name in extra if token_lang(d[i])]
+    mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": True, "rstrip": False,
+            "single_word": False}
+    special = {"bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>", "mask_token": mask, "pad_token": "<pad>",
+               "sep_token": "</s>", "unk_token": "<unk>", "additional_special_tokens": langs}  # fmt: skip
+    added = [(i, d[i]) for i in range(d.nspecial)] + extra
+    config = {
+        **special, "added_tokens_decoder": {str(i): {
+            "content": name, "lstrip": name == "<mask>", "normalized": False, "rstrip": False, "single_word": False,
+            "special": True} for i, name in added},
+        "legacy_behaviour": loaded.model.cfg.source_langtok == "last", "model_max_length": loaded.model.cfg.max_source_positions,
+        "sp_model_kwargs": {}, "src_lang": None, "tgt_lang": None, "tokenizer_class": "NllbTokenizer",
+    }  # fmt: skip
+    shutil.copyfile(loaded.spm.path, out / "sentencepiece.bpe.model")
+    for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
+        with atomic_write(out / name) as fh:
+            json.dump(content, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+
+
 def _readme(loaded: LoadedModel, fmt: str) -> str:
     """The export's README.md; its python blocks run as they are from the export folder
     (tests/test_generate_export.py runs them and compares with mt-translate)."""
     tgt = _default_target(loaded)
     src = loaded.lang_pairs[0].split("-")[0] if loaded.lang_pairs else loaded.langs[0]
+    if nllb_layout(loaded):
+        return _readme_nllb(loaded, fmt, src, tgt if loaded.lang_pairs else next((c for c in loaded.langs if c != src), src))
     s = SearchConfig()
     head = f"""```python
 model_dir = "."  # this folder
@@ -253,6 +326,56 @@ Conventions (they differ from stock M2M100/NLLB checkpoints):
   pass it as `decoder_start_token_id` (HF) / the first `target_prefix` token (CTranslate2);
   never set `forced_bos_token_id`;
 - `<s>`, `<pad>` and language tokens should never be generated (HF: `suppress_tokens` in generation_config).
+
+Run from this folder (or set `model_dir` to its path):
+
+{usage}
+"""
+
+
+def _readme_nllb(loaded: LoadedModel, fmt: str, src: str, tgt: str) -> str:
+    """README.md of an export in the released NLLB-200 layout (python blocks run as written, like ``_readme``'s)."""
+    s = SearchConfig()
+    legacy = loaded.model.cfg.source_langtok == "last"
+    head = f"""```python
+model_dir = "."  # this folder
+sentences = ["Hello world.", "How are you today?"]  # in {src}"""
+    if fmt == "hf":
+        usage = f"""{head}
+from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+tok = AutoTokenizer.from_pretrained(model_dir, src_lang="{src}")
+model = M2M100ForConditionalGeneration.from_pretrained(model_dir).eval()
+batch = tok(sentences, return_tensors="pt", padding=True)
+out = model.generate(**batch, forced_bos_token_id=tok.convert_tokens_to_ids("{tgt}"))
+print(tok.batch_decode(out, skip_special_tokens=True))
+```
+
+`generation_config.json` sets up mt-translate's beam search: {s.beam} beams, length penalty {s.lenpen}, no `</s>` as the
+first word (`min_new_tokens` {s.min_len + 1}: the forced language token is the first new token), `<s>`, `<pad>` and
+language tokens never generated (`bad_words_ids`), a sentence stops once {s.beam} hypotheses have ended
+(`early_stopping: true`). mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b};
+`generate()` at `max_new_tokens`."""
+    else:
+        row = '[*sp.encode(s, out_type=str), "</s>", "{src}"]' if legacy else '["{src}", *sp.encode(s, out_type=str), "</s>"]'
+        usage = f"""{head}
+import ctranslate2, sentencepiece as spm
+sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
+tr = ctranslate2.Translator(model_dir, compute_type="default")  # or "int8"
+src = [{row.format(src=src)} for s in sentences]
+res = tr.translate_batch(src, target_prefix=[["{tgt}"]] * len(src), beam_size={s.beam})
+print([sp.decode(r.hypotheses[0][1:]) for r in res])
+```
+
+As with the released NLLB models in CTranslate2, the decoder starts from `</s>` and the hypotheses start with
+the target-language token (hence `[1:]`). mt-translate also bans `<s>`, `<pad>` and language tokens from
+translations and stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b} (here `max_decoding_length`)."""
+    source = "`x </s> src_lang` (HF's legacy_behaviour)" if legacy else "`src_lang x </s>`"
+    return f"""# nllb-mini export ({fmt}, NLLB-200 layout)
+
+Exported by `mt-export` from `{loaded.path.name}`. Conventions of the released NLLB-200 models: source
+{source}; the decoder starts with `</s>`, then the target-language token (`forced_bos_token_id` in HF,
+`target_prefix` in CTranslate2). Language codes are FLORES-200 codes (`eng_Latn`); `dict.txt` and `spm.model`
+are the model's vocabulary for nllb-mini (`mt-import --format hf` reads this folder back).
 
 Run from this folder (or set `model_dir` to its path):
 
@@ -363,9 +486,10 @@ def _export_ct2(loaded: LoadedModel, stage: Path, quantization: str | None) -> P
         raise UserError(f"CTranslate2 conversion failed: {exc}") from None
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["decoder_start_token"] = None  # the target_prefix's language token starts the decoder (see module doc)
-    with atomic_write(cfg_path) as fh:
-        json.dump(cfg, fh, indent=2)
+    if not nllb_layout(loaded):  # NLLB layout: CTranslate2's converter already starts the decoder from </s>
+        cfg["decoder_start_token"] = None  # the target_prefix's language token starts the decoder (see module doc)
+        with atomic_write(cfg_path) as fh:
+            json.dump(cfg, fh, indent=2)
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "ctranslate2"))
     return out
@@ -374,13 +498,17 @@ def _export_ct2(loaded: LoadedModel, stage: Path, quantization: str | None) -> P
 def _export_hf(loaded: LoadedModel, out: Path) -> Path:
     """The HF model, tokenizer, spm.model, dict.txt and README.md in the new folder ``out``; returns it."""
     model = build_hf_model(loaded)
-    tok = build_hf_tokenizer(loaded)
+    nllb = nllb_layout(loaded)
+    tok = None if nllb else build_hf_tokenizer(loaded)
     out.mkdir(parents=True)
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    if tok is not None:
+        tok.save_pretrained(out)
+    else:
+        write_nllb_tokenizer(loaded, out)
     if loaded.spm is not None:
         shutil.copyfile(loaded.spm.path, out / "spm.model")
-    shutil.copyfile(loaded.data_dir / "dict.txt", out / "dict.txt")
+    loaded.dictionary.save(out / "dict.txt")  # the model's (with any mt-train --add-langs tokens)
     with atomic_write(out / "README.md") as fh:
         fh.write(_readme(loaded, "hf"))
     return out

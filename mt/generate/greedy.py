@@ -29,7 +29,8 @@ def greedy_decode(
 ) -> list[list[int]]:
     """Hypotheses (token ids without the language token and ``</s>``) for right-padded ``src_tokens``.
 
-    ``tgt_lang_tokens``: (B,) dictionary ids of ``__tgt__``; at most ``max_len_a * src_len + max_len_b``
+    ``tgt_lang_tokens``: (B,) dictionary ids of ``__tgt__``, or (B, P) decoder prefixes (``</s> __tgt__``,
+    ``mt.data.rows.decoder_prefix``); at most ``max_len_a * src_len + max_len_b``
     tokens (and the model's ``max_target_positions - 1``) before ``</s>``. ``banned``: ids never produced.
     """
     cfg = SearchConfig(beam=1, max_len_a=max_len_a, max_len_b=max_len_b, min_len=0)

@@ -5,7 +5,9 @@ A checkpoint holds the weights, the model config and the dictionary's checksum, 
 order: the directory given (``--data`` / ``DATA``), the checkpoint's own folder (copy ``dict.txt`` and
 ``spm.model`` next to a checkpoint to ship it), and the data directory recorded at training time (found
 from any working directory, see ``recorded_places``). The dictionary must have the checksum recorded in
-the checkpoint, so a wrong ``dict.txt`` is an error, never silently wrong output.
+the checkpoint, so a wrong ``dict.txt`` is an error, never silently wrong output. A model fine-tuned with
+``mt-train --add-langs`` records the tokens it appended (``dict_added``): its dictionary is the data's
+``dict.txt`` plus those, so the binarized data and ``dict.txt`` it was trained on still serve it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class LoadedModel:
     # (fc1_weight, fc1_bias, fc2_weight, fc2_bias), memory-mapped from ``mapped_files``
     expert_source: dict[str, list[tuple[torch.Tensor, ...]]] = field(default_factory=dict)
     mapped_files: list[Path] = field(default_factory=list)
+    stored_dtype: torch.dtype = torch.float32  # the checkpoint's weights' type (the model computes in float32)
 
     @property
     def langs(self) -> list[str]:
@@ -148,6 +151,9 @@ def load_model(
     data_dir, spm_path = find_vocab(path, state, data, spm_model)
     dictionary = Dictionary.load(data_dir / "dict.txt")
     want = state.get("dict_checksum")
+    added = state.get("dict_added") or []  # mt-train --add-langs: tokens appended to the data's dict.txt
+    if want and added and dictionary.checksum() != want and not any(t in dictionary for t in added):
+        dictionary = dictionary.extended(added)
     if want and dictionary.checksum() != want:
         raise UserError(
             f"{data_dir / 'dict.txt'}: not the dictionary {path} was trained with (checksum {dictionary.checksum()} "
@@ -180,9 +186,11 @@ def load_model(
         if pagemem.file_backed(ranges):
             pagemem.advise(ranges, pagemem.MADV_DONTNEED)
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+    emb = state["model"].get("embed_tokens.weight")
     return LoadedModel(
         model, dictionary, SpmTokenizer(spm_path) if spm_path else None, path, data_dir,
         list(state.get("lang_pairs", [])), meta, source, mapped if lazy_experts else [],
+        emb.dtype if torch.is_tensor(emb) else torch.float32,
     )  # fmt: skip
 
 

@@ -177,9 +177,10 @@ def _assemble(symbols: dict[int, str], rows: int, where: Path, counts: list[int]
         )
     k = 0
     out: list[str] = []
+    taken = set(symbols.values())  # a set: a vocabulary with many filler rows must not cost rows x symbols
     for i in range(rows):
         if i not in symbols:
-            while filler(k) in symbols.values():
+            while filler(k) in taken:
                 k += 1
             symbols[i] = filler(k)
             k += 1
