@@ -55,6 +55,7 @@ from mt import distributed
 from mt import expert_parallel as moe_train
 from mt import moe_flags
 from mt.criterion import LabelSmoothedCrossEntropy
+from mt.data import mixing
 from mt.data.dictionary import Dictionary
 from mt.data.langs import parse_pair
 from mt.data.pair_dataset import load_direction
@@ -80,6 +81,10 @@ class TrainConfig:
     spm_model: str = ""  # default {data}/spm.model
     # data
     sampling_temperature: float = 1.5
+    sampling_method: str = "temperature"  # temperature | unimax | utilimax (mt.data.mixing)
+    unimax_max_epochs: float = 1.0
+    utilities: str = ""  # utilimax: a file of 'direction<TAB>utility' lines, or pair=value,...
+    utilimax_risk: float = 1.0
     virtual_epoch_size: int = 0
     curriculum: str = ""
     max_tokens: int = 4096
@@ -136,6 +141,7 @@ class TrainConfig:
             raise UserError("--best-checkpoint-metric chrf needs --eval-chrf N (sentences per direction to decode)")
         if len(self.adam_betas) != 2:
             raise UserError(f"--adam-betas needs two values, got {self.adam_betas}")
+        mixing.check_flags(self.sampling_method, self.utilities, self.unimax_max_epochs, self.utilimax_risk)
         return self
 
 
@@ -295,9 +301,10 @@ class _Trainer:
                      f"--max-source-positions {cfg.max_source_positions} / --max-target-positions "
                      f"{cfg.max_target_positions} / --max-tokens {cfg.max_tokens}")  # fmt: skip
         curriculum = Curriculum.load(cfg.curriculum, self.directions) if cfg.curriculum else None
+        self.mixing = mixing.from_config(cfg, train_sets, keep)
         self.sampler = MultilingualSampler(
             train_sets, keep, cfg.sampling_temperature, cfg.max_tokens, cfg.seed, curriculum,
-            cfg.batch_size, cfg.virtual_epoch_size, self.pad,
+            cfg.batch_size, cfg.virtual_epoch_size, self.pad, self.mixing,
         )  # fmt: skip
         valid_sets = {}
         for i, d in enumerate(self.directions):
@@ -581,11 +588,8 @@ class _Trainer:
             per_rank = f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
             _say(di, f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"
                  f"{', CMR' if m.moe_cmr else ''}{f', EOM {m.moe_eom}' if m.moe_eom else ''}{per_rank}")  # fmt: skip
-        probs = self.sampler.probabilities(self.num_updates)
-        for i, d in enumerate(self.directions):
-            start = self.sampler.starts[i]
-            when = f"joins at update {start}" if start > 0 else f"p={probs[i]:.3f}"
-            _say(di, f"  {d:<22} {len(self.sampler.keep[i]):>9} sentences  {when}")
+        for line in mixing.describe_lines(self.mixing, self.sampler, self.num_updates):
+            _say(di, line)
         if self._finished():
             _say(di, f"mt-train: training already finished at update {self.num_updates} / epoch {self.data_state.epoch - 1} "
                  f"({self.save_dir / ckpt.LAST}); raise --max-update / --max-epoch to continue")  # fmt: skip
@@ -599,6 +603,8 @@ class _Trainer:
             "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_state": self.data_state.to_dict(),
         })  # fmt: skip
+        mix = self.mixing.record(self.sampler.active(self.num_updates))  # probabilities and planned epochs
+        self.log.write({"type": "mixing", "update": self.num_updates, **mix})
 
         plan, plan_active = None, None
         window = {"loss": 0.0, "nll": 0.0, "ntok": 0, "nsent": 0, "t": time.perf_counter(), "aux": {}, "n": 0}
@@ -659,6 +665,9 @@ class _Trainer:
         if stopped_by_signal:
             _say(di, f"mt-train: stopped at update {self.num_updates}; run the same command to resume")
             return self._summary(stopped=True)
+        seen = mixing.seen_record(self.mixing, self.sampler, self.data_state)  # epochs each direction really saw
+        if seen:
+            self.log.write({"type": "mixing_seen", "update": self.num_updates, **seen})
         best = f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}" if self.best else "no validation"
         _say(di, f"mt-train: done at update {self.num_updates}; {best}; checkpoints in {self.save_dir}/")
         return self._summary()
@@ -806,6 +815,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
                    help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)")
+    g.add_argument("--sampling-method", default=d.sampling_method, choices=list(mixing.METHODS),
+                   help="temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
+                   "utilimax: maximise utility - risk under the same caps (default: %(default)s)")
+    g.add_argument("--unimax-max-epochs", type=float, default=d.unimax_max_epochs, metavar="N",
+                   help="unimax/utilimax: epochs of a direction at most; the rest goes to the others (default: %(default)s)")
+    g.add_argument("--utilities", default="", metavar="FILE|PAIR=U,...",
+                   help="utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
+                   "or inline; unlisted pairs get 0")
+    g.add_argument("--utilimax-risk", type=float, default=d.utilimax_risk,
+                   help="utilimax: weight of the risk (concentration) term; larger = closer to UniMax (default: %(default)s)")
     g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)")
     g.add_argument("--curriculum", default="", help="TSV 'pair<TAB>start_update': pairs that join later")
     g.add_argument("--max-tokens", type=int, default=d.max_tokens,
