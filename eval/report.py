@@ -23,7 +23,8 @@ Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 
 * the x axis: ``update`` (else ``num_updates``, ``step``);
 * training loss: ``loss`` (else ``train_loss``) on records that are not validation records;
-* validation: ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
+* validation: mt-train's ``"type": "valid"`` records (``loss``, ``directions: {direction: {loss}}``);
+  ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
   ``valid_loss/<direction>`` or ``valid/<direction>/loss``; or a record with ``"split": "valid"``
   (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``.
 
@@ -309,6 +310,13 @@ def _is_num(v: object) -> bool:
 
 def _valid_entries(rec: dict) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
+    if rec.get("type") == "valid":  # mt-train's own records (mt.trainlog): overall loss + per direction
+        if _is_num(rec.get("loss")):
+            out.append(("all", rec["loss"]))
+        for k, v in (rec.get("directions") if isinstance(rec.get("directions"), dict) else {}).items():
+            if isinstance(v, dict) and _is_num(v.get("loss")):
+                out.append((str(k), v["loss"]))
+        return out
     split = str(rec.get("split", rec.get("subset", "")))
     if split in ("valid", "dev", "validation"):
         loss = next((rec[k] for k in ("valid_loss", "loss") if _is_num(rec.get(k))), None)
