@@ -29,8 +29,9 @@ data unseen. The restored checkpoint brings weights, Adam moments, data position
 monitor's loss history, so the run continues exactly as a run resumed by hand from that checkpoint with
 those batches skipped. The train records of the abandoned updates move into the ``rollback`` record (so the
 log stays ordered by update and resume can cut it), and ``checkpoint_last.pt`` is rewritten at once, so a
-kill right after a rollback resumes after it. A spike that comes back before the run has passed the one
-rolled back is only warned about (no rollback loop).
+kill right after a rollback resumes after it. A spike within K updates after the one rolled back is only
+warned about: going back again would replay the same instability, possibly forever (a rollback restores
+everything, RNG and data position included); so every rollback is K updates of progress past the last one.
 """
 
 from __future__ import annotations
@@ -217,8 +218,8 @@ class Monitor:
         return spike
 
     def wants_rollback(self, update: int) -> bool:
-        """A rollback is configured and this is not the same spike coming back before the run got past it."""
-        return self.rollback > 0 and update > self.last_spike
+        """A rollback is configured and this spike is more than K updates past the last one rolled back."""
+        return self.rollback > 0 and (self.last_spike < 0 or update > self.last_spike + self.rollback)
 
     def snapshot_for(self, save_dir: Path, update: int) -> Path | None:
         """The newest interval checkpoint at least ``--spike-rollback`` updates before ``update``."""

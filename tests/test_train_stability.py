@@ -13,7 +13,7 @@ from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
 from mt import checkpoint as ckpt
 from mt.optim import InverseSqrtSchedule
-from mt.stability import STATS, AdamStats, SpikeDetector, group_of
+from mt.stability import STATS, AdamStats, Monitor, SpikeDetector, group_of
 from mt.train import TrainConfig, _Trainer, train
 from mt.trainlog import TrainLog
 
@@ -110,6 +110,18 @@ def test_spike_detector_uses_the_running_median_and_spread():
     assert 6.0 not in det.history  # spikes do not raise the median they are judged by
     assert det.check(float("nan")) is not None
     assert SpikeDetector(threshold=0.0).check(1e9) is None  # 0 = off
+
+
+def test_a_spike_soon_after_a_rollback_is_not_rolled_back_again():
+    """A rollback replays from a restored state; a spike coming back within K updates would send the run back
+    to the same checkpoint again and again (seen on a real run: 20 rollbacks to one checkpoint)."""
+    m = Monitor(_Toy(), log_interval=1, rollback=20, skip=5, save_interval=10)
+    assert m.wants_rollback(50)
+    m.rolled_back({"history": [1.0, 2.0]}, spike_update=50)
+    assert m.skip_left == 5 and list(m.detector.history) == [1.0, 2.0] and m.rollbacks == 1
+    assert not any(m.wants_rollback(u) for u in range(40, 71))
+    assert m.wants_rollback(71)
+    assert not Monitor(_Toy(), log_interval=1).wants_rollback(50)  # no --spike-rollback: warnings only
 
 
 @pytest.fixture(scope="module")
