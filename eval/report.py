@@ -26,7 +26,9 @@ Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 * validation: mt-train's ``"type": "valid"`` records (``loss``, ``directions: {direction: {loss}}``);
   ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
   ``valid_loss/<direction>`` or ``valid/<direction>/loss``; or a record with ``"split": "valid"``
-  (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``.
+  (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``;
+* mt-train's stability monitor (``stability`` in train records, ``spike`` and ``rollback`` records): a
+  figure of its statistics beside the loss curve (``eval.train_stats``).
 
 ``translate_test.csv``: long form ``lang,method,score`` (optional ``task``, ``metric`` - one table per
 metric -, ``tier`` - averages per tier -; method e.g. ``zero_shot``, ``translate_test``, ``translate_train``
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import gendir
+from eval import gendir, train_stats
 from eval.tables import (
     GROUP_TITLES,
     averages_markdown,
@@ -530,7 +532,30 @@ def _training_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
     sec.body += ["; ".join(facts) + ".", ""]
     if skipped:
         sec.body += [f"{skipped} line(s) of `{path.name}` were not records with an update number and were skipped.", ""]
+    sec.body += _stability_lines(train_stats.read_log(path), fig_dir, n)
     return sec
+
+
+def _stability_lines(log: train_stats.StabilityLog, fig_dir: Path, n: _Counter) -> list[str]:
+    """mt-train's stability monitor: the statistics beside the loss, and the spikes and rollbacks."""
+    if not train_stats.plot_stability(log, fig_dir / "training_stability.png"):
+        return []
+    lines = _figure(
+        f"{FIG_DIR}/training_stability.png",
+        "Training loss beside Adam's statistics per parameter group (mt-train's stability monitor, sampled "
+        "coordinates): gradient RMS, share of coordinates whose sqrt(v̂) is under eps, update RMS relative to "
+        "the learning rate, bimodality of the normalised update (1/3 Gaussian, 1 = ±1), cosine between update "
+        "and gradient. Red: detected loss spikes; faded: updates abandoned by a rollback.",
+        n.next_figure(),
+    )
+    ups = ", ".join(str(s["update"]) for s in log.spikes[:12]) + (" ..." if len(log.spikes) > 12 else "")
+    facts = [f"{len(log.spikes)} loss spike(s) detected" + (f" (updates {ups})" if log.spikes else "")]
+    if log.rollbacks:
+        facts.append(f"{len(log.rollbacks)} rollback(s): " + ", ".join(
+            f"{r['spike']} -> {r['update']} (skip {r['skip']})" for r in log.rollbacks))  # fmt: skip
+    if log.monitor_ms is not None:
+        facts.append(f"the monitor took {log.monitor_ms:.1f} ms per logged update")
+    return lines + ["; ".join(facts) + ".", ""]
 
 
 def _method_key(m: object) -> str:
