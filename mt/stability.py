@@ -20,8 +20,9 @@ it cost. ``bench/stability_overhead.py`` measures it against the step time.
 
 Spikes. Every update's loss is compared with the median of the last ``WINDOW`` non-spike losses: a
 spike is loss > median + Z * spread (Z = ``--spike-threshold``, spread = 1.4826 x the median absolute
-deviation, at least 1% of the median; after ``MIN_HISTORY`` updates), or a non-finite loss. A spike is
-printed as a fairseq-style ``WARNING:`` line and logged (``spike`` record). With ``--spike-rollback K
+deviation, at least 1% of the median; after ``MIN_HISTORY`` updates), or a non-finite loss. Every spiking
+update is logged (``spike`` record); a fairseq-style ``WARNING:`` line is printed when the loss starts
+spiking and every 50 updates while it keeps spiking. With ``--spike-rollback K
 --spike-skip M`` (PaLM's recovery, Chowdhery et al. 2022 §5.1) the run goes back to the newest interval
 checkpoint at least K updates older (``checkpoint_{epoch}_{update}.pt``, written every
 ``--save-interval-updates`` and kept only as far back as K needs), then skips the next M global batches of
@@ -194,6 +195,7 @@ class Monitor:
         self.skip_left = 0  # batches still to skip after a rollback
         self.last_spike = -1  # update of the last spike rolled back
         self.spikes = self.rollbacks = 0
+        self.episode = (-1, -1)  # (first, last) update of the current run of spiking updates (for warnings)
 
     # --- statistics ---------------------------------------------------------------------------
     def after_step(self, optimizer: torch.optim.Optimizer, update: int) -> None:
@@ -214,8 +216,14 @@ class Monitor:
         if spike is None:
             return None
         self.spikes += 1
+        first = self.episode[0] if self.episode[1] == update - 1 else update
+        self.episode = (first, update)
         spike["update"] = update
         return spike
+
+    def should_warn(self, update: int) -> bool:
+        """One warning when the loss starts spiking, then one every 50 updates while it keeps spiking."""
+        return (update - self.episode[0]) % 50 == 0
 
     def wants_rollback(self, update: int) -> bool:
         """A rollback is configured and this spike is more than K updates past the last one rolled back."""

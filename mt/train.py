@@ -717,7 +717,8 @@ class _Trainer:
         spike = self.monitor.check(self.num_updates, st["loss_sum"] / max(st["ntokens"], 1) / LN2)
         if spike is None:
             return False
-        self._say_master("mt-train: " + stability.spike_warning(spike, self.cfg.spike_threshold))
+        if self.monitor.should_warn(self.num_updates):
+            self._say_master("mt-train: " + stability.spike_warning(spike, self.cfg.spike_threshold))
         if not self.monitor.wants_rollback(self.num_updates):
             self.log.write({"type": "spike", "update": spike["update"], "spike": spike})
             return False
@@ -866,6 +867,13 @@ EPILOG = """examples:
       --max-update 20000 --save-interval-updates 1000 --validate-interval-updates 1000 \\
       --eval-chrf 100 --best-checkpoint-metric chrf --bf16 --save-dir work/ckpt
 
+  # UniMax: an equal share of the budget (20000 updates x 4096 tokens) per direction, at most 5 epochs of
+  # any one; a loss spike rolls back to the checkpoint >= 200 updates older and skips the next 100 batches
+  mt-train work/bin --lang-pairs ... --sampling-method unimax --unimax-max-epochs 5 --max-update 20000 \\
+      --save-interval-updates 100 --spike-rollback 200 --spike-skip 100 --save-dir work/ckpt
+  # UtiliMax with utilities from short ablation runs (mt-eval utilities; recipes/ablations.sh mixing)
+  mt-train work/bin --lang-pairs ... --sampling-method utilimax --utilities utilities.tsv --max-update 20000 ...
+
   # data parallel: 4 processes (gloo on CPU, nccl on GPUs); the global batch is the same as 1 process
   torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
   # (or: torchrun --standalone --nproc_per_node 4 -m mt.train work/bin ...; multi-node: --nnodes/--rdzv-endpoint)
@@ -873,6 +881,8 @@ EPILOG = """examples:
 Re-running the same command resumes from {save-dir}/checkpoint_last.pt (exactly, even after a kill).
 Outputs: {save-dir}/checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt, train_log.jsonl.
 Curriculum file: one 'pair<TAB>start_update' per line; unlisted pairs start at update 0.
+Train records of train_log.jsonl carry per-parameter-group Adam statistics ('stability'; mt-eval report plots
+them); spikes and rollbacks are logged as 'spike' / 'rollback' records.
 Losses are logged in base 2 per target token (as fairseq); ppl = 2 ** nll_loss."""
 
 

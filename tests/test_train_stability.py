@@ -124,6 +124,15 @@ def test_a_spike_soon_after_a_rollback_is_not_rolled_back_again():
     assert not Monitor(_Toy(), log_interval=1).wants_rollback(50)  # no --spike-rollback: warnings only
 
 
+def test_a_long_spike_is_warned_about_once_then_every_50_updates():
+    m = Monitor(_Toy(), log_interval=1)
+    m.detector.history.extend([1.0] * 30)
+    warned = [u for u in range(100, 161) if m.check(u, 50.0) and m.should_warn(u)]
+    assert warned == [100, 150] and m.spikes == 61  # every spiking update is counted (and logged)
+    assert m.check(161, 1.0) is None
+    assert m.check(170, 50.0) and m.should_warn(170)  # a new episode
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("stability")
