@@ -548,8 +548,9 @@ def _stability_lines(log: train_stats.StabilityLog, fig_dir: Path, n: _Counter) 
         "and gradient. Red: detected loss spikes; faded: updates abandoned by a rollback.",
         n.next_figure(),
     )
-    ups = ", ".join(str(s["update"]) for s in log.spikes[:12]) + (" ..." if len(log.spikes) > 12 else "")
-    facts = [f"{len(log.spikes)} loss spike(s) detected" + (f" (updates {ups})" if log.spikes else "")]
+    eps = log.episodes()
+    ups = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in eps[:12]) + (" ..." if len(eps) > 12 else "")
+    facts = [f"{len(log.spikes)} spiking update(s) in {len(eps)} episode(s)" + (f" (updates {ups})" if eps else "")]
     if log.rollbacks:
         facts.append(f"{len(log.rollbacks)} rollback(s): " + ", ".join(
             f"{r['spike']} -> {r['update']} (skip {r['skip']})" for r in log.rollbacks))  # fmt: skip

@@ -156,23 +156,27 @@ def epochs_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[l
 
 # --- stability -----------------------------------------------------------------------------------------
 def stability_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[list[str]]] | None:
-    """Per config: spikes detected, rollbacks, final training loss, final validation loss (mean ± std)."""
+    """Per config: spike episodes (runs of consecutive spiking updates) and spiking updates, rollbacks, final
+    training and validation loss, the monitor's cost (mean ± std over seeds)."""
     rows = []
     for name in configs:
         logs = [train_stats.read_log(run / "train_log.jsonl") for run in _seed_runs(study_dir / name).values()
                 if (run / "train_log.jsonl").is_file()]  # fmt: skip
         if not logs:
             continue
+        episodes = _mean_std([float(len(lg.episodes())) for lg in logs])
         spikes = _mean_std([float(len(lg.spikes)) for lg in logs])
         rollbacks = _mean_std([float(len(lg.rollbacks)) for lg in logs])
         final = _mean_std([float(lg.loss["loss"].iloc[-5:].mean()) for lg in logs if len(lg.loss)])
         valid = _mean_std([lg.valid_loss for lg in logs if lg.valid_loss is not None])
         ms = _mean_std([lg.monitor_ms for lg in logs if lg.monitor_ms is not None])
-        rows.append([name, str(len(logs)), _fmt(*spikes, 1), _fmt(*rollbacks, 1), _fmt(*final), _fmt(*valid),
-                     _fmt(*ms, 1)])  # fmt: skip
+        rows.append([name, str(len(logs)), _fmt(*episodes, 1), _fmt(*spikes, 1), _fmt(*rollbacks, 1), _fmt(*final),
+                     _fmt(*valid), _fmt(*ms, 1)])  # fmt: skip
     if not rows:
         return None
-    return ["config", "seeds", "spikes", "rollbacks", "train loss (last 5 logged)", "valid loss", "monitor ms / log"], rows
+    header = ["config", "seeds", "spike episodes", "spiking updates", "rollbacks", "train loss (last 5 logged)",
+              "valid loss", "monitor ms / log"]  # fmt: skip
+    return header, rows
 
 
 def before_spike_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[list[str]]] | None:

@@ -42,6 +42,19 @@ class StabilityLog:
     def empty(self) -> bool:
         return self.stats.empty
 
+    def episodes(self) -> list[tuple[int, int]]:
+        """(first, last) update of each run of consecutive spiking updates, in the order they happened."""
+        out: list[list[int]] = []
+        for s in self.spikes:
+            u = s.get("update")
+            if not _num(u):
+                continue
+            if out and u == out[-1][1] + 1:
+                out[-1][1] = u
+            else:
+                out.append([u, u])
+        return [(a, b) for a, b in out]
+
 
 def _num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

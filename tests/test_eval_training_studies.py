@@ -28,14 +28,15 @@ def _train(update: int, loss: float, spike_at: int | None = None) -> dict:
 
 
 def _log_with_rollback(path, spike=21, target=12):
-    """Updates 1..30; a spike at ``spike`` rolled back to ``target``; a later spike only warned about."""
+    """Updates 1..30; a spike at ``spike`` rolled back to ``target``; a later two-update spike only warned about."""
     recs = [{"type": "start", "update": 0, "params": 1000}]
     recs += [_train(u, 8.0 - 0.05 * u, spike) for u in range(1, target + 1)]
     abandoned = [_train(u, 8.0 - 0.05 * u if u < spike else 14.0, spike) for u in range(target + 1, spike + 1)]
     recs.append({"type": "rollback", "update": target, "skip": 3, "from": "ck/checkpoint_1_12.pt", "abandoned": abandoned,
                  "spike": {"update": spike, "loss": 14.0, "median": 7.5, "spread": 0.2}})  # fmt: skip
     recs += [_train(u, 7.9 - 0.05 * u) for u in range(target + 1, 31)]
-    recs.append({"type": "spike", "update": 28, "spike": {"update": 28, "loss": 9.0, "median": 6.6, "spread": 0.1}})
+    for u in (28, 29):  # one episode of two spiking updates, only warned about
+        recs.append({"type": "spike", "update": u, "spike": {"update": u, "loss": 9.0, "median": 6.6, "spread": 0.1}})
     recs.append({"type": "valid", "update": 30, "loss": 6.5, "directions": {}})
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
 
@@ -47,7 +48,7 @@ def test_report_plots_the_stability_statistics_beside_the_loss(tmp_path):
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "report_figures/training_stability.png" in md
-    assert "2 loss spike(s) detected (updates 21, 28)" in md and "1 rollback(s): 21 -> 12 (skip 3)" in md
+    assert "3 spiking update(s) in 2 episode(s) (updates 21, 28-29)" in md and "1 rollback(s): 21 -> 12 (skip 3)" in md
     assert "2.5 ms per logged update" in md
     img = mpimg.imread(run / "report_figures" / "training_stability.png")
     assert img.shape[0] > 300 and img.shape[1] > 500
@@ -119,7 +120,7 @@ def test_ablations_add_the_epochs_seen_and_the_stability_tables(tmp_path):
     assert "epochs each direction was drawn" in mixing
     assert "| T1 | 0.30 | 0.15 | 0.30 |" in mixing and "| unimax_N5 | 0.20 | 5.00 | 5.00 |" in mixing
     stability = md[md.index("## Training stability") :]
-    assert "| unstable | 2 | 2.0 ± 0.0 | 1.0 ± 0.0 |" in stability
+    assert "| unstable | 2 | 2.0 ± 0.0 | 3.0 ± 0.0 | 1.0 ± 0.0 |" in stability
     assert "the monitor before the first spike" in stability
     # the embed group's share under eps rose from 0.1 to 0.6 in the records before update 21
     assert "| unstable | 1 | 21 | share with sqrt(v̂) < eps | embed | 0.1 | 0.6 |" in stability
