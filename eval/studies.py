@@ -181,15 +181,18 @@ def stability_table(study_dir: Path, configs: list[str]) -> tuple[list[str], lis
 
 def before_spike_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[list[str]]] | None:
     """Per run with a spike: per statistic, the group that moved most in the 3 logged updates before the
-    first spike, its earlier median and its value then."""
-    rows = []
+    first spike, its earlier median and its value then. Configs that ran the same way up to their first
+    spike (a run and its rollback twin: same seed and settings) share their rows."""
+    found: dict[tuple, list[str]] = {}
     for name in configs:
         for seed, run in _seed_runs(study_dir / name).items():
             if not (run / "train_log.jsonl").is_file():
                 continue
             for r in train_stats.before_spike(train_stats.read_log(run / "train_log.jsonl")):
-                rows.append([name, str(seed), str(r["spike"]), train_stats.TITLES[r["stat"]], r["group"],
-                             f"{r['earlier']:.3g}", f"{r['before_spike']:.3g}"])  # fmt: skip
-    if not rows:
+                key = (seed, r["spike"], train_stats.TITLES[r["stat"]], r["group"], f"{r['earlier']:.3g}",
+                       f"{r['before_spike']:.3g}")  # fmt: skip
+                found.setdefault(key, []).append(name)
+    if not found:
         return None
+    rows = [[", ".join(names), str(seed), str(spike), *rest] for (seed, spike, *rest), names in found.items()]
     return ["config", "seed", "first spike", "statistic", "group", "earlier (median)", "last 3 logs before"], rows

@@ -123,6 +123,6 @@ def test_ablations_add_the_epochs_seen_and_the_stability_tables(tmp_path):
     assert "| unstable | 2 | 2.0 ± 0.0 | 3.0 ± 0.0 | 1.0 ± 0.0 |" in stability
     assert "the monitor before the first spike" in stability
     # the embed group's share under eps rose from 0.1 to 0.6 in the records before update 21
-    assert "| unstable | 1 | 21 | share with sqrt(v̂) < eps | embed | 0.1 | 0.6 |" in stability
+    assert "| rollback, unstable | 1 | 21 | share with sqrt(v̂) < eps | embed | 0.1 | 0.6 |" in stability  # same path
     tables = [int(line.split()[1].rstrip(".*")) for line in md.splitlines() if line.startswith("**Table ")]
     assert tables == list(range(1, len(tables) + 1))  # numbered in order, extra tables included
