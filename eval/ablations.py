@@ -270,12 +270,14 @@ def _study_extras(study_dir: Path, configs: list[str], n_table: int) -> tuple[li
     Returns the lines and the number of the last table."""
     tables: list[tuple[str, tuple]] = []
     if study_dir.name == "mixing":
-        tables.append(("`mixing`: epochs each direction was drawn (mean over seeds).", studies.epochs_table(study_dir, configs)))
+        epochs = studies.epochs_table(study_dir, configs)
+        tables.append(("`mixing`: epochs each direction was drawn (mean over seeds).", epochs))
     if study_dir.name == "stability":
         tables.append(("`stability`: loss spikes detected and rolled back, final losses (mean ± std over seeds).",
                        studies.stability_table(study_dir, configs)))  # fmt: skip
+        before = studies.before_spike_table(study_dir, configs)
         tables.append(("`stability`: the monitor before the first spike of each run: per statistic, the parameter "
-                       "group that moved most over the last 3 logged updates.", studies.before_spike_table(study_dir, configs)))  # fmt: skip
+                       "group that moved most over the last 3 logged updates.", before))  # fmt: skip
     lines: list[str] = []
     for caption, table in tables:
         if table:

@@ -43,7 +43,8 @@ def _fmt(mean: float, std: float | None, digits: int = 2) -> str:
 
 
 def _seed_runs(config_dir: Path) -> dict[int, Path]:
-    return {int(_SEED.match(p.name).group(1)): p for p in sorted(config_dir.iterdir()) if p.is_dir() and _SEED.match(p.name)}
+    runs = [p for p in sorted(config_dir.iterdir()) if p.is_dir() and _SEED.match(p.name)]
+    return {int(_SEED.match(p.name).group(1)): p for p in runs}
 
 
 def _log_records(run: Path) -> list[dict]:

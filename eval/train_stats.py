@@ -186,5 +186,6 @@ def before_spike(log: StabilityLog, lookback: int = 3) -> list[dict]:
             if best is None or change > best[0]:
                 best = (change, group, a, b)
         if best and best[0] > 1e-6:
-            rows.append({"stat": stat, "group": best[1], "earlier": best[2], "before_spike": best[3], "spike": first["update"]})
+            rows.append({"stat": stat, "group": best[1], "earlier": best[2], "before_spike": best[3],
+                         "spike": first["update"]})  # fmt: skip
     return rows

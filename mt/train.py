@@ -744,7 +744,8 @@ class _Trainer:
         self.monitor.rolled_back(state.get("stability"), spike["update"])
         if self.di.is_master:
             ckpt.remove_checkpoints([p for u, p in ckpt.interval_checkpoints(self.save_dir) if u > self.num_updates])
-        rec = {"type": "rollback", "update": self.num_updates, "spike": spike, "from": str(path), "skip": self.cfg.spike_skip}
+        rec = {"type": "rollback", "update": self.num_updates, "spike": spike, "from": str(path),
+               "skip": self.cfg.spike_skip}  # fmt: skip
         stability.move_abandoned_records(self.log, self.num_updates, rec)  # the abandoned updates' records go into rec
         self._say_master(f"mt-train: rolled back to update {self.num_updates} ({path.name}); skipping the next "
                          f"{self.cfg.spike_skip} batches")  # fmt: skip

@@ -106,8 +106,9 @@ def _mixing_run(run, chrf: float, epochs: dict[str, float]) -> None:
 def test_ablations_add_the_epochs_seen_and_the_stability_tables(tmp_path):
     root = tmp_path / "abl"
     for seed in (1, 2):
-        _mixing_run(root / "mixing" / "T1" / f"seed{seed}", 20.0 + seed, {"eng_Latn-deu_Latn": 0.3, "eng_Latn-xho_Latn": 0.1 * seed})
-        _mixing_run(root / "mixing" / "unimax_N5" / f"seed{seed}", 19.0, {"eng_Latn-deu_Latn": 0.2, "eng_Latn-xho_Latn": 5.0})
+        mix = root / "mixing"
+        _mixing_run(mix / "T1" / f"seed{seed}", 20.0 + seed, {"eng_Latn-deu_Latn": 0.3, "eng_Latn-xho_Latn": 0.1 * seed})
+        _mixing_run(mix / "unimax_N5" / f"seed{seed}", 19.0, {"eng_Latn-deu_Latn": 0.2, "eng_Latn-xho_Latn": 5.0})
     stab = root / "stability"
     for cfg in ("unstable", "rollback"):
         for seed in (1, 2):

@@ -114,9 +114,10 @@ def packing_fill(lengths: Sequence[np.ndarray], max_tokens: int, max_sentences: 
 
     Measured like the sampler packs an epoch: up to ``FILL_SAMPLE`` sentences drawn in proportion to the
     directions' sizes, sorted by length, packed greedily."""
-    pool = np.concatenate([np.asarray(x, dtype=np.int64) for x in lengths if len(x)]) if any(len(x) for x in lengths) else None
-    if pool is None:
+    parts = [np.asarray(x, dtype=np.int64) for x in lengths if len(x)]
+    if not parts:
         return 1.0
+    pool = np.concatenate(parts)
     rng = np.random.default_rng(seed)
     sample = np.sort(pool[rng.permutation(len(pool))[:FILL_SAMPLE]])
     batches = batch_by_size(sample, sample, max_tokens, max_sentences)
@@ -178,13 +179,14 @@ class Mixing:
 
     def over_budget(self, active: Sequence[int]) -> bool:
         """Whether N epochs of every direction are less than the budget (the caps cannot all hold)."""
-        return self.method != "temperature" and self.max_epochs * self._sizes(list(active)).sum() < self.budget * (1 - 1e-9)
+        capped_total = self.max_epochs * self._sizes(list(active)).sum()
+        return self.method != "temperature" and capped_total < self.budget * (1 - 1e-9)
 
     def describe(self) -> str:
-        what = {"temperature": f"temperature T={self.temperature:g}",
-                "unimax": f"UniMax, at most {self.max_epochs:g} epochs per direction",
-                "utilimax": f"UtiliMax, at most {self.max_epochs:g} epochs per direction, risk {self.risk:g}"}[self.method]  # fmt: skip
-        return f"{what}; budget {self.budget:,.0f} {self.unit}"
+        cap = f"at most {self.max_epochs:g} epoch{'' if self.max_epochs == 1 else 's'} per direction"
+        what = {"temperature": f"temperature T={self.temperature:g}", "unimax": f"UniMax, {cap}",
+                "utilimax": f"UtiliMax, {cap}, risk {self.risk:g}"}[self.method]  # fmt: skip
+        return f"{what}; budget {self.budget:,.0f} {self.unit}" if self.unit else what
 
     def record(self, active: Sequence[int]) -> dict:
         """The ``mixing`` record of train_log.jsonl: per direction its size, probability and planned epochs."""
@@ -192,7 +194,8 @@ class Mixing:
         p, e = self.probs(idx), self.epochs(idx)
         dirs = {}
         for j, i in enumerate(idx):
-            d = {"sentences": int(self.sentences[i]), "tokens": int(self.tokens[i]), "p": float(p[j]), "epochs": float(e[j])}
+            d = {"sentences": int(self.sentences[i]), "tokens": int(self.tokens[i]), "p": float(p[j]),
+                 "epochs": float(e[j])}  # fmt: skip
             if self.utilities is not None:
                 d["utility"] = float(self.utilities[i])
             dirs[self.names[i]] = d
@@ -294,7 +297,7 @@ def describe_lines(mix: Mixing, sampler: Any, update: int) -> list[str]:
     active = sampler.active(update)
     p = sampler.probabilities(update)
     epochs = dict(zip(active, mix.epochs(active))) if mix.unit else {}
-    lines = [f"mt-train: sampling: {mix.describe()}" if mix.unit else f"mt-train: sampling: {mix.describe().split(';')[0]}"]
+    lines = [f"mt-train: sampling: {mix.describe()}"]
     if mix.over_budget(active):
         lines.append(f"mt-train: the budget is more than {mix.max_epochs:g} epochs of every direction: all are "
                      "repeated more than that, alike (raise --unimax-max-epochs or lower the budget)")  # fmt: skip
