@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval import studies
 from eval.tables import markdown_table
 from mt.errors import UserError
 from mt.util import atomic_write
@@ -37,6 +38,9 @@ STUDY_TITLES = {
     "moe": "Dense vs sparse MoE and its regularisers (EOM, FOM, CMR)",
     "temperature": "Sampling temperature (high- vs low-resource trade-off)",
     "adapters": "Hyper-adapters vs per-language adapters at equal parameter count",
+    "mixing": "Data mixing: temperature vs UniMax vs UtiliMax at an equal budget",
+    "mixing_utility": "UtiliMax's utility runs (short, one language up-weighted)",
+    "stability": "Training stability: an unstable run with and without spike rollback",
 }
 STUDY_NOTES = {
     "moe": "Paper claim (Elbayad et al. 2023; NLLB-200 §6): EOM/FOM/CMR curb MoE over-fitting, about "
@@ -45,6 +49,12 @@ STUDY_NOTES = {
     "low-resource directions; T=1 follows the data, T=100 is uniform.",
     "adapters": "Paper claim (Baziotis et al. 2022): hyper-adapters match or beat per-language adapters "
     "with fewer parameters; here both get the same number of adapter parameters.",
+    "mixing": "Paper claims (Chung et al. 2023; Held et al. 2025): spreading the budget uniformly with an epoch "
+    "cap (UniMax) beats temperature sampling, and utilities from small ablations (UtiliMax) improve on it.",
+    "mixing_utility": "The chrF++ gain of each language's directions when that language is up-weighted, over "
+    "the `uniform` run (UniMax at the same cap): the utilities `mt-eval utilities` gives UtiliMax.",
+    "stability": "Paper claim (Molybog et al. 2023; PaLM's recovery): loss spikes follow Adam updates that stop "
+    "tracking the gradient; rolling back and skipping the batches that follow recovers the run.",
 }
 
 
@@ -255,6 +265,27 @@ def translate_test_table(root: Path, metric: str) -> tuple[list[str], list[list[
     return ["lang", "tier", *methods, "translate-test − zero-shot"], rows, df["run"].nunique()
 
 
+def _study_extras(study_dir: Path, configs: list[str], n_table: int) -> tuple[list[str], int]:
+    """The mixing study's epochs table; the stability study's spike table and what preceded the spikes.
+    Returns the lines and the number of the last table."""
+    tables: list[tuple[str, tuple]] = []
+    if study_dir.name == "mixing":
+        epochs = studies.epochs_table(study_dir, configs)
+        tables.append(("`mixing`: epochs each direction was drawn (mean over seeds).", epochs))
+    if study_dir.name == "stability":
+        tables.append(("`stability`: loss spikes detected and rolled back, final losses (mean ± std over seeds).",
+                       studies.stability_table(study_dir, configs)))  # fmt: skip
+        before = studies.before_spike_table(study_dir, configs)
+        tables.append(("`stability`: the monitor before the first spike of each run: per statistic, the parameter "
+                       "group that moved most over the last 3 logged updates.", before))  # fmt: skip
+    lines: list[str] = []
+    for caption, table in tables:
+        if table:
+            n_table += 1
+            lines += [f"**Table {n_table}.** {caption}", "", markdown_table(*table), ""]
+    return lines, n_table
+
+
 def write_ablations(cfg: AblationConfig) -> Path:
     root = Path(cfg.root)
     if not root.is_dir():
@@ -285,6 +316,8 @@ def write_ablations(cfg: AblationConfig) -> Path:
                   markdown_table(header, rows), ""]  # fmt: skip
         header, rows = per_seed_table(configs)
         lines += ["<details><summary>per seed</summary>", "", markdown_table(header, rows), "", "</details>", ""]
+        extra, n_table = _study_extras(study_dir, list(configs), n_table)
+        lines += extra
         cmds = [(name, commands.get(f"{study_dir.name}/{name}")) for name in configs]
         if any(c for _, c in cmds):
             lines += ["Commands (the lowest seed shown; other seeds differ only in `--seed` and `--save-dir`):", "", "```bash"]

@@ -23,6 +23,7 @@ MAIN_EPILOG = """commands:
   build-classification   a labelled task (train.eng_Latn.tsv, test.{lang}.tsv) from gettext catalogues or chatterbot
   translate-test         translate-test vs zero-shot vs translate-train classification accuracy per language
   ablations              ROOT/report.md: ablation runs (recipes/ablations.sh) as tables, mean ± std over seeds
+  utilities              UtiliMax utilities per direction from short up-weighted runs (mt-train --utilities)
 
 examples:
   mt-eval score --hyp gen/eng_Latn-deu_Latn.hyp --ref corpus/devtest/deu_Latn.devtest --metric chrf++
@@ -233,6 +234,25 @@ examples:
     p.add_argument("--out", help="report path (default: ROOT/report.md)")
     p.add_argument("--metric", default="chrf++", help="score column of scores.csv (default: %(default)s)")
     p.add_argument("--tt-metric", default="accuracy", help="translate-test metric (default: %(default)s)")
+
+    p = sub.add_parser(
+        "utilities", help="UtiliMax utilities from short up-weighted runs", formatter_class=_RAW,
+        description="The utility of each direction for mt-train --sampling-method utilimax: its score in a short "
+        "run that up-weighted it (config up_{lang} or up_{src}-{tgt}) minus its score in the reference run of "
+        "the same seed (the same run without up-weighting), mean over seeds.",
+        epilog="""reads:
+  STUDY_DIR/{config}/seed{N}/gen/scores.csv   mt-eval dir of each short run (configs up_* and --reference)
+writes:
+  OUT: '# comment' lines, then direction<TAB>utility<TAB>std<TAB>seeds (mt-train --utilities OUT)
+
+examples:
+  mt-eval utilities work/ablations/mixing_utility --reference uniform --out work/ablations/utilities.tsv
+""",
+    )  # fmt: skip
+    p.add_argument("study_dir", metavar="STUDY_DIR")
+    p.add_argument("--reference", required=True, help="the config without up-weighting (e.g. uniform)")
+    p.add_argument("--out", required=True, help="utilities file to write")
+    p.add_argument("--metric", default="chrf++", help="score column of scores.csv (default: %(default)s)")
     _add_classification(sub)
     return parser
 
@@ -483,6 +503,14 @@ def _ablations(args) -> int:
     return 0
 
 
+def _utilities(args) -> int:
+    from eval.studies import UtilitiesConfig, write_utilities
+
+    out = write_utilities(UtilitiesConfig(args.study_dir, args.reference, args.out, args.metric))
+    print(f"wrote {out}")
+    return 0
+
+
 _COMMANDS = {
     "score": _score,
     "dir": _dir,
@@ -493,6 +521,7 @@ _COMMANDS = {
     "build-classification": _build_classification,
     "translate-test": _translate_test,
     "ablations": _ablations,
+    "utilities": _utilities,
 }
 
 

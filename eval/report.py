@@ -23,9 +23,12 @@ Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 
 * the x axis: ``update`` (else ``num_updates``, ``step``);
 * training loss: ``loss`` (else ``train_loss``) on records that are not validation records;
-* validation: ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
+* validation: mt-train's ``"type": "valid"`` records (``loss``, ``directions: {direction: {loss}}``);
+  ``valid_loss`` as a number (overall) or as ``{direction: loss}``; keys
   ``valid_loss/<direction>`` or ``valid/<direction>/loss``; or a record with ``"split": "valid"``
-  (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``.
+  (or ``"subset"``), ``direction`` (or ``pair``) and ``loss``/``valid_loss``;
+* mt-train's stability monitor (``stability`` in train records, ``spike`` and ``rollback`` records): a
+  figure of its statistics beside the loss curve (``eval.train_stats``).
 
 ``translate_test.csv``: long form ``lang,method,score`` (optional ``task``, ``metric`` - one table per
 metric -, ``tier`` - averages per tier -; method e.g. ``zero_shot``, ``translate_test``, ``translate_train``
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import gendir
+from eval import gendir, train_stats
 from eval.tables import (
     GROUP_TITLES,
     averages_markdown,
@@ -309,6 +312,13 @@ def _is_num(v: object) -> bool:
 
 def _valid_entries(rec: dict) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
+    if rec.get("type") == "valid":  # mt-train's own records (mt.trainlog): overall loss + per direction
+        if _is_num(rec.get("loss")):
+            out.append(("all", rec["loss"]))
+        for k, v in (rec.get("directions") if isinstance(rec.get("directions"), dict) else {}).items():
+            if isinstance(v, dict) and _is_num(v.get("loss")):
+                out.append((str(k), v["loss"]))
+        return out
     split = str(rec.get("split", rec.get("subset", "")))
     if split in ("valid", "dev", "validation"):
         loss = next((rec[k] for k in ("valid_loss", "loss") if _is_num(rec.get(k))), None)
@@ -522,7 +532,31 @@ def _training_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
     sec.body += ["; ".join(facts) + ".", ""]
     if skipped:
         sec.body += [f"{skipped} line(s) of `{path.name}` were not records with an update number and were skipped.", ""]
+    sec.body += _stability_lines(train_stats.read_log(path), fig_dir, n)
     return sec
+
+
+def _stability_lines(log: train_stats.StabilityLog, fig_dir: Path, n: _Counter) -> list[str]:
+    """mt-train's stability monitor: the statistics beside the loss, and the spikes and rollbacks."""
+    if not train_stats.plot_stability(log, fig_dir / "training_stability.png"):
+        return []
+    lines = _figure(
+        f"{FIG_DIR}/training_stability.png",
+        "Training loss beside Adam's statistics per parameter group (mt-train's stability monitor, sampled "
+        "coordinates): gradient RMS, share of coordinates whose sqrt(v̂) is under eps, update RMS relative to "
+        "the learning rate, bimodality of the normalised update (1/3 Gaussian, 1 = ±1), cosine between update "
+        "and gradient. Red: detected loss spikes; faded: updates abandoned by a rollback.",
+        n.next_figure(),
+    )
+    eps = log.episodes()
+    ups = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in eps[:12]) + (" ..." if len(eps) > 12 else "")
+    facts = [f"{len(log.spikes)} spiking update(s) in {len(eps)} episode(s)" + (f" (updates {ups})" if eps else "")]
+    if log.rollbacks:
+        facts.append(f"{len(log.rollbacks)} rollback(s): " + ", ".join(
+            f"{r['spike']} -> {r['update']} (skip {r['skip']})" for r in log.rollbacks))  # fmt: skip
+    if log.monitor_ms is not None:
+        facts.append(f"the monitor took {log.monitor_ms:.1f} ms per logged update")
+    return lines + ["; ".join(facts) + ".", ""]
 
 
 def _method_key(m: object) -> str:

@@ -1,7 +1,9 @@
 """Checkpoint files of ``mt-train``: the one module that writes, reads and checks them.
 
 Layout of ``{save_dir}``: ``checkpoint_last.pt`` (resume point), ``checkpoint_best.pt`` (best validation
-metric), ``checkpoint{epoch}.pt`` (end of each epoch, pruned by ``--keep-last-epochs``).
+metric), ``checkpoint{epoch}.pt`` (end of each epoch, pruned by ``--keep-last-epochs``), and with
+``--spike-rollback`` ``checkpoint_{epoch}_{update}.pt`` (every ``--save-interval-updates``, fairseq's name,
+kept only as far back as the rollback needs).
 
 A checkpoint is one ``torch.save`` dict that loads with ``torch.load(..., weights_only=True)``: tensors,
 numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG states as tensors/lists)::
@@ -18,6 +20,8 @@ numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG stat
                                                 in this order (``mt-train --add-langs``; usually empty)
     model, optimizer                            state_dicts
     num_updates, data_state, best, wall_time    loop position (DataState.to_dict()), best metric so far
+    stability                                   mt.stability's loss history and rollback state (absent
+                                                before it existed: an empty history)
     rng                                         one entry per rank: python / numpy / torch (/ cuda) states
 
 Writes are atomic (temp file in the same folder, fsync, rename), so a kill at any moment leaves either
@@ -248,6 +252,29 @@ def prune_epoch_checkpoints(save_dir: str | os.PathLike, keep_last: int) -> list
         for shard in p.parent.glob(f"{p.stem}-rank-*.pt*"):  # expert shards (and pending ones)
             shard.unlink(missing_ok=True)
     return doomed
+
+
+def interval_checkpoint_name(epoch: int, update: int) -> str:
+    """fairseq's name for a ``--save-interval-updates`` checkpoint (kept for ``--spike-rollback``)."""
+    return f"checkpoint_{epoch}_{update}.pt"
+
+
+def interval_checkpoints(save_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(update, path) of the ``checkpoint_{epoch}_{update}.pt`` files in ``save_dir``, oldest first."""
+    found = []
+    for p in Path(save_dir).glob("checkpoint_*_*.pt"):
+        m = re.fullmatch(r"checkpoint_(\d+)_(\d+)\.pt", p.name)
+        if m:
+            found.append((int(m.group(2)), p))
+    return sorted(found)
+
+
+def remove_checkpoints(paths: Sequence[Path]) -> None:
+    """Delete checkpoint files and their expert shards (and pending ones)."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+        for shard in p.parent.glob(f"{p.stem}-rank-*.pt*"):
+            shard.unlink(missing_ok=True)
 
 
 # --- reading ------------------------------------------------------------------------------------

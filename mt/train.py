@@ -16,6 +16,12 @@ killed at any moment (SIGKILL included) and restarted with the same command ther
 updates it lost and ends with weights bitwise equal to an uninterrupted run on the same machine and
 thread count. SIGTERM / first Ctrl-C: finish the current update, save ``checkpoint_last.pt``, exit.
 
+Mixing and stability. ``--sampling-method`` picks how the budget is shared over directions (temperature,
+UniMax, UtiliMax: ``mt.data.mixing``); ``mt.stability`` logs Adam statistics per parameter group every
+``--log-interval`` updates, warns about loss spikes and, with ``--spike-rollback K --spike-skip M``, goes back
+to an interval checkpoint K updates older and skips M batches (its loss history is in the checkpoint, so
+exact resume holds through a rollback).
+
 Data parallelism. ``torchrun --nproc_per_node N`` starts N ranks (gloo on CPU, nccl on GPU). Every rank
 plans the same global batches; each reads every N-th sentence of each one (``shard_rows``). Losses are
 sums divided by the target-token count of the whole update (all micro-batches of ``--update-freq``, all
@@ -54,7 +60,9 @@ from mt import checkpoint as ckpt
 from mt import distributed
 from mt import expert_parallel as moe_train
 from mt import moe_flags
+from mt import stability
 from mt.criterion import LabelSmoothedCrossEntropy
+from mt.data import mixing
 from mt.data.dictionary import Dictionary
 from mt.data.langs import check_code, lang_token, parse_pair
 from mt.data.pair_dataset import load_direction
@@ -80,6 +88,10 @@ class TrainConfig:
     spm_model: str = ""  # default {data}/spm.model, else the one beside --finetune-from-model (an mt-import folder)
     # data
     sampling_temperature: float = 1.5
+    sampling_method: str = "temperature"  # temperature | unimax | utilimax (mt.data.mixing)
+    unimax_max_epochs: float = 1.0
+    utilities: str = ""  # utilimax: a file of 'direction<TAB>utility' lines, or pair=value,...
+    utilimax_risk: float = 1.0
     virtual_epoch_size: int = 0
     curriculum: str = ""
     max_tokens: int = 4096
@@ -120,6 +132,10 @@ class TrainConfig:
     # logging
     log_interval: int = 100
     no_progress_bar: bool = False
+    # stability (mt.stability)
+    spike_threshold: float = 6.0
+    spike_rollback: int = 0
+    spike_skip: int = 0
 
     def check(self) -> "TrainConfig":
         if not self.lang_pairs:
@@ -138,6 +154,8 @@ class TrainConfig:
         if len(self.adam_betas) != 2:
             raise UserError(f"--adam-betas needs two values, got {self.adam_betas}")
         parse_add_langs(self.add_langs)
+        mixing.check_flags(self.sampling_method, self.utilities, self.unimax_max_epochs, self.utilimax_risk)
+        stability.check_flags(self.spike_rollback, self.spike_skip, self.spike_threshold, self.save_interval_updates)
         return self
 
 
@@ -388,9 +406,10 @@ class _Trainer:
                      f"--max-source-positions {cfg.max_source_positions} / --max-target-positions "
                      f"{cfg.max_target_positions} / --max-tokens {cfg.max_tokens}")  # fmt: skip
         curriculum = Curriculum.load(cfg.curriculum, self.directions) if cfg.curriculum else None
+        self.mixing = mixing.from_config(cfg, train_sets, keep)
         self.sampler = MultilingualSampler(
             train_sets, keep, cfg.sampling_temperature, cfg.max_tokens, cfg.seed, curriculum,
-            cfg.batch_size, cfg.virtual_epoch_size, self.pad,
+            cfg.batch_size, cfg.virtual_epoch_size, self.pad, self.mixing,
         )  # fmt: skip
         valid_sets = {}
         for i, d in enumerate(self.directions):
@@ -421,6 +440,8 @@ class _Trainer:
             self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
         )
         self.schedule = InverseSqrtSchedule(cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
+        self.monitor = stability.Monitor(self.model, cfg.log_interval, cfg.spike_threshold, cfg.spike_rollback,
+                                         cfg.spike_skip, cfg.save_interval_updates, enabled=di.is_master, seed=cfg.seed)
         self.amp = (lambda: torch.autocast(di.device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
         # per-rank dropout streams (rank 0 included), set after the shared initialisation
         torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
@@ -452,6 +473,7 @@ class _Trainer:
             self.num_updates = int(state["num_updates"])
             self.data_state = DataState(**state["data_state"])
             self.best = state.get("best")
+            self.monitor.load_state_dict(state.get("stability"))
             self.wall_before = float(state.get("wall_time", 0.0))
             rngs = state.get("rng", [])
             if self.di.rank < len(rngs):
@@ -511,10 +533,11 @@ class _Trainer:
             "best": self.best,
             "wall_time": self._wall(),
             "rng": rngs,
+            "stability": self.monitor.state_dict(),
             "moe": moe_train.checkpoint_meta(self.model, self.optimizer, self.di.world_size),
         }
 
-    def _save(self, last: bool, best: bool = False, epoch: int | None = None) -> None:
+    def _save(self, last: bool, best: bool = False, epoch: int | None = None, snapshot: bool = True) -> None:
         """Collective (RNG states are gathered from every rank); rank 0 writes."""
         if not (last or best or epoch):
             return
@@ -526,6 +549,9 @@ class _Trainer:
             paths.append(self.save_dir / ckpt.LAST)
         if best:
             paths.append(self.save_dir / ckpt.BEST)
+        snapshot = self._snapshot_path(last, snapshot, epoch)
+        if snapshot:
+            paths.append(snapshot)
         if paths:  # every rank: expert-parallel runs write one expert shard per rank
             last_file = _file_id(self.save_dir / ckpt.LAST)
             try:
@@ -538,7 +564,17 @@ class _Trainer:
                 self.last_saved_update = self.num_updates
         if epoch is not None and self.di.is_master:
             ckpt.prune_epoch_checkpoints(self.save_dir, self.cfg.keep_last_epochs)
+        if snapshot and self.di.is_master:  # only as far back as --spike-rollback needs
+            older = [p for _, p in ckpt.interval_checkpoints(self.save_dir)][: -self.monitor.keep_snapshots()]
+            ckpt.remove_checkpoints(older)
         distributed.barrier()
+
+    def _snapshot_path(self, last: bool, wanted: bool, epoch: int | None) -> Path | None:
+        """The interval checkpoint ``checkpoint_{epoch}_{update}.pt`` kept for --spike-rollback, or None."""
+        every = self.cfg.save_interval_updates
+        if not (wanted and last and self.cfg.spike_rollback and every and self.num_updates % every == 0):
+            return None
+        return self.save_dir / ckpt.interval_checkpoint_name(epoch or self.data_state.epoch, self.num_updates)
 
     def _save_failed(self, exc: BaseException, last_file: tuple[int, int] | None) -> str:
         """One line for a checkpoint that could not be written: why, what is still there, how to go on."""
@@ -613,6 +649,7 @@ class _Trainer:
             _say(di, f"mt-train: update {self.num_updates + 1}: gradient norm is {gnorm}; update skipped")
         else:
             self.optimizer.step()
+            self.monitor.after_step(self.optimizer, self.num_updates + 1)
         self.optimizer.zero_grad(set_to_none=True)
         names = sorted(aux_sums)
         self.stop.poll()
@@ -698,11 +735,8 @@ class _Trainer:
             per_rank = f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
             _say(di, f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"
                  f"{', CMR' if m.moe_cmr else ''}{f', EOM {m.moe_eom}' if m.moe_eom else ''}{per_rank}")  # fmt: skip
-        probs = self.sampler.probabilities(self.num_updates)
-        for i, d in enumerate(self.directions):
-            start = self.sampler.starts[i]
-            when = f"joins at update {start}" if start > 0 else f"p={probs[i]:.3f}"
-            _say(di, f"  {d:<22} {len(self.sampler.keep[i]):>9} sentences  {when}")
+        for line in mixing.describe_lines(self.mixing, self.sampler, self.num_updates):
+            _say(di, line)
         if self._finished():
             _say(di, f"mt-train: training already finished at update {self.num_updates} / epoch {self.data_state.epoch - 1} "
                  f"({self.save_dir / ckpt.LAST}); raise --max-update / --max-epoch to continue")  # fmt: skip
@@ -716,6 +750,8 @@ class _Trainer:
             "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "data_state": self.data_state.to_dict(),
         })  # fmt: skip
+        mix = self.mixing.record(self.sampler.active(self.num_updates))  # probabilities and planned epochs
+        self.log.write({"type": "mixing", "update": self.num_updates, **mix})
 
         plan, plan_active = None, None
         window = {"loss": 0.0, "nll": 0.0, "ntok": 0, "nsent": 0, "t": time.perf_counter(), "aux": {}, "n": 0}
@@ -742,6 +778,12 @@ class _Trainer:
                     plan = None
                     continue
 
+                if self.monitor.skip_left:  # after a spike rollback: --spike-skip batches are passed over unseen
+                    ds.position += self.monitor.take_skip(len(plan) - ds.position)
+                    if ds.position >= len(plan):
+                        self._end_epoch()
+                        plan = None
+                    continue
                 group = plan[ds.position : ds.position + cfg.update_freq]
                 st = self._train_step(group)
                 ds.position += len(group)
@@ -756,6 +798,10 @@ class _Trainer:
                     )  # fmt: skip
                 if self.num_updates % cfg.log_interval == 0:
                     self._log_train(window, st)
+                if self._spike(st):  # rolled back (--spike-rollback): continue from the restored position
+                    plan = None
+                    window.update(loss=0.0, nll=0.0, ntok=0, nsent=0, t=time.perf_counter(), aux={}, n=0)
+                    continue
                 stopped_by_signal = st["stop"]
                 epoch_end = ds.position >= len(plan)
                 done = (cfg.max_update and self.num_updates >= cfg.max_update) or stopped_by_signal
@@ -776,9 +822,55 @@ class _Trainer:
         if stopped_by_signal:
             _say(di, f"mt-train: stopped at update {self.num_updates}; run the same command to resume")
             return self._summary(stopped=True)
+        seen = mixing.seen_record(self.mixing, self.sampler, self.data_state)  # epochs each direction really saw
+        if seen:
+            self.log.write({"type": "mixing_seen", "update": self.num_updates, **seen})
         best = f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}" if self.best else "no validation"
         _say(di, f"mt-train: done at update {self.num_updates}; {best}; checkpoints in {self.save_dir}/")
         return self._summary()
+
+    def _spike(self, st: dict[str, Any]) -> bool:
+        """Check this update's loss; warn about a spike, and roll back when --spike-rollback says so."""
+        spike = self.monitor.check(self.num_updates, st["loss_sum"] / max(st["ntokens"], 1) / LN2)
+        if spike is None:
+            return False
+        if self.monitor.should_warn(self.num_updates):
+            self._say_master("mt-train: " + stability.spike_warning(spike, self.cfg.spike_threshold))
+        if not self.monitor.wants_rollback(self.num_updates):
+            self.log.write({"type": "spike", "update": spike["update"], "spike": spike})
+            return False
+        path = self.monitor.snapshot_for(self.save_dir, self.num_updates)
+        if path is None:
+            self._say_master(f"mt-train: no checkpoint from {self.cfg.spike_rollback} updates before update "
+                             f"{self.num_updates} to roll back to yet: continuing")  # fmt: skip
+            self.log.write({"type": "spike", "update": spike["update"], "spike": spike})
+            return False
+        self._rollback(path, spike)
+        return True
+
+    def _rollback(self, path: Path, spike: dict[str, Any]) -> None:
+        """Back to ``path`` (weights, Adam, data position, RNG, loss history); skip --spike-skip batches next."""
+        state = ckpt.load_checkpoint(path, rank=self.di.rank, world=self.di.world_size)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates, self.data_state = int(state["num_updates"]), DataState(**state["data_state"])
+        self.best = state.get("best")
+        rngs = state.get("rng", [])
+        if self.di.rank < len(rngs):
+            ckpt.restore_rng(rngs[self.di.rank])
+        self.monitor.rolled_back(state.get("stability"), spike["update"])
+        if self.di.is_master:
+            ckpt.remove_checkpoints([p for u, p in ckpt.interval_checkpoints(self.save_dir) if u > self.num_updates])
+        rec = {"type": "rollback", "update": self.num_updates, "spike": spike, "from": str(path),
+               "skip": self.cfg.spike_skip}  # fmt: skip
+        stability.move_abandoned_records(self.log, self.num_updates, rec)  # the abandoned updates' records go into rec
+        self._say_master(f"mt-train: rolled back to update {self.num_updates} ({path.name}); skipping the next "
+                         f"{self.cfg.spike_skip} batches")  # fmt: skip
+        self._save(last=True, snapshot=False)  # a kill from here on resumes after the rollback
+
+    def _say_master(self, msg: str) -> None:
+        if self.di.is_master:
+            self._write(msg)
 
     def _end_epoch(self, improved_already: bool = False) -> None:
         """The epoch just ran out: advance the data position, validate if not yet done, save checkpoints."""
@@ -828,6 +920,7 @@ class _Trainer:
         }  # fmt: skip
         if w.get("mstats"):
             rec["moe"] = _stat_values(w.pop("mstats"), self.langs)
+        rec.update(self.monitor.take())  # per-parameter-group Adam statistics of this update
         self.log.write(rec)
         if self.bar is None and self.di.is_master:
             aux = "".join(f" | {k} {v:.4f}" for k, v in rec["aux"].items())
@@ -892,6 +985,13 @@ EPILOG = """examples:
       --max-update 20000 --save-interval-updates 1000 --validate-interval-updates 1000 \\
       --eval-chrf 100 --best-checkpoint-metric chrf --bf16 --save-dir work/ckpt
 
+  # UniMax: an equal share of the budget (20000 updates x 4096 tokens) per direction, at most 5 epochs of
+  # any one; a loss spike rolls back to the checkpoint >= 200 updates older and skips the next 100 batches
+  mt-train work/bin --lang-pairs ... --sampling-method unimax --unimax-max-epochs 5 --max-update 20000 \\
+      --save-interval-updates 100 --spike-rollback 200 --spike-skip 100 --save-dir work/ckpt
+  # UtiliMax with utilities from short ablation runs (mt-eval utilities; recipes/ablations.sh mixing)
+  mt-train work/bin --lang-pairs ... --sampling-method utilimax --utilities utilities.tsv --max-update 20000 ...
+
   # data parallel: 4 processes (gloo on CPU, nccl on GPUs); the global batch is the same as 1 process
   torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
   # (or: torchrun --standalone --nproc_per_node 4 -m mt.train work/bin ...; multi-node: --nnodes/--rdzv-endpoint)
@@ -899,6 +999,8 @@ EPILOG = """examples:
 Re-running the same command resumes from {save-dir}/checkpoint_last.pt (exactly, even after a kill).
 Outputs: {save-dir}/checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt, train_log.jsonl.
 Curriculum file: one 'pair<TAB>start_update' per line; unlisted pairs start at update 0.
+Train records of train_log.jsonl carry per-parameter-group Adam statistics ('stability'; mt-eval report plots
+them); spikes and rollbacks are logged as 'spike' / 'rollback' records.
 Losses are logged in base 2 per target token (as fairseq); ppl = 2 ** nll_loss."""
 
 
@@ -925,6 +1027,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
                    help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)")
+    g.add_argument("--sampling-method", default=d.sampling_method, choices=list(mixing.METHODS),
+                   help="temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
+                   "utilimax: maximise utility - risk under the same caps (default: %(default)s)")
+    g.add_argument("--unimax-max-epochs", type=float, default=d.unimax_max_epochs, metavar="N",
+                   help="unimax/utilimax: epochs of a direction at most; the rest goes to the others (default: %(default)s)")
+    g.add_argument("--utilities", default="", metavar="FILE|PAIR=U,...",
+                   help="utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
+                   "or inline; unlisted pairs get 0")
+    g.add_argument("--utilimax-risk", type=float, default=d.utilimax_risk,
+                   help="utilimax: weight of the risk (concentration) term; larger = closer to UniMax (default: %(default)s)")
     g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)")
     g.add_argument("--curriculum", default="", help="TSV 'pair<TAB>start_update': pairs that join later")
     g.add_argument("--max-tokens", type=int, default=d.max_tokens,
@@ -969,6 +1081,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)")
     g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
+
+    g = p.add_argument_group("stability (loss spikes)")
+    g.add_argument("--spike-threshold", type=float, default=d.spike_threshold, metavar="Z",
+                   help="a loss above the running median + Z x spread is a spike: warned and logged; 0 = off (default: %(default)s)")
+    g.add_argument("--spike-rollback", type=int, default=0, metavar="K",
+                   help="on a spike, go back to the interval checkpoint at least K updates older (needs --save-interval-updates)")
+    g.add_argument("--spike-skip", type=int, default=0, metavar="M",
+                   help="after a rollback, skip the next M batches of data (default: %(default)s)")
     moe_flags.add_arguments(p)
     return p
 

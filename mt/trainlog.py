@@ -10,6 +10,13 @@ One JSON object per line, each with ``type`` and ``update``:
 - ``valid``: ``update, epoch, loss, nll_loss, ppl, chrf (mean over directions, when computed), best,
   wall, directions`` (direction -> ``loss, nll_loss, ppl, ntokens[, chrf]``)
 - ``curriculum``: ``update, epoch, active`` when pairs join
+- ``mixing`` (at each start): ``method, budget, unit, max_epochs, temperature, risk, directions``
+  (direction -> ``sentences, tokens, p, epochs[, utility]``: the planned epochs); ``mixing_seen`` (at the
+  end): ``sentences, epochs`` per direction, really drawn (``mt.data.mixing``)
+- ``train`` records also carry ``stability`` (parameter group -> ``grad_rms, v_below_eps, update_rms,
+  bimodality, cos``) and ``monitor_ms``; ``spike``: ``update, spike`` (``loss, median, spread``);
+  ``rollback``: ``update`` (the checkpoint's), ``spike``, ``from``, ``skip`` and ``abandoned`` (the records
+  of the updates thrown away, moved here so the log stays ordered by update) (``mt.stability``)
 
 Losses are in base 2 per target token, as fairseq logs them (``ppl = 2 ** nll_loss``); ``wall`` is the
 training wall time in seconds accumulated over resumed runs.

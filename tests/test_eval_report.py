@@ -140,6 +140,7 @@ def test_report_takes_tiers_from_stats(tmp_path):
         {"update": 500, "valid_loss/eng_Latn-deu_Latn": 3.5},
         {"num_updates": 500, "split": "valid", "direction": "eng_Latn-deu_Latn", "loss": 3.5},
         {"step": 500, "valid": {"eng_Latn-deu_Latn": {"loss": 3.5}}},
+        {"type": "valid", "update": 500, "epoch": 1, "directions": {"eng_Latn-deu_Latn": {"loss": 3.5, "ntokens": 9}}},
     ],
 )
 def test_train_log_accepts_several_shapes(tmp_path, record):
@@ -149,3 +150,16 @@ def test_train_log_accepts_several_shapes(tmp_path, record):
     assert train.to_dict("records") == [{"update": 100, "loss": 5.0}]
     assert valid["update"].tolist() == [500] and valid["loss"].tolist() == [3.5]
     assert skipped == 0
+
+
+def test_mt_train_valid_records_are_validation_not_training_loss(tmp_path):
+    """mt-train logs validation as {"type": "valid", "loss", "directions": {...}}: it was drawn as a training
+    loss point (and no validation curve) because it has neither a split key nor valid_loss."""
+    path = tmp_path / "train_log.jsonl"
+    recs = [{"type": "train", "update": 100, "loss": 5.0},
+            {"type": "valid", "update": 100, "epoch": 1, "loss": 6.0, "best": 6.0,
+             "directions": {"eng_Latn-deu_Latn": {"loss": 5.5, "ntokens": 9}, "deu_Latn-eng_Latn": {"loss": 6.5}}}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    train, valid, _ = parse_train_log(path)
+    assert train.to_dict("records") == [{"update": 100, "loss": 5.0}]
+    assert dict(zip(valid["direction"], valid["loss"])) == {"all": 6.0, "eng_Latn-deu_Latn": 5.5, "deu_Latn-eng_Latn": 6.5}

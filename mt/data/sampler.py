@@ -1,4 +1,4 @@
-"""Multilingual temperature sampling, a phased curriculum, and token-based batching.
+"""Multilingual sampling (temperature; UniMax / UtiliMax in ``mt.data.mixing``), a phased curriculum, token batching.
 
 Sampling (fairseq's ``--sampling-method temperature`` of translation_multi_simple_epoch, done simply):
 direction i with n_i usable sentences is drawn with probability p_i ∝ n_i^(1/T). T=1 keeps the natural
@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -191,11 +191,13 @@ class MultilingualSampler:
         max_sentences: int = 0,
         virtual_epoch_size: int = 0,
         pad: int = 1,
+        mixing: Any = None,
     ) -> None:
         self.datasets, self.keep = list(datasets), list(keep)
         self.names = [d.name for d in self.datasets]
         self.temperature, self.max_tokens, self.max_sentences = temperature, max_tokens, max_sentences
         self.seed, self.virtual_epoch_size, self.pad = seed, virtual_epoch_size, pad
+        self.mixing = mixing  # mt.data.mixing.Mixing (UniMax, UtiliMax); None: temperature sampling
         self.curriculum = curriculum or Curriculum({})
         self.starts = [self.curriculum.start_of(n) for n in self.names]
         if not any(s == 0 for s in self.starts):
@@ -209,7 +211,10 @@ class MultilingualSampler:
         """Sampling probability of every direction at ``update`` (0 for those not yet active)."""
         act = self.active(update)
         p = np.zeros(len(self.datasets))
-        p[list(act)] = temperature_probs([len(self.keep[i]) for i in act], self.temperature)
+        if self.mixing is not None:
+            p[list(act)] = self.mixing.probs(act)
+        else:
+            p[list(act)] = temperature_probs([len(self.keep[i]) for i in act], self.temperature)
         return p
 
     def epoch_size(self, update: int) -> int:
