@@ -58,13 +58,20 @@ def workdir(tmp_path_factory, tmp_path, monkeypatch):
     for split, n in (("train", 16), ("dev", 4)):
         for lang, like in (("eng_Latn", "eng_Latn"), ("aln_Latn", "deu_Latn")):
             (tmp_path / "corpus" / f"{split}.{lang}").write_text("\n".join(s for _, s in nf.sentences(n, 4, [like])) + "\n")
+    moe = nf.built_moe(tmp_path_factory)  # the sparse subsection: NLLB-MoE's HF folder and fairseq files
+    shutil.copytree(moe["hf"], tmp_path / "nllb-moe-54b")
+    nf.make_fairseq_moe_files(tmp_path / "nllb-moe-fs", moe["model"], moe["spm"])
+    (tmp_path / "flores200_dataset" / "dev").mkdir()
+    (tmp_path / "flores200_dataset" / "dev" / "eng_Latn.dev").write_text(
+        "\n".join(s for _, s in nf.sentences(8, 5, ["eng_Latn"])) + "\n"
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_every_command_of_the_section_runs(workdir, monkeypatch):
     blocks = section_blocks()
-    assert [lang for lang, _ in blocks] == ["bash", "python"]
+    assert [lang for lang, _ in blocks] == ["bash", "python", "bash"]
     ran = []
     for lang, code in blocks:
         if lang == "python":
@@ -85,7 +92,12 @@ def test_every_command_of_the_section_runs(workdir, monkeypatch):
             ran.append(cmd[0])
             if cmd[0] == "mt-interactive":
                 assert len(out.splitlines()) == 1
-    assert ran.count("mt-import") == 2 and "mt-train" in ran and ran[-1] == "mt-export"
+    assert ran.count("mt-import") == 4 and "mt-train" in ran and "mt-export" in ran and ran[-1] == "mt-translate"
+    assert len(list((workdir / "models" / "nllb-moe").glob("checkpoint-rank-*.pt"))) == 8  # one file per expert
+    pruned = list((workdir / "models" / "nllb-moe-eng-deu").glob("checkpoint-rank-*.pt"))
+    assert 0 < len(pruned) < 8
+    assert (workdir / "translated-moe" / "deu_Latn" / "a.txt").is_file()
+    assert (workdir / "translated-pruned" / "deu_Latn" / "a.txt").is_file()
     assert all((workdir / "translated" / lang / "a.txt").is_file() for lang in ("deu_Latn", "fra_Latn"))
     assert (workdir / "translated-aln" / "aln_Latn" / "a.txt").is_file()
     assert (workdir / "gen" / "eng_Latn-fra_Latn.hyp").is_file() and (workdir / "gen" / "scores.md").is_file()
