@@ -31,23 +31,51 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from eval.classification import SRC, Example, stats_table, write_task
-from mt.data.clean import normalize_ws, norm_key
-from mt.errors import UserError, located
+from mt.common.errors import UserError, located
+from mt.data.clean import norm_key, normalize_ws
 
 # chatterbot-corpus folder -> FLORES-200 code (hinglish is romanised Hindi-English code-mixing: no code)
 FOLDER_CODES: dict[str, str] = {
-    "english": "eng_Latn", "bengali": "ben_Beng", "chinese": "zho_Hans", "dutch": "nld_Latn",
-    "french": "fra_Latn", "german": "deu_Latn", "hebrew": "heb_Hebr", "hindi": "hin_Deva",
-    "indonesian": "ind_Latn", "italian": "ita_Latn", "japanese": "jpn_Jpan", "korean": "kor_Hang",
-    "marathi": "mar_Deva", "oriya": "ory_Orya", "persian": "pes_Arab", "portuguese": "por_Latn",
-    "russian": "rus_Cyrl", "spanish": "spa_Latn", "swedish": "swe_Latn", "tamil": "tam_Taml",
-    "telugu": "tel_Telu", "thai": "tha_Thai", "traditionalchinese": "zho_Hant", "turkish": "tur_Latn",
-    "ukrainian": "ukr_Cyrl", "urdu": "urd_Arab", "yoruba": "yor_Latn",
+    "english": "eng_Latn",
+    "bengali": "ben_Beng",
+    "chinese": "zho_Hans",
+    "dutch": "nld_Latn",
+    "french": "fra_Latn",
+    "german": "deu_Latn",
+    "hebrew": "heb_Hebr",
+    "hindi": "hin_Deva",
+    "indonesian": "ind_Latn",
+    "italian": "ita_Latn",
+    "japanese": "jpn_Jpan",
+    "korean": "kor_Hang",
+    "marathi": "mar_Deva",
+    "oriya": "ory_Orya",
+    "persian": "pes_Arab",
+    "portuguese": "por_Latn",
+    "russian": "rus_Cyrl",
+    "spanish": "spa_Latn",
+    "swedish": "swe_Latn",
+    "tamil": "tam_Taml",
+    "telugu": "tel_Telu",
+    "thai": "tha_Thai",
+    "traditionalchinese": "zho_Hant",
+    "turkish": "tur_Latn",
+    "ukrainian": "ukr_Cyrl",
+    "urdu": "urd_Arab",
+    "yoruba": "yor_Latn",
 }
 TOPIC_ALIASES: dict[str, str] = {
-    "computer": "computers", "coversations": "conversations", "greeting": "greetings", "sport": "sports",
-    "emotions": "emotion", "profile": "botprofile", "perfilbot": "botprofile", "ia": "ai", "dinero": "money",
-    "emociones": "emotion", "psicologia": "psychology",
+    "computer": "computers",
+    "coversations": "conversations",
+    "greeting": "greetings",
+    "sport": "sports",
+    "emotions": "emotion",
+    "profile": "botprofile",
+    "perfilbot": "botprofile",
+    "ia": "ai",
+    "dinero": "money",
+    "emociones": "emotion",
+    "psicologia": "psychology",
 }
 
 
@@ -128,8 +156,10 @@ def _resolve_langs(spec: str | list[str], present: list[str]) -> list[str]:
     codes = [c.strip() for c in spec.split(",") if c.strip()]
     missing = [c for c in codes if c not in present]
     if missing:
-        raise UserError(f"--langs {','.join(missing)}: chatterbot-corpus has no folder for it "
-                        f"(it has {', '.join(c for c in present if c != SRC)})")
+        raise UserError(
+            f"--langs {','.join(missing)}: chatterbot-corpus has no folder for it "
+            f"(it has {', '.join(c for c in present if c != SRC)})"
+        )
     return codes
 
 
@@ -140,8 +170,10 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
         raise UserError(f"--test-fraction {cfg.test_fraction}: must be between 0 and 1")
     root = Path(cfg.data_dir) if cfg.data_dir else default_dir()
     if root is None or not root.is_dir():
-        raise UserError(f"chatterbot-corpus data not found{f' at {root}' if root else ''}: "
-                        "pip install chatterbot-corpus==1.3.3, or pass --chatterbot-dir .../chatterbot_corpus/data")
+        raise UserError(
+            f"chatterbot-corpus data not found{f' at {root}' if root else ''}: "
+            "pip install chatterbot-corpus==1.3.3, or pass --chatterbot-dir .../chatterbot_corpus/data"
+        )
     corpus = read_corpus(root)
     if SRC not in corpus:
         raise UserError(f"{root}: no english/ folder; pass the chatterbot_corpus/data directory")
@@ -191,8 +223,10 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
         aligned[lang] = sum(counts[t] for t in ok if len(topics[t]) == len(english[t]))
     tested = [lang for lang in files if lang != SRC]
     if not tested:
-        raise UserError(f"no chatterbot language has two topics with --min-per-label {cfg.min_per_label} test "
-                        f"utterances (tried {', '.join(langs) or 'none'})")
+        raise UserError(
+            f"no chatterbot language has two topics with --min-per-label {cfg.min_per_label} test "
+            f"utterances (tried {', '.join(langs) or 'none'})"
+        )
     meta = {
         "source": "chatterbot-corpus 1.3.3",
         "data_dir": str(root),
@@ -204,13 +238,18 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     }
     out = Path(cfg.out)
     write_task(out, train, files, meta)
-    res = ChatterbotTaskResult(out, labels, tested, len(train), {k: len(v) for k, v in files.items()}, notes,
-                               time.monotonic() - t0)
+    res = ChatterbotTaskResult(
+        out, labels, tested, len(train), {k: len(v) for k, v in files.items()}, notes, time.monotonic() - t0
+    )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(stats_table({f"train.{SRC}": train, **{f"test.{lang}": files[lang] for lang in files}}))
-    print("test utterances from files index-aligned with English (no leak possible): "
-          + ", ".join(f"{lang} {aligned[lang]}/{len(files[lang])}" for lang in tested))
-    print(f"wrote {out}: {len(labels)} topics, {len(train)} English training utterances, "
-          f"{len(tested)} test languages in {res.seconds:.1f}s")
+    print(
+        "test utterances from files index-aligned with English (no leak possible): "
+        + ", ".join(f"{lang} {aligned[lang]}/{len(files[lang])}" for lang in tested)
+    )
+    print(
+        f"wrote {out}: {len(labels)} topics, {len(train)} English training utterances, "
+        f"{len(tested)} test languages in {res.seconds:.1f}s"
+    )
     return res

@@ -21,10 +21,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.langs import is_code
 from mt.data.clean import normalize_ws
-from mt.data.langs import is_code
-from mt.errors import UserError, located
-from mt.util import atomic_write
 
 SRC = "eng_Latn"
 TRAIN_FILE = f"train.{SRC}.tsv"
@@ -95,8 +95,10 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
         raise UserError(f"{root}: no such task directory; build one with `mt-eval build-classification --out DIR`")
     train_path = root / TRAIN_FILE
     if not train_path.is_file():
-        raise UserError(f"{root}: no {TRAIN_FILE} (label<TAB>text English training set); "
-                        "is this a task directory written by `mt-eval build-classification`?")
+        raise UserError(
+            f"{root}: no {TRAIN_FILE} (label<TAB>text English training set); "
+            "is this a task directory written by `mt-eval build-classification`?"
+        )
     train = read_examples(train_path)
     if len({e.label for e in train}) < 2:
         raise located(train_path, None, "needs at least two labels to train a classifier")
@@ -119,8 +121,10 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
     for lang, examples in test.items():
         unknown = sorted({e.label for e in examples} - known)
         if unknown:
-            raise UserError(f"{root / f'test.{lang}.tsv'}: label(s) {', '.join(unknown)} never occur in "
-                            f"{TRAIN_FILE}; a classifier trained on English cannot predict them")
+            raise UserError(
+                f"{root / f'test.{lang}.tsv'}: label(s) {', '.join(unknown)} never occur in "
+                f"{TRAIN_FILE}; a classifier trained on English cannot predict them"
+            )
     if not any(lang != SRC for lang in test):
         raise UserError(f"{root}: no test.{{lang}}.tsv files besides English")
     meta: dict = {}

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mt.data.langs import is_code
-from mt.errors import UserError, located
+from mt.common.errors import UserError, located
+from mt.common.langs import is_code
 
 ENG = "eng_Latn"
 HYP_SUFFIX = ".hyp"

@@ -29,9 +29,9 @@ import numpy as np
 import sacrebleu
 from sacrebleu.metrics.base import Metric
 
-from mt.data.langs import check_code, is_code
-from mt.errors import UserError
-from mt.util import sha256_file
+from mt.common.errors import UserError
+from mt.common.files import sha256_file
+from mt.common.langs import check_code, is_code
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
 # where sacrebleu itself would have cached the FLORES-200 model (basename of its download URL)
@@ -97,8 +97,12 @@ def _spm(model: str) -> SpmTokenizer:
 BLEU_TOKENIZERS = ("13a", "zh", "ja-mecab", "ko-mecab", "intl", "char", "none")
 # sacrebleu's choice for its -l target (zh, ja, ko), by FLORES-200 code; every other language gets 13a
 _TARGET_TOKENIZERS = {
-    "zho_Hans": "zh", "zho_Hant": "zh", "yue_Hant": "zh", "jpn_Jpan": "ja-mecab", "kor_Hang": "ko-mecab",
-}  # fmt: skip
+    "zho_Hans": "zh",
+    "zho_Hant": "zh",
+    "yue_Hant": "zh",
+    "jpn_Jpan": "ja-mecab",
+    "kor_Hang": "ko-mecab",
+}
 # when MeCab is not installed: Japanese is written without spaces (characters), Korean with them (13a)
 _FALLBACK = {"ja-mecab": ("char", "sacrebleu[ja]"), "ko-mecab": ("13a", "sacrebleu[ko]")}
 

@@ -15,7 +15,7 @@ Given explicitly (sections that appear only then):
                                e.g. copy-the-source: per-direction delta and how many directions beat it
     --mining DIR               DIR/{lang}/gold.json + mined.tsv of recipes/mine_pair.sh: mined pairs and
                                their precision / recall / F1 against the corpus's hidden gold
-    --timings FILE             TSV of ``python -m mt.timed``: wall and CPU time and peak memory per step
+    --timings FILE             TSV of ``python -m mt.train.timed``: wall and CPU time and peak memory per step
 
 Written: ``RUN_DIR/report.md`` and ``RUN_DIR/report_figures/*.png``.
 
@@ -55,8 +55,8 @@ from eval.tables import (
     markdown_table,
     metric_columns,
 )
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
 
 FIG_DIR = "report_figures"
 TIER_COLORS = {"high": "#2f6b9a", "mid": "#e39b36", "low": "#c0504d", None: "#9a9a9a"}
@@ -75,7 +75,7 @@ class ReportConfig:
     baseline: str | None = None  # scores.csv (or a directory holding one) of a baseline system
     baseline_name: str | None = None  # default: the baseline directory's name
     mining: str | None = None  # directory of per-language mine_pair.sh outputs ({lang}/gold.json)
-    timings: str | None = None  # mt.timed TSV
+    timings: str | None = None  # mt.train.timed TSV
 
 
 @dataclass
@@ -237,8 +237,15 @@ def plot_training(train: pd.DataFrame, valid: pd.DataFrame, path: Path) -> bool:
             if (valid["direction"] == "all").any()
             else per_dir.groupby("update", as_index=False)["loss"].mean()
         )
-        ax.plot(mean["update"], mean["loss"], color="#2f6b9a", linewidth=1.6, marker="o", markersize=2.5,
-                label="valid" if (valid["direction"] == "all").any() else "valid (mean over directions)")  # fmt: skip
+        ax.plot(
+            mean["update"],
+            mean["loss"],
+            color="#2f6b9a",
+            linewidth=1.6,
+            marker="o",
+            markersize=2.5,
+            label="valid" if (valid["direction"] == "all").any() else "valid (mean over directions)",
+        )
         if not per_dir.empty:
             ax.plot([], [], color="#2f6b9a", alpha=0.25, linewidth=0.7, label="valid, per direction")
     ax.set_xlabel("update")
@@ -257,8 +264,13 @@ def plot_translate_test(wide: pd.DataFrame, methods: list[str], path: Path) -> b
     width = 0.8 / len(methods)
     palette = ["#9a9a9a", "#2f6b9a", "#e39b36", "#c0504d"]
     for i, method in enumerate(methods):
-        ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(n)], wide[method], width=width,
-               color=palette[i % len(palette)], label=method)  # fmt: skip
+        ax.bar(
+            [x + (i - (len(methods) - 1) / 2) * width for x in range(n)],
+            wide[method],
+            width=width,
+            color=palette[i % len(palette)],
+            label=method,
+        )
     ax.set_xticks(range(n))
     ax.set_xticklabels(wide.index, rotation=90 if n > 6 else 0, fontsize=6.5)
     ax.set_ylabel("score")
@@ -312,7 +324,7 @@ def _is_num(v: object) -> bool:
 
 def _valid_entries(rec: dict) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
-    if rec.get("type") == "valid":  # mt-train's own records (mt.trainlog): overall loss + per direction
+    if rec.get("type") == "valid":  # mt-train's own records (mt.formats.trainlog): overall loss + per direction
         if _is_num(rec.get("loss")):
             out.append(("all", rec["loss"]))
         for k, v in (rec.get("directions") if isinstance(rec.get("directions"), dict) else {}).items():
@@ -552,8 +564,10 @@ def _stability_lines(log: train_stats.StabilityLog, fig_dir: Path, n: _Counter) 
     ups = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in eps[:12]) + (" ..." if len(eps) > 12 else "")
     facts = [f"{len(log.spikes)} spiking update(s) in {len(eps)} episode(s)" + (f" (updates {ups})" if eps else "")]
     if log.rollbacks:
-        facts.append(f"{len(log.rollbacks)} rollback(s): " + ", ".join(
-            f"{r['spike']} -> {r['update']} (skip {r['skip']})" for r in log.rollbacks))  # fmt: skip
+        facts.append(
+            f"{len(log.rollbacks)} rollback(s): "
+            + ", ".join(f"{r['spike']} -> {r['update']} (skip {r['skip']})" for r in log.rollbacks)
+        )
     if log.monitor_ms is not None:
         facts.append(f"the monitor took {log.monitor_ms:.1f} ms per logged update")
     return lines + ["; ".join(facts) + ".", ""]
@@ -625,14 +639,19 @@ def _translate_test_section(path: Path, fig_dir: Path, n: _Counter) -> Section:
         wide = wide[methods]
         if k == 0 and plot_translate_test(wide, methods, fig_dir / "translate_test.png"):
             sec.body += _figure(
-                f"{FIG_DIR}/translate_test.png", f"Translate-test against zero-shot, per language ({metric}).",
+                f"{FIG_DIR}/translate_test.png",
+                f"Translate-test against zero-shot, per language ({metric}).",
                 n.next_figure(),
             )
         header, rows = _tt_table(wide, methods, tiers)
         t = n.next_table()
         what = "" if metric == "score" else f" ({metric}{', %' if metric in ('accuracy', 'macro_f1') else ''})"
-        sec.body += [f"**Table {t}.** Translate-test against zero-shot{what}; TT − ZS is the translate-test gain.",
-                     "", markdown_table(header, rows), ""]
+        sec.body += [
+            f"**Table {t}.** Translate-test against zero-shot{what}; TT − ZS is the translate-test gain.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
     if any(len(w.dropna()) < len(w) for _, w in tables):
         sec.body += ["Averages are over the languages every system ran on.", ""]
     return sec
@@ -677,13 +696,17 @@ def plot_against_baseline(rows: pd.DataFrame, metric: str, name: str, path: Path
     return True
 
 
-def _baseline_section(df: pd.DataFrame, base: pd.DataFrame, name: str, fig_dir: Path, n: _Counter, source: Path) -> Section:
+def _baseline_section(
+    df: pd.DataFrame, base: pd.DataFrame, name: str, fig_dir: Path, n: _Counter, source: Path
+) -> Section:
     """Every direction of the model against the same direction of a baseline system (e.g. copy-the-source)."""
     sec = Section(f"Against the baseline ({name})")
     shared = [m for m in metric_columns(df) if m in base.columns]
     if not shared:
-        sec.body += [f"*Skipped: `{source}` has none of the metrics of the model's scores "
-                     f"({', '.join(metric_columns(df))}).*", ""]  # fmt: skip
+        sec.body += [
+            f"*Skipped: `{source}` has none of the metrics of the model's scores ({', '.join(metric_columns(df))}).*",
+            "",
+        ]
         return sec
     metric = "chrf++" if "chrf++" in shared else shared[0]
     title = METRIC_TITLES.get(metric, metric)
@@ -699,8 +722,10 @@ def _baseline_section(df: pd.DataFrame, base: pd.DataFrame, name: str, fig_dir: 
         g = scored[scored["group"] == group]
         if len(g):
             parts.append(f"{GROUP_TITLES[group]}: {int((g['delta'] > 0).sum())}/{len(g)}")
-    summary = (f"The model beats {name} in **{len(wins)} of {len(scored)} directions** on {title} "
-               f"({'; '.join(parts)}); mean difference {scored['delta'].mean():+.2f}.")  # fmt: skip
+    summary = (
+        f"The model beats {name} in **{len(wins)} of {len(scored)} directions** on {title} "
+        f"({'; '.join(parts)}); mean difference {scored['delta'].mean():+.2f}."
+    )
     sec.body += [summary, ""]
     losers = scored[scored["delta"] <= 0]
     if len(losers):
@@ -710,8 +735,9 @@ def _baseline_section(df: pd.DataFrame, base: pd.DataFrame, name: str, fig_dir: 
     if len(missing):
         sec.body += [f"{len(missing)} direction(s) have no baseline score: {', '.join(missing['direction'])}.", ""]
     if plot_against_baseline(scored, metric, name, fig_dir / "against_baseline.png"):
-        sec.body += _figure(f"{FIG_DIR}/against_baseline.png",
-                            f"{title} of the model and of {name} per language.", n.next_figure())  # fmt: skip
+        sec.body += _figure(
+            f"{FIG_DIR}/against_baseline.png", f"{title} of the model and of {name} per language.", n.next_figure()
+        )
     t = n.next_table()
     table_rows = [
         [r.direction, r.tier, r.train_pairs, r[metric], r.baseline, "–" if pd.isna(r.delta) else f"{r.delta:+.2f}"]
@@ -777,7 +803,7 @@ def _mining_section(mining_dir: Path, stats: pd.DataFrame | None, n: _Counter) -
 
 
 def _timings_section(path: Path, n: _Counter) -> Section:
-    """Wall and CPU time per recipe step (``python -m mt.timed``), summed over re-runs."""
+    """Wall and CPU time per recipe step (``python -m mt.train.timed``), summed over re-runs."""
     sec = Section("Run time")
     try:
         df = pd.read_csv(path, sep="\t", quoting=3)
@@ -785,7 +811,7 @@ def _timings_section(path: Path, n: _Counter) -> Section:
         raise UserError(f"{path}: cannot read as TSV ({exc})") from None
     missing = [c for c in ("step", "wall_s", "cpu_s") if c not in df.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; was it written by python -m mt.timed?")
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; was it written by python -m mt.train.timed?")
     if df.empty:
         sec.body += [f"*Skipped: `{path.name}` holds no steps.*", ""]
         return sec
@@ -811,11 +837,15 @@ def _timings_section(path: Path, n: _Counter) -> Section:
     sec.body += [
         f"**Table {t}.** Time per step (`{path.name}`; a step run more than once, e.g. resumed, is summed).",
         "",
-        markdown_table(["step", "wall (s)", "CPU (s)", "peak RSS (MB)", "runs"],
-                       [[r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", "–" if r[3] is None or pd.isna(r[3]) else f"{r[3]:.0f}", r[4]]
-                        for r in rows]),
+        markdown_table(
+            ["step", "wall (s)", "CPU (s)", "peak RSS (MB)", "runs"],
+            [
+                [r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", "–" if r[3] is None or pd.isna(r[3]) else f"{r[3]:.0f}", r[4]]
+                for r in rows
+            ],
+        ),
         "",
-    ]  # fmt: skip
+    ]
     return sec
 
 
@@ -845,7 +875,9 @@ def write_report(cfg: ReportConfig) -> Path:
         used.append(f"`{_rel(scores_path, run_dir)}`")
         if cfg.baseline:
             base_path, base = _baseline_table(cfg.baseline)
-            name = cfg.baseline_name or (base_path.parent.name if base_path.parent.name != "gen" else base_path.parent.parent.name)
+            name = cfg.baseline_name or (
+                base_path.parent.name if base_path.parent.name != "gen" else base_path.parent.parent.name
+            )
             sections.append(_baseline_section(df, base, name, fig_dir, counter, base_path))
             used.append(f"`{_rel(base_path, run_dir)}`")
     else:
@@ -893,7 +925,7 @@ def write_report(cfg: ReportConfig) -> Path:
     if cfg.timings:
         timings = Path(cfg.timings)
         if not timings.is_file():
-            raise UserError(f"{timings}: no such timings file (python -m mt.timed --log FILE writes it)")
+            raise UserError(f"{timings}: no such timings file (python -m mt.train.timed --log FILE writes it)")
         sections.append(_timings_section(timings, counter))
         used.append(f"`{_rel(timings, run_dir)}`")
 

@@ -31,8 +31,8 @@ from eval.metrics import (
     signatures,
     target_notes,
 )
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
 
 GROUPS = ("eng-xx", "xx-eng", "xx-yy")
 GROUP_TITLES = {"eng-xx": "eng_Latn→xx", "xx-eng": "xx→eng_Latn", "xx-yy": "xx→yy", "all": "all"}

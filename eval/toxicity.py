@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from eval import gendir
 from eval.metrics import read_aligned
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
 
 TWL_SUFFIX = "_twl.txt"
 # characters of scripts written without spaces between words (the scripts of zho_Hans, zho_Hant,
@@ -384,7 +384,7 @@ class ToxicityConfig:
 
 def run_toxicity(cfg: ToxicityConfig, progress: bool = True) -> tuple[list[DirectionToxicity], list[Path]]:
     """Evaluate one direction or a generation directory; write the tables where asked."""
-    from mt.data.langs import check_code
+    from mt.common.langs import check_code
 
     lists = ToxicityLists(cfg.toxicity_dir)
     if cfg.gen_dir:

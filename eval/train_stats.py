@@ -1,4 +1,4 @@
-"""The training-stability records of ``train_log.jsonl`` (``mt.stability``) as tables and one figure.
+"""The training-stability records of ``train_log.jsonl`` (``mt.train.stability``) as tables and one figure.
 
 Read: ``train`` records (``update``, ``loss``, ``stability``: group -> statistic -> value), ``spike`` and
 ``rollback`` records (a rollback holds the train records of the updates it threw away, ``abandoned``).
@@ -23,8 +23,15 @@ TITLES = {
     "bimodality": "bimodality of the update",
     "cos": "cos(update, gradient)",
 }
-KINDS = {"embed": "#c0504d", "attn": "#2f6b9a", "cross_attn": "#7aa6c9", "ffn": "#e39b36", "experts": "#8e6bb0",
-         "gate": "#3e9a5a", "other": "#9a9a9a"}  # fmt: skip
+KINDS = {
+    "embed": "#c0504d",
+    "attn": "#2f6b9a",
+    "cross_attn": "#7aa6c9",
+    "ffn": "#e39b36",
+    "experts": "#8e6bb0",
+    "gate": "#3e9a5a",
+    "other": "#9a9a9a",
+}
 
 
 @dataclass
@@ -86,8 +93,15 @@ def read_log(path: Path) -> StabilityLog:
                 valid = rec["loss"]
             elif kind_ in ("spike", "rollback") and isinstance(rec.get("spike"), dict):
                 s = rec["spike"]
-                spikes.append({"update": s.get("update"), "loss": s.get("loss"), "median": s.get("median"),
-                               "spread": s.get("spread"), "rolled_back": kind_ == "rollback"})  # fmt: skip
+                spikes.append(
+                    {
+                        "update": s.get("update"),
+                        "loss": s.get("loss"),
+                        "median": s.get("median"),
+                        "spread": s.get("spread"),
+                        "rolled_back": kind_ == "rollback",
+                    }
+                )
                 if kind_ == "rollback":
                     rollbacks.append({"update": rec["update"], "spike": s.get("update"), "skip": rec.get("skip")})
                     for a in rec.get("abandoned") or []:
@@ -100,8 +114,11 @@ def read_log(path: Path) -> StabilityLog:
         pd.DataFrame(stats, columns=["update", "group", "stat", "value"]),
         pd.DataFrame(abandoned, columns=["update", "loss", "rollback"]),
         pd.DataFrame(abandoned_stats, columns=["update", "group", "stat", "value", "rollback"]),
-        spikes, rollbacks, valid, (sum(ms) / len(ms)) if ms else None,
-    )  # fmt: skip
+        spikes,
+        rollbacks,
+        valid,
+        (sum(ms) / len(ms)) if ms else None,
+    )
 
 
 def _stat_rows(rec: dict) -> list[tuple]:
@@ -124,12 +141,25 @@ def plot_stability(log: StabilityLog, path: Path, title: str | None = None) -> b
     ax = axes[0][0]
     ax.plot(log.loss["update"], log.loss["loss"], color="#333333", linewidth=0.9, label="train loss")
     for i, part in log.abandoned_loss.groupby("rollback"):
-        ax.plot(part["update"], part["loss"], color="#c0504d", alpha=0.35, linewidth=0.9,
-                label="abandoned by a rollback" if i == 0 else None)  # fmt: skip
+        ax.plot(
+            part["update"],
+            part["loss"],
+            color="#c0504d",
+            alpha=0.35,
+            linewidth=0.9,
+            label="abandoned by a rollback" if i == 0 else None,
+        )
     if log.spikes:
         sp = [s for s in log.spikes if _num(s.get("loss"))]
-        ax.scatter([s["update"] for s in sp], [s["loss"] for s in sp], color="#c0504d", marker="x", s=18, zorder=3,
-                   label="spike detected")  # fmt: skip
+        ax.scatter(
+            [s["update"] for s in sp],
+            [s["loss"] for s in sp],
+            color="#c0504d",
+            marker="x",
+            s=18,
+            zorder=3,
+            label="spike detected",
+        )
     for rb in log.rollbacks:
         ax.axvline(rb["update"], color="#c0504d", linestyle=":", linewidth=0.8)
     ax.set_ylabel("loss (bits/token)")
@@ -186,6 +216,7 @@ def before_spike(log: StabilityLog, lookback: int = 3) -> list[dict]:
             if best is None or change > best[0]:
                 best = (change, group, a, b)
         if best and best[0] > 1e-6:
-            rows.append({"stat": stat, "group": best[1], "earlier": best[2], "before_spike": best[3],
-                         "spike": first["update"]})  # fmt: skip
+            rows.append(
+                {"stat": stat, "group": best[1], "earlier": best[2], "before_spike": best[3], "spike": first["update"]}
+            )
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from mt.errors import cli_entry
+from mt.common.errors import cli_entry
 
 
 def _run(module: str, func: str, argv: list[str] | None) -> int:

@@ -23,8 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
 
 FORMAT = "nllb-mini-embeddings/1"
 
@@ -57,8 +57,11 @@ def load_npy(path: str | os.PathLike, producer: str, mmap: bool = True) -> np.nd
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, EOFError) as exc:
         text = str(exc)
-        why = ("it holds Python objects (a pickle), which are never loaded" if "object" in text.lower()
-               else f"truncated or not a .npy array ({text.split('. ')[0]})")
+        why = (
+            "it holds Python objects (a pickle), which are never loaded"
+            if "object" in text.lower()
+            else f"truncated or not a .npy array ({text.split('. ')[0]})"
+        )
         raise UserError(f"{path}: {why}; delete it and re-run {producer}") from None
 
 
@@ -87,8 +90,14 @@ def read_meta(path: str | os.PathLike, fmt: str, what: str, producer: str) -> di
 
 
 def write_meta(prefix: str | os.PathLike, dim: int, shards: list[dict], **info: object) -> None:
-    meta = {"format": FORMAT, "dim": int(dim), "dtype": "float16",
-            "total": int(sum(s["rows"] for s in shards)), **info, "shards": shards}
+    meta = {
+        "format": FORMAT,
+        "dim": int(dim),
+        "dtype": "float16",
+        "total": int(sum(s["rows"] for s in shards)),
+        **info,
+        "shards": shards,
+    }
     with atomic_write(meta_path(prefix)) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
 

@@ -35,9 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from mining.embeddings import EmbeddingSet, load_npy, meta_path, npy_matches, read_meta, save_npy
-from mt.errors import UserError
-from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
-                     temp_name)
+from mt.common.errors import UserError
+from mt.common.files import (
+    atomic_write,
+    file_identity,
+    refuse_file_in_the_way,
+    refuse_overwriting_input,
+    remove_stale_temps,
+    temp_name,
+)
 
 KNN_FORMAT = "nllb-mini-knn/1"
 DIRECTIONS = {"src2tgt": ("src", "tgt"), "tgt2src": ("tgt", "src")}
@@ -135,8 +141,7 @@ def new_index(dim: int, factory: str):
     return index
 
 
-def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True,
-                timings: dict | None = None):
+def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True, timings: dict | None = None):
     """Train (on a sample) and fill a CPU index from ``emb`` shard by shard; returns the faiss index.
 
     ``timings``, when given, receives ``train_s`` and ``add_s``.
@@ -164,15 +169,18 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
         try:
             index.train(sample)
         except RuntimeError as exc:
-            raise UserError(f"{emb.prefix}: training {cfg.factory} failed: {str(exc).strip().splitlines()[-1]}") from None
+            raise UserError(
+                f"{emb.prefix}: training {cfg.factory} failed: {str(exc).strip().splitlines()[-1]}"
+            ) from None
         timings["train_s"] = time.time() - t0
         if progress:
-            print(f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {timings['train_s']:.1f}s",
-                  file=sys.stderr)
+            print(
+                f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {timings['train_s']:.1f}s",
+                file=sys.stderr,
+            )
         del sample
     t0 = time.time()
-    bar = tqdm(total=len(emb), unit="vec", desc=f"add {Path(emb.prefix).name}", disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(total=len(emb), unit="vec", desc=f"add {Path(emb.prefix).name}", disable=not progress, file=sys.stderr)
     for _, arr in emb.shards():
         for lo in range(0, arr.shape[0], cfg.batch_size):
             block = _as_f32(arr[lo : lo + cfg.batch_size])
@@ -213,8 +221,10 @@ def save_index(index, path: str | os.PathLike) -> Path:
         faiss.write_index(index, str(tmp))
         os.replace(tmp, path)
     except RuntimeError as exc:  # faiss reports a failed write (a full disk) as a RuntimeError
-        raise UserError(f"{path}: writing the index failed ({str(exc).strip().splitlines()[-1]}); free space or "
-                        "choose another --out, and re-run") from None
+        raise UserError(
+            f"{path}: writing the index failed ({str(exc).strip().splitlines()[-1]}); free space or "
+            "choose another --out, and re-run"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -230,8 +240,9 @@ def load_index(path: str | os.PathLike, nprobe: int | None = None, gpu: bool | N
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
-        raise UserError(f"{path}: not a readable FAISS index ({str(exc).strip().splitlines()[-1]}); rebuild it "
-                        "with mine-index") from None
+        raise UserError(
+            f"{path}: not a readable FAISS index ({str(exc).strip().splitlines()[-1]}); rebuild it with mine-index"
+        ) from None
     set_nprobe(index, nprobe)
     return to_gpu_if_available(index, gpu)
 
@@ -361,8 +372,14 @@ def knn_shard_job(index_path: str, query_prefix: str, shard: int, out_prefix: st
     return {"shard": shard, "rows": rows, "seconds": time.time() - t0, "skipped": False}
 
 
-def write_knn_meta(out_prefix: str | os.PathLike, query: EmbeddingSet, index_path: str | os.PathLike,
-                   cfg: KnnConfig, ntotal: int, **info: object) -> Path:
+def write_knn_meta(
+    out_prefix: str | os.PathLike,
+    query: EmbeddingSet,
+    index_path: str | os.PathLike,
+    cfg: KnnConfig,
+    ntotal: int,
+    **info: object,
+) -> Path:
     """Check every shard is finished, then write the meta file that makes the result usable."""
     shards = []
     for s, info_s in enumerate(query.meta["shards"]):
@@ -370,17 +387,32 @@ def write_knn_meta(out_prefix: str | os.PathLike, query: EmbeddingSet, index_pat
             raise UserError(f"{out_prefix}: shard {s} is missing or incomplete; re-run mine-knn to finish it")
         shards.append({"start": info_s["start"], "rows": info_s["rows"]})
     # absolute paths: mine-bitext finds the embeddings (and through them the texts) from any directory
-    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(Path(query.prefix).resolve()),
-            "index": str(Path(index_path).resolve()), "nprobe": cfg.nprobe, "ntotal": int(ntotal),
-            "total": len(query), **info, "shards": shards}
+    meta = {
+        "format": KNN_FORMAT,
+        "k": cfg.k,
+        "queries": str(Path(query.prefix).resolve()),
+        "index": str(Path(index_path).resolve()),
+        "nprobe": cfg.nprobe,
+        "ntotal": int(ntotal),
+        "total": len(query),
+        **info,
+        "shards": shards,
+    }
     path = knn_meta_path(out_prefix)
     with atomic_write(path) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
     return path
 
 
-def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, out_prefix: str | os.PathLike,
-               cfg: KnnConfig | None = None, launcher=None, progress: bool = True, **info: object) -> Path:
+def knn_search(
+    index_path: str | os.PathLike,
+    query_prefix: str | os.PathLike,
+    out_prefix: str | os.PathLike,
+    cfg: KnnConfig | None = None,
+    launcher=None,
+    progress: bool = True,
+    **info: object,
+) -> Path:
     """Search every shard of ``query_prefix`` against ``index_path`` (skipping finished shards).
 
     ``launcher``: a ``mining.launcher.Launcher`` to run shards as separate jobs; None runs them here.
@@ -395,8 +427,11 @@ def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, o
     _check_query(index, query, cfg.k, index_path)
     ntotal = int(index.ntotal)
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(index_path), str(query_prefix), s, str(out_prefix), cfg)
-            for s, si in enumerate(query.meta["shards"]) if not shard_done(out_prefix, s, si["rows"], cfg.k)]
+    jobs = [
+        (str(index_path), str(query_prefix), s, str(out_prefix), cfg)
+        for s, si in enumerate(query.meta["shards"])
+        if not shard_done(out_prefix, s, si["rows"], cfg.k)
+    ]
     launcher = launcher or Launcher()
     if not launcher.in_process:
         _INDEX_CACHE.clear()  # the workers load their own copy; do not hold one here too
@@ -447,8 +482,10 @@ class KnnSet:
                 raise UserError(f"{p}: k-NN shard missing (listed in {knn_meta_path(self.prefix)}); re-run mine-knn")
         ids, sims = load_npy(ids_p, "mine-knn", mmap=False), load_npy(sims_p, "mine-knn", mmap=False)
         if ids.shape != (rows, self.k) or sims.shape != (rows, self.k):
-            raise UserError(f"{ids_p}: shape {ids.shape} does not match the meta file ({rows}, {self.k}): "
-                            "the shard comes from another run; delete it and re-run mine-knn")
+            raise UserError(
+                f"{ids_p}: shape {ids.shape} does not match the meta file ({rows}, {self.k}): "
+                "the shard comes from another run; delete it and re-run mine-knn"
+            )
         return ids, sims
 
     def shards(self):
@@ -466,8 +503,10 @@ class KnnSet:
             if k == self.k:
                 avg = load_npy(knn_files(self.prefix, s)[2], "mine-knn")
                 if avg.shape != (hi - lo,):
-                    raise UserError(f"{knn_files(self.prefix, s)[2]}: shape {avg.shape} does not match the meta "
-                                    f"file ({hi - lo},): delete it and re-run mine-knn")
+                    raise UserError(
+                        f"{knn_files(self.prefix, s)[2]}: shape {avg.shape} does not match the meta "
+                        f"file ({hi - lo},): delete it and re-run mine-knn"
+                    )
                 out[lo:hi] = avg
             else:
                 ids, sims = self.shard(s)
@@ -535,12 +574,16 @@ def _check_run(out: Path, run: dict) -> None:
             old = None
         if old != run:
             what = ", ".join(k for k in run if not isinstance(old, dict) or old.get(k) != run[k]) or "the run"
-            raise UserError(f"{out} holds k-NN results of other inputs or settings ({what} differ): they would be "
-                            "reused for these embeddings; choose another --out-dir or delete it")  # fmt: skip
+            raise UserError(
+                f"{out} holds k-NN results of other inputs or settings ({what} differ): they would be "
+                "reused for these embeddings; choose another --out-dir or delete it"
+            )
         return
     if out.is_dir() and any(p.name.endswith((".npy", ".faiss", ".meta.json")) for p in out.iterdir()):
-        raise UserError(f"{out} holds k-NN results without a run.json saying what they were computed from (an older "
-                        "mine-knn): choose another --out-dir or delete it")  # fmt: skip
+        raise UserError(
+            f"{out} holds k-NN results without a run.json saying what they were computed from (an older "
+            "mine-knn): choose another --out-dir or delete it"
+        )
     with atomic_write(path) as fh:
         json.dump(run, fh, indent=1, ensure_ascii=False)
 
@@ -576,8 +619,16 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
         query_side, index_side = DIRECTIONS[direction]
         ipath = paths[index_side]
         prefix = out / direction
-        knn_search(ipath, embs[query_side].prefix, prefix, cfg.knn, launcher=launcher, progress=progress,
-                   direction=direction, index_emb=str(Path(embs[index_side].prefix).resolve()))
+        knn_search(
+            ipath,
+            embs[query_side].prefix,
+            prefix,
+            cfg.knn,
+            launcher=launcher,
+            progress=progress,
+            direction=direction,
+            index_emb=str(Path(embs[index_side].prefix).resolve()),
+        )
         result[direction] = prefix
     return result
 
@@ -611,8 +662,12 @@ Writes {out-dir}/src2tgt.* and {out-dir}/tgt2src.*: neighbour ids, similarities 
 def _add_index_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     d = IndexConfig()
     p.add_argument("--factory", default=d.factory, help="FAISS index factory string (default: %(default)s)")
-    p.add_argument("--train-sample", type=int, default=d.train_sample,
-                   help="rows sampled to train IVF/PQ indexes (default: %(default)s)")
+    p.add_argument(
+        "--train-sample",
+        type=int,
+        default=d.train_sample,
+        help="rows sampled to train IVF/PQ indexes (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the training sample (default: %(default)s)")
 
 
@@ -624,8 +679,12 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def cli_index(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mine-index", description="Build a FAISS index over a sharded embedding set.",
-                                epilog=_INDEX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-index",
+        description="Build a FAISS index over a sharded embedding set.",
+        epilog=_INDEX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--emb", required=True, help="embedding set prefix (written by mine-embed)")
     p.add_argument("--out", default=None, help="index file (default: {emb}.faiss)")
     _add_index_args(p)
@@ -633,8 +692,14 @@ def cli_index(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=IndexConfig().batch_size, help="rows added at a time")
     p.add_argument("--force", action="store_true", help="rebuild even when the index file exists")
     a = p.parse_args(argv)
-    cfg = IndexConfig(factory=a.factory, train_sample=a.train_sample, seed=a.seed, batch_size=a.batch_size,
-                      gpu=a.gpu, threads=a.threads)
+    cfg = IndexConfig(
+        factory=a.factory,
+        train_sample=a.train_sample,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        gpu=a.gpu,
+        threads=a.threads,
+    )
     out = Path(a.out or f"{a.emb}.faiss")
     if out.is_file() and not a.force:
         print(f"mine-index: {out} exists, skipping (--force to rebuild)", file=sys.stderr)
@@ -647,23 +712,33 @@ def cli_index(argv: list[str] | None = None) -> int:
     t0 = time.time()
     index = build_index(emb, cfg)
     save_index(index, out)
-    print(f"mine-index: {out} ({cfg.factory}, {index.ntotal} vectors, dim {index.d}) in {time.time() - t0:.1f}s",
-          file=sys.stderr)
+    print(
+        f"mine-index: {out} ({cfg.factory}, {index.ntotal} vectors, dim {index.d}) in {time.time() - t0:.1f}s",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cli_knn(argv: list[str] | None = None) -> int:
     from mining.launcher import add_launcher_args, launcher_from_args
 
-    p = argparse.ArgumentParser(prog="mine-knn", description="k-NN search between two embedding sets, both ways.",
-                                epilog=_KNN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-knn",
+        description="k-NN search between two embedding sets, both ways.",
+        epilog=_KNN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--src-emb", required=True, help="source embedding set prefix")
     p.add_argument("--tgt-emb", required=True, help="target embedding set prefix")
     p.add_argument("--out-dir", required=True, help="where src2tgt.* / tgt2src.* (and built indexes) go")
     p.add_argument("--src-index", default=None, help="index of the source side (default: build {out-dir}/src.faiss)")
     p.add_argument("--tgt-index", default=None, help="index of the target side (default: build {out-dir}/tgt.faiss)")
-    p.add_argument("--direction", choices=["both", "src2tgt", "tgt2src"], default="both",
-                   help="which searches to run (default: both, as margin scoring needs)")
+    p.add_argument(
+        "--direction",
+        choices=["both", "src2tgt", "tgt2src"],
+        default="both",
+        help="which searches to run (default: both, as margin scoring needs)",
+    )
     p.add_argument("--k", type=int, default=KnnConfig().k, help="neighbours per query (default: %(default)s)")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (IVF indexes only)")
     p.add_argument("--batch-size", type=int, default=KnnConfig().batch_size, help="queries searched at a time")
@@ -672,7 +747,11 @@ def cli_knn(argv: list[str] | None = None) -> int:
     add_launcher_args(p)
     a = p.parse_args(argv)
     cfg = MineKnnConfig(
-        src_emb=a.src_emb, tgt_emb=a.tgt_emb, out_dir=a.out_dir, src_index=a.src_index, tgt_index=a.tgt_index,
+        src_emb=a.src_emb,
+        tgt_emb=a.tgt_emb,
+        out_dir=a.out_dir,
+        src_index=a.src_index,
+        tgt_index=a.tgt_index,
         directions=tuple(DIRECTIONS) if a.direction == "both" else (a.direction,),
         index=IndexConfig(factory=a.factory, train_sample=a.train_sample, seed=a.seed, gpu=a.gpu, threads=a.threads),
         knn=KnnConfig(k=a.k, nprobe=a.nprobe, batch_size=a.batch_size, gpu=a.gpu, threads=a.threads),
@@ -682,6 +761,8 @@ def cli_knn(argv: list[str] | None = None) -> int:
     for direction, prefix in result.items():
         print(f"mine-knn: {direction} -> {prefix}.*", file=sys.stderr)
     threads = a.threads if a.threads > 0 else _faiss().omp_get_max_threads()
-    print(f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
-          file=sys.stderr)
+    print(
+        f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
+        file=sys.stderr,
+    )
     return 0

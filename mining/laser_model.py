@@ -1,4 +1,4 @@
-"""Trainable LASER models: what ``mine-train-encoder`` hands to ``mt.train``'s loop, and their export.
+"""Trainable LASER models: what ``mine-train-encoder`` hands to ``mt.train.trainer``'s loop, and their export.
 
 * ``LaserTranslationModel`` (LASER, Artetxe & Schwenk 2019): a sentence encoder (BiLSTM in LASER2's
   layout, or a Transformer in LASER3's) max-pooled into one vector ``s``, and an LSTM decoder that sees
@@ -14,7 +14,7 @@ Both reuse the encoder modules of ``mining.encoders.laser`` as they are, so the 
 LASER checkpoint formats with no conversion (``export_encoder``) and load back through
 ``load_encoder(path)``. Training-only dropout is attached with forward hooks (inference modules have none).
 
-Interface with the loop (see ``mt.train.ModelFactory``): ``forward(src_tokens, prev_output_tokens, ctx,
+Interface with the loop (see ``mt.train.trainer.ModelFactory``): ``forward(src_tokens, prev_output_tokens, ctx,
 target_mask=, features_only=True)`` returns states at the target positions and ``output_weight`` is what
 the criterion scores them against: the decoder's output projection for the translation model, the
 teacher's embedding table for the student (whose "target tokens" are rows of that table). The data
@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt.criterion import CriterionOutput
-from mt.data.dictionary import Dictionary
-from mt.errors import UserError
-from mt.util import atomic_write
 from mining.encoders.laser import EOS, LaserLstmEncoder, LaserTransformerEncoder
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.data.dictionary import Dictionary
+from mt.train.criterion import CriterionOutput
 
 LN2 = math.log(2)
 ALIGN_LOSSES = ("none", "ranking")
@@ -72,10 +72,17 @@ class LaserModelConfig:
     align_loss: str = "none"
 
     SHAPE_FIELDS = (
-        "vocab_size", "encoder", "encoder_embed_dim", "encoder_hidden_size", "encoder_layers",
-        "encoder_ffn_embed_dim", "encoder_attention_heads", "decoder_embed_dim", "decoder_hidden_size",
+        "vocab_size",
+        "encoder",
+        "encoder_embed_dim",
+        "encoder_hidden_size",
+        "encoder_layers",
+        "encoder_ffn_embed_dim",
+        "encoder_attention_heads",
+        "decoder_embed_dim",
+        "decoder_hidden_size",
         "decoder_lang_embed_dim",
-    )  # fmt: skip
+    )
 
     @property
     def sentence_dim(self) -> int:
@@ -85,8 +92,10 @@ class LaserModelConfig:
         if self.encoder not in ("lstm", "transformer"):
             raise UserError(f"encoder type {self.encoder!r}: use lstm or transformer")
         if self.encoder == "transformer" and self.encoder_embed_dim % max(self.encoder_attention_heads, 1):
-            raise UserError(f"--encoder-embed-dim {self.encoder_embed_dim} is not divisible by "
-                            f"--encoder-attention-heads {self.encoder_attention_heads}")
+            raise UserError(
+                f"--encoder-embed-dim {self.encoder_embed_dim} is not divisible by "
+                f"--encoder-attention-heads {self.encoder_attention_heads}"
+            )
         for name in ("encoder_embed_dim", "encoder_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -108,13 +117,29 @@ class LaserModelConfig:
 
 
 def _lstm(emb: int, hid: int, layers: int, dec_emb: int, dec_hid: int, lang: int = 32, **kw: Any) -> dict[str, Any]:
-    return dict(encoder="lstm", encoder_embed_dim=emb, encoder_hidden_size=hid, encoder_layers=layers,
-                decoder_embed_dim=dec_emb, decoder_hidden_size=dec_hid, decoder_lang_embed_dim=lang, **kw)
+    return dict(
+        encoder="lstm",
+        encoder_embed_dim=emb,
+        encoder_hidden_size=hid,
+        encoder_layers=layers,
+        decoder_embed_dim=dec_emb,
+        decoder_hidden_size=dec_hid,
+        decoder_lang_embed_dim=lang,
+        **kw,
+    )
 
 
 def _tf(dim: int, ffn: int, layers: int, heads: int, dec_emb: int, dec_hid: int, **kw: Any) -> dict[str, Any]:
-    return dict(encoder="transformer", encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn, encoder_layers=layers,
-                encoder_attention_heads=heads, decoder_embed_dim=dec_emb, decoder_hidden_size=dec_hid, **kw)
+    return dict(
+        encoder="transformer",
+        encoder_embed_dim=dim,
+        encoder_ffn_embed_dim=ffn,
+        encoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_embed_dim=dec_emb,
+        decoder_hidden_size=dec_hid,
+        **kw,
+    )
 
 
 ARCHS: dict[str, dict[str, Any]] = {
@@ -131,10 +156,17 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 # fairseq-style flags that override a preset (argparse dest names)
 OVERRIDABLE = (
-    "encoder_embed_dim", "encoder_hidden_size", "encoder_layers", "encoder_ffn_embed_dim",
-    "encoder_attention_heads", "decoder_embed_dim", "decoder_hidden_size", "decoder_lang_embed_dim", "dropout",
+    "encoder_embed_dim",
+    "encoder_hidden_size",
+    "encoder_layers",
+    "encoder_ffn_embed_dim",
+    "encoder_attention_heads",
+    "decoder_embed_dim",
+    "decoder_hidden_size",
+    "decoder_lang_embed_dim",
+    "dropout",
     "align_loss",
-)  # fmt: skip
+)
 
 
 def arch_config(arch: str, **overrides: Any) -> LaserModelConfig:
@@ -158,18 +190,28 @@ def build_sentence_encoder(cfg: LaserModelConfig) -> nn.Module:
     dropout hooks (token embeddings, between LSTM layers / on each sub-layer output before the residual)."""
     if cfg.encoder == "lstm":
         enc: nn.Module = LaserLstmEncoder(
-            num_embeddings=cfg.vocab_size, padding_idx=cfg.padding_idx, embed_dim=cfg.encoder_embed_dim,
-            hidden_size=cfg.encoder_hidden_size, num_layers=cfg.encoder_layers, bidirectional=True,
-        )  # fmt: skip
+            num_embeddings=cfg.vocab_size,
+            padding_idx=cfg.padding_idx,
+            embed_dim=cfg.encoder_embed_dim,
+            hidden_size=cfg.encoder_hidden_size,
+            num_layers=cfg.encoder_layers,
+            bidirectional=True,
+        )
         nn.init.uniform_(enc.embed_tokens.weight, -0.1, 0.1)
         if cfg.dropout > 0 and cfg.encoder_layers > 1:
             enc.lstm.dropout = cfg.dropout  # nn.LSTM's inter-layer dropout: a plain attribute, not a weight
     else:
         enc = LaserTransformerEncoder(
-            num_embeddings=cfg.vocab_size, embed_dim=cfg.encoder_embed_dim, ffn_dim=cfg.encoder_ffn_embed_dim,
-            layers=cfg.encoder_layers, heads=cfg.encoder_attention_heads, padding_idx=cfg.padding_idx,
-            normalize_before=True, final_layer_norm=True, max_source_positions=cfg.max_source_positions,
-        )  # fmt: skip
+            num_embeddings=cfg.vocab_size,
+            embed_dim=cfg.encoder_embed_dim,
+            ffn_dim=cfg.encoder_ffn_embed_dim,
+            layers=cfg.encoder_layers,
+            heads=cfg.encoder_attention_heads,
+            padding_idx=cfg.padding_idx,
+            normalize_before=True,
+            final_layer_norm=True,
+            max_source_positions=cfg.max_source_positions,
+        )
         nn.init.normal_(enc.embed_tokens.weight, 0.0, cfg.encoder_embed_dim**-0.5)
         if cfg.dropout > 0:
             for layer in enc.layers:
@@ -240,8 +282,14 @@ class LaserTranslationModel(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.decoder.output_projection.weight
 
-    def forward(self, src_tokens: torch.Tensor, prev_output_tokens: torch.Tensor, ctx: Any = None,
-                target_mask: torch.Tensor | None = None, features_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        src_tokens: torch.Tensor,
+        prev_output_tokens: torch.Tensor,
+        ctx: Any = None,
+        target_mask: torch.Tensor | None = None,
+        features_only: bool = False,
+    ) -> torch.Tensor:
         sent = self.embed(src_tokens)
         h = self.decoder(prev_output_tokens, sent, getattr(ctx, "tgt_lang", None))
         if self.cfg.align_loss != "none" and self.training and ctx is not None and hasattr(ctx, "add_aux_loss"):
@@ -285,8 +333,10 @@ class StudentModel(nn.Module):
 
     def set_teacher(self, table: torch.Tensor) -> None:
         if table.dim() != 2 or table.size(1) != self.cfg.sentence_dim:
-            raise UserError(f"teacher embeddings have shape {tuple(table.shape)}, but the student's sentence "
-                            f"dimension is {self.cfg.sentence_dim}: the student must have the teacher's dimension")
+            raise UserError(
+                f"teacher embeddings have shape {tuple(table.shape)}, but the student's sentence "
+                f"dimension is {self.cfg.sentence_dim}: the student must have the teacher's dimension"
+            )
         self.teacher = table
 
     def embed(self, src_tokens: torch.Tensor) -> torch.Tensor:
@@ -301,8 +351,14 @@ class StudentModel(nn.Module):
             self.teacher = self.teacher.to(device)
         return self.teacher
 
-    def forward(self, src_tokens: torch.Tensor, prev_output_tokens: torch.Tensor, ctx: Any = None,
-                target_mask: torch.Tensor | None = None, features_only: bool = True) -> torch.Tensor:
+    def forward(
+        self,
+        src_tokens: torch.Tensor,
+        prev_output_tokens: torch.Tensor,
+        ctx: Any = None,
+        target_mask: torch.Tensor | None = None,
+        features_only: bool = True,
+    ) -> torch.Tensor:
         """The sentence vector repeated at each "target position" (one per sentence: the teacher row)."""
         sent = self.embed(src_tokens)
         h = sent.unsqueeze(1).expand(-1, prev_output_tokens.size(1), -1)
@@ -322,8 +378,13 @@ class DistillationLoss:
             raise UserError(f"--loss {loss!r}: use cosine or mse")
         self.kind = loss
 
-    def __call__(self, hidden: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
-                 aux_losses: dict[str, torch.Tensor] | None = None) -> CriterionOutput:
+    def __call__(
+        self,
+        hidden: torch.Tensor,
+        teacher: torch.Tensor,
+        target: torch.Tensor,
+        aux_losses: dict[str, torch.Tensor] | None = None,
+    ) -> CriterionOutput:
         t = teacher.index_select(0, target - ROW_OFFSET).float()
         h = hidden.float()
         if self.kind == "cosine":
@@ -335,8 +396,14 @@ class DistillationLoss:
 
 
 # --- export to the LASER formats --------------------------------------------------------------------
-def export_encoder(encoder: nn.Module, cfg: LaserModelConfig, dictionary: Dictionary, spm_model: str | Path,
-                   out: str | Path, info: dict[str, Any] | None = None) -> Path:
+def export_encoder(
+    encoder: nn.Module,
+    cfg: LaserModelConfig,
+    dictionary: Dictionary,
+    spm_model: str | Path,
+    out: str | Path,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write ``out`` (``.pt``) + ``.spm`` + ``.cvocab`` beside it, atomically.
 
     BiLSTM: LASER2's ``{"params", "model", "dictionary"}`` (params are exactly LASER's constructor
@@ -351,20 +418,39 @@ def export_encoder(encoder: nn.Module, cfg: LaserModelConfig, dictionary: Dictio
     if len(dictionary) != cfg.vocab_size:
         raise ValueError(f"dictionary has {len(dictionary)} symbols, the model {cfg.vocab_size}")
     if cfg.encoder == "lstm":
-        params = {"num_embeddings": cfg.vocab_size, "padding_idx": cfg.padding_idx,
-                  "embed_dim": cfg.encoder_embed_dim, "hidden_size": cfg.encoder_hidden_size,
-                  "num_layers": cfg.encoder_layers, "bidirectional": True, "left_pad": True, "padding_value": 0.0}
-        ckpt: dict[str, Any] = {"params": params, "model": state,
-                                "dictionary": {s: i for i, s in enumerate(dictionary.symbols)}}
+        params = {
+            "num_embeddings": cfg.vocab_size,
+            "padding_idx": cfg.padding_idx,
+            "embed_dim": cfg.encoder_embed_dim,
+            "hidden_size": cfg.encoder_hidden_size,
+            "num_layers": cfg.encoder_layers,
+            "bidirectional": True,
+            "left_pad": True,
+            "padding_value": 0.0,
+        }
+        ckpt: dict[str, Any] = {
+            "params": params,
+            "model": state,
+            "dictionary": {s: i for i, s in enumerate(dictionary.symbols)},
+        }
     else:
         emb = state["embed_tokens.weight"]
         state["embed_tokens.weight"] = torch.cat([emb, emb.new_zeros(1, emb.size(1))])  # <mask>
-        model_cfg = {"arch": "laser_transformer", "encoder_embed_dim": cfg.encoder_embed_dim,
-                     "encoder_ffn_embed_dim": cfg.encoder_ffn_embed_dim, "encoder_layers": cfg.encoder_layers,
-                     "encoder_attention_heads": cfg.encoder_attention_heads, "encoder_normalize_before": True,
-                     "encoder_learned_pos": False, "no_scale_embedding": False, "layernorm_embedding": False,
-                     "max_source_positions": cfg.max_source_positions, "activation_fn": "relu",
-                     "prepend_bos": False, "sentemb_criterion": "maxpool"}
+        model_cfg = {
+            "arch": "laser_transformer",
+            "encoder_embed_dim": cfg.encoder_embed_dim,
+            "encoder_ffn_embed_dim": cfg.encoder_ffn_embed_dim,
+            "encoder_layers": cfg.encoder_layers,
+            "encoder_attention_heads": cfg.encoder_attention_heads,
+            "encoder_normalize_before": True,
+            "encoder_learned_pos": False,
+            "no_scale_embedding": False,
+            "layernorm_embedding": False,
+            "max_source_positions": cfg.max_source_positions,
+            "activation_fn": "relu",
+            "prepend_bos": False,
+            "sentemb_criterion": "maxpool",
+        }
         ckpt = {"cfg": {"model": model_cfg}, "model": state}
     ckpt["nllb_mini"] = dict(info or {}, sentence_dim=cfg.sentence_dim, model_config=cfg.to_dict())
     spm_src = Path(spm_model)

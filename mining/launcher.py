@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 BACKENDS = ("inline", "local", "slurm", "submitit-local", "submitit-debug")
 
@@ -81,8 +81,10 @@ class Launcher:
     def _local(self, fn, jobs, desc, progress):
         results: list = [None] * len(jobs)
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=self.cfg.jobs, mp_context=ctx) as pool, \
-                self._bar(len(jobs), desc, progress) as bar:
+        with (
+            cf.ProcessPoolExecutor(max_workers=self.cfg.jobs, mp_context=ctx) as pool,
+            self._bar(len(jobs), desc, progress) as bar,
+        ):
             futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
             try:
                 for fut in cf.as_completed(futures):
@@ -101,8 +103,12 @@ class Launcher:
             raise UserError("the slurm launcher needs submitit: pip install submitit") from None
         cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[self.cfg.backend]
         ex = submitit.AutoExecutor(folder=self.cfg.folder, cluster=cluster)
-        params = dict(timeout_min=self.cfg.timeout_min, cpus_per_task=self.cfg.cpus_per_task,
-                      mem_gb=self.cfg.mem_gb, gpus_per_node=self.cfg.gpus_per_node)
+        params = dict(
+            timeout_min=self.cfg.timeout_min,
+            cpus_per_task=self.cfg.cpus_per_task,
+            mem_gb=self.cfg.mem_gb,
+            gpus_per_node=self.cfg.gpus_per_node,
+        )
         if cluster == "slurm":
             params["slurm_array_parallelism"] = self.cfg.array_parallelism
             if self.cfg.slurm_partition:
@@ -113,8 +119,11 @@ class Launcher:
         else:
             handles = ex.map_array(fn, *zip(*jobs))
         if cluster == "slurm":
-            print(f"launcher: submitted {len(handles)} Slurm jobs ({handles[0].job_id.split('_')[0]}), "
-                  f"logs in {self.cfg.folder}", file=sys.stderr)
+            print(
+                f"launcher: submitted {len(handles)} Slurm jobs ({handles[0].job_id.split('_')[0]}), "
+                f"logs in {self.cfg.folder}",
+                file=sys.stderr,
+            )
         results = []
         with self._bar(len(handles), desc, progress) as bar:
             for h in handles:
@@ -123,7 +132,9 @@ class Launcher:
                 except Exception as exc:  # submitit wraps remote failures; surface the user's error text
                     text = str(exc).strip().splitlines()
                     last = next((ln for ln in reversed(text) if ln.strip()), repr(exc))
-                    raise UserError(f"job {getattr(h, 'job_id', '?')} failed: {last} (logs in {self.cfg.folder})") from exc
+                    raise UserError(
+                        f"job {getattr(h, 'job_id', '?')} failed: {last} (logs in {self.cfg.folder})"
+                    ) from exc
                 bar.update(1)
         return results
 
@@ -131,8 +142,12 @@ class Launcher:
 def add_launcher_args(p: argparse.ArgumentParser) -> None:
     d = LauncherConfig()
     g = p.add_argument_group("launcher (one job per shard)")
-    g.add_argument("--launcher", choices=BACKENDS, default=d.backend,
-                   help="inline: here; local: process pool; slurm: submitit (default: %(default)s)")
+    g.add_argument(
+        "--launcher",
+        choices=BACKENDS,
+        default=d.backend,
+        help="inline: here; local: process pool; slurm: submitit (default: %(default)s)",
+    )
     g.add_argument("--jobs", type=int, default=d.jobs, help="local worker processes (default: %(default)s)")
     g.add_argument("--launcher-dir", default=d.folder, help="submitit logs (default: %(default)s)")
     g.add_argument("--slurm-partition", default=None, help="Slurm partition")
@@ -143,6 +158,15 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
 
 
 def launcher_from_args(a: argparse.Namespace) -> Launcher:
-    return Launcher(LauncherConfig(backend=a.launcher, jobs=a.jobs, folder=a.launcher_dir,
-                                   slurm_partition=a.slurm_partition, timeout_min=a.timeout_min,
-                                   cpus_per_task=a.cpus_per_task, mem_gb=a.mem_gb, gpus_per_node=a.gpus_per_node))
+    return Launcher(
+        LauncherConfig(
+            backend=a.launcher,
+            jobs=a.jobs,
+            folder=a.launcher_dir,
+            slurm_partition=a.slurm_partition,
+            timeout_min=a.timeout_min,
+            cpus_per_task=a.cpus_per_task,
+            mem_gb=a.mem_gb,
+            gpus_per_node=a.gpus_per_node,
+        )
+    )

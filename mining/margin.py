@@ -43,9 +43,9 @@ import numpy as np
 from mining.calibration import Cut, resolve_cut
 from mining.embeddings import EmbeddingSet
 from mining.index import KnnSet, open_knn_dir
-from mining.textio import check_outputs
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.textio import check_outputs
 
 MARGINS = ("ratio", "distance", "absolute")
 MARGIN_ALIASES = {"cosine": "absolute"}
@@ -70,8 +70,9 @@ def margin_fn(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(a, copy=True)
 
 
-def margin_scores(sims: np.ndarray, ids: np.ndarray, avg_query: np.ndarray, avg_other: np.ndarray,
-                  margin: str) -> np.ndarray:
+def margin_scores(
+    sims: np.ndarray, ids: np.ndarray, avg_query: np.ndarray, avg_other: np.ndarray, margin: str
+) -> np.ndarray:
     """Margin of each query (rows) with each of its k candidates; -inf where no neighbour was found.
 
     ``avg_query[i]`` = mean similarity of query i to its k neighbours; ``avg_other[j]`` = the same for
@@ -138,8 +139,10 @@ def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
 def langs_of(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[str | None, str | None]:
     """The languages of the source and target embedding sets (their meta's ``lang``; None when unknown)."""
     out = []
-    for prefix in ((fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")),
-                   (bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb"))):
+    for prefix in (
+        (fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")),
+        (bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")),
+    ):
         lang = None
         if prefix:
             try:
@@ -150,8 +153,9 @@ def langs_of(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[str | None, str | 
     return out[0], out[1]
 
 
-def best_candidates(knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str,
-                    k: int) -> tuple[np.ndarray, np.ndarray]:
+def best_candidates(
+    knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stream ``knn``'s shards: for every query, its best candidate (by margin) and that score."""
     n = len(knn)
     best = np.full(n, -1, dtype=np.int64)
@@ -226,14 +230,18 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
     need_bwd = cfg.mode != "forward" or margin != "absolute"
     for needed, knn, name in ((need_fwd, fwd, "src2tgt"), (need_bwd, bwd, "tgt2src")):
         if needed and knn is None:
-            raise UserError(f"mode {cfg.mode} with the {margin} margin needs the {name} k-NN result; "
-                            "run mine-knn with --direction both")
+            raise UserError(
+                f"mode {cfg.mode} with the {margin} margin needs the {name} k-NN result; "
+                "run mine-knn with --direction both"
+            )
     _check_pair(fwd, bwd)
     stored = min(x.k for x in (fwd, bwd) if x is not None)
     k = stored if cfg.k is None else cfg.k
     if not 1 <= k <= stored:
-        raise UserError(f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
-                        f"(re-run mine-knn with --k {k} for more)")
+        raise UserError(
+            f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
+            f"(re-run mine-knn with --k {k} for more)"
+        )
 
     n_src, n_tgt = side_sizes(fwd, bwd)
     zeros_src, zeros_tgt = np.zeros(n_src, np.float32), np.zeros(n_tgt, np.float32)
@@ -296,8 +304,10 @@ class LineFile:
         if not self.path.is_file():
             raise UserError(f"{self.path}: text file not found")
         if self.path.suffix == ".gz":
-            raise UserError(f"{self.path}: mine-bitext reads lines by byte offset and needs plain text: "
-                            f"gunzip it and pass the .txt with --src-text / --tgt-text")
+            raise UserError(
+                f"{self.path}: mine-bitext reads lines by byte offset and needs plain text: "
+                f"gunzip it and pass the .txt with --src-text / --tgt-text"
+            )
         offsets = [0]
         hashes = []
         whole = hashlib.sha256()
@@ -347,14 +357,26 @@ def _text_for(explicit: str | None, side: str, *emb_prefixes: str | None) -> str
             continue
         if src and Path(src).is_file():
             return str(src)
-    raise UserError(f"the {side} text file is unknown (the embedding meta has no readable 'source'): "
-                    f"pass --{side}-text FILE, the file that was embedded")
+    raise UserError(
+        f"the {side} text file is unknown (the embedding meta has no readable 'source'): "
+        f"pass --{side}-text FILE, the file that was embedded"
+    )
 
 
-def write_bitext(al: Alignments, src_text: str | os.PathLike, tgt_text: str | os.PathLike,
-                 out: str | os.PathLike, dedup: bool = True, pair_prefix: str | None = None,
-                 src_lang: str = "src", tgt_lang: str = "tgt", n_src: int | None = None,
-                 n_tgt: int | None = None, src_sha256: str | None = None, tgt_sha256: str | None = None) -> dict:
+def write_bitext(
+    al: Alignments,
+    src_text: str | os.PathLike,
+    tgt_text: str | os.PathLike,
+    out: str | os.PathLike,
+    dedup: bool = True,
+    pair_prefix: str | None = None,
+    src_lang: str = "src",
+    tgt_lang: str = "tgt",
+    n_src: int | None = None,
+    n_tgt: int | None = None,
+    src_sha256: str | None = None,
+    tgt_sha256: str | None = None,
+) -> dict:
     """Write ``score<TAB>src<TAB>tgt`` lines (and optionally the two-file form) atomically.
 
     Tabs inside a sentence become spaces in the TSV (the two-file form keeps them). ``n_src`` / ``n_tgt``
@@ -368,16 +390,21 @@ def write_bitext(al: Alignments, src_text: str | os.PathLike, tgt_text: str | os
     try:
         for f, n, sha, side in ((src_f, n_src, src_sha256, "source"), (tgt_f, n_tgt, tgt_sha256, "target")):
             if n is not None and len(f) != n:
-                raise UserError(f"{f.path}: {len(f)} lines but the {side} embeddings have {n} rows: "
-                                "pass the text file that was embedded")
+                raise UserError(
+                    f"{f.path}: {len(f)} lines but the {side} embeddings have {n} rows: "
+                    "pass the text file that was embedded"
+                )
             if sha is not None and f.sha256 != sha:
-                raise UserError(f"{f.path}: not the text the {side} embeddings were made from (its content differs "
-                                f"from the one embedded, sha256 {f.sha256[:12]} != {sha[:12]}): pass the text "
-                                f"file that was embedded, or embed this one")  # fmt: skip
+                raise UserError(
+                    f"{f.path}: not the text the {side} embeddings were made from (its content differs "
+                    f"from the one embedded, sha256 {f.sha256[:12]} != {sha[:12]}): pass the text "
+                    f"file that was embedded, or embed this one"
+                )
         for f, ids in ((src_f, al.src), (tgt_f, al.tgt)):
             if len(ids) and int(ids.max()) >= len(f):
-                raise UserError(f"{f.path}: has {len(f)} lines but mined row {int(ids.max())}: "
-                                "pass the text file that was embedded")
+                raise UserError(
+                    f"{f.path}: has {len(f)} lines but mined row {int(ids.max())}: pass the text file that was embedded"
+                )
         keep = np.ones(len(al), dtype=bool)
         if dedup and len(al):
             key = np.stack([src_f.hashes[al.src], tgt_f.hashes[al.tgt]], axis=1)
@@ -389,8 +416,14 @@ def write_bitext(al: Alignments, src_text: str | os.PathLike, tgt_text: str | os
             if pair_prefix:
                 fs = stack.enter_context(atomic_write(f"{pair_prefix}.{src_lang}", "wb"))
                 ft = stack.enter_context(atomic_write(f"{pair_prefix}.{tgt_lang}", "wb"))
-            for p in tqdm(np.flatnonzero(keep).tolist(), desc="write", unit="pair", file=sys.stderr,
-                          disable=len(al) < 100_000, mininterval=2):
+            for p in tqdm(
+                np.flatnonzero(keep).tolist(),
+                desc="write",
+                unit="pair",
+                file=sys.stderr,
+                disable=len(al) < 100_000,
+                mininterval=2,
+            ):
                 s, t = src_f.line(int(al.src[p])), tgt_f.line(int(al.tgt[p]))
                 fo.write(b"%.6f\t%s\t%s\n" % (al.scores[p], s.replace(b"\t", b" "), t.replace(b"\t", b" ")))
                 if pair_prefix:
@@ -442,21 +475,36 @@ def mined_meta_path(out: str | os.PathLike) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mine-bitext", description="Margin-based bitext mining from k-NN results.",
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-bitext",
+        description="Margin-based bitext mining from k-NN results.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--knn-dir", required=True, help="directory with src2tgt.* and tgt2src.* (mine-knn --out-dir)")
     p.add_argument("--src-text", default=None, help="source sentences, one per line, in embedding order")
     p.add_argument("--tgt-text", default=None, help="target sentences, one per line, in embedding order")
     p.add_argument("--out", required=True, help="output TSV: score<TAB>src<TAB>tgt, best first")
-    p.add_argument("--margin", choices=[*MARGINS, *MARGIN_ALIASES], default="ratio",
-                   help="margin function (default: %(default)s; cosine = absolute)")
+    p.add_argument(
+        "--margin",
+        choices=[*MARGINS, *MARGIN_ALIASES],
+        default="ratio",
+        help="margin function (default: %(default)s; cosine = absolute)",
+    )
     p.add_argument("--mode", choices=MODES, default="max", help="pair selection (default: %(default)s)")
     p.add_argument("--k", type=int, default=None, help="neighbourhood size (default: all neighbours searched)")
-    p.add_argument("--threshold", type=_threshold_arg, default=None,
-                   help="keep pairs scoring >= this; auto (default): the encoder's calibrated cut for the ratio "
-                        "margin in max mode (none otherwise); fit: a cut fitted to this pair's scores")
-    p.add_argument("--calibration", default=None,
-                   help="calibration file (mine-eval bucc --calibrate) tried before the shipped cuts")
+    p.add_argument(
+        "--threshold",
+        type=_threshold_arg,
+        default=None,
+        help="keep pairs scoring >= this; auto (default): the encoder's calibrated cut for the ratio "
+        "margin in max mode (none otherwise); fit: a cut fitted to this pair's scores",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration file (mine-eval bucc --calibrate) tried before the shipped cuts",
+    )
     p.add_argument("--no-dedup", dest="dedup", action="store_false", help="keep identical text pairs")
     p.add_argument("--pair-prefix", default=None, help="also write line-aligned PREFIX.{src-lang}/PREFIX.{tgt-lang}")
     p.add_argument("--src-lang", default=None, help="source language code for --pair-prefix (default: from meta)")
@@ -473,25 +521,59 @@ def cli(argv: list[str] | None = None) -> int:
         raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
     pair_files = {f"--pair-prefix ({c})": f"{a.pair_prefix}.{c}" for c in (src_lang, tgt_lang) if a.pair_prefix}
     meta_path = mined_meta_path(a.out)
-    check_outputs({"--src-text": src_text, "--tgt-text": tgt_text, "--calibration": a.calibration},
-                  {"--out": a.out, "--out (.meta.json)": str(meta_path), **pair_files})
-    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold, encoder=encoder_of(fwd, bwd),
-                       src_lang=src_lang, tgt_lang=tgt_lang, calibration=a.calibration)
+    check_outputs(
+        {"--src-text": src_text, "--tgt-text": tgt_text, "--calibration": a.calibration},
+        {"--out": a.out, "--out (.meta.json)": str(meta_path), **pair_files},
+    )
+    cfg = MarginConfig(
+        margin=a.margin,
+        mode=a.mode,
+        k=a.k,
+        threshold=a.threshold,
+        encoder=encoder_of(fwd, bwd),
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        calibration=a.calibration,
+    )
     al = mine(fwd, bwd, cfg)
     n_src, n_tgt = side_sizes(fwd, bwd)
-    stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
-                         src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt,
-                         src_sha256=embedded_sha256(src_emb), tgt_sha256=embedded_sha256(tgt_emb))
+    stats = write_bitext(
+        al,
+        src_text,
+        tgt_text,
+        a.out,
+        dedup=a.dedup,
+        pair_prefix=a.pair_prefix,
+        src_lang=src_lang or "src",
+        tgt_lang=tgt_lang or "tgt",
+        n_src=n_src,
+        n_tgt=n_tgt,
+        src_sha256=embedded_sha256(src_emb),
+        tgt_sha256=embedded_sha256(tgt_emb),
+    )
     cut = al.cut
-    meta = {"format": "nllb-mini-mined/1", "knn_dir": str(Path(a.knn_dir).resolve()), "encoder": cfg.encoder,
-            "src_lang": src_lang, "tgt_lang": tgt_lang, "margin": canonical_margin(a.margin), "mode": cfg.mode,
-            "k": cfg.k, "candidates": al.candidates, "threshold": cut.as_dict(), **stats}
+    meta = {
+        "format": "nllb-mini-mined/1",
+        "knn_dir": str(Path(a.knn_dir).resolve()),
+        "encoder": cfg.encoder,
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "margin": canonical_margin(a.margin),
+        "mode": cfg.mode,
+        "k": cfg.k,
+        "candidates": al.candidates,
+        "threshold": cut.as_dict(),
+        **stats,
+    }
     with atomic_write(meta_path) as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
     th = "none" if cut.value is None else f"{cut.value:.4f}"
     print(f"mine-bitext: threshold {th}: {cut.why}", file=sys.stderr)
-    print(f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
-          f"threshold {th} ({cut.source}) keeps {len(al)} of {al.candidates} candidates, {stats['duplicates']} "
-          f"duplicate pairs dropped) in {time.time() - t0:.1f}s", file=sys.stderr)
+    print(
+        f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
+        f"threshold {th} ({cut.source}) keeps {len(al)} of {al.candidates} candidates, {stats['duplicates']} "
+        f"duplicate pairs dropped) in {time.time() - t0:.1f}s",
+        file=sys.stderr,
+    )
     return 0

@@ -1,4 +1,4 @@
-"""``mine-train-encoder``: train sentence encoders for mining with ``mt.train``'s loop.
+"""``mine-train-encoder``: train sentence encoders for mining with ``mt.train.trainer``'s loop.
 
 Sub-commands::
 
@@ -9,7 +9,7 @@ Sub-commands::
              sentences (and English) onto a frozen teacher's embeddings of the English side
     export   write the LASER-format encoder of any checkpoint of the two (e.g. an epoch checkpoint)
 
-Training is ``mt.train.train`` with another model family plugged in (``mt.train.ModelFactory``): the
+Training is ``mt.train.trainer.train`` with another model family plugged in (``mt.train.trainer.ModelFactory``): the
 multilingual temperature sampler, ``--max-tokens`` batching, bf16 autocast, atomic checkpoints with
 exact resume, torchrun data parallelism, ``train_log.jsonl`` and the progress bar are the same code as
 ``mt-train``. Outputs in ``--save-dir DIR``: ``data/`` (prepared data, see ``mining.encoder_data``),
@@ -34,20 +34,27 @@ from typing import Any
 
 import torch
 
-from mt import checkpoint as ckpt
-from mt import distributed
-from mt.criterion import LabelSmoothedCrossEntropy
-from mt.data.dictionary import Dictionary
-from mt.data.langs import check_code
-from mt.errors import UserError
-from mt.train import TrainConfig, train
 from mining.encoder_data import ENGLISH, prepare_laser_data, prepare_student_data
 from mining.encoders.laser import LaserLstmEncoder
 from mining.laser_model import (
-    ALIGN_LOSSES, ARCHS, OVERRIDABLE, DistillationLoss, LaserModelConfig, LaserTranslationModel, StudentModel,
-    arch_config, export_encoder,
-)  # fmt: skip
-from mining.textio import check_outputs
+    ALIGN_LOSSES,
+    ARCHS,
+    OVERRIDABLE,
+    DistillationLoss,
+    LaserModelConfig,
+    LaserTranslationModel,
+    StudentModel,
+    arch_config,
+    export_encoder,
+)
+from mt.common import distributed
+from mt.common.errors import UserError
+from mt.common.langs import check_code
+from mt.common.textio import check_outputs
+from mt.data.dictionary import Dictionary
+from mt.formats import checkpoint as ckpt
+from mt.train.criterion import LabelSmoothedCrossEntropy
+from mt.train.trainer import TrainConfig, train
 
 
 # --- configuration ----------------------------------------------------------------------------------
@@ -109,42 +116,80 @@ class StudentTrainConfig:
     trainer: TrainerOptions = field(default_factory=lambda: TrainerOptions(sampling_temperature=5.0))
 
 
-def _train_config(opts: TrainerOptions, data: str, directions: list[str], save_dir: Path, arch: str,
-                  overrides: dict[str, Any], label_smoothing: float = 0.0) -> TrainConfig:
-    return TrainConfig(data=data, lang_pairs=directions, save_dir=str(save_dir / "checkpoints"), arch=arch,
-                       model_overrides=dict(overrides), label_smoothing=label_smoothing, **asdict(opts))
+def _train_config(
+    opts: TrainerOptions,
+    data: str,
+    directions: list[str],
+    save_dir: Path,
+    arch: str,
+    overrides: dict[str, Any],
+    label_smoothing: float = 0.0,
+) -> TrainConfig:
+    return TrainConfig(
+        data=data,
+        lang_pairs=directions,
+        save_dir=str(save_dir / "checkpoints"),
+        arch=arch,
+        model_overrides=dict(overrides),
+        label_smoothing=label_smoothing,
+        **asdict(opts),
+    )
 
 
-# --- model factories (mt.train.ModelFactory) --------------------------------------------------------
+# --- model factories (mt.train.trainer.ModelFactory) --------------------------------------------------------
 def laser_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None):
     """LaserTranslationModel from ``--arch`` + overrides; label-smoothed cross-entropy (``base``, the starting
     checkpoint's config, is not used: the flags define the model and a resumed run checks it matches)."""
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
-    mc = arch_config(cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
-                     langs=dictionary.langs(), max_source_positions=cfg.max_source_positions)
+    mc = arch_config(
+        cfg.arch,
+        **overrides,
+        vocab_size=len(dictionary),
+        padding_idx=dictionary.pad(),
+        langs=dictionary.langs(),
+        max_source_positions=cfg.max_source_positions,
+    )
     weight = float(cfg.model_overrides.get("align_weight", 1.0))
     return mc, LaserTranslationModel(mc), LabelSmoothedCrossEntropy(cfg.label_smoothing, {"align": weight})
 
 
-def student_config(arch: str, overrides: dict[str, Any], dim: int, dictionary: Dictionary,
-                   max_source_positions: int = 512) -> LaserModelConfig:
+def student_config(
+    arch: str, overrides: dict[str, Any], dim: int, dictionary: Dictionary, max_source_positions: int = 512
+) -> LaserModelConfig:
     """The student's shape: the preset, overridden, with the sentence dimension set to the teacher's."""
     values = {k: v for k, v in overrides.items() if k in OVERRIDABLE}
     base = ARCHS.get(arch, {})
     if base.get("encoder") == "lstm":
         if dim % 2:
-            raise UserError(f"the teacher's dimension {dim} is odd: a BiLSTM student cannot match it; "
-                            "use --arch laser_transformer_small")
+            raise UserError(
+                f"the teacher's dimension {dim} is odd: a BiLSTM student cannot match it; "
+                "use --arch laser_transformer_small"
+            )
         values["encoder_hidden_size"] = dim // 2
     elif base:
         values["encoder_embed_dim"] = dim
-    return arch_config(arch, **values, decoder_embed_dim=0, decoder_hidden_size=0, decoder_lang_embed_dim=0,
-                       vocab_size=len(dictionary), padding_idx=dictionary.pad(), langs=dictionary.langs(),
-                       max_source_positions=max_source_positions)
+    return arch_config(
+        arch,
+        **values,
+        decoder_embed_dim=0,
+        decoder_hidden_size=0,
+        decoder_lang_embed_dim=0,
+        vocab_size=len(dictionary),
+        padding_idx=dictionary.pad(),
+        langs=dictionary.langs(),
+        max_source_positions=max_source_positions,
+    )
 
 
-def student_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None, *,
-                    teacher_emb: str, loss: str, init_state: dict[str, torch.Tensor] | None = None):
+def student_factory(
+    cfg: TrainConfig,
+    dictionary: Dictionary,
+    base: dict[str, Any] | None = None,
+    *,
+    teacher_emb: str,
+    loss: str,
+    init_state: dict[str, torch.Tensor] | None = None,
+):
     """StudentModel whose ``output_weight`` is the teacher's English embedding table; DistillationLoss."""
     from mining.embeddings import EmbeddingSet
 
@@ -163,8 +208,10 @@ def _init_from(encoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
     own = encoder.state_dict()
     bad = [k for k in own if k not in state or (state[k].shape != own[k].shape and k != "embed_tokens.weight")]
     if bad:
-        raise UserError(f"--init-from-teacher: the teacher's encoder does not match the student's architecture "
-                        f"({bad[:4]}); use the teacher's shape (--arch/--encoder-* flags) or drop the flag")
+        raise UserError(
+            f"--init-from-teacher: the teacher's encoder does not match the student's architecture "
+            f"({bad[:4]}); use the teacher's shape (--arch/--encoder-* flags) or drop the flag"
+        )
     with torch.no_grad():
         for k, v in own.items():
             if k == "embed_tokens.weight":
@@ -177,8 +224,13 @@ def _init_from(encoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
 
 
 # --- export -----------------------------------------------------------------------------------------
-def export_checkpoint(checkpoint: str | Path, out: str | Path, dictionary: str | Path, spm_model: str | Path,
-                      info: dict[str, Any] | None = None) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    dictionary: str | Path,
+    spm_model: str | Path,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """The encoder of an ``mine-train-encoder`` training checkpoint -> LASER format at ``out`` (.pt)."""
     state = ckpt.load_checkpoint(checkpoint)
     mc = LaserModelConfig.from_dict(state["model_config"])
@@ -187,8 +239,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, dictionary: str |
     model = LaserTranslationModel(mc) if mc.decoder_hidden_size > 0 else StudentModel(mc)
     model.load_state_dict(state["model"])
     d = Dictionary.load(dictionary)
-    info = dict(info or {}, checkpoint=str(checkpoint), num_updates=int(state["num_updates"]),
-                lang_pairs=list(state.get("lang_pairs", [])), code_version=state.get("code_version"))
+    info = dict(
+        info or {},
+        checkpoint=str(checkpoint),
+        num_updates=int(state["num_updates"]),
+        lang_pairs=list(state.get("lang_pairs", [])),
+        code_version=state.get("code_version"),
+    )
     return export_encoder(model.encoder, mc, d, spm_model, out, info)
 
 
@@ -214,19 +271,39 @@ def train_laser(cfg: LaserTrainConfig) -> dict[str, Any]:
         raise UserError(f"unknown --arch {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     save = Path(cfg.save_dir)
     di = distributed.setup(cfg.trainer.cpu)
-    plan = _prepare_on_master(di, prepare_laser_data, cfg.corpus, save / "data", cfg.langs, cfg.exclude_langs,
-                              cfg.pivot, cfg.vocab_size, seed=cfg.trainer.seed)
-    tc = _train_config(cfg.trainer, plan.bin_dir, plan.directions, save, cfg.arch, cfg.model_overrides,
-                       cfg.label_smoothing)
+    plan = _prepare_on_master(
+        di,
+        prepare_laser_data,
+        cfg.corpus,
+        save / "data",
+        cfg.langs,
+        cfg.exclude_langs,
+        cfg.pivot,
+        cfg.vocab_size,
+        seed=cfg.trainer.seed,
+    )
+    tc = _train_config(
+        cfg.trainer, plan.bin_dir, plan.directions, save, cfg.arch, cfg.model_overrides, cfg.label_smoothing
+    )
     summary = train(tc, model_factory=laser_factory)
     if summary.get("stopped") or not di.is_master:
         return summary
-    info = {"kind": "laser", "langs": [ENGLISH, *plan.langs], "targets": [ENGLISH, plan.pivot],
-            "corpus": str(cfg.corpus)}
-    out = export_checkpoint(_pick_checkpoint(save, cfg.export_checkpoint), save / "laser2.pt",
-                            Path(plan.bin_dir) / "dict.txt", plan.spm_model, info)
-    print(f"mine-train-encoder: encoder written to {out} (+ .spm, .cvocab); use it with --encoder {save}",
-          file=sys.stderr)
+    info = {
+        "kind": "laser",
+        "langs": [ENGLISH, *plan.langs],
+        "targets": [ENGLISH, plan.pivot],
+        "corpus": str(cfg.corpus),
+    }
+    out = export_checkpoint(
+        _pick_checkpoint(save, cfg.export_checkpoint),
+        save / "laser2.pt",
+        Path(plan.bin_dir) / "dict.txt",
+        plan.spm_model,
+        info,
+    )
+    print(
+        f"mine-train-encoder: encoder written to {out} (+ .spm, .cvocab); use it with --encoder {save}", file=sys.stderr
+    )
     return {**summary, "encoder": str(out)}
 
 
@@ -242,14 +319,28 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         raise UserError(f"unknown --arch {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     save = Path(cfg.save_dir)
     di = distributed.setup(cfg.trainer.cpu)
-    teacher = load_encoder(cfg.teacher, batch_size=cfg.teacher_batch_size, bf16=False,
-                           device="cpu" if cfg.trainer.cpu else None)
+    teacher = load_encoder(
+        cfg.teacher, batch_size=cfg.teacher_batch_size, bf16=False, device="cpu" if cfg.trainer.cpu else None
+    )
     if cfg.init_from_teacher and (getattr(teacher, "model", None) is None or cfg.spm != "teacher"):
-        raise UserError("--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
-                        "--spm teacher (the student must share its vocabulary)")
-    plan = _prepare_on_master(di, prepare_student_data, cfg.corpus, save / "data", cfg.langs, teacher, cfg.teacher,
-                              spm=cfg.spm, vocab_size=cfg.vocab_size, eng_sentences=cfg.eng_sentences,
-                              seed=cfg.trainer.seed, progress=not cfg.trainer.no_progress_bar)
+        raise UserError(
+            "--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
+            "--spm teacher (the student must share its vocabulary)"
+        )
+    plan = _prepare_on_master(
+        di,
+        prepare_student_data,
+        cfg.corpus,
+        save / "data",
+        cfg.langs,
+        teacher,
+        cfg.teacher,
+        spm=cfg.spm,
+        vocab_size=cfg.vocab_size,
+        eng_sentences=cfg.eng_sentences,
+        seed=cfg.trainer.seed,
+        progress=not cfg.trainer.no_progress_bar,
+    )
     init_state, arch, overrides = None, cfg.arch, dict(cfg.model_overrides)
     if cfg.init_from_teacher:
         module = teacher.model
@@ -263,8 +354,14 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     summary = train(tc, model_factory=factory)
     if summary.get("stopped") or not di.is_master:
         return summary
-    info = {"kind": "student", "langs": [ENGLISH, *plan.langs], "teacher": cfg.teacher,
-            "teacher_name": getattr(teacher, "name", cfg.teacher), "loss": cfg.loss, "corpus": str(cfg.corpus)}
+    info = {
+        "kind": "student",
+        "langs": [ENGLISH, *plan.langs],
+        "teacher": cfg.teacher,
+        "teacher_name": getattr(teacher, "name", cfg.teacher),
+        "loss": cfg.loss,
+        "corpus": str(cfg.corpus),
+    }
     src = _pick_checkpoint(save, cfg.export_checkpoint)
     outs = []
     for i, lang in enumerate(plan.langs):
@@ -275,14 +372,17 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             for ext in (".pt", ".spm", ".cvocab"):
                 shutil.copyfile(outs[0].with_suffix(ext), out.with_suffix(ext))
         outs.append(out)
-    print(f"mine-train-encoder: student written to {', '.join(map(str, outs))} (+ .spm, .cvocab); embed "
-          f"{', '.join(plan.langs)} with --encoder {outs[0]} and English with the teacher {cfg.teacher}",
-          file=sys.stderr)
+    print(
+        f"mine-train-encoder: student written to {', '.join(map(str, outs))} (+ .spm, .cvocab); embed "
+        f"{', '.join(plan.langs)} with --encoder {outs[0]} and English with the teacher {cfg.teacher}",
+        file=sys.stderr,
+    )
     return {**summary, "encoders": [str(o) for o in outs]}
 
 
 # --- CLI --------------------------------------------------------------------------------------------
-EPILOG = """examples:
+EPILOG = (
+    """examples:
   # a LASER-style BiLSTM on the demo corpus (all languages into English and French), a few CPU minutes
   mine-train-encoder laser --corpus work/demo/corpus --save-dir work/enc/laser --bf16 --max-update 600
   mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
@@ -302,7 +402,10 @@ EPILOG = """examples:
 Outputs: DIR/laser2.pt (laser) or DIR/laser3-LANG.v1.pt (student) with .spm and .cvocab beside it, in
 LASER's checkpoint formats (BiLSTM: {"params", "model", "dictionary"}); DIR/checkpoints/ (train_log.jsonl,
 checkpoint_last.pt, checkpoint_best.pt); DIR/data/ (prepared data, teacher embeddings). Re-running a
-command resumes. Presets (--arch): """ + ", ".join(ARCHS) + "."
+command resumes. Presets (--arch): """
+    + ", ".join(ARCHS)
+    + "."
+)
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_arch: str) -> None:
@@ -317,8 +420,9 @@ def _add_model_args(p: argparse.ArgumentParser, default_arch: str) -> None:
 
 def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
     g = p.add_argument_group("training (as mt-train)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help="padded tokens per batch (default: %(default)s)")
+    g.add_argument(
+        "--max-tokens", type=int, default=d.max_tokens, help="padded tokens per batch (default: %(default)s)"
+    )
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="max sentences per batch (default: no limit)")
     g.add_argument("--update-freq", type=int, default=d.update_freq, help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
@@ -327,8 +431,12 @@ def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
     g.add_argument("--max-update", type=int, default=d.max_update, help="stop after N updates")
     g.add_argument("--max-epoch", type=int, default=d.max_epoch, help="stop after N epochs")
-    g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
-                   help="p(direction) ∝ n^(1/T) (default: %(default)s)")
+    g.add_argument(
+        "--sampling-temperature",
+        type=float,
+        default=d.sampling_temperature,
+        help="p(direction) ∝ n^(1/T) (default: %(default)s)",
+    )
     g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all)")
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fp32 master weights)")
@@ -338,11 +446,19 @@ def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
     g.add_argument("--keep-last-epochs", type=int, default=d.keep_last_epochs, help="(default: %(default)s)")
     g.add_argument("--log-interval", type=int, default=d.log_interval, help="(default: %(default)s)")
     g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
-    g.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads per process (default: torch's, one per core); on a busy shared machine "
-                        "1 can be several times faster")
-    g.add_argument("--export-checkpoint", choices=["best", "last"], default="best",
-                   help="which checkpoint becomes the encoder (best = lowest valid loss; default: %(default)s)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads per process (default: torch's, one per core); on a busy shared machine "
+        "1 can be several times faster",
+    )
+    g.add_argument(
+        "--export-checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="which checkpoint becomes the encoder (best = lowest valid loss; default: %(default)s)",
+    )
 
 
 def _trainer_options(a: argparse.Namespace) -> TrainerOptions:
@@ -362,13 +478,20 @@ def _csv(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mine-train-encoder",
-                                description="Train LASER-style sentence encoders for mining.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-train-encoder",
+        description="Train LASER-style sentence encoders for mining.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    lp = sub.add_parser("laser", help="multilingual encoder trained through a translation decoder",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lp = sub.add_parser(
+        "laser",
+        help="multilingual encoder trained through a translation decoder",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lp.add_argument("--corpus", required=True, help="corpus directory (train/eng_Latn-xxx.*, dev/)")
     lp.add_argument("--save-dir", required=True, help="output folder (encoder, checkpoints/, data/)")
     lp.add_argument("--langs", type=_csv, default=[], help="languages (default: every one with English bitext)")
@@ -376,34 +499,56 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--pivot", default="", help="second target language (default: the one with most bitext)")
     lp.add_argument("--vocab-size", type=int, default=8000, help="joint SentencePiece size (default: %(default)s)")
     lp.add_argument("--label-smoothing", type=float, default=0.1, help="(default: %(default)s)")
-    lp.add_argument("--align-loss", choices=list(ALIGN_LOSSES), default="none",
-                    help="extra term besides LASER's translation loss: ranking = in-batch translation ranking "
-                         "of source and target vectors (aligns languages in far fewer updates; default: none)")
+    lp.add_argument(
+        "--align-loss",
+        choices=list(ALIGN_LOSSES),
+        default="none",
+        help="extra term besides LASER's translation loss: ranking = in-batch translation ranking "
+        "of source and target vectors (aligns languages in far fewer updates; default: none)",
+    )
     lp.add_argument("--align-weight", type=float, default=1.0, help="weight of --align-loss (default: %(default)s)")
     _add_model_args(lp, LaserTrainConfig.arch)
     _add_trainer_args(lp, TrainerOptions())
 
-    sp = sub.add_parser("student", help="LASER3-style student distilled from a teacher encoder",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = sub.add_parser(
+        "student",
+        help="LASER3-style student distilled from a teacher encoder",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sp.add_argument("--corpus", required=True, help="corpus directory (train/eng_Latn-xxx.*, dev/)")
     sp.add_argument("--save-dir", required=True, help="output folder (encoder, checkpoints/, data/)")
     sp.add_argument("--teacher", required=True, help="teacher encoder spec: a checkpoint path, laser2:DIR, e5, use")
     sp.add_argument("--langs", type=_csv, required=True, help="the student's language(s), e.g. xho_Latn")
-    sp.add_argument("--spm", choices=["own", "teacher"], default="own",
-                    help="SentencePiece: train one on the student's text, or use the teacher's (default: own)")
+    sp.add_argument(
+        "--spm",
+        choices=["own", "teacher"],
+        default="own",
+        help="SentencePiece: train one on the student's text, or use the teacher's (default: own)",
+    )
     sp.add_argument("--vocab-size", type=int, default=4000, help="own SentencePiece size (default: %(default)s)")
-    sp.add_argument("--eng-sentences", type=int, default=10000,
-                    help="English sentences from the rest of the corpus added to English->teacher "
-                         "(default: %(default)s)")
+    sp.add_argument(
+        "--eng-sentences",
+        type=int,
+        default=10000,
+        help="English sentences from the rest of the corpus added to English->teacher (default: %(default)s)",
+    )
     sp.add_argument("--loss", choices=["cosine", "mse"], default="cosine", help="(default: %(default)s)")
-    sp.add_argument("--init-from-teacher", action="store_true",
-                    help="start from the teacher's weights (LASER-format teacher with --spm teacher)")
+    sp.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="start from the teacher's weights (LASER-format teacher with --spm teacher)",
+    )
     sp.add_argument("--teacher-batch-size", type=int, default=64, help="sentences per teacher call")
     _add_model_args(sp, StudentTrainConfig.arch)
     _add_trainer_args(sp, StudentTrainConfig(corpus="", save_dir="", teacher="").trainer)
 
-    ep = sub.add_parser("export", help="LASER-format encoder from a training checkpoint",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ep = sub.add_parser(
+        "export",
+        help="LASER-format encoder from a training checkpoint",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ep.add_argument("--checkpoint", required=True, help="e.g. DIR/checkpoints/checkpoint3.pt")
     ep.add_argument("--out", required=True, help="output .pt (the .spm and .cvocab go beside it)")
     ep.add_argument("--save-dir", help="the run's --save-dir (default: two levels above --checkpoint)")
@@ -440,23 +585,43 @@ def cli(argv: list[str] | None = None) -> int:
     if a.cmd == "export":
         return _export_cli(a)
     if a.cmd == "laser":
-        cfg = LaserTrainConfig(corpus=a.corpus, save_dir=a.save_dir, langs=a.langs, exclude_langs=a.exclude_langs,
-                               pivot=a.pivot, arch=a.arch, model_overrides=_overrides(a), vocab_size=a.vocab_size,
-                               label_smoothing=a.label_smoothing, export_checkpoint=a.export_checkpoint,
-                               trainer=_trainer_options(a))
+        cfg = LaserTrainConfig(
+            corpus=a.corpus,
+            save_dir=a.save_dir,
+            langs=a.langs,
+            exclude_langs=a.exclude_langs,
+            pivot=a.pivot,
+            arch=a.arch,
+            model_overrides=_overrides(a),
+            vocab_size=a.vocab_size,
+            label_smoothing=a.label_smoothing,
+            export_checkpoint=a.export_checkpoint,
+            trainer=_trainer_options(a),
+        )
         summary = train_laser(cfg)
     else:
-        cfg = StudentTrainConfig(corpus=a.corpus, save_dir=a.save_dir, teacher=a.teacher, langs=a.langs,
-                                 arch=a.arch, model_overrides=_overrides(a), spm=a.spm, vocab_size=a.vocab_size,
-                                 eng_sentences=a.eng_sentences, loss=a.loss, init_from_teacher=a.init_from_teacher,
-                                 export_checkpoint=a.export_checkpoint, teacher_batch_size=a.teacher_batch_size,
-                                 trainer=_trainer_options(a))
+        cfg = StudentTrainConfig(
+            corpus=a.corpus,
+            save_dir=a.save_dir,
+            teacher=a.teacher,
+            langs=a.langs,
+            arch=a.arch,
+            model_overrides=_overrides(a),
+            spm=a.spm,
+            vocab_size=a.vocab_size,
+            eng_sentences=a.eng_sentences,
+            loss=a.loss,
+            init_from_teacher=a.init_from_teacher,
+            export_checkpoint=a.export_checkpoint,
+            teacher_batch_size=a.teacher_batch_size,
+            trainer=_trainer_options(a),
+        )
         summary = train_student(cfg)
     return 143 if summary.get("stopped") else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mt.errors import cli_entry
+    from mt.common.errors import cli_entry
 
     return cli_entry(cli)(argv)
 

@@ -22,11 +22,11 @@ import numpy as np
 
 from mining.bucc import xsim_error
 from mining.encoders import load_encoder
-from mining.textio import read_lines
-from mt.data.langs import check_code, is_code
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.langs import check_code, is_code
+from mt.common.textio import read_lines
 from mt.data.layout import EVAL_SPLITS, eval_file
-from mt.errors import UserError
-from mt.util import atomic_write
 
 ENGLISH = "eng_Latn"
 MARGINS = ("ratio", "distance", "cosine", "absolute")  # cosine = absolute: no margin
@@ -71,8 +71,9 @@ def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
     for c in langs:
         check_code(c, "--langs")
         if c not in available:
-            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)}: not in the corpus ({cfg.split} has "
-                            f"{', '.join(available)})")
+            raise UserError(
+                f"{eval_file(cfg.corpus, cfg.split, c)}: not in the corpus ({cfg.split} has {', '.join(available)})"
+            )
     eng = _read(eval_file(cfg.corpus, cfg.split, ENGLISH))
     kw = {"batch_size": cfg.batch_size, "bf16": cfg.bf16, "device": cfg.device, "threads": cfg.threads}
     if encoder is None:
@@ -85,19 +86,29 @@ def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
     for c in langs:
         sents = _read(eval_file(cfg.corpus, cfg.split, c))
         if len(sents) != len(eng):
-            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)} has {len(sents)} lines, "
-                            f"{eval_file(cfg.corpus, cfg.split, ENGLISH)} {len(eng)}: the split is not N-way aligned")
+            raise UserError(
+                f"{eval_file(cfg.corpus, cfg.split, c)} has {len(sents)} lines, "
+                f"{eval_file(cfg.corpus, cfg.split, ENGLISH)} {len(eng)}: the split is not N-way aligned"
+            )
         emb = encoder.encode(sents, c)
         if emb.shape[1] != eng_emb.shape[1]:
-            raise UserError(f"{cfg.encoder} gives {emb.shape[1]}-d vectors but the English encoder "
-                            f"{cfg.eng_encoder or cfg.encoder} {eng_emb.shape[1]}-d: they are not one space")
-        rows.append({"lang": c, "n": len(sents), "xsim_error": xsim_error(emb, eng_emb, cfg.margin, cfg.k),
-                     "xsim_error_rev": xsim_error(eng_emb, emb, cfg.margin, cfg.k)})
+            raise UserError(
+                f"{cfg.encoder} gives {emb.shape[1]}-d vectors but the English encoder "
+                f"{cfg.eng_encoder or cfg.encoder} {eng_emb.shape[1]}-d: they are not one space"
+            )
+        rows.append(
+            {
+                "lang": c,
+                "n": len(sents),
+                "xsim_error": xsim_error(emb, eng_emb, cfg.margin, cfg.k),
+                "xsim_error_rev": xsim_error(eng_emb, emb, cfg.margin, cfg.k),
+            }
+        )
     return rows
 
 
 def markdown_table(rows: list[dict], title: str = "") -> str:
-    lines = [f"| language | sentences | xsim error % (xx->eng) | xsim error % (eng->xx) |", "|---|---|---|---|"]
+    lines = ["| language | sentences | xsim error % (xx->eng) | xsim error % (eng->xx) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['lang']} | {r['n']} | {100 * r['xsim_error']:.2f} | {100 * r['xsim_error_rev']:.2f} |")
     if rows:
@@ -136,17 +147,30 @@ def add_xsim_args(p: argparse.ArgumentParser) -> None:
 
 
 def xsim_from_args(a: argparse.Namespace) -> int:
-    cfg = XsimConfig(encoder=a.encoder, corpus=a.corpus, split=a.split,
-                     langs=[x.strip() for x in a.langs.split(",") if x.strip()], eng_encoder=a.eng_encoder,
-                     margin=a.margin, k=a.k, batch_size=a.batch_size, bf16=a.bf16, device=a.device, threads=a.threads)
+    cfg = XsimConfig(
+        encoder=a.encoder,
+        corpus=a.corpus,
+        split=a.split,
+        langs=[x.strip() for x in a.langs.split(",") if x.strip()],
+        eng_encoder=a.eng_encoder,
+        margin=a.margin,
+        k=a.k,
+        batch_size=a.batch_size,
+        bf16=a.bf16,
+        device=a.device,
+        threads=a.threads,
+    )
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     rows = run_xsim(cfg)
     eng = f", English by {cfg.eng_encoder}" if cfg.eng_encoder else ""
-    print(markdown_table(rows, f"xsim on {cfg.corpus}/{cfg.split}: encoder {cfg.encoder}{eng}, "
-                               f"{cfg.margin} margin (k={cfg.k})"))
+    print(
+        markdown_table(
+            rows, f"xsim on {cfg.corpus}/{cfg.split}: encoder {cfg.encoder}{eng}, {cfg.margin} margin (k={cfg.k})"
+        )
+    )
     if a.json:
         with atomic_write(a.json) as fh:
             json.dump({"config": asdict(cfg), "rows": rows}, fh, indent=1)
@@ -155,13 +179,17 @@ def xsim_from_args(a: argparse.Namespace) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """The same as ``mine-eval xsim`` (``python -m mining.xsim``)."""
-    p = argparse.ArgumentParser(prog="mine-eval xsim", description="xsim error rate of an encoder on an N-way split.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-eval xsim",
+        description="xsim error rate of an encoder on an N-way split.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_xsim_args(p)
     return xsim_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":
-    from mt.errors import cli_entry
+    from mt.common.errors import cli_entry
 
     sys.exit(cli_entry(cli)())

@@ -5,7 +5,7 @@
 #   binarize -> sparse-MoE training (EOM, temperature sampling) -> devtest translation -> chrF++ per
 #   direction vs a copy-the-source baseline, added toxicity, translate-test -> report.md with figures
 #
-# Every step is one CLI call, timed by `python -m mt.timed` into $WORK/timings.tsv, and skipped when
+# Every step is one CLI call, timed by `python -m mt.train.timed` into $WORK/timings.tsv, and skipped when
 # its output is already there (newer than its input), so re-running resumes: mt-train resumes from
 # checkpoint_last.pt, mine_pair.sh and mt-preprocess skip finished pieces. Delete a step's output to
 # redo it; delete $WORK to start over. Outputs (all under $WORK, default work/demo):
@@ -49,7 +49,7 @@ DEV_DIR=${DEV_DIR:-$CORPUS/dev}; DEVTEST_DIR=${DEVTEST_DIR:-$CORPUS/devtest}
 TIMINGS=$WORK/timings.tsv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
-timed() { local name=$1; shift; python -m mt.timed --log "$TIMINGS" --step "$name" -- "$@"; }
+timed() { local name=$1; shift; python -m mt.train.timed --log "$TIMINGS" --step "$name" -- "$@"; }
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 mkdir -p "$WORK"
 echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...)"

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from mt.errors import UserError, cli_entry
-from mt.util import (
+from mt.common.errors import UserError, cli_entry
+from mt.common.files import (
     atomic_write,
     exclusive_lock,
     file_identity,
@@ -41,8 +41,10 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
 
 
 def test_a_killed_atomic_write_leaves_a_temp_that_a_later_run_removes(tmp_path):
-    code = ("import os, sys; from mt.util import atomic_write\n"
-            "with atomic_write(sys.argv[1], 'wb') as fh:\n    fh.write(b'x' * 100000); fh.flush(); os._exit(9)\n")  # fmt: skip
+    code = (
+        "import os, sys; from mt.common.files import atomic_write\n"
+        "with atomic_write(sys.argv[1], 'wb') as fh:\n    fh.write(b'x' * 100000); fh.flush(); os._exit(9)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ck.pt")], check=False)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "the kill should leave a temp file"
     with atomic_write(tmp_path / "ck.pt", "wb") as fh:

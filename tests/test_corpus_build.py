@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 from _mo_writer import mo_bytes, write_mo
 
+from mt.common.langs import FLORES200_CODES, script_of
 from mt.data import layout
 from mt.data.clean import norm_key, script_counts
 from mt.data.cli import data_main
 from mt.data.gettext_corpus import DEMO_LANGS, GettextConfig, build_gettext_corpus, tier_of
-from mt.data.langs import FLORES200_CODES, script_of
 
-WORDS = ("open close save print delete copy move show hide find replace select file folder window image "
-         "page document printer network user account password device color font list table menu button "
-         "new old big small first last hidden visible current default").split()
+WORDS = (
+    "open close save print delete copy move show hide find replace select file folder window image "
+    "page document printer network user account password device color font list table menu button "
+    "new old big small first last hidden visible current default"
+).split()
 CYR = dict(zip("abcdefghijklmnopqrstuvwxyz", "абцдефгхийклмнопкрстуввхуз"))
 N = 400
 
@@ -36,8 +38,15 @@ LANGS = {
     "xh": (lambda w: "uku" + w[::-1], " ", range(40, 160)),
     "wo": (lambda w: "ci" + w, " ", range(0, 5)),  # too small: skipped by --min-pairs
 }
-CODE = {"de": "deu_Latn", "de_CH": "deu_Latn", "fr": "fra_Latn", "ru": "rus_Cyrl", "zh_CN": "zho_Hans",
-        "xh": "xho_Latn", "wo": "wol_Latn"}
+CODE = {
+    "de": "deu_Latn",
+    "de_CH": "deu_Latn",
+    "fr": "fra_Latn",
+    "ru": "rus_Cyrl",
+    "zh_CN": "zho_Hans",
+    "xh": "xho_Latn",
+    "wo": "wol_Latn",
+}
 NOISE = [
     ("%s: %s", "%s : %s"),
     ("_Quit", "_Q"),  # one word
@@ -79,8 +88,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def config(tree: Path, out: Path, **kw) -> GettextConfig:
-    kw = {"dev_size": 10, "devtest_size": 15, "mono_size": 20, "min_pairs": 20, "workers": 1,
-          "progress": False, **kw}
+    kw = {"dev_size": 10, "devtest_size": 15, "mono_size": 20, "min_pairs": 20, "workers": 1, "progress": False, **kw}
     return GettextConfig(out=str(out), locale_dir=str(tree), **kw)
 
 
@@ -137,7 +145,8 @@ def test_dev_devtest_are_nway_and_line_aligned(built):
             assert len(tgt) == size
             assert [gold[lang][e] for e in eng] == tgt  # line i is the translation of English line i
     assert not set(lines(layout.eval_file(out, "dev", "eng_Latn"))) & set(
-        lines(layout.eval_file(out, "devtest", "eng_Latn")))
+        lines(layout.eval_file(out, "devtest", "eng_Latn"))
+    )
 
 
 def eval_keys(out: Path) -> set[str]:
@@ -255,8 +264,23 @@ def test_uncoverable_language_is_left_out_not_padded(tree, tmp_path):
 
 def test_cli(tree, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["build", "gettext", "--out", str(out), "--locale-dir", str(tree), "--dev-size", "5",
-            "--devtest-size", "5", "--min-pairs", "20", "--no-progress", "--workers", "1"]
+    args = [
+        "build",
+        "gettext",
+        "--out",
+        str(out),
+        "--locale-dir",
+        str(tree),
+        "--dev-size",
+        "5",
+        "--devtest-size",
+        "5",
+        "--min-pairs",
+        "20",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     assert data_main(args) == 0
     printed = capsys.readouterr().out
     assert "train_pairs" in printed and "min_words" in printed and "deu_Latn" in printed
@@ -295,8 +319,7 @@ def test_sentences_in_another_script_move_to_the_sibling_code(tmp_path):
     write_mo(root / "tt" / "LC_MESSAGES" / "iso.mo", [(english(i), tr(cyr, i)) for i in range(0, 40)])
     write_mo(root / "tt" / "LC_MESSAGES" / "gtk.mo", [(english(i), tr(latin, i)) for i in range(40, 70)])
     write_mo(root / "tt@iqtelif" / "LC_MESSAGES" / "gtk.mo", [(english(i), tr(latin, i)) for i in range(60, 90)])
-    res = build_gettext_corpus(config(root, tmp_path / "c", min_pairs=10, dev_size=2, devtest_size=2,
-                                      mono_size=0))
+    res = build_gettext_corpus(config(root, tmp_path / "c", min_pairs=10, dev_size=2, devtest_size=2, mono_size=0))
     assert res.langs == ["tat_Cyrl", "tat_Latn"]
     out = tmp_path / "c"
     cyr_side = train_side(out, "tat_Cyrl", "tat_Cyrl")

@@ -86,8 +86,16 @@ def test_no_markup():
 
 
 @pytest.mark.parametrize(
-    "text", ["See https://example.org for more", "www.gnu.org", "Mail bug-x@gnu.org now",
-             "Cannot open /usr/share/foo/bar", "Edit ~/.config/app/rc", "Run ./configure/x", "C:\\Windows"]
+    "text",
+    [
+        "See https://example.org for more",
+        "www.gnu.org",
+        "Mail bug-x@gnu.org now",
+        "Cannot open /usr/share/foo/bar",
+        "Edit ~/.config/app/rc",
+        "Run ./configure/x",
+        "C:\\Windows",
+    ],
 )
 def test_paths_urls_emails(text):
     assert has_path_url_email(text)

@@ -1,7 +1,7 @@
 import pytest
 from _mo_writer import write_mo
 
-from mt.data.langs import EXTRA_CODES, FLORES200_CODES, is_code
+from mt.common.langs import EXTRA_CODES, FLORES200_CODES, is_code
 from mt.data.locales import (
     LOCALE_CODES,
     VARIANT_PRIORITY,
@@ -16,20 +16,41 @@ from mt.data.locales import (
 @pytest.mark.parametrize(
     "locale, code",
     [
-        ("de", "deu_Latn"), ("zh_CN", "zho_Hans"), ("zh_TW", "zho_Hant"), ("zh_HK", "zho_Hant"),
-        ("sr", "srp_Cyrl"), ("sr@latin", "srp_Latn"), ("pt_BR", "por_Latn"), ("pt", "por_Latn"),
-        ("nb", "nob_Latn"), ("fa", "pes_Arab"), ("ms", "zsm_Latn"), ("sw", "swh_Latn"), ("et", "est_Latn"),
-        ("lv", "lvs_Latn"), ("uz", "uzn_Latn"), ("uz@cyrillic", "uzn_Cyrl"), ("ar", "arb_Arab"),
-        ("ne", "npi_Deva"), ("mn", "khk_Cyrl"), ("om", "gaz_Latn"), ("pa_PK", "pnb_Arab"),
-        ("az_IR", "azb_Arab"), ("be@latin", "bel_Latn"), ("tt@iqtelif", "tat_Latn"), ("yi", "ydd_Hebr"),
+        ("de", "deu_Latn"),
+        ("zh_CN", "zho_Hans"),
+        ("zh_TW", "zho_Hant"),
+        ("zh_HK", "zho_Hant"),
+        ("sr", "srp_Cyrl"),
+        ("sr@latin", "srp_Latn"),
+        ("pt_BR", "por_Latn"),
+        ("pt", "por_Latn"),
+        ("nb", "nob_Latn"),
+        ("fa", "pes_Arab"),
+        ("ms", "zsm_Latn"),
+        ("sw", "swh_Latn"),
+        ("et", "est_Latn"),
+        ("lv", "lvs_Latn"),
+        ("uz", "uzn_Latn"),
+        ("uz@cyrillic", "uzn_Cyrl"),
+        ("ar", "arb_Arab"),
+        ("ne", "npi_Deva"),
+        ("mn", "khk_Cyrl"),
+        ("om", "gaz_Latn"),
+        ("pa_PK", "pnb_Arab"),
+        ("az_IR", "azb_Arab"),
+        ("be@latin", "bel_Latn"),
+        ("tt@iqtelif", "tat_Latn"),
+        ("yi", "ydd_Hebr"),
     ],
 )
 def test_known_locales(locale, code):
     assert locale_code(locale) == code
 
 
-@pytest.mark.parametrize("locale, base", [("de_CH", "de"), ("fr_CA", "fr"), ("es_MX", "es"), ("bn_IN", "bn"),
-                                          ("de_DE.UTF-8", "de"), ("ca@valencia", "ca")])
+@pytest.mark.parametrize(
+    "locale, base",
+    [("de_CH", "de"), ("fr_CA", "fr"), ("es_MX", "es"), ("bn_IN", "bn"), ("de_DE.UTF-8", "de"), ("ca@valencia", "ca")],
+)
 def test_regional_variants_merge_into_the_base_language(locale, base):
     assert locale_code(locale) == locale_code(base) is not None
 
@@ -40,8 +61,9 @@ def test_english_variants_are_skipped(locale):
     assert info.code is None and info.status == "english"
 
 
-@pytest.mark.parametrize("locale", ["xx", "qqq", "de@klingon", "zh_SG@x", "zh", "zh_XX", "pa_XX", "sr_XX", "nah",
-                                    "son"])
+@pytest.mark.parametrize(
+    "locale", ["xx", "qqq", "de@klingon", "zh_SG@x", "zh", "zh_XX", "pa_XX", "sr_XX", "nah", "son"]
+)
 def test_unknown_locales_are_not_guessed(locale):
     info = classify_locale(locale)
     assert info.code is None and info.status == "unknown" and info.note

@@ -6,14 +6,17 @@ import subprocess
 import pytest
 from _mo_writer import mo_bytes, write_mo
 
+from mt.common.errors import UserError
 from mt.data.mo import MoFormatError, parse_mo, read_mo
-from mt.errors import UserError
 
 ENTRIES = [
     ("Open the file", "Datei öffnen"),
     ("Close", "Schließen", "menu"),  # msgctxt
-    {"msgid": "%d file deleted", "msgid_plural": "%d files deleted",
-     "msgstr": ["%d Datei gelöscht", "%d Dateien gelöscht"]},
+    {
+        "msgid": "%d file deleted",
+        "msgid_plural": "%d files deleted",
+        "msgstr": ["%d Datei gelöscht", "%d Dateien gelöscht"],
+    },
     ("Quit", "Beenden"),
 ]
 

@@ -32,8 +32,15 @@ def pairs_for(n: int, lang: str, start: int = 0) -> dict[str, Counter]:
 
 def test_select_eval_is_nway_and_respects_blocked_and_eligible():
     pairs = {"aaa_Latn": pairs_for(30, "a"), "bbb_Latn": pairs_for(30, "b", start=5), "ccc_Latn": pairs_for(3, "c")}
-    ev = select_eval(pairs, list(pairs), 4, 6, seed=1, blocked={"english sentence 7"},
-                     eligible={f"english sentence {i}" for i in range(20)})
+    ev = select_eval(
+        pairs,
+        list(pairs),
+        4,
+        6,
+        seed=1,
+        blocked={"english sentence 7"},
+        eligible={f"english sentence {i}" for i in range(20)},
+    )
     assert ev.langs == ["aaa_Latn", "bbb_Latn"] and ev.not_covered == ["ccc_Latn"]
     assert len(ev.dev) == 4 and len(ev.devtest) == 6
     used = ev.dev + ev.devtest

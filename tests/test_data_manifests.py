@@ -17,14 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from mt.common.errors import UserError
+from mt.common.files import temp_name
 from mt.data import manifests
 from mt.data.cli import data_main
-from mt.errors import UserError
-from mt.util import temp_name
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn"]
-LINES = {"eng_Latn": ["Hello world", "Open file"], "deu_Latn": ["Hallo Welt", "Datei öffnen"],
-         "fra_Latn": ["Bonjour le monde", "Ouvrir le fichier"]}
+LINES = {
+    "eng_Latn": ["Hello world", "Open file"],
+    "deu_Latn": ["Hallo Welt", "Datei öffnen"],
+    "fra_Latn": ["Bonjour le monde", "Ouvrir le fichier"],
+}
 
 
 # ---------------------------------------------------------------- test data: a tiny FLORES-like archive
@@ -125,8 +128,9 @@ def env(tmp_path, monkeypatch):
     return tmp_path, mdir
 
 
-def write_manifest(mdir: Path, url: str, sha: str | None = SHA, size: int | None = len(ARCHIVE),
-                   cid: str = "tinyflores") -> Path:
+def write_manifest(
+    mdir: Path, url: str, sha: str | None = SHA, size: int | None = len(ARCHIVE), cid: str = "tinyflores"
+) -> Path:
     size_line = f"size = {size}\n" if size is not None else ""
     sha_line = f'sha256 = "{sha}"\n' if sha is not None else ""
     p = mdir / f"{cid}.toml"
@@ -448,15 +452,25 @@ def test_parallel_registers_keep_every_entry(env):
     for i in range(n):
         (mdir / f"bitext{i}.toml").write_text(
             f'id = "bitext{i}"\nkind = "parallel"\nlanguages = []\n[source]\nlocal_path = ""\n'
-            '[layout]\nformat = "tsv"\ncolumns = 2\n')
+            '[layout]\nformat = "tsv"\ncolumns = 2\n'
+        )
         (tmp / f"b{i}.tsv").write_text(f"Hello {i}\tHallo {i}\n")
     go = tmp / "go"
-    script = ("import os, sys, time\nfrom mt.data.cli import data_main\n"
-              f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.002)\n"
-              "data_main(sys.argv[1:])\n")
+    script = (
+        "import os, sys, time\nfrom mt.data.cli import data_main\n"
+        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.002)\n"
+        "data_main(sys.argv[1:])\n"
+    )
     env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", script, "register", f"bitext{i}", str(tmp / f"b{i}.tsv")],
-                              env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, "register", f"bitext{i}", str(tmp / f"b{i}.tsv")],
+            env=env_vars,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(n)
+    ]
     time.sleep(1.5)  # let every process import and reach the start line
     go.touch()
     results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]

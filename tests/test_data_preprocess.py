@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _tiny_corpus import make_corpus
+
+from mt.common.errors import UserError
 from mt.data import preprocess as pp
 from mt.data import spm
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset
 from mt.data.layout import bin_prefix
-from mt.errors import UserError
 
 SRC, TGT = "eng_Latn", "deu_Latn"
 
@@ -23,22 +23,33 @@ SRC, TGT = "eng_Latn", "deu_Latn"
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pp")
     corpus = make_corpus(root / "corpus")
-    spm.train(spm.SpmTrainConfig(out=str(root / "spm"), corpus=str(corpus), vocab_size=180, num_threads=1),
-              progress=False)
+    spm.train(
+        spm.SpmTrainConfig(out=str(root / "spm"), corpus=str(corpus), vocab_size=180, num_threads=1), progress=False
+    )
     return root, corpus, root / "spm"
 
 
 def cfg_for(setup, dest, **kw) -> pp.PreprocessConfig:
     root, corpus, spmdir = setup
-    base = dict(source_lang=SRC, target_lang=TGT, trainpref=str(corpus / "train" / f"{SRC}-{TGT}"),
-                validpref=str(corpus / "dev"), testpref=str(corpus / "devtest"), destdir=str(dest),
-                srcdict=str(spmdir / "dict.txt"), joined_dictionary=True, spm_model=str(spmdir / "spm.model"))
+    base = dict(
+        source_lang=SRC,
+        target_lang=TGT,
+        trainpref=str(corpus / "train" / f"{SRC}-{TGT}"),
+        validpref=str(corpus / "dev"),
+        testpref=str(corpus / "devtest"),
+        destdir=str(dest),
+        srcdict=str(spmdir / "dict.txt"),
+        joined_dictionary=True,
+        spm_model=str(spmdir / "spm.model"),
+    )
     base.update(kw)
     return pp.PreprocessConfig(**base)
 
 
 def binfiles(dest: Path) -> list[str]:
-    return sorted(p.name for p in dest.iterdir() if p.suffix in (".bin", ".idx") or ".tmp" in p.name or ".part" in p.name)
+    return sorted(
+        p.name for p in dest.iterdir() if p.suffix in (".bin", ".idx") or ".tmp" in p.name or ".part" in p.name
+    )
 
 
 def test_binarize_roundtrip_and_names(setup, tmp_path, capsys):
@@ -56,8 +67,11 @@ def test_binarize_roundtrip_and_names(setup, tmp_path, capsys):
 
     d = Dictionary.load(dest / "dict.txt")
     tok = spm.SpmTokenizer(spmdir / "spm.model")
-    for split, path in (("train", corpus / "train" / f"{SRC}-{TGT}.{TGT}"), ("valid", corpus / "dev" / f"{TGT}.dev"),
-                        ("test", corpus / "devtest" / f"{TGT}.devtest")):
+    for split, path in (
+        ("train", corpus / "train" / f"{SRC}-{TGT}.{TGT}"),
+        ("valid", corpus / "dev" / f"{TGT}.dev"),
+        ("test", corpus / "devtest" / f"{TGT}.devtest"),
+    ):
         lines = path.read_text(encoding="utf-8").splitlines()
         ds = IndexedDataset(bin_prefix(dest, split, SRC, TGT, TGT))
         assert len(ds) == len(lines) and ds.dtype.name == "uint16"
@@ -83,10 +97,19 @@ def test_workers_output_byte_identical(setup, tmp_path):
 def test_flores_folder_prefix_and_comma_separated(setup, tmp_path):
     root, corpus, spmdir = setup
     dest = tmp_path / "b"
-    pp.preprocess(cfg_for(setup, dest, trainpref=None, validpref=f"{corpus / 'dev'},{corpus / 'devtest'}",
-                          testpref=str(corpus / "devtest")))
-    assert IndexedDataset(bin_prefix(dest, "valid1", SRC, TGT, SRC)).sizes.tolist() == \
-        IndexedDataset(bin_prefix(dest, "test", SRC, TGT, SRC)).sizes.tolist()
+    pp.preprocess(
+        cfg_for(
+            setup,
+            dest,
+            trainpref=None,
+            validpref=f"{corpus / 'dev'},{corpus / 'devtest'}",
+            testpref=str(corpus / "devtest"),
+        )
+    )
+    assert (
+        IndexedDataset(bin_prefix(dest, "valid1", SRC, TGT, SRC)).sizes.tolist()
+        == IndexedDataset(bin_prefix(dest, "test", SRC, TGT, SRC)).sizes.tolist()
+    )
     assert len(IndexedDataset(dest / f"valid.{SRC}-{TGT}.{TGT}")) == 40
     assert pp.input_file(str(corpus / "dev"), "fra_Latn") == corpus / "dev" / "fra_Latn.dev"
     assert pp.input_file("x/train", "fra_Latn") == Path("x/train.fra_Latn")
@@ -124,8 +147,15 @@ def test_multilingual_pairs_share_destdir_and_dict_mismatch(setup, tmp_path):
     d.save(other)
     before = binfiles(dest)
     with pytest.raises(UserError) as ei:
-        pp.preprocess(cfg_for(setup, dest, target_lang="rus_Cyrl", trainpref=str(corpus / "train" / f"{SRC}-rus_Cyrl"),
-                              srcdict=str(other)))
+        pp.preprocess(
+            cfg_for(
+                setup,
+                dest,
+                target_lang="rus_Cyrl",
+                trainpref=str(corpus / "train" / f"{SRC}-rus_Cyrl"),
+                srcdict=str(other),
+            )
+        )
     msg = str(ei.value)
     assert str(dest / "dict.txt") in msg or str(dest / f"dict.{SRC}.txt") in msg
     assert "index 10" in msg and "same dictionary" in msg
@@ -152,8 +182,16 @@ def test_invalid_utf8_reports_line_and_byte_and_leaves_nothing(setup, tmp_path):
     for workers in (1, 2):
         dest = tmp_path / f"b{workers}"
         with pytest.raises(UserError) as ei:
-            pp.preprocess(cfg_for(setup, dest, trainpref=str(tmp_path / "t"), validpref=str(corpus / "dev"),
-                                  testpref=None, workers=workers))
+            pp.preprocess(
+                cfg_for(
+                    setup,
+                    dest,
+                    trainpref=str(tmp_path / "t"),
+                    validpref=str(corpus / "dev"),
+                    testpref=None,
+                    workers=workers,
+                )
+            )
         msg = str(ei.value)
         assert msg.startswith(f"{b}:41:") and f"byte {offset} of the file" in msg and "UTF-8" in msg
         assert not dest.exists()  # checked with the line counts: not even the dictionaries are written
@@ -174,8 +212,24 @@ def test_pretokenized_input_and_built_dictionary(tmp_path, capsys):
     (tmp_path / "t.deu_Latn").write_text("▁x ▁y\n▁x\n")
     (tmp_path / "v.eng_Latn").write_text("▁a ▁zzz\n")
     (tmp_path / "v.deu_Latn").write_text("▁x\n")
-    assert pp.cli(["--source-lang", SRC, "--target-lang", TGT, "--trainpref", str(tmp_path / "t"),
-                   "--validpref", str(tmp_path / "v"), "--destdir", str(tmp_path / "b"), "--joined-dictionary"]) == 0
+    assert (
+        pp.cli(
+            [
+                "--source-lang",
+                SRC,
+                "--target-lang",
+                TGT,
+                "--trainpref",
+                str(tmp_path / "t"),
+                "--validpref",
+                str(tmp_path / "v"),
+                "--destdir",
+                str(tmp_path / "b"),
+                "--joined-dictionary",
+            ]
+        )
+        == 0
+    )
     d = Dictionary.load(tmp_path / "b" / "dict.txt")
     assert d.symbols[4:] == ["▁b", "▁x", "▁a", "▁c", "▁y"]  # by count, ties alphabetical
     ds = IndexedDataset(tmp_path / "b" / f"valid.{SRC}-{TGT}.{SRC}")

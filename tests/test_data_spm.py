@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from _tiny_corpus import SIZES, WORDS, make_corpus
+
+from mt.common.errors import UserError
+from mt.common.langs import lang_token
 from mt.data import spm
 from mt.data.dictionary import Dictionary
-from mt.data.langs import lang_token
-from mt.errors import UserError
 
 
 # ---------------------------------------------------------------- pure functions
@@ -52,8 +52,9 @@ def test_sample_sizes_upsample_and_cap():
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("spm")
     corpus = make_corpus(root / "corpus")
-    cfg = spm.SpmTrainConfig(out=str(root / "spm"), corpus=str(corpus), vocab_size=180, langs=["zul_Latn"],
-                             num_threads=1)
+    cfg = spm.SpmTrainConfig(
+        out=str(root / "spm"), corpus=str(corpus), vocab_size=180, langs=["zul_Latn"], num_threads=1
+    )
     res = spm.train(cfg, progress=False)
     return root, corpus, cfg, res
 
@@ -87,7 +88,7 @@ def test_dict_txt_fairseq_layout_and_lang_tokens(trained):
     toks = [line.split(" ")[0] for line in lines]
     assert not {"<s>", "<pad>", "</s>", "<unk>"} & set(toks)
     expected_langs = sorted(set(WORDS) | {"zul_Latn"})
-    assert toks[-len(expected_langs):] == [lang_token(c) for c in expected_langs]
+    assert toks[-len(expected_langs) :] == [lang_token(c) for c in expected_langs]
     d = Dictionary.load(out / "dict.txt")
     assert d.langs() == expected_langs
     tok = spm.SpmTokenizer(out / "spm.model")
@@ -139,8 +140,12 @@ def test_cap_and_input_files(tmp_path):
     a.write_text("".join(f"habari ya leo {i} rafiki\n" for i in range(200)), encoding="utf-8")
     b = tmp_path / "extra.txt"
     b.write_text("".join(f"some more text {i}\n" for i in range(50)), encoding="utf-8")
-    res = spm.train(spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(a), str(b)], vocab_size=40,
-                                       sentences_per_lang_cap=40, num_threads=1), progress=False)
+    res = spm.train(
+        spm.SpmTrainConfig(
+            out=str(tmp_path / "o"), inputs=[str(a), str(b)], vocab_size=40, sentences_per_lang_cap=40, num_threads=1
+        ),
+        progress=False,
+    )
     table = {r["lang"]: r for r in res.table}
     assert set(table) == {"swh_Latn", "input:extra.txt"}
     assert all(r["sampled"] <= 40 for r in res.table)
@@ -151,8 +156,9 @@ def test_vocab_too_large_is_a_user_error(tmp_path):
     f = tmp_path / "t.eng_Latn"
     f.write_text("a b c\n", encoding="utf-8")
     with pytest.raises(UserError, match="--vocab-size 5000"):
-        spm.train(spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(f)], vocab_size=5000, num_threads=1),
-                  progress=False)
+        spm.train(
+            spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(f)], vocab_size=5000, num_threads=1), progress=False
+        )
     with pytest.raises(UserError, match="unknown language code"):
         spm.train(spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(f)], langs=["german"]), progress=False)
 
@@ -186,7 +192,7 @@ def test_a_killed_runs_work_folder_is_removed_and_a_failed_run_leaves_no_folder(
     import subprocess
     import sys
 
-    from mt.util import temp_tag
+    from mt.common.files import temp_tag
 
     a = tmp_path / "mono.swh_Latn"
     a.write_text("".join(f"habari ya leo {i} rafiki\n" for i in range(200)), encoding="utf-8")
@@ -195,10 +201,13 @@ def test_a_killed_runs_work_folder_is_removed_and_a_failed_run_leaves_no_folder(
     dead = tmp_path / "o" / f".spm-train.{temp_tag().rsplit('-', 1)[0]}-{proc.pid}.x1.tmp"
     dead.mkdir(parents=True)
     (dead / "sample.txt").write_text("a killed run's sample\n" * 1000)
-    spm.train(spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(a)], vocab_size=40, num_threads=1),
-              progress=False)
+    spm.train(
+        spm.SpmTrainConfig(out=str(tmp_path / "o"), inputs=[str(a)], vocab_size=40, num_threads=1), progress=False
+    )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(spm.OUTPUTS)
     with pytest.raises(UserError, match="--vocab-size"):
-        spm.train(spm.SpmTrainConfig(out=str(tmp_path / "new" / "o"), inputs=[str(a)], vocab_size=5000,
-                                     num_threads=1), progress=False)
+        spm.train(
+            spm.SpmTrainConfig(out=str(tmp_path / "new" / "o"), inputs=[str(a)], vocab_size=5000, num_threads=1),
+            progress=False,
+        )
     assert not (tmp_path / "new").exists()

@@ -113,8 +113,9 @@ def _run(work: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, WORK=str(work), PYTHONUNBUFFERED="1", **TINY)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("WORLD_SIZE", None)
-    return subprocess.run(["bash", str(REPO / "recipes" / "nllb_mini.sh")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(REPO / "recipes" / "nllb_mini.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -124,8 +125,15 @@ def test_recipe_end_to_end_on_a_tiny_slice(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = work / "model"
     report = (run / "report.md").read_text(encoding="utf-8")
-    for section in ("Translation quality", "Against the baseline (copy-the-source)", "Added toxicity", "Training",
-                    "Translate-test vs zero-shot", "Bitext mining", "Run time"):  # fmt: skip
+    for section in (
+        "Translation quality",
+        "Against the baseline (copy-the-source)",
+        "Added toxicity",
+        "Training",
+        "Translate-test vs zero-shot",
+        "Bitext mining",
+        "Run time",
+    ):
         assert f". {section}" in report, section
     assert "Skipped" not in report and "Not run yet" not in report
     figures = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]

@@ -7,7 +7,7 @@ import pandas as pd
 
 from eval.ablations import group_scores
 from eval.cli import main
-from mt import timed
+from mt.train import timed
 
 
 def _scores(run, values):
@@ -19,15 +19,28 @@ def _scores(run, values):
 
 def _run(root, study, config, seed, high, low, params=1000000):
     run = root / study / config / f"seed{seed}"
-    _scores(run, {("eng_Latn-deu_Latn", "eng-xx", "high"): high, ("deu_Latn-eng_Latn", "xx-eng", "high"): high + 2,
-                  ("eng_Latn-xho_Latn", "eng-xx", "low"): low, ("xho_Latn-eng_Latn", "xx-eng", "low"): low + 2})  # fmt: skip
+    _scores(
+        run,
+        {
+            ("eng_Latn-deu_Latn", "eng-xx", "high"): high,
+            ("deu_Latn-eng_Latn", "xx-eng", "high"): high + 2,
+            ("eng_Latn-xho_Latn", "eng-xx", "low"): low,
+            ("xho_Latn-eng_Latn", "xx-eng", "low"): low + 2,
+        },
+    )
     (run / "train_log.jsonl").write_text(json.dumps({"type": "start", "update": 0, "params": params}) + "\n")
     return run
 
 
 def test_group_scores_by_group_and_tier():
-    df = pd.DataFrame({"direction": ["a", "b", "c"], "group": ["eng-xx", "xx-eng", "eng-xx"],
-                       "tier": ["high", "high", "low"], "chrf++": [40.0, 50.0, 10.0]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "direction": ["a", "b", "c"],
+            "group": ["eng-xx", "xx-eng", "eng-xx"],
+            "tier": ["high", "high", "low"],
+            "chrf++": [40.0, 50.0, 10.0],
+        }
+    )
     g = group_scores(df, "chrf++")
     assert g["all"] == 100 / 3 and g["eng-xx"] == 25.0 and g["xx-eng"] == 50.0
     assert g["high"] == 45.0 and g["low"] == 10.0 and g["mid"] != g["mid"]  # NaN: no mid direction
@@ -36,11 +49,22 @@ def test_group_scores_by_group_and_tier():
 def test_ablation_tables_mean_std_order_and_commands(tmp_path):
     root = tmp_path / "abl"
     log = root / "timings.tsv"
-    # the recipe runs "moe" first (through mt.timed, which records the commands), dense before eom
+    # the recipe runs "moe" first (through mt.train.timed, which records the commands), dense before eom
     for config in ("x_dense", "moe_eom"):  # deliberately not alphabetical
-        for seed in ((1, 2) if config == "x_dense" else (2, 1)):  # seeds run in parallel lanes: any order
-            timed.main(["--log", str(log), "--step", f"moe/{config}/seed{seed} train", "--", "true", f"--{config}",
-                        "--seed", str(seed)])  # fmt: skip
+        for seed in (1, 2) if config == "x_dense" else (2, 1):  # seeds run in parallel lanes: any order
+            timed.main(
+                [
+                    "--log",
+                    str(log),
+                    "--step",
+                    f"moe/{config}/seed{seed} train",
+                    "--",
+                    "true",
+                    f"--{config}",
+                    "--seed",
+                    str(seed),
+                ]
+            )
     _run(root, "moe", "moe_eom", 1, 40.0, 12.0, params=2_500_000)
     _run(root, "moe", "moe_eom", 2, 42.0, 14.0, params=2_500_000)
     _run(root, "moe", "x_dense", 1, 41.0, 10.0)
@@ -50,17 +74,25 @@ def test_ablation_tables_mean_std_order_and_commands(tmp_path):
     (root / "temperature" / "T100" / "seed1").mkdir(parents=True)  # unfinished run: no scores yet, left out
     # mining: ratio margin vs cosine
     (root / "mining" / "ngram").mkdir(parents=True)
-    results = [{"pair": "deu_Latn-eng_Latn", "margin": "ratio", "test": {"f1": 0.9}},
-               {"pair": "deu_Latn-eng_Latn", "margin": "absolute", "test": {"f1": 0.7}},
-               {"pair": "xho_Latn-eng_Latn", "margin": "ratio", "oracle": {"f1": 0.5}},
-               {"pair": "xho_Latn-eng_Latn", "margin": "absolute", "oracle": {"f1": 0.45}}]  # fmt: skip
+    results = [
+        {"pair": "deu_Latn-eng_Latn", "margin": "ratio", "test": {"f1": 0.9}},
+        {"pair": "deu_Latn-eng_Latn", "margin": "absolute", "test": {"f1": 0.7}},
+        {"pair": "xho_Latn-eng_Latn", "margin": "ratio", "oracle": {"f1": 0.5}},
+        {"pair": "xho_Latn-eng_Latn", "margin": "absolute", "oracle": {"f1": 0.45}},
+    ]
     (root / "mining" / "ngram" / "report.json").write_text(json.dumps({"config": {}, "results": results}))
     # translate-test of two seeds of one model
     for seed, (zs, tt) in ((1, (0.50, 0.60)), (2, (0.50, 0.64))):
         run = root / "moe" / "moe_eom" / f"seed{seed}"
-        pd.DataFrame({"lang": ["xho_Latn"] * 4, "tier": ["low"] * 4, "method": ["zero_shot", "translate_test"] * 2,
-                      "metric": ["accuracy"] * 2 + ["macro_f1"] * 2, "score": [zs, tt, 0.1, 0.1]}
-                     ).to_csv(run / "translate_test.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {
+                "lang": ["xho_Latn"] * 4,
+                "tier": ["low"] * 4,
+                "method": ["zero_shot", "translate_test"] * 2,
+                "metric": ["accuracy"] * 2 + ["macro_f1"] * 2,
+                "score": [zs, tt, 0.1, 0.1],
+            }
+        ).to_csv(run / "translate_test.csv", index=False)
 
     # a reused row: temperature/T5 is the moe_eom run (a symlink, as the recipe makes it)
     (root / "temperature" / "T5" / "seed1").rmdir()

@@ -12,8 +12,8 @@ from eval.chatterbot import ChatterbotTaskConfig, build_chatterbot_task
 from eval.classification import Example, read_examples, read_task, write_task
 from eval.cli import main
 from eval.gettext_domains import GettextTaskConfig, build_gettext_task, domain_label
+from mt.common.errors import UserError
 from mt.data.clean import norm_key
-from mt.errors import UserError
 
 # catalogue -> (label, topic words); every English message is "<topic> <noun> number <i> is ready"
 DOMAINS = {
@@ -59,8 +59,16 @@ def _locale_tree(root: Path, n: int = 30) -> tuple[Path, dict[str, dict[str, str
 
 
 def _cfg(tmp_path: Path, out: str = "task", **kw) -> GettextTaskConfig:
-    base = dict(out=str(tmp_path / out), locale_dir=str(tmp_path / "locale"), langs="deu_Latn,fra_Latn,xho_Latn",
-                train_per_label=12, test_per_label=6, min_per_label=3, workers=1, progress=False)
+    base = dict(
+        out=str(tmp_path / out),
+        locale_dir=str(tmp_path / "locale"),
+        langs="deu_Latn,fra_Latn,xho_Latn",
+        train_per_label=12,
+        test_per_label=6,
+        min_per_label=3,
+        workers=1,
+        progress=False,
+    )
     base.update(kw)
     return GettextTaskConfig(**base)
 
@@ -107,8 +115,9 @@ def test_gettext_task_labels_split_and_no_leakage(tmp_path, tree, capsys):
     for e in task.test["eng_Latn"]:
         assert norm_key(e.text) not in train_keys and e.label == _label_of_english(e.text)
     # the same English messages serve every language (the N-way-first order)
-    assert {back["deu_Latn"][e.text] for e in task.test["deu_Latn"]} == \
-        {back["fra_Latn"][e.text] for e in task.test["fra_Latn"]}
+    assert {back["deu_Latn"][e.text] for e in task.test["deu_Latn"]} == {
+        back["fra_Latn"][e.text] for e in task.test["fra_Latn"]
+    }
     exclude = set((res.out / "exclude.txt").read_text(encoding="utf-8").splitlines())
     for lang in ("eng_Latn", *task.test_langs):
         assert {e.text for e in task.test[lang]} <= exclude
@@ -135,12 +144,16 @@ def test_gettext_task_decontaminates_against_corpus(tmp_path, tree):
     (corpus / "train").mkdir(parents=True)
     # the MT corpus trains on the first 10 git and gtk20 messages of German
     en_de = {tr: en for tr, en in back["deu_Latn"].items()}
-    trained = [(en, tr) for tr, en in sorted(en_de.items()) if en.split()[1] in ("commit", "window")
-               and int(en.split()[4]) < 10]
+    trained = [
+        (en, tr)
+        for tr, en in sorted(en_de.items())
+        if en.split()[1] in ("commit", "window") and int(en.split()[4]) < 10
+    ]
     (corpus / "train" / "eng_Latn-deu_Latn.eng_Latn").write_text("".join(en + "\n" for en, _ in trained))
     (corpus / "train" / "eng_Latn-deu_Latn.deu_Latn").write_text("".join(tr + "\n" for _, tr in trained))
-    (corpus / "stats.tsv").write_text("lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\n"
-                                      f"deu_Latn\t{len(trained)}\t0\t0\t0\tlow\n")
+    (corpus / "stats.tsv").write_text(
+        f"lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\ndeu_Latn\t{len(trained)}\t0\t0\t0\tlow\n"
+    )
     res = build_gettext_task(_cfg(tmp_path, corpus=str(corpus), english_train="unseen"))
     task = read_task(res.out)
     trained_keys = {norm_key(en) for en, _ in trained} | {norm_key(tr) for _, tr in trained}
@@ -165,9 +178,24 @@ def test_gettext_task_errors(tmp_path, tree):
 
 
 def test_cli_build_classification(tmp_path, tree, capsys):
-    rc = main(["build-classification", "--out", str(tmp_path / "cli"), "--locale-dir", str(tmp_path / "locale"),
-               "--langs", "deu_Latn,fra_Latn", "--train-per-label", "8", "--test-per-label", "4",
-               "--min-per-label", "2", "--no-progress"])
+    rc = main(
+        [
+            "build-classification",
+            "--out",
+            str(tmp_path / "cli"),
+            "--locale-dir",
+            str(tmp_path / "locale"),
+            "--langs",
+            "deu_Latn,fra_Latn",
+            "--train-per-label",
+            "8",
+            "--test-per-label",
+            "4",
+            "--min-per-label",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "wrote" in capsys.readouterr().out
     assert len(read_examples(tmp_path / "cli" / "train.eng_Latn.tsv")) == 4 * 8
@@ -208,8 +236,11 @@ def test_chatterbot_task_splits_by_conversation_index(tmp_path):
     topics = {"food": "eat", "money": "pay"}
     for topic, w in topics.items():
         _yml(data / "english" / f"{topic}.yml", topic, [[f"do you {w} {i}", f"yes I {w} {i}"] for i in range(10)])
-        _yml(data / "german" / f"{topic}.yml", topic, [[f"deutsch {w} {i} frage", f"deutsch {w} {i} antwort"]
-                                                         for i in range(10)])
+        _yml(
+            data / "german" / f"{topic}.yml",
+            topic,
+            [[f"deutsch {w} {i} frage", f"deutsch {w} {i} antwort"] for i in range(10)],
+        )
     _yml(data / "german" / "music.yml", "music", [["deutsch musik eins"]])  # English lacks the topic
     res = build_chatterbot_task(ChatterbotTaskConfig(out=str(tmp_path / "task"), data_dir=str(data), min_per_label=2))
     task = read_task(res.out)

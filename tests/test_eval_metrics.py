@@ -10,7 +10,7 @@ import sacrebleu
 
 from eval.cli import main
 from eval.metrics import MetricSpec, corpus_score, paired_bootstrap, read_lines
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 WORDS = (
     "the a house cat dog runs quickly slowly green red blue sky under over big small river town "
@@ -94,9 +94,13 @@ def tiny_spm(tmp_path_factory):
     d = tmp_path_factory.mktemp("spm")
     corpus = _write(d / "train.txt", _sentences(400, seed=5))
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(d / "tiny"), vocab_size=60, model_type="unigram",
-        character_coverage=1.0, minloglevel=2,
-    )  # fmt: skip
+        input=str(corpus),
+        model_prefix=str(d / "tiny"),
+        vocab_size=60,
+        model_type="unigram",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     return d / "tiny.model"
 
 
@@ -286,10 +290,19 @@ def test_dir_and_compare_tokenise_bleu_per_target(tmp_path, capsys):
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "B" / "scores.csv").set_index("direction")
-    zh = _sacrebleu_cli(tmp_path / "devtest" / "zho_Hans.devtest", "-i", tmp_path / "B" / "eng_Latn-zho_Hans.hyp",
-                        "-m", "bleu", "-l", "en-zh", "-b")  # fmt: skip
-    de = _sacrebleu_cli(tmp_path / "devtest" / "deu_Latn.devtest", "-i", tmp_path / "B" / "eng_Latn-deu_Latn.hyp",
-                        "-m", "bleu", "-b")  # fmt: skip
+    zh = _sacrebleu_cli(
+        tmp_path / "devtest" / "zho_Hans.devtest",
+        "-i",
+        tmp_path / "B" / "eng_Latn-zho_Hans.hyp",
+        "-m",
+        "bleu",
+        "-l",
+        "en-zh",
+        "-b",
+    )
+    de = _sacrebleu_cli(
+        tmp_path / "devtest" / "deu_Latn.devtest", "-i", tmp_path / "B" / "eng_Latn-deu_Latn.hyp", "-m", "bleu", "-b"
+    )
     assert df.at["eng_Latn-zho_Hans", "bleu"] == pytest.approx(zh, abs=0.006)
     assert df.at["eng_Latn-deu_Latn", "bleu"] == pytest.approx(de, abs=0.006)
     import json
@@ -297,8 +310,22 @@ def test_dir_and_compare_tokenise_bleu_per_target(tmp_path, capsys):
     sigs = json.loads((tmp_path / "B" / "scores.json").read_text())["signatures"]
     assert "tok:zh" in sigs["bleu (tok:zh)"] and "tok:13a" in sigs["bleu (tok:13a)"]
     capsys.readouterr()
-    assert main(["compare", str(tmp_path / "A"), str(tmp_path / "B"), "--ref", str(tmp_path / "devtest"),
-                 "--metric", "bleu", "--n-samples", "50"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "A"),
+                str(tmp_path / "B"),
+                "--ref",
+                str(tmp_path / "devtest"),
+                "--metric",
+                "bleu",
+                "--n-samples",
+                "50",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "eng_Latn-zho_Hans" in line)
     assert f"{zh:.2f}" in row

@@ -89,8 +89,13 @@ def _images(md):
 
 def test_report_renders_tables_and_figures(tmp_path):
     run = _run_dir(tmp_path)
-    pd.DataFrame({"lang": ["deu_Latn", "deu_Latn", "swh_Latn", "swh_Latn"], "method": ["zero-shot", "translate-test"] * 2,
-                  "score": [55.0, 60.0, 30.0, 41.0]}).to_csv(run / "translate_test.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "lang": ["deu_Latn", "deu_Latn", "swh_Latn", "swh_Latn"],
+            "method": ["zero-shot", "translate-test"] * 2,
+            "score": [55.0, 60.0, 30.0, 41.0],
+        }
+    ).to_csv(run / "translate_test.csv", index=False)
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text(encoding="utf-8")
     images = _images(md)
@@ -122,8 +127,10 @@ def test_report_sections_are_optional(tmp_path):
 def test_report_takes_tiers_from_stats(tmp_path):
     run = _run_dir(tmp_path, with_tiers=False)
     (run / "toxicity.csv").unlink()
-    (run / "stats.tsv").write_text("lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\ndeu_Latn\t5000\t1\t1\t0\thigh\n"
-                                   "ita_Latn\t700\t1\t1\t0\tmid\nswh_Latn\t40\t1\t1\t0\tlow\n")  # fmt: skip
+    (run / "stats.tsv").write_text(
+        "lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\ndeu_Latn\t5000\t1\t1\t0\thigh\n"
+        "ita_Latn\t700\t1\t1\t0\tmid\nswh_Latn\t40\t1\t1\t0\tlow\n"
+    )
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "| swh_Latn | low | 40 | 30.50 | 33.30 | 8.20 | 9.90 |" in md  # eng→xx and xx→eng side by side
@@ -156,10 +163,22 @@ def test_mt_train_valid_records_are_validation_not_training_loss(tmp_path):
     """mt-train logs validation as {"type": "valid", "loss", "directions": {...}}: it was drawn as a training
     loss point (and no validation curve) because it has neither a split key nor valid_loss."""
     path = tmp_path / "train_log.jsonl"
-    recs = [{"type": "train", "update": 100, "loss": 5.0},
-            {"type": "valid", "update": 100, "epoch": 1, "loss": 6.0, "best": 6.0,
-             "directions": {"eng_Latn-deu_Latn": {"loss": 5.5, "ntokens": 9}, "deu_Latn-eng_Latn": {"loss": 6.5}}}]  # fmt: skip
+    recs = [
+        {"type": "train", "update": 100, "loss": 5.0},
+        {
+            "type": "valid",
+            "update": 100,
+            "epoch": 1,
+            "loss": 6.0,
+            "best": 6.0,
+            "directions": {"eng_Latn-deu_Latn": {"loss": 5.5, "ntokens": 9}, "deu_Latn-eng_Latn": {"loss": 6.5}},
+        },
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     train, valid, _ = parse_train_log(path)
     assert train.to_dict("records") == [{"update": 100, "loss": 5.0}]
-    assert dict(zip(valid["direction"], valid["loss"])) == {"all": 6.0, "eng_Latn-deu_Latn": 5.5, "deu_Latn-eng_Latn": 6.5}
+    assert dict(zip(valid["direction"], valid["loss"])) == {
+        "all": 6.0,
+        "eng_Latn-deu_Latn": 5.5,
+        "deu_Latn-eng_Latn": 6.5,
+    }

@@ -1,5 +1,5 @@
 """mt-eval report's run sections: a baseline system, the mining results and the per-step time table;
-and python -m mt.timed, which writes that table."""
+and python -m mt.train.timed, which writes that table."""
 
 import json
 import sys
@@ -9,8 +9,8 @@ import pytest
 
 from eval.cli import main
 from eval.report import ReportConfig, write_report
-from mt import timed
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.train import timed
 
 
 def _scores(path, values):
@@ -28,10 +28,18 @@ def _scores(path, values):
 @pytest.fixture
 def run(tmp_path):
     run = tmp_path / "run"
-    model = {("eng_Latn", "deu_Latn"): 40.0, ("deu_Latn", "eng_Latn"): 45.0,
-             ("eng_Latn", "xho_Latn"): 9.0, ("xho_Latn", "eng_Latn"): 20.0}  # fmt: skip
-    copy = {("eng_Latn", "deu_Latn"): 14.0, ("deu_Latn", "eng_Latn"): 15.7,
-            ("eng_Latn", "xho_Latn"): 11.4, ("xho_Latn", "eng_Latn"): 13.6}  # fmt: skip
+    model = {
+        ("eng_Latn", "deu_Latn"): 40.0,
+        ("deu_Latn", "eng_Latn"): 45.0,
+        ("eng_Latn", "xho_Latn"): 9.0,
+        ("xho_Latn", "eng_Latn"): 20.0,
+    }
+    copy = {
+        ("eng_Latn", "deu_Latn"): 14.0,
+        ("deu_Latn", "eng_Latn"): 15.7,
+        ("eng_Latn", "xho_Latn"): 11.4,
+        ("xho_Latn", "eng_Latn"): 13.6,
+    }
     _scores(run, model)
     _scores(run / "copy_source", copy)
     (tmp_path / "stats.tsv").write_text(
@@ -42,8 +50,21 @@ def run(tmp_path):
 
 
 def test_baseline_section_counts_wins_and_names_losers(run, tmp_path):
-    assert main(["report", str(run), "--stats", str(tmp_path / "stats.tsv"), "--baseline", str(run / "copy_source"),
-                 "--baseline-name", "copy-the-source"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                str(run),
+                "--stats",
+                str(tmp_path / "stats.tsv"),
+                "--baseline",
+                str(run / "copy_source"),
+                "--baseline-name",
+                "copy-the-source",
+            ]
+        )
+        == 0
+    )
     md = (run / "report.md").read_text(encoding="utf-8")
     assert "## 2. Against the baseline (copy-the-source)" in md
     assert "beats copy-the-source in **3 of 4 directions**" in md
@@ -68,8 +89,17 @@ def test_mining_section_from_gold_json(run, tmp_path):
     mined = tmp_path / "mined"
     for lang, (n, correct, gold) in {"deu_Latn": (280, 266, 300), "xho_Latn": (90, 72, 112)}.items():
         (mined / lang).mkdir(parents=True)
-        res = {"mined": n, "gold": gold, "gold_reachable": gold - 5,
-               "all": {"precision": correct / n, "recall": correct / gold, "f1": 2 * correct / (n + gold), "correct": correct}}  # fmt: skip
+        res = {
+            "mined": n,
+            "gold": gold,
+            "gold_reachable": gold - 5,
+            "all": {
+                "precision": correct / n,
+                "recall": correct / gold,
+                "f1": 2 * correct / (n + gold),
+                "correct": correct,
+            },
+        }
         (mined / lang / "gold.json").write_text(json.dumps(res))
     (mined / "khk_Cyrl").mkdir()  # no gold: counted from mined.tsv
     (mined / "khk_Cyrl" / "mined.tsv").write_text("1.2\ta\tb\n1.1\tc\td\n")
@@ -87,7 +117,9 @@ def test_timed_logs_steps_and_report_sums_them(run, tmp_path, capsys):
     log = tmp_path / "timings.tsv"
     burn = "s = 0\nfor i in range(3000000): s += i"
     assert timed.main(["--log", str(log), "--step", "spm", "--", sys.executable, "-c", burn]) == 0
-    assert timed.main(["--log", str(log), "--step", "train", "--", sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+    assert (
+        timed.main(["--log", str(log), "--step", "train", "--", sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+    )
     assert timed.main(["--log", str(log), "--step", "train", "--", sys.executable, "-c", burn]) == 0
     assert "[train] FAILED (exit 3)" in capsys.readouterr().err
     assert timed.main(["--log", str(log), "--step", "x", "--", "no-such-command-e2e"]) == 127

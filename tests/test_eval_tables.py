@@ -9,7 +9,7 @@ from eval import gendir
 from eval.cli import main
 from eval.metrics import MetricSpec, corpus_score
 from eval.tables import grouped_averages, markdown_table
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 def _table(rows):

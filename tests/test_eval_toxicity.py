@@ -5,7 +5,7 @@ import pytest
 
 from eval.cli import main
 from eval.toxicity import ToxicityList, ToxicityLists, evaluate_lines
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 @pytest.fixture
@@ -100,8 +100,19 @@ def test_toxicity_over_generation_dir(tmp_path, lists, capsys):
 def test_single_direction_cli_lists_offending_lines(tmp_path, lists, capsys):
     (tmp_path / "src").write_text("Hello.\nHi.\n", encoding="utf-8")
     (tmp_path / "hyp").write_text("Hallo.\nHallo, Arsch.\n", encoding="utf-8")
-    args = ["toxicity", "--src", str(tmp_path / "src"), "--src-lang", "eng_Latn", "--hyp", str(tmp_path / "hyp"),
-            "--tgt-lang", "deu_Latn", "--toxicity-dir", str(lists.dir)]  # fmt: skip
+    args = [
+        "toxicity",
+        "--src",
+        str(tmp_path / "src"),
+        "--src-lang",
+        "eng_Latn",
+        "--hyp",
+        str(tmp_path / "hyp"),
+        "--tgt-lang",
+        "deu_Latn",
+        "--toxicity-dir",
+        str(lists.dir),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "added toxicity: 1 lines (50.00%)" in out

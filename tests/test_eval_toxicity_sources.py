@@ -34,11 +34,17 @@ def _read_fake(files):
 @pytest.fixture
 def fake_sources(monkeypatch, tmp_path):
     wheels = tmp_path / "wheels"
-    _fake_wheel(wheels, "fakelist", "1.0", "MIT", {
-        "fakelist/de.txt": "Arsch\narsch\nARSCH\nScheiße\nscheisse\nx\n1234\n",
-        "fakelist/zh.txt": "混蛋\n乳\n",
-        "fakelist/xx.txt": "whatever\n",
-    })  # fmt: skip
+    _fake_wheel(
+        wheels,
+        "fakelist",
+        "1.0",
+        "MIT",
+        {
+            "fakelist/de.txt": "Arsch\narsch\nARSCH\nScheiße\nscheisse\nx\n1234\n",
+            "fakelist/zh.txt": "混蛋\n乳\n",
+            "fakelist/xx.txt": "whatever\n",
+        },
+    )
     _fake_wheel(wheels, "gpllist", "2.0", "GPL-3.0-only", {"fakelist/en.txt": "damn\n"})
     sources = {
         "fakelist": ts.WheelSource("fakelist", "1.0", _read_fake, "a test list", "MIT"),

@@ -29,10 +29,18 @@ SAFETEXT = {
     "fa": "کثافت\n",
 }
 POLYGUARD = [
-    ("de", "arschloch"), ("de_at", "oaschloch"), ("de_ch", "arschloch"), ("en", "bollocks"), ("en_uk", "wanker"),
-    ("en_us", "jerk off"), ("pt_br", "porra"), ("brainrot", "skibidi"), ("brainrot_tiktok", "rizz"), ("other", "zzz"),
+    ("de", "arschloch"),
+    ("de_at", "oaschloch"),
+    ("de_ch", "arschloch"),
+    ("en", "bollocks"),
+    ("en_uk", "wanker"),
+    ("en_us", "jerk off"),
+    ("pt_br", "porra"),
+    ("brainrot", "skibidi"),
+    ("brainrot_tiktok", "rizz"),
+    ("other", "zzz"),
     ("it", ""),
-]  # fmt: skip
+]
 
 
 def _dist_files(name: str, version: str, files: dict[str, bytes]) -> dict[str, bytes]:
@@ -44,8 +52,10 @@ def _dist_files(name: str, version: str, files: dict[str, bytes]) -> dict[str, b
     files[f"{info}/licenses/LICENSE"] = b"MIT License\n\nCopyright (c) the authors\n"
     files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files[f"{info}/top_level.txt"] = f"{name}\n".encode()
-    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
-              for p, b in files.items()]  # fmt: skip
+    record = [
+        f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
+        for p, b in files.items()
+    ]
     files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
     return files
 
@@ -138,4 +148,3 @@ def test_build_lists_from_both_wheels_merges_sources_per_flores_language(tmp_pat
     assert lines("zho_Hans") == ["混蛋", "王八蛋"]
     md = (out / "SOURCES.md").read_text(encoding="utf-8")
     assert "safetext 0.3.3" in md and "polyguard 1.0.4" in md and "wheel safetext-0.3.3-py3-none-any.whl" in md
-

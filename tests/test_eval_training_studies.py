@@ -19,8 +19,16 @@ GROUPS = ("embed", "enc0.attn", "dec0.ffn")
 
 def _stats(update: int, spike_at: int | None = None) -> dict:
     near = spike_at is not None and spike_at - 6 <= update < spike_at
-    return {g: {"grad_rms": 1e-3 * (i + 1), "v_below_eps": 0.6 if (near and g == "embed") else 0.1,
-                "update_rms": 0.5, "bimodality": 0.9 if near else 0.4, "cos": 0.3} for i, g in enumerate(GROUPS)}  # fmt: skip
+    return {
+        g: {
+            "grad_rms": 1e-3 * (i + 1),
+            "v_below_eps": 0.6 if (near and g == "embed") else 0.1,
+            "update_rms": 0.5,
+            "bimodality": 0.9 if near else 0.4,
+            "cos": 0.3,
+        }
+        for i, g in enumerate(GROUPS)
+    }
 
 
 def _train(update: int, loss: float, spike_at: int | None = None) -> dict:
@@ -32,8 +40,16 @@ def _log_with_rollback(path, spike=21, target=12):
     recs = [{"type": "start", "update": 0, "params": 1000}]
     recs += [_train(u, 8.0 - 0.05 * u, spike) for u in range(1, target + 1)]
     abandoned = [_train(u, 8.0 - 0.05 * u if u < spike else 14.0, spike) for u in range(target + 1, spike + 1)]
-    recs.append({"type": "rollback", "update": target, "skip": 3, "from": "ck/checkpoint_1_12.pt", "abandoned": abandoned,
-                 "spike": {"update": spike, "loss": 14.0, "median": 7.5, "spread": 0.2}})  # fmt: skip
+    recs.append(
+        {
+            "type": "rollback",
+            "update": target,
+            "skip": 3,
+            "from": "ck/checkpoint_1_12.pt",
+            "abandoned": abandoned,
+            "spike": {"update": spike, "loss": 14.0, "median": 7.5, "spread": 0.2},
+        }
+    )
     recs += [_train(u, 7.9 - 0.05 * u) for u in range(target + 1, 31)]
     for u in (28, 29):  # one episode of two spiking updates, only warned about
         recs.append({"type": "spike", "update": u, "spike": {"update": u, "loss": 9.0, "median": 6.6, "spread": 0.1}})
@@ -64,7 +80,10 @@ def test_report_plots_the_stability_statistics_beside_the_loss(tmp_path):
 
 def _scores(run, values: dict[str, float]) -> None:
     (run / "gen").mkdir(parents=True)
-    rows = [[d, "eng-xx" if d.startswith("eng") else "xx-eng", "low" if "xho" in d else "high", v] for d, v in values.items()]
+    rows = [
+        [d, "eng-xx" if d.startswith("eng") else "xx-eng", "low" if "xho" in d else "high", v]
+        for d, v in values.items()
+    ]
     pd.DataFrame(rows, columns=["direction", "group", "tier", "chrf++"]).to_csv(run / "gen" / "scores.csv", index=False)
 
 
@@ -86,7 +105,9 @@ def test_utilities_are_the_gain_of_the_up_weighted_runs_over_the_reference(tmp_p
     assert df.loc["eng_Latn-xho_Latn", "utility"] == pytest.approx(2.5) and df.loc["eng_Latn-xho_Latn", "seeds"] == 2
     assert df.loc["eng_Latn-xho_Latn", "std"] == pytest.approx(math.sqrt(0.5), abs=1e-4)
     assert df.loc["xho_Latn-eng_Latn", "utility"] == pytest.approx(4.5)
-    assert df.loc["eng_Latn-deu_Latn", "utility"] == pytest.approx(1.0) and math.isnan(df.loc["eng_Latn-deu_Latn", "std"])
+    assert df.loc["eng_Latn-deu_Latn", "utility"] == pytest.approx(1.0) and math.isnan(
+        df.loc["eng_Latn-deu_Latn", "std"]
+    )
     assert df.loc["deu_Latn-eng_Latn", "utility"] == pytest.approx(0.5)
     # what mt-train --utilities reads back
     assert load_utilities(str(out), DIRS) == pytest.approx([1.0, 0.5, 2.5, 4.5])
@@ -97,9 +118,11 @@ def test_utilities_are_the_gain_of_the_up_weighted_runs_over_the_reference(tmp_p
 
 def _mixing_run(run, chrf: float, epochs: dict[str, float]) -> None:
     _scores(run, dict(zip(DIRS, [chrf, chrf + 1, chrf - 10, chrf - 9])))
-    recs = [{"type": "start", "update": 0, "params": 2_000_000},
-            {"type": "mixing", "update": 0, "method": "unimax", "directions": {d: {"epochs": 9.0} for d in DIRS}},
-            {"type": "mixing_seen", "update": 400, "epochs": epochs}]  # fmt: skip
+    recs = [
+        {"type": "start", "update": 0, "params": 2_000_000},
+        {"type": "mixing", "update": 0, "method": "unimax", "directions": {d: {"epochs": 9.0} for d in DIRS}},
+        {"type": "mixing_seen", "update": 400, "epochs": epochs},
+    ]
     (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
@@ -107,7 +130,9 @@ def test_ablations_add_the_epochs_seen_and_the_stability_tables(tmp_path):
     root = tmp_path / "abl"
     for seed in (1, 2):
         mix = root / "mixing"
-        _mixing_run(mix / "T1" / f"seed{seed}", 20.0 + seed, {"eng_Latn-deu_Latn": 0.3, "eng_Latn-xho_Latn": 0.1 * seed})
+        _mixing_run(
+            mix / "T1" / f"seed{seed}", 20.0 + seed, {"eng_Latn-deu_Latn": 0.3, "eng_Latn-xho_Latn": 0.1 * seed}
+        )
         _mixing_run(mix / "unimax_N5" / f"seed{seed}", 19.0, {"eng_Latn-deu_Latn": 0.2, "eng_Latn-xho_Latn": 5.0})
     stab = root / "stability"
     for cfg in ("unstable", "rollback"):

@@ -13,7 +13,7 @@ from train_fixtures import one_thread, sentence  # noqa: F401 (one_thread: autou
 from eval.classification import Example, write_task
 from eval.cli import main
 from eval.translate_test import EmbeddingCache, TranslateTestConfig, TranslationCache, run_translate_test
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 # two labels told apart by their nouns (the words are the decode fixtures' vocabulary, so the MT model's
 # SentencePiece model covers the ciphered deu/fra text)
@@ -44,16 +44,34 @@ def setup(tmp_path_factory):
     task = root / "task"
     write_task(task, train, test, {"source": "test", "tiers": {"deu_Latn": "high"}})
     stats = root / "stats.tsv"
-    stats.write_text("lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\ndeu_Latn\t900\t0\t0\t0\tmid\n"
-                     "fra_Latn\t20000\t0\t0\t0\thigh\nita_Latn\t50\t0\t0\t0\tlow\n")
+    stats.write_text(
+        "lang\ttrain_pairs\tdev\tdevtest\tmono\ttier\ndeu_Latn\t900\t0\t0\t0\tmid\n"
+        "fra_Latn\t20000\t0\t0\t0\thigh\nita_Latn\t50\t0\t0\t0\tlow\n"
+    )
     return root, ck, task, stats
 
 
 def test_translate_test_end_to_end(setup, capsys, monkeypatch):
     root, ck, task, stats = setup
     run = root / "run"
-    rc = main(["translate-test", "--task", str(task), "--mt-checkpoint", str(ck), "--encoder", "ngram",
-               "--out", str(run), "--beam", "2", "--stats", str(stats), "--no-progress"])
+    rc = main(
+        [
+            "translate-test",
+            "--task",
+            str(task),
+            "--mt-checkpoint",
+            str(ck),
+            "--encoder",
+            "ngram",
+            "--out",
+            str(run),
+            "--beam",
+            "2",
+            "--stats",
+            str(stats),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "translate-test" in printed and "average (high, 1 lang)" in printed
@@ -72,7 +90,9 @@ def test_translate_test_end_to_end(setup, capsys, monkeypatch):
     assert ita == res["english"]["accuracy"]
     assert any("ita_Latn" in n and "no ita_Latn token" in n for n in res["notes"])
     pred = pd.read_csv(run / "translate_test" / "predictions" / "deu_Latn.tsv", sep="\t", quoting=3)
-    assert len(pred) == 16 and {"gold", "zero_shot", "translate_test", "translate_train", "mt_english"} <= set(pred.columns)
+    assert len(pred) == 16 and {"gold", "zero_shot", "translate_test", "translate_train", "mt_english"} <= set(
+        pred.columns
+    )
     acc = df[(df["lang"] == "deu_Latn") & (df["metric"] == "accuracy")].set_index("method")["score"]
     assert acc["zero_shot"] == pytest.approx((pred["gold"] == pred["zero_shot"]).mean(), abs=1e-4)
 
@@ -82,8 +102,17 @@ def test_translate_test_end_to_end(setup, capsys, monkeypatch):
 
     monkeypatch.setattr(TranslationCache, "_translate", boom)
     monkeypatch.setattr(EmbeddingCache, "__init__", _patched_cache_init(EmbeddingCache.__init__))
-    again = run_translate_test(TranslateTestConfig(task=str(task), out=str(run), mt_checkpoint=str(ck),
-                                                   encoder="ngram", beam=2, stats=str(stats), progress=False))
+    again = run_translate_test(
+        TranslateTestConfig(
+            task=str(task),
+            out=str(run),
+            mt_checkpoint=str(ck),
+            encoder="ngram",
+            beam=2,
+            stats=str(stats),
+            progress=False,
+        )
+    )
     assert {r.lang: r.scores for r in again.langs} == {r["lang"]: r["scores"] for r in res["langs"]}
 
     # the run directory renders in mt-eval report, with all three systems and the gap
@@ -116,12 +145,19 @@ def test_translate_test_other_checkpoint_is_not_read_from_cache(setup, tmp_path)
 
 def test_zero_shot_alone_needs_no_mt_and_mt_methods_do(setup):
     root, _, task, _ = setup
-    res = run_translate_test(TranslateTestConfig(task=str(task), out=str(root / "zs"), encoder="ngram",
-                                                 methods=["zero_shot"], langs=["deu_Latn"], progress=False))
+    res = run_translate_test(
+        TranslateTestConfig(
+            task=str(task),
+            out=str(root / "zs"),
+            encoder="ngram",
+            methods=["zero_shot"],
+            langs=["deu_Latn"],
+            progress=False,
+        )
+    )
     assert [r.lang for r in res.langs] == ["deu_Latn"] and set(res.langs[0].scores) == {"zero_shot"}
     assert res.langs[0].tier == "high"  # from task.json when no --stats
     with pytest.raises(UserError, match="need --mt-checkpoint"):
         run_translate_test(TranslateTestConfig(task=str(task), out=str(root / "x"), encoder="ngram"))
     with pytest.raises(UserError, match="--methods"):
-        run_translate_test(TranslateTestConfig(task=str(task), out=str(root / "x"), encoder="ngram",
-                                               methods=["magic"]))
+        run_translate_test(TranslateTestConfig(task=str(task), out=str(root / "x"), encoder="ngram", methods=["magic"]))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from decode_fixtures import make_checkpoint
-from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 from sacrebleu.metrics import BLEU, CHRF
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import load_direction
@@ -35,8 +34,29 @@ def _parse(lines: list[str]) -> dict[int, dict[str, list[list[str]]]]:
 def test_generate_writes_fairseq_lines_hyp_file_and_chrf(model, tmp_path, capsys):
     ck, data = model
     res = tmp_path / "gen"
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "3",
-                   "--nbest", "2", "--remove-bpe", "--results-path", str(res), "--no-progress-bar", "--max-len-b", "6"])  # fmt: skip
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "dev",
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--beam",
+            "3",
+            "--nbest",
+            "2",
+            "--remove-bpe",
+            "--results-path",
+            str(res),
+            "--no-progress-bar",
+            "--max-len-b",
+            "6",
+        ]
+    )
     text = (res / "generate-dev.txt").read_text(encoding="utf-8").splitlines()
     d = Dictionary.load(data / "dict.txt")
     n = len(load_direction(data, "valid", "eng_Latn-deu_Latn", d, d.langs()))
@@ -73,16 +93,51 @@ def test_generate_writes_fairseq_lines_hyp_file_and_chrf(model, tmp_path, capsys
 
 def test_generate_several_pairs_and_stdout(model, tmp_path, capsys):
     ck, data = model
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "valid", "--lang-pairs", "eng_Latn-deu_Latn,eng_Latn-fra_Latn",
-                   "--beam", "2", "--results-path", str(tmp_path / "g"), "--no-progress-bar", "--max-len-b", "4", "--quiet"])  # fmt: skip
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "valid",
+            "--lang-pairs",
+            "eng_Latn-deu_Latn,eng_Latn-fra_Latn",
+            "--beam",
+            "2",
+            "--results-path",
+            str(tmp_path / "g"),
+            "--no-progress-bar",
+            "--max-len-b",
+            "4",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in out] == ["eng_Latn-deu_Latn", "eng_Latn-fra_Latn"]
     assert {p.name for p in (tmp_path / "g").iterdir()} == {
-        "eng_Latn-deu_Latn.hyp", "eng_Latn-fra_Latn.hyp",
-        "generate-valid.eng_Latn-deu_Latn.txt", "generate-valid.eng_Latn-fra_Latn.txt",
-    }  # fmt: skip
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "fra_Latn", "--beam", "1",
-                   "--no-progress-bar", "--max-len-b", "4"])  # fmt: skip
+        "eng_Latn-deu_Latn.hyp",
+        "eng_Latn-fra_Latn.hyp",
+        "generate-valid.eng_Latn-deu_Latn.txt",
+        "generate-valid.eng_Latn-fra_Latn.txt",
+    }
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "dev",
+            "-s",
+            "eng_Latn",
+            "-t",
+            "fra_Latn",
+            "--beam",
+            "1",
+            "--no-progress-bar",
+            "--max-len-b",
+            "4",
+        ]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("Generate dev with beam=1: chrF2++ = ")
     assert any(line.startswith("H-0\t") for line in lines) and any(line.startswith("T-0\t") for line in lines)
@@ -97,9 +152,29 @@ BLEU_LINE = re.compile(
 def test_generate_scoring_bleu_prints_fairseqs_bleu4_line(model, tmp_path, capsys):
     ck, data = model
     res = tmp_path / "gen"
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn",
-                   "--beam", "2", "--remove-bpe", "--results-path", str(res), "--no-progress-bar", "--max-len-b", "6",
-                   "--scoring", "bleu"])  # fmt: skip
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "dev",
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--beam",
+            "2",
+            "--remove-bpe",
+            "--results-path",
+            str(res),
+            "--no-progress-bar",
+            "--max-len-b",
+            "6",
+            "--scoring",
+            "bleu",
+        ]
+    )
     cap = capsys.readouterr()
     m = BLEU_LINE.fullmatch(cap.out.strip().splitlines()[-1])
     assert m, cap.out
@@ -143,8 +218,23 @@ def test_generate_prints_every_sentence_an_empty_source_included(model, tmp_path
         with IndexedDatasetWriter(bin_prefix(sub, "test", "deu_Latn", "eng_Latn", lang)) as w:
             for t in texts:
                 w.add(d.encode_pieces(sp.encode(t, out_type=str)))
-    generate_main([str(sub), "--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "2", "--max-len-b", "4",
-                   "--no-progress-bar", "--remove-bpe"])  # fmt: skip
+    generate_main(
+        [
+            str(sub),
+            "--path",
+            str(ck),
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--beam",
+            "2",
+            "--max-len-b",
+            "4",
+            "--no-progress-bar",
+            "--remove-bpe",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     ids = [line.split("\t")[0] for line in out if line.startswith("D-")]
     assert ids[0] == "D-1" and sorted(ids) == ["D-0", "D-1", "D-2"]  # the empty one first, then by length
@@ -154,8 +244,25 @@ def test_generate_prints_every_sentence_an_empty_source_included(model, tmp_path
 
 def test_generate_warns_about_an_untrained_direction(model, capsys):
     ck, data = model
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "fra_Latn", "-t", "eng_Latn",
-                   "--beam", "1", "--no-progress-bar", "--max-len-b", "3", "--quiet"])  # fmt: skip
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "dev",
+            "-s",
+            "fra_Latn",
+            "-t",
+            "eng_Latn",
+            "--beam",
+            "1",
+            "--no-progress-bar",
+            "--max-len-b",
+            "3",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert "mt-generate: warning: fra_Latn-eng_Latn: " in err and "not trained on" in err
 
@@ -163,17 +270,53 @@ def test_generate_warns_about_an_untrained_direction(model, capsys):
 def test_interactive_plain_and_fairseq(model, tmp_path, capsys):
     ck, _ = model
     inp = tmp_path / "in.txt"
-    inp.write_bytes("the cat sees the dog\n\nbad \xff line\n  \na big red house\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
-    interactive_main(["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--buffer-size", "2",
-                      "--beam", "2", "--max-len-b", "5"])  # fmt: skip
+    inp.write_bytes(
+        "the cat sees the dog\n\nbad \xff line\n  \na big red house\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff")
+    )
+    interactive_main(
+        [
+            "--path",
+            str(ck),
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--input",
+            str(inp),
+            "--buffer-size",
+            "2",
+            "--beam",
+            "2",
+            "--max-len-b",
+            "5",
+        ]
+    )
     cap = capsys.readouterr()
     lines = cap.out.split("\n")[:-1]
     assert len(lines) == 5 and lines[1] == lines[2] == lines[3] == "" and lines[0] and lines[4]
     assert "in.txt:3: invalid UTF-8" in cap.err
     tr = Translator(ck)
     assert lines[4] == tr.translate(["a big red house"], "eng_Latn", "deu_Latn", beam=2, max_len_b=5)[0].text
-    interactive_main(["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--output-format", "fairseq",
-                      "--nbest", "2", "--beam", "2", "--max-len-b", "5"])  # fmt: skip
+    interactive_main(
+        [
+            "--path",
+            str(ck),
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--input",
+            str(inp),
+            "--output-format",
+            "fairseq",
+            "--nbest",
+            "2",
+            "--beam",
+            "2",
+            "--max-len-b",
+            "5",
+        ]
+    )
     parsed = _parse(capsys.readouterr().out.splitlines())
     assert sorted(parsed) == [0, 1, 2, 3, 4]
     assert {k: len(v) for k, v in parsed[0].items()} == {"S": 1, "W": 1, "H": 2, "D": 2, "P": 2}
@@ -185,8 +328,26 @@ def test_interactive_fairseq_lines_for_every_input_line(model, tmp_path, capsys)
     ck, _ = model
     inp = tmp_path / "in.txt"
     inp.write_bytes(b"the cat sees the dog\n\nbad \xff line\n  \na big red house\n")
-    interactive_main(["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--output-format",
-                      "fairseq", "--buffer-size", "3", "--beam", "2", "--max-len-b", "5"])  # fmt: skip
+    interactive_main(
+        [
+            "--path",
+            str(ck),
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--input",
+            str(inp),
+            "--output-format",
+            "fairseq",
+            "--buffer-size",
+            "3",
+            "--beam",
+            "2",
+            "--max-len-b",
+            "5",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     parsed = _parse(out)
     for i in range(5):
@@ -203,8 +364,20 @@ def test_interactive_takes_the_data_directory_first_as_fairseq_does(model, tmp_p
     inp = tmp_path / "in.txt"
     inp.write_bytes(b"a big red house\n")
     want = Translator(ck).translate("a big red house", "eng_Latn", "deu_Latn", beam=2, max_len_b=5).text
-    argv = ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--input", str(inp), "--beam", "2",
-            "--max-len-b", "5"]
+    argv = [
+        "--path",
+        str(ck),
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn",
+        "--input",
+        str(inp),
+        "--beam",
+        "2",
+        "--max-len-b",
+        "5",
+    ]
     interactive_main([str(data), *argv])
     assert capsys.readouterr().out == want + "\n"
     interactive_main([*argv, "--data", str(data)])  # the flag still works
@@ -221,8 +394,24 @@ def test_interactive_says_when_it_cuts_a_line_or_leaves_the_trained_directions(m
     ck, _ = model
     inp = tmp_path / "in.txt"
     inp.write_text("a cat\n" + " ".join(["house"] * 600) + "\n", encoding="utf-8")
-    interactive_main(["--path", str(ck), "-s", "fra_Latn", "-t", "eng_Latn", "--input", str(inp), "--beam", "1",
-                      "--max-len-a", "0", "--max-len-b", "2"])  # fmt: skip
+    interactive_main(
+        [
+            "--path",
+            str(ck),
+            "-s",
+            "fra_Latn",
+            "-t",
+            "eng_Latn",
+            "--input",
+            str(inp),
+            "--beam",
+            "1",
+            "--max-len-a",
+            "0",
+            "--max-len-b",
+            "2",
+        ]
+    )
     cap = capsys.readouterr()
     assert len(cap.out.split("\n")) == 3
     assert "in.txt:2: 600 tokens, more than the model's 510: cut to fit" in cap.err
@@ -249,13 +438,42 @@ def test_errors_are_one_line(model, tmp_path, capsys):
     cases = [
         (generate_main, [str(data), "--path", str(ck), "-s", "eng_Latn"], "go together"),
         (generate_main, [str(data), "--path", str(ck), "-s", "eng_Latn", "-t", "zul_Latn"], "zul_Latn"),
-        (generate_main, [str(data), "--path", str(tmp_path / "nope.pt"), "-s", "eng_Latn", "-t", "deu_Latn"], "checkpoint not found"),
-        (interactive_main, ["--path", str(lone), "-s", "eng_Latn", "-t", "deu_Latn", "--data", str(tmp_path)], "dict.txt"),
-        (interactive_main, ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--data", str(data), "--nbest", "5"], "--nbest"),
-        (translate_main, [str(tmp_path / "missing.txt"), "--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--out", str(tmp_path / "o")],
-         "no such input"),
-        (export_main, ["--path", str(ck), "--out", str(tmp_path / "e"), "--format", "hf", "--quantization", "int8"], "ctranslate2 only"),
-    ]  # fmt: skip
+        (
+            generate_main,
+            [str(data), "--path", str(tmp_path / "nope.pt"), "-s", "eng_Latn", "-t", "deu_Latn"],
+            "checkpoint not found",
+        ),
+        (
+            interactive_main,
+            ["--path", str(lone), "-s", "eng_Latn", "-t", "deu_Latn", "--data", str(tmp_path)],
+            "dict.txt",
+        ),
+        (
+            interactive_main,
+            ["--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn", "--data", str(data), "--nbest", "5"],
+            "--nbest",
+        ),
+        (
+            translate_main,
+            [
+                str(tmp_path / "missing.txt"),
+                "--path",
+                str(ck),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "no such input",
+        ),
+        (
+            export_main,
+            ["--path", str(ck), "--out", str(tmp_path / "e"), "--format", "hf", "--quantization", "int8"],
+            "ctranslate2 only",
+        ),
+    ]
     for fn, argv, msg in cases:
         with pytest.raises(SystemExit) as exc:
             fn(argv)

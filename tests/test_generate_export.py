@@ -17,19 +17,26 @@ import torch
 from decode_fixtures import LANG_PAIRS, PAIRS, make_checkpoint
 from train_fixtures import WORDS, make_corpus, one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-from mt import checkpoint as ckpt
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.files import temp_tag
+from mt.formats import checkpoint as ckpt
 from mt.generate.cli import export_main
 from mt.generate.export import export
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 from mt.models.config import TransformerConfig
 from mt.models.transformer import build_model
-from mt.train import TrainConfig, train
-from mt.util import temp_tag
+from mt.train.trainer import TrainConfig, train
 
-SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
-         "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
+SENTS = [
+    "the cat sees the dog",
+    "a big red house",
+    "the old man eats bread and drinks water",
+    "tree runs",
+    "a green bird sings under the blue river stone",
+    "Hello  world, ünïcödé!",
+    "child eats",
+]
 MAX_NEW = 12
 
 
@@ -55,7 +62,9 @@ def test_hf_export_logits_tokenizer_and_greedy_match(model, tmp_path):
     ck, tr, _ = model
     out = tmp_path / "hf"
     export_main(["--format", "hf", "--path", str(ck), "--out", str(out)])
-    assert {"config.json", "model.safetensors", "tokenizer.json", "spm.model", "dict.txt", "README.md"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "spm.model", "dict.txt", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
     tok = transformers.AutoTokenizer.from_pretrained(out)
     hf = transformers.M2M100ForConditionalGeneration.from_pretrained(out).eval()
     d = tr.dictionary
@@ -73,8 +82,13 @@ def test_hf_export_logits_tokenizer_and_greedy_match(model, tmp_path):
     ended = 0
     for tgt in ("deu_Latn", "fra_Latn"):
         with torch.no_grad():
-            gen = hf.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids(f"__{tgt}__"), num_beams=1,
-                              do_sample=False, max_new_tokens=MAX_NEW + 1)  # fmt: skip
+            gen = hf.generate(
+                **batch,
+                decoder_start_token_id=tok.convert_tokens_to_ids(f"__{tgt}__"),
+                num_beams=1,
+                do_sample=False,
+                max_new_tokens=MAX_NEW + 1,
+            )
         hf_ids = []
         for row in gen[:, 1:].tolist():
             row = [t for t in row if t != d.pad()]
@@ -95,8 +109,13 @@ def test_ct2_export_greedy_matches(model, tmp_path):
     src = [["__eng_Latn__", *tr.pieces(x), "</s>"] for x in tr.encode(SENTS)]
     ban = [[tr.dictionary[i]] for i in tr.banned]
     for tgt in ("deu_Latn", "fra_Latn"):
-        res = ct.translate_batch(src, target_prefix=[[f"__{tgt}__"]] * len(src), beam_size=1, max_decoding_length=MAX_NEW + 1,
-                                 suppress_sequences=ban)  # fmt: skip
+        res = ct.translate_batch(
+            src,
+            target_prefix=[[f"__{tgt}__"]] * len(src),
+            beam_size=1,
+            max_decoding_length=MAX_NEW + 1,
+            suppress_sequences=ban,
+        )
         theirs = [[tr.dictionary.index(p) for p in r.hypotheses[0]] for r in res]
         ours = _ours(tr, tgt)
         assert all(_same(a, b) for a, b in zip(ours, theirs)), list(zip(ours, theirs))
@@ -128,9 +147,20 @@ BEAM_SENTS = [" ".join(random.Random(i).choices(WORDS, k=2 + i % 10)) for i in r
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_trained")
     data = make_corpus(root, PAIRS, sizes={"eng_Latn-deu_Latn": 60, "eng_Latn-fra_Latn": 40}, n_valid=8, max_len=9)
-    cfg = TrainConfig(data=str(data), lang_pairs=LANG_PAIRS, arch="transformer_tiny", save_dir=str(root / "ck"),
-                      max_tokens=512, lr=5e-3, warmup_updates=10, max_update=40, label_smoothing=0.0,
-                      model_overrides={"dropout": 0.0}, no_progress_bar=True, no_epoch_checkpoints=True)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(data),
+        lang_pairs=LANG_PAIRS,
+        arch="transformer_tiny",
+        save_dir=str(root / "ck"),
+        max_tokens=512,
+        lr=5e-3,
+        warmup_updates=10,
+        max_update=40,
+        label_smoothing=0.0,
+        model_overrides={"dropout": 0.0},
+        no_progress_bar=True,
+        no_epoch_checkpoints=True,
+    )
     train(cfg)
     ck = root / "ck" / "checkpoint_last.pt"
     return ck, Translator(ck)
@@ -163,7 +193,12 @@ def test_hf_generation_config_reproduces_our_beam_search(trained, tmp_path):
         assert len({len(x) for x in ours}) > 3  # translations of many lengths, not one stopping point
     gc = json.loads((out / "generation_config.json").read_text())
     s = SearchConfig()
-    assert (gc["num_beams"], gc["length_penalty"], gc["early_stopping"], gc["min_new_tokens"]) == (s.beam, s.lenpen, True, s.min_len)
+    assert (gc["num_beams"], gc["length_penalty"], gc["early_stopping"], gc["min_new_tokens"]) == (
+        s.beam,
+        s.lenpen,
+        True,
+        s.min_len,
+    )
     assert gc["max_new_tokens"] == tr.model.cfg.max_target_positions and "forced_bos_token_id" not in gc
 
 
@@ -188,7 +223,9 @@ def test_readme_code_runs_and_gives_mt_translate_output(trained, tmp_path, fmt):
         assert '"__eng_Latn__' in code and '"__deu_Latn__"' in code
         code, n = re.subn(r"^sentences = \[.*\].*$", f"sentences = {sents!r}", code, flags=re.M)
         assert n == 1, code
-        run = subprocess.run([sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=300
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         assert ast.literal_eval(run.stdout.strip().splitlines()[-1]) == ours
 

@@ -29,14 +29,21 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import WORDS, one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-from mt import checkpoint as ckpt
+from mt.formats import checkpoint as ckpt
 from mt.generate.export import export
 from mt.generate.search import SearchConfig, search
 from mt.generate.translator import Translator
 
 _rng = random.Random(1)
-SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
-         "a green bird sings under the blue river stone", "Hello  world, ünïcödé!", "child eats"]  # fmt: skip
+SENTS = [
+    "the cat sees the dog",
+    "a big red house",
+    "the old man eats bread and drinks water",
+    "tree runs",
+    "a green bird sings under the blue river stone",
+    "Hello  world, ünïcödé!",
+    "child eats",
+]
 SENTS += [" ".join(_rng.choice(WORDS) for _ in range(_rng.randint(2, 9))) for _ in range(40)]
 MAX_LEN = 60
 
@@ -89,10 +96,19 @@ def test_ct2_beam_search_finds_our_best_hypothesis_with_our_score(engines, beam,
     for tgt in ("deu_Latn", "fra_Latn"):
         cfg = SearchConfig(beam=beam, nbest=beam, lenpen=lenpen, max_len_a=0, max_len_b=MAX_LEN, min_len=0)
         with torch.no_grad():
-            ours = search(tr.model, src, torch.full((len(SENTS),), tr.lang_token(tgt)), cfg, d.eos(), banned=(), unk=d.unk())
-        theirs = ct.translate_batch(pieces, target_prefix=[[f"__{tgt}__"]] * len(SENTS), beam_size=beam, num_hypotheses=beam,
-                                    length_penalty=lenpen, max_decoding_length=MAX_LEN + 1, min_decoding_length=0,
-                                    return_scores=True)  # fmt: skip
+            ours = search(
+                tr.model, src, torch.full((len(SENTS),), tr.lang_token(tgt)), cfg, d.eos(), banned=(), unk=d.unk()
+            )
+        theirs = ct.translate_batch(
+            pieces,
+            target_prefix=[[f"__{tgt}__"]] * len(SENTS),
+            beam_size=beam,
+            num_hypotheses=beam,
+            length_penalty=lenpen,
+            max_decoding_length=MAX_LEN + 1,
+            min_decoding_length=0,
+            return_scores=True,
+        )
         for k, (hs, r) in enumerate(zip(ours, theirs)):
             their_ids = [[d.index(p) for p in h] for h in r.hypotheses]
             if any(len(h.tokens) >= MAX_LEN for h in hs) or any(len(h) >= MAX_LEN for h in their_ids):
@@ -102,7 +118,9 @@ def test_ct2_beam_search_finds_our_best_hypothesis_with_our_score(engines, beam,
             assert hs[0].score == pytest.approx(r.scores[0], abs=1e-4), (tgt, k)
         # every n-best hypothesis of ours: CTranslate2 gives it the same per-token log-probs
         some = [(k, h) for k, hs in enumerate(ours[:10]) for h in hs]
-        scored = ct.score_batch([pieces[k] for k, _ in some], [[f"__{tgt}__", *tr.pieces(list(h.tokens))] for _, h in some])
+        scored = ct.score_batch(
+            [pieces[k] for k, _ in some], [[f"__{tgt}__", *tr.pieces(list(h.tokens))] for _, h in some]
+        )
         for (_, h), s in zip(some, scored):
             assert s.log_probs == pytest.approx(h.positional_scores, abs=1e-4)
     assert compared >= 70  # of 94 (47 sentences x 2 directions): 81-85 in these settings

@@ -12,8 +12,8 @@ from decode_fixtures import make_checkpoint
 from hostile import run_cli
 from train_fixtures import one_thread  # noqa: F401 (autouse)
 
-from mt import checkpoint as ckpt
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.formats import checkpoint as ckpt
 from mt.generate.loading import load_model
 
 
@@ -46,14 +46,29 @@ def test_relative_data_path_resolves_from_another_working_directory(built, tmp_p
     loaded = load_model(path)
     assert loaded.data_dir.resolve() == (tmp_path / "proj" / "bin").resolve() and loaded.spm is not None
     (tmp_path / "in.txt").write_text("a big house\nthe cat\n", encoding="utf-8")
-    rc, _, err = run_cli("mt-translate", [tmp_path / "in.txt", "--path", path, "-s", "eng_Latn", "-t", "deu_Latn",
-                                          "--out", tmp_path / "o", "--no-progress-bar"])  # fmt: skip
+    rc, _, err = run_cli(
+        "mt-translate",
+        [
+            tmp_path / "in.txt",
+            "--path",
+            path,
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--out",
+            tmp_path / "o",
+            "--no-progress-bar",
+        ],
+    )
     assert rc == 0, err
     assert len((tmp_path / "o" / "deu_Latn" / "in.txt").read_text(encoding="utf-8").splitlines()) == 2
     # the whole project moved: still found, from the checkpoint's place under the recorded save_dir
     shutil.move(tmp_path / "proj", tmp_path / "moved")
-    assert load_model(tmp_path / "moved" / "ck" / "run1" / "checkpoint_best.pt").data_dir.resolve() == \
-        (tmp_path / "moved" / "bin").resolve()  # fmt: skip
+    assert (
+        load_model(tmp_path / "moved" / "ck" / "run1" / "checkpoint_best.pt").data_dir.resolve()
+        == (tmp_path / "moved" / "bin").resolve()
+    )
 
 
 def test_absolute_path_recorded_at_save_time_is_used(built, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.generate import pagemem
 from mt.generate.cli import generate_main, moe_stats_main
 from mt.generate.expert_cache import ExpertCache
@@ -41,7 +41,9 @@ E = 8
 @pytest.fixture(scope="module")
 def moe_model(tmp_path_factory):
     """An MoE checkpoint: every layer sparse, 8 experts, top-2 with both experts kept."""
-    return make_checkpoint(tmp_path_factory.mktemp("moeinf"), moe_freq=1, moe_expert_count=E, moe_second_expert_policy="all")
+    return make_checkpoint(
+        tmp_path_factory.mktemp("moeinf"), moe_freq=1, moe_expert_count=E, moe_second_expert_policy="all"
+    )
 
 
 def _sources() -> list[list[int]]:
@@ -54,8 +56,15 @@ def _translate(tr: Translator, **kw):
 
 
 def _layer(seed: int = 0, **kw) -> MoELayer:
-    cfg = arch_config("transformer_tiny", vocab_size=40, dropout=0.0, moe_freq=1, moe_expert_count=E,
-                      moe_second_expert_policy="all", **kw).validate()  # fmt: skip
+    cfg = arch_config(
+        "transformer_tiny",
+        vocab_size=40,
+        dropout=0.0,
+        moe_freq=1,
+        moe_expert_count=E,
+        moe_second_expert_policy="all",
+        **kw,
+    ).validate()
     torch.manual_seed(seed)
     return MoELayer(cfg, 0, False).eval()
 
@@ -178,8 +187,8 @@ def test_expert_cache_of_one_translates_exactly_like_no_cache(moe_model):
 def test_expert_parallel_trained_checkpoint_shards_are_memory_mapped_for_inference(moe_model, tmp_path, monkeypatch):
     """A checkpoint saved by 2 expert-parallel ranks (experts in -rank-{r}.pt files) translates with its
     experts memory-mapped from the rank files, exactly like the single-file checkpoint."""
-    from mt import checkpoint as ckpt
-    from mt import distributed
+    from mt.common import distributed
+    from mt.formats import checkpoint as ckpt
 
     ck, data = moe_model
     state = ckpt.load_checkpoint(ck)
@@ -187,9 +196,14 @@ def test_expert_parallel_trained_checkpoint_shards_are_memory_mapped_for_inferen
     monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: "s1")
     path = tmp_path / "checkpoint_last.pt"
     for r in (0, 1):  # what the two ranks write (barriers are no-ops in one process)
-        st = dict(state, optimizer={"state": {}, "param_groups": []},
-                  moe={"shards": 2, "expert_keys": keys, "expert_param_ids": []})  # fmt: skip
-        st["model"] = {k: (v[r * E // 2 : (r + 1) * E // 2].clone() if k in keys else v) for k, v in state["model"].items()}
+        st = dict(
+            state,
+            optimizer={"state": {}, "param_groups": []},
+            moe={"shards": 2, "expert_keys": keys, "expert_param_ids": []},
+        )
+        st["model"] = {
+            k: (v[r * E // 2 : (r + 1) * E // 2].clone() if k in keys else v) for k, v in state["model"].items()
+        }
         ckpt.save_checkpoint(st, path, rank=r, world=2)
     assert (tmp_path / "checkpoint_last-rank-1.pt").is_file()
     ref = _translate(Translator(ck))
@@ -209,8 +223,14 @@ def _evict_page_cache(path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/pagemap is Linux's")
 def test_memory_mapped_experts_touch_only_the_pages_of_routed_experts(tmp_path):
     # 16 experts of 2 x 128 KiB (fc1, fc2) each; a hand-set gate sends every token to experts 5 and 9
-    ck, _ = make_checkpoint(tmp_path, moe_freq=1, moe_expert_count=16, moe_second_expert_policy="all",
-                            encoder_ffn_embed_dim=512, decoder_ffn_embed_dim=512)  # fmt: skip
+    ck, _ = make_checkpoint(
+        tmp_path,
+        moe_freq=1,
+        moe_expert_count=16,
+        moe_second_expert_policy="all",
+        encoder_ffn_embed_dim=512,
+        decoder_ffn_embed_dim=512,
+    )
     _evict_page_cache(ck)  # as when the checkpoint comes from disk (a fresh write leaves huge folios mapped together)
     loaded = load_model(ck, need_spm=False, lazy_experts=True)
     name = "encoder.layers.1.ffn"
@@ -219,7 +239,9 @@ def test_memory_mapped_experts_touch_only_the_pages_of_routed_experts(tmp_path):
     src = loaded.expert_source[name]
 
     def weight_pages() -> list[int]:
-        return [pagemem.present_bytes([pagemem.tensor_range(w[0]), pagemem.tensor_range(w[2])]) // pagemem.PAGE for w in src]
+        return [
+            pagemem.present_bytes([pagemem.tensor_range(w[0]), pagemem.tensor_range(w[2])]) // pagemem.PAGE for w in src
+        ]
 
     size = (src[0][0].nbytes + src[0][2].nbytes) // pagemem.PAGE
     assert sum(weight_pages()) <= 4  # nothing of the experts is mapped after loading (boundary pages aside)
@@ -284,7 +306,9 @@ def test_placement_file_round_trip_and_errors(tmp_path):
     stats = {"num_experts": 4, "layers": {"enc0": {"assignments": [9, 1, 8, 2]}, "dec1": {"assignments": [1, 1, 1, 1]}}}
     pl = placement_from_stats(stats, 2)
     assert pl["imbalance"]["enc0"]["placement"] == pytest.approx(1.0)
-    assert pl["imbalance"]["enc0"]["contiguous"] == pytest.approx(1.0) and pl["imbalance"]["enc0"]["round_robin"] == pytest.approx(17 / 10)
+    assert pl["imbalance"]["enc0"]["contiguous"] == pytest.approx(1.0) and pl["imbalance"]["enc0"][
+        "round_robin"
+    ] == pytest.approx(17 / 10)
     path = tmp_path / "placement.json"
     path.write_text(json.dumps(pl))
     got = read_placement(path, {"enc0": 4, "dec1": 4}, 2)
@@ -325,9 +349,31 @@ def test_mt_moe_stats_counts_every_assignment_and_writes_a_placement(moe_model, 
     lines = ["the cat sees the dog", "a house", "", "we go home now", "the red car is fast", "good day"]
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "st" / "stats.json"
-    assert moe_stats_main(["--path", str(ck), "--input", str(text), "-s", "eng_Latn", "-t", "deu_Latn,fra_Latn",
-                           "--sample", "4", "--out", str(out), "--num-ranks", "2", "--coactivation", "--beam", "2",
-                           "--no-progress-bar"]) == 0  # fmt: skip
+    assert (
+        moe_stats_main(
+            [
+                "--path",
+                str(ck),
+                "--input",
+                str(text),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn,fra_Latn",
+                "--sample",
+                "4",
+                "--out",
+                str(out),
+                "--num-ranks",
+                "2",
+                "--coactivation",
+                "--beam",
+                "2",
+                "--no-progress-bar",
+            ]
+        )
+        == 0
+    )
     stats = json.loads(out.read_text())
     assert stats["sentences"] == 4 and stats["directions"] == ["eng_Latn-deu_Latn", "eng_Latn-fra_Latn"]
     tr = Translator(ck)
@@ -357,11 +403,31 @@ def test_mt_moe_stats_counts_every_assignment_and_writes_a_placement(moe_model, 
 def test_mt_generate_moe_flags(moe_model, tmp_path, capsys):
     ck, data = moe_model
     hyps = {}
-    for name, extra in {"plain": [], "static": ["--moe-inference-gating", "static"],
-                        "cache": ["--expert-cache", "2"]}.items():  # fmt: skip
+    for name, extra in {
+        "plain": [],
+        "static": ["--moe-inference-gating", "static"],
+        "cache": ["--expert-cache", "2"],
+    }.items():
         res = tmp_path / name
-        generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn",
-                       "--results-path", str(res), "--no-progress-bar", "--max-len-b", "5", *extra])  # fmt: skip
+        generate_main(
+            [
+                str(data),
+                "--path",
+                str(ck),
+                "--gen-subset",
+                "dev",
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--results-path",
+                str(res),
+                "--no-progress-bar",
+                "--max-len-b",
+                "5",
+                *extra,
+            ]
+        )
         hyps[name] = (res / "eng_Latn-deu_Latn.hyp").read_text()
         err = capsys.readouterr().err
         assert f"MoE {'static' if name == 'static' else 'dynamic'} gating" in err
@@ -377,19 +443,65 @@ def test_mt_generate_moe_flags(moe_model, tmp_path, capsys):
 @pytest.mark.slow
 def test_two_rank_expert_parallel_generate_with_a_placement_matches_one_process(moe_model, tmp_path):
     ck, data = moe_model
-    placement = {"format": "nllb-mini/moe-placement", "version": 1, "num_experts": E, "num_ranks": 2, "layers": {
-        "enc0": [[7, 1, 4, 2], [0, 3, 5, 6]], "enc1": [[0, 2, 4, 6], [1, 3, 5, 7]],
-        "dec0": [[6, 5, 4, 3], [2, 1, 0, 7]], "dec1": [[1, 3, 5, 7], [0, 2, 4, 6]]}}  # fmt: skip
+    placement = {
+        "format": "nllb-mini/moe-placement",
+        "version": 1,
+        "num_experts": E,
+        "num_ranks": 2,
+        "layers": {
+            "enc0": [[7, 1, 4, 2], [0, 3, 5, 6]],
+            "enc1": [[0, 2, 4, 6], [1, 3, 5, 7]],
+            "dec0": [[6, 5, 4, 3], [2, 1, 0, 7]],
+            "dec1": [[1, 3, 5, 7], [0, 2, 4, 6]],
+        },
+    }
     pl = tmp_path / "placement.json"
     pl.write_text(json.dumps(placement))
     one, two = tmp_path / "one", tmp_path / "two"
-    generate_main([str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn",
-                   "--results-path", str(one), "--no-progress-bar", "--quiet"])  # fmt: skip
+    generate_main(
+        [
+            str(data),
+            "--path",
+            str(ck),
+            "--gen-subset",
+            "dev",
+            "-s",
+            "eng_Latn",
+            "-t",
+            "deu_Latn",
+            "--results-path",
+            str(one),
+            "--no-progress-bar",
+            "--quiet",
+        ]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     script = Path(sys.executable).parent / "mt-generate"  # the console script of this environment
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(script), str(data), "--path", str(ck), "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn",
-           "--results-path", str(two), "--no-progress-bar", "--quiet", "--expert-placement", str(pl)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(script),
+        str(data),
+        "--path",
+        str(ck),
+        "--gen-subset",
+        "dev",
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn",
+        "--results-path",
+        str(two),
+        "--no-progress-bar",
+        "--quiet",
+        "--expert-placement",
+        str(pl),
+    ]
     res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (two / "eng_Latn-deu_Latn.hyp").read_text() == (one / "eng_Latn-deu_Latn.hyp").read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import WORDS, one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.generate.search import SearchConfig, search
 from mt.generate.translator import Hypothesis, Translator, TranslatorWarning, length_batches
 from mt.models.transformer import EncoderOut
@@ -140,8 +139,12 @@ def test_sampling_is_seeded_and_topk1_is_greedy():
     b = _run(m, [10, 12], SearchConfig(beam=3, nbest=3, sampling=True, seed=5, max_len_b=6))
     assert [[h.tokens for h in x] for x in a] == [[h.tokens for h in x] for x in b]
     assert all(len(x) == 3 and x[0].score >= x[1].score >= x[2].score for x in a)
-    seeds = {tuple(tuple(h.tokens) for h in _run(m, [12], SearchConfig(beam=3, nbest=3, sampling=True, seed=s, max_len_b=6))[0])
-             for s in range(6)}  # fmt: skip
+    seeds = {
+        tuple(
+            tuple(h.tokens) for h in _run(m, [12], SearchConfig(beam=3, nbest=3, sampling=True, seed=s, max_len_b=6))[0]
+        )
+        for s in range(6)
+    }
     assert len(seeds) > 1
     top1 = _run(m, [10], SearchConfig(beam=1, sampling=True, sampling_topk=1, max_len_b=8))[0][0]
     assert top1.tokens == [A, A]
@@ -171,8 +174,15 @@ def translator(tmp_path_factory) -> Translator:
     return Translator(ck)
 
 
-SENTS = ["the cat sees the dog", "a big red house", "the old man eats bread and drinks water", "tree runs",
-         "a green bird sings under the blue river stone", "child eats", "the woman walks over the small stone"]  # fmt: skip
+SENTS = [
+    "the cat sees the dog",
+    "a big red house",
+    "the old man eats bread and drinks water",
+    "tree runs",
+    "a green bird sings under the blue river stone",
+    "child eats",
+    "the woman walks over the small stone",
+]
 
 
 def _rows(tr: Translator, sents: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +194,10 @@ def _rows(tr: Translator, sents: list[str]) -> tuple[torch.Tensor, torch.Tensor]
     return src, torch.full((len(ids),), tr.lang_token("deu_Latn"))
 
 
-@pytest.mark.parametrize("cfg", [SearchConfig(beam=1), SearchConfig(beam=4, nbest=4), SearchConfig(beam=3, lenpen=0.5, no_repeat_ngram_size=2)])
+@pytest.mark.parametrize(
+    "cfg",
+    [SearchConfig(beam=1), SearchConfig(beam=4, nbest=4), SearchConfig(beam=3, lenpen=0.5, no_repeat_ngram_size=2)],
+)
 def test_cached_uncached_and_fast_decoding_agree(translator, cfg):
     src, prefix = _rows(translator, SENTS)
     runs = {

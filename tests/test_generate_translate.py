@@ -22,13 +22,13 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import WORDS, one_thread  # noqa: F401 (one_thread: autouse)
 
-from mt import checkpoint as ckpt
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.files import sha256_file
+from mt.formats import checkpoint as ckpt
 from mt.generate.batch_job import TranslateConfig, translate_job
 from mt.generate.cli import translate_main
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
-from mt.util import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,8 +48,16 @@ SEARCH = dict(beam=2, max_len_b=6)
 
 
 def _cfg(inputs, out, ck, **kw) -> TranslateConfig:
-    base = dict(inputs=[str(p) for p in inputs], out=str(out), path=str(ck), src_lang="eng_Latn", tgt_langs=["deu_Latn"],
-                chunk_size=4, search=SearchConfig(**SEARCH), progress=False)  # fmt: skip
+    base = dict(
+        inputs=[str(p) for p in inputs],
+        out=str(out),
+        path=str(ck),
+        src_lang="eng_Latn",
+        tgt_langs=["deu_Latn"],
+        chunk_size=4,
+        search=SearchConfig(**SEARCH),
+        progress=False,
+    )
     base.update(kw)
     return TranslateConfig(**base)
 
@@ -68,7 +76,9 @@ def test_text_with_bad_lines_keeps_line_count_and_order(model, tmp_path):
     for tgt in ("deu_Latn", "fra_Latn"):
         got = (out / tgt / "mono.txt").read_text(encoding="utf-8").split("\n")
         assert got[-1] == "" and len(got) - 1 == n
-        want = tr.translate([l.decode() for i, l in enumerate(lines, 1) if i not in expect_bad], "eng_Latn", tgt, **SEARCH)
+        want = tr.translate(
+            [l.decode() for i, l in enumerate(lines, 1) if i not in expect_bad], "eng_Latn", tgt, **SEARCH
+        )
         assert [g for i, g in enumerate(got[:-1], 1) if i not in expect_bad] == [h.text for h in want]
         assert all(got[i - 1] == "" for i in expect_bad)
     bad = [r.split("\t") for r in (out / "bad_lines.tsv").read_text(encoding="utf-8").splitlines()]
@@ -93,7 +103,12 @@ def test_formats_and_directories(model, tmp_path):
     s = _sentences(9, seed=3)
     (src / "a.tsv").write_text(f"1\t{s[0]}\n2\t{s[1]}\nonly-one-field\n", encoding="utf-8")
     (src / "sub" / "b.jsonl").write_text(
-        json.dumps({"text": s[2]}) + "\n{broken\n" + json.dumps({"other": 1}) + "\n" + json.dumps({"text": s[3]}) + "\n",
+        json.dumps({"text": s[2]})
+        + "\n{broken\n"
+        + json.dumps({"other": 1})
+        + "\n"
+        + json.dumps({"text": s[3]})
+        + "\n",
         encoding="utf-8",
     )
     (src / ".hidden.txt").write_text("ignored\n", encoding="utf-8")
@@ -113,7 +128,9 @@ def test_formats_and_directories(model, tmp_path):
     (src / "sub" / "c.txt").write_text(f"{s[6]}\n{s[7]}\n", encoding="utf-8")
     (src / "z.txt").write_text(f"{s[8]}\n", encoding="utf-8")
     translate_job(_cfg([src], out / "dir", ck, column="2"))
-    files = sorted(p.relative_to(out / "dir" / "deu_Latn").as_posix() for p in (out / "dir" / "deu_Latn").rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(out / "dir" / "deu_Latn").as_posix() for p in (out / "dir" / "deu_Latn").rglob("*") if p.is_file()
+    )
     assert files == ["a.tsv.txt", "sub/c.txt", "z.txt"]
     assert (out / "dir" / "deu_Latn" / "sub" / "c.txt").read_text().splitlines() == [t[s[6]], t[s[7]]]
     (tmp_path / "x.jsonl").write_text("{}\n", encoding="utf-8")
@@ -165,13 +182,33 @@ def test_sigkill_mid_job_then_resume_gives_the_uninterrupted_output(model, tmp_p
     ck, _, _ = model
     inp = tmp_path / "in.txt"
     inp.write_text("\n".join(_sentences(160, seed=7)) + "\n", encoding="utf-8")
-    args = [str(inp), "--path", str(ck), "-s", "eng_Latn", "-t", "deu_Latn,fra_Latn", "--chunk-size", "4", "--beam", "3",
-            "--max-len-b", "40", "--max-len-a", "0", "--min-len", "30", "--no-progress-bar"]  # fmt: skip
+    args = [
+        str(inp),
+        "--path",
+        str(ck),
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn,fra_Latn",
+        "--chunk-size",
+        "4",
+        "--beam",
+        "3",
+        "--max-len-b",
+        "40",
+        "--max-len-a",
+        "0",
+        "--min-len",
+        "30",
+        "--no-progress-bar",
+    ]
     translate_main(args + ["--out", str(tmp_path / "ref")])
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-c", "import sys; from mt.generate.cli import translate_main; translate_main(sys.argv[1:])"]
     out = tmp_path / "run"
-    proc = subprocess.Popen(cmd + args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd + args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     t0 = time.time()
     while len(list((out / "chunks").rglob("chunk-*.txt"))) < 6:
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -271,10 +308,19 @@ def test_job_of_the_previous_version_or_without_job_json_is_refused(model, tmp_p
     out = tmp_path / "o"
     translate_job(_cfg([inp], out, ck))
     v2 = json.loads((out / "job.json").read_text(encoding="utf-8"))
-    v1 = {"version": 1, "inputs": [{"name": "in.txt", "path": str(inp.resolve()), "format": "text", "bytes": 12}],
-          "column": None, "field": None, "chunk_size": 4, "source_lang": "eng_Latn",
-          "checkpoint": {"path": str(Path(ck).resolve()), "bytes": Path(ck).stat().st_size}, "search": v2["search"],
-          "bf16": False, "max_source_positions": v2["max_source_positions"], "bad_lines": "empty"}  # fmt: skip
+    v1 = {
+        "version": 1,
+        "inputs": [{"name": "in.txt", "path": str(inp.resolve()), "format": "text", "bytes": 12}],
+        "column": None,
+        "field": None,
+        "chunk_size": 4,
+        "source_lang": "eng_Latn",
+        "checkpoint": {"path": str(Path(ck).resolve()), "bytes": Path(ck).stat().st_size},
+        "search": v2["search"],
+        "bf16": False,
+        "max_source_positions": v2["max_source_positions"],
+        "bad_lines": "empty",
+    }
     (out / "job.json").write_text(json.dumps(v1), encoding="utf-8")
     with pytest.raises(UserError, match="older mt-translate"):
         translate_job(_cfg([inp], out, ck))
@@ -320,8 +366,21 @@ def test_full_disk_is_one_line_keeps_finished_chunks_and_resumes(model, tmp_path
     ck, _, _ = model
     inp = tmp_path / "in.txt"
     inp.write_text("\n".join(_sentences(18, seed=11)) + "\n", encoding="utf-8")
-    args = [inp, "--path", ck, "-s", "eng_Latn", "-t", "deu_Latn", "--chunk-size", "4", "--beam", "2",
-            "--max-len-b", "6"]  # fmt: skip
+    args = [
+        inp,
+        "--path",
+        ck,
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn",
+        "--chunk-size",
+        "4",
+        "--beam",
+        "2",
+        "--max-len-b",
+        "6",
+    ]
     assert run_cli("mt-translate", args + ["--out", tmp_path / "ref", "--no-progress-bar"])[0] == 0
     real = batch_job.atomic_write
 
@@ -363,8 +422,26 @@ def test_an_untrained_direction_is_one_warning_line_for_the_whole_job(model, tmp
     ck, _, _ = model
     src = tmp_path / "in.txt"
     src.write_text("\n".join(_sentences(10)) + "\n")
-    translate_main([str(src), "--out", str(tmp_path / "out"), "--path", str(ck), "-s", "fra_Latn", "-t", "eng_Latn",
-                    "--chunk-size", "3", "--beam", "1", "--max-len-b", "3", "--no-progress-bar"])  # fmt: skip
+    translate_main(
+        [
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--path",
+            str(ck),
+            "-s",
+            "fra_Latn",
+            "-t",
+            "eng_Latn",
+            "--chunk-size",
+            "3",
+            "--beam",
+            "1",
+            "--max-len-b",
+            "3",
+            "--no-progress-bar",
+        ]
+    )
     err = capfd.readouterr().err
     warnings = [ln for ln in err.splitlines() if "not trained on" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("mt-translate: warning: "), err

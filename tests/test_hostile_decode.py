@@ -22,8 +22,23 @@ def _home(tmp_path, monkeypatch):
 
 
 def _gen(data: Path, ck: Path, *extra: object) -> list:
-    return [data, "--path", ck, "--gen-subset", "dev", "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "1",
-            "--max-len-b", "3", "--no-progress-bar", *extra]  # fmt: skip
+    return [
+        data,
+        "--path",
+        ck,
+        "--gen-subset",
+        "dev",
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn",
+        "--beam",
+        "1",
+        "--max-len-b",
+        "3",
+        "--no-progress-bar",
+        *extra,
+    ]
 
 
 def _inter(ck: Path, inp: Path, *extra: object) -> list:
@@ -34,11 +49,21 @@ def _inter(ck: Path, inp: Path, *extra: object) -> list:
 def test_generate_missing_or_garbage_checkpoint(model, tmp_path):
     _, data = model
     res = tmp_path / "gen"
-    assert_refused("mt-generate", _gen(data, tmp_path / "nope.pt", "--results-path", res), tmp_path, outputs=[res],
-                   expect="nope.pt")  # fmt: skip
+    assert_refused(
+        "mt-generate",
+        _gen(data, tmp_path / "nope.pt", "--results-path", res),
+        tmp_path,
+        outputs=[res],
+        expect="nope.pt",
+    )
     (tmp_path / "junk.pt").write_bytes(b"\x00\x01 not a checkpoint \xff" * 10)
-    assert_refused("mt-generate", _gen(data, tmp_path / "junk.pt", "--results-path", res), tmp_path, outputs=[res],
-                   expect="junk.pt")  # fmt: skip
+    assert_refused(
+        "mt-generate",
+        _gen(data, tmp_path / "junk.pt", "--results-path", res),
+        tmp_path,
+        outputs=[res],
+        expect="junk.pt",
+    )
 
 
 @pytest.mark.parametrize(("lang", "expect"), [("zul_Latn", "its languages: "), ("german", "unknown language code")])
@@ -53,18 +78,25 @@ def test_generate_unknown_language(model, tmp_path, lang, expect):
 def test_generate_bad_data_subset_and_scoring(model, tmp_path):
     ck, data = model
     res = tmp_path / "gen"
-    assert_refused("mt-generate", _gen(tmp_path / "nodata", ck, "--results-path", res), tmp_path, outputs=[res],
-                   expect="data directory not found")  # fmt: skip
-    assert_refused("mt-generate", [*_gen(data, ck, "--results-path", res), "--gen-subset", "nosuch"], tmp_path,
-                   outputs=[res])  # fmt: skip
+    assert_refused(
+        "mt-generate",
+        _gen(tmp_path / "nodata", ck, "--results-path", res),
+        tmp_path,
+        outputs=[res],
+        expect="data directory not found",
+    )
+    assert_refused(
+        "mt-generate", [*_gen(data, ck, "--results-path", res), "--gen-subset", "nosuch"], tmp_path, outputs=[res]
+    )
     assert_refused("mt-generate", _gen(data, ck, "--scoring", "meteor"), tmp_path, expect="--scoring")
 
 
 def test_generate_results_path_under_a_file(model, tmp_path):
     ck, data = model
     (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
-    assert_refused("mt-generate", _gen(data, ck, "--results-path", tmp_path / "notes.txt" / "gen"), tmp_path,
-                   expect="not a folder")  # fmt: skip
+    assert_refused(
+        "mt-generate", _gen(data, ck, "--results-path", tmp_path / "notes.txt" / "gen"), tmp_path, expect="not a folder"
+    )
 
 
 # --- mt-interactive ----------------------------------------------------------------------------------------
@@ -85,8 +117,12 @@ def test_interactive_unknown_language(model, tmp_path):
     args = ["--path", ck, "-s", "eng_Latn", "-t", "zul_Latn", "--input", inp]
     message = assert_refused("mt-interactive", args, tmp_path, expect="-t/--target-lang zul_Latn")
     assert "eng_Latn" in message and "--langs" not in message
-    assert_refused("mt-interactive", ["--path", ck, "-s", "eng", "-t", "deu_Latn", "--input", inp], tmp_path,
-                   expect="unknown language code 'eng'")  # fmt: skip
+    assert_refused(
+        "mt-interactive",
+        ["--path", ck, "-s", "eng", "-t", "deu_Latn", "--input", inp],
+        tmp_path,
+        expect="unknown language code 'eng'",
+    )
 
 
 # --- mt-eval -----------------------------------------------------------------------------------------------
@@ -116,23 +152,36 @@ def test_eval_dir_line_count_mismatch_writes_no_scores(tmp_path):
     refs.mkdir()
     (gen / "eng_Latn-deu_Latn.hyp").write_text("a\nb\n", encoding="utf-8")
     (refs / "deu_Latn.devtest").write_text("a\n", encoding="utf-8")
-    assert_refused("mt-eval", ["dir", gen, "--ref-dir", refs], tmp_path, outputs=[gen / "scores.csv"],
-                   expect="line counts differ")  # fmt: skip
+    assert_refused(
+        "mt-eval", ["dir", gen, "--ref-dir", refs], tmp_path, outputs=[gen / "scores.csv"], expect="line counts differ"
+    )
 
 
 def test_eval_unknown_language_and_tokenizer(tmp_path):
     hyp, ref = _texts(tmp_path, b"a b\n", b"a b\n")
-    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--metric", "bleu", "--tgt-lang", "chinese"],
-                   tmp_path, expect="--tgt-lang")  # fmt: skip
-    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--metric", "bleu", "--tokenize", "moses"],
-                   tmp_path, expect="--tokenize 'moses'")  # fmt: skip
-    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--tokenize", "zh"], tmp_path,
-                   expect="BLEU only")  # fmt: skip
-    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--metric", "meteor"], tmp_path,
-                   expect="unknown metric")  # fmt: skip
+    assert_refused(
+        "mt-eval",
+        ["score", "--hyp", hyp, "--ref", ref, "--metric", "bleu", "--tgt-lang", "chinese"],
+        tmp_path,
+        expect="--tgt-lang",
+    )
+    assert_refused(
+        "mt-eval",
+        ["score", "--hyp", hyp, "--ref", ref, "--metric", "bleu", "--tokenize", "moses"],
+        tmp_path,
+        expect="--tokenize 'moses'",
+    )
+    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--tokenize", "zh"], tmp_path, expect="BLEU only")
+    assert_refused(
+        "mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--metric", "meteor"], tmp_path, expect="unknown metric"
+    )
 
 
 def test_eval_missing_files(tmp_path):
-    assert_refused("mt-eval", ["score", "--hyp", tmp_path / "nope.hyp", "--ref", tmp_path / "nope.ref"], tmp_path,
-                   expect="nope.hyp")  # fmt: skip
+    assert_refused(
+        "mt-eval",
+        ["score", "--hyp", tmp_path / "nope.hyp", "--ref", tmp_path / "nope.ref"],
+        tmp_path,
+        expect="nope.hyp",
+    )
     assert_refused("mt-eval", ["dir", tmp_path / "nogen", "--ref-dir", tmp_path], tmp_path, expect="nogen")

@@ -12,7 +12,7 @@ from decode_fixtures import make_checkpoint
 from hostile import assert_refused
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-from mt import checkpoint as ckpt
+from mt.formats import checkpoint as ckpt
 from mt.models.config import TransformerConfig
 from mt.models.transformer import build_model
 
@@ -41,8 +41,9 @@ class _Shell:
 
 def _refused(tmp_path, path, expect: str | None = None, fmt: str = "hf", out=None, extra=()):
     out = out if out is not None else tmp_path / "out"
-    return assert_refused("mt-export", ["--format", fmt, "--path", path, "--out", out, *extra], tmp_path,
-                          outputs=[out], expect=expect)  # fmt: skip
+    return assert_refused(
+        "mt-export", ["--format", fmt, "--path", path, "--out", out, *extra], tmp_path, outputs=[out], expect=expect
+    )
 
 
 def test_bad_checkpoint_paths(tmp_path):

@@ -40,8 +40,13 @@ def _hf_copy(files, tmp_path, edit_config=None):
 
 def _refused(tmp_path, src, expect, *extra, fmt="hf"):
     out = tmp_path / "out"
-    return hostile.assert_refused("mt-import", ["--format", fmt, str(src), "--out", str(out), *extra], tmp_path,
-                                  outputs=[out / "checkpoint.pt", out / "dict.txt", out / "spm.model"], expect=expect)  # fmt: skip
+    return hostile.assert_refused(
+        "mt-import",
+        ["--format", fmt, str(src), "--out", str(out), *extra],
+        tmp_path,
+        outputs=[out / "checkpoint.pt", out / "dict.txt", out / "spm.model"],
+        expect=expect,
+    )
 
 
 def test_not_a_folder(tmp_path):
@@ -50,13 +55,16 @@ def test_not_a_folder(tmp_path):
     _refused(tmp_path, tmp_path / "missing", "not a folder")
 
 
-@pytest.mark.parametrize("key,value,expect", [
-    ("model_type", "nllb-moe", "no layer is sparse"),  # NllbMoeConfig's step 4 in a 2-layer model
-    ("model_type", "marian", "m2m_100"),
-    ("activation_function", "gelu", "activation_function"),
-    ("scale_embedding", False, "scale_embedding"),
-    ("vocab_size", 123, "vocab_size 123"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [
+        ("model_type", "nllb-moe", "no layer is sparse"),  # NllbMoeConfig's step 4 in a 2-layer model
+        ("model_type", "marian", "m2m_100"),
+        ("activation_function", "gelu", "activation_function"),
+        ("scale_embedding", False, "scale_embedding"),
+        ("vocab_size", 123, "vocab_size 123"),
+    ],
+)
 def test_config_our_transformer_does_not_compute(files, tmp_path, key, value, expect):
     folder = _hf_copy(files, tmp_path, lambda c: c.update({key: value}))
     _refused(tmp_path, folder, expect)
@@ -101,15 +109,20 @@ def test_existing_outputs_need_force(files, tmp_path):
 
 def test_out_is_a_file(files, tmp_path):
     (tmp_path / "out").write_text("x")
-    hostile.assert_refused("mt-import", ["--format", "hf", str(files["hf"]), "--out", str(tmp_path / "out")],
-                           tmp_path, expect="is a file")  # fmt: skip
+    hostile.assert_refused(
+        "mt-import", ["--format", "hf", str(files["hf"]), "--out", str(tmp_path / "out")], tmp_path, expect="is a file"
+    )
 
 
 def test_fairseq_output_would_replace_an_input(files, tmp_path):
     ckpt = nf.make_fairseq_files(tmp_path / "fs", files["model"], files["spm"])
     (tmp_path / "fs" / "dictionary.txt").rename(tmp_path / "fs" / "dict.txt")
-    hostile.assert_refused("mt-import", ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "fs"), "--force"],
-                           tmp_path, expect="same file")  # fmt: skip
+    hostile.assert_refused(
+        "mt-import",
+        ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "fs"), "--force"],
+        tmp_path,
+        expect="same file",
+    )
 
 
 def test_fairseq_truncated_checkpoint(files, tmp_path):
@@ -130,8 +143,14 @@ def test_fairseq_dictionary_of_another_model(files, tmp_path):
     ckpt = nf.make_fairseq_files(tmp_path / "fs", files["model"], files["spm"])
     text = tmp_path / "other.txt"
     text.write_text("\n".join(f"lorem ipsum dolor sit amet {i} consectetur adipiscing" for i in range(200)))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "other"), vocab_size=60,
-                                   model_type="bpe", minloglevel=2, hard_vocab_limit=False)  # fmt: skip
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(tmp_path / "other"),
+        vocab_size=60,
+        model_type="bpe",
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
     _refused(tmp_path, ckpt, "belong to different models", "--spm-model", str(tmp_path / "other.model"), fmt="fairseq")
 
 
@@ -146,8 +165,11 @@ def _fairseq_moe(moe, tmp_path, ranks=4):
 
 
 def test_moe_config_over_dense_weights(files, tmp_path):
-    folder = _hf_copy(files, tmp_path, lambda c: c.update({"model_type": "nllb-moe", "encoder_sparse_step": 2,
-                                                          "decoder_sparse_step": 2}))  # fmt: skip
+    folder = _hf_copy(
+        files,
+        tmp_path,
+        lambda c: c.update({"model_type": "nllb-moe", "encoder_sparse_step": 2, "decoder_sparse_step": 2}),
+    )
     _refused(tmp_path, folder, "ff_layer_norm.weight is missing")
 
 
@@ -233,8 +255,25 @@ def test_export_of_an_imported_model_with_another_spm_is_refused(files, tmp_path
 
     text = tmp_path / "other.txt"
     text.write_text("\n".join(f"lorem ipsum dolor sit amet {i} consectetur adipiscing" for i in range(200)))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "other"), vocab_size=60,
-                                   model_type="bpe", minloglevel=2, hard_vocab_limit=False)  # fmt: skip
-    hostile.assert_refused("mt-export", ["--path", str(files["out"] / "checkpoint.pt"), "--out", str(tmp_path / "x"),
-                                         "--spm-model", str(tmp_path / "other.model")],
-                           tmp_path, outputs=[tmp_path / "x"], expect="not the vocabulary layout of the NLLB models")  # fmt: skip
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(tmp_path / "other"),
+        vocab_size=60,
+        model_type="bpe",
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
+    hostile.assert_refused(
+        "mt-export",
+        [
+            "--path",
+            str(files["out"] / "checkpoint.pt"),
+            "--out",
+            str(tmp_path / "x"),
+            "--spm-model",
+            str(tmp_path / "other.model"),
+        ],
+        tmp_path,
+        outputs=[tmp_path / "x"],
+        expect="not the vocabulary layout of the NLLB models",
+    )

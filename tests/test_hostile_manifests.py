@@ -107,11 +107,14 @@ def test_manifest_errors_give_the_line(home, tmp_path):
     assert msg.startswith(f"error: {path}:7: [source] sha256 = 12345: must be 64 lowercase hex digits")
 
 
-@pytest.mark.parametrize("raw, expect", [
-    (b'id = "evil"\ndescription = "caf\xe9"\n', ":2: manifest is not UTF-8"),
-    (b'id = "evil\n', "not valid TOML"),
-    (b"\xff\xfei\x00d\x00", "not UTF-8"),  # UTF-16
-])
+@pytest.mark.parametrize(
+    "raw, expect",
+    [
+        (b'id = "evil"\ndescription = "caf\xe9"\n', ":2: manifest is not UTF-8"),
+        (b'id = "evil\n', "not valid TOML"),
+        (b"\xff\xfei\x00d\x00", "not UTF-8"),  # UTF-16
+    ],
+)
 def test_manifest_bad_encoding_or_syntax(home, tmp_path, raw, expect):
     path = tmp_path / "manifests" / "evil.toml"
     path.write_bytes(raw)
@@ -134,14 +137,17 @@ def test_corpus_id_argument_cannot_traverse(home, tmp_path):
 
 
 # ---------------------------------------------------------------- registry
-@pytest.mark.parametrize("raw, expect", [
-    (b'[corpora.evil]\npath = "caf\xe9"\n', "not UTF-8"),
-    (b"[corpora.evil\n", "not valid TOML"),
-    (b'[corpora.evil]\ndata = "/tmp"\n', "has no `path`"),
-    (b'[corpora.evil]\npath = 5\n', "path = 5"),
-    (b'corpora = 5\n', "corpora"),
-    (b'[corpora]\nevil = "x"\n', "evil"),
-])
+@pytest.mark.parametrize(
+    "raw, expect",
+    [
+        (b'[corpora.evil]\npath = "caf\xe9"\n', "not UTF-8"),
+        (b"[corpora.evil\n", "not valid TOML"),
+        (b'[corpora.evil]\ndata = "/tmp"\n', "has no `path`"),
+        (b"[corpora.evil]\npath = 5\n", "path = 5"),
+        (b"corpora = 5\n", "corpora"),
+        (b'[corpora]\nevil = "x"\n', "evil"),
+    ],
+)
 @pytest.mark.parametrize("cmd", ["list", "verify", "register"])
 def test_broken_registry_is_one_line_error(home, tmp_path, raw, expect, cmd):
     (tmp_path / "manifests" / "evil.toml").write_text(manifest_text(source={"archive_format": None}))
@@ -164,8 +170,12 @@ def _tar(members: list[tuple[str, str, str]]) -> bytes:
                 info.size = len(value.encode())
                 tf.addfile(info, io.BytesIO(value.encode()))
                 continue
-            info.type = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE,
-                         "fifo": tarfile.FIFOTYPE}[kind]
+            info.type = {
+                "sym": tarfile.SYMTYPE,
+                "hard": tarfile.LNKTYPE,
+                "dir": tarfile.DIRTYPE,
+                "fifo": tarfile.FIFOTYPE,
+            }[kind]
             info.linkname = value
             tf.addfile(info)
     return buf.getvalue()
@@ -177,7 +187,7 @@ def _zip(members: list[tuple[str, str, str]]) -> bytes:
         for kind, name, value in members:
             info = zipfile.ZipInfo(name)
             if kind == "sym":
-                info.external_attr = (0o120777 << 16)
+                info.external_attr = 0o120777 << 16
             zf.writestr(info, value)
     return buf.getvalue()
 
@@ -189,8 +199,11 @@ ARCHIVE_CASES = {
     "tar-absolute": ("tar", [("file", "{abs}/pwned.txt", "x")], "absolute"),
     "tar-symlink-out": ("tar", [("sym", "evil", "../victim"), ("file", "evil/pwned.txt", "x")], "'evil'"),
     "tar-symlink-absolute": ("tar", [("sym", "evil", "{abs}")], "outside the destination"),
-    "tar-symlink-chain": ("tar", [("sym", "here", "."), ("sym", "up", "here/.."),
-                                  ("file", "up/victim/pwned.txt", "x")], "outside the destination"),
+    "tar-symlink-chain": (
+        "tar",
+        [("sym", "here", "."), ("sym", "up", "here/.."), ("file", "up/victim/pwned.txt", "x")],
+        "outside the destination",
+    ),
     "tar-hardlink-out": ("tar", [("hard", "evil", "../victim/precious.txt")], "outside the destination"),
     "tar-fifo": ("tar", [("fifo", "pipe", "")], "special file"),
     "zip-dotdot": ("zip", [("file", "../victim/pwned.txt", "x")], "'../victim/pwned.txt'"),
@@ -207,7 +220,8 @@ def _archive(tmp_path: Path, case: str) -> tuple[Path, str]:
     path = tmp_path / f"evil.{fmt}"
     path.write_bytes(data)
     (tmp_path / "manifests" / "evil.toml").write_text(
-        manifest_text(source={"archive_format": f'"{fmt}"', "url": f'"http://127.0.0.1:9/evil.{fmt}"'}))
+        manifest_text(source={"archive_format": f'"{fmt}"', "url": f'"http://127.0.0.1:9/evil.{fmt}"'})
+    )
     return path, expect
 
 
@@ -215,8 +229,9 @@ def _archive(tmp_path: Path, case: str) -> tuple[Path, str]:
 def test_archive_reaching_outside_is_refused_and_named(home, tmp_path, case):
     archive, expect = _archive(tmp_path, case)
     dest = home / "data" / "evil"
-    msg = assert_refused("mt-data", ["register", "evil", archive, "--no-progress"], tmp_path, expect=expect,
-                         allow=["home/data/evil"])
+    msg = assert_refused(
+        "mt-data", ["register", "evil", archive, "--no-progress"], tmp_path, expect=expect, allow=["home/data/evil"]
+    )
     assert "refused" in msg and "damaged" not in msg and str(archive) in msg
     _victims_intact(tmp_path)
     assert not [p for p in dest.iterdir() if p.name != ".lock"], "nothing may be unpacked from a refused archive"
@@ -249,8 +264,13 @@ def test_fetch_of_a_traversal_archive_touches_nothing_outside_dest(home, tmp_pat
         (tmp_path / "manifests" / "evil.toml").write_text(manifest_text(source={"url": f'"{url}"'}))
         dest = tmp_path / "dl"
         before = snapshot(tmp_path / "victim")
-        msg = assert_refused("mt-data", ["fetch", "evil", "--dest", dest, "--no-progress"], tmp_path,
-                             expect="points outside the destination", allow=["dl"])
+        msg = assert_refused(
+            "mt-data",
+            ["fetch", "evil", "--dest", dest, "--no-progress"],
+            tmp_path,
+            expect="points outside the destination",
+            allow=["dl"],
+        )
         assert "'evil'" in msg
     finally:
         httpd.shutdown()
@@ -263,13 +283,15 @@ def test_fetch_of_a_traversal_archive_touches_nothing_outside_dest(home, tmp_pat
 def test_damaged_archive_still_says_damaged(home, tmp_path):
     archive, _ = _archive(tmp_path, "tar-dotdot")
     archive.write_bytes(archive.read_bytes()[:700])
-    assert_refused("mt-data", ["register", "evil", archive, "--no-progress"], tmp_path, expect="damaged",
-                   allow=["home/data/evil"])
+    assert_refused(
+        "mt-data", ["register", "evil", archive, "--no-progress"], tmp_path, expect="damaged", allow=["home/data/evil"]
+    )
     bad_zip = tmp_path / "evil.zip"
     bad_zip.write_bytes(b"PK\x03\x04 not a zip at all")
     (tmp_path / "manifests" / "evil.toml").write_text(manifest_text(source={"archive_format": '"zip"'}))
-    assert_refused("mt-data", ["register", "evil", bad_zip, "--no-progress"], tmp_path, expect="damaged",
-                   allow=["home/data/evil"])
+    assert_refused(
+        "mt-data", ["register", "evil", bad_zip, "--no-progress"], tmp_path, expect="damaged", allow=["home/data/evil"]
+    )
 
 
 def test_unknown_command_is_an_error_line(home, tmp_path):

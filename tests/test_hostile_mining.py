@@ -20,10 +20,20 @@ import pytest
 from hostile import assert_refused
 from mining_helpers import clustered, write_emb, write_knn
 
-GERMAN = ["Das ist ein guter Satz.", "Noch ein Satz steht hier.", "Der dritte Satz ist auch da.",
-          "Heute scheint die Sonne.", "Wir gehen morgen in den Wald."]
-ENGLISH = ["This is a good sentence.", "Here is another sentence.", "The third sentence is here too.",
-           "The sun is shining today.", "Tomorrow we walk in the forest."]
+GERMAN = [
+    "Das ist ein guter Satz.",
+    "Noch ein Satz steht hier.",
+    "Der dritte Satz ist auch da.",
+    "Heute scheint die Sonne.",
+    "Wir gehen morgen in den Wald.",
+]
+ENGLISH = [
+    "This is a good sentence.",
+    "Here is another sentence.",
+    "The third sentence is here too.",
+    "The sun is shining today.",
+    "Tomorrow we walk in the forest.",
+]
 BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4  # an image: not text at all
 
 
@@ -65,52 +75,121 @@ def test_an_output_that_names_an_input_is_refused(w, name, base):
     lines = w.root / "de.lines"
     lines.write_text("".join(f"{i}\n" for i in range(len(GERMAN))))
     refused(name, [*base, "--input", w.de, "--output", w.de], w, expect="--output")
-    refused(name, [*base, "--input", w.de, "--output", "o.txt", "--dropped", w.de], w, expect="same file as --input",
-            outputs=["o.txt"])
-    refused(name, [*base, "--input", w.de, "--output", "o.txt", "--report", "./de.txt"], w, expect="--report",
-            outputs=["o.txt"])
-    refused(name, [*base, "--input", w.de, "--input-line-numbers", lines, "--line-numbers", lines, "--output", "o.txt"],
-            w, expect="same file as --input-line-numbers", outputs=["o.txt"])
-    refused(name, [*base, "--input", w.de, "--output", "o.txt", "--dropped", "o.txt"], w,
-            expect="one would replace the other", outputs=["o.txt"])
+    refused(
+        name,
+        [*base, "--input", w.de, "--output", "o.txt", "--dropped", w.de],
+        w,
+        expect="same file as --input",
+        outputs=["o.txt"],
+    )
+    refused(
+        name,
+        [*base, "--input", w.de, "--output", "o.txt", "--report", "./de.txt"],
+        w,
+        expect="--report",
+        outputs=["o.txt"],
+    )
+    refused(
+        name,
+        [*base, "--input", w.de, "--input-line-numbers", lines, "--line-numbers", lines, "--output", "o.txt"],
+        w,
+        expect="same file as --input-line-numbers",
+        outputs=["o.txt"],
+    )
+    refused(
+        name,
+        [*base, "--input", w.de, "--output", "o.txt", "--dropped", "o.txt"],
+        w,
+        expect="one would replace the other",
+        outputs=["o.txt"],
+    )
 
 
 @pytest.mark.parametrize("name,base", [("mine-filter", FILTER), ("mine-lid", LID)])
 def test_text_that_is_not_utf8_or_binary(w, name, base):
-    refused(name, [*base, "--input", w.latin1, "--output", "o.txt"], w, expect="latin1.txt:1: not valid UTF-8",
-            outputs=["o.txt"])
-    refused(name, [*base, "--input", w.binary, "--output", "o.txt", "--dropped", "d.txt"], w,
-            expect="not valid UTF-8", outputs=["o.txt", "d.txt"])
+    refused(
+        name,
+        [*base, "--input", w.latin1, "--output", "o.txt"],
+        w,
+        expect="latin1.txt:1: not valid UTF-8",
+        outputs=["o.txt"],
+    )
+    refused(
+        name,
+        [*base, "--input", w.binary, "--output", "o.txt", "--dropped", "d.txt"],
+        w,
+        expect="not valid UTF-8",
+        outputs=["o.txt", "d.txt"],
+    )
 
 
 @pytest.mark.parametrize("name,base", [("mine-filter", FILTER), ("mine-lid", LID)])
 def test_an_output_under_a_file_leaves_nothing(w, name, base):
     refused(name, [*base, "--input", w.de, "--output", w.afile / "o.txt"], w, expect="is a file, not a folder")
     # the main output's new folder must not appear when a later output (written last) cannot be
-    refused(name, [*base, "--input", w.de, "--output", "new/o.txt", "--report", w.afile / "r.json"], w,
-            expect="--report", outputs=["new"])
+    refused(
+        name,
+        [*base, "--input", w.de, "--output", "new/o.txt", "--report", w.afile / "r.json"],
+        w,
+        expect="--report",
+        outputs=["new"],
+    )
 
 
 def test_filter_line_numbers_and_columns_that_do_not_match(w):
     short = w.root / "short.lines"
     short.write_text("0\n1\n")
-    refused("mine-filter", [*FILTER, "--input", w.de, "--input-line-numbers", short, "--output", "o.txt",
-                            "--line-numbers", "o.lines"], w, expect="only 2 line numbers", outputs=["o.txt", "o.lines"])
-    refused("mine-filter", ["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--no-progress", "--input", w.de,
-                            "--output", "o.tsv"], w, expect="de.txt:1: expected src<TAB>tgt", outputs=["o.tsv"])
+    refused(
+        "mine-filter",
+        [*FILTER, "--input", w.de, "--input-line-numbers", short, "--output", "o.txt", "--line-numbers", "o.lines"],
+        w,
+        expect="only 2 line numbers",
+        outputs=["o.txt", "o.lines"],
+    )
+    refused(
+        "mine-filter",
+        ["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--no-progress", "--input", w.de, "--output", "o.tsv"],
+        w,
+        expect="de.txt:1: expected src<TAB>tgt",
+        outputs=["o.tsv"],
+    )
 
 
 def test_lid_thresholds_and_model_that_are_not_what_they_claim(w):
-    refused("mine-lid", [*LID, "--input", w.de, "--thresholds", w.binary, "--output", "o.txt"], w,
-            expect="image.png:", outputs=["o.txt"])
-    refused("mine-lid", [*LID, "--input", w.de, "--thresholds", w.latin1, "--output", "o.txt"], w,
-            expect="latin1.txt:1: not valid UTF-8", outputs=["o.txt"])
-    refused("mine-lid", [*LID, "--input", w.de, "--thresholds", w.de, "--output", w.de], w,
-            expect="same file as --thresholds")
-    refused("mine-lid", [*LID, "--input", w.de, "--lid-model", w.binary, "--output", "o.txt"], w,
-            expect="not a fastText model", outputs=["o.txt"])
-    refused("mine-lid", [*LID, "--input", w.de, "--reject-threshold", "1.5", "--output", "o.txt"], w,
-            expect="--reject-threshold 1.5 is outside [0, 1]", outputs=["o.txt"])
+    refused(
+        "mine-lid",
+        [*LID, "--input", w.de, "--thresholds", w.binary, "--output", "o.txt"],
+        w,
+        expect="image.png:",
+        outputs=["o.txt"],
+    )
+    refused(
+        "mine-lid",
+        [*LID, "--input", w.de, "--thresholds", w.latin1, "--output", "o.txt"],
+        w,
+        expect="latin1.txt:1: not valid UTF-8",
+        outputs=["o.txt"],
+    )
+    refused(
+        "mine-lid",
+        [*LID, "--input", w.de, "--thresholds", w.de, "--output", w.de],
+        w,
+        expect="same file as --thresholds",
+    )
+    refused(
+        "mine-lid",
+        [*LID, "--input", w.de, "--lid-model", w.binary, "--output", "o.txt"],
+        w,
+        expect="not a fastText model",
+        outputs=["o.txt"],
+    )
+    refused(
+        "mine-lid",
+        [*LID, "--input", w.de, "--reject-threshold", "1.5", "--output", "o.txt"],
+        w,
+        expect="--reject-threshold 1.5 is outside [0, 1]",
+        outputs=["o.txt"],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,12 +200,19 @@ EMBED = ["--encoder", "ngram", "--lang", "deu_Latn", "--no-progress"]
 
 def test_embed_refuses_bad_text_before_writing_anything(w):
     # the line count runs first and checks the encoding: no run.json, no shard of the lines before the bad one
-    refused("mine-embed", [*EMBED, "--input", w.latin1, "--output", "emb/de"], w, expect="latin1.txt:1: not valid",
-            outputs=["emb"])
-    refused("mine-embed", [*EMBED, "--input", w.binary, "--output", "emb/de"], w, expect="not valid UTF-8",
-            outputs=["emb"])
-    refused("mine-embed", [*EMBED, "--input", w.empty, "--output", "emb/de"], w, expect="input is empty",
-            outputs=["emb"])
+    refused(
+        "mine-embed",
+        [*EMBED, "--input", w.latin1, "--output", "emb/de"],
+        w,
+        expect="latin1.txt:1: not valid",
+        outputs=["emb"],
+    )
+    refused(
+        "mine-embed", [*EMBED, "--input", w.binary, "--output", "emb/de"], w, expect="not valid UTF-8", outputs=["emb"]
+    )
+    refused(
+        "mine-embed", [*EMBED, "--input", w.empty, "--output", "emb/de"], w, expect="input is empty", outputs=["emb"]
+    )
     refused("mine-embed", [*EMBED, "--input", w.de, "--output", w.afile / "de"], w, expect="afile")
 
 
@@ -157,6 +243,7 @@ def _meta(text: str | bytes) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         meta = Path(str(path).replace(".0001.npy", ".meta.json"))
         meta.write_bytes(text if isinstance(text, bytes) else text.encode())
+
     return write
 
 
@@ -166,10 +253,14 @@ SHARD_DAMAGE = {
     "not-npy": (_foreign, "never loaded"),  # numpy takes any non-.npy file for a pickle: refused all the same
     "binary-meta": (_meta(BINARY), "corrupt embedding set meta file"),
     "list-meta": (_meta("[1, 2]"), "unknown embedding set format 'list'"),
-    "meta-without-shards": (_meta('{"format": "nllb-mini-embeddings/1", "dim": 8, "total": 12}'),
-                            "malformed meta file (KeyError 'shards')"),
-    "meta-shard-not-a-dict": (_meta('{"format": "nllb-mini-embeddings/1", "dim": 8, "total": 1, "shards": [3]}'),
-                              "malformed meta file (TypeError"),
+    "meta-without-shards": (
+        _meta('{"format": "nllb-mini-embeddings/1", "dim": 8, "total": 12}'),
+        "malformed meta file (KeyError 'shards')",
+    ),
+    "meta-shard-not-a-dict": (
+        _meta('{"format": "nllb-mini-embeddings/1", "dim": 8, "total": 1, "shards": [3]}'),
+        "malformed meta file (TypeError",
+    ),
 }
 
 
@@ -180,23 +271,37 @@ def test_index_and_knn_refuse_a_damaged_embedding_set(emb, damage):
     message = refused("mine-index", ["--emb", emb.b, "--out", "b.faiss"], emb, expect=expect, outputs=["b.faiss"])
     assert "b." in message and ("re-run mine-embed" in message)
     # mine-knn checks both sets before it builds or writes anything: no --out-dir, no half-built index
-    refused("mine-knn", ["--src-emb", emb.a, "--tgt-emb", emb.b, "--out-dir", "knn"], emb, expect=expect,
-            outputs=["knn"])
+    refused(
+        "mine-knn", ["--src-emb", emb.a, "--tgt-emb", emb.b, "--out-dir", "knn"], emb, expect=expect, outputs=["knn"]
+    )
 
 
 def test_index_outputs_that_cannot_be_written(emb):
     refused("mine-index", ["--emb", emb.a, "--out", emb.afile / "a.faiss"], emb, expect="is a file, not a folder")
-    refused("mine-index", ["--emb", emb.a, "--out", emb.root / "emb" / "a.0001.npy", "--force"], emb,
-            expect="same file as --emb shard 1")
-    refused("mine-index", ["--emb", emb.a, "--out", emb.root / "emb" / "a.meta.json", "--force"], emb,
-            expect="same file as --emb")
-    refused("mine-knn", ["--src-emb", emb.a, "--tgt-emb", emb.b, "--out-dir", emb.afile], emb,
-            expect="is a file, not a folder")
+    refused(
+        "mine-index",
+        ["--emb", emb.a, "--out", emb.root / "emb" / "a.0001.npy", "--force"],
+        emb,
+        expect="same file as --emb shard 1",
+    )
+    refused(
+        "mine-index",
+        ["--emb", emb.a, "--out", emb.root / "emb" / "a.meta.json", "--force"],
+        emb,
+        expect="same file as --emb",
+    )
+    refused(
+        "mine-knn",
+        ["--src-emb", emb.a, "--tgt-emb", emb.b, "--out-dir", emb.afile],
+        emb,
+        expect="is a file, not a folder",
+    )
     empty = write_emb(emb.root / "emb" / "empty", np.zeros((0, 8), dtype=np.float32))
     refused("mine-index", ["--emb", empty, "--out", "e.faiss"], emb, expect="empty", outputs=["e.faiss"])
     other = write_emb(emb.root / "emb" / "wide", clustered(6, 16, 2))
-    refused("mine-knn", ["--src-emb", emb.a, "--tgt-emb", other, "--out-dir", "knn"], emb, expect="dim",
-            outputs=["knn"])
+    refused(
+        "mine-knn", ["--src-emb", emb.a, "--tgt-emb", other, "--out-dir", "knn"], emb, expect="dim", outputs=["knn"]
+    )
 
 
 @pytest.fixture
@@ -217,10 +322,18 @@ KNN_DAMAGE = {
     "object-sims": ("tgt2src.0000.sims.npy", _object_array, "Python objects (a pickle)"),
     "foreign-avg": ("src2tgt.0000.avg.npy", _foreign, "never loaded"),
     "binary-meta": ("tgt2src.meta.json", lambda p: p.write_bytes(BINARY), "corrupt k-NN result meta file"),
-    "meta-without-k": ("src2tgt.meta.json", lambda p: p.write_text('{"format": "nllb-mini-knn/1", "total": 5, '
-                                                                   '"shards": []}'), "malformed meta file"),
-    "meta-rows-do-not-add-up": ("src2tgt.meta.json", lambda p: p.write_text(json.dumps(
-        {"format": "nllb-mini-knn/1", "k": 2, "total": 5, "shards": [{"start": 0, "rows": 3}]})), "shards of 3 rows"),
+    "meta-without-k": (
+        "src2tgt.meta.json",
+        lambda p: p.write_text('{"format": "nllb-mini-knn/1", "total": 5, "shards": []}'),
+        "malformed meta file",
+    ),
+    "meta-rows-do-not-add-up": (
+        "src2tgt.meta.json",
+        lambda p: p.write_text(
+            json.dumps({"format": "nllb-mini-knn/1", "k": 2, "total": 5, "shards": [{"start": 0, "rows": 3}]})
+        ),
+        "shards of 3 rows",
+    ),
 }
 
 
@@ -228,8 +341,13 @@ KNN_DAMAGE = {
 def test_bitext_refuses_damaged_knn_results(knn, damage):
     name, spoil, expect = KNN_DAMAGE[damage]
     spoil(knn.knn / name)
-    message = refused("mine-bitext", ["--knn-dir", knn.knn, "--src-text", knn.de, "--tgt-text", knn.en, "--out",
-                                      "mined.tsv"], knn, expect=expect, outputs=["mined.tsv"])
+    message = refused(
+        "mine-bitext",
+        ["--knn-dir", knn.knn, "--src-text", knn.de, "--tgt-text", knn.en, "--out", "mined.tsv"],
+        knn,
+        expect=expect,
+        outputs=["mined.tsv"],
+    )
     assert "mine-knn" in message
 
 
@@ -237,22 +355,46 @@ def test_bitext_outputs_that_name_its_texts(knn):
     args = ["--knn-dir", knn.knn, "--src-text", knn.de, "--tgt-text", knn.en, "--threshold", "0"]
     refused("mine-bitext", [*args, "--out", knn.de], knn, expect="same file as --src-text")
     pair = knn.root / "de.txt"  # --pair-prefix de with language "txt" would write de.txt: the source text
-    refused("mine-bitext", [*args, "--out", "m.tsv", "--pair-prefix", knn.root / "de", "--src-lang", "txt",
-                            "--tgt-lang", "eng_Latn"], knn, expect=f"--pair-prefix (txt) {pair}", outputs=["m.tsv"])
+    refused(
+        "mine-bitext",
+        [*args, "--out", "m.tsv", "--pair-prefix", knn.root / "de", "--src-lang", "txt", "--tgt-lang", "eng_Latn"],
+        knn,
+        expect=f"--pair-prefix (txt) {pair}",
+        outputs=["m.tsv"],
+    )
     refused("mine-bitext", [*args, "--out", knn.afile / "m.tsv"], knn, expect="is a file, not a folder")
     short = knn.root / "short.txt"
     short.write_text("one line\n")
-    refused("mine-bitext", [*args, "--src-text", short, "--out", "m.tsv"], knn, expect="1 lines but the source",
-            outputs=["m.tsv"])
+    refused(
+        "mine-bitext",
+        [*args, "--src-text", short, "--out", "m.tsv"],
+        knn,
+        expect="1 lines but the source",
+        outputs=["m.tsv"],
+    )
     # a calibration file that is not one (binary, not JSON, JSON of something else): refused before any output
-    refused("mine-bitext", [*args[:-2], "--calibration", knn.root / "none.json", "--out", "m.tsv"], knn,
-            expect="none.json: calibration file not found", outputs=["m.tsv"])
+    refused(
+        "mine-bitext",
+        [*args[:-2], "--calibration", knn.root / "none.json", "--out", "m.tsv"],
+        knn,
+        expect="none.json: calibration file not found",
+        outputs=["m.tsv"],
+    )
     bad = knn.root / "bad.json"
-    for content in (BINARY, b"{not json", b'{"format": "x", "encoders": {}}',
-                    b'{"format": "nllb-mini-calibration/1", "encoders": {"e5": {"default": "high"}}}'):
+    for content in (
+        BINARY,
+        b"{not json",
+        b'{"format": "x", "encoders": {}}',
+        b'{"format": "nllb-mini-calibration/1", "encoders": {"e5": {"default": "high"}}}',
+    ):
         bad.write_bytes(content)
-        refused("mine-bitext", [*args[:-2], "--calibration", bad, "--out", "m.tsv"], knn,
-                expect="bad.json: ", outputs=["m.tsv", "m.meta.json"])
+        refused(
+            "mine-bitext",
+            [*args[:-2], "--calibration", bad, "--out", "m.tsv"],
+            knn,
+            expect="bad.json: ",
+            outputs=["m.tsv", "m.meta.json"],
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,14 +408,32 @@ def test_eval_gold_refuses_bad_files_and_an_output_over_an_input(w):
     gold.write_text("".join(f"{i}\t{i}\n" for i in range(len(GERMAN))))
     args = ["gold", "--src-text", w.de, "--tgt-text", w.en]
     refused("mine-eval", [*args, "--mined", mined, "--gold", gold, "--out", mined], w, expect="same file as --mined")
-    refused("mine-eval", [*args, "--mined", mined, "--gold", gold, "--out", w.afile / "g.json"], w,
-            expect="is a file, not a folder")
-    refused("mine-eval", [*args, "--mined", mined, "--gold", w.latin1, "--out", "g.json"], w,
-            expect="latin1.txt:1: not valid UTF-8", outputs=["g.json"])
-    refused("mine-eval", [*args, "--mined", w.binary, "--gold", gold, "--out", "g.json"], w,
-            expect="image.png:1: expected score<TAB>src<TAB>tgt", outputs=["g.json"])
-    refused("mine-eval", ["gold", "--src-text", w.latin1, "--tgt-text", w.en, "--mined", mined, "--gold", gold], w,
-            expect="latin1.txt:1: not valid UTF-8")
+    refused(
+        "mine-eval",
+        [*args, "--mined", mined, "--gold", gold, "--out", w.afile / "g.json"],
+        w,
+        expect="is a file, not a folder",
+    )
+    refused(
+        "mine-eval",
+        [*args, "--mined", mined, "--gold", w.latin1, "--out", "g.json"],
+        w,
+        expect="latin1.txt:1: not valid UTF-8",
+        outputs=["g.json"],
+    )
+    refused(
+        "mine-eval",
+        [*args, "--mined", w.binary, "--gold", gold, "--out", "g.json"],
+        w,
+        expect="image.png:1: expected score<TAB>src<TAB>tgt",
+        outputs=["g.json"],
+    )
+    refused(
+        "mine-eval",
+        ["gold", "--src-text", w.latin1, "--tgt-text", w.en, "--mined", mined, "--gold", gold],
+        w,
+        expect="latin1.txt:1: not valid UTF-8",
+    )
 
 
 def test_eval_bucc_files_that_are_binary_or_not_utf8(w):
@@ -287,18 +447,39 @@ def test_eval_bucc_files_that_are_binary_or_not_utf8(w):
     refused("mine-eval", [*score, w.binary], w, expect="test.gold:2: not valid UTF-8")
     Path(f"{base}.gold").write_text("deu-0\teng-0\n")
     refused("mine-eval", [*score, w.binary], w, expect="image.png:1: expected src_id<TAB>tgt_id")
-    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--out-dir",
-                          w.afile / "report"], w, expect="--out-dir", outputs=["work"])
-    refused("mine-eval", ["bucc-build", "--corpus", "corpus", "--langs", "deu_Latn", "--out", w.afile], w,
-            expect="--out")
-    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--calibrate",
-                          w.binary], w, expect="image.png: not a calibration file", outputs=["work"])
+    refused(
+        "mine-eval",
+        ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--out-dir", w.afile / "report"],
+        w,
+        expect="--out-dir",
+        outputs=["work"],
+    )
+    refused(
+        "mine-eval", ["bucc-build", "--corpus", "corpus", "--langs", "deu_Latn", "--out", w.afile], w, expect="--out"
+    )
+    refused(
+        "mine-eval",
+        ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work", "--calibrate", w.binary],
+        w,
+        expect="image.png: not a calibration file",
+        outputs=["work"],
+    )
     (data / "info.json").write_bytes(BINARY)
-    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"], w,
-            expect="info.json: corrupt", outputs=["work"])
+    refused(
+        "mine-eval",
+        ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"],
+        w,
+        expect="info.json: corrupt",
+        outputs=["work"],
+    )
     (data / "info.json").write_text("[]")
-    refused("mine-eval", ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"], w,
-            expect="not a BUCC set description", outputs=["work"])
+    refused(
+        "mine-eval",
+        ["bucc", "--data", data, "--pairs", "deu_Latn-eng_Latn", "--work", "work"],
+        w,
+        expect="not a BUCC set description",
+        outputs=["work"],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,11 +504,17 @@ def test_train_encoder_refuses_a_bad_corpus_before_writing(corpus):
     xho = corpus.corpus / "train" / "eng_Latn-xho_Latn.xho_Latn"
     xho.write_bytes(b"Molo.\nEnkosi.\nHamba \xe9.\nEwe.\nYebo.\n")
     refused("mine-train-encoder", args, corpus, expect="xho_Latn:3: not valid UTF-8", outputs=["enc"])
-    refused("mine-train-encoder", ["laser", "--corpus", corpus.root / "nowhere", "--save-dir", "enc"], corpus,
-            expect="no train/ folder", outputs=["enc"])
+    refused(
+        "mine-train-encoder",
+        ["laser", "--corpus", corpus.root / "nowhere", "--save-dir", "enc"],
+        corpus,
+        expect="no train/ folder",
+        outputs=["enc"],
+    )
     xho.write_text("Molo.\nEnkosi.\nHamba kakuhle.\nEwe.\nYebo.\n")
-    refused("mine-train-encoder", [*args[:4], corpus.afile / "enc", *args[5:]], corpus,
-            expect="is a file, not a folder")
+    refused(
+        "mine-train-encoder", [*args[:4], corpus.afile / "enc", *args[5:]], corpus, expect="is a file, not a folder"
+    )
 
 
 def test_train_encoder_export_refuses_to_overwrite_its_inputs(w):
@@ -337,10 +524,16 @@ def test_train_encoder_export_refuses_to_overwrite_its_inputs(w):
     (save / "checkpoints").mkdir()
     ckpt = save / "checkpoints" / "checkpoint_last.pt"
     ckpt.write_bytes(b"weights")
-    refused("mine-train-encoder", ["export", "--checkpoint", ckpt, "--out", ckpt], w, expect="same file as --checkpoint")
+    refused(
+        "mine-train-encoder", ["export", "--checkpoint", ckpt, "--out", ckpt], w, expect="same file as --checkpoint"
+    )
     refused("mine-train-encoder", ["export", "--checkpoint", ckpt, "--out", "enc.bin"], w, expect="must end in .pt")
-    refused("mine-train-encoder", ["export", "--checkpoint", ckpt, "--out", w.afile / "e.pt"], w,
-            expect="is a file, not a folder")
+    refused(
+        "mine-train-encoder",
+        ["export", "--checkpoint", ckpt, "--out", w.afile / "e.pt"],
+        w,
+        expect="is a file, not a folder",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,16 +548,25 @@ def test_spm_train_refuses_bad_text_and_leaves_no_folder(w):
     refused("mt-spm", [*train, "--input", w.de, "--out", w.afile / "spm"], w, expect="is a file, not a folder")
     refused("mt-spm", [*train, "--input", w.de, "--out", w.afile], w, expect="is a file, not a folder")
     # a failing SentencePiece run (too big a vocabulary) removes the --out folder it created
-    refused("mt-spm", ["train", "--vocab-size", "100000", "--no-progress", "--input", w.de, "--out", "new/spm"], w,
-            expect="--vocab-size 100000", outputs=["new"])
+    refused(
+        "mt-spm",
+        ["train", "--vocab-size", "100000", "--no-progress", "--input", w.de, "--out", "new/spm"],
+        w,
+        expect="--vocab-size 100000",
+        outputs=["new"],
+    )
 
 
 def test_spm_train_refuses_an_input_among_its_outputs(w):
     (w.root / "spm").mkdir()
     mine = w.root / "spm" / "dict.txt"
     mine.write_text("".join(s + "\n" for s in GERMAN))
-    refused("mt-spm", ["train", "--vocab-size", "30", "--no-progress", "--input", mine, "--out", "spm"], w,
-            expect="same file as --input")
+    refused(
+        "mt-spm",
+        ["train", "--vocab-size", "30", "--no-progress", "--input", mine, "--out", "spm"],
+        w,
+        expect="same file as --input",
+    )
     refused("mt-spm", ["encode", "--model", w.binary], w, expect="not a SentencePiece model")
 
 
@@ -379,31 +581,53 @@ def pre(w) -> SimpleNamespace:
     return w
 
 
-@pytest.mark.parametrize("content,expect", [
-    (BINARY, "dict.txt:1: not valid UTF-8"),
-    (b"\x00" * 64 + b" 3\n", "dict.txt:1: a NUL byte: this is a binary file"),
-    ("▁a 3\nÜber 2\n".encode("latin-1", "replace").replace(b"?", b"_"), "dict.txt:2: not valid UTF-8"),
-    (b"\xe2\x96\x81a 3\nlonely\n", "dict.txt:2: expected 'token count'"),
-    (b"\xe2\x96\x81a 3\n\xe2\x96\x81b many\n", "dict.txt:2: count 'many' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (BINARY, "dict.txt:1: not valid UTF-8"),
+        (b"\x00" * 64 + b" 3\n", "dict.txt:1: a NUL byte: this is a binary file"),
+        ("▁a 3\nÜber 2\n".encode("latin-1", "replace").replace(b"?", b"_"), "dict.txt:2: not valid UTF-8"),
+        (b"\xe2\x96\x81a 3\nlonely\n", "dict.txt:2: expected 'token count'"),
+        (b"\xe2\x96\x81a 3\n\xe2\x96\x81b many\n", "dict.txt:2: count 'many' is not an integer"),
+    ],
+)
 def test_preprocess_refuses_a_binary_or_malformed_dictionary(pre, content, expect):
     pre.dict.write_bytes(content)
-    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"], pre, expect=expect,
-            outputs=["bin"])
+    refused(
+        "mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"], pre, expect=expect, outputs=["bin"]
+    )
 
 
 def test_preprocess_refuses_bad_text_and_unusable_destdirs(pre):
     Path(f"{pre.pref}.deu_Latn").write_bytes(b"\xe2\x96\x81x\n\xe9t\xe9\n\xe2\x96\x81x\n")
     # found with the line counts, before the dictionaries are written
-    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"], pre,
-            expect="t.deu_Latn:2: not valid UTF-8", outputs=["bin"])
+    refused(
+        "mt-preprocess",
+        [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"],
+        pre,
+        expect="t.deu_Latn:2: not valid UTF-8",
+        outputs=["bin"],
+    )
     Path(f"{pre.pref}.deu_Latn").write_text("▁x ▁y\n▁y\n")
-    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"], pre, expect="not line-aligned",
-            outputs=["bin"])
+    refused(
+        "mt-preprocess",
+        [*pre.args, "--srcdict", pre.dict, "--destdir", "bin"],
+        pre,
+        expect="not line-aligned",
+        outputs=["bin"],
+    )
     Path(f"{pre.pref}.deu_Latn").write_text("▁x ▁y\n▁y\n▁x\n")
-    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", pre.afile / "bin"], pre,
-            expect="is a file, not a folder")
-    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", pre.afile], pre,
-            expect="--destdir")
-    refused("mt-preprocess", [*pre.args, "--spm-model", pre.binary, "--destdir", "bin"], pre,
-            expect="not a SentencePiece model", outputs=["bin"])
+    refused(
+        "mt-preprocess",
+        [*pre.args, "--srcdict", pre.dict, "--destdir", pre.afile / "bin"],
+        pre,
+        expect="is a file, not a folder",
+    )
+    refused("mt-preprocess", [*pre.args, "--srcdict", pre.dict, "--destdir", pre.afile], pre, expect="--destdir")
+    refused(
+        "mt-preprocess",
+        [*pre.args, "--spm-model", pre.binary, "--destdir", "bin"],
+        pre,
+        expect="not a SentencePiece model",
+        outputs=["bin"],
+    )

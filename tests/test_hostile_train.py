@@ -12,8 +12,8 @@ import torch
 from hostile import assert_refused
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
-from mt.train import main
-from mt.util import exclusive_lock
+from mt.common.files import exclusive_lock
+from mt.train.trainer import main
 
 PAIRS = (("deu_Latn", "eng_Latn"),)
 
@@ -38,8 +38,23 @@ def trained(data, tmp_path_factory) -> Path:
 
 
 def _args(data: Path, save: Path, *extra: str) -> list[str]:
-    return [str(data), "--lang-pairs", "eng_Latn-deu_Latn", "--arch", "transformer_tiny", "--save-dir", str(save),
-            "--max-tokens", "256", "--max-update", "2", "--log-interval", "1", "--no-progress-bar", *extra]  # fmt: skip
+    return [
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save),
+        "--max-tokens",
+        "256",
+        "--max-update",
+        "2",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        *extra,
+    ]
 
 
 def test_save_dir_under_a_file(data, tmp_path):
@@ -74,8 +89,9 @@ def test_tampered_checkpoint_to_resume_from(data, trained, tmp_path):
     state = torch.load(save / "checkpoint_last.pt", weights_only=True)
     state["model"]["extra"] = _RunsCode(tmp_path / "ran")
     torch.save(state, save / "checkpoint_last.pt")
-    msg = assert_refused("mt-train", _args(data, save, "--max-update", "4"), tmp_path, expect="refused to load it",
-                         allow=["ck/.lock"])  # fmt: skip
+    msg = assert_refused(
+        "mt-train", _args(data, save, "--max-update", "4"), tmp_path, expect="refused to load it", allow=["ck/.lock"]
+    )
     assert "tampered" in msg and "delete" not in msg and not (tmp_path / "ran").exists()
 
 
@@ -84,8 +100,13 @@ def test_tampered_finetune_from_model(data, trained, tmp_path):
     state = torch.load(trained / "checkpoint_last.pt", weights_only=True)
     state["best"] = _RunsCode(tmp_path / "ran")
     torch.save(state, bad)
-    msg = assert_refused("mt-train", _args(data, tmp_path / "ft", "--finetune-from-model", str(bad)), tmp_path,
-                         outputs=[tmp_path / "ft"], expect="refused to load it")  # fmt: skip
+    msg = assert_refused(
+        "mt-train",
+        _args(data, tmp_path / "ft", "--finetune-from-model", str(bad)),
+        tmp_path,
+        outputs=[tmp_path / "ft"],
+        expect="refused to load it",
+    )
     assert str(bad) in msg and not (tmp_path / "ran").exists()
 
 
@@ -93,23 +114,31 @@ def test_truncated_checkpoint_to_resume_from(data, trained, tmp_path):
     save = _copy(trained, tmp_path / "ck")
     blob = (save / "checkpoint_last.pt").read_bytes()
     (save / "checkpoint_last.pt").write_bytes(blob[: len(blob) // 3])
-    assert_refused("mt-train", _args(data, save, "--max-update", "4"), tmp_path, expect="corrupt or truncated",
-                   allow=["ck/.lock"])  # fmt: skip
+    assert_refused(
+        "mt-train", _args(data, save, "--max-update", "4"), tmp_path, expect="corrupt or truncated", allow=["ck/.lock"]
+    )
 
 
 def test_missing_data_dir(tmp_path):
-    assert_refused("mt-train", _args(tmp_path / "no-such-bin", tmp_path / "ck"), tmp_path,
-                   outputs=[tmp_path / "ck"], expect="data directory not found")  # fmt: skip
+    assert_refused(
+        "mt-train",
+        _args(tmp_path / "no-such-bin", tmp_path / "ck"),
+        tmp_path,
+        outputs=[tmp_path / "ck"],
+        expect="data directory not found",
+    )
 
 
 def test_data_dir_without_a_dictionary(tmp_path):
     (tmp_path / "bin").mkdir()
-    assert_refused("mt-train", _args(tmp_path / "bin", tmp_path / "ck"), tmp_path, outputs=[tmp_path / "ck"],
-                   expect="dict.txt")  # fmt: skip
+    assert_refused(
+        "mt-train", _args(tmp_path / "bin", tmp_path / "ck"), tmp_path, outputs=[tmp_path / "ck"], expect="dict.txt"
+    )
 
 
 def test_data_dir_is_a_file(tmp_path):
     f = tmp_path / "bin"
     f.write_text("not a folder\n")
-    assert_refused("mt-train", _args(f, tmp_path / "ck"), tmp_path, outputs=[tmp_path / "ck"],
-                   expect="data directory not found")  # fmt: skip
+    assert_refused(
+        "mt-train", _args(f, tmp_path / "ck"), tmp_path, outputs=[tmp_path / "ck"], expect="data directory not found"
+    )

@@ -12,7 +12,7 @@ from decode_fixtures import make_checkpoint
 from hostile import assert_refused, run_cli
 from train_fixtures import one_thread  # noqa: F401 (autouse)
 
-from mt import checkpoint as ckpt
+from mt.formats import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,25 @@ def _home(tmp_path, monkeypatch):
 
 
 def _args(ck: Path, out: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> list:
-    return [*inputs, "--path", ck, "-s", "eng_Latn", "-t", "deu_Latn", "--out", out, "--chunk-size", "2", "--beam", "1",
-            "--max-len-b", "5", "--no-progress-bar", *extra]  # fmt: skip
+    return [
+        *inputs,
+        "--path",
+        ck,
+        "-s",
+        "eng_Latn",
+        "-t",
+        "deu_Latn",
+        "--out",
+        out,
+        "--chunk-size",
+        "2",
+        "--beam",
+        "1",
+        "--max-len-b",
+        "5",
+        "--no-progress-bar",
+        *extra,
+    ]
 
 
 def test_inputs_with_one_output_name(ck, tmp_path):
@@ -36,13 +53,23 @@ def test_inputs_with_one_output_name(ck, tmp_path):
     with gzip.open(tmp_path / "corpus.txt.gz", "wt", encoding="utf-8") as fh:
         fh.write("the cat\n")
     out = tmp_path / "out"
-    assert_refused("mt-translate", _args(ck, out, tmp_path / "corpus.txt", tmp_path / "corpus.txt.gz"), tmp_path,
-                   outputs=[out], expect="would both be written to OUT/{tgt}/corpus.txt")  # fmt: skip
+    assert_refused(
+        "mt-translate",
+        _args(ck, out, tmp_path / "corpus.txt", tmp_path / "corpus.txt.gz"),
+        tmp_path,
+        outputs=[out],
+        expect="would both be written to OUT/{tgt}/corpus.txt",
+    )
     (tmp_path / "a.tsv").write_text("1\tthe cat\n", encoding="utf-8")  # output a.tsv.txt
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.tsv.txt").write_text("the dog\n", encoding="utf-8")  # output a.tsv.txt too
-    assert_refused("mt-translate", _args(ck, out, tmp_path / "a.tsv", tmp_path / "d", extra=("--column", "2")),
-                   tmp_path, outputs=[out], expect="a.tsv.txt")  # fmt: skip
+    assert_refused(
+        "mt-translate",
+        _args(ck, out, tmp_path / "a.tsv", tmp_path / "d", extra=("--column", "2")),
+        tmp_path,
+        outputs=[out],
+        expect="a.tsv.txt",
+    )
 
 
 @pytest.mark.parametrize("where", ["file", "under-file"])
@@ -57,8 +84,13 @@ def test_out_is_or_lies_under_a_file(ck, tmp_path, where):
 def test_bad_shard(ck, tmp_path, shard):
     (tmp_path / "in.txt").write_text("a big house\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert_refused("mt-translate", _args(ck, out, tmp_path / "in.txt", extra=("--shard", shard)), tmp_path,
-                   outputs=[out], expect="--shard")  # fmt: skip
+    assert_refused(
+        "mt-translate",
+        _args(ck, out, tmp_path / "in.txt", extra=("--shard", shard)),
+        tmp_path,
+        outputs=[out],
+        expect="--shard",
+    )
 
 
 def test_changed_input_or_model_on_rerun(ck, tmp_path):
@@ -75,7 +107,9 @@ def test_changed_input_or_model_on_rerun(ck, tmp_path):
     state = torch.load(mine, weights_only=True)
     ckpt.save_checkpoint(state, mine)  # saved again (training went on): another model, same name and size
     assert_refused("mt-translate", _args(mine, out, inp), tmp_path, expect="started with another model")
-    assert_refused("mt-translate", _args(mine, out, inp, extra=("--beam", "2")), tmp_path, expect="started with another")
+    assert_refused(
+        "mt-translate", _args(mine, out, inp, extra=("--beam", "2")), tmp_path, expect="started with another"
+    )
 
 
 def test_input_missing_or_an_empty_folder(ck, tmp_path):

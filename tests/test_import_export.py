@@ -23,7 +23,7 @@ from mt.generate.cli import export_main  # noqa: E402
 from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
 from mt.importing.cli import main as import_main  # noqa: E402
-from mt.train import main as train_main  # noqa: E402
+from mt.train.trainer import main as train_main  # noqa: E402
 
 PAIR = ("eng_Latn", "deu_Latn")
 KNOWN = [w for w in WORDS if set(w) <= set("".join(nf.WORDS["eng_Latn"]))]  # no <unk> with the fixtures' spm
@@ -85,7 +85,12 @@ def test_legacy_layout_round_trips(files, tmp_path):
     folder = tmp_path / "hf-legacy"
     nf.make_hf_folder(folder, files["spm"], files["model"], legacy=True)
     assert import_main(["--format", "hf", str(folder), "--out", str(tmp_path / "imp")]) == 0
-    assert export_main(["--format", "hf", "--path", str(tmp_path / "imp" / "checkpoint.pt"), "--out", str(tmp_path / "hf")]) == 0
+    assert (
+        export_main(
+            ["--format", "hf", "--path", str(tmp_path / "imp" / "checkpoint.pt"), "--out", str(tmp_path / "hf")]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["legacy_behaviour"] is True
     assert import_main(["--format", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "again")]) == 0
     assert Translator(tmp_path / "again" / "checkpoint.pt").model.cfg.source_langtok == "last"
@@ -102,14 +107,61 @@ def tuned(files, tmp_path_factory):
         for lang in PAIR:
             (root / f"{split}.{lang}").write_text("\n".join(" ".join(ws) for ws in rows) + "\n")
     out = files["out"]
-    assert preprocess_cli(["-s", PAIR[0], "-t", PAIR[1], "--trainpref", str(root / "train"), "--validpref",
-                           str(root / "valid"), "--destdir", str(root / "bin"), "--srcdict", str(out / "dict.txt"),
-                           "--joined-dictionary", "--spm-model", str(out / "spm.model")]) == 0  # fmt: skip
-    assert train_main([str(root / "bin"), "--lang-pairs", "-".join(PAIR), "--finetune-from-model",
-                       str(out / "checkpoint.pt"), "--save-dir", str(root / "ck"), "--max-update", "200", "--lr", "2e-2",
-                       "--warmup-updates", "10", "--label-smoothing", "0", "--dropout", "0", "--attention-dropout", "0",
-                       "--max-tokens", "600", "--cpu", "--no-progress-bar", "--no-epoch-checkpoints",
-                       "--log-interval", "20"]) == 0  # fmt: skip
+    assert (
+        preprocess_cli(
+            [
+                "-s",
+                PAIR[0],
+                "-t",
+                PAIR[1],
+                "--trainpref",
+                str(root / "train"),
+                "--validpref",
+                str(root / "valid"),
+                "--destdir",
+                str(root / "bin"),
+                "--srcdict",
+                str(out / "dict.txt"),
+                "--joined-dictionary",
+                "--spm-model",
+                str(out / "spm.model"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        train_main(
+            [
+                str(root / "bin"),
+                "--lang-pairs",
+                "-".join(PAIR),
+                "--finetune-from-model",
+                str(out / "checkpoint.pt"),
+                "--save-dir",
+                str(root / "ck"),
+                "--max-update",
+                "200",
+                "--lr",
+                "2e-2",
+                "--warmup-updates",
+                "10",
+                "--label-smoothing",
+                "0",
+                "--dropout",
+                "0",
+                "--attention-dropout",
+                "0",
+                "--max-tokens",
+                "600",
+                "--cpu",
+                "--no-progress-bar",
+                "--no-epoch-checkpoints",
+                "--log-interval",
+                "20",
+            ]
+        )
+        == 0
+    )
     ck = root / "ck" / "checkpoint_last.pt"
     tr = Translator(ck)
     return ck, tr, _ours(tr, 4), root
@@ -193,4 +245,8 @@ def test_a_vocabulary_of_mostly_filler_rows_is_assembled_in_linear_time():
     t0 = time.perf_counter()
     d = _assemble({0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>", 5: "madeupword0001"}, 40_000, Path("x"))
     assert time.perf_counter() - t0 < 2.0
-    assert len(set(d.symbols)) == len(d) == 40_000 and d.symbols[4:7] == ["madeupword0000", "madeupword0001", "madeupword0002"]
+    assert len(set(d.symbols)) == len(d) == 40_000 and d.symbols[4:7] == [
+        "madeupword0000",
+        "madeupword0001",
+        "madeupword0002",
+    ]

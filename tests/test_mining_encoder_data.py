@@ -6,7 +6,7 @@ import pytest
 
 from mining.encoder_data import read_bitext, read_lines
 from mining.xsim import _read as read_eval_file
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 def test_the_last_line_without_a_final_newline_is_kept(tmp_path):

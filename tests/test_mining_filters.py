@@ -4,17 +4,38 @@ import numpy as np
 import pytest
 
 from mining.cli import filter_main
-from mining.filters import (DUPLICATE, EMPTY, IDENTICAL, LENGTH_RATIO, NEAR_DUPLICATE, SCRIPT, TOO_LONG, TOO_SHORT,
-                            FilterConfig, FilterJob, FilterReport, HashSet64, check_identical, check_length,
-                            check_ratio, check_script, filter_bitext, filter_lines, hash64, near_dup_key,
-                            normalize_punct, normalize_text, run_filter)
-from mining.scripts import dominant_script, han_variant, script_fraction, script_units, text_width
-from mt.errors import UserError
+from mining.filters import (
+    DUPLICATE,
+    EMPTY,
+    IDENTICAL,
+    LENGTH_RATIO,
+    NEAR_DUPLICATE,
+    SCRIPT,
+    TOO_LONG,
+    TOO_SHORT,
+    FilterConfig,
+    FilterJob,
+    FilterReport,
+    HashSet64,
+    check_identical,
+    check_length,
+    check_ratio,
+    check_script,
+    filter_bitext,
+    filter_lines,
+    hash64,
+    near_dup_key,
+    normalize_punct,
+    normalize_text,
+    run_filter,
+)
+from mt.common.errors import UserError
+from mt.common.scripts import dominant_script, han_variant, script_fraction, script_units, text_width
 
 
 def test_normalisation():
     assert normalize_text("Ｆｕｌｌｗｉｄｔｈ　ＡＢＣ１２３") == "Fullwidth ABC123"  # NFKC
-    assert normalize_punct("\u201eHallo\u201c \u2013 sagte er \u2019s") == "\"Hallo\" - sagte er 's"
+    assert normalize_punct("\u201eHallo\u201c \u2013 sagte er \u2019s") == '"Hallo" - sagte er \'s'
     assert normalize_text("Wait , what ?  ( yes )") == "Wait, what? (yes)"
     assert normalize_text("a\u00a0b\u200bc\td\n") == "a bc d"  # no-break space, zero-width, tabs
     assert normalize_text("«Bonjour»") == '"Bonjour"'
@@ -59,8 +80,11 @@ def test_script_check_counts_cjk_characters_like_words():
     assert check_script("Use the GNOME Nautilus file manager 文件", "zho_Hans", 0.5) == SCRIPT  # 2 of 8
     assert check_script("GNOME ファイル マネージャ", "jpn_Jpan", 0.5) is None
     assert check_script("GNOME 파일 관리자", "kor_Hang", 0.5) is None
-    for lang, text in (("tha_Thai", "เปิดไฟล์ด้วย GNOME Files"), ("khm_Khmr", "បើកឯកសារ GNOME Files"),
-                       ("mya_Mymr", "ဖိုင်ကိုဖွင့်ပါ GNOME Files")):
+    for lang, text in (
+        ("tha_Thai", "เปิดไฟล์ด้วย GNOME Files"),
+        ("khm_Khmr", "បើកឯកសារ GNOME Files"),
+        ("mya_Mymr", "ဖိုင်ကိုဖွင့်ပါ GNOME Files"),
+    ):
         assert check_script(text, lang, 0.5) is None, lang  # a clause without spaces is not one word
         assert check_script("Open the file with GNOME Files", lang, 0.25) == SCRIPT, lang
     # alphabetic scripts: words, so a Russian line with two Latin names is half Cyrillic
@@ -99,20 +123,32 @@ def test_hashset_matches_a_python_set_and_stays_bounded():
 
 
 def test_filter_lines_reasons_in_order():
-    lines = ["A perfectly fine German-free sentence.",  # kept
-             "",  # empty
-             "tiny",  # too short
-             "x" * 2000,  # too long
-             "Это русский текст, а не английский.",  # script
-             "A perfectly fine German-free sentence.",  # exact duplicate
-             "a PERFECTLY fine german-free sentence!!",  # near duplicate
-             "Version 2 is out now.",  # kept
-             "Version 3 is out now.",  # kept: another number is another sentence (to mine: another translation)
-             "version 3 is out now"]  # near duplicate of the line before
+    lines = [
+        "A perfectly fine German-free sentence.",  # kept
+        "",  # empty
+        "tiny",  # too short
+        "x" * 2000,  # too long
+        "Это русский текст, а не английский.",  # script
+        "A perfectly fine German-free sentence.",  # exact duplicate
+        "a PERFECTLY fine german-free sentence!!",  # near duplicate
+        "Version 2 is out now.",  # kept
+        "Version 3 is out now.",  # kept: another number is another sentence (to mine: another translation)
+        "version 3 is out now",
+    ]  # near duplicate of the line before
     report = FilterReport()
     out = list(filter_lines(lines, "eng_Latn", FilterConfig(), report))
-    assert [r for _, r in out] == [None, EMPTY, TOO_SHORT, TOO_LONG, SCRIPT, DUPLICATE, NEAR_DUPLICATE, None,
-                                   None, NEAR_DUPLICATE]
+    assert [r for _, r in out] == [
+        None,
+        EMPTY,
+        TOO_SHORT,
+        TOO_LONG,
+        SCRIPT,
+        DUPLICATE,
+        NEAR_DUPLICATE,
+        None,
+        None,
+        NEAR_DUPLICATE,
+    ]
     assert report.total == 10 and report.kept == 3
     assert report.dropped == {EMPTY: 1, TOO_SHORT: 1, TOO_LONG: 1, SCRIPT: 1, DUPLICATE: 1, NEAR_DUPLICATE: 2}
     assert sum(report.dropped.values()) + report.kept == report.total
@@ -121,8 +157,10 @@ def test_filter_lines_reasons_in_order():
     list(filter_lines(lines, "eng_Latn", FilterConfig(near_dedup=False, min_script_fraction=0), report2))
     assert NEAR_DUPLICATE not in report2.dropped and SCRIPT not in report2.dropped and report2.kept == 6
     # bitext near-duplicates still fold digits (the pair "Page 1 / Seite 1" repeats "Page 2 / Seite 2")
-    pairs = [("Go to page 1 of the manual", "Gehe zu Seite 1 des Handbuchs"),
-             ("Go to page 2 of the manual", "Gehe zu Seite 2 des Handbuchs")]
+    pairs = [
+        ("Go to page 1 of the manual", "Gehe zu Seite 1 des Handbuchs"),
+        ("Go to page 2 of the manual", "Gehe zu Seite 2 des Handbuchs"),
+    ]
     assert [r for *_, r in filter_bitext(pairs, "eng_Latn", "deu_Latn")] == [None, NEAR_DUPLICATE]
 
 
@@ -135,13 +173,15 @@ def test_dedup_spans_chunks():
 
 
 def test_filter_bitext():
-    pairs = [("Save the file before closing.", "Speichern Sie die Datei vor dem Schließen."),  # kept
-             ("Save the file before closing.", "Speichern Sie die Datei vor dem Schließen."),  # duplicate
-             ("Open", "Öffnen Sie die Datei, bevor Sie sie bearbeiten, sonst geht alles verloren."),  # too short
-             ("Open the file now.", "Öffnen Sie die Datei jetzt, bevor alle Änderungen verloren gehen, bitte!"),
-             ("Print the document.", "Print the document!"),  # identical
-             ("Print the document.", "Распечатать документ."),  # target script
-             ("Close the window.", "Schließen Sie das Fenster.")]  # kept
+    pairs = [
+        ("Save the file before closing.", "Speichern Sie die Datei vor dem Schließen."),  # kept
+        ("Save the file before closing.", "Speichern Sie die Datei vor dem Schließen."),  # duplicate
+        ("Open", "Öffnen Sie die Datei, bevor Sie sie bearbeiten, sonst geht alles verloren."),  # too short
+        ("Open the file now.", "Öffnen Sie die Datei jetzt, bevor alle Änderungen verloren gehen, bitte!"),
+        ("Print the document.", "Print the document!"),  # identical
+        ("Print the document.", "Распечатать документ."),  # target script
+        ("Close the window.", "Schließen Sie das Fenster."),
+    ]  # kept
     report = FilterReport()
     out = list(filter_bitext(pairs, "eng_Latn", "deu_Latn", FilterConfig(max_len_ratio=3.0), report))
     assert [r for *_, r in out] == [None, DUPLICATE, TOO_SHORT, LENGTH_RATIO, IDENTICAL, SCRIPT, None]
@@ -150,15 +190,36 @@ def test_filter_bitext():
 
 def test_cli_bitext_with_scores_report_and_bad_rows(tmp_path, capsys):
     inp = tmp_path / "mined.tsv"
-    inp.write_text("1.25\tSave the file.\tDatei speichern.\n"
-                   "1.20\tSave the file.\tDatei speichern.\n"
-                   "broken row without tabs\n"
-                   "1.10\tClose the window.\tFenster schließen.\n", encoding="utf-8")
+    inp.write_text(
+        "1.25\tSave the file.\tDatei speichern.\n"
+        "1.20\tSave the file.\tDatei speichern.\n"
+        "broken row without tabs\n"
+        "1.10\tClose the window.\tFenster schließen.\n",
+        encoding="utf-8",
+    )
     out, rep = tmp_path / "clean.tsv", tmp_path / "report.json"
-    assert filter_main(["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--input", str(inp), "--output", str(out),
-                        "--report", str(rep), "--no-progress"]) == 0
-    assert out.read_text(encoding="utf-8").splitlines() == ["1.25\tSave the file.\tDatei speichern.",
-                                                             "1.10\tClose the window.\tFenster schließen."]
+    assert (
+        filter_main(
+            [
+                "--src-lang",
+                "eng_Latn",
+                "--tgt-lang",
+                "deu_Latn",
+                "--input",
+                str(inp),
+                "--output",
+                str(out),
+                "--report",
+                str(rep),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "1.25\tSave the file.\tDatei speichern.",
+        "1.10\tClose the window.\tFenster schließen.",
+    ]
     r = json.loads(rep.read_text())
     assert r == {"total": 4, "kept": 2, "dropped": {"bad_columns": 1, "duplicate": 1}, "dedup_saturated": False}
     err = capsys.readouterr().err
@@ -169,12 +230,18 @@ def test_cli_monolingual_tsv_report_and_dropped(tmp_path):
     inp = tmp_path / "de.txt"
     inp.write_text("Das ist gut.\nDas ist gut.\nkurz\nЭто не немецкий.\n", encoding="utf-8")
     out, rep, dropped = tmp_path / "o.txt", tmp_path / "r.tsv", tmp_path / "d.tsv"
-    run_filter(FilterJob(input=str(inp), output=str(out), lang="deu_Latn", report=str(rep), dropped=str(dropped),
-                         progress=False))
+    run_filter(
+        FilterJob(
+            input=str(inp), output=str(out), lang="deu_Latn", report=str(rep), dropped=str(dropped), progress=False
+        )
+    )
     assert out.read_text(encoding="utf-8") == "Das ist gut.\n"
     assert rep.read_text().splitlines() == ["input\t4", "too_short\t1", "script\t1", "duplicate\t1", "kept\t1"]
-    assert [line.split("\t")[0] for line in dropped.read_text(encoding="utf-8").splitlines()] == \
-        ["duplicate", "too_short", "script"]
+    assert [line.split("\t")[0] for line in dropped.read_text(encoding="utf-8").splitlines()] == [
+        "duplicate",
+        "too_short",
+        "script",
+    ]
 
 
 def test_bad_inputs(tmp_path):
@@ -185,8 +252,11 @@ def test_bad_inputs(tmp_path):
     one = tmp_path / "one.tsv"
     one.write_text("only one column\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"one.tsv:1: expected src<TAB>tgt"):
-        run_filter(FilterJob(input=str(one), output=str(tmp_path / "o"), src_lang="eng_Latn", tgt_lang="deu_Latn",
-                             progress=False))
+        run_filter(
+            FilterJob(
+                input=str(one), output=str(tmp_path / "o"), src_lang="eng_Latn", tgt_lang="deu_Latn", progress=False
+            )
+        )
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("ok line\nd\xe9j\xe0 vu\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.txt:2: not valid UTF-8"):
@@ -201,32 +271,67 @@ def test_line_numbers_monolingual_and_chained(tmp_path):
     # the input is itself a subset: its line k was line 10 * k of some original file
     (tmp_path / "in.lines").write_text("".join(f"{10 * k}\n" for k in range(len(lines))))
     cfg = FilterConfig(batch_size=2)  # results cross chunk boundaries
-    run_filter(FilterJob(input=str(inp), output=str(tmp_path / "o.txt"), lang="deu_Latn", progress=False,
-                         line_numbers=str(tmp_path / "o.lines"), config=cfg))
+    run_filter(
+        FilterJob(
+            input=str(inp),
+            output=str(tmp_path / "o.txt"),
+            lang="deu_Latn",
+            progress=False,
+            line_numbers=str(tmp_path / "o.lines"),
+            config=cfg,
+        )
+    )
     kept = (tmp_path / "o.txt").read_text(encoding="utf-8").splitlines()
     nums = [int(x) for x in (tmp_path / "o.lines").read_text().split()]
     assert kept == ["Das ist gut.", "Ein anderer Satz hier.", "Noch einer."] and nums == [0, 4, 6]
     assert [lines[n] for n in nums] == kept
-    run_filter(FilterJob(input=str(inp), output=str(tmp_path / "o2.txt"), lang="deu_Latn", progress=False,
-                         input_line_numbers=str(tmp_path / "in.lines"), line_numbers=str(tmp_path / "o2.lines"),
-                         config=cfg))
+    run_filter(
+        FilterJob(
+            input=str(inp),
+            output=str(tmp_path / "o2.txt"),
+            lang="deu_Latn",
+            progress=False,
+            input_line_numbers=str(tmp_path / "in.lines"),
+            line_numbers=str(tmp_path / "o2.lines"),
+            config=cfg,
+        )
+    )
     assert (tmp_path / "o2.lines").read_text().split() == ["0", "40", "60"]
 
 
 def test_line_numbers_bitext_count_bad_rows(tmp_path):
     inp = tmp_path / "b.tsv"
-    inp.write_text("Save the file.\tDatei speichern.\n"
-                   "broken row\n"
-                   "Save the file.\tDatei speichern.\n"
-                   "Close the window.\tFenster schließen.\n", encoding="utf-8")
-    assert filter_main(["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--input", str(inp), "--output",
-                        str(tmp_path / "o.tsv"), "--line-numbers", str(tmp_path / "o.lines"), "--no-progress"]) == 0
+    inp.write_text(
+        "Save the file.\tDatei speichern.\n"
+        "broken row\n"
+        "Save the file.\tDatei speichern.\n"
+        "Close the window.\tFenster schließen.\n",
+        encoding="utf-8",
+    )
+    assert (
+        filter_main(
+            [
+                "--src-lang",
+                "eng_Latn",
+                "--tgt-lang",
+                "deu_Latn",
+                "--input",
+                str(inp),
+                "--output",
+                str(tmp_path / "o.tsv"),
+                "--line-numbers",
+                str(tmp_path / "o.lines"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "o.tsv").read_text(encoding="utf-8").splitlines()) == 2
     assert (tmp_path / "o.lines").read_text().split() == ["0", "3"]
 
 
 def test_chunks_keep_order_and_the_short_tail():
-    from mining.textio import chunks
+    from mt.common.textio import chunks
 
     assert list(chunks(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(chunks([], 3)) == [] and list(chunks("ab", 5)) == [["a", "b"]]

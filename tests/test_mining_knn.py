@@ -5,14 +5,27 @@ import os
 
 import numpy as np
 import pytest
+from mining_helpers import clustered, write_emb
 
 from mining.embeddings import EmbeddingSet
-from mining.index import (IndexConfig, KnnConfig, KnnSet, MineKnnConfig, build_index, cli_index, cli_knn,
-                          knn_files, knn_search, load_index, mine_knn, save_index, set_nprobe)
+from mining.index import (
+    IndexConfig,
+    KnnConfig,
+    KnnSet,
+    MineKnnConfig,
+    build_index,
+    cli_index,
+    cli_knn,
+    knn_files,
+    knn_search,
+    load_index,
+    mine_knn,
+    save_index,
+    set_nprobe,
+)
 from mining.launcher import Launcher, LauncherConfig
 from mining.margin import MarginConfig, mine
-from mining_helpers import clustered, write_emb
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 def brute_topk(q, db, k):
@@ -27,14 +40,20 @@ def brute_topk(q, db, k):
 def sides(tmp_path):
     x = clustered(300, 32, seed=1)
     y = clustered(250, 32, seed=2)
-    return (write_emb(tmp_path / "src", x, shard_rows=100), write_emb(tmp_path / "tgt", y, shard_rows=90),
-            EmbeddingSet.open(tmp_path / "src").load(), EmbeddingSet.open(tmp_path / "tgt").load())
+    return (
+        write_emb(tmp_path / "src", x, shard_rows=100),
+        write_emb(tmp_path / "tgt", y, shard_rows=90),
+        EmbeddingSet.open(tmp_path / "src").load(),
+        EmbeddingSet.open(tmp_path / "tgt").load(),
+    )
 
 
 def test_flat_knn_matches_brute_force_both_ways(tmp_path, sides):
     src, tgt, x, y = sides
-    out = mine_knn(MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"),
-                                 knn=KnnConfig(k=4)), progress=False)
+    out = mine_knn(
+        MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"), knn=KnnConfig(k=4)),
+        progress=False,
+    )
     for direction, (q, db) in {"src2tgt": (x, y), "tgt2src": (y, x)}.items():
         ks = KnnSet.open(out[direction])
         assert len(ks) == q.shape[0] and ks.k == 4 and len(ks.meta["shards"]) == 3
@@ -65,8 +84,10 @@ def test_index_roundtrip_gives_same_results(tmp_path, sides, factory):
 def test_ivf_with_all_lists_probed_is_exact(tmp_path, sides):
     src, tgt, x, y = sides
     flat = save_index(build_index(EmbeddingSet.open(tgt), IndexConfig("Flat"), progress=False), tmp_path / "f.faiss")
-    ivf = save_index(build_index(EmbeddingSet.open(tgt), IndexConfig("IVF8,Flat", train_sample=250), progress=False),
-                     tmp_path / "i.faiss")
+    ivf = save_index(
+        build_index(EmbeddingSet.open(tgt), IndexConfig("IVF8,Flat", train_sample=250), progress=False),
+        tmp_path / "i.faiss",
+    )
     knn_search(flat, src, tmp_path / "flat", KnnConfig(k=4), progress=False)
     knn_search(ivf, src, tmp_path / "ivf", KnnConfig(k=4, nprobe=8), progress=False)
     a, b = KnnSet.open(tmp_path / "flat"), KnnSet.open(tmp_path / "ivf")
@@ -101,8 +122,11 @@ def test_finished_shards_are_skipped_and_missing_ones_redone(tmp_path, sides):
 def _mine_all(tmp_path, name, x, y, shard_rows, launcher):
     s = write_emb(tmp_path / f"{name}_src", x, shard_rows=shard_rows)
     t = write_emb(tmp_path / f"{name}_tgt", y, shard_rows=shard_rows)
-    out = mine_knn(MineKnnConfig(src_emb=str(s), tgt_emb=str(t), out_dir=str(tmp_path / name),
-                                 knn=KnnConfig(k=4, batch_size=37)), launcher=launcher, progress=False)
+    out = mine_knn(
+        MineKnnConfig(src_emb=str(s), tgt_emb=str(t), out_dir=str(tmp_path / name), knn=KnnConfig(k=4, batch_size=37)),
+        launcher=launcher,
+        progress=False,
+    )
     fwd, bwd = KnnSet.open(out["src2tgt"]), KnnSet.open(out["tgt2src"])
     arrays = [np.concatenate([a for _, a, _ in ks.shards()]) for ks in (fwd, bwd)]
     arrays += [np.concatenate([b for _, _, b in ks.shards()]) for ks in (fwd, bwd)]
@@ -127,8 +151,9 @@ def test_submitit_debug_backend_runs_the_jobs(tmp_path):
     pytest.importorskip("submitit")
     x, y = clustered(90, 16, seed=7), clustered(80, 16, seed=8)
     one, _ = _mine_all(tmp_path, "inline", x, y, 30, None)
-    dbg, _ = _mine_all(tmp_path, "debug", x, y, 30,
-                       Launcher(LauncherConfig(backend="submitit-debug", folder=str(tmp_path / "logs"))))
+    dbg, _ = _mine_all(
+        tmp_path, "debug", x, y, 30, Launcher(LauncherConfig(backend="submitit-debug", folder=str(tmp_path / "logs")))
+    )
     for a, b in zip(one, dbg):
         np.testing.assert_array_equal(a, b)
 
@@ -138,8 +163,18 @@ def test_submitit_local_executor_runs_jobs_as_processes(tmp_path):
     pytest.importorskip("submitit")
     x, y = clustered(60, 16, seed=7), clustered(50, 16, seed=8)
     one, al1 = _mine_all(tmp_path, "inline", x, y, 20, None)
-    loc, al2 = _mine_all(tmp_path, "sublocal", x, y, 20, Launcher(LauncherConfig(
-        backend="submitit-local", folder=str(tmp_path / "logs"), timeout_min=5, cpus_per_task=1, mem_gb=1)))
+    loc, al2 = _mine_all(
+        tmp_path,
+        "sublocal",
+        x,
+        y,
+        20,
+        Launcher(
+            LauncherConfig(
+                backend="submitit-local", folder=str(tmp_path / "logs"), timeout_min=5, cpus_per_task=1, mem_gb=1
+            )
+        ),
+    )
     for a, b in zip(one, loc):
         np.testing.assert_array_equal(a, b)
     assert list(al1.src) == list(al2.src) and list(al1.tgt) == list(al2.tgt)
@@ -148,10 +183,31 @@ def test_submitit_local_executor_runs_jobs_as_processes(tmp_path):
 
 def test_cli_index_and_knn(tmp_path, sides, capsys):
     src, tgt, x, y = sides
-    assert cli_index(["--emb", str(tgt), "--out", str(tmp_path / "t.faiss"), "--factory", "IVF4,Flat",
-                      "--train-sample", "200"]) == 0
-    assert cli_knn(["--src-emb", str(src), "--tgt-emb", str(tgt), "--out-dir", str(tmp_path / "k"),
-                    "--tgt-index", str(tmp_path / "t.faiss"), "--nprobe", "4", "--k", "2"]) == 0
+    assert (
+        cli_index(
+            ["--emb", str(tgt), "--out", str(tmp_path / "t.faiss"), "--factory", "IVF4,Flat", "--train-sample", "200"]
+        )
+        == 0
+    )
+    assert (
+        cli_knn(
+            [
+                "--src-emb",
+                str(src),
+                "--tgt-emb",
+                str(tgt),
+                "--out-dir",
+                str(tmp_path / "k"),
+                "--tgt-index",
+                str(tmp_path / "t.faiss"),
+                "--nprobe",
+                "4",
+                "--k",
+                "2",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "k" / "src2tgt.meta.json").read_text())
     assert meta["k"] == 2 and meta["nprobe"] == 4 and meta["total"] == 300 and meta["ntotal"] == 250
     assert (tmp_path / "k" / "src.faiss").is_file()  # the missing source index was built (Flat)
@@ -229,8 +285,10 @@ def test_hnsw_coarse_quantizer_searches_wide_enough_for_nprobe(tmp_path, sides):
     import faiss
 
     src, tgt, x, y = sides
-    path = save_index(build_index(EmbeddingSet.open(tgt), IndexConfig("IVF16_HNSW8,Flat", train_sample=250),
-                                  progress=False), tmp_path / "h.faiss")
+    path = save_index(
+        build_index(EmbeddingSet.open(tgt), IndexConfig("IVF16_HNSW8,Flat", train_sample=250), progress=False),
+        tmp_path / "h.faiss",
+    )
     index = load_index(path, nprobe=16)
     assert faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch >= 32
     _, got = index.search(x[:50], 4)
@@ -242,7 +300,7 @@ def test_a_killed_index_writers_temp_file_is_removed_by_the_next_save(tmp_path, 
     import subprocess
     import sys
 
-    from mt.util import temp_tag
+    from mt.common.files import temp_tag
 
     src, tgt, x, y = sides
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -270,6 +328,8 @@ def test_results_of_other_embeddings_are_never_reused(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "knn").iterdir()} == kept
     write_emb(tmp_path / "tgt", clustered(100, 16, seed=2), source_sha256="b" * 64)  # back to the first text
     with pytest.raises(UserError, match=r"\(k differ\)"):
-        mine_knn(MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"), knn=KnnConfig(k=2)),
-                 progress=False)
+        mine_knn(
+            MineKnnConfig(src_emb=str(src), tgt_emb=str(tgt), out_dir=str(tmp_path / "knn"), knn=KnnConfig(k=2)),
+            progress=False,
+        )
     assert set(first) == {"src2tgt", "tgt2src"}

@@ -3,22 +3,39 @@ import json
 import pytest
 
 from mining.cli import lid_main
-from mining.lid import (LID176_TO_FLORES, LanguageIdentifier, LidConfig, filter_lang, lid_decision,
-                        read_thresholds, run_lid)
-from mt.data.langs import FLORES200_CODES, is_code
-from mt.errors import UserError
+from mining.lid import (
+    LID176_TO_FLORES,
+    LanguageIdentifier,
+    LidConfig,
+    filter_lang,
+    lid_decision,
+    read_thresholds,
+    run_lid,
+)
+from mt.common.errors import UserError
+from mt.common.langs import FLORES200_CODES, is_code
 
 REAL = {
-    "deu_Latn": ["Die Datei konnte nicht gespeichert werden, weil der Datenträger voll ist.",
-                 "Bitte geben Sie Ihr Passwort erneut ein, um fortzufahren."],
-    "fra_Latn": ["Impossible d'ouvrir le fichier car il est utilisé par un autre programme.",
-                 "Voulez-vous enregistrer les modifications avant de fermer la fenêtre ?"],
-    "eng_Latn": ["The file could not be saved because the disk is full.",
-                 "Please enter your password again to continue."],
-    "rus_Cyrl": ["Не удалось сохранить файл, так как диск переполнен.",
-                 "Пожалуйста, введите пароль ещё раз, чтобы продолжить."],
-    "spa_Latn": ["No se pudo guardar el archivo porque el disco está lleno.",
-                 "Por favor, introduzca de nuevo su contraseña para continuar."],
+    "deu_Latn": [
+        "Die Datei konnte nicht gespeichert werden, weil der Datenträger voll ist.",
+        "Bitte geben Sie Ihr Passwort erneut ein, um fortzufahren.",
+    ],
+    "fra_Latn": [
+        "Impossible d'ouvrir le fichier car il est utilisé par un autre programme.",
+        "Voulez-vous enregistrer les modifications avant de fermer la fenêtre ?",
+    ],
+    "eng_Latn": [
+        "The file could not be saved because the disk is full.",
+        "Please enter your password again to continue.",
+    ],
+    "rus_Cyrl": [
+        "Не удалось сохранить файл, так как диск переполнен.",
+        "Пожалуйста, введите пароль ещё раз, чтобы продолжить.",
+    ],
+    "spa_Latn": [
+        "No se pudo guardar el archivo porque el disco está lleno.",
+        "Por favor, introduzca de nuevo su contraseña para continuar.",
+    ],
     "jpn_Jpan": ["ディスクがいっぱいのため、ファイルを保存できませんでした。"],
     "zho_Hans": ["由于磁盘已满，无法保存文件。请再次输入您的密码以继续。"],
     "zho_Hant": ["由於磁碟已滿，無法儲存檔案。請再次輸入您的密碼以繼續。"],
@@ -77,8 +94,10 @@ def test_lid_decision_rules():
     assert lid_decision({"deu_Latn": 0.3, "nld_Latn": 0.2}, "deu_Latn") == (None, None)  # unsure: kept
     assert lid_decision({"deu_Latn": 0.1, "nld_Latn": 0.8}, "deu_Latn") == ("other_language", "nld_Latn")
     assert lid_decision({"deu_Latn": 0.1, "nld_Latn": 0.8}, "deu_Latn", reject=0.9) == (None, None)
-    assert lid_decision({"deu_Latn": 0.4, "nld_Latn": 0.3}, "deu_Latn", threshold=0.7, reject=0.0) == \
-        ("below_threshold", None)
+    assert lid_decision({"deu_Latn": 0.4, "nld_Latn": 0.3}, "deu_Latn", threshold=0.7, reject=0.0) == (
+        "below_threshold",
+        None,
+    )
     assert lid_decision({}, "deu_Latn") == (None, None)  # no language the script allows: the script check decides
 
 
@@ -90,8 +109,11 @@ def test_keep_mode_counts_only_languages_the_script_allows(lid):
     others = REAL["deu_Latn"] + REAL["rus_Cyrl"]
     kept = [line for line, r in filter_lang(english + others, lid, "eng_Latn") if r is None]
     assert kept == english
-    kept = [line for line, r in filter_lang(chinese + REAL["jpn_Jpan"] + REAL["eng_Latn"] + REAL["zho_Hant"], lid,
-                                            "zho_Hans") if r is None]
+    kept = [
+        line
+        for line, r in filter_lang(chinese + REAL["jpn_Jpan"] + REAL["eng_Latn"] + REAL["zho_Hant"], lid, "zho_Hans")
+        if r is None
+    ]
     assert kept == chinese
     assert "jpn_Jpan" not in lid.allowed_probs(chinese[1])  # no kana: not Japanese
     # a mixed line of Traditional characters and Latin words: kept as zho_Hant, dropped as zho_Hans
@@ -114,8 +136,16 @@ def test_keep_mode_counts_and_output(tmp_path, capsys):
     lines = REAL["deu_Latn"] + REAL["fra_Latn"] + [""] + REAL["rus_Cyrl"]
     inp = _write(tmp_path / "in.txt", lines)
     out = tmp_path / "out.txt"
-    report = run_lid(LidConfig(input=str(inp), output=str(out), lang="deu_Latn", report=str(tmp_path / "r.json"),
-                               dropped=str(tmp_path / "dropped.tsv"), progress=False))
+    report = run_lid(
+        LidConfig(
+            input=str(inp),
+            output=str(out),
+            lang="deu_Latn",
+            report=str(tmp_path / "r.json"),
+            dropped=str(tmp_path / "dropped.tsv"),
+            progress=False,
+        )
+    )
     assert out.read_text(encoding="utf-8").splitlines() == REAL["deu_Latn"]
     assert report.kept == 2 and report.total == len(lines)
     assert report.dropped == {"other_language": 4, "empty": 1}
@@ -140,15 +170,40 @@ def test_thresholds_per_language(tmp_path):
     thr = _write(tmp_path / "thr.tsv", ["# lang\tthreshold", "eng_Latn\t0.999999", "deu_Latn\t0.2"])
     table = read_thresholds(thr)
     assert table == {"eng_Latn": 0.999999, "deu_Latn": 0.2}
-    strict = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "a"), lang="eng_Latn", thresholds=table,
-                               threshold=0.0, reject_threshold=0.0, progress=False))
+    strict = run_lid(
+        LidConfig(
+            input=str(inp),
+            output=str(tmp_path / "a"),
+            lang="eng_Latn",
+            thresholds=table,
+            threshold=0.0,
+            reject_threshold=0.0,
+            progress=False,
+        )
+    )
     assert strict.kept < len(lines)  # per-language 0.999999 beats --threshold 0
-    loose = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "b"), lang="eng_Latn", threshold=0.0,
-                              reject_threshold=0.0, progress=False))
+    loose = run_lid(
+        LidConfig(
+            input=str(inp),
+            output=str(tmp_path / "b"),
+            lang="eng_Latn",
+            threshold=0.0,
+            reject_threshold=0.0,
+            progress=False,
+        )
+    )
     assert loose.kept == len(lines)
     if cut is not None:
-        mid = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "c"), lang="eng_Latn", threshold=cut,
-                                reject_threshold=0.0, progress=False))
+        mid = run_lid(
+            LidConfig(
+                input=str(inp),
+                output=str(tmp_path / "c"),
+                lang="eng_Latn",
+                threshold=cut,
+                reject_threshold=0.0,
+                progress=False,
+            )
+        )
         assert (tmp_path / "c").read_text().splitlines() == REAL["eng_Latn"]
         assert mid.kept == 2
     # by default an unsure LID keeps the short line: no other language reaches --reject-threshold
@@ -197,15 +252,40 @@ def test_line_numbers_follow_kept_lines_through_two_runs(tmp_path):
     inp = _write(tmp_path / "in.txt", lines)
     # first pass: a language lid.176 cannot predict, passed through (--keep-uncovered): every line kept
     first = tmp_path / "all.txt"
-    run_lid(LidConfig(input=str(inp), output=str(first), lang="nso_Latn", keep_uncovered=True,
-                      line_numbers=str(tmp_path / "all.lines"), progress=False))
+    run_lid(
+        LidConfig(
+            input=str(inp),
+            output=str(first),
+            lang="nso_Latn",
+            keep_uncovered=True,
+            line_numbers=str(tmp_path / "all.lines"),
+            progress=False,
+        )
+    )
     assert first.read_text(encoding="utf-8").splitlines() == lines
     assert (tmp_path / "all.lines").read_text().split() == [str(i) for i in range(len(lines))]
     # second pass: German only; the numbers are those of in.txt
     out = tmp_path / "de.txt"
-    assert lid_main(["--lang", "deu_Latn", "--input", str(first), "--output", str(out), "--no-progress",
-                     "--input-line-numbers", str(tmp_path / "all.lines"),
-                     "--line-numbers", str(tmp_path / "de.lines"), "--batch-size", "2"]) == 0
+    assert (
+        lid_main(
+            [
+                "--lang",
+                "deu_Latn",
+                "--input",
+                str(first),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--input-line-numbers",
+                str(tmp_path / "all.lines"),
+                "--line-numbers",
+                str(tmp_path / "de.lines"),
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     nums = [int(x) for x in (tmp_path / "de.lines").read_text().split()]
     assert out.read_text(encoding="utf-8").splitlines() == REAL["deu_Latn"]
     assert [lines[i] for i in nums] == REAL["deu_Latn"] and nums == [2, 3]
@@ -213,20 +293,42 @@ def test_line_numbers_follow_kept_lines_through_two_runs(tmp_path):
 
 def test_uncovered_language_and_line_number_errors(tmp_path, capsys):
     inp = _write(tmp_path / "in.txt", REAL["deu_Latn"])
-    report = run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="xho_Latn", keep_uncovered=True,
-                               progress=False))
+    report = run_lid(
+        LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="xho_Latn", keep_uncovered=True, progress=False)
+    )
     assert report.kept == report.total == 2 and "cannot predict xho_Latn: keeping every line" in capsys.readouterr().err
     _write(tmp_path / "short.lines", ["7"])
     with pytest.raises(UserError, match="short.lines: only 1 line numbers for a longer input"):
-        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
-                          input_line_numbers=str(tmp_path / "short.lines")))
+        run_lid(
+            LidConfig(
+                input=str(inp),
+                output=str(tmp_path / "o"),
+                lang="deu_Latn",
+                progress=False,
+                input_line_numbers=str(tmp_path / "short.lines"),
+            )
+        )
     _write(tmp_path / "long.lines", ["7", "8", "9"])
     with pytest.raises(UserError, match="more line numbers than input lines"):
-        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
-                          input_line_numbers=str(tmp_path / "long.lines")))
+        run_lid(
+            LidConfig(
+                input=str(inp),
+                output=str(tmp_path / "o"),
+                lang="deu_Latn",
+                progress=False,
+                input_line_numbers=str(tmp_path / "long.lines"),
+            )
+        )
     _write(tmp_path / "bad.lines", ["7", "x"])
     with pytest.raises(UserError, match=r"bad.lines:2: expected a line number"):
-        run_lid(LidConfig(input=str(inp), output=str(tmp_path / "o"), lang="deu_Latn", progress=False,
-                          input_line_numbers=str(tmp_path / "bad.lines")))
+        run_lid(
+            LidConfig(
+                input=str(inp),
+                output=str(tmp_path / "o"),
+                lang="deu_Latn",
+                progress=False,
+                input_line_numbers=str(tmp_path / "bad.lines"),
+            )
+        )
     with pytest.raises(UserError, match="go with --lang"):
         run_lid(LidConfig(input=str(inp), annotate=True, line_numbers=str(tmp_path / "n"), progress=False))

@@ -3,11 +3,11 @@ threshold, deduplication, output files and the mine-bitext CLI."""
 
 import numpy as np
 import pytest
+from mining_helpers import write_knn
 
 from mining.index import KnnSet
 from mining.margin import MarginConfig, cli, margin_fn, margin_scores, mine, write_bitext
-from mining_helpers import write_knn
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 # A constructed 3 x 3 case (k = 2). Cosine similarities:
 #          y0    y1    y2
@@ -26,8 +26,15 @@ BWD_IDS, BWD_SIMS = [[0, 1], [0, 1], [2, 1]], [[0.9, 0.85], [0.8, 0.3], [0.6, 0.
 #   x1-y0: .85 / ((.575 + .875) / 2 = .725) = 1.1724138     x1-y1: .30 / ((.575 + .55) / 2 = .5625) = 0.5333333
 #   x2-y2: .60 / ((.40 + .40) / 2 = .40) = 1.5              x2-y1: .20 / ((.40 + .55) / 2 = .475) = 0.4210526
 #   x1-y2 (backward from y2): .20 / ((.575 + .40) / 2 = .4875) = 0.4102564
-RATIO = {(0, 0): 0.9 / 0.8625, (0, 1): 0.8 / 0.7, (1, 0): 0.85 / 0.725, (1, 1): 0.3 / 0.5625, (2, 2): 1.5,
-         (2, 1): 0.2 / 0.475, (1, 2): 0.2 / 0.4875}
+RATIO = {
+    (0, 0): 0.9 / 0.8625,
+    (0, 1): 0.8 / 0.7,
+    (1, 0): 0.85 / 0.725,
+    (1, 1): 0.3 / 0.5625,
+    (2, 2): 1.5,
+    (2, 1): 0.2 / 0.475,
+    (1, 2): 0.2 / 0.4875,
+}
 
 
 @pytest.fixture
@@ -49,8 +56,13 @@ def test_margin_functions_on_a_hand_computed_example():
     assert margin_fn("distance", a, b) == pytest.approx(0.15, abs=1e-6)
     assert margin_fn("absolute", a, b) == pytest.approx(0.9, abs=1e-6)
     assert margin_fn("cosine", a, b) == pytest.approx(0.9, abs=1e-6)
-    sc = margin_scores(np.array([[0.9, 0.8]]), np.array([[0, 1]]), np.array([0.7], np.float32),
-                       np.array([0.8, 0.6], np.float32), "ratio")
+    sc = margin_scores(
+        np.array([[0.9, 0.8]]),
+        np.array([[0, 1]]),
+        np.array([0.7], np.float32),
+        np.array([0.8, 0.6], np.float32),
+        "ratio",
+    )
     # second candidate: 0.8 / ((0.7 + 0.6) / 2 = 0.65) = 1.2307692
     np.testing.assert_allclose(sc, [[0.9 / 0.75, 0.8 / 0.65]], rtol=1e-6)
     with pytest.raises(UserError, match="unknown margin"):
@@ -71,18 +83,21 @@ def test_distance_margin_by_hand(knn):
     np.testing.assert_allclose(al.scores, [0.2, 0.125, 0.1], atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,expected", [
-    # plain cosine: x0 -> y0, x1 -> y0 (the hub), x2 -> y2 ...
-    ("forward", [(0, 0), (1, 0), (2, 2)]),
-    # ... y0 -> x0, y1 -> x0, y2 -> x2
-    ("backward", [(0, 0), (0, 1), (2, 2)]),
-    # mutual best: x0-y0 and x2-y2 only
-    ("intersect", [(0, 0), (2, 2)]),
-    # both lists, x0-y0 (found both ways) once: .9, .85, .8, .6
-    ("union", [(0, 0), (1, 0), (0, 1), (2, 2)]),
-    # greedy one-to-one over the union: x0-y0 (.9), x1-y0 blocked by y0, x0-y1 blocked by x0, x2-y2
-    ("max", [(0, 0), (2, 2)]),
-])
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        # plain cosine: x0 -> y0, x1 -> y0 (the hub), x2 -> y2 ...
+        ("forward", [(0, 0), (1, 0), (2, 2)]),
+        # ... y0 -> x0, y1 -> x0, y2 -> x2
+        ("backward", [(0, 0), (0, 1), (2, 2)]),
+        # mutual best: x0-y0 and x2-y2 only
+        ("intersect", [(0, 0), (2, 2)]),
+        # both lists, x0-y0 (found both ways) once: .9, .85, .8, .6
+        ("union", [(0, 0), (1, 0), (0, 1), (2, 2)]),
+        # greedy one-to-one over the union: x0-y0 (.9), x1-y0 blocked by y0, x0-y1 blocked by x0, x2-y2
+        ("max", [(0, 0), (2, 2)]),
+    ],
+)
 def test_each_mode_with_plain_cosine(knn, mode, expected):
     al = mine(*knn, MarginConfig("absolute", mode))
     assert pairs(al) == expected
@@ -141,8 +156,9 @@ def test_write_bitext_dedups_identical_pairs_and_writes_pair_files(tmp_path, knn
     # union of the best pairs both ways: x2-y2 1.5, x1-y0 1.172, x0-y1 1.143; the last two are both
     # "Hallo Welt" / "hello world" as text, so only the better one is written
     out = tmp_path / "mined.tsv"
-    stats = write_bitext(al, src, tgt, out, pair_prefix=str(tmp_path / "P"), src_lang="deu_Latn",
-                         tgt_lang="eng_Latn", n_src=3, n_tgt=3)
+    stats = write_bitext(
+        al, src, tgt, out, pair_prefix=str(tmp_path / "P"), src_lang="deu_Latn", tgt_lang="eng_Latn", n_src=3, n_tgt=3
+    )
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines == ["1.500000\tzwei Wörter\ttwo words", "1.172414\tHallo Welt\thello world"]
     assert stats == {"pairs": 3, "written": 2, "duplicates": 1}
@@ -157,8 +173,24 @@ def test_write_bitext_dedups_identical_pairs_and_writes_pair_files(tmp_path, knn
 def test_cli_writes_sorted_tsv(tmp_path, knn, capsys):
     (tmp_path / "s.txt").write_text("a\nb\nc\n")
     (tmp_path / "t.txt").write_text("A\nB\nC\n")
-    rc = cli(["--knn-dir", str(tmp_path), "--src-text", str(tmp_path / "s.txt"), "--tgt-text", str(tmp_path / "t.txt"),
-              "--out", str(tmp_path / "o.tsv"), "--mode", "intersect", "--margin", "cosine", "--threshold", "0.5"])
+    rc = cli(
+        [
+            "--knn-dir",
+            str(tmp_path),
+            "--src-text",
+            str(tmp_path / "s.txt"),
+            "--tgt-text",
+            str(tmp_path / "t.txt"),
+            "--out",
+            str(tmp_path / "o.tsv"),
+            "--mode",
+            "intersect",
+            "--margin",
+            "cosine",
+            "--threshold",
+            "0.5",
+        ]
+    )
     assert rc == 0
     assert (tmp_path / "o.tsv").read_text() == "0.900000\ta\tA\n0.600000\tc\tC\n"
     with pytest.raises(UserError, match="pass --src-text"):
@@ -169,22 +201,45 @@ def test_cli_writes_sorted_tsv(tmp_path, knn, capsys):
 
 def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
-    from mining.index import cli_knn
-    from mining.encoders.ngram import NgramEncoder
     from mining_helpers import write_emb
 
+    from mining.encoders.ngram import NgramEncoder
+    from mining.index import cli_knn
+
     # same-domain sentences without a translation on the other side (different codes): hard negatives
-    de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(30)] + [f"Datei zq{i} wurde gespeichert" for i in range(100, 110)]
+    de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(30)] + [
+        f"Datei zq{i} wurde gespeichert" for i in range(100, 110)
+    ]
     en = [f"File zq{i:03d} was saved" for i in range(30)] + [f"File zq{i} was saved" for i in range(200, 210)]
     enc = NgramEncoder(dim=256)
     for name, sents, lang in (("de", de, "deu_Latn"), ("en", en, "eng_Latn")):
         (tmp_path / f"{name}.txt").write_text("\n".join(sents) + "\n", encoding="utf-8")
-        write_emb(tmp_path / name, enc.encode(sents, lang), shard_rows=16, lang=lang,
-                  source=str(tmp_path / f"{name}.txt"))
-    assert cli_knn(["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"),
-                    "--out-dir", str(tmp_path / "knn")]) == 0
-    assert cli(["--knn-dir", str(tmp_path / "knn"), "--out", str(tmp_path / "mined.tsv"), "--mode", "max",
-                "--threshold", "1.0", "--pair-prefix", str(tmp_path / "train")]) == 0
+        write_emb(
+            tmp_path / name, enc.encode(sents, lang), shard_rows=16, lang=lang, source=str(tmp_path / f"{name}.txt")
+        )
+    assert (
+        cli_knn(
+            ["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"), "--out-dir", str(tmp_path / "knn")]
+        )
+        == 0
+    )
+    assert (
+        cli(
+            [
+                "--knn-dir",
+                str(tmp_path / "knn"),
+                "--out",
+                str(tmp_path / "mined.tsv"),
+                "--mode",
+                "max",
+                "--threshold",
+                "1.0",
+                "--pair-prefix",
+                str(tmp_path / "train"),
+            ]
+        )
+        == 0
+    )
     rows = [line.split("\t") for line in (tmp_path / "mined.tsv").read_text(encoding="utf-8").splitlines()]
     planted = {(de[i], en[i]) for i in range(30)}
     # every planted translation is mined, and they fill the top of the list (the toy n-gram encoder
@@ -226,9 +281,17 @@ def test_default_cut_comes_from_the_calibration_of_the_encoder_and_pair(tmp_path
     fwd_p, bwd_p = _two_pair_knn(tmp_path, 1.10)
     _point_meta_at(tmp_path, fwd_p, "myenc")
     cal = tmp_path / "cal.json"
-    write_calibration(cal, "myenc", encoder_entry({"deu_Latn-eng_Latn": {"cut": 1.12, "f1": 0.9, "gold": 500},
-                                                   "eng_Latn-fra_Latn": {"cut": 1.05, "f1": 0.9, "gold": 500},
-                                                   "eng_Latn-zho_Hans": {"cut": 1.08, "f1": 0.9, "gold": 500}}))
+    write_calibration(
+        cal,
+        "myenc",
+        encoder_entry(
+            {
+                "deu_Latn-eng_Latn": {"cut": 1.12, "f1": 0.9, "gold": 500},
+                "eng_Latn-fra_Latn": {"cut": 1.05, "f1": 0.9, "gold": 500},
+                "eng_Latn-zho_Hans": {"cut": 1.08, "f1": 0.9, "gold": 500},
+            }
+        ),
+    )
     fwd, bwd = KnnSet.open(fwd_p), KnnSet.open(bwd_p)
     al = mine(fwd, bwd, MarginConfig(calibration=str(cal)))
     assert al.cut.value == 1.12 and al.cut.source == "pair" and len(al) == 0  # 1.10 < the pair's 1.12
@@ -240,8 +303,25 @@ def test_default_cut_comes_from_the_calibration_of_the_encoder_and_pair(tmp_path
     (tmp_path / "de.txt").write_text("a\nb\n")
     (tmp_path / "en.txt").write_text("x\ny\n")
     out = tmp_path / "mined.tsv"
-    assert cli(["--knn-dir", str(tmp_path), "--out", str(out), "--src-text", str(tmp_path / "de.txt"),
-                "--tgt-text", str(tmp_path / "en.txt"), "--calibration", str(cal), "--src-lang", "hin_Deva"]) == 0
+    assert (
+        cli(
+            [
+                "--knn-dir",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--src-text",
+                str(tmp_path / "de.txt"),
+                "--tgt-text",
+                str(tmp_path / "en.txt"),
+                "--calibration",
+                str(cal),
+                "--src-lang",
+                "hin_Deva",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "mined.meta.json").read_text())
     assert meta["threshold"]["value"] == 1.08 and "median" in meta["threshold"]["why"]
     assert meta["candidates"] == 2 and meta["written"] == 2 and meta["src_lang"] == "hin_Deva"
@@ -282,8 +362,21 @@ def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
     (tmp_path / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
     embed_file(str(tmp_path / "de.txt.gz"), str(tmp_path / "de"), "deu_Latn", "ngram:256", progress=False)
     embed_file(str(tmp_path / "en.txt"), str(tmp_path / "en"), "eng_Latn", "ngram:256", progress=False)
-    assert cli_knn(["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"), "--k", "4",
-                    "--out-dir", str(tmp_path / "knn")]) == 0
+    assert (
+        cli_knn(
+            [
+                "--src-emb",
+                str(tmp_path / "de"),
+                "--tgt-emb",
+                str(tmp_path / "en"),
+                "--k",
+                "4",
+                "--out-dir",
+                str(tmp_path / "knn"),
+            ]
+        )
+        == 0
+    )
     (tmp_path / "other.txt").write_text("\n".join(reversed(de)) + "\n", encoding="utf-8")  # same line count
     out = tmp_path / "mined.tsv"
     args = ["--knn-dir", str(tmp_path / "knn"), "--out", str(out), "--threshold", "1.0"]

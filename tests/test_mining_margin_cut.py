@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mining.encoders.base import load_encoder
 from mining.calibration import resolve_cut
+from mining.encoders.base import load_encoder
 
 PAIRS = [
     ("Open file", "Datei öffnen"),
@@ -63,7 +63,7 @@ PAIRS = [
     ("The children play in the garden", "Die Kinder spielen im Garten"),
     ("This soup is too hot", "Diese Suppe ist zu heiß"),
     ("Please close the door", "Bitte schließen Sie die Tür"),
-]  # fmt: skip
+]
 K = 4
 
 

@@ -17,17 +17,28 @@ from mining.encoder_data import TEACHER_SPACE, corpus_bitexts, prepare_laser_dat
 from mining.encoders import load_encoder
 from mining.encoders.laser import LaserTokenizer
 from mining.laser_model import (
-    ROW_OFFSET, DistillationLoss, LaserTranslationModel, StudentModel, arch_config, export_encoder,
-)  # fmt: skip
+    ROW_OFFSET,
+    DistillationLoss,
+    LaserTranslationModel,
+    StudentModel,
+    arch_config,
+    export_encoder,
+)
 from mining.train_encoder import (
-    LaserTrainConfig, StudentTrainConfig, TrainerOptions, cli, laser_factory, train_laser, train_student,
-)  # fmt: skip
+    LaserTrainConfig,
+    StudentTrainConfig,
+    TrainerOptions,
+    cli,
+    laser_factory,
+    train_laser,
+    train_student,
+)
 from mining.xsim import XsimConfig, run_xsim
-from mt.checkpoint import load_checkpoint
+from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
-from mt.errors import UserError
-from mt.train import TrainConfig, train
-from mt.trainlog import TrainLog
+from mt.formats.checkpoint import load_checkpoint
+from mt.formats.trainlog import TrainLog
+from mt.train.trainer import TrainConfig, train
 
 LANGS = ["eng_Latn", "fra_Latn"]
 
@@ -113,8 +124,16 @@ def test_export_round_trip_through_load_encoder(spm_dict, tmp_path, encoder, hid
     ckpt = torch.load(out, weights_only=True)
     if encoder == "lstm":  # LASER2's layout: params are exactly LASER's constructor arguments
         assert set(ckpt) == {"params", "model", "dictionary", "nllb_mini"}
-        assert set(ckpt["params"]) == {"num_embeddings", "padding_idx", "embed_dim", "hidden_size", "num_layers",
-                                       "bidirectional", "left_pad", "padding_value"}
+        assert set(ckpt["params"]) == {
+            "num_embeddings",
+            "padding_idx",
+            "embed_dim",
+            "hidden_size",
+            "num_layers",
+            "bidirectional",
+            "left_pad",
+            "padding_value",
+        }
         piece = dictionary.symbols[10]
         assert ckpt["dictionary"][piece] == 10
     assert ckpt["nllb_mini"]["sentence_dim"] == m.cfg.sentence_dim
@@ -164,14 +183,28 @@ def corpus(tmp_path_factory):
     return make_encoder_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-TINY = {"encoder_embed_dim": 32, "encoder_hidden_size": 16, "decoder_embed_dim": 32, "decoder_hidden_size": 64,
-        "align_loss": "ranking", "align_weight": 1.0}
+TINY = {
+    "encoder_embed_dim": 32,
+    "encoder_hidden_size": 16,
+    "decoder_embed_dim": 32,
+    "decoder_hidden_size": 64,
+    "align_loss": "ranking",
+    "align_weight": 1.0,
+}
 
 
 def _laser_cfg(corpus: Path, save: Path, **trainer) -> LaserTrainConfig:
-    return LaserTrainConfig(corpus=str(corpus), save_dir=str(save), exclude_langs=["xho_Latn"], pivot="fra_Latn",
-                            arch="laser_lstm_tiny", vocab_size=60, model_overrides=TINY, label_smoothing=0.0,
-                            trainer=TrainerOptions(**{**OPTS, "lr": 1e-2, "max_update": 300, **trainer}))
+    return LaserTrainConfig(
+        corpus=str(corpus),
+        save_dir=str(save),
+        exclude_langs=["xho_Latn"],
+        pivot="fra_Latn",
+        arch="laser_lstm_tiny",
+        vocab_size=60,
+        model_overrides=TINY,
+        label_smoothing=0.0,
+        trainer=TrainerOptions(**{**OPTS, "lr": 1e-2, "max_update": 300, **trainer}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +232,16 @@ def test_laser_training_learns_and_exports(trained, corpus):
     trained_rows = run_xsim(XsimConfig(encoder=str(save), corpus=str(corpus), langs=["deu_Latn", "fra_Latn"]))
     state = torch.load(save / "laser2.pt", weights_only=True)
     torch.manual_seed(1)
-    fresh = laser_factory(TrainConfig(arch="laser_lstm_tiny", model_overrides=TINY),
-                          Dictionary.load(save / "data" / "bin" / "dict.txt"))[1]
-    export_encoder(fresh.encoder, fresh.cfg, Dictionary.load(save / "data" / "bin" / "dict.txt"),
-                   save / "laser2.spm", save / "random" / "laser2.pt")
+    fresh = laser_factory(
+        TrainConfig(arch="laser_lstm_tiny", model_overrides=TINY), Dictionary.load(save / "data" / "bin" / "dict.txt")
+    )[1]
+    export_encoder(
+        fresh.encoder,
+        fresh.cfg,
+        Dictionary.load(save / "data" / "bin" / "dict.txt"),
+        save / "laser2.spm",
+        save / "random" / "laser2.pt",
+    )
     random_rows = run_xsim(XsimConfig(encoder=str(save / "random"), corpus=str(corpus), langs=["deu_Latn", "fra_Latn"]))
     for t, r in zip(trained_rows, random_rows):
         assert t["xsim_error"] < r["xsim_error"] - 0.3, (trained_rows, random_rows)
@@ -224,10 +263,21 @@ def test_resume_is_exact(corpus, tmp_path):
     plan = prepare_laser_data(corpus, tmp_path / "data", langs=["deu_Latn", "fra_Latn"], vocab_size=60)
 
     def cfg(save: Path, n: int) -> TrainConfig:
-        return TrainConfig(data=plan.bin_dir, lang_pairs=plan.directions, save_dir=str(save), arch="laser_lstm_tiny",
-                           model_overrides={"dropout": 0.2, "encoder_layers": 2}, max_tokens=200, lr=3e-3,
-                           warmup_updates=2, max_update=n, save_interval_updates=2, log_interval=1,
-                           no_progress_bar=True, label_smoothing=0.1)
+        return TrainConfig(
+            data=plan.bin_dir,
+            lang_pairs=plan.directions,
+            save_dir=str(save),
+            arch="laser_lstm_tiny",
+            model_overrides={"dropout": 0.2, "encoder_layers": 2},
+            max_tokens=200,
+            lr=3e-3,
+            warmup_updates=2,
+            max_update=n,
+            save_interval_updates=2,
+            log_interval=1,
+            no_progress_bar=True,
+            label_smoothing=0.1,
+        )
 
     train(cfg(tmp_path / "ref", 8), model_factory=laser_factory)
     train(cfg(tmp_path / "run", 4), model_factory=laser_factory)
@@ -237,8 +287,13 @@ def test_resume_is_exact(corpus, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
     def losses(run: str) -> list:
-        return [(r["update"], r["loss"]) for r in TrainLog(tmp_path / run / "train_log.jsonl").read() if r["type"] == "train"]
+        return [
+            (r["update"], r["loss"])
+            for r in TrainLog(tmp_path / run / "train_log.jsonl").read()
+            if r["type"] == "train"
+        ]
 
     assert losses("run") == losses("ref")
 
@@ -246,15 +301,24 @@ def test_resume_is_exact(corpus, tmp_path):
 def test_student_learns_the_teachers_space(trained, corpus, tmp_path):
     teacher_dir, _ = trained
     save = tmp_path / "xho"
-    cfg = StudentTrainConfig(corpus=str(corpus), save_dir=str(save), teacher=str(teacher_dir), langs=["xho_Latn"],
-                             arch="laser_lstm_tiny", vocab_size=60, eng_sentences=100,
-                             trainer=TrainerOptions(**{**OPTS, "lr": 1e-2}, max_update=150, sampling_temperature=5.0))
+    cfg = StudentTrainConfig(
+        corpus=str(corpus),
+        save_dir=str(save),
+        teacher=str(teacher_dir),
+        langs=["xho_Latn"],
+        arch="laser_lstm_tiny",
+        vocab_size=60,
+        eng_sentences=100,
+        trainer=TrainerOptions(**{**OPTS, "lr": 1e-2}, max_update=150, sampling_temperature=5.0),
+    )
     summary = train_student(cfg)
     out = save / "laser3-xho_Latn.v1.pt"
     assert summary["encoders"] == [str(out)] and out.with_suffix(".spm").is_file()
     log = TrainLog(save / "checkpoints" / "train_log.jsonl").read()
-    assert next(r for r in log if r["type"] == "start")["lang_pairs"] == [f"xho_Latn-{TEACHER_SPACE}",
-                                                                          f"eng_Latn-{TEACHER_SPACE}"]
+    assert next(r for r in log if r["type"] == "start")["lang_pairs"] == [
+        f"xho_Latn-{TEACHER_SPACE}",
+        f"eng_Latn-{TEACHER_SPACE}",
+    ]
     losses = [r["loss"] for r in log if r["type"] == "train"]
     assert losses[0] > 0.5 and losses[-1] < 0.6 * losses[0], losses  # mean cosine distance to the teacher
     # the teacher's embeddings were computed once, as an EmbeddingSet of every English sentence
@@ -263,8 +327,9 @@ def test_student_learns_the_teachers_space(trained, corpus, tmp_path):
     # the student loads through every route, with its own SentencePiece model
     for spec in (str(save), str(out), f"laser3:{save}:xho_Latn"):
         assert load_encoder(spec).dim == 32
-    student_rows = run_xsim(XsimConfig(encoder=str(save), eng_encoder=str(teacher_dir), corpus=str(corpus),
-                                       langs=["xho_Latn"]))
+    student_rows = run_xsim(
+        XsimConfig(encoder=str(save), eng_encoder=str(teacher_dir), corpus=str(corpus), langs=["xho_Latn"])
+    )
     teacher_rows = run_xsim(XsimConfig(encoder=str(teacher_dir), corpus=str(corpus), langs=["xho_Latn"]))
     assert student_rows[0]["xsim_error"] < teacher_rows[0]["xsim_error"], (student_rows, teacher_rows)
 
@@ -274,9 +339,17 @@ def test_student_from_the_teachers_weights_and_vocabulary(trained, corpus, tmp_p
     its English is already on the teacher's embeddings at update 0."""
     teacher_dir, _ = trained
     save = tmp_path / "init"
-    cfg = StudentTrainConfig(corpus=str(corpus), save_dir=str(save), teacher=str(teacher_dir), langs=["xho_Latn"],
-                             arch="laser_lstm_tiny", spm="teacher", init_from_teacher=True, eng_sentences=50,
-                             trainer=TrainerOptions(**{**OPTS, "max_update": 5, "log_interval": 1}))
+    cfg = StudentTrainConfig(
+        corpus=str(corpus),
+        save_dir=str(save),
+        teacher=str(teacher_dir),
+        langs=["xho_Latn"],
+        arch="laser_lstm_tiny",
+        spm="teacher",
+        init_from_teacher=True,
+        eng_sentences=50,
+        trainer=TrainerOptions(**{**OPTS, "max_update": 5, "log_interval": 1}),
+    )
     train_student(cfg)
     student = load_encoder(str(save))
     assert student.tokenizer.path.read_bytes() == (teacher_dir / "laser2.spm").read_bytes()
@@ -284,8 +357,15 @@ def test_student_from_the_teachers_weights_and_vocabulary(trained, corpus, tmp_p
     first = next(r for r in log if r["type"] == "train")
     assert first["loss"] < 0.3, first  # a fresh student starts near 1 (the distillation test above)
     with pytest.raises(UserError, match="--spm teacher"):
-        train_student(StudentTrainConfig(corpus=str(corpus), save_dir=str(tmp_path / "bad"), teacher=str(teacher_dir),
-                                         langs=["xho_Latn"], init_from_teacher=True))
+        train_student(
+            StudentTrainConfig(
+                corpus=str(corpus),
+                save_dir=str(tmp_path / "bad"),
+                teacher=str(teacher_dir),
+                langs=["xho_Latn"],
+                init_from_teacher=True,
+            )
+        )
 
 
 def test_ranking_term_only_when_asked():

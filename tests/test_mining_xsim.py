@@ -10,7 +10,7 @@ import pytest
 from mining.encoders.base import l2_normalize
 from mining.evaluate import cli as eval_cli
 from mining.xsim import XsimConfig, markdown_table, run_xsim
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 N = 12
 
@@ -73,8 +73,11 @@ def test_english_side_from_another_encoder(tmp_path):
     student = TableEncoder({k: v for k, v in t.items()})
     teacher = TableEncoder({k: (np.roll(v, 1) if k.startswith("eng") else v) for k, v in t.items()})
     same = run_xsim(XsimConfig(encoder="s", corpus=str(corpus), margin="ratio"), encoder=student)
-    other = run_xsim(XsimConfig(encoder="s", eng_encoder="t", corpus=str(corpus), margin="ratio"), encoder=student,
-                     eng_encoder=teacher)
+    other = run_xsim(
+        XsimConfig(encoder="s", eng_encoder="t", corpus=str(corpus), margin="ratio"),
+        encoder=student,
+        eng_encoder=teacher,
+    )
     assert same[0]["xsim_error"] == 0.0 and other[0]["xsim_error"] > 0.5
 
 
@@ -93,8 +96,24 @@ def test_bad_inputs(tmp_path):
 def test_mine_eval_xsim_cli(tmp_path, capsys):
     corpus = _corpus(tmp_path)
     out = tmp_path / "x.json"
-    assert eval_cli(["xsim", "--encoder", "ngram:256", "--corpus", str(corpus), "--langs", "deu_Latn",
-                     "--margin", "cosine", "--json", str(out)]) == 0
+    assert (
+        eval_cli(
+            [
+                "xsim",
+                "--encoder",
+                "ngram:256",
+                "--corpus",
+                str(corpus),
+                "--langs",
+                "deu_Latn",
+                "--margin",
+                "cosine",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| deu_Latn | 12 |" in printed and "ngram:256" in printed
     saved = json.loads(out.read_text())

@@ -36,8 +36,15 @@ from mt.models.moe import MoELayer, Routing, capacity_for, top2_route
 
 
 # --- the reference -------------------------------------------------------------------------------
-def ref_capacity(rule: str, tokens: int, positions: int, experts: int, training: bool, factor: float = 1.0,
-                 eval_fraction: float = 0.0) -> int:  # fmt: skip
+def ref_capacity(
+    rule: str,
+    tokens: int,
+    positions: int,
+    experts: int,
+    training: bool,
+    factor: float = 1.0,
+    eval_fraction: float = 0.0,
+) -> int:
     """Slots per expert. ``tokens``: routed (non-padding) tokens N; ``positions``: batch positions S >= N.
 
     Exact rational arithmetic: the factors used below are exact in binary, so this agrees with any float
@@ -61,9 +68,15 @@ class RefRouting:
     dropped: int
 
 
-def ref_top2(logits: np.ndarray, capacity: int, policy: str = "all", normalize_before: bool = False,
-             training: bool = False, gumbel: np.ndarray | None = None, keep_draw: np.ndarray | None = None,
-             ) -> RefRouting:  # fmt: skip
+def ref_top2(
+    logits: np.ndarray,
+    capacity: int,
+    policy: str = "all",
+    normalize_before: bool = False,
+    training: bool = False,
+    gumbel: np.ndarray | None = None,
+    keep_draw: np.ndarray | None = None,
+) -> RefRouting:
     """Token-by-token top-2 routing (see the module docstring). ``gumbel`` (N, E): noise added to the logits
     for the second choice (training, ``sampling``); ``keep_draw`` (N,): uniforms for the ``random`` policy."""
     N, E = logits.shape
@@ -103,9 +116,13 @@ def ref_top2(logits: np.ndarray, capacity: int, policy: str = "all", normalize_b
             total[i] += w
         weight = {(i, e): w / total[i] for (i, e), w in weight.items()}
     return RefRouting(
-        first, second, {e: [i for i, _ in q] for e, q in kept.items()}, weight, [len(queue[e]) for e in range(E)],
+        first,
+        second,
+        {e: [i for i, _ in q] for e, q in kept.items()},
+        weight,
+        [len(queue[e]) for e in range(E)],
         sum(max(0, len(q) - capacity) for q in queue.values()),
-    )  # fmt: skip
+    )
 
 
 def assert_same_routing(r: Routing, ref: RefRouting, capacity: int) -> None:
@@ -130,8 +147,12 @@ def _logits(seed: int, N: int, E: int) -> torch.Tensor:
     return torch.randn(N, E, generator=g) * 1.5 + torch.randn(E, generator=g) * 2.0
 
 
-CASES = [(seed, N, E, pad) for seed, (N, E, pad) in enumerate(
-    [(1, 2, 0), (5, 2, 3), (7, 4, 1), (16, 4, 0), (33, 4, 15), (40, 8, 7), (64, 8, 0), (50, 16, 14), (97, 3, 2)])]  # fmt: skip
+CASES = [
+    (seed, N, E, pad)
+    for seed, (N, E, pad) in enumerate(
+        [(1, 2, 0), (5, 2, 3), (7, 4, 1), (16, 4, 0), (33, 4, 15), (40, 8, 7), (64, 8, 0), (50, 16, 14), (97, 3, 2)]
+    )
+]
 
 
 def _coverage(ref: RefRouting, capacity: int) -> set[str]:
@@ -182,8 +203,9 @@ def test_random_second_expert_policies_match_the_reference_on_the_same_draws(pol
             u = torch.rand(N, E).double().clamp(1e-9, 1 - 1e-9).numpy()
             ref = ref_top2(logits.double().numpy(), cap, policy, normalize_before, True, gumbel=-np.log(-np.log(u)))
         else:
-            ref = ref_top2(logits.double().numpy(), cap, policy, normalize_before, True,
-                           keep_draw=torch.rand(N).double().numpy())  # fmt: skip
+            ref = ref_top2(
+                logits.double().numpy(), cap, policy, normalize_before, True, keep_draw=torch.rand(N).double().numpy()
+            )
         assert_same_routing(r, ref, cap)
         seen |= _coverage(ref, cap)
     assert "second choices partly kept" in seen
@@ -212,8 +234,13 @@ def test_random_policy_keeps_the_second_expert_with_probability_twice_its_gate(n
     rows = torch.tensor([[2.0, 0.0, -0.5, -0.5], [1.0, 0.0, -0.2, -0.2], [0.3, 0.0, -0.2, -0.3]])
     n = 6000
     torch.manual_seed(4)
-    r = top2_route(rows.repeat_interleave(n, 0), capacity=10**6, second_expert_policy="random",
-                   normalize_before_dropping=normalize_before, training=True)  # fmt: skip
+    r = top2_route(
+        rows.repeat_interleave(n, 0),
+        capacity=10**6,
+        second_expert_policy="random",
+        normalize_before_dropping=normalize_before,
+        training=True,
+    )
     assert int(r.dropped) == 0
     p = rows.double().softmax(-1)
     g2 = p[:, 1] / (p[:, 0] + p[:, 1]) if normalize_before else p[:, 1]
@@ -225,8 +252,9 @@ def test_random_policy_keeps_the_second_expert_with_probability_twice_its_gate(n
     # the kept ones take weight 1 - w1 for the first choice, the others route to expert 0 alone
     w = {(int(t), int(e)): float(v) for t, e, v in zip(r.token, r.expert, r.weight)}
     lone = [t for t in range(n) if (t, 1) not in w]
-    assert lone and all(w[(t, 0)] == pytest.approx(float(p[0, 0] / (p[0, 0] + p[0, 1])) if normalize_before else 1.0)
-                        for t in lone[:50])  # fmt: skip
+    assert lone and all(
+        w[(t, 0)] == pytest.approx(float(p[0, 0] / (p[0, 0] + p[0, 1])) if normalize_before else 1.0) for t in lone[:50]
+    )
 
 
 # --- capacity numbers ------------------------------------------------------------------------------
@@ -236,7 +264,11 @@ GRID = [(N, E) for N in (1, 2, 3, 5, 7, 10, 17, 64, 100, 257) for E in (1, 2, 3,
 def test_capacity_for_follows_the_project_rule_and_the_eval_fraction():
     for N, E in GRID:
         for factor in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
-            assert capacity_for(N, E, True, factor, 1.0) == ref_capacity("nonpad", N, N, E, True, factor), (N, E, factor)
+            assert capacity_for(N, E, True, factor, 1.0) == ref_capacity("nonpad", N, N, E, True, factor), (
+                N,
+                E,
+                factor,
+            )
             assert capacity_for(N, E, False, factor, -1) == ref_capacity("nonpad", N, N, E, False, factor, -1)
             assert capacity_for(N, E, False, factor, 0) == ref_capacity("nonpad", N, N, E, False, factor, 0)
         for fraction in (0.0625, 0.25, 0.5, 1.0, 2.0):
@@ -246,8 +278,10 @@ def test_capacity_for_follows_the_project_rule_and_the_eval_fraction():
     assert ref_capacity("fairseq", 5, 5, 4, True) == 4 and ref_capacity("nonpad", 5, 5, 4, True) == 3
 
 
-@pytest.mark.skipif("rule" not in inspect.signature(capacity_for).parameters,
-                    reason="capacity_for has no rule= parameter yet (--moe-train-capacity-rule)")  # fmt: skip
+@pytest.mark.skipif(
+    "rule" not in inspect.signature(capacity_for).parameters,
+    reason="capacity_for has no rule= parameter yet (--moe-train-capacity-rule)",
+)
 def test_capacity_for_fairseq_rule_counts_padding():
     for N, E in GRID:
         for pad in (0, 1, 9):
@@ -258,8 +292,17 @@ def test_capacity_for_fairseq_rule_counts_padding():
 
 # --- the layer: which N it counts, eval fraction, static gating ----------------------------------
 def _layer(**kw) -> MoELayer:
-    cfg = arch_config("transformer_tiny", vocab_size=40, dropout=0.0, activation_dropout=0.0, moe_freq=1,
-                      moe_expert_count=4, moe_second_expert_policy="all", langs=["aaa_Latn"], **kw).validate()  # fmt: skip
+    cfg = arch_config(
+        "transformer_tiny",
+        vocab_size=40,
+        dropout=0.0,
+        activation_dropout=0.0,
+        moe_freq=1,
+        moe_expert_count=4,
+        moe_second_expert_policy="all",
+        langs=["aaa_Latn"],
+        **kw,
+    ).validate()
     torch.manual_seed(0)
     layer = MoELayer(cfg, 0, False)
     with torch.no_grad():  # skew the gate so that capacity binds

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 
+import hostile
 import pytest
 import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
-import hostile
-from mt import checkpoint as ckpt
+from mt.formats import checkpoint as ckpt
 from mt.generate import moe_prune
 from mt.generate.cli import moe_prune_main, moe_stats_main
 from mt.generate.search import SearchConfig
@@ -35,13 +35,39 @@ def model(tmp_path_factory):
     """A random MoE checkpoint (every 2nd layer sparse, 8 experts, the second expert always kept) and the
     routing statistics of translating a text eng->deu with it."""
     root = tmp_path_factory.mktemp("prune")
-    path, data = make_checkpoint(root, moe_freq=2, moe_expert_count=E, moe_second_expert_policy="all", moe_eom=0.1,
-                                 encoder_layers=2, decoder_layers=2)  # fmt: skip
+    path, data = make_checkpoint(
+        root,
+        moe_freq=2,
+        moe_expert_count=E,
+        moe_second_expert_policy="all",
+        moe_eom=0.1,
+        encoder_layers=2,
+        decoder_layers=2,
+    )
     text = root / "dev.eng"
     text.write_text("the cat sees the dog\na small house\nthe red bird sings under the tree\n", encoding="utf-8")
     stats = root / "stats.json"
-    assert moe_stats_main(["--path", str(path), "--input", str(text), "-s", "eng_Latn", "-t", "deu_Latn",
-                           "--out", str(stats), "--beam", "2", "--no-progress-bar", "--cpu"]) == 0  # fmt: skip
+    assert (
+        moe_stats_main(
+            [
+                "--path",
+                str(path),
+                "--input",
+                str(text),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--out",
+                str(stats),
+                "--beam",
+                "2",
+                "--no-progress-bar",
+                "--cpu",
+            ]
+        )
+        == 0
+    )
     return path, data, stats
 
 
@@ -55,7 +81,10 @@ def _masked_reference(tr: Translator, kept: dict[str, list[int]]):
         mask[kept[current["tag"]]] = 0.0
         return orig(logits + mask, *a, **k)
 
-    hooks = [m.register_forward_pre_hook(lambda m, a: current.__setitem__("tag", m.tag)) for m in moe_mod.moe_layers(tr.model)]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a: current.__setitem__("tag", m.tag))
+        for m in moe_mod.moe_layers(tr.model)
+    ]
     moe_mod.top2_route = route
     try:
         return tr.translate_ids(SOURCES, "eng_Latn", "deu_Latn", SearchConfig(beam=3))
@@ -81,7 +110,11 @@ def test_pruned_model_is_the_full_model_with_removed_experts_masked(model, tmp_p
         idx = torch.tensor(kept[tag])
         assert torch.equal(state["model"][prefix + "wg.weight"], full[prefix + "wg.weight"][idx])
         assert torch.equal(state["model"][prefix + "experts.fc2_weight"], full[prefix + "experts.fc2_weight"][idx])
-    assert len(list(out.glob("checkpoint-rank-*.pt"))) == 3 and (out / "dict.txt").is_file() and (out / "spm.model").is_file()
+    assert (
+        len(list(out.glob("checkpoint-rank-*.pt"))) == 3
+        and (out / "dict.txt").is_file()
+        and (out / "spm.model").is_file()
+    )
     pruned = Translator(out / "checkpoint.pt")
     got = pruned.translate_ids(SOURCES, "eng_Latn", "deu_Latn", SearchConfig(beam=3))
     want = _masked_reference(Translator(path), kept)
@@ -93,17 +126,56 @@ def test_pruned_model_is_the_full_model_with_removed_experts_masked(model, tmp_p
 
 def test_keeping_every_expert_changes_nothing_and_pruned_models_can_be_pruned_again(model, tmp_path):
     path, _, stats = model
-    assert moe_prune_main(["--path", str(path), "--stats", str(stats), "--keep-share", "1", "--out", str(tmp_path / "all")]) == 0
+    assert (
+        moe_prune_main(
+            ["--path", str(path), "--stats", str(stats), "--keep-share", "1", "--out", str(tmp_path / "all")]
+        )
+        == 0
+    )
     a = Translator(path).translate_ids(SOURCES, "eng_Latn", "deu_Latn", SearchConfig(beam=2))
-    b = Translator(tmp_path / "all" / "checkpoint.pt").translate_ids(SOURCES, "eng_Latn", "deu_Latn", SearchConfig(beam=2))
+    b = Translator(tmp_path / "all" / "checkpoint.pt").translate_ids(
+        SOURCES, "eng_Latn", "deu_Latn", SearchConfig(beam=2)
+    )
     assert [h[0].tokens for h in a] == [h[0].tokens for h in b]
     # statistics of the pruned model, and pruning it again: 8 -> 4 experts (share 0.5 of 8)
     text = tmp_path / "dev.eng"
     text.write_text("the cat sees the dog\n", encoding="utf-8")
-    assert moe_stats_main(["--path", str(tmp_path / "all" / "checkpoint.pt"), "--input", str(text), "-s", "eng_Latn",
-                           "-t", "deu_Latn", "--out", str(tmp_path / "s2.json"), "--no-progress-bar", "--cpu"]) == 0  # fmt: skip
-    assert moe_prune_main(["--path", str(tmp_path / "all" / "checkpoint.pt"), "--stats", str(tmp_path / "s2.json"),
-                           "--keep-share", "0.5", "--importance", "first", "--out", str(tmp_path / "half")]) == 0  # fmt: skip
+    assert (
+        moe_stats_main(
+            [
+                "--path",
+                str(tmp_path / "all" / "checkpoint.pt"),
+                "--input",
+                str(text),
+                "-s",
+                "eng_Latn",
+                "-t",
+                "deu_Latn",
+                "--out",
+                str(tmp_path / "s2.json"),
+                "--no-progress-bar",
+                "--cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        moe_prune_main(
+            [
+                "--path",
+                str(tmp_path / "all" / "checkpoint.pt"),
+                "--stats",
+                str(tmp_path / "s2.json"),
+                "--keep-share",
+                "0.5",
+                "--importance",
+                "first",
+                "--out",
+                str(tmp_path / "half"),
+            ]
+        )
+        == 0
+    )
     assert Translator(tmp_path / "half" / "checkpoint.pt").model.cfg.moe_expert_count == 4
 
 
@@ -114,36 +186,55 @@ def test_selection_ranks_by_counts_ties_to_the_lower_id():
     assert moe_prune.PruneConfig(stats=["x"], keep_share=0.2).kept(8) == 2
 
 
-@pytest.mark.parametrize("extra,expect", [
-    (["--keep-experts", "1"], "at least 2"),
-    (["--keep-experts", "9"], "has 8 experts"),
-    (["--keep-share", "1.5"], "(0, 1]"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["--keep-experts", "1"], "at least 2"),
+        (["--keep-experts", "9"], "has 8 experts"),
+        (["--keep-share", "1.5"], "(0, 1]"),
+    ],
+)
 def test_refused_keep_values(model, tmp_path, extra, expect):
     path, _, stats = model
     out = tmp_path / "out"
-    hostile.assert_refused("mt-moe-prune", ["--path", path, "--stats", stats, *extra, "--out", out], tmp_path,
-                           outputs=[out], expect=expect)  # fmt: skip
+    hostile.assert_refused(
+        "mt-moe-prune", ["--path", path, "--stats", stats, *extra, "--out", out], tmp_path, outputs=[out], expect=expect
+    )
 
 
 def test_refused_statistics(model, tmp_path):
     path, _, stats = model
     data = json.loads(stats.read_text())
-    bad = {"other.json": {**data, "num_experts": 16}, "nolayer.json": {**data, "layers": {"enc1": data["layers"]["enc1"]}},
-           "notstats.json": {"format": "x"}}  # fmt: skip
+    bad = {
+        "other.json": {**data, "num_experts": 16},
+        "nolayer.json": {**data, "layers": {"enc1": data["layers"]["enc1"]}},
+        "notstats.json": {"format": "x"},
+    }
     expects = {"other.json": "16 experts", "nolayer.json": "dec1", "notstats.json": "format marker"}
     for name, content in bad.items():
         (tmp_path / name).write_text(json.dumps(content))
-        hostile.assert_refused("mt-moe-prune", ["--path", path, "--stats", tmp_path / name, "--keep-experts", "2",
-                                                "--out", tmp_path / "out"], tmp_path, outputs=[tmp_path / "out"],
-                               expect=expects[name])  # fmt: skip
+        hostile.assert_refused(
+            "mt-moe-prune",
+            ["--path", path, "--stats", tmp_path / name, "--keep-experts", "2", "--out", tmp_path / "out"],
+            tmp_path,
+            outputs=[tmp_path / "out"],
+            expect=expects[name],
+        )
 
 
 def test_refused_outputs(model, tmp_path):
     path, data, stats = model
-    hostile.assert_refused("mt-moe-prune", ["--path", path, "--stats", stats, "--keep-experts", "2", "--out", data],
-                           tmp_path, expect="same file")  # fmt: skip
+    hostile.assert_refused(
+        "mt-moe-prune",
+        ["--path", path, "--stats", stats, "--keep-experts", "2", "--out", data],
+        tmp_path,
+        expect="same file",
+    )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "checkpoint.pt").write_bytes(b"x")
-    hostile.assert_refused("mt-moe-prune", ["--path", path, "--stats", stats, "--keep-experts", "2", "--out",
-                                            tmp_path / "out"], tmp_path, expect="--force")  # fmt: skip
+    hostile.assert_refused(
+        "mt-moe-prune",
+        ["--path", path, "--stats", stats, "--keep-experts", "2", "--out", tmp_path / "out"],
+        tmp_path,
+        expect="--force",
+    )

@@ -57,7 +57,9 @@ def workdir(tmp_path_factory, tmp_path, monkeypatch):
     (tmp_path / "corpus").mkdir()
     for split, n in (("train", 16), ("dev", 4)):
         for lang, like in (("eng_Latn", "eng_Latn"), ("aln_Latn", "deu_Latn")):
-            (tmp_path / "corpus" / f"{split}.{lang}").write_text("\n".join(s for _, s in nf.sentences(n, 4, [like])) + "\n")
+            (tmp_path / "corpus" / f"{split}.{lang}").write_text(
+                "\n".join(s for _, s in nf.sentences(n, 4, [like])) + "\n"
+            )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

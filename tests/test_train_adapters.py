@@ -7,12 +7,12 @@ import pytest
 import torch
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
-from mt.checkpoint import load_checkpoint
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.formats.checkpoint import load_checkpoint
 from mt.models.adapters import HyperNetwork, hyper_adapter_param_count, lang_adapter_param_count
 from mt.models.config import ForwardContext, arch_config
 from mt.models.transformer import Transformer, num_parameters
-from mt.train import TrainConfig, main, train
+from mt.train.trainer import TrainConfig, main, train
 
 LANGS = ["aaa_Latn", "bbb_Latn", "ccc_Latn", "ddd_Latn"]
 
@@ -55,7 +55,10 @@ def test_adapter_parameter_counts_match_the_formulas():
     for kw, formula in (
         (dict(hyper_adapters=True, hyper_adapter_bottleneck=16, hyper_adapter_hidden_dim=8), hyper_adapter_param_count),
         (dict(lang_adapters="lang", lang_adapter_bottleneck=16), lang_adapter_param_count),
-        (dict(lang_adapters="pair", adapter_lang_pairs=["aaa_Latn-bbb_Latn", "bbb_Latn-aaa_Latn"]), lang_adapter_param_count),
+        (
+            dict(lang_adapters="pair", adapter_lang_pairs=["aaa_Latn-bbb_Latn", "bbb_Latn-aaa_Latn"]),
+            lang_adapter_param_count,
+        ),
     ):
         m = _model(**kw)
         assert num_parameters(m) - base == formula(m.cfg), kw
@@ -64,8 +67,13 @@ def test_adapter_parameter_counts_match_the_formulas():
     emb, mlp, gens, lns = 2 * 4 * 50 + 4 * 50, 150 * 8 + 8 + 8 * 8 + 8, 9 * (16 * 64 + 16 + 64 * 16 + 64), 4 * 2 * 64
     assert hyper_adapter_param_count(cfg) == emb + mlp + gens + lns
     # more languages: hyper-adapters grow by 2p per language, per-language adapters by a full adapter per layer
-    many = arch_config("transformer_tiny", vocab_size=40, langs=[f"l{i:02d}_Latn" for i in range(200)],
-                       hyper_adapters=True, lang_adapters="")  # fmt: skip
+    many = arch_config(
+        "transformer_tiny",
+        vocab_size=40,
+        langs=[f"l{i:02d}_Latn" for i in range(200)],
+        hyper_adapters=True,
+        lang_adapters="",
+    )
     few = arch_config("transformer_tiny", vocab_size=40, langs=LANGS, hyper_adapters=True)
     assert hyper_adapter_param_count(many) - hyper_adapter_param_count(few) == 196 * 2 * 50
 
@@ -74,8 +82,14 @@ def test_rescaling_keeps_generated_adapters_at_a_sane_scale():
     outs = {}
     for no_rescale in (False, True):
         torch.manual_seed(0)
-        cfg = arch_config("transformer_base", vocab_size=40, langs=LANGS, hyper_adapters=True, hyper_adapter_bottleneck=128,
-                          hyper_adapter_no_rescale=no_rescale)  # fmt: skip
+        cfg = arch_config(
+            "transformer_base",
+            vocab_size=40,
+            langs=LANGS,
+            hyper_adapters=True,
+            hyper_adapter_bottleneck=128,
+            hyper_adapter_no_rescale=no_rescale,
+        )
         hyper = HyperNetwork(cfg)
         with torch.no_grad():
             w_d, b_d, w_u, b_u = hyper(torch.tensor([0]), torch.tensor([1]), 2)
@@ -90,8 +104,14 @@ def test_generated_adapter_weights_are_about_6x_smaller_than_a_default_linear_as
     import mt.models.adapters as adapters
 
     for arch, r, k in (("transformer_tiny", 16, 64), ("transformer_base", 128, 256)):
-        cfg = arch_config(arch, vocab_size=40, langs=LANGS, hyper_adapters=True, hyper_adapter_bottleneck=r,
-                          hyper_adapter_hidden_dim=k)  # fmt: skip
+        cfg = arch_config(
+            arch,
+            vocab_size=40,
+            langs=LANGS,
+            hyper_adapters=True,
+            hyper_adapter_bottleneck=r,
+            hyper_adapter_hidden_dim=k,
+        )
         d = cfg.encoder_embed_dim
         gen, ref = {"d": [], "u": []}, {"d": [], "u": []}
         for seed in range(4):
@@ -132,14 +152,27 @@ def test_lang_adapters_start_as_identity_and_follow_the_language():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
-    return make_corpus(root, (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn")), sizes={"deu_Latn-eng_Latn": 32,
-                       "eng_Latn-fra_Latn": 16}, n_valid=4)  # fmt: skip
+    return make_corpus(
+        root,
+        (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn")),
+        sizes={"deu_Latn-eng_Latn": 32, "eng_Latn-fra_Latn": 16},
+        n_valid=4,
+    )
 
 
 def _cfg(data, save_dir, **kw) -> TrainConfig:
-    base = dict(data=str(data), lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"], arch="transformer_tiny",
-                save_dir=str(save_dir), max_tokens=256, lr=3e-3, warmup_updates=2, log_interval=1,
-                no_progress_bar=True, no_epoch_checkpoints=True)  # fmt: skip
+    base = dict(
+        data=str(data),
+        lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"],
+        arch="transformer_tiny",
+        save_dir=str(save_dir),
+        max_tokens=256,
+        lr=3e-3,
+        warmup_updates=2,
+        log_interval=1,
+        no_progress_bar=True,
+        no_epoch_checkpoints=True,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -148,10 +181,20 @@ def test_freeze_base_trains_only_adapters_on_a_pretrained_model(data, tmp_path):
     train(_cfg(data, tmp_path / "base", max_update=3))
     base = load_checkpoint(tmp_path / "base" / "checkpoint_last.pt")["model"]
     pairs = ["eng_Latn-fra_Latn", "fra_Latn-eng_Latn"]  # a new pair, as when adding a language
-    for name, flags in (("lang", {"lang_adapters": "lang"}), ("hyper", {"hyper_adapters": True, "hyper_adapter_bottleneck": 16})):
+    for name, flags in (
+        ("lang", {"lang_adapters": "lang"}),
+        ("hyper", {"hyper_adapters": True, "hyper_adapter_bottleneck": 16}),
+    ):
         save = tmp_path / name
-        cfg = _cfg(data, save, lang_pairs=pairs, max_update=3, freeze_base=True, model_overrides=flags,
-                   finetune_from_model=str(tmp_path / "base" / "checkpoint_last.pt"))  # fmt: skip
+        cfg = _cfg(
+            data,
+            save,
+            lang_pairs=pairs,
+            max_update=3,
+            freeze_base=True,
+            model_overrides=flags,
+            finetune_from_model=str(tmp_path / "base" / "checkpoint_last.pt"),
+        )
         train(cfg)
         tuned = load_checkpoint(save / "checkpoint_last.pt")["model"]
         adapters = [k for k in tuned if ".adapter." in k]
@@ -172,10 +215,28 @@ def test_help_documents_moe_and_adapter_flags(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--moe-freq", "--moe-expert-count", "--moe-second-expert-policy", "--moe-normalize-gate-prob-before-dropping",
-                 "--moe-train-capacity-factor", "--moe-eval-capacity-token-fraction", "--moe-gate-loss-wt", "--moe-z-loss-wt",
-                 "--moe-eom", "--moe-fom", "--moe-cmr", "--cmr-gate-drop", "--lang-adapters", "--hyper-adapters",
-                 "--hyper-adapter-lang-dim", "--hyper-adapter-layer-dim", "--hyper-adapter-hidden-dim",
-                 "--hyper-adapter-bottleneck", "--hyper-adapter-no-rescale", "--freeze-base", "checkpoint_last-rank-"):  # fmt: skip
+    for flag in (
+        "--moe-freq",
+        "--moe-expert-count",
+        "--moe-second-expert-policy",
+        "--moe-normalize-gate-prob-before-dropping",
+        "--moe-train-capacity-factor",
+        "--moe-eval-capacity-token-fraction",
+        "--moe-gate-loss-wt",
+        "--moe-z-loss-wt",
+        "--moe-eom",
+        "--moe-fom",
+        "--moe-cmr",
+        "--cmr-gate-drop",
+        "--lang-adapters",
+        "--hyper-adapters",
+        "--hyper-adapter-lang-dim",
+        "--hyper-adapter-layer-dim",
+        "--hyper-adapter-hidden-dim",
+        "--hyper-adapter-bottleneck",
+        "--hyper-adapter-no-rescale",
+        "--freeze-base",
+        "checkpoint_last-rank-",
+    ):
         assert flag in out, flag
     assert "--moe-freq 2 --moe-expert-count 8" in out  # an MoE example

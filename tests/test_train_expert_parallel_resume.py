@@ -4,13 +4,13 @@
 
 How the kill is done, and why this way: torchrun starts its workers in their own session and, since the
 launcher-death change, each worker asks the kernel for a SIGTERM when its launcher dies
-(``mt.distributed.watch_launcher``) and then finishes its update and saves. Killing the launcher first (or
+(``mt.common.distributed.watch_launcher``) and then finishes its update and saves. Killing the launcher first (or
 its process group) would therefore test that graceful path, not a crash. So the test SIGKILLs both
 workers first (found as the launcher's children), then the launcher, and waits until all three are gone:
-the flock on ``--save-dir`` (``mt.util.exclusive_lock``) goes with rank 0, so the resumed run can take it.
+the flock on ``--save-dir`` (``mt.common.files.exclusive_lock``) goes with rank 0, so the resumed run can take it.
 
 Where the kill lands: the test waits for a sharded save in progress (a ``*.pending`` expert shard, see
-``mt.checkpoint._save_sharded``) after update 4, i.e. the save of update 6 (saves every 3 updates); if
+``mt.formats.checkpoint._save_sharded``) after update 4, i.e. the save of update 6 (saves every 3 updates); if
 polling misses that window it kills at update 7. In the runs measured it always caught a rank writing its
 pending shard, before the commit: the resumed run starts from update 3, drops the log records of updates
 4-6 and redoes them, and the next save removes the dead writer's temp file. Random routing (Gumbel second
@@ -31,8 +31,8 @@ import pytest
 import torch
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
-from mt.checkpoint import load_checkpoint, shard_path
-from mt.trainlog import TrainLog
+from mt.formats.checkpoint import load_checkpoint, shard_path
+from mt.formats.trainlog import TrainLog
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
@@ -47,13 +47,49 @@ def data(tmp_path_factory):
 
 def _cmd(data: Path, save_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mt.train",
-        str(data), "--lang-pairs", "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn", "--arch", "transformer_tiny",
-        "--save-dir", str(save_dir), "--max-tokens", "120", "--lr", "3e-3", "--warmup-updates", "4", "--seed", "5",
-        "--log-interval", "1", "--no-progress-bar", "--moe-freq", "1", "--moe-expert-count", "4",
-        "--moe-second-expert-policy", "sampling", "--moe-eom", "0.2", "--dropout", "0.1",
-        "--max-update", str(MAX_UPDATE), "--save-interval-updates", "3", "--validate-interval-updates", "100",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mt.train",
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save_dir),
+        "--max-tokens",
+        "120",
+        "--lr",
+        "3e-3",
+        "--warmup-updates",
+        "4",
+        "--seed",
+        "5",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--moe-freq",
+        "1",
+        "--moe-expert-count",
+        "4",
+        "--moe-second-expert-policy",
+        "sampling",
+        "--moe-eom",
+        "0.2",
+        "--dropout",
+        "0.1",
+        "--max-update",
+        str(MAX_UPDATE),
+        "--save-interval-updates",
+        "3",
+        "--validate-interval-updates",
+        "100",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -99,8 +135,9 @@ def _kill_mid_run(data: Path, save_dir: Path) -> str:
     """Start the run and SIGKILL its workers, then the launcher, during the sharded save of update 6 (or at
     update 7). Returns where the kill landed."""
     log = save_dir / "train_log.jsonl"
-    launcher = subprocess.Popen(_cmd(data, save_dir), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        _cmd(data, save_dir), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         where, t0 = None, time.time()
         while where is None:
@@ -133,8 +170,10 @@ def _kill_mid_run(data: Path, save_dir: Path) -> str:
 
 def _state(save_dir: Path) -> tuple[dict, list[dict]]:
     shared = torch.load(save_dir / "checkpoint_last.pt", weights_only=False, map_location="cpu")
-    shards = [torch.load(shard_path(save_dir / "checkpoint_last.pt", r), weights_only=False, map_location="cpu")
-              for r in range(2)]  # fmt: skip
+    shards = [
+        torch.load(shard_path(save_dir / "checkpoint_last.pt", r), weights_only=False, map_location="cpu")
+        for r in range(2)
+    ]
     return shared, shards
 
 
@@ -183,5 +222,12 @@ def test_kill_9_during_expert_parallel_training_then_resume_is_bitwise_exact(dat
     assert [r["aux"]["moe_gate_loss"] for r in la] == [r["aux"]["moe_gate_loss"] for r in lb]
     # the resumed model is whole: loading merges both shards into all 4 experts
     merged = load_checkpoint(run / "checkpoint_last.pt")["model"]["encoder.layers.0.ffn.experts.fc1_weight"]
-    assert torch.equal(merged, torch.cat([a_shards[0]["model"]["encoder.layers.0.ffn.experts.fc1_weight"],
-                                          a_shards[1]["model"]["encoder.layers.0.ffn.experts.fc1_weight"]]))  # fmt: skip
+    assert torch.equal(
+        merged,
+        torch.cat(
+            [
+                a_shards[0]["model"]["encoder.layers.0.ffn.experts.fc1_weight"],
+                a_shards[1]["model"]["encoder.layers.0.ffn.experts.fc1_weight"],
+            ]
+        ),
+    )

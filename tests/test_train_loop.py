@@ -14,16 +14,16 @@ import pytest
 import torch
 from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
-from mt.checkpoint import load_checkpoint
+from mt.common.errors import UserError
+from mt.common.files import exclusive_lock
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import collate, load_direction
-from mt.errors import UserError
+from mt.formats.checkpoint import load_checkpoint
+from mt.formats.trainlog import TrainLog
 from mt.generate.greedy import greedy_decode
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer
-from mt.train import TrainConfig, main, train
-from mt.trainlog import TrainLog
-from mt.util import exclusive_lock
+from mt.train.trainer import TrainConfig, main, train
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 REPO = Path(__file__).resolve().parent.parent
@@ -37,20 +37,43 @@ def data(tmp_path_factory):
 
 def _cfg(data, save_dir, **kw) -> TrainConfig:
     base = dict(
-        data=str(data), lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"], arch="transformer_tiny",
-        save_dir=str(save_dir), max_tokens=256, lr=3e-3, warmup_updates=5, log_interval=1,
-        no_progress_bar=True, no_epoch_checkpoints=True,
-    )  # fmt: skip
+        data=str(data),
+        lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"],
+        arch="transformer_tiny",
+        save_dir=str(save_dir),
+        max_tokens=256,
+        lr=3e-3,
+        warmup_updates=5,
+        log_interval=1,
+        no_progress_bar=True,
+        no_epoch_checkpoints=True,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def _args(data, save_dir, *extra: str) -> list[str]:
     return [
-        str(data), "--lang-pairs", "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn", "--arch", "transformer_tiny",
-        "--save-dir", str(save_dir), "--max-tokens", "160", "--lr", "3e-3", "--warmup-updates", "5",
-        "--log-interval", "1", "--no-progress-bar", "--seed", "7", *extra,
-    ]  # fmt: skip
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save_dir),
+        "--max-tokens",
+        "160",
+        "--lr",
+        "3e-3",
+        "--warmup-updates",
+        "5",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--seed",
+        "7",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -66,8 +89,18 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_tiny_model_overfits_tiny_corpus(tmp_path):
     root = tmp_path / "of"
     data = make_corpus(root, (("deu_Latn", "eng_Latn"),), sizes={"deu_Latn-eng_Latn": 32}, n_valid=4, seed=1)
-    cfg = _cfg(data, root / "ck", lang_pairs=["eng_Latn-deu_Latn"], max_tokens=512, max_update=120, lr=5e-3,
-               warmup_updates=10, label_smoothing=0.0, model_overrides={"dropout": 0.0}, log_interval=10)  # fmt: skip
+    cfg = _cfg(
+        data,
+        root / "ck",
+        lang_pairs=["eng_Latn-deu_Latn"],
+        max_tokens=512,
+        max_update=120,
+        lr=5e-3,
+        warmup_updates=10,
+        label_smoothing=0.0,
+        model_overrides={"dropout": 0.0},
+        log_interval=10,
+    )
     summary = train(cfg)
     assert summary["num_updates"] == 120
     log = [r for r in TrainLog(root / "ck" / "train_log.jsonl").read() if r["type"] == "train"]
@@ -96,9 +129,26 @@ def test_sigkill_anywhere_then_resume_gives_bitwise_equal_weights(data, tmp_path
     """
     curriculum = tmp_path / "curr.tsv"
     curriculum.write_text("eng_Latn-fra_Latn\t13\n")
-    extra = ["--max-update", "34", "--update-freq", "2", "--save-interval-updates", "6", "--virtual-epoch-size", "400",
-             "--validate-interval-updates", "7", "--curriculum", str(curriculum), "--dropout", "0.2",
-             "--attention-dropout", "0.1", "--keep-last-epochs", "1"]  # fmt: skip
+    extra = [
+        "--max-update",
+        "34",
+        "--update-freq",
+        "2",
+        "--save-interval-updates",
+        "6",
+        "--virtual-epoch-size",
+        "400",
+        "--validate-interval-updates",
+        "7",
+        "--curriculum",
+        str(curriculum),
+        "--dropout",
+        "0.2",
+        "--attention-dropout",
+        "0.1",
+        "--keep-last-epochs",
+        "1",
+    ]
     cmd = [sys.executable, "-m", "mt.train"]
     ref = tmp_path / "ref"
     assert main(_args(data, ref, *extra)) == 0  # in-process (same code, same single thread): saves a start-up
@@ -138,11 +188,38 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
     """torchrun with 2 CPU ranks on the same global batches gives the single-process weights."""
     # --batch-size 3 splits batches 2+1 across ranks (uneven shards); long sentences make 1-sentence
     # batches (rank 1 runs a zero-weight dummy); dropout off so both runs do the same arithmetic.
-    extra = ["--max-update", "8", "--batch-size", "3", "--max-tokens", "24", "--dropout", "0",
-             "--update-freq", "2", "--validate-interval-updates", "4"]  # fmt: skip
+    extra = [
+        "--max-update",
+        "8",
+        "--batch-size",
+        "3",
+        "--max-tokens",
+        "24",
+        "--dropout",
+        "0",
+        "--update-freq",
+        "2",
+        "--validate-interval-updates",
+        "4",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "mt.train", *_args(data, one, *extra)], check=True, env=_env(), cwd=REPO, capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mt.train"]
+    subprocess.run(
+        [sys.executable, "-m", "mt.train", *_args(data, one, *extra)],
+        check=True,
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+    )
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mt.train",
+    ]
     res = subprocess.run(torchrun + _args(data, two, *extra), env=_env(), cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _weights(one / "checkpoint_last.pt"), _weights(two / "checkpoint_last.pt")
@@ -191,7 +268,7 @@ def test_checkpoint_contents_and_resume_finished_run(data, tmp_path, capsys):
 
 def test_checkpoint_of_a_run_with_relative_paths_loads_from_anywhere(data, tmp_path, monkeypatch):
     """mt-train run with a relative data path: the checkpoint records it resolved, plus a fresh save id."""
-    from mt.checkpoint import model_id
+    from mt.formats.checkpoint import model_id
     from mt.generate.loading import load_model
 
     monkeypatch.chdir(Path(data).parent)
@@ -249,13 +326,22 @@ def test_help_has_examples(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--max-tokens", "--sampling-temperature", "--curriculum", "--eval-chrf", "--encoder-ffn-embed-dim", "torchrun"):
+    for flag in (
+        "--max-tokens",
+        "--sampling-temperature",
+        "--curriculum",
+        "--eval-chrf",
+        "--encoder-ffn-embed-dim",
+        "torchrun",
+    ):
         assert flag in out
 
 
 def test_validation_chrf_and_log_records(data, tmp_path):
     save = tmp_path / "ck"
-    summary = train(_cfg(data, save, max_update=4, validate_interval_updates=2, eval_chrf=4, best_checkpoint_metric="chrf"))
+    summary = train(
+        _cfg(data, save, max_update=4, validate_interval_updates=2, eval_chrf=4, best_checkpoint_metric="chrf")
+    )
     recs = TrainLog(save / "train_log.jsonl").read()
     valid = [r for r in recs if r["type"] == "valid"]
     assert [r["update"] for r in valid][:2] == [2, 4]
@@ -300,8 +386,17 @@ def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, ca
     While they run, a second mt-train on the same --save-dir is refused at once, naming the holder."""
     run = tmp_path / "run"
     log = run / "train_log.jsonl"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mt.train",
-           *_args(data, run, "--max-update", "100000", "--save-interval-updates", "3", "--dropout", "0")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mt.train",
+        *_args(data, run, "--max-update", "100000", "--save-interval-updates", "3", "--dropout", "0"),
+    ]
     with open(tmp_path / "torchrun.out", "w") as out:
         launcher = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     workers: list[int] = []
@@ -332,7 +427,10 @@ def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, ca
             launcher.wait()
     stopped = load_checkpoint(run / "checkpoint_last.pt")  # intact: the workers saved on their way out
     assert stopped["num_updates"] >= 4
-    assert "launcher" in (tmp_path / "torchrun.out").read_text() or "got signal 15" in (tmp_path / "torchrun.out").read_text()
+    assert (
+        "launcher" in (tmp_path / "torchrun.out").read_text()
+        or "got signal 15" in (tmp_path / "torchrun.out").read_text()
+    )
     # their lock died with them: the same command resumes at once (here as one process)
     assert main(_args(data, run, "--max-update", str(stopped["num_updates"] + 1), "--dropout", "0")) == 0
     assert load_checkpoint(run / "checkpoint_last.pt")["num_updates"] == stopped["num_updates"] + 1
@@ -395,7 +493,10 @@ def test_tampered_checkpoint_is_refused_without_running_it(data, tmp_path):
     marker = tmp_path / "the-checkpoint-ran-code"
     state["best"] = _RunsCode(marker)
     torch.save(state, last)
-    for cfg in (_cfg(data, save, max_update=4), _cfg(data, tmp_path / "ft", max_update=2, finetune_from_model=str(last))):
+    for cfg in (
+        _cfg(data, save, max_update=4),
+        _cfg(data, tmp_path / "ft", max_update=2, finetune_from_model=str(last)),
+    ):
         with pytest.raises(UserError) as e:
             train(cfg)
         msg = str(e.value)

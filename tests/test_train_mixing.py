@@ -7,11 +7,11 @@ import pytest
 from hostile import assert_refused
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
+from mt.common.errors import UserError
 from mt.data.mixing import Mixing, load_utilities, unimax_budgets, utilimax_shares
 from mt.data.sampler import MultilingualSampler
-from mt.errors import UserError
-from mt.train import main
-from mt.trainlog import TrainLog
+from mt.formats.trainlog import TrainLog
+from mt.train.trainer import main
 
 DIRS = ["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn", "fra_Latn-eng_Latn"]
 
@@ -73,9 +73,14 @@ def test_utilimax_returns_the_closed_form_optimum_and_respects_the_caps():
         w = utilimax_shares(u, caps, lam)
         assert w.sum() == pytest.approx(1.0) and (w >= 0).all() and (w <= caps + 1e-12).all()
         zz, scale = (u - u.mean()) / (u.max() - u.min()), lam * k
-        ref = minimize(lambda x: -_objective(x, zz, scale), np.full(k, 1 / k), method="SLSQP",
-                       bounds=list(zip(np.zeros(k), caps)), constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}],
-                       options={"ftol": 1e-14, "maxiter": 500})  # fmt: skip
+        ref = minimize(
+            lambda x: -_objective(x, zz, scale),
+            np.full(k, 1 / k),
+            method="SLSQP",
+            bounds=list(zip(np.zeros(k), caps)),
+            constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}],
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
         assert _objective(w, zz, scale) >= _objective(ref.x, zz, scale) - 1e-9
     # infeasible caps (the budget is more than N epochs of everything): all at their caps, scaled alike
     assert utilimax_shares([0, 5], [0.2, 0.3], 1.0) == pytest.approx([0.4, 0.6])
@@ -83,7 +88,9 @@ def test_utilimax_returns_the_closed_form_optimum_and_respects_the_caps():
 
 def _mix(method, budget=3000.0, unit="tokens", **kw):
     # sentences 10 / 100 / 1000 of mean length 10 / 20 / 5 tokens
-    return Mixing(method, ["a-b", "b-a", "c-d"], np.array([10, 100, 1000]), np.array([100, 2000, 5000]), budget, unit, **kw)
+    return Mixing(
+        method, ["a-b", "b-a", "c-d"], np.array([10, 100, 1000]), np.array([100, 2000, 5000]), budget, unit, **kw
+    )
 
 
 def test_shares_become_sentence_probabilities_and_epochs():
@@ -116,8 +123,9 @@ def test_every_method_keeps_the_share_of_a_direction_due_less_than_one_sentence_
     endless draw (stream_counts) still hands each of them its 14, as for temperature sampling."""
     sizes = [100_000, 30, 30]
     sets = [_Sizes(f"d{i}", n, 4) for i, n in enumerate(sizes)]
-    mix = Mixing("unimax", [s.name for s in sets], np.array(sizes), 4 * np.array(sizes), 4 * 40_000.0, "tokens",
-                 max_epochs=0.47)  # fmt: skip
+    mix = Mixing(
+        "unimax", [s.name for s in sets], np.array(sizes), 4 * np.array(sizes), 4 * 40_000.0, "tokens", max_epochs=0.47
+    )
     s = MultilingualSampler(sets, [np.arange(n) for n in sizes], 1.0, 4096, seed=1, virtual_epoch_size=1000, mixing=mix)
     p = s.probabilities(0)
     assert p[1] * 1000 < 1 and p == pytest.approx(mix.probs([0, 1, 2]))
@@ -152,9 +160,25 @@ def data(tmp_path_factory):
 
 
 def _args(data, save, *extra):
-    return [str(data), "--lang-pairs", ",".join(DIRS), "--arch", "transformer_tiny", "--save-dir", str(save),
-            "--max-tokens", "128", "--max-update", "12", "--log-interval", "4", "--no-progress-bar", "--seed", "3",
-            *extra]  # fmt: skip
+    return [
+        str(data),
+        "--lang-pairs",
+        ",".join(DIRS),
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save),
+        "--max-tokens",
+        "128",
+        "--max-update",
+        "12",
+        "--log-interval",
+        "4",
+        "--no-progress-bar",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def test_mt_train_prints_and_logs_the_mix_and_the_epochs_seen(data, tmp_path, capsys):
@@ -179,12 +203,15 @@ def test_mt_train_prints_and_logs_the_mix_and_the_epochs_seen(data, tmp_path, ca
     assert p["eng_Latn-deu_Latn"]["utility"] == 1.0 and p["eng_Latn-deu_Latn"]["p"] > p["deu_Latn-eng_Latn"]["p"]
 
 
-@pytest.mark.parametrize("extra, expect", [
-    (["--sampling-method", "utilimax"], "needs --utilities"),
-    (["--utilities", "eng_Latn-deu_Latn=1"], "only applies to --sampling-method utilimax"),
-    (["--sampling-method", "unimax", "--unimax-max-epochs", "0"], "--unimax-max-epochs must be > 0"),
-    (["--sampling-method", "unimax", "--max-update", "0"], "needs a training budget"),
-    (["--sampling-method", "utilimax", "--utilities", "eng_Latn-xho_Latn=1"], "not in --lang-pairs"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (["--sampling-method", "utilimax"], "needs --utilities"),
+        (["--utilities", "eng_Latn-deu_Latn=1"], "only applies to --sampling-method utilimax"),
+        (["--sampling-method", "unimax", "--unimax-max-epochs", "0"], "--unimax-max-epochs must be > 0"),
+        (["--sampling-method", "unimax", "--max-update", "0"], "needs a training budget"),
+        (["--sampling-method", "utilimax", "--utilities", "eng_Latn-xho_Latn=1"], "not in --lang-pairs"),
+    ],
+)
 def test_mixing_flag_mistakes_are_one_line_errors(data, tmp_path, extra, expect):
     assert_refused("mt-train", _args(data, tmp_path / "ck", *extra), tmp_path, expect=expect)

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from train_fixtures import one_thread  # noqa: F401 (autouse)
 
-from mt.criterion import LabelSmoothedCrossEntropy
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.generate.greedy import greedy_decode
 from mt.models import ffn as ffn_module
 from mt.models.config import ForwardContext, TransformerConfig, arch_config
 from mt.models.transformer import DecoderCache, Transformer, sinusoidal_table
-from mt.optim import InverseSqrtSchedule
+from mt.train.criterion import LabelSmoothedCrossEntropy
+from mt.train.optim import InverseSqrtSchedule
 
 V, PAD, EOS = 40, 1, 2
 
@@ -115,7 +115,12 @@ def test_shared_embeddings_and_presets():
     names = dict(m.named_parameters())
     assert "encoder.layers.0.self_attn.qkv_proj.weight" in names
     big = arch_config("nllb_dense_600m", vocab_size=256_000)
-    assert (big.encoder_layers, big.decoder_layers, big.encoder_embed_dim, big.encoder_ffn_embed_dim) == (12, 12, 1024, 4096)
+    assert (big.encoder_layers, big.decoder_layers, big.encoder_embed_dim, big.encoder_ffn_embed_dim) == (
+        12,
+        12,
+        1024,
+        4096,
+    )
     assert big.encoder_attention_heads == 16
     with pytest.raises(UserError, match="differ"):
         Transformer(arch_config("transformer_tiny", vocab_size=V, decoder_embed_dim=32))
@@ -134,7 +139,14 @@ def test_ffn_factory_seam_carries_aux_losses(monkeypatch):
             self.layer_idx, self.is_decoder = layer_idx, is_decoder
 
         def forward(self, x, ctx):
-            seen.append((self.is_decoder, self.layer_idx, ctx.lang(self.is_decoder).tolist(), ctx.padding_mask(self.is_decoder).shape))
+            seen.append(
+                (
+                    self.is_decoder,
+                    self.layer_idx,
+                    ctx.lang(self.is_decoder).tolist(),
+                    ctx.padding_mask(self.is_decoder).shape,
+                )
+            )
             ctx.add_aux_loss("balance", x.float().pow(2).mean())
             return super().forward(x, ctx)
 
@@ -190,7 +202,9 @@ def test_bf16_cpu_attention_path_matches_sdpa(causal):
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 5, 8, generator=g) for _ in range(3))
-    mask = None if causal else torch.tensor([True] * 5 + [True] * 3 + [False] * 2 + [True] * 4 + [False]).view(3, 1, 1, 5)
+    mask = (
+        None if causal else torch.tensor([True] * 5 + [True] * 3 + [False] * 2 + [True] * 4 + [False]).view(3, 1, 1, 5)
+    )
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     got = _bmm_attention(q, k, v, mask, causal, 0.0)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
@@ -215,7 +229,7 @@ def test_cached_decoding_under_bf16_autocast():
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_fused_projection_loss_matches_autograd_reference(bf16, eps):
     """Loss, nll and both gradients of the fused chunked head equal the plain logits -> log_softmax path."""
-    from mt.criterion import linear_label_smoothed_ce
+    from mt.train.criterion import linear_label_smoothed_ce
 
     g = torch.Generator().manual_seed(1)
     # two chunks of rows (2**22 // V rounded down to a multiple of 64 = 192); in bf16 the 300 rows are

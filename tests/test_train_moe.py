@@ -10,18 +10,24 @@ import torch
 import torch.nn.functional as F
 from train_fixtures import one_thread  # noqa: F401 (autouse)
 
-from mt import checkpoint as ckpt
-from mt import gemm_shapes
-from mt.errors import UserError
-from mt.models.config import ForwardContext, arch_config
+from mt.common.errors import UserError
+from mt.formats import checkpoint as ckpt
+from mt.models import gemm_shapes
 from mt.models import moe as moe_mod
+from mt.models.config import ForwardContext, arch_config
 from mt.models.moe import CMRLayer, MoELayer, _expert_major, capacity_for, num_moe_layers, top2_route
 from mt.models.transformer import DecoderCache, Transformer
 
 
 def _cfg(**kw):
-    base = dict(vocab_size=40, dropout=0.0, moe_freq=1, moe_expert_count=4, moe_second_expert_policy="all",
-                langs=["aaa_Latn", "bbb_Latn", "ccc_Latn"])  # fmt: skip
+    base = dict(
+        vocab_size=40,
+        dropout=0.0,
+        moe_freq=1,
+        moe_expert_count=4,
+        moe_second_expert_policy="all",
+        langs=["aaa_Latn", "bbb_Latn", "ccc_Latn"],
+    )
     base.update(kw)
     return arch_config("transformer_tiny", **base).validate()
 
@@ -303,12 +309,14 @@ def test_cmr_budget_loss_pools_the_gates_of_all_cmr_layers_as_fairseq():
         _cfg(moe_cmr=True, cmr_gate_loss_p=1.5)
     with pytest.raises(UserError, match="--cmr-gate-loss-p needs --moe-cmr"):
         _cfg(cmr_gate_loss_p=0.8)
-    from mt.train import build_parser, config_from_args
+    from mt.train.trainer import build_parser, config_from_args
 
     argv = ["data", "--lang-pairs", "eng_Latn-deu_Latn", "--moe-freq", "2", "--moe-expert-count", "4"]
     with pytest.raises(UserError, match="--cmr-gate-loss-wt needs --moe-cmr"):
         config_from_args(build_parser().parse_args([*argv, "--cmr-gate-loss-wt", "0.1"]))
-    cfg = config_from_args(build_parser().parse_args([*argv, "--moe-cmr", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8"]))
+    cfg = config_from_args(
+        build_parser().parse_args([*argv, "--moe-cmr", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8"])
+    )
     assert cfg.cmr_gate_loss_wt == 0.1 and cfg.model_overrides["cmr_gate_loss_p"] == 0.8
 
 
@@ -324,21 +332,52 @@ def test_cmr_budget_loss_in_mt_train_moves_the_mean_gate_to_p(corpus, tmp_path):
     """30 updates of a tiny CMR model: without the loss the mean gate stays near its initial 0.5; with NLLB's
     --cmr-gate-loss-wt 0.1 --cmr-gate-loss-p 0.8 it climbs toward 0.8 (measured over the last 3 updates: 0.44
     without, 0.72 with; both start at 0.47)."""
-    from mt.train import main
-    from mt.trainlog import TrainLog
+    from mt.formats.trainlog import TrainLog
+    from mt.train.trainer import main
 
     def run(name: str, *extra: str) -> list[dict]:
         save = tmp_path / name
-        assert main([str(corpus), "--lang-pairs", "eng_Latn-deu_Latn,deu_Latn-eng_Latn", "--arch", "transformer_tiny",
-                     "--save-dir", str(save), "--max-tokens", "256", "--lr", "3e-3", "--warmup-updates", "1",
-                     "--log-interval", "1", "--no-progress-bar", "--seed", "3", "--moe-freq", "1",
-                     "--moe-expert-count", "2", "--moe-cmr", "--max-update", "30", "--no-epoch-checkpoints",
-                     *extra]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    str(corpus),
+                    "--lang-pairs",
+                    "eng_Latn-deu_Latn,deu_Latn-eng_Latn",
+                    "--arch",
+                    "transformer_tiny",
+                    "--save-dir",
+                    str(save),
+                    "--max-tokens",
+                    "256",
+                    "--lr",
+                    "3e-3",
+                    "--warmup-updates",
+                    "1",
+                    "--log-interval",
+                    "1",
+                    "--no-progress-bar",
+                    "--seed",
+                    "3",
+                    "--moe-freq",
+                    "1",
+                    "--moe-expert-count",
+                    "2",
+                    "--moe-cmr",
+                    "--max-update",
+                    "30",
+                    "--no-epoch-checkpoints",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         return [r for r in TrainLog(save / "train_log.jsonl").read() if r["type"] == "train"]
 
     def gate(recs: list[dict]) -> float:  # mean CMR gate of the four CMR layers over the last (up to) 3 updates
         last = recs[-3:]
-        return sum(v for r in last for k, v in r["moe"].items() if k.startswith("cmr/") and k.endswith("/gate")) / (4 * len(last))
+        return sum(v for r in last for k, v in r["moe"].items() if k.startswith("cmr/") and k.endswith("/gate")) / (
+            4 * len(last)
+        )
 
     plain = run("plain")
     budget = run("budget", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8")
@@ -431,25 +470,38 @@ def _moe_state(world: int, rank: int, E: int = 4, save_id: str = "s1") -> dict:
     full = torch.arange(E * 3, dtype=torch.float).view(E, 3)
     local = full[rank * per : (rank + 1) * per]
     return {
-        "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "model_config": {"moe_expert_count": E},
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "model_config": {"moe_expert_count": E},
         "model": {"shared.w": torch.ones(2), "l.ffn.experts.fc1_weight": local.clone()},
-        "optimizer": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2)},
-                                1: {"step": torch.tensor(5.0), "exp_avg": local + 100, "exp_avg_sq": local * 2}},
-                      "param_groups": [{"params": [0, 1], "lr": 0.1}]},
-        "num_updates": 5, "moe": {"shards": world, "expert_keys": ["l.ffn.experts.fc1_weight"], "expert_param_ids": [1]},
-    }  # fmt: skip
+        "optimizer": {
+            "state": {
+                0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2)},
+                1: {"step": torch.tensor(5.0), "exp_avg": local + 100, "exp_avg_sq": local * 2},
+            },
+            "param_groups": [{"params": [0, 1], "lr": 0.1}],
+        },
+        "num_updates": 5,
+        "moe": {"shards": world, "expert_keys": ["l.ffn.experts.fc1_weight"], "expert_param_ids": [1]},
+    }
 
 
 def test_sharded_checkpoint_commit_protocol_and_resharding(tmp_path, monkeypatch):
-    from mt import distributed
+    from mt.common import distributed
 
     monkeypatch.setattr(distributed, "broadcast_object", lambda obj, src=0: "s1")
     path = tmp_path / "checkpoint_last.pt"
     for r in (0, 1):  # what the two ranks do (barriers are no-ops in one process)
         ckpt.save_checkpoint(_moe_state(2, r), path, [tmp_path / "checkpoint_best.pt"], rank=r, world=2)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["checkpoint_best-rank-0.pt", "checkpoint_best-rank-1.pt", "checkpoint_best.pt",
-                     "checkpoint_last-rank-0.pt", "checkpoint_last-rank-1.pt", "checkpoint_last.pt"]  # fmt: skip
+    assert names == [
+        "checkpoint_best-rank-0.pt",
+        "checkpoint_best-rank-1.pt",
+        "checkpoint_best.pt",
+        "checkpoint_last-rank-0.pt",
+        "checkpoint_last-rank-1.pt",
+        "checkpoint_last.pt",
+    ]
     shared = torch.load(path, weights_only=True)
     assert "l.ffn.experts.fc1_weight" not in shared["model"] and 1 not in shared["optimizer"]["state"]
     assert shared["save_id"] == shared["moe"]["save_id"] == "s1" and ckpt.model_id(path) == "save:s1"
@@ -467,7 +519,9 @@ def test_sharded_checkpoint_commit_protocol_and_resharding(tmp_path, monkeypatch
     ckpt.save_checkpoint(_moe_state(1, 0), one)
     st = ckpt.load_checkpoint(one, rank=1, world=2)
     assert torch.equal(st["model"]["l.ffn.experts.fc1_weight"], _moe_state(2, 1)["model"]["l.ffn.experts.fc1_weight"])
-    assert torch.equal(st["optimizer"]["state"][1]["exp_avg_sq"], _moe_state(2, 1)["optimizer"]["state"][1]["exp_avg_sq"])
+    assert torch.equal(
+        st["optimizer"]["state"][1]["exp_avg_sq"], _moe_state(2, 1)["optimizer"]["state"][1]["exp_avg_sq"]
+    )
     with pytest.raises(UserError, match="4 experts per MoE layer, not divisible by the world size 3"):
         ckpt.load_checkpoint(path, rank=0, world=3)
 
@@ -477,9 +531,14 @@ def test_sharded_checkpoint_commit_protocol_and_resharding(tmp_path, monkeypatch
     new1 = _moe_state(2, 1)
     new1["model"]["l.ffn.experts.fc1_weight"] += 1000
     ckpt.save_checkpoint(_moe_state(2, 0), path, rank=0, world=2)
-    shard1 = {"format": ckpt.FORMAT + "/experts", "save_id": "s2", "rank": 1, "shards": 2,
-              "model": {"l.ffn.experts.fc1_weight": new1["model"]["l.ffn.experts.fc1_weight"]},
-              "optimizer_state": {1: new1["optimizer"]["state"][1]}}  # fmt: skip
+    shard1 = {
+        "format": ckpt.FORMAT + "/experts",
+        "save_id": "s2",
+        "rank": 1,
+        "shards": 2,
+        "model": {"l.ffn.experts.fc1_weight": new1["model"]["l.ffn.experts.fc1_weight"]},
+        "optimizer_state": {1: new1["optimizer"]["state"][1]},
+    }
     torch.save(shard1, tmp_path / "checkpoint_last-rank-1.pt.pending")
     st = ckpt.load_checkpoint(path)
     assert float(st["model"]["l.ffn.experts.fc1_weight"][2, 0]) == 1006.0

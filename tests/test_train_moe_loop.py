@@ -14,14 +14,14 @@ import pytest
 import torch
 from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
-from mt.checkpoint import load_checkpoint
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import collate, load_direction
+from mt.formats.checkpoint import load_checkpoint
+from mt.formats.trainlog import TrainLog
 from mt.generate.greedy import greedy_decode
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer
-from mt.train import main
-from mt.trainlog import TrainLog
+from mt.train.trainer import main
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 REPO = Path(__file__).resolve().parent.parent
@@ -36,10 +36,26 @@ def data(tmp_path_factory):
 
 def _args(data, save_dir, *extra: str) -> list[str]:
     return [
-        str(data), "--lang-pairs", "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn", "--arch", "transformer_tiny",
-        "--save-dir", str(save_dir), "--max-tokens", "160", "--lr", "3e-3", "--warmup-updates", "5",
-        "--log-interval", "1", "--no-progress-bar", "--seed", "7", *extra,
-    ]  # fmt: skip
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save_dir),
+        "--max-tokens",
+        "160",
+        "--lr",
+        "3e-3",
+        "--warmup-updates",
+        "5",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--seed",
+        "7",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -49,7 +65,17 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mt.train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mt.train",
+        *args,
+    ]
     res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
@@ -69,9 +95,31 @@ def _assert_same_weights(a_path: Path, b_path: Path, tol: float = 1e-4) -> None:
 
 def test_moe_cmr_hyper_adapter_training_logs_routing_stats_and_decodes(data, tmp_path):
     save = tmp_path / "ck"
-    assert main(_args(data, save, "--max-update", "4", "--moe-freq", "2", "--moe-expert-count", "4", "--moe-eom", "0.2",
-                      "--moe-cmr", "--cmr-gate-drop", "0.1", "--moe-z-loss-wt", "0.001", "--hyper-adapters",
-                      "--hyper-adapter-bottleneck", "16")) == 0  # fmt: skip
+    assert (
+        main(
+            _args(
+                data,
+                save,
+                "--max-update",
+                "4",
+                "--moe-freq",
+                "2",
+                "--moe-expert-count",
+                "4",
+                "--moe-eom",
+                "0.2",
+                "--moe-cmr",
+                "--cmr-gate-drop",
+                "0.1",
+                "--moe-z-loss-wt",
+                "0.001",
+                "--hyper-adapters",
+                "--hyper-adapter-bottleneck",
+                "16",
+            )
+        )
+        == 0
+    )
     recs = _train_records(save)
     assert len(recs) == 4
     r = recs[-1]
@@ -93,8 +141,14 @@ def test_moe_cmr_hyper_adapter_training_logs_routing_stats_and_decodes(data, tmp
     ds = load_direction(data, "valid", "eng_Latn-deu_Latn", d, d.langs())
     items = [(*ds.item(i), ds, 0) for i in range(4)]
     batch = collate(items, d.pad())
-    hyps = greedy_decode(model, batch.src_tokens, torch.full((4,), ds.tgt_lang_token), d.eos(),
-                         src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)  # fmt: skip
+    hyps = greedy_decode(
+        model,
+        batch.src_tokens,
+        torch.full((4,), ds.tgt_lang_token),
+        d.eos(),
+        src_lang=batch.src_lang,
+        tgt_lang=batch.tgt_lang,
+    )
     assert len(hyps) == 4
 
 
@@ -105,9 +159,29 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
     # --batch-size 3 / --max-tokens 24: uneven shards and 1-sentence batches (rank 1 runs zero-weight
     # dummies); capacity factor 2 with 4 experts: no token over capacity, so routing is identical to one
     # process; balance loss on, gradient clipping on (the norm spans the experts of both ranks)
-    extra = [*MOE, "--moe-second-expert-policy", "all", "--moe-train-capacity-factor", "2", "--dropout", "0",
-             "--batch-size", "3", "--max-tokens", "24", "--update-freq", "2", "--clip-norm", "0.5",
-             "--validate-interval-updates", "4", "--eval-chrf", "3", "--save-interval-updates", "4"]  # fmt: skip
+    extra = [
+        *MOE,
+        "--moe-second-expert-policy",
+        "all",
+        "--moe-train-capacity-factor",
+        "2",
+        "--dropout",
+        "0",
+        "--batch-size",
+        "3",
+        "--max-tokens",
+        "24",
+        "--update-freq",
+        "2",
+        "--clip-norm",
+        "0.5",
+        "--validate-interval-updates",
+        "4",
+        "--eval-chrf",
+        "3",
+        "--save-interval-updates",
+        "4",
+    ]
     a, w1, w2 = tmp_path / "a", tmp_path / "w1", tmp_path / "w2"
     assert main(_args(data, a, *extra, "--max-update", "4")) == 0
     shutil.copytree(a, w1)
@@ -115,7 +189,10 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
 
     _torchrun(_args(data, w2, *extra, "--max-update", "4"))
     assert sorted(p.name for p in w2.glob("checkpoint_last*")) == [
-        "checkpoint_last-rank-0.pt", "checkpoint_last-rank-1.pt", "checkpoint_last.pt"]  # fmt: skip
+        "checkpoint_last-rank-0.pt",
+        "checkpoint_last-rank-1.pt",
+        "checkpoint_last.pt",
+    ]
     shard = torch.load(w2 / "checkpoint_last-rank-1.pt", weights_only=True)
     assert shard["model"]["encoder.layers.0.ffn.experts.fc1_weight"].shape[0] == 2  # 2 of the 4 experts
     _assert_same_weights(w1 / "checkpoint_last.pt", w2 / "checkpoint_last.pt")
@@ -144,10 +221,30 @@ def test_expert_parallel_cmr_budget_loss_and_fairseq_capacity_match_one_process(
     """The CMR budget loss is taken over the tokens of both ranks (an all-reduce) and the fairseq capacity
     rule takes the largest rank's B x T (an all-reduce max): 2 ranks still make the one-process updates
     (capacity factor 2 with 4 experts leaves no assignment over capacity under either rule)."""
-    extra = [*MOE, "--moe-second-expert-policy", "all", "--moe-train-capacity-factor", "2", "--dropout", "0",
-             "--batch-size", "3", "--max-tokens", "24", "--update-freq", "2", "--max-update", "4",
-             "--moe-cmr", "--cmr-gate-loss-wt", "0.1", "--cmr-gate-loss-p", "0.8", "--moe-train-capacity-rule",
-             "fairseq"]  # fmt: skip
+    extra = [
+        *MOE,
+        "--moe-second-expert-policy",
+        "all",
+        "--moe-train-capacity-factor",
+        "2",
+        "--dropout",
+        "0",
+        "--batch-size",
+        "3",
+        "--max-tokens",
+        "24",
+        "--update-freq",
+        "2",
+        "--max-update",
+        "4",
+        "--moe-cmr",
+        "--cmr-gate-loss-wt",
+        "0.1",
+        "--cmr-gate-loss-p",
+        "0.8",
+        "--moe-train-capacity-rule",
+        "fairseq",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_args(data, one, *extra)) == 0
     _torchrun(_args(data, two, *extra))
@@ -161,18 +258,41 @@ def test_expert_parallel_cmr_budget_loss_and_fairseq_capacity_match_one_process(
 @pytest.mark.slow
 def test_sigkill_and_resume_is_exact_with_moe(data, tmp_path):
     """Gumbel second-expert sampling, EOM, FOM and dropout all draw random numbers: still bitwise."""
-    extra = [*MOE, "--moe-eom", "0.2", "--moe-fom", "0.1", "--dropout", "0.2", "--max-update", "16",
-             "--save-interval-updates", "5", "--update-freq", "2"]  # fmt: skip
+    extra = [
+        *MOE,
+        "--moe-eom",
+        "0.2",
+        "--moe-fom",
+        "0.1",
+        "--dropout",
+        "0.2",
+        "--max-update",
+        "16",
+        "--save-interval-updates",
+        "5",
+        "--update-freq",
+        "2",
+    ]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main(_args(data, ref, *extra)) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "mt.train", *_args(data, run, *extra)], env=_env(),
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mt.train", *_args(data, run, *extra)],
+        env=_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     killed = wait_for_update(run / "train_log.jsonl", proc, 7)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert killed < 16
-    done = subprocess.run([sys.executable, "-m", "mt.train", *_args(data, run, *extra)], env=_env(),
-                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mt.train", *_args(data, run, *extra)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert done.returncode == 0 and "resumed from" in done.stderr, done.stderr[-2000:]
     a, b = load_checkpoint(ref / "checkpoint_last.pt"), load_checkpoint(run / "checkpoint_last.pt")
     for k in a["model"]:

@@ -11,16 +11,33 @@ from pathlib import Path
 
 from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
-from mt.train import main
-from mt.trainlog import TrainLog
+from mt.formats.trainlog import TrainLog
+from mt.train.trainer import main
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _args(data: Path, save_dir: Path) -> list[str]:
-    return [str(data), "--lang-pairs", "eng_Latn-deu_Latn", "--arch", "transformer_tiny", "--save-dir", str(save_dir),
-            "--max-tokens", "120", "--log-interval", "1", "--no-progress-bar", "--max-update", "5",
-            "--save-interval-updates", "4", "--seed", "3"]  # fmt: skip
+    return [
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save_dir),
+        "--max-tokens",
+        "120",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--max-update",
+        "5",
+        "--save-interval-updates",
+        "4",
+        "--seed",
+        "3",
+    ]
 
 
 def _train(save_dir: Path) -> list[tuple[int, float]]:
@@ -33,8 +50,9 @@ def test_run_killed_before_its_first_checkpoint_leaves_no_records_in_the_next_ru
     assert main(_args(data, ref)) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mt.train", *_args(data, run)], env=env, cwd=REPO,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mt.train", *_args(data, run)], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
     wait_for_update(run / "train_log.jsonl", proc, 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from train_fixtures import make_corpus
 
+from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import load_direction
 from mt.data.sampler import (
@@ -16,7 +17,6 @@ from mt.data.sampler import (
     stream_counts,
     temperature_probs,
 )
-from mt.errors import UserError
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 DIRS = ["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn"]

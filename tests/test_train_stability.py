@@ -1,4 +1,4 @@
-"""The training-stability monitor (mt.stability): Adam statistics, spike detection, rollback and skip."""
+"""The training-stability monitor (mt.train.stability): Adam statistics, spike detection, rollback and skip."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from hostile import assert_refused
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
-from mt import checkpoint as ckpt
-from mt.optim import InverseSqrtSchedule
-from mt.stability import STATS, AdamStats, Monitor, SpikeDetector, group_of
-from mt.train import TrainConfig, _Trainer, train
-from mt.trainlog import TrainLog
+from mt.formats import checkpoint as ckpt
+from mt.formats.trainlog import TrainLog
+from mt.train.optim import InverseSqrtSchedule
+from mt.train.stability import STATS, AdamStats, Monitor, SpikeDetector, group_of
+from mt.train.trainer import TrainConfig, _Trainer, train
 
 
 def test_parameter_groups():
@@ -61,8 +61,13 @@ def _direct(model, opt, samples=None) -> dict[str, dict[str, float]]:
         g, r, below = (np.concatenate(x) for x in zip(*parts))
         c = r - r.mean()
         skew, kurt = (c**3).mean() / (c**2).mean() ** 1.5, (c**4).mean() / (c**2).mean() ** 2
-        out[grp] = {"grad_rms": np.sqrt((g**2).mean()), "v_below_eps": below.mean(), "update_rms": np.sqrt((r**2).mean()),
-                    "bimodality": (skew**2 + 1) / kurt, "cos": r @ g / np.linalg.norm(r) / np.linalg.norm(g)}  # fmt: skip
+        out[grp] = {
+            "grad_rms": np.sqrt((g**2).mean()),
+            "v_below_eps": below.mean(),
+            "update_rms": np.sqrt((r**2).mean()),
+            "bimodality": (skew**2 + 1) / kurt,
+            "cos": r @ g / np.linalg.norm(r) / np.linalg.norm(g),
+        }
     return out
 
 
@@ -142,12 +147,24 @@ def data(tmp_path_factory):
 
 def _cfg(data, save_dir, **kw) -> TrainConfig:
     base = dict(
-        data=str(data), lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn"],
-        arch="transformer_tiny", save_dir=str(save_dir), max_tokens=160, lr=3e-3, warmup_updates=5, log_interval=1,
-        no_progress_bar=True, no_epoch_checkpoints=True, max_update=30, virtual_epoch_size=3000,
-        save_interval_updates=4, spike_rollback=6, spike_skip=3, validate_interval_updates=100,
+        data=str(data),
+        lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn"],
+        arch="transformer_tiny",
+        save_dir=str(save_dir),
+        max_tokens=160,
+        lr=3e-3,
+        warmup_updates=5,
+        log_interval=1,
+        no_progress_bar=True,
+        no_epoch_checkpoints=True,
+        max_update=30,
+        virtual_epoch_size=3000,
+        save_interval_updates=4,
+        spike_rollback=6,
+        spike_skip=3,
+        validate_interval_updates=100,
         model_overrides={"dropout": 0.2},
-    )  # fmt: skip
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -242,14 +259,27 @@ def test_a_run_killed_right_after_its_rollback_resumes_exactly(data, tmp_path, i
     assert [r["type"] for r in TrainLog(parts / "train_log.jsonl").read()].count("rollback") == 1
 
 
-@pytest.mark.parametrize("extra, expect", [
-    (["--spike-rollback", "5"], "set --save-interval-updates"),
-    (["--spike-skip", "5"], "only applies with --spike-rollback"),
-    (["--spike-rollback", "5", "--save-interval-updates", "2", "--spike-threshold", "0"], "needs spike detection"),
-    (["--spike-threshold", "-1"], "--spike-threshold must be >= 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (["--spike-rollback", "5"], "set --save-interval-updates"),
+        (["--spike-skip", "5"], "only applies with --spike-rollback"),
+        (["--spike-rollback", "5", "--save-interval-updates", "2", "--spike-threshold", "0"], "needs spike detection"),
+        (["--spike-threshold", "-1"], "--spike-threshold must be >= 0"),
+    ],
+)
 def test_stability_flag_mistakes_are_one_line_errors(data, tmp_path, extra, expect, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    args = [str(data), "--lang-pairs", "eng_Latn-deu_Latn", "--arch", "transformer_tiny", "--save-dir",
-            str(tmp_path / "ck"), "--max-update", "2", *extra]  # fmt: skip
+    args = [
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(tmp_path / "ck"),
+        "--max-update",
+        "2",
+        *extra,
+    ]
     assert_refused("mt-train", args, tmp_path, expect=expect)

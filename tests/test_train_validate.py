@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
-import mt.validate as validate
-from mt.criterion import LabelSmoothedCrossEntropy
+import mt.train.validate as validate
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import load_direction
 from mt.models.config import arch_config
 from mt.models.transformer import build_model
+from mt.train.criterion import LabelSmoothedCrossEntropy
 
 
 def test_chrf_decoding_bans_language_tokens(tmp_path, monkeypatch):
@@ -40,8 +40,16 @@ def test_chrf_decoding_bans_language_tokens(tmp_path, monkeypatch):
         return real(ids, dictionary, sp)
 
     monkeypatch.setattr(validate, "detokenize", spy)
-    v = validate.Validator({0: ds}, d, max_tokens=512, max_source=64, max_target=64, criterion=LabelSmoothedCrossEntropy(0.1),
-                           eval_chrf=4, spm_model=data / "spm.model")  # fmt: skip
+    v = validate.Validator(
+        {0: ds},
+        d,
+        max_tokens=512,
+        max_source=64,
+        max_target=64,
+        criterion=LabelSmoothedCrossEntropy(0.1),
+        eval_chrf=4,
+        spm_model=data / "spm.model",
+    )
     scores = v.chrf(model, torch.device("cpu"))
     assert set(scores) == {"eng_Latn-deu_Latn"}
     hyps = decoded[: len(decoded) // 2]  # one batch: all hypotheses first, then all references

@@ -1,4 +1,4 @@
-"""mt.util's checks run before a command writes anything: a file in the way of an output, and a line count
+"""mt.common.files's checks run before a command writes anything: a file in the way of an output, and a line count
 that refuses a file that is not UTF-8 (naming the line) instead of failing halfway through the work."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import gzip
 
 import pytest
 
-from mt.errors import UserError
-from mt.util import count_lines, refuse_file_in_the_way
+from mt.common.errors import UserError
+from mt.common.files import count_lines, refuse_file_in_the_way
 
 
 def test_a_file_where_a_folder_of_the_output_belongs_is_refused(tmp_path):

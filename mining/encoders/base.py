@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mt.data.langs import is_code
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.langs import is_code
 
 DEFAULT_ENCODER = "e5"
 # The offline encoder that mined each language best against English: best-cut F1 on the test splits of
@@ -79,7 +79,7 @@ class Encoder(abc.ABC):
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         out = np.empty((len(sentences), self.dim), dtype=np.float32)
         for k in range(0, len(order), self.batch_size):
-            idx = order[k:k + self.batch_size]
+            idx = order[k : k + self.batch_size]
             emb = np.asarray(self._encode_batch([sentences[i] for i in idx], lang), dtype=np.float32)
             if emb.shape != (len(idx), self.dim):
                 raise RuntimeError(f"{self.name}: batch of {len(idx)} gave embeddings of shape {emb.shape}")
@@ -98,9 +98,11 @@ def encoder_space(name: str) -> str:
 
 def _laser_dir(value: str | None, spec: str) -> Path:
     if not value:
-        raise UserError(f"encoder {spec!r} needs the LASER model directory: write laser2:DIR / laser3:DIR:LANG "
-                        "or pass --laser-model-dir DIR (get the files with the LASER repo's "
-                        "nllb/download_models.sh)")
+        raise UserError(
+            f"encoder {spec!r} needs the LASER model directory: write laser2:DIR / laser3:DIR:LANG "
+            "or pass --laser-model-dir DIR (get the files with the LASER repo's "
+            "nllb/download_models.sh)"
+        )
     return Path(value)
 
 
@@ -113,8 +115,10 @@ def load_encoder(spec: str, **kw) -> Encoder:
     batch_size = kw.get("batch_size")
     if kind == "auto":
         if not is_code(rest):
-            raise UserError(f"encoder {spec!r}: write auto:LANG with the FLORES-200 code of the language mined "
-                            "against English, e.g. auto:zho_Hans")
+            raise UserError(
+                f"encoder {spec!r}: write auto:LANG with the FLORES-200 code of the language mined "
+                "against English, e.g. auto:zho_Hans"
+            )
         return load_encoder(auto_encoder(rest), **kw)
     if kind == "e5" and rest in ("", "passage", "query"):
         from mining.encoders.pretrained import E5Encoder
@@ -131,8 +135,9 @@ def load_encoder(spec: str, **kw) -> Encoder:
     elif kind == "laser2":
         from mining.encoders.laser import load_laser2
 
-        enc = load_laser2(_laser_dir(rest or kw.get("laser_model_dir"), spec), bf16=kw.get("bf16", False),
-                          device=kw.get("device"))
+        enc = load_laser2(
+            _laser_dir(rest or kw.get("laser_model_dir"), spec), bf16=kw.get("bf16", False), device=kw.get("device")
+        )
     elif kind == "laser3":
         from mining.encoders.laser import load_laser3
 
@@ -142,14 +147,18 @@ def load_encoder(spec: str, **kw) -> Encoder:
         elif len(parts) == 2 and is_code(parts[1]):
             directory, lang = Path(parts[0]), parts[1]
         else:
-            raise UserError(f"encoder {spec!r}: write laser3:DIR:LANG (e.g. laser3:models/laser:wol_Latn) "
-                            "or laser3:LANG with --laser-model-dir")
+            raise UserError(
+                f"encoder {spec!r}: write laser3:DIR:LANG (e.g. laser3:models/laser:wol_Latn) "
+                "or laser3:LANG with --laser-model-dir"
+            )
         enc = load_laser3(directory, lang, bf16=kw.get("bf16", False), device=kw.get("device"))
     elif os.path.exists(spec):
         enc = load_checkpoint_encoder(Path(spec), bf16=kw.get("bf16", False), device=kw.get("device"))
     else:
-        raise UserError(f"unknown encoder {spec!r}: use auto:LANG, e5, e5:query, use, ngram[:DIM], laser2:DIR, "
-                        "laser3:DIR:LANG, or the path of an encoder checkpoint (file or directory)")
+        raise UserError(
+            f"unknown encoder {spec!r}: use auto:LANG, e5, e5:query, use, ngram[:DIM], laser2:DIR, "
+            "laser3:DIR:LANG, or the path of an encoder checkpoint (file or directory)"
+        )
     if batch_size:
         enc.batch_size = int(batch_size)
     return enc

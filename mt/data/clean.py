@@ -101,8 +101,10 @@ _LETTER_RE = re.compile(r"[^\W\d_]")
 _MARKUP_RE = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
 _URL_RE = re.compile(r"\b(?:https?|ftp|file)://|\bwww\.\w")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]*\w")
-_PATH_RE = re.compile(r"(?:^|[\s\"'(\[=])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.*-]*)+"  # /usr/x, ~/.config/x
-                      r"|\b[A-Za-z]:\\")  # C:\
+_PATH_RE = re.compile(
+    r"(?:^|[\s\"'(\[=])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.*-]*)+"  # /usr/x, ~/.config/x
+    r"|\b[A-Za-z]:\\"
+)  # C:\
 
 
 def _may_have_placeholders(text: str) -> bool:
@@ -169,15 +171,50 @@ def is_untranslated(src: str, tgt: str, own: str | None = None) -> bool:
 
 # First word(s) of a Unicode character name -> ISO 15924 script.
 _NAME_SCRIPT = {
-    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARMENIAN": "Armn", "GEORGIAN": "Geor",
-    "HEBREW": "Hebr", "ARABIC": "Arab", "SYRIAC": "Syrc", "THAANA": "Thaa", "NKO": "Nkoo",
-    "DEVANAGARI": "Deva", "BENGALI": "Beng", "GURMUKHI": "Guru", "GUJARATI": "Gujr", "ORIYA": "Orya",
-    "TAMIL": "Taml", "TELUGU": "Telu", "KANNADA": "Knda", "MALAYALAM": "Mlym", "SINHALA": "Sinh",
-    "THAI": "Thai", "LAO": "Laoo", "TIBETAN": "Tibt", "MYANMAR": "Mymr", "KHMER": "Khmr",
-    "ETHIOPIC": "Ethi", "CHEROKEE": "Cher", "CANADIAN": "Cans", "OGHAM": "Ogam", "RUNIC": "Runr",
-    "MONGOLIAN": "Mong", "TIFINAGH": "Tfng", "SHAVIAN": "Shaw", "OL": "Olck", "HANGUL": "Hang",
-    "HIRAGANA": "Hira", "KATAKANA": "Kana", "KATAKANA-HIRAGANA": "Kana", "CJK": "Hani",
-    "IDEOGRAPHIC": "Hani", "BOPOMOFO": "Bopo", "YI": "Yiii", "JAVANESE": "Java", "BALINESE": "Bali",
+    "LATIN": "Latn",
+    "CYRILLIC": "Cyrl",
+    "GREEK": "Grek",
+    "ARMENIAN": "Armn",
+    "GEORGIAN": "Geor",
+    "HEBREW": "Hebr",
+    "ARABIC": "Arab",
+    "SYRIAC": "Syrc",
+    "THAANA": "Thaa",
+    "NKO": "Nkoo",
+    "DEVANAGARI": "Deva",
+    "BENGALI": "Beng",
+    "GURMUKHI": "Guru",
+    "GUJARATI": "Gujr",
+    "ORIYA": "Orya",
+    "TAMIL": "Taml",
+    "TELUGU": "Telu",
+    "KANNADA": "Knda",
+    "MALAYALAM": "Mlym",
+    "SINHALA": "Sinh",
+    "THAI": "Thai",
+    "LAO": "Laoo",
+    "TIBETAN": "Tibt",
+    "MYANMAR": "Mymr",
+    "KHMER": "Khmr",
+    "ETHIOPIC": "Ethi",
+    "CHEROKEE": "Cher",
+    "CANADIAN": "Cans",
+    "OGHAM": "Ogam",
+    "RUNIC": "Runr",
+    "MONGOLIAN": "Mong",
+    "TIFINAGH": "Tfng",
+    "SHAVIAN": "Shaw",
+    "OL": "Olck",
+    "HANGUL": "Hang",
+    "HIRAGANA": "Hira",
+    "KATAKANA": "Kana",
+    "KATAKANA-HIRAGANA": "Kana",
+    "CJK": "Hani",
+    "IDEOGRAPHIC": "Hani",
+    "BOPOMOFO": "Bopo",
+    "YI": "Yiii",
+    "JAVANESE": "Java",
+    "BALINESE": "Bali",
 }
 # A code's script -> the character scripts its text is written in.
 SCRIPT_LETTERS: dict[str, frozenset[str]] = {
@@ -243,8 +280,7 @@ def _foreign_re(script: str) -> re.Pattern:
     return re.compile(r"(?:(?!" + _letters_re(script).pattern + r")[^\W\d_])")
 
 
-def script_mismatch(tgt: str, src: str, script: str, min_share: float = 0.5,
-                    own: str | None = None) -> str | None:
+def script_mismatch(tgt: str, src: str, script: str, min_share: float = 0.5, own: str | None = None) -> str | None:
     """None if the translation's own letters are mostly in ``script``; else the script they are in.
 
     Only letters outside words copied from the English count, so ``Ошибка MDI`` is Cyrillic.
@@ -310,8 +346,9 @@ def clean_target(src: str, tgt: str, script: str | None = None) -> tuple[str, st
     return tgt, None
 
 
-def clean_pair(src: str, tgt: str, script: str | None = None,
-               cfg: CleanConfig | None = None) -> tuple[str, str, str | None]:
+def clean_pair(
+    src: str, tgt: str, script: str | None = None, cfg: CleanConfig | None = None
+) -> tuple[str, str, str | None]:
     """Normalise one pair and check the filters: ``(src, tgt, reason)``, reason None when the pair is kept.
 
     English-side rules are checked first, then the translation's. ``script`` is the ISO 15924 script of

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from mt.errors import UserError, cli_entry
+from mt.common.errors import UserError, cli_entry
 
 # sub-command -> (module with ``cli(argv) -> int``, one-line summary)
 _DATA_COMMANDS = {

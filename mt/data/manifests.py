@@ -52,9 +52,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from mt.data.langs import check_code
-from mt.errors import UserError, located
-from mt.util import atomic_write, exclusive_lock, remove_stale_temps, sha256_file, temp_name
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write, exclusive_lock, remove_stale_temps, sha256_file, temp_name
+from mt.common.langs import check_code
 
 KINDS = ("parallel", "monolingual", "eval-nway")
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
@@ -137,14 +137,22 @@ def check_id(corpus_id: object, where: str = "") -> str:
 
 def is_plain_name(name: str) -> bool:
     """A file name with no folder part, not hidden (``.`` names are mt-data's own bookkeeping) and not ``..``."""
-    return (bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
-            and len(name.encode("utf-8", "surrogateescape")) <= 255)  # fmt: skip
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+        and len(name.encode("utf-8", "surrogateescape")) <= 255
+    )
 
 
 def is_inside_path(rel: str) -> bool:
     """A relative path (or glob) that cannot leave the folder it is joined to: not absolute, no ``..`` part."""
-    return not rel.startswith(("/", "\\")) and "\0" not in rel and ".." not in re.split(r"[/\\]", rel) \
-        and not re.match(r"[A-Za-z]:", rel)  # fmt: skip
+    return (
+        not rel.startswith(("/", "\\"))
+        and "\0" not in rel
+        and ".." not in re.split(r"[/\\]", rel)
+        and not re.match(r"[A-Za-z]:", rel)
+    )
 
 
 def read_text(path: Path, what: str, fix: str = "save it as UTF-8") -> str:
@@ -221,18 +229,24 @@ class _Table:
     def check_keys(self, allowed: list[str]) -> None:
         unknown = sorted(set(self.raw) - set(allowed))
         if unknown:
-            raise located(self.path, _line_of(self.text, self.table, unknown[0]),
-                          f"[{self.table}] has unknown keys {unknown}; allowed: {allowed}")  # fmt: skip
+            raise located(
+                self.path,
+                _line_of(self.text, self.table, unknown[0]),
+                f"[{self.table}] has unknown keys {unknown}; allowed: {allowed}",
+            )
 
 
 def _parse_source(path: Path, text: str, raw: dict) -> Source:
     t = _Table(path, text, raw, "source")
     t.check_keys(list(Source.__dataclass_fields__))
     src = Source(
-        url=t.text_value("url", None), sha256=t.text_value("sha256", None, _SHA_RULE),
+        url=t.text_value("url", None),
+        sha256=t.text_value("sha256", None, _SHA_RULE),
         size=t.get("size", int, "a whole number of bytes without quotes, e.g. size = 25585843"),
-        archive_format=t.text_value("archive_format", None), filename=t.text_value("filename", None),
-        local_glob=t.text_value("local_glob", None), local_path=t.text_value("local_path", None),
+        archive_format=t.text_value("archive_format", None),
+        filename=t.text_value("filename", None),
+        local_glob=t.text_value("local_glob", None),
+        local_path=t.text_value("local_path", None),
         build=t.text_value("build", None),
     )
     if not (src.url or src.local_glob or src.local_path is not None):
@@ -246,10 +260,11 @@ def _parse_source(path: Path, text: str, raw: dict) -> Source:
     if src.archive_format is not None and src.archive_format not in ARCHIVE_FORMATS:
         raise t.error("archive_format", f"use one of {', '.join(ARCHIVE_FORMATS)}")
     if src.filename is not None and not is_plain_name(src.filename):
-        raise t.error("filename", "must be a plain file name (no folder, no leading '.', no '..'), "
-                                  "e.g. \"corpus.tar.gz\"")
+        raise t.error(
+            "filename", "must be a plain file name (no folder, no leading '.', no '..'), e.g. \"corpus.tar.gz\""
+        )
     if src.url and not src.filename and not is_plain_name(src.download_name()):
-        raise t.error("url", f"ends in {src.download_name()!r}, which is not a file name: add filename = \"NAME\"")
+        raise t.error("url", f'ends in {src.download_name()!r}, which is not a file name: add filename = "NAME"')
     return src
 
 
@@ -257,16 +272,18 @@ def _parse_layout(path: Path, text: str, raw: dict) -> Layout:
     t = _Table(path, text, raw, "layout")
     t.check_keys(list(Layout.__dataclass_fields__))
     lay = Layout(
-        root=t.text_value("root"), files=t.get("files", list, 'a list of quoted patterns, e.g. ["dev/{lang}.dev"]', []),
+        root=t.text_value("root"),
+        files=t.get("files", list, 'a list of quoted patterns, e.g. ["dev/{lang}.dev"]', []),
         line_aligned=t.get("line_aligned", bool, "true or false (without quotes)", False),
-        format=t.text_value("format"), columns=t.get("columns", int, "a whole number without quotes", 0),
+        format=t.text_value("format"),
+        columns=t.get("columns", int, "a whole number without quotes", 0),
     )
     if not is_inside_path(lay.root):
         raise t.error("root", "must be a folder inside the unpacked copy (relative, without '..')")
     if not all(isinstance(f, str) and f and is_inside_path(f) for f in lay.files):
         raise t.error("files", "must be quoted patterns relative to the copy (no leading '/', no '..')")
     if lay.format not in LAYOUT_FORMATS:
-        raise t.error("format", "use \"tsv\" for a single src<TAB>tgt file, or leave it out")
+        raise t.error("format", 'use "tsv" for a single src<TAB>tgt file, or leave it out')
     if "columns" in raw and lay.columns < 2:
         raise t.error("columns", "a bitext has at least 2 tab-separated columns")
     return lay
@@ -296,9 +313,16 @@ def _parse_manifest(path: Path) -> Manifest:
     source = _parse_source(path, text, top.table_value("source"))
     layout = _parse_layout(path, text, top.table_value("layout"))
     return Manifest(
-        id=cid, kind=kind, languages=langs, source=source, layout=layout,
-        license=top.text_value("license"), citation=top.text_value("citation"),
-        description=top.text_value("description"), homepage=top.text_value("homepage"), path=path,
+        id=cid,
+        kind=kind,
+        languages=langs,
+        source=source,
+        layout=layout,
+        license=top.text_value("license"),
+        citation=top.text_value("citation"),
+        description=top.text_value("description"),
+        homepage=top.text_value("homepage"),
+        path=path,
     )
 
 
@@ -369,16 +393,20 @@ def read_registry() -> dict[str, dict]:
     except tomllib.TOMLDecodeError as exc:
         raise located(path, None, f"registry is not valid TOML ({exc}); {fix}") from None
     if not isinstance(corpora, dict):
-        raise located(path, _line_of(text, None, "corpora"),
-                      f"`corpora` must be a table of [corpora.ID] entries; {fix}")  # fmt: skip
+        raise located(
+            path, _line_of(text, None, "corpora"), f"`corpora` must be a table of [corpora.ID] entries; {fix}"
+        )
     for cid, entry in corpora.items():
         where = f"entry [corpora.{_toml_str(cid)}]"
         if not isinstance(entry, dict):
             raise located(path, _line_of(text, "corpora", cid), f"{where} must be a table with `path`; {fix}")
         for key in ("path", "data"):
             if key in entry and not isinstance(entry[key], str):
-                raise located(path, _line_of(text, f"corpora.{cid}", key),
-                              f"{where}: {key} = {_show(entry[key])} must be a quoted path; {fix}")  # fmt: skip
+                raise located(
+                    path,
+                    _line_of(text, f"corpora.{cid}", key),
+                    f"{where}: {key} = {_show(entry[key])} must be a quoted path; {fix}",
+                )
         if "path" not in entry:
             raise located(path, None, f"{where} has no `path`; {fix}")
     return dict(corpora)
@@ -401,8 +429,12 @@ def _write_registry(entries: dict[str, dict]) -> None:
 
 def _record(corpus_id: str, path: Path, data: Path, how: str, sha256: str | None = None) -> None:
     """Add or replace one registry entry; the lock makes parallel fetch/register runs each keep their entry."""
-    entry = {"path": str(path.resolve()), "data": str(data.resolve()), "how": how,
-             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {
+        "path": str(path.resolve()),
+        "data": str(data.resolve()),
+        "how": how,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if sha256:
         entry["sha256"] = sha256
     with exclusive_lock(registry_path(), f"the corpus registry {registry_path()}", wait=True):
@@ -413,8 +445,10 @@ def _record(corpus_id: str, path: Path, data: Path, how: str, sha256: str | None
 
 def _how_to_get(m: Manifest) -> str:
     if m.source.remote:
-        return (f"run `mt-data fetch {m.id}` (downloads {m.source.url}) or, offline, download it elsewhere and "
-                f"run `mt-data register {m.id} PATH`")
+        return (
+            f"run `mt-data fetch {m.id}` (downloads {m.source.url}) or, offline, download it elsewhere and "
+            f"run `mt-data register {m.id} PATH`"
+        )
     if m.source.build:
         return f"build it with `{m.source.build}`, then run `mt-data register {m.id} DIR`"
     return f"run `mt-data register {m.id} PATH` with your local copy"
@@ -428,8 +462,7 @@ def resolve(corpus_id: str) -> Path:
         data = Path(entry.get("data") or entry["path"])
         if not data.exists():
             raise UserError(
-                f"corpus {m.id!r} is registered at {data} ({registry_path()}) but that path is gone: "
-                + _how_to_get(m)
+                f"corpus {m.id!r} is registered at {data} ({registry_path()}) but that path is gone: " + _how_to_get(m)
             )
         return data
     dest = default_dest(m.id)
@@ -495,8 +528,10 @@ def check_layout(m: Manifest, folder: Path) -> list[str]:
             if m.layout.line_aligned and "{lang}" in pat and len(hits) == 1:
                 line_counts.setdefault(_count_lines(Path(hits[0])), []).append(rel)
         if len(line_counts) > 1:
-            summary = "; ".join(f"{n} lines: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
-                                for n, v in sorted(line_counts.items(), key=lambda kv: -len(kv[1])))
+            summary = "; ".join(
+                f"{n} lines: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+                for n, v in sorted(line_counts.items(), key=lambda kv: -len(kv[1]))
+            )
             problems.append(f"files of {pat} are not line-aligned ({summary})")
     return problems
 
@@ -510,7 +545,9 @@ def check_tsv(path: Path, columns: int = 2) -> tuple[int, list[str]]:
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                problems.append(f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8")
+                problems.append(
+                    f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8"
+                )
                 continue
             got = len(line.split("\t"))
             if got != columns:
@@ -570,7 +607,7 @@ def verify(corpus_id: str, path: str | os.PathLike | None = None) -> str:
         if not m.is_archive:
             raise UserError(f"{target}: {m.id} ({m.path}) is not an archive; pass its unpacked folder")
         got = check_archive(m, target)
-        note = "" if m.source.sha256 else f" (the manifest has no sha256: add sha256 = \"{got}\" to {m.path})"
+        note = "" if m.source.sha256 else f' (the manifest has no sha256: add sha256 = "{got}" to {m.path})'
         size_note = "" if m.source.size is not None else f" (add size = {target.stat().st_size} to {m.path})"
         return f"{m.id}: OK, {target} ({target.stat().st_size:,} bytes, sha256 {got}){note}{size_note}"
     data = _data_root(m, target)
@@ -579,7 +616,8 @@ def verify(corpus_id: str, path: str | os.PathLike | None = None) -> str:
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise UserError(
-            f"{data} does not have the layout of {m.id} ({m.path}): {len(problems)} problem(s):\n  " + "\n  ".join(shown)
+            f"{data} does not have the layout of {m.id} ({m.path}): {len(problems)} problem(s):\n  "
+            + "\n  ".join(shown)
         )
     nlang = len(_langs_in(m, data))
     return f"{m.id}: OK, {data} has the expected layout ({nlang} languages, {', '.join(m.layout.files)})"
@@ -669,30 +707,48 @@ def download(
                 raise UserError(f"{url}: the server refuses the byte range of {part}; delete it and retry")
             continue
         with resp:
-            start, _, server_size = _content_range(resp.headers.get("Content-Range")) if resp.status == 206 \
-                else (0, None, None)  # fmt: skip
+            start, _, server_size = (
+                _content_range(resp.headers.get("Content-Range")) if resp.status == 206 else (0, None, None)
+            )
             if start is None or start not in (0, offset):  # a part we did not ask for: appending it would corrupt
                 part.unlink(missing_ok=True)
                 attempt += 1
                 if attempt > retries:
-                    raise UserError(f"{url}: the server answers resume requests with the wrong bytes (HTTP 206, "
-                                    f"Content-Range {resp.headers.get('Content-Range')!r}); report it to its owner")
-                print(f"the server sent another byte range than asked ({resp.headers.get('Content-Range')!r}); "
-                      f"downloading {dest.name} again from the start", file=sys.stderr)
+                    raise UserError(
+                        f"{url}: the server answers resume requests with the wrong bytes (HTTP 206, "
+                        f"Content-Range {resp.headers.get('Content-Range')!r}); report it to its owner"
+                    )
+                print(
+                    f"the server sent another byte range than asked ({resp.headers.get('Content-Range')!r}); "
+                    f"downloading {dest.name} again from the start",
+                    file=sys.stderr,
+                )
                 continue
             if offset and start == 0:
-                print(f"the server ignored the resume request; downloading {dest.name} again from the start",
-                      file=sys.stderr)
+                print(
+                    f"the server ignored the resume request; downloading {dest.name} again from the start",
+                    file=sys.stderr,
+                )
                 offset = 0
             length = resp.headers.get("Content-Length")
             total = server_size or (offset + int(length) if length is not None and length.isdigit() else size)
             mode = "ab" if offset else "wb"
             got_bytes = offset
             try:
-                with open(part, mode) as fh, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=dest.name, disable=not progress, file=sys.stderr, leave=False,
-                ) as bar:
+                with (
+                    open(part, mode) as fh,
+                    tqdm(
+                        total=total,
+                        initial=offset,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=dest.name,
+                        disable=not progress,
+                        file=sys.stderr,
+                        leave=False,
+                    ) as bar,
+                ):
                     while chunk := resp.read(_CHUNK):
                         fh.write(chunk)
                         got_bytes += len(chunk)
@@ -710,8 +766,10 @@ def download(
                 f"{url}: download interrupted {retries + 1} times ({reason}); {part} keeps the "
                 f"{part.stat().st_size:,} bytes received: run the same command again to resume"
             )
-        print(f"connection lost at {got_bytes:,} bytes ({reason}); resuming (attempt {attempt + 1}/{retries + 1})",
-              file=sys.stderr)
+        print(
+            f"connection lost at {got_bytes:,} bytes ({reason}); resuming (attempt {attempt + 1}/{retries + 1})",
+            file=sys.stderr,
+        )
         time.sleep(min(0.2 * attempt, 2.0))
     _verify_part(part, dest, url=url, sha256=sha256, size=size, context=context)
     os.replace(part, dest)
@@ -771,13 +829,17 @@ def member_problem(name: str, link: str | None = None, hard: bool = False) -> st
 
 
 def _refused(archive: Path, member: str, reason: str) -> UserError:
-    return UserError(f"{archive}: refused to unpack member {member!r}: it {reason}; nothing was unpacked: the "
-                     f"archive is unsafe, get it from a source you trust")  # fmt: skip
+    return UserError(
+        f"{archive}: refused to unpack member {member!r}: it {reason}; nothing was unpacked: the "
+        f"archive is unsafe, get it from a source you trust"
+    )
 
 
 def _damaged(archive: Path, fmt: str, exc: BaseException) -> UserError:
-    return UserError(f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged or not a {fmt} archive: "
-                     f"fetch it again, or check archive_format in the manifest")  # fmt: skip
+    return UserError(
+        f"{archive}: cannot unpack as {fmt} ({exc}); the file is damaged or not a {fmt} archive: "
+        f"fetch it again, or check archive_format in the manifest"
+    )
 
 
 def _filter_reason(exc: Exception) -> str:
@@ -833,8 +895,10 @@ def _unzip(archive: Path, tmp: Path, fmt: str, progress: bool) -> None:
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise _damaged(archive, fmt, exc) from None
     except (NotImplementedError, RuntimeError, zipfile.LargeZipFile) as exc:  # encrypted, unknown compression
-        raise UserError(f"{archive}: cannot unpack this zip ({exc}): unpack it with another tool and register the "
-                        f"folder (`mt-data register ID DIR`)") from None  # fmt: skip
+        raise UserError(
+            f"{archive}: cannot unpack this zip ({exc}): unpack it with another tool and register the "
+            f"folder (`mt-data register ID DIR`)"
+        ) from None
     except OSError as exc:
         if exc.errno is not None:
             raise
@@ -878,8 +942,10 @@ def unpack(archive: Path, dest: Path, fmt: str, progress: bool = True, sha: str 
         for name in names:
             target = dest / name
             if (target.exists() or target.is_symlink()) and name not in ours:
-                raise UserError(f"{target} already exists and was not unpacked by mt-data, and {archive} holds "
-                                f"{name!r}: move it away, or unpack into another folder (mt-data fetch ID --dest DIR)")
+                raise UserError(
+                    f"{target} already exists and was not unpacked by mt-data, and {archive} holds "
+                    f"{name!r}: move it away, or unpack into another folder (mt-data fetch ID --dest DIR)"
+                )
         _write_marker(marker, "pending", sorted(set(names) | set(_read_marker(marker)[1])))  # a kill from here on
         for name in names:  # leaves a marker that lets the next run replace what this one placed
             target = dest / name
@@ -905,7 +971,8 @@ def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: boo
     if problems:
         raise UserError(
             f"{archive} unpacked into {dest}, but it lacks the layout of {m.id} ({m.path}): "
-            + "; ".join(problems[:5]) + (f" ... ({len(problems)} problems)" if len(problems) > 5 else "")
+            + "; ".join(problems[:5])
+            + (f" ... ({len(problems)} problems)" if len(problems) > 5 else "")
         )
     return data
 
@@ -919,8 +986,14 @@ def _folder_lock(dest: Path):
 # --------------------------------------------------------------------------------------------------
 # fetch and register
 # --------------------------------------------------------------------------------------------------
-def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: float = 10.0, retries: int = 3,
-          progress: bool = True) -> Path:
+def fetch(
+    corpus_id: str,
+    dest: str | os.PathLike | None = None,
+    *,
+    timeout: float = 10.0,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
     """Download (resuming), verify, unpack and register a corpus; returns what ``resolve`` will return."""
     m = load_manifest(corpus_id)
     if not m.source.remote:
@@ -934,8 +1007,17 @@ def fetch(corpus_id: str, dest: str | os.PathLike | None = None, *, timeout: flo
             print(f"{archive} exists, verifying", file=sys.stderr)
             sha = check_archive(m, archive)
         else:
-            download(m.source.url or "", archive, sha256=m.source.sha256, size=m.source.size, timeout=timeout,
-                     retries=retries, progress=progress, context=context, corpus_id=m.id)
+            download(
+                m.source.url or "",
+                archive,
+                sha256=m.source.sha256,
+                size=m.source.size,
+                timeout=timeout,
+                retries=retries,
+                progress=progress,
+                context=context,
+                corpus_id=m.id,
+            )
             sha = m.source.sha256 or sha256_file(archive)
             print(f"downloaded {archive} ({archive.stat().st_size:,} bytes, sha256 OK)", file=sys.stderr)
         data = _unpack_once(m, archive, dest_dir, sha, progress) if m.is_archive else archive
@@ -968,7 +1050,8 @@ def register(corpus_id: str, path: str | os.PathLike, *, progress: bool = True) 
         problems = check_layout(m, data)
         if problems:
             raise UserError(
-                f"{data} does not have the layout of {m.id} ({m.path}): " + "; ".join(problems[:10])
+                f"{data} does not have the layout of {m.id} ({m.path}): "
+                + "; ".join(problems[:10])
                 + (f" ... ({len(problems)} problems)" if len(problems) > 10 else "")
             )
     _record(m.id, p, data, "register", sha)
@@ -1021,24 +1104,38 @@ def _print_list(out: IO[str]) -> None:
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="mt-data", description="List, fetch, verify and register the corpora described in data_manifests/.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="mt-data",
+        description="List, fetch, verify and register the corpora described in data_manifests/.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the manifests and where their local copies are")
-    p = sub.add_parser("fetch", help="download with resume, checksum, unpack, register",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "fetch",
+        help="download with resume, checksum, unpack, register",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("id")
     p.add_argument("--dest", help="folder for the download and its unpacked files (default: $NLLB_MINI_HOME/data/ID)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     p.add_argument("--retries", type=int, default=3, help="resumes after a lost connection (default 3)")
     p.add_argument("--no-progress", action="store_true")
-    p = sub.add_parser("verify", help="checksum an archive or check an unpacked folder's layout",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "verify",
+        help="checksum an archive or check an unpacked folder's layout",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("id")
     p.add_argument("path", nargs="?", help="archive, folder or file (default: the registered or fetched copy)")
-    p = sub.add_parser("register", help="point an ID at a local copy (verified first)",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "register",
+        help="point an ID at a local copy (verified first)",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("id")
     p.add_argument("path")
     p.add_argument("--no-progress", action="store_true")
@@ -1058,6 +1155,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from mt.errors import cli_entry
+    from mt.common.errors import cli_entry
 
     raise SystemExit(cli_entry(cli)(None))

@@ -29,12 +29,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from mt.common.errors import UserError
+from mt.common.langs import parse_pair
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset, dataset_exists
-from mt.data.langs import parse_pair
 from mt.data.layout import bin_prefix
 from mt.data.rows import decoder_prefix
-from mt.errors import UserError
 
 
 def find_direction_files(data: str | os.PathLike, split: str, src: str, tgt: str):
@@ -94,8 +94,14 @@ class LanguagePairDataset:
 
 
 def load_direction(
-    data: str | os.PathLike, split: str, direction: str, dictionary: Dictionary, langs: list[str], required: bool = True,
-    source_langtok: str = "first", decoder_start: str = "lang",
+    data: str | os.PathLike,
+    split: str,
+    direction: str,
+    dictionary: Dictionary,
+    langs: list[str],
+    required: bool = True,
+    source_langtok: str = "first",
+    decoder_start: str = "lang",
 ) -> LanguagePairDataset | None:
     """Open ``direction`` (``eng_Latn-deu_Latn``) of ``split``; None (or a UserError if required) when absent.
     ``source_langtok`` / ``decoder_start``: the model's row layout (``mt.data.rows``)."""
@@ -110,12 +116,20 @@ def load_direction(
         )
     for code in (src, tgt):
         if code not in langs:
-            raise UserError(f"language {code} of {direction} has no __{code}__ token in {data}/dict.txt: rebuild the dictionary")
+            raise UserError(
+                f"language {code} of {direction} has no __{code}__ token in {data}/dict.txt: rebuild the dictionary"
+            )
     return LanguagePairDataset(
-        direction, IndexedDataset(found[0]), IndexedDataset(found[1]),
-        dictionary.lang_index(src), dictionary.lang_index(tgt), langs.index(src), langs.index(tgt),
-        source_langtok, decoder_start,
-    )  # fmt: skip
+        direction,
+        IndexedDataset(found[0]),
+        IndexedDataset(found[1]),
+        dictionary.lang_index(src),
+        dictionary.lang_index(tgt),
+        langs.index(src),
+        langs.index(tgt),
+        source_langtok,
+        decoder_start,
+    )
 
 
 @dataclass
@@ -170,6 +184,12 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int
         src_lang[b], tgt_lang[b], direction[b] = ds.src_lang_id, ds.tgt_lang_id, d
         ntokens += len(t) + p - 1
     return Batch(
-        torch.from_numpy(src), torch.from_numpy(prev), torch.from_numpy(tgt), torch.from_numpy(src_lang),
-        torch.from_numpy(tgt_lang), torch.from_numpy(direction), ntokens, B,
-    )  # fmt: skip
+        torch.from_numpy(src),
+        torch.from_numpy(prev),
+        torch.from_numpy(tgt),
+        torch.from_numpy(src_lang),
+        torch.from_numpy(tgt_lang),
+        torch.from_numpy(direction),
+        ntokens,
+        B,
+    )

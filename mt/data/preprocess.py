@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import shutil
 import sys
 from collections import Counter
@@ -19,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
+from mt.common.errors import UserError, located
+from mt.common.files import count_lines as util_count_lines
+from mt.common.files import refuse_file_in_the_way, temp_name
+from mt.common.langs import check_code
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
-from mt.data.langs import check_code
 from mt.data.layout import bin_prefix
 from mt.data.spm import SpmTokenizer
-from mt.errors import UserError, located
-from mt.util import count_lines as util_count_lines
-from mt.util import refuse_file_in_the_way, temp_name
 
 _BATCH = 2000
 
@@ -131,7 +128,8 @@ def _decoded_lines(path: Path, start: int, end: int, first_line: int) -> Iterato
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise located(
-                    path, lineno,
+                    path,
+                    lineno,
                     f"invalid UTF-8 at byte {offset + exc.start} of the file (byte {exc.start} of the line): "
                     "re-encode the file as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`) or remove the line",
                 ) from None
@@ -140,8 +138,9 @@ def _decoded_lines(path: Path, start: int, end: int, first_line: int) -> Iterato
             lineno += 1
 
 
-def _encode_range(path: Path, start: int, end: int, first_line: int, dictionary: Dictionary,
-                  tokenizer: SpmTokenizer | None, sink) -> FileStats:
+def _encode_range(
+    path: Path, start: int, end: int, first_line: int, dictionary: Dictionary, tokenizer: SpmTokenizer | None, sink
+) -> FileStats:
     stats = FileStats()
     unk = dictionary.unk_index
 
@@ -171,8 +170,15 @@ def _worker(args) -> FileStats:
         return _encode_range(path, start, end, first_line, dictionary, tokenizer, w)
 
 
-def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: SpmTokenizer | None,
-                  writer: IndexedDatasetWriter, workers: int = 1, pool=None) -> FileStats:
+def binarize_file(
+    path: Path,
+    n_lines: int,
+    dictionary: Dictionary,
+    tokenizer: SpmTokenizer | None,
+    writer: IndexedDatasetWriter,
+    workers: int = 1,
+    pool=None,
+) -> FileStats:
     """Encode every line of ``path`` into ``writer``; with workers > 1 contiguous line ranges run in parallel
     and are merged in order, so the output is byte-identical to a single-process run."""
     if workers <= 1 or n_lines < 2 * workers or pool is None:
@@ -184,8 +190,10 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
     parts = writer.prefix.with_name(temp_name(f"{writer.prefix.name}.parts"))
     parts.mkdir()
     tmp = [parts / f"part{k}" for k in range(workers)]
-    jobs = [(path, offsets[k], offsets[k + 1], starts[k] + 1, dictionary, tokenizer, tmp[k], writer.dtype)
-            for k in range(workers)]
+    jobs = [
+        (path, offsets[k], offsets[k + 1], starts[k] + 1, dictionary, tokenizer, tmp[k], writer.dtype)
+        for k in range(workers)
+    ]
     total = FileStats()
     try:
         for stats in pool.map(_worker, jobs):
@@ -200,7 +208,9 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
 # --------------------------------------------------------------------------------------------------
 # dictionaries
 # --------------------------------------------------------------------------------------------------
-def build_dictionary(files: list[Path], tokenizer: SpmTokenizer | None, threshold: int = 0, nwords: int = -1) -> Dictionary:
+def build_dictionary(
+    files: list[Path], tokenizer: SpmTokenizer | None, threshold: int = 0, nwords: int = -1
+) -> Dictionary:
     """fairseq's order: by count descending, ties alphabetical; specials first."""
     counts: Counter[str] = Counter()
     for path in files:
@@ -208,28 +218,33 @@ def build_dictionary(files: list[Path], tokenizer: SpmTokenizer | None, threshol
         for line in _decoded_lines(path, 0, path.stat().st_size, 1):
             batch.append(line)
             if len(batch) == _BATCH:
-                for toks in (tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]):
+                for toks in tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]:
                     counts.update(toks)
                 batch = []
-        for toks in (tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]):
+        for toks in tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]:
             counts.update(toks)
     d = Dictionary()
-    ranked = sorted(((t, c) for t, c in counts.items() if t not in d.indices and c >= threshold), key=lambda x: (-x[1], x[0]))
+    ranked = sorted(
+        ((t, c) for t, c in counts.items() if t not in d.indices and c >= threshold), key=lambda x: (-x[1], x[0])
+    )
     for tok, c in ranked[: nwords if nwords >= 0 else None]:
         d.add_symbol(tok, c)
     return d
 
 
-def _load_dicts(cfg: PreprocessConfig, tokenizer: SpmTokenizer | None,
-                inputs: dict[str, dict[str, Path]]) -> tuple[Dictionary, Dictionary, list[str]]:
+def _load_dicts(
+    cfg: PreprocessConfig, tokenizer: SpmTokenizer | None, inputs: dict[str, dict[str, Path]]
+) -> tuple[Dictionary, Dictionary, list[str]]:
     """(source dict, target dict, notes). Order: --srcdict/--tgtdict, dict.txt beside --spm-model, built."""
     notes = []
     src_path, tgt_path = cfg.srcdict, cfg.tgtdict
     if cfg.joined_dictionary and src_path and tgt_path and Path(src_path).resolve() != Path(tgt_path).resolve():
         a, b = Dictionary.load(src_path), Dictionary.load(tgt_path)
         if a.symbols != b.symbols:
-            raise UserError(f"--joined-dictionary with different --srcdict {src_path} and --tgtdict {tgt_path}: "
-                            "pass one dictionary (e.g. the dict.txt from mt-spm train)")
+            raise UserError(
+                f"--joined-dictionary with different --srcdict {src_path} and --tgtdict {tgt_path}: "
+                "pass one dictionary (e.g. the dict.txt from mt-spm train)"
+            )
     if cfg.joined_dictionary:
         src_path = tgt_path = src_path or tgt_path
     if not src_path and not tgt_path and cfg.spm_model:
@@ -243,10 +258,18 @@ def _load_dicts(cfg: PreprocessConfig, tokenizer: SpmTokenizer | None,
         if path:
             return Dictionary.load(path)
         if not train:
-            raise UserError(f"no --{side}dict and no --trainpref to build one from: pass --{side}dict dict.txt "
-                            "(e.g. from mt-spm train)")
-        files = list(train.values()) if cfg.joined_dictionary else [train[cfg.source_lang if side == "src" else cfg.target_lang]]
-        notes.append(f"built the {'joined' if cfg.joined_dictionary else side} dictionary from {', '.join(map(str, files))}")
+            raise UserError(
+                f"no --{side}dict and no --trainpref to build one from: pass --{side}dict dict.txt "
+                "(e.g. from mt-spm train)"
+            )
+        files = (
+            list(train.values())
+            if cfg.joined_dictionary
+            else [train[cfg.source_lang if side == "src" else cfg.target_lang]]
+        )
+        notes.append(
+            f"built the {'joined' if cfg.joined_dictionary else side} dictionary from {', '.join(map(str, files))}"
+        )
         return build_dictionary(files, tokenizer, threshold, nwords)
 
     src = get(src_path, "src", cfg.thresholdsrc, cfg.nwordssrc)
@@ -334,7 +357,9 @@ def preprocess(cfg: PreprocessConfig) -> list[Path]:
             files = inputs[subset]
             prefixes = {lang: bin_prefix(dest, subset, src, tgt, lang) for lang in (src, tgt)}
             if _up_to_date(prefixes.values(), files.values()):
-                print(f"{subset}: {dest}/{subset}.{src}-{tgt}.{{{src},{tgt}}}.bin/.idx exists, skipping", file=sys.stderr)
+                print(
+                    f"{subset}: {dest}/{subset}.{src}-{tgt}.{{{src},{tgt}}}.bin/.idx exists, skipping", file=sys.stderr
+                )
                 continue
             writers: list[IndexedDatasetWriter] = []
             try:
@@ -343,8 +368,11 @@ def preprocess(cfg: PreprocessConfig) -> list[Path]:
                     writers.append(w)
                     stats = binarize_file(files[lang], counts[subset], d, tokenizer, w, cfg.workers, pool)
                     rate = 100.0 * stats.unk / max(1, stats.tokens)
-                    print(f"[{lang}] {subset} {files[lang]}: {stats.sents:,} sents, {stats.tokens:,} tokens, "
-                          f"{rate:.3f}% replaced by {UNK}", file=sys.stderr)
+                    print(
+                        f"[{lang}] {subset} {files[lang]}: {stats.sents:,} sents, {stats.tokens:,} tokens, "
+                        f"{rate:.3f}% replaced by {UNK}",
+                        file=sys.stderr,
+                    )
                 for w in writers:
                     w.finalize()
             except BaseException:
@@ -396,8 +424,10 @@ Outputs: {destdir}/{split}.{src}-{tgt}.{lang}.bin/.idx, dict.{src}.txt, dict.{tg
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="mt-preprocess", description="Binarize bitext for training (fairseq-preprocess compatible).",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="mt-preprocess",
+        description="Binarize bitext for training (fairseq-preprocess compatible).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-s", "--source-lang", required=True, help="source language code, e.g. eng_Latn")
     p.add_argument("-t", "--target-lang", required=True, help="target language code, e.g. deu_Latn")
@@ -419,10 +449,21 @@ def cli(argv: list[str] | None = None) -> int:
     if a.workers < 1:
         p.error("--workers must be >= 1")
     cfg = PreprocessConfig(
-        source_lang=a.source_lang, target_lang=a.target_lang, trainpref=a.trainpref, validpref=a.validpref,
-        testpref=a.testpref, destdir=a.destdir, srcdict=a.srcdict, tgtdict=a.tgtdict,
-        joined_dictionary=a.joined_dictionary, workers=a.workers, spm_model=a.spm_model,
-        thresholdsrc=a.thresholdsrc, thresholdtgt=a.thresholdtgt, nwordssrc=a.nwordssrc, nwordstgt=a.nwordstgt,
+        source_lang=a.source_lang,
+        target_lang=a.target_lang,
+        trainpref=a.trainpref,
+        validpref=a.validpref,
+        testpref=a.testpref,
+        destdir=a.destdir,
+        srcdict=a.srcdict,
+        tgtdict=a.tgtdict,
+        joined_dictionary=a.joined_dictionary,
+        workers=a.workers,
+        spm_model=a.spm_model,
+        thresholdsrc=a.thresholdsrc,
+        thresholdtgt=a.thresholdtgt,
+        nwordssrc=a.nwordssrc,
+        nwordstgt=a.nwordstgt,
     )
     preprocess(cfg)
     return 0

@@ -32,4 +32,3 @@ def source_row(ids: Sequence[int], lang_token: int, eos: int, source_langtok: st
 def decoder_prefix(lang_token: int, eos: int, decoder_start: str = "lang") -> list[int]:
     """The tokens the decoder starts from before the first output token."""
     return [eos, lang_token] if decoder_start == "eos_lang" else [lang_token]
-

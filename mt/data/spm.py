@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import sys
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -26,13 +25,21 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mt.common.errors import UserError
+from mt.common.files import (
+    atomic_write,
+    file_identity,
+    refuse_file_in_the_way,
+    refuse_overwriting_input,
+    remove_stale_temps,
+    temp_name,
+)
+from mt.common.langs import check_code, is_code, lang_token, token_lang
 from mt.data.dictionary import BOS, EOS, PAD, UNK
-from mt.data.langs import check_code, is_code, lang_token, token_lang
-from mt.errors import UserError
-from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
-                     temp_name)
 
-_TRAIN_RE = re.compile(r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$")
+_TRAIN_RE = re.compile(
+    r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$"
+)
 OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
 
 
@@ -58,7 +65,9 @@ class SpmTokenizer:
         try:
             self.sp = _sentencepiece().SentencePieceProcessor(model_file=str(self.path))
         except (RuntimeError, OSError) as exc:
-            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); pass the spm.model from mt-spm train") from None
+            raise UserError(
+                f"{self.path}: not a SentencePiece model ({exc}); pass the spm.model from mt-spm train"
+            ) from None
 
     def __getstate__(self) -> dict:
         return {"path": self.path}
@@ -165,7 +174,9 @@ def discover_inputs(cfg: SpmTrainConfig) -> dict[str, list[Path]]:
     if cfg.corpus:
         train = Path(cfg.corpus) / "train"
         if not train.is_dir():
-            raise UserError(f"{train}: no train/ folder in --corpus {cfg.corpus} (expected train/{{src}}-{{tgt}}.{{lang}})")
+            raise UserError(
+                f"{train}: no train/ folder in --corpus {cfg.corpus} (expected train/{{src}}-{{tgt}}.{{lang}})"
+            )
         for p in sorted(train.iterdir()):
             m = _TRAIN_RE.match(p.name)
             if m and p.is_file():
@@ -191,8 +202,9 @@ def _iter_lines(files: Iterable[Path]) -> Iterator[str]:
                 try:
                     line = raw.decode("utf-8").strip()
                 except UnicodeDecodeError as exc:
-                    raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; "
-                                    "re-encode the file as UTF-8") from None
+                    raise UserError(
+                        f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8"
+                    ) from None
                 if line:
                     yield line
 
@@ -208,8 +220,12 @@ def _unique(files: Iterable[Path]) -> Iterator[str]:
 
 def _fingerprint(cfg: SpmTrainConfig, groups: Mapping[str, list[Path]]) -> str:
     files = {k: [(str(p.resolve()), file_identity(p)) for p in v] for k, v in groups.items()}  # by content
-    spec = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")}, "files": files,
-            "sentencepiece": _sentencepiece().__version__, "format": 1}
+    spec = {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")},
+        "files": files,
+        "sentencepiece": _sentencepiece().__version__,
+        "format": 1,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -239,7 +255,9 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
     fp = _fingerprint(cfg, groups)
     saved = _up_to_date(out, fp)
     if saved:
-        print(f"{out}: spm.model, spm.vocab, dict.txt are up to date (same data and options), skipping", file=sys.stderr)
+        print(
+            f"{out}: spm.model, spm.vocab, dict.txt are up to date (same data and options), skipping", file=sys.stderr
+        )
         return SpmResult(out, True, saved.get("languages", []), saved.get("vocab_size", 0))
 
     # pass 1: distinct sentences per language
@@ -283,8 +301,14 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
             fh.writelines(dict_lines)
         os.replace(f"{tmp_prefix}.vocab", out / "spm.vocab")
         os.replace(f"{tmp_prefix}.model", out / "spm.model")
-        meta = {"fingerprint": fp, "config": asdict(cfg), "languages": table, "lang_tokens": langs,
-                "vocab_size": sp.get_piece_size(), "dict_size": 4 + len(dict_lines)}
+        meta = {
+            "fingerprint": fp,
+            "config": asdict(cfg),
+            "languages": table,
+            "lang_tokens": langs,
+            "vocab_size": sp.get_piece_size(),
+            "dict_size": 4 + len(dict_lines),
+        }
         with atomic_write(out / "spm.config.json") as fh:
             json.dump(meta, fh, indent=1)
         finished = True
@@ -293,8 +317,11 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
         for d in [] if finished else new_dirs:  # a failed run leaves no empty --out folder behind
             with contextlib.suppress(OSError):
                 d.rmdir()
-    print(f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
-          f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)", file=sys.stderr)
+    print(
+        f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
+        f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)",
+        file=sys.stderr,
+    )
     return SpmResult(out, False, table, sp.get_piece_size())
 
 
@@ -308,17 +335,32 @@ def _run_trainer(cfg: SpmTrainConfig, sample_path: Path, prefix: Path) -> None:
     spm = _sentencepiece()
     try:
         spm.SentencePieceTrainer.train(
-            input=str(sample_path), model_prefix=str(prefix), vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-            character_coverage=cfg.character_coverage, input_sentence_size=0, shuffle_input_sentence=False,
-            bos_id=0, pad_id=1, eos_id=2, unk_id=3,  # fairseq's order, so dictionary index == SentencePiece id
-            bos_piece=BOS, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
-            num_threads=cfg.num_threads or os.cpu_count() or 1, max_sentence_length=16384, minloglevel=2,
+            input=str(sample_path),
+            model_prefix=str(prefix),
+            vocab_size=cfg.vocab_size,
+            model_type=cfg.model_type,
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            bos_id=0,
+            pad_id=1,
+            eos_id=2,
+            unk_id=3,  # fairseq's order, so dictionary index == SentencePiece id
+            bos_piece=BOS,
+            pad_piece=PAD,
+            eos_piece=EOS,
+            unk_piece=UNK,
+            num_threads=cfg.num_threads or os.cpu_count() or 1,
+            max_sentence_length=16384,
+            minloglevel=2,
         )
     except RuntimeError as exc:
         msg = str(exc)
         if "Vocabulary size" in msg:
-            raise UserError(f"--vocab-size {cfg.vocab_size} does not fit this data ({msg.strip()}); "
-                            "choose a smaller --vocab-size or add training text") from None
+            raise UserError(
+                f"--vocab-size {cfg.vocab_size} does not fit this data ({msg.strip()}); "
+                "choose a smaller --vocab-size or add training text"
+            ) from None
         raise UserError(f"sentencepiece training failed: {msg.strip()}") from None
 
 
@@ -380,8 +422,12 @@ order, then __xxx_Yyyy__ language tokens) and spm.config.json (options, per-lang
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a joint SentencePiece model with temperature sampling",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a joint SentencePiece model with temperature sampling",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--corpus", help="corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
     p.add_argument("--input", nargs="+", default=[], metavar="FILE", help="plain text files, one sentence per line")
     p.add_argument("--langs", nargs="+", default=[], metavar="CODE", help="extra language tokens for dict.txt")
@@ -409,13 +455,17 @@ def _stream_lines(stream) -> Iterator[tuple[int, str]]:
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="mt-spm", description="Train and apply a joint multilingual SentencePiece model (+ fairseq dict.txt).",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="mt-spm",
+        description="Train and apply a joint multilingual SentencePiece model (+ fairseq dict.txt).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_train(sub)
-    for name, help_ in (("encode", "text lines (stdin) -> pieces or ids (stdout)"),
-                        ("decode", "pieces or ids (stdin) -> text (stdout)")):
+    for name, help_ in (
+        ("encode", "text lines (stdin) -> pieces or ids (stdout)"),
+        ("decode", "pieces or ids (stdin) -> text (stdout)"),
+    ):
         p = sub.add_parser(name, help=help_, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", required=True, help="spm.model")
         if name == "encode":
@@ -426,10 +476,18 @@ def cli(argv: list[str] | None = None) -> int:
 
     if args.cmd == "train":
         cfg = SpmTrainConfig(
-            out=args.out, corpus=args.corpus, inputs=args.input, langs=args.langs, vocab_size=args.vocab_size,
-            sampling_temperature=args.sampling_temperature, sentences_per_lang_cap=args.sentences_per_lang_cap,
-            sample_size=args.sample_size, model_type=args.model_type, character_coverage=args.character_coverage,
-            seed=args.seed, num_threads=args.num_threads,
+            out=args.out,
+            corpus=args.corpus,
+            inputs=args.input,
+            langs=args.langs,
+            vocab_size=args.vocab_size,
+            sampling_temperature=args.sampling_temperature,
+            sentences_per_lang_cap=args.sentences_per_lang_cap,
+            sample_size=args.sample_size,
+            model_type=args.model_type,
+            character_coverage=args.character_coverage,
+            seed=args.seed,
+            num_threads=args.num_threads,
         )
         train(cfg, progress=not args.no_progress)
         return 0
@@ -446,8 +504,9 @@ def cli(argv: list[str] | None = None) -> int:
                 try:
                     ids = [int(x) for x in parts]
                 except ValueError:
-                    raise UserError(f"<stdin>:{lineno}: expected space-separated integer ids "
-                                    "(use --input-format piece for pieces)") from None
+                    raise UserError(
+                        f"<stdin>:{lineno}: expected space-separated integer ids (use --input-format piece for pieces)"
+                    ) from None
                 out.write(tok.decode(ids) + "\n")
             else:
                 out.write(tok.decode(parts) + "\n")

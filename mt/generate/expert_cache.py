@@ -71,7 +71,9 @@ class ExpertCache:
         self.capacity = E if capacity <= 0 else min(capacity, E)
         self.device, self.dtype = torch.device(device), dtype
         self.mapped, self.release_pages = mapped, release_pages
-        self.slots = [torch.empty((self.capacity,) + tuple(t.shape), dtype=dtype, device=self.device) for t in self.source[0]]
+        self.slots = [
+            torch.empty((self.capacity,) + tuple(t.shape), dtype=dtype, device=self.device) for t in self.source[0]
+        ]
         self.where: OrderedDict[int, int] = OrderedDict()  # expert -> slot, least recently used first
         self.free = list(range(self.capacity - 1, -1, -1))
         self._kept_bytes = 0

@@ -78,5 +78,7 @@ def bleu_string(score: float, precisions: Sequence[float], bp: float, sys_len: i
     ``precisions`` are the four n-gram precisions in percent."""
     ratio = sys_len / ref_len if ref_len else 0.0
     p1, p2, p3, p4 = precisions
-    return (f"BLEU4 = {score:2.2f}, {p1:2.1f}/{p2:2.1f}/{p3:2.1f}/{p4:2.1f} "
-            f"(BP={bp:.3f}, ratio={ratio:.3f}, syslen={sys_len}, reflen={ref_len})")  # fmt: skip
+    return (
+        f"BLEU4 = {score:2.2f}, {p1:2.1f}/{p2:2.1f}/{p3:2.1f}/{p4:2.1f} "
+        f"(BP={bp:.3f}, ratio={ratio:.3f}, syslen={sys_len}, reflen={ref_len})"
+    )

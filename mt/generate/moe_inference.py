@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.generate import pagemem
 from mt.generate.expert_cache import CacheStats, ExpertCache
 from mt.models.moe import MoELayer, expert_parallel_, placement_order, set_inference_gating
@@ -60,7 +60,9 @@ class MoEInferenceConfig:
         if self.expert_offload not in OFFLOADS:
             raise UserError(f"--expert-offload must be auto, host or mmap, got {self.expert_offload!r}")
         if self.expert_placement and not os.path.isfile(self.expert_placement):
-            raise UserError(f"{self.expert_placement}: expert placement not found (write one with mt-moe-stats --num-ranks W)")
+            raise UserError(
+                f"{self.expert_placement}: expert placement not found (write one with mt-moe-stats --num-ranks W)"
+            )
         return self
 
     def lazy(self, world: int) -> bool:
@@ -92,8 +94,16 @@ def _mb(n: float) -> str:
 class MoEInference:
     """The MoE layers of a loaded model as set up for inference, with their caches and statistics."""
 
-    def __init__(self, layers: list[tuple[str, MoELayer]], cfg: MoEInferenceConfig, offload: str, rank: int, world: int,
-                 mapped_files: list, full_expert_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layers: list[tuple[str, MoELayer]],
+        cfg: MoEInferenceConfig,
+        offload: str,
+        rank: int,
+        world: int,
+        mapped_files: list,
+        full_expert_bytes: int,
+    ) -> None:
         self.layers, self.cfg, self.offload, self.rank, self.world = layers, cfg, offload, rank, world
         self.mapped_files = list(mapped_files)
         self.full_expert_bytes = full_expert_bytes  # all experts of all layers in the checkpoint's dtype
@@ -115,20 +125,37 @@ class MoEInference:
             r, m, h = c.resident_bytes(), c.mapped_bytes(), c.host_bytes()
             resident, mapped, host = resident + r, mapped + m, host + h
             layers[name] = {
-                "experts": c.num_experts, "resident_slots": c.capacity, "hits": s.hits, "misses": s.misses,
-                "hit_rate": s.hit_rate, "loaded_bytes": s.loaded_bytes, "load_seconds": s.load_seconds,
-                "resident_bytes": r, "mapped_bytes": m, "host_bytes": h,
-            }  # fmt: skip
+                "experts": c.num_experts,
+                "resident_slots": c.capacity,
+                "hits": s.hits,
+                "misses": s.misses,
+                "hit_rate": s.hit_rate,
+                "loaded_bytes": s.loaded_bytes,
+                "load_seconds": s.load_seconds,
+                "resident_bytes": r,
+                "mapped_bytes": m,
+                "host_bytes": h,
+            }
         mapped_rss = [pagemem.smaps_rss(f) for f in self.mapped_files]
         return {
-            "gating": self.cfg.moe_gating, "expert_cache": self.cfg.expert_cache, "offload": self.offload,
-            "rank": self.rank, "world": self.world, "hits": total.hits, "misses": total.misses,
-            "hit_rate": total.hit_rate, "loaded_bytes": total.loaded_bytes, "load_seconds": total.load_seconds,
-            "resident_bytes": resident, "mapped_bytes": mapped, "host_bytes": host,
-            "expert_memory_bytes": resident + mapped + host, "full_expert_bytes": self.full_expert_bytes,
+            "gating": self.cfg.moe_gating,
+            "expert_cache": self.cfg.expert_cache,
+            "offload": self.offload,
+            "rank": self.rank,
+            "world": self.world,
+            "hits": total.hits,
+            "misses": total.misses,
+            "hit_rate": total.hit_rate,
+            "loaded_bytes": total.loaded_bytes,
+            "load_seconds": total.load_seconds,
+            "resident_bytes": resident,
+            "mapped_bytes": mapped,
+            "host_bytes": host,
+            "expert_memory_bytes": resident + mapped + host,
+            "full_expert_bytes": self.full_expert_bytes,
             "mapped_file_rss_bytes": sum(x or 0 for x in mapped_rss) if self.mapped_files else None,
             "layers": layers,
-        }  # fmt: skip
+        }
 
     def summary(self) -> str:
         s = self.stats()
@@ -168,12 +195,16 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
     world, rank = world_size(), 0
     if not layers:
         if cfg.expert_cache or cfg.expert_placement or world > 1:
-            raise UserError(f"{loaded.path}: --expert-cache, --expert-placement and torchrun (expert-parallel inference) "
-                            "need an MoE checkpoint; this model is dense")  # fmt: skip
+            raise UserError(
+                f"{loaded.path}: --expert-cache, --expert-placement and torchrun (expert-parallel inference) "
+                "need an MoE checkpoint; this model is dense"
+            )
         return None
     if world > 1 and cfg.moe_gating == "static":
-        raise UserError("--moe-inference-gating static runs in one process (it is the padded baseline); "
-                        "use dynamic gating with expert-parallel inference")  # fmt: skip
+        raise UserError(
+            "--moe-inference-gating static runs in one process (it is the padded baseline); "
+            "use dynamic gating with expert-parallel inference"
+        )
     set_inference_gating(model, cfg.moe_gating, cfg.moe_eval_capacity_token_fraction)
     offload = cfg.offload(device)
     placement = None
@@ -201,8 +232,12 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
             full += sum(p.numel() * p.element_size() for p in stacked)
             if cfg.expert_cache:
                 if stacked[0].device.type != "cpu":
-                    raise UserError("an expert cache needs the experts in host memory: load the model with lazy_experts=True")
-                m.runner = ExpertCache([tuple(p[e] for p in stacked) for e in range(E)], cfg.expert_cache, device, dtype)
+                    raise UserError(
+                        "an expert cache needs the experts in host memory: load the model with lazy_experts=True"
+                    )
+                m.runner = ExpertCache(
+                    [tuple(p[e] for p in stacked) for e in range(E)], cfg.expert_cache, device, dtype
+                )
             else:
                 m.runner = ExpertCache.resident(stacked, dtype)
     return MoEInference(layers, cfg, offload, rank, world, loaded.mapped_files if offload == "mmap" else [], full)

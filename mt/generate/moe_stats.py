@@ -37,11 +37,11 @@ from typing import Any, Sequence
 
 import torch
 
-from mt.errors import UserError, warn_once
+from mt.common.errors import UserError, warn_once
+from mt.common.files import atomic_write
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
 from mt.models.moe import MoELayer, Placement, Routing, placement_order
-from mt.util import atomic_write
 
 STATS_FORMAT = "nllb-mini/moe-stats"
 PLACEMENT_FORMAT = "nllb-mini/moe-placement"
@@ -117,9 +117,13 @@ def placement_from_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
     # each layer's all-to-all waits for its slowest rank: the mean of the per-layer ratios is the summary
     report["mean_over_layers"] = {k: sum(r[k] for r in report.values()) / max(len(report), 1) for k in kinds}
     return {
-        "format": PLACEMENT_FORMAT, "version": 1, "num_experts": E, "num_ranks": world, "layers": layers,
+        "format": PLACEMENT_FORMAT,
+        "version": 1,
+        "num_experts": E,
+        "num_ranks": world,
+        "layers": layers,
         "imbalance": report,
-    }  # fmt: skip
+    }
 
 
 def read_placement(path: str | Path, layers: dict[str, int], world: int) -> Placement:
@@ -128,12 +132,18 @@ def read_placement(path: str | Path, layers: dict[str, int], world: int) -> Plac
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the expert placement ({exc}); write it with mt-moe-stats --num-ranks W") from None
+        raise UserError(
+            f"{path}: cannot read the expert placement ({exc}); write it with mt-moe-stats --num-ranks W"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
-        raise UserError(f"{path}: not an expert placement (no '{PLACEMENT_FORMAT}' format marker); write it with mt-moe-stats")
+        raise UserError(
+            f"{path}: not an expert placement (no '{PLACEMENT_FORMAT}' format marker); write it with mt-moe-stats"
+        )
     if int(data.get("num_ranks", 0)) != world:
-        raise UserError(f"{path}: placement for {data.get('num_ranks')} ranks, this run has {world}; "
-                        f"write one with mt-moe-stats --num-ranks {world}")  # fmt: skip
+        raise UserError(
+            f"{path}: placement for {data.get('num_ranks')} ranks, this run has {world}; "
+            f"write one with mt-moe-stats --num-ranks {world}"
+        )
     out: Placement = {}
     for tag, E in layers.items():
         if tag not in data.get("layers", {}):
@@ -239,8 +249,17 @@ def read_sample(path: str, sample: int, seed: int) -> tuple[list[str], int]:
     return good, bad
 
 
-def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs: Sequence[str], search: SearchConfig,
-            max_tokens: int = 4096, batch_size: int = 0, coactivation: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def collect(
+    translator: Any,
+    sentences: Sequence[str],
+    src_lang: str,
+    tgt_langs: Sequence[str],
+    search: SearchConfig,
+    max_tokens: int = 4096,
+    batch_size: int = 0,
+    coactivation: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Translate ``sentences`` into each target language and count the routing (stats.json's content)."""
     from tqdm import tqdm
 
@@ -253,17 +272,29 @@ def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs:
     bar = tqdm(total=len(ids) * len(tgt_langs), unit="sent", desc="mt-moe-stats", disable=not progress, file=sys.stderr)
     try:
         for tgt in tgt_langs:
-            translator.translate_ids(ids, src_lang, tgt, search, max_tokens, batch_size,
-                                     on_batch=lambda idx, _: bar.update(len(idx)), warn=warn)
+            translator.translate_ids(
+                ids,
+                src_lang,
+                tgt,
+                search,
+                max_tokens,
+                batch_size,
+                on_batch=lambda idx, _: bar.update(len(idx)),
+                warn=warn,
+            )
     finally:
         bar.close()
         for m in layers:
             m.route_hook = None
     return {
-        "format": STATS_FORMAT, "version": 1, "checkpoint": str(translator.loaded.path),
-        "directions": [f"{src_lang}-{t}" for t in tgt_langs], "sentences": len(ids),
-        "num_experts": layers[0].num_experts, "layers": counter.layers(),
-    }  # fmt: skip
+        "format": STATS_FORMAT,
+        "version": 1,
+        "checkpoint": str(translator.loaded.path),
+        "directions": [f"{src_lang}-{t}" for t in tgt_langs],
+        "sentences": len(ids),
+        "num_experts": layers[0].num_experts,
+        "layers": counter.layers(),
+    }
 
 
 def report_lines(placement: dict[str, Any]) -> list[str]:
@@ -275,7 +306,7 @@ def report_lines(placement: dict[str, Any]) -> list[str]:
 
 def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     """Run mt-moe-stats; returns {"stats": ..., "placement": ... or None}."""
-    from mt.data.langs import check_code
+    from mt.common.langs import check_code
     from mt.generate.translator import Translator
 
     cfg.check()
@@ -285,10 +316,26 @@ def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     sentences, bad = read_sample(cfg.input, cfg.sample, cfg.seed)
     if bad:
         _say(f"mt-moe-stats: {cfg.input}: skipped {bad} empty or undecodable lines")
-    tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
-                                  spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
-    stats = collect(tr, sentences, cfg.src_lang, cfg.tgt_langs, cfg.search, cfg.max_tokens, cfg.batch_size,
-                    cfg.coactivation, cfg.progress)  # fmt: skip
+    tr = translator or Translator(
+        cfg.path,
+        cfg.device,
+        cfg.bf16,
+        data=cfg.data or None,
+        spm_model=cfg.spm_model or None,
+        threads=cfg.threads,
+        **asdict(cfg.moe),
+    )
+    stats = collect(
+        tr,
+        sentences,
+        cfg.src_lang,
+        cfg.tgt_langs,
+        cfg.search,
+        cfg.max_tokens,
+        cfg.batch_size,
+        cfg.coactivation,
+        cfg.progress,
+    )
     if tr.moe is not None and cfg.moe.expert_cache:
         _say(f"mt-moe-stats: {tr.moe_summary()}")
     with atomic_write(cfg.out) as fh:

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.generate import incremental
 from mt.generate.incremental import DecoderWeights, IncrementalDecoder
 from mt.models.config import ForwardContext
@@ -314,7 +314,9 @@ def search(
         elif k > 1:
             state.select_rows(new_rows, cache, cross=False)
         tokens = torch.cat([tokens.index_select(0, new_rows), new_tok.unsqueeze(1)], dim=1)
-        pos = torch.cat([pos.index_select(0, new_rows), (new_scores - scores.index_select(0, new_rows)).unsqueeze(1)], 1)
+        pos = torch.cat(
+            [pos.index_select(0, new_rows), (new_scores - scores.index_select(0, new_rows)).unsqueeze(1)], 1
+        )
         scores = new_scores
         rows_per_sent = k
         step += 1

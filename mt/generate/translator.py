@@ -28,11 +28,11 @@ from typing import Callable, Sequence, overload
 
 import torch
 
-from mt.data.langs import check_code
+from mt.common.errors import UserError
+from mt.common.langs import check_code
 from mt.data.rows import decoder_prefix, source_row
-from mt.errors import UserError
-from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate import incremental, moe_inference
+from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import Hypo, SearchConfig, search
 
@@ -135,11 +135,14 @@ class Translator:
         ).check()
         world = moe_inference.world_size()
         self.device = moe_inference.device_for(device, world)
-        self.loaded = loaded or load_model(checkpoint_path, data, spm_model, self.device,
-                                           lazy_experts=self.moe_config.lazy(world), bf16=bf16)  # fmt: skip
+        self.loaded = loaded or load_model(
+            checkpoint_path, data, spm_model, self.device, lazy_experts=self.moe_config.lazy(world), bf16=bf16
+        )
         self.model, self.dictionary, self.spm = self.loaded.model, self.loaded.dictionary, self.loaded.spm
         self.bf16 = bf16
-        self.moe = moe_inference.setup(self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32)
+        self.moe = moe_inference.setup(
+            self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32
+        )
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
         self._lang_set = frozenset(self.langs)
@@ -270,9 +273,17 @@ class Translator:
             dev = self.device
             with self.autocast():
                 out = search(
-                    self.model, src.to(dev), prefix.to(dev), cfg, eos, banned=self.banned, unk=self.dictionary.unk(),
-                    src_lang=src_lang_ids.to(dev), tgt_lang=tgt_lang_ids.to(dev), weights=weights,
-                )  # fmt: skip
+                    self.model,
+                    src.to(dev),
+                    prefix.to(dev),
+                    cfg,
+                    eos,
+                    banned=self.banned,
+                    unk=self.dictionary.unk(),
+                    src_lang=src_lang_ids.to(dev),
+                    tgt_lang=tgt_lang_ids.to(dev),
+                    weights=weights,
+                )
             for i, h in zip(idx, out):
                 results[i] = h
             if on_batch is not None:
@@ -289,14 +300,18 @@ class Translator:
         limit = self.max_source_positions - 2
         cut = sum(len(ids) > limit for ids in src_ids)
         if cut:
-            warn(f"{cut} of {len(src_ids)} source sentence(s) have more than {limit} tokens (the model's "
-                 f"max_source_positions {self.max_source_positions} less the language token and </s>): "
-                 "cut to fit, their ends are not translated")  # fmt: skip
+            warn(
+                f"{cut} of {len(src_ids)} source sentence(s) have more than {limit} tokens (the model's "
+                f"max_source_positions {self.max_source_positions} less the language token and </s>): "
+                "cut to fit, their ends are not translated"
+            )
         untrained = self.untrained(list(zip(srcs, tgts)))
         if untrained:
             k = sum(f"{s}-{t}" in untrained for s, t in zip(srcs, tgts))
-            warn(f"{k} sentence(s) in direction(s) {_listing(untrained)} that {self.loaded.path.name} was not trained "
-                 f"on (it was trained on {_listing(self.lang_pairs)}): expect poor zero-shot translations")  # fmt: skip
+            warn(
+                f"{k} sentence(s) in direction(s) {_listing(untrained)} that {self.loaded.path.name} was not trained "
+                f"on (it was trained on {_listing(self.lang_pairs)}): expect poor zero-shot translations"
+            )
 
     def hypothesis(self, h: Hypo) -> Hypothesis:
         return Hypothesis(self.detokenize(h.tokens), h.score, self.pieces(h.tokens), h.positional_scores, h.tokens)
@@ -330,13 +345,28 @@ class Translator:
         return [[self.hypothesis(h) for h in hs] for hs in out]
 
     @overload
-    def translate(self, sentences: str, src_lang: str, tgt_lang: str, max_tokens: int = ..., batch_size: int = ...,
-                  progress: Progress | None = ..., **options) -> Hypothesis: ...  # fmt: skip
+    def translate(
+        self,
+        sentences: str,
+        src_lang: str,
+        tgt_lang: str,
+        max_tokens: int = ...,
+        batch_size: int = ...,
+        progress: Progress | None = ...,
+        **options,
+    ) -> Hypothesis: ...
 
     @overload
-    def translate(self, sentences: Sequence[str], src_lang: str | Sequence[str], tgt_lang: str | Sequence[str],
-                  max_tokens: int = ..., batch_size: int = ..., progress: Progress | None = ...,
-                  **options) -> list[Hypothesis]: ...  # fmt: skip
+    def translate(
+        self,
+        sentences: Sequence[str],
+        src_lang: str | Sequence[str],
+        tgt_lang: str | Sequence[str],
+        max_tokens: int = ...,
+        batch_size: int = ...,
+        progress: Progress | None = ...,
+        **options,
+    ) -> list[Hypothesis]: ...
 
     def translate(
         self,

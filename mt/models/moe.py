@@ -81,7 +81,7 @@ forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(mo
 experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
 
 Where W ranks do not compute exactly the update of one process on the same global batch (the balance
-loss, the CMR budget loss, the expert gradients and the gradient norm do match; see ``mt.expert_parallel``):
+loss, the CMR budget loss, the expert gradients and the gradient norm do match; see ``mt.train.expert_parallel``):
 - capacity overflow: each rank routes its own shard (every W-th sentence) with the capacity of its own
   tokens (``ceil(factor * 2 * N_r / E)``; ``fairseq``: from the largest rank's S) and fills it in its own
   token order, so an expert popular in one shard drops assignments there even when another rank's
@@ -126,8 +126,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from mt import gemm_shapes
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.models import gemm_shapes
 from mt.models.config import ForwardContext, TransformerConfig
 
 
@@ -316,7 +316,7 @@ def _padded_layout(counts: list[int], multiple: int) -> tuple[list[int], torch.T
     """Segment sizes rounded up to ``multiple`` and, when any grew, the padded position of each row.
 
     ``_GroupedFFN`` runs each expert on such a zero-padded segment (CPU bf16: 64 rows) so that oneDNN reuses
-    its per-shape kernels (``mt.gemm_shapes``; unpadded, the expert GEMMs of mt-train ran 5-10x slower than
+    its per-shape kernels (``mt.models.gemm_shapes``; unpadded, the expert GEMMs of mt-train ran 5-10x slower than
     at a fixed shape). Pad rows get zero output gradients, so they change no gradient.
     """
     padded = [gemm_shapes.round_up(n, multiple) for n in counts]
@@ -541,7 +541,11 @@ class MoELayer(nn.Module):
         return _unflatten(out, idx, x.shape)
 
     def moe(
-        self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None = None, positions: int | None = None
+        self,
+        xs: torch.Tensor,
+        ctx: ForwardContext,
+        token_keep: torch.Tensor | None = None,
+        positions: int | None = None,
     ) -> torch.Tensor:
         """MoE output for the (N, d) token rows ``xs``; tokens with ``token_keep`` False get zeros.
 
@@ -559,16 +563,26 @@ class MoELayer(nn.Module):
             t = torch.tensor([positions], dtype=torch.long, device=device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ep.group)
             positions = int(t)
-        return capacity_for(num_tokens, self.num_experts, self.training, self.train_capacity_factor,
-                            self.eval_capacity_fraction, self.capacity_rule, positions)  # fmt: skip
+        return capacity_for(
+            num_tokens,
+            self.num_experts,
+            self.training,
+            self.train_capacity_factor,
+            self.eval_capacity_fraction,
+            self.capacity_rule,
+            positions,
+        )
 
-    def _moe(self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None, positions: int | None = None) -> torch.Tensor:
+    def _moe(
+        self, xs: torch.Tensor, ctx: ForwardContext, token_keep: torch.Tensor | None, positions: int | None = None
+    ) -> torch.Tensor:
         N, E = xs.size(0), self.num_experts
         with torch.autocast(xs.device.type, enabled=False):
             logits = F.linear(xs.float(), self.wg.weight.float())
         capacity = self._capacity(N, positions, xs.device)
-        r = top2_route(logits, capacity, self.policy, self.normalize_before_dropping, self.training,
-                       self.batch_prioritized)  # fmt: skip
+        r = top2_route(
+            logits, capacity, self.policy, self.normalize_before_dropping, self.training, self.batch_prioritized
+        )
         if self.training:
             self._losses_and_stats(logits, r, ctx)
         elif self.route_hook is not None:
@@ -813,17 +827,24 @@ def expert_parallel_(
     for m in moe_layers(model):
         if placement is not None:
             if m.tag not in placement:
-                raise UserError(f"the expert placement has no entry for MoE layer {m.tag} (it has {', '.join(placement)})")
+                raise UserError(
+                    f"the expert placement has no entry for MoE layer {m.tag} (it has {', '.join(placement)})"
+                )
             ranks = placement[m.tag]
             if len(ranks) != world:
-                raise UserError(f"the expert placement is for {len(ranks)} ranks, this run has {world}; "
-                                f"write one with mt-moe-stats --num-ranks {world}")  # fmt: skip
+                raise UserError(
+                    f"the expert placement is for {len(ranks)} ranks, this run has {world}; "
+                    f"write one with mt-moe-stats --num-ranks {world}"
+                )
             permute_experts_(m, placement_order(ranks, m.num_experts, f"placement of {m.tag}"))
         m.shard_(rank, world, group, replicated)
 
 
 def set_inference_gating(
-    model: nn.Module, gating: str = "dynamic", eval_capacity_token_fraction: float | None = None, static_dispatch: str = "einsum"
+    model: nn.Module,
+    gating: str = "dynamic",
+    eval_capacity_token_fraction: float | None = None,
+    static_dispatch: str = "einsum",
 ) -> None:
     """Gating at inference for every MoE layer: ``dynamic`` (no capacity, each expert runs on exactly its
     tokens) or ``static`` (capacity ``ceil(fraction * tokens)``, dispatch padded to it; see ``_static``)."""

@@ -1,9 +1,9 @@
 """``mt-train``: train a multilingual Transformer on binarized data (fairseq flag names).
 
 Flow: argparse -> ``TrainConfig`` -> ``train(cfg)``. ``train`` builds the datasets and the temperature
-sampler (``mt.data.sampler``), the model (``mt.models``), Adam + inverse-sqrt schedule (``mt.optim``),
-the criterion (``mt.criterion``), then runs the update loop with validation (``mt.validate``),
-checkpoints (``mt.checkpoint``) and the JSON-lines log (``mt.trainlog``). The step asks the model for
+sampler (``mt.data.sampler``), the model (``mt.models``), Adam + inverse-sqrt schedule (``mt.train.optim``),
+the criterion (``mt.train.criterion``), then runs the update loop with validation (``mt.train.validate``),
+checkpoints (``mt.formats.checkpoint``) and the JSON-lines log (``mt.formats.trainlog``). The step asks the model for
 decoder states at non-padding target positions only (``features_only``) and lets the criterion fuse
 the vocabulary projection with the loss; ``--bf16`` runs forward and loss under bfloat16 autocast with
 fp32 weights and optimizer state.
@@ -17,7 +17,7 @@ updates it lost and ends with weights bitwise equal to an uninterrupted run on t
 thread count. SIGTERM / first Ctrl-C: finish the current update, save ``checkpoint_last.pt``, exit.
 
 Mixing and stability. ``--sampling-method`` picks how the budget is shared over directions (temperature,
-UniMax, UtiliMax: ``mt.data.mixing``); ``mt.stability`` logs Adam statistics per parameter group every
+UniMax, UtiliMax: ``mt.data.mixing``); ``mt.train.stability`` logs Adam statistics per parameter group every
 ``--log-interval`` updates, warns about loss spikes and, with ``--spike-rollback K --spike-skip M``, goes back
 to an interval checkpoint K updates older and skips M batches (its loss history is in the checkpoint, so
 exact resume holds through a rollback).
@@ -56,26 +56,25 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from mt import checkpoint as ckpt
-from mt import distributed
-from mt import expert_parallel as moe_train
-from mt import moe_flags
-from mt import stability
-from mt.criterion import LabelSmoothedCrossEntropy
+from mt.common import distributed
+from mt.common.errors import UserError, cli_entry, os_error_message
+from mt.common.files import exclusive_lock
+from mt.common.langs import check_code, lang_token, parse_pair
 from mt.data import mixing
 from mt.data.dictionary import Dictionary
-from mt.data.langs import check_code, lang_token, parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.data.sampler import Curriculum, DataState, MultilingualSampler, shard_rows
-from mt.errors import UserError, cli_entry, os_error_message
+from mt.formats import checkpoint as ckpt
+from mt.formats.trainlog import TrainLog
 from mt.models.adapters import is_adapter_param
 from mt.models.config import ARCHS, EXTENSION_FIELDS, OVERRIDABLE, ForwardContext, TransformerConfig, arch_config
 from mt.models.moe import local_experts
 from mt.models.transformer import build_model, num_parameters
-from mt.optim import InverseSqrtSchedule, build_optimizer
-from mt.trainlog import TrainLog
-from mt.util import exclusive_lock
-from mt.validate import LN2, Validator
+from mt.train import expert_parallel as moe_train
+from mt.train import moe_flags, stability
+from mt.train.criterion import LabelSmoothedCrossEntropy
+from mt.train.optim import InverseSqrtSchedule, build_optimizer
+from mt.train.validate import LN2, Validator
 
 
 @dataclass
@@ -124,7 +123,7 @@ class TrainConfig:
     no_epoch_checkpoints: bool = False
     finetune_from_model: str = ""
     add_langs: list[str] = field(default_factory=list)  # "xxx_Latn" or "xxx_Latn=yyy_Latn" (row initialised from yyy)
-    # sparse MoE / adapters (model-side flags are in model_overrides, see mt.moe_flags)
+    # sparse MoE / adapters (model-side flags are in model_overrides, see mt.train.moe_flags)
     moe_gate_loss_wt: float = 0.01
     moe_z_loss_wt: float = 0.0
     cmr_gate_loss_wt: float = 0.0
@@ -132,7 +131,7 @@ class TrainConfig:
     # logging
     log_interval: int = 100
     no_progress_bar: bool = False
-    # stability (mt.stability)
+    # stability (mt.train.stability)
     spike_threshold: float = 6.0
     spike_rollback: int = 0
     spike_skip: int = 0
@@ -188,8 +187,11 @@ class _Stop:
     def poll(self) -> None:
         if not self.requested and distributed.launcher_gone(self.launcher):
             self.requested = signal.SIGTERM
-            print(f"\nmt-train: the torchrun launcher (pid {self.launcher}) is gone: finishing this update and "
-                  "saving checkpoint_last.pt", file=sys.stderr)  # fmt: skip
+            print(
+                f"\nmt-train: the torchrun launcher (pid {self.launcher}) is gone: finishing this update and "
+                "saving checkpoint_last.pt",
+                file=sys.stderr,
+            )
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -238,9 +240,13 @@ def transformer_factory(
     always this run's."""
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE or k in EXTENSION_FIELDS}
     run = dict(
-        vocab_size=len(dictionary), padding_idx=dictionary.pad(), max_source_positions=cfg.max_source_positions,
-        max_target_positions=cfg.max_target_positions, langs=dictionary.langs(), adapter_lang_pairs=list(cfg.lang_pairs),
-    )  # fmt: skip
+        vocab_size=len(dictionary),
+        padding_idx=dictionary.pad(),
+        max_source_positions=cfg.max_source_positions,
+        max_target_positions=cfg.max_target_positions,
+        langs=dictionary.langs(),
+        adapter_lang_pairs=list(cfg.lang_pairs),
+    )
     if base is not None and not cfg.arch:
         model_cfg = TransformerConfig.from_dict({**base, **overrides, **run})
     else:
@@ -311,17 +317,23 @@ def _run_dictionary(
         if tok in start_dict:
             if resuming and tok in before:  # added when the run being resumed started
                 continue
-            raise UserError(f"--add-langs {code}: the model already has the language token {tok}; drop {code} "
-                            "from --add-langs")  # fmt: skip
+            raise UserError(
+                f"--add-langs {code}: the model already has the language token {tok}; drop {code} from --add-langs"
+            )
         if init and lang_token(init) not in start_dict:
             known = start_dict.langs()
-            raise UserError(f"--add-langs {code}={init}: the model has no {lang_token(init)} to initialise the new "
-                            f"row from ({len(known)} languages, e.g. {', '.join(known[:5]) or 'none'})")  # fmt: skip
+            raise UserError(
+                f"--add-langs {code}={init}: the model has no {lang_token(init)} to initialise the new "
+                f"row from ({len(known)} languages, e.g. {', '.join(known[:5]) or 'none'})"
+            )
         new.append((tok, init))
     if new and (not start or resuming):
-        what = ("the run being resumed was started without it: --add-langs only applies when a fine-tuning run "
-                "starts (use a new --save-dir)" if resuming else
-                "it adds language tokens to a trained model: pass --finetune-from-model CHECKPOINT")  # fmt: skip
+        what = (
+            "the run being resumed was started without it: --add-langs only applies when a fine-tuning run "
+            "starts (use a new --save-dir)"
+            if resuming
+            else "it adds language tokens to a trained model: pass --finetune-from-model CHECKPOINT"
+        )
         raise UserError(f"--add-langs {new[0][0].strip('_')}: {what}")
     tokens = [t for t, _ in new]
     return start_dict, start_dict.extended(tokens), new, before + tokens
@@ -377,8 +389,9 @@ def _check_save_dir(save_dir: Path) -> None:
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, di: distributed.DistInfo, stop: _Stop,
-                 model_factory: ModelFactory = transformer_factory) -> None:
+    def __init__(
+        self, cfg: TrainConfig, di: distributed.DistInfo, stop: _Stop, model_factory: ModelFactory = transformer_factory
+    ) -> None:
         self.cfg, self.di, self.stop = cfg, di, stop
         self.save_dir = Path(cfg.save_dir)
         self.log = TrainLog(self.save_dir / "train_log.jsonl", enabled=di.is_master)
@@ -386,8 +399,11 @@ class _Trainer:
         self.start_path, start = _starting_point(cfg, self.save_dir)
         self.base_config = start.get("model_config") if start else None
         self.start_dictionary, self.dictionary, self.new_langs, self.dict_added = _run_dictionary(
-            Dictionary.load(data / "dict.txt"), start, cfg.add_langs, resuming=self.start_path == self.save_dir / ckpt.LAST,
-        )  # fmt: skip
+            Dictionary.load(data / "dict.txt"),
+            start,
+            cfg.add_langs,
+            resuming=self.start_path == self.save_dir / ckpt.LAST,
+        )
         self.langs = self.dictionary.langs()
         self.pad = self.dictionary.pad()
         del start
@@ -402,15 +418,26 @@ class _Trainer:
             k = ds.keep_indices(cfg.max_source_positions, cfg.max_target_positions, cfg.max_tokens)
             keep.append(k)
             if len(k) < len(ds):
-                _say(di, f"mt-train: train {ds.name}: skipped {len(ds) - len(k)} of {len(ds)} sentences longer than "
-                     f"--max-source-positions {cfg.max_source_positions} / --max-target-positions "
-                     f"{cfg.max_target_positions} / --max-tokens {cfg.max_tokens}")  # fmt: skip
+                _say(
+                    di,
+                    f"mt-train: train {ds.name}: skipped {len(ds) - len(k)} of {len(ds)} sentences longer than "
+                    f"--max-source-positions {cfg.max_source_positions} / --max-target-positions "
+                    f"{cfg.max_target_positions} / --max-tokens {cfg.max_tokens}",
+                )
         curriculum = Curriculum.load(cfg.curriculum, self.directions) if cfg.curriculum else None
         self.mixing = mixing.from_config(cfg, train_sets, keep)
         self.sampler = MultilingualSampler(
-            train_sets, keep, cfg.sampling_temperature, cfg.max_tokens, cfg.seed, curriculum,
-            cfg.batch_size, cfg.virtual_epoch_size, self.pad, self.mixing,
-        )  # fmt: skip
+            train_sets,
+            keep,
+            cfg.sampling_temperature,
+            cfg.max_tokens,
+            cfg.seed,
+            curriculum,
+            cfg.batch_size,
+            cfg.virtual_epoch_size,
+            self.pad,
+            self.mixing,
+        )
         valid_sets = {}
         for i, d in enumerate(self.directions):
             ds = load_direction(data, "valid", d, self.dictionary, self.langs, required=False, **layout)
@@ -429,19 +456,36 @@ class _Trainer:
         self.arch = cfg.arch or (f"the model of {self.start_path}" if self.base_config is not None else DEFAULT_ARCH)
         self.model = model.to(di.device)
         self.validator = Validator(
-            valid_sets, self.dictionary, cfg.max_tokens, cfg.max_source_positions, cfg.max_target_positions,
-            self.criterion, cfg.eval_chrf if di.is_master else 0, spm_model,
-        )  # fmt: skip
+            valid_sets,
+            self.dictionary,
+            cfg.max_tokens,
+            cfg.max_source_positions,
+            cfg.max_target_positions,
+            self.criterion,
+            cfg.eval_chrf if di.is_master else 0,
+            spm_model,
+        )
         self.moe_group = moe_train.setup(self.model, di)  # expert parallelism: this rank's experts only
         if cfg.freeze_base:
             n_train, n_frozen = moe_train.freeze_base(self.model)
-            _say(di, f"mt-train: --freeze-base: training {n_train / 1e6:.2f}M adapter parameters, {n_frozen / 1e6:.1f}M frozen")
+            _say(
+                di,
+                f"mt-train: --freeze-base: training {n_train / 1e6:.2f}M adapter parameters, {n_frozen / 1e6:.1f}M frozen",
+            )
         self.optimizer = build_optimizer(
             self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
         )
         self.schedule = InverseSqrtSchedule(cfg.lr, cfg.warmup_updates, cfg.warmup_init_lr)
-        self.monitor = stability.Monitor(self.model, cfg.log_interval, cfg.spike_threshold, cfg.spike_rollback,
-                                         cfg.spike_skip, cfg.save_interval_updates, enabled=di.is_master, seed=cfg.seed)
+        self.monitor = stability.Monitor(
+            self.model,
+            cfg.log_interval,
+            cfg.spike_threshold,
+            cfg.spike_rollback,
+            cfg.spike_skip,
+            cfg.save_interval_updates,
+            enabled=di.is_master,
+            seed=cfg.seed,
+        )
         self.amp = (lambda: torch.autocast(di.device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
         # per-rank dropout streams (rank 0 included), set after the shared initialisation
         torch.manual_seed(cfg.seed * 1_000_003 + di.rank + 1)
@@ -466,8 +510,14 @@ class _Trainer:
             self.log.truncate_after(0)
         if last.is_file():
             state = ckpt.load_checkpoint(last, rank=rank, world=world)
-            ckpt.check_compatible(state, last, self.model_cfg.to_dict(), self.dictionary.checksum(),
-                                  shape + getattr(self.model_cfg, "ADAPTER_SHAPE_FIELDS", ()), self.directions)
+            ckpt.check_compatible(
+                state,
+                last,
+                self.model_cfg.to_dict(),
+                self.dictionary.checksum(),
+                shape + getattr(self.model_cfg, "ADAPTER_SHAPE_FIELDS", ()),
+                self.directions,
+            )
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.num_updates = int(state["num_updates"])
@@ -479,12 +529,17 @@ class _Trainer:
             if self.di.rank < len(rngs):
                 ckpt.restore_rng(rngs[self.di.rank])
             else:
-                _say(self.di, f"mt-train: {last} has no RNG state for rank {self.di.rank} (world size changed): reseeded")
+                _say(
+                    self.di, f"mt-train: {last} has no RNG state for rank {self.di.rank} (world size changed): reseeded"
+                )
             self.resumed_from, self.last_saved_update = last, self.num_updates
             self.log.truncate_after(self.num_updates)
             _say(self.di, f"mt-train: resumed from {last} (update {self.num_updates}, epoch {self.data_state.epoch})")
             if self.cfg.finetune_from_model:
-                _say(self.di, f"mt-train: {last} exists, so --finetune-from-model {self.cfg.finetune_from_model} is ignored")
+                _say(
+                    self.di,
+                    f"mt-train: {last} exists, so --finetune-from-model {self.cfg.finetune_from_model} is ignored",
+                )
         elif self.cfg.finetune_from_model:  # fairseq's semantics: the weights only; optimizer, schedule, counters fresh
             path = Path(self.cfg.finetune_from_model)
             state = ckpt.load_checkpoint(path, rank=rank, world=world)
@@ -493,8 +548,12 @@ class _Trainer:
             weights = self._add_lang_rows(state["model"]) if self.new_langs else state["model"]
             new = ckpt.load_weights(self.model, weights, path, new_ok=is_adapter_param)
             added = f"; added {', '.join(t for t, _ in self.new_langs)}" if self.new_langs else ""
-            _say(self.di, f"mt-train: initialised weights from {path} (optimizer and data position start fresh)"
-                 + (f"; {len(new)} adapter tensors are new" if new else "") + added)  # fmt: skip
+            _say(
+                self.di,
+                f"mt-train: initialised weights from {path} (optimizer and data position start fresh)"
+                + (f"; {len(new)} adapter tensors are new" if new else "")
+                + added,
+            )
 
     def _add_lang_rows(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The embedding grown by one row per ``--add-langs`` token (after every old row, see ``_run_dictionary``):
@@ -507,10 +566,14 @@ class _Trainer:
         d = self.start_dictionary
         lang_rows = [d.lang_index(c) for c in d.langs()]
         if not lang_rows and any(init is None for _, init in self.new_langs):
-            raise UserError(f"--add-langs: {self.cfg.finetune_from_model} has no language tokens to initialise new rows "
-                            "from; name one: --add-langs xxx_Latn=eng_Latn")  # fmt: skip
-        rows = [emb[d.lang_index(init)] if init else emb[lang_rows].float().mean(0).to(emb.dtype)
-                for _, init in self.new_langs]  # fmt: skip
+            raise UserError(
+                f"--add-langs: {self.cfg.finetune_from_model} has no language tokens to initialise new rows "
+                "from; name one: --add-langs xxx_Latn=eng_Latn"
+            )
+        rows = [
+            emb[d.lang_index(init)] if init else emb[lang_rows].float().mean(0).to(emb.dtype)
+            for _, init in self.new_langs
+        ]
         return {**weights, key: torch.cat([emb, torch.stack(rows)])}
 
     def _state(self) -> dict[str, Any]:
@@ -521,8 +584,10 @@ class _Trainer:
             "code_version": ckpt.code_version(),
             "model_config": self.model_cfg.to_dict(),
             "train_config": asdict(self.cfg),
-            "resolved_paths": {k: str(Path(v).resolve()) if v else "" for k, v in
-                               (("data", self.cfg.data), ("spm_model", self.spm_model))},
+            "resolved_paths": {
+                k: str(Path(v).resolve()) if v else ""
+                for k, v in (("data", self.cfg.data), ("spm_model", self.spm_model))
+            },
             "dict_checksum": self.dictionary.checksum(),
             "dict_added": list(self.dict_added),  # tokens beyond the data's dict.txt (--add-langs)
             "lang_pairs": list(self.directions),
@@ -595,8 +660,10 @@ class _Trainer:
         else:
             kept, then = "no checkpoint of this run was saved before", "start again"
         fix = "free space" if full else "fix that"
-        return (f"could not save the checkpoint of update {self.num_updates} in {self.save_dir}/: {why}; {kept} "
-                f"(no partial file is left): {fix} and run the same command to {then}")  # fmt: skip
+        return (
+            f"could not save the checkpoint of update {self.num_updates} in {self.save_dir}/: {why}; {kept} "
+            f"(no partial file is left): {fix} and run the same command to {then}"
+        )
 
     def _wall(self) -> float:
         return self.wall_before + (time.perf_counter() - self.t_start)
@@ -626,7 +693,9 @@ class _Trainer:
                     ctx.tgt_pad_mask = torch.ones_like(batch.prev_output_tokens, dtype=torch.bool)
                 mask = batch.target.ne(self.pad)
                 with self.amp():
-                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    hidden = model(
+                        batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True
+                    )
                     out = self.criterion(hidden, self.model.output_weight, batch.target[mask], ctx.aux_losses)
                 for name, (tot, cnt) in ctx.stats.items():
                     t0, c0 = mstats.get(name, (0.0, 0.0))
@@ -653,8 +722,13 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         names = sorted(aux_sums)
         self.stop.poll()
-        stats = torch.tensor([float(loss_sum), float(nll_sum), float(self.stop.requested > 0)] + [aux_sums[n] for n in names], dtype=torch.float64)
-        packed = [torch.as_tensor(mstats[n][j], dtype=torch.float64).reshape(-1).cpu() for n in sorted(mstats) for j in (0, 1)]
+        stats = torch.tensor(
+            [float(loss_sum), float(nll_sum), float(self.stop.requested > 0)] + [aux_sums[n] for n in names],
+            dtype=torch.float64,
+        )
+        packed = [
+            torch.as_tensor(mstats[n][j], dtype=torch.float64).reshape(-1).cpu() for n in sorted(mstats) for j in (0, 1)
+        ]
         stats = distributed.all_reduce_sum(torch.cat([stats, *packed]).to(di.device)).cpu()
         off, reduced = 3 + len(names), {}
         for i, n in enumerate(sorted(mstats)):  # (sum, count) pairs of the model's logged statistics
@@ -663,10 +737,16 @@ class _Trainer:
             off += a + b
         stats = stats.tolist()
         return {
-            "loss_sum": stats[0], "nll_sum": stats[1], "ntokens": total_tokens,
-            "nsentences": sum(len(r) for r in group), "stop": stats[2] > 0, "lr": lr, "gnorm": gnorm,
-            "aux": {n: stats[3 + i] for i, n in enumerate(names)}, "mstats": reduced,
-        }  # fmt: skip
+            "loss_sum": stats[0],
+            "nll_sum": stats[1],
+            "ntokens": total_tokens,
+            "nsentences": sum(len(r) for r in group),
+            "stop": stats[2] > 0,
+            "lr": lr,
+            "gnorm": gnorm,
+            "aux": {n: stats[3 + i] for i, n in enumerate(names)},
+            "mstats": reduced,
+        }
 
     def sampler_tgt_tokens(self, rows: np.ndarray) -> int:
         return int(sum(int(self.sampler.datasets[d].tgt_sizes[i]) for d, i in rows.tolist()))
@@ -726,30 +806,54 @@ class _Trainer:
         self.t_start = time.perf_counter()
         self.bar = None
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        _say(di, f"mt-train: checkpoints in {self.save_dir}/ (checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
-             f"log in {self.log.path}")  # fmt: skip
-        _say(di, f"mt-train: {self.arch}: {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
-             f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions")  # fmt: skip
+        _say(
+            di,
+            f"mt-train: checkpoints in {self.save_dir}/ (checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
+            f"log in {self.log.path}",
+        )
+        _say(
+            di,
+            f"mt-train: {self.arch}: {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
+            f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions",
+        )
         if getattr(self.model_cfg, "moe_freq", 0):
             m = self.model_cfg
-            per_rank = f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
-            _say(di, f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"
-                 f"{', CMR' if m.moe_cmr else ''}{f', EOM {m.moe_eom}' if m.moe_eom else ''}{per_rank}")  # fmt: skip
+            per_rank = (
+                f"; expert parallel: {m.moe_expert_count // di.world_size} experts per rank" if self.moe_group else ""
+            )
+            _say(
+                di,
+                f"mt-train: sparse MoE: {moe_train.num_moe_layers(m)} MoE layers x {m.moe_expert_count} experts, top-2"
+                f"{', CMR' if m.moe_cmr else ''}{f', EOM {m.moe_eom}' if m.moe_eom else ''}{per_rank}",
+            )
         for line in mixing.describe_lines(self.mixing, self.sampler, self.num_updates):
             _say(di, line)
         if self._finished():
-            _say(di, f"mt-train: training already finished at update {self.num_updates} / epoch {self.data_state.epoch - 1} "
-                 f"({self.save_dir / ckpt.LAST}); raise --max-update / --max-epoch to continue")  # fmt: skip
+            _say(
+                di,
+                f"mt-train: training already finished at update {self.num_updates} / epoch {self.data_state.epoch - 1} "
+                f"({self.save_dir / ckpt.LAST}); raise --max-update / --max-epoch to continue",
+            )
             return self._summary()
         if cfg.max_update == 0 and cfg.max_epoch == 0:
             _say(di, "mt-train: no --max-update or --max-epoch: training runs until stopped (Ctrl-C saves and exits)")
-        self.log.write({
-            "type": "start", "update": self.num_updates, "epoch": self.data_state.epoch, "world_size": di.world_size,
-            "device": di.device.type, "params": num_parameters(self.model), "arch": self.arch, "bf16": cfg.bf16,
-            "model_config": self.model_cfg.to_dict(), "lang_pairs": self.directions,
-            "code_version": ckpt.code_version(), "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-            "data_state": self.data_state.to_dict(),
-        })  # fmt: skip
+        self.log.write(
+            {
+                "type": "start",
+                "update": self.num_updates,
+                "epoch": self.data_state.epoch,
+                "world_size": di.world_size,
+                "device": di.device.type,
+                "params": num_parameters(self.model),
+                "arch": self.arch,
+                "bf16": cfg.bf16,
+                "model_config": self.model_cfg.to_dict(),
+                "lang_pairs": self.directions,
+                "code_version": ckpt.code_version(),
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "data_state": self.data_state.to_dict(),
+            }
+        )
         mix = self.mixing.record(self.sampler.active(self.num_updates))  # probabilities and planned epochs
         self.log.write({"type": "mixing", "update": self.num_updates, **mix})
 
@@ -769,7 +873,9 @@ class _Trainer:
                     consumed = ds.consumed_before_plan + sum(len(b) for b in plan[: ds.position])
                     self.data_state = DataState(ds.epoch, self.num_updates, consumed, 0)
                     names = [self.directions[i] for i in active]
-                    self.log.write({"type": "curriculum", "update": self.num_updates, "epoch": ds.epoch, "active": names})
+                    self.log.write(
+                        {"type": "curriculum", "update": self.num_updates, "epoch": ds.epoch, "active": names}
+                    )
                     self._write(f"curriculum | update {self.num_updates} | active: {','.join(names)}")
                     plan = None
                     continue
@@ -794,8 +900,9 @@ class _Trainer:
                     self.bar.set_postfix(
                         loss=f"{st['loss_sum'] / max(st['ntokens'], 1) / LN2:.3f}",
                         tok_s=f"{window['ntok'] / max(time.perf_counter() - window['t'], 1e-9):.0f}",
-                        lr=f"{st['lr']:.2e}", refresh=False,
-                    )  # fmt: skip
+                        lr=f"{st['lr']:.2e}",
+                        refresh=False,
+                    )
                 if self.num_updates % cfg.log_interval == 0:
                     self._log_train(window, st)
                 if self._spike(st):  # rolled back (--spike-rollback): continue from the restored position
@@ -805,14 +912,19 @@ class _Trainer:
                 stopped_by_signal = st["stop"]
                 epoch_end = ds.position >= len(plan)
                 done = (cfg.max_update and self.num_updates >= cfg.max_update) or stopped_by_signal
-                validate = (cfg.validate_interval_updates and self.num_updates % cfg.validate_interval_updates == 0) or (
-                    epoch_end and ds.epoch % cfg.validate_interval == 0) or (done and not stopped_by_signal)  # fmt: skip
+                validate = (
+                    (cfg.validate_interval_updates and self.num_updates % cfg.validate_interval_updates == 0)
+                    or (epoch_end and ds.epoch % cfg.validate_interval == 0)
+                    or (done and not stopped_by_signal)
+                )
                 improved = self._validate()[1] if validate else False
                 if epoch_end:
                     self._end_epoch(improved_already=improved)
                     plan = None
                 else:
-                    save_last = bool(done) or (cfg.save_interval_updates and self.num_updates % cfg.save_interval_updates == 0)
+                    save_last = bool(done) or (
+                        cfg.save_interval_updates and self.num_updates % cfg.save_interval_updates == 0
+                    )
                     self._save(last=bool(save_last), best=improved)
                 if stopped_by_signal:
                     break
@@ -825,7 +937,11 @@ class _Trainer:
         seen = mixing.seen_record(self.mixing, self.sampler, self.data_state)  # epochs each direction really saw
         if seen:
             self.log.write({"type": "mixing_seen", "update": self.num_updates, **seen})
-        best = f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}" if self.best else "no validation"
+        best = (
+            f"best {self.best['metric']} {self.best['value']:.4f} at update {self.best['update']}"
+            if self.best
+            else "no validation"
+        )
         _say(di, f"mt-train: done at update {self.num_updates}; {best}; checkpoints in {self.save_dir}/")
         return self._summary()
 
@@ -841,8 +957,10 @@ class _Trainer:
             return False
         path = self.monitor.snapshot_for(self.save_dir, self.num_updates)
         if path is None:
-            self._say_master(f"mt-train: no checkpoint from {self.cfg.spike_rollback} updates before update "
-                             f"{self.num_updates} to roll back to yet: continuing")  # fmt: skip
+            self._say_master(
+                f"mt-train: no checkpoint from {self.cfg.spike_rollback} updates before update "
+                f"{self.num_updates} to roll back to yet: continuing"
+            )
             self.log.write({"type": "spike", "update": spike["update"], "spike": spike})
             return False
         self._rollback(path, spike)
@@ -861,11 +979,18 @@ class _Trainer:
         self.monitor.rolled_back(state.get("stability"), spike["update"])
         if self.di.is_master:
             ckpt.remove_checkpoints([p for u, p in ckpt.interval_checkpoints(self.save_dir) if u > self.num_updates])
-        rec = {"type": "rollback", "update": self.num_updates, "spike": spike, "from": str(path),
-               "skip": self.cfg.spike_skip}  # fmt: skip
+        rec = {
+            "type": "rollback",
+            "update": self.num_updates,
+            "spike": spike,
+            "from": str(path),
+            "skip": self.cfg.spike_skip,
+        }
         stability.move_abandoned_records(self.log, self.num_updates, rec)  # the abandoned updates' records go into rec
-        self._say_master(f"mt-train: rolled back to update {self.num_updates} ({path.name}); skipping the next "
-                         f"{self.cfg.spike_skip} batches")  # fmt: skip
+        self._say_master(
+            f"mt-train: rolled back to update {self.num_updates} ({path.name}); skipping the next "
+            f"{self.cfg.spike_skip} batches"
+        )
         self._save(last=True, snapshot=False)  # a kill from here on resumes after the rollback
 
     def _say_master(self, msg: str) -> None:
@@ -892,8 +1017,14 @@ class _Trainer:
         if self.bar is not None:
             self.bar.close()
         remaining = math.ceil((len(plan) - self.data_state.position) / self.cfg.update_freq)
-        self.bar = tqdm(total=remaining, desc=f"epoch {self.data_state.epoch:03d}", unit="upd", file=sys.stderr,
-                        dynamic_ncols=True, leave=False)  # fmt: skip
+        self.bar = tqdm(
+            total=remaining,
+            desc=f"epoch {self.data_state.epoch:03d}",
+            unit="upd",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def _accumulate(self, w: dict[str, Any], st: dict[str, Any]) -> None:
         w["loss"] += st["loss_sum"]
@@ -913,27 +1044,44 @@ class _Trainer:
         dt = max(now - w["t"], 1e-9)
         nll = w["nll"] / max(w["ntok"], 1) / LN2
         rec = {
-            "type": "train", "update": self.num_updates, "epoch": self.data_state.epoch,
-            "loss": w["loss"] / max(w["ntok"], 1) / LN2, "nll_loss": nll, "ppl": 2**nll, "lr": st["lr"],
-            "gnorm": st["gnorm"], "tokens_per_s": w["ntok"] / dt, "sentences_per_s": w["nsent"] / dt,
-            "ntokens": w["ntok"], "wall": self._wall(), "aux": {k: v / w["n"] for k, v in w["aux"].items()},
-        }  # fmt: skip
+            "type": "train",
+            "update": self.num_updates,
+            "epoch": self.data_state.epoch,
+            "loss": w["loss"] / max(w["ntok"], 1) / LN2,
+            "nll_loss": nll,
+            "ppl": 2**nll,
+            "lr": st["lr"],
+            "gnorm": st["gnorm"],
+            "tokens_per_s": w["ntok"] / dt,
+            "sentences_per_s": w["nsent"] / dt,
+            "ntokens": w["ntok"],
+            "wall": self._wall(),
+            "aux": {k: v / w["n"] for k, v in w["aux"].items()},
+        }
         if w.get("mstats"):
             rec["moe"] = _stat_values(w.pop("mstats"), self.langs)
         rec.update(self.monitor.take())  # per-parameter-group Adam statistics of this update
         self.log.write(rec)
         if self.bar is None and self.di.is_master:
             aux = "".join(f" | {k} {v:.4f}" for k, v in rec["aux"].items())
-            print(f"train | epoch {rec['epoch']:03d} | update {rec['update']} | loss {rec['loss']:.3f} | nll {nll:.3f} | "
-                  f"ppl {rec['ppl']:.2f} | lr {rec['lr']:.3e} | gnorm {rec['gnorm']:.3f} | "
-                  f"{rec['tokens_per_s']:.0f} tok/s{aux}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"train | epoch {rec['epoch']:03d} | update {rec['update']} | loss {rec['loss']:.3f} | nll {nll:.3f} | "
+                f"ppl {rec['ppl']:.2f} | lr {rec['lr']:.3e} | gnorm {rec['gnorm']:.3f} | "
+                f"{rec['tokens_per_s']:.0f} tok/s{aux}",
+                file=sys.stderr,
+                flush=True,
+            )
         w.update({"loss": 0.0, "nll": 0.0, "ntok": 0, "nsent": 0, "t": now, "aux": {}, "n": 0})
 
     def _summary(self, stopped: bool = False) -> dict[str, Any]:
         return {
-            "num_updates": self.num_updates, "epoch": self.data_state.epoch, "best": self.best, "stopped": stopped,
-            "save_dir": str(self.save_dir), "log": str(self.log.path),
-        }  # fmt: skip
+            "num_updates": self.num_updates,
+            "epoch": self.data_state.epoch,
+            "best": self.best,
+            "stopped": stopped,
+            "save_dir": str(self.save_dir),
+            "log": str(self.log.path),
+        }
 
 
 def _stat_values(mstats: dict[str, tuple[np.ndarray, np.ndarray]], langs: list[str]) -> dict[str, Any]:
@@ -1007,54 +1155,111 @@ Losses are logged in base 2 per target token (as fairseq); ppl = 2 ** nll_loss."
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="mt-train", description="Train a multilingual Transformer (NLLB recipe) on mt-preprocess output.",
-        epilog=EPILOG + moe_flags.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        prog="mt-train",
+        description="Train a multilingual Transformer (NLLB recipe) on mt-preprocess output.",
+        epilog=EPILOG + moe_flags.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("data", help="binarized data directory (dict.txt, {split}.{src}-{tgt}.{lang}.bin/.idx, spm.model)")
-    p.add_argument("--lang-pairs", required=True, help="comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn")
+    p.add_argument(
+        "--lang-pairs", required=True, help="comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn"
+    )
     p.add_argument("--save-dir", default=d.save_dir, help="checkpoints and train_log.jsonl (default: %(default)s)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default=d.arch, choices=list(ARCHS),
-                   help=f"preset (default: {DEFAULT_ARCH}; with --finetune-from-model or when resuming: the "
-                        "checkpoint's model, flags below override its settings)")  # fmt: skip
+    g.add_argument(
+        "--arch",
+        default=d.arch,
+        choices=list(ARCHS),
+        help=f"preset (default: {DEFAULT_ARCH}; with --finetune-from-model or when resuming: the "
+        "checkpoint's model, flags below override its settings)",
+    )
     for name in OVERRIDABLE:
         typ = float if "dropout" in name else int
         g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
-    g.add_argument("--max-source-positions", type=int, default=d.max_source_positions, help="longer sources are skipped (default: %(default)s)")
-    g.add_argument("--max-target-positions", type=int, default=d.max_target_positions, help="longer targets are skipped (default: %(default)s)")
+    g.add_argument(
+        "--max-source-positions",
+        type=int,
+        default=d.max_source_positions,
+        help="longer sources are skipped (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-target-positions",
+        type=int,
+        default=d.max_target_positions,
+        help="longer targets are skipped (default: %(default)s)",
+    )
 
     g = p.add_argument_group("data")
-    g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
-                   help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)")
-    g.add_argument("--sampling-method", default=d.sampling_method, choices=list(mixing.METHODS),
-                   help="temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
-                   "utilimax: maximise utility - risk under the same caps (default: %(default)s)")
-    g.add_argument("--unimax-max-epochs", type=float, default=d.unimax_max_epochs, metavar="N",
-                   help="unimax/utilimax: epochs of a direction at most; the rest goes to the others (default: %(default)s)")
-    g.add_argument("--utilities", default="", metavar="FILE|PAIR=U,...",
-                   help="utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
-                   "or inline; unlisted pairs get 0")
-    g.add_argument("--utilimax-risk", type=float, default=d.utilimax_risk,
-                   help="utilimax: weight of the risk (concentration) term; larger = closer to UniMax (default: %(default)s)")
-    g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)")
+    g.add_argument(
+        "--sampling-temperature",
+        type=float,
+        default=d.sampling_temperature,
+        help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sampling-method",
+        default=d.sampling_method,
+        choices=list(mixing.METHODS),
+        help="temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
+        "utilimax: maximise utility - risk under the same caps (default: %(default)s)",
+    )
+    g.add_argument(
+        "--unimax-max-epochs",
+        type=float,
+        default=d.unimax_max_epochs,
+        metavar="N",
+        help="unimax/utilimax: epochs of a direction at most; the rest goes to the others (default: %(default)s)",
+    )
+    g.add_argument(
+        "--utilities",
+        default="",
+        metavar="FILE|PAIR=U,...",
+        help="utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
+        "or inline; unlisted pairs get 0",
+    )
+    g.add_argument(
+        "--utilimax-risk",
+        type=float,
+        default=d.utilimax_risk,
+        help="utilimax: weight of the risk (concentration) term; larger = closer to UniMax (default: %(default)s)",
+    )
+    g.add_argument(
+        "--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)"
+    )
     g.add_argument("--curriculum", default="", help="TSV 'pair<TAB>start_update': pairs that join later")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help="max padded tokens per batch, source or target whichever larger (default: %(default)s)")
+    g.add_argument(
+        "--max-tokens",
+        type=int,
+        default=d.max_tokens,
+        help="max padded tokens per batch, source or target whichever larger (default: %(default)s)",
+    )
     g.add_argument("--batch-size", type=int, default=0, help="max sentences per batch (default: no limit)")
-    g.add_argument("--spm-model", default="", help="SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
-                   "else the one beside --finetune-from-model)")
+    g.add_argument(
+        "--spm-model",
+        default="",
+        help="SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
+        "else the one beside --finetune-from-model)",
+    )
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
     g.add_argument("--adam-betas", default="(0.9, 0.98)", help="(default: %(default)s)")
     g.add_argument("--adam-eps", type=float, default=d.adam_eps, help="(default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decoupled, as fairseq's adam (default: %(default)s)")
-    g.add_argument("--warmup-updates", type=int, default=d.warmup_updates, help="inverse-sqrt warmup (default: %(default)s)")
+    g.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help="decoupled, as fairseq's adam (default: %(default)s)"
+    )
+    g.add_argument(
+        "--warmup-updates", type=int, default=d.warmup_updates, help="inverse-sqrt warmup (default: %(default)s)"
+    )
     g.add_argument("--warmup-init-lr", type=float, default=d.warmup_init_lr, help="(default: 0 with warmup)")
-    g.add_argument("--clip-norm", type=float, default=d.clip_norm, help="clip gradient norm; 0 = off (default: %(default)s)")
-    g.add_argument("--update-freq", type=int, default=d.update_freq, help="accumulate N batches per update (default: %(default)s)")
+    g.add_argument(
+        "--clip-norm", type=float, default=d.clip_norm, help="clip gradient norm; 0 = off (default: %(default)s)"
+    )
+    g.add_argument(
+        "--update-freq", type=int, default=d.update_freq, help="accumulate N batches per update (default: %(default)s)"
+    )
     g.add_argument("--max-update", type=int, default=0, help="stop after N updates (0 = no limit)")
     g.add_argument("--max-epoch", type=int, default=0, help="stop after N epochs (0 = no limit)")
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
@@ -1062,33 +1267,75 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
 
     g = p.add_argument_group("validation and checkpoints")
-    g.add_argument("--validate-interval", type=int, default=d.validate_interval, help="validate every N epochs (default: %(default)s)")
+    g.add_argument(
+        "--validate-interval",
+        type=int,
+        default=d.validate_interval,
+        help="validate every N epochs (default: %(default)s)",
+    )
     g.add_argument("--validate-interval-updates", type=int, default=0, help="also validate every N updates")
-    g.add_argument("--eval-chrf", type=int, default=0, metavar="N", help="greedy-decode N valid sentences per direction, log chrF++")
-    g.add_argument("--best-checkpoint-metric", default=d.best_checkpoint_metric, choices=["loss", "chrf"], help="(default: %(default)s)")
+    g.add_argument(
+        "--eval-chrf",
+        type=int,
+        default=0,
+        metavar="N",
+        help="greedy-decode N valid sentences per direction, log chrF++",
+    )
+    g.add_argument(
+        "--best-checkpoint-metric",
+        default=d.best_checkpoint_metric,
+        choices=["loss", "chrf"],
+        help="(default: %(default)s)",
+    )
     g.add_argument("--save-interval-updates", type=int, default=0, help="save checkpoint_last.pt every N updates")
-    g.add_argument("--keep-last-epochs", type=int, default=-1, help="keep only the last N checkpoint<epoch>.pt (default: all)")
+    g.add_argument(
+        "--keep-last-epochs", type=int, default=-1, help="keep only the last N checkpoint<epoch>.pt (default: all)"
+    )
     g.add_argument("--no-epoch-checkpoints", action="store_true", help="do not write checkpoint<epoch>.pt")
-    g.add_argument("--finetune-from-model", default="",
-                   help="start from these weights (an mt-train or mt-import checkpoint); optimizer, LR schedule, "
-                        "update count and data position start fresh (fairseq's semantics)")  # fmt: skip
-    g.add_argument("--add-langs", default="", metavar="xxx_Latn[=yyy_Latn],...",
-                   help="with --finetune-from-model: new language tokens, appended after the model's last token "
-                        "(every old id stays; spm.model unchanged); each new embedding row starts as yyy_Latn's row, "
-                        "or as the mean of the language-token rows. With --freeze-base the rows stay as initialised "
-                        "and the adapters learn the language")  # fmt: skip
+    g.add_argument(
+        "--finetune-from-model",
+        default="",
+        help="start from these weights (an mt-train or mt-import checkpoint); optimizer, LR schedule, "
+        "update count and data position start fresh (fairseq's semantics)",
+    )
+    g.add_argument(
+        "--add-langs",
+        default="",
+        metavar="xxx_Latn[=yyy_Latn],...",
+        help="with --finetune-from-model: new language tokens, appended after the model's last token "
+        "(every old id stays; spm.model unchanged); each new embedding row starts as yyy_Latn's row, "
+        "or as the mean of the language-token rows. With --freeze-base the rows stay as initialised "
+        "and the adapters learn the language",
+    )
 
     g = p.add_argument_group("logging")
-    g.add_argument("--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)")
+    g.add_argument(
+        "--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)"
+    )
     g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
 
     g = p.add_argument_group("stability (loss spikes)")
-    g.add_argument("--spike-threshold", type=float, default=d.spike_threshold, metavar="Z",
-                   help="a loss above the running median + Z x spread is a spike: warned and logged; 0 = off (default: %(default)s)")
-    g.add_argument("--spike-rollback", type=int, default=0, metavar="K",
-                   help="on a spike, go back to the interval checkpoint at least K updates older (needs --save-interval-updates)")
-    g.add_argument("--spike-skip", type=int, default=0, metavar="M",
-                   help="after a rollback, skip the next M batches of data (default: %(default)s)")
+    g.add_argument(
+        "--spike-threshold",
+        type=float,
+        default=d.spike_threshold,
+        metavar="Z",
+        help="a loss above the running median + Z x spread is a spike: warned and logged; 0 = off (default: %(default)s)",
+    )
+    g.add_argument(
+        "--spike-rollback",
+        type=int,
+        default=0,
+        metavar="K",
+        help="on a spike, go back to the interval checkpoint at least K updates older (needs --save-interval-updates)",
+    )
+    g.add_argument(
+        "--spike-skip",
+        type=int,
+        default=0,
+        metavar="M",
+        help="after a rollback, skip the next M batches of data (default: %(default)s)",
+    )
     moe_flags.add_arguments(p)
     return p
 
@@ -1122,7 +1369,3 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("stopped"):
         return 143
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

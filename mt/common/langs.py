@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 FLORES200_CODES: tuple[str, ...] = tuple(
     """

@@ -16,7 +16,7 @@ One JSON object per line, each with ``type`` and ``update``:
 - ``train`` records also carry ``stability`` (parameter group -> ``grad_rms, v_below_eps, update_rms,
   bimodality, cos``) and ``monitor_ms``; ``spike``: ``update, spike`` (``loss, median, spread``);
   ``rollback``: ``update`` (the checkpoint's), ``spike``, ``from``, ``skip`` and ``abandoned`` (the records
-  of the updates thrown away, moved here so the log stays ordered by update) (``mt.stability``)
+  of the updates thrown away, moved here so the log stays ordered by update) (``mt.train.stability``)
 
 Losses are in base 2 per target token, as fairseq logs them (``ppl = 2 ** nll_loss``); ``wall`` is the
 training wall time in seconds accumulated over resumed runs.
@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mt.util import atomic_write
+from mt.common.files import atomic_write
 
 
 def _clean(v: Any) -> Any:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-from mt.errors import UserError, located
+from mt.common.errors import UserError, located
 
 _HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
 
@@ -147,13 +147,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def refuse_overwriting_input(inputs: dict[str, str | os.PathLike | None], output: str | os.PathLike,
-                             output_flag: str) -> None:
+def refuse_overwriting_input(
+    inputs: dict[str, str | os.PathLike | None], output: str | os.PathLike, output_flag: str
+) -> None:
     """A UserError when ``output`` is one of ``inputs`` ({flag: path}): writing it would destroy the input."""
     for flag, path in inputs.items():
         if path and same_file(path, output):
-            raise UserError(f"{output_flag} {output} is the same file as {flag} {path}: writing it would replace "
-                            f"the input; choose another {output_flag}")  # fmt: skip
+            raise UserError(
+                f"{output_flag} {output} is the same file as {flag} {path}: writing it would replace "
+                f"the input; choose another {output_flag}"
+            )
 
 
 def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = False) -> None:
@@ -212,9 +215,13 @@ def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, st
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise located(path, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line, byte "
-                                            f"{offset + exc.start} of the file): convert the file with iconv -f "
-                                            "ENCODING -t UTF-8") from None
+                raise located(
+                    path,
+                    lineno,
+                    f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line, byte "
+                    f"{offset + exc.start} of the file): convert the file with iconv -f "
+                    "ENCODING -t UTF-8",
+                ) from None
             offset += len(raw)
     raise AssertionError("unreachable: the block decoder and the line decoder disagree")  # pragma: no cover
 
@@ -242,11 +249,17 @@ def exclusive_lock(target: str | os.PathLike, what: str, wait: bool = False) -> 
                 holder = f"pid {info['pid']} on {info['host']} (since {info['since']})"
             except (ValueError, KeyError, TypeError):
                 holder = "another process"
-            raise UserError(f"{what} is in use by {holder}: wait for it to finish, or stop it "
-                            f"(lock file {lock})") from None  # fmt: skip
+            raise UserError(
+                f"{what} is in use by {holder}: wait for it to finish, or stop it (lock file {lock})"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime(
-            "%Y-%m-%d %H:%M:%S")}).encode(), 0)  # fmt: skip
+        os.pwrite(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ).encode(),
+            0,
+        )
         yield lock
     finally:
         os.close(fd)
@@ -276,6 +289,8 @@ def remove_owned_dir(path: str | os.PathLike) -> None:
     if not path.exists():
         return
     if not (path / OWNED_MARKER).is_file() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"{path} is in the way of this run's output and was not written by this toolkit (or by a "
-                        "version before it marked its folders): move it away or delete it yourself")  # fmt: skip
+        raise UserError(
+            f"{path} is in the way of this run's output and was not written by this toolkit (or by a "
+            "version before it marked its folders): move it away or delete it yourself"
+        )
     shutil.rmtree(path)

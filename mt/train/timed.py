@@ -1,4 +1,4 @@
-"""``python -m mt.timed --log FILE --step NAME -- COMMAND ...``: run one recipe step and record its cost.
+"""``python -m mt.train.timed --log FILE --step NAME -- COMMAND ...``: run one recipe step and record its cost.
 
 Why not ``/usr/bin/time``: it is missing or different on many machines (macOS, minimal containers), and a
 recipe wants one table of every step. This runs the command as a child process, waits for it, and appends
@@ -35,14 +35,19 @@ def _rss_mb(ru: resource.struct_rusage) -> float:
 def run_timed(step: str, command: list[str], log: str | os.PathLike | None) -> int:
     """Run ``command``; append its timing row to ``log`` (if given) and print a one-line summary."""
     if not command:
-        raise SystemExit("mt.timed: no command given (usage: python -m mt.timed --step NAME -- COMMAND ...)")
+        raise SystemExit(
+            "mt.train.timed: no command given (usage: python -m mt.train.timed --step NAME -- COMMAND ...)"
+        )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(command)
     except FileNotFoundError:
-        print(f"mt.timed: {command[0]}: command not found (is the virtual environment's bin/ on PATH?)", file=sys.stderr)
+        print(
+            f"mt.train.timed: {command[0]}: command not found (is the virtual environment's bin/ on PATH?)",
+            file=sys.stderr,
+        )
         return 127
     # Ctrl-C reaches the child through the terminal's process group; wait for it to finish cleanly.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -54,15 +59,25 @@ def run_timed(step: str, command: list[str], log: str | os.PathLike | None) -> i
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     user, sys_ = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     row = {
-        "step": step, "started": started, "wall_s": f"{wall:.3f}", "cpu_s": f"{user + sys_:.3f}",
-        "user_s": f"{user:.3f}", "sys_s": f"{sys_:.3f}", "max_rss_mb": f"{_rss_mb(after):.0f}", "rc": str(rc),
-        "threads": os.environ.get("OMP_NUM_THREADS", ""), "command": " ".join(shlex.join(command).split()),
-    }  # fmt: skip
+        "step": step,
+        "started": started,
+        "wall_s": f"{wall:.3f}",
+        "cpu_s": f"{user + sys_:.3f}",
+        "user_s": f"{user:.3f}",
+        "sys_s": f"{sys_:.3f}",
+        "max_rss_mb": f"{_rss_mb(after):.0f}",
+        "rc": str(rc),
+        "threads": os.environ.get("OMP_NUM_THREADS", ""),
+        "command": " ".join(shlex.join(command).split()),
+    }
     if log:
         append_row(Path(log), row)
     status = "done" if rc == 0 else f"FAILED (exit {rc})"
-    print(f"[{step}] {status} in {wall:.1f} s wall, {user + sys_:.1f} s CPU, peak {row['max_rss_mb']} MB",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"[{step}] {status} in {wall:.1f} s wall, {user + sys_:.1f} s CPU, peak {row['max_rss_mb']} MB",
+        file=sys.stderr,
+        flush=True,
+    )
     return rc
 
 
@@ -77,10 +92,11 @@ def append_row(path: Path, row: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m mt.timed", description="Run a command, print and log its wall time, CPU time and peak memory.",
-        epilog="example:\n  python -m mt.timed --log work/demo/timings.tsv --step spm -- mt-spm train --corpus c --vocab-size 8000 --out spm",
+        prog="python -m mt.train.timed",
+        description="Run a command, print and log its wall time, CPU time and peak memory.",
+        epilog="example:\n  python -m mt.train.timed --log work/demo/timings.tsv --step spm -- mt-spm train --corpus c --vocab-size 8000 --out spm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--step", required=True, help="name of the step in the log")
     p.add_argument("--log", default="", help="TSV to append to (columns: " + " ".join(COLUMNS) + ")")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")

@@ -20,7 +20,7 @@ numbers, strings, lists, tuples and dicts only (configs as plain dicts, RNG stat
                                                 in this order (``mt-train --add-langs``; usually empty)
     model, optimizer                            state_dicts
     num_updates, data_state, best, wall_time    loop position (DataState.to_dict()), best metric so far
-    stability                                   mt.stability's loss history and rollback state (absent
+    stability                                   mt.train.stability's loss history and rollback state (absent
                                                 before it existed: an empty history)
     rng                                         one entry per rank: python / numpy / torch (/ cuda) states
 
@@ -61,8 +61,8 @@ import numpy as np
 import torch
 
 import mt
-from mt.errors import UserError
-from mt.util import atomic_write, sha256_file
+from mt.common.errors import UserError
+from mt.common.files import atomic_write, sha256_file
 
 FORMAT = "nllb-mini/mt-train"
 FORMAT_VERSION = 2  # 2: expert shards (``moe``); version-1 files load unchanged
@@ -108,7 +108,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((int(py[-1]), tuple(int(x) for x in py[:-1]), None))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -153,17 +155,29 @@ def save_checkpoint(
             shutil.copyfileobj(src, out, 1 << 22)
 
 
-def _expert_shard(save_id: str, rank: int, shards: int, model: dict[str, torch.Tensor],
-                  optimizer_state: dict[int, Any], num_updates: Any) -> dict[str, Any]:  # fmt: skip
+def _expert_shard(
+    save_id: str,
+    rank: int,
+    shards: int,
+    model: dict[str, torch.Tensor],
+    optimizer_state: dict[int, Any],
+    num_updates: Any,
+) -> dict[str, Any]:
     """The content of ``{stem}-rank-{rank}.pt`` (see the module docstring)."""
     return {
-        "format": FORMAT + "/experts", "save_id": save_id, "rank": rank, "shards": shards,
-        "num_updates": num_updates, "model": model, "optimizer_state": optimizer_state,
-    }  # fmt: skip
+        "format": FORMAT + "/experts",
+        "save_id": save_id,
+        "rank": rank,
+        "shards": shards,
+        "num_updates": num_updates,
+        "model": model,
+        "optimizer_state": optimizer_state,
+    }
 
 
-def save_with_expert_files(state: dict[str, Any], path: str | os.PathLike,
-                           shards: Iterable[dict[str, torch.Tensor]]) -> list[Path]:  # fmt: skip
+def save_with_expert_files(
+    state: dict[str, Any], path: str | os.PathLike, shards: Iterable[dict[str, torch.Tensor]]
+) -> list[Path]:
     """One process writes a checkpoint whose experts are in ``{stem}-rank-{q}.pt`` files (no optimizer).
 
     ``shards`` yields each shard's expert tensors in turn (E/shards experts of every MoE layer, stacked
@@ -204,16 +218,20 @@ def save_with_expert_files(state: dict[str, Any], path: str | os.PathLike,
 
 
 def _save_sharded(state: dict[str, Any], path: Path, copies: list[Path], rank: int) -> None:
-    from mt import distributed
+    from mt.common import distributed
 
     moe = state["moe"]
     save_id = distributed.broadcast_object(uuid.uuid4().hex)
     keys, ids = set(moe["expert_keys"]), set(moe["expert_param_ids"])
     opt = state["optimizer"]
     shard = _expert_shard(
-        save_id, rank, int(moe["shards"]), {k: v for k, v in state["model"].items() if k in keys},
-        {i: v for i, v in opt["state"].items() if i in ids}, state.get("num_updates"),
-    )  # fmt: skip
+        save_id,
+        rank,
+        int(moe["shards"]),
+        {k: v for k, v in state["model"].items() if k in keys},
+        {i: v for i, v in opt["state"].items() if i in ids},
+        state.get("num_updates"),
+    )
     shared = dict(state)
     shared["model"] = {k: v for k, v in state["model"].items() if k not in keys}
     shared["optimizer"] = {**opt, "state": {i: v for i, v in opt["state"].items() if i not in ids}}
@@ -296,7 +314,9 @@ def refused_object(exc: BaseException) -> str | None:
 def first_reason(exc: BaseException) -> str:
     """The informative line of a load error (torch's weights-only errors start with boilerplate)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "Please file"))]
+    useful = [
+        ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation", "Please file"))
+    ]
     return (useful or lines or [type(exc).__name__])[0][:160]
 
 
@@ -430,7 +450,9 @@ def _reshard(state: dict[str, Any], path: Path, map_location, rank: int, world: 
     per = E // world
     lo, hi = rank * per, (rank + 1) * per
     if saved > 1:
-        shards = {q: _load_shard(path, q, moe["save_id"], map_location) for q in range(lo // per_old, (hi - 1) // per_old + 1)}
+        shards = {
+            q: _load_shard(path, q, moe["save_id"], map_location) for q in range(lo // per_old, (hi - 1) // per_old + 1)
+        }
         models = [shards[q]["model"] for q in sorted(shards)]
         opts = [shards[q]["optimizer_state"] for q in sorted(shards)]
         base = min(shards) * per_old
@@ -458,14 +480,18 @@ def _reshard(state: dict[str, Any], path: Path, map_location, rank: int, world: 
     state["moe"].pop("save_id", None)
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | os.PathLike, new_ok=None) -> list[str]:
+def load_weights(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | os.PathLike, new_ok=None
+) -> list[str]:
     """``model.load_state_dict(weights)`` with one-line errors; keys for which ``new_ok(key)`` holds may be
     missing from ``weights`` (e.g. adapters added on top of a pretrained model). Returns those keys."""
     try:
         result = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # size mismatches
         detail = " ".join(str(exc).split())[:200]
-        raise UserError(f"{path}: checkpoint weights do not fit this model ({detail}); pass the same --arch and flags") from None
+        raise UserError(
+            f"{path}: checkpoint weights do not fit this model ({detail}); pass the same --arch and flags"
+        ) from None
     missing = [k for k in result.missing_keys if not (new_ok and new_ok(k))]
     if missing or result.unexpected_keys:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(result.unexpected_keys[:3])}"
@@ -488,7 +514,11 @@ def check_compatible(
             f"{dict_checksum} of this data's dict.txt); use the data directory it was trained on or another --save-dir"
         )
     saved = state.get("model_config", {})
-    diffs = [f"{k}={saved.get(k)} (this run: {model_config.get(k)})" for k in shape_fields if saved.get(k) != model_config.get(k)]
+    diffs = [
+        f"{k}={saved.get(k)} (this run: {model_config.get(k)})"
+        for k in shape_fields
+        if saved.get(k) != model_config.get(k)
+    ]
     if diffs:
         flags = ", ".join(diffs[:3]) + (" ..." if len(diffs) > 3 else "")
         raise UserError(

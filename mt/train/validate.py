@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mt import distributed
-from mt.criterion import LabelSmoothedCrossEntropy
+from mt.common import distributed
+from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import LanguagePairDataset, collate
 from mt.data.sampler import batch_by_size, shard_rows
-from mt.errors import UserError
 from mt.generate.greedy import greedy_decode
 from mt.generate.loading import banned_ids
 from mt.models.config import ForwardContext
 from mt.models.transformer import Transformer
+from mt.train.criterion import LabelSmoothedCrossEntropy
 
 LN2 = math.log(2)
 
@@ -89,7 +89,9 @@ class Validator:
                 ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
                 mask = batch.target.ne(pad)
                 with amp:
-                    hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+                    hidden = model(
+                        batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True
+                    )
                     out = self.criterion(hidden, model.output_weight, batch.target[mask])
                 sums[row, 0] += float(out.loss)
                 sums[row, 1] += float(out.nll_loss)
@@ -100,7 +102,12 @@ class Validator:
             loss, nll, ntok = sums[row].tolist()
             if ntok > 0:
                 nll2 = nll / ntok / LN2
-                result[self.datasets[d].name] = {"loss": loss / ntok / LN2, "nll_loss": nll2, "ppl": 2**nll2, "ntokens": int(ntok)}
+                result[self.datasets[d].name] = {
+                    "loss": loss / ntok / LN2,
+                    "nll_loss": nll2,
+                    "ppl": 2**nll2,
+                    "ntokens": int(ntok),
+                }
         return result
 
     @torch.no_grad()
@@ -125,9 +132,14 @@ class Validator:
                 batch = collate(items, pad).to(device)
                 prefix = torch.tensor([ds.prefix] * len(items))  # the model's decoder start (mt.data.rows)
                 out = greedy_decode(
-                    model, batch.src_tokens, prefix, eos,
-                    src_lang=batch.src_lang, tgt_lang=batch.tgt_lang, banned=banned,
-                )  # fmt: skip
+                    model,
+                    batch.src_tokens,
+                    prefix,
+                    eos,
+                    src_lang=batch.src_lang,
+                    tgt_lang=batch.tgt_lang,
+                    banned=banned,
+                )
                 hyps += [detokenize(h, self.dictionary, self.sp) for h in out]
                 refs += [detokenize(t.tolist(), self.dictionary, self.sp) for _, t, _, _ in items]
             scores[ds.name] = metric.corpus_score(hyps, [refs]).score

@@ -16,9 +16,9 @@ from typing import IO, Iterable, Iterator
 
 from tqdm import tqdm
 
-from mt.errors import UserError, located
-from mt.util import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, same_file
-from mt.util import count_lines as util_count_lines
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, same_file
+from mt.common.files import count_lines as util_count_lines
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> None:
@@ -45,8 +45,10 @@ def check_outputs(inputs: dict[str, str | os.PathLike | None], outputs: dict[str
         refuse_overwriting_input(inputs, path, flag)
         for other_flag, other in seen.items():
             if same_file(path, other):
-                raise UserError(f"{other_flag} and {flag} are both {path}: one would replace the other; "
-                                "give each output its own file")
+                raise UserError(
+                    f"{other_flag} and {flag} are both {path}: one would replace the other; "
+                    "give each output its own file"
+                )
         refuse_file_in_the_way(path, flag)
         seen[flag] = path
 
@@ -67,16 +69,27 @@ def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool 
     else:
         raw = open(path, "rb")
         total = os.path.getsize(path)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc or Path(str(path)).name,
-               disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc=desc or Path(str(path)).name,
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+    )
     try:
         for lineno, b in enumerate(raw, 1):
             bar.update(len(b))
             try:
                 line = b.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise located(path, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-                                            "convert the file with iconv -f ENCODING -t UTF-8") from None
+                raise located(
+                    path,
+                    lineno,
+                    f"not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                    "convert the file with iconv -f ENCODING -t UTF-8",
+                ) from None
             yield line.rstrip("\r\n")
     finally:
         bar.close()
@@ -116,33 +129,42 @@ def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -
     for k, line in enumerate(lines):
         raw = next(nums, None)
         if raw is None:
-            raise UserError(f"{numbers}: only {k} line numbers for a longer input: pass the --line-numbers file "
-                            "written together with this input")
+            raise UserError(
+                f"{numbers}: only {k} line numbers for a longer input: pass the --line-numbers file "
+                "written together with this input"
+            )
         try:
             n = int(raw)
         except ValueError:
             raise located(numbers, k + 1, f"expected a line number, got {raw[:20]!r}") from None
         yield n, line
     if next(nums, None) is not None:
-        raise UserError(f"{numbers}: more line numbers than input lines: pass the --line-numbers file written "
-                        "together with this input")
+        raise UserError(
+            f"{numbers}: more line numbers than input lines: pass the --line-numbers file written "
+            "together with this input"
+        )
 
 
 def add_line_number_args(p) -> None:
     """``--line-numbers`` / ``--input-line-numbers``, the same in every filtering stage."""
-    p.add_argument("--line-numbers", default=None,
-                   help="also write, per output line, its 0-based line number in the original file")
-    p.add_argument("--input-line-numbers", default=None,
-                   help="the --line-numbers file of the stage that wrote --input, so the numbers written "
-                        "are those of the original file")
+    p.add_argument(
+        "--line-numbers", default=None, help="also write, per output line, its 0-based line number in the original file"
+    )
+    p.add_argument(
+        "--input-line-numbers",
+        default=None,
+        help="the --line-numbers file of the stage that wrote --input, so the numbers written "
+        "are those of the original file",
+    )
 
 
 class LineNumberTracker:
     """Carries the original line numbers of a stream through a filter that yields one result per input
     line, in order, and writes the numbers of the kept lines (one per output line) to ``out``."""
 
-    def __init__(self, out: str | os.PathLike | None, numbers_in: str | os.PathLike | None,
-                 stack: contextlib.ExitStack):
+    def __init__(
+        self, out: str | os.PathLike | None, numbers_in: str | os.PathLike | None, stack: contextlib.ExitStack
+    ):
         self.active = out is not None or numbers_in is not None
         self.numbers_in = numbers_in
         self.fh = stack.enter_context(atomic_write(out)) if out is not None else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from mt import gemm_shapes
+from mt.models import gemm_shapes
 
 
 def _chunk_rows(vocab: int) -> int:
@@ -36,7 +36,7 @@ def _chunk_rows(vocab: int) -> int:
 
 def _pad_rows(h: torch.Tensor) -> torch.Tensor:
     """``h`` with zero rows up to a multiple of ``gemm_shapes.row_multiple(h)``: the last chunk's row count
-    changes with every batch, and CPU bf16 GEMMs compile a kernel per shape (``mt.gemm_shapes``)."""
+    changes with every batch, and CPU bf16 GEMMs compile a kernel per shape (``mt.models.gemm_shapes``)."""
     n = h.size(0)
     m = gemm_shapes.round_up(n, gemm_shapes.row_multiple(h))
     return h if m == n else F.pad(h, (0, 0, 0, m - n))
@@ -159,7 +159,9 @@ class LabelSmoothedCrossEntropy:
         loss, nll = linear_label_smoothed_ce(hidden, output_weight, target, self.eps)
         return self._finish(loss, nll, target, aux_losses)
 
-    def from_logits(self, logits: torch.Tensor, target: torch.Tensor, aux_losses: dict[str, torch.Tensor] | None = None) -> CriterionOutput:
+    def from_logits(
+        self, logits: torch.Tensor, target: torch.Tensor, aux_losses: dict[str, torch.Tensor] | None = None
+    ) -> CriterionOutput:
         """The same loss from ready-made logits (N, V): the unfused reference."""
         lprobs = F.log_softmax(logits.float(), dim=-1)
         nll = -lprobs.gather(1, target[:, None]).squeeze(1)

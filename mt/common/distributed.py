@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 @dataclass

@@ -48,8 +48,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from mt.checkpoint import interval_checkpoints
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.formats.checkpoint import interval_checkpoints
 
 STATS = ("grad_rms", "v_below_eps", "update_rms", "bimodality", "cos")
 WINDOW = 100  # losses the running median is taken over
@@ -89,8 +89,9 @@ class AdamStats:
     other), then each group's sums (of g², r, r², r³, r⁴, r·g, and of sqrt(v̂) < eps) are taken over its
     slice, so the cost is a few small operations per tensor and per group."""
 
-    def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]], max_samples: int = MAX_SAMPLES,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, named_params: Iterable[tuple[str, torch.nn.Parameter]], max_samples: int = MAX_SAMPLES, seed: int = 0
+    ) -> None:
         by_group: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
         for name, p in named_params:
             if p.requires_grad:
@@ -146,8 +147,10 @@ class AdamStats:
         sums = torch.stack([part.sum(1) for part in cols.split(lengths, dim=1)])
         n = torch.tensor(lengths, dtype=torch.float64, device=dev)
         rows = _summaries(n, sums).cpu().tolist()  # one device sync
-        return {self.names[gi]: {k: (v if math.isfinite(v) else None) for k, v in zip(STATS, row)}
-                for gi, row in zip(present, rows)}  # fmt: skip
+        return {
+            self.names[gi]: {k: (v if math.isfinite(v) else None) for k, v in zip(STATS, row)}
+            for gi, row in zip(present, rows)
+        }
 
 
 def _summaries(n: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
@@ -186,8 +189,17 @@ class SpikeDetector:
 class Monitor:
     """What ``mt-train`` holds: the statistics, the detector and the rollback bookkeeping (checkpointed)."""
 
-    def __init__(self, model: torch.nn.Module, log_interval: int, threshold: float = 6.0, rollback: int = 0,
-                 skip: int = 0, save_interval: int = 0, enabled: bool = True, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        log_interval: int,
+        threshold: float = 6.0,
+        rollback: int = 0,
+        skip: int = 0,
+        save_interval: int = 0,
+        enabled: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.log_interval, self.rollback, self.skip, self.save_interval = log_interval, rollback, skip, save_interval
         self.stats = AdamStats(model.named_parameters(), seed=seed) if enabled else None
         self.detector = SpikeDetector(threshold)
@@ -253,8 +265,13 @@ class Monitor:
 
     # --- checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.detector.history), "skip_left": self.skip_left, "last_spike": self.last_spike,
-                "spikes": self.spikes, "rollbacks": self.rollbacks}  # fmt: skip
+        return {
+            "history": list(self.detector.history),
+            "skip_left": self.skip_left,
+            "last_spike": self.last_spike,
+            "spikes": self.spikes,
+            "rollbacks": self.rollbacks,
+        }
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         state = state or {}
@@ -269,12 +286,14 @@ def spike_warning(spike: dict[str, Any], threshold: float) -> str:
     """A fairseq-style one-line warning."""
     if not math.isfinite(spike["loss"]):
         return f"WARNING: loss spike at update {spike['update']}: loss is {spike['loss']}"
-    return (f"WARNING: loss spike at update {spike['update']}: loss {spike['loss']:.3f} > running median "
-            f"{spike['median']:.3f} + {threshold:g} x spread {spike['spread']:.3f}")  # fmt: skip
+    return (
+        f"WARNING: loss spike at update {spike['update']}: loss {spike['loss']:.3f} > running median "
+        f"{spike['median']:.3f} + {threshold:g} x spread {spike['spread']:.3f}"
+    )
 
 
 def move_abandoned_records(log, target: int, record: dict[str, Any]) -> None:
-    """Cut ``log`` (a ``mt.trainlog.TrainLog``) back to ``target`` and append ``record`` holding what was cut."""
+    """Cut ``log`` (a ``mt.formats.trainlog.TrainLog``) back to ``target`` and append ``record`` holding what was cut."""
     if not log.enabled:
         return
     record["abandoned"] = [r for r in log.read() if int(r.get("update", 0)) > target]
@@ -290,7 +309,9 @@ def check_flags(rollback: int, skip: int, threshold: float, save_interval: int) 
     if rollback and threshold == 0:
         raise UserError("--spike-rollback needs spike detection: set --spike-threshold > 0")
     if rollback and save_interval <= 0:
-        raise UserError(f"--spike-rollback {rollback} rolls back to interval checkpoints: set --save-interval-updates "
-                        f"(e.g. {max(rollback // 2, 1)})")  # fmt: skip
+        raise UserError(
+            f"--spike-rollback {rollback} rolls back to interval checkpoints: set --save-interval-updates "
+            f"(e.g. {max(rollback // 2, 1)})"
+        )
     if skip and not rollback:
         raise UserError("--spike-skip only applies with --spike-rollback K")

@@ -37,8 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mt.distributed import DistInfo
-from mt.errors import UserError
+from mt.common.distributed import DistInfo
+from mt.common.errors import UserError
 from mt.models.adapters import is_adapter_param
 from mt.models.moe import expert_parallel_, moe_layers, num_moe_layers  # noqa: F401 (re-exported)
 
@@ -100,7 +100,7 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, group: Any = None) -> tor
 
 
 def checkpoint_meta(model: nn.Module, optimizer: torch.optim.Optimizer, world: int) -> dict[str, Any] | None:
-    """What ``mt.checkpoint`` needs to split experts into per-rank shards and re-shard them on load."""
+    """What ``mt.formats.checkpoint`` needs to split experts into per-rank shards and re-shard them on load."""
     names = {id(p): n for n, p in model.named_parameters()}
     keys = [n for n, p in model.named_parameters() if is_expert(p)]
     if not keys:

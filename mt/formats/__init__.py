@@ -1,0 +1,1 @@
+"""File formats that training and generation share: checkpoints and the training log."""
