@@ -1,0 +1,71 @@
+"""mt.common.flags: a config dataclass is the one place an option is declared."""
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from mt.common.flags import add_flags, arg, comma_list, from_args
+
+
+@dataclass
+class Cfg:
+    data: str = arg(help="data folder", positional=True)
+    threads: int = arg(2, "CPU threads", aliases=("--num-threads",))
+    lang_pairs: list[str] = arg(["eng_Latn-deu_Latn"], "directions", group="data")
+    src_lang: str = arg("", "source language")
+    tgt_lang: str = arg("", "target language")
+    quiet: bool = arg(False, "print less")
+    progress: bool = arg(True, "progress bars")
+    beam: int = arg(4, "beam size", choices=(1, 2, 4))
+    not_a_flag: int = 7
+
+
+def _parse(argv, **kw):
+    p = argparse.ArgumentParser()
+    add_flags(p, Cfg, **kw)
+    return p, p.parse_args(argv)
+
+
+def test_fields_become_flags_and_come_back_by_keyword():
+    _, ns = _parse(["d", "--threads", "1", "--lang-pairs", "a-b, c-d", "--src-lang", "x", "--tgt-lang", "y"])
+    cfg = from_args(Cfg, ns, not_a_flag=3)
+    assert cfg == Cfg("d", 1, ["a-b", "c-d"], "x", "y", False, True, 4, 3)
+
+
+def test_defaults_types_and_booleans():
+    _, ns = _parse(["d", "--quiet", "--no-progress"])
+    cfg = from_args(Cfg, ns)
+    assert (cfg.threads, cfg.lang_pairs, cfg.quiet, cfg.progress, cfg.not_a_flag) == (
+        2,
+        ["eng_Latn-deu_Latn"],
+        True,
+        False,
+        7,
+    )
+    assert Cfg("d").lang_pairs is not Cfg("d").lang_pairs  # a fresh list per config
+
+
+def test_old_spelling_is_accepted_and_hidden():
+    p, ns = _parse(["d", "--num-threads", "5"])
+    assert ns.threads == 5
+    assert "--num-threads" not in p.format_help() and "--threads" in p.format_help()
+
+
+def test_help_shows_defaults_and_groups():
+    p, _ = _parse(["d"])
+    text = p.format_help()
+    assert "CPU threads (default: 2)" in text and "directions (default: eng_Latn-deu_Latn)" in text
+    assert "\ndata:\n" in text  # the group
+
+
+def test_choices_only_exclude_and_command_defaults():
+    with pytest.raises(SystemExit):
+        _parse(["d", "--beam", "3"])
+    p, ns = _parse(["d"], only=["data", "threads"], defaults={"threads": 9})
+    assert ns.threads == 9 and not hasattr(ns, "beam")
+    assert "(default: 9)" in p.format_help()
+
+
+def test_comma_list():
+    assert comma_list(" a, ,b ,") == ["a", "b"]
