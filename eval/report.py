@@ -57,6 +57,7 @@ from eval.tables import (
 )
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 FIG_DIR = "report_figures"
 TIER_COLORS = {"high": "#2f6b9a", "mid": "#e39b36", "low": "#c0504d", None: "#9a9a9a"}
@@ -65,17 +66,21 @@ METRIC_TITLES = {"chrf++": "chrF++", "spbleu": "spBLEU", "bleu": "BLEU"}
 
 @dataclass
 class ReportConfig:
-    run_dir: str
-    scores: str | None = None
-    toxicity: str | None = None
-    train_log: str | None = None
-    stats: str | None = None  # a stats.tsv, or a corpus directory holding one
-    translate_test: str | None = None
-    out: str | None = None  # default RUN_DIR/report.md
-    baseline: str | None = None  # scores.csv (or a directory holding one) of a baseline system
-    baseline_name: str | None = None  # default: the baseline directory's name
-    mining: str | None = None  # directory of per-language mine_pair.sh outputs ({lang}/gold.json)
-    timings: str | None = None  # mt.train.timed TSV
+    run_dir: str = arg(positional=True, metavar="RUN_DIR")
+    scores: str | None = arg(None, "scores.csv (default: RUN_DIR/scores.csv, RUN_DIR/gen/scores.csv)")
+    toxicity: str | None = arg(None, "toxicity.csv (default: RUN_DIR/toxicity.csv, RUN_DIR/gen/toxicity.csv)")
+    train_log: str | None = arg(None, "train_log.jsonl (default: RUN_DIR/train_log.jsonl)")
+    stats: str | None = arg(None, "stats.tsv or the corpus directory holding it")
+    translate_test: str | None = arg(None, "translate_test.csv (default: RUN_DIR/translate_test.csv)")
+    out: str | None = arg(None, "report path (default: RUN_DIR/report.md)")
+    baseline: str | None = arg(
+        None, "scores.csv of a baseline system, or its generation directory (mt-eval dir output)"
+    )
+    baseline_name: str | None = arg(None, "name of the baseline in the report (default: its directory's name)")
+    mining: str | None = arg(
+        None, "directory of per-language mining outputs ({lang}/gold.json, {lang}/mined.tsv)"
+    )  # mine_pair.sh outputs
+    timings: str | None = arg(None, "TSV of python -m mt.train.timed: wall/CPU time per recipe step")
 
 
 @dataclass
