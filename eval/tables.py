@@ -39,6 +39,7 @@ from mt.common.flags import arg
 
 GROUPS = ("eng-xx", "xx-eng", "xx-yy")
 GROUP_TITLES = {"eng-xx": "eng_Latn→xx", "xx-eng": "xx→eng_Latn", "xx-yy": "xx→yy", "all": "all"}
+METRIC_TITLES = {"chrf++": "chrF++", "spbleu": "spBLEU", "bleu": "BLEU"}  # metric column -> name in text
 BASE_COLUMNS = ["direction", "src", "tgt", "group", "lang", "tier", "train_pairs", "n_lines"]
 
 
