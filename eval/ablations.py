@@ -30,6 +30,7 @@ from eval import studies
 from eval.tables import markdown_table
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 GROUPS = (("all", "all"), ("eng-xx", "eng→xx"), ("xx-eng", "xx→eng"), ("high", "high"), ("mid", "mid"), ("low", "low"))
 _SEED = re.compile(r"^seed(\d+)$")
@@ -60,10 +61,10 @@ STUDY_NOTES = {
 
 @dataclass
 class AblationConfig:
-    root: str
-    out: str | None = None  # default ROOT/report.md
-    metric: str = "chrf++"
-    tt_metric: str = "accuracy"
+    root: str = arg(positional=True, metavar="ROOT")
+    out: str | None = arg(None, "report path (default: ROOT/report.md)")
+    metric: str = arg("chrf++", "score column of scores.csv (default: %(default)s)")
+    tt_metric: str = arg("accuracy", "translate-test metric (default: %(default)s)")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:

@@ -6,8 +6,9 @@ English has 21 topics, 4,332 utterances but ~1,900 distinct ones (tech_support r
 conversations); most other folders are smaller translations of some English files. With the defaults
 (measured): 988 English training utterances in 21 topics; 21 test languages: 445-700 utterances in
 16-18 topics for ita, jpn, kor, ukr, pes, zho_Hans/Hant; deu 80 (5 topics), fra 77 (5), rus 53 (3),
-hin 14 (2); none of the low-resource demo languages. Its sentences are not in the gettext corpus, so translate-test is never contaminated, but
-they are chit-chat, far from the software messages the MT model is trained on.
+hin 14 (2); none of the low-resource demo languages. Its sentences are not in the gettext corpus, so
+translate-test is never contaminated, but they are chit-chat, far from the software messages the MT model
+is trained on.
 
 Splits: the translated files mostly follow the English conversation order (54 of the 204 non-English
 topic files that English also has hold exactly as many conversations), so conversations are split by *index* within
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from eval.classification import SRC, Example, stats_table, write_task
 from mt.common.errors import UserError, located
+from mt.common.flags import arg
 from mt.data.clean import norm_key, normalize_ws
 
 # chatterbot-corpus folder -> FLORES-200 code (hinglish is romanised Hindi-English code-mixing: no code)
@@ -90,9 +92,13 @@ def default_dir() -> Path | None:
 @dataclass
 class ChatterbotTaskConfig:
     out: str
-    data_dir: str | None = None  # chatterbot_corpus/data; None: the installed wheel's
+    chatterbot_dir: str | None = arg(
+        None, "chatterbot: the chatterbot_corpus/data directory (default: the installed chatterbot-corpus wheel)"
+    )
     langs: str | list[str] = "all"  # "all" | "demo" | "deu_Latn,fra_Latn" | [...]
-    test_fraction: float = 0.5
+    test_fraction: float = arg(
+        0.5, "chatterbot: share of each topic's conversations used for test (default: %(default)s)"
+    )
     min_per_label: int = 5
     seed: int = 1
 
@@ -168,7 +174,7 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     t0 = time.monotonic()
     if not 0.0 < cfg.test_fraction < 1.0:
         raise UserError(f"--test-fraction {cfg.test_fraction}: must be between 0 and 1")
-    root = Path(cfg.data_dir) if cfg.data_dir else default_dir()
+    root = Path(cfg.chatterbot_dir) if cfg.chatterbot_dir else default_dir()
     if root is None or not root.is_dir():
         raise UserError(
             f"chatterbot-corpus data not found{f' at {root}' if root else ''}: "

@@ -3,7 +3,8 @@
 Generation directory (what ``mt-generate``/``mt-translate`` write for evaluation; one file per direction)::
 
     {gen}/{src}-{tgt}.hyp      detokenised hypotheses, one per line, line-aligned with the references
-                               (e.g. gen/eng_Latn-deu_Latn.hyp); other files in {gen} are ignored
+                               (e.g. gen/eng_Latn-deu_Latn.hyp); other files in {gen} are ignored;
+                               the names are mt.formats.hyp_files' (hyp_name / parse_hyp_name)
 
 References and sources come from a FLORES-200-style split directory (``{corpus}/devtest``)::
 
@@ -16,7 +17,6 @@ tier is high/mid/low. It is looked for at ``--stats``, else beside the split dir
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,10 @@ import pandas as pd
 
 from mt.common.errors import UserError, located
 from mt.common.langs import is_code
+from mt.formats.hyp_files import parse_hyp_name
 
 ENG = "eng_Latn"
-HYP_SUFFIX = ".hyp"
 TIERS = ("high", "mid", "low")
-_HYP_RE = re.compile(r"^([a-z]{3}_[A-Z][a-z]{3})-([a-z]{3}_[A-Z][a-z]{3})\.hyp$")
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,6 @@ class Direction:
         return self.src if self.tgt == ENG else self.tgt
 
 
-def hyp_path(gen_dir: str | os.PathLike, src: str, tgt: str) -> Path:
-    return Path(gen_dir) / f"{src}-{tgt}{HYP_SUFFIX}"
-
-
 def find_directions(gen_dir: str | os.PathLike) -> list[tuple[Direction, Path]]:
     """Every ``{src}-{tgt}.hyp`` in a generation directory, sorted by name."""
     gen_dir = Path(gen_dir)
@@ -66,9 +61,9 @@ def find_directions(gen_dir: str | os.PathLike) -> list[tuple[Direction, Path]]:
         raise UserError(f"{gen_dir}: no such generation directory (expected files like eng_Latn-deu_Latn.hyp)")
     found = []
     for path in sorted(gen_dir.iterdir()):
-        m = _HYP_RE.match(path.name)
-        if m and path.is_file():
-            found.append((Direction(m.group(1), m.group(2)), path))
+        pair = parse_hyp_name(path.name)
+        if pair and path.is_file():
+            found.append((Direction(*pair), path))
     if not found:
         raise UserError(
             f"{gen_dir}: no hypothesis files; expected one detokenised file per direction named "

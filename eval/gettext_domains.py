@@ -61,6 +61,7 @@ from tqdm import tqdm
 from eval.classification import SRC, Example, stats_table, write_task
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source, norm_key
 from mt.data.gettext_corpus import DEMO_LANGS, discover, read_catalogues, resolve_langs
@@ -153,17 +154,37 @@ def domain_label(stem: str) -> str | None:
 
 @dataclass
 class GettextTaskConfig:
-    out: str
-    locale_dir: str = "/usr/share/locale"
-    langs: str | list[str] = "demo"  # "demo" | "all" | "deu_Latn,fra_Latn" | [...]
-    corpus: str | None = None  # mt-data build gettext output: decontaminate the test set against its train/
-    train_per_label: int = 300
-    test_per_label: int = 50
-    min_per_label: int = 20
-    english_train: str = "any"  # any | unseen (English the corpus does not train on; needs corpus)
+    """The gettext task; its flags are build-classification's, so the gettext-only ones say "gettext:"."""
+
+    out: str = arg(help="task directory to write", required=True)
+    langs: str | list[str] = arg(  # "demo" | "all" | "deu_Latn,fra_Latn" | [...]
+        "demo",
+        "test languages: demo (default for gettext), all (default for chatterbot), or comma-separated FLORES-200 codes",
+        show_default=False,
+    )
+    locale_dir: str = arg("/usr/share/locale", "gettext: tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
+    corpus: str | None = arg(  # mt-data build gettext output: decontaminate the test set against its train/
+        None,
+        "gettext: the mt-data build gettext corpus the MT model trains on; test pairs "
+        "in its train/ files are not used (decontamination), tiers come from its stats.tsv",
+    )
+    train_per_label: int = arg(300, "gettext: English training messages per label (default: %(default)s)")
+    test_per_label: int = arg(50, "gettext: test messages per label per language (default: %(default)s)")
+    min_per_label: int = arg(
+        20,
+        "a language keeps a label only with this many test examples (default: 20 gettext, 5 chatterbot)",
+        show_default=False,
+    )
+    english_train: str = arg(  # any | unseen (English the corpus does not train on; needs corpus)
+        "any",
+        "gettext: unseen keeps English the --corpus trains on out of the English training set, so "
+        "translate-train translates sentences the MT model never saw (fewer examples; default: any)",
+        choices=("any", "unseen"),
+        show_default=False,
+    )
     min_words: int = 3
-    seed: int = 1
-    workers: int = 0  # processes reading catalogues; 0: min(4, CPUs)
+    seed: int = arg(1, "random seed (default: %(default)s)")
+    workers: int = arg(0, "gettext: processes reading catalogues (0: min(4, CPUs))")
     progress: bool = True
 
 

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import sacrebleu
@@ -31,6 +31,7 @@ from sacrebleu.metrics.base import Metric
 
 from mt.common.errors import UserError
 from mt.common.files import sha256_file
+from mt.common.flags import arg
 from mt.common.langs import check_code, is_code
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
@@ -414,14 +415,50 @@ def resolve_metrics(
     return specs, notes
 
 
+def metric_arg() -> Any:
+    """``--metric``: one corpus metric (score, compare)."""
+    return arg("chrf++", "chrf++ (default) | bleu | spbleu", show_default=False)
+
+
+def tokenize_arg() -> Any:
+    """``--tokenize``: the BLEU tokenizer; None picks it by the target language."""
+    return arg(
+        None,
+        "BLEU tokenizer: 13a zh ja-mecab ko-mecab intl char none (default: as sacrebleu -l xx-TGT picks it: "
+        "zh for zho_Hans/zho_Hant/yue_Hant, ja-mecab for jpn_Jpan, ko-mecab for kor_Hang, else 13a; without "
+        "MeCab installed a note says so and char / 13a stand in); the signature names the one used",
+        metavar="TOK",
+    )
+
+
+def tgt_lang_arg() -> Any:
+    """``--tgt-lang`` of score and compare: the hypotheses' language, else read from the file names."""
+    return arg(
+        None,
+        "FLORES-200 code of the hypotheses, for the BLEU tokenizer (default: from the file names: "
+        "deu_Latn.devtest or eng_Latn-deu_Latn.hyp; else 13a)",
+        metavar="CODE",
+    )
+
+
+def spm_model_arg() -> Any:
+    """``--spm-model``: the FLORES-200 SentencePiece model for spBLEU."""
+    return arg(
+        None,
+        "SentencePiece model for spBLEU: flores200_sacrebleu_tokenizer_spm.model "
+        "(default: $NLLB_SPM_MODEL, else sacrebleu's cached copy if any)",
+        metavar="PATH",
+    )
+
+
 @dataclass
 class ScoreConfig:
-    hyp: str
-    ref: str
-    metric: str = "chrf++"
-    spm_model: str | None = None
-    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
-    tgt_lang: str | None = None  # the hypotheses' language; None: from the file names, if they say it
+    hyp: str = arg(help="detokenised hypotheses, one per line", required=True)
+    ref: str = arg(help="references, line-aligned with --hyp", required=True)
+    metric: str = metric_arg()
+    tokenize: str | None = tokenize_arg()  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = tgt_lang_arg()  # the hypotheses' language; None: from the file names, if they say it
+    spm_model: str | None = spm_model_arg()
 
 
 def file_target(tgt_lang: str | None, *paths: str | os.PathLike) -> str | None:
@@ -444,15 +481,17 @@ def score_files(cfg: ScoreConfig, notes: list[str] | None = None) -> Score:
 
 @dataclass
 class CompareConfig:
-    baseline: str  # system A: a hypothesis file, or a generation directory
-    system: str  # system B, same kind as A
-    ref: str  # reference file, or a split directory (CORPUS/devtest) when A and B are directories
-    metric: str = "chrf++"
-    spm_model: str | None = None
-    n_samples: int = 1000
-    seed: int = 12345
-    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
-    tgt_lang: str | None = None  # two files: their language (default: from the file names)
+    baseline: str = arg(
+        help="baseline: a hypothesis file, or a generation directory", positional=True, metavar="A"
+    )  # system A
+    system: str = arg(help="system to test: same kind as A", positional=True, metavar="B")  # system B
+    ref: str = arg(help="reference file, or the split directory when A and B are directories", required=True)
+    metric: str = metric_arg()
+    n_samples: int = arg(1000, "bootstrap resamples (default 1000)", show_default=False)
+    seed: int = arg(12345, "random seed (default 12345, sacrebleu's)", show_default=False)
+    tokenize: str | None = tokenize_arg()  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = tgt_lang_arg()  # two files: their language (default: from the file names)
+    spm_model: str | None = spm_model_arg()
 
 
 def compare(cfg: CompareConfig, notes: list[str] | None = None) -> list[tuple[str, BootstrapResult]]:

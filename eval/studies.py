@@ -22,6 +22,7 @@ import pandas as pd
 from eval import train_stats
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 _SEED = re.compile(r"^seed(\d+)$")
 
@@ -65,10 +66,10 @@ def _log_records(run: Path) -> list[dict]:
 # --- utilities ------------------------------------------------------------------------------------
 @dataclass
 class UtilitiesConfig:
-    study_dir: str
-    reference: str
-    out: str
-    metric: str = "chrf++"
+    study_dir: str = arg(positional=True, metavar="STUDY_DIR")
+    reference: str = arg(help="the config without up-weighting (e.g. uniform)", required=True)
+    out: str = arg(help="utilities file to write", required=True)
+    metric: str = arg("chrf++", "score column of scores.csv (default: %(default)s)")
 
 
 def _scores(run: Path, metric: str) -> dict[str, float]:

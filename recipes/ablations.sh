@@ -145,12 +145,12 @@ for seed in $ABL_SEEDS; do
   if wants translate_test; then
     dir=$ABL/moe/moe_eom/seed$seed
     if [ ! -f "$WORK/classify/task.json" ]; then
-      timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" --no-progress
+      timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" --no-progress-bar
     fi
     if [ ! -f "$dir/translate_test.csv" ]; then
       timed "translate_test/moe_eom/seed$seed" mt-eval translate-test --task "$WORK/classify" \
         --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test ${ABL_LANGS:+--langs "$ABL_LANGS"} \
-        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress
+        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress-bar
     fi
   fi
 done

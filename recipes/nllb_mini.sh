@@ -144,12 +144,12 @@ if [ -n "$TT_METHODS" ]; then
   if [ ! -f "$WORK/classify/task.json" ]; then
     timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" \
       --langs "$(IFS=,; echo "${langs[*]}")" --test-per-label "$TT_TEST_PER_LABEL" \
-      --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress
+      --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress-bar
   fi
   if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
     timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$TT_ENCODER" \
-      --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress
+      --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress-bar
   fi
 fi
 

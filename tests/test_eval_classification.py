@@ -193,7 +193,7 @@ def test_cli_build_classification(tmp_path, tree, capsys):
             "4",
             "--min-per-label",
             "2",
-            "--no-progress",
+            "--no-progress-bar",
         ]
     )
     assert rc == 0
@@ -242,7 +242,9 @@ def test_chatterbot_task_splits_by_conversation_index(tmp_path):
             [[f"deutsch {w} {i} frage", f"deutsch {w} {i} antwort"] for i in range(10)],
         )
     _yml(data / "german" / "music.yml", "music", [["deutsch musik eins"]])  # English lacks the topic
-    res = build_chatterbot_task(ChatterbotTaskConfig(out=str(tmp_path / "task"), data_dir=str(data), min_per_label=2))
+    res = build_chatterbot_task(
+        ChatterbotTaskConfig(out=str(tmp_path / "task"), chatterbot_dir=str(data), min_per_label=2)
+    )
     task = read_task(res.out)
     assert task.labels == ["food", "money"] and task.test_langs == ["deu_Latn"]
     train_idx = {(e.label, e.text.split()[3]) for e in task.train}  # "do you eat 3" / "yes I eat 3"

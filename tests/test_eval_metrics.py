@@ -282,7 +282,7 @@ def test_dir_and_compare_tokenise_bleu_per_target(tmp_path, capsys):
     for system, rate in (("A", 0.5), ("B", 0.2)):
         (tmp_path / system).mkdir()
     for lang, lines in refs.items():
-        ref = _write(tmp_path / "devtest" / f"{lang}.devtest", lines)
+        _write(tmp_path / "devtest" / f"{lang}.devtest", lines)
         corrupt = _zh_corrupt if lang == "zho_Hans" else _corrupt
         for system, rate in (("A", 0.5), ("B", 0.2)):
             _write(tmp_path / system / f"eng_Latn-{lang}.hyp", corrupt(lines, rate, seed=7))
@@ -336,8 +336,8 @@ def test_every_eval_text_reader_drops_a_bom(tmp_path):
 
     from eval.classification import read_examples
     from eval.gettext_domains import _read_lines
-    from eval.report import parse_train_log
     from eval.toxicity import ToxicityList
+    from eval.train_stats import parse_train_log
 
     bom = b"\xef\xbb\xbf"
     (tmp_path / "task.tsv").write_bytes(bom + "greeting\thello there\n".encode())

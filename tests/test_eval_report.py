@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from eval.cli import main
-from eval.report import parse_train_log
+from eval.train_stats import parse_train_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from eval.cli import main
-from eval.report import parse_train_log
+from eval.train_stats import parse_train_log
 from mt.data.mixing import load_utilities
 
 GROUPS = ("embed", "enc0.attn", "dec0.ffn")

@@ -69,7 +69,7 @@ def test_translate_test_end_to_end(setup, capsys, monkeypatch):
             "2",
             "--stats",
             str(stats),
-            "--no-progress",
+            "--no-progress-bar",
         ]
     )
     assert rc == 0

@@ -1,1 +1,1 @@
-"""File formats that training and generation share: checkpoints and the training log."""
+"""File formats shared across stages: checkpoints, the training log, the names of ``.hyp`` files."""

@@ -35,6 +35,28 @@ from typing import Any
 
 from mt.common.files import atomic_write
 
+# Names of the format, for the code that writes records and the code that reads them (mt-eval report,
+# eval.train_stats): record kinds (the value of KEY_TYPE) and the keys the readers rely on.
+KEY_TYPE = "type"
+KEY_UPDATE = "update"  # every record
+KEY_LOSS = "loss"  # train and valid records; the spike of a spike / rollback record
+KEY_DIRECTIONS = "directions"  # valid: direction -> {loss, nll_loss, ppl, ntokens[, chrf]}
+KEY_STABILITY = "stability"  # train: parameter group -> statistic -> value
+KEY_MONITOR_MS = "monitor_ms"  # train: the stability monitor's cost
+KEY_SPIKE = "spike"  # spike / rollback: {update, loss, median, spread}
+KEY_MEDIAN = "median"
+KEY_SPREAD = "spread"
+KEY_SKIP = "skip"  # rollback: updates skipped after the rollback
+KEY_ABANDONED = "abandoned"  # rollback: the train records of the updates thrown away
+TYPE_START = "start"
+TYPE_TRAIN = "train"
+TYPE_VALID = "valid"
+TYPE_CURRICULUM = "curriculum"
+TYPE_MIXING = "mixing"
+TYPE_MIXING_SEEN = "mixing_seen"
+TYPE_SPIKE = "spike"
+TYPE_ROLLBACK = "rollback"
+
 
 def _clean(v: Any) -> Any:
     if isinstance(v, float):
@@ -67,7 +89,7 @@ class TrainLog:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a kill mid-write
-            if int(rec.get("update", 0)) <= update:
+            if int(rec.get(KEY_UPDATE, 0)) <= update:
                 kept.append(line)
         with atomic_write(self.path) as fh:
             fh.write("".join(k + "\n" for k in kept))
@@ -76,3 +98,24 @@ class TrainLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The JSON-object lines of a log written by this module or by another tool, and how many non-blank lines
+    were not JSON objects (torn by a kill, or foreign); a byte-order mark is ignored."""
+    records, bad = [], 0
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: a byte-order mark breaks line 1's JSON
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+            else:
+                bad += 1
+    return records, bad

@@ -27,6 +27,7 @@ from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.common.langs import parse_pair
 from mt.data.pair_dataset import load_direction
+from mt.formats.hyp_files import hyp_name
 from mt.generate import fairseq_format as ff
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
@@ -211,7 +212,7 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
                 r = generate_direction(tr, cfg, direction, fh, cfg.progress, ds=subsets[direction])
                 fh.write(r.score_line + "\n")
             src, tgt = parse_pair(direction)
-            with atomic_write(res_dir / f"{src}-{tgt}.hyp") as fh:
+            with atomic_write(res_dir / hyp_name(src, tgt)) as fh:
                 fh.writelines(h + "\n" for h in r.hyps)
             print(f"{direction}: {r.score_line}" if many else r.score_line, flush=True)
         else:
