@@ -69,16 +69,47 @@ def lid_main(argv: list[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# mine-filter
+
+FILTER_EPILOG = """examples:
+  # monolingual: normalise, length/script checks, exact + near-duplicate removal
+  mine-filter --lang deu_Latn --input de.txt --output de.clean.txt --report de.filter.json
+  # bitext (src<TAB>tgt, or mined score<TAB>src<TAB>tgt): also length ratio and identical pairs
+  mine-filter --src-lang eng_Latn --tgt-lang deu_Latn --input mined.tsv --output mined.clean.tsv \\
+      --max-len-ratio 3 --dropped mined.dropped.tsv
+  # after mine-lid --line-numbers: keep the original (0-based) line number of every kept line
+  mine-filter --lang xho_Latn --input xho.lid.txt --input-line-numbers xho.lid.lines \\
+      --output xho.txt --line-numbers xho.lines
+
+Reasons counted (the first that applies): bad_columns, empty, too_short, too_long, length_ratio,
+identical, script, duplicate, near_duplicate. Near-duplicates share their text once lower-cased and
+punctuation and spaces removed (bitext: digits mapped to 0 as well; a monolingual line keeps its digits,
+"workspace 4" and "workspace 9" are different sentences to mine). --report writes JSON (*.json) or TSV.
+"""
+
+FILTER_IO = ("input", "output", "lang", "src_lang", "tgt_lang")  # shown before the filters, the other files after
+
+
+@cli_entry
+def filter_main(argv: list[str] | None = None) -> int:
+    from mining.filters import FilterConfig, FilterJob, run_filter
+
+    p = _parser("mine-filter", "Normalise and filter monolingual text or bitext TSV.", FILTER_EPILOG)
+    add_flags(p, FilterJob, only=FILTER_IO)
+    add_flags(p, FilterConfig)
+    add_flags(p, FilterJob, exclude=FILTER_IO)
+    add_flags(p, ProgressFlags)
+    ns = p.parse_args(argv)
+    run_filter(from_args(FilterJob, ns, progress=_progress(ns), config=from_args(FilterConfig, ns)))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # not converted yet
 
 
 def _run(module: str, func: str, argv: list[str] | None) -> int:
     return getattr(importlib.import_module(module), func)(argv)
-
-
-@cli_entry
-def filter_main(argv: list[str] | None = None) -> int:
-    return _run("mining.filters", "cli", argv)
 
 
 @cli_entry

@@ -1,0 +1,48 @@
+"""mining/cli.py: every mine-* command's flags come from its config; old spellings still parse (hidden)."""
+
+import argparse
+import re
+
+import pytest
+
+from mining import cli
+
+COMMANDS = {
+    "mine-lid": cli.lid_main,
+    "mine-filter": cli.filter_main,
+}
+
+
+def _parser(main, argv):
+    """The parser ``main`` builds, caught when it starts parsing (nothing runs)."""
+    caught = {}
+    original = argparse.ArgumentParser.parse_args
+
+    def catch(self, args=None, namespace=None):
+        caught["parser"] = self
+        raise KeyboardInterrupt
+
+    argparse.ArgumentParser.parse_args = catch
+    try:
+        with pytest.raises(SystemExit):  # cli_entry: KeyboardInterrupt -> exit 130
+            main(argv)
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    return caught["parser"]
+
+
+# command, the arguments it needs, old spelling (args), new spelling (args), dest
+OLD_SPELLINGS = [
+    ("mine-lid", ["--input", "x", "--lang", "deu_Latn"], ["--no-progress"], ["--no-progress-bar"], "no_progress_bar"),
+    ("mine-filter", ["--input", "x"], ["--no-progress"], ["--no-progress-bar"], "no_progress_bar"),
+]
+
+
+@pytest.mark.parametrize("name,base,old,new,dest", OLD_SPELLINGS, ids=[f"{c[0]} {c[2][0]}" for c in OLD_SPELLINGS])
+def test_old_spelling_still_parses_and_is_hidden(name, base, old, new, dest):
+    parser = _parser(COMMANDS[name], [*base, *new])
+    default = getattr(parser.parse_args(base), dest)
+    assert getattr(parser.parse_args([*base, *old]), dest) == getattr(parser.parse_args([*base, *new]), dest)
+    assert getattr(parser.parse_args([*base, *new]), dest) != default
+    text = parser.format_help()
+    assert new[0] in text and not re.search(re.escape(old[0]) + r"(?![\w-])", text)
