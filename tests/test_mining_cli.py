@@ -10,6 +10,7 @@ from mining import cli
 COMMANDS = {
     "mine-lid": cli.lid_main,
     "mine-filter": cli.filter_main,
+    "mine-embed": cli.embed_main,
 }
 
 
@@ -31,10 +32,13 @@ def _parser(main, argv):
     return caught["parser"]
 
 
+EMBED = ["--input", "x", "--output", "y", "--lang", "deu_Latn"]
 # command, the arguments it needs, old spelling (args), new spelling (args), dest
 OLD_SPELLINGS = [
     ("mine-lid", ["--input", "x", "--lang", "deu_Latn"], ["--no-progress"], ["--no-progress-bar"], "no_progress_bar"),
     ("mine-filter", ["--input", "x"], ["--no-progress"], ["--no-progress-bar"], "no_progress_bar"),
+    ("mine-embed", EMBED, ["--no-progress"], ["--no-progress-bar"], "no_progress_bar"),
+    ("mine-embed", EMBED, ["--max-sentences", "8"], ["--batch-size", "8"], "batch_size"),
 ]
 
 

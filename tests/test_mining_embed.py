@@ -197,7 +197,7 @@ def test_cli_with_the_default_encoder(text, tmp_path, capsys):
                 "8",
                 "--max-tokens",
                 "64",
-                "--no-progress",
+                "--no-progress-bar",
             ]
         )
         == 0
