@@ -137,21 +137,83 @@ def embed_main(argv: list[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# mine-index, mine-knn
+
+INDEX_EPILOG = """examples:
+  mine-index --emb work/emb/deu_Latn --out work/index/deu_Latn.faiss
+  mine-index --emb work/emb/eng_Latn --factory IVF4096,PQ64 --train-sample 262144 --out work/index/eng.faiss
+  mine-index --emb work/emb/eng_Latn --factory OPQ64,IVF65536,PQ64 --train-sample 2000000 --out eng.faiss
+
+Flat is exact (4 bytes x dim per vector); IVF*,PQ* indexes are approximate and ~16x-64x smaller.
+Vectors are L2-normalised and compared by inner product (= cosine).
+"""
+
+KNN_EPILOG = """examples:
+  # both directions, Flat indexes built on the fly under the output dir
+  mine-knn --src-emb work/emb/deu_Latn --tgt-emb work/emb/eng_Latn --out-dir work/knn/deu-eng
+  # prebuilt compressed indexes, 2 local worker processes, 16 IVF lists probed
+  mine-knn --src-emb E/deu --tgt-emb E/eng --src-index I/deu.faiss --tgt-index I/eng.faiss \\
+           --out-dir work/knn/deu-eng --nprobe 16 --launcher local --jobs 2
+  # one job per shard on a Slurm cluster (through submitit)
+  mine-knn ... --launcher slurm --slurm-partition learnfair --cpus-per-task 8 --mem-gb 32
+
+Writes {out-dir}/src2tgt.* and {out-dir}/tgt2src.*: neighbour ids, similarities and their mean per query
+(one .npy file each per query shard). Finished shards are skipped on re-run.
+"""
+
+KNN_INDEX_FLAGS = ("factory", "train_sample", "seed", "threads")  # mine-knn builds missing indexes with these
+
+
+@cli_entry
+def index_main(argv: list[str] | None = None) -> int:
+    from mining.index import FaissDevice, IndexConfig, IndexJob, run_index
+
+    p = _parser("mine-index", "Build a FAISS index over a sharded embedding set.", INDEX_EPILOG)
+    add_flags(p, IndexJob)
+    add_flags(p, IndexConfig)
+    add_flags(p, FaissDevice)
+    ns = p.parse_args(argv)
+    config = from_args(IndexConfig, ns, gpu=from_args(FaissDevice, ns).setting())
+    run_index(from_args(IndexJob, ns, config=config))
+    return 0
+
+
+@cli_entry
+def knn_main(argv: list[str] | None = None) -> int:
+    import sys
+    import time
+
+    from mining.index import FaissDevice, IndexConfig, KnnConfig, MineKnnConfig, faiss_threads, mine_knn
+    from mining.launcher import Launcher, LauncherConfig
+
+    p = _parser("mine-knn", "k-NN search between two embedding sets, both ways.", KNN_EPILOG)
+    add_flags(p, MineKnnConfig)
+    add_flags(p, KnnConfig)
+    add_flags(p, IndexConfig, only=KNN_INDEX_FLAGS)
+    add_flags(p, FaissDevice)
+    add_flags(p, LauncherConfig)
+    ns = p.parse_args(argv)
+    gpu = from_args(FaissDevice, ns).setting()
+    index = IndexConfig(**{f: getattr(ns, f) for f in KNN_INDEX_FLAGS}, gpu=gpu)  # batch_size: its own default
+    cfg = from_args(MineKnnConfig, ns, index=index, knn=from_args(KnnConfig, ns, gpu=gpu, threads=ns.threads))
+    t0 = time.time()
+    result = mine_knn(cfg, launcher=Launcher(from_args(LauncherConfig, ns)))
+    for direction, prefix in result.items():
+        print(f"mine-knn: {direction} -> {prefix}.*", file=sys.stderr)
+    threads = faiss_threads(ns.threads)
+    print(
+        f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # not converted yet
 
 
 def _run(module: str, func: str, argv: list[str] | None) -> int:
     return getattr(importlib.import_module(module), func)(argv)
-
-
-@cli_entry
-def index_main(argv: list[str] | None = None) -> int:
-    return _run("mining.index", "cli_index", argv)
-
-
-@cli_entry
-def knn_main(argv: list[str] | None = None) -> int:
-    return _run("mining.index", "cli_knn", argv)
 
 
 @cli_entry

@@ -266,8 +266,8 @@ class FilterConfig:
 
     min_chars: int = arg(5, "a Han, kana or Hangul (wide) character counts two")
     max_chars: int = arg(1050, "0 = no limit")
-    min_words: int = arg(0, "0 = off (the default); words are unhelpful for CJK")
-    max_words: int = arg(0, "0 = off (the default)")
+    min_words: int = arg(0, "0 = off; words are unhelpful for CJK")
+    max_words: int = arg(0, "0 = off")
     max_len_ratio: float = arg(9.0, "bitext: longest/shortest character length (0 = off)")
     min_script_fraction: float = arg(
         MIN_SCRIPT_SHARE,

@@ -24,7 +24,6 @@ Shard ``i`` of the result matches shard ``i`` of the query embeddings. A shard w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -44,6 +43,7 @@ from mt.common.files import (
     remove_stale_temps,
     temp_name,
 )
+from mt.common.flags import arg
 
 KNN_FORMAT = "nllb-mini-knn/1"
 DIRECTIONS = {"src2tgt": ("src", "tgt"), "tgt2src": ("tgt", "src")}
@@ -57,6 +57,11 @@ def _faiss():
     return faiss
 
 
+def faiss_threads(threads: int) -> int:
+    """The OpenMP threads faiss uses for ``--threads`` (0: its default, all cores)."""
+    return threads if threads > 0 else _faiss().omp_get_max_threads()
+
+
 def num_gpus() -> int:
     faiss = _faiss()
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
@@ -68,16 +73,37 @@ def num_gpus() -> int:
 
 @dataclass
 class IndexConfig:
-    """How ``mine-index`` builds one side's index."""
+    """How ``mine-index`` builds one side's index (each field but gpu is also its flag)."""
 
-    factory: str = "Flat"
-    train_sample: int = 262_144  # rows used to train IVF/PQ/OPQ (capped at the set size)
-    seed: int = 0
+    factory: str = arg("Flat", "FAISS index factory string")
+    train_sample: int = arg(262_144, "rows sampled to train IVF/PQ indexes")  # capped at the set size
+    seed: int = arg(0, "seed of the training sample")
     # rows converted to float32 and added at a time; PQ encoding needs a 64 KiB distance table per row
     # (M x 256 floats for PQ64), so 8192 rows cost ~0.5 GiB transient memory, 65536 would cost 4 GiB
-    batch_size: int = 8_192
-    gpu: bool | None = None  # None: use GPUs when faiss sees any
-    threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores)
+    batch_size: int = arg(8_192, "rows added at a time")
+    gpu: bool | None = None  # None: use GPUs when faiss sees any (flags: FaissDevice)
+    threads: int = arg(0, "faiss CPU threads (default: all cores)", show_default=False)  # 0: faiss default
+
+
+@dataclass
+class FaissDevice:
+    """``--gpu`` / ``--cpu``: the ``gpu`` setting of IndexConfig and KnnConfig (neither: GPUs when visible)."""
+
+    gpu: bool = arg(False, "require GPUs (faiss-gpu)", exclusive="device")
+    cpu: bool = arg(False, "stay on CPU even when GPUs are visible", exclusive="device")
+
+    def setting(self) -> bool | None:
+        return True if self.gpu else False if self.cpu else None
+
+
+@dataclass
+class IndexJob:
+    """One ``mine-index`` run: the embedding set, the index file and how to build it."""
+
+    emb: str = arg(help="embedding set prefix (written by mine-embed)", required=True)
+    out: str | None = arg(None, "index file (default: {emb}.faiss)")
+    force: bool = arg(False, "rebuild even when the index file exists")
+    config: IndexConfig = field(default_factory=IndexConfig)
 
 
 def _as_f32(rows: np.ndarray) -> np.ndarray:
@@ -270,13 +296,14 @@ def set_nprobe(index, nprobe: int | None) -> None:
 
 @dataclass
 class KnnConfig:
-    """How ``mine-knn`` searches one query set against one index."""
+    """How ``mine-knn`` searches one query set against one index (k, nprobe, batch_size are flags)."""
 
-    k: int = 4  # neighbours per query, as LASER / stopes
-    nprobe: int | None = None  # IVF lists visited per query (None: the index's own, 1 by default)
-    batch_size: int = 16_384  # query rows converted to float32 and searched at a time
+    k: int = arg(4, "neighbours per query")  # as LASER / stopes
+    # IVF lists visited per query (None: the index's own, 1 by default)
+    nprobe: int | None = arg(None, "IVF lists visited per query (IVF indexes only)")
+    batch_size: int = arg(16_384, "queries searched at a time")  # query rows converted to float32 at a time
     gpu: bool | None = None
-    threads: int = 0
+    threads: int = 0  # the --threads of IndexConfig
 
 
 def knn_files(prefix: str | os.PathLike, shard: int) -> tuple[Path, Path, Path]:
@@ -531,14 +558,21 @@ def open_knn_dir(knn_dir: str | os.PathLike) -> tuple[KnnSet | None, KnnSet | No
 class MineKnnConfig:
     """Both directions of one language pair: indexes (built when missing) and searches."""
 
-    src_emb: str = ""
-    tgt_emb: str = ""
-    out_dir: str = ""
-    src_index: str | None = None  # default: {out_dir}/src.faiss, built with `index` when missing
-    tgt_index: str | None = None
-    directions: tuple[str, ...] = ("src2tgt", "tgt2src")
+    src_emb: str = arg("", "source embedding set prefix", required=True)
+    tgt_emb: str = arg("", "target embedding set prefix", required=True)
+    out_dir: str = arg("", "where src2tgt.* / tgt2src.* (and built indexes) go", required=True)
+    # default: {out_dir}/src.faiss, built with `index` when missing
+    src_index: str | None = arg(None, "index of the source side (default: build {out-dir}/src.faiss)")
+    tgt_index: str | None = arg(None, "index of the target side (default: build {out-dir}/tgt.faiss)")
+    direction: str = arg(
+        "both", "which searches to run (both: as margin scoring needs)", choices=("both", "src2tgt", "tgt2src")
+    )
     index: IndexConfig = field(default_factory=IndexConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(DIRECTIONS) if self.direction == "both" else (self.direction,)
 
 
 def build_index_job(emb_prefix: str, out_path: str, cfg: IndexConfig) -> dict:
@@ -633,80 +667,16 @@ def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[s
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# CLIs
-
-_INDEX_EPILOG = """examples:
-  mine-index --emb work/emb/deu_Latn --out work/index/deu_Latn.faiss
-  mine-index --emb work/emb/eng_Latn --factory IVF4096,PQ64 --train-sample 262144 --out work/index/eng.faiss
-  mine-index --emb work/emb/eng_Latn --factory OPQ64,IVF65536,PQ64 --train-sample 2000000 --out eng.faiss
-
-Flat is exact (4 bytes x dim per vector); IVF*,PQ* indexes are approximate and ~16x-64x smaller.
-Vectors are L2-normalised and compared by inner product (= cosine).
-"""
-
-_KNN_EPILOG = """examples:
-  # both directions, Flat indexes built on the fly under the output dir
-  mine-knn --src-emb work/emb/deu_Latn --tgt-emb work/emb/eng_Latn --out-dir work/knn/deu-eng
-  # prebuilt compressed indexes, 2 local worker processes, 16 IVF lists probed
-  mine-knn --src-emb E/deu --tgt-emb E/eng --src-index I/deu.faiss --tgt-index I/eng.faiss \\
-           --out-dir work/knn/deu-eng --nprobe 16 --launcher local --jobs 2
-  # one job per shard on a Slurm cluster (through submitit)
-  mine-knn ... --launcher slurm --slurm-partition learnfair --cpus-per-task 8 --mem-gb 32
-
-Writes {out-dir}/src2tgt.* and {out-dir}/tgt2src.*: neighbour ids, similarities and their mean per query
-(one .npy file each per query shard). Finished shards are skipped on re-run.
-"""
-
-
-def _add_index_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    d = IndexConfig()
-    p.add_argument("--factory", default=d.factory, help="FAISS index factory string (default: %(default)s)")
-    p.add_argument(
-        "--train-sample",
-        type=int,
-        default=d.train_sample,
-        help="rows sampled to train IVF/PQ indexes (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the training sample (default: %(default)s)")
-
-
-def _add_device_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--gpu", dest="gpu", action="store_true", default=None, help="require GPUs (faiss-gpu)")
-    g.add_argument("--cpu", dest="gpu", action="store_false", help="stay on CPU even when GPUs are visible")
-    p.add_argument("--threads", type=int, default=0, help="faiss CPU threads (default: all cores)")
-
-
-def cli_index(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="mine-index",
-        description="Build a FAISS index over a sharded embedding set.",
-        epilog=_INDEX_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--emb", required=True, help="embedding set prefix (written by mine-embed)")
-    p.add_argument("--out", default=None, help="index file (default: {emb}.faiss)")
-    _add_index_args(p)
-    _add_device_args(p)
-    p.add_argument("--batch-size", type=int, default=IndexConfig().batch_size, help="rows added at a time")
-    p.add_argument("--force", action="store_true", help="rebuild even when the index file exists")
-    a = p.parse_args(argv)
-    cfg = IndexConfig(
-        factory=a.factory,
-        train_sample=a.train_sample,
-        seed=a.seed,
-        batch_size=a.batch_size,
-        gpu=a.gpu,
-        threads=a.threads,
-    )
-    out = Path(a.out or f"{a.emb}.faiss")
-    if out.is_file() and not a.force:
+def run_index(job: IndexJob) -> Path | None:
+    """``mine-index``: build and save the index of ``job.emb``; None when it exists (and not ``force``)."""
+    cfg = job.config
+    out = Path(job.out or f"{job.emb}.faiss")
+    if out.is_file() and not job.force:
         print(f"mine-index: {out} exists, skipping (--force to rebuild)", file=sys.stderr)
-        return 0
-    emb = EmbeddingSet.open(a.emb)
+        return None
+    emb = EmbeddingSet.open(job.emb)
     shards = {f"--emb shard {k}": emb.prefix.parent / s["file"] for k, s in enumerate(emb.meta["shards"])}
-    refuse_overwriting_input({"--emb": meta_path(a.emb), **shards}, out, "--out")
+    refuse_overwriting_input({"--emb": meta_path(job.emb), **shards}, out, "--out")
     refuse_file_in_the_way(out, "--out")
     check_shards(emb)
     t0 = time.time()
@@ -716,53 +686,4 @@ def cli_index(argv: list[str] | None = None) -> int:
         f"mine-index: {out} ({cfg.factory}, {index.ntotal} vectors, dim {index.d}) in {time.time() - t0:.1f}s",
         file=sys.stderr,
     )
-    return 0
-
-
-def cli_knn(argv: list[str] | None = None) -> int:
-    from mining.launcher import add_launcher_args, launcher_from_args
-
-    p = argparse.ArgumentParser(
-        prog="mine-knn",
-        description="k-NN search between two embedding sets, both ways.",
-        epilog=_KNN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--src-emb", required=True, help="source embedding set prefix")
-    p.add_argument("--tgt-emb", required=True, help="target embedding set prefix")
-    p.add_argument("--out-dir", required=True, help="where src2tgt.* / tgt2src.* (and built indexes) go")
-    p.add_argument("--src-index", default=None, help="index of the source side (default: build {out-dir}/src.faiss)")
-    p.add_argument("--tgt-index", default=None, help="index of the target side (default: build {out-dir}/tgt.faiss)")
-    p.add_argument(
-        "--direction",
-        choices=["both", "src2tgt", "tgt2src"],
-        default="both",
-        help="which searches to run (default: both, as margin scoring needs)",
-    )
-    p.add_argument("--k", type=int, default=KnnConfig().k, help="neighbours per query (default: %(default)s)")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (IVF indexes only)")
-    p.add_argument("--batch-size", type=int, default=KnnConfig().batch_size, help="queries searched at a time")
-    _add_index_args(p)
-    _add_device_args(p)
-    add_launcher_args(p)
-    a = p.parse_args(argv)
-    cfg = MineKnnConfig(
-        src_emb=a.src_emb,
-        tgt_emb=a.tgt_emb,
-        out_dir=a.out_dir,
-        src_index=a.src_index,
-        tgt_index=a.tgt_index,
-        directions=tuple(DIRECTIONS) if a.direction == "both" else (a.direction,),
-        index=IndexConfig(factory=a.factory, train_sample=a.train_sample, seed=a.seed, gpu=a.gpu, threads=a.threads),
-        knn=KnnConfig(k=a.k, nprobe=a.nprobe, batch_size=a.batch_size, gpu=a.gpu, threads=a.threads),
-    )
-    t0 = time.time()
-    result = mine_knn(cfg, launcher=launcher_from_args(a))
-    for direction, prefix in result.items():
-        print(f"mine-knn: {direction} -> {prefix}.*", file=sys.stderr)
-    threads = a.threads if a.threads > 0 else _faiss().omp_get_max_threads()
-    print(
-        f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
-        file=sys.stderr,
-    )
-    return 0
+    return out

@@ -88,3 +88,16 @@ def test_exclusive_fields_form_one_group_required_when_a_member_is():
         with pytest.raises(SystemExit):
             p.parse_args(bad)
     assert "(--lang LANG | --annotate)" in p.format_usage()
+
+
+def test_a_zero_default_is_shown_unlike_false_and_none():
+    @dataclass
+    class Z:
+        workers: int = arg(0, "worker processes")
+        quiet: bool = arg(False, "print less")
+        out: str | None = arg(None, "output")
+
+    p = argparse.ArgumentParser()
+    add_flags(p, Z)
+    text = p.format_help()
+    assert "worker processes (default: 0)" in text and "(default: False)" not in text and "(default: None)" not in text

@@ -50,3 +50,18 @@ def test_old_spelling_still_parses_and_is_hidden(name, base, old, new, dest):
     assert getattr(parser.parse_args([*base, *new]), dest) != default
     text = parser.format_help()
     assert new[0] in text and not re.search(re.escape(old[0]) + r"(?![\w-])", text)
+
+
+def test_gpu_and_cpu_flags_give_the_faiss_device_setting():
+    from mining.index import FaissDevice
+    from mt.common.flags import from_args
+
+    for main, base in (
+        (cli.index_main, ["--emb", "e"]),
+        (cli.knn_main, ["--src-emb", "a", "--tgt-emb", "b", "--out-dir", "o"]),
+    ):
+        p = _parser(main, base)
+        for extra, want in (([], None), (["--gpu"], True), (["--cpu"], False)):
+            assert from_args(FaissDevice, p.parse_args([*base, *extra])).setting() is want
+        with pytest.raises(SystemExit):
+            p.parse_args([*base, "--gpu", "--cpu"])

@@ -203,8 +203,8 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
     from mining_helpers import write_emb
 
+    from mining.cli import knn_main
     from mining.encoders.ngram import NgramEncoder
-    from mining.index import cli_knn
 
     # same-domain sentences without a translation on the other side (different codes): hard negatives
     de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(30)] + [
@@ -218,7 +218,7 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
             tmp_path / name, enc.encode(sents, lang), shard_rows=16, lang=lang, source=str(tmp_path / f"{name}.txt")
         )
     assert (
-        cli_knn(
+        knn_main(
             ["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"), "--out-dir", str(tmp_path / "knn")]
         )
         == 0
@@ -351,8 +351,8 @@ def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
     """A --src-text with as many lines as the embedded one, but other content, would pair the wrong sentences."""
     import gzip
 
+    from mining.cli import knn_main
     from mining.embed import embed_file
-    from mining.index import cli_knn
 
     de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(12)]
     en = [f"File zq{i:03d} was saved" for i in range(12)]
@@ -363,7 +363,7 @@ def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
     embed_file(str(tmp_path / "de.txt.gz"), str(tmp_path / "de"), "deu_Latn", "ngram:256", progress=False)
     embed_file(str(tmp_path / "en.txt"), str(tmp_path / "en"), "eng_Latn", "ngram:256", progress=False)
     assert (
-        cli_knn(
+        knn_main(
             [
                 "--src-emb",
                 str(tmp_path / "de"),

@@ -130,7 +130,8 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) 
                 kw["nargs"] = "?"
         elif flag.required and not flag.exclusive:  # an exclusive one: its group is required
             kw["required"] = True
-    if flag.show_default and default not in (None, "", False, [], {}) and "%(default)" not in help_text:
+    shown_default = not (default is None or default is False or default in ("", [], {}))  # 0 is shown: 0 == False
+    if flag.show_default and shown_default and "%(default)" not in help_text:
         shown = ",".join(map(str, default)) if isinstance(default, list) else "%(default)s"
         help_text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
     kw["help"] = help_text
