@@ -209,16 +209,50 @@ def knn_main(argv: list[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# mine-bitext
+
+BITEXT_EPILOG = """examples:
+  # LASER's BUCC setting: ratio margin, k=4, best pairs both ways taken one-to-one
+  mine-bitext --knn-dir work/knn/deu-eng --src-text mono.deu_Latn --tgt-text mono.eng_Latn \\
+              --out work/mined/deu_Latn-eng_Latn.tsv
+  # stopes-style union above 1.06, plus the two-file form for mt-preprocess --trainpref
+  mine-bitext --knn-dir work/knn/deu-eng --mode union --threshold 1.06 --out mined.tsv \\
+              --pair-prefix work/mined/train --src-lang deu_Latn --tgt-lang eng_Latn
+  # plain cosine, for comparison
+  mine-bitext --knn-dir work/knn/deu-eng --margin cosine --threshold 0.8 --out cosine.tsv
+
+Reads {knn-dir}/src2tgt.* and {knn-dir}/tgt2src.* written by mine-knn. The texts default to the
+'source' recorded in the embedding meta files. Default threshold (ratio margin, max mode): the cut
+calibrated for the encoder on BUCC-style sets (its cut for this language pair, else its median over
+the pairs calibrated; mining/calibration.py, or --calibration FILE from mine-eval bucc --calibrate),
+1.06 for LASER, and for an encoder nobody calibrated a cut fitted to this pair's score distribution
+(--threshold fit asks for that one). The cut and why are logged and written to OUT's .meta.json
+(mined.tsv -> mined.meta.json). Other margins and modes: no default cut.
+"""
+
+BITEXT_IO = ("knn_dir", "src_text", "tgt_text", "out")  # shown before the margin flags, the others after
+
+
+@cli_entry
+def bitext_main(argv: list[str] | None = None) -> int:
+    from mining.bitext import BitextJob, run_bitext
+    from mining.margin import MarginConfig
+
+    p = _parser("mine-bitext", "Margin-based bitext mining from k-NN results.", BITEXT_EPILOG)
+    add_flags(p, BitextJob, only=BITEXT_IO)
+    add_flags(p, MarginConfig)
+    add_flags(p, BitextJob, exclude=BITEXT_IO)
+    ns = p.parse_args(argv)
+    run_bitext(from_args(BitextJob, ns, margin=from_args(MarginConfig, ns)))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
 # not converted yet
 
 
 def _run(module: str, func: str, argv: list[str] | None) -> int:
     return getattr(importlib.import_module(module), func)(argv)
-
-
-@cli_entry
-def bitext_main(argv: list[str] | None = None) -> int:
-    return _run("mining.margin", "cli", argv)
 
 
 @cli_entry

@@ -65,3 +65,17 @@ def test_gpu_and_cpu_flags_give_the_faiss_device_setting():
             assert from_args(FaissDevice, p.parse_args([*base, *extra])).setting() is want
         with pytest.raises(SystemExit):
             p.parse_args([*base, "--gpu", "--cpu"])
+
+
+def test_mine_bitext_threshold_and_negative_switches(capsys):
+    base = ["--knn-dir", "k", "--out", "o.tsv"]
+    p = _parser(cli.bitext_main, base)
+    ns = p.parse_args([*base, "--threshold", "fit", "--no-dedup"])
+    assert (ns.threshold, ns.dedup, p.parse_args(base).dedup) == ("fit", False, True)
+    assert p.parse_args([*base, "--threshold", "1.06"]).threshold == 1.06
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--threshold", "high"])
+    assert "'high' is not a number, auto or fit" in capsys.readouterr().err
+    f = _parser(cli.filter_main, ["--input", "x"])
+    ns = f.parse_args(["--input", "x", "--no-normalize", "--no-dedup", "--no-near-dedup"])
+    assert (ns.normalize, ns.dedup, ns.near_dedup) == (False, False, False)

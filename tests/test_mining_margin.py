@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 from mining_helpers import write_knn
 
+from mining.bitext import write_bitext
+from mining.cli import bitext_main
 from mining.index import KnnSet
-from mining.margin import MarginConfig, cli, margin_fn, margin_scores, mine, write_bitext
+from mining.margin import MarginConfig, margin_fn, margin_scores, mine
 from mt.common.errors import UserError
+
+cli = bitext_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
 # A constructed 3 x 3 case (k = 2). Cosine similarities:
 #          y0    y1    y2
