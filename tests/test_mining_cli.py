@@ -79,3 +79,17 @@ def test_mine_bitext_threshold_and_negative_switches(capsys):
     f = _parser(cli.filter_main, ["--input", "x"])
     ns = f.parse_args(["--input", "x", "--no-normalize", "--no-dedup", "--no-near-dedup"])
     assert (ns.normalize, ns.dedup, ns.near_dedup) == (False, False, False)
+
+
+def test_mine_eval_bucc_data_follows_corpus_and_build_flags_reach_the_build(monkeypatch, tmp_path):
+    from mining import evaluate
+
+    seen = {}
+    monkeypatch.setattr(evaluate, "bucc_report", lambda cfg, out_dir=None: seen.update(cfg=cfg, out_dir=out_dir))
+    monkeypatch.setattr(evaluate, "build_sets", lambda cfg: seen.update(build=cfg))
+    assert cli.eval_main(["bucc", "--corpus", "C", "--seed", "7", "--pairs", "a-b, c-d", "--out-dir", "R"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.data, cfg.build.out, cfg.build.seed, cfg.build.corpus) == ("work/bucc-corpus",) * 2 + (7, "C")
+    assert (cfg.pairs, seen["out_dir"], cfg.margins, cfg.k) == (["a-b", "c-d"], "R", ["ratio", "absolute"], 4)
+    assert cli.eval_main(["bucc-build", "--langs", "all"]) == 0
+    assert (seen["build"].out, seen["build"].langs, seen["build"].size) == ("work/bucc", ["all"], 5000)
