@@ -133,7 +133,8 @@ def exact_topk(src: Path, tgt: Path, k: int, sample: int, seed: int) -> dict:
 def child(args: dict) -> dict:
     import faiss
 
-    from mining.index import IndexConfig, KnnConfig, KnnSet, build_index, knn_search, save_index
+    from mining.index import IndexConfig, build_index, save_index
+    from mining.knn import KnnConfig, KnnSet, knn_search
     from mining.margin import MarginConfig, mine
 
     if args["threads"]:
@@ -158,9 +159,9 @@ def child(args: dict) -> dict:
         t0 = time.time()
         knn_search(ipath, q, work / direction, kcfg, progress=False)
         search_s += time.time() - t0
-        from mining import index as _index_mod
+        from mining import knn as _knn_mod
 
-        _index_mod._INDEX_CACHE.clear()
+        _knn_mod._INDEX_CACHE.clear()
     res.update(train_s=train_s, add_s=add_s, search_s=search_s, knn_qps=2 * n / search_s)
     fwd, bwd = KnnSet.open(work / "src2tgt"), KnnSet.open(work / "tgt2src")
     t0 = time.time()
@@ -320,7 +321,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['n']} | {r['factory']} | | {r.get('skipped') or r.get('error')} ||||||||||||")
             continue
         lines.append(
-            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | {r['search_s']:.1f} | "
+            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | "
+            f"{r['search_s']:.1f} | "
             f"{r['knn_qps']:.0f} | {r['margin_s']:.2f} | {100 * r['margin_share_of_search']:.1f}% | "
             f"{r['recall_at_k']:.3f} | {r['recall_at_1']:.3f} | {r['planted']['in_topk']:.3f} | "
             f"{r['planted']['best_f1']:.3f} | "

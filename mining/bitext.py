@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mining.embeddings import EmbeddingSet
-from mining.index import open_knn_dir
+from mining.knn import open_knn_dir
 from mining.margin import Alignments, MarginConfig, canonical_margin, encoder_of, langs_of, mine, side_sizes
 from mt.common.errors import UserError
 from mt.common.files import atomic_write

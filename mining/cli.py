@@ -183,7 +183,8 @@ def knn_main(argv: list[str] | None = None) -> int:
     import sys
     import time
 
-    from mining.index import FaissDevice, IndexConfig, KnnConfig, MineKnnConfig, faiss_threads, mine_knn
+    from mining.index import FaissDevice, IndexConfig, faiss_threads
+    from mining.knn import KnnConfig, MineKnnConfig, mine_knn
     from mining.launcher import Launcher, LauncherConfig
 
     p = _parser("mine-knn", "k-NN search between two embedding sets, both ways.", KNN_EPILOG)

@@ -187,7 +187,8 @@ def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bo
 
 def mine_split(cfg: BuccEvalConfig, encoder: Encoder, src: str, tgt: str, split: str, progress: bool = True) -> dict:
     """Embed, search and mine one split; returns candidates per margin and the gold/embeddings."""
-    from mining.index import IndexConfig, KnnConfig, MineKnnConfig, mine_knn, open_knn_dir
+    from mining.index import IndexConfig
+    from mining.knn import KnnConfig, MineKnnConfig, mine_knn, open_knn_dir
     from mining.margin import MarginConfig, mine
 
     ds = bucc.read_set(cfg.data, src, tgt, split)

@@ -33,7 +33,7 @@ import numpy as np
 
 from mining.calibration import Cut, resolve_cut
 from mining.embeddings import EmbeddingSet
-from mining.index import KnnSet
+from mining.knn import KnnSet
 from mt.common.errors import UserError
 from mt.common.flags import arg
 

@@ -9,19 +9,8 @@ from mining_helpers import clustered, write_emb
 
 from mining.cli import index_main, knn_main
 from mining.embeddings import EmbeddingSet
-from mining.index import (
-    IndexConfig,
-    KnnConfig,
-    KnnSet,
-    MineKnnConfig,
-    build_index,
-    knn_files,
-    knn_search,
-    load_index,
-    mine_knn,
-    save_index,
-    set_nprobe,
-)
+from mining.index import IndexConfig, build_index, load_index, save_index, set_nprobe
+from mining.knn import KnnConfig, KnnSet, MineKnnConfig, knn_files, knn_search, mine_knn
 from mining.launcher import Launcher, LauncherConfig
 from mining.margin import MarginConfig, mine
 from mt.common.errors import UserError
@@ -276,7 +265,7 @@ def test_missing_index_and_directions_from_different_runs(tmp_path, sides):
 
 @pytest.mark.parametrize("backend", ["inline", "local"])  # submitit-debug opens pdb on failure, by design
 def test_a_failing_job_surfaces_its_error(tmp_path, backend):
-    from mining.index import build_index_job
+    from mining.knn import build_index_job
 
     launcher = Launcher(LauncherConfig(launcher=backend, jobs=2, launcher_dir=str(tmp_path / "logs")))
     jobs = [(str(tmp_path / f"missing{i}"), str(tmp_path / f"{i}.faiss"), IndexConfig()) for i in range(2)]

@@ -7,7 +7,7 @@ from mining_helpers import write_knn
 
 from mining.bitext import write_bitext
 from mining.cli import bitext_main
-from mining.index import KnnSet
+from mining.knn import KnnSet
 from mining.margin import MarginConfig, margin_fn, margin_scores, mine
 from mt.common.errors import UserError
 
