@@ -10,7 +10,7 @@ Measures, per size N (vectors per side) and per index type:
 
 Data: synthetic, D-dimensional, a mixture of Gaussians (shared cluster centres on both sides) with
 every ``--plant-every``-th target row a noisy copy of the same source row (cosine ~0.8): those pairs are
-the "translations". Written as fp16 shards through ``mining.embeddings`` and streamed like real ones.
+the "translations". Written as fp16 shards through ``mining.embedding_store`` and streamed like real ones.
 
     python bench/mining.py --sizes 10000,100000                       # quick check
     python bench/mining.py --sizes 10000,100000,1000000 --threads 16  # the full run
@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.embeddings import EmbeddingSet, write_meta, write_shard  # noqa: E402
+from mining.embedding_store import EmbeddingSet, write_meta, write_shard  # noqa: E402
 
 GIB = 1024**3
 

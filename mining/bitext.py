@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet
+from mining.embedding_store import EmbeddingSet
 from mining.knn import open_knn_dir
 from mining.margin import Alignments, MarginConfig, canonical_margin, encoder_of, langs_of, mine, side_sizes
 from mt.common.errors import UserError

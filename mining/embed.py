@@ -3,7 +3,7 @@
 Lines are read in shards of ``--shard-size``; inside a shard, windows of ``--sort-window`` sentences
 are sorted by token count and cut into batches of at most ``--batch-size`` sentences and
 ``--max-tokens`` padded tokens, then put back in input order. Each finished shard is written atomically
-(``mining.embeddings.write_shard``), so a killed run keeps its finished shards: the next run with the
+(``mining.embedding_store.write_shard``), so a killed run keeps its finished shards: the next run with the
 same arguments checks their row counts and skips them. The meta file is written last.
 
 ``PREFIX.run.json`` records the arguments of an unfinished run so that shards from a different
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mining.embeddings import (
+from mining.embedding_store import (
     FORMAT,
     EmbeddingSet,
     meta_path,

@@ -32,7 +32,7 @@ import numpy as np
 from mining import bucc
 from mining.calibration import encoder_entry, pair_key, read_calibration, resolve_cut, write_calibration
 from mining.embed import embed_file
-from mining.embeddings import EmbeddingSet
+from mining.embedding_store import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write, refuse_file_in_the_way

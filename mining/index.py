@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet, meta_path
+from mining.embedding_store import EmbeddingSet, meta_path
 from mt.common.errors import UserError
 from mt.common.files import (
     refuse_file_in_the_way,

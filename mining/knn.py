@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet, load_npy, npy_matches, read_meta, save_npy
+from mining.embedding_store import EmbeddingSet, load_npy, npy_matches, read_meta, save_npy
 from mining.index import (
     IndexConfig,
     as_f32,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mining.calibration import Cut, resolve_cut
-from mining.embeddings import EmbeddingSet
+from mining.embedding_store import EmbeddingSet
 from mining.knn import KnnSet
 from mt.common.errors import UserError
 from mt.common.flags import arg

@@ -8,7 +8,7 @@ import pytest
 from mining_helpers import clustered, write_emb
 
 from mining.cli import index_main, knn_main
-from mining.embeddings import EmbeddingSet
+from mining.embedding_store import EmbeddingSet
 from mining.index import IndexConfig, build_index, load_index, save_index, set_nprobe
 from mining.knn import KnnConfig, KnnSet, MineKnnConfig, knn_files, knn_search, mine_knn
 from mining.launcher import Launcher, LauncherConfig
