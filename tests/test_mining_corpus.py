@@ -289,7 +289,7 @@ def test_mine_embed_meta_feeds_mine_bitext_defaults(tmp_path, monkeypatch):
                     f"{name}.txt",
                     "--output",
                     f"emb/{name}",
-                    "--no-progress",
+                    "--no-progress-bar",
                 ]
             )
             == 0
