@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+import time
 from dataclasses import dataclass
 
 from mt.common.errors import cli_entry
@@ -180,9 +182,6 @@ def index_main(argv: list[str] | None = None) -> int:
 
 @cli_entry
 def knn_main(argv: list[str] | None = None) -> int:
-    import sys
-    import time
-
     from mining.index import FaissDevice, IndexConfig, faiss_threads
     from mining.knn import KnnConfig, MineKnnConfig, mine_knn
     from mining.launcher import Launcher, LauncherConfig
@@ -287,61 +286,50 @@ translation; lower is better. --json writes the rows (with the options) to a fil
 BUILD_FLAGS = ("size", "gold", "seed", "locale_dir", "corpus")  # bucc-build's and bucc's (to build a missing set)
 
 
-@cli_entry
-def eval_main(argv: list[str] | None = None) -> int:
-    from mining import bucc
-    from mining.evaluate import (
-        BuccEvalConfig,
-        BuccReport,
-        BuccScoreConfig,
-        GoldScoreConfig,
-        bucc_report,
-        build_sets,
-        gold_report,
-        score_candidates,
-    )
-    from mining.xsim import XsimConfig, XsimReport, xsim_report
+def _eval_parser() -> argparse.ArgumentParser:
+    from mining.bucc import BuildConfig
+    from mining.evaluate import BuccEvalConfig, BuccReport, BuccScoreConfig, GoldScoreConfig
+    from mining.xsim import XsimConfig, XsimReport
 
     p = _parser("mine-eval", "Evaluate bitext mining on BUCC-style sets.", EVAL_EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub_kw = {"formatter_class": argparse.RawDescriptionHelpFormatter}
+    raw = {"formatter_class": argparse.RawDescriptionHelpFormatter}
     b = sub.add_parser(
-        "bucc", help="embed + mine + score each pair (builds the set when missing)", epilog=EVAL_EPILOG, **sub_kw
+        "bucc", help="embed + mine + score each pair (builds the set when missing)", epilog=EVAL_EPILOG, **raw
     )
     add_flags(b, BuccEvalConfig, defaults={"data": None})  # None: the folder that matches --corpus
     add_flags(b, BuccReport)
-    add_flags(b, bucc.BuildConfig, only=BUILD_FLAGS)
+    add_flags(b, BuildConfig, only=BUILD_FLAGS)
     bb = sub.add_parser("bucc-build", help="write BUCC 2018-format sets from the gettext catalogues or a corpus")
-    add_flags(bb, bucc.BuildConfig, only=("out", "langs", *BUILD_FLAGS), defaults={"out": None})
+    add_flags(bb, BuildConfig, only=("out", "langs", *BUILD_FLAGS), defaults={"out": None})
     add_flags(sub.add_parser("bucc-score", help="P/R/F1 of a candidates file against the gold"), BuccScoreConfig)
-    xs = sub.add_parser(
-        "xsim",
-        help="xsim error rate per language on an N-way split (LASER/NLLB's encoder check)",
-        epilog=XSIM_EPILOG,
-        **sub_kw,
-    )
+    xsim_help = "xsim error rate per language on an N-way split (LASER/NLLB's encoder check)"
+    xs = sub.add_parser("xsim", help=xsim_help, epilog=XSIM_EPILOG, **raw)
     add_flags(xs, XsimConfig)
     add_flags(xs, XsimReport)
-    g = sub.add_parser(
-        "gold",
-        help="P/R/F1 of a mined TSV against a corpus gold of original line numbers",
-        epilog=EVAL_EPILOG,
-        **sub_kw,
-    )
-    add_flags(g, GoldScoreConfig)
-    ns = p.parse_args(argv)
+    gold_help = "P/R/F1 of a mined TSV against a corpus gold of original line numbers"
+    add_flags(sub.add_parser("gold", help=gold_help, epilog=EVAL_EPILOG, **raw), GoldScoreConfig)
+    return p
+
+
+@cli_entry
+def eval_main(argv: list[str] | None = None) -> int:
+    from mining import bucc, evaluate, xsim
+
+    ns = _eval_parser().parse_args(argv)
     if ns.cmd == "xsim":
-        xsim_report(from_args(XsimConfig, ns), from_args(XsimReport, ns).json)
+        xsim.xsim_report(from_args(xsim.XsimConfig, ns), from_args(xsim.XsimReport, ns).json)
     elif ns.cmd == "gold":
-        gold_report(from_args(GoldScoreConfig, ns))
+        evaluate.gold_report(from_args(evaluate.GoldScoreConfig, ns))
     elif ns.cmd == "bucc-score":
-        score_candidates(from_args(BuccScoreConfig, ns))
+        evaluate.score_candidates(from_args(evaluate.BuccScoreConfig, ns))
     elif ns.cmd == "bucc-build":
-        build_sets(from_args(bucc.BuildConfig, ns, out=ns.out or bucc.default_out(ns.corpus)))
+        evaluate.build_sets(from_args(bucc.BuildConfig, ns, out=ns.out or bucc.default_out(ns.corpus)))
     else:
         data = ns.data or bucc.default_out(ns.corpus)
         build = bucc.BuildConfig(out=data, **{f: getattr(ns, f) for f in BUILD_FLAGS})
-        bucc_report(from_args(BuccEvalConfig, ns, data=data, build=build), from_args(BuccReport, ns).out_dir)
+        cfg = from_args(evaluate.BuccEvalConfig, ns, data=data, build=build)
+        evaluate.bucc_report(cfg, from_args(evaluate.BuccReport, ns).out_dir)
     return 0
 
 
