@@ -81,9 +81,7 @@ def embed_side(
 # the end-to-end BUCC evaluation
 
 
-CORPUS_DATA = bucc.CORPUS_DATA  # default --data of sets built from a corpus (never mixed with gettext ones)
 PROTOCOLS = ("auto", "split", "kfold")
-ENCODER_HELP = "encoder spec: ngram[:DIM], e5, use, laser2:DIR, laser3:DIR:lang"
 
 
 @dataclass
@@ -91,10 +89,10 @@ class BuccEvalConfig:
     """``mine-eval bucc``: each field but keep_candidates and build is also its flag."""
 
     data: str = arg(
-        bucc.GETTEXT_DATA, f"BUCC-format folder (default: {bucc.GETTEXT_DATA}, or {CORPUS_DATA} with --corpus)"
+        bucc.GETTEXT_DATA, f"BUCC-format folder (default: {bucc.GETTEXT_DATA}, or {bucc.CORPUS_DATA} with --corpus)"
     )
     pairs: list[str] = arg([f"{c}-eng_Latn" for c in bucc.BuildConfig().langs], "comma-separated pairs")
-    encoder: str = arg("ngram", ENCODER_HELP)
+    encoder: str = arg("ngram", "encoder spec: ngram[:DIM], e5, use, laser2:DIR, laser3:DIR:lang")
     work: str = arg("work/bucc-eval", "embeddings and k-NN cache")
     margins: list[str] = arg(["ratio", "absolute"], "margins to compare")
     mode: str = arg("max", "mining mode (max: as LASER's BUCC runs)")
