@@ -86,7 +86,7 @@ def train_stats(save: Path) -> dict:
 
 def random_encoder(teacher: Path, out: Path, arch: str, seed: int, overrides: dict | None = None) -> Path:
     """The teacher's network and vocabulary with its initial (untrained) weights, exported the same way."""
-    from mining.laser_model import export_encoder
+    from mining.laser_training import export_encoder
     from mt.train.trainer import TrainConfig
 
     if (out / "laser2.pt").is_file():

@@ -10,7 +10,7 @@ Measures, per size N (vectors per side) and per index type:
 
 Data: synthetic, D-dimensional, a mixture of Gaussians (shared cluster centres on both sides) with
 every ``--plant-every``-th target row a noisy copy of the same source row (cosine ~0.8): those pairs are
-the "translations". Written as fp16 shards through ``mining.embeddings`` and streamed like real ones.
+the "translations". Written as fp16 shards through ``mining.embedding_store`` and streamed like real ones.
 
     python bench/mining.py --sizes 10000,100000                       # quick check
     python bench/mining.py --sizes 10000,100000,1000000 --threads 16  # the full run
@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.embeddings import EmbeddingSet, write_meta, write_shard  # noqa: E402
+from mining.embedding_store import EmbeddingSet, write_meta, write_shard  # noqa: E402
 
 GIB = 1024**3
 
@@ -133,7 +133,8 @@ def exact_topk(src: Path, tgt: Path, k: int, sample: int, seed: int) -> dict:
 def child(args: dict) -> dict:
     import faiss
 
-    from mining.index import IndexConfig, KnnConfig, KnnSet, build_index, knn_search, save_index
+    from mining.index import IndexConfig, build_index, save_index
+    from mining.knn import KnnConfig, KnnSet, knn_search
     from mining.margin import MarginConfig, mine
 
     if args["threads"]:
@@ -158,9 +159,9 @@ def child(args: dict) -> dict:
         t0 = time.time()
         knn_search(ipath, q, work / direction, kcfg, progress=False)
         search_s += time.time() - t0
-        from mining import index as _index_mod
+        from mining import knn as _knn_mod
 
-        _index_mod._INDEX_CACHE.clear()
+        _knn_mod._INDEX_CACHE.clear()
     res.update(train_s=train_s, add_s=add_s, search_s=search_s, knn_qps=2 * n / search_s)
     fwd, bwd = KnnSet.open(work / "src2tgt"), KnnSet.open(work / "tgt2src")
     t0 = time.time()
@@ -320,7 +321,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['n']} | {r['factory']} | | {r.get('skipped') or r.get('error')} ||||||||||||")
             continue
         lines.append(
-            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | {r['search_s']:.1f} | "
+            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | "
+            f"{r['search_s']:.1f} | "
             f"{r['knn_qps']:.0f} | {r['margin_s']:.2f} | {100 * r['margin_share_of_search']:.1f}% | "
             f"{r['recall_at_k']:.3f} | {r['recall_at_1']:.3f} | {r['planted']['in_topk']:.3f} | "
             f"{r['planted']['best_f1']:.3f} | "

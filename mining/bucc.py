@@ -39,7 +39,7 @@ import os
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -47,6 +47,7 @@ import numpy as np
 
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source
@@ -125,19 +126,38 @@ def english_pool(locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3,
 # building
 
 
+GETTEXT_DATA = "work/bucc"  # default folder of sets built from the gettext catalogues
+CORPUS_DATA = "work/bucc-corpus"  # ... and of sets built from a corpus (never mixed with gettext ones)
+
+
 @dataclass
 class BuildConfig:
-    out: str = "work/bucc"
+    """How ``mine-eval bucc-build`` (and ``bucc``, when the set is missing) builds a set."""
+
+    out: str = arg(GETTEXT_DATA, f"output folder (default: {GETTEXT_DATA}, or {CORPUS_DATA} with --corpus)")
     # languages mined against eng_Latn; ["all"]: every language of --corpus (or of the locale tree)
-    langs: list[str] = field(default_factory=lambda: ["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn"])
-    size: int = 5_000  # sentences per side per split (clipped for small languages); catalogues only
-    gold: int = 500  # hidden translation pairs per split (scaled down with size); catalogues only
-    seed: int = 1234
-    locale_dir: str = str(LOCALE_DIR)
-    corpus: str | None = None  # build from {corpus}/mono instead of the catalogues
+    langs: list[str] = arg(
+        ["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn"],
+        "languages mined against eng_Latn, or 'all' (every language of the corpus or locale tree)",
+    )
+    # clipped for small languages; catalogues only
+    size: int = arg(5_000, "sentences per side per split")
+    gold: int = arg(500, "hidden translation pairs per split")  # scaled down with size; catalogues only
+    seed: int = arg(1234, "shuffling seed")
+    locale_dir: str = arg(str(LOCALE_DIR), "gettext catalogues")
+    corpus: str | None = arg(  # build from {corpus}/mono instead of the catalogues
+        None,
+        "build from this corpus's mono/eng_Latn-{lang}.* hidden-parallel files and their "
+        ".gold.tsv (mt-data build gettext) instead of the catalogues; --size/--gold do not apply",
+    )
     min_words: int = 3  # English-side word limits of the catalogue builder
     max_words: int = 60
     splits: tuple[str, ...] = SPLITS
+
+
+def default_out(corpus: str | None) -> str:
+    """Where sets go when no folder is given: gettext and corpus sets never share one."""
+    return CORPUS_DATA if corpus else GETTEXT_DATA
 
 
 def bucc_files(dir: str | Path, src: str, tgt: str, split: str) -> dict[str, Path]:

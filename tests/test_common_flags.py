@@ -69,3 +69,35 @@ def test_choices_only_exclude_and_command_defaults():
 
 def test_comma_list():
     assert comma_list(" a, ,b ,") == ["a", "b"]
+
+
+@dataclass
+class Mode:
+    lang: str | None = arg(None, "keep this language", exclusive="mode", required=True)
+    annotate: bool = arg(False, "annotate every line", exclusive="mode", required=True)
+    gpu: bool = arg(False, "use GPUs", exclusive="device")
+    cpu: bool = arg(False, "stay on CPU", exclusive="device")
+
+
+def test_exclusive_fields_form_one_group_required_when_a_member_is():
+    p = argparse.ArgumentParser()
+    add_flags(p, Mode)
+    assert from_args(Mode, p.parse_args(["--lang", "x"])) == Mode("x")
+    assert from_args(Mode, p.parse_args(["--annotate", "--cpu"])) == Mode(None, True, False, True)
+    for bad in ([], ["--lang", "x", "--annotate"], ["--annotate", "--gpu", "--cpu"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad)
+    assert "(--lang LANG | --annotate)" in p.format_usage()
+
+
+def test_a_zero_default_is_shown_unlike_false_and_none():
+    @dataclass
+    class Z:
+        workers: int = arg(0, "worker processes")
+        quiet: bool = arg(False, "print less")
+        out: str | None = arg(None, "output")
+
+    p = argparse.ArgumentParser()
+    add_flags(p, Z)
+    text = p.format_help()
+    assert "worker processes (default: 0)" in text and "(default: False)" not in text and "(default: None)" not in text

@@ -66,8 +66,8 @@ def refused(name: str, args: list, w: SimpleNamespace, expect: str | None = None
 # --------------------------------------------------------------------------------------------------
 # mine-filter and mine-lid: outputs that name inputs, encodings, files in the way
 
-FILTER = ["--lang", "deu_Latn", "--no-progress"]
-LID = ["--lang", "deu_Latn", "--no-progress"]
+FILTER = ["--lang", "deu_Latn", "--no-progress-bar"]
+LID = ["--lang", "deu_Latn", "--no-progress-bar"]
 
 
 @pytest.mark.parametrize("name,base", [("mine-filter", FILTER), ("mine-lid", LID)])
@@ -148,7 +148,7 @@ def test_filter_line_numbers_and_columns_that_do_not_match(w):
     )
     refused(
         "mine-filter",
-        ["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--no-progress", "--input", w.de, "--output", "o.tsv"],
+        ["--src-lang", "eng_Latn", "--tgt-lang", "deu_Latn", "--no-progress-bar", "--input", w.de, "--output", "o.tsv"],
         w,
         expect="de.txt:1: expected src<TAB>tgt",
         outputs=["o.tsv"],
@@ -195,7 +195,7 @@ def test_lid_thresholds_and_model_that_are_not_what_they_claim(w):
 # --------------------------------------------------------------------------------------------------
 # mine-embed (ngram encoder)
 
-EMBED = ["--encoder", "ngram", "--lang", "deu_Latn", "--no-progress"]
+EMBED = ["--encoder", "ngram", "--lang", "deu_Latn", "--no-progress-bar"]
 
 
 def test_embed_refuses_bad_text_before_writing_anything(w):

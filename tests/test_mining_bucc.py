@@ -9,10 +9,13 @@ import pytest
 from _mo_writer import write_mo
 
 from mining import bucc
+from mining.cli import eval_main
 from mining.encoders import load_encoder
 from mining.encoders.ngram import NgramEncoder
-from mining.evaluate import cli, read_candidates
+from mining.evaluate import read_candidates
 from mt.common.errors import UserError
+
+cli = eval_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
 # A fake catalogue tree: German translates E0..E99, French E100..E199 (the English-only sentences).
 WORDS = ["alpha", "bravo", "delta", "gamma", "sigma", "omega", "kappa", "lambda"]

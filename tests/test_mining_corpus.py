@@ -20,9 +20,12 @@ import pytest
 from _mo_writer import write_mo
 
 from mining import bucc
-from mining.evaluate import GoldScoreConfig, cli, score_against_gold
+from mining.cli import eval_main
+from mining.evaluate import GoldScoreConfig, score_against_gold
 from mt.common.errors import UserError
 from mt.data.gettext_corpus import GettextConfig, build_gettext_corpus
+
+cli = eval_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
 ROOT = Path(__file__).resolve().parents[1]
 ADJ = "red green blue small large old new empty hidden open".split()
@@ -286,7 +289,7 @@ def test_mine_embed_meta_feeds_mine_bitext_defaults(tmp_path, monkeypatch):
                     f"{name}.txt",
                     "--output",
                     f"emb/{name}",
-                    "--no-progress",
+                    "--no-progress-bar",
                 ]
             )
             == 0

@@ -11,7 +11,7 @@ from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread o
 import mining.embed as embed_mod
 from mining.cli import embed_main
 from mining.embed import embed_file, make_batches, run_path, text_identity
-from mining.embeddings import EmbeddingSet, meta_path, shard_path
+from mining.embedding_store import EmbeddingSet, meta_path, shard_path
 from mining.encoders.laser import load_laser2
 from mt.common.errors import UserError
 
@@ -197,7 +197,7 @@ def test_cli_with_the_default_encoder(text, tmp_path, capsys):
                 "8",
                 "--max-tokens",
                 "64",
-                "--no-progress",
+                "--no-progress-bar",
             ]
         )
         == 0

@@ -211,7 +211,7 @@ def test_cli_bitext_with_scores_report_and_bad_rows(tmp_path, capsys):
                 str(out),
                 "--report",
                 str(rep),
-                "--no-progress",
+                "--no-progress-bar",
             ]
         )
         == 0
@@ -321,7 +321,7 @@ def test_line_numbers_bitext_count_bad_rows(tmp_path):
                 str(tmp_path / "o.tsv"),
                 "--line-numbers",
                 str(tmp_path / "o.lines"),
-                "--no-progress",
+                "--no-progress-bar",
             ]
         )
         == 0

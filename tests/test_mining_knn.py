@@ -7,22 +7,10 @@ import numpy as np
 import pytest
 from mining_helpers import clustered, write_emb
 
-from mining.embeddings import EmbeddingSet
-from mining.index import (
-    IndexConfig,
-    KnnConfig,
-    KnnSet,
-    MineKnnConfig,
-    build_index,
-    cli_index,
-    cli_knn,
-    knn_files,
-    knn_search,
-    load_index,
-    mine_knn,
-    save_index,
-    set_nprobe,
-)
+from mining.cli import index_main, knn_main
+from mining.embedding_store import EmbeddingSet
+from mining.index import IndexConfig, build_index, load_index, save_index, set_nprobe
+from mining.knn import KnnConfig, KnnSet, MineKnnConfig, knn_files, knn_search, mine_knn
 from mining.launcher import Launcher, LauncherConfig
 from mining.margin import MarginConfig, mine
 from mt.common.errors import UserError
@@ -138,7 +126,7 @@ def test_sharded_local_pool_equals_one_shot(tmp_path):
     x = clustered(240, 24, seed=3)
     y = np.concatenate([x[:120] + 0.05 * rng.standard_normal((120, 24)), clustered(100, 24, seed=4)]).astype(np.float32)
     one, al1 = _mine_all(tmp_path, "one", x, y, None, None)
-    many, al2 = _mine_all(tmp_path, "many", x, y, 50, Launcher(LauncherConfig(backend="local", jobs=2)))
+    many, al2 = _mine_all(tmp_path, "many", x, y, 50, Launcher(LauncherConfig(launcher="local", jobs=2)))
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(al1.src, al2.src)
@@ -152,7 +140,12 @@ def test_submitit_debug_backend_runs_the_jobs(tmp_path):
     x, y = clustered(90, 16, seed=7), clustered(80, 16, seed=8)
     one, _ = _mine_all(tmp_path, "inline", x, y, 30, None)
     dbg, _ = _mine_all(
-        tmp_path, "debug", x, y, 30, Launcher(LauncherConfig(backend="submitit-debug", folder=str(tmp_path / "logs")))
+        tmp_path,
+        "debug",
+        x,
+        y,
+        30,
+        Launcher(LauncherConfig(launcher="submitit-debug", launcher_dir=str(tmp_path / "logs"))),
     )
     for a, b in zip(one, dbg):
         np.testing.assert_array_equal(a, b)
@@ -171,7 +164,7 @@ def test_submitit_local_executor_runs_jobs_as_processes(tmp_path):
         20,
         Launcher(
             LauncherConfig(
-                backend="submitit-local", folder=str(tmp_path / "logs"), timeout_min=5, cpus_per_task=1, mem_gb=1
+                launcher="submitit-local", launcher_dir=str(tmp_path / "logs"), timeout_min=5, cpus_per_task=1, mem_gb=1
             )
         ),
     )
@@ -184,13 +177,13 @@ def test_submitit_local_executor_runs_jobs_as_processes(tmp_path):
 def test_cli_index_and_knn(tmp_path, sides, capsys):
     src, tgt, x, y = sides
     assert (
-        cli_index(
+        index_main(
             ["--emb", str(tgt), "--out", str(tmp_path / "t.faiss"), "--factory", "IVF4,Flat", "--train-sample", "200"]
         )
         == 0
     )
     assert (
-        cli_knn(
+        knn_main(
             [
                 "--src-emb",
                 str(src),
@@ -272,9 +265,9 @@ def test_missing_index_and_directions_from_different_runs(tmp_path, sides):
 
 @pytest.mark.parametrize("backend", ["inline", "local"])  # submitit-debug opens pdb on failure, by design
 def test_a_failing_job_surfaces_its_error(tmp_path, backend):
-    from mining.index import build_index_job
+    from mining.knn import build_index_job
 
-    launcher = Launcher(LauncherConfig(backend=backend, jobs=2, folder=str(tmp_path / "logs")))
+    launcher = Launcher(LauncherConfig(launcher=backend, jobs=2, launcher_dir=str(tmp_path / "logs")))
     jobs = [(str(tmp_path / f"missing{i}"), str(tmp_path / f"{i}.faiss"), IndexConfig()) for i in range(2)]
     with pytest.raises(UserError, match="embedding set not found"):
         launcher.map(build_index_job, jobs, progress=False)

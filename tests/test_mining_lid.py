@@ -175,7 +175,7 @@ def test_thresholds_per_language(tmp_path):
             input=str(inp),
             output=str(tmp_path / "a"),
             lang="eng_Latn",
-            thresholds=table,
+            thresholds=str(thr),
             threshold=0.0,
             reject_threshold=0.0,
             progress=False,
@@ -223,7 +223,7 @@ def test_bad_thresholds_file(tmp_path):
 def test_annotate_mode_via_cli(tmp_path):
     inp = _write(tmp_path / "in.txt", REAL["spa_Latn"] + REAL["ell_Grek"])
     out = tmp_path / "ann.tsv"
-    assert lid_main(["--annotate", "--input", str(inp), "--output", str(out), "--no-progress"]) == 0
+    assert lid_main(["--annotate", "--input", str(inp), "--output", str(out), "--no-progress-bar"]) == 0
     rows = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r[0] for r in rows] == ["spa_Latn", "spa_Latn", "ell_Grek"]
     assert [r[2] for r in rows] == REAL["spa_Latn"] + REAL["ell_Grek"]
@@ -275,7 +275,7 @@ def test_line_numbers_follow_kept_lines_through_two_runs(tmp_path):
                 str(first),
                 "--output",
                 str(out),
-                "--no-progress",
+                "--no-progress-bar",
                 "--input-line-numbers",
                 str(tmp_path / "all.lines"),
                 "--line-numbers",

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 from mining_helpers import write_knn
 
-from mining.index import KnnSet
-from mining.margin import MarginConfig, cli, margin_fn, margin_scores, mine, write_bitext
+from mining.bitext import write_bitext
+from mining.cli import bitext_main
+from mining.knn import KnnSet
+from mining.margin import MarginConfig, margin_fn, margin_scores, mine
 from mt.common.errors import UserError
+
+cli = bitext_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
 # A constructed 3 x 3 case (k = 2). Cosine similarities:
 #          y0    y1    y2
@@ -203,8 +207,8 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
     """The CLI chain on embeddings of real sentences: texts and languages come from the embedding meta."""
     from mining_helpers import write_emb
 
+    from mining.cli import knn_main
     from mining.encoders.ngram import NgramEncoder
-    from mining.index import cli_knn
 
     # same-domain sentences without a translation on the other side (different codes): hard negatives
     de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(30)] + [
@@ -218,7 +222,7 @@ def test_mine_knn_then_mine_bitext_from_meta_defaults(tmp_path):
             tmp_path / name, enc.encode(sents, lang), shard_rows=16, lang=lang, source=str(tmp_path / f"{name}.txt")
         )
     assert (
-        cli_knn(
+        knn_main(
             ["--src-emb", str(tmp_path / "de"), "--tgt-emb", str(tmp_path / "en"), "--out-dir", str(tmp_path / "knn")]
         )
         == 0
@@ -351,8 +355,8 @@ def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
     """A --src-text with as many lines as the embedded one, but other content, would pair the wrong sentences."""
     import gzip
 
+    from mining.cli import knn_main
     from mining.embed import embed_file
-    from mining.index import cli_knn
 
     de = [f"Datei zq{i:03d} wurde gespeichert" for i in range(12)]
     en = [f"File zq{i:03d} was saved" for i in range(12)]
@@ -363,7 +367,7 @@ def test_mine_bitext_refuses_a_text_other_than_the_embedded_one(tmp_path):
     embed_file(str(tmp_path / "de.txt.gz"), str(tmp_path / "de"), "deu_Latn", "ngram:256", progress=False)
     embed_file(str(tmp_path / "en.txt"), str(tmp_path / "en"), "eng_Latn", "ngram:256", progress=False)
     assert (
-        cli_knn(
+        knn_main(
             [
                 "--src-emb",
                 str(tmp_path / "de"),

@@ -16,7 +16,7 @@ from train_fixtures import one_thread  # noqa: F401 (autouse)
 from mining.encoder_data import TEACHER_SPACE, corpus_bitexts, prepare_laser_data
 from mining.encoders import load_encoder
 from mining.encoders.laser import LaserTokenizer
-from mining.laser_model import (
+from mining.laser_training import (
     ROW_OFFSET,
     DistillationLoss,
     LaserTranslationModel,

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from mining.cli import eval_main
 from mining.encoders.base import l2_normalize
-from mining.evaluate import cli as eval_cli
 from mining.xsim import XsimConfig, markdown_table, run_xsim
 from mt.common.errors import UserError
+
+eval_cli = eval_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
 N = 12
 

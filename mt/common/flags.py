@@ -34,6 +34,7 @@ class Flag:
     metavar: str | None = None
     nargs: str | int | None = None
     group: str = ""  # argparse group title ("" = the parser's own options)
+    exclusive: str = ""  # fields naming the same one are mutually exclusive (one required if any is required)
     show_default: bool = True
     required: bool = False
 
@@ -92,6 +93,12 @@ def add_flags(
         if flag.group not in groups:
             groups[flag.group] = parser.add_argument_group(flag.group)
         target = groups[flag.group]
+        if flag.exclusive:
+            key = f"exclusive:{flag.group}:{flag.exclusive}"
+            if key not in groups:
+                required = any(o.required for _, o in flag_fields(cls) if o.exclusive == flag.exclusive)
+                groups[key] = target.add_mutually_exclusive_group(required=required)
+            target = groups[key]
         default = (defaults or {}).get(f.name, _default(f))
         kw = _argparse_kwargs(cls, f, flag, default)
         if flag.positional:
@@ -121,9 +128,10 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) 
         if flag.positional:
             if flag.nargs is None and not flag.required and f.default is not dataclasses.MISSING:
                 kw["nargs"] = "?"
-        elif flag.required:
+        elif flag.required and not flag.exclusive:  # an exclusive one: its group is required
             kw["required"] = True
-    if flag.show_default and default not in (None, "", False, [], {}) and "%(default)" not in help_text:
+    shown_default = not (default is None or default is False or default in ("", [], {}))  # 0 is shown: 0 == False
+    if flag.show_default and shown_default and "%(default)" not in help_text:
         shown = ",".join(map(str, default)) if isinstance(default, list) else "%(default)s"
         help_text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
     kw["help"] = help_text

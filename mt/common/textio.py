@@ -145,17 +145,11 @@ def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -
         )
 
 
-def add_line_number_args(p) -> None:
-    """``--line-numbers`` / ``--input-line-numbers``, the same in every filtering stage."""
-    p.add_argument(
-        "--line-numbers", default=None, help="also write, per output line, its 0-based line number in the original file"
-    )
-    p.add_argument(
-        "--input-line-numbers",
-        default=None,
-        help="the --line-numbers file of the stage that wrote --input, so the numbers written "
-        "are those of the original file",
-    )
+# ``--line-numbers`` / ``--input-line-numbers``, the same in every filtering stage (mine-lid, mine-filter)
+LINE_NUMBERS_HELP = "also write, per output line, its 0-based line number in the original file"
+INPUT_LINE_NUMBERS_HELP = (
+    "the --line-numbers file of the stage that wrote --input, so the numbers written are those of the original file"
+)
 
 
 class LineNumberTracker:
