@@ -23,7 +23,7 @@ from eval.toxicity import ToxicityConfig
 from eval.toxicity_sources import BuildListsConfig
 from eval.translate_test import TranslateTestConfig
 from mt.common.errors import cli_entry
-from mt.common.flags import add_flags, arg, from_args
+from mt.common.flags import ProgressFlags, add_flags, arg, from_args
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -51,13 +51,6 @@ examples:
 
 Run `mt-eval COMMAND --help` for the options of one command.
 """
-
-
-@dataclass
-class ProgressFlags:
-    """``--no-progress-bar`` (fairseq's spelling) for the commands that draw progress bars."""
-
-    no_progress_bar: bool = arg(False, "no progress bars", aliases=("--no-progress",))
 
 
 @dataclass

@@ -12,17 +12,9 @@ import argparse
 import importlib
 import sys
 import time
-from dataclasses import dataclass
 
 from mt.common.errors import cli_entry
-from mt.common.flags import add_flags, arg, from_args
-
-
-@dataclass
-class ProgressFlags:
-    """The progress-bar switch of every mining stage, spelled as fairseq spells it."""
-
-    no_progress_bar: bool = arg(False, "no progress bar", aliases=("--no-progress",))
+from mt.common.flags import ProgressFlags, add_flags, from_args
 
 
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:

@@ -47,6 +47,13 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", **flag: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
+@dataclass
+class ProgressFlags:
+    """``--no-progress-bar`` (fairseq's spelling; ``--no-progress`` still accepted) for commands with progress bars."""
+
+    no_progress_bar: bool = arg(False, "no progress bars", aliases=("--no-progress",))
+
+
 def comma_list(text: str) -> list[str]:
     """``a,b, c`` -> ``["a", "b", "c"]`` (empty items dropped): the toolkit's way of passing lists."""
     return [x.strip() for x in text.split(",") if x.strip()]
