@@ -16,8 +16,8 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
+from mt.common import pagemem
 from mt.common.errors import UserError
-from mt.generate import pagemem
 from mt.generate.cli import generate_main, moe_stats_main
 from mt.generate.expert_cache import ExpertCache
 from mt.generate.loading import load_model

@@ -80,13 +80,6 @@ SEAMS: tuple[Seam, ...] = (
         "is part of the entry point",
     ),
     Seam(
-        "mt.importing",
-        "mt.generate.pagemem",
-        None,
-        "importing gives memory-mapped source pages back with the page-residency helpers that MoE inference "
-        "measures with; one implementation of that Linux detail",
-    ),
-    Seam(
         "mt.generate.moe_prune",
         "mt.importing.convert",
         frozenset({"check_outputs", "write_folder"}),

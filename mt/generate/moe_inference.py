@@ -18,7 +18,7 @@ Three things, each a flag of mt-generate / mt-translate / mt-interactive and a `
   contiguous blocks. Rank 0 writes the outputs.
 
 Expert memory, as reported: bytes of expert weights resident in this process = the cache slots (compute
-dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``pagemem``;
+dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``mt.common.pagemem``;
 after each load they are dropped again) + a host-memory cold store when there is one.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
+from mt.common import pagemem
 from mt.common.errors import UserError
-from mt.generate import pagemem
 from mt.generate.expert_cache import CacheStats, ExpertCache
 from mt.models.moe import MoELayer, expert_parallel_, placement_order, read_placement, set_inference_gating
 

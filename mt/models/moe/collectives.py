@@ -1,11 +1,11 @@
 """Expert parallelism: the collectives of the MoE layers (autograd-aware all-to-all and all-reduce).
 
-Expert parallelism (``expert_parallel_(model, rank, world, group)``, called by mt-train under torchrun):
+Expert parallelism (``placement.expert_parallel_(model, rank, world, group)``, called by mt-train under torchrun):
 each MoE layer keeps experts [rank*E/W, (rank+1)*E/W) (the slices of the same seeded initialisation a
 single process would have). A forward exchanges per-expert counts (``all_to_all_single`` on E ints), then
 the token rows (variable splits), runs the local experts, and sends the outputs back; both exchanges are
 autograd functions whose backward is the reverse exchange. Every rank must run the same number of MoE
-forwards (mt-train's zero-weight dummy batches guarantee it). ``local_experts(model)`` gathers all
+forwards (mt-train's zero-weight dummy batches guarantee it). ``inference.local_experts(model)`` gathers all
 experts onto every rank for inference (validation, chrF decoding) so decoding needs no lock-step.
 
 Where W ranks do not compute exactly the update of one process on the same global batch (the balance

@@ -172,6 +172,22 @@ class _Combine(torch.autograd.Function):
         return g_ys, g_w, None, None
 
 
+_LAZY_EXPERTS = False
+
+
+@contextmanager
+def lazy_experts() -> Iterator[None]:
+    """Models built inside hold no expert weights (0 experts per layer, nothing allocated or initialised):
+    inference brings them in from a checkpoint on demand (``mt.generate.expert_cache``), so a model larger
+    than memory can be built."""
+    global _LAZY_EXPERTS
+    saved, _LAZY_EXPERTS = _LAZY_EXPERTS, True
+    try:
+        yield
+    finally:
+        _LAZY_EXPERTS = saved
+
+
 # --- experts -------------------------------------------------------------------------------------
 class Experts(nn.Module):
     """E feed-forward experts (fc1 -> ReLU -> activation dropout -> fc2) with stacked weights."""
@@ -207,22 +223,6 @@ class Experts(nn.Module):
         even without rows: under expert parallelism every rank must run the same backward collectives."""
         p = self.activation_dropout if self.training else 0.0
         return _GroupedFFN.apply(x, counts, p, self.fc1_weight, self.fc1_bias, self.fc2_weight, self.fc2_bias)
-
-
-_LAZY_EXPERTS = False
-
-
-@contextmanager
-def lazy_experts() -> Iterator[None]:
-    """Models built inside hold no expert weights (0 experts per layer, nothing allocated or initialised):
-    inference brings them in from a checkpoint on demand (``mt.generate.expert_cache``), so a model larger
-    than memory can be built."""
-    global _LAZY_EXPERTS
-    saved, _LAZY_EXPERTS = _LAZY_EXPERTS, True
-    try:
-        yield
-    finally:
-        _LAZY_EXPERTS = saved
 
 
 # --- static gating: every expert on its padded capacity --------------------------------------------
