@@ -23,7 +23,7 @@ loss, the CMR budget loss, the expert gradients and the gradient norm do match; 
   by its share of the update's target tokens; decoder layers route target tokens, so they match, but an
   encoder layer's z-loss matches only when every rank's source / target length ratio is the same.
 
-``MoELayer`` calls only the functions below; they are the one place the MoE layers talk to other ranks.
+``MoELayer`` and ``local_experts`` call only the functions below: the one place MoE code talks to other ranks.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 Inference (Huang et al. 2023, "Towards MoE deployment", arXiv 2303.06182; set up by
 ``mt.generate.moe_inference``):
 - dynamic gating (``gating="dynamic"``, the eval default): no capacity, nothing dropped; each expert runs
-  on exactly the rows routed to it (the sorted dispatch above). This was already our eval path with the
+  on exactly the rows routed to it (the sorted dispatch of ``dispatch``). This was already our eval path with the
   default fraction 1.0; the mode makes it explicit;
 - static gating (``"static"``, the baseline the paper measured, fairseq / GShard inference): capacity
   ``ceil(fraction * N)`` and the dispatch padded to it: one-hot (N, E, C) dispatch / combine tensors and
-  einsums (or indexing into a zero (E, C, d) buffer), every expert running on its C slots, filled or not.
+  einsums (or indexing into a zero (E, C, d) buffer), every expert running on its C slots, filled or not
+  (``dispatch.static_dispatch``).
   Both route with ``top2_route``: when nothing is over capacity they keep the same assignments and weights
   and give the same output;
 - ``runner(x, counts)`` runs the local experts (default ``Experts``; inference installs an expert cache,
@@ -16,7 +17,8 @@ Inference (Huang et al. 2023, "Towards MoE deployment", arXiv 2303.06182; set up
 - expert-parallel inference: ``expert_parallel_(..., placement=..., replicated=True)``. A placement
   relabels each layer's experts (``permute_experts_``) so each rank's experts are a contiguous block; all
   ranks decode the same batch and each routes a 1/W share of the token rows through the all-to-all
-  dispatch above, then an all-gather gives every rank the whole output (``MoELayer._replicated``).
+  exchange (``collectives.exchange``), then an all-gather gives every rank the whole output
+  (``MoELayer._replicated``).
 """
 
 from __future__ import annotations
