@@ -111,7 +111,7 @@ def sources(data: Path, subset: str, pairs: list[str], n: int) -> dict[str, list
 
 # --- one row (in its own process) --------------------------------------------------------------------------
 def run_one(spec: dict) -> dict:
-    from mt.generate import pagemem
+    from mt.common import pagemem
     from mt.generate.search import SearchConfig
     from mt.generate.translator import Translator
     from mt.models.moe import set_inference_gating

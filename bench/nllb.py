@@ -163,7 +163,7 @@ def build(work: Path, pieces: int) -> Path:
 
 
 def do_import(work: Path) -> dict:
-    from mt.generate import pagemem
+    from mt.common import pagemem
     from mt.importing.cli import import_model
 
     base = pagemem.current_rss() or 0

@@ -150,7 +150,7 @@ def synthetic_hf_folder(
 
 FLOOR = """
 import json, torch
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.generate.translator import Translator
 print(json.dumps({"peak_rss": pagemem.peak_rss()}))
 """
@@ -158,7 +158,7 @@ print(json.dumps({"peak_rss": pagemem.peak_rss()}))
 IMPORT = """
 import json, time
 from pathlib import Path
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.importing import cli
 t = time.perf_counter()
 cli.import_model("hf", Path({src!r}), Path({out!r}), dtype=cli.DTYPES["bfloat16"], force=True)
@@ -167,7 +167,7 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss": pagemem.peak_
 
 TRANSLATE = """
 import json, time, torch
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.generate.translator import Translator
 t = time.perf_counter()
 tr = Translator({path!r}, bf16={bf16}, expert_cache={k}, threads={threads})

@@ -245,7 +245,7 @@ class TranslationCache:
 
 def load_encoder(spec: str, threads: int = 0, batch_size: int = 0, bf16: bool = False, device: str | None = None):
     """The ``mining`` encoders (e5, use, ngram[:DIM], laser2:DIR, ...) with this module's thread/batch knobs."""
-    from mining.encoders.base import load_encoder as _load
+    from mining.encoders import load_encoder as _load
 
     kw: dict = {"bf16": bf16}
     if threads:

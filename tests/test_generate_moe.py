@@ -16,12 +16,15 @@ import torch
 from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread on the shared machine)
 
+from mt.common import pagemem
 from mt.common.errors import UserError
-from mt.generate import pagemem
 from mt.generate.cli import generate_main, moe_stats_main
 from mt.generate.expert_cache import ExpertCache
 from mt.generate.loading import load_model
-from mt.generate.moe_stats import (
+from mt.generate.translator import Translator
+from mt.models.config import ForwardContext, arch_config
+from mt.models.moe import MoELayer, expert_parallel_, permute_experts_, top2_route
+from mt.models.moe.placement import (
     balanced_placement,
     contiguous,
     imbalance,
@@ -30,9 +33,6 @@ from mt.generate.moe_stats import (
     read_placement,
     round_robin,
 )
-from mt.generate.translator import Translator
-from mt.models.config import ForwardContext, arch_config
-from mt.models.moe import MoELayer, expert_parallel_, permute_experts_, top2_route
 
 REPO = Path(__file__).resolve().parent.parent
 E = 8

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 import hostile  # noqa: E402
 import nllb_fixtures as nf  # noqa: E402
 
-from mt.generate import pagemem  # noqa: E402
+from mt.common import pagemem  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
 from mt.importing import fairseq, safe_pickle  # noqa: E402
 from mt.importing.cli import main  # noqa: E402

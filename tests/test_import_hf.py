@@ -373,7 +373,7 @@ def test_peak_memory_is_one_copy_of_the_weights(files, tmp_path):
     }
     small = {"hf": files["hf"], "fairseq": nf.make_fairseq_files(tmp_path / "small", files["model"], files["spm"])}
     del model
-    code = "import sys; from pathlib import Path; from mt.generate import pagemem; from mt.importing import cli\n"
+    code = "import sys; from pathlib import Path; from mt.common import pagemem; from mt.importing import cli\n"
     for fmt in ("hf", "fairseq"):  # a small import first: the code pages of torch it runs count in RSS too
         code += (
             f"cli.import_model({fmt!r}, Path({str(small[fmt])!r}), Path({str(tmp_path / ('warm-' + fmt))!r}))\n"

@@ -25,9 +25,9 @@ import torch
 pytest.importorskip("transformers")
 import nllb_fixtures as nf  # noqa: E402
 
+from mt.common import pagemem  # noqa: E402
 from mt.data.rows import decoder_prefix, source_row  # noqa: E402
 from mt.formats import checkpoint as ckpt  # noqa: E402
-from mt.generate import pagemem  # noqa: E402
 from mt.generate.cli import moe_stats_main  # noqa: E402
 from mt.generate.loading import load_model  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
@@ -348,7 +348,7 @@ def test_import_streams_the_experts(files, tmp_path):
         "fairseq": nf.make_fairseq_moe_files(tmp_path / "fs", model, files["spm"], ranks=16),
     }
     del model
-    code = "import sys; from pathlib import Path; from mt.generate import pagemem; from mt.importing import cli\n"
+    code = "import sys; from pathlib import Path; from mt.common import pagemem; from mt.importing import cli\n"
     for fmt in ("hf", "fairseq"):  # a small import first: torch's code pages count in RSS too
         code += (
             f"cli.import_model('hf', Path({str(files['hf'])!r}), Path({str(tmp_path / ('warm-' + fmt))!r}))\n"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mining.calibration import resolve_cut
-from mining.encoders.base import load_encoder
+from mining.encoders import load_encoder
 
 PAIRS = [
     ("Open file", "Datei öffnen"),

@@ -17,7 +17,7 @@ from mt.generate import moe_prune
 from mt.generate.cli import moe_prune_main, moe_stats_main
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
-from mt.models import moe as moe_mod
+from mt.models.moe import layers as moe_mod  # top2_route patched where MoELayer calls it
 
 E = 8
 SOURCES = [[5 + (i * 7 + j * 3) % 40 for j in range(2 + i % 7)] for i in range(12)]
@@ -25,7 +25,8 @@ SOURCES = [[5 + (i * 7 + j * 3) % 40 for j in range(2 + i % 7)] for i in range(1
 
 @pytest.fixture(autouse=True)
 def prune_cli(monkeypatch):
-    """``hostile.assert_refused`` finds console scripts by name; mt-moe-prune is not installed in the shared venv yet."""
+    """``hostile.assert_refused`` finds console scripts by name; mt-moe-prune is not installed in the shared
+    venv yet."""
     orig = hostile.cli
     monkeypatch.setattr(hostile, "cli", lambda name: moe_prune_main if name == "mt-moe-prune" else orig(name))
 

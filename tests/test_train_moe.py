@@ -13,9 +13,10 @@ from train_fixtures import one_thread  # noqa: F401 (autouse)
 from mt.common.errors import UserError
 from mt.formats import checkpoint as ckpt
 from mt.models import gemm_shapes
-from mt.models import moe as moe_mod
 from mt.models.config import ForwardContext, arch_config
-from mt.models.moe import CMRLayer, MoELayer, _expert_major, capacity_for, num_moe_layers, top2_route
+from mt.models.moe import CMRLayer, MoELayer, capacity_for, num_moe_layers, top2_route
+from mt.models.moe import dispatch as moe_mod
+from mt.models.moe.collectives import _expert_major
 from mt.models.transformer import DecoderCache, Transformer
 
 
@@ -86,8 +87,11 @@ def test_capacity_formula_and_second_expert_policies():
     rnd = top2_route(logits, 10**6, "random", training=True)
     assert len(a.token) == len(s.token) == 4000
     assert 2000 < len(rnd.token) < 4000  # some second experts were not kept
+
     # sampling: the second expert is not always the second-largest logit, but never the first
-    second = lambda r: {t: e for t, e in zip(r.token.tolist(), r.expert.tolist()) if e != int(r.top1[t])}
+    def second(r):
+        return {t: e for t, e in zip(r.token.tolist(), r.expert.tolist()) if e != int(r.top1[t])}
+
     sa, ss = second(a), second(s)
     assert all(e != int(a.top1[t]) for t, e in ss.items())
     assert 0.05 < sum(sa[t] != ss[t] for t in sa) / len(sa) < 0.95
@@ -400,7 +404,10 @@ def test_balance_loss_is_one_for_uniform_routing_and_larger_when_skewed():
     x[0, torch.arange(40), torch.arange(40) % E] = 1.0  # token t prefers expert t % E, symmetric
     ctx = ForwardContext()
     layer(x, ctx)
-    balance = lambda ctx: float(ctx.stats["moe/enc0/balance"][0])
+
+    def balance(ctx):
+        return float(ctx.stats["moe/enc0/balance"][0])
+
     assert balance(ctx) == pytest.approx(1.0, rel=1e-5)
     # the aux loss is the mean over the model's MoE layers (4 here): each layer adds its share
     assert float(ctx.aux_losses["moe_gate_loss"].detach()) == pytest.approx(balance(ctx) / 4, rel=1e-6)
@@ -420,7 +427,7 @@ def test_moe_transformer_layers_decoding_and_bf16():
     assert num_moe_layers(cfg) == 2
     torch.manual_seed(0)
     m = Transformer(cfg)
-    assert [type(l.ffn).__name__ for l in m.encoder.layers] == ["FeedForward", "MoELayer"]
+    assert [type(layer.ffn).__name__ for layer in m.encoder.layers] == ["FeedForward", "MoELayer"]
     experts = [n for n, p in m.named_parameters() if getattr(p, "expert", False)]
     assert len(experts) == 8 and all(".ffn.experts." in n for n in experts)
     m.eval()

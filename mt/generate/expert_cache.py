@@ -11,7 +11,7 @@ Per call: the experts already resident run first (hits), then each missing one i
 least-recently-used slot and runs at once, so K = 1 works for a batch that needs every expert. A hit or a
 miss is counted per (call, expert with rows); the first use of an expert is a miss (cold start), except
 with K >= E, where every expert is brought in up front. For a memory-mapped source the layer's mapped
-pages are dropped from the process after each call that loaded something (``mt.generate.pagemem``), so
+pages are dropped from the process after each call that loaded something (``mt.common.pagemem``), so
 what an expert costs in memory is its slot, not its pages.
 
 ``ExpertCache.resident`` wraps experts that are already on the device (no source, no offload): the
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from mt.generate import pagemem
+from mt.common import pagemem
 
 ExpertWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # fc1_w (f,d), fc1_b, fc2_w (d,f), fc2_b
 

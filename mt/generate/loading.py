@@ -22,11 +22,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mt.common import pagemem
 from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.spm import SpmTokenizer
 from mt.formats import checkpoint as ckpt
-from mt.generate import pagemem
 from mt.models import moe
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer, build_model

@@ -18,7 +18,7 @@ Three things, each a flag of mt-generate / mt-translate / mt-interactive and a `
   contiguous blocks. Rank 0 writes the outputs.
 
 Expert memory, as reported: bytes of expert weights resident in this process = the cache slots (compute
-dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``pagemem``;
+dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``mt.common.pagemem``;
 after each load they are dropped again) + a host-memory cold store when there is one.
 """
 
@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
+from mt.common import pagemem
 from mt.common.errors import UserError
-from mt.generate import pagemem
 from mt.generate.expert_cache import CacheStats, ExpertCache
-from mt.models.moe import MoELayer, expert_parallel_, placement_order, set_inference_gating
+from mt.models.moe import MoELayer, expert_parallel_, placement_order, read_placement, set_inference_gating
 
 GATINGS = ("dynamic", "static")
 OFFLOADS = ("auto", "host", "mmap")
@@ -167,7 +167,8 @@ class MoEInference:
             rate = "n/a" if s["hit_rate"] is None else f"{100 * s['hit_rate']:.1f}%"
             parts.append(
                 f"expert cache {self.cfg.expert_cache} of {E} per layer ({self.offload}): hit rate {rate} "
-                f"({s['hits']} hits, {s['misses']} misses), brought in {_mb(s['loaded_bytes'])} in {s['load_seconds']:.2f}s"
+                f"({s['hits']} hits, {s['misses']} misses), "
+                f"brought in {_mb(s['loaded_bytes'])} in {s['load_seconds']:.2f}s"
             )
         parts.append(
             f"expert memory {_mb(s['expert_memory_bytes'])} (resident {_mb(s['resident_bytes'])}, mapped "
@@ -188,8 +189,6 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
     """Gating, expert runners and (under torchrun) expert parallelism for ``loaded`` (a ``LoadedModel``).
 
     None for a dense model (then ``--expert-cache`` / ``--expert-placement`` are an error)."""
-    from mt.generate.moe_stats import read_placement
-
     model = loaded.model
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MoELayer)]
     world, rank = world_size(), 0

@@ -35,10 +35,10 @@ from typing import Any, Iterator
 
 import torch
 
+from mt.common import pagemem
 from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.formats import checkpoint as ckpt
-from mt.generate import pagemem
 from mt.generate.loading import find_vocab
 from mt.generate.moe_stats import STATS_FORMAT
 from mt.models.config import TransformerConfig

@@ -235,10 +235,10 @@ class Translator:
     ) -> list[list[Hypo]]:
         """n-best ``Hypo`` lists for id sequences (no language token, no ``</s>``), in input order.
 
-        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources longer than the model's
-        ``max_source_positions`` are cut to fit and ``warn`` (default: a ``TranslatorWarning``) says how
-        many, as it does for directions outside the checkpoint's ``lang_pairs``. ``on_batch(indices, hyps)``
-        and ``progress(done, total)`` are called after each batch.
+        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources
+        longer than the model's ``max_source_positions`` are cut to fit and ``warn`` (default: a
+        ``TranslatorWarning``) says how many, as it does for directions outside the checkpoint's
+        ``lang_pairs``. ``on_batch(indices, hyps)`` and ``progress(done, total)`` are called after each batch.
         """
         cfg = (cfg or SearchConfig()).check()
         warn = warn or _warn

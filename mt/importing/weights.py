@@ -2,7 +2,7 @@
 
 Why: the importer builds the new state dict tensor by tensor (fusing q/k/v as it goes), so the only
 full copy of the weights in memory is the one being written. The source files are memory-mapped and each
-source tensor's pages are given back (``MADV_DONTNEED``, see ``mt.generate.pagemem``) as soon as it has
+source tensor's pages are given back (``MADV_DONTNEED``, see ``mt.common.pagemem``) as soon as it has
 been copied: peak RSS is about one copy of the weights plus the largest tensor, never two copies.
 
 - ``SafetensorsSource``: ``model.safetensors`` or the shards of ``model.safetensors.index.json``. The
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from mt.common import pagemem
 from mt.common.errors import UserError
-from mt.generate import pagemem
 
 _ST_DTYPES = {
     "F64": torch.float64,

@@ -224,7 +224,8 @@ def _shared_hyper_network(cfg: TransformerConfig, layer_idx: int, is_decoder: bo
 
 
 def build_adapter(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module | None:
-    """None in the dense baseline; a ``LangAdapter`` or ``HyperAdapter`` with ``--lang-adapters`` / ``--hyper-adapters``."""
+    """None in the dense baseline; a ``LangAdapter`` or ``HyperAdapter`` with ``--lang-adapters`` /
+    ``--hyper-adapters``."""
     if cfg.hyper_adapters:
         return HyperAdapter(cfg, layer_idx, is_decoder, _shared_hyper_network(cfg, layer_idx, is_decoder))
     if cfg.lang_adapters:

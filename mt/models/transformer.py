@@ -36,7 +36,18 @@ from torch import nn
 
 from mt.models.adapters import build_adapter
 from mt.models.config import ForwardContext, TransformerConfig
-from mt.models.ffn import build_ffn
+from mt.models.ffn import FeedForward
+from mt.models.moe import build_moe_ffn, is_moe_layer
+
+
+def build_ffn(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module:
+    """The FFN for layer ``layer_idx`` (0-based) of the decoder or encoder stack (sparse MoE every
+    ``--moe-freq``-th layer, see ``mt.models.moe``; the contract is in ``mt.models.ffn``)."""
+    if is_moe_layer(cfg, layer_idx):
+        return build_moe_ffn(cfg, layer_idx, is_decoder)
+    if is_decoder:
+        return FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
+    return FeedForward(cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)
 
 
 def sinusoidal_table(num_positions: int, dim: int, padding_idx: int) -> torch.Tensor:

@@ -22,8 +22,7 @@ from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import LanguagePairDataset, collate
 from mt.data.sampler import batch_by_size, shard_rows
-from mt.generate.greedy import greedy_decode
-from mt.generate.loading import banned_ids
+from mt.generate import banned_ids, greedy_decode
 from mt.models.config import ForwardContext
 from mt.models.transformer import Transformer
 from mt.train.criterion import LabelSmoothedCrossEntropy
