@@ -13,7 +13,6 @@ A LASER3 student embeds only its own language; its English side comes from the t
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,9 +143,3 @@ def xsim_report(cfg: XsimConfig, json_path: str | None = None) -> list[dict]:
         with atomic_write(json_path) as fh:
             json.dump({"config": asdict(cfg), "rows": rows}, fh, indent=1)
     return rows
-
-
-if __name__ == "__main__":  # python -m mining.xsim: the same as mine-eval xsim
-    from mining.cli import eval_main
-
-    sys.exit(eval_main(["xsim", *sys.argv[1:]]))
