@@ -26,7 +26,7 @@ from mt.models.transformer import Transformer
 from mt.train.trainer import TrainConfig, main, train
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 from mt.formats.checkpoint import load_checkpoint, shard_path
 from mt.formats.trainlog import TrainLog
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 MAX_UPDATE = 8
 

@@ -461,7 +461,7 @@ def test_parallel_registers_keep_every_entry(env):
         f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.002)\n"
         "data_main(sys.argv[1:])\n"
     )
-    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, "register", f"bitext{i}", str(tmp / f"b{i}.tsv")],

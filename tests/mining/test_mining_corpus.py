@@ -27,7 +27,7 @@ from mt.data.gettext_corpus import GettextConfig, build_gettext_corpus
 
 cli = eval_main.__wrapped__  # without cli_entry: a UserError is raised, not turned into exit status 2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ADJ = "red green blue small large old new empty hidden open".split()
 NOUN = "file window folder printer document picture account device network message".split()
 VERB = "was saved was closed was deleted was moved was printed was shared was found was opened".split(" was ")

@@ -14,7 +14,7 @@ from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F40
 from mt.formats.trainlog import TrainLog
 from mt.train.trainer import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _args(data: Path, save_dir: Path) -> list[str]:

@@ -34,7 +34,7 @@ from mt.models.moe.placement import (
     round_robin,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 E = 8
 
 

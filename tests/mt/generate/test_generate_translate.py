@@ -30,7 +30,7 @@ from mt.generate.cli import translate_main
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

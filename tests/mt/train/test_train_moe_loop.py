@@ -24,7 +24,7 @@ from mt.models.transformer import Transformer
 from mt.train.trainer import main
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 MOE = ["--moe-freq", "1", "--moe-expert-count", "4"]
 
 
