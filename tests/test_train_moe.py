@@ -86,8 +86,11 @@ def test_capacity_formula_and_second_expert_policies():
     rnd = top2_route(logits, 10**6, "random", training=True)
     assert len(a.token) == len(s.token) == 4000
     assert 2000 < len(rnd.token) < 4000  # some second experts were not kept
+
     # sampling: the second expert is not always the second-largest logit, but never the first
-    second = lambda r: {t: e for t, e in zip(r.token.tolist(), r.expert.tolist()) if e != int(r.top1[t])}
+    def second(r):
+        return {t: e for t, e in zip(r.token.tolist(), r.expert.tolist()) if e != int(r.top1[t])}
+
     sa, ss = second(a), second(s)
     assert all(e != int(a.top1[t]) for t, e in ss.items())
     assert 0.05 < sum(sa[t] != ss[t] for t in sa) / len(sa) < 0.95
@@ -309,7 +312,7 @@ def test_cmr_budget_loss_pools_the_gates_of_all_cmr_layers_as_fairseq():
         _cfg(moe_cmr=True, cmr_gate_loss_p=1.5)
     with pytest.raises(UserError, match="--cmr-gate-loss-p needs --moe-cmr"):
         _cfg(cmr_gate_loss_p=0.8)
-    from mt.train.trainer import build_parser, config_from_args
+    from mt.train.cli import build_parser, config_from_args
 
     argv = ["data", "--lang-pairs", "eng_Latn-deu_Latn", "--moe-freq", "2", "--moe-expert-count", "4"]
     with pytest.raises(UserError, match="--cmr-gate-loss-wt needs --moe-cmr"):
@@ -333,7 +336,7 @@ def test_cmr_budget_loss_in_mt_train_moves_the_mean_gate_to_p(corpus, tmp_path):
     --cmr-gate-loss-wt 0.1 --cmr-gate-loss-p 0.8 it climbs toward 0.8 (measured over the last 3 updates: 0.44
     without, 0.72 with; both start at 0.47)."""
     from mt.formats.trainlog import TrainLog
-    from mt.train.trainer import main
+    from mt.train.cli import train_main as main
 
     def run(name: str, *extra: str) -> list[dict]:
         save = tmp_path / name
@@ -400,7 +403,10 @@ def test_balance_loss_is_one_for_uniform_routing_and_larger_when_skewed():
     x[0, torch.arange(40), torch.arange(40) % E] = 1.0  # token t prefers expert t % E, symmetric
     ctx = ForwardContext()
     layer(x, ctx)
-    balance = lambda ctx: float(ctx.stats["moe/enc0/balance"][0])
+
+    def balance(ctx):
+        return float(ctx.stats["moe/enc0/balance"][0])
+
     assert balance(ctx) == pytest.approx(1.0, rel=1e-5)
     # the aux loss is the mean over the model's MoE layers (4 here): each layer adds its share
     assert float(ctx.aux_losses["moe_gate_loss"].detach()) == pytest.approx(balance(ctx) / 4, rel=1e-6)
@@ -420,7 +426,7 @@ def test_moe_transformer_layers_decoding_and_bf16():
     assert num_moe_layers(cfg) == 2
     torch.manual_seed(0)
     m = Transformer(cfg)
-    assert [type(l.ffn).__name__ for l in m.encoder.layers] == ["FeedForward", "MoELayer"]
+    assert [type(layer.ffn).__name__ for layer in m.encoder.layers] == ["FeedForward", "MoELayer"]
     experts = [n for n, p in m.named_parameters() if getattr(p, "expert", False)]
     assert len(experts) == 8 and all(".ffn.experts." in n for n in experts)
     m.eval()

@@ -27,12 +27,14 @@ class Flag:
 
     help: str
     aliases: tuple[str, ...] = ()  # old spellings: accepted, not shown in --help
+    name: str = ""  # the flag's spelling when it is not the field's (fairseq's --source-lang for src_lang)
     short: str = ""  # e.g. "-o"
     positional: bool = False
     type: Callable[[str], Any] | None = None  # parses one command-line string; default: the field's type
     choices: Sequence[Any] | None = None
     metavar: str | None = None
     nargs: str | int | None = None
+    const: Any = None  # with nargs="?": the value of the bare flag
     group: str = ""  # argparse group title ("" = the parser's own options)
     show_default: bool = True
     required: bool = False
@@ -82,26 +84,35 @@ def add_flags(
     only: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     defaults: dict[str, Any] | None = None,
+    group: str | None = None,
 ) -> None:
     """Add a flag for each ``arg`` field of ``cls`` (``only`` / ``exclude`` by field name), grouped by
-    ``Flag.group``; ``defaults`` overrides a field's default for this command (the help shows the new one)."""
-    groups: dict[str, Any] = {"": parser}
+    ``Flag.group`` or, when given, all in ``group``; ``defaults`` overrides a field's default for this command
+    (the help shows the new one). A group the parser already has is reused, so several configs can share one."""
     for f, flag in flag_fields(cls):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
-        if flag.group not in groups:
-            groups[flag.group] = parser.add_argument_group(flag.group)
-        target = groups[flag.group]
+        target = _group(parser, flag.group if group is None else group)
         default = (defaults or {}).get(f.name, _default(f))
         kw = _argparse_kwargs(cls, f, flag, default)
         if flag.positional:
             target.add_argument(f.name, **kw)
             continue
-        names = [n for n in (flag.short, option_name(f.name)) if n]
+        names = [n for n in (flag.short, flag.name or option_name(f.name)) if n]
         target.add_argument(*names, dest=f.name, **kw)
         for alias in flag.aliases:
             hidden = {k: v for k, v in kw.items() if k not in ("help", "required")}
             target.add_argument(alias, dest=f.name, help=argparse.SUPPRESS, **hidden)
+
+
+def _group(parser: argparse.ArgumentParser, title: str) -> Any:
+    """The parser itself for "", else its argument group of that title (created on first use)."""
+    if not title:
+        return parser
+    for existing in parser._action_groups:
+        if existing.title == title:
+            return existing
+    return parser.add_argument_group(title)
 
 
 def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) -> dict[str, Any]:
@@ -115,9 +126,11 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) 
         if parse is None:
             parse = comma_list if typing.get_origin(base) is list else (base if base in (int, float) else str)
         kw["type"] = parse
-        for key in ("choices", "metavar", "nargs"):
+        for key in ("choices", "metavar", "nargs", "const"):
             if getattr(flag, key) is not None:
                 kw[key] = getattr(flag, key)
+        if flag.name and "metavar" not in kw and "choices" not in kw:  # argparse would name it after the field
+            kw["metavar"] = flag.name.lstrip("-").replace("-", "_").upper()
         if flag.positional:
             if flag.nargs is None and not flag.required and f.default is not dataclasses.MISSING:
                 kw["nargs"] = "?"
@@ -134,3 +147,11 @@ def from_args(cls: type[T], ns: argparse.Namespace, **values: Any) -> T:
     """``cls`` built by keyword from the namespace's flag fields, plus ``values`` (fields that are no flags)."""
     given = {f.name: getattr(ns, f.name) for f, _ in flag_fields(cls) if hasattr(ns, f.name)}
     return cls(**{**given, **values})
+
+
+@dataclass
+class ProgressOptions:
+    """The progress-bar switch of long-running commands, spelled as fairseq does (``--no-progress`` is the old
+    spelling of some commands)."""
+
+    no_progress_bar: bool = arg(False, "plain log lines instead of a progress bar", aliases=("--no-progress",))
