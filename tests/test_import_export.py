@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 import nllb_fixtures as nf  # noqa: E402
 from train_fixtures import WORDS, one_thread  # noqa: E402,F401 (one_thread: autouse)
 
-from mt.data.preprocess import cli as preprocess_cli  # noqa: E402
+from mt.data.cli import preprocess_main as preprocess_cli  # noqa: E402
 from mt.generate.cli import export_main  # noqa: E402
 from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
