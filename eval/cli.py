@@ -23,7 +23,7 @@ from eval.toxicity import ToxicityConfig
 from eval.toxicity_sources import BuildListsConfig
 from eval.translate_test import TranslateTestConfig
 from mt.common.errors import cli_entry
-from mt.common.flags import ProgressFlags, add_flags, arg, from_args
+from mt.common.flags import ProgressOptions, add_flags, arg, from_args
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -248,7 +248,7 @@ examples:
     add_flags(p, GettextTaskConfig, exclude=["out", "seed", "workers"], defaults={"langs": None, "min_per_label": None})
     add_flags(p, ChatterbotTaskConfig)
     add_flags(p, GettextTaskConfig, only=["seed", "workers"])
-    add_flags(p, ProgressFlags)
+    add_flags(p, ProgressOptions)
 
     p = sub.add_parser(
         "translate-test",
@@ -269,7 +269,7 @@ examples:
 """,
     )
     add_flags(p, TranslateTestConfig)
-    add_flags(p, ProgressFlags)
+    add_flags(p, ProgressOptions)
 
 
 def _build_classification(args) -> int:

@@ -14,7 +14,7 @@ import sys
 import time
 
 from mt.common.errors import cli_entry
-from mt.common.flags import ProgressFlags, add_flags, from_args
+from mt.common.flags import ProgressOptions, add_flags, from_args
 
 
 def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def lid_main(argv: list[str] | None = None) -> int:
 
     p = _parser("mine-lid", "fastText language identification per line.", LID_EPILOG)
     add_flags(p, LidConfig)
-    add_flags(p, ProgressFlags)
+    add_flags(p, ProgressOptions)
     ns = p.parse_args(argv)
     run_lid(from_args(LidConfig, ns, progress=_progress(ns)))
     return 0
@@ -92,7 +92,7 @@ def filter_main(argv: list[str] | None = None) -> int:
     add_flags(p, FilterJob, only=FILTER_IO)
     add_flags(p, FilterConfig)
     add_flags(p, FilterJob, exclude=FILTER_IO)
-    add_flags(p, ProgressFlags)
+    add_flags(p, ProgressOptions)
     ns = p.parse_args(argv)
     run_filter(from_args(FilterJob, ns, progress=_progress(ns), config=from_args(FilterConfig, ns)))
     return 0
@@ -124,7 +124,7 @@ def embed_main(argv: list[str] | None = None) -> int:
 
     p = _parser("mine-embed", "Embed sentences into sharded fp16 embedding files.", EMBED_EPILOG)
     add_flags(p, EmbedConfig)
-    add_flags(p, ProgressFlags)
+    add_flags(p, ProgressOptions)
     ns = p.parse_args(argv)
     run_embed(from_args(EmbedConfig, ns, progress=_progress(ns)))
     return 0

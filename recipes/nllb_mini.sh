@@ -56,7 +56,7 @@ echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process 
 
 step "1. corpus: gettext catalogues -> $CORPUS"
 timed corpus mt-data build gettext --out "$CORPUS" --langs "$LANGS" --dev-size "$DEV_SIZE" \
-  --devtest-size "$DEVTEST_SIZE" --mono-size "$MONO_SIZE" --no-progress
+  --devtest-size "$DEVTEST_SIZE" --mono-size "$MONO_SIZE" --no-progress-bar
 langs=()
 for f in "$CORPUS"/train/$ENG-*.$ENG; do pair=$(basename "$f" ".$ENG"); langs+=("${pair#$ENG-}"); done
 echo "languages: ${langs[*]}"
@@ -83,7 +83,7 @@ done
 
 step "4. SentencePiece ($VOCAB pieces, T=5 over languages) -> $WORK/spm"
 if [ ! -f "$WORK/spm/spm.model" ]; then
-  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" --num-threads "$THREADS" --no-progress
+  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" --threads "$THREADS" --no-progress-bar
 fi
 
 step "5. binarize every $ENG-xx pair (train: seed + mined; valid: dev; test: devtest) -> $DATA"

@@ -27,12 +27,14 @@ class Flag:
 
     help: str
     aliases: tuple[str, ...] = ()  # old spellings: accepted, not shown in --help
+    name: str = ""  # the flag's spelling when it is not the field's (fairseq's --source-lang for src_lang)
     short: str = ""  # e.g. "-o"
     positional: bool = False
     type: Callable[[str], Any] | None = None  # parses one command-line string; default: the field's type
     choices: Sequence[Any] | None = None
     metavar: str | None = None
     nargs: str | int | None = None
+    const: Any = None  # with nargs="?": the value of the bare flag
     group: str = ""  # argparse group title ("" = the parser's own options)
     exclusive: str = ""  # fields naming the same one are mutually exclusive (one required if any is required)
     show_default: bool = True
@@ -45,13 +47,6 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", **flag: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-@dataclass
-class ProgressFlags:
-    """``--no-progress-bar`` (fairseq's spelling; ``--no-progress`` still accepted) for commands with progress bars."""
-
-    no_progress_bar: bool = arg(False, "no progress bars", aliases=("--no-progress",))
 
 
 def comma_list(text: str) -> list[str]:
@@ -90,32 +85,42 @@ def add_flags(
     only: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     defaults: dict[str, Any] | None = None,
+    group: str | None = None,
 ) -> None:
     """Add a flag for each ``arg`` field of ``cls`` (``only`` / ``exclude`` by field name), grouped by
-    ``Flag.group``; ``defaults`` overrides a field's default for this command (the help shows the new one)."""
-    groups: dict[str, Any] = {"": parser}
+    ``Flag.group`` or, when given, all in ``group``; ``defaults`` overrides a field's default for this command
+    (the help shows the new one). A group the parser already has is reused, so several configs can share one."""
+    exclusive: dict[tuple[int, str], Any] = {}
     for f, flag in flag_fields(cls):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
-        if flag.group not in groups:
-            groups[flag.group] = parser.add_argument_group(flag.group)
-        target = groups[flag.group]
+        target = _group(parser, flag.group if group is None else group)
         if flag.exclusive:
-            key = f"exclusive:{flag.group}:{flag.exclusive}"
-            if key not in groups:
+            key = (id(target), flag.exclusive)
+            if key not in exclusive:
                 required = any(o.required for _, o in flag_fields(cls) if o.exclusive == flag.exclusive)
-                groups[key] = target.add_mutually_exclusive_group(required=required)
-            target = groups[key]
+                exclusive[key] = target.add_mutually_exclusive_group(required=required)
+            target = exclusive[key]
         default = (defaults or {}).get(f.name, _default(f))
         kw = _argparse_kwargs(cls, f, flag, default)
         if flag.positional:
             target.add_argument(f.name, **kw)
             continue
-        names = [n for n in (flag.short, option_name(f.name)) if n]
+        names = [n for n in (flag.short, flag.name or option_name(f.name)) if n]
         target.add_argument(*names, dest=f.name, **kw)
         for alias in flag.aliases:
             hidden = {k: v for k, v in kw.items() if k not in ("help", "required")}
             target.add_argument(alias, dest=f.name, help=argparse.SUPPRESS, **hidden)
+
+
+def _group(parser: argparse.ArgumentParser, title: str) -> Any:
+    """The parser itself for "", else its argument group of that title (created on first use)."""
+    if not title:
+        return parser
+    for existing in parser._action_groups:
+        if existing.title == title:
+            return existing
+    return parser.add_argument_group(title)
 
 
 def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) -> dict[str, Any]:
@@ -129,9 +134,11 @@ def _argparse_kwargs(cls: type, f: dataclasses.Field, flag: Flag, default: Any) 
         if parse is None:
             parse = comma_list if typing.get_origin(base) is list else (base if base in (int, float) else str)
         kw["type"] = parse
-        for key in ("choices", "metavar", "nargs"):
+        for key in ("choices", "metavar", "nargs", "const"):
             if getattr(flag, key) is not None:
                 kw[key] = getattr(flag, key)
+        if flag.name and "metavar" not in kw and "choices" not in kw:  # argparse would name it after the field
+            kw["metavar"] = flag.name.lstrip("-").replace("-", "_").upper()
         if flag.positional:
             if flag.nargs is None and not flag.required and f.default is not dataclasses.MISSING:
                 kw["nargs"] = "?"
@@ -149,3 +156,11 @@ def from_args(cls: type[T], ns: argparse.Namespace, **values: Any) -> T:
     """``cls`` built by keyword from the namespace's flag fields, plus ``values`` (fields that are no flags)."""
     given = {f.name: getattr(ns, f.name) for f, _ in flag_fields(cls) if hasattr(ns, f.name)}
     return cls(**{**given, **values})
+
+
+@dataclass
+class ProgressOptions:
+    """The progress-bar switch of long-running commands, spelled as fairseq does (``--no-progress`` is the old
+    spelling of some commands)."""
+
+    no_progress_bar: bool = arg(False, "plain log lines instead of a progress bar", aliases=("--no-progress",))

@@ -16,7 +16,6 @@ The split logic (N-way selection, hold-out, decontamination) lives in :mod:`mt.d
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -25,13 +24,14 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from mt.common.errors import UserError, cli_entry
+from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.data import layout, splits
 from mt.data.clean import CleanConfig, clean_source, clean_target, norm_key, script_mismatch
@@ -78,20 +78,31 @@ def tier_of(train_pairs: int) -> str:
 
 @dataclass
 class GettextConfig:
-    out: str
-    locale_dir: str = "/usr/share/locale"
-    langs: str | list[str] = "all"  # "all" | "demo" | "deu_Latn,fra_Latn,..." | ["deu_Latn", ...]
-    min_words: int = 3
-    max_words: int = 100
-    dev_size: int = 200
-    devtest_size: int = 300
-    mono_size: int = 300
-    mono_max_fraction: float = 0.2  # hold out at most this share of the pairs dev/devtest leave
-    seed: int = 1
-    exclude: list[str] = field(default_factory=list)
-    min_pairs: int = 100
-    workers: int = 0  # processes reading catalogues; 0: min(4, CPUs). Output does not depend on it.
-    progress: bool = True
+    """``mt-data build gettext``; each field with ``arg`` is also its flag."""
+
+    out: str = arg(help="corpus directory to write", required=True)
+    locale_dir: str = arg("/usr/share/locale", "tree of LOCALE/LC_MESSAGES/*.mo")
+    # "all" | "demo" | "deu_Latn,fra_Latn,..." | ["deu_Latn", ...]
+    langs: str | list[str] = arg("all", "all | demo (%s) | comma-separated FLORES-200 codes" % ",".join(DEMO_LANGS))
+    min_words: int = arg(3, "drop pairs whose English has fewer words")
+    max_words: int = arg(100, "drop pairs whose English has more words")
+    dev_size: int = arg(200, "N-way dev lines")
+    devtest_size: int = arg(300, "N-way devtest lines")
+    mono_size: int = arg(300, "hidden parallel pairs per language in mono/")
+    # hold out at most this share of the pairs dev/devtest leave
+    mono_max_fraction: float = arg(0.2, "hide at most this share of a language's pairs")
+    seed: int = arg(1, "random seed")
+    exclude: list[str] = arg(
+        [],
+        "drop every train/mono pair with a side that is a line of FILE (casefolded)",
+        nargs="+",
+        metavar="FILE",
+        type=str,
+    )
+    min_pairs: int = arg(100, "skip languages with fewer clean pairs")
+    # processes reading catalogues; 0: min(4, CPUs). Output does not depend on it.
+    workers: int = arg(0, "processes reading catalogues; 0 = min(4, CPUs) (default: %(default)s)")
+    progress: bool = True  # the command line's --no-progress-bar
 
 
 @dataclass
@@ -614,121 +625,3 @@ def _report(result: BuildResult, cats: Catalogues) -> None:
     for reason, n in sorted(result.drops.items(), key=lambda kv: -kv[1]):
         print(f"  {reason:<16} {n:>9}  {100 * n / max(total, 1):5.1f}%")
     print(f"wrote {result.out} in {result.seconds:.1f}s")
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-_EPILOG = """examples:
-  mt-data build gettext --out work/demo/corpus --langs demo
-  mt-data build gettext --out work/all/corpus                     # every language with >= 100 pairs
-  mt-data build gettext --out work/c --langs deu_Latn,fra_Latn,xho_Latn --dev-size 300
-  mt-data build gettext --out work/c --exclude my_test.en my_test.de   # keep my test set out of train
-  python -m mt.data.locales                                       # which locale maps to which code
-
-Output (FLORES-200 layout, see mt/data/layout.py): train/eng_Latn-{lang}.{eng_Latn,lang},
-dev/{lang}.dev, devtest/{lang}.devtest (N-way, line-aligned), mono/eng_Latn-{lang}.{eng_Latn,lang,gold.tsv},
-stats.tsv, build.json. A second run with the same inputs and options prints "up to date".
-"""
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = GettextConfig(out="")
-    ap = argparse.ArgumentParser(
-        prog="mt-data build gettext",
-        description="Build the embedded corpus from the gettext catalogues (.mo) of this machine: "
-        "English-X bitext, N-way dev/devtest, hidden-parallel mono sets for mining.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--out", required=True, help="corpus directory to write")
-    ap.add_argument("--locale-dir", default=d.locale_dir, help="tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
-    ap.add_argument(
-        "--langs",
-        default=d.langs,
-        help="all | demo (%s) | comma-separated FLORES-200 codes (default: %%(default)s)" % ",".join(DEMO_LANGS),
-    )
-    ap.add_argument(
-        "--min-words",
-        type=int,
-        default=d.min_words,
-        help="drop pairs whose English has fewer words (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--max-words",
-        type=int,
-        default=d.max_words,
-        help="drop pairs whose English has more words (default: %(default)s)",
-    )
-    ap.add_argument("--dev-size", type=int, default=d.dev_size, help="N-way dev lines (default: %(default)s)")
-    ap.add_argument(
-        "--devtest-size", type=int, default=d.devtest_size, help="N-way devtest lines (default: %(default)s)"
-    )
-    ap.add_argument(
-        "--mono-size",
-        type=int,
-        default=d.mono_size,
-        help="hidden parallel pairs per language in mono/ (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--mono-max-fraction",
-        type=float,
-        default=d.mono_max_fraction,
-        help="hide at most this share of a language's pairs (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--min-pairs",
-        type=int,
-        default=d.min_pairs,
-        help="skip languages with fewer clean pairs (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--exclude",
-        nargs="+",
-        default=[],
-        metavar="FILE",
-        help="drop every train/mono pair with a side that is a line of FILE (casefolded)",
-    )
-    ap.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    ap.add_argument(
-        "--workers",
-        type=int,
-        default=d.workers,
-        help="processes reading catalogues; 0 = min(4, CPUs) (default: %(default)s)",
-    )
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
-
-
-@cli_entry
-def cli(argv: list[str] | None = None) -> int:
-    """``mt-data build gettext [options]`` (argv starts with ``build``, as mt.data.cli passes it)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["build"]:
-        argv = argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        _parser().print_help()
-        return 0 if argv else 2
-    if argv[0] != "gettext":
-        raise UserError(
-            f"mt-data build {argv[0]}: unknown corpus; the embedded one is `gettext` "
-            f"(others are fetched with `mt-data fetch`)"
-        )
-    args = _parser().parse_args(argv[1:])
-    cfg = GettextConfig(
-        out=args.out,
-        locale_dir=args.locale_dir,
-        langs=args.langs,
-        min_words=args.min_words,
-        max_words=args.max_words,
-        dev_size=args.dev_size,
-        devtest_size=args.devtest_size,
-        mono_size=args.mono_size,
-        mono_max_fraction=args.mono_max_fraction,
-        seed=args.seed,
-        exclude=list(args.exclude),
-        min_pairs=args.min_pairs,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
-    build_gettext_corpus(cfg)
-    return 0

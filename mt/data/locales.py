@@ -27,7 +27,6 @@ each English string's translations from the best-ranked folder that has it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -322,14 +321,9 @@ def scan_locale_dir(locale_dir: str | os.PathLike) -> list[LocaleInfo]:
     return [classify_locale(n) for n in names]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m mt.data.locales",
-        description="Print how each gettext locale folder maps to a FLORES-200 code.",
-    )
-    ap.add_argument("locale_dir", nargs="?", default="/usr/share/locale")
-    args = ap.parse_args(argv)
-    infos = scan_locale_dir(args.locale_dir)
+def print_locale_table(locale_dir: str) -> None:
+    """Each locale folder of ``locale_dir`` with its FLORES-200 code (stdout), a summary on stderr."""
+    infos = scan_locale_dir(locale_dir)
     print(f"{'locale':<20} {'code':<10} {'set':<7} status")
     for info in infos:
         kind = "" if info.code is None else ("flores" if info.code in FLORES200_CODES else "extra")
@@ -344,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(i.status == 'unknown' for i in infos)} unknown",
         file=sys.stderr,
     )
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mt.data.cli import locales_main
+
+    raise SystemExit(locales_main())

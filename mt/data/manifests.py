@@ -21,7 +21,6 @@ what an earlier unpack placed. Every value has its type checked, with a one-line
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import glob
 import http.client
@@ -694,7 +693,8 @@ def download(
         except urllib.error.HTTPError as exc:
             raise UserError(
                 f"{url}: the server answered HTTP {exc.code} {exc.reason}{' (' + context + ')' if context else ''}; "
-                f"the URL may have moved: fix it in the manifest or register a local copy with `mt-data register {corpus_id} PATH`"
+                "the URL may have moved: fix it in the manifest or register a local copy with "
+                f"`mt-data register {corpus_id} PATH`"
             ) from None
         if isinstance(resp, urllib.error.HTTPError):  # 416: the range starts at or past the end of the file
             server_size = _content_range(resp.headers.get("Content-Range"))[2]
@@ -1058,25 +1058,8 @@ def register(corpus_id: str, path: str | os.PathLike, *, progress: bool = True) 
     return data
 
 
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-_EPILOG = """examples:
-  mt-data list
-  mt-data fetch flores200                      # to $NLLB_MINI_HOME/data/flores200 (default ~/.cache/nllb-mini)
-  mt-data fetch flores200 --dest /data/flores  # somewhere else; resume by running it again
-  mt-data register flores200 ~/Downloads/flores200_dataset.tar.gz   # offline: use a copy you have
-  mt-data register flores200 /data/flores200_dataset                # ... or an unpacked folder
-  mt-data register gettext work/demo/corpus    # after `mt-data build gettext --out work/demo/corpus`
-  mt-data register user-tsv my_bitext.tsv      # your own src<TAB>tgt file
-  mt-data verify flores200                     # the registered/fetched copy
-  mt-data verify flores200 flores200_dataset.tar.gz
-
-Python: `from mt.data.manifests import resolve; resolve("flores200") / "devtest" / "eng_Latn.devtest"`.
-"""
-
-
-def _print_list(out: IO[str]) -> None:
+def print_list(out: IO[str]) -> None:
+    """``mt-data list``: one row per manifest, with where its local copy is."""
     reg = read_registry()
     rows = []
     problems: list[UserError] = []
@@ -1100,61 +1083,3 @@ def _print_list(out: IO[str]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  description", file=out)
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4], file=out)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mt-data",
-        description="List, fetch, verify and register the corpora described in data_manifests/.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the manifests and where their local copies are")
-    p = sub.add_parser(
-        "fetch",
-        help="download with resume, checksum, unpack, register",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("id")
-    p.add_argument("--dest", help="folder for the download and its unpacked files (default: $NLLB_MINI_HOME/data/ID)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
-    p.add_argument("--retries", type=int, default=3, help="resumes after a lost connection (default 3)")
-    p.add_argument("--no-progress", action="store_true")
-    p = sub.add_parser(
-        "verify",
-        help="checksum an archive or check an unpacked folder's layout",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("id")
-    p.add_argument("path", nargs="?", help="archive, folder or file (default: the registered or fetched copy)")
-    p = sub.add_parser(
-        "register",
-        help="point an ID at a local copy (verified first)",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("id")
-    p.add_argument("path")
-    p.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    if args.cmd == "list":
-        _print_list(sys.stdout)
-    elif args.cmd == "fetch":
-        data = fetch(args.id, args.dest, timeout=args.timeout, retries=args.retries, progress=not args.no_progress)
-        print(f"{args.id}: ready at {data} (registered in {registry_path()})")
-    elif args.cmd == "verify":
-        print(verify(args.id, args.path))
-    elif args.cmd == "register":
-        data = register(args.id, args.path, progress=not args.no_progress)
-        print(f"{args.id}: registered {data} in {registry_path()}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from mt.common.errors import cli_entry
-
-    raise SystemExit(cli_entry(cli)(None))

@@ -9,7 +9,6 @@ run before anything is written, and each .bin/.idx appears atomically.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import shutil
 import sys
@@ -21,6 +20,7 @@ from typing import Iterator
 from mt.common.errors import UserError, located
 from mt.common.files import count_lines as util_count_lines
 from mt.common.files import refuse_file_in_the_way, temp_name
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
@@ -32,21 +32,26 @@ _BATCH = 2000
 
 @dataclass
 class PreprocessConfig:
-    source_lang: str
-    target_lang: str
-    trainpref: str | None = None
-    validpref: str | None = None  # comma-separated: valid, valid1, valid2 ...
-    testpref: str | None = None
-    destdir: str = "data-bin"
-    srcdict: str | None = None
-    tgtdict: str | None = None
-    joined_dictionary: bool = False
-    workers: int = 1
-    spm_model: str | None = None
-    thresholdsrc: int = 0  # only when building a dictionary from --trainpref
-    thresholdtgt: int = 0
-    nwordssrc: int = -1
-    nwordstgt: int = -1
+    """``mt-preprocess`` (fairseq-preprocess's flags); each field with ``arg`` is also its flag."""
+
+    source_lang: str = arg(help="source language code, e.g. eng_Latn", short="-s", required=True)
+    target_lang: str = arg(help="target language code, e.g. deu_Latn", short="-t", required=True)
+    trainpref: str | None = arg(None, "train prefix (P.{src}, P.{tgt}) or FLORES folder")
+    # comma-separated: valid, valid1, valid2 ...
+    validpref: str | None = arg(None, "comma-separated valid prefixes or FLORES folders")
+    testpref: str | None = arg(None, "comma-separated test prefixes or FLORES folders")
+    destdir: str = arg("data-bin", "output folder (default data-bin)", show_default=False)
+    srcdict: str | None = arg(None, "source dictionary (dict.txt); built from --trainpref if absent")
+    tgtdict: str | None = arg(None, "target dictionary")
+    joined_dictionary: bool = arg(False, "one dictionary for both sides")
+    workers: int = arg(1, "processes (output identical for any number)", show_default=False)
+    spm_model: str | None = arg(None, "apply this SentencePiece model to raw text (else input is pieces)")
+    # only when building a dictionary from --trainpref
+    thresholdsrc: int = arg(0, "building a dict: drop source types seen fewer times")
+    thresholdtgt: int = arg(0)
+    nwordssrc: int = arg(-1, "building a dict: keep this many source types", show_default=False)
+    nwordstgt: int = arg(-1, show_default=False)
+    dataset_impl: str = arg("mmap", "accepted for fairseq recipes; always mmap", choices=["mmap"], show_default=False)
 
 
 @dataclass
@@ -394,76 +399,3 @@ def _up_to_date(prefixes, inputs) -> bool:
     newest_input = max(Path(f).stat().st_mtime for f in inputs)
     oldest_output = min(Path(f"{p}{ext}").stat().st_mtime for p in prefixes for ext in (".bin", ".idx"))
     return oldest_output >= newest_input
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-_EPILOG = """examples:
-  # raw text + SentencePiece applied here, the dictionary from mt-spm train (found beside spm.model)
-  mt-preprocess --source-lang eng_Latn --target-lang deu_Latn \\
-      --trainpref corpus/train/eng_Latn-deu_Latn --validpref corpus/dev --testpref corpus/devtest \\
-      --spm-model spm/spm.model --srcdict spm/dict.txt --joined-dictionary --destdir data-bin --workers 2
-
-  # multilingual: one run per pair into the same destdir with the same joined dictionary
-  for l in deu_Latn fra_Latn zul_Latn; do
-    mt-preprocess --source-lang eng_Latn --target-lang $l --trainpref corpus/train/eng_Latn-$l \\
-        --validpref corpus/dev --spm-model spm/spm.model --srcdict spm/dict.txt --joined-dictionary \\
-        --destdir data-bin
-  done
-
-  # already SentencePiece-encoded (space-separated pieces), exactly like fairseq-preprocess
-  mt-preprocess --source-lang eng_Latn --target-lang deu_Latn --trainpref spm/train --validpref spm/valid \\
-      --srcdict spm/dict.txt --joined-dictionary --destdir data-bin
-
-A prefix P means P.{src} and P.{tgt}; when P is a folder in FLORES layout (corpus/dev, flores200_dataset/
-devtest) it means P/{lang}.{basename of P}. Comma-separated --validpref/--testpref give valid, valid1 ...
-Outputs: {destdir}/{split}.{src}-{tgt}.{lang}.bin/.idx, dict.{src}.txt, dict.{tgt}.txt (+ dict.txt if joined).
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="mt-preprocess",
-        description="Binarize bitext for training (fairseq-preprocess compatible).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("-s", "--source-lang", required=True, help="source language code, e.g. eng_Latn")
-    p.add_argument("-t", "--target-lang", required=True, help="target language code, e.g. deu_Latn")
-    p.add_argument("--trainpref", help="train prefix (P.{src}, P.{tgt}) or FLORES folder")
-    p.add_argument("--validpref", help="comma-separated valid prefixes or FLORES folders")
-    p.add_argument("--testpref", help="comma-separated test prefixes or FLORES folders")
-    p.add_argument("--destdir", default="data-bin", help="output folder (default data-bin)")
-    p.add_argument("--srcdict", help="source dictionary (dict.txt); built from --trainpref if absent")
-    p.add_argument("--tgtdict", help="target dictionary")
-    p.add_argument("--joined-dictionary", action="store_true", help="one dictionary for both sides")
-    p.add_argument("--workers", type=int, default=1, help="processes (output identical for any number)")
-    p.add_argument("--spm-model", help="apply this SentencePiece model to raw text (else input is pieces)")
-    p.add_argument("--thresholdsrc", type=int, default=0, help="building a dict: drop source types seen fewer times")
-    p.add_argument("--thresholdtgt", type=int, default=0)
-    p.add_argument("--nwordssrc", type=int, default=-1, help="building a dict: keep this many source types")
-    p.add_argument("--nwordstgt", type=int, default=-1)
-    p.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="accepted for fairseq recipes; always mmap")
-    a = p.parse_args(argv)
-    if a.workers < 1:
-        p.error("--workers must be >= 1")
-    cfg = PreprocessConfig(
-        source_lang=a.source_lang,
-        target_lang=a.target_lang,
-        trainpref=a.trainpref,
-        validpref=a.validpref,
-        testpref=a.testpref,
-        destdir=a.destdir,
-        srcdict=a.srcdict,
-        tgtdict=a.tgtdict,
-        joined_dictionary=a.joined_dictionary,
-        workers=a.workers,
-        spm_model=a.spm_model,
-        thresholdsrc=a.thresholdsrc,
-        thresholdtgt=a.thresholdtgt,
-        nwordssrc=a.nwordssrc,
-        nwordstgt=a.nwordstgt,
-    )
-    preprocess(cfg)
-    return 0

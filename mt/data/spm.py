@@ -10,7 +10,6 @@ a piece's dictionary index equals its SentencePiece id; the ``__xxx_Yyyy__`` lan
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -34,6 +33,7 @@ from mt.common.files import (
     remove_stale_temps,
     temp_name,
 )
+from mt.common.flags import arg
 from mt.common.langs import check_code, is_code, lang_token, token_lang
 from mt.data.dictionary import BOS, EOS, PAD, UNK
 
@@ -146,18 +146,29 @@ def _draw(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class SpmTrainConfig:
-    out: str = "spm"
-    corpus: str | None = None  # corpus dir in FLORES layout: both sides of train/{src}-{tgt}.{lang}
-    inputs: list[str] = field(default_factory=list)  # extra plain-text files (language from a .xxx_Yyyy suffix)
-    langs: list[str] = field(default_factory=list)  # extra languages to reserve __xxx_Yyyy__ tokens for
-    vocab_size: int = 8000
-    sampling_temperature: float = 5.0
-    sentences_per_lang_cap: int | None = None
-    sample_size: int | None = None  # total sentences to sample (default: the unique sentences, at most 2M)
-    model_type: str = "unigram"
-    character_coverage: float = 0.99995
-    seed: int = 1
-    num_threads: int = 0  # 0: all cores
+    """``mt-spm train``; each field with ``arg`` is also its flag."""
+
+    # corpus dir in FLORES layout: both sides of train/{src}-{tgt}.{lang}
+    corpus: str | None = arg(None, "corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
+    # extra plain-text files (language from a .xxx_Yyyy suffix)
+    inputs: list[str] = arg(
+        [], "plain text files, one sentence per line", name="--input", nargs="+", metavar="FILE", type=str
+    )
+    # extra languages to reserve __xxx_Yyyy__ tokens for
+    langs: list[str] = arg([], "extra language tokens for dict.txt", nargs="+", metavar="CODE", type=str)
+    vocab_size: int = arg(8000, required=True, show_default=False)
+    out: str = arg("spm", "output folder", required=True, show_default=False)
+    sampling_temperature: float = arg(5.0, "T in p_i ∝ n_i^(1/T) (default 5, NLLB)", show_default=False)
+    sentences_per_lang_cap: int | None = arg(None, "at most this many sampled sentences per language")
+    # total sentences to sample (default: the unique sentences, at most 2M)
+    sample_size: int | None = arg(None, "total sampled sentences (default: #distinct sentences, max 2M)")
+    model_type: str = arg("unigram", choices=["unigram", "bpe"], show_default=False)
+    character_coverage: float = arg(0.99995, show_default=False)
+    seed: int = arg(1, show_default=False)
+    # 0: all cores
+    num_threads: int = arg(
+        0, "SentencePiece threads (default: all cores)", name="--threads", aliases=("--num-threads",)
+    )
 
 
 @dataclass
@@ -403,44 +414,18 @@ def _dict_lines(sp, piece_counts: np.ndarray, langs: list[str], sampled: Mapping
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI
+# encode / decode streams (mt-spm encode, mt-spm decode)
 # --------------------------------------------------------------------------------------------------
-_EPILOG = """examples:
-  # a joint 8k unigram model over every language of a corpus, NLLB's temperature T=5
-  mt-spm train --corpus work/demo/corpus --vocab-size 8000 --out work/demo/spm
-  # cap the high-resource languages, reserve tokens for languages added later
-  mt-spm train --corpus corpus --vocab-size 16000 --sentences-per-lang-cap 200000 --langs zul_Latn xho_Latn --out spm
-  # plain text files too (a .xxx_Yyyy suffix names the language)
-  mt-spm train --input mono.swh_Latn extra.txt --vocab-size 4000 --out spm
-  mt-spm encode --model spm/spm.model < corpus/devtest/deu_Latn.devtest > devtest.spm.deu_Latn
-  mt-spm encode --model spm/spm.model --output-format id < in.txt > in.ids
-  mt-spm decode --model spm/spm.model < hyp.spm > hyp.txt
-
-Outputs of train: spm.model, spm.vocab, dict.txt (fairseq `token count` lines, pieces in SentencePiece id
-order, then __xxx_Yyyy__ language tokens) and spm.config.json (options, per-language sample counts).
-"""
+@dataclass
+class SpmEncodeConfig:
+    model: str = arg("", "spm.model", required=True)
+    output_format: str = arg("piece", choices=["piece", "id"], show_default=False)
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a joint SentencePiece model with temperature sampling",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--corpus", help="corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
-    p.add_argument("--input", nargs="+", default=[], metavar="FILE", help="plain text files, one sentence per line")
-    p.add_argument("--langs", nargs="+", default=[], metavar="CODE", help="extra language tokens for dict.txt")
-    p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--sampling-temperature", type=float, default=5.0, help="T in p_i ∝ n_i^(1/T) (default 5, NLLB)")
-    p.add_argument("--sentences-per-lang-cap", type=int, help="at most this many sampled sentences per language")
-    p.add_argument("--sample-size", type=int, help="total sampled sentences (default: #distinct sentences, max 2M)")
-    p.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
-    p.add_argument("--character-coverage", type=float, default=0.99995)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--num-threads", type=int, default=0, help="SentencePiece threads (default: all cores)")
-    p.add_argument("--no-progress", action="store_true")
+@dataclass
+class SpmDecodeConfig:
+    model: str = arg("", "spm.model", required=True)
+    input_format: str = arg("piece", choices=["piece", "id"], show_default=False)
 
 
 def _stream_lines(stream) -> Iterator[tuple[int, str]]:
@@ -453,62 +438,28 @@ def _stream_lines(stream) -> Iterator[tuple[int, str]]:
         yield lineno, raw.rstrip("\r\n")
 
 
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mt-spm",
-        description="Train and apply a joint multilingual SentencePiece model (+ fairseq dict.txt).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    _add_train(sub)
-    for name, help_ in (
-        ("encode", "text lines (stdin) -> pieces or ids (stdout)"),
-        ("decode", "pieces or ids (stdin) -> text (stdout)"),
-    ):
-        p = sub.add_parser(name, help=help_, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--model", required=True, help="spm.model")
-        if name == "encode":
-            p.add_argument("--output-format", choices=["piece", "id"], default="piece")
-        else:
-            p.add_argument("--input-format", choices=["piece", "id"], default="piece")
-    args = parser.parse_args(argv)
-
-    if args.cmd == "train":
-        cfg = SpmTrainConfig(
-            out=args.out,
-            corpus=args.corpus,
-            inputs=args.input,
-            langs=args.langs,
-            vocab_size=args.vocab_size,
-            sampling_temperature=args.sampling_temperature,
-            sentences_per_lang_cap=args.sentences_per_lang_cap,
-            sample_size=args.sample_size,
-            model_type=args.model_type,
-            character_coverage=args.character_coverage,
-            seed=args.seed,
-            num_threads=args.num_threads,
-        )
-        train(cfg, progress=not args.no_progress)
-        return 0
-    tok = SpmTokenizer(args.model)
-    out = sys.stdout
-    if args.cmd == "encode":
-        for _, line in _stream_lines(sys.stdin):
-            toks = tok.encode_ids(line) if args.output_format == "id" else tok.encode(line)
-            out.write(" ".join(map(str, toks)) + "\n")
-    else:
-        for lineno, line in _stream_lines(sys.stdin):
-            parts = line.split()
-            if args.input_format == "id":
-                try:
-                    ids = [int(x) for x in parts]
-                except ValueError:
-                    raise UserError(
-                        f"<stdin>:{lineno}: expected space-separated integer ids (use --input-format piece for pieces)"
-                    ) from None
-                out.write(tok.decode(ids) + "\n")
-            else:
-                out.write(tok.decode(parts) + "\n")
+def encode_stream(cfg: SpmEncodeConfig, stdin, out) -> None:
+    """Text lines -> space-separated pieces or ids, one line each."""
+    tok = SpmTokenizer(cfg.model)
+    for _, line in _stream_lines(stdin):
+        toks = tok.encode_ids(line) if cfg.output_format == "id" else tok.encode(line)
+        out.write(" ".join(map(str, toks)) + "\n")
     out.flush()
-    return 0
+
+
+def decode_stream(cfg: SpmDecodeConfig, stdin, out) -> None:
+    """Space-separated pieces or ids -> text lines."""
+    tok = SpmTokenizer(cfg.model)
+    for lineno, line in _stream_lines(stdin):
+        parts = line.split()
+        if cfg.input_format == "id":
+            try:
+                ids = [int(x) for x in parts]
+            except ValueError:
+                raise UserError(
+                    f"<stdin>:{lineno}: expected space-separated integer ids (use --input-format piece for pieces)"
+                ) from None
+            out.write(tok.decode(ids) + "\n")
+        else:
+            out.write(tok.decode(parts) + "\n")
+    out.flush()

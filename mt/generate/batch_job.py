@@ -41,6 +41,7 @@ from typing import Iterator
 
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, exclusive_lock, file_identity
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.formats import checkpoint as ckpt
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
@@ -53,24 +54,34 @@ JOB_VERSION = 2  # 2: inputs by content, the model by its save id (1: paths and 
 
 @dataclass
 class TranslateConfig:
-    inputs: list[str] = field(default_factory=list)
-    out: str = ""
+    inputs: list[str] = arg(
+        [], "files or directories (read recursively, sorted)", positional=True, nargs="+", metavar="INPUT", type=str
+    )
+    out: str = arg("", "output directory (chunks, merged outputs, bad_lines.tsv)", required=True)
     path: str = ""
-    src_lang: str = ""
-    tgt_langs: list[str] = field(default_factory=list)
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_langs: list[str] = arg(
+        [], "one or more target languages, comma-separated", name="--target-lang", short="-t", required=True
+    )
     data: str = ""
     spm_model: str = ""
-    fmt: str = "auto"
-    column: str | None = None
-    json_field: str | None = None
-    chunk_size: int = 10000
+    fmt: str = arg(
+        "auto",
+        "input format (default: by extension: .tsv, .jsonl, .parquet, else text)",
+        name="--format",
+        choices=["auto", "text", "tsv", "jsonl", "parquet"],
+        show_default=False,
+    )
+    column: str | None = arg(None, "TSV: 1-based field number; Parquet: column name")
+    json_field: str | None = arg(None, "JSONL: key of the text", name="--field")
+    chunk_size: int = arg(10000, "records per chunk, the unit of resume and sharding")
     shard_index: int = 0
     num_shards: int = 1
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     batch_size: int = 0
-    max_source_positions: int = 0  # 0: the model's
-    bad_lines: str = "empty"  # or "copy"
+    max_source_positions: int = arg(0, "longer sources are bad lines (default: the model's limit)")
+    bad_lines: str = arg("empty", "output for bad records", choices=["empty", "copy"])
     device: str = "cpu"
     bf16: bool = False
     threads: int = 0
@@ -184,7 +195,8 @@ def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int, model: dict
 
 
 def _model(cfg: TranslateConfig, tr: Translator | None) -> dict:
-    """The model of the job: its checkpoint's save id (``mt.formats.checkpoint.model_id``) and, for the record, its path."""
+    """The model of the job: its checkpoint's save id (``mt.formats.checkpoint.model_id``) and, for the record,
+    its path."""
     if tr is not None:
         return {"id": ckpt.model_id(tr.loaded.path, tr.loaded.meta), "path": str(Path(tr.loaded.path).resolve())}
     return {"id": ckpt.model_id(cfg.path), "path": str(Path(cfg.path).resolve())}
@@ -449,7 +461,8 @@ def merge(out: Path, targets: list[str], files: list[InputFile], index: dict) ->
             if p.is_file():
                 fh.write(p.read_text(encoding="utf-8"))
     _say(
-        f"mt-translate: wrote {len(written)} output file(s) under {out}/{{{','.join(targets)}}}/ and {out}/bad_lines.tsv"
+        f"mt-translate: wrote {len(written)} output file(s) under {out}/{{{','.join(targets)}}}/ "
+        f"and {out}/bad_lines.tsv"
     )
     return written
 

@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,7 @@ import torch
 
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, is_stale_temp, remove_stale_temps, temp_name
+from mt.common.flags import arg
 from mt.common.langs import token_lang
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.search import SearchConfig
@@ -511,6 +513,21 @@ def move_into(src: Path, out: Path) -> list[str]:
     for name in names:
         os.replace(src / name, out / name)
     return names
+
+
+@dataclass
+class ExportConfig:
+    """``mt-export``'s options (``export``'s arguments)."""
+
+    fmt: str = arg("hf", name="--format", choices=list(FORMATS), show_default=False)
+    path: str = arg("", metavar="CKPT", required=True)
+    out: str = arg("", "output directory (new or empty; see --force)", required=True)
+    data: str = arg("", "directory with dict.txt and spm.model (default: as mt-generate finds them)")
+    spm_model: str = arg("")
+    quantization: str | None = arg(
+        None, "CTranslate2 only: int8, int8_float32, float16, bfloat16... (default: float32 weights)"
+    )
+    force: bool = arg(False, "write into a non-empty --out: replaces the files the export writes, keeps all others")
 
 
 def export(

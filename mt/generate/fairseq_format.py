@@ -16,14 +16,26 @@ exactly what fairseq's ``generate.py`` prints. Users grep these lines (``grep ^D
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
+from mt.common.flags import arg
 from mt.data.dictionary import Dictionary
 
 LN2 = math.log(2)
 REMOVE_BPE = ("sentencepiece",)
+
+
+def remove_bpe_arg() -> Any:
+    """The ``--remove-bpe`` config field of the decoding commands (``--post-process``: fairseq's newer name)."""
+    return arg(
+        None,
+        "turn H-/S-/T- pieces into text (only 'sentencepiece'; the flag alone means that)",
+        nargs="?",
+        const="sentencepiece",
+        aliases=("--post-process",),
+    )
 
 
 def post_process(pieces: str, remove_bpe: str | None) -> str:

@@ -25,6 +25,7 @@ from typing import IO
 
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.langs import parse_pair
 from mt.data.pair_dataset import load_direction
 from mt.formats.hyp_files import hyp_name
@@ -38,23 +39,36 @@ SCORINGS = ("chrf", "bleu")
 
 @dataclass
 class GenerateConfig:
-    data: str = ""
+    data: str = arg(
+        "",
+        "binarized data directory (mt-preprocess output: dict.txt, spm.model, {subset}.*.bin/.idx)",
+        positional=True,
+        required=True,
+    )
     path: str = ""
-    gen_subset: str = "test"
-    lang_pairs: list[str] = field(default_factory=list)  # "src-tgt"
+    gen_subset: str = arg("test", "test|devtest, valid|dev, or train")
+    # "src-tgt"; the command line also takes one as -s/-t
+    lang_pairs: list[str] = arg([], "several directions, comma-separated: eng_Latn-deu_Latn,deu_Latn-eng_Latn")
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     batch_size: int = 0
-    remove_bpe: str | None = None
-    results_path: str = ""
+    remove_bpe: str | None = ff.remove_bpe_arg()
+    results_path: str = arg("", "write generate-{subset}.txt and {src}-{tgt}.hyp here")
     spm_model: str = ""
     device: str = "cpu"
     bf16: bool = False
     threads: int = 0
-    quiet: bool = False  # no S/T/H/D/P lines, only the score
+    quiet: bool = arg(False, "only the score line (no S/T/H/D/P lines)")
     progress: bool = True
     moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
-    scoring: str = "chrf"  # chrf: chrF2++ (NLLB's metric); bleu: fairseq's BLEU4 line
+    scoring: str = arg(
+        "chrf",
+        "the last line's metric: chrf = chrF2++ (default: NLLB's metric, and this line's "
+        "format before the flag existed, so existing scripts keep working; BLEU with 13a is weak "
+        "for many FLORES-200 languages) | bleu = fairseq's 'BLEU4 = ...' line (fairseq's default)",
+        choices=list(SCORINGS),
+        show_default=False,
+    )
 
     def check(self) -> "GenerateConfig":
         if not self.lang_pairs:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Iterator
 
 from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.generate import fairseq_format as ff
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
@@ -32,14 +33,14 @@ OUTPUT_FORMATS = ("plain", "fairseq")
 @dataclass
 class InteractiveConfig:
     path: str = ""
-    src_lang: str = ""
-    tgt_lang: str = ""
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_lang: str = arg("", name="--target-lang", short="-t", required=True)
     data: str = ""
     spm_model: str = ""
-    input: str = "-"
-    buffer_size: int = 1
-    output_format: str = "plain"
-    remove_bpe: str | None = None
+    input: str = arg("-", "file to read instead of stdin", show_default=False)
+    buffer_size: int = arg(1, "lines translated together")
+    output_format: str = arg("plain", choices=list(OUTPUT_FORMATS), show_default=False)
+    remove_bpe: str | None = ff.remove_bpe_arg()
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     device: str = "cpu"
@@ -58,7 +59,8 @@ class InteractiveConfig:
         self.moe.check()
         if world_size() > 1:
             raise UserError(
-                "mt-interactive runs in one process; expert-parallel inference (torchrun) is for mt-generate and the Translator API"
+                "mt-interactive runs in one process; expert-parallel inference (torchrun) is for mt-generate "
+                "and the Translator API"
             )
         return self
 

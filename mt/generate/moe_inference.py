@@ -32,6 +32,7 @@ import torch
 
 from mt.common import pagemem
 from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.generate.expert_cache import CacheStats, ExpertCache
 from mt.models.moe import MoELayer, expert_parallel_, placement_order, read_placement, set_inference_gating
 
@@ -39,15 +40,53 @@ GATINGS = ("dynamic", "static")
 OFFLOADS = ("auto", "host", "mmap")
 
 
+_MOE = "sparse MoE inference (MoE checkpoints only)"
+
+
 @dataclass
 class MoEInferenceConfig:
     """Field names are ``Translator``'s keyword arguments (``Translator(..., **asdict(cfg))``)."""
 
-    moe_gating: str = "dynamic"
-    moe_eval_capacity_token_fraction: float | None = None  # static gating's capacity; None: the checkpoint's
-    expert_cache: int = 0  # K resident experts per MoE layer; 0: all
-    expert_offload: str = "auto"  # where cold experts live: auto (host on GPU, mmap on CPU) | host | mmap
-    expert_placement: str = ""  # placement.json for expert-parallel inference under torchrun
+    moe_gating: str = arg(
+        "dynamic",
+        "dynamic: each expert runs on exactly its tokens, no capacity (default); static: the padded "
+        "fairseq/GShard baseline, every expert runs on capacity slots",
+        name="--moe-inference-gating",
+        choices=list(GATINGS),
+        show_default=False,
+        group=_MOE,
+    )
+    # static gating's capacity; None: the checkpoint's
+    moe_eval_capacity_token_fraction: float | None = arg(
+        None,
+        "static gating: expert capacity = ceil(F * tokens), tokens over it are dropped; <= 0: the "
+        "training capacity (default: the checkpoint's, usually 1.0: nothing dropped)",
+        metavar="F",
+        group=_MOE,
+    )
+    expert_cache: int = arg(
+        0,
+        "keep at most K experts per MoE layer on the compute device, bring the others in on demand "
+        "(0: all resident, default); hit rate and expert memory are reported on stderr",
+        metavar="K",
+        group=_MOE,
+    )
+    # where cold experts live: auto (host on GPU, mmap on CPU) | host | mmap
+    expert_offload: str = arg(
+        "auto",
+        "where experts outside the cache live: host memory, or memory-mapped from the checkpoint "
+        "(default auto: host with a GPU, mmap on CPU)",
+        choices=list(OFFLOADS),
+        show_default=False,
+        group=_MOE,
+    )
+    expert_placement: str = arg(
+        "",
+        "under torchrun (expert-parallel inference): the experts of each rank, from "
+        "mt-moe-stats --num-ranks W (default: contiguous blocks)",
+        metavar="JSON",
+        group=_MOE,
+    )
 
     def check(self) -> "MoEInferenceConfig":
         if self.moe_gating not in GATINGS:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +37,7 @@ import torch
 
 from mt.common import pagemem
 from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.data.dictionary import Dictionary
 from mt.formats import checkpoint as ckpt
 from mt.generate.loading import find_vocab
@@ -62,15 +63,28 @@ KEPT_ENTRIES = (
 
 @dataclass
 class PruneConfig:
-    path: str = ""
-    stats: list[str] = field(default_factory=list)  # stats.json files of mt-moe-stats: counts are summed
-    out: str = ""
-    keep_experts: int = 0  # experts kept per MoE layer ...
-    keep_share: float = 0.0  # ... or this share of them
-    importance: str = "assignments"
-    data: str = ""
-    spm_model: str = ""
-    force: bool = False
+    path: str = arg("", "the MoE checkpoint to prune", metavar="CKPT", required=True)
+    # stats.json files of mt-moe-stats: counts are summed
+    stats: list[str] = arg(
+        [],
+        "mt-moe-stats output(s) on the language pair's dev set (counts of several are summed)",
+        metavar="JSON[,JSON...]",
+        required=True,
+    )
+    # experts kept per MoE layer, or this share of them: one of the two (check)
+    keep_experts: int = arg(0, "experts kept in each MoE layer (>= 2); give this or --keep-share", metavar="N")
+    keep_share: float = arg(0.0, "share of each MoE layer's experts kept, in (0, 1] (0.25: 32 of 128)", metavar="F")
+    importance: str = arg(
+        "assignments",
+        "which counts rank the experts: assignments (top-1 and top-2 choices, the expert's work; "
+        "default) or first (top-1 choices)",
+        choices=list(IMPORTANCE),
+        show_default=False,
+    )
+    out: str = arg("", "folder for checkpoint.pt (+ expert files), dict.txt, spm.model", metavar="DIR", required=True)
+    data: str = arg("", "directory with the model's dict.txt (default: as mt-generate finds it)", metavar="DIR")
+    spm_model: str = arg("", "SentencePiece model (default: beside dict.txt)", metavar="FILE")
+    force: bool = arg(False, "replace the files of an earlier checkpoint in --out")
 
     def check(self) -> "PruneConfig":
         if bool(self.keep_experts) == bool(self.keep_share):

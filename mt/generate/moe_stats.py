@@ -40,6 +40,7 @@ import torch
 
 from mt.common.errors import UserError, warn_once
 from mt.common.files import atomic_write
+from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
@@ -90,15 +91,19 @@ class RoutingCounter:
 @dataclass
 class MoEStatsConfig:
     path: str = ""
-    input: str = ""
-    src_lang: str = ""
-    tgt_langs: list[str] = field(default_factory=list)
-    out: str = "stats.json"
-    sample: int = 0  # sentences drawn at random (seeded); 0 = all
-    seed: int = 1
-    num_ranks: int = 0  # > 1: also write a placement for this many ranks
-    placement: str = ""  # default: placement.json beside --out
-    coactivation: bool = False
+    input: str = arg("", "text, one sentence per line", metavar="FILE", required=True)
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_langs: list[str] = arg(
+        [], "one or more target languages, comma-separated", name="--target-lang", short="-t", required=True
+    )
+    out: str = arg("stats.json", "statistics file (stats.json)", metavar="JSON", required=True, show_default=False)
+    # sentences drawn at random (seeded); 0 = all
+    sample: int = arg(0, "translate N random lines, drawn with --seed (default: all)", metavar="N")
+    seed: int = 1  # the command line's --seed (SearchConfig's)
+    # > 1: also write a placement for this many ranks
+    num_ranks: int = arg(0, "also write an expert placement for W ranks (expert-parallel inference)", metavar="W")
+    placement: str = arg("", "where (default: placement.json beside --out)", metavar="JSON")
+    coactivation: bool = arg(False, "also count expert x expert co-activations")
     data: str = ""
     spm_model: str = ""
     device: str = "cpu"

@@ -2,6 +2,6 @@
 
 import sys
 
-from mt.train.trainer import main
+from mt.train.cli import train_main
 
-sys.exit(main())
+sys.exit(train_main())

@@ -1,16 +1,18 @@
-"""mt-train's sparse-MoE and adapter flags (fairseq's names where fairseq had the feature).
+"""mt-train's model flags: preset overrides, sparse MoE and adapters (fairseq's names where fairseq had them).
 
-Model-side flags land in ``TrainConfig.model_overrides`` under their ``TransformerConfig`` field names
-(``EXTENSION_FIELDS``, saved with every checkpoint so the model can be rebuilt); training-side ones
-(loss weights, ``--freeze-base``) are ``TrainConfig`` fields.
+They are the fields of ``ModelFlags`` and land in ``TrainConfig.model_overrides`` under their
+``TransformerConfig`` field names (``OVERRIDABLE`` and ``EXTENSION_FIELDS``, saved with every checkpoint so the
+model can be rebuilt), only when given: unset, the preset's or the starting checkpoint's value holds.
+Training-side MoE flags (loss weights, ``--freeze-base``) are ``TrainConfig`` fields.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import asdict, dataclass
 
 from mt.common.errors import UserError
-from mt.models.config import EXTENSION_FIELDS, TransformerConfig
+from mt.common.flags import arg
+from mt.models.config import TransformerConfig
 
 EPILOG = """
 
@@ -34,165 +36,126 @@ Logged per MoE layer in train_log.jsonl ("moe"): expert load, over-capacity shar
 --moe-cmr the mean CMR gate per source / target language, and the budget loss ("aux": cmr_gate_loss)."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = TransformerConfig()
-    g = p.add_argument_group("sparse mixture of experts (NLLB-200 MoE)")
-    g.add_argument(
-        "--moe-freq",
-        type=int,
-        default=None,
+_D = TransformerConfig()
+_PRESET = "override the preset"
+_MODEL, _MOE, _ADAPTERS = "model", "sparse mixture of experts (NLLB-200 MoE)", "adapters"
+
+
+@dataclass
+class ModelFlags:
+    """Model settings a run may override; None = not given (the preset's or the checkpoint's value)."""
+
+    encoder_layers: int | None = arg(None, _PRESET, group=_MODEL)
+    encoder_embed_dim: int | None = arg(None, _PRESET, group=_MODEL)
+    encoder_ffn_embed_dim: int | None = arg(None, _PRESET, group=_MODEL)
+    encoder_attention_heads: int | None = arg(None, _PRESET, group=_MODEL)
+    decoder_layers: int | None = arg(None, _PRESET, group=_MODEL)
+    decoder_embed_dim: int | None = arg(None, _PRESET, group=_MODEL)
+    decoder_ffn_embed_dim: int | None = arg(None, _PRESET, group=_MODEL)
+    decoder_attention_heads: int | None = arg(None, _PRESET, group=_MODEL)
+    dropout: float | None = arg(None, _PRESET, group=_MODEL)
+    attention_dropout: float | None = arg(None, _PRESET, group=_MODEL)
+    activation_dropout: float | None = arg(None, _PRESET, group=_MODEL)
+    # sparse mixture of experts
+    moe_freq: int | None = arg(
+        None,
+        "every N-th layer of each stack is a sparse MoE layer (layer i when (i+1) %% N == 0; default: dense)",
         metavar="N",
-        help="every N-th layer of each stack is a sparse MoE layer (layer i when (i+1) %% N == 0; default: dense)",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-expert-count", type=int, default=None, metavar="E", help="experts per MoE layer (top-2 gating)"
-    )
-    g.add_argument(
-        "--moe-second-expert-policy",
+    moe_expert_count: int | None = arg(None, "experts per MoE layer (top-2 gating)", metavar="E", group=_MOE)
+    moe_second_expert_policy: str | None = arg(
+        None,
+        f"how the second expert is chosen in training (default: {_D.moe_second_expert_policy})",
         choices=["sampling", "all", "random"],
-        default=None,
-        help=f"how the second expert is chosen in training (default: {d.moe_second_expert_policy})",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-normalize-gate-prob-before-dropping",
-        action="store_true",
-        default=None,
-        help="normalise the two gate probabilities before over-capacity dropping (default: after)",
+    moe_normalize_gate_prob_before_dropping: bool | None = arg(
+        None, "normalise the two gate probabilities before over-capacity dropping (default: after)", group=_MOE
     )
-    g.add_argument(
-        "--moe-batch-prioritized-routing",
-        action="store_true",
-        default=None,
-        help="over-capacity dropping keeps the tokens with the highest top-1 gate probability first "
+    moe_batch_prioritized_routing: bool | None = arg(
+        None,
+        "over-capacity dropping keeps the tokens with the highest top-1 gate probability first "
         "instead of the first tokens of the batch (default: token order)",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-train-capacity-factor",
-        type=float,
-        default=None,
-        help="expert capacity in training = factor * 2 * tokens / experts (which tokens: --moe-train-capacity-rule; "
-        f"default: {d.moe_train_capacity_factor})",
+    moe_train_capacity_factor: float | None = arg(
+        None,
+        "expert capacity in training = factor * 2 * tokens / experts (which tokens: --moe-train-capacity-rule; "
+        f"default: {_D.moe_train_capacity_factor})",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-train-capacity-rule",
-        choices=["nonpad", "fairseq"],
-        default=None,
-        help="which tokens the training capacity counts: nonpad = ceil(factor * 2 * N / E) over the N "
+    moe_train_capacity_rule: str | None = arg(
+        None,
+        "which tokens the training capacity counts: nonpad = ceil(factor * 2 * N / E) over the N "
         "non-padding tokens; fairseq = ceil(factor * 2 * ceil(S / E)) over all S = B x T positions, "
         "padding included (fairseq's top2gating, 2 * ceil(S / E); the largest rank's S under torchrun), "
         "to compare runs with the reference. Default nonpad: padding is never routed, so counting it "
         "gives batches with more padding more room, and the share of tokens dropped would depend on "
-        f"how the batch was padded (default: {d.moe_train_capacity_rule})",
+        f"how the batch was padded (default: {_D.moe_train_capacity_rule})",
+        choices=["nonpad", "fairseq"],
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-eval-capacity-token-fraction",
-        type=float,
-        default=None,
-        help="expert capacity at eval with static gating (mt-generate --moe-inference-gating static) "
+    moe_eval_capacity_token_fraction: float | None = arg(
+        None,
+        "expert capacity at eval with static gating (mt-generate --moe-inference-gating static) "
         "as a fraction of the tokens; <= 0: as in training (default: "
-        f"{d.moe_eval_capacity_token_fraction}, nothing dropped; dynamic gating, the default, has no capacity)",
+        f"{_D.moe_eval_capacity_token_fraction}, nothing dropped; dynamic gating, the default, has no capacity)",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-gate-loss-wt",
-        type=float,
-        default=0.01,
-        help="weight of the load-balancing loss E * sum_e f_e * P_e (mean over MoE layers; default: %(default)s)",
-    )
-    g.add_argument(
-        "--moe-z-loss-wt", type=float, default=0.0, help="weight of the router z-loss (default: %(default)s)"
-    )
-    g.add_argument(
-        "--moe-eom",
-        type=float,
-        default=None,
+    moe_eom: float | None = arg(
+        None,
+        "Expert Output Masking: drop each (token, expert) output with probability P in training",
         metavar="P",
-        help="Expert Output Masking: drop each (token, expert) output with probability P in training",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-fom",
-        type=float,
-        default=None,
+    moe_fom: float | None = arg(
+        None,
+        "Final Output Masking: drop a token's whole MoE-layer output with probability P in training",
         metavar="P",
-        help="Final Output Masking: drop a token's whole MoE-layer output with probability P in training",
+        group=_MOE,
     )
-    g.add_argument(
-        "--moe-cmr",
-        action="store_true",
-        default=None,
-        help="Conditional MoE Routing: a per-token gate blends a dense FFN and the experts",
+    moe_cmr: bool | None = arg(
+        None, "Conditional MoE Routing: a per-token gate blends a dense FFN and the experts", group=_MOE
     )
-    g.add_argument(
-        "--cmr-gate-drop",
-        type=float,
-        default=None,
+    cmr_gate_drop: float | None = arg(
+        None,
+        "CMR gate dropout: with probability P a token uses the dense FFN only (training)",
         metavar="P",
-        help="CMR gate dropout: with probability P a token uses the dense FFN only (training)",
+        group=_MOE,
     )
-    g.add_argument(
-        "--cmr-gate-loss-wt",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="weight of the CMR budget loss |mean CMR gate - p| (mean over the tokens of all CMR "
-        "layers, p = --cmr-gate-loss-p; fairseq's flag). NLLB's CMR runs used 0.1 "
-        "(default: %(default)s, fairseq's: off)",
-    )
-    g.add_argument(
-        "--cmr-gate-loss-p",
-        type=float,
-        default=None,
+    cmr_gate_loss_p: float | None = arg(
+        None,
+        "share of tokens the CMR budget loss steers through the experts. NLLB's CMR runs used "
+        f"0.8 (default: {_D.cmr_gate_loss_p}, fairseq's)",
         metavar="P",
-        help="share of tokens the CMR budget loss steers through the experts. NLLB's CMR runs used "
-        f"0.8 (default: {d.cmr_gate_loss_p}, fairseq's)",
+        group=_MOE,
     )
-
-    g = p.add_argument_group("adapters")
-    g.add_argument(
-        "--lang-adapters",
+    # adapters
+    lang_adapters: str | None = arg(
+        None,
+        "bottleneck adapters per language (encoder: source, decoder: target) or per language pair",
         choices=["lang", "pair"],
-        default=None,
-        help="bottleneck adapters per language (encoder: source, decoder: target) or per language pair",
+        group=_ADAPTERS,
     )
-    g.add_argument(
-        "--lang-adapter-bottleneck",
-        type=int,
-        default=None,
-        help=f"bottleneck size of --lang-adapters (default: {d.lang_adapter_bottleneck})",
+    lang_adapter_bottleneck: int | None = arg(
+        None, f"bottleneck size of --lang-adapters (default: {_D.lang_adapter_bottleneck})", group=_ADAPTERS
     )
-    g.add_argument(
-        "--hyper-adapters",
-        action="store_true",
-        default=None,
-        help="adapters generated by one hyper-network from language-pair and layer embeddings",
+    hyper_adapters: bool | None = arg(
+        None, "adapters generated by one hyper-network from language-pair and layer embeddings", group=_ADAPTERS
     )
-    g.add_argument("--hyper-adapter-lang-dim", type=int, default=None, help=f"(default: {d.hyper_adapter_lang_dim})")
-    g.add_argument("--hyper-adapter-layer-dim", type=int, default=None, help=f"(default: {d.hyper_adapter_layer_dim})")
-    g.add_argument(
-        "--hyper-adapter-hidden-dim", type=int, default=None, help=f"(default: {d.hyper_adapter_hidden_dim})"
-    )
-    g.add_argument(
-        "--hyper-adapter-bottleneck", type=int, default=None, help=f"(default: {d.hyper_adapter_bottleneck})"
-    )
-    g.add_argument(
-        "--hyper-adapter-no-rescale",
-        action="store_true",
-        default=None,
-        help="ablation: do not rescale the generated weights by 1/sqrt(fan-in)",
-    )
-    g.add_argument(
-        "--freeze-base",
-        action="store_true",
-        help="train only the adapters (and hyper-network); with --finetune-from-model, to add languages",
+    hyper_adapter_lang_dim: int | None = arg(None, f"(default: {_D.hyper_adapter_lang_dim})", group=_ADAPTERS)
+    hyper_adapter_layer_dim: int | None = arg(None, f"(default: {_D.hyper_adapter_layer_dim})", group=_ADAPTERS)
+    hyper_adapter_hidden_dim: int | None = arg(None, f"(default: {_D.hyper_adapter_hidden_dim})", group=_ADAPTERS)
+    hyper_adapter_bottleneck: int | None = arg(None, f"(default: {_D.hyper_adapter_bottleneck})", group=_ADAPTERS)
+    hyper_adapter_no_rescale: bool | None = arg(
+        None, "ablation: do not rescale the generated weights by 1/sqrt(fan-in)", group=_ADAPTERS
     )
 
 
-def pop_model_overrides(values: dict) -> dict:
-    """Remove the model-side flags from parsed ``values``; return those that were given."""
-    out = {}
-    for name in EXTENSION_FIELDS:
-        v = values.pop(name, None)
-        if v is not None:
-            out[name] = v
-    if values.get("cmr_gate_loss_wt") and not out.get("moe_cmr"):
+def model_overrides(flags: ModelFlags, cmr_gate_loss_wt: float = 0.0) -> dict:
+    """The model settings that were given (not None), by ``TransformerConfig`` field name."""
+    out = {k: v for k, v in asdict(flags).items() if v is not None}
+    if cmr_gate_loss_wt and not out.get("moe_cmr"):
         raise UserError("--cmr-gate-loss-wt needs --moe-cmr: the budget loss acts on the CMR gate")
     return out

@@ -1,6 +1,6 @@
 """``mt-train``: train a multilingual Transformer on binarized data (fairseq flag names).
 
-Flow: argparse -> ``TrainConfig`` -> ``train(cfg)``. ``train`` builds the datasets and the temperature
+Flow: flags (``mt.train.cli``) -> ``TrainConfig`` -> ``train(cfg)``. ``train`` builds the datasets and the temperature
 sampler (``mt.data.sampler``), the model (``mt.models``), Adam + inverse-sqrt schedule (``mt.train.optim``),
 the criterion (``mt.train.criterion``), then runs the update loop with validation (``mt.train.validate``),
 checkpoints (``mt.formats.checkpoint``) and the JSON-lines log (``mt.formats.trainlog``). The step asks the model for
@@ -37,7 +37,6 @@ torchrun stop (finish the update, save, exit) when their launcher dies (``distri
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import errno
@@ -57,8 +56,9 @@ import numpy as np
 import torch
 
 from mt.common import distributed
-from mt.common.errors import UserError, cli_entry, os_error_message
+from mt.common.errors import UserError, os_error_message
 from mt.common.files import exclusive_lock
+from mt.common.flags import arg
 from mt.common.langs import check_code, lang_token, parse_pair
 from mt.data import mixing
 from mt.data.dictionary import Dictionary
@@ -71,70 +71,170 @@ from mt.models.config import ARCHS, EXTENSION_FIELDS, OVERRIDABLE, ForwardContex
 from mt.models.moe import local_experts
 from mt.models.transformer import build_model, num_parameters
 from mt.train import expert_parallel as moe_train
-from mt.train import moe_flags, stability
+from mt.train import stability
 from mt.train.criterion import LabelSmoothedCrossEntropy
 from mt.train.optim import InverseSqrtSchedule, build_optimizer
 from mt.train.validate import LN2, Validator
 
+DEFAULT_ARCH = "transformer_base"
+
+
+def parse_betas(text: str) -> list[float]:
+    """``--adam-betas '(0.9, 0.98)'`` (fairseq's spelling: a Python tuple) -> [0.9, 0.98]."""
+    try:
+        v = ast.literal_eval(text.strip())
+        if isinstance(v, (int, float)):
+            v = [v]
+        return [float(x) for x in v]
+    except (ValueError, SyntaxError, TypeError):
+        raise UserError(f"--adam-betas {text!r}: expected two numbers such as '(0.9, 0.98)'") from None
+
+
+_MODEL, _DATA, _OPT = "model", "data", "optimisation"
+_CKPT, _LOG, _SPIKES = "validation and checkpoints", "logging", "stability (loss spikes)"
+_MOE, _ADAPTERS = "sparse mixture of experts (NLLB-200 MoE)", "adapters"
+
 
 @dataclass
 class TrainConfig:
-    data: str = ""
-    lang_pairs: list[str] = field(default_factory=list)
-    save_dir: str = "checkpoints"
-    arch: str = ""  # "": the starting checkpoint's model (--finetune-from-model / resume), else DEFAULT_ARCH
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # fairseq-named --encoder-layers etc.
-    spm_model: str = ""  # default {data}/spm.model, else the one beside --finetune-from-model (an mt-import folder)
+    """One ``mt-train`` run; each field with ``arg`` is also its flag (``mt.train.cli``)."""
+
+    data: str = arg(
+        "",
+        "binarized data directory (dict.txt, {split}.{src}-{tgt}.{lang}.bin/.idx, spm.model)",
+        positional=True,
+        required=True,
+    )
+    lang_pairs: list[str] = arg(
+        [], "comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn", required=True
+    )
+    save_dir: str = arg("checkpoints", "checkpoints and train_log.jsonl")
+    # "": the starting checkpoint's model (--finetune-from-model / resume), else DEFAULT_ARCH
+    arch: str = arg(
+        "",
+        f"preset (default: {DEFAULT_ARCH}; with --finetune-from-model or when resuming: the "
+        "checkpoint's model, flags below override its settings)",
+        choices=list(ARCHS),
+        group=_MODEL,
+    )
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # --encoder-layers etc. (mt.train.moe_flags)
+    max_source_positions: int = arg(512, "longer sources are skipped", group=_MODEL)
+    max_target_positions: int = arg(512, "longer targets are skipped", group=_MODEL)
     # data
-    sampling_temperature: float = 1.5
-    sampling_method: str = "temperature"  # temperature | unimax | utilimax (mt.data.mixing)
-    unimax_max_epochs: float = 1.0
-    utilities: str = ""  # utilimax: a file of 'direction<TAB>utility' lines, or pair=value,...
-    utilimax_risk: float = 1.0
-    virtual_epoch_size: int = 0
-    curriculum: str = ""
-    max_tokens: int = 4096
-    batch_size: int = 0
-    max_source_positions: int = 512
-    max_target_positions: int = 512
+    sampling_temperature: float = arg(1.5, "p(pair) ∝ n^(1/T); 1 = proportional, large = uniform", group=_DATA)
+    sampling_method: str = arg(
+        "temperature",
+        "temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
+        "utilimax: maximise utility - risk under the same caps",
+        choices=list(mixing.METHODS),
+        group=_DATA,
+    )
+    unimax_max_epochs: float = arg(
+        1.0,
+        "unimax/utilimax: epochs of a direction at most; the rest goes to the others",
+        metavar="N",
+        group=_DATA,
+    )
+    utilities: str = arg(
+        "",
+        "utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
+        "or inline; unlisted pairs get 0",
+        metavar="FILE|PAIR=U,...",
+        group=_DATA,
+    )
+    utilimax_risk: float = arg(
+        1.0, "utilimax: weight of the risk (concentration) term; larger = closer to UniMax", group=_DATA
+    )
+    virtual_epoch_size: int = arg(0, "sentences per epoch (default: all training sentences)", group=_DATA)
+    curriculum: str = arg("", "TSV 'pair<TAB>start_update': pairs that join later", group=_DATA)
+    max_tokens: int = arg(4096, "max padded tokens per batch, source or target whichever larger", group=_DATA)
+    batch_size: int = arg(0, "max sentences per batch (default: no limit)", group=_DATA)
+    spm_model: str = arg(
+        "",
+        "SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
+        "else the one beside --finetune-from-model)",
+        group=_DATA,
+    )
     # optimisation
-    label_smoothing: float = 0.1
-    lr: float = 5e-4
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.0
-    warmup_updates: int = 4000
-    warmup_init_lr: float = -1.0
-    clip_norm: float = 0.0
-    update_freq: int = 1
-    max_update: int = 0
-    max_epoch: int = 0
-    seed: int = 1
-    bf16: bool = False
-    cpu: bool = False
-    # validation
-    validate_interval: int = 1
-    validate_interval_updates: int = 0
-    eval_chrf: int = 0
-    best_checkpoint_metric: str = "loss"
-    # checkpoints
-    save_interval_updates: int = 0
-    keep_last_epochs: int = -1
-    no_epoch_checkpoints: bool = False
-    finetune_from_model: str = ""
-    add_langs: list[str] = field(default_factory=list)  # "xxx_Latn" or "xxx_Latn=yyy_Latn" (row initialised from yyy)
-    # sparse MoE / adapters (model-side flags are in model_overrides, see mt.train.moe_flags)
-    moe_gate_loss_wt: float = 0.01
-    moe_z_loss_wt: float = 0.0
-    cmr_gate_loss_wt: float = 0.0
-    freeze_base: bool = False
+    label_smoothing: float = arg(0.1, group=_OPT)
+    lr: float = arg(5e-4, "peak learning rate", group=_OPT)
+    adam_betas: list[float] = arg(
+        [0.9, 0.98], "(default: (0.9, 0.98))", type=parse_betas, show_default=False, group=_OPT
+    )
+    adam_eps: float = arg(1e-8, group=_OPT)
+    weight_decay: float = arg(0.0, "decoupled, as fairseq's adam (default: %(default)s)", group=_OPT)
+    warmup_updates: int = arg(4000, "inverse-sqrt warmup", group=_OPT)
+    warmup_init_lr: float = arg(-1.0, "(default: 0 with warmup)", show_default=False, group=_OPT)
+    clip_norm: float = arg(0.0, "clip gradient norm; 0 = off (default: %(default)s)", group=_OPT)
+    update_freq: int = arg(1, "accumulate N batches per update", group=_OPT)
+    max_update: int = arg(0, "stop after N updates (0 = no limit)", group=_OPT)
+    max_epoch: int = arg(0, "stop after N epochs (0 = no limit)", group=_OPT)
+    seed: int = arg(1, group=_OPT)
+    bf16: bool = arg(False, "bfloat16 autocast (fp32 master weights)", group=_OPT)
+    cpu: bool = arg(False, "train on CPU even when a GPU is present", group=_OPT)
+    # validation and checkpoints
+    validate_interval: int = arg(1, "validate every N epochs", group=_CKPT)
+    validate_interval_updates: int = arg(0, "also validate every N updates", group=_CKPT)
+    eval_chrf: int = arg(0, "greedy-decode N valid sentences per direction, log chrF++", metavar="N", group=_CKPT)
+    best_checkpoint_metric: str = arg("loss", choices=["loss", "chrf"], group=_CKPT)
+    save_interval_updates: int = arg(0, "save checkpoint_last.pt every N updates", group=_CKPT)
+    keep_last_epochs: int = arg(-1, "keep only the last N checkpoint<epoch>.pt; -1 = all", group=_CKPT)
+    no_epoch_checkpoints: bool = arg(False, "do not write checkpoint<epoch>.pt", group=_CKPT)
+    finetune_from_model: str = arg(
+        "",
+        "start from these weights (an mt-train or mt-import checkpoint); optimizer, LR schedule, "
+        "update count and data position start fresh (fairseq's semantics)",
+        group=_CKPT,
+    )
+    # "xxx_Latn" or "xxx_Latn=yyy_Latn" (row initialised from yyy)
+    add_langs: list[str] = arg(
+        [],
+        "with --finetune-from-model: new language tokens, appended after the model's last token "
+        "(every old id stays; spm.model unchanged); each new embedding row starts as yyy_Latn's row, "
+        "or as the mean of the language-token rows. With --freeze-base the rows stay as initialised "
+        "and the adapters learn the language",
+        metavar="xxx_Latn[=yyy_Latn],...",
+        group=_CKPT,
+    )
     # logging
-    log_interval: int = 100
-    no_progress_bar: bool = False
+    log_interval: int = arg(100, "log every N updates", group=_LOG)
+    no_progress_bar: bool = arg(False, "plain log lines instead of a tqdm bar", group=_LOG)
     # stability (mt.train.stability)
-    spike_threshold: float = 6.0
-    spike_rollback: int = 0
-    spike_skip: int = 0
+    spike_threshold: float = arg(
+        6.0,
+        "a loss above the running median + Z x spread is a spike: warned and logged; 0 = off",
+        metavar="Z",
+        group=_SPIKES,
+    )
+    spike_rollback: int = arg(
+        0,
+        "on a spike, go back to the interval checkpoint at least K updates older (needs --save-interval-updates)",
+        metavar="K",
+        group=_SPIKES,
+    )
+    spike_skip: int = arg(
+        0, "after a rollback, skip the next M batches of data (default: %(default)s)", metavar="M", group=_SPIKES
+    )
+    # sparse MoE / adapters, training side (the model side is in model_overrides, see mt.train.moe_flags)
+    moe_gate_loss_wt: float = arg(
+        0.01,
+        "weight of the load-balancing loss E * sum_e f_e * P_e (mean over MoE layers; default: %(default)s)",
+        group=_MOE,
+    )
+    moe_z_loss_wt: float = arg(0.0, "weight of the router z-loss (default: %(default)s)", group=_MOE)
+    cmr_gate_loss_wt: float = arg(
+        0.0,
+        "weight of the CMR budget loss |mean CMR gate - p| (mean over the tokens of all CMR "
+        "layers, p = --cmr-gate-loss-p; fairseq's flag). NLLB's CMR runs used 0.1 "
+        "(default: %(default)s, fairseq's: off)",
+        metavar="W",
+        group=_MOE,
+    )
+    freeze_base: bool = arg(
+        False,
+        "train only the adapters (and hyper-network); with --finetune-from-model, to add languages",
+        group=_ADAPTERS,
+    )
 
     def check(self) -> "TrainConfig":
         if not self.lang_pairs:
@@ -225,7 +325,6 @@ def _say(di: distributed.DistInfo, msg: str) -> None:
 # against; ``criterion(hidden, output_weight, target, aux_losses)`` returns a ``CriterionOutput`` (it is
 # used for validation too). ``model_config`` has ``to_dict()`` and ``SHAPE_FIELDS`` (checkpoint checks).
 ModelFactory = Callable[["TrainConfig", Dictionary, "dict[str, Any] | None"], "tuple[Any, torch.nn.Module, Any]"]
-DEFAULT_ARCH = "transformer_base"
 # how sentences meet the model (mt.data.rows): always the starting checkpoint's, there are no flags for them
 LAYOUT_FIELDS = ("source_langtok", "decoder_start")
 
@@ -470,7 +569,8 @@ class _Trainer:
             n_train, n_frozen = moe_train.freeze_base(self.model)
             _say(
                 di,
-                f"mt-train: --freeze-base: training {n_train / 1e6:.2f}M adapter parameters, {n_frozen / 1e6:.1f}M frozen",
+                f"mt-train: --freeze-base: training {n_train / 1e6:.2f}M adapter parameters, "
+                f"{n_frozen / 1e6:.1f}M frozen",
             )
         self.optimizer = build_optimizer(
             self.model.parameters(), cfg.lr, tuple(cfg.adam_betas), cfg.adam_eps, cfg.weight_decay
@@ -808,12 +908,14 @@ class _Trainer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         _say(
             di,
-            f"mt-train: checkpoints in {self.save_dir}/ (checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
+            f"mt-train: checkpoints in {self.save_dir}/ "
+            "(checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt), "
             f"log in {self.log.path}",
         )
         _say(
             di,
-            f"mt-train: {self.arch}: {num_parameters(self.model) / 1e6:.1f}M parameters on {di.world_size} x {di.device.type}"
+            f"mt-train: {self.arch}: {num_parameters(self.model) / 1e6:.1f}M parameters "
+            f"on {di.world_size} x {di.device.type}"
             f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions",
         )
         if getattr(self.model_cfg, "moe_freq", 0):
@@ -1119,253 +1221,8 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# --- CLI -------------------------------------------------------------------------------------------
-EPILOG = """examples:
-  # tiny smoke run on a laptop (data from mt-preprocess)
-  mt-train work/demo/bin --lang-pairs eng_Latn-deu_Latn,deu_Latn-eng_Latn --arch transformer_tiny \\
-      --max-tokens 2048 --max-update 200 --save-dir work/demo/ckpt
-
-  # multilingual, temperature sampling, low-resource pairs joining at update 2000, chrF++ on 100 valid
-  # sentences per direction, bf16 autocast
-  mt-train work/bin --lang-pairs eng_Latn-deu_Latn,eng_Latn-fuv_Latn,fuv_Latn-eng_Latn \\
-      --arch transformer_small --sampling-temperature 5 --curriculum curriculum.tsv \\
-      --lr 0.001 --warmup-updates 1000 --label-smoothing 0.1 --max-tokens 4096 --update-freq 2 \\
-      --max-update 20000 --save-interval-updates 1000 --validate-interval-updates 1000 \\
-      --eval-chrf 100 --best-checkpoint-metric chrf --bf16 --save-dir work/ckpt
-
-  # UniMax: an equal share of the budget (20000 updates x 4096 tokens) per direction, at most 5 epochs of
-  # any one; a loss spike rolls back to the checkpoint >= 200 updates older and skips the next 100 batches
-  mt-train work/bin --lang-pairs ... --sampling-method unimax --unimax-max-epochs 5 --max-update 20000 \\
-      --save-interval-updates 100 --spike-rollback 200 --spike-skip 100 --save-dir work/ckpt
-  # UtiliMax with utilities from short ablation runs (mt-eval utilities; recipes/ablations.sh mixing)
-  mt-train work/bin --lang-pairs ... --sampling-method utilimax --utilities utilities.tsv --max-update 20000 ...
-
-  # data parallel: 4 processes (gloo on CPU, nccl on GPUs); the global batch is the same as 1 process
-  torchrun --standalone --nproc_per_node 4 --no-python mt-train work/bin --lang-pairs ... --save-dir work/ckpt
-  # (or: torchrun --standalone --nproc_per_node 4 -m mt.train work/bin ...; multi-node: --nnodes/--rdzv-endpoint)
-
-Re-running the same command resumes from {save-dir}/checkpoint_last.pt (exactly, even after a kill).
-Outputs: {save-dir}/checkpoint_last.pt, checkpoint_best.pt, checkpoint<epoch>.pt, train_log.jsonl.
-Curriculum file: one 'pair<TAB>start_update' per line; unlisted pairs start at update 0.
-Train records of train_log.jsonl carry per-parameter-group Adam statistics ('stability'; mt-eval report plots
-them); spikes and rollbacks are logged as 'spike' / 'rollback' records.
-Losses are logged in base 2 per target token (as fairseq); ppl = 2 ** nll_loss."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(
-        prog="mt-train",
-        description="Train a multilingual Transformer (NLLB recipe) on mt-preprocess output.",
-        epilog=EPILOG + moe_flags.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("data", help="binarized data directory (dict.txt, {split}.{src}-{tgt}.{lang}.bin/.idx, spm.model)")
-    p.add_argument(
-        "--lang-pairs", required=True, help="comma-separated directions, e.g. eng_Latn-deu_Latn,deu_Latn-eng_Latn"
-    )
-    p.add_argument("--save-dir", default=d.save_dir, help="checkpoints and train_log.jsonl (default: %(default)s)")
-
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--arch",
-        default=d.arch,
-        choices=list(ARCHS),
-        help=f"preset (default: {DEFAULT_ARCH}; with --finetune-from-model or when resuming: the "
-        "checkpoint's model, flags below override its settings)",
-    )
-    for name in OVERRIDABLE:
-        typ = float if "dropout" in name else int
-        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
-    g.add_argument(
-        "--max-source-positions",
-        type=int,
-        default=d.max_source_positions,
-        help="longer sources are skipped (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-target-positions",
-        type=int,
-        default=d.max_target_positions,
-        help="longer targets are skipped (default: %(default)s)",
-    )
-
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--sampling-temperature",
-        type=float,
-        default=d.sampling_temperature,
-        help="p(pair) ∝ n^(1/T); 1 = proportional, large = uniform (default: %(default)s)",
-    )
-    g.add_argument(
-        "--sampling-method",
-        default=d.sampling_method,
-        choices=list(mixing.METHODS),
-        help="temperature: p ∝ n^(1/T); unimax: uniform over directions, at most --unimax-max-epochs each; "
-        "utilimax: maximise utility - risk under the same caps (default: %(default)s)",
-    )
-    g.add_argument(
-        "--unimax-max-epochs",
-        type=float,
-        default=d.unimax_max_epochs,
-        metavar="N",
-        help="unimax/utilimax: epochs of a direction at most; the rest goes to the others (default: %(default)s)",
-    )
-    g.add_argument(
-        "--utilities",
-        default="",
-        metavar="FILE|PAIR=U,...",
-        help="utilimax: utility per direction, a file of 'direction<TAB>utility' lines (mt-eval utilities) "
-        "or inline; unlisted pairs get 0",
-    )
-    g.add_argument(
-        "--utilimax-risk",
-        type=float,
-        default=d.utilimax_risk,
-        help="utilimax: weight of the risk (concentration) term; larger = closer to UniMax (default: %(default)s)",
-    )
-    g.add_argument(
-        "--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all training sentences)"
-    )
-    g.add_argument("--curriculum", default="", help="TSV 'pair<TAB>start_update': pairs that join later")
-    g.add_argument(
-        "--max-tokens",
-        type=int,
-        default=d.max_tokens,
-        help="max padded tokens per batch, source or target whichever larger (default: %(default)s)",
-    )
-    g.add_argument("--batch-size", type=int, default=0, help="max sentences per batch (default: no limit)")
-    g.add_argument(
-        "--spm-model",
-        default="",
-        help="SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
-        "else the one beside --finetune-from-model)",
-    )
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
-    g.add_argument("--adam-betas", default="(0.9, 0.98)", help="(default: %(default)s)")
-    g.add_argument("--adam-eps", type=float, default=d.adam_eps, help="(default: %(default)s)")
-    g.add_argument(
-        "--weight-decay", type=float, default=d.weight_decay, help="decoupled, as fairseq's adam (default: %(default)s)"
-    )
-    g.add_argument(
-        "--warmup-updates", type=int, default=d.warmup_updates, help="inverse-sqrt warmup (default: %(default)s)"
-    )
-    g.add_argument("--warmup-init-lr", type=float, default=d.warmup_init_lr, help="(default: 0 with warmup)")
-    g.add_argument(
-        "--clip-norm", type=float, default=d.clip_norm, help="clip gradient norm; 0 = off (default: %(default)s)"
-    )
-    g.add_argument(
-        "--update-freq", type=int, default=d.update_freq, help="accumulate N batches per update (default: %(default)s)"
-    )
-    g.add_argument("--max-update", type=int, default=0, help="stop after N updates (0 = no limit)")
-    g.add_argument("--max-epoch", type=int, default=0, help="stop after N epochs (0 = no limit)")
-    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fp32 master weights)")
-    g.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
-
-    g = p.add_argument_group("validation and checkpoints")
-    g.add_argument(
-        "--validate-interval",
-        type=int,
-        default=d.validate_interval,
-        help="validate every N epochs (default: %(default)s)",
-    )
-    g.add_argument("--validate-interval-updates", type=int, default=0, help="also validate every N updates")
-    g.add_argument(
-        "--eval-chrf",
-        type=int,
-        default=0,
-        metavar="N",
-        help="greedy-decode N valid sentences per direction, log chrF++",
-    )
-    g.add_argument(
-        "--best-checkpoint-metric",
-        default=d.best_checkpoint_metric,
-        choices=["loss", "chrf"],
-        help="(default: %(default)s)",
-    )
-    g.add_argument("--save-interval-updates", type=int, default=0, help="save checkpoint_last.pt every N updates")
-    g.add_argument(
-        "--keep-last-epochs", type=int, default=-1, help="keep only the last N checkpoint<epoch>.pt (default: all)"
-    )
-    g.add_argument("--no-epoch-checkpoints", action="store_true", help="do not write checkpoint<epoch>.pt")
-    g.add_argument(
-        "--finetune-from-model",
-        default="",
-        help="start from these weights (an mt-train or mt-import checkpoint); optimizer, LR schedule, "
-        "update count and data position start fresh (fairseq's semantics)",
-    )
-    g.add_argument(
-        "--add-langs",
-        default="",
-        metavar="xxx_Latn[=yyy_Latn],...",
-        help="with --finetune-from-model: new language tokens, appended after the model's last token "
-        "(every old id stays; spm.model unchanged); each new embedding row starts as yyy_Latn's row, "
-        "or as the mean of the language-token rows. With --freeze-base the rows stay as initialised "
-        "and the adapters learn the language",
-    )
-
-    g = p.add_argument_group("logging")
-    g.add_argument(
-        "--log-interval", type=int, default=d.log_interval, help="log every N updates (default: %(default)s)"
-    )
-    g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
-
-    g = p.add_argument_group("stability (loss spikes)")
-    g.add_argument(
-        "--spike-threshold",
-        type=float,
-        default=d.spike_threshold,
-        metavar="Z",
-        help="a loss above the running median + Z x spread is a spike: warned and logged; 0 = off (default: %(default)s)",
-    )
-    g.add_argument(
-        "--spike-rollback",
-        type=int,
-        default=0,
-        metavar="K",
-        help="on a spike, go back to the interval checkpoint at least K updates older (needs --save-interval-updates)",
-    )
-    g.add_argument(
-        "--spike-skip",
-        type=int,
-        default=0,
-        metavar="M",
-        help="after a rollback, skip the next M batches of data (default: %(default)s)",
-    )
-    moe_flags.add_arguments(p)
-    return p
-
-
-def _parse_betas(s: str) -> list[float]:
-    try:
-        v = ast.literal_eval(s.strip())
-        if isinstance(v, (int, float)):
-            v = [v]
-        return [float(x) for x in v]
-    except (ValueError, SyntaxError, TypeError):
-        raise UserError(f"--adam-betas {s!r}: expected two numbers such as '(0.9, 0.98)'") from None
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = vars(args).copy()
-    overrides = {k: values.pop(k) for k in OVERRIDABLE if values.get(k) is not None}
-    for k in OVERRIDABLE:
-        values.pop(k, None)
-    overrides.update(moe_flags.pop_model_overrides(values))
-    values["lang_pairs"] = [p.strip() for p in values["lang_pairs"].split(",") if p.strip()]
-    values["add_langs"] = [x.strip() for x in values["add_langs"].split(",") if x.strip()]
-    values["adam_betas"] = _parse_betas(values["adam_betas"])
-    return TrainConfig(**values, model_overrides=overrides)
-
-
-@cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    summary = train(config_from_args(args))
-    if summary.get("stopped"):
-        return 143
-    return 0
+    """``mt-train``'s entry point as installed (``mt.train.trainer:main``); the CLI is ``mt.train.cli``."""
+    from mt.train.cli import train_main
+
+    return train_main(argv)

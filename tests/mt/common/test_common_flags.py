@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mt.common.flags import add_flags, arg, comma_list, from_args
+from mt.common.flags import ProgressOptions, add_flags, arg, comma_list, from_args
 
 
 @dataclass
@@ -101,3 +101,59 @@ def test_a_zero_default_is_shown_unlike_false_and_none():
     add_flags(p, Z)
     text = p.format_help()
     assert "worker processes (default: 0)" in text and "(default: False)" not in text and "(default: None)" not in text
+
+
+@dataclass
+class Other:
+    workers: int = arg(1, "worker processes", group="data")
+    verbose: bool = arg(False, "say more")
+
+
+def test_configs_share_a_group_and_group_override():
+    p = argparse.ArgumentParser()
+    add_flags(p, Cfg, only=["data", "lang_pairs"])
+    add_flags(p, Other)
+    text = p.format_help()
+    assert text.count("\ndata:\n") == 1
+    assert "--lang-pairs" in text.split("\ndata:\n")[1] and "--workers" in text.split("\ndata:\n")[1]
+    p = argparse.ArgumentParser()
+    add_flags(p, Cfg, only=["data", "threads", "lang_pairs"], group="as mt-train")
+    text = p.format_help()
+    assert "\nas mt-train:\n" in text and "\ndata:\n" not in text
+    group_text = text.split("\nas mt-train:\n")[1]
+    assert "--threads" in group_text and "--lang-pairs" in group_text
+
+
+@dataclass
+class Named:
+    src_lang: str = arg("", "source language", name="--source-lang", short="-s", aliases=("--src",))
+
+
+def test_a_field_may_have_another_flag_name():
+    p = argparse.ArgumentParser()
+    add_flags(p, Named)
+    assert from_args(Named, p.parse_args(["-s", "a"])) == Named("a")
+    assert from_args(Named, p.parse_args(["--source-lang", "b"])).src_lang == "b"
+    assert from_args(Named, p.parse_args(["--src", "c"])).src_lang == "c"
+    assert "--src-lang" not in p.format_help() and "-s SOURCE_LANG" in p.format_help()
+
+
+@dataclass
+class Optional_:
+    remove_bpe: str | None = arg(None, "post-process", nargs="?", const="sentencepiece")
+
+
+def test_optional_value_with_const():
+    p = argparse.ArgumentParser()
+    add_flags(p, Optional_)
+    assert p.parse_args([]).remove_bpe is None
+    assert p.parse_args(["--remove-bpe"]).remove_bpe == "sentencepiece"
+    assert p.parse_args(["--remove-bpe", "x"]).remove_bpe == "x"
+
+
+@pytest.mark.parametrize("spelling", ["--no-progress-bar", "--no-progress"])
+def test_progress_switch_and_its_old_spelling(spelling):
+    p = argparse.ArgumentParser()
+    add_flags(p, ProgressOptions)
+    assert from_args(ProgressOptions, p.parse_args([spelling])).no_progress_bar
+    assert not from_args(ProgressOptions, p.parse_args([])).no_progress_bar

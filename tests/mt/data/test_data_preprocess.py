@@ -12,6 +12,7 @@ from _tiny_corpus import make_corpus
 from mt.common.errors import UserError
 from mt.data import preprocess as pp
 from mt.data import spm
+from mt.data.cli import preprocess_main
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset
 from mt.data.layout import bin_prefix
@@ -213,7 +214,7 @@ def test_pretokenized_input_and_built_dictionary(tmp_path, capsys):
     (tmp_path / "v.eng_Latn").write_text("▁a ▁zzz\n")
     (tmp_path / "v.deu_Latn").write_text("▁x\n")
     assert (
-        pp.cli(
+        preprocess_main(
             [
                 "--source-lang",
                 SRC,
@@ -236,13 +237,16 @@ def test_pretokenized_input_and_built_dictionary(tmp_path, capsys):
     assert ds[0].tolist() == [d.index("▁a"), d.unk_index, d.eos_index]
     assert "[eng_Latn] valid" in capsys.readouterr().err
     # separate dictionaries
-    assert pp.cli(["-s", SRC, "-t", TGT, "--trainpref", str(tmp_path / "t"), "--destdir", str(tmp_path / "c")]) == 0
+    assert (
+        preprocess_main(["-s", SRC, "-t", TGT, "--trainpref", str(tmp_path / "t"), "--destdir", str(tmp_path / "c")])
+        == 0
+    )
     assert Dictionary.load(tmp_path / "c" / f"dict.{TGT}.txt").symbols[4:] == ["▁x", "▁y"]
     assert not (tmp_path / "c" / "dict.txt").exists()
 
 
 def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
-        pp.cli(["--help"])
+        preprocess_main(["--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--spm-model" in out and "--joined-dictionary" in out

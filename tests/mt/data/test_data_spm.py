@@ -14,6 +14,7 @@ from _tiny_corpus import SIZES, WORDS, make_corpus
 from mt.common.errors import UserError
 from mt.common.langs import lang_token
 from mt.data import spm
+from mt.data.cli import spm_main
 from mt.data.dictionary import Dictionary
 
 
@@ -170,7 +171,7 @@ def test_encode_decode_cli(trained, monkeypatch, capsys):
 
     def run(args, stdin):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8"))
-        assert spm.cli(args) == 0
+        assert spm_main(args) == 0
         return capsys.readouterr().out
 
     pieces = run(["encode", "--model", model], text)
@@ -184,7 +185,7 @@ def test_encode_decode_cli(trained, monkeypatch, capsys):
 def test_help_has_examples(capsys):
     for args in (["--help"], ["train", "--help"]):
         with pytest.raises(SystemExit):
-            spm.cli(args)
+            spm_main(args)
         assert "examples:" in capsys.readouterr().out
 
 

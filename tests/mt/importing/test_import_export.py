@@ -18,12 +18,12 @@ pytest.importorskip("transformers")
 import nllb_fixtures as nf  # noqa: E402
 from train_fixtures import WORDS, one_thread  # noqa: E402,F401 (one_thread: autouse)
 
-from mt.data.preprocess import cli as preprocess_cli  # noqa: E402
+from mt.data.cli import preprocess_main as preprocess_cli  # noqa: E402
 from mt.generate.cli import export_main  # noqa: E402
 from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
 from mt.importing.cli import main as import_main  # noqa: E402
-from mt.train.trainer import main as train_main  # noqa: E402
+from mt.train.cli import train_main  # noqa: E402
 
 PAIR = ("eng_Latn", "deu_Latn")
 KNOWN = [w for w in WORDS if set(w) <= set("".join(nf.WORDS["eng_Latn"]))]  # no <unk> with the fixtures' spm

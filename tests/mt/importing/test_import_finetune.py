@@ -15,14 +15,14 @@ import nllb_fixtures as nf  # noqa: E402
 from hostile import assert_refused  # noqa: E402
 from train_fixtures import one_thread  # noqa: E402,F401 (autouse: one torch thread on the shared machine)
 
+from mt.data.cli import preprocess_main as preprocess_cli  # noqa: E402
 from mt.data.dictionary import Dictionary  # noqa: E402
 from mt.data.indexed import IndexedDataset  # noqa: E402
 from mt.data.pair_dataset import collate, load_direction  # noqa: E402
-from mt.data.preprocess import cli as preprocess_cli  # noqa: E402
 from mt.formats.checkpoint import load_checkpoint  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
+from mt.train.cli import train_main  # noqa: E402
 from mt.train.criterion import LabelSmoothedCrossEntropy  # noqa: E402
-from mt.train.trainer import main as train_main  # noqa: E402
 from mt.train.validate import Validator  # noqa: E402
 
 PAIR = ("eng_Latn", "deu_Latn")

@@ -235,7 +235,7 @@ def test_bfloat16_import_and_load(files, tmp_path):
 def test_commands_run_on_the_imported_folder(files, translator, tmp_path, capsys):
     """mt-translate, mt-interactive and mt-generate (on data binarized with the imported dict.txt) give
     the Translator's translations."""
-    from mt.data.preprocess import cli as preprocess_cli
+    from mt.data.cli import preprocess_main as preprocess_cli
     from mt.generate.cli import generate_main, interactive_main, translate_main
 
     ckpt = files["out"] / "checkpoint.pt"

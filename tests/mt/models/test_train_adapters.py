@@ -12,7 +12,8 @@ from mt.formats.checkpoint import load_checkpoint
 from mt.models.adapters import HyperNetwork, hyper_adapter_param_count, lang_adapter_param_count
 from mt.models.config import ForwardContext, arch_config
 from mt.models.transformer import Transformer, num_parameters
-from mt.train.trainer import TrainConfig, main, train
+from mt.train.cli import train_main as main
+from mt.train.trainer import TrainConfig, train
 
 LANGS = ["aaa_Latn", "bbb_Latn", "ccc_Latn", "ddd_Latn"]
 
@@ -30,10 +31,13 @@ def test_hyper_network_is_shared_and_gives_each_pair_and_layer_its_own_adapter()
     m = _model(hyper_adapters=True)
     layers = [*m.encoder.layers, *m.decoder.layers]
     hyper = layers[0].adapter.hyper
-    assert all(l.adapter.hyper is hyper for l in layers)
+    assert all(layer.adapter.hyper is hyper for layer in layers)
     assert sum(1 for n, _ in m.named_parameters() if ".hyper." in n) == len(list(hyper.parameters()))
     with torch.no_grad():
-        gen = lambda s, t, l: torch.cat([w.flatten() for w in hyper(torch.tensor([s]), torch.tensor([t]), l)])
+
+        def gen(s, t, layer):
+            return torch.cat([w.flatten() for w in hyper(torch.tensor([s]), torch.tensor([t]), layer)])
+
         w01, w10, w02, w01_l3 = gen(0, 1, 0), gen(1, 0, 0), gen(0, 2, 0), gen(0, 1, 3)
         for a, b in ((w01, w10), (w01, w02), (w01, w01_l3), (w10, w02)):
             assert (a - b).abs().max() > 1e-3
@@ -135,7 +139,10 @@ def test_lang_adapters_start_as_identity_and_follow_the_language():
     assert missing and all(".adapter." in k for k in missing)
     src = torch.randint(4, 40, (3, 6))
     prev = torch.randint(4, 40, (3, 5))
-    ctx = lambda: _ctx([0, 1, 2], [1, 0, 1])
+
+    def ctx():
+        return _ctx([0, 1, 2], [1, 0, 1])
+
     with torch.no_grad():
         torch.testing.assert_close(m(src, prev, ctx()), base(src, prev, ctx()))  # identity at start
         m.encoder.layers[0].adapter.up_weight[1].normal_()  # change the encoder adapter of language 1

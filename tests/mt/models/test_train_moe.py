@@ -313,7 +313,7 @@ def test_cmr_budget_loss_pools_the_gates_of_all_cmr_layers_as_fairseq():
         _cfg(moe_cmr=True, cmr_gate_loss_p=1.5)
     with pytest.raises(UserError, match="--cmr-gate-loss-p needs --moe-cmr"):
         _cfg(cmr_gate_loss_p=0.8)
-    from mt.train.trainer import build_parser, config_from_args
+    from mt.train.cli import build_parser, config_from_args
 
     argv = ["data", "--lang-pairs", "eng_Latn-deu_Latn", "--moe-freq", "2", "--moe-expert-count", "4"]
     with pytest.raises(UserError, match="--cmr-gate-loss-wt needs --moe-cmr"):
@@ -337,7 +337,7 @@ def test_cmr_budget_loss_in_mt_train_moves_the_mean_gate_to_p(corpus, tmp_path):
     --cmr-gate-loss-wt 0.1 --cmr-gate-loss-p 0.8 it climbs toward 0.8 (measured over the last 3 updates: 0.44
     without, 0.72 with; both start at 0.47)."""
     from mt.formats.trainlog import TrainLog
-    from mt.train.trainer import main
+    from mt.train.cli import train_main as main
 
     def run(name: str, *extra: str) -> list[dict]:
         save = tmp_path / name

@@ -13,7 +13,7 @@ from hostile import assert_refused
 from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
 
 from mt.common.files import exclusive_lock
-from mt.train.trainer import main
+from mt.train.cli import train_main as main
 
 PAIRS = (("deu_Latn", "eng_Latn"),)
 

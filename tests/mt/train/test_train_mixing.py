@@ -11,7 +11,7 @@ from mt.common.errors import UserError
 from mt.data.mixing import Mixing, load_utilities, unimax_budgets, utilimax_shares
 from mt.data.sampler import MultilingualSampler
 from mt.formats.trainlog import TrainLog
-from mt.train.trainer import main
+from mt.train.cli import train_main as main
 
 DIRS = ["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn", "fra_Latn-eng_Latn"]
 

@@ -21,7 +21,7 @@ from mt.formats.trainlog import TrainLog
 from mt.generate.greedy import greedy_decode
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer
-from mt.train.trainer import main
+from mt.train.cli import train_main as main
 
 PAIRS = (("deu_Latn", "eng_Latn"), ("eng_Latn", "fra_Latn"))
 REPO = Path(__file__).resolve().parents[3]

@@ -12,7 +12,7 @@ from pathlib import Path
 from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
 
 from mt.formats.trainlog import TrainLog
-from mt.train.trainer import main
+from mt.train.cli import train_main as main
 
 REPO = Path(__file__).resolve().parents[3]
 
