@@ -32,6 +32,7 @@ from sacrebleu.metrics.base import Metric
 from mt.common.errors import UserError
 from mt.common.files import sha256_file
 from mt.common.langs import check_code, is_code
+from mt.data.spm import SpmTokenizer
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
 # where sacrebleu itself would have cached the FLORES-200 model (basename of its download URL)
@@ -62,35 +63,22 @@ def default_spm_model() -> Path | None:
     return _SACREBLEU_CACHED_SPM if _SACREBLEU_CACHED_SPM.is_file() else None
 
 
-class SpmTokenizer:
+@lru_cache(maxsize=4)
+def _spm(model: str) -> SpmTokenizer:
+    if not Path(model).is_file():
+        raise UserError(spm_missing_message(model))
+    return SpmTokenizer(model, hint=f"pass --spm-model {FLORES200_SPM_NAME}")
+
+
+def _spm_pieces(model: str) -> Callable[[Sequence[str]], list[str]]:
     """``line -> " ".join(pieces)`` with a local SentencePiece model, as sacrebleu's TokenizerSPM does."""
-
-    def __init__(self, model: str | os.PathLike):
-        import sentencepiece as spm
-
-        self.path = Path(model)
-        if not self.path.is_file():
-            raise UserError(spm_missing_message(self.path))
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.Load(str(self.path))
-        except (OSError, RuntimeError) as exc:
-            raise UserError(
-                f"{self.path}: not a SentencePiece model ({exc}); pass --spm-model {FLORES200_SPM_NAME}"
-            ) from None
-        self.sha8 = sha256_file(self.path)[:8]
-
-    @property
-    def signature(self) -> str:
-        return f"spm-local({self.sha8})"
-
-    def __call__(self, lines: Sequence[str]) -> list[str]:
-        return [" ".join(pieces) for pieces in self.sp.encode(list(lines), out_type=str)]
+    tok = _spm(model)
+    return lambda lines: [" ".join(pieces) for pieces in tok.encode_batch(lines)]
 
 
 @lru_cache(maxsize=4)
-def _spm(model: str) -> SpmTokenizer:
-    return SpmTokenizer(model)
+def _spm_signature(model: str) -> str:
+    return f"spm-local({sha256_file(model)[:8]})"
 
 
 # BLEU tokenizers a user may pick (sacrebleu's, less those that download a model: use spbleu for those)
@@ -182,15 +170,14 @@ class MetricSpec:
             return sacrebleu.CHRF(word_order=2), None
         if self.name == "bleu":
             return sacrebleu.BLEU(tokenize=self.tokenize or "13a"), None
-        tok = _spm(self.spm_model)
-        return sacrebleu.BLEU(tokenize="none", force=True), tok
+        return sacrebleu.BLEU(tokenize="none", force=True), _spm_pieces(self.spm_model)
 
     def signature(self, metric: Metric, **extra: object) -> str:
         """sacrebleu's signature, with ``tok:spm-local(sha8)`` for spBLEU and any extra fields
         (``bs``, ``seed``) placed where sacrebleu puts them (version stays last)."""
         sig = metric.get_signature()
         if self.name == "spbleu":
-            sig.update("tok", _spm(self.spm_model).signature)
+            sig.update("tok", _spm_signature(self.spm_model))
         for key, value in extra.items():
             sig.update(key, value)
         return sig.format()
