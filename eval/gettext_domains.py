@@ -61,6 +61,7 @@ from tqdm import tqdm
 from eval.classification import SRC, Example, stats_table, write_task
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
+from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source, norm_key
 from mt.data.gettext_corpus import DEMO_LANGS, discover, read_catalogues, resolve_langs
@@ -213,11 +214,6 @@ def english_labels(
     return dict(labels), Counter({d: len(s) for d, s in per_domain.items()})
 
 
-def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: no byte-order mark in the first line
-        return [line.rstrip("\n") for line in fh]
-
-
 def corpus_train_keys(
     corpus: str | os.PathLike, langs: list[str]
 ) -> tuple[dict[str, tuple[set[str], set[str]]], set[str]]:
@@ -235,12 +231,12 @@ def corpus_train_keys(
         pair = path.name[: -len(SRC) - 1]
         a, _, b = pair.partition("-")
         other = b if a == SRC else a
-        en = {norm_key(s) for s in _read_lines(path)}
+        en = {norm_key(s) for s in read_lines(path, progress=False, bom=True)}
         all_english |= en
         if other in langs:
             prefix = layout.train_prefix(root, SRC, other)
             tgt_path = Path(f"{prefix}.{other}")
-            tgt = {norm_key(s) for s in _read_lines(tgt_path)} if tgt_path.is_file() else set()
+            tgt = {norm_key(s) for s in read_lines(tgt_path, progress=False, bom=True)} if tgt_path.is_file() else set()
             per_lang[other] = (en, tgt)
     return per_lang, all_english
 

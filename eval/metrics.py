@@ -32,6 +32,7 @@ from sacrebleu.metrics.base import Metric
 from mt.common.errors import UserError
 from mt.common.files import sha256_file
 from mt.common.langs import check_code, is_code
+from mt.common.textio import read_lines
 from mt.data.spm import SpmTokenizer
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
@@ -239,22 +240,10 @@ def target_notes(specs: Sequence[MetricSpec], tgt_langs: Sequence[str | None]) -
 # files
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them), without
-    a leading byte-order mark."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:  # utf-8-sig: a leading byte-order mark (Windows editors write one) is not part of the first line
-        with open(path, encoding="utf-8-sig", newline="\n") as fh:
-            return [line.rstrip() for line in fh]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv") from None
-
-
 def read_aligned(*paths: str | os.PathLike) -> list[list[str]]:
-    """Read several line-aligned files; a different line count is an error that names every file."""
-    texts = [read_lines(p) for p in paths]
+    """Read several line-aligned files as sacrebleu does (split on ``\\n``, right-stripped, no byte-order
+    mark); a different line count is an error that names every file."""
+    texts = [list(read_lines(p, progress=False, bom=True, strip=None)) for p in paths]
     counts = {len(t) for t in texts}
     if len(counts) > 1:
         detail = ", ".join(f"{p} has {len(t)} lines" for p, t in zip(paths, texts))

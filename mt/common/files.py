@@ -175,12 +175,6 @@ def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = Fa
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder: choose another {flag}")
 
 
-def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
-    """Lines of a text file (``.gz`` read through gzip), a last line without a newline included (see
-    ``scan_text``)."""
-    return scan_text(path, check_utf8)[0]
-
-
 def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, str]:
     """(lines, SHA-256 of the text) of a plain or ``.gz`` file in one pass of 1 MiB blocks.
 

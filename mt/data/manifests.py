@@ -55,6 +55,7 @@ except ModuleNotFoundError:  # Python 3.10
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write, exclusive_lock, remove_stale_temps, sha256_file, temp_name
 from mt.common.langs import check_code
+from mt.common.textio import count_lines
 
 KINDS = ("parallel", "monolingual", "eval-nway")
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")
@@ -485,15 +486,6 @@ def _data_root(m: Manifest, folder: Path) -> Path | None:
     return None
 
 
-def _count_lines(path: Path) -> int:
-    n, last = 0, b"\n"
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (last != b"\n")
-
-
 def _langs_in(m: Manifest, folder: Path) -> list[str]:
     """The manifest's languages, or (``"all"``) every code that some ``{lang}`` pattern matches."""
     if isinstance(m.languages, list):
@@ -526,7 +518,7 @@ def check_layout(m: Manifest, folder: Path) -> list[str]:
                 problems.append(f"missing {rel}")
                 continue
             if m.layout.line_aligned and "{lang}" in pat and len(hits) == 1:
-                line_counts.setdefault(_count_lines(Path(hits[0])), []).append(rel)
+                line_counts.setdefault(count_lines(Path(hits[0]), check_utf8=False), []).append(rel)
         if len(line_counts) > 1:
             summary = "; ".join(
                 f"{n} lines: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 from mt.common.errors import UserError, located
-from mt.common.files import count_lines as util_count_lines
 from mt.common.files import refuse_file_in_the_way, temp_name
 from mt.common.langs import check_code
+from mt.common.textio import count_lines
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
 from mt.data.layout import bin_prefix
@@ -81,12 +81,6 @@ def splits(cfg: PreprocessConfig) -> list[tuple[str, str]]:
         for k, pref in enumerate(p for p in (prefs or "").split(",") if p):
             out.append((name if k == 0 else f"{name}{k}", pref))
     return out
-
-
-def count_lines(path: Path, check_utf8: bool = True) -> int:
-    """Lines as Python iterates them: newlines, plus one for a last line without a newline. A line that is
-    not UTF-8 is an error naming it here, in the checks before anything is written (not halfway through)."""
-    return util_count_lines(path, check_utf8=check_utf8)
 
 
 def line_offsets(path: Path, line_numbers: list[int]) -> list[int]:
