@@ -47,12 +47,11 @@ from mining.laser_model import ROW_OFFSET
 from mt.common import textio
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, file_identity, owned_dir, remove_owned_dir
-from mt.common.langs import check_code, is_code, lang_token
+from mt.common.langs import ENGLISH, check_code, is_code, lang_token
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype
 from mt.data.layout import bin_prefix, eval_file
 
-ENGLISH = "eng_Latn"
 TEACHER_SPACE = "eng_Zxxx"  # the teacher's English embeddings, as a target "language" (see module docstring)
 
 
