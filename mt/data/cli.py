@@ -17,6 +17,7 @@ _DATA_COMMANDS = {
     "fetch": ("mt.data.manifests", "download a corpus with resume, progress and checksum"),
     "verify": ("mt.data.manifests", "check a local copy of a corpus against its manifest"),
     "register": ("mt.data.manifests", "point a manifest ID at a local copy (offline use)"),
+    "merge-bitext": ("mt.data.merge", "seed + mined bitext of a pair: duplicates and dev/devtest sentences removed"),
 }
 
 _DATA_HELP = """usage: mt-data COMMAND [options]
@@ -32,6 +33,8 @@ examples:
   mt-data fetch flores200
   mt-data register flores200 ~/Downloads/flores200_dataset.tar.gz
   mt-data verify flores200
+  mt-data merge-bitext -s eng_Latn -t deu_Latn --inputs corpus/train/eng_Latn-deu_Latn,mined/deu_Latn/mined \\
+    --eval-dirs corpus/dev,corpus/devtest --out bitext/train/eng_Latn-deu_Latn
 
 Run `mt-data COMMAND --help` for the options of one command.
 """
@@ -41,7 +44,7 @@ Run `mt-data COMMAND --help` for the options of one command.
 def data_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        commands = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in _DATA_COMMANDS.items())
+        commands = "\n".join(f"  {name:<13} {summary}" for name, (_, summary) in _DATA_COMMANDS.items())
         print(_DATA_HELP.format(commands=commands))
         return 0 if argv else 2
     cmd = argv[0]
