@@ -192,6 +192,19 @@ def script_mismatch(tgt: str, src: str, script: str, min_share: float = 0.5, own
 # -------------------------------------------------------------------------------------------------- driver
 
 
+def _form_reason(text: str) -> str | None:
+    """The rules both sides share, on normalised text: empty, mostly placeholders, markup, paths/URLs/e-mail."""
+    if not text:
+        return "empty"
+    if is_mostly_placeholders(text):
+        return "placeholders"
+    if has_markup(text):
+        return "markup"
+    if has_path_url_email(text):
+        return "path_url_email"
+    return None
+
+
 def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | None]:
     """The English-side half of :func:`clean_pair`: ``(normalised src, reason or None)``.
 
@@ -199,14 +212,9 @@ def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | N
     """
     cfg = cfg or CleanConfig()
     src = normalize_ws(strip_accelerators(src))
-    if not src:
-        return src, "empty"
-    if is_mostly_placeholders(src):
-        return src, "placeholders"
-    if has_markup(src):
-        return src, "markup"
-    if has_path_url_email(src):
-        return src, "path_url_email"
+    reason = _form_reason(src)
+    if reason is not None:
+        return src, reason
     n = count_words(src)
     if n < cfg.min_words:
         return src, "min_words"
@@ -218,14 +226,9 @@ def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | N
 def clean_target(src: str, tgt: str, script: str | None = None) -> tuple[str, str | None]:
     """The translation-side half of :func:`clean_pair`; ``src`` is the already cleaned English."""
     tgt = normalize_ws(strip_accelerators(tgt))
-    if not tgt:
-        return tgt, "empty"
-    if is_mostly_placeholders(tgt):
-        return tgt, "placeholders"
-    if has_markup(tgt):
-        return tgt, "markup"
-    if has_path_url_email(tgt):
-        return tgt, "path_url_email"
+    reason = _form_reason(tgt)
+    if reason is not None:
+        return tgt, reason
     own = own_text(tgt, src)
     if is_untranslated(src, tgt, own):
         return tgt, "untranslated"

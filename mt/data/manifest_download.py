@@ -49,6 +49,12 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------------------------------
 # checksum checks
 # --------------------------------------------------------------------------------------------------
+def _listed(problems: list[str], most: int) -> str:
+    """The first ``most`` problems of a layout check, for a one-line error."""
+    more = f" ... ({len(problems)} problems)" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
+
+
 def check_tsv(path: Path, columns: int = 2) -> tuple[int, list[str]]:
     """(number of lines, problems) of a ``src<TAB>tgt`` file; stops listing after a few problems."""
     problems: list[str] = []
@@ -484,9 +490,7 @@ def _unpack_once(m: Manifest, archive: Path, dest: Path, sha: str, progress: boo
     problems = check_layout(m, data)
     if problems:
         raise UserError(
-            f"{archive} unpacked into {dest}, but it lacks the layout of {m.id} ({m.path}): "
-            + "; ".join(problems[:5])
-            + (f" ... ({len(problems)} problems)" if len(problems) > 5 else "")
+            f"{archive} unpacked into {dest}, but it lacks the layout of {m.id} ({m.path}): " + _listed(problems, 5)
         )
     return data
 
@@ -563,10 +567,6 @@ def register(corpus_id: str, path: str | os.PathLike, *, progress: bool = True) 
             raise UserError(f"{p} is a folder, but {m.id} ({m.path}) is a single TSV file: pass the file")
         problems = check_layout(m, data)
         if problems:
-            raise UserError(
-                f"{data} does not have the layout of {m.id} ({m.path}): "
-                + "; ".join(problems[:10])
-                + (f" ... ({len(problems)} problems)" if len(problems) > 10 else "")
-            )
+            raise UserError(f"{data} does not have the layout of {m.id} ({m.path}): " + _listed(problems, 10))
     record_copy(m.id, p, data, "register", sha)
     return data

@@ -21,7 +21,7 @@ from typing import Iterator
 from mt.common.errors import UserError, located
 from mt.common.files import refuse_file_in_the_way, temp_name
 from mt.common.langs import check_code
-from mt.common.textio import count_lines
+from mt.common.textio import chunks, count_lines
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
 from mt.data.layout import bin_prefix
@@ -147,13 +147,7 @@ def _encode_range(
             stats.unk += sum(1 for t, i in zip(toks, ids) if i == unk and t != UNK)
             sink.add(ids)
 
-    batch: list[str] = []
-    for line in _decoded_lines(path, start, end, first_line):
-        batch.append(line)
-        if len(batch) == _BATCH:
-            flush(batch)
-            batch = []
-    if batch:
+    for batch in chunks(_decoded_lines(path, start, end, first_line), _BATCH):
         flush(batch)
     return stats
 

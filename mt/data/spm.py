@@ -35,6 +35,7 @@ from mt.common.files import (
     temp_name,
 )
 from mt.common.langs import check_code, is_code, lang_token, token_lang
+from mt.common.textio import chunks
 from mt.data.dictionary import BOS, EOS, PAD, UNK
 
 _TRAIN_RE = re.compile(
@@ -378,14 +379,8 @@ def _count_pieces(sp, sample_path: Path, batch: int = 10_000) -> np.ndarray:
         counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
 
     with open(sample_path, encoding="utf-8") as fh:
-        buf: list[str] = []
-        for line in fh:
-            buf.append(line.rstrip("\n"))
-            if len(buf) == batch:
-                add(buf)
-                buf = []
-        if buf:
-            add(buf)
+        for lines in chunks((line.rstrip("\n") for line in fh), batch):
+            add(lines)
     return counts
 
 
