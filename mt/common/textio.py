@@ -126,7 +126,7 @@ def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
     gzip), in one pass of 1 MiB blocks. ``check_utf8``: a line that is not UTF-8 is a UserError naming it,
     so a stage that counts first refuses a bad file before it writes anything (not halfway through)."""
     check_input(path)
-    return scan_text(path, check_utf8)[0]
+    return scan_text(path, check_utf8, digest=False)[0]
 
 
 def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -> Iterator[tuple[int, str]]:
