@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mt.common.textio import count_lines  # noqa: E402
 from mt.data import preprocess as pp  # noqa: E402
 from mt.data import spm  # noqa: E402
-from mt.data.preprocess import count_lines  # noqa: E402
 
 
 def synthetic_corpus(root: Path, n: int) -> Path:

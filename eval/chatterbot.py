@@ -31,9 +31,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.classification import SRC, Example, stats_table, write_task
+from eval.classification import Example, stats_table, write_task
 from mt.common.errors import UserError, located
 from mt.common.flags import arg
+from mt.common.langs import ENGLISH
 from mt.data.clean import norm_key, normalize_ws
 
 # chatterbot-corpus folder -> FLORES-200 code (hinglish is romanised Hindi-English code-mixing: no code)
@@ -156,7 +157,7 @@ def _resolve_langs(spec: str | list[str], present: list[str]) -> list[str]:
 
     spec = spec.strip() if isinstance(spec, str) else ",".join(spec)
     if spec == "all":
-        return [c for c in present if c != SRC]
+        return [c for c in present if c != ENGLISH]
     if spec == "demo":
         return [c for c in DEMO_LANGS if c in present]
     codes = [c.strip() for c in spec.split(",") if c.strip()]
@@ -164,7 +165,7 @@ def _resolve_langs(spec: str | list[str], present: list[str]) -> list[str]:
     if missing:
         raise UserError(
             f"--langs {','.join(missing)}: chatterbot-corpus has no folder for it "
-            f"(it has {', '.join(c for c in present if c != SRC)})"
+            f"(it has {', '.join(c for c in present if c != ENGLISH)})"
         )
     return codes
 
@@ -181,10 +182,10 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
             "pip install chatterbot-corpus==1.3.3, or pass --chatterbot-dir .../chatterbot_corpus/data"
         )
     corpus = read_corpus(root)
-    if SRC not in corpus:
+    if ENGLISH not in corpus:
         raise UserError(f"{root}: no english/ folder; pass the chatterbot_corpus/data directory")
     langs = _resolve_langs(cfg.langs, sorted(corpus))
-    english = corpus[SRC]
+    english = corpus[ENGLISH]
     notes: list[str] = []
     test_idx: dict[str, set[int]] = {}
     for topic, convs in sorted(english.items()):
@@ -212,10 +213,10 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     train = [e for e in train if e.label in labels]
     files: dict[str, list[Example]] = {}
     aligned: dict[str, int] = {}
-    for lang in [SRC, *langs]:
+    for lang in [ENGLISH, *langs]:
         topics = corpus[lang]
         extra = sorted(set(topics) - set(english))
-        if extra and lang != SRC:
+        if extra and lang != ENGLISH:
             notes.append(f"{lang}: topic(s) English lacks, left out: {', '.join(extra)}")
         ex = [e for t in sorted(set(topics) & set(labels)) for e in examples(t, topics[t], test=True)]
         ex = [e for e in dedup(ex) if norm_key(e.text) not in train_keys]  # an utterance copied verbatim
@@ -227,7 +228,7 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
             continue
         files[lang] = ex
         aligned[lang] = sum(counts[t] for t in ok if len(topics[t]) == len(english[t]))
-    tested = [lang for lang in files if lang != SRC]
+    tested = [lang for lang in files if lang != ENGLISH]
     if not tested:
         raise UserError(
             f"no chatterbot language has two topics with --min-per-label {cfg.min_per_label} test "
@@ -249,7 +250,7 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(stats_table({f"train.{SRC}": train, **{f"test.{lang}": files[lang] for lang in files}}))
+    print(stats_table({f"train.{ENGLISH}": train, **{f"test.{lang}": files[lang] for lang in files}}))
     print(
         "test utterances from files index-aligned with English (no leak possible): "
         + ", ".join(f"{lang} {aligned[lang]}/{len(files[lang])}" for lang in tested)

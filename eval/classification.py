@@ -23,11 +23,10 @@ from pathlib import Path
 
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write
-from mt.common.langs import is_code
+from mt.common.langs import ENGLISH, is_code
 from mt.data.clean import normalize_ws
 
-SRC = "eng_Latn"
-TRAIN_FILE = f"train.{SRC}.tsv"
+TRAIN_FILE = f"train.{ENGLISH}.tsv"
 _TEST_RE = re.compile(r"^test\.(?P<lang>[^.]+)\.tsv$")
 
 
@@ -53,7 +52,7 @@ class Task:
     @property
     def test_langs(self) -> list[str]:
         """Languages with a test file, English excluded (it is the reference, not a transfer target)."""
-        return [lang for lang in self.test if lang != SRC]
+        return [lang for lang in self.test if lang != ENGLISH]
 
 
 def read_examples(path: str | Path) -> list[Example]:
@@ -110,12 +109,12 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
         lang = m.group("lang")
         if not is_code(lang):
             raise UserError(f"{p}: {lang!r} is not a FLORES-200 code; name test files test.deu_Latn.tsv etc.")
-        if langs is None or lang in langs or lang == SRC:
+        if langs is None or lang in langs or lang == ENGLISH:
             test[lang] = read_examples(p)
     if langs is not None:
         missing = [lang for lang in langs if lang not in test]
         if missing:
-            have = ", ".join(lang for lang in test if lang != SRC) or "none"
+            have = ", ".join(lang for lang in test if lang != ENGLISH) or "none"
             raise UserError(f"{root}: no test file for {', '.join(missing)} (test languages here: {have})")
     known = set(e.label for e in train)
     for lang, examples in test.items():
@@ -125,7 +124,7 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
                 f"{root / f'test.{lang}.tsv'}: label(s) {', '.join(unknown)} never occur in "
                 f"{TRAIN_FILE}; a classifier trained on English cannot predict them"
             )
-    if not any(lang != SRC for lang in test):
+    if not any(lang != ENGLISH for lang in test):
         raise UserError(f"{root}: no test.{{lang}}.tsv files besides English")
     meta: dict = {}
     if (root / "task.json").is_file():
@@ -177,7 +176,7 @@ def write_task(out: str | Path, train: list[Example], test: dict[str, list[Examp
     for old in out.glob("test.*.tsv"):  # languages of an earlier build that this one does not have
         if old not in written:
             old.unlink()
-    files = {"train." + SRC: train, **{f"test.{lang}": test[lang] for lang in sorted(test)}}
+    files = {"train." + ENGLISH: train, **{f"test.{lang}": test[lang] for lang in sorted(test)}}
     labels, counts = label_counts(files)
     with atomic_write(out / "labels.tsv") as fh:
         fh.write("\t".join(["label", *files]) + "\n")

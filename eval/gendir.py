@@ -23,10 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from mt.common.errors import UserError, located
-from mt.common.langs import is_code
+from mt.common.langs import ENGLISH, is_code
 from mt.formats.hyp_files import parse_hyp_name
 
-ENG = "eng_Latn"
 TIERS = ("high", "mid", "low")
 
 
@@ -42,16 +41,16 @@ class Direction:
     @property
     def group(self) -> str:
         """NLLB's grouping: English-centric out of / into English, or non-English (xx-yy)."""
-        if self.src == ENG:
+        if self.src == ENGLISH:
             return "eng-xx"
-        if self.tgt == ENG:
+        if self.tgt == ENGLISH:
             return "xx-eng"
         return "xx-yy"
 
     @property
     def lang(self) -> str:
         """The language a direction is filed under: its non-English side (the target for xx-yy)."""
-        return self.src if self.tgt == ENG else self.tgt
+        return self.src if self.tgt == ENGLISH else self.tgt
 
 
 def find_directions(gen_dir: str | os.PathLike) -> list[tuple[Direction, Path]]:
@@ -132,7 +131,7 @@ def direction_tier(direction: Direction, stats: pd.DataFrame | None) -> str | No
     """Tier of the non-English side; for xx-yy the lower-resourced of the two sides."""
     if stats is None:
         return None
-    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENG] or [direction.tgt]
+    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENGLISH] or [direction.tgt]
     tiers = [stats.at[lang, "tier"] for lang in sides if lang in stats.index]
     if len(tiers) != len(sides):
         return None
@@ -142,7 +141,7 @@ def direction_tier(direction: Direction, stats: pd.DataFrame | None) -> str | No
 def direction_train_pairs(direction: Direction, stats: pd.DataFrame | None) -> int | None:
     if stats is None:
         return None
-    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENG] or [direction.tgt]
+    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENGLISH] or [direction.tgt]
     if not all(lang in stats.index for lang in sides):
         return None
     return int(min(stats.at[lang, "train_pairs"] for lang in sides))

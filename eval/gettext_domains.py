@@ -58,10 +58,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from eval.classification import SRC, Example, stats_table, write_task
+from eval.classification import Example, stats_table, write_task
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.common.flags import arg
+from mt.common.langs import ENGLISH
+from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source, norm_key
 from mt.data.gettext_corpus import DEMO_LANGS, discover, read_catalogues, resolve_langs
@@ -234,11 +236,6 @@ def english_labels(
     return dict(labels), Counter({d: len(s) for d, s in per_domain.items()})
 
 
-def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: no byte-order mark in the first line
-        return [line.rstrip("\n") for line in fh]
-
-
 def corpus_train_keys(
     corpus: str | os.PathLike, langs: list[str]
 ) -> tuple[dict[str, tuple[set[str], set[str]]], set[str]]:
@@ -252,16 +249,16 @@ def corpus_train_keys(
         )
     per_lang: dict[str, tuple[set[str], set[str]]] = {}
     all_english: set[str] = set()
-    for path in sorted((root / "train").glob(f"*.{SRC}")):
-        pair = path.name[: -len(SRC) - 1]
+    for path in sorted((root / "train").glob(f"*.{ENGLISH}")):
+        pair = path.name[: -len(ENGLISH) - 1]
         a, _, b = pair.partition("-")
-        other = b if a == SRC else a
-        en = {norm_key(s) for s in _read_lines(path)}
+        other = b if a == ENGLISH else a
+        en = {norm_key(s) for s in read_lines(path, progress=False, bom=True)}
         all_english |= en
         if other in langs:
-            prefix = layout.train_prefix(root, SRC, other)
+            prefix = layout.train_prefix(root, ENGLISH, other)
             tgt_path = Path(f"{prefix}.{other}")
-            tgt = {norm_key(s) for s in _read_lines(tgt_path)} if tgt_path.is_file() else set()
+            tgt = {norm_key(s) for s in read_lines(tgt_path, progress=False, bom=True)} if tgt_path.is_file() else set()
             per_lang[other] = (en, tgt)
     return per_lang, all_english
 
@@ -477,7 +474,7 @@ def build_gettext_task(cfg: GettextTaskConfig) -> GettextTaskResult:
             f"(tried {', '.join(langs) or 'none'}); add languages with --langs or lower --min-per-label"
         )
     en_test = sorted((e for e in english_test if e.label in labels), key=lambda e: (e.label, e.text))
-    files = {**kept, SRC: en_test}
+    files = {**kept, ENGLISH: en_test}
 
     # every sentence of the test sets, for `mt-data build gettext --exclude` (corpus built after the task)
     exclude = sorted({g.text for g in groups if g.key in test_keys} | {e.text for lang in kept for e in kept[lang]})
@@ -517,9 +514,9 @@ def _report(
 ) -> None:
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
-    order = {SRC: 0}
+    order = {ENGLISH: 0}
     table = {
-        f"train.{SRC}": train,
+        f"train.{ENGLISH}": train,
         **{f"test.{lang}": files[lang] for lang in sorted(files, key=lambda x: (order.get(x, 1), x))},
     }
     print(stats_table(table))

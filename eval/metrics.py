@@ -33,6 +33,8 @@ from mt.common.errors import UserError
 from mt.common.files import sha256_file
 from mt.common.flags import arg
 from mt.common.langs import check_code, is_code
+from mt.common.textio import read_lines
+from mt.data.spm import SpmTokenizer
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
 # where sacrebleu itself would have cached the FLORES-200 model (basename of its download URL)
@@ -63,35 +65,22 @@ def default_spm_model() -> Path | None:
     return _SACREBLEU_CACHED_SPM if _SACREBLEU_CACHED_SPM.is_file() else None
 
 
-class SpmTokenizer:
+@lru_cache(maxsize=4)
+def _spm(model: str) -> SpmTokenizer:
+    if not Path(model).is_file():
+        raise UserError(spm_missing_message(model))
+    return SpmTokenizer(model, hint=f"pass --spm-model {FLORES200_SPM_NAME}")
+
+
+def _spm_pieces(model: str) -> Callable[[Sequence[str]], list[str]]:
     """``line -> " ".join(pieces)`` with a local SentencePiece model, as sacrebleu's TokenizerSPM does."""
-
-    def __init__(self, model: str | os.PathLike):
-        import sentencepiece as spm
-
-        self.path = Path(model)
-        if not self.path.is_file():
-            raise UserError(spm_missing_message(self.path))
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.Load(str(self.path))
-        except (OSError, RuntimeError) as exc:
-            raise UserError(
-                f"{self.path}: not a SentencePiece model ({exc}); pass --spm-model {FLORES200_SPM_NAME}"
-            ) from None
-        self.sha8 = sha256_file(self.path)[:8]
-
-    @property
-    def signature(self) -> str:
-        return f"spm-local({self.sha8})"
-
-    def __call__(self, lines: Sequence[str]) -> list[str]:
-        return [" ".join(pieces) for pieces in self.sp.encode(list(lines), out_type=str)]
+    tok = _spm(model)
+    return lambda lines: [" ".join(pieces) for pieces in tok.encode_batch(lines)]
 
 
 @lru_cache(maxsize=4)
-def _spm(model: str) -> SpmTokenizer:
-    return SpmTokenizer(model)
+def _spm_signature(model: str) -> str:
+    return f"spm-local({sha256_file(model)[:8]})"
 
 
 # BLEU tokenizers a user may pick (sacrebleu's, less those that download a model: use spbleu for those)
@@ -183,15 +172,14 @@ class MetricSpec:
             return sacrebleu.CHRF(word_order=2), None
         if self.name == "bleu":
             return sacrebleu.BLEU(tokenize=self.tokenize or "13a"), None
-        tok = _spm(self.spm_model)
-        return sacrebleu.BLEU(tokenize="none", force=True), tok
+        return sacrebleu.BLEU(tokenize="none", force=True), _spm_pieces(self.spm_model)
 
     def signature(self, metric: Metric, **extra: object) -> str:
         """sacrebleu's signature, with ``tok:spm-local(sha8)`` for spBLEU and any extra fields
         (``bs``, ``seed``) placed where sacrebleu puts them (version stays last)."""
         sig = metric.get_signature()
         if self.name == "spbleu":
-            sig.update("tok", _spm(self.spm_model).signature)
+            sig.update("tok", _spm_signature(self.spm_model))
         for key, value in extra.items():
             sig.update(key, value)
         return sig.format()
@@ -253,22 +241,10 @@ def target_notes(specs: Sequence[MetricSpec], tgt_langs: Sequence[str | None]) -
 # files
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them), without
-    a leading byte-order mark."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:  # utf-8-sig: a leading byte-order mark (Windows editors write one) is not part of the first line
-        with open(path, encoding="utf-8-sig", newline="\n") as fh:
-            return [line.rstrip() for line in fh]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv") from None
-
-
 def read_aligned(*paths: str | os.PathLike) -> list[list[str]]:
-    """Read several line-aligned files; a different line count is an error that names every file."""
-    texts = [read_lines(p) for p in paths]
+    """Read several line-aligned files as sacrebleu does (split on ``\\n``, right-stripped, no byte-order
+    mark); a different line count is an error that names every file."""
+    texts = [list(read_lines(p, progress=False, bom=True, strip=None)) for p in paths]
     counts = {len(t) for t in texts}
     if len(counts) > 1:
         detail = ", ".join(f"{p} has {len(t)} lines" for p, t in zip(paths, texts))

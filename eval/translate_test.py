@@ -44,11 +44,11 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from eval.classification import SRC, Task, read_task
+from eval.classification import Task, read_task
 from mt.common.errors import UserError, warn_once
 from mt.common.files import atomic_write, file_identity
 from mt.common.flags import arg
-from mt.common.langs import check_code
+from mt.common.langs import ENGLISH, check_code
 
 METHODS = ("zero_shot", "translate_test", "translate_train")
 MT_METHODS = ("translate_test", "translate_train")
@@ -342,15 +342,15 @@ def run_translate_test(cfg: TranslateTestConfig) -> TranslateTestResult:
     embed = EmbeddingCache(encoder, cfg.encoder, work / "cache" / "emb")
     mt = TranslationCache(cfg, work / "cache" / "mt") if any(m in MT_METHODS for m in methods) else None
     mt_langs = set(mt.langs()) if mt is not None else set()
-    if mt is not None and SRC not in mt_langs:
+    if mt is not None and ENGLISH not in mt_langs:
         raise UserError(
-            f"--mt-checkpoint {cfg.mt_checkpoint}: the model has no {SRC} language token; "
+            f"--mt-checkpoint {cfg.mt_checkpoint}: the model has no {ENGLISH} language token; "
             "translate-test needs a model that translates into and out of English"
         )
 
     train_text = [e.text for e in task.train]
     y_train = [e.label for e in task.train]
-    X_train = _embed(embed, train_text, SRC, "embed English train", cfg.progress)
+    X_train = _embed(embed, train_text, ENGLISH, "embed English train", cfg.progress)
     if cfg.C is None:
         C, cv = choose_C(X_train, y_train, cfg.seed)
     else:
@@ -362,11 +362,11 @@ def run_translate_test(cfg: TranslateTestConfig) -> TranslateTestResult:
         file=sys.stderr,
     )
     english = None
-    if SRC in task.test:
-        ex = task.test[SRC]
+    if ENGLISH in task.test:
+        ex = task.test[ENGLISH]
         english = score(
             [e.label for e in ex],
-            list(clf_en.predict(_embed(embed, [e.text for e in ex], SRC, "embed English test", cfg.progress))),
+            list(clf_en.predict(_embed(embed, [e.text for e in ex], ENGLISH, "embed English test", cfg.progress))),
         )
 
     results: list[LangResult] = []
@@ -387,12 +387,12 @@ def run_translate_test(cfg: TranslateTestConfig) -> TranslateTestResult:
         if mt is not None and not can_mt:
             res.notes.append(f"the MT model has no {lang} token: translate_test/translate_train not run")
         if can_mt and "translate_test" in methods:
-            mt_text = mt(texts, lang, SRC, f"MT {lang}->{SRC} test")
+            mt_text = mt(texts, lang, ENGLISH, f"MT {lang}->{ENGLISH} test")
             preds["translate_test"] = list(
-                clf_en.predict(_embed(embed, mt_text, SRC, f"embed MT {lang} test", cfg.progress))
+                clf_en.predict(_embed(embed, mt_text, ENGLISH, f"embed MT {lang} test", cfg.progress))
             )
         if can_mt and "translate_train" in methods:
-            tt = mt(train_text, SRC, lang, f"MT {SRC}->{lang} train")
+            tt = mt(train_text, ENGLISH, lang, f"MT {ENGLISH}->{lang} train")
             X_tt = _embed(embed, tt, lang, f"embed MT {lang} train", cfg.progress)
             clf = make_classifier(C, cfg.seed).fit(X_tt, y_train)
             preds["translate_train"] = list(clf.predict(X_test))

@@ -48,6 +48,7 @@ import numpy as np
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write
 from mt.common.flags import arg
+from mt.common.langs import ENGLISH
 from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source
@@ -59,7 +60,6 @@ LOCALE_DIR = Path("/usr/share/locale")
 
 # BUCC 2018's own codes -> FLORES-200, so encoders get the language they expect on the real sets
 BUCC_TO_FLORES = {"de": "deu_Latn", "fr": "fra_Latn", "ru": "rus_Cyrl", "zh": "zho_Hans", "en": "eng_Latn"}
-ENGLISH = "eng_Latn"
 
 # --------------------------------------------------------------------------------------------------
 # sentences from the gettext catalogues (through mt.data: one reader, one set of cleaning rules)

@@ -47,12 +47,11 @@ from mining.laser_training import ROW_OFFSET
 from mt.common import textio
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, file_identity, owned_dir, remove_owned_dir
-from mt.common.langs import check_code, is_code, lang_token
+from mt.common.langs import ENGLISH, check_code, is_code, lang_token
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype
 from mt.data.layout import bin_prefix, eval_file
 
-ENGLISH = "eng_Latn"
 TEACHER_SPACE = "eng_Zxxx"  # the teacher's English embeddings, as a target "language" (see module docstring)
 
 
@@ -77,13 +76,8 @@ def corpus_bitexts(corpus: str | Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def read_lines(path: Path) -> list[str]:
-    """Every line of ``path`` (a last line without a newline included), or an error naming a non-UTF-8 line."""
-    return list(textio.read_lines(path, progress=False))
-
-
 def read_bitext(eng_file: Path, other_file: Path) -> list[tuple[str, str]]:
-    eng, other = read_lines(eng_file), read_lines(other_file)
+    eng, other = list(textio.read_lines(eng_file, progress=False)), list(textio.read_lines(other_file, progress=False))
     if len(eng) != len(other):
         raise UserError(
             f"{eng_file} has {len(eng)} lines but {other_file} has {len(other)}: the bitext is not "
@@ -205,7 +199,7 @@ def prepare_laser_data(
     else:
         # every file is read (and checked) before anything is deleted or written: a bad corpus leaves no half data
         raw = {c: read_bitext(*bitexts[c]) for c in chosen}
-        dev_text = {c: read_lines(path) for c, path in dev_files.items() if path.is_file()}
+        dev_text = {c: list(textio.read_lines(path, progress=False)) for c, path in dev_files.items() if path.is_file()}
         remove_owned_dir(text)
         owned_dir(text)
         norm = _normalizer()
@@ -352,10 +346,12 @@ def prepare_student_data(
     #    (all read and checked before the stale data of an earlier run is deleted)
     pairs = {c: [(e, x) for e, x in read_bitext(*bitexts[c]) if e.strip() and x.strip()] for c in chosen}
     own_eng = list(dict.fromkeys(e for c in chosen for e, _ in pairs[c]))
-    pool = sorted({e for c in others for e in read_lines(bitexts[c][0]) if e.strip()} - set(own_eng))
+    pool = sorted(
+        {e for c in others for e in textio.read_lines(bitexts[c][0], progress=False) if e.strip()} - set(own_eng)
+    )
     rng = np.random.default_rng(seed)
     extra = [pool[i] for i in sorted(rng.permutation(len(pool))[: max(eng_sentences, 0)])]
-    dev = {c: read_lines(p) for c, p in dev_files.items() if p.is_file()}
+    dev = {c: list(textio.read_lines(p, progress=False)) for c, p in dev_files.items() if p.is_file()}
     dev_langs = [c for c in chosen if c in dev and ENGLISH in dev and len(dev[c]) == len(dev[ENGLISH])]
     dev_eng = dev.get(ENGLISH, []) if dev_langs else []
     english = list(dict.fromkeys(own_eng + extra + dev_eng))

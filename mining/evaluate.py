@@ -37,6 +37,7 @@ from mining.encoders import Encoder, l2_normalize, load_encoder
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write, refuse_file_in_the_way
 from mt.common.flags import arg
+from mt.common.langs import ENGLISH, parse_pair
 from mt.common.textio import check_outputs, read_lines, with_line_numbers
 
 # --------------------------------------------------------------------------------------------------
@@ -135,16 +136,6 @@ class BuccReport:
     out_dir: str | None = arg(None, "report.md / report.json (default: {work}/{encoder})")
 
 
-def parse_pair(pair: str) -> tuple[str, str]:
-    """``deu_Latn-eng_Latn``, ``de-en`` (real BUCC) or a bare ``deu_Latn`` (against English)."""
-    parts = pair.split("-")
-    if len(parts) == 1 and parts[0]:
-        return parts[0], bucc.ENGLISH
-    if len(parts) != 2 or not all(parts):
-        raise UserError(f"language pair {pair!r} should look like deu_Latn-eng_Latn (or de-en for BUCC 2018)")
-    return parts[0], parts[1]
-
-
 def encoder_lang(code: str) -> str:
     """The FLORES-200 code an encoder expects (real BUCC files use de/fr/ru/zh/en)."""
     return bucc.BUCC_TO_FLORES.get(code, code)
@@ -171,7 +162,7 @@ def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bo
             missing.append((s, t))
     if not missing:
         return
-    bad = [f"{s}-{t}" for s, t in missing if t != bucc.ENGLISH]
+    bad = [f"{s}-{t}" for s, t in missing if t != ENGLISH]
     if bad:
         raise UserError(f"{cfg.data}: no BUCC files for {', '.join(bad)}; only {{lang}}-eng_Latn sets can be built")
     langs = [s for s, _ in missing]
@@ -288,7 +279,7 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
     for path in (cfg.calibration, cfg.calibrate if cfg.calibrate and Path(cfg.calibrate).exists() else None):
         if path:
             read_calibration(path)  # a broken file is an error before any embedding
-    pairs = [parse_pair(p) for p in cfg.pairs]
+    pairs = [parse_pair(p, pivot=ENGLISH, codes=False) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
     encoder = load_encoder(cfg.encoder, threads=cfg.threads)
     rows = []
@@ -360,7 +351,7 @@ def calibration_entry(cfg: BuccEvalConfig, rows: list[dict]) -> dict:
     for r in rows:
         if r["margin"] != "ratio" or r.get("tuned_on") is None or r["test"]["threshold"] is None:
             continue
-        src, tgt = parse_pair(r["pair"])
+        src, tgt = parse_pair(r["pair"], pivot=ENGLISH, codes=False)
         pairs[pair_key(encoder_lang(src), encoder_lang(tgt))] = {
             "cut": r["test"]["threshold"],
             "f1": r["train_f1"],
@@ -628,7 +619,7 @@ def bucc_report(cfg: BuccEvalConfig, out_dir: str | None = None) -> Path:
 
 def score_candidates(cfg: BuccScoreConfig) -> dict:
     """``mine-eval bucc-score``: the best threshold's P/R/F1 (and at ``cfg.threshold``), printed as JSON."""
-    src, tgt = parse_pair(cfg.pair)
+    src, tgt = parse_pair(cfg.pair, pivot=ENGLISH, codes=False)
     ds = bucc.read_set(cfg.data, src, tgt, cfg.split)
     cands = read_candidates(cfg.candidates, ds)
     best = bucc.best_threshold(cands, ds.gold)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mining.encoder_data import ENGLISH, prepare_laser_data, prepare_student_data
+from mining.encoder_data import prepare_laser_data, prepare_student_data
 from mining.encoders.laser import LaserLstmEncoder
 from mining.laser_training import (
     ALIGN_LOSSES,
@@ -50,7 +50,7 @@ from mining.laser_training import (
 from mt.common import distributed
 from mt.common.errors import UserError
 from mt.common.flags import add_flags, arg, from_args
-from mt.common.langs import check_code
+from mt.common.langs import ENGLISH, check_code
 from mt.common.textio import check_outputs
 from mt.data.dictionary import Dictionary
 from mt.formats import checkpoint as ckpt

@@ -23,11 +23,10 @@ from mining.encoders import load_encoder
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.common.flags import arg
-from mt.common.langs import check_code, is_code
+from mt.common.langs import ENGLISH, check_code, is_code
 from mt.common.textio import read_lines
 from mt.data.layout import EVAL_SPLITS, eval_file
 
-ENGLISH = "eng_Latn"
 MARGINS = ("ratio", "distance", "cosine", "absolute")  # cosine = absolute: no margin
 
 

@@ -68,17 +68,13 @@ for l in "${langs[@]}"; do
   fi
 done
 
-step "3. seed + mined bitext -> $BITEXT/train"
-mkdir -p "$BITEXT/train"
+step "3. seed + mined bitext (duplicates and dev/devtest sentences removed) -> $BITEXT/train"
 for l in "${langs[@]}"; do
-  for side in $ENG "$l"; do
-    out=$BITEXT/train/$ENG-$l.$side; parts=("$CORPUS/train/$ENG-$l.$side")
-    [ -f "$MINED/$l/mined.$side" ] && parts+=("$MINED/$l/mined.$side")
-    if stale "$out" "${parts[@]}"; then
-      cat "${parts[@]}" > "$out.tmp" && mv "$out.tmp" "$out"
-    fi
-  done
-  echo "  $l: $(wc -l < "$CORPUS/train/$ENG-$l.$ENG") seed + $(cat "$MINED/$l/mined.$ENG" 2>/dev/null | wc -l) mined pairs"
+  out=$BITEXT/train/$ENG-$l; inputs=$CORPUS/train/$ENG-$l; parts=("$inputs.$ENG" "$inputs.$l")
+  if [ -f "$MINED/$l/mined.$ENG" ]; then inputs+=,$MINED/$l/mined; parts+=("$MINED/$l/mined.$ENG" "$MINED/$l/mined.$l"); fi
+  if stale "$out.$ENG" "${parts[@]}" || stale "$out.$l" "${parts[@]}"; then
+    timed "merge $l" mt-data merge-bitext -s $ENG -t "$l" --inputs "$inputs" --eval-dirs "$DEV_DIR,$DEVTEST_DIR" --out "$out"
+  fi
 done
 
 step "4. SentencePiece ($VOCAB pieces, T=5 over languages) -> $WORK/spm"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,12 +145,21 @@ def test_recipe_end_to_end_on_a_tiny_slice(tmp_path):
     copy = pd.read_csv(run / "copy_source" / "scores.csv")
     assert set(model["direction"]) == directions == set(copy["direction"])
     assert (copy["chrf++"] > 0).all()
-    for l in ("deu_Latn", "xho_Latn"):
-        assert (work / "mined" / "ngram" / l / "gold.json").is_file()
-        seed = sum(1 for _ in open(work / "corpus" / "train" / f"eng_Latn-{l}.eng_Latn", encoding="utf-8"))
-        mined = sum(1 for _ in open(work / "mined" / "ngram" / l / "mined.eng_Latn", encoding="utf-8"))
-        merged = sum(1 for _ in open(work / "bitext" / "train" / f"eng_Latn-{l}.eng_Latn", encoding="utf-8"))
-        assert merged == seed + mined and mined > 0
+    for lang in ("deu_Latn", "xho_Latn"):
+        assert (work / "mined" / "ngram" / lang / "gold.json").is_file()
+        seed = sum(1 for _ in open(work / "corpus" / "train" / f"eng_Latn-{lang}.eng_Latn", encoding="utf-8"))
+        mined = sum(1 for _ in open(work / "mined" / "ngram" / lang / "mined.eng_Latn", encoding="utf-8"))
+        merged = sum(1 for _ in open(work / "bitext" / "train" / f"eng_Latn-{lang}.eng_Latn", encoding="utf-8"))
+        assert mined > 0
+        # mt-data merge-bitext accounts for every pair it read: kept + removed (duplicates, dev/devtest sentences)
+        summary = re.search(
+            rf"merge-bitext \S*eng_Latn-{lang}: (\d+) from \S+ \+ (\d+) from mined -> (\d+) pairs kept; "
+            r"removed (\d+) decontaminated, (\d+) duplicate",
+            proc.stderr,
+        )
+        read_seed, read_mined, kept, decontaminated, duplicate = map(int, summary.groups())
+        assert (read_seed, read_mined, kept) == (seed, mined, merged)
+        assert kept + decontaminated + duplicate == seed + mined
     timings = pd.read_csv(work / "timings.tsv", sep="\t")
     assert {"corpus", "spm", "train", "generate"} <= set(timings["step"]) and (timings["rc"] == 0).all()
     assert "already finished" not in proc.stderr

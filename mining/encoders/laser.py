@@ -33,6 +33,7 @@ from torch import nn
 from mining.encoders.base import Encoder
 from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
+from mt.data.spm import SpmTokenizer
 from mt.formats.checkpoint import first_reason, refused_object
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -361,19 +362,12 @@ class LaserTokenizer:
     """LASER's preprocessing (``LaserTextNormalizer``) + SentencePiece pieces."""
 
     def __init__(self, spm_path: Path):
-        import sentencepiece as spm
-
-        if not spm_path.is_file():
-            raise UserError(f"{spm_path}: SentencePiece model not found; {_DOWNLOAD_HINT}")
-        try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
-        except (RuntimeError, OSError) as exc:
-            raise UserError(f"{spm_path}: not a SentencePiece model ({exc})") from None
+        self.spm = SpmTokenizer(spm_path, hint=_DOWNLOAD_HINT)
         self.path = spm_path
         self.preprocess = LaserTextNormalizer()
 
     def pieces(self, sentences: list[str]) -> list[list[str]]:
-        return self.sp.encode([self.preprocess(s) for s in sentences], out_type=str)
+        return self.spm.encode_batch([self.preprocess(s) for s in sentences])
 
 
 # --- the encoder ------------------------------------------------------------------------------------

@@ -175,14 +175,9 @@ def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = Fa
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder: choose another {flag}")
 
 
-def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
-    """Lines of a text file (``.gz`` read through gzip), a last line without a newline included (see
-    ``scan_text``)."""
-    return scan_text(path, check_utf8)[0]
-
-
-def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, str]:
-    """(lines, SHA-256 of the text) of a plain or ``.gz`` file in one pass of 1 MiB blocks.
+def scan_text(path: str | os.PathLike, check_utf8: bool = True, digest: bool = True) -> tuple[int, str]:
+    """(lines, SHA-256 of the text) of a plain or ``.gz`` file in one pass of 1 MiB blocks (``digest=False``:
+    the hash is skipped and returned as "", for a line count alone).
 
     A last line without a newline counts. The hash is of the decompressed bytes, so ``x.txt.gz`` and its
     gunzipped copy hash alike (what a step's output was computed from). ``check_utf8``: a UserError
@@ -194,11 +189,12 @@ def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, st
 
     opener = gzip.open if str(path).endswith(".gz") else open
     decoder = codecs.getincrementaldecoder("utf-8")()
-    h, n, last = hashlib.sha256(), 0, b"\n"
+    h, n, last = hashlib.sha256() if digest else None, 0, b"\n"
     with opener(path, "rb") as fh:
         try:
             while block := fh.read(1 << 20):
-                h.update(block)
+                if h is not None:
+                    h.update(block)
                 n += block.count(b"\n")
                 last = block[-1:]
                 if check_utf8:
@@ -208,7 +204,7 @@ def scan_text(path: str | os.PathLike, check_utf8: bool = True) -> tuple[int, st
         except UnicodeDecodeError:
             pass
         else:
-            return n + (last != b"\n"), h.hexdigest()
+            return n + (last != b"\n"), h.hexdigest() if h is not None else ""
         fh.seek(0)
         offset = 0
         for lineno, raw in enumerate(fh, 1):

@@ -46,6 +46,10 @@ wln_Latn
 """.split()
 )
 
+# The language every English-centric step pairs with: gettext catalogues translate from it, mined and
+# BUCC-style bitext, xsim and the encoder teacher align to it, the classification and gendir evals start from it.
+ENGLISH = "eng_Latn"
+
 _CODE_RE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _TOKEN_RE = re.compile(r"^__([a-z]{3}_[A-Z][a-z]{3})__$")
 
@@ -76,11 +80,20 @@ def token_lang(token: str) -> str | None:
     return m.group(1) if m else None
 
 
-def parse_pair(pair: str) -> tuple[str, str]:
-    """``eng_Latn-deu_Latn`` -> (``eng_Latn``, ``deu_Latn``), validating both codes."""
+def parse_pair(pair: str, *, pivot: str | None = None, codes: bool = True) -> tuple[str, str]:
+    """``eng_Latn-deu_Latn`` -> (``eng_Latn``, ``deu_Latn``), validating both codes.
+
+    ``pivot``: a bare code is that language paired with ``pivot`` (mine-eval: ``deu_Latn`` is deu_Latn-eng_Latn).
+    ``codes=False``: any two non-empty names (real BUCC 2018 files say ``de-en``).
+    """
     parts = pair.split("-")
-    if len(parts) != 2:
-        raise UserError(f"language pair {pair!r} should look like eng_Latn-deu_Latn")
+    if pivot is not None and len(parts) == 1 and parts[0]:
+        parts.append(pivot)
+    if len(parts) != 2 or not all(parts):
+        bucc = "" if codes else " (or de-en, as the real BUCC 2018 files name them)"
+        raise UserError(f"language pair {pair!r} should look like eng_Latn-deu_Latn{bucc}")
+    if not codes:
+        return parts[0], parts[1]
     return check_code(parts[0], pair), check_code(parts[1], pair)
 
 

@@ -15,6 +15,8 @@ expand to the raw scripts they are written with.
 from __future__ import annotations
 
 import bisect
+import functools
+import re
 import unicodedata
 from collections import Counter
 
@@ -92,6 +94,9 @@ _RANGES: list[tuple[int, int, str]] = sorted(
         (0x1B00, 0x1B7F, "Bali"),
         (0x1B80, 0x1BBF, "Sund"),
         (0x1C50, 0x1C7F, "Olck"),
+        (0x1680, 0x169F, "Ogam"),
+        (0x16A0, 0x16FF, "Runr"),
+        (0x10450, 0x1047F, "Shaw"),
         (0x2C80, 0x2CFF, "Copt"),
         (0x2D30, 0x2D7F, "Tfng"),
         (0x3041, 0x309F, "Hira"),
@@ -172,7 +177,9 @@ def _is_letter(ch: str) -> bool:
 
 
 def script_counts(text: str) -> Counter:
-    """Letters (and script-specific marks) per script; ``"Zyyy"`` counts letters of no listed script."""
+    """Letters and script-specific combining marks per script (a Devanagari vowel sign counts as Deva, so
+    ``नमस्ते`` is 6); ``"Zyyy"`` counts letters of no listed script. Inherited marks (U+0300..U+036F) and
+    digits, punctuation, spaces count nowhere."""
     c: Counter = Counter()
     for ch in text:
         if ch.isascii():
@@ -187,6 +194,24 @@ def script_counts(text: str) -> Counter:
 def expected_scripts(script: str) -> frozenset[str]:
     """Raw scripts a code's script part allows: ``Hans`` -> {Hani}, ``Jpan`` -> {Hani, Hira, Kana}."""
     return CODE_SCRIPTS.get(script, frozenset({script}))
+
+
+@functools.lru_cache(maxsize=None)
+def _foreign_letter_re(script: str) -> re.Pattern:
+    """A letter outside the ranges of ``script`` (a code's script part): one regex, so C speed."""
+    allowed = expected_scripts(script)
+    cls = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b, s in _RANGES if s in allowed)
+    return re.compile(rf"(?![{cls}])[^\W\d_]" if cls else r"[^\W\d_]")
+
+
+def only_letters_of(text: str, script: str) -> bool:
+    """True when every letter of ``text`` is in ``script`` (a code's script part, ``Jpan`` = Han + kana).
+
+    The quick exit of the script checks: most translations are all in their own script, and a regex
+    answers that without the per-character loop of :func:`script_counts`."""
+    if script == "Latn" and text.isascii():
+        return True
+    return _foreign_letter_re(script).search(text) is None
 
 
 def script_units(text: str) -> Counter:

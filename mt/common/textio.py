@@ -17,8 +17,7 @@ from typing import IO, Iterable, Iterator
 from tqdm import tqdm
 
 from mt.common.errors import UserError, located
-from mt.common.files import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, same_file
-from mt.common.files import count_lines as util_count_lines
+from mt.common.files import atomic_write, refuse_file_in_the_way, refuse_overwriting_input, same_file, scan_text
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> None:
@@ -53,11 +52,22 @@ def check_outputs(inputs: dict[str, str | os.PathLike | None], outputs: dict[str
         seen[flag] = path
 
 
-def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool = True) -> Iterator[str]:
-    """Yield the lines of ``path`` without their line ending, decoded as UTF-8.
+def read_lines(
+    path: str | os.PathLike,
+    desc: str | None = None,
+    progress: bool = True,
+    *,
+    bom: bool = False,
+    strip: str | None = "\r\n",
+) -> Iterator[str]:
+    """Yield the lines of ``path`` (split on ``\n`` only; plain, ``.gz`` or ``-``), decoded as UTF-8: the one
+    line reader of the tree. A last line without a newline counts, as in :func:`count_lines`.
 
     A byte-based tqdm bar (stderr) shows progress and ETA for plain files. A line that is not valid
-    UTF-8 is a UserError naming the file and line number.
+    UTF-8 is a UserError naming the file and line number. ``bom``: drop a leading byte-order mark (files
+    people edit: hypotheses, references, term lists; Windows editors write one). ``strip``: the characters
+    removed from each line's end, the line ending by default; None removes all trailing whitespace, as
+    sacrebleu reads hypotheses and references.
     """
     check_input(path)
     if str(path) == "-":
@@ -90,7 +100,9 @@ def read_lines(path: str | os.PathLike, desc: str | None = None, progress: bool 
                     f"not valid UTF-8 ({exc.reason} at byte {exc.start}); "
                     "convert the file with iconv -f ENCODING -t UTF-8",
                 ) from None
-            yield line.rstrip("\r\n")
+            if bom and lineno == 1:
+                line = line.removeprefix("\ufeff")
+            yield line.rstrip(strip)
     finally:
         bar.close()
         if raw is not sys.stdin.buffer:
@@ -109,11 +121,12 @@ def chunks(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
-def count_lines(path: str | os.PathLike) -> int:
-    """Number of lines (a last line without newline counts), read in 1 MiB blocks; a line that is not UTF-8
-    is a UserError naming it, so a stage that counts first refuses a bad file before it writes anything."""
+def count_lines(path: str | os.PathLike, check_utf8: bool = True) -> int:
+    """Lines as :func:`read_lines` yields them (a last line without a newline counts; ``.gz`` read through
+    gzip), in one pass of 1 MiB blocks. ``check_utf8``: a line that is not UTF-8 is a UserError naming it,
+    so a stage that counts first refuses a bad file before it writes anything (not halfway through)."""
     check_input(path)
-    return util_count_lines(path)
+    return scan_text(path, check_utf8, digest=False)[0]
 
 
 def with_line_numbers(lines: Iterable[str], numbers: str | os.PathLike | None) -> Iterator[tuple[int, str]]:

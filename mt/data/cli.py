@@ -145,6 +145,23 @@ def _register_main(argv: list[str]) -> int:
     return 0
 
 
+def _merge_main(argv: list[str]) -> int:
+    from mt.data.merge import MergeConfig, merge_bitext
+
+    p = argparse.ArgumentParser(
+        prog="mt-data merge-bitext",
+        description="Merge bitexts of one pair (seed + mined) into the training text: duplicate pairs and\n"
+        "pairs with a dev/devtest sentence removed, the counts per reason reported.",
+        formatter_class=_FMT,
+        epilog="example:\n  mt-data merge-bitext -s eng_Latn -t deu_Latn --inputs corpus/train/eng_Latn-deu_Latn,"
+        "mined/deu_Latn/mined \\\n    --eval-dirs corpus/dev,corpus/devtest --out bitext/train/eng_Latn-deu_Latn",
+    )
+    add_flags(p, MergeConfig)
+    cfg = from_args(MergeConfig, p.parse_args(argv))
+    print(merge_bitext(cfg).summary(cfg.out), file=sys.stderr)
+    return 0
+
+
 # --- mt-data ------------------------------------------------------------------------------------------------
 # sub-command -> (its main(argv after the command), one-line summary)
 _DATA_COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -153,6 +170,7 @@ _DATA_COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "fetch": (_fetch_main, "download a corpus with resume, progress and checksum"),
     "verify": (_verify_main, "check a local copy of a corpus against its manifest"),
     "register": (_register_main, "point a manifest ID at a local copy (offline use)"),
+    "merge-bitext": (_merge_main, "seed + mined bitext of a pair: duplicates and dev/devtest sentences removed"),
 }
 
 _DATA_HELP = """usage: mt-data COMMAND [options]
@@ -168,6 +186,8 @@ examples:
   mt-data fetch flores200
   mt-data register flores200 ~/Downloads/flores200_dataset.tar.gz
   mt-data verify flores200
+  mt-data merge-bitext -s eng_Latn -t deu_Latn --inputs corpus/train/eng_Latn-deu_Latn,mined/deu_Latn/mined \\
+    --eval-dirs corpus/dev,corpus/devtest --out bitext/train/eng_Latn-deu_Latn
 
 Run `mt-data COMMAND --help` for the options of one command.
 """
@@ -177,7 +197,7 @@ Run `mt-data COMMAND --help` for the options of one command.
 def data_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        commands = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in _DATA_COMMANDS.items())
+        commands = "\n".join(f"  {name:<13} {summary}" for name, (_, summary) in _DATA_COMMANDS.items())
         print(_DATA_HELP.format(commands=commands))
         return 0 if argv else 2
     cmd = argv[0]

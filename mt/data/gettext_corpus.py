@@ -32,13 +32,12 @@ from tqdm import tqdm
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.common.flags import arg
-from mt.common.langs import check_code
+from mt.common.langs import ENGLISH, check_code
 from mt.data import layout, splits
 from mt.data.clean import CleanConfig, clean_source, clean_target, norm_key, script_mismatch
 from mt.data.locales import classify_locale, variant_rank
 from mt.data.mo import MoFormatError, read_mo
 
-SRC = "eng_Latn"
 # iso-codes catalogues (iso_3166 countries, iso_639 languages, iso_4217 currencies, iso_15924 scripts):
 # names, not sentences. They stay in train but never enter dev/devtest (see splits.select_eval).
 NAME_CATALOGUES = ("iso_", "iso-")
@@ -340,7 +339,7 @@ def resolve_langs(spec: str | list[str], present: set[str]) -> tuple[set[str] | 
         raise UserError("--langs is empty: use all, demo or FLORES-200 codes such as deu_Latn,fra_Latn")
     for c in codes:
         check_code(c, "--langs")
-        if c == SRC:
+        if c == ENGLISH:
             raise UserError(f"--langs {c}: English is the source side of every pair; list target languages")
         if c not in present:
             raise UserError(
@@ -511,16 +510,16 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
         drops["decontaminated"] += removed["decontaminated"]
         drops["excluded"] += removed["excluded"]
         random.Random(f"train-{cfg.seed}-{lang}").shuffle(train)
-        prefix = layout.train_prefix(out, SRC, lang)
-        for side, path in ((0, Path(f"{prefix}.{SRC}")), (1, Path(f"{prefix}.{lang}"))):
+        prefix = layout.train_prefix(out, ENGLISH, lang)
+        for side, path in ((0, Path(f"{prefix}.{ENGLISH}")), (1, Path(f"{prefix}.{lang}"))):
             _write_lines(path, [p[side] for p in train])
             outputs.append(path)
         if mono.hidden:
-            mprefix = layout.mono_prefix(out, SRC, lang)
-            _write_lines(Path(f"{mprefix}.{SRC}"), mono.english)
+            mprefix = layout.mono_prefix(out, ENGLISH, lang)
+            _write_lines(Path(f"{mprefix}.{ENGLISH}"), mono.english)
             _write_lines(Path(f"{mprefix}.{lang}"), mono.foreign)
             _write_lines(Path(f"{mprefix}.gold.tsv"), [f"{i}\t{j}" for i, j in mono.gold])
-            outputs += [Path(f"{mprefix}.{SRC}"), Path(f"{mprefix}.{lang}"), Path(f"{mprefix}.gold.tsv")]
+            outputs += [Path(f"{mprefix}.{ENGLISH}"), Path(f"{mprefix}.{lang}"), Path(f"{mprefix}.gold.tsv")]
         in_eval = lang in eval_set
         stats.append(
             LangStats(
@@ -533,7 +532,7 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
             )
         )
     for split in layout.EVAL_SPLITS:
-        for lang in [SRC, *ev.langs] if ev.langs else []:
+        for lang in [ENGLISH, *ev.langs] if ev.langs else []:
             path = layout.eval_file(out, split, lang)
             _write_lines(path, ev.lines(split, lang))
             outputs.append(path)

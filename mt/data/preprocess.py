@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 from mt.common.errors import UserError, located
-from mt.common.files import count_lines as util_count_lines
 from mt.common.files import refuse_file_in_the_way, temp_name
 from mt.common.flags import arg
 from mt.common.langs import check_code
+from mt.common.textio import chunks, count_lines
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
 from mt.data.layout import bin_prefix
@@ -88,12 +88,6 @@ def splits(cfg: PreprocessConfig) -> list[tuple[str, str]]:
     return out
 
 
-def count_lines(path: Path, check_utf8: bool = True) -> int:
-    """Lines as Python iterates them: newlines, plus one for a last line without a newline. A line that is
-    not UTF-8 is an error naming it here, in the checks before anything is written (not halfway through)."""
-    return util_count_lines(path, check_utf8=check_utf8)
-
-
 def line_offsets(path: Path, line_numbers: list[int]) -> list[int]:
     """Byte offset where each (0-based, ascending) line starts; the file size for lines past the end."""
     out: list[int] = []
@@ -158,13 +152,7 @@ def _encode_range(
             stats.unk += sum(1 for t, i in zip(toks, ids) if i == unk and t != UNK)
             sink.add(ids)
 
-    batch: list[str] = []
-    for line in _decoded_lines(path, start, end, first_line):
-        batch.append(line)
-        if len(batch) == _BATCH:
-            flush(batch)
-            batch = []
-    if batch:
+    for batch in chunks(_decoded_lines(path, start, end, first_line), _BATCH):
         flush(batch)
     return stats
 

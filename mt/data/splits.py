@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mt.common.langs import ENGLISH
 from mt.data.clean import norm_key
 
 
@@ -45,7 +46,7 @@ class EvalSplit:
 
     def lines(self, split: str, lang: str) -> list[str]:
         english = self.dev if split == "dev" else self.devtest
-        return list(english) if lang == "eng_Latn" else [self.targets[lang][e] for e in english]
+        return list(english) if lang == ENGLISH else [self.targets[lang][e] for e in english]
 
     def norm_keys(self) -> set[str]:
         """Every dev/devtest sentence of every language, normalised: what train must never contain."""
@@ -184,9 +185,9 @@ def _pick_rows(
     random.Random(f"eval-{seed}").shuffle(rows)
     rows.sort(key=lambda en: round(harm[en], 9))  # stable: the shuffle breaks ties
     chosen: list[str] = []
-    used: dict[str, set[str]] = {lang: set() for lang in ["eng_Latn", *kept]}
+    used: dict[str, set[str]] = {lang: set() for lang in [ENGLISH, *kept]}
     for en in rows:
-        keys = {"eng_Latn": norm_key(en), **{lang: norm_key(canonical(pairs[lang][en])) for lang in kept}}
+        keys = {ENGLISH: norm_key(en), **{lang: norm_key(canonical(pairs[lang][en])) for lang in kept}}
         if any(keys[lang] in used[lang] for lang in keys):
             continue
         for lang, key in keys.items():

@@ -35,12 +35,14 @@ from mt.common.files import (
 )
 from mt.common.flags import arg
 from mt.common.langs import check_code, is_code, lang_token, token_lang
+from mt.common.textio import chunks
 from mt.data.dictionary import BOS, EOS, PAD, UNK
 
 _TRAIN_RE = re.compile(
     r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$"
 )
 OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
+SPM_HINT = "pass the spm.model that `mt-spm train` wrote"
 
 
 def _sentencepiece():
@@ -53,27 +55,31 @@ def _sentencepiece():
 # tokenizer others import
 # --------------------------------------------------------------------------------------------------
 class SpmTokenizer:
-    """Text <-> SentencePiece pieces. Picklable (reloads from its path), so worker processes can use it."""
+    """Text <-> SentencePiece pieces: the one loader of SentencePiece models (training data, decoding, chrF
+    during validation, spBLEU, LASER, import). Picklable (reloads from its path), so worker processes can use it.
 
-    def __init__(self, model: str | os.PathLike) -> None:
+    ``hint`` ends both errors (model missing, not a model): the fix, in the words of the command that asks.
+    """
+
+    def __init__(self, model: str | os.PathLike, hint: str = SPM_HINT) -> None:
         self.path = Path(model)
+        self.hint = hint
         self._load()
 
     def _load(self) -> None:
         if not self.path.is_file():
-            raise UserError(f"{self.path}: SentencePiece model not found (train one with `mt-spm train`)")
+            raise UserError(f"{self.path}: SentencePiece model not found; {self.hint}")
         try:
             self.sp = _sentencepiece().SentencePieceProcessor(model_file=str(self.path))
         except (RuntimeError, OSError) as exc:
-            raise UserError(
-                f"{self.path}: not a SentencePiece model ({exc}); pass the spm.model from mt-spm train"
-            ) from None
+            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); {self.hint}") from None
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "hint": self.hint}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
+        self.hint = state.get("hint", SPM_HINT)
         self._load()
 
     def __len__(self) -> int:
@@ -384,14 +390,8 @@ def _count_pieces(sp, sample_path: Path, batch: int = 10_000) -> np.ndarray:
         counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
 
     with open(sample_path, encoding="utf-8") as fh:
-        buf: list[str] = []
-        for line in fh:
-            buf.append(line.rstrip("\n"))
-            if len(buf) == batch:
-                add(buf)
-                buf = []
-        if buf:
-            add(buf)
+        for lines in chunks((line.rstrip("\n") for line in fh), batch):
+            add(lines)
     return counts
 
 

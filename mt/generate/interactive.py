@@ -137,7 +137,7 @@ def _translate_buffer(
     ids: list[list[int]] = [[] for _ in buf]  # empty or undecodable: an empty translation, nothing searched
     for i, e in zip(live, tr.encode([buf[i] for i in live]) if live else []):
         ids[i] = e
-    limit = tr.max_source_positions - 2
+    limit = tr.source_limit
     for i in live:
         if len(ids[i]) > limit:
             _say(f"{name}:{start + i + 1}: {len(ids[i])} tokens, more than the model's {limit}: cut to fit")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 from mt.common.errors import UserError
+from mt.common.textio import count_lines
 
 FORMATS = ("text", "tsv", "jsonl", "parquet")
 _EXT = {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -203,9 +204,4 @@ def count_records(f: InputFile, column: str | None = None) -> int:
     """Records in a file without decoding them (a fast pass: newline count, or Parquet metadata)."""
     if f.fmt == "parquet":
         return _parquet_column(f, column).metadata.num_rows
-    n, last = 0, b""
-    with _open_bytes(f.path) as fh:
-        while block := fh.read(1 << 22):
-            n += block.count(b"\n")
-            last = block
-    return n + (1 if last and not last.endswith(b"\n") else 0)
+    return count_lines(f.path, check_utf8=False)  # a bad line is a record too: mt-translate copies it through

@@ -30,7 +30,7 @@ import torch
 
 from mt.common.errors import UserError
 from mt.common.langs import check_code
-from mt.data.rows import decoder_prefix, source_row
+from mt.data.rows import SOURCE_SPECIALS, decoder_prefix, source_row
 from mt.generate import incremental, moe_inference
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.moe_inference import MoEInferenceConfig
@@ -207,9 +207,14 @@ class Translator:
         pieces = self.spm.encode_batch(sentences)
         return [self.dictionary.encode_pieces(p, append_eos=False) for p in pieces]
 
+    @property
+    def source_limit(self) -> int:
+        """Most ids of one sentence the model reads (``max_source_positions`` less ``__src__`` and ``</s>``)."""
+        return self.max_source_positions - SOURCE_SPECIALS
+
     def source_length(self, ids: Sequence[int]) -> int:
         """Length the model sees: ``__src__ x </s>``."""
-        return len(ids) + 2
+        return len(ids) + SOURCE_SPECIALS
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.dictionary[i] for i in ids]
@@ -250,7 +255,7 @@ class Translator:
         self._warn_input(src_ids, srcs, tgts, warn)
         langs = self.langs
         eos, pad = self.dictionary.eos(), self.dictionary.pad()
-        limit = self.max_source_positions - 2
+        limit = self.source_limit
         rows = [list(ids[:limit]) for ids in src_ids]
         results: list[list[Hypo]] = [[] if rows[i] else [_empty_hypo()] for i in range(n)]
         live = [i for i in range(n) if rows[i]]
@@ -259,9 +264,9 @@ class Translator:
             empty = [i for i in range(n) if not rows[i]]
             on_batch(empty, [results[i] for i in empty])
         weights = self.decoder_weights()
-        for batch in length_batches([len(rows[i]) + 2 for i in live], max_tokens, batch_size):
+        for batch in length_batches([len(rows[i]) + SOURCE_SPECIALS for i in live], max_tokens, batch_size):
             idx = [live[j] for j in batch]
-            S = max(len(rows[i]) for i in idx) + 2
+            S = max(len(rows[i]) for i in idx) + SOURCE_SPECIALS
             src = torch.full((len(idx), S), pad, dtype=torch.long)
             for b, i in enumerate(idx):
                 row = source_row(rows[i], self.lang_token(srcs[i]), eos, self.model.cfg.source_langtok)
@@ -297,7 +302,7 @@ class Translator:
 
     def _warn_input(self, src_ids: Sequence[Sequence[int]], srcs: list[str], tgts: list[str], warn: Warn) -> None:
         """One warning per kind: sources cut to fit, directions the model was not trained on."""
-        limit = self.max_source_positions - 2
+        limit = self.source_limit
         cut = sum(len(ids) > limit for ids in src_ids)
         if cut:
             warn(

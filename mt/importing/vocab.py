@@ -22,6 +22,7 @@ from typing import Any
 from mt.common.errors import UserError
 from mt.common.langs import is_code, lang_token
 from mt.data.dictionary import BOS, EOS, PAD, UNK, Dictionary
+from mt.data.spm import SpmTokenizer
 
 SPECIALS = (BOS, PAD, EOS, UNK)
 DATA_SOURCE_TAGS = ("<MINED_DATA>", "<MMT_BT_DATA>", "<SMT_BT_DATA>")  # fairseq's DATA_SOURCE_PREFIX_TAGS
@@ -34,14 +35,7 @@ def filler(i: int) -> str:
 
 def spm_pieces(path: Path) -> list[str]:
     """The pieces of a SentencePiece model in id order; ids 0-2 must be ``<unk> <s> </s>`` (NLLB's layout)."""
-    import sentencepiece
-
-    if not path.is_file():
-        raise UserError(f"{path}: SentencePiece model not found (the released models call it sentencepiece.bpe.model)")
-    try:
-        sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as exc:
-        raise UserError(f"{path}: not a SentencePiece model ({exc})") from None
+    sp = SpmTokenizer(path, hint="pass the released model's sentencepiece.bpe.model").sp
     n = sp.get_piece_size()
     if n < 4 or not (sp.is_unknown(0) and sp.is_control(1) and sp.is_control(2)):
         first = [sp.id_to_piece(i) for i in range(min(n, 3))]

@@ -12,16 +12,15 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mt.common import distributed
-from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import LanguagePairDataset, collate
 from mt.data.sampler import batch_by_size, shard_rows
+from mt.data.spm import SpmTokenizer
 from mt.generate import banned_ids, greedy_decode
 from mt.models.config import ForwardContext
 from mt.models.transformer import Transformer
@@ -30,21 +29,15 @@ from mt.train.criterion import LabelSmoothedCrossEntropy
 LN2 = math.log(2)
 
 
-def load_spm(path: str | os.PathLike):
+def load_spm(path: str | os.PathLike) -> SpmTokenizer:
     """The SentencePiece model that detokenises hypotheses and references for chrF."""
-    import sentencepiece as spm
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{path}: SentencePiece model not found; --eval-chrf needs it to detokenise (pass --spm-model, "
-            "or create it with mt-spm train)"
-        )
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return SpmTokenizer(
+        path, hint="--eval-chrf needs it to detokenise (pass --spm-model, or create it with mt-spm train)"
+    )
 
 
-def detokenize(ids: list[int], dictionary: Dictionary, sp) -> str:
-    return sp.decode_pieces(dictionary.string(ids).split())
+def detokenize(ids: list[int], dictionary: Dictionary, sp: SpmTokenizer) -> str:
+    return sp.decode(dictionary.string(ids))
 
 
 class Validator:

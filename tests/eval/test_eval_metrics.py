@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 
 from eval.cli import main
-from eval.metrics import MetricSpec, corpus_score, paired_bootstrap, read_lines
+from eval.metrics import MetricSpec, corpus_score, paired_bootstrap, read_aligned
 from mt.common.errors import UserError
 
 WORDS = (
@@ -54,7 +54,7 @@ def _sacrebleu_cli(*args):
 
 def test_chrf_pp_matches_sacrebleu_cli(files):
     hyp, ref = files
-    ours = corpus_score(read_lines(hyp), read_lines(ref), MetricSpec("chrf++")).score
+    ours = corpus_score(*read_aligned(hyp, ref), MetricSpec("chrf++")).score
     theirs = _sacrebleu_cli(ref, "-i", hyp, "-m", "chrf", "--chrf-word-order", "2", "-b")
     assert ours == pytest.approx(theirs, abs=1e-4)
     assert 20 < ours < 95  # a real, partial match
@@ -62,7 +62,7 @@ def test_chrf_pp_matches_sacrebleu_cli(files):
 
 def test_bleu_matches_sacrebleu_cli(files):
     hyp, ref = files
-    ours = corpus_score(read_lines(hyp), read_lines(ref), MetricSpec("bleu")).score
+    ours = corpus_score(*read_aligned(hyp, ref), MetricSpec("bleu")).score
     theirs = _sacrebleu_cli(ref, "-i", hyp, "-m", "bleu", "-b")
     assert ours == pytest.approx(theirs, abs=1e-4)
 
@@ -110,7 +110,7 @@ def test_spbleu_equals_bleu_on_pretokenised_text(files, tiny_spm, tmp_path):
     hyp, ref = files
     sp = spm.SentencePieceProcessor(model_file=str(tiny_spm))
     tok = lambda lines: [" ".join(p) for p in sp.encode(lines, out_type=str)]  # noqa: E731
-    hyps, refs = read_lines(hyp), read_lines(ref)
+    hyps, refs = read_aligned(hyp, ref)
     result = corpus_score(hyps, refs, MetricSpec("spbleu", str(tiny_spm)))
     pre = sacrebleu.BLEU(tokenize="none").corpus_score(tok(hyps), [tok(refs)]).score
     assert result.score == pytest.approx(pre)
@@ -231,7 +231,7 @@ def test_bom_is_stripped_so_identical_files_score_100(tmp_path, capsys):
     hyp = tmp_path / "hyp.txt"
     hyp.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
     ref = _write(tmp_path / "ref.txt", lines)
-    assert read_lines(hyp) == lines
+    assert read_aligned(hyp) == [lines]
     for metric in ("chrf++", "bleu"):
         assert main(["score", "--hyp", str(hyp), "--ref", str(ref), "--metric", metric]) == 0
         assert capsys.readouterr().out.strip().splitlines()[-1] == "100.00"
@@ -335,7 +335,7 @@ def test_every_eval_text_reader_drops_a_bom(tmp_path):
     import json
 
     from eval.classification import read_examples
-    from eval.gettext_domains import _read_lines
+    from eval.gettext_domains import corpus_train_keys
     from eval.toxicity import ToxicityList
     from eval.train_stats import parse_train_log
 
@@ -344,8 +344,13 @@ def test_every_eval_text_reader_drops_a_bom(tmp_path):
     assert read_examples(tmp_path / "task.tsv")[0].label == "greeting"
     (tmp_path / "deu_Latn_twl.txt").write_bytes(bom + "Mist\n".encode())
     assert ToxicityList.from_file("deu_Latn", tmp_path / "deu_Latn_twl.txt").matches("so ein Mist") == ["Mist"]
-    (tmp_path / "train.txt").write_bytes(bom + b"first line\n")
-    assert _read_lines(tmp_path / "train.txt") == ["first line"]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "eng_Latn-deu_Latn.eng_Latn").write_bytes(bom + b"First line\n")
+    (tmp_path / "train" / "eng_Latn-deu_Latn.deu_Latn").write_bytes(bom + b"erste Zeile\n")
+    assert corpus_train_keys(tmp_path, ["deu_Latn"]) == (
+        {"deu_Latn": ({"first line"}, {"erste zeile"})},
+        {"first line"},
+    )
     (tmp_path / "log.jsonl").write_bytes(bom + json.dumps({"update": 100, "loss": 5.0}).encode() + b"\n")
     train, _, skipped = parse_train_log(tmp_path / "log.jsonl")
     assert train.to_dict("records") == [{"update": 100, "loss": 5.0}] and skipped == 0

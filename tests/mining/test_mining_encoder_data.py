@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mining.encoder_data import read_bitext, read_lines
+from mining.encoder_data import read_bitext
 from mining.xsim import _read as read_eval_file
 from mt.common.errors import UserError
+from mt.common.textio import read_lines as stream_lines
+
+
+def read_lines(path):
+    return list(stream_lines(path, progress=False))
 
 
 def test_the_last_line_without_a_final_newline_is_kept(tmp_path):

@@ -99,3 +99,34 @@ def test_cli_entry_turns_user_fixable_os_errors_into_one_line(capsys):
     assert err.count("\n") == 1 and err.startswith("error: /data/out.txt: the disk is full")
     with pytest.raises(OSError):  # not something a user can fix: a traceback is right
         bug([])
+
+
+def test_one_parse_pair_for_training_and_mine_eval():
+    from mt.common.langs import ENGLISH, parse_pair
+
+    assert parse_pair("eng_Latn-deu_Latn") == ("eng_Latn", "deu_Latn")
+    with pytest.raises(UserError, match="should look like eng_Latn-deu_Latn"):
+        parse_pair("deu_Latn")
+    with pytest.raises(UserError, match="unknown language code 'de'"):
+        parse_pair("de-en")
+    # mine-eval: a bare code pairs with English, and real BUCC 2018 names (de-en) pass
+    assert parse_pair("deu_Latn", pivot=ENGLISH, codes=False) == ("deu_Latn", "eng_Latn")
+    assert parse_pair("de-en", pivot=ENGLISH, codes=False) == ("de", "en")
+    for bad in ("de-", "a-b-c", ""):
+        with pytest.raises(UserError, match=r"should look like eng_Latn-deu_Latn \(or de-en"):
+            parse_pair(bad, pivot=ENGLISH, codes=False)
+
+
+def test_english_is_spelled_once():
+    """The English of English-centric steps is mt.common.langs.ENGLISH, not a module constant per stage."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spelled = [
+        str(p.relative_to(root))
+        for package in ("mt", "mining", "eval")
+        for p in sorted((root / package).rglob("*.py"))
+        if re.search(r"^\s*[A-Z_]+\s*=\s*\"eng_Latn\"", p.read_text(encoding="utf-8"), re.M)
+    ]
+    assert spelled == ["mt/common/langs.py"]

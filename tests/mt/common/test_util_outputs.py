@@ -1,5 +1,6 @@
-"""mt.common.files's checks run before a command writes anything: a file in the way of an output, and a line count
-that refuses a file that is not UTF-8 (naming the line) instead of failing halfway through the work."""
+"""Checks that run before a command writes anything: a file in the way of an output (mt.common.files), and a
+line count that refuses a file that is not UTF-8, naming the line, instead of failing halfway through the work
+(mt.common.textio)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import gzip
 import pytest
 
 from mt.common.errors import UserError
-from mt.common.files import count_lines, refuse_file_in_the_way
+from mt.common.files import refuse_file_in_the_way
+from mt.common.textio import count_lines, read_lines
 
 
 def test_a_file_where_a_folder_of_the_output_belongs_is_refused(tmp_path):
@@ -44,3 +46,23 @@ def test_count_lines_names_the_first_line_that_is_not_utf8(tmp_path):
     path.write_bytes(b"ok\ncut \xc3")  # a character cut off at the end of the file
     with pytest.raises(UserError, match=r"latin1.txt:2: not valid UTF-8"):
         count_lines(path)
+
+
+@pytest.mark.parametrize("data", [b"", b"a\n", b"a\nb", b"a\n\n", b"a\r\nb \t\r\n", "\ufeffx \n\u00e9".encode()])
+def test_read_lines_yields_as_many_lines_as_count_lines_counts(tmp_path, data):
+    path = tmp_path / "t.txt"
+    path.write_bytes(data)
+    assert len(list(read_lines(path, progress=False))) == count_lines(path)
+
+
+def test_read_lines_options_for_hypotheses_and_references(tmp_path):
+    path = tmp_path / "hyp.txt"
+    path.write_bytes("\ufeffone \r\ntwo\u00a0\r\n\ufeffthree".encode())
+    assert list(read_lines(path, progress=False)) == ["\ufeffone ", "two\u00a0", "\ufeffthree"]
+    # mt-eval (sacrebleu's reading): no byte-order mark on line 1, trailing whitespace gone
+    assert list(read_lines(path, progress=False, bom=True, strip=None)) == ["one", "two", "\ufeffthree"]
+    with gzip.open(tmp_path / "hyp.txt.gz", "wb") as fh:
+        fh.write(path.read_bytes())
+    assert list(read_lines(tmp_path / "hyp.txt.gz", progress=False, bom=True)) == ["one ", "two\u00a0", "\ufeffthree"]
+    with pytest.raises(UserError, match="missing.txt: input file not found"):
+        list(read_lines(tmp_path / "missing.txt", progress=False))

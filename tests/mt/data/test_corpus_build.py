@@ -8,8 +8,9 @@ import pytest
 from _mo_writer import mo_bytes, write_mo
 
 from mt.common.langs import FLORES200_CODES, script_of
+from mt.common.scripts import script_counts
 from mt.data import layout
-from mt.data.clean import norm_key, script_counts
+from mt.data.clean import norm_key
 from mt.data.cli import data_main
 from mt.data.gettext_corpus import DEMO_LANGS, GettextConfig, build_gettext_corpus, tier_of
 

@@ -1,5 +1,6 @@
 import pytest
 
+from mt.common.scripts import script_counts
 from mt.data.clean import (
     REASONS,
     CleanConfig,
@@ -11,7 +12,6 @@ from mt.data.clean import (
     is_untranslated,
     norm_key,
     normalize_ws,
-    script_counts,
     script_mismatch,
     strip_accelerators,
 )

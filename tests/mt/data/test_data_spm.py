@@ -121,6 +121,26 @@ def test_tokenizer_roundtrip_and_pickle(trained):
         spm.SpmTokenizer(root / "missing.model")
 
 
+def test_one_loader_names_the_fix_of_the_command_that_asks(trained, tmp_path):
+    """mt-spm, spBLEU (eval.metrics), chrF validation, LASER and mt-import all load through SpmTokenizer."""
+    from eval.metrics import MetricSpec
+    from mt.train.validate import load_spm
+
+    root, *_ = trained
+    model = root / "spm" / "spm.model"
+    not_a_model = tmp_path / "x.model"
+    not_a_model.write_text("hello\n")
+    with pytest.raises(UserError, match=r"x.model: not a SentencePiece model .*; pass the spm.model that `mt-spm"):
+        spm.SpmTokenizer(not_a_model)
+    with pytest.raises(UserError, match=r"x.model: not a SentencePiece model .*--eval-chrf needs it"):
+        load_spm(not_a_model)
+    with pytest.raises(UserError, match=r"missing.model not found: download flores200_sacrebleu_tokenizer_spm"):
+        MetricSpec("spbleu", spm_model=str(tmp_path / "missing.model")).build()
+    metric, pieces = MetricSpec("spbleu", spm_model=str(model)).build()
+    assert pieces(["die Datei ist offen"]) == [" ".join(spm.SpmTokenizer(model).encode("die Datei ist offen"))]
+    assert pickle.loads(pickle.dumps(load_spm(model))).hint.startswith("--eval-chrf")
+
+
 def test_skip_when_up_to_date_and_retrain_on_change(trained, capsys):
     root, corpus, cfg, res = trained
     model = root / "spm" / "spm.model"
