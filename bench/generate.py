@@ -3,8 +3,8 @@ as M2M100, vs CTranslate2 float32 and int8 (the same export converted). One run,
 same length limits; sentences/s and generated tokens/s, plus how often each engine's output equals ours.
 
     # final numbers (a quiet machine): a trained checkpoint and real sentences
-    python bench/generate.py --path work/demo/ckpt/checkpoint_best.pt --input work/demo/corpus/devtest/eng_Latn.devtest \\
-        -s eng_Latn -t deu_Latn --beam 4 --n 1000 --threads 2
+    python bench/generate.py --path work/demo/ckpt/checkpoint_best.pt \\
+        --input work/demo/corpus/devtest/eng_Latn.devtest -s eng_Latn -t deu_Latn --beam 4 --n 1000 --threads 2
     # shapes without a trained model: random weights of an --arch over a data dir's dict.txt/spm.model,
     # every engine forced to produce exactly --fixed-length tokens
     python bench/generate.py --random-arch transformer_base --data work/demo/bin --input FILE -s eng_Latn -t deu_Latn \\
@@ -185,8 +185,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         path = Path(args.path) if args.path else random_checkpoint(args.random_arch, Path(args.data), tmp)
         tr = Translator(path, data=args.data or None)
-        lines = [l.rstrip("\n") for l in open(args.input, encoding="utf-8")]
-        lines = [l for l in lines if l.strip()][: args.n]
+        lines = [line.rstrip("\n") for line in open(args.input, encoding="utf-8")]
+        lines = [line for line in lines if line.strip()][: args.n]
         ids = tr.encode(lines)
         ids = [x[: tr.max_source_positions - 2] for x in ids]
         caps = max_lengths(
@@ -195,7 +195,10 @@ def main(argv=None) -> int:
             tr.model.cfg.max_target_positions,
         ).tolist()
         c = tr.model.cfg
-        shape = f"{c.encoder_layers}+{c.decoder_layers} layers, d={c.encoder_embed_dim}, ffn={c.encoder_ffn_embed_dim}, V={c.vocab_size}"
+        shape = (
+            f"{c.encoder_layers}+{c.decoder_layers} layers, d={c.encoder_embed_dim}, "
+            f"ffn={c.encoder_ffn_embed_dim}, V={c.vocab_size}"
+        )
         print(
             f"bench: {len(ids)} sentences, {sum(map(len, ids))} source tokens; model {shape}; beam {args.beam}; "
             f"{args.threads} threads",
@@ -239,9 +242,12 @@ def main(argv=None) -> int:
             )
     hf = next((r for r in rows if r["engine"] == "hf-fp32"), None)
     ct = next((r for r in rows if r["engine"] == "ct2-fp32"), None)
+    length = (
+        f"fixed length {args.fixed_length}" if args.fixed_length else f"max len {args.max_len_a}*src+{args.max_len_b}"
+    )
     md = [
         f"Translation speed, {len(ids)} sentences {args.s}->{args.t} from `{Path(args.input).name}`, beam {args.beam}, "
-        f"{'fixed length ' + str(args.fixed_length) if args.fixed_length else f'max len {args.max_len_a}*src+{args.max_len_b}'}, "
+        f"{length}, "
         f"--max-tokens {args.max_tokens}, {args.threads} threads, {platform.processor() or platform.machine()}; "
         f"model: {shape} ({'random weights' if args.random_arch else Path(path).name}).",
         "",
@@ -252,7 +258,8 @@ def main(argv=None) -> int:
         vs_hf = f"{r['sent_per_s'] / hf['sent_per_s']:.2f}x" if hf else "n/a"
         vs_ct = f"{r['sent_per_s'] / ct['sent_per_s']:.2f}x" if ct else "n/a"
         md.append(
-            f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | {r['same_as_first']:.1%} |"
+            f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | "
+            f"{r['same_as_first']:.1%} |"
         )
     md += [""] + [f"- {n}" for n in notes]
     out = Path(args.out)

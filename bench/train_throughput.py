@@ -105,9 +105,16 @@ def train_flops(cfg, batch: dict[str, torch.Tensor]) -> float:
     fd = cfg.decoder_ffn_embed_dim
     S = (batch["src"] != PAD).sum(1).double()
     T = (batch["tgt"] != PAD).sum(1).double()
-    moe = lambda layers: sum(1 for i in range(layers) if cfg.moe_freq and (i + 1) % cfg.moe_freq == 0)
-    ffn_mult = lambda layers: layers + moe(layers)  # a top-2 MoE layer runs two FFNs per token
-    gate = lambda n, layers: 2 * n * d * cfg.moe_expert_count * moe(layers)
+
+    def moe(layers: int) -> int:
+        return sum(1 for i in range(layers) if cfg.moe_freq and (i + 1) % cfg.moe_freq == 0)
+
+    def ffn_mult(layers: int) -> int:
+        return layers + moe(layers)  # a top-2 MoE layer runs two FFNs per token
+
+    def gate(n: int, layers: int) -> int:
+        return 2 * n * d * cfg.moe_expert_count * moe(layers)
+
     enc = (
         cfg.encoder_layers * (2 * S * 4 * d * d + 4 * S * S * d)
         + ffn_mult(cfg.encoder_layers) * 2 * S * 2 * d * f
@@ -448,7 +455,7 @@ def e2e(args, cfg, precision: str, workdir: Path) -> dict:
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
-    recs = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (save / "train_log.jsonl").read_text().splitlines()]
     recs = [r for r in recs if r["type"] == "train"]
     first, last = recs[args.warmup - 1], recs[-1]
     ntok = sum(r["ntokens"] for r in recs[args.warmup :])
@@ -582,17 +589,21 @@ def main() -> int:
         else ""
     )
     lines = [
-        f"# Training throughput: {args.arch} {meta['model']}{moe_title}, max_tokens {args.max_tokens}, {args.steps} steps, best of {args.repeats}",
+        f"# Training throughput: {args.arch} {meta['model']}{moe_title}, max_tokens {args.max_tokens}, "
+        f"{args.steps} steps, best of {args.repeats}",
         "",
-        f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, load avg {meta['load_avg'][0]:.1f}",
+        f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, "
+        f"load avg {meta['load_avg'][0]:.1f}",
         "",
-        "| impl | precision | threads | tgt tok/s | src+tgt tok/s | ms/step | model TFLOP/s | matmul peak TFLOP/s | MFU | peak RSS MiB |",
+        "| impl | precision | threads | tgt tok/s | src+tgt tok/s | ms/step | model TFLOP/s | matmul peak TFLOP/s "
+        "| MFU | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['impl']} | {r['precision']} | {r['threads']} | {r['tgt_tokens_per_s']:.0f} | {r['src_tgt_tokens_per_s']:.0f} | "
-            f"{r['ms_per_step']:.0f} | {r['model_tflops_per_s']:.3f} | {r['matmul_peak_tflops']:.3f} | {100 * r['mfu']:.1f}% | "
+            f"| {r['impl']} | {r['precision']} | {r['threads']} | {r['tgt_tokens_per_s']:.0f} | "
+            f"{r['src_tgt_tokens_per_s']:.0f} | {r['ms_per_step']:.0f} | {r['model_tflops_per_s']:.3f} | "
+            f"{r['matmul_peak_tflops']:.3f} | {100 * r['mfu']:.1f}% | "
             f"{r['peak_rss_mib']:.0f} |"
         )
     lines.append("")

@@ -554,7 +554,8 @@ def nasty_checkpoint(path: Path, payload: Any, legacy_format: bool = False) -> P
 def hf_moe_config(
     vocab_size: int, d: int = 32, layers: int = 4, ffn: int = 64, heads: int = 4, experts: int = 8, step: int = 2
 ) -> dict[str, Any]:
-    """nllb-moe-54b's config.json (transformers 4.27 era) at reduced sizes (54b: 24 + 24 layers, step 4, 128 experts)."""
+    """nllb-moe-54b's config.json (transformers 4.27 era) at reduced sizes (54b: 24 + 24 layers, step 4, 128
+    experts)."""
     config = hf_config(vocab_size, d, layers, ffn, heads)
     config.update(
         {
@@ -703,7 +704,8 @@ def fairseq_moe_state_dicts(hf_model, ranks: int) -> tuple[dict[str, torch.Tenso
 
 
 def fairseq_moe_args(config: dict[str, Any], langs: list[str] = LANGS) -> argparse.Namespace:
-    """An NLLB-MoE training run's options (fairseq NLLB branch: sweep_mmt.py's MoE grid, ``--moe-freq 4 --moe-eom 0.2``)."""
+    """An NLLB-MoE training run's options (fairseq NLLB branch: sweep_mmt.py's MoE grid, ``--moe-freq 4
+    --moe-eom 0.2``)."""
     args = fairseq_args(config, langs)
     args.arch = "transformer_24_24_big"
     for k, v in {

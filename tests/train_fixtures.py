@@ -65,7 +65,7 @@ def make_corpus(
     rng = random.Random(seed)
     data = root / "bin"
     data.mkdir(parents=True, exist_ok=True)
-    langs = sorted({l for p in pairs for l in p})
+    langs = sorted({lang for p in pairs for lang in p})
     texts: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     for a, b in pairs:
         a, b = sorted((a, b))
@@ -131,7 +131,7 @@ def wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: flo
         if proc.poll() is not None:
             raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
         if log.is_file():
-            ups = [json.loads(l)["update"] for l in log.read_text().splitlines() if '"train"' in l]
+            ups = [json.loads(line)["update"] for line in log.read_text().splitlines() if '"train"' in line]
             if ups and max(ups) >= update:
                 return max(ups)
         time.sleep(0.005)

@@ -47,7 +47,8 @@ def setup(cpu: bool = False) -> DistInfo:
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
             raise UserError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs: lower --nproc_per_node or pass --cpu"
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs: "
+                "lower --nproc_per_node or pass --cpu"
             )
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

@@ -303,7 +303,8 @@ def check_flags(method: str, utilities: str, max_epochs: float, risk: float) -> 
 
 
 def from_config(cfg: Any, datasets: Sequence[Any], keep: Sequence[np.ndarray]) -> Mixing:
-    """The run's ``Mixing`` from mt-train's config (``mt.train.trainer.TrainConfig``), its datasets and usable sentences."""
+    """The run's ``Mixing`` from mt-train's config (``mt.train.trainer.TrainConfig``), its datasets and usable
+    sentences."""
     lengths = [np.maximum(ds.src_sizes[k], ds.tgt_sizes[k]).astype(np.int64) for ds, k in zip(datasets, keep)]
     sentences = np.array([len(k) for k in keep], dtype=np.int64)
     tokens = np.array([int(x.sum()) for x in lengths], dtype=np.int64)

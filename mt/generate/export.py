@@ -373,14 +373,17 @@ import ctranslate2, sentencepiece as spm
 sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
 tr = ctranslate2.Translator(model_dir, compute_type="default")  # or "int8"
 src = [["__{src}__", *sp.encode(s, out_type=str), "</s>"] for s in sentences]
-res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len})
+res = tr.translate_batch(
+    src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len}
+)
 print([sp.decode(r.hypotheses[0]) for r in res])
 ```
 
 The hypotheses hold the translation only: the target-language token starts the decoder and is not part of
-them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`, `min_decoding_length={s.min_len}`;
-mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b} (here `max_decoding_length`,
-default 256) and never outputs `<s>`, `<pad>` or a language token (CTranslate2's `suppress_sequences` can ban
+them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`,
+`min_decoding_length={s.min_len}`; mt-translate also stops each sentence at {s.max_len_a:g} x source tokens
++ {s.max_len_b} (here `max_decoding_length`, default 256) and never outputs `<s>`, `<pad>` or a language
+token (CTranslate2's `suppress_sequences` can ban
 them but renormalises the scores, so leave it out unless a model does produce them)."""
     return f"""# nllb-mini export ({fmt})
 

@@ -108,7 +108,8 @@ def find_vocab(
         tried = ", ".join(str(p / "dict.txt") for p in places)
         raise UserError(
             f"{path}: cannot find the dictionary it was trained with (tried {tried}); pass --data DIR "
-            "(the mt-preprocess output with dict.txt and spm.model), or copy dict.txt and spm.model next to the checkpoint"
+            "(the mt-preprocess output with dict.txt and spm.model), "
+            "or copy dict.txt and spm.model next to the checkpoint"
         )
     if spm_model:
         spm = Path(spm_model)

@@ -293,7 +293,8 @@ def spike_warning(spike: dict[str, Any], threshold: float) -> str:
 
 
 def move_abandoned_records(log, target: int, record: dict[str, Any]) -> None:
-    """Cut ``log`` (a ``mt.formats.trainlog.TrainLog``) back to ``target`` and append ``record`` holding what was cut."""
+    """Cut ``log`` (a ``mt.formats.trainlog.TrainLog``) back to ``target`` and append ``record`` holding what was
+    cut."""
     if not log.enabled:
         return
     record["abandoned"] = [r for r in log.read() if int(r.get("update", 0)) > target]

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m mt.train.timed",
         description="Run a command, print and log its wall time, CPU time and peak memory.",
-        epilog="example:\n  python -m mt.train.timed --log work/demo/timings.tsv --step spm -- mt-spm train --corpus c --vocab-size 8000 --out spm",
+        epilog="example:\n  python -m mt.train.timed --log work/demo/timings.tsv --step spm -- "
+        "mt-spm train --corpus c --vocab-size 8000 --out spm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--step", required=True, help="name of the step in the log")

@@ -77,7 +77,7 @@ def test_text_with_bad_lines_keeps_line_count_and_order(model, tmp_path):
         got = (out / tgt / "mono.txt").read_text(encoding="utf-8").split("\n")
         assert got[-1] == "" and len(got) - 1 == n
         want = tr.translate(
-            [l.decode() for i, l in enumerate(lines, 1) if i not in expect_bad], "eng_Latn", tgt, **SEARCH
+            [line.decode() for i, line in enumerate(lines, 1) if i not in expect_bad], "eng_Latn", tgt, **SEARCH
         )
         assert [g for i, g in enumerate(got[:-1], 1) if i not in expect_bad] == [h.text for h in want]
         assert all(got[i - 1] == "" for i in expect_bad)
@@ -121,7 +121,7 @@ def test_formats_and_directories(model, tmp_path):
     assert (out / "tsv" / "deu_Latn" / "a.tsv.txt").read_text().splitlines() == [t[s[0]], t[s[1]], ""]
     assert (out / "jsonl" / "deu_Latn" / "b.jsonl.txt").read_text().splitlines() == [t[s[2]], "", "", t[s[3]]]
     assert (out / "pq" / "deu_Latn" / "c.parquet.txt").read_text().splitlines() == [t[s[4]], "", t[s[5]]]
-    reasons = [l.split("\t")[2] for l in (out / "jsonl" / "bad_lines.tsv").read_text().splitlines()[1:]]
+    reasons = [line.split("\t")[2] for line in (out / "jsonl" / "bad_lines.tsv").read_text().splitlines()[1:]]
     assert reasons == ["bad-json", "missing-field text"]
     # a directory: every file, recursively, sorted; hidden files skipped; names mirrored
     (src / "sub" / "b.jsonl").unlink()

@@ -1,4 +1,5 @@
-"""Hostile and careless inputs for mt-generate, mt-interactive and mt-eval: one-line error, exit != 0, nothing written."""
+"""Hostile and careless inputs for mt-generate, mt-interactive and mt-eval: one-line error, exit != 0, nothing
+written."""
 
 from __future__ import annotations
 
