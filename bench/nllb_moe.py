@@ -321,7 +321,7 @@ def _train(work: Path, args: argparse.Namespace) -> Path:
         t = time.perf_counter()
         _cli(
             [
-                "mt.train.trainer:main",
+                "mt.train.cli:train_main",
                 str(data),
                 "--lang-pairs",
                 pairs,

@@ -439,7 +439,7 @@ _COMMANDS = {
 
 
 @cli_entry
-def main(argv: list[str] | None = None) -> int:
+def eval_main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -449,4 +449,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(eval_main())

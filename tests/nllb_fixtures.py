@@ -760,7 +760,7 @@ _BUILT: dict[str, Any] = {}
 def built(tmp_path_factory) -> dict[str, Any]:
     """spm, the random HF model, its folder and its import (``out``), shared by the test modules."""
     if not _BUILT:
-        from mt.importing.cli import main
+        from mt.importing.cli import import_main as main
 
         root = tmp_path_factory.mktemp("nllb")
         spm_path = train_spm(root / "spm")
@@ -778,7 +778,7 @@ def built_moe(tmp_path_factory) -> dict[str, Any]:
     """spm, a random NLLB-MoE (4 + 4 layers, 8 experts in layers 1 and 3 of each stack), its HF folder and
     its import (``out``), shared by the test modules."""
     if not _BUILT_MOE:
-        from mt.importing.cli import main
+        from mt.importing.cli import import_main as main
 
         dense = built(tmp_path_factory)
         root = tmp_path_factory.mktemp("nllb-moe")

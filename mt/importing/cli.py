@@ -110,6 +110,3 @@ def import_main(argv: list[str] | None = None) -> int:
     extra = f", {experts} expert files" if experts else ""
     print(f"mt-import: wrote {path} (+ dict.txt, spm.model{extra}) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
-
-
-main = import_main  # the installed console script's target (mt.importing.cli:main)

@@ -1219,10 +1219,3 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``mt-train``'s entry point as installed (``mt.train.trainer:main``); the CLI is ``mt.train.cli``."""
-    from mt.train.cli import train_main
-
-    return train_main(argv)

@@ -6,7 +6,7 @@ import statistics
 import pandas as pd
 
 from eval.ablations import group_scores
-from eval.cli import main
+from eval.cli import eval_main as main
 from mt.train import timed
 
 

@@ -10,7 +10,7 @@ from _mo_writer import write_mo
 
 from eval.chatterbot import ChatterbotTaskConfig, build_chatterbot_task
 from eval.classification import Example, read_examples, read_task, write_task
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.gettext_domains import GettextTaskConfig, build_gettext_task, domain_label
 from mt.common.errors import UserError
 from mt.data.clean import norm_key

@@ -8,7 +8,7 @@ import sys
 import pytest
 import sacrebleu
 
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.metrics import MetricSpec, corpus_score, paired_bootstrap, read_aligned
 from mt.common.errors import UserError
 

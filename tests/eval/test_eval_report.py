@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.train_stats import parse_train_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

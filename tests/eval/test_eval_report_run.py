@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.report import ReportConfig, write_report
 from mt.common.errors import UserError
 from mt.train import timed

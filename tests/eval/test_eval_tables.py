@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from eval import gendir
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.metrics import MetricSpec, corpus_score
 from eval.tables import grouped_averages, markdown_table
 from mt.common.errors import UserError

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.toxicity import ToxicityList, ToxicityLists, evaluate_lines
 from mt.common.errors import UserError
 

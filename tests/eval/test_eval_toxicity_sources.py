@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from eval import toxicity_sources as ts
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.toxicity import ToxicityLists
 
 

@@ -11,7 +11,7 @@ from decode_fixtures import make_checkpoint
 from train_fixtures import one_thread, sentence  # noqa: F401 (one_thread: autouse)
 
 from eval.classification import Example, write_task
-from eval.cli import main
+from eval.cli import eval_main as main
 from eval.translate_test import EmbeddingCache, TranslateTestConfig, TranslationCache, run_translate_test
 from mt.common.errors import UserError
 

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 import hostile  # noqa: E402
 import nllb_fixtures as nf  # noqa: E402
 
-from mt.importing.cli import main  # noqa: E402
+from mt.importing.cli import import_main as main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

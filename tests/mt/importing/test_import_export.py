@@ -22,7 +22,7 @@ from mt.data.cli import preprocess_main as preprocess_cli  # noqa: E402
 from mt.generate.cli import export_main  # noqa: E402
 from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
-from mt.importing.cli import main as import_main  # noqa: E402
+from mt.importing.cli import import_main  # noqa: E402
 from mt.train.cli import train_main  # noqa: E402
 
 PAIR = ("eng_Latn", "deu_Latn")

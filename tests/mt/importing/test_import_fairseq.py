@@ -19,7 +19,7 @@ import nllb_fixtures as nf  # noqa: E402
 from mt.common import pagemem  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
 from mt.importing import fairseq, safe_pickle  # noqa: E402
-from mt.importing.cli import main  # noqa: E402
+from mt.importing.cli import import_main as main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

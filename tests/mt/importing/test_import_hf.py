@@ -19,7 +19,7 @@ from mt.data.rows import decoder_prefix, source_row  # noqa: E402
 from mt.generate.loading import load_model  # noqa: E402
 from mt.generate.search import SearchConfig  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
-from mt.importing.cli import main  # noqa: E402
+from mt.importing.cli import import_main as main  # noqa: E402
 
 DIRECTIONS = {
     "eng_Latn": "deu_Latn",

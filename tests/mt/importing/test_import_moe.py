@@ -31,7 +31,7 @@ from mt.formats import checkpoint as ckpt  # noqa: E402
 from mt.generate.cli import moe_stats_main  # noqa: E402
 from mt.generate.loading import load_model  # noqa: E402
 from mt.generate.translator import Translator  # noqa: E402
-from mt.importing.cli import main  # noqa: E402
+from mt.importing.cli import import_main as main  # noqa: E402
 from mt.models.moe import MoELayer, is_moe_layer, top2_route  # noqa: E402
 from mt.models.transformer import EncoderOut  # noqa: E402
 
