@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (ruff lint + format check,
+# then pytest, which includes the layering contracts).
 # Both create or reuse .venv, install torch first (TORCH_SPEC, default the CPU wheel 2.13.0)
 # when no torch is importable, then the project in editable mode. Idempotent.
 PYTHON ?= python3
@@ -23,7 +24,9 @@ $(STAMP): pyproject.toml
 	@echo ">> environment ready ($(VENV))"
 
 test: setup
-	@echo ">> running the test suite"
+	@echo ">> lint and format check (ruff), then the test suite (layering contracts: tests/test_layering.py)"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests
 
 demo: setup

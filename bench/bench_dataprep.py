@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mt.common.textio import count_lines  # noqa: E402
 from mt.data import preprocess as pp  # noqa: E402
 from mt.data import spm  # noqa: E402
-from mt.data.preprocess import count_lines  # noqa: E402
 
 
 def synthetic_corpus(root: Path, n: int) -> Path:
@@ -49,7 +49,9 @@ def main() -> None:
 
     print("what\tsetting\tsentences\tseconds\tsentences_per_s")
     t0 = time.perf_counter()
-    res = spm.train(spm.SpmTrainConfig(out=str(work / "spm"), corpus=str(corpus), vocab_size=a.vocab_size), progress=False)
+    res = spm.train(
+        spm.SpmTrainConfig(out=str(work / "spm"), corpus=str(corpus), vocab_size=a.vocab_size), progress=False
+    )
     dt = time.perf_counter() - t0
     n = sum(r["sampled"] for r in res.table)
     print(f"spm_train\tvocab={a.vocab_size}\t{n}\t{dt:.2f}\t{n / dt:.0f}")
@@ -59,9 +61,18 @@ def main() -> None:
     for w in a.workers:
         dest = work / f"bin_w{w}"
         t0 = time.perf_counter()
-        pp.preprocess(pp.PreprocessConfig(source_lang=src, target_lang=tgt, trainpref=str(prefix), destdir=str(dest),
-                                          srcdict=str(work / "spm" / "dict.txt"), joined_dictionary=True,
-                                          spm_model=str(work / "spm" / "spm.model"), workers=w))
+        pp.preprocess(
+            pp.PreprocessConfig(
+                source_lang=src,
+                target_lang=tgt,
+                trainpref=str(prefix),
+                destdir=str(dest),
+                srcdict=str(work / "spm" / "dict.txt"),
+                joined_dictionary=True,
+                spm_model=str(work / "spm" / "spm.model"),
+                workers=w,
+            )
+        )
         dt = time.perf_counter() - t0
         print(f"preprocess\tworkers={w}\t{lines}\t{dt:.2f}\t{lines / dt:.0f}")
 

@@ -45,12 +45,20 @@ def bucc_rows(encoder: str, langs: list[str], args: argparse.Namespace) -> list[
     from mining import bucc
     from mining.evaluate import BuccEvalConfig, run_bucc
 
-    cfg = BuccEvalConfig(data=args.data, pairs=[f"{lang}-eng_Latn" for lang in langs], encoder=encoder,
-                         work=args.work, margins=args.margins, k=args.k, threads=args.threads,
-                         calibration=args.calibration, calibrate=args.calibrate, keep_candidates=True,
-                         protocol=args.protocol,
-                         build=bucc.BuildConfig(size=args.size, gold=args.gold, locale_dir=args.locale_dir,
-                                                corpus=args.corpus))
+    cfg = BuccEvalConfig(
+        data=args.data,
+        pairs=[f"{lang}-eng_Latn" for lang in langs],
+        encoder=encoder,
+        work=args.work,
+        margins=args.margins,
+        k=args.k,
+        threads=args.threads,
+        calibration=args.calibration,
+        calibrate=args.calibrate,
+        keep_candidates=True,
+        protocol=args.protocol,
+        build=bucc.BuildConfig(size=args.size, gold=args.gold, locale_dir=args.locale_dir, corpus=args.corpus),
+    )
     t0 = time.time()
     rows = run_bucc(cfg)
     for r in rows:
@@ -62,9 +70,11 @@ def bucc_table(rows: list[dict]) -> str:
     by = {}
     for r in rows:
         by.setdefault((r["pair"], r["encoder"]), {})[r["margin"]] = r
-    head = ("| pair | sentences (src x tgt) / gold | encoder | F1 ratio | F1 cosine | oracle F1 ratio | "
-            "oracle F1 cosine | xsim err % ratio | xsim err % cosine | threshold ratio | threshold cosine |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| pair | sentences (src x tgt) / gold | encoder | F1 ratio | F1 cosine | oracle F1 ratio | "
+        "oracle F1 cosine | xsim err % ratio | xsim err % cosine | threshold ratio | threshold cosine |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for (pair, enc), m in by.items():
         r, c = m.get("ratio"), m.get("absolute")
@@ -83,8 +93,10 @@ def bucc_table(rows: list[dict]) -> str:
             t = x and x.get("test", {}).get("threshold")
             return f"{t:.4f}" if t is not None else "-"
 
-        lines.append(f"| {pair} | {any_['n_src']} x {any_['n_tgt']} / {any_['n_gold']} | {enc} | **{f1(r)}** | "
-                     f"{f1(c)} | {oracle(r)} | {oracle(c)} | {xsim(r)} | {xsim(c)} | {thr(r)} | {thr(c)} |")
+        lines.append(
+            f"| {pair} | {any_['n_src']} x {any_['n_tgt']} / {any_['n_gold']} | {enc} | **{f1(r)}** | "
+            f"{f1(c)} | {oracle(r)} | {oracle(c)} | {xsim(r)} | {xsim(c)} | {thr(r)} | {thr(c)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -110,9 +122,12 @@ def unseen_pair_f1(rows: list[dict]) -> None:
 
 def default_table(rows: list[dict]) -> str:
     """Ratio margin: F1 at the default cut (what mine-bitext applies with no --threshold) next to the best cut."""
-    lines = ["| pair | encoder | gold / sentences | default cut (source) | P / R at default | **F1 at default** | "
-             "best-cut F1 (cut) | default - best | F1, cut tuned on training | F1, median cut of the other pairs | "
-             "xsim err % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| pair | encoder | gold / sentences | default cut (source) | P / R at default | **F1 at default** | "
+        "best-cut F1 (cut) | default - best | F1, cut tuned on training | F1, median cut of the other pairs | "
+        "xsim err % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["margin"] != "ratio":
             continue
@@ -120,10 +135,12 @@ def default_table(rows: list[dict]) -> str:
         cut = "none" if c["value"] is None else f"{c['value']:.4f} ({c['source']})"
         tuned = f"{100 * r['test']['f1']:.1f}" if r.get("tuned_on") else "-"
         unseen = f"{100 * r['unseen']['f1']:.1f}" if "unseen" in r else "-"
-        lines.append(f"| {r['pair']} | {r['encoder']} | {r['n_gold']} / {r['n_src']}x{r['n_tgt']} | {cut} | "
-                     f"{100 * d['precision']:.1f} / {100 * d['recall']:.1f} | **{100 * d['f1']:.1f}** | "
-                     f"{100 * o['f1']:.1f} ({o['threshold'] or 0:.4f}) | {100 * (d['f1'] - o['f1']):+.1f} | {tuned} | "
-                     f"{unseen} | {100 * r['xsim_error']:.1f} |")
+        lines.append(
+            f"| {r['pair']} | {r['encoder']} | {r['n_gold']} / {r['n_src']}x{r['n_tgt']} | {cut} | "
+            f"{100 * d['precision']:.1f} / {100 * d['recall']:.1f} | **{100 * d['f1']:.1f}** | "
+            f"{100 * o['f1']:.1f} ({o['threshold'] or 0:.4f}) | {100 * (d['f1'] - o['f1']):+.1f} | {tuned} | "
+            f"{unseen} | {100 * r['xsim_error']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -135,8 +152,9 @@ def demo_rows(corpus: str, encoder: str, langs: list[str], out: str, threads: in
     for lang in langs:
         odir = Path(out) / encoder / lang
         t0 = time.time()
-        proc = subprocess.run(["bash", str(ROOT / "recipes" / "mine_pair.sh"), corpus, lang, str(odir), encoder],
-                              env=env)
+        proc = subprocess.run(
+            ["bash", str(ROOT / "recipes" / "mine_pair.sh"), corpus, lang, str(odir), encoder], env=env
+        )
         if proc.returncode != 0:
             rows.append({"lang": lang, "error": f"mine_pair.sh exited with {proc.returncode}"})
             continue
@@ -152,8 +170,11 @@ def demo_rows(corpus: str, encoder: str, langs: list[str], out: str, threads: in
 
 
 def demo_table(rows: list[dict], corpus: str) -> str:
-    lines = ["| pair | mono lines kept (eng / other) | gold | gold left after LID+filters | cut (source) | mined | P | "
-             "R | **F1** | oracle F1 (threshold) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| pair | mono lines kept (eng / other) | gold | gold left after LID+filters | cut (source) | mined | P | "
+        "R | **F1** | oracle F1 (threshold) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| eng_Latn-{r['lang']} | {r['error']} | | | | | | | | |")
@@ -164,10 +185,12 @@ def demo_table(rows: list[dict], corpus: str) -> str:
             n = sum(1 for _ in fh)
         c = r.get("cut") or {}
         cut = "-" if not c else ("none" if c.get("value") is None else f"{c['value']:.4f} ({c['source']})")
-        lines.append(f"| eng_Latn-{r['lang']} | {r['kept']['eng_Latn']} / {r['kept'][r['lang']]} of {n} | {r['gold']} | "
-                     f"{r['gold_reachable']} ({100 * r['gold_reachable'] / max(r['gold'], 1):.1f}%) | {cut} | "
-                     f"{r['mined']} | {100 * a['precision']:.1f} | {100 * a['recall']:.1f} | "
-                     f"**{100 * a['f1']:.1f}** | {100 * b['f1']:.1f} ({b['threshold'] or 0:.4f}) |")
+        lines.append(
+            f"| eng_Latn-{r['lang']} | {r['kept']['eng_Latn']} / {r['kept'][r['lang']]} of {n} | {r['gold']} | "
+            f"{r['gold_reachable']} ({100 * r['gold_reachable'] / max(r['gold'], 1):.1f}%) | {cut} | "
+            f"{r['mined']} | {100 * a['precision']:.1f} | {100 * a['recall']:.1f} | "
+            f"**{100 * a['f1']:.1f}** | {100 * b['f1']:.1f} ({b['threshold'] or 0:.4f}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -176,11 +199,15 @@ def _csv(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     p.add_argument("--encoders", type=_csv, default=["ngram"], help="encoder specs (default: ngram)")
-    p.add_argument("--langs", type=_csv, default=["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn",
-                                                  "mya_Mymr", "khk_Cyrl"])
+    p.add_argument(
+        "--langs",
+        type=_csv,
+        default=["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn", "mya_Mymr", "khk_Cyrl"],
+    )
     p.add_argument("--data", default="work/bucc", help="BUCC-format sets (built from the catalogues when missing)")
     p.add_argument("--work", default="work/bucc-eval", help="embedding / k-NN cache")
     p.add_argument("--size", type=int, default=5000, help="sentences per side per split (default: %(default)s)")
@@ -190,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margins", type=_csv, default=["ratio", "absolute"])
     p.add_argument("--calibration", default=None, help="calibration file for the default cut (mine-eval bucc)")
     p.add_argument("--calibrate", default=None, help="write each encoder's tuned cuts here (mine-eval bucc)")
-    p.add_argument("--protocol", default="auto", choices=["auto", "split", "kfold"],
-                   help="mine-eval bucc --protocol: kfold mines the test split only (half the embedding)")
+    p.add_argument(
+        "--protocol",
+        default="auto",
+        choices=["auto", "split", "kfold"],
+        help="mine-eval bucc --protocol: kfold mines the test split only (half the embedding)",
+    )
     p.add_argument("--name", default="bucc", help="report name: {out}/{name}.md and .json (default: %(default)s)")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="encoder threads (1 on a shared machine)")
@@ -204,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
-              "command": " ".join(sys.argv), "bucc": [], "demo": []}
+    report = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(sys.argv),
+        "bucc": [],
+        "demo": [],
+    }
     t0 = time.time()
     for enc in a.encoders:
         print(f"bench: mine-eval bucc --encoder {enc} ({', '.join(a.langs)})", file=sys.stderr)
@@ -214,29 +249,40 @@ def main(argv: list[str] | None = None) -> int:
     for r in report["bucc"]:
         r.pop("candidates", None)
         r.pop("gold_pairs", None)
-    origin = (f"the hidden-parallel `mono/` files of {a.corpus} (half of each side are hidden translations)"
-              if a.corpus else "/usr/share/locale (10% of the sentences of each side are hidden translations)")
-    md = [f"# Bitext mining on BUCC-style gettext sets\n\n`{report['command']}` on {report['machine']}\n\n"
-          f"Sets: `mine-eval bucc-build` from {origin}. Mining: k-NN both ways (FAISS Flat), k=4, max mode. F1 on "
-          "`test` at the threshold tuned on `training`; oracle = best threshold on `test`; xsim = error rate on the "
-          "gold pairs.\n", bucc_table(report["bucc"]),
-          "\n## The default cut (ratio margin) against the best cut\n\nDefault = what `mine-bitext` applies without "
-          "`--threshold` (`pair`: the pair's calibrated cut, `encoder`: the encoder's median, `fitted`: fitted to "
-          "the pair's scores). Best cut = the oracle, tuned on the `test` gold itself. The last columns: the "
-          "cut tuned on this pair's `training` split, and the median of the other pairs' tuned cuts (what a pair "
-          "nobody calibrated gets).\n", default_table(report["bucc"])]
+    origin = (
+        f"the hidden-parallel `mono/` files of {a.corpus} (half of each side are hidden translations)"
+        if a.corpus
+        else "/usr/share/locale (10% of the sentences of each side are hidden translations)"
+    )
+    md = [
+        f"# Bitext mining on BUCC-style gettext sets\n\n`{report['command']}` on {report['machine']}\n\n"
+        f"Sets: `mine-eval bucc-build` from {origin}. Mining: k-NN both ways (FAISS Flat), k=4, max mode. F1 on "
+        "`test` at the threshold tuned on `training`; oracle = best threshold on `test`; xsim = error rate on the "
+        "gold pairs.\n",
+        bucc_table(report["bucc"]),
+        "\n## The default cut (ratio margin) against the best cut\n\nDefault = what `mine-bitext` applies without "
+        "`--threshold` (`pair`: the pair's calibrated cut, `encoder`: the encoder's median, `fitted`: fitted to "
+        "the pair's scores). Best cut = the oracle, tuned on the `test` gold itself. The last columns: the "
+        "cut tuned on this pair's `training` split, and the median of the other pairs' tuned cuts (what a pair "
+        "nobody calibrated gets).\n",
+        default_table(report["bucc"]),
+    ]
     if a.demo_corpus:
         from mining.bucc import corpus_langs
 
         langs = a.demo_langs or corpus_langs(a.demo_corpus)
-        print(f"bench: recipes/mine_pair.sh on {a.demo_corpus} with {a.demo_encoder} ({', '.join(langs)})",
-              file=sys.stderr)
+        print(
+            f"bench: recipes/mine_pair.sh on {a.demo_corpus} with {a.demo_encoder} ({', '.join(langs)})",
+            file=sys.stderr,
+        )
         report["demo"] = demo_rows(a.demo_corpus, a.demo_encoder, langs, a.demo_out, a.threads)
-        md += [f"\n## Mined pairs of the demo corpus (`recipes/mine_pair.sh`, encoder {a.demo_encoder})\n\n"
-               "LID -> mine-filter -> mine-embed -> mine-knn -> mine-bitext (ratio margin, max mode, default "
-               "threshold) on the hidden-parallel `mono/` files, scored with `mine-eval gold` against "
-               "`.gold.tsv`; recall counts every gold pair, also those LID or the filters dropped.\n",
-               demo_table(report["demo"], a.demo_corpus)]
+        md += [
+            f"\n## Mined pairs of the demo corpus (`recipes/mine_pair.sh`, encoder {a.demo_encoder})\n\n"
+            "LID -> mine-filter -> mine-embed -> mine-knn -> mine-bitext (ratio margin, max mode, default "
+            "threshold) on the hidden-parallel `mono/` files, scored with `mine-eval gold` against "
+            "`.gold.tsv`; recall counts every gold pair, also those LID or the filters dropped.\n",
+            demo_table(report["demo"], a.demo_corpus),
+        ]
     report["seconds"] = time.time() - t0
     (out / f"{a.name}.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     (out / f"{a.name}.md").write_text("\n".join(md))

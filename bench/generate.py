@@ -3,8 +3,8 @@ as M2M100, vs CTranslate2 float32 and int8 (the same export converted). One run,
 same length limits; sentences/s and generated tokens/s, plus how often each engine's output equals ours.
 
     # final numbers (a quiet machine): a trained checkpoint and real sentences
-    python bench/generate.py --path work/demo/ckpt/checkpoint_best.pt --input work/demo/corpus/devtest/eng_Latn.devtest \\
-        -s eng_Latn -t deu_Latn --beam 4 --n 1000 --threads 2
+    python bench/generate.py --path work/demo/ckpt/checkpoint_best.pt \\
+        --input work/demo/corpus/devtest/eng_Latn.devtest -s eng_Latn -t deu_Latn --beam 4 --n 1000 --threads 2
     # shapes without a trained model: random weights of an --arch over a data dir's dict.txt/spm.model,
     # every engine forced to produce exactly --fixed-length tokens
     python bench/generate.py --random-arch transformer_base --data work/demo/bin --input FILE -s eng_Latn -t deu_Latn \\
@@ -30,8 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mt import checkpoint as ckpt  # noqa: E402
 from mt.data.dictionary import Dictionary  # noqa: E402
+from mt.formats import checkpoint as ckpt  # noqa: E402
 from mt.generate.export import build_hf_model, check_dense, export  # noqa: E402
 from mt.generate.loading import banned_ids  # noqa: E402
 from mt.generate.search import SearchConfig, max_lengths  # noqa: E402
@@ -50,9 +50,15 @@ def random_checkpoint(arch: str, data: Path, out: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         g = model.decoder.layer_norm.weight
         g.copy_(torch.randn(g.shape) * 2.0)
-    state = {"format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "model_config": cfg.to_dict(),
-             "train_config": {"data": str(data)}, "dict_checksum": d.checksum(), "lang_pairs": [],
-             "model": model.state_dict()}  # fmt: skip
+    state = {
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "train_config": {"data": str(data)},
+        "dict_checksum": d.checksum(),
+        "lang_pairs": [],
+        "model": model.state_dict(),
+    }
     path = out / "random.pt"
     ckpt.save_checkpoint(state, path)
     return path
@@ -98,8 +104,16 @@ def run_hf(tr: Translator, ids, args):
         new = max(caps[i] for i in idx) + 1  # our cap counts tokens before </s>; HF's counts </s>
         kw = dict(min_new_tokens=new, max_new_tokens=new) if args.fixed_length else dict(max_new_tokens=new)
         with torch.no_grad():
-            gen = model.generate(input_ids=inp, attention_mask=mask, decoder_start_token_id=tgt_tok, num_beams=args.beam,
-                                 do_sample=False, length_penalty=args.lenpen, suppress_tokens=banned_ids(d), **kw)  # fmt: skip
+            gen = model.generate(
+                input_ids=inp,
+                attention_mask=mask,
+                decoder_start_token_id=tgt_tok,
+                num_beams=args.beam,
+                do_sample=False,
+                length_penalty=args.lenpen,
+                suppress_tokens=banned_ids(d),
+                **kw,
+            )
         for b, i in enumerate(idx):
             toks = gen[b, 1:].tolist()
             out[i] = toks[: toks.index(d.eos())] if d.eos() in toks else [t for t in toks if t != d.pad()]
@@ -171,16 +185,25 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         path = Path(args.path) if args.path else random_checkpoint(args.random_arch, Path(args.data), tmp)
         tr = Translator(path, data=args.data or None)
-        lines = [l.rstrip("\n") for l in open(args.input, encoding="utf-8")]
-        lines = [l for l in lines if l.strip()][: args.n]
+        lines = [line.rstrip("\n") for line in open(args.input, encoding="utf-8")]
+        lines = [line for line in lines if line.strip()][: args.n]
         ids = tr.encode(lines)
         ids = [x[: tr.max_source_positions - 2] for x in ids]
-        caps = max_lengths(torch.tensor([len(x) + 2 for x in ids]), search_cfg(args, args.fixed_length),
-                           tr.model.cfg.max_target_positions).tolist()  # fmt: skip
+        caps = max_lengths(
+            torch.tensor([len(x) + 2 for x in ids]),
+            search_cfg(args, args.fixed_length),
+            tr.model.cfg.max_target_positions,
+        ).tolist()
         c = tr.model.cfg
-        shape = f"{c.encoder_layers}+{c.decoder_layers} layers, d={c.encoder_embed_dim}, ffn={c.encoder_ffn_embed_dim}, V={c.vocab_size}"
-        print(f"bench: {len(ids)} sentences, {sum(map(len, ids))} source tokens; model {shape}; beam {args.beam}; "
-              f"{args.threads} threads", file=sys.stderr)  # fmt: skip
+        shape = (
+            f"{c.encoder_layers}+{c.decoder_layers} layers, d={c.encoder_embed_dim}, "
+            f"ffn={c.encoder_ffn_embed_dim}, V={c.vocab_size}"
+        )
+        print(
+            f"bench: {len(ids)} sentences, {sum(map(len, ids))} source tokens; model {shape}; beam {args.beam}; "
+            f"{args.threads} threads",
+            file=sys.stderr,
+        )
         rows, ref, notes = [], None, []
         ct2_dir = None
         for eng in engines:
@@ -203,15 +226,28 @@ def main(argv=None) -> int:
             if ref is None:
                 ref = hyps
             same = sum(same_output(a, b, c) for a, b, c in zip(ref, hyps, caps)) / len(ref)
-            rows.append({"engine": eng, "seconds": secs, "sent_per_s": len(ids) / secs, "tok_per_s": ntok / secs,
-                         "tokens": ntok, "same_as_first": same})  # fmt: skip
-            print(f"{eng:10s} {secs:8.2f}s {len(ids) / secs:9.1f} sent/s {ntok / secs:9.1f} tok/s  same={same:.1%}",
-                  file=sys.stderr)  # fmt: skip
+            rows.append(
+                {
+                    "engine": eng,
+                    "seconds": secs,
+                    "sent_per_s": len(ids) / secs,
+                    "tok_per_s": ntok / secs,
+                    "tokens": ntok,
+                    "same_as_first": same,
+                }
+            )
+            print(
+                f"{eng:10s} {secs:8.2f}s {len(ids) / secs:9.1f} sent/s {ntok / secs:9.1f} tok/s  same={same:.1%}",
+                file=sys.stderr,
+            )
     hf = next((r for r in rows if r["engine"] == "hf-fp32"), None)
     ct = next((r for r in rows if r["engine"] == "ct2-fp32"), None)
+    length = (
+        f"fixed length {args.fixed_length}" if args.fixed_length else f"max len {args.max_len_a}*src+{args.max_len_b}"
+    )
     md = [
         f"Translation speed, {len(ids)} sentences {args.s}->{args.t} from `{Path(args.input).name}`, beam {args.beam}, "
-        f"{'fixed length ' + str(args.fixed_length) if args.fixed_length else f'max len {args.max_len_a}*src+{args.max_len_b}'}, "
+        f"{length}, "
         f"--max-tokens {args.max_tokens}, {args.threads} threads, {platform.processor() or platform.machine()}; "
         f"model: {shape} ({'random weights' if args.random_arch else Path(path).name}).",
         "",
@@ -221,7 +257,10 @@ def main(argv=None) -> int:
     for r in rows:
         vs_hf = f"{r['sent_per_s'] / hf['sent_per_s']:.2f}x" if hf else "n/a"
         vs_ct = f"{r['sent_per_s'] / ct['sent_per_s']:.2f}x" if ct else "n/a"
-        md.append(f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | {r['same_as_first']:.1%} |")
+        md.append(
+            f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | "
+            f"{r['same_as_first']:.1%} |"
+        )
     md += [""] + [f"- {n}" for n in notes]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

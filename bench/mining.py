@@ -10,7 +10,7 @@ Measures, per size N (vectors per side) and per index type:
 
 Data: synthetic, D-dimensional, a mixture of Gaussians (shared cluster centres on both sides) with
 every ``--plant-every``-th target row a noisy copy of the same source row (cosine ~0.8): those pairs are
-the "translations". Written as fp16 shards through ``mining.embeddings`` and streamed like real ones.
+the "translations". Written as fp16 shards through ``mining.embedding_store`` and streamed like real ones.
 
     python bench/mining.py --sizes 10000,100000                       # quick check
     python bench/mining.py --sizes 10000,100000,1000000 --threads 16  # the full run
@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mining.embeddings import EmbeddingSet, write_meta, write_shard  # noqa: E402
+from mining.embedding_store import EmbeddingSet, write_meta, write_shard  # noqa: E402
 
 GIB = 1024**3
 
@@ -60,8 +60,17 @@ def peak_rss_bytes() -> int:
 # synthetic data
 
 
-def generate(prefix_dir: Path, n: int, dim: int, clusters: int, plant_every: int, seed: int,
-             shard_rows: int = 65_536, spread: float = 1.0, noise: float = 0.75) -> tuple[Path, Path]:
+def generate(
+    prefix_dir: Path,
+    n: int,
+    dim: int,
+    clusters: int,
+    plant_every: int,
+    seed: int,
+    shard_rows: int = 65_536,
+    spread: float = 1.0,
+    noise: float = 0.75,
+) -> tuple[Path, Path]:
     """Write ``src`` and ``tgt`` embedding sets of ``n`` rows; planted pairs are (i, i), i % plant_every == 0."""
     src, tgt = prefix_dir / "src", prefix_dir / "tgt"
     if (prefix_dir / "tgt.meta.json").is_file() and (prefix_dir / "src.meta.json").is_file():
@@ -79,15 +88,21 @@ def generate(prefix_dir: Path, n: int, dim: int, clusters: int, plant_every: int
         y = centres[rng.integers(0, clusters, rows)] + scale * rng.standard_normal((rows, dim), dtype=np.float32)
         planted = np.flatnonzero((lo + np.arange(rows)) % plant_every == 0)
         y[planted] = x[planted] + np.float32(noise / math.sqrt(dim)) * rng.standard_normal(
-            (planted.size, dim), dtype=np.float32)
+            (planted.size, dim), dtype=np.float32
+        )
         y /= np.linalg.norm(y, axis=1, keepdims=True)
         write_shard(src, k, x)
         write_shard(tgt, k, y)
         shards.append({"file": None, "rows": rows, "start": lo})
         del x, y
     for p in (src, tgt):
-        write_meta(p, dim, [{**s, "file": f"{p.name}.{k:04d}.npy"} for k, s in enumerate(shards)],
-                   encoder="synthetic", lang=p.name)
+        write_meta(
+            p,
+            dim,
+            [{**s, "file": f"{p.name}.{k:04d}.npy"} for k, s in enumerate(shards)],
+            encoder="synthetic",
+            lang=p.name,
+        )
     return src, tgt
 
 
@@ -118,7 +133,8 @@ def exact_topk(src: Path, tgt: Path, k: int, sample: int, seed: int) -> dict:
 def child(args: dict) -> dict:
     import faiss
 
-    from mining.index import IndexConfig, KnnConfig, KnnSet, build_index, knn_search, save_index
+    from mining.index import IndexConfig, build_index, save_index
+    from mining.knn import KnnConfig, KnnSet, knn_search
     from mining.margin import MarginConfig, mine
 
     if args["threads"]:
@@ -143,9 +159,9 @@ def child(args: dict) -> dict:
         t0 = time.time()
         knn_search(ipath, q, work / direction, kcfg, progress=False)
         search_s += time.time() - t0
-        from mining import index as _index_mod
+        from mining import knn as _knn_mod
 
-        _index_mod._INDEX_CACHE.clear()
+        _knn_mod._INDEX_CACHE.clear()
     res.update(train_s=train_s, add_s=add_s, search_s=search_s, knn_qps=2 * n / search_s)
     fwd, bwd = KnnSet.open(work / "src2tgt"), KnnSet.open(work / "tgt2src")
     t0 = time.time()
@@ -171,11 +187,15 @@ def child(args: dict) -> dict:
     rec = correct / n_gold
     f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0)
     b = int(f1.argmax()) if len(al) else 0
-    res["planted"] = {"best_f1": float(f1[b]) if len(al) else 0.0, "precision": float(prec[b]) if len(al) else 0.0,
-                      "recall": float(rec[b]) if len(al) else 0.0,
-                      "threshold": float(al.scores[b]) if len(al) else None,
-                      "in_topk": float(np.mean([r in ids for r, ids in zip(rows.tolist(), got.tolist())
-                                                if r % args["plant_every"] == 0] or [0.0]))}
+    res["planted"] = {
+        "best_f1": float(f1[b]) if len(al) else 0.0,
+        "precision": float(prec[b]) if len(al) else 0.0,
+        "recall": float(rec[b]) if len(al) else 0.0,
+        "threshold": float(al.scores[b]) if len(al) else None,
+        "in_topk": float(
+            np.mean([r in ids for r, ids in zip(rows.tolist(), got.tolist()) if r % args["plant_every"] == 0] or [0.0])
+        ),
+    }
     res["peak_rss_bytes"] = peak_rss_bytes()
     shutil.rmtree(work, ignore_errors=True)
     return res
@@ -199,8 +219,13 @@ def embed_child(args: dict) -> dict:
     embed_file(work / "eng.txt", work / "eng", "eng_Latn", enc, batch_size=args["batch_size"], progress=False)
     dt = time.time() - t0
     shutil.rmtree(work, ignore_errors=True)
-    return {"encoder": args["encoder"], "sentences": m, "seconds": dt, "sent_per_s": m / dt,
-            "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "encoder": args["encoder"],
+        "sentences": m,
+        "seconds": dt,
+        "sent_per_s": m / dt,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
 def run_child(kind: str, args: dict, timeout: int | None = None) -> dict:
@@ -231,8 +256,16 @@ def linear_nlist(n: int, rows_per_list: int) -> int:
     return int(2 ** round(math.log2(max(4, n / rows_per_list))))
 
 
-def factories_for(n: int, dim: int, names: list[str], flat_max: int, ivf_flat_max_gib: float, pq_m: int,
-                  nlist: int | None = None, rows_per_list: int = 512) -> list[tuple[str, str | None]]:
+def factories_for(
+    n: int,
+    dim: int,
+    names: list[str],
+    flat_max: int,
+    ivf_flat_max_gib: float,
+    pq_m: int,
+    nlist: int | None = None,
+    rows_per_list: int = 512,
+) -> list[tuple[str, str | None]]:
     """(factory, reason skipped or None) for each family at size n."""
     out = []
     nl = nlist or auto_nlist(n)
@@ -272,33 +305,53 @@ def slope(points: list[tuple[int, float]]) -> float | None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Mining benchmark ({report['machine']})", "",
-             f"dim {report['dim']}, k {report['k']}, nprobe {report['nprobe']}, nlist {report['nlist']}, "
-             f"faiss threads per run in the table, "
-             f"planted pairs every {report['plant_every']} rows. Times in seconds; k-NN = search both directions.", "",
-             "| N | index | threads | train | add | k-NN search | queries/s | margin | margin / k-NN | recall@k vs exact "
-             "| recall@1 | planted in top-k | planted F1 | index MB | peak RSS GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Mining benchmark ({report['machine']})",
+        "",
+        f"dim {report['dim']}, k {report['k']}, nprobe {report['nprobe']}, nlist {report['nlist']}, "
+        f"faiss threads per run in the table, "
+        f"planted pairs every {report['plant_every']} rows. Times in seconds; k-NN = search both directions.",
+        "",
+        "| N | index | threads | train | add | k-NN search | queries/s | margin | margin / k-NN | recall@k vs exact "
+        "| recall@1 | planted in top-k | planted F1 | index MB | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["runs"]:
         if "error" in r or "skipped" in r:
             lines.append(f"| {r['n']} | {r['factory']} | | {r.get('skipped') or r.get('error')} ||||||||||||")
             continue
         lines.append(
-            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | {r['search_s']:.1f} | "
+            f"| {r['n']} | {r['factory']} | {r.get('threads', '')} | {r['train_s']:.1f} | {r['add_s']:.1f} | "
+            f"{r['search_s']:.1f} | "
             f"{r['knn_qps']:.0f} | {r['margin_s']:.2f} | {100 * r['margin_share_of_search']:.1f}% | "
             f"{r['recall_at_k']:.3f} | {r['recall_at_1']:.3f} | {r['planted']['in_topk']:.3f} | "
             f"{r['planted']['best_f1']:.3f} | "
-            f"{r['index_bytes'] / 2**20:.1f} | {r['peak_rss_bytes'] / GIB:.2f} |")
+            f"{r['index_bytes'] / 2**20:.1f} | {r['peak_rss_bytes'] / GIB:.2f} |"
+        )
     if report.get("scaling"):
-        lines += ["", "Scaling (log-log slope of time vs N; 1 = linear, 2 = quadratic):", "",
-                  "| index family | sizes | k-NN search slope | total (train+add+search) slope |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Scaling (log-log slope of time vs N; 1 = linear, 2 = quadratic):",
+            "",
+            "| index family | sizes | k-NN search slope | total (train+add+search) slope |",
+            "|---|---|---|---|",
+        ]
         for fam, s in report["scaling"].items():
             fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
-            lines.append(f"| {fam} | {', '.join(map(str, s['sizes']))} | {fmt(s['search_slope'])} | {fmt(s['total_slope'])} |")
+            lines.append(
+                f"| {fam} | {', '.join(map(str, s['sizes']))} | {fmt(s['search_slope'])} | {fmt(s['total_slope'])} |"
+            )
     for name, e in sorted(report.get("embed", {}).items()):
-        lines += ["", f"Embed: encoder `{name}`, {e.get('threads', '?')} thread(s): "
-                  + (f"{e['sent_per_s']:.0f} sentences/s ({e['sentences']} gettext sentences, "
-                     f"peak RSS {e['peak_rss_bytes'] / GIB:.2f} GiB)" if "sent_per_s" in e else e.get("error", "?"))]
+        lines += [
+            "",
+            f"Embed: encoder `{name}`, {e.get('threads', '?')} thread(s): "
+            + (
+                f"{e['sent_per_s']:.0f} sentences/s ({e['sentences']} gettext sentences, "
+                f"peak RSS {e['peak_rss_bytes'] / GIB:.2f} GiB)"
+                if "sent_per_s" in e
+                else e.get("error", "?")
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -332,19 +385,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--nprobe", type=int, default=16)
-    p.add_argument("--indexes", default="Flat,IVF,Flat,IVF,SQ8,IVF,PQ",
-                   help="families: Flat, IVF,Flat, IVF,SQ8, IVF,PQ, OPQ,IVF,PQ (nlist set from N), or explicit "
-                        "factory strings separated by ';' (default: %(default)s)")
+    p.add_argument(
+        "--indexes",
+        default="Flat,IVF,Flat,IVF,SQ8,IVF,PQ",
+        help="families: Flat, IVF,Flat, IVF,SQ8, IVF,PQ, OPQ,IVF,PQ (nlist set from N), or explicit "
+        "factory strings separated by ';' (default: %(default)s)",
+    )
     p.add_argument("--pq-m", type=int, default=64, help="PQ sub-quantizers (bytes per vector)")
-    p.add_argument("--nlist", type=int, default=None,
-                   help="IVF lists at every size (default: a power of two near 4 x sqrt(N), which makes search "
-                        "time grow ~N^1.5; a fixed nlist keeps the per-query coarse cost constant)")
-    p.add_argument("--rows-per-list", type=int, default=512,
-                   help="IVF_HNSW families: nlist ~ N / this (constant list size, so search time grows ~linearly)")
+    p.add_argument(
+        "--nlist",
+        type=int,
+        default=None,
+        help="IVF lists at every size (default: a power of two near 4 x sqrt(N), which makes search "
+        "time grow ~N^1.5; a fixed nlist keeps the per-query coarse cost constant)",
+    )
+    p.add_argument(
+        "--rows-per-list",
+        type=int,
+        default=512,
+        help="IVF_HNSW families: nlist ~ N / this (constant list size, so search time grows ~linearly)",
+    )
     p.add_argument("--flat-max", type=int, default=100_000, help="skip Flat above this size (quadratic time)")
     p.add_argument("--ivf-flat-max-gib", type=float, default=2.0, help="skip IVF,Flat when its index exceeds this")
-    p.add_argument("--train-sample", type=int, default=None,
-                   help="rows to train IVF/PQ on (default: min(N, max(65536, 64 x nlist)))")
+    p.add_argument(
+        "--train-sample",
+        type=int,
+        default=None,
+        help="rows to train IVF/PQ on (default: min(N, max(65536, 64 x nlist)))",
+    )
     p.add_argument("--clusters", type=int, default=1024)
     p.add_argument("--plant-every", type=int, default=10)
     p.add_argument("--exact-sample", type=int, default=1000, help="queries used for recall against exact search")
@@ -355,9 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-data", action="store_true", help="keep the synthetic shards after the run")
-    p.add_argument("--append", action="store_true",
-                   help="keep the runs of an earlier OUT/mining.json (re-measured (N, index) pairs are replaced): "
-                        "run the big sizes separately, and a killed run loses only its unfinished configuration")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the runs of an earlier OUT/mining.json (re-measured (N, index) pairs are replaced): "
+        "run the big sizes separately, and a killed run loses only its unfinished configuration",
+    )
     a = p.parse_args(argv)
 
     sizes = [int(s) for s in a.sizes.split(",") if s]
@@ -366,10 +437,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     import faiss
 
-    report = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "dim": a.dim, "k": a.k, "nprobe": a.nprobe, "nlist": a.nlist or f"IVF ~4 sqrt(N), IVF_HNSW ~N/{a.rows_per_list}", "threads": a.threads or faiss.omp_get_max_threads(),
-              "plant_every": a.plant_every, "faiss": faiss.__version__, "runs": [], "embed": {},
-              "command": " ".join(sys.argv)}
+    report = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "dim": a.dim,
+        "k": a.k,
+        "nprobe": a.nprobe,
+        "nlist": a.nlist or f"IVF ~4 sqrt(N), IVF_HNSW ~N/{a.rows_per_list}",
+        "threads": a.threads or faiss.omp_get_max_threads(),
+        "plant_every": a.plant_every,
+        "faiss": faiss.__version__,
+        "runs": [],
+        "embed": {},
+        "command": " ".join(sys.argv),
+    }
     if a.append and (out / "mining.json").is_file():
         old = json.loads((out / "mining.json").read_text())
         report["runs"] = old.get("runs", [])
@@ -377,9 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         report["command"] = f"{old.get('command', '')}; then {report['command']}"
     if a.encoder:
         print(f"bench: embed with {a.encoder} ({a.embed_sentences} sentences)", file=sys.stderr)
-        report["embed"][a.encoder] = {**run_child("embed", {"encoder": a.encoder, "sentences": a.embed_sentences,
-                                                            "batch_size": 512, "work": str(work / "embed")}),
-                                      "threads": a.threads or os.cpu_count()}
+        report["embed"][a.encoder] = {
+            **run_child(
+                "embed",
+                {"encoder": a.encoder, "sentences": a.embed_sentences, "batch_size": 512, "work": str(work / "embed")},
+            ),
+            "threads": a.threads or os.cpu_count(),
+        }
     for n in sizes:
         t0 = time.time()
         src, tgt = generate(work / f"n{n}", n, a.dim, a.clusters, a.plant_every, a.seed)
@@ -388,24 +472,38 @@ def main(argv: list[str] | None = None) -> int:
             gt = exact_topk(src, tgt, a.k, a.exact_sample, a.seed)
             np.savez(gt_path, **gt)
         print(f"bench: N={n}: data + exact sample ready in {time.time() - t0:.0f}s", file=sys.stderr)
-        for factory, skip in factories_for(n, a.dim, names, a.flat_max, a.ivf_flat_max_gib, a.pq_m, a.nlist,
-                                           a.rows_per_list):
+        for factory, skip in factories_for(
+            n, a.dim, names, a.flat_max, a.ivf_flat_max_gib, a.pq_m, a.nlist, a.rows_per_list
+        ):
             if skip:
                 put_run(report, {"n": n, "factory": factory, "skipped": skip})
                 continue
             nl = a.nlist or auto_nlist(n)
-            args = {"n": n, "factory": factory, "src": str(src), "tgt": str(tgt), "k": a.k, "nprobe": a.nprobe,
-                    "threads": a.threads, "train_sample": min(n, a.train_sample or max(65_536, 64 * nl)), "gt": str(gt_path),
-                    "plant_every": a.plant_every, "work": str(work / f"n{n}" / "run")}
+            args = {
+                "n": n,
+                "factory": factory,
+                "src": str(src),
+                "tgt": str(tgt),
+                "k": a.k,
+                "nprobe": a.nprobe,
+                "threads": a.threads,
+                "train_sample": min(n, a.train_sample or max(65_536, 64 * nl)),
+                "gt": str(gt_path),
+                "plant_every": a.plant_every,
+                "work": str(work / f"n{n}" / "run"),
+            }
             print(f"bench: N={n} {factory} ...", file=sys.stderr)
             r = run_child("knn", args)
             r.setdefault("threads", a.threads)
             put_run(report, r)
             save_report(report, out)  # after every configuration: a kill loses only the one running
             if "error" not in r:
-                print(f"bench: N={n} {factory}: search {r['search_s']:.1f}s, margin {r['margin_s']:.2f}s "
-                      f"({100 * r['margin_share_of_search']:.1f}%), recall@{a.k} {r['recall_at_k']:.3f}, "
-                      f"peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", file=sys.stderr)
+                print(
+                    f"bench: N={n} {factory}: search {r['search_s']:.1f}s, margin {r['margin_s']:.2f}s "
+                    f"({100 * r['margin_share_of_search']:.1f}%), recall@{a.k} {r['recall_at_k']:.3f}, "
+                    f"peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB",
+                    file=sys.stderr,
+                )
         if not a.keep_data:
             shutil.rmtree(work / f"n{n}", ignore_errors=True)
     md = save_report(report, out)
@@ -429,9 +527,13 @@ def save_report(report: dict, out: Path) -> str:
         if "search_s" in r:
             fams.setdefault(family(r["factory"]), []).append(r)
     report["scaling"] = {
-        fam: {"sizes": [r["n"] for r in rs], "search_slope": slope([(r["n"], r["search_s"]) for r in rs]),
-              "total_slope": slope([(r["n"], r["search_s"] + r["train_s"] + r["add_s"]) for r in rs])}
-        for fam, rs in fams.items()}
+        fam: {
+            "sizes": [r["n"] for r in rs],
+            "search_slope": slope([(r["n"], r["search_s"]) for r in rs]),
+            "total_slope": slope([(r["n"], r["search_s"] + r["train_s"] + r["add_s"]) for r in rs]),
+        }
+        for fam, rs in fams.items()
+    }
     md = markdown(report)
     for name, text in (("mining.json", json.dumps(report, indent=1)), ("mining.md", md)):
         tmp = out / f".{name}.tmp"

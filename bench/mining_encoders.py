@@ -37,8 +37,17 @@ def gettext_pairs(locale: str, limit: int, min_words: int = 4) -> list[tuple[str
         except Exception:
             continue
         for k, v in cat.items():
-            if (isinstance(k, str) and k and "\x04" not in k and "\x00" not in k and not _BAD.search(k)
-                    and isinstance(v, str) and not _BAD.search(v) and len(k.split()) >= min_words and k != v):
+            if (
+                isinstance(k, str)
+                and k
+                and "\x04" not in k
+                and "\x00" not in k
+                and not _BAD.search(k)
+                and isinstance(v, str)
+                and not _BAD.search(v)
+                and len(k.split()) >= min_words
+                and k != v
+            ):
                 pairs.setdefault(k, v)
     items = sorted(pairs.items())
     random.Random(0).shuffle(items)
@@ -50,8 +59,14 @@ def laser_dir_random(tmp: Path, sentences: list[str]) -> Path:
     import sentencepiece as spm
     from torch import nn
 
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(s.lower() for s in sentences), model_prefix=str(tmp / "sp"),
-                                   vocab_size=4000, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(s.lower() for s in sentences),
+        model_prefix=str(tmp / "sp"),
+        vocab_size=4000,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     (tmp / "sp.model").rename(tmp / "laser2.spm")
     sp = spm.SentencePieceProcessor(model_file=str(tmp / "laser2.spm"))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
@@ -59,16 +74,30 @@ def laser_dir_random(tmp: Path, sentences: list[str]) -> Path:
     vocab = 50004
     torch.manual_seed(0)
     lstm = nn.LSTM(320, 512, num_layers=5, bidirectional=True)
-    state = {"embed_tokens.weight": torch.randn(vocab, 320) * 0.1,
-             **{f"lstm.{k}": v for k, v in lstm.state_dict().items()}}
-    params = dict(num_embeddings=vocab, padding_idx=1, embed_dim=320, hidden_size=512, num_layers=5,
-                  bidirectional=True, left_pad=True, padding_value=0.0)
-    torch.save({"params": params, "model": state, "dictionary": {p: 4 + i for i, p in enumerate(pieces)}},
-               tmp / "laser2.pt")
+    state = {
+        "embed_tokens.weight": torch.randn(vocab, 320) * 0.1,
+        **{f"lstm.{k}": v for k, v in lstm.state_dict().items()},
+    }
+    params = dict(
+        num_embeddings=vocab,
+        padding_idx=1,
+        embed_dim=320,
+        hidden_size=512,
+        num_layers=5,
+        bidirectional=True,
+        left_pad=True,
+        padding_value=0.0,
+    )
+    torch.save(
+        {"params": params, "model": state, "dictionary": {p: 4 + i for i, p in enumerate(pieces)}}, tmp / "laser2.pt"
+    )
     dim, ffn, layers = 1024, 4096, 12
     n = 4 + len(pieces) + 1
-    st = {"embed_tokens.weight": torch.randn(n, dim) * 0.02, "layer_norm.weight": torch.ones(dim),
-          "layer_norm.bias": torch.zeros(dim)}
+    st = {
+        "embed_tokens.weight": torch.randn(n, dim) * 0.02,
+        "layer_norm.weight": torch.ones(dim),
+        "layer_norm.bias": torch.zeros(dim),
+    }
     for i in range(layers):
         p = f"layers.{i}."
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -78,9 +107,15 @@ def laser_dir_random(tmp: Path, sentences: list[str]) -> Path:
         st[p + "fc2.weight"], st[p + "fc2.bias"] = torch.randn(dim, ffn) * 0.02, torch.zeros(dim)
         for ln in ("self_attn_layer_norm", "final_layer_norm"):
             st[p + f"{ln}.weight"], st[p + f"{ln}.bias"] = torch.ones(dim), torch.zeros(dim)
-    cfg = argparse.Namespace(encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn, encoder_layers=layers,
-                        encoder_attention_heads=16, encoder_normalize_before=True, prepend_bos=False,
-                        sentemb_criterion="maxpool")
+    cfg = argparse.Namespace(
+        encoder_embed_dim=dim,
+        encoder_ffn_embed_dim=ffn,
+        encoder_layers=layers,
+        encoder_attention_heads=16,
+        encoder_normalize_before=True,
+        prepend_bos=False,
+        sentemb_criterion="maxpool",
+    )
     torch.save({"cfg": {"model": cfg}, "model": st}, tmp / "laser3-wol_Latn.v1.pt")
     return tmp
 
@@ -102,8 +137,10 @@ def bench_speed(n: int) -> None:
     from mining.lid import LanguageIdentifier
 
     en = [a for a, _ in gettext_pairs("de", n)]
-    print(f"{len(en)} English gettext sentences, mean {np.mean([len(s) for s in en]):.0f} chars; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{len(en)} English gettext sentences, mean {np.mean([len(s) for s in en]):.0f} chars; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     lid = LanguageIdentifier()
     big = en * max(1, 20000 // len(en))
     t = time.perf_counter()

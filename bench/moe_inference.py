@@ -34,9 +34,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mt import checkpoint as ckpt  # noqa: E402
 from mt.data.dictionary import Dictionary  # noqa: E402
 from mt.data.pair_dataset import load_direction  # noqa: E402
+from mt.formats import checkpoint as ckpt  # noqa: E402
 from mt.models.config import arch_config  # noqa: E402
 from mt.models.moe import moe_layers  # noqa: E402
 from mt.models.transformer import build_model  # noqa: E402
@@ -54,12 +54,22 @@ def inference_copy(path: Path, out: Path) -> Path:
     return target
 
 
-def random_moe_checkpoint(arch: str, experts: int, moe_freq: int, data: Path, out: Path, skew: float, seed: int = 0) -> Path:
+def random_moe_checkpoint(
+    arch: str, experts: int, moe_freq: int, data: Path, out: Path, skew: float, seed: int = 0
+) -> Path:
     """Random weights; each MoE layer's gate gets a per-expert bias ``skew * log(1 / rank^1.1)`` (through
     the LayerNorm bias the gate sees) so routing is Zipf-like, as trained routers are, instead of uniform."""
     d = Dictionary.load(data / "dict.txt")
-    cfg = arch_config(arch, vocab_size=len(d), padding_idx=d.pad(), langs=d.langs(), dropout=0.0, moe_freq=moe_freq,
-                      moe_expert_count=experts, moe_second_expert_policy="all")  # fmt: skip
+    cfg = arch_config(
+        arch,
+        vocab_size=len(d),
+        padding_idx=d.pad(),
+        langs=d.langs(),
+        dropout=0.0,
+        moe_freq=moe_freq,
+        moe_expert_count=experts,
+        moe_second_expert_policy="all",
+    )
     torch.manual_seed(seed)
     model = build_model(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -76,9 +86,15 @@ def random_moe_checkpoint(arch: str, experts: int, moe_freq: int, data: Path, ou
                     bias = bias[torch.randperm(experts, generator=g)]
                     w = layer.ffn.wg.weight
                     w.sub_(torch.outer(w @ u, u)).add_(torch.outer(bias, u))  # w_e . u = bias_e
-    state = {"format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "model_config": cfg.to_dict(),
-             "train_config": {"data": str(data)}, "dict_checksum": d.checksum(), "lang_pairs": [],
-             "model": model.state_dict()}  # fmt: skip
+    state = {
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "train_config": {"data": str(data)},
+        "dict_checksum": d.checksum(),
+        "lang_pairs": [],
+        "model": model.state_dict(),
+    }
     target = out / "bench-model.pt"
     ckpt.save_checkpoint(state, target)
     return target
@@ -95,15 +111,22 @@ def sources(data: Path, subset: str, pairs: list[str], n: int) -> dict[str, list
 
 # --- one row (in its own process) --------------------------------------------------------------------------
 def run_one(spec: dict) -> dict:
-    from mt.generate import pagemem
+    from mt.common import pagemem
     from mt.generate.search import SearchConfig
     from mt.generate.translator import Translator
     from mt.models.moe import set_inference_gating
 
     torch.set_num_threads(spec["threads"])
     t0 = time.perf_counter()
-    tr = Translator(spec["ckpt"], spec["device"], spec["bf16"], data=spec["data"], moe_gating=spec["gating"],
-                    expert_cache=spec["cache"], expert_offload=spec["offload"])  # fmt: skip
+    tr = Translator(
+        spec["ckpt"],
+        spec["device"],
+        spec["bf16"],
+        data=spec["data"],
+        moe_gating=spec["gating"],
+        expert_cache=spec["cache"],
+        expert_offload=spec["offload"],
+    )
     if spec["gating"] == "static":
         set_inference_gating(tr.model, "static", None, spec["static_dispatch"])
     load_s = time.perf_counter() - t0
@@ -127,10 +150,21 @@ def run_one(spec: dict) -> dict:
     stats = tr.moe_stats() or {}
     stats.pop("layers", None)
     return {
-        "row": spec["row"], "sentences": n, "tokens": ntok, "seconds": secs, "cpu_seconds": cpu, "sent_per_s": n / secs,
-        "sent_per_cpu_s": n / cpu, "tok_per_s": ntok / secs, "load_seconds": load_s, "rss_after_load": rss_loaded, "rss_end": pagemem.current_rss(),
-        "peak_rss": pagemem.peak_rss(), "moe": stats, "hyps": hyps,
-    }  # fmt: skip
+        "row": spec["row"],
+        "sentences": n,
+        "tokens": ntok,
+        "seconds": secs,
+        "cpu_seconds": cpu,
+        "sent_per_s": n / secs,
+        "sent_per_cpu_s": n / cpu,
+        "tok_per_s": ntok / secs,
+        "load_seconds": load_s,
+        "rss_after_load": rss_loaded,
+        "rss_end": pagemem.current_rss(),
+        "peak_rss": pagemem.peak_rss(),
+        "moe": stats,
+        "hyps": hyps,
+    }
 
 
 # --- the table ----------------------------------------------------------------------------------------------
@@ -143,22 +177,29 @@ def markdown(rows: list[dict], meta: dict) -> str:
     static = next((r for r in rows if r["row"].startswith("static (einsum")), None)
     ref_mem = base["moe"]["expert_memory_bytes"]
     lines = [
-        f"# MoE inference: gating and expert buffering ({meta['model']})", "",
+        f"# MoE inference: gating and expert buffering ({meta['model']})",
+        "",
         f"{meta['sentences']} sentences ({', '.join(meta['pairs'])}), beam {meta['beam']}, --max-tokens "
         f"{meta['max_tokens']}, {meta['threads']} thread(s), {'bf16' if meta['bf16'] else 'fp32'}, {meta['device']}; "
         f"{meta['experts']} experts in each of {meta['moe_layers']} MoE layers; fastest of {meta['repeat']} run(s) per "
-        f"row, each in a fresh process; {meta['machine']}.", "",
+        f"row, each in a fresh process; {meta['machine']}.",
+        "",
         "| setting | sentences/s | sentences/CPU-s | speed vs static (wall, CPU) | peak RSS MB | expert memory MB "
         "| vs dynamic | hit rate | brought in MB | bringing-in s | same output |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for r in rows:
         m = r["moe"]
-        same = sum(a == b for p in base["hyps"] for a, b in zip(r["hyps"][p], base["hyps"][p])) / max(base["sentences"], 1)
+        same = sum(a == b for p in base["hyps"] for a, b in zip(r["hyps"][p], base["hyps"][p])) / max(
+            base["sentences"], 1
+        )
         cached = bool(m.get("expert_cache"))
         rate = f"{100 * m['hit_rate']:.1f}%" if cached and m.get("hit_rate") is not None else "-"
-        vs = (f"{r['sent_per_s'] / static['sent_per_s']:.2f}x, {r['sent_per_cpu_s'] / static['sent_per_cpu_s']:.2f}x"
-              if static else "-")  # fmt: skip
+        vs = (
+            f"{r['sent_per_s'] / static['sent_per_s']:.2f}x, {r['sent_per_cpu_s'] / static['sent_per_cpu_s']:.2f}x"
+            if static
+            else "-"
+        )
         brought = _mb(m.get("loaded_bytes")) if cached else "-"
         bringing = f"{m.get('load_seconds', 0.0):.2f}" if cached else "-"
         lines.append(
@@ -197,8 +238,12 @@ def main(argv=None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--offload", default="auto", choices=["auto", "host", "mmap"], help="cold experts of the cache rows")
-    p.add_argument("--rows", default="", help="comma-separated subset of rows: static-einsum, static-index, dynamic, "
-                   "cacheK (K = E, E/2, E/4, 1; e.g. cache4) (default: all)")  # fmt: skip
+    p.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated subset of rows: static-einsum, static-index, dynamic, "
+        "cacheK (K = E, E/2, E/4, 1; e.g. cache4) (default: all)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="run each row R times (fresh processes), keep the fastest")
     p.add_argument("--out", default=str(REPO / "bench" / "out"))
     p.add_argument("--one", default="", help=argparse.SUPPRESS)
@@ -219,9 +264,13 @@ def main(argv=None) -> int:
     cfg = ckpt.load_checkpoint(model_path)["model_config"]
     E = int(cfg["moe_expert_count"])
     n_moe = sum((i + 1) % cfg["moe_freq"] == 0 for i in range(cfg["encoder_layers"])) + sum(
-        (i + 1) % cfg["moe_freq"] == 0 for i in range(cfg["decoder_layers"]))
-    specs = [("static-einsum", "static (einsum, fairseq)", "static", 0, "einsum"),
-             ("static-index", "static (index)", "static", 0, "index"), ("dynamic", "dynamic", "dynamic", 0, "")]  # fmt: skip
+        (i + 1) % cfg["moe_freq"] == 0 for i in range(cfg["decoder_layers"])
+    )
+    specs = [
+        ("static-einsum", "static (einsum, fairseq)", "static", 0, "einsum"),
+        ("static-index", "static (index)", "static", 0, "index"),
+        ("dynamic", "dynamic", "dynamic", 0, ""),
+    ]
     for k in sorted({E, E // 2, E // 4, 1}, reverse=True):
         specs.append((f"cache{k}", f"dynamic, expert cache K={k}", "dynamic", k, ""))
     wanted = [r for r in args.rows.split(",") if r]
@@ -234,14 +283,31 @@ def main(argv=None) -> int:
     for key, name, gating, cache, dispatch in specs:
         if wanted and key not in wanted and key != "dynamic":  # the dynamic row is the reference
             continue
-        spec = {"row": name, "ckpt": str(model_path), "data": str(data), "device": args.device, "bf16": args.bf16,
-                "gating": gating, "static_dispatch": dispatch, "cache": cache, "offload": args.offload,
-                "threads": args.threads, "beam": args.beam, "subset": args.subset, "pairs": pairs, "n": args.n,
-                "max_tokens": args.max_tokens}  # fmt: skip
+        spec = {
+            "row": name,
+            "ckpt": str(model_path),
+            "data": str(data),
+            "device": args.device,
+            "bf16": args.bf16,
+            "gating": gating,
+            "static_dispatch": dispatch,
+            "cache": cache,
+            "offload": args.offload,
+            "threads": args.threads,
+            "beam": args.beam,
+            "subset": args.subset,
+            "pairs": pairs,
+            "n": args.n,
+            "max_tokens": args.max_tokens,
+        }
         row = None
         for _ in range(max(args.repeat, 1)):
-            res = subprocess.run([sys.executable, __file__, "--data", str(data), "--one", json.dumps(spec)],
-                                 capture_output=True, text=True, env=env)  # fmt: skip
+            res = subprocess.run(
+                [sys.executable, __file__, "--data", str(data), "--one", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if res.returncode:
                 print(res.stderr[-3000:], file=sys.stderr)
                 return 1
@@ -249,12 +315,27 @@ def main(argv=None) -> int:
             if row is None or got["sent_per_s"] > row["sent_per_s"]:
                 row = got
         m = row["moe"]
-        print(f"{name:32s} {row['sent_per_s']:7.2f} sent/s  peak RSS {_mb(row['peak_rss'])} MB  expert memory "
-              f"{_mb(m.get('expert_memory_bytes'))} MB  hit rate {m.get('hit_rate')}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{name:32s} {row['sent_per_s']:7.2f} sent/s  peak RSS {_mb(row['peak_rss'])} MB  expert memory "
+            f"{_mb(m.get('expert_memory_bytes'))} MB  hit rate {m.get('hit_rate')}",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(row)
-    meta = {"model": model_desc, "pairs": pairs, "sentences": rows[0]["sentences"], "beam": args.beam,
-            "max_tokens": args.max_tokens, "threads": args.threads, "bf16": args.bf16, "device": args.device,
-            "experts": E, "moe_layers": n_moe, "repeat": args.repeat, "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"}  # fmt: skip
+    meta = {
+        "model": model_desc,
+        "pairs": pairs,
+        "sentences": rows[0]["sentences"],
+        "beam": args.beam,
+        "max_tokens": args.max_tokens,
+        "threads": args.threads,
+        "bf16": args.bf16,
+        "device": args.device,
+        "experts": E,
+        "moe_layers": n_moe,
+        "repeat": args.repeat,
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+    }
     (out / "moe_inference.md").write_text(markdown(rows, meta), encoding="utf-8")
     for r in rows:
         r.pop("hyps")

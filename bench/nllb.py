@@ -49,8 +49,15 @@ sys.path.insert(0, str(REPO))
 
 SRC, TGT = "eng_Latn", "fra_Latn"
 ROWS = 256206  # nllb-200's embedding rows (256,204 tokens + 2 fillers)
-SHAPE = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
-             encoder_attention_heads=16, decoder_attention_heads=16)  # fmt: skip
+SHAPE = dict(
+    d_model=1024,
+    encoder_layers=12,
+    decoder_layers=12,
+    encoder_ffn_dim=4096,
+    decoder_ffn_dim=4096,
+    encoder_attention_heads=16,
+    decoder_attention_heads=16,
+)
 ENGINES = ("ours-fp32", "ours-bf16", "hf-fp32", "ct2-fp32")
 
 
@@ -77,34 +84,86 @@ def build(work: Path, pieces: int) -> Path:
     hf.mkdir(parents=True, exist_ok=True)
     text = work / "spm_train.txt"
     text.write_text("\n".join(sentences(20000, seed=1)) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(work / "sp"), vocab_size=pieces, model_type="bpe",
-                                   character_coverage=1.0, minloglevel=2, num_threads=2)  # fmt: skip
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(work / "sp"),
+        vocab_size=pieces,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+        num_threads=2,
+    )
     (work / "sp.model").replace(hf / "sentencepiece.bpe.model")
     n = spm.SentencePieceProcessor(model_file=str(hf / "sentencepiece.bpe.model")).get_piece_size()
-    config = M2M100Config(**SHAPE, vocab_size=ROWS, max_position_embeddings=1024, scale_embedding=True,
-                          dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, activation_function="relu",
-                          pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-                          tokenizer_class="NllbTokenizer")  # fmt: skip
+    config = M2M100Config(
+        **SHAPE,
+        vocab_size=ROWS,
+        max_position_embeddings=1024,
+        scale_embedding=True,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.0,
+        activation_function="relu",
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        tokenizer_class="NllbTokenizer",
+    )
     torch.manual_seed(0)
     model = M2M100ForConditionalGeneration(config).eval()
     model.save_pretrained(hf)
-    added = {0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>", **{n + 1 + i: c for i, c in enumerate(LANGS)},
-             n + 1 + len(LANGS): "<mask>"}  # fmt: skip
-    mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": True, "rstrip": False,
-            "single_word": False}  # fmt: skip
-    special = {"additional_special_tokens": list(LANGS), "bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>",
-               "mask_token": mask, "pad_token": "<pad>", "sep_token": "</s>", "unk_token": "<unk>"}  # fmt: skip
-    tok_cfg = {**special, "legacy_behaviour": False, "model_max_length": 1024, "sp_model_kwargs": {},
-               "tokenizer_class": "NllbTokenizer", "added_tokens_decoder": {str(i): {
-                   "content": c, "lstrip": c == "<mask>", "normalized": False, "rstrip": False, "single_word": False,
-                   "special": True} for i, c in added.items()}}  # fmt: skip
+    added = {
+        0: "<s>",
+        1: "<pad>",
+        2: "</s>",
+        3: "<unk>",
+        **{n + 1 + i: c for i, c in enumerate(LANGS)},
+        n + 1 + len(LANGS): "<mask>",
+    }
+    mask = {
+        "__type": "AddedToken",
+        "content": "<mask>",
+        "lstrip": True,
+        "normalized": True,
+        "rstrip": False,
+        "single_word": False,
+    }
+    special = {
+        "additional_special_tokens": list(LANGS),
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": mask,
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    tok_cfg = {
+        **special,
+        "legacy_behaviour": False,
+        "model_max_length": 1024,
+        "sp_model_kwargs": {},
+        "tokenizer_class": "NllbTokenizer",
+        "added_tokens_decoder": {
+            str(i): {
+                "content": c,
+                "lstrip": c == "<mask>",
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for i, c in added.items()
+        },
+    }
     (hf / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=1), encoding="utf-8")
     (hf / "special_tokens_map.json").write_text(json.dumps(special, indent=1), encoding="utf-8")
     return hf
 
 
 def do_import(work: Path) -> dict:
-    from mt.generate import pagemem
+    from mt.common import pagemem
     from mt.importing.cli import import_model
 
     base = pagemem.current_rss() or 0
@@ -116,8 +175,9 @@ def do_import(work: Path) -> dict:
 
 
 # --- one engine ---------------------------------------------------------------------------------------
-def translate(work: Path, engine: str, threads: int, n: int, beam: int, length: int, max_tokens: int,
-              profile: bool = False) -> dict:
+def translate(
+    work: Path, engine: str, threads: int, n: int, beam: int, length: int, max_tokens: int, profile: bool = False
+) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -147,8 +207,15 @@ def translate(work: Path, engine: str, threads: int, n: int, beam: int, length: 
             for b, r in enumerate(rows):
                 inp[b, : len(r)] = torch.tensor(r)
             with torch.no_grad():
-                out = model.generate(input_ids=inp, attention_mask=inp.ne(pad).long(), num_beams=beam, do_sample=False,
-                                     forced_bos_token_id=lang, min_new_tokens=length + 2, max_new_tokens=length + 2)  # fmt: skip
+                out = model.generate(
+                    input_ids=inp,
+                    attention_mask=inp.ne(pad).long(),
+                    num_beams=beam,
+                    do_sample=False,
+                    forced_bos_token_id=lang,
+                    min_new_tokens=length + 2,
+                    max_new_tokens=length + 2,
+                )
             return [[t for t in row[2:] if t not in (pad, d.eos())] for row in out.tolist()]
 
     else:
@@ -158,13 +225,19 @@ def translate(work: Path, engine: str, threads: int, n: int, beam: int, length: 
         ct2_dir = work / "ct2"
         if not (ct2_dir / "model.bin").is_file():
             TransformersConverter(str(work / "hf")).convert(str(ct2_dir), force=True)
-        ct = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="float32", intra_threads=threads,
-                                    inter_threads=1)  # fmt: skip
+        ct = ctranslate2.Translator(
+            str(ct2_dir), device="cpu", compute_type="float32", intra_threads=threads, inter_threads=1
+        )
 
         def run(idx):
             src = [[SRC, *tr.pieces(ids[i]), "</s>"] for i in idx]
-            res = ct.translate_batch(src, target_prefix=[[TGT]] * len(idx), beam_size=beam,
-                                     min_decoding_length=length + 2, max_decoding_length=length + 2)  # fmt: skip
+            res = ct.translate_batch(
+                src,
+                target_prefix=[[TGT]] * len(idx),
+                beam_size=beam,
+                min_decoding_length=length + 2,
+                max_decoding_length=length + 2,
+            )
             return [r.hypotheses[0][1:] for r in res]
 
     run(batches[0][:4])  # warm-up
@@ -183,18 +256,44 @@ def translate(work: Path, engine: str, threads: int, n: int, beam: int, length: 
         prof.__exit__(None, None, None)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         (work / f"profile-{engine}-x{threads}.txt").write_text(table, encoding="utf-8")
-    return {"engine": engine, "threads": threads, "seconds": secs, "sent_per_s": n / secs,
-            "tokens_per_sentence": sum(map(len, out)) / len(out), "load_before": load0, "load_after": os.getloadavg()[0],
-            "source_tokens": sum(map(len, ids)) / len(ids)}  # fmt: skip
+    return {
+        "engine": engine,
+        "threads": threads,
+        "seconds": secs,
+        "sent_per_s": n / secs,
+        "tokens_per_sentence": sum(map(len, out)) / len(out),
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+        "source_tokens": sum(map(len, ids)) / len(ids),
+    }
 
 
 # --- orchestration ------------------------------------------------------------------------------------
 def child(args: argparse.Namespace, step: str, threads: int = 1, engine: str = "") -> dict:
     """Run one step in a fresh process; returns what it printed last (JSON)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, __file__, "--work", str(args.work), "--step", step, "--engine", engine, "--threads",
-           str(threads), "--n", str(args.n), "--beam", str(args.beam), "--length", str(args.length), "--max-tokens",
-           str(args.max_tokens), "--pieces", str(args.pieces)] + (["--profile"] if args.profile else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--work",
+        str(args.work),
+        "--step",
+        step,
+        "--engine",
+        engine,
+        "--threads",
+        str(threads),
+        "--n",
+        str(args.n),
+        "--beam",
+        str(args.beam),
+        "--length",
+        str(args.length),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--pieces",
+        str(args.pieces),
+    ] + (["--profile"] if args.profile else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{step} {engine} failed:\n{proc.stderr[-3000:]}")
@@ -216,13 +315,17 @@ def table(imp: dict, rows: list[dict], args: argparse.Namespace) -> str:
         "",
         "| engine | threads | sentences/s | vs transformers | vs CTranslate2 fp32 | tokens/sentence | load avg |",
         "|---|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for r in rows:
-        ref = {e: next((x for x in rows if x["engine"] == e and x["threads"] == r["threads"]), None)
-               for e in ("hf-fp32", "ct2-fp32")}  # fmt: skip
+        ref = {
+            e: next((x for x in rows if x["engine"] == e and x["threads"] == r["threads"]), None)
+            for e in ("hf-fp32", "ct2-fp32")
+        }
         vs = [f"{r['sent_per_s'] / ref[e]['sent_per_s']:.2f}x" if ref[e] else "n/a" for e in ("hf-fp32", "ct2-fp32")]
-        lines.append(f"| {r['engine']} | {r['threads']} | {r['sent_per_s']:.2f} | {vs[0]} | {vs[1]} | "
-                     f"{r['tokens_per_sentence']:.1f} | {r['load_before']:.2f}-{r['load_after']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['engine']} | {r['threads']} | {r['sent_per_s']:.2f} | {vs[0]} | {vs[1]} | "
+            f"{r['tokens_per_sentence']:.1f} | {r['load_before']:.2f}-{r['load_after']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -237,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--pieces", type=int, default=8000, help="SentencePiece model size")
     p.add_argument("--out", default=str(REPO / "bench" / "out"))
-    p.add_argument("--profile", action="store_true",
-                   help="also profile the timed run of the torch engines: WORK/profile-ENGINE-xTHREADS.txt")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the timed run of the torch engines: WORK/profile-ENGINE-xTHREADS.txt",
+    )
     p.add_argument("--step", default="", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -251,8 +357,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(do_import(args.work)))
         return 0
     if args.step == "translate":
-        print(json.dumps(translate(args.work, args.engine, int(args.threads), args.n, args.beam, args.length,
-                                   args.max_tokens, args.profile)))  # fmt: skip
+        print(
+            json.dumps(
+                translate(
+                    args.work,
+                    args.engine,
+                    int(args.threads),
+                    args.n,
+                    args.beam,
+                    args.length,
+                    args.max_tokens,
+                    args.profile,
+                )
+            )
+        )
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     if not (args.work / "hf" / "model.safetensors").is_file():
@@ -268,12 +386,17 @@ def main(argv: list[str] | None = None) -> int:
         for engine in args.engines.split(","):
             r = child(args, "translate", threads, engine)
             rows.append(r)
-            print(f"bench: {engine} x{threads}: {r['sent_per_s']:.2f} sent/s ({r['seconds']:.1f} s, "
-                  f"{r['tokens_per_sentence']:.1f} tokens/sentence, load {r['load_before']:.2f})", file=sys.stderr)  # fmt: skip
+            print(
+                f"bench: {engine} x{threads}: {r['sent_per_s']:.2f} sent/s ({r['seconds']:.1f} s, "
+                f"{r['tokens_per_sentence']:.1f} tokens/sentence, load {r['load_before']:.2f})",
+                file=sys.stderr,
+            )
             md = table(imp, rows, args)  # written after every engine: a long run keeps what it measured
             (out / "nllb.md").write_text(md, encoding="utf-8")
-            (out / "nllb.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "import": imp, "rows": rows}, indent=1) + "\n")  # fmt: skip
+            (out / "nllb.json").write_text(
+                json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "import": imp, "rows": rows}, indent=1)
+                + "\n"
+            )
     print(md)
     return 0
 

@@ -56,16 +56,26 @@ def _run(code: str, threads: int) -> dict[str, Any]:
 
 def _cli(args: list[str], threads: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run([PY, "-c", "import sys; from importlib import import_module as m; "
-                                     "mod, fn = sys.argv[1].split(':'); sys.exit(getattr(m(mod), fn)(sys.argv[2:]))",
-                           *args], capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [
+            PY,
+            "-c",
+            "import sys; from importlib import import_module as m; "
+            "mod, fn = sys.argv[1].split(':'); sys.exit(getattr(m(mod), fn)(sys.argv[2:]))",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode:
         raise RuntimeError(f"{args[0]} {' '.join(args[1:4])}...: {proc.stderr[-2000:]}")
 
 
 # --- part 1: memory of the 54.5B pattern -----------------------------------------------------------------
-def synthetic_hf_folder(folder: Path, d: int, ffn: int, layers: int, step: int, experts: int,
-                        seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def synthetic_hf_folder(
+    folder: Path, d: int, ffn: int, layers: int, step: int, experts: int, seed: int = 0
+) -> dict[str, Any]:
     """nllb-moe-54b's HF layout at width ``d`` / ``ffn``: random bf16 weights, safetensors shards + index."""
     import nllb_fixtures as nf
     import torch
@@ -76,8 +86,9 @@ def synthetic_hf_folder(folder: Path, d: int, ffn: int, layers: int, step: int, 
         return json.loads((folder / "bench.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     spm = nf.train_spm(folder / "spm")
-    config = nf.hf_moe_config(nf.hf_vocab_size(spm), d=d, layers=layers, ffn=ffn, heads=max(1, d // 32),
-                              experts=experts, step=step)  # fmt: skip
+    config = nf.hf_moe_config(
+        nf.hf_vocab_size(spm), d=d, layers=layers, ffn=ffn, heads=max(1, d // 32), experts=experts, step=step
+    )
     config["torch_dtype"] = "bfloat16"
     with torch.device("meta"):
         model = NllbMoeForConditionalGeneration(NllbMoeConfig(**config))
@@ -115,17 +126,31 @@ def synthetic_hf_folder(folder: Path, d: int, ffn: int, layers: int, step: int, 
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     nf.write_tokenizer_files(folder, spm)
     moe_layers = 2 * (layers // step)
-    info = {"config": {k: config[k] for k in ("d_model", "encoder_ffn_dim", "encoder_layers", "decoder_layers",
-                                              "encoder_sparse_step", "num_experts", "vocab_size")},
-            "dense_bytes": sizes["dense"], "expert_bytes": sizes["expert"], "moe_layers": moe_layers,
-            "one_expert_bytes": sizes["expert"] // (moe_layers * experts)}  # fmt: skip
+    info = {
+        "config": {
+            k: config[k]
+            for k in (
+                "d_model",
+                "encoder_ffn_dim",
+                "encoder_layers",
+                "decoder_layers",
+                "encoder_sparse_step",
+                "num_experts",
+                "vocab_size",
+            )
+        },
+        "dense_bytes": sizes["dense"],
+        "expert_bytes": sizes["expert"],
+        "moe_layers": moe_layers,
+        "one_expert_bytes": sizes["expert"] // (moe_layers * experts),
+    }
     (folder / "bench.json").write_text(json.dumps(info))
     return info
 
 
 FLOOR = """
 import json, torch
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.generate.translator import Translator
 print(json.dumps({"peak_rss": pagemem.peak_rss()}))
 """
@@ -133,7 +158,7 @@ print(json.dumps({"peak_rss": pagemem.peak_rss()}))
 IMPORT = """
 import json, time
 from pathlib import Path
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.importing import cli
 t = time.perf_counter()
 cli.import_model("hf", Path({src!r}), Path({out!r}), dtype=cli.DTYPES["bfloat16"], force=True)
@@ -142,7 +167,7 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss": pagemem.peak_
 
 TRANSLATE = """
 import json, time, torch
-from mt.generate import pagemem
+from mt.common import pagemem
 from mt.generate.translator import Translator
 t = time.perf_counter()
 tr = Translator({path!r}, bf16={bf16}, expert_cache={k}, threads={threads})
@@ -170,8 +195,10 @@ def part_memory(args: argparse.Namespace) -> dict[str, Any]:
     lines = [s for _, s in nf.sentences(args.n, seed=5, langs=["eng_Latn"])]
     rows = []
     for k in args.caches:
-        r = _run(TRANSLATE.format(path=str(out / "checkpoint.pt"), bf16=True, k=k, threads=args.threads, lines=lines),
-                 args.threads)  # fmt: skip
+        r = _run(
+            TRANSLATE.format(path=str(out / "checkpoint.pt"), bf16=True, k=k, threads=args.threads, lines=lines),
+            args.threads,
+        )
         resident = (k or args.experts) * info["moe_layers"] * info["one_expert_bytes"]
         r.update(expert_cache=k, model_bytes=info["dense_bytes"] + resident)
         rows.append(r)
@@ -206,9 +233,11 @@ def report_memory(res: dict[str, Any]) -> list[str]:
     for r in res["runs"]:
         k = r["expert_cache"] or "none (default load: all experts in memory)"
         hit = "-" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.0f}%"
-        lines.append(f"| {k} | {r['peak_rss'] / MiB:.0f} | {(r['peak_rss'] - floor) / MiB:.0f} | "
-                     f"{r['model_bytes'] / MiB:.0f} | {(r['resident_bytes'] + r['host_bytes']) / MiB:.0f} | {hit} | "
-                     f"{r['load_seconds']:.1f} | {r['translate_seconds']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {k} | {r['peak_rss'] / MiB:.0f} | {(r['peak_rss'] - floor) / MiB:.0f} | "
+            f"{r['model_bytes'] / MiB:.0f} | {(r['resident_bytes'] + r['host_bytes']) / MiB:.0f} | {hit} | "
+            f"{r['load_seconds']:.1f} | {r['translate_seconds']:.1f} |"
+        )
     return lines
 
 
@@ -220,29 +249,109 @@ def _train(work: Path, args: argparse.Namespace) -> Path:
     """corpus -> spm -> binarized -> mt-train (a few minutes); each step skipped when its output exists."""
     corpus, spm, data, run = work / "corpus", work / "spm", work / "data-bin", work / "model"
     if not (corpus / "stats.tsv").is_file():
-        _cli(["mt.data.cli:data_main", "build", "gettext", "--out", str(corpus), "--langs", ",".join(args.langs),
-              "--dev-size", str(args.dev_size), "--devtest-size", str(args.devtest_size), "--mono-size", "0",
-              "--max-words", str(args.max_words), "--no-progress", "--workers", "1"], args.threads)  # fmt: skip
+        _cli(
+            [
+                "mt.data.cli:data_main",
+                "build",
+                "gettext",
+                "--out",
+                str(corpus),
+                "--langs",
+                ",".join(args.langs),
+                "--dev-size",
+                str(args.dev_size),
+                "--devtest-size",
+                str(args.devtest_size),
+                "--mono-size",
+                "0",
+                "--max-words",
+                str(args.max_words),
+                "--no-progress",
+                "--workers",
+                "1",
+            ],
+            args.threads,
+        )
     if not (spm / "spm.model").is_file():
-        _cli(["mt.data.cli:spm_main", "train", "--corpus", str(corpus), "--vocab-size", "2000", "--out", str(spm),
-              "--num-threads", str(args.threads), "--no-progress"], args.threads)  # fmt: skip
+        _cli(
+            [
+                "mt.data.cli:spm_main",
+                "train",
+                "--corpus",
+                str(corpus),
+                "--vocab-size",
+                "2000",
+                "--out",
+                str(spm),
+                "--num-threads",
+                str(args.threads),
+                "--no-progress",
+            ],
+            args.threads,
+        )
     for lang in args.langs:
         if not (data / f"test.{ENG}-{lang}.{lang}.idx").is_file():
-            _cli(["mt.data.cli:preprocess_main", "--source-lang", ENG, "--target-lang", lang, "--trainpref",
-                  str(corpus / "train" / f"{ENG}-{lang}"), "--validpref", str(corpus / "dev"), "--testpref",
-                  str(corpus / "devtest"), "--spm-model", str(spm / "spm.model"), "--srcdict", str(spm / "dict.txt"),
-                  "--joined-dictionary", "--destdir", str(data)], args.threads)  # fmt: skip
+            _cli(
+                [
+                    "mt.data.cli:preprocess_main",
+                    "--source-lang",
+                    ENG,
+                    "--target-lang",
+                    lang,
+                    "--trainpref",
+                    str(corpus / "train" / f"{ENG}-{lang}"),
+                    "--validpref",
+                    str(corpus / "dev"),
+                    "--testpref",
+                    str(corpus / "devtest"),
+                    "--spm-model",
+                    str(spm / "spm.model"),
+                    "--srcdict",
+                    str(spm / "dict.txt"),
+                    "--joined-dictionary",
+                    "--destdir",
+                    str(data),
+                ],
+                args.threads,
+            )
     (data / "spm.model").write_bytes((spm / "spm.model").read_bytes())
     ckpt = run / "checkpoint_last.pt"
     if not ckpt.is_file():
         pairs = ",".join(f"{a}-{b}" for lang in args.langs for a, b in ((ENG, lang), (lang, ENG)))
         t = time.perf_counter()
-        _cli(["mt.train:main", str(data), "--lang-pairs", pairs, "--arch", "transformer_mini", "--moe-freq", "1",
-              "--moe-expert-count", str(args.experts_trained), "--moe-eom", "0.1", "--sampling-temperature", "5",
-              "--lr", "0.005", "--warmup-updates", "100", "--max-tokens", str(args.max_tokens),
-              "--max-update", str(args.max_update),
-              "--save-dir", str(run), "--no-epoch-checkpoints", "--log-interval", "100", "--no-progress-bar"],
-             args.threads)  # fmt: skip
+        _cli(
+            [
+                "mt.train.cli:train_main",
+                str(data),
+                "--lang-pairs",
+                pairs,
+                "--arch",
+                "transformer_mini",
+                "--moe-freq",
+                "1",
+                "--moe-expert-count",
+                str(args.experts_trained),
+                "--moe-eom",
+                "0.1",
+                "--sampling-temperature",
+                "5",
+                "--lr",
+                "0.005",
+                "--warmup-updates",
+                "100",
+                "--max-tokens",
+                str(args.max_tokens),
+                "--max-update",
+                str(args.max_update),
+                "--save-dir",
+                str(run),
+                "--no-epoch-checkpoints",
+                "--log-interval",
+                "100",
+                "--no-progress-bar",
+            ],
+            args.threads,
+        )
         (run / "train_seconds.txt").write_text(f"{time.perf_counter() - t:.0f}\n")
     return ckpt
 
@@ -259,7 +368,7 @@ def _chrf(path: Path, src: str, tgt: str, lines: list[str], refs: list[str], thr
 
 def _expert_bytes(path: Path) -> tuple[int, int]:
     """(expert bytes, all parameter bytes) of a checkpoint (its expert files included)."""
-    from mt import checkpoint as ckpt
+    from mt.formats import checkpoint as ckpt
 
     state = ckpt.load_checkpoint(path, mmap=True)
     views, _ = ckpt.expert_views(path, state)
@@ -288,8 +397,17 @@ def part_pruning(args: argparse.Namespace) -> dict[str, Any]:
         stats = work / "stats" / f"{direction}.json"
         stats.parent.mkdir(parents=True, exist_ok=True)
         if not stats.is_file():
-            moe_stats(MoEStatsConfig(path=str(ckpt), input=str(dev), src_lang=src, tgt_langs=[tgt], out=str(stats),
-                                     search=SearchConfig(beam=1), progress=False))  # fmt: skip
+            moe_stats(
+                MoEStatsConfig(
+                    path=str(ckpt),
+                    input=str(dev),
+                    src_lang=src,
+                    tgt_langs=[tgt],
+                    out=str(stats),
+                    search=SearchConfig(beam=1),
+                    progress=False,
+                )
+            )
         test = (corpus / "devtest" / f"{src}.devtest").read_text(encoding="utf-8").splitlines()
         refs = (corpus / "devtest" / f"{tgt}.devtest").read_text(encoding="utf-8").splitlines()
         row: dict[str, Any] = {"direction": direction, "full": _chrf(ckpt, src, tgt, test, refs, args.threads)}
@@ -304,12 +422,23 @@ def part_pruning(args: argparse.Namespace) -> dict[str, Any]:
                     row[f"bytes@{share}"] = _expert_bytes(out / "checkpoint.pt")
                     row[f"kept@{share}"] = PruneConfig(stats=["x"], keep_share=share).kept(E)
         rows.append(row)
-        print(f"{direction}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)),
-              file=sys.stderr, flush=True)  # fmt: skip
-    secs = (work / "model" / "train_seconds.txt")
-    return {"experts": E, "expert_bytes": experts, "total_bytes": total, "rows": rows, "keep": args.keep,
-            "max_update": args.max_update, "train_seconds": float(secs.read_text()) if secs.is_file() else None,
-            "devtest": args.devtest_size, "max_words": args.max_words}  # fmt: skip
+        print(
+            f"{direction}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)),
+            file=sys.stderr,
+            flush=True,
+        )
+    secs = work / "model" / "train_seconds.txt"
+    return {
+        "experts": E,
+        "expert_bytes": experts,
+        "total_bytes": total,
+        "rows": rows,
+        "keep": args.keep,
+        "max_update": args.max_update,
+        "train_seconds": float(secs.read_text()) if secs.is_file() else None,
+        "devtest": args.devtest_size,
+        "max_words": args.max_words,
+    }
 
 
 def _random_stats(stats: Path, out: Path) -> Path:
@@ -336,8 +465,9 @@ def report_pruning(res: dict[str, Any]) -> list[str]:
         f"on its dev set, mt-moe-prune, greedy chrF++ on {res['devtest']} devtest sentences. 'random': as many "
         "experts kept, chosen at random.",
         "",
-        "| direction | full | " + " | ".join(f"{100 - round(100 * k)}% removed ({kept[k]}/{E} kept) | random"
-                                            for k in keep) + " |",
+        "| direction | full | "
+        + " | ".join(f"{100 - round(100 * k)}% removed ({kept[k]}/{E} kept) | random" for k in keep)
+        + " |",
         "|---|---|" + "---|---|" * len(keep),
     ]
     for r in res["rows"]:
@@ -347,11 +477,16 @@ def report_pruning(res: dict[str, Any]) -> list[str]:
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if isinstance(rows[0][k], float)}
     cells = [f"{mean[f'stats@{k}']:.1f} | {mean[f'random@{k}']:.1f}" for k in keep]
     lines.append(f"| mean | {mean['full']:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "| | full | " + " | ".join(f"{100 - round(100 * k)}% removed" for k in keep) + " |",
-              "|---|---|" + "---|" * len(keep)]  # fmt: skip
+    lines += [
+        "",
+        "| | full | " + " | ".join(f"{100 - round(100 * k)}% removed" for k in keep) + " |",
+        "|---|---|" + "---|" * len(keep),
+    ]
     b = rows[0]
     for i, (what, full) in enumerate((("expert MiB", res["expert_bytes"]), ("model MiB", res["total_bytes"]))):
-        lines.append(f"| {what} | {full / MiB:.2f} | " + " | ".join(f"{b[f'bytes@{k}'][i] / MiB:.2f}" for k in keep) + " |")
+        lines.append(
+            f"| {what} | {full / MiB:.2f} | " + " | ".join(f"{b[f'bytes@{k}'][i] / MiB:.2f}" for k in keep) + " |"
+        )
     return lines
 
 
@@ -382,7 +517,11 @@ def main() -> None:
     args.caches = [int(x) for x in args.caches.split(",")]
     args.keep = [float(x) for x in args.keep.split(",")]
     args.langs = [x for x in args.langs.split(",") if x]
-    meta = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "python": platform.python_version()}
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "python": platform.python_version(),
+    }
     res = part_memory(args) if args.part == "memory" else part_pruning(args)
     res["meta"] = meta
     out = Path(args.out)

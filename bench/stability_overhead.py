@@ -1,4 +1,4 @@
-"""Cost of mt-train's stability monitor (``mt.stability.AdamStats``) against the training step it watches.
+"""Cost of mt-train's stability monitor (``mt.train.stability.AdamStats``) against the training step it watches.
 
 One process builds an ``--arch`` model, AdamW and the label-smoothed criterion as mt-train does, and
 times full training steps (forward, loss, backward, clip, optimizer step) on synthetic batches of
@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mt.criterion import LabelSmoothedCrossEntropy  # noqa: E402
 from mt.models.config import ForwardContext, arch_config  # noqa: E402
 from mt.models.transformer import build_model  # noqa: E402
-from mt.optim import build_optimizer  # noqa: E402
-from mt.stability import AdamStats  # noqa: E402
+from mt.train.criterion import LabelSmoothedCrossEntropy  # noqa: E402
+from mt.train.optim import build_optimizer  # noqa: E402
+from mt.train.stability import AdamStats  # noqa: E402
 
 
 def _batch(vocab: int, max_tokens: int, length: int, device: torch.device, gen: torch.Generator):
@@ -82,8 +82,10 @@ def main() -> None:
             obs_ms.append(1000 * (t2 - t1))
     step, obs = statistics.median(step_ms), statistics.median(obs_ms)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.arch} ({n_params / 1e6:.1f}M parameters, {len(stats.names)} groups) on {device}, "
-          f"{args.max_tokens} tokens/batch, {args.threads} thread(s)")  # fmt: skip
+    print(
+        f"{args.arch} ({n_params / 1e6:.1f}M parameters, {len(stats.names)} groups) on {device}, "
+        f"{args.max_tokens} tokens/batch, {args.threads} thread(s)"
+    )
     print(f"step {step:.1f} ms (median of {args.steps}); monitor {obs:.2f} ms per observation")
     for interval in (1, 10, 100):
         print(f"  --log-interval {interval:>3}: overhead {100 * obs / (interval * step):.3f}% of step time")

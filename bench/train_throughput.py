@@ -105,12 +105,26 @@ def train_flops(cfg, batch: dict[str, torch.Tensor]) -> float:
     fd = cfg.decoder_ffn_embed_dim
     S = (batch["src"] != PAD).sum(1).double()
     T = (batch["tgt"] != PAD).sum(1).double()
-    moe = lambda layers: sum(1 for i in range(layers) if cfg.moe_freq and (i + 1) % cfg.moe_freq == 0)
-    ffn_mult = lambda layers: layers + moe(layers)  # a top-2 MoE layer runs two FFNs per token
-    gate = lambda n, layers: 2 * n * d * cfg.moe_expert_count * moe(layers)
-    enc = cfg.encoder_layers * (2 * S * 4 * d * d + 4 * S * S * d) + ffn_mult(cfg.encoder_layers) * 2 * S * 2 * d * f + gate(S, cfg.encoder_layers)
-    dec = (cfg.decoder_layers * (2 * T * (4 * d * d + 2 * d * d) + 2 * S * 2 * d * d + 4 * T * T * d + 4 * T * S * d)
-           + ffn_mult(cfg.decoder_layers) * 2 * T * 2 * d * fd + gate(T, cfg.decoder_layers))  # fmt: skip
+
+    def moe(layers: int) -> int:
+        return sum(1 for i in range(layers) if cfg.moe_freq and (i + 1) % cfg.moe_freq == 0)
+
+    def ffn_mult(layers: int) -> int:
+        return layers + moe(layers)  # a top-2 MoE layer runs two FFNs per token
+
+    def gate(n: int, layers: int) -> int:
+        return 2 * n * d * cfg.moe_expert_count * moe(layers)
+
+    enc = (
+        cfg.encoder_layers * (2 * S * 4 * d * d + 4 * S * S * d)
+        + ffn_mult(cfg.encoder_layers) * 2 * S * 2 * d * f
+        + gate(S, cfg.encoder_layers)
+    )
+    dec = (
+        cfg.decoder_layers * (2 * T * (4 * d * d + 2 * d * d) + 2 * S * 2 * d * d + 4 * T * T * d + 4 * T * S * d)
+        + ffn_mult(cfg.decoder_layers) * 2 * T * 2 * d * fd
+        + gate(T, cfg.decoder_layers)
+    )
     out = 2 * T * d * V
     return float(3 * (enc + dec + out).sum())
 
@@ -133,11 +147,13 @@ def build_ours(cfg, variant: str = "ours"):
     ``ours_sdpa``: SDPA attention everywhere (no GEMM attention for CPU bf16);
     ``ours_allpos``: unfused and logits at every position, padding included (HF's amount of work)."""
     import mt.models.transformer as tr
-    from mt.criterion import LabelSmoothedCrossEntropy
     from mt.models.config import ForwardContext
+    from mt.train.criterion import LabelSmoothedCrossEntropy
 
     if variant == "ours_sdpa":
-        tr.attention = lambda q, k, v, m, c, p: F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=p, is_causal=c)
+        tr.attention = lambda q, k, v, m, c, p: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=m, dropout_p=p, is_causal=c
+        )
     model = tr.Transformer(cfg).train()
     crit = LabelSmoothedCrossEntropy(0.1, {"moe_gate_loss": 0.01, "moe_z_loss": 0.0})
 
@@ -169,14 +185,28 @@ def build_hf_moe(cfg, max_tokens: int, fixed: bool = False):
     from transformers.models.nllb_moe import modeling_nllb_moe as hfm
 
     hc = NllbMoeConfig(
-        **hf_shape_kwargs(cfg), pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
-        num_experts=cfg.moe_expert_count, expert_capacity=2 * -(-max_tokens // cfg.moe_expert_count), encoder_sparse_step=cfg.moe_freq,
-        decoder_sparse_step=cfg.moe_freq, router_dtype="float32", second_expert_policy="all",
-        normalize_router_prob_before_dropping=False, moe_token_dropout=cfg.moe_eom, output_router_logits=True,
-        router_aux_loss_coef=0.01, router_z_loss_coef=0.0, tie_word_embeddings=True, use_cache=False,
-    )  # fmt: skip
+        **hf_shape_kwargs(cfg),
+        pad_token_id=PAD,
+        bos_token_id=0,
+        eos_token_id=EOS,
+        decoder_start_token_id=EOS,
+        num_experts=cfg.moe_expert_count,
+        expert_capacity=2 * -(-max_tokens // cfg.moe_expert_count),
+        encoder_sparse_step=cfg.moe_freq,
+        decoder_sparse_step=cfg.moe_freq,
+        router_dtype="float32",
+        second_expert_policy="all",
+        normalize_router_prob_before_dropping=False,
+        moe_token_dropout=cfg.moe_eom,
+        output_router_logits=True,
+        router_aux_loss_coef=0.01,
+        router_z_loss_coef=0.0,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
     model = NllbMoeForConditionalGeneration._from_config(hc).train()
     if fixed:
+
         def sparse_forward(self, hidden_states, padding_mask=None):
             B, T, d = hidden_states.shape
             h = hidden_states.reshape(-1, d)
@@ -204,8 +234,14 @@ def build_hf_moe(cfg, max_tokens: int, fixed: bool = False):
     def step(b, amp):
         labels = b["tgt"].masked_fill(b["tgt"].eq(PAD), -100)
         with amp():
-            out = model(input_ids=b["src"], attention_mask=b["src"].ne(PAD).long(), decoder_input_ids=b["prev"],
-                        decoder_attention_mask=b["prev"].ne(PAD).long(), labels=labels, use_cache=False)  # fmt: skip
+            out = model(
+                input_ids=b["src"],
+                attention_mask=b["src"].ne(PAD).long(),
+                decoder_input_ids=b["prev"],
+                decoder_attention_mask=b["prev"].ne(PAD).long(),
+                labels=labels,
+                use_cache=False,
+            )
         out.loss.backward()
 
     return model, step
@@ -217,16 +253,26 @@ def build_hf(cfg, max_tokens: int = 0):
     from transformers import M2M100Config, M2M100ForConditionalGeneration
 
     hc = M2M100Config(
-        **hf_shape_kwargs(cfg), pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=EOS,
-        tie_word_embeddings=True, use_cache=False,
-    )  # fmt: skip
+        **hf_shape_kwargs(cfg),
+        pad_token_id=PAD,
+        bos_token_id=0,
+        eos_token_id=EOS,
+        decoder_start_token_id=EOS,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
     model = M2M100ForConditionalGeneration._from_config(hc, attn_implementation="sdpa").train()
 
     def step(b, amp):
         labels = b["tgt"].masked_fill(b["tgt"].eq(PAD), -100)
         with amp():
-            out = model(input_ids=b["src"], attention_mask=b["src"].ne(PAD).long(), decoder_input_ids=b["prev"],
-                        labels=labels, use_cache=False)  # fmt: skip
+            out = model(
+                input_ids=b["src"],
+                attention_mask=b["src"].ne(PAD).long(),
+                decoder_input_ids=b["prev"],
+                labels=labels,
+                use_cache=False,
+            )
         out.loss.backward()
 
     return model, step
@@ -273,19 +319,35 @@ def worker(args: argparse.Namespace) -> dict:
     padded = sum(max(b["src"].numel(), b["tgt"].numel()) for b in timed)
     flops = sum(train_flops(cfg, b) for b in timed)
     return {
-        "impl": args.impl, "precision": args.precision, "threads": torch.get_num_threads(),
-        "params": sum(p.numel() for p in model.parameters()), "steps": len(timed),
-        "ms_per_step": 1000 * dt / len(timed), "tgt_tokens_per_s": tgt_tok / dt,
-        "src_tgt_tokens_per_s": (src_tok + tgt_tok) / dt, "padding_share": 1 - tgt_tok / sum(b["tgt"].numel() for b in timed),
-        "tokens_per_batch": padded / len(timed), "model_tflops_per_s": flops / dt / 1e12,
-        "matmul_peak_tflops": peak / 1e12, "mfu": flops / dt / peak,
+        "impl": args.impl,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": len(timed),
+        "ms_per_step": 1000 * dt / len(timed),
+        "tgt_tokens_per_s": tgt_tok / dt,
+        "src_tgt_tokens_per_s": (src_tok + tgt_tok) / dt,
+        "padding_share": 1 - tgt_tok / sum(b["tgt"].numel() for b in timed),
+        "tokens_per_batch": padded / len(timed),
+        "model_tflops_per_s": flops / dt / 1e12,
+        "matmul_peak_tflops": peak / 1e12,
+        "mfu": flops / dt / peak,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }  # fmt: skip
+    }
 
 
 def model_config(args):
-    over = {k: getattr(args, k) for k in ("encoder_layers", "decoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
-                                          "encoder_attention_heads") if getattr(args, k) is not None}  # fmt: skip
+    over = {
+        k: getattr(args, k)
+        for k in (
+            "encoder_layers",
+            "decoder_layers",
+            "encoder_embed_dim",
+            "encoder_ffn_embed_dim",
+            "encoder_attention_heads",
+        )
+        if getattr(args, k) is not None
+    }
     if "encoder_embed_dim" in over:
         over["decoder_embed_dim"] = over["encoder_embed_dim"]
     if "encoder_ffn_embed_dim" in over:
@@ -293,10 +355,16 @@ def model_config(args):
     if "encoder_attention_heads" in over:
         over["decoder_attention_heads"] = over["encoder_attention_heads"]
     if args.moe_expert_count:
-        over.update(moe_expert_count=args.moe_expert_count, moe_freq=args.moe_freq, moe_eom=args.moe_eom,
-                    moe_second_expert_policy="all", moe_train_capacity_factor=1.0)  # fmt: skip
-    return arch_config(args.arch, vocab_size=args.vocab, dropout=args.dropout, attention_dropout=0.0,
-                       activation_dropout=0.0, **over)  # fmt: skip
+        over.update(
+            moe_expert_count=args.moe_expert_count,
+            moe_freq=args.moe_freq,
+            moe_eom=args.moe_eom,
+            moe_second_expert_policy="all",
+            moe_train_capacity_factor=1.0,
+        )
+    return arch_config(
+        args.arch, vocab_size=args.vocab, dropout=args.dropout, attention_dropout=0.0, activation_dropout=0.0, **over
+    )
 
 
 # --- end to end: the real mt-train -----------------------------------------------------------------
@@ -319,36 +387,84 @@ def e2e(args, cfg, precision: str, workdir: Path) -> dict:
         src_len = np.clip(np.round(rng.lognormal(np.log(12), 0.6, n)).astype(int), 1, args.max_len - 2)
         tgt_len = np.clip(np.round(src_len * rng.lognormal(0.05, 0.2, n)).astype(int), 1, args.max_len - 1)
         for lang, lens in (("eng_Latn", src_len), ("deu_Latn", tgt_len)):
-            with IndexedDatasetWriter(bin_prefix(data, "train", "eng_Latn", "deu_Latn", lang), best_dtype(cfg.vocab_size)) as w:
+            with IndexedDatasetWriter(
+                bin_prefix(data, "train", "eng_Latn", "deu_Latn", lang), best_dtype(cfg.vocab_size)
+            ) as w:
                 for k in lens:
                     w.add([*rng.integers(4, cfg.vocab_size - 2, k).tolist(), EOS])
     save = workdir / f"ckpt_{precision}"
     m = cfg
     cmd = [
-        sys.executable, "-m", "mt.train", str(data), "--lang-pairs", "eng_Latn-deu_Latn", "--arch", args.arch,
-        "--encoder-layers", str(m.encoder_layers), "--decoder-layers", str(m.decoder_layers),
-        "--encoder-embed-dim", str(m.encoder_embed_dim), "--decoder-embed-dim", str(m.encoder_embed_dim),
-        "--encoder-ffn-embed-dim", str(m.encoder_ffn_embed_dim), "--decoder-ffn-embed-dim", str(m.encoder_ffn_embed_dim),
-        "--encoder-attention-heads", str(m.encoder_attention_heads), "--decoder-attention-heads", str(m.encoder_attention_heads),
-        "--dropout", str(args.dropout), "--max-tokens", str(args.max_tokens), "--max-update", str(args.warmup + args.steps),
-        "--log-interval", "1", "--no-progress-bar", "--save-dir", str(save), "--no-epoch-checkpoints",
-        "--max-source-positions", str(args.max_len), "--max-target-positions", str(args.max_len), "--validate-interval", "1000",
-    ] + (["--bf16"] if precision == "bf16" else [])  # fmt: skip
+        sys.executable,
+        "-m",
+        "mt.train",
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn",
+        "--arch",
+        args.arch,
+        "--encoder-layers",
+        str(m.encoder_layers),
+        "--decoder-layers",
+        str(m.decoder_layers),
+        "--encoder-embed-dim",
+        str(m.encoder_embed_dim),
+        "--decoder-embed-dim",
+        str(m.encoder_embed_dim),
+        "--encoder-ffn-embed-dim",
+        str(m.encoder_ffn_embed_dim),
+        "--decoder-ffn-embed-dim",
+        str(m.encoder_ffn_embed_dim),
+        "--encoder-attention-heads",
+        str(m.encoder_attention_heads),
+        "--decoder-attention-heads",
+        str(m.encoder_attention_heads),
+        "--dropout",
+        str(args.dropout),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--max-update",
+        str(args.warmup + args.steps),
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--save-dir",
+        str(save),
+        "--no-epoch-checkpoints",
+        "--max-source-positions",
+        str(args.max_len),
+        "--max-target-positions",
+        str(args.max_len),
+        "--validate-interval",
+        "1000",
+    ] + (["--bf16"] if precision == "bf16" else [])
     if m.moe_freq:
-        cmd += ["--moe-freq", str(m.moe_freq), "--moe-expert-count", str(m.moe_expert_count), "--moe-eom", str(m.moe_eom),
-                "--moe-second-expert-policy", "all"]  # fmt: skip
+        cmd += [
+            "--moe-freq",
+            str(m.moe_freq),
+            "--moe-expert-count",
+            str(m.moe_expert_count),
+            "--moe-eom",
+            str(m.moe_eom),
+            "--moe-second-expert-policy",
+            "all",
+        ]
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
-    recs = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (save / "train_log.jsonl").read_text().splitlines()]
     recs = [r for r in recs if r["type"] == "train"]
     first, last = recs[args.warmup - 1], recs[-1]
     ntok = sum(r["ntokens"] for r in recs[args.warmup :])
-    return {"impl": "mt-train e2e", "precision": precision, "tgt_tokens_per_s": ntok / (last["wall"] - first["wall"]),
-            "updates": len(recs) - args.warmup}  # fmt: skip
+    return {
+        "impl": "mt-train e2e",
+        "precision": precision,
+        "tgt_tokens_per_s": ntok / (last["wall"] - first["wall"]),
+        "updates": len(recs) - args.warmup,
+    }
 
 
 # --- orchestration ---------------------------------------------------------------------------------
@@ -360,7 +476,9 @@ def main() -> int:
     p.add_argument("--encoder-embed-dim", "--dim", dest="encoder_embed_dim", type=int)
     p.add_argument("--encoder-ffn-embed-dim", "--ffn", dest="encoder_ffn_embed_dim", type=int)
     p.add_argument("--encoder-attention-heads", "--heads", dest="encoder_attention_heads", type=int)
-    p.add_argument("--moe-expert-count", type=int, default=0, help="sparse MoE rows vs HF NLLB-MoE (0: dense, vs M2M100)")
+    p.add_argument(
+        "--moe-expert-count", type=int, default=0, help="sparse MoE rows vs HF NLLB-MoE (0: dense, vs M2M100)"
+    )
     p.add_argument("--moe-freq", type=int, default=2, help="every N-th layer is MoE (default: %(default)s)")
     p.add_argument("--moe-eom", type=float, default=0.2, help="Expert Output Masking (default: %(default)s)")
     p.add_argument("--vocab", type=int, default=32000)
@@ -400,7 +518,10 @@ def main() -> int:
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
             results.append(r)
-            print(f"  {impl:>4} {precision}: {r['tgt_tokens_per_s']:.0f} tgt tok/s, {r['ms_per_step']:.0f} ms/step", file=sys.stderr)
+            print(
+                f"  {impl:>4} {precision}: {r['tgt_tokens_per_s']:.0f} tgt tok/s, {r['ms_per_step']:.0f} ms/step",
+                file=sys.stderr,
+            )
 
     cfg = model_config(args)
     e2e_results = []
@@ -411,16 +532,35 @@ def main() -> int:
             for precision in args.precisions.split(","):
                 try:
                     e2e_results.append(e2e(args, cfg, precision, Path(tmp)))
-                    print(f"  mt-train e2e {precision}: {e2e_results[-1]['tgt_tokens_per_s']:.0f} tgt tok/s", file=sys.stderr)
+                    print(
+                        f"  mt-train e2e {precision}: {e2e_results[-1]['tgt_tokens_per_s']:.0f} tgt tok/s",
+                        file=sys.stderr,
+                    )
                 except RuntimeError as exc:
                     print(f"mt-train e2e {precision} failed:\n{exc}", file=sys.stderr)
     meta = {
-        "arch": args.arch, "model": {k: getattr(cfg, k) for k in ("encoder_layers", "decoder_layers", "encoder_embed_dim",
-                                                                   "encoder_ffn_embed_dim", "encoder_attention_heads", "vocab_size")},
-        "max_tokens": args.max_tokens, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "dropout": args.dropout,
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "arch": args.arch,
+        "model": {
+            k: getattr(cfg, k)
+            for k in (
+                "encoder_layers",
+                "decoder_layers",
+                "encoder_embed_dim",
+                "encoder_ffn_embed_dim",
+                "encoder_attention_heads",
+                "vocab_size",
+            )
+        },
+        "max_tokens": args.max_tokens,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "dropout": args.dropout,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
         "load_avg": os.getloadavg(),
-    }  # fmt: skip
+    }
     try:
         import transformers
 
@@ -440,41 +580,64 @@ def main() -> int:
     stem = "train_throughput_moe" if args.moe_expert_count else "train_throughput"
     if args.moe_expert_count:
         meta["moe"] = {"experts": args.moe_expert_count, "freq": args.moe_freq, "eom": args.moe_eom}
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "speedup_vs_hf": speedup, "e2e": e2e_results}, indent=2))
-    moe_title = f", MoE {args.moe_expert_count} experts every {args.moe_freq} layers, EOM {args.moe_eom}" if args.moe_expert_count else ""
+    (out / f"{stem}.json").write_text(
+        json.dumps({"meta": meta, "results": results, "speedup_vs_hf": speedup, "e2e": e2e_results}, indent=2)
+    )
+    moe_title = (
+        f", MoE {args.moe_expert_count} experts every {args.moe_freq} layers, EOM {args.moe_eom}"
+        if args.moe_expert_count
+        else ""
+    )
     lines = [
-        f"# Training throughput: {args.arch} {meta['model']}{moe_title}, max_tokens {args.max_tokens}, {args.steps} steps, best of {args.repeats}",
+        f"# Training throughput: {args.arch} {meta['model']}{moe_title}, max_tokens {args.max_tokens}, "
+        f"{args.steps} steps, best of {args.repeats}",
         "",
-        f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, load avg {meta['load_avg'][0]:.1f}",
+        f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, "
+        f"load avg {meta['load_avg'][0]:.1f}",
         "",
-        "| impl | precision | threads | tgt tok/s | src+tgt tok/s | ms/step | model TFLOP/s | matmul peak TFLOP/s | MFU | peak RSS MiB |",
+        "| impl | precision | threads | tgt tok/s | src+tgt tok/s | ms/step | model TFLOP/s | matmul peak TFLOP/s "
+        "| MFU | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['impl']} | {r['precision']} | {r['threads']} | {r['tgt_tokens_per_s']:.0f} | {r['src_tgt_tokens_per_s']:.0f} | "
-            f"{r['ms_per_step']:.0f} | {r['model_tflops_per_s']:.3f} | {r['matmul_peak_tflops']:.3f} | {100 * r['mfu']:.1f}% | "
+            f"| {r['impl']} | {r['precision']} | {r['threads']} | {r['tgt_tokens_per_s']:.0f} | "
+            f"{r['src_tgt_tokens_per_s']:.0f} | {r['ms_per_step']:.0f} | {r['model_tflops_per_s']:.3f} | "
+            f"{r['matmul_peak_tflops']:.3f} | {100 * r['mfu']:.1f}% | "
             f"{r['peak_rss_mib']:.0f} |"
         )
     lines.append("")
     peer = "HF NllbMoeForConditionalGeneration" if args.moe_expert_count else "HF M2M100"
     for prec, s in speedup.items():
         what = "routing fixed" if "hf_fixed" in prec else "as shipped" if args.moe_expert_count else ""
-        lines.append(f"- {prec.split(' ')[0]}: ours / {peer}{f' ({what})' if what else ''} = **{s:.2f}x** target tokens/s")
+        lines.append(
+            f"- {prec.split(' ')[0]}: ours / {peer}{f' ({what})' if what else ''} = **{s:.2f}x** target tokens/s"
+        )
     if args.moe_expert_count:
         for prec in args.precisions.split(","):
             o = next((r for r in results if r["impl"] == "ours" and r["precision"] == prec), None)
             for hf in hf_rows:
                 h = next((r for r in results if r["impl"] == hf and r["precision"] == prec), None)
                 if o and h:
-                    lines.append(f"- {prec}: peak RSS ours {o['peak_rss_mib']:.0f} MiB vs {hf} {h['peak_rss_mib']:.0f} MiB")
-        lines += ["", "Note: HF's NLLB-MoE routing is buggy as shipped (transformers "
-                  f"{meta.get('transformers', '?')}): NllbMoeSparseMLP passes the router's one-hot top-1 mask where "
-                  "NllbMoeExperts expects expert indices, so only experts 0 and 1 ever run and expert 0 processes "
-                  "(E-1)/E of all token slots. The 'hf' rows are benchmarked as shipped; 'hf_fixed' passes the "
-                  "top-2 indices (HF's expert loop otherwise unchanged)."]
+                    lines.append(
+                        f"- {prec}: peak RSS ours {o['peak_rss_mib']:.0f} MiB vs {hf} {h['peak_rss_mib']:.0f} MiB"
+                    )
+        lines += [
+            "",
+            "Note: HF's NLLB-MoE routing is buggy as shipped (transformers "
+            f"{meta.get('transformers', '?')}): NllbMoeSparseMLP passes the router's one-hot top-1 mask where "
+            "NllbMoeExperts expects expert indices, so only experts 0 and 1 ever run and expert 0 processes "
+            "(E-1)/E of all token slots. The 'hf' rows are benchmarked as shipped; 'hf_fixed' passes the "
+            "top-2 indices (HF's expert loop otherwise unchanged).",
+        ]
     if e2e_results:
-        lines += ["", "End to end (`mt-train`, everything included):", "", "| precision | tgt tok/s | updates timed |", "|---|---|---|"]
+        lines += [
+            "",
+            "End to end (`mt-train`, everything included):",
+            "",
+            "| precision | tgt tok/s | updates timed |",
+            "|---|---|---|",
+        ]
         lines += [f"| {r['precision']} | {r['tgt_tokens_per_s']:.0f} | {r['updates']} |" for r in e2e_results]
         fp, bf = (next((r for r in e2e_results if r["precision"] == p), None) for p in ("fp32", "bf16"))
         if fp and bf:

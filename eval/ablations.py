@@ -6,7 +6,7 @@ Layout read (everything optional; a study without runs is left out)::
     ROOT/{study}/{config}/seed{N}/train_log.jsonl    mt-train log: parameter count ("start" record)
     ROOT/{study}/{config}/seed{N}/translate_test.csv mt-eval translate-test of that run's model
     ROOT/mining/{encoder}/report.json                mine-eval bucc (ratio margin vs absolute = cosine)
-    ROOT/timings.tsv                                 python -m mt.timed: the exact command of every run
+    ROOT/timings.tsv                                 python -m mt.train.timed: the exact command of every run
 
 A study is any folder with ``{config}/seed{N}/gen/scores.csv`` below it; configs keep the order in which
 ``timings.tsv`` first mentions them (the order the recipe ran them), else alphabetical. The first config
@@ -28,8 +28,9 @@ import pandas as pd
 
 from eval import studies
 from eval.tables import markdown_table
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 GROUPS = (("all", "all"), ("eng-xx", "eng→xx"), ("xx-eng", "xx→eng"), ("high", "high"), ("mid", "mid"), ("low", "low"))
 _SEED = re.compile(r"^seed(\d+)$")
@@ -60,10 +61,10 @@ STUDY_NOTES = {
 
 @dataclass
 class AblationConfig:
-    root: str
-    out: str | None = None  # default ROOT/report.md
-    metric: str = "chrf++"
-    tt_metric: str = "accuracy"
+    root: str = arg(positional=True, metavar="ROOT")
+    out: str | None = arg(None, "report path (default: ROOT/report.md)")
+    metric: str = arg("chrf++", "score column of scores.csv (default: %(default)s)")
+    tt_metric: str = arg("accuracy", "translate-test metric (default: %(default)s)")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -183,12 +184,16 @@ def study_table(configs: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
             ref = stats
         d_low = stats["low"][0] - ref["low"][0]
         d_high = stats["high"][0] - ref["high"][0]
-        rows.append([
-            name, ",".join(str(s) for s in sorted(c["seeds"])),
-            f"{c['params'] / 1e6:.2f}M" if c["params"] else "–",
-            *[_fmt(*stats[g]) for g, _ in GROUPS],
-            "–" if math.isnan(d_low) else f"{d_low:+.2f}", "–" if math.isnan(d_high) else f"{d_high:+.2f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                ",".join(str(s) for s in sorted(c["seeds"])),
+                f"{c['params'] / 1e6:.2f}M" if c["params"] else "–",
+                *[_fmt(*stats[g]) for g, _ in GROUPS],
+                "–" if math.isnan(d_low) else f"{d_low:+.2f}",
+                "–" if math.isnan(d_high) else f"{d_high:+.2f}",
+            ]
+        )
     return header, rows
 
 
@@ -273,11 +278,20 @@ def _study_extras(study_dir: Path, configs: list[str], n_table: int) -> tuple[li
         epochs = studies.epochs_table(study_dir, configs)
         tables.append(("`mixing`: epochs each direction was drawn (mean over seeds).", epochs))
     if study_dir.name == "stability":
-        tables.append(("`stability`: loss spikes detected and rolled back, final losses (mean ± std over seeds).",
-                       studies.stability_table(study_dir, configs)))  # fmt: skip
+        tables.append(
+            (
+                "`stability`: loss spikes detected and rolled back, final losses (mean ± std over seeds).",
+                studies.stability_table(study_dir, configs),
+            )
+        )
         before = studies.before_spike_table(study_dir, configs)
-        tables.append(("`stability`: the monitor before the first spike of each run: per statistic, the parameter "
-                       "group that moved most over the last 3 logged updates.", before))  # fmt: skip
+        tables.append(
+            (
+                "`stability`: the monitor before the first spike of each run: per statistic, the parameter "
+                "group that moved most over the last 3 logged updates.",
+                before,
+            )
+        )
     lines: list[str] = []
     for caption, table in tables:
         if table:
@@ -312,33 +326,55 @@ def write_ablations(cfg: AblationConfig) -> Path:
         lines += [f"## {STUDY_TITLES.get(study_dir.name, study_dir.name)}", ""]
         if study_dir.name in STUDY_NOTES:
             lines += [STUDY_NOTES[study_dir.name], ""]
-        lines += [f"**Table {n_table}.** `{study_dir.name}`: {cfg.metric} by direction group and tier.", "",
-                  markdown_table(header, rows), ""]  # fmt: skip
+        lines += [
+            f"**Table {n_table}.** `{study_dir.name}`: {cfg.metric} by direction group and tier.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
         header, rows = per_seed_table(configs)
         lines += ["<details><summary>per seed</summary>", "", markdown_table(header, rows), "", "</details>", ""]
         extra, n_table = _study_extras(study_dir, list(configs), n_table)
         lines += extra
         cmds = [(name, commands.get(f"{study_dir.name}/{name}")) for name in configs]
         if any(c for _, c in cmds):
-            lines += ["Commands (the lowest seed shown; other seeds differ only in `--seed` and `--save-dir`):", "", "```bash"]
+            lines += [
+                "Commands (the lowest seed shown; other seeds differ only in `--seed` and `--save-dir`):",
+                "",
+                "```bash",
+            ]
             lines += [f"# {name}\n{c}" for name, c in cmds if c]
             lines += ["```", ""]
     mining = mining_table(root)
     if mining:
         n_table += 1
-        lines += ["## Mining: ratio margin vs cosine", "",
-                  "Paper claim (Artetxe & Schwenk 2019): the ratio margin beats a plain cosine threshold. "
-                  "BUCC-style sets built from the catalogues (`mine-eval bucc --margins ratio,absolute`); "
-                  "thresholds tuned on the training split, F1 (%) on the test split.", "",
-                  f"**Table {n_table}.** Mining F1 by scoring function.", "", markdown_table(*mining), ""]  # fmt: skip
+        lines += [
+            "## Mining: ratio margin vs cosine",
+            "",
+            "Paper claim (Artetxe & Schwenk 2019): the ratio margin beats a plain cosine threshold. "
+            "BUCC-style sets built from the catalogues (`mine-eval bucc --margins ratio,absolute`); "
+            "thresholds tuned on the training split, F1 (%) on the test split.",
+            "",
+            f"**Table {n_table}.** Mining F1 by scoring function.",
+            "",
+            markdown_table(*mining),
+            "",
+        ]
     tt = translate_test_table(root, cfg.tt_metric)
     if tt:
         header, rows, n_runs = tt
         n_table += 1
-        lines += ["## Translate-test vs zero-shot", "",
-                  "Paper claim (Artetxe et al. 2023): with a strong MT model, translate-test beats zero-shot "
-                  f"transfer. Classification {cfg.tt_metric} (%) per language, {n_runs} MT model(s) (seeds).", "",
-                  f"**Table {n_table}.** Translate-test vs zero-shot.", "", markdown_table(header, rows), ""]  # fmt: skip
+        lines += [
+            "## Translate-test vs zero-shot",
+            "",
+            "Paper claim (Artetxe et al. 2023): with a strong MT model, translate-test beats zero-shot "
+            f"transfer. Classification {cfg.tt_metric} (%) per language, {n_runs} MT model(s) (seeds).",
+            "",
+            f"**Table {n_table}.** Translate-test vs zero-shot.",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
     if n_table == 0:
         lines += ["*No finished runs yet: run recipes/ablations.sh.*", ""]
     with atomic_write(out) as fh:

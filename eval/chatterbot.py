@@ -6,8 +6,9 @@ English has 21 topics, 4,332 utterances but ~1,900 distinct ones (tech_support r
 conversations); most other folders are smaller translations of some English files. With the defaults
 (measured): 988 English training utterances in 21 topics; 21 test languages: 445-700 utterances in
 16-18 topics for ita, jpn, kor, ukr, pes, zho_Hans/Hant; deu 80 (5 topics), fra 77 (5), rus 53 (3),
-hin 14 (2); none of the low-resource demo languages. Its sentences are not in the gettext corpus, so translate-test is never contaminated, but
-they are chit-chat, far from the software messages the MT model is trained on.
+hin 14 (2); none of the low-resource demo languages. Its sentences are not in the gettext corpus, so
+translate-test is never contaminated, but they are chit-chat, far from the software messages the MT model
+is trained on.
 
 Splits: the translated files mostly follow the English conversation order (54 of the 204 non-English
 topic files that English also has hold exactly as many conversations), so conversations are split by *index* within
@@ -30,24 +31,54 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.classification import SRC, Example, stats_table, write_task
-from mt.data.clean import normalize_ws, norm_key
-from mt.errors import UserError, located
+from eval.classification import Example, stats_table, write_task
+from mt.common.errors import UserError, located
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH
+from mt.data.clean import norm_key, normalize_ws
 
 # chatterbot-corpus folder -> FLORES-200 code (hinglish is romanised Hindi-English code-mixing: no code)
 FOLDER_CODES: dict[str, str] = {
-    "english": "eng_Latn", "bengali": "ben_Beng", "chinese": "zho_Hans", "dutch": "nld_Latn",
-    "french": "fra_Latn", "german": "deu_Latn", "hebrew": "heb_Hebr", "hindi": "hin_Deva",
-    "indonesian": "ind_Latn", "italian": "ita_Latn", "japanese": "jpn_Jpan", "korean": "kor_Hang",
-    "marathi": "mar_Deva", "oriya": "ory_Orya", "persian": "pes_Arab", "portuguese": "por_Latn",
-    "russian": "rus_Cyrl", "spanish": "spa_Latn", "swedish": "swe_Latn", "tamil": "tam_Taml",
-    "telugu": "tel_Telu", "thai": "tha_Thai", "traditionalchinese": "zho_Hant", "turkish": "tur_Latn",
-    "ukrainian": "ukr_Cyrl", "urdu": "urd_Arab", "yoruba": "yor_Latn",
+    "english": "eng_Latn",
+    "bengali": "ben_Beng",
+    "chinese": "zho_Hans",
+    "dutch": "nld_Latn",
+    "french": "fra_Latn",
+    "german": "deu_Latn",
+    "hebrew": "heb_Hebr",
+    "hindi": "hin_Deva",
+    "indonesian": "ind_Latn",
+    "italian": "ita_Latn",
+    "japanese": "jpn_Jpan",
+    "korean": "kor_Hang",
+    "marathi": "mar_Deva",
+    "oriya": "ory_Orya",
+    "persian": "pes_Arab",
+    "portuguese": "por_Latn",
+    "russian": "rus_Cyrl",
+    "spanish": "spa_Latn",
+    "swedish": "swe_Latn",
+    "tamil": "tam_Taml",
+    "telugu": "tel_Telu",
+    "thai": "tha_Thai",
+    "traditionalchinese": "zho_Hant",
+    "turkish": "tur_Latn",
+    "ukrainian": "ukr_Cyrl",
+    "urdu": "urd_Arab",
+    "yoruba": "yor_Latn",
 }
 TOPIC_ALIASES: dict[str, str] = {
-    "computer": "computers", "coversations": "conversations", "greeting": "greetings", "sport": "sports",
-    "emotions": "emotion", "profile": "botprofile", "perfilbot": "botprofile", "ia": "ai", "dinero": "money",
-    "emociones": "emotion", "psicologia": "psychology",
+    "computer": "computers",
+    "coversations": "conversations",
+    "greeting": "greetings",
+    "sport": "sports",
+    "emotions": "emotion",
+    "profile": "botprofile",
+    "perfilbot": "botprofile",
+    "ia": "ai",
+    "dinero": "money",
+    "emociones": "emotion",
+    "psicologia": "psychology",
 }
 
 
@@ -62,9 +93,13 @@ def default_dir() -> Path | None:
 @dataclass
 class ChatterbotTaskConfig:
     out: str
-    data_dir: str | None = None  # chatterbot_corpus/data; None: the installed wheel's
+    chatterbot_dir: str | None = arg(
+        None, "chatterbot: the chatterbot_corpus/data directory (default: the installed chatterbot-corpus wheel)"
+    )
     langs: str | list[str] = "all"  # "all" | "demo" | "deu_Latn,fra_Latn" | [...]
-    test_fraction: float = 0.5
+    test_fraction: float = arg(
+        0.5, "chatterbot: share of each topic's conversations used for test (default: %(default)s)"
+    )
     min_per_label: int = 5
     seed: int = 1
 
@@ -122,14 +157,16 @@ def _resolve_langs(spec: str | list[str], present: list[str]) -> list[str]:
 
     spec = spec.strip() if isinstance(spec, str) else ",".join(spec)
     if spec == "all":
-        return [c for c in present if c != SRC]
+        return [c for c in present if c != ENGLISH]
     if spec == "demo":
         return [c for c in DEMO_LANGS if c in present]
     codes = [c.strip() for c in spec.split(",") if c.strip()]
     missing = [c for c in codes if c not in present]
     if missing:
-        raise UserError(f"--langs {','.join(missing)}: chatterbot-corpus has no folder for it "
-                        f"(it has {', '.join(c for c in present if c != SRC)})")
+        raise UserError(
+            f"--langs {','.join(missing)}: chatterbot-corpus has no folder for it "
+            f"(it has {', '.join(c for c in present if c != ENGLISH)})"
+        )
     return codes
 
 
@@ -138,15 +175,17 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     t0 = time.monotonic()
     if not 0.0 < cfg.test_fraction < 1.0:
         raise UserError(f"--test-fraction {cfg.test_fraction}: must be between 0 and 1")
-    root = Path(cfg.data_dir) if cfg.data_dir else default_dir()
+    root = Path(cfg.chatterbot_dir) if cfg.chatterbot_dir else default_dir()
     if root is None or not root.is_dir():
-        raise UserError(f"chatterbot-corpus data not found{f' at {root}' if root else ''}: "
-                        "pip install chatterbot-corpus==1.3.3, or pass --chatterbot-dir .../chatterbot_corpus/data")
+        raise UserError(
+            f"chatterbot-corpus data not found{f' at {root}' if root else ''}: "
+            "pip install chatterbot-corpus==1.3.3, or pass --chatterbot-dir .../chatterbot_corpus/data"
+        )
     corpus = read_corpus(root)
-    if SRC not in corpus:
+    if ENGLISH not in corpus:
         raise UserError(f"{root}: no english/ folder; pass the chatterbot_corpus/data directory")
     langs = _resolve_langs(cfg.langs, sorted(corpus))
-    english = corpus[SRC]
+    english = corpus[ENGLISH]
     notes: list[str] = []
     test_idx: dict[str, set[int]] = {}
     for topic, convs in sorted(english.items()):
@@ -174,10 +213,10 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     train = [e for e in train if e.label in labels]
     files: dict[str, list[Example]] = {}
     aligned: dict[str, int] = {}
-    for lang in [SRC, *langs]:
+    for lang in [ENGLISH, *langs]:
         topics = corpus[lang]
         extra = sorted(set(topics) - set(english))
-        if extra and lang != SRC:
+        if extra and lang != ENGLISH:
             notes.append(f"{lang}: topic(s) English lacks, left out: {', '.join(extra)}")
         ex = [e for t in sorted(set(topics) & set(labels)) for e in examples(t, topics[t], test=True)]
         ex = [e for e in dedup(ex) if norm_key(e.text) not in train_keys]  # an utterance copied verbatim
@@ -189,10 +228,12 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
             continue
         files[lang] = ex
         aligned[lang] = sum(counts[t] for t in ok if len(topics[t]) == len(english[t]))
-    tested = [lang for lang in files if lang != SRC]
+    tested = [lang for lang in files if lang != ENGLISH]
     if not tested:
-        raise UserError(f"no chatterbot language has two topics with --min-per-label {cfg.min_per_label} test "
-                        f"utterances (tried {', '.join(langs) or 'none'})")
+        raise UserError(
+            f"no chatterbot language has two topics with --min-per-label {cfg.min_per_label} test "
+            f"utterances (tried {', '.join(langs) or 'none'})"
+        )
     meta = {
         "source": "chatterbot-corpus 1.3.3",
         "data_dir": str(root),
@@ -204,13 +245,18 @@ def build_chatterbot_task(cfg: ChatterbotTaskConfig) -> ChatterbotTaskResult:
     }
     out = Path(cfg.out)
     write_task(out, train, files, meta)
-    res = ChatterbotTaskResult(out, labels, tested, len(train), {k: len(v) for k, v in files.items()}, notes,
-                               time.monotonic() - t0)
+    res = ChatterbotTaskResult(
+        out, labels, tested, len(train), {k: len(v) for k, v in files.items()}, notes, time.monotonic() - t0
+    )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(stats_table({f"train.{SRC}": train, **{f"test.{lang}": files[lang] for lang in files}}))
-    print("test utterances from files index-aligned with English (no leak possible): "
-          + ", ".join(f"{lang} {aligned[lang]}/{len(files[lang])}" for lang in tested))
-    print(f"wrote {out}: {len(labels)} topics, {len(train)} English training utterances, "
-          f"{len(tested)} test languages in {res.seconds:.1f}s")
+    print(stats_table({f"train.{ENGLISH}": train, **{f"test.{lang}": files[lang] for lang in files}}))
+    print(
+        "test utterances from files index-aligned with English (no leak possible): "
+        + ", ".join(f"{lang} {aligned[lang]}/{len(files[lang])}" for lang in tested)
+    )
+    print(
+        f"wrote {out}: {len(labels)} topics, {len(train)} English training utterances, "
+        f"{len(tested)} test languages in {res.seconds:.1f}s"
+    )
     return res

@@ -21,13 +21,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.langs import ENGLISH, is_code
 from mt.data.clean import normalize_ws
-from mt.data.langs import is_code
-from mt.errors import UserError, located
-from mt.util import atomic_write
 
-SRC = "eng_Latn"
-TRAIN_FILE = f"train.{SRC}.tsv"
+TRAIN_FILE = f"train.{ENGLISH}.tsv"
 _TEST_RE = re.compile(r"^test\.(?P<lang>[^.]+)\.tsv$")
 
 
@@ -53,7 +52,7 @@ class Task:
     @property
     def test_langs(self) -> list[str]:
         """Languages with a test file, English excluded (it is the reference, not a transfer target)."""
-        return [lang for lang in self.test if lang != SRC]
+        return [lang for lang in self.test if lang != ENGLISH]
 
 
 def read_examples(path: str | Path) -> list[Example]:
@@ -95,8 +94,10 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
         raise UserError(f"{root}: no such task directory; build one with `mt-eval build-classification --out DIR`")
     train_path = root / TRAIN_FILE
     if not train_path.is_file():
-        raise UserError(f"{root}: no {TRAIN_FILE} (label<TAB>text English training set); "
-                        "is this a task directory written by `mt-eval build-classification`?")
+        raise UserError(
+            f"{root}: no {TRAIN_FILE} (label<TAB>text English training set); "
+            "is this a task directory written by `mt-eval build-classification`?"
+        )
     train = read_examples(train_path)
     if len({e.label for e in train}) < 2:
         raise located(train_path, None, "needs at least two labels to train a classifier")
@@ -108,20 +109,22 @@ def read_task(path: str | Path, langs: list[str] | None = None) -> Task:
         lang = m.group("lang")
         if not is_code(lang):
             raise UserError(f"{p}: {lang!r} is not a FLORES-200 code; name test files test.deu_Latn.tsv etc.")
-        if langs is None or lang in langs or lang == SRC:
+        if langs is None or lang in langs or lang == ENGLISH:
             test[lang] = read_examples(p)
     if langs is not None:
         missing = [lang for lang in langs if lang not in test]
         if missing:
-            have = ", ".join(lang for lang in test if lang != SRC) or "none"
+            have = ", ".join(lang for lang in test if lang != ENGLISH) or "none"
             raise UserError(f"{root}: no test file for {', '.join(missing)} (test languages here: {have})")
     known = set(e.label for e in train)
     for lang, examples in test.items():
         unknown = sorted({e.label for e in examples} - known)
         if unknown:
-            raise UserError(f"{root / f'test.{lang}.tsv'}: label(s) {', '.join(unknown)} never occur in "
-                            f"{TRAIN_FILE}; a classifier trained on English cannot predict them")
-    if not any(lang != SRC for lang in test):
+            raise UserError(
+                f"{root / f'test.{lang}.tsv'}: label(s) {', '.join(unknown)} never occur in "
+                f"{TRAIN_FILE}; a classifier trained on English cannot predict them"
+            )
+    if not any(lang != ENGLISH for lang in test):
         raise UserError(f"{root}: no test.{{lang}}.tsv files besides English")
     meta: dict = {}
     if (root / "task.json").is_file():
@@ -173,7 +176,7 @@ def write_task(out: str | Path, train: list[Example], test: dict[str, list[Examp
     for old in out.glob("test.*.tsv"):  # languages of an earlier build that this one does not have
         if old not in written:
             old.unlink()
-    files = {"train." + SRC: train, **{f"test.{lang}": test[lang] for lang in sorted(test)}}
+    files = {"train." + ENGLISH: train, **{f"test.{lang}": test[lang] for lang in sorted(test)}}
     labels, counts = label_counts(files)
     with atomic_write(out / "labels.tsv") as fh:
         fh.write("\t".join(["label", *files]) + "\n")

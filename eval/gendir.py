@@ -3,7 +3,8 @@
 Generation directory (what ``mt-generate``/``mt-translate`` write for evaluation; one file per direction)::
 
     {gen}/{src}-{tgt}.hyp      detokenised hypotheses, one per line, line-aligned with the references
-                               (e.g. gen/eng_Latn-deu_Latn.hyp); other files in {gen} are ignored
+                               (e.g. gen/eng_Latn-deu_Latn.hyp); other files in {gen} are ignored;
+                               the names are mt.formats.hyp_files' (hyp_name / parse_hyp_name)
 
 References and sources come from a FLORES-200-style split directory (``{corpus}/devtest``)::
 
@@ -16,19 +17,16 @@ tier is high/mid/low. It is looked for at ``--stats``, else beside the split dir
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from mt.data.langs import is_code
-from mt.errors import UserError, located
+from mt.common.errors import UserError, located
+from mt.common.langs import ENGLISH, is_code
+from mt.formats.hyp_files import parse_hyp_name
 
-ENG = "eng_Latn"
-HYP_SUFFIX = ".hyp"
 TIERS = ("high", "mid", "low")
-_HYP_RE = re.compile(r"^([a-z]{3}_[A-Z][a-z]{3})-([a-z]{3}_[A-Z][a-z]{3})\.hyp$")
 
 
 @dataclass(frozen=True)
@@ -43,20 +41,16 @@ class Direction:
     @property
     def group(self) -> str:
         """NLLB's grouping: English-centric out of / into English, or non-English (xx-yy)."""
-        if self.src == ENG:
+        if self.src == ENGLISH:
             return "eng-xx"
-        if self.tgt == ENG:
+        if self.tgt == ENGLISH:
             return "xx-eng"
         return "xx-yy"
 
     @property
     def lang(self) -> str:
         """The language a direction is filed under: its non-English side (the target for xx-yy)."""
-        return self.src if self.tgt == ENG else self.tgt
-
-
-def hyp_path(gen_dir: str | os.PathLike, src: str, tgt: str) -> Path:
-    return Path(gen_dir) / f"{src}-{tgt}{HYP_SUFFIX}"
+        return self.src if self.tgt == ENGLISH else self.tgt
 
 
 def find_directions(gen_dir: str | os.PathLike) -> list[tuple[Direction, Path]]:
@@ -66,9 +60,9 @@ def find_directions(gen_dir: str | os.PathLike) -> list[tuple[Direction, Path]]:
         raise UserError(f"{gen_dir}: no such generation directory (expected files like eng_Latn-deu_Latn.hyp)")
     found = []
     for path in sorted(gen_dir.iterdir()):
-        m = _HYP_RE.match(path.name)
-        if m and path.is_file():
-            found.append((Direction(m.group(1), m.group(2)), path))
+        pair = parse_hyp_name(path.name)
+        if pair and path.is_file():
+            found.append((Direction(*pair), path))
     if not found:
         raise UserError(
             f"{gen_dir}: no hypothesis files; expected one detokenised file per direction named "
@@ -137,7 +131,7 @@ def direction_tier(direction: Direction, stats: pd.DataFrame | None) -> str | No
     """Tier of the non-English side; for xx-yy the lower-resourced of the two sides."""
     if stats is None:
         return None
-    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENG] or [direction.tgt]
+    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENGLISH] or [direction.tgt]
     tiers = [stats.at[lang, "tier"] for lang in sides if lang in stats.index]
     if len(tiers) != len(sides):
         return None
@@ -147,7 +141,7 @@ def direction_tier(direction: Direction, stats: pd.DataFrame | None) -> str | No
 def direction_train_pairs(direction: Direction, stats: pd.DataFrame | None) -> int | None:
     if stats is None:
         return None
-    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENG] or [direction.tgt]
+    sides = [lang for lang in (direction.src, direction.tgt) if lang != ENGLISH] or [direction.tgt]
     if not all(lang in stats.index for lang in sides):
         return None
     return int(min(stats.at[lang, "train_pairs"] for lang in sides))

@@ -58,30 +58,85 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from eval.classification import SRC, Example, stats_table, write_task
+from eval.classification import Example, stats_table, write_task
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH
+from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source, norm_key
 from mt.data.gettext_corpus import DEMO_LANGS, discover, read_catalogues, resolve_langs
 from mt.data.locales import classify_locale
 from mt.data.mo import MoFormatError, read_mo
 from mt.data.splits import canonical
-from mt.errors import UserError
-from mt.util import atomic_write
 
 LABEL_DOMAINS: dict[str, tuple[str, ...]] = {
     "database": ("postgres", "psql", "libpq5", "initdb", "plpgsql", "pgscripts", "ecpg", "ecpglib6"),
-    "dev-toolchain": ("binutils", "gas", "ld", "gold", "bfd", "opcodes", "gprof", "elfutils", "make",
-                      "gettext-tools", "cpplib", "gcc"),
-    "system-tools": ("coreutils", "grep", "sed", "findutils", "tar", "diffutils", "wget", "wget-gnulib", "bash",
-                     "psmisc", "procps-ng", "xz", "man-db", "man-db-gnulib", "gettext-runtime", "net-tools",
-                     "libc", "systemd", "util-linux", "e2fsprogs", "parted", "sudo"),
+    "dev-toolchain": (
+        "binutils",
+        "gas",
+        "ld",
+        "gold",
+        "bfd",
+        "opcodes",
+        "gprof",
+        "elfutils",
+        "make",
+        "gettext-tools",
+        "cpplib",
+        "gcc",
+    ),
+    "system-tools": (
+        "coreutils",
+        "grep",
+        "sed",
+        "findutils",
+        "tar",
+        "diffutils",
+        "wget",
+        "wget-gnulib",
+        "bash",
+        "psmisc",
+        "procps-ng",
+        "xz",
+        "man-db",
+        "man-db-gnulib",
+        "gettext-runtime",
+        "net-tools",
+        "libc",
+        "systemd",
+        "util-linux",
+        "e2fsprogs",
+        "parted",
+        "sudo",
+    ),
     "version-control": ("git", "subversion", "mercurial"),
-    "security": ("gnupg2", "gnutls30", "Linux-PAM", "shadow", "polkit-1", "mit-krb5", "libgpg-error",
-                 "cryptsetup"),
-    "desktop-ui": ("gtk20", "gtk30", "gtk40", "glib20", "gdk-pixbuf", "at-spi2-core", "gsettings-desktop-schemas",
-                   "xdg-user-dirs", "shared-mime-info", "gstreamer-1.0", "avahi"),
-    "package-management": ("apt", "libapt-pkg6.0", "dpkg", "dpkg-dev", "python-apt", "software-properties",
-                           "PackageKit", "appstream", "adduser"),
+    "security": ("gnupg2", "gnutls30", "Linux-PAM", "shadow", "polkit-1", "mit-krb5", "libgpg-error", "cryptsetup"),
+    "desktop-ui": (
+        "gtk20",
+        "gtk30",
+        "gtk40",
+        "glib20",
+        "gdk-pixbuf",
+        "at-spi2-core",
+        "gsettings-desktop-schemas",
+        "xdg-user-dirs",
+        "shared-mime-info",
+        "gstreamer-1.0",
+        "avahi",
+    ),
+    "package-management": (
+        "apt",
+        "libapt-pkg6.0",
+        "dpkg",
+        "dpkg-dev",
+        "python-apt",
+        "software-properties",
+        "PackageKit",
+        "appstream",
+        "adduser",
+    ),
     "toolkit-api-docs": ("gtk20-properties", "gtk30-properties"),
     "keyboard-layouts": ("xkeyboard-config",),
 }
@@ -101,17 +156,37 @@ def domain_label(stem: str) -> str | None:
 
 @dataclass
 class GettextTaskConfig:
-    out: str
-    locale_dir: str = "/usr/share/locale"
-    langs: str | list[str] = "demo"  # "demo" | "all" | "deu_Latn,fra_Latn" | [...]
-    corpus: str | None = None  # mt-data build gettext output: decontaminate the test set against its train/
-    train_per_label: int = 300
-    test_per_label: int = 50
-    min_per_label: int = 20
-    english_train: str = "any"  # any | unseen (English the corpus does not train on; needs corpus)
+    """The gettext task; its flags are build-classification's, so the gettext-only ones say "gettext:"."""
+
+    out: str = arg(help="task directory to write", required=True)
+    langs: str | list[str] = arg(  # "demo" | "all" | "deu_Latn,fra_Latn" | [...]
+        "demo",
+        "test languages: demo (default for gettext), all (default for chatterbot), or comma-separated FLORES-200 codes",
+        show_default=False,
+    )
+    locale_dir: str = arg("/usr/share/locale", "gettext: tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
+    corpus: str | None = arg(  # mt-data build gettext output: decontaminate the test set against its train/
+        None,
+        "gettext: the mt-data build gettext corpus the MT model trains on; test pairs "
+        "in its train/ files are not used (decontamination), tiers come from its stats.tsv",
+    )
+    train_per_label: int = arg(300, "gettext: English training messages per label (default: %(default)s)")
+    test_per_label: int = arg(50, "gettext: test messages per label per language (default: %(default)s)")
+    min_per_label: int = arg(
+        20,
+        "a language keeps a label only with this many test examples (default: 20 gettext, 5 chatterbot)",
+        show_default=False,
+    )
+    english_train: str = arg(  # any | unseen (English the corpus does not train on; needs corpus)
+        "any",
+        "gettext: unseen keeps English the --corpus trains on out of the English training set, so "
+        "translate-train translates sentences the MT model never saw (fewer examples; default: any)",
+        choices=("any", "unseen"),
+        show_default=False,
+    )
     min_words: int = 3
-    seed: int = 1
-    workers: int = 0  # processes reading catalogues; 0: min(4, CPUs)
+    seed: int = arg(1, "random seed (default: %(default)s)")
+    workers: int = arg(0, "gettext: processes reading catalogues (0: min(4, CPUs))")
     progress: bool = True
 
 
@@ -131,8 +206,9 @@ class GettextTaskResult:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def english_labels(locale_dir: str | os.PathLike, cfg: CleanConfig, progress: bool = True
-                   ) -> tuple[dict[str, set[str]], Counter]:
+def english_labels(
+    locale_dir: str | os.PathLike, cfg: CleanConfig, progress: bool = True
+) -> tuple[dict[str, set[str]], Counter]:
     """Cleaned English message -> labels of the catalogues it occurs in (every locale folder is read:
     a catalogue's msgids are English whatever the folder). Also returns messages per catalogue stem."""
     by_locale, _ = discover(locale_dir)
@@ -160,30 +236,29 @@ def english_labels(locale_dir: str | os.PathLike, cfg: CleanConfig, progress: bo
     return dict(labels), Counter({d: len(s) for d, s in per_domain.items()})
 
 
-def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: no byte-order mark in the first line
-        return [line.rstrip("\n") for line in fh]
-
-
-def corpus_train_keys(corpus: str | os.PathLike, langs: list[str]) -> tuple[dict[str, tuple[set[str], set[str]]], set[str]]:
+def corpus_train_keys(
+    corpus: str | os.PathLike, langs: list[str]
+) -> tuple[dict[str, tuple[set[str], set[str]]], set[str]]:
     """Normalised train sentences of a corpus: {lang: (English side, lang side)} for ``langs`` that have
     train files, and the English side of every train file (for ``english_train="unseen"``)."""
     root = Path(corpus)
     if not (root / "train").is_dir():
-        raise UserError(f"--corpus {root}: no train/ folder; pass a corpus directory written by "
-                        "`mt-data build gettext` (it holds train/, dev/, devtest/, stats.tsv)")
+        raise UserError(
+            f"--corpus {root}: no train/ folder; pass a corpus directory written by "
+            "`mt-data build gettext` (it holds train/, dev/, devtest/, stats.tsv)"
+        )
     per_lang: dict[str, tuple[set[str], set[str]]] = {}
     all_english: set[str] = set()
-    for path in sorted((root / "train").glob(f"*.{SRC}")):
-        pair = path.name[: -len(SRC) - 1]
+    for path in sorted((root / "train").glob(f"*.{ENGLISH}")):
+        pair = path.name[: -len(ENGLISH) - 1]
         a, _, b = pair.partition("-")
-        other = b if a == SRC else a
-        en = {norm_key(s) for s in _read_lines(path)}
+        other = b if a == ENGLISH else a
+        en = {norm_key(s) for s in read_lines(path, progress=False, bom=True)}
         all_english |= en
         if other in langs:
-            prefix = layout.train_prefix(root, SRC, other)
+            prefix = layout.train_prefix(root, ENGLISH, other)
             tgt_path = Path(f"{prefix}.{other}")
-            tgt = {norm_key(s) for s in _read_lines(tgt_path)} if tgt_path.is_file() else set()
+            tgt = {norm_key(s) for s in read_lines(tgt_path, progress=False, bom=True)} if tgt_path.is_file() else set()
             per_lang[other] = (en, tgt)
     return per_lang, all_english
 
@@ -227,8 +302,12 @@ def group_messages(labels_of: dict[str, set[str]]) -> tuple[list[_Group], int]:
     return groups, ambiguous
 
 
-def select_test(groups: list[_Group], translations: dict[str, dict[str, str]], per_label: int, seed: int,
-                ) -> tuple[set[str], dict[str, list[Example]], list[Example]]:
+def select_test(
+    groups: list[_Group],
+    translations: dict[str, dict[str, str]],
+    per_label: int,
+    seed: int,
+) -> tuple[set[str], dict[str, list[Example]], list[Example]]:
     """Choose the test messages (see the module docstring).
 
     ``translations[lang][key]`` is the usable (translated, not contaminated) test text of a group in a
@@ -253,8 +332,11 @@ def select_test(groups: list[_Group], translations: dict[str, dict[str, str]], p
         for g in cands:
             if not any(need.values()):
                 break
-            helps = [lang for lang in usable[g.key]
-                     if need[lang] and norm_key(translations[lang][g.key]) not in used_text[lang]]
+            helps = [
+                lang
+                for lang in usable[g.key]
+                if need[lang] and norm_key(translations[lang][g.key]) not in used_text[lang]
+            ]
             if not helps:
                 continue
             test_keys.add(g.key)
@@ -292,8 +374,9 @@ def _check(cfg: GettextTaskConfig) -> None:
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
     if cfg.min_per_label > cfg.test_per_label:
-        raise UserError(f"--min-per-label {cfg.min_per_label} > --test-per-label {cfg.test_per_label}: "
-                        "no label could ever be kept")
+        raise UserError(
+            f"--min-per-label {cfg.min_per_label} > --test-per-label {cfg.test_per_label}: no label could ever be kept"
+        )
     if cfg.english_train not in ("any", "unseen"):
         raise UserError(f"--english-train {cfg.english_train!r}: use any or unseen")
     if cfg.english_train == "unseen" and not cfg.corpus:
@@ -313,11 +396,14 @@ def build_gettext_task(cfg: GettextTaskConfig) -> GettextTaskResult:
     notes: list[str] = list(warnings)
     labels_of, per_domain = english_labels(cfg.locale_dir, clean_cfg, cfg.progress)
     if not labels_of:
-        raise UserError(f"{cfg.locale_dir}: no catalogue with a label ({', '.join(sorted(_DOMAIN_LABEL)[:6])} ...); "
-                        "the task needs the .mo files of the software in eval.gettext_domains.LABEL_DOMAINS")
+        raise UserError(
+            f"{cfg.locale_dir}: no catalogue with a label ({', '.join(sorted(_DOMAIN_LABEL)[:6])} ...); "
+            "the task needs the .mo files of the software in eval.gettext_domains.LABEL_DOMAINS"
+        )
     groups, ambiguous = group_messages(labels_of)
-    cats = read_catalogues(cfg.locale_dir, codes, clean_cfg, progress=cfg.progress,
-                           jobs=cfg.workers or min(4, os.cpu_count() or 1))
+    cats = read_catalogues(
+        cfg.locale_dir, codes, clean_cfg, progress=cfg.progress, jobs=cfg.workers or min(4, os.cpu_count() or 1)
+    )
     langs = sorted(cats.pairs if codes is None else set(codes) & set(cats.pairs))
 
     train_keys: dict[str, tuple[set[str], set[str]]] = {}
@@ -354,11 +440,15 @@ def build_gettext_task(cfg: GettextTaskConfig) -> GettextTaskResult:
         if n >= cfg.min_per_label:
             labels.append(label)
         else:
-            notes.append(f"label {label}: {n} English training messages < --min-per-label {cfg.min_per_label}; "
-                         "left out of the task")
+            notes.append(
+                f"label {label}: {n} English training messages < --min-per-label {cfg.min_per_label}; "
+                "left out of the task"
+            )
     if len(labels) < 2:
-        raise UserError(f"{cfg.locale_dir}: only {len(labels)} label(s) have --min-per-label {cfg.min_per_label} "
-                        "English training messages; a classification task needs two")
+        raise UserError(
+            f"{cfg.locale_dir}: only {len(labels)} label(s) have --min-per-label {cfg.min_per_label} "
+            "English training messages; a classification task needs two"
+        )
     train = [e for label in labels for e in train_by_label[label]]
 
     kept: dict[str, list[Example]] = {}
@@ -367,22 +457,27 @@ def build_gettext_task(cfg: GettextTaskConfig) -> GettextTaskResult:
         ok = [label for label in labels if counts[label] >= cfg.min_per_label]
         thin = {label: counts[label] for label in labels if 0 < counts[label] < cfg.min_per_label}
         if thin:
-            notes.append(f"{lang}: dropped label(s) with < {cfg.min_per_label} test messages: "
-                         + ", ".join(f"{k} ({v})" for k, v in sorted(thin.items())))
+            notes.append(
+                f"{lang}: dropped label(s) with < {cfg.min_per_label} test messages: "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(thin.items()))
+            )
         if len(ok) < 2:
-            notes.append(f"{lang}: not tested: only {len(ok)} label(s) with >= {cfg.min_per_label} test messages "
-                         f"({', '.join(ok) or 'none'}); one label measures nothing")
+            notes.append(
+                f"{lang}: not tested: only {len(ok)} label(s) with >= {cfg.min_per_label} test messages "
+                f"({', '.join(ok) or 'none'}); one label measures nothing"
+            )
             continue
         kept[lang] = sorted((e for e in test[lang] if e.label in ok), key=lambda e: (e.label, e.text))
     if not kept:
-        raise UserError(f"no test language has two labels with --min-per-label {cfg.min_per_label} test messages "
-                        f"(tried {', '.join(langs) or 'none'}); add languages with --langs or lower --min-per-label")
+        raise UserError(
+            f"no test language has two labels with --min-per-label {cfg.min_per_label} test messages "
+            f"(tried {', '.join(langs) or 'none'}); add languages with --langs or lower --min-per-label"
+        )
     en_test = sorted((e for e in english_test if e.label in labels), key=lambda e: (e.label, e.text))
-    files = {**kept, SRC: en_test}
+    files = {**kept, ENGLISH: en_test}
 
     # every sentence of the test sets, for `mt-data build gettext --exclude` (corpus built after the task)
-    exclude = sorted({g.text for g in groups if g.key in test_keys}
-                     | {e.text for lang in kept for e in kept[lang]})
+    exclude = sorted({g.text for g in groups if g.key in test_keys} | {e.text for lang in kept for e in kept[lang]})
     meta = {
         "source": "gettext",
         "labels": labels,
@@ -399,30 +494,44 @@ def build_gettext_task(cfg: GettextTaskConfig) -> GettextTaskResult:
     write_task(out, train, files, meta)
     with atomic_write(out / "exclude.txt") as fh:
         fh.writelines(line + "\n" for line in exclude)
-    result = GettextTaskResult(out=out, labels=labels, langs=sorted(kept), train=len(train),
-                               test={lang: len(ex) for lang, ex in files.items()}, notes=notes,
-                               contaminated=dict(contaminated), excluded_lines=len(exclude),
-                               seconds=time.monotonic() - t0)
+    result = GettextTaskResult(
+        out=out,
+        labels=labels,
+        langs=sorted(kept),
+        train=len(train),
+        test={lang: len(ex) for lang, ex in files.items()},
+        notes=notes,
+        contaminated=dict(contaminated),
+        excluded_lines=len(exclude),
+        seconds=time.monotonic() - t0,
+    )
     _report(result, train, files, cfg)
     return result
 
 
-def _report(res: GettextTaskResult, train: list[Example], files: dict[str, list[Example]],
-            cfg: GettextTaskConfig) -> None:
+def _report(
+    res: GettextTaskResult, train: list[Example], files: dict[str, list[Example]], cfg: GettextTaskConfig
+) -> None:
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
-    order = {SRC: 0}
-    table = {f"train.{SRC}": train, **{f"test.{lang}": files[lang]
-                                       for lang in sorted(files, key=lambda x: (order.get(x, 1), x))}}
+    order = {ENGLISH: 0}
+    table = {
+        f"train.{ENGLISH}": train,
+        **{f"test.{lang}": files[lang] for lang in sorted(files, key=lambda x: (order.get(x, 1), x))},
+    }
     print(stats_table(table))
     if cfg.corpus:
         dropped = ", ".join(f"{lang} {n}" for lang, n in sorted(res.contaminated.items()) if n)
         print(f"test candidates dropped as in the corpus train files ({cfg.corpus}): {dropped or 'none'}")
     else:
-        print(f"no --corpus: test sentences are not checked against MT training data; build the MT corpus with "
-              f"`mt-data build gettext --exclude {res.out / 'exclude.txt'}` to keep them out of it")
-    print(f"wrote {res.out}: {len(res.labels)} labels, {res.train} English training examples, "
-          f"{len(res.langs)} test languages, exclude.txt ({res.excluded_lines} lines) in {res.seconds:.1f}s")
+        print(
+            f"no --corpus: test sentences are not checked against MT training data; build the MT corpus with "
+            f"`mt-data build gettext --exclude {res.out / 'exclude.txt'}` to keep them out of it"
+        )
+    print(
+        f"wrote {res.out}: {len(res.labels)} labels, {res.train} English training examples, "
+        f"{len(res.langs)} test languages, exclude.txt ({res.excluded_lines} lines) in {res.seconds:.1f}s"
+    )
 
 
 __all__ = ["DEMO_LANGS", "LABEL_DOMAINS", "GettextTaskConfig", "build_gettext_task", "domain_label"]

@@ -23,15 +23,18 @@ import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import sacrebleu
 from sacrebleu.metrics.base import Metric
 
-from mt.data.langs import check_code, is_code
-from mt.errors import UserError
-from mt.util import sha256_file
+from mt.common.errors import UserError
+from mt.common.files import sha256_file
+from mt.common.flags import arg
+from mt.common.langs import check_code, is_code
+from mt.common.textio import read_lines
+from mt.data.spm import SpmTokenizer
 
 METRIC_NAMES = ("chrf++", "spbleu", "bleu")
 # where sacrebleu itself would have cached the FLORES-200 model (basename of its download URL)
@@ -62,43 +65,34 @@ def default_spm_model() -> Path | None:
     return _SACREBLEU_CACHED_SPM if _SACREBLEU_CACHED_SPM.is_file() else None
 
 
-class SpmTokenizer:
+@lru_cache(maxsize=4)
+def _spm(model: str) -> SpmTokenizer:
+    if not Path(model).is_file():
+        raise UserError(spm_missing_message(model))
+    return SpmTokenizer(model, hint=f"pass --spm-model {FLORES200_SPM_NAME}")
+
+
+def _spm_pieces(model: str) -> Callable[[Sequence[str]], list[str]]:
     """``line -> " ".join(pieces)`` with a local SentencePiece model, as sacrebleu's TokenizerSPM does."""
-
-    def __init__(self, model: str | os.PathLike):
-        import sentencepiece as spm
-
-        self.path = Path(model)
-        if not self.path.is_file():
-            raise UserError(spm_missing_message(self.path))
-        self.sp = spm.SentencePieceProcessor()
-        try:
-            self.sp.Load(str(self.path))
-        except (OSError, RuntimeError) as exc:
-            raise UserError(
-                f"{self.path}: not a SentencePiece model ({exc}); pass --spm-model {FLORES200_SPM_NAME}"
-            ) from None
-        self.sha8 = sha256_file(self.path)[:8]
-
-    @property
-    def signature(self) -> str:
-        return f"spm-local({self.sha8})"
-
-    def __call__(self, lines: Sequence[str]) -> list[str]:
-        return [" ".join(pieces) for pieces in self.sp.encode(list(lines), out_type=str)]
+    tok = _spm(model)
+    return lambda lines: [" ".join(pieces) for pieces in tok.encode_batch(lines)]
 
 
 @lru_cache(maxsize=4)
-def _spm(model: str) -> SpmTokenizer:
-    return SpmTokenizer(model)
+def _spm_signature(model: str) -> str:
+    return f"spm-local({sha256_file(model)[:8]})"
 
 
 # BLEU tokenizers a user may pick (sacrebleu's, less those that download a model: use spbleu for those)
 BLEU_TOKENIZERS = ("13a", "zh", "ja-mecab", "ko-mecab", "intl", "char", "none")
 # sacrebleu's choice for its -l target (zh, ja, ko), by FLORES-200 code; every other language gets 13a
 _TARGET_TOKENIZERS = {
-    "zho_Hans": "zh", "zho_Hant": "zh", "yue_Hant": "zh", "jpn_Jpan": "ja-mecab", "kor_Hang": "ko-mecab",
-}  # fmt: skip
+    "zho_Hans": "zh",
+    "zho_Hant": "zh",
+    "yue_Hant": "zh",
+    "jpn_Jpan": "ja-mecab",
+    "kor_Hang": "ko-mecab",
+}
 # when MeCab is not installed: Japanese is written without spaces (characters), Korean with them (13a)
 _FALLBACK = {"ja-mecab": ("char", "sacrebleu[ja]"), "ko-mecab": ("13a", "sacrebleu[ko]")}
 
@@ -178,15 +172,14 @@ class MetricSpec:
             return sacrebleu.CHRF(word_order=2), None
         if self.name == "bleu":
             return sacrebleu.BLEU(tokenize=self.tokenize or "13a"), None
-        tok = _spm(self.spm_model)
-        return sacrebleu.BLEU(tokenize="none", force=True), tok
+        return sacrebleu.BLEU(tokenize="none", force=True), _spm_pieces(self.spm_model)
 
     def signature(self, metric: Metric, **extra: object) -> str:
         """sacrebleu's signature, with ``tok:spm-local(sha8)`` for spBLEU and any extra fields
         (``bs``, ``seed``) placed where sacrebleu puts them (version stays last)."""
         sig = metric.get_signature()
         if self.name == "spbleu":
-            sig.update("tok", _spm(self.spm_model).signature)
+            sig.update("tok", _spm_signature(self.spm_model))
         for key, value in extra.items():
             sig.update(key, value)
         return sig.format()
@@ -248,22 +241,10 @@ def target_notes(specs: Sequence[MetricSpec], tgt_langs: Sequence[str | None]) -
 # files
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file, split on ``\\n`` only and right-stripped (as sacrebleu reads them), without
-    a leading byte-order mark."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:  # utf-8-sig: a leading byte-order mark (Windows editors write one) is not part of the first line
-        with open(path, encoding="utf-8-sig", newline="\n") as fh:
-            return [line.rstrip() for line in fh]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv") from None
-
-
 def read_aligned(*paths: str | os.PathLike) -> list[list[str]]:
-    """Read several line-aligned files; a different line count is an error that names every file."""
-    texts = [read_lines(p) for p in paths]
+    """Read several line-aligned files as sacrebleu does (split on ``\\n``, right-stripped, no byte-order
+    mark); a different line count is an error that names every file."""
+    texts = [list(read_lines(p, progress=False, bom=True, strip=None)) for p in paths]
     counts = {len(t) for t in texts}
     if len(counts) > 1:
         detail = ", ".join(f"{p} has {len(t)} lines" for p, t in zip(paths, texts))
@@ -410,14 +391,50 @@ def resolve_metrics(
     return specs, notes
 
 
+def metric_arg() -> Any:
+    """``--metric``: one corpus metric (score, compare)."""
+    return arg("chrf++", "chrf++ (default) | bleu | spbleu", show_default=False)
+
+
+def tokenize_arg() -> Any:
+    """``--tokenize``: the BLEU tokenizer; None picks it by the target language."""
+    return arg(
+        None,
+        "BLEU tokenizer: 13a zh ja-mecab ko-mecab intl char none (default: as sacrebleu -l xx-TGT picks it: "
+        "zh for zho_Hans/zho_Hant/yue_Hant, ja-mecab for jpn_Jpan, ko-mecab for kor_Hang, else 13a; without "
+        "MeCab installed a note says so and char / 13a stand in); the signature names the one used",
+        metavar="TOK",
+    )
+
+
+def tgt_lang_arg() -> Any:
+    """``--tgt-lang`` of score and compare: the hypotheses' language, else read from the file names."""
+    return arg(
+        None,
+        "FLORES-200 code of the hypotheses, for the BLEU tokenizer (default: from the file names: "
+        "deu_Latn.devtest or eng_Latn-deu_Latn.hyp; else 13a)",
+        metavar="CODE",
+    )
+
+
+def spm_model_arg() -> Any:
+    """``--spm-model``: the FLORES-200 SentencePiece model for spBLEU."""
+    return arg(
+        None,
+        "SentencePiece model for spBLEU: flores200_sacrebleu_tokenizer_spm.model "
+        "(default: $NLLB_SPM_MODEL, else sacrebleu's cached copy if any)",
+        metavar="PATH",
+    )
+
+
 @dataclass
 class ScoreConfig:
-    hyp: str
-    ref: str
-    metric: str = "chrf++"
-    spm_model: str | None = None
-    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
-    tgt_lang: str | None = None  # the hypotheses' language; None: from the file names, if they say it
+    hyp: str = arg(help="detokenised hypotheses, one per line", required=True)
+    ref: str = arg(help="references, line-aligned with --hyp", required=True)
+    metric: str = metric_arg()
+    tokenize: str | None = tokenize_arg()  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = tgt_lang_arg()  # the hypotheses' language; None: from the file names, if they say it
+    spm_model: str | None = spm_model_arg()
 
 
 def file_target(tgt_lang: str | None, *paths: str | os.PathLike) -> str | None:
@@ -440,15 +457,17 @@ def score_files(cfg: ScoreConfig, notes: list[str] | None = None) -> Score:
 
 @dataclass
 class CompareConfig:
-    baseline: str  # system A: a hypothesis file, or a generation directory
-    system: str  # system B, same kind as A
-    ref: str  # reference file, or a split directory (CORPUS/devtest) when A and B are directories
-    metric: str = "chrf++"
-    spm_model: str | None = None
-    n_samples: int = 1000
-    seed: int = 12345
-    tokenize: str | None = None  # BLEU tokenizer; None: by the target language
-    tgt_lang: str | None = None  # two files: their language (default: from the file names)
+    baseline: str = arg(
+        help="baseline: a hypothesis file, or a generation directory", positional=True, metavar="A"
+    )  # system A
+    system: str = arg(help="system to test: same kind as A", positional=True, metavar="B")  # system B
+    ref: str = arg(help="reference file, or the split directory when A and B are directories", required=True)
+    metric: str = metric_arg()
+    n_samples: int = arg(1000, "bootstrap resamples (default 1000)", show_default=False)
+    seed: int = arg(12345, "random seed (default 12345, sacrebleu's)", show_default=False)
+    tokenize: str | None = tokenize_arg()  # BLEU tokenizer; None: by the target language
+    tgt_lang: str | None = tgt_lang_arg()  # two files: their language (default: from the file names)
+    spm_model: str | None = spm_model_arg()
 
 
 def compare(cfg: CompareConfig, notes: list[str] | None = None) -> list[tuple[str, BootstrapResult]]:

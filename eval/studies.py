@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from eval import train_stats
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 _SEED = re.compile(r"^seed(\d+)$")
 
@@ -65,10 +66,10 @@ def _log_records(run: Path) -> list[dict]:
 # --- utilities ------------------------------------------------------------------------------------
 @dataclass
 class UtilitiesConfig:
-    study_dir: str
-    reference: str
-    out: str
-    metric: str = "chrf++"
+    study_dir: str = arg(positional=True, metavar="STUDY_DIR")
+    reference: str = arg(help="the config without up-weighting (e.g. uniform)", required=True)
+    out: str = arg(help="utilities file to write", required=True)
+    metric: str = arg("chrf++", "score column of scores.csv (default: %(default)s)")
 
 
 def _scores(run: Path, metric: str) -> dict[str, float]:
@@ -105,8 +106,9 @@ def utilities_from_runs(study_dir: Path, reference: str, metric: str = "chrf++")
     rows = []
     for direction, values in sorted(gains.items()):
         mean, std = _mean_std(values)
-        rows.append({"direction": direction, "utility": mean, "std": std if std is not None else math.nan,
-                     "seeds": len(values)})  # fmt: skip
+        rows.append(
+            {"direction": direction, "utility": mean, "std": std if std is not None else math.nan, "seeds": len(values)}
+        )
     return pd.DataFrame(rows)
 
 
@@ -117,8 +119,10 @@ def write_utilities(cfg: UtilitiesConfig) -> Path:
     df = utilities_from_runs(study, cfg.reference, cfg.metric)
     out = Path(cfg.out)
     with atomic_write(out) as fh:
-        fh.write(f"# UtiliMax utilities: {cfg.metric} gain of the up-weighted short runs over '{cfg.reference}' "
-                 f"({study})\n# direction\tutility\tstd\tseeds\n")  # fmt: skip
+        fh.write(
+            f"# UtiliMax utilities: {cfg.metric} gain of the up-weighted short runs over '{cfg.reference}' "
+            f"({study})\n# direction\tutility\tstd\tseeds\n"
+        )
         for r in df.itertuples():
             std = "nan" if math.isnan(r.std) else f"{r.std:.4f}"
             fh.write(f"{r.direction}\t{r.utility:.4f}\t{std}\t{r.seeds}\n")
@@ -150,8 +154,13 @@ def epochs_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[l
         if name not in per:
             continue
         means = [_mean_std(per[name].get(d, []))[0] for d in directions]
-        rows.append([name, *["–" if math.isnan(m) else f"{m:.2f}" for m in means],
-                     f"{max(m for m in means if not math.isnan(m)):.2f}"])  # fmt: skip
+        rows.append(
+            [
+                name,
+                *["–" if math.isnan(m) else f"{m:.2f}" for m in means],
+                f"{max(m for m in means if not math.isnan(m)):.2f}",
+            ]
+        )
     return ["config", *directions, "max"], rows
 
 
@@ -161,8 +170,11 @@ def stability_table(study_dir: Path, configs: list[str]) -> tuple[list[str], lis
     training and validation loss, the monitor's cost (mean ± std over seeds)."""
     rows = []
     for name in configs:
-        logs = [train_stats.read_log(run / "train_log.jsonl") for run in _seed_runs(study_dir / name).values()
-                if (run / "train_log.jsonl").is_file()]  # fmt: skip
+        logs = [
+            train_stats.read_log(run / "train_log.jsonl")
+            for run in _seed_runs(study_dir / name).values()
+            if (run / "train_log.jsonl").is_file()
+        ]
         if not logs:
             continue
         episodes = _mean_std([float(len(lg.episodes())) for lg in logs])
@@ -171,12 +183,30 @@ def stability_table(study_dir: Path, configs: list[str]) -> tuple[list[str], lis
         final = _mean_std([float(lg.loss["loss"].iloc[-5:].mean()) for lg in logs if len(lg.loss)])
         valid = _mean_std([lg.valid_loss for lg in logs if lg.valid_loss is not None])
         ms = _mean_std([lg.monitor_ms for lg in logs if lg.monitor_ms is not None])
-        rows.append([name, str(len(logs)), _fmt(*episodes, 1), _fmt(*spikes, 1), _fmt(*rollbacks, 1), _fmt(*final),
-                     _fmt(*valid), _fmt(*ms, 1)])  # fmt: skip
+        rows.append(
+            [
+                name,
+                str(len(logs)),
+                _fmt(*episodes, 1),
+                _fmt(*spikes, 1),
+                _fmt(*rollbacks, 1),
+                _fmt(*final),
+                _fmt(*valid),
+                _fmt(*ms, 1),
+            ]
+        )
     if not rows:
         return None
-    header = ["config", "seeds", "spike episodes", "spiking updates", "rollbacks", "train loss (last 5 logged)",
-              "valid loss", "monitor ms / log"]  # fmt: skip
+    header = [
+        "config",
+        "seeds",
+        "spike episodes",
+        "spiking updates",
+        "rollbacks",
+        "train loss (last 5 logged)",
+        "valid loss",
+        "monitor ms / log",
+    ]
     return header, rows
 
 
@@ -190,8 +220,14 @@ def before_spike_table(study_dir: Path, configs: list[str]) -> tuple[list[str], 
             if not (run / "train_log.jsonl").is_file():
                 continue
             for r in train_stats.before_spike(train_stats.read_log(run / "train_log.jsonl")):
-                key = (seed, r["spike"], train_stats.TITLES[r["stat"]], r["group"], f"{r['earlier']:.3g}",
-                       f"{r['before_spike']:.3g}")  # fmt: skip
+                key = (
+                    seed,
+                    r["spike"],
+                    train_stats.TITLES[r["stat"]],
+                    r["group"],
+                    f"{r['earlier']:.3g}",
+                    f"{r['before_spike']:.3g}",
+                )
                 found.setdefault(key, []).append(name)
     if not found:
         return None

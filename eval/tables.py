@@ -15,7 +15,7 @@ import math
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,13 +29,17 @@ from eval.metrics import (
     read_aligned,
     resolve_metrics,
     signatures,
+    spm_model_arg,
     target_notes,
+    tokenize_arg,
 )
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 GROUPS = ("eng-xx", "xx-eng", "xx-yy")
 GROUP_TITLES = {"eng-xx": "eng_Latn→xx", "xx-eng": "xx→eng_Latn", "xx-yy": "xx→yy", "all": "all"}
+METRIC_TITLES = {"chrf++": "chrF++", "spbleu": "spBLEU", "bleu": "BLEU"}  # metric column -> name in text
 BASE_COLUMNS = ["direction", "src", "tgt", "group", "lang", "tier", "train_pairs", "n_lines"]
 
 
@@ -206,14 +210,16 @@ def write_scores(
 
 @dataclass
 class DirConfig:
-    gen_dir: str
-    ref_dir: str
-    metrics: list[str] = field(default_factory=list)  # empty: chrF++ (+ spBLEU when a model is known)
-    spm_model: str | None = None
-    stats: str | None = None  # default: stats.tsv beside ref_dir
-    out_dir: str | None = None  # default: gen_dir
-    workers: int = 0  # scoring processes; 0: automatic
-    tokenize: str | None = None  # BLEU tokenizer; None: by each direction's target language
+    gen_dir: str = arg(positional=True, metavar="GEN_DIR")
+    ref_dir: str = arg(help="split directory with {lang}.{split} references, e.g. CORPUS/devtest", required=True)
+    metrics: list[str] = arg(
+        [], "chrf++ bleu spbleu (default: chrf++, plus spbleu when a model is known)", nargs="+", metavar="M", type=str
+    )
+    stats: str | None = arg(None, "stats.tsv for tiers (default: REF_DIR/../stats.tsv)")
+    out_dir: str | None = arg(None, "where scores.* go (default: GEN_DIR)")
+    workers: int = arg(0, "scoring processes (default: 1 below 8 directions, else up to 8)")  # 0: automatic
+    tokenize: str | None = tokenize_arg()  # BLEU tokenizer; None: by each direction's target language
+    spm_model: str | None = spm_model_arg()
 
 
 @dataclass

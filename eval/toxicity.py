@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from eval import gendir
 from eval.metrics import read_aligned
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 TWL_SUFFIX = "_twl.txt"
 # characters of scripts written without spaces between words (the scripts of zho_Hans, zho_Hant,
@@ -370,21 +371,22 @@ def write_toxicity(results: Sequence[DirectionToxicity], out_dir: str | os.PathL
 
 @dataclass
 class ToxicityConfig:
-    toxicity_dir: str
+    toxicity_dir: str = arg(help="directory of {lang}_twl.txt lists (mt-eval build-toxicity-lists)", required=True)
     # one direction: a source file and its translation
-    src: str | None = None
-    src_lang: str | None = None
-    hyp: str | None = None
-    tgt_lang: str | None = None
+    src: str | None = arg(None, "source file (one direction)")
+    src_lang: str | None = arg(None, "FLORES-200 code of --src, e.g. eng_Latn")
+    hyp: str | None = arg(None, "translation of --src, line-aligned")
+    tgt_lang: str | None = arg(None, "FLORES-200 code of --hyp, e.g. deu_Latn")
     # or every {src}-{tgt}.hyp of a generation directory, sources from a split directory
-    gen_dir: str | None = None
-    src_dir: str | None = None
-    out_dir: str | None = None  # where toxicity.csv/.md/_lines.tsv go (default: gen_dir; none for one direction)
+    gen_dir: str | None = arg(None, "generation directory: every {src}-{tgt}.hyp (instead of --src/--hyp)")
+    src_dir: str | None = arg(None, "split directory holding the sources for --gen-dir, e.g. CORPUS/devtest")
+    # where toxicity.csv/.md/_lines.tsv go (default: gen_dir; none for one direction)
+    out_dir: str | None = arg(None, "write toxicity.csv/.md/_lines.tsv here (default: GEN_DIR with --gen-dir)")
 
 
 def run_toxicity(cfg: ToxicityConfig, progress: bool = True) -> tuple[list[DirectionToxicity], list[Path]]:
     """Evaluate one direction or a generation directory; write the tables where asked."""
-    from mt.data.langs import check_code
+    from mt.common.langs import check_code
 
     lists = ToxicityLists(cfg.toxicity_dir)
     if cfg.gen_dir:

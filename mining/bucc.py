@@ -39,26 +39,27 @@ import os
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH
+from mt.common.textio import read_lines
 from mt.data import layout
 from mt.data.clean import CleanConfig, clean_source
 from mt.data.locales import LOCALE_CODES
 from mt.data.mo import MoFormatError, read_mo
-from mt.errors import UserError, located
-from mt.util import atomic_write
-from mining.textio import read_lines
 
 SPLITS = ("training", "test")
 LOCALE_DIR = Path("/usr/share/locale")
 
 # BUCC 2018's own codes -> FLORES-200, so encoders get the language they expect on the real sets
 BUCC_TO_FLORES = {"de": "deu_Latn", "fr": "fra_Latn", "ru": "rus_Cyrl", "zh": "zho_Hans", "en": "eng_Latn"}
-ENGLISH = "eng_Latn"
 
 # --------------------------------------------------------------------------------------------------
 # sentences from the gettext catalogues (through mt.data: one reader, one set of cleaning rules)
@@ -73,8 +74,9 @@ def _clean_config(min_words: int, max_words: int) -> CleanConfig:
     return CleanConfig(min_words=min_words, max_words=max_words)
 
 
-def catalogue_pairs(lang: str, locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3,
-                    max_words: int = 60) -> dict[str, list[str]]:
+def catalogue_pairs(
+    lang: str, locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3, max_words: int = 60
+) -> dict[str, list[str]]:
     """English sentence -> its cleaned translations into ``lang`` (most frequent first), from every
     locale folder that maps to ``lang`` (the corpus builder's reading, cleaning and locale rules)."""
     from mt.data.gettext_corpus import discover, read_catalogues
@@ -84,11 +86,15 @@ def catalogue_pairs(lang: str, locale_dir: str | os.PathLike = LOCALE_DIR, min_w
     present = {classify_locale(loc).code for loc in by_locale}
     if lang not in present:
         if lang not in set(LOCALE_CODES.values()):
-            raise UserError(f"no gettext locale maps to {lang!r} (mt.data.locales knows "
-                            f"{len(set(LOCALE_CODES.values()))} codes; add the locale to LOCALE_CODES)")
-        raise UserError(f"{locale_dir}: no .mo catalogues for {lang} (languages there: "
-                        f"{', '.join(sorted(c for c in present if c))}); install the translations or pass "
-                        "--locale-dir")
+            raise UserError(
+                f"no gettext locale maps to {lang!r} (mt.data.locales knows "
+                f"{len(set(LOCALE_CODES.values()))} codes; add the locale to LOCALE_CODES)"
+            )
+        raise UserError(
+            f"{locale_dir}: no .mo catalogues for {lang} (languages there: "
+            f"{', '.join(sorted(c for c in present if c))}); install the translations or pass "
+            "--locale-dir"
+        )
     cats = read_catalogues(locale_dir, {lang}, _clean_config(min_words, max_words), progress=False, jobs=1)
     trans_by_en = cats.pairs.get(lang, {})
     return {en: sorted(trs, key=lambda t: (-trs[t], t)) for en, trs in trans_by_en.items()}
@@ -120,19 +126,38 @@ def english_pool(locale_dir: str | os.PathLike = LOCALE_DIR, min_words: int = 3,
 # building
 
 
+GETTEXT_DATA = "work/bucc"  # default folder of sets built from the gettext catalogues
+CORPUS_DATA = "work/bucc-corpus"  # ... and of sets built from a corpus (never mixed with gettext ones)
+
+
 @dataclass
 class BuildConfig:
-    out: str = "work/bucc"
+    """How ``mine-eval bucc-build`` (and ``bucc``, when the set is missing) builds a set."""
+
+    out: str = arg(GETTEXT_DATA, f"output folder (default: {GETTEXT_DATA}, or {CORPUS_DATA} with --corpus)")
     # languages mined against eng_Latn; ["all"]: every language of --corpus (or of the locale tree)
-    langs: list[str] = field(default_factory=lambda: ["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn"])
-    size: int = 5_000  # sentences per side per split (clipped for small languages); catalogues only
-    gold: int = 500  # hidden translation pairs per split (scaled down with size); catalogues only
-    seed: int = 1234
-    locale_dir: str = str(LOCALE_DIR)
-    corpus: str | None = None  # build from {corpus}/mono instead of the catalogues
+    langs: list[str] = arg(
+        ["deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "xho_Latn"],
+        "languages mined against eng_Latn, or 'all' (every language of the corpus or locale tree)",
+    )
+    # clipped for small languages; catalogues only
+    size: int = arg(5_000, "sentences per side per split")
+    gold: int = arg(500, "hidden translation pairs per split")  # scaled down with size; catalogues only
+    seed: int = arg(1234, "shuffling seed")
+    locale_dir: str = arg(str(LOCALE_DIR), "gettext catalogues")
+    corpus: str | None = arg(  # build from {corpus}/mono instead of the catalogues
+        None,
+        "build from this corpus's mono/eng_Latn-{lang}.* hidden-parallel files and their "
+        ".gold.tsv (mt-data build gettext) instead of the catalogues; --size/--gold do not apply",
+    )
     min_words: int = 3  # English-side word limits of the catalogue builder
     max_words: int = 60
     splits: tuple[str, ...] = SPLITS
+
+
+def default_out(corpus: str | None) -> str:
+    """Where sets go when no folder is given: gettext and corpus sets never share one."""
+    return CORPUS_DATA if corpus else GETTEXT_DATA
 
 
 def bucc_files(dir: str | Path, src: str, tgt: str, split: str) -> dict[str, Path]:
@@ -156,8 +181,9 @@ def read_info(dir: str | Path) -> dict:
     except ValueError as exc:  # not JSON, or not UTF-8
         raise UserError(f"{path}: corrupt ({exc}); delete it and rebuild the sets") from None
     if not isinstance(info, dict) or not isinstance(info.get("pairs", {}), dict):
-        raise UserError(f"{path}: not a BUCC set description (expected a JSON object with 'pairs'); delete it "
-                        "and rebuild the sets")
+        raise UserError(
+            f"{path}: not a BUCC set description (expected a JSON object with 'pairs'); delete it and rebuild the sets"
+        )
     return info
 
 
@@ -171,9 +197,15 @@ def _bucc_id_prefix(code: str) -> str:
     return code.split("_")[0]
 
 
-def _write_split(out: str | Path, lang: str, split: str, src_side: list[tuple[str, object]],
-                 tgt_side: list[tuple[str, object]], src_ids: list[str] | None = None,
-                 tgt_ids: list[str] | None = None) -> dict:
+def _write_split(
+    out: str | Path,
+    lang: str,
+    split: str,
+    src_side: list[tuple[str, object]],
+    tgt_side: list[tuple[str, object]],
+    src_ids: list[str] | None = None,
+    tgt_ids: list[str] | None = None,
+) -> dict:
     """Write one split. Sides are ``(sentence, key)`` in file order; equal non-None keys across the
     sides make the gold pairs. Ids default to ``{code}-{row:09d}``, 1-based."""
     src_code, tgt_code = _bucc_id_prefix(lang), _bucc_id_prefix(ENGLISH)
@@ -211,8 +243,9 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
     size = min(cfg.size, len(english) // nsplit)
     gold = max(1, round(cfg.gold * size / cfg.size)) if size else 0
     if size < 20:
-        raise UserError(f"{lang}: only {len(english)} usable translated strings in {ldir}; "
-                        "too few for a mining benchmark")
+        raise UserError(
+            f"{lang}: only {len(english)} usable translated strings in {ldir}; too few for a mining benchmark"
+        )
     # English-side noise may not be a translation of anything on the foreign side (of any split)
     on_foreign = english[: nsplit * size]
     excluded = {_key(en) for en in on_foreign}
@@ -221,8 +254,10 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
     noise_pool = [en for en in pool if _key(en) not in excluded]
     rng.shuffle(noise_pool)
     if len(noise_pool) < nsplit * (size - gold):
-        raise UserError(f"{lang}: only {len(noise_pool)} English sentences left for the English side; "
-                        f"use a smaller --size than {size}")
+        raise UserError(
+            f"{lang}: only {len(noise_pool)} English sentences left for the English side; "
+            f"use a smaller --size than {size}"
+        )
     counts = {}
     for s, split in enumerate(cfg.splits):
         mine = english[s * size : (s + 1) * size]
@@ -233,8 +268,15 @@ def build_pair(lang: str, cfg: BuildConfig, pool: list[str]) -> dict:
         rng.shuffle(src_side)
         rng.shuffle(tgt_side)
         counts[split] = _write_split(cfg.out, lang, split, src_side, tgt_side)
-    return {"lang": lang, "source": source_of(cfg), "seed": cfg.seed, "size": cfg.size, "gold": cfg.gold,
-            "usable_pairs": len(english), "splits": counts}
+    return {
+        "lang": lang,
+        "source": source_of(cfg),
+        "seed": cfg.seed,
+        "size": cfg.size,
+        "gold": cfg.gold,
+        "usable_pairs": len(english),
+        "splits": counts,
+    }
 
 
 def _read_mono(path: Path) -> list[str]:
@@ -259,8 +301,12 @@ def read_gold_lines(path: str | Path, n_src: int | None = None, n_tgt: int | Non
         except ValueError:
             raise located(path, n, "expected line_in_src<TAB>line_in_tgt (two 0-based line numbers)") from None
         if i < 0 or j < 0 or (n_src is not None and i >= n_src) or (n_tgt is not None and j >= n_tgt):
-            raise located(path, n, f"line numbers {i}, {j} are outside the mono files ({n_src} and "
-                                   f"{n_tgt} lines): the gold belongs to other files")
+            raise located(
+                path,
+                n,
+                f"line numbers {i}, {j} are outside the mono files ({n_src} and "
+                f"{n_tgt} lines): the gold belongs to other files",
+            )
         out.append((i, j))
     return out
 
@@ -279,8 +325,10 @@ def build_from_corpus_pair(lang: str, cfg: BuildConfig) -> dict:
     mp = layout.mono_prefix(cfg.corpus, ENGLISH, lang)
     gold_path = Path(f"{mp}.gold.tsv")
     if not gold_path.is_file():
-        raise UserError(f"{gold_path}: no hidden-parallel set for {lang} in {cfg.corpus} "
-                        f"(it has: {', '.join(corpus_langs(cfg.corpus)) or 'none'})")
+        raise UserError(
+            f"{gold_path}: no hidden-parallel set for {lang} in {cfg.corpus} "
+            f"(it has: {', '.join(corpus_langs(cfg.corpus)) or 'none'})"
+        )
     eng, foreign = _read_mono(Path(f"{mp}.{ENGLISH}")), _read_mono(Path(f"{mp}.{lang}"))
     gold = read_gold_lines(gold_path, len(eng), len(foreign))
     rng = random.Random(f"{cfg.seed}-{lang}")
@@ -305,9 +353,14 @@ def build_from_corpus_pair(lang: str, cfg: BuildConfig) -> dict:
         f_rows = sorted([*key_of_foreign, *foreign_parts[s]])  # file order = mono file order
         e_rows = sorted([*key_of_eng, *eng_parts[s]])
         counts[split] = _write_split(
-            cfg.out, lang, split,
-            [(foreign[j], key_of_foreign.get(j)) for j in f_rows], [(eng[i], key_of_eng.get(i)) for i in e_rows],
-            src_ids=[f"{src_code}-{j + 1:09d}" for j in f_rows], tgt_ids=[f"{tgt_code}-{i + 1:09d}" for i in e_rows])
+            cfg.out,
+            lang,
+            split,
+            [(foreign[j], key_of_foreign.get(j)) for j in f_rows],
+            [(eng[i], key_of_eng.get(i)) for i in e_rows],
+            src_ids=[f"{src_code}-{j + 1:09d}" for j in f_rows],
+            tgt_ids=[f"{tgt_code}-{i + 1:09d}" for i in e_rows],
+        )
     return {"lang": lang, "source": source_of(cfg), "seed": cfg.seed, "usable_pairs": len(gold), "splits": counts}
 
 
@@ -326,8 +379,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     if not cfg.corpus:
         ldir = Path(cfg.locale_dir)
         if not ldir.is_dir():
-            raise UserError(f"{ldir}: no gettext locale directory (install the packages' translations, or pass "
-                            "--locale-dir)")
+            raise UserError(
+                f"{ldir}: no gettext locale directory (install the packages' translations, or pass --locale-dir)"
+            )
         if cfg.gold >= cfg.size:
             raise UserError(f"--gold {cfg.gold} must be smaller than --size {cfg.size}")
     every = cfg.langs == ["all"]
@@ -346,9 +400,11 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
             continue
         info["pairs"][f"{lang}-{ENGLISH}"] = r
         if progress:
-            print(f"bucc-build: {lang}-{ENGLISH} from {r['source']}: {r['usable_pairs']} usable pairs; "
-                  + ", ".join(f"{s}: {c['src']}/{c['tgt']} sentences, {c['gold']} gold" for s, c in r["splits"].items()),
-                  file=sys.stderr)
+            print(
+                f"bucc-build: {lang}-{ENGLISH} from {r['source']}: {r['usable_pairs']} usable pairs; "
+                + ", ".join(f"{s}: {c['src']}/{c['tgt']} sentences, {c['gold']} gold" for s, c in r["splits"].items()),
+                file=sys.stderr,
+            )
         with atomic_write(Path(cfg.out) / "info.json") as fh:  # after each pair: a killed build keeps the others
             json.dump(info, fh, indent=1, ensure_ascii=False)
     return info
@@ -372,8 +428,10 @@ class BuccSet:
 
 def _read_id_tsv(path: Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
-        raise UserError(f"{path}: BUCC file not found (build a set with `mine-eval bucc-build`, or point --data "
-                        "at a folder holding the BUCC 2018 files)")
+        raise UserError(
+            f"{path}: BUCC file not found (build a set with `mine-eval bucc-build`, or point --data "
+            "at a folder holding the BUCC 2018 files)"
+        )
     ids, sents, seen = [], [], set()
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for n, line in enumerate(fh, 1):
@@ -388,7 +446,9 @@ def _read_id_tsv(path: Path) -> tuple[list[str], list[str]]:
     return ids, sents
 
 
-def read_gold(path: str | Path, src_ids: set[str] | None = None, tgt_ids: set[str] | None = None) -> set[tuple[str, str]]:
+def read_gold(
+    path: str | Path, src_ids: set[str] | None = None, tgt_ids: set[str] | None = None
+) -> set[tuple[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: gold file not found")
@@ -472,8 +532,9 @@ def best_threshold(cands: Iterable[tuple[float, str, str]], gold: set[tuple[str,
     return best
 
 
-def kfold_prf(cands: Iterable[tuple[float, str, str]], gold: set[tuple[str, str]], folds: int = 5,
-              seed: int = 0) -> tuple[PRF, list[float | None]]:
+def kfold_prf(
+    cands: Iterable[tuple[float, str, str]], gold: set[tuple[str, str]], folds: int = 5, seed: int = 0
+) -> tuple[PRF, list[float | None]]:
     """P/R/F1 with a threshold never tuned on the pairs it is scored on: the source sentences (those of the
     candidates and of the gold) are dealt into ``folds`` parts; each part is scored at the best threshold
     of the other parts (``best_threshold`` on their candidates and gold), and the counts are summed.
@@ -481,8 +542,10 @@ def kfold_prf(cands: Iterable[tuple[float, str, str]], gold: set[tuple[str, str]
     items = _dedup_candidates(cands)
     sources = sorted({s for _, s, _ in items} | {s for s, _ in gold})
     if folds < 2 or len(sources) < folds:
-        raise UserError(f"k-fold tuning needs at least 2 folds and as many source sentences ({len(sources)} "
-                        f"sentences, {folds} folds)")
+        raise UserError(
+            f"k-fold tuning needs at least 2 folds and as many source sentences ({len(sources)} "
+            f"sentences, {folds} folds)"
+        )
     random.Random(seed).shuffle(sources)
     fold_of = {s: i % folds for i, s in enumerate(sources)}
     correct = extracted = 0

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mt.errors import UserError
-from mt.util import atomic_write
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
 
 FORMAT = "nllb-mini-calibration/1"
 LASER_RATIO_CUT = 1.06  # NLLB / stopes' cut for the ratio margin on LASER embeddings
@@ -42,41 +42,56 @@ MIN_PAIR_GOLD = 40  # a pair's own cut is used when its calibration set had this
 # Measured with `mine-eval bucc --calibrate` (bench/bucc.py) on BUCC-style sets built from the gettext
 # catalogues by `mine-eval bucc-build --size 3000 --gold 300` (smaller languages: all their pairs), training
 # split, ratio margin, max mode, k = 4. Replace or extend with `mine-bitext --calibration FILE`.
-SHIPPED: dict = {"format": FORMAT, "encoders": {
-    "e5": {"default": 1.012803, "data": "gettext BUCC-style sets (training split)", "pairs": {
-        "arb_Arab-eng_Latn": {"cut": 1.011585, "f1": 0.7178, "gold": 159},
-        "deu_Latn-eng_Latn": {"cut": 1.016814, "f1": 0.6878, "gold": 300},
-        "eng_Latn-fra_Latn": {"cut": 1.013546, "f1": 0.6979, "gold": 300},
-        "eng_Latn-hin_Deva": {"cut": 1.015853, "f1": 0.8014, "gold": 153},
-        "eng_Latn-khk_Cyrl": {"cut": 1.011183, "f1": 0.4318, "gold": 48},
-        "eng_Latn-mya_Mymr": {"cut": 1.011807, "f1": 0.6512, "gold": 77},
-        "eng_Latn-rus_Cyrl": {"cut": 1.019853, "f1": 0.6619, "gold": 300},
-        "eng_Latn-xho_Latn": {"cut": 1.012803, "f1": 0.3333, "gold": 53},
-        "eng_Latn-zho_Hans": {"cut": 1.007179, "f1": 0.5809, "gold": 300},
-    }},
-    "use": {"default": 1.23212, "data": "gettext BUCC-style sets (training split)", "pairs": {
-        "arb_Arab-eng_Latn": {"cut": 1.2352, "f1": 0.7194, "gold": 159},
-        "deu_Latn-eng_Latn": {"cut": 1.249563, "f1": 0.6609, "gold": 300},
-        "eng_Latn-fra_Latn": {"cut": 1.2632, "f1": 0.7521, "gold": 300},
-        "eng_Latn-hin_Deva": {"cut": 1.206184, "f1": 0.1047, "gold": 153},
-        "eng_Latn-khk_Cyrl": {"cut": 1.23212, "f1": 0.3125, "gold": 48},
-        "eng_Latn-mya_Mymr": {"cut": 1.105718, "f1": 0.1967, "gold": 77},
-        "eng_Latn-rus_Cyrl": {"cut": 1.250891, "f1": 0.6801, "gold": 300},
-        "eng_Latn-xho_Latn": {"cut": 1.183846, "f1": 0.1667, "gold": 53},
-        "eng_Latn-zho_Hans": {"cut": 1.204851, "f1": 0.7174, "gold": 300},
-    }},
-    "ngram": {"default": 1.277038, "data": "gettext BUCC-style sets (training split)", "pairs": {
-        "arb_Arab-eng_Latn": {"cut": 1.251038, "f1": 0.32, "gold": 159},
-        "deu_Latn-eng_Latn": {"cut": 1.176249, "f1": 0.4248, "gold": 300},
-        "eng_Latn-fra_Latn": {"cut": 1.142327, "f1": 0.4636, "gold": 300},
-        "eng_Latn-hin_Deva": {"cut": 1.198254, "f1": 0.0939, "gold": 153},
-        "eng_Latn-khk_Cyrl": {"cut": 1.41823, "f1": 0.1429, "gold": 48},
-        "eng_Latn-mya_Mymr": {"cut": 1.492091, "f1": 0.1647, "gold": 77},
-        "eng_Latn-rus_Cyrl": {"cut": 1.300389, "f1": 0.1966, "gold": 300},
-        "eng_Latn-xho_Latn": {"cut": 1.297779, "f1": 0.1017, "gold": 53},
-        "eng_Latn-zho_Hans": {"cut": 1.277038, "f1": 0.2876, "gold": 300},
-    }},
-}}
+SHIPPED: dict = {
+    "format": FORMAT,
+    "encoders": {
+        "e5": {
+            "default": 1.012803,
+            "data": "gettext BUCC-style sets (training split)",
+            "pairs": {
+                "arb_Arab-eng_Latn": {"cut": 1.011585, "f1": 0.7178, "gold": 159},
+                "deu_Latn-eng_Latn": {"cut": 1.016814, "f1": 0.6878, "gold": 300},
+                "eng_Latn-fra_Latn": {"cut": 1.013546, "f1": 0.6979, "gold": 300},
+                "eng_Latn-hin_Deva": {"cut": 1.015853, "f1": 0.8014, "gold": 153},
+                "eng_Latn-khk_Cyrl": {"cut": 1.011183, "f1": 0.4318, "gold": 48},
+                "eng_Latn-mya_Mymr": {"cut": 1.011807, "f1": 0.6512, "gold": 77},
+                "eng_Latn-rus_Cyrl": {"cut": 1.019853, "f1": 0.6619, "gold": 300},
+                "eng_Latn-xho_Latn": {"cut": 1.012803, "f1": 0.3333, "gold": 53},
+                "eng_Latn-zho_Hans": {"cut": 1.007179, "f1": 0.5809, "gold": 300},
+            },
+        },
+        "use": {
+            "default": 1.23212,
+            "data": "gettext BUCC-style sets (training split)",
+            "pairs": {
+                "arb_Arab-eng_Latn": {"cut": 1.2352, "f1": 0.7194, "gold": 159},
+                "deu_Latn-eng_Latn": {"cut": 1.249563, "f1": 0.6609, "gold": 300},
+                "eng_Latn-fra_Latn": {"cut": 1.2632, "f1": 0.7521, "gold": 300},
+                "eng_Latn-hin_Deva": {"cut": 1.206184, "f1": 0.1047, "gold": 153},
+                "eng_Latn-khk_Cyrl": {"cut": 1.23212, "f1": 0.3125, "gold": 48},
+                "eng_Latn-mya_Mymr": {"cut": 1.105718, "f1": 0.1967, "gold": 77},
+                "eng_Latn-rus_Cyrl": {"cut": 1.250891, "f1": 0.6801, "gold": 300},
+                "eng_Latn-xho_Latn": {"cut": 1.183846, "f1": 0.1667, "gold": 53},
+                "eng_Latn-zho_Hans": {"cut": 1.204851, "f1": 0.7174, "gold": 300},
+            },
+        },
+        "ngram": {
+            "default": 1.277038,
+            "data": "gettext BUCC-style sets (training split)",
+            "pairs": {
+                "arb_Arab-eng_Latn": {"cut": 1.251038, "f1": 0.32, "gold": 159},
+                "deu_Latn-eng_Latn": {"cut": 1.176249, "f1": 0.4248, "gold": 300},
+                "eng_Latn-fra_Latn": {"cut": 1.142327, "f1": 0.4636, "gold": 300},
+                "eng_Latn-hin_Deva": {"cut": 1.198254, "f1": 0.0939, "gold": 153},
+                "eng_Latn-khk_Cyrl": {"cut": 1.41823, "f1": 0.1429, "gold": 48},
+                "eng_Latn-mya_Mymr": {"cut": 1.492091, "f1": 0.1647, "gold": 77},
+                "eng_Latn-rus_Cyrl": {"cut": 1.300389, "f1": 0.1966, "gold": 300},
+                "eng_Latn-xho_Latn": {"cut": 1.297779, "f1": 0.1017, "gold": 53},
+                "eng_Latn-zho_Hans": {"cut": 1.277038, "f1": 0.2876, "gold": 300},
+            },
+        },
+    },
+}
 
 
 @dataclass
@@ -109,8 +124,9 @@ def read_calibration(path: str | os.PathLike) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: not a calibration file ({exc}); write one with mine-eval bucc --calibrate") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("encoders"), dict):
-        raise UserError(f"{path}: not a calibration file (format {FORMAT!r} expected); write one with "
-                        "mine-eval bucc --calibrate")
+        raise UserError(
+            f"{path}: not a calibration file (format {FORMAT!r} expected); write one with mine-eval bucc --calibrate"
+        )
     for enc, entry in data["encoders"].items():
         cuts = [entry.get("default"), *(p.get("cut") for p in entry.get("pairs", {}).values())]
         if not all(isinstance(c, (int, float)) and math.isfinite(c) for c in cuts):
@@ -135,8 +151,9 @@ def write_calibration(path: str | os.PathLike, encoder: str, entry: dict) -> Non
         fh.write("\n")
 
 
-def calibrated_cut(encoder: str | None, src_lang: str | None, tgt_lang: str | None,
-                   tables: list[tuple[str, dict]]) -> Cut | None:
+def calibrated_cut(
+    encoder: str | None, src_lang: str | None, tgt_lang: str | None, tables: list[tuple[str, dict]]
+) -> Cut | None:
     """The calibrated cut of ``encoder`` for this pair (or its median), from the first table that has the
     encoder; ``tables`` are (name, calibration) in order of preference. None: not calibrated."""
     fam = _family(encoder)
@@ -146,13 +163,20 @@ def calibrated_cut(encoder: str | None, src_lang: str | None, tgt_lang: str | No
             continue
         pair = entry.get("pairs", {}).get(pair_key(src_lang, tgt_lang)) if src_lang and tgt_lang else None
         if pair is not None and pair.get("gold", MIN_PAIR_GOLD) >= MIN_PAIR_GOLD:
-            return Cut(float(pair["cut"]), "pair",
-                       f"calibrated for {fam} on {pair_key(src_lang, tgt_lang)} ({name}: best-F1 cut on "
-                       f"{pair.get('gold', '?')} gold pairs of {entry.get('data', 'a BUCC-style set')})")
+            return Cut(
+                float(pair["cut"]),
+                "pair",
+                f"calibrated for {fam} on {pair_key(src_lang, tgt_lang)} ({name}: best-F1 cut on "
+                f"{pair.get('gold', '?')} gold pairs of {entry.get('data', 'a BUCC-style set')})",
+            )
         n = len(entry.get("pairs", {}))
-        return Cut(float(entry["default"]), "encoder",
-                   f"calibrated for {fam}: median of the best-F1 cuts of its {n} calibrated pair(s) ({name}"
-                   + (f"; {pair_key(src_lang, tgt_lang)} itself had too few gold pairs" if pair else "") + ")")
+        return Cut(
+            float(entry["default"]),
+            "encoder",
+            f"calibrated for {fam}: median of the best-F1 cuts of its {n} calibrated pair(s) ({name}"
+            + (f"; {pair_key(src_lang, tgt_lang)} itself had too few gold pairs" if pair else "")
+            + ")",
+        )
     return None
 
 
@@ -182,14 +206,25 @@ def fit_cut(scores: np.ndarray, iters: int = 200) -> Cut:
     f1 = 2 * tp / (np.arange(1, len(x) + 1) + post[hi].sum())
     i = int(np.argmax(f1))
     cut = float((x[order][i] + x[order][min(i + 1, len(x) - 1)]) / 2)
-    return Cut(round(cut, 6), "fitted",
-               f"fitted to this pair's {len(x)} candidate scores (2-Gaussian mixture: translations at "
-               f"{mu[hi]:.3f} +- {sd[hi]:.3f}, {100 * pi[hi]:.0f}% of candidates; noise at {mu[1 - hi]:.3f} "
-               f"+- {sd[1 - hi]:.3f}): no calibration for this encoder, calibrate it with mine-eval bucc --calibrate")
+    return Cut(
+        round(cut, 6),
+        "fitted",
+        f"fitted to this pair's {len(x)} candidate scores (2-Gaussian mixture: translations at "
+        f"{mu[hi]:.3f} +- {sd[hi]:.3f}, {100 * pi[hi]:.0f}% of candidates; noise at {mu[1 - hi]:.3f} "
+        f"+- {sd[1 - hi]:.3f}): no calibration for this encoder, calibrate it with mine-eval bucc --calibrate",
+    )
 
 
-def resolve_cut(threshold: float | str | None, margin: str, mode: str, encoder: str | None, src_lang: str | None,
-                tgt_lang: str | None, scores: np.ndarray, calibration: str | None = None) -> Cut:
+def resolve_cut(
+    threshold: float | str | None,
+    margin: str,
+    mode: str,
+    encoder: str | None,
+    src_lang: str | None,
+    tgt_lang: str | None,
+    scores: np.ndarray,
+    calibration: str | None = None,
+) -> Cut:
     """The cut mine-bitext applies (see the module docstring for the order)."""
     if isinstance(threshold, (int, float)):
         return Cut(float(threshold), "given", "--threshold given")
@@ -198,8 +233,11 @@ def resolve_cut(threshold: float | str | None, margin: str, mode: str, encoder: 
     if threshold not in (None, "auto"):
         raise UserError(f"--threshold {threshold!r}: give a number, 'auto' or 'fit'")
     if margin != "ratio" or mode != "max":
-        return Cut(None, "none", f"no calibrated cut for the {margin} margin in {mode} mode: every pair kept "
-                                 "(pass --threshold)")
+        return Cut(
+            None,
+            "none",
+            f"no calibrated cut for the {margin} margin in {mode} mode: every pair kept (pass --threshold)",
+        )
     tables = ([(str(calibration), read_calibration(calibration))] if calibration else []) + [("shipped", SHIPPED)]
     cut = calibrated_cut(encoder, src_lang, tgt_lang, tables)
     if cut is not None:

@@ -22,7 +22,7 @@ Students (``prepare_student_data``), under ``{save_dir}/data/``::
                                            stored as one "token" id = row + ROW_OFFSET
 
 ``eng_Zxxx`` ("English, unwritten", ISO 15924 Zxxx) names the teacher's embedding space as a target
-language, so students train through ``mt.train``'s loop unchanged: the direction ``xho_Latn-eng_Zxxx``
+language, so students train through ``mt.train.trainer``'s loop unchanged: the direction ``xho_Latn-eng_Zxxx``
 maps Xhosa sentences onto the teacher's embeddings of their English translations, and
 ``eng_Latn-eng_Zxxx`` maps English onto its own teacher embedding (which keeps the student in the
 teacher's space).
@@ -43,16 +43,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mining.laser_training import ROW_OFFSET
+from mt.common import textio
+from mt.common.errors import UserError
+from mt.common.files import atomic_write, file_identity, owned_dir, remove_owned_dir
+from mt.common.langs import ENGLISH, check_code, is_code, lang_token
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype
-from mt.data.langs import check_code, is_code, lang_token
 from mt.data.layout import bin_prefix, eval_file
-from mt.errors import UserError
-from mt.util import atomic_write, file_identity, owned_dir, remove_owned_dir
-from mining import textio
-from mining.laser_model import ROW_OFFSET
 
-ENGLISH = "eng_Latn"
 TEACHER_SPACE = "eng_Zxxx"  # the teacher's English embeddings, as a target "language" (see module docstring)
 
 
@@ -77,16 +76,13 @@ def corpus_bitexts(corpus: str | Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def read_lines(path: Path) -> list[str]:
-    """Every line of ``path`` (a last line without a newline included), or an error naming a non-UTF-8 line."""
-    return list(textio.read_lines(path, progress=False))
-
-
 def read_bitext(eng_file: Path, other_file: Path) -> list[tuple[str, str]]:
-    eng, other = read_lines(eng_file), read_lines(other_file)
+    eng, other = list(textio.read_lines(eng_file, progress=False)), list(textio.read_lines(other_file, progress=False))
     if len(eng) != len(other):
-        raise UserError(f"{eng_file} has {len(eng)} lines but {other_file} has {len(other)}: the bitext is not "
-                        "line-aligned; rebuild the corpus")
+        raise UserError(
+            f"{eng_file} has {len(eng)} lines but {other_file} has {len(other)}: the bitext is not "
+            "line-aligned; rebuild the corpus"
+        )
     return list(zip(eng, other))
 
 
@@ -138,8 +134,10 @@ def select_langs(available: Sequence[str], langs: Sequence[str], exclude: Sequen
         check_code(code, "--langs/--exclude-langs")
     missing = [c for c in langs if c not in available and c != ENGLISH]
     if missing:
-        raise UserError(f"--langs {','.join(missing)}: no English bitext for them in the corpus "
-                        f"(it has {', '.join(sorted(available))})")
+        raise UserError(
+            f"--langs {','.join(missing)}: no English bitext for them in the corpus "
+            f"(it has {', '.join(sorted(available))})"
+        )
     chosen = [c for c in (langs or sorted(available)) if c != ENGLISH and c not in exclude]
     if not chosen:
         raise UserError("no languages left to train on: check --langs / --exclude-langs")
@@ -159,9 +157,16 @@ class LaserDataPlan:
     pair_sizes: dict[str, int] = field(default_factory=dict)
 
 
-def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence[str] = (),
-                       exclude: Sequence[str] = (), pivot: str = "", vocab_size: int = 8000,
-                       spm_temperature: float = 5.0, seed: int = 1) -> LaserDataPlan:
+def prepare_laser_data(
+    corpus: str | Path,
+    data_dir: str | Path,
+    langs: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    pivot: str = "",
+    vocab_size: int = 8000,
+    spm_temperature: float = 5.0,
+    seed: int = 1,
+) -> LaserDataPlan:
     """Normalise, join the pivot bitext, train SentencePiece and binarize (each step skipped when done)."""
     from mt.data.preprocess import PreprocessConfig, preprocess
     from mt.data.spm import SpmTrainConfig
@@ -178,8 +183,10 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
         sizes = {c: bitexts[c][0].stat().st_size for c in chosen}
         pivot = max(sorted(sizes), key=lambda c: sizes[c])
     if len(chosen) < 2:
-        raise UserError(f"a LASER model needs at least two languages besides English (got {', '.join(chosen)}): "
-                        "one of them is the second target language (--pivot)")
+        raise UserError(
+            f"a LASER model needs at least two languages besides English (got {', '.join(chosen)}): "
+            "one of them is the second target language (--pivot)"
+        )
     text = data_dir / "text"
     dev_files = {c: eval_file(corpus, "dev", c) for c in [ENGLISH, *chosen]}
     inputs = [p for c in chosen for p in bitexts[c]] + [p for p in dev_files.values() if p.is_file()]
@@ -192,7 +199,7 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
     else:
         # every file is read (and checked) before anything is deleted or written: a bad corpus leaves no half data
         raw = {c: read_bitext(*bitexts[c]) for c in chosen}
-        dev_text = {c: read_lines(path) for c, path in dev_files.items() if path.is_file()}
+        dev_text = {c: list(textio.read_lines(path, progress=False)) for c, path in dev_files.items() if path.is_file()}
         remove_owned_dir(text)
         owned_dir(text)
         norm = _normalizer()
@@ -230,15 +237,31 @@ def prepare_laser_data(corpus: str | Path, data_dir: str | Path, langs: Sequence
 
     spm_dir, bin_dir = data_dir / "spm", data_dir / "bin"
     with _logged(data_dir / "prepare.log", f"SentencePiece ({vocab_size} pieces) and binarized data in {data_dir}"):
-        train_spm(SpmTrainConfig(out=str(spm_dir), corpus=str(text), vocab_size=vocab_size,
-                                 sampling_temperature=spm_temperature, seed=seed), progress=False)
+        train_spm(
+            SpmTrainConfig(
+                out=str(spm_dir),
+                corpus=str(text),
+                vocab_size=vocab_size,
+                sampling_temperature=spm_temperature,
+                seed=seed,
+            ),
+            progress=False,
+        )
         for pair in pair_sizes:
             a, b = pair.split("-")
             has_dev = (text / "dev" / f"{a}.dev").is_file() and (text / "dev" / f"{b}.dev").is_file()
-            preprocess(PreprocessConfig(source_lang=a, target_lang=b, trainpref=str(text / "train" / pair),
-                                        validpref=str(text / "dev") if has_dev else None,
-                                        spm_model=str(spm_dir / "spm.model"), srcdict=str(spm_dir / "dict.txt"),
-                                        joined_dictionary=True, destdir=str(bin_dir)))
+            preprocess(
+                PreprocessConfig(
+                    source_lang=a,
+                    target_lang=b,
+                    trainpref=str(text / "train" / pair),
+                    validpref=str(text / "dev") if has_dev else None,
+                    spm_model=str(spm_dir / "spm.model"),
+                    srcdict=str(spm_dir / "dict.txt"),
+                    joined_dictionary=True,
+                    destdir=str(bin_dir),
+                )
+            )
     directions = [f"{c}-{ENGLISH}" for c in chosen]
     directions += [f"{c}-{pivot}" for c in chosen if f"{c}-{pivot}" in pair_sizes]
     directions.append(f"{ENGLISH}-{pivot}")
@@ -267,13 +290,22 @@ def teacher_dictionary(indices: dict[str, int]) -> Dictionary:
     return d
 
 
-def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequence[str], teacher,
-                         teacher_spec: str, spm: str = "own", vocab_size: int = 4000, eng_sentences: int = 10000,
-                         seed: int = 1, progress: bool = True) -> StudentDataPlan:
+def prepare_student_data(
+    corpus: str | Path,
+    data_dir: str | Path,
+    langs: Sequence[str],
+    teacher,
+    teacher_spec: str,
+    spm: str = "own",
+    vocab_size: int = 4000,
+    eng_sentences: int = 10000,
+    seed: int = 1,
+    progress: bool = True,
+) -> StudentDataPlan:
     """English sentences -> teacher EmbeddingSet; student text -> SentencePiece (own, or the teacher's);
     binarized directions ``{x}-eng_Zxxx`` and ``eng_Latn-eng_Zxxx`` (train, and valid from dev)."""
     from mining.embed import embed_file
-    from mining.embeddings import EmbeddingSet
+    from mining.embedding_store import EmbeddingSet
     from mt.data.spm import SpmTokenizer, SpmTrainConfig
     from mt.data.spm import train as train_spm
 
@@ -284,13 +316,22 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
         raise UserError(f"--spm {spm!r}: use own (train one on the student's text) or teacher")
     teacher_spm = getattr(getattr(teacher, "tokenizer", None), "path", None)
     if spm == "teacher" and teacher_spm is None:
-        raise UserError(f"--spm teacher: the teacher {teacher_spec!r} has no SentencePiece model of its own "
-                        "(only LASER-format encoders do); use --spm own")
+        raise UserError(
+            f"--spm teacher: the teacher {teacher_spec!r} has no SentencePiece model of its own "
+            "(only LASER-format encoders do); use --spm own"
+        )
     others = sorted(c for c in bitexts if c not in chosen)
     dev_files = {c: eval_file(corpus, "dev", c) for c in [ENGLISH, *chosen]}
     inputs = [p for c in bitexts for p in bitexts[c]] + [p for p in dev_files.values() if p.is_file()]
-    spec = {"langs": chosen, "teacher": teacher_spec, "eng_sentences": eng_sentences, "seed": seed, "spm": spm,
-            "vocab_size": vocab_size, "format": 1}
+    spec = {
+        "langs": chosen,
+        "teacher": teacher_spec,
+        "eng_sentences": eng_sentences,
+        "seed": seed,
+        "spm": spm,
+        "vocab_size": vocab_size,
+        "format": 1,
+    }
     fp = _fingerprint(spec, inputs)
     marker = data_dir / "prepared.json"
     teacher_prefix = data_dir / "teacher" / ENGLISH
@@ -305,10 +346,12 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     #    (all read and checked before the stale data of an earlier run is deleted)
     pairs = {c: [(e, x) for e, x in read_bitext(*bitexts[c]) if e.strip() and x.strip()] for c in chosen}
     own_eng = list(dict.fromkeys(e for c in chosen for e, _ in pairs[c]))
-    pool = sorted({e for c in others for e in read_lines(bitexts[c][0]) if e.strip()} - set(own_eng))
+    pool = sorted(
+        {e for c in others for e in textio.read_lines(bitexts[c][0], progress=False) if e.strip()} - set(own_eng)
+    )
     rng = np.random.default_rng(seed)
     extra = [pool[i] for i in sorted(rng.permutation(len(pool))[: max(eng_sentences, 0)])]
-    dev = {c: read_lines(p) for c, p in dev_files.items() if p.is_file()}
+    dev = {c: list(textio.read_lines(p, progress=False)) for c, p in dev_files.items() if p.is_file()}
     dev_langs = [c for c in chosen if c in dev and ENGLISH in dev and len(dev[c]) == len(dev[ENGLISH])]
     dev_eng = dev.get(ENGLISH, []) if dev_langs else []
     english = list(dict.fromkeys(own_eng + extra + dev_eng))
@@ -320,8 +363,9 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     # 2. teacher embeddings of every English sentence, once
     _write_lines(teacher_prefix.with_suffix(".txt"), english)
     _say(f"teacher {teacher_spec}: embedding {len(english)} English sentences -> {teacher_prefix}")
-    embed_file(str(teacher_prefix.with_suffix(".txt")), str(teacher_prefix), ENGLISH, encoder=teacher,
-               progress=progress)
+    embed_file(
+        str(teacher_prefix.with_suffix(".txt")), str(teacher_prefix), ENGLISH, encoder=teacher, progress=progress
+    )
     dim = EmbeddingSet.open(teacher_prefix).dim
 
     # 3. the student's text (normalised as at inference) and its SentencePiece model / dictionary
@@ -335,9 +379,17 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     _write_lines(text / f"extra.{ENGLISH}", (eng_norm[e] for e in extra))
     if spm == "own":
         with _logged(data_dir / "prepare.log", f"the student's SentencePiece ({vocab_size} pieces)"):
-            train_spm(SpmTrainConfig(out=str(data_dir / "spm"), corpus=str(text),
-                                     inputs=[str(text / f"extra.{ENGLISH}")], langs=[TEACHER_SPACE],
-                                     vocab_size=vocab_size, seed=seed), progress=False)
+            train_spm(
+                SpmTrainConfig(
+                    out=str(data_dir / "spm"),
+                    corpus=str(text),
+                    inputs=[str(text / f"extra.{ENGLISH}")],
+                    langs=[TEACHER_SPACE],
+                    vocab_size=vocab_size,
+                    seed=seed,
+                ),
+                progress=False,
+            )
         dictionary = Dictionary.load(data_dir / "spm" / "dict.txt")
     else:
         dictionary = teacher_dictionary(teacher.indices)
@@ -363,8 +415,9 @@ def prepare_student_data(corpus: str | Path, data_dir: str | Path, langs: Sequen
     for c in chosen:
         sizes[f"{c}-{TEACHER_SPACE}"] = write("train", c, src_side[c], [row[e] for e, _ in pairs[c]])
     eng_train = own_eng + extra
-    sizes[f"{ENGLISH}-{TEACHER_SPACE}"] = write("train", ENGLISH, [eng_norm[e] for e in eng_train],
-                                                [row[e] for e in eng_train])
+    sizes[f"{ENGLISH}-{TEACHER_SPACE}"] = write(
+        "train", ENGLISH, [eng_norm[e] for e in eng_train], [row[e] for e in eng_train]
+    )
     if dev_langs:
         dev_rows = [row[e] for e in dev_eng]
         for c in dev_langs:

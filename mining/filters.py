@@ -11,7 +11,6 @@ Order (the first reason that applies is the one counted):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -24,12 +23,21 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mt.data.langs import check_code, script_of
-from mt.errors import UserError, located
-from mt.util import atomic_write
-from mining.scripts import MIN_SCRIPT_SHARE, han_variant, script_fraction, text_width
-from mining.textio import (LineNumberTracker, add_line_number_args, check_input, check_outputs, chunks, open_output,
-                           read_lines)
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import check_code, script_of
+from mt.common.scripts import MIN_SCRIPT_SHARE, han_variant, script_fraction, text_width
+from mt.common.textio import (
+    INPUT_LINE_NUMBERS_HELP,
+    LINE_NUMBERS_HELP,
+    LineNumberTracker,
+    check_input,
+    check_outputs,
+    chunks,
+    open_output,
+    read_lines,
+)
 
 # reason codes, in the order they are checked
 EMPTY = "empty"
@@ -47,13 +55,34 @@ REASONS = (BAD_COLUMNS, EMPTY, TOO_SHORT, TOO_LONG, LENGTH_RATIO, IDENTICAL, SCR
 # --- normalisation --------------------------------------------------------------------------------
 # A subset of Moses' normalize-punctuation.perl: typographic quotes and dashes to ASCII, no-break and
 # other odd spaces to a plain space, no space before , . ; : ! ? ) % and none after (.
-_PUNCT_TABLE = str.maketrans({
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u00b4": "'", "`": "'",
-    "\u2013": "-", "\u2014": " - ", "\u2212": "-", "\u2010": "-", "\u2011": "-",
-    "\u2026": "...", "\u00a0": " ", "\u2007": " ", "\u202f": " ", "\u2009": " ", "\u200a": " ",
-    "\u3000": " ",
-})
+_PUNCT_TABLE = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u00b4": "'",
+        "`": "'",
+        "\u2013": "-",
+        "\u2014": " - ",
+        "\u2212": "-",
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2007": " ",
+        "\u202f": " ",
+        "\u2009": " ",
+        "\u200a": " ",
+        "\u3000": " ",
+    }
+)
 _SPACE_BEFORE = re.compile(r" +([,.;:!?)%])")
 _SPACE_AFTER_PAREN = re.compile(r"\( +")
 _WS = re.compile(r"\s+")
@@ -105,8 +134,9 @@ def check_empty(text: str) -> str | None:
     return EMPTY if not text.strip() else None
 
 
-def check_length(text: str, min_chars: int = 0, max_chars: int = 0, min_words: int = 0,
-                 max_words: int = 0) -> str | None:
+def check_length(
+    text: str, min_chars: int = 0, max_chars: int = 0, min_words: int = 0, max_words: int = 0
+) -> str | None:
     """Length bounds in characters (``text_width``: a Han, kana or Hangul character counts two) and
     whitespace-separated words; 0 disables a bound."""
     n = text_width(text)
@@ -141,7 +171,7 @@ def check_identical(src: str, tgt: str) -> str | None:
 def check_script(text: str, lang: str, min_fraction: float) -> str | None:
     """Fewer than ``min_fraction`` of the units in the script of ``lang`` (``deu_Latn`` -> Latn); 0 disables.
 
-    Units (``mining.scripts.script_units``): a word of an alphabetic script, one Han / kana / Hangul
+    Units (``mt.common.scripts.script_units``): a word of an alphabetic script, one Han / kana / Hangul
     character, one letter of Thai, Lao, Khmer or Myanmar (no spaces between words there); so a Chinese
     line with Latin product names stays Chinese. For ``Hans``/``Hant`` a text clearly written in the
     other variant also fails.
@@ -188,7 +218,7 @@ class HashSet64:
             empty = slot == 0
             if insert and empty.any():
                 idx = todo[empty]
-                table[pos[idx]] = keys[idx]          # several keys may race for one slot: one wins
+                table[pos[idx]] = keys[idx]  # several keys may race for one slot: one wins
                 won = table[pos[idx]] == keys[idx]
                 self.size += int(won.sum())
                 done = np.zeros(len(todo), dtype=bool)
@@ -232,16 +262,22 @@ class HashSet64:
 # --- config, report, drivers ----------------------------------------------------------------------
 @dataclass
 class FilterConfig:
-    min_chars: int = 5
-    max_chars: int = 1050
-    min_words: int = 0
-    max_words: int = 0
-    max_len_ratio: float = 9.0
-    min_script_fraction: float = MIN_SCRIPT_SHARE
-    normalize: bool = True
-    dedup: bool = True
-    near_dedup: bool = True
-    dedup_memory_mb: int = 512
+    """The filters of ``mine-filter``: each field but batch_size is also its flag."""
+
+    min_chars: int = arg(5, "a Han, kana or Hangul (wide) character counts two")
+    max_chars: int = arg(1050, "0 = no limit")
+    min_words: int = arg(0, "0 = off; words are unhelpful for CJK")
+    max_words: int = arg(0, "0 = off")
+    max_len_ratio: float = arg(9.0, "bitext: longest/shortest character length (0 = off)")
+    min_script_fraction: float = arg(
+        MIN_SCRIPT_SHARE,
+        "share of the text in the language's script, counting words of alphabetic scripts and characters of "
+        "Han, kana, Hangul, Thai, Lao, Khmer, Myanmar (0 = off)",
+    )
+    normalize: bool = arg(True, "NFKC, punctuation and space normalisation (--no-normalize: keep the text as is)")
+    dedup: bool = arg(True, "drop exact duplicates (--no-dedup keeps them)")
+    near_dedup: bool = arg(True, "drop near-duplicates (--no-near-dedup keeps them)")
+    dedup_memory_mb: int = arg(512, "memory bound of the dedup hash sets (16 bytes per line)")
     batch_size: int = 8192
 
 
@@ -256,8 +292,12 @@ class FilterReport:
         return [(r, self.dropped[r]) for r in REASONS if self.dropped[r]]
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "kept": self.kept, "dropped": dict(self.rows()),
-                "dedup_saturated": self.dedup_saturated}
+        return {
+            "total": self.total,
+            "kept": self.kept,
+            "dropped": dict(self.rows()),
+            "dedup_saturated": self.dedup_saturated,
+        }
 
     def format(self) -> str:
         w = max([len(r) for r, _ in self.rows()] + [len("kept")])
@@ -268,8 +308,9 @@ class FilterReport:
         pct = 100.0 * self.kept / self.total if self.total else 0.0
         lines.append(f"{'kept':<{w}}  {self.kept:>10}  {pct:5.1f}%")
         if self.dedup_saturated:
-            lines.append("warning: the dedup hash set reached --dedup-memory-mb; "
-                         "later duplicates of new lines were kept")
+            lines.append(
+                "warning: the dedup hash set reached --dedup-memory-mb; later duplicates of new lines were kept"
+            )
         return "\n".join(lines)
 
     def write(self, path: str) -> None:
@@ -311,8 +352,9 @@ class _Deduper:
         return out
 
 
-def filter_lines(lines: Iterable[str], lang: str, cfg: FilterConfig | None = None,
-                 report: FilterReport | None = None) -> Iterator[tuple[str, str | None]]:
+def filter_lines(
+    lines: Iterable[str], lang: str, cfg: FilterConfig | None = None, report: FilterReport | None = None
+) -> Iterator[tuple[str, str | None]]:
     """Monolingual: yield ``(normalised line, reason or None)`` for every input line, in order."""
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
@@ -321,9 +363,11 @@ def filter_lines(lines: Iterable[str], lang: str, cfg: FilterConfig | None = Non
         texts = [normalize_text(s) if cfg.normalize else s.strip() for s in chunk]
         reasons: list[str | None] = []
         for t in texts:
-            reasons.append(check_empty(t)
-                           or check_length(t, cfg.min_chars, cfg.max_chars, cfg.min_words, cfg.max_words)
-                           or check_script(t, lang, cfg.min_script_fraction))
+            reasons.append(
+                check_empty(t)
+                or check_length(t, cfg.min_chars, cfg.max_chars, cfg.min_words, cfg.max_words)
+                or check_script(t, lang, cfg.min_script_fraction)
+            )
         ok = [i for i, r in enumerate(reasons) if r is None]
         # digits kept: "Switch to workspace 4" and "... 9" are two sentences with two translations (folding them
         # dropped 7 of 300 true Hindi pairs of the demo's mono files); bitext near-dedup still folds them
@@ -340,8 +384,13 @@ def filter_lines(lines: Iterable[str], lang: str, cfg: FilterConfig | None = Non
         report.dedup_saturated = dedup.saturated
 
 
-def filter_bitext(pairs: Iterable[tuple[str, str]], src_lang: str, tgt_lang: str, cfg: FilterConfig | None = None,
-                  report: FilterReport | None = None) -> Iterator[tuple[str, str, str | None]]:
+def filter_bitext(
+    pairs: Iterable[tuple[str, str]],
+    src_lang: str,
+    tgt_lang: str,
+    cfg: FilterConfig | None = None,
+    report: FilterReport | None = None,
+) -> Iterator[tuple[str, str, str | None]]:
     """Bitext: yield ``(src, tgt, reason or None)`` per pair; dedup is over the (src, tgt) pair."""
     cfg = cfg or FilterConfig()
     report = report if report is not None else FilterReport()
@@ -351,13 +400,15 @@ def filter_bitext(pairs: Iterable[tuple[str, str]], src_lang: str, tgt_lang: str
         reasons: list[str | None] = []
         for s, t in norm:
             reasons.append(
-                check_empty(s) or check_empty(t)
+                check_empty(s)
+                or check_empty(t)
                 or check_length(s, cfg.min_chars, cfg.max_chars, cfg.min_words, cfg.max_words)
                 or check_length(t, cfg.min_chars, cfg.max_chars, cfg.min_words, cfg.max_words)
                 or check_ratio(s, t, cfg.max_len_ratio)
                 or check_identical(s, t)
                 or check_script(s, src_lang, cfg.min_script_fraction)
-                or check_script(t, tgt_lang, cfg.min_script_fraction))
+                or check_script(t, tgt_lang, cfg.min_script_fraction)
+            )
         ok = [i for i, r in enumerate(reasons) if r is None]
         exact = [f"{norm[i][0]}\t{norm[i][1]}" for i in ok]
         near = [f"{near_dup_key(norm[i][0])}\t{near_dup_key(norm[i][1])}" for i in ok]
@@ -375,21 +426,24 @@ def filter_bitext(pairs: Iterable[tuple[str, str]], src_lang: str, tgt_lang: str
 
 @dataclass
 class FilterJob:
-    input: str
-    output: str | None
-    lang: str | None = None
-    src_lang: str | None = None
-    tgt_lang: str | None = None
-    report: str | None = None
-    dropped: str | None = None
-    line_numbers: str | None = None  # write the 0-based original line number of each kept line
-    input_line_numbers: str | None = None  # the input's own --line-numbers file (it was filtered before)
+    """One ``mine-filter`` run: its files and languages (flags) and its filters."""
+
+    input: str = arg(help="text file or bitext TSV (.gz or - for stdin)", short="-i", required=True)
+    output: str | None = arg(help="kept lines (default: stdout)", short="-o")
+    lang: str | None = arg(None, "FLORES-200 code of a monolingual file")
+    src_lang: str | None = arg(None, "FLORES-200 code of the bitext source column")
+    tgt_lang: str | None = arg(None, "FLORES-200 code of the bitext target column")
+    report: str | None = arg(None, "write the per-filter counts here (JSON for *.json, else TSV)")
+    dropped: str | None = arg(None, "write dropped lines as reason<TAB>line here")
+    line_numbers: str | None = arg(None, LINE_NUMBERS_HELP)
+    input_line_numbers: str | None = arg(None, INPUT_LINE_NUMBERS_HELP)
     progress: bool = True
     config: FilterConfig = field(default_factory=FilterConfig)
 
 
-def _read_tsv(path: str, lines: Iterable[str], report: FilterReport,
-              bad: list[int]) -> Iterator[tuple[str | None, str, str] | None]:
+def _read_tsv(
+    path: str, lines: Iterable[str], report: FilterReport, bad: list[int]
+) -> Iterator[tuple[str | None, str, str] | None]:
     """``src<TAB>tgt`` or mined ``score<TAB>src<TAB>tgt`` rows (the first line decides); other rows are
     counted as bad_columns (their line numbers collected in ``bad``) and yield None."""
     ncols = None
@@ -398,14 +452,21 @@ def _read_tsv(path: str, lines: Iterable[str], report: FilterReport,
         if ncols is None:
             ncols = len(cols)
             if ncols not in (2, 3):
-                raise located(path, lineno, f"expected src<TAB>tgt or score<TAB>src<TAB>tgt, got {ncols} column(s); "
-                                            "for a monolingual file pass --lang instead of --src-lang/--tgt-lang")
+                raise located(
+                    path,
+                    lineno,
+                    f"expected src<TAB>tgt or score<TAB>src<TAB>tgt, got {ncols} column(s); "
+                    "for a monolingual file pass --lang instead of --src-lang/--tgt-lang",
+                )
             if ncols == 3:
                 try:
                     float(cols[0])
                 except ValueError:
-                    raise located(path, lineno, f"3 columns but the first ({cols[0][:20]!r}) is not a score; "
-                                                "expected score<TAB>src<TAB>tgt") from None
+                    raise located(
+                        path,
+                        lineno,
+                        f"3 columns but the first ({cols[0][:20]!r}) is not a score; expected score<TAB>src<TAB>tgt",
+                    ) from None
         if len(cols) != ncols:
             report.total += 1
             report.dropped[BAD_COLUMNS] += 1
@@ -421,9 +482,10 @@ def run_filter(job: FilterJob) -> FilterReport:
     if bitext == bool(job.lang) or (bitext and not (job.src_lang and job.tgt_lang)):
         raise UserError("pass --lang CODE for a monolingual file, or --src-lang and --tgt-lang for bitext TSV")
     check_input(job.input)
-    check_outputs({"--input": job.input, "--input-line-numbers": job.input_line_numbers},
-                  {"--output": job.output, "--dropped": job.dropped, "--line-numbers": job.line_numbers,
-                   "--report": job.report})
+    check_outputs(
+        {"--input": job.input, "--input-line-numbers": job.input_line_numbers},
+        {"--output": job.output, "--dropped": job.dropped, "--line-numbers": job.line_numbers, "--report": job.report},
+    )
     cfg = job.config
     if cfg.batch_size < 1 or cfg.dedup_memory_mb < 1:
         raise UserError("--batch-size and --dedup-memory-mb must be >= 1")
@@ -466,67 +528,11 @@ def run_filter(job: FilterJob) -> FilterReport:
                     dropped.write(f"{reason}\t{text}\n")
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-        print(f"warning: {job.input}: {len(bad)} line(s) with the wrong number of columns dropped (lines {shown})",
-              file=sys.stderr)
+        print(
+            f"warning: {job.input}: {len(bad)} line(s) with the wrong number of columns dropped (lines {shown})",
+            file=sys.stderr,
+        )
     print(f"mine-filter {job.input}:\n{report.format()}", file=sys.stderr)
     if job.report:
         report.write(job.report)
     return report
-
-
-_EPILOG = """examples:
-  # monolingual: normalise, length/script checks, exact + near-duplicate removal
-  mine-filter --lang deu_Latn --input de.txt --output de.clean.txt --report de.filter.json
-  # bitext (src<TAB>tgt, or mined score<TAB>src<TAB>tgt): also length ratio and identical pairs
-  mine-filter --src-lang eng_Latn --tgt-lang deu_Latn --input mined.tsv --output mined.clean.tsv \\
-      --max-len-ratio 3 --dropped mined.dropped.tsv
-  # after mine-lid --line-numbers: keep the original (0-based) line number of every kept line
-  mine-filter --lang xho_Latn --input xho.lid.txt --input-line-numbers xho.lid.lines \\
-      --output xho.txt --line-numbers xho.lines
-
-Reasons counted (the first that applies): bad_columns, empty, too_short, too_long, length_ratio,
-identical, script, duplicate, near_duplicate. Near-duplicates share their text once lower-cased and
-punctuation and spaces removed (bitext: digits mapped to 0 as well; a monolingual line keeps its digits,
-"workspace 4" and "workspace 9" are different sentences to mine). --report writes JSON (*.json) or TSV.
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    d = FilterConfig()
-    p = argparse.ArgumentParser(prog="mine-filter", description="Normalise and filter monolingual text or bitext TSV.",
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", "-i", required=True, help="text file or bitext TSV (.gz or - for stdin)")
-    p.add_argument("--output", "-o", default=None, help="kept lines (default: stdout)")
-    p.add_argument("--lang", help="FLORES-200 code of a monolingual file")
-    p.add_argument("--src-lang", help="FLORES-200 code of the bitext source column")
-    p.add_argument("--tgt-lang", help="FLORES-200 code of the bitext target column")
-    p.add_argument("--min-chars", type=int, default=d.min_chars,
-                   help=f"default {d.min_chars}; a Han, kana or Hangul (wide) character counts two")
-    p.add_argument("--max-chars", type=int, default=d.max_chars, help=f"default {d.max_chars}; 0 = no limit")
-    p.add_argument("--min-words", type=int, default=d.min_words, help="default 0 (off; words are unhelpful for CJK)")
-    p.add_argument("--max-words", type=int, default=d.max_words, help="default 0 (off)")
-    p.add_argument("--max-len-ratio", type=float, default=d.max_len_ratio,
-                   help=f"bitext: longest/shortest character length (default {d.max_len_ratio}; 0 = off)")
-    p.add_argument("--min-script-fraction", type=float, default=d.min_script_fraction,
-                   help=f"share of the text in the language's script, counting words of alphabetic scripts and "
-                        f"characters of Han, kana, Hangul, Thai, Lao, Khmer, Myanmar "
-                        f"(default {d.min_script_fraction}; 0 = off)")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="keep the text as is (no NFKC/punctuation/space changes)")
-    p.add_argument("--no-dedup", action="store_true", help="keep exact duplicates")
-    p.add_argument("--no-near-dedup", action="store_true", help="keep near-duplicates")
-    p.add_argument("--dedup-memory-mb", type=int, default=d.dedup_memory_mb,
-                   help=f"memory bound of the dedup hash sets (default {d.dedup_memory_mb}; 16 bytes per line)")
-    p.add_argument("--report", help="write the per-filter counts here (JSON for *.json, else TSV)")
-    p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
-    add_line_number_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    cfg = FilterConfig(min_chars=a.min_chars, max_chars=a.max_chars, min_words=a.min_words, max_words=a.max_words,
-                       max_len_ratio=a.max_len_ratio, min_script_fraction=a.min_script_fraction,
-                       normalize=not a.no_normalize, dedup=not a.no_dedup, near_dedup=not a.no_near_dedup,
-                       dedup_memory_mb=a.dedup_memory_mb)
-    run_filter(FilterJob(input=a.input, output=a.output, lang=a.lang, src_lang=a.src_lang, tgt_lang=a.tgt_lang,
-                         report=a.report, dropped=a.dropped, line_numbers=a.line_numbers,
-                         input_line_numbers=a.input_line_numbers, progress=not a.no_progress, config=cfg))
-    return 0

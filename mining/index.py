@@ -1,49 +1,34 @@
-"""FAISS indexes over sharded embeddings, and k-NN search between two sides (``mine-index``, ``mine-knn``).
-
-Why this shape: mining needs, for every sentence of each side, its k nearest neighbours on the other
-side and their similarities (the margin's neighbourhood). Everything streams shard by shard, so memory
-is bounded by the index plus one batch of queries plus the ``n x k`` result arrays, whatever the corpus.
+"""FAISS indexes over sharded embeddings (``mine-index``); the k-NN search over them is ``mining.knn``.
 
 Index: ``faiss.index_factory(dim, FACTORY, METRIC_INNER_PRODUCT)`` on L2-normalised vectors (inner
 product = cosine), trained on a random sample of ``--train-sample`` rows, filled shard by shard, written
 atomically with ``faiss.write_index``. On a machine with GPUs (``faiss.get_num_gpus() > 0``, faiss-gpu
-installed) the same code moves the index to all GPUs.
-
-k-NN result layout for a query set searched against an index, prefix ``P`` (e.g. ``knn/src2tgt``)::
-
-    P.meta.json        {"format": "nllb-mini-knn/1", "k", "queries", "index", "nprobe", "ntotal", "total",
-                        "direction", "index_emb", "shards": [{"start", "rows"}]}
-                       (queries / index / index_emb: absolute paths of the query set, index, indexed set)
-    P.0000.ids.npy     int64 [rows, k]   neighbour row ids in the index (-1: none found)
-    P.0000.sims.npy    float32 [rows, k] cosine similarities, best first (-inf where ids == -1)
-    P.0000.avg.npy     float32 [rows]    mean similarity to the k neighbours (the margin's denominator part)
-
-Shard ``i`` of the result matches shard ``i`` of the query embeddings. A shard whose three files exist
-(``avg`` is written last) is finished and skipped on re-run; the meta file is written when all are done.
+installed) the same code moves the index to all GPUs. Memory is bounded by the index plus one batch of
+rows, whatever the corpus.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import EmbeddingSet, load_npy, meta_path, npy_matches, read_meta, save_npy
-from mt.errors import UserError
-from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
-                     temp_name)
+from mining.embedding_store import EmbeddingSet, meta_path
+from mt.common.errors import UserError
+from mt.common.files import (
+    refuse_file_in_the_way,
+    refuse_overwriting_input,
+    remove_stale_temps,
+    temp_name,
+)
+from mt.common.flags import arg
 
-KNN_FORMAT = "nllb-mini-knn/1"
-DIRECTIONS = {"src2tgt": ("src", "tgt"), "tgt2src": ("tgt", "src")}
 
-
-def _faiss():
+def faiss_module():
     try:
         import faiss
     except ImportError:  # pragma: no cover - faiss-cpu is a dependency
@@ -51,8 +36,13 @@ def _faiss():
     return faiss
 
 
+def faiss_threads(threads: int) -> int:
+    """The OpenMP threads faiss uses for ``--threads`` (0: its default, all cores)."""
+    return threads if threads > 0 else faiss_module().omp_get_max_threads()
+
+
 def num_gpus() -> int:
-    faiss = _faiss()
+    faiss = faiss_module()
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
@@ -62,22 +52,43 @@ def num_gpus() -> int:
 
 @dataclass
 class IndexConfig:
-    """How ``mine-index`` builds one side's index."""
+    """How ``mine-index`` builds one side's index (each field but gpu is also its flag)."""
 
-    factory: str = "Flat"
-    train_sample: int = 262_144  # rows used to train IVF/PQ/OPQ (capped at the set size)
-    seed: int = 0
+    factory: str = arg("Flat", "FAISS index factory string")
+    train_sample: int = arg(262_144, "rows sampled to train IVF/PQ indexes")  # capped at the set size
+    seed: int = arg(0, "seed of the training sample")
     # rows converted to float32 and added at a time; PQ encoding needs a 64 KiB distance table per row
     # (M x 256 floats for PQ64), so 8192 rows cost ~0.5 GiB transient memory, 65536 would cost 4 GiB
-    batch_size: int = 8_192
-    gpu: bool | None = None  # None: use GPUs when faiss sees any
-    threads: int = 0  # faiss OpenMP threads; 0 = faiss default (all cores)
+    batch_size: int = arg(8_192, "rows added at a time")
+    gpu: bool | None = None  # None: use GPUs when faiss sees any (flags: FaissDevice)
+    threads: int = arg(0, "faiss CPU threads (default: all cores)", show_default=False)  # 0: faiss default
 
 
-def _as_f32(rows: np.ndarray) -> np.ndarray:
+@dataclass
+class FaissDevice:
+    """``--gpu`` / ``--cpu``: the ``gpu`` setting of IndexConfig and KnnConfig (neither: GPUs when visible)."""
+
+    gpu: bool = arg(False, "require GPUs (faiss-gpu)", exclusive="device")
+    cpu: bool = arg(False, "stay on CPU even when GPUs are visible", exclusive="device")
+
+    def setting(self) -> bool | None:
+        return True if self.gpu else False if self.cpu else None
+
+
+@dataclass
+class IndexJob:
+    """One ``mine-index`` run: the embedding set, the index file and how to build it."""
+
+    emb: str = arg(help="embedding set prefix (written by mine-embed)", required=True)
+    out: str | None = arg(None, "index file (default: {emb}.faiss)")
+    force: bool = arg(False, "rebuild even when the index file exists")
+    config: IndexConfig = field(default_factory=IndexConfig)
+
+
+def as_f32(rows: np.ndarray) -> np.ndarray:
     """float16 rows -> contiguous float32, re-normalised (fp16 rounding moves norms by ~1e-3)."""
     x = np.ascontiguousarray(rows, dtype=np.float32)
-    _faiss().normalize_L2(x)
+    faiss_module().normalize_L2(x)
     return x
 
 
@@ -94,11 +105,11 @@ def _sample_rows(emb: EmbeddingSet, n: int, seed: int) -> np.ndarray:
         if hi > lo:
             out[pos : pos + hi - lo] = arr[pick[lo:hi] - start]
             pos += hi - lo
-    _faiss().normalize_L2(out)
+    faiss_module().normalize_L2(out)
     return out
 
 
-def _check_not_empty(emb: EmbeddingSet, what: str) -> None:
+def check_not_empty(emb: EmbeddingSet, what: str) -> None:
     if len(emb) == 0:
         raise UserError(f"{emb.prefix}: the {what} embedding set is empty (0 rows); nothing to index or search")
 
@@ -110,13 +121,13 @@ def check_shards(emb: EmbeddingSet) -> None:
         emb.shard(k)
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     if threads and threads > 0:
-        _faiss().omp_set_num_threads(int(threads))
+        faiss_module().omp_set_num_threads(int(threads))
 
 
 def new_index(dim: int, factory: str):
-    faiss = _faiss()
+    faiss = faiss_module()
     try:
         index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -135,8 +146,7 @@ def new_index(dim: int, factory: str):
     return index
 
 
-def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True,
-                timings: dict | None = None):
+def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: bool = True, timings: dict | None = None):
     """Train (on a sample) and fill a CPU index from ``emb`` shard by shard; returns the faiss index.
 
     ``timings``, when given, receives ``train_s`` and ``add_s``.
@@ -146,12 +156,12 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
     cfg = cfg or IndexConfig()
     timings = {} if timings is None else timings
     timings["train_s"] = 0.0
-    _check_not_empty(emb, "indexed")
-    _set_threads(cfg.threads)
+    check_not_empty(emb, "indexed")
+    set_threads(cfg.threads)
     index = new_index(emb.dim, cfg.factory)
     if not index.is_trained:
         sample = _sample_rows(emb, cfg.train_sample, cfg.seed)
-        ivf = _faiss().extract_index_ivf(index) if "IVF" in cfg.factory else None
+        ivf = faiss_module().extract_index_ivf(index) if "IVF" in cfg.factory else None
         if ivf is not None and sample.shape[0] < ivf.nlist:
             raise UserError(
                 f"{emb.prefix}: {cfg.factory} has {ivf.nlist} lists but only {sample.shape[0]} training rows "
@@ -159,23 +169,26 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
             )
         if ivf is not None and cfg.gpu is not False and num_gpus() > 0:
             # k-means of the coarse quantizer on the GPUs, the index itself stays a CPU one (FAISS's recipe)
-            ivf.clustering_index = _faiss().index_cpu_to_all_gpus(_faiss().IndexFlatL2(ivf.d))
+            ivf.clustering_index = faiss_module().index_cpu_to_all_gpus(faiss_module().IndexFlatL2(ivf.d))
         t0 = time.time()
         try:
             index.train(sample)
         except RuntimeError as exc:
-            raise UserError(f"{emb.prefix}: training {cfg.factory} failed: {str(exc).strip().splitlines()[-1]}") from None
+            raise UserError(
+                f"{emb.prefix}: training {cfg.factory} failed: {str(exc).strip().splitlines()[-1]}"
+            ) from None
         timings["train_s"] = time.time() - t0
         if progress:
-            print(f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {timings['train_s']:.1f}s",
-                  file=sys.stderr)
+            print(
+                f"mine-index: trained {cfg.factory} on {sample.shape[0]} rows in {timings['train_s']:.1f}s",
+                file=sys.stderr,
+            )
         del sample
     t0 = time.time()
-    bar = tqdm(total=len(emb), unit="vec", desc=f"add {Path(emb.prefix).name}", disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(total=len(emb), unit="vec", desc=f"add {Path(emb.prefix).name}", disable=not progress, file=sys.stderr)
     for _, arr in emb.shards():
         for lo in range(0, arr.shape[0], cfg.batch_size):
-            block = _as_f32(arr[lo : lo + cfg.batch_size])
+            block = as_f32(arr[lo : lo + cfg.batch_size])
             index.add(block)
             bar.update(block.shape[0])
     bar.close()
@@ -185,7 +198,7 @@ def build_index(emb: EmbeddingSet, cfg: IndexConfig | None = None, progress: boo
 
 def to_gpu_if_available(index, gpu: bool | None = None):
     """Move ``index`` to all GPUs when asked (``gpu=True``) or when any is visible (``gpu=None``)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     n = num_gpus()
     if gpu is False or n == 0:
         if gpu:
@@ -199,7 +212,7 @@ def to_gpu_if_available(index, gpu: bool | None = None):
 
 def save_index(index, path: str | os.PathLike) -> Path:
     """``faiss.write_index`` to a temp name beside ``path``, then rename (a killed run leaves no half index)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     path = Path(path)
     if hasattr(faiss, "index_gpu_to_cpu") and num_gpus() > 0:
         try:
@@ -213,8 +226,10 @@ def save_index(index, path: str | os.PathLike) -> Path:
         faiss.write_index(index, str(tmp))
         os.replace(tmp, path)
     except RuntimeError as exc:  # faiss reports a failed write (a full disk) as a RuntimeError
-        raise UserError(f"{path}: writing the index failed ({str(exc).strip().splitlines()[-1]}); free space or "
-                        "choose another --out, and re-run") from None
+        raise UserError(
+            f"{path}: writing the index failed ({str(exc).strip().splitlines()[-1]}); free space or "
+            "choose another --out, and re-run"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -223,15 +238,16 @@ def save_index(index, path: str | os.PathLike) -> Path:
 
 def load_index(path: str | os.PathLike, nprobe: int | None = None, gpu: bool | None = None):
     """Read an index written by ``save_index``; set ``nprobe`` for IVF indexes; move to GPUs if any."""
-    faiss = _faiss()
+    faiss = faiss_module()
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: FAISS index not found (build it with mine-index)")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
-        raise UserError(f"{path}: not a readable FAISS index ({str(exc).strip().splitlines()[-1]}); rebuild it "
-                        "with mine-index") from None
+        raise UserError(
+            f"{path}: not a readable FAISS index ({str(exc).strip().splitlines()[-1]}); rebuild it with mine-index"
+        ) from None
     set_nprobe(index, nprobe)
     return to_gpu_if_available(index, gpu)
 
@@ -240,7 +256,7 @@ def set_nprobe(index, nprobe: int | None) -> None:
     """Set ``nprobe`` on the IVF part of any index chain (OPQ,IVF,PQ...); a no-op for flat indexes."""
     if nprobe is None:
         return
-    faiss = _faiss()
+    faiss = faiss_module()
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
@@ -253,435 +269,23 @@ def set_nprobe(index, nprobe: int | None) -> None:
         quantizer.hnsw.efSearch = max(quantizer.hnsw.efSearch, 2 * int(nprobe))
 
 
-# --------------------------------------------------------------------------------------------------
-# k-NN search
-
-
-@dataclass
-class KnnConfig:
-    """How ``mine-knn`` searches one query set against one index."""
-
-    k: int = 4  # neighbours per query, as LASER / stopes
-    nprobe: int | None = None  # IVF lists visited per query (None: the index's own, 1 by default)
-    batch_size: int = 16_384  # query rows converted to float32 and searched at a time
-    gpu: bool | None = None
-    threads: int = 0
-
-
-def knn_files(prefix: str | os.PathLike, shard: int) -> tuple[Path, Path, Path]:
-    base = f"{prefix}.{shard:04d}"
-    return Path(f"{base}.ids.npy"), Path(f"{base}.sims.npy"), Path(f"{base}.avg.npy")
-
-
-def knn_meta_path(prefix: str | os.PathLike) -> Path:
-    return Path(f"{prefix}.meta.json")
-
-
-def neighbour_mean(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Mean similarity to the neighbours actually found (FAISS pads with id -1 when it finds fewer)."""
-    valid = ids >= 0
-    total = np.where(valid, sims, 0.0).sum(axis=1, dtype=np.float64)
-    count = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        avg = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    return avg.astype(np.float32)
-
-
-def _check_query(index, emb: EmbeddingSet, k: int, index_path: object) -> None:
-    """The query set and the index come from one encoder, and the index holds at least k vectors."""
-    if index.d != emb.dim:
-        raise UserError(
-            f"{emb.prefix}: embeddings have dim {emb.dim} but the index {index_path} has dim {index.d}: "
-            "both sides must come from the same encoder"
-        )
-    _check_k(index, k, index_path)
-
-
-def _check_k(index, k: int, where: object) -> None:
-    if k < 1:
-        raise UserError(f"--k must be at least 1 (got {k})")
-    if k > index.ntotal:
-        raise UserError(
-            f"{where}: k={k} is larger than the index ({index.ntotal} vectors); use --k {index.ntotal} or less, "
-            "or index more sentences"
-        )
-
-
-def search_shard(index, rows: np.ndarray, k: int, batch_size: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
-    """Search float16/32 ``rows`` against ``index``: (ids int64 [n, k], sims float32 [n, k])."""
-    n = rows.shape[0]
-    ids = np.empty((n, k), dtype=np.int64)
-    sims = np.empty((n, k), dtype=np.float32)
-    for lo in range(0, n, batch_size):
-        q = _as_f32(rows[lo : lo + batch_size])
-        d, i = index.search(q, k)
-        sims[lo : lo + q.shape[0]] = d
-        ids[lo : lo + q.shape[0]] = i
-    sims[ids < 0] = -np.inf
-    return ids, sims
-
-
-def shard_done(out_prefix: str | os.PathLike, shard: int, rows: int, k: int) -> bool:
-    """True when shard ``shard`` of a k-NN result exists with the expected shape (so a re-run skips it)."""
-    ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    return sims_p.is_file() and npy_matches(ids_p, (rows, k)) and npy_matches(avg_p, (rows,))
-
-
-_INDEX_CACHE: dict[tuple, object] = {}
-
-
-def _cached_index(path: str, nprobe: int | None, gpu: bool | None):
-    """One loaded index per worker process: jobs of the same direction reuse it."""
-    st = os.stat(path)
-    key = (str(path), st.st_mtime_ns, st.st_size, nprobe, gpu)
-    if key not in _INDEX_CACHE:
-        _INDEX_CACHE.clear()
-        _INDEX_CACHE[key] = load_index(path, nprobe=nprobe, gpu=gpu)
-    return _INDEX_CACHE[key]
-
-
-def knn_shard_job(index_path: str, query_prefix: str, shard: int, out_prefix: str, cfg: KnnConfig) -> dict:
-    """One unit of work (what a launcher runs): search query shard ``shard`` and write its three files.
-
-    Skips the shard when its files are already there; returns ``{"shard", "rows", "seconds", "skipped"}``.
-    """
-    t0 = time.time()
-    emb = EmbeddingSet.open(query_prefix)
-    rows = emb.meta["shards"][shard]["rows"]
-    if shard_done(out_prefix, shard, rows, cfg.k):
-        return {"shard": shard, "rows": rows, "seconds": 0.0, "skipped": True}
-    _set_threads(cfg.threads)
-    index = _cached_index(index_path, cfg.nprobe, cfg.gpu)
-    _check_query(index, emb, cfg.k, index_path)
-    ids, sims = search_shard(index, emb.shard(shard), cfg.k, cfg.batch_size)
-    ids_p, sims_p, avg_p = knn_files(out_prefix, shard)
-    save_npy(sims_p, sims)
-    save_npy(ids_p, ids)
-    save_npy(avg_p, neighbour_mean(sims, ids))  # written last: its presence marks the shard finished
-    return {"shard": shard, "rows": rows, "seconds": time.time() - t0, "skipped": False}
-
-
-def write_knn_meta(out_prefix: str | os.PathLike, query: EmbeddingSet, index_path: str | os.PathLike,
-                   cfg: KnnConfig, ntotal: int, **info: object) -> Path:
-    """Check every shard is finished, then write the meta file that makes the result usable."""
-    shards = []
-    for s, info_s in enumerate(query.meta["shards"]):
-        if not shard_done(out_prefix, s, info_s["rows"], cfg.k):
-            raise UserError(f"{out_prefix}: shard {s} is missing or incomplete; re-run mine-knn to finish it")
-        shards.append({"start": info_s["start"], "rows": info_s["rows"]})
-    # absolute paths: mine-bitext finds the embeddings (and through them the texts) from any directory
-    meta = {"format": KNN_FORMAT, "k": cfg.k, "queries": str(Path(query.prefix).resolve()),
-            "index": str(Path(index_path).resolve()), "nprobe": cfg.nprobe, "ntotal": int(ntotal),
-            "total": len(query), **info, "shards": shards}
-    path = knn_meta_path(out_prefix)
-    with atomic_write(path) as fh:
-        json.dump(meta, fh, indent=1, ensure_ascii=False)
-    return path
-
-
-def knn_search(index_path: str | os.PathLike, query_prefix: str | os.PathLike, out_prefix: str | os.PathLike,
-               cfg: KnnConfig | None = None, launcher=None, progress: bool = True, **info: object) -> Path:
-    """Search every shard of ``query_prefix`` against ``index_path`` (skipping finished shards).
-
-    ``launcher``: a ``mining.launcher.Launcher`` to run shards as separate jobs; None runs them here.
-    Returns the meta path of the result.
-    """
-    from mining.launcher import Launcher
-
-    cfg = cfg or KnnConfig()
-    query = EmbeddingSet.open(query_prefix)
-    _check_not_empty(query, "query")
-    index = _cached_index(str(index_path), cfg.nprobe, cfg.gpu)
-    _check_query(index, query, cfg.k, index_path)
-    ntotal = int(index.ntotal)
-    Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(index_path), str(query_prefix), s, str(out_prefix), cfg)
-            for s, si in enumerate(query.meta["shards"]) if not shard_done(out_prefix, s, si["rows"], cfg.k)]
-    launcher = launcher or Launcher()
-    if not launcher.in_process:
-        _INDEX_CACHE.clear()  # the workers load their own copy; do not hold one here too
-    launcher.map(knn_shard_job, jobs, desc=f"knn {Path(out_prefix).name}", progress=progress)
-    return write_knn_meta(out_prefix, query, index_path, cfg, ntotal, **info)
-
-
-def _check_knn_meta(mp: Path, meta: dict) -> None:
-    """The keys the readers use are there and add up; a hand-edited or foreign meta file is an error here,
-    not a KeyError in the middle of mining."""
-    try:
-        k, total = int(meta["k"]), int(meta["total"])
-        shards = [(int(s["start"]), int(s["rows"])) for s in meta["shards"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{mp}: malformed meta file ({type(exc).__name__} {exc}); re-run mine-knn") from None
-    rows = sum(n for _, n in shards)
-    if k < 1 or rows != total:
-        raise UserError(f"{mp}: malformed meta file (k={k}, total {total}, shards of {rows} rows); re-run mine-knn")
-
-
-@dataclass
-class KnnSet:
-    """Read side of a k-NN result: per-shard arrays and the per-query neighbourhood means."""
-
-    prefix: Path
-    meta: dict = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, prefix: str | os.PathLike) -> "KnnSet":
-        mp = knn_meta_path(prefix)
-        meta = read_meta(mp, KNN_FORMAT, "k-NN result", "mine-knn")
-        _check_knn_meta(mp, meta)
-        return cls(Path(prefix), meta)
-
-    @property
-    def k(self) -> int:
-        return int(self.meta["k"])
-
-    def __len__(self) -> int:
-        return int(self.meta["total"])
-
-    def shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, sims) of shard ``s``, checked against the meta file."""
-        ids_p, sims_p, _ = knn_files(self.prefix, s)
-        rows = self.meta["shards"][s]["rows"]
-        for p in (ids_p, sims_p):
-            if not p.is_file():
-                raise UserError(f"{p}: k-NN shard missing (listed in {knn_meta_path(self.prefix)}); re-run mine-knn")
-        ids, sims = load_npy(ids_p, "mine-knn", mmap=False), load_npy(sims_p, "mine-knn", mmap=False)
-        if ids.shape != (rows, self.k) or sims.shape != (rows, self.k):
-            raise UserError(f"{ids_p}: shape {ids.shape} does not match the meta file ({rows}, {self.k}): "
-                            "the shard comes from another run; delete it and re-run mine-knn")
-        return ids, sims
-
-    def shards(self):
-        """Yield ``(start_row, ids, sims)`` per shard."""
-        for s, info in enumerate(self.meta["shards"]):
-            ids, sims = self.shard(s)
-            yield info["start"], ids, sims
-
-    def averages(self, k: int | None = None) -> np.ndarray:
-        """Mean similarity of every query to its first ``k`` neighbours (default: all stored), float32 [n]."""
-        k = self.k if k is None else k
-        out = np.empty(len(self), dtype=np.float32)
-        for s, info in enumerate(self.meta["shards"]):
-            lo, hi = info["start"], info["start"] + info["rows"]
-            if k == self.k:
-                avg = load_npy(knn_files(self.prefix, s)[2], "mine-knn")
-                if avg.shape != (hi - lo,):
-                    raise UserError(f"{knn_files(self.prefix, s)[2]}: shape {avg.shape} does not match the meta "
-                                    f"file ({hi - lo},): delete it and re-run mine-knn")
-                out[lo:hi] = avg
-            else:
-                ids, sims = self.shard(s)
-                out[lo:hi] = neighbour_mean(sims[:, :k], ids[:, :k])
-        return out
-
-
-def open_knn_dir(knn_dir: str | os.PathLike) -> tuple[KnnSet | None, KnnSet | None]:
-    """The ``(src2tgt, tgt2src)`` results of a ``mine-knn --out-dir`` (None for a direction not run)."""
-    kdir = Path(knn_dir)
-    fwd, bwd = (KnnSet.open(kdir / d) if knn_meta_path(kdir / d).is_file() else None for d in DIRECTIONS)
-    if fwd is None and bwd is None:
-        raise UserError(f"{kdir}: no k-NN results (src2tgt.meta.json / tgt2src.meta.json); run mine-knn first")
-    return fwd, bwd
-
-
-# --------------------------------------------------------------------------------------------------
-# the two-sided driver used by mine-knn and mine-eval
-
-
-@dataclass
-class MineKnnConfig:
-    """Both directions of one language pair: indexes (built when missing) and searches."""
-
-    src_emb: str = ""
-    tgt_emb: str = ""
-    out_dir: str = ""
-    src_index: str | None = None  # default: {out_dir}/src.faiss, built with `index` when missing
-    tgt_index: str | None = None
-    directions: tuple[str, ...] = ("src2tgt", "tgt2src")
-    index: IndexConfig = field(default_factory=IndexConfig)
-    knn: KnnConfig = field(default_factory=KnnConfig)
-
-
-def build_index_job(emb_prefix: str, out_path: str, cfg: IndexConfig) -> dict:
-    """One launcher job: build and save the index of one embedding set (skipped when the file exists)."""
-    if Path(out_path).is_file():
-        return {"index": out_path, "skipped": True}
-    timings: dict = {}
-    index = build_index(EmbeddingSet.open(emb_prefix), cfg, progress=False, timings=timings)
-    save_index(index, out_path)
-    return {"index": out_path, "ntotal": int(index.ntotal), "skipped": False, **timings}
-
-
-def _run_identity(cfg: MineKnnConfig, embs: dict[str, EmbeddingSet]) -> dict:
-    """What a k-NN output folder is made of: both embedding sets (by the content of the text they embed), the
-    index settings and k; a prebuilt index by its content."""
-    index = {k: v for k, v in asdict(cfg.index).items() if k != "batch_size"}  # batch_size: speed, not results
-    run: dict = {"format": 1, "k": cfg.knn.k, "nprobe": cfg.knn.nprobe, "index": index}
-    for side, emb in embs.items():
-        run[side] = {k: emb.meta.get(k) for k in ("encoder_spec", "lang", "source", "source_sha256", "total", "dim")}
-        prebuilt = cfg.src_index if side == "src" else cfg.tgt_index
-        if prebuilt:
-            run[f"{side}_index"] = {"path": str(Path(prebuilt).resolve()), **file_identity(prebuilt)}
-    return run
-
-
-def _check_run(out: Path, run: dict) -> None:
-    """Record ``run`` in ``out/run.json``, or refuse an ``out`` that holds results of other inputs or settings."""
-    path = out / "run.json"
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            old = None
-        if old != run:
-            what = ", ".join(k for k in run if not isinstance(old, dict) or old.get(k) != run[k]) or "the run"
-            raise UserError(f"{out} holds k-NN results of other inputs or settings ({what} differ): they would be "
-                            "reused for these embeddings; choose another --out-dir or delete it")  # fmt: skip
-        return
-    if out.is_dir() and any(p.name.endswith((".npy", ".faiss", ".meta.json")) for p in out.iterdir()):
-        raise UserError(f"{out} holds k-NN results without a run.json saying what they were computed from (an older "
-                        "mine-knn): choose another --out-dir or delete it")  # fmt: skip
-    with atomic_write(path) as fh:
-        json.dump(run, fh, indent=1, ensure_ascii=False)
-
-
-def mine_knn(cfg: MineKnnConfig, launcher=None, progress: bool = True) -> dict[str, Path]:
-    """Build missing indexes, then search each direction; returns ``{direction: result prefix}``."""
-    embs = {"src": EmbeddingSet.open(cfg.src_emb), "tgt": EmbeddingSet.open(cfg.tgt_emb)}
-    if embs["src"].dim != embs["tgt"].dim:
-        raise UserError(
-            f"{cfg.src_emb} has dim {embs['src'].dim} but {cfg.tgt_emb} has dim {embs['tgt'].dim}: "
-            "embed both sides with the same encoder"
-        )
-    for side, emb in embs.items():
-        _check_not_empty(emb, side)
-        check_shards(emb)  # a bad shard is reported before anything is built or written
-    out = Path(cfg.out_dir)
-    refuse_file_in_the_way(out, "--out-dir", folder=True)
-    for direction in cfg.directions:
-        if direction not in DIRECTIONS:
-            raise UserError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
-    paths = {"src": cfg.src_index or str(out / "src.faiss"), "tgt": cfg.tgt_index or str(out / "tgt.faiss")}
-    _check_run(out, _run_identity(cfg, embs))  # finished indexes and shards are reused only for the same inputs
-    # build the missing indexes first, each as a job (on Slurm, a build is a job like a search shard)
-    sides = sorted({DIRECTIONS[d][1] for d in cfg.directions})
-    builds = [(str(embs[s].prefix), paths[s], cfg.index) for s in sides if not Path(paths[s]).is_file()]
-    if builds:
-        from mining.launcher import Launcher
-
-        _INDEX_CACHE.clear()  # one index in memory at a time
-        (launcher or Launcher()).map(build_index_job, builds, desc="index", progress=progress)
-    result = {}
-    for direction in cfg.directions:
-        query_side, index_side = DIRECTIONS[direction]
-        ipath = paths[index_side]
-        prefix = out / direction
-        knn_search(ipath, embs[query_side].prefix, prefix, cfg.knn, launcher=launcher, progress=progress,
-                   direction=direction, index_emb=str(Path(embs[index_side].prefix).resolve()))
-        result[direction] = prefix
-    return result
-
-
-# --------------------------------------------------------------------------------------------------
-# CLIs
-
-_INDEX_EPILOG = """examples:
-  mine-index --emb work/emb/deu_Latn --out work/index/deu_Latn.faiss
-  mine-index --emb work/emb/eng_Latn --factory IVF4096,PQ64 --train-sample 262144 --out work/index/eng.faiss
-  mine-index --emb work/emb/eng_Latn --factory OPQ64,IVF65536,PQ64 --train-sample 2000000 --out eng.faiss
-
-Flat is exact (4 bytes x dim per vector); IVF*,PQ* indexes are approximate and ~16x-64x smaller.
-Vectors are L2-normalised and compared by inner product (= cosine).
-"""
-
-_KNN_EPILOG = """examples:
-  # both directions, Flat indexes built on the fly under the output dir
-  mine-knn --src-emb work/emb/deu_Latn --tgt-emb work/emb/eng_Latn --out-dir work/knn/deu-eng
-  # prebuilt compressed indexes, 2 local worker processes, 16 IVF lists probed
-  mine-knn --src-emb E/deu --tgt-emb E/eng --src-index I/deu.faiss --tgt-index I/eng.faiss \\
-           --out-dir work/knn/deu-eng --nprobe 16 --launcher local --jobs 2
-  # one job per shard on a Slurm cluster (through submitit)
-  mine-knn ... --launcher slurm --slurm-partition learnfair --cpus-per-task 8 --mem-gb 32
-
-Writes {out-dir}/src2tgt.* and {out-dir}/tgt2src.*: neighbour ids, similarities and their mean per query
-(one .npy file each per query shard). Finished shards are skipped on re-run.
-"""
-
-
-def _add_index_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    d = IndexConfig()
-    p.add_argument("--factory", default=d.factory, help="FAISS index factory string (default: %(default)s)")
-    p.add_argument("--train-sample", type=int, default=d.train_sample,
-                   help="rows sampled to train IVF/PQ indexes (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the training sample (default: %(default)s)")
-
-
-def _add_device_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--gpu", dest="gpu", action="store_true", default=None, help="require GPUs (faiss-gpu)")
-    g.add_argument("--cpu", dest="gpu", action="store_false", help="stay on CPU even when GPUs are visible")
-    p.add_argument("--threads", type=int, default=0, help="faiss CPU threads (default: all cores)")
-
-
-def cli_index(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mine-index", description="Build a FAISS index over a sharded embedding set.",
-                                epilog=_INDEX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--emb", required=True, help="embedding set prefix (written by mine-embed)")
-    p.add_argument("--out", default=None, help="index file (default: {emb}.faiss)")
-    _add_index_args(p)
-    _add_device_args(p)
-    p.add_argument("--batch-size", type=int, default=IndexConfig().batch_size, help="rows added at a time")
-    p.add_argument("--force", action="store_true", help="rebuild even when the index file exists")
-    a = p.parse_args(argv)
-    cfg = IndexConfig(factory=a.factory, train_sample=a.train_sample, seed=a.seed, batch_size=a.batch_size,
-                      gpu=a.gpu, threads=a.threads)
-    out = Path(a.out or f"{a.emb}.faiss")
-    if out.is_file() and not a.force:
+def run_index(job: IndexJob) -> Path | None:
+    """``mine-index``: build and save the index of ``job.emb``; None when it exists (and not ``force``)."""
+    cfg = job.config
+    out = Path(job.out or f"{job.emb}.faiss")
+    if out.is_file() and not job.force:
         print(f"mine-index: {out} exists, skipping (--force to rebuild)", file=sys.stderr)
-        return 0
-    emb = EmbeddingSet.open(a.emb)
+        return None
+    emb = EmbeddingSet.open(job.emb)
     shards = {f"--emb shard {k}": emb.prefix.parent / s["file"] for k, s in enumerate(emb.meta["shards"])}
-    refuse_overwriting_input({"--emb": meta_path(a.emb), **shards}, out, "--out")
+    refuse_overwriting_input({"--emb": meta_path(job.emb), **shards}, out, "--out")
     refuse_file_in_the_way(out, "--out")
     check_shards(emb)
     t0 = time.time()
     index = build_index(emb, cfg)
     save_index(index, out)
-    print(f"mine-index: {out} ({cfg.factory}, {index.ntotal} vectors, dim {index.d}) in {time.time() - t0:.1f}s",
-          file=sys.stderr)
-    return 0
-
-
-def cli_knn(argv: list[str] | None = None) -> int:
-    from mining.launcher import add_launcher_args, launcher_from_args
-
-    p = argparse.ArgumentParser(prog="mine-knn", description="k-NN search between two embedding sets, both ways.",
-                                epilog=_KNN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src-emb", required=True, help="source embedding set prefix")
-    p.add_argument("--tgt-emb", required=True, help="target embedding set prefix")
-    p.add_argument("--out-dir", required=True, help="where src2tgt.* / tgt2src.* (and built indexes) go")
-    p.add_argument("--src-index", default=None, help="index of the source side (default: build {out-dir}/src.faiss)")
-    p.add_argument("--tgt-index", default=None, help="index of the target side (default: build {out-dir}/tgt.faiss)")
-    p.add_argument("--direction", choices=["both", "src2tgt", "tgt2src"], default="both",
-                   help="which searches to run (default: both, as margin scoring needs)")
-    p.add_argument("--k", type=int, default=KnnConfig().k, help="neighbours per query (default: %(default)s)")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (IVF indexes only)")
-    p.add_argument("--batch-size", type=int, default=KnnConfig().batch_size, help="queries searched at a time")
-    _add_index_args(p)
-    _add_device_args(p)
-    add_launcher_args(p)
-    a = p.parse_args(argv)
-    cfg = MineKnnConfig(
-        src_emb=a.src_emb, tgt_emb=a.tgt_emb, out_dir=a.out_dir, src_index=a.src_index, tgt_index=a.tgt_index,
-        directions=tuple(DIRECTIONS) if a.direction == "both" else (a.direction,),
-        index=IndexConfig(factory=a.factory, train_sample=a.train_sample, seed=a.seed, gpu=a.gpu, threads=a.threads),
-        knn=KnnConfig(k=a.k, nprobe=a.nprobe, batch_size=a.batch_size, gpu=a.gpu, threads=a.threads),
+    print(
+        f"mine-index: {out} ({cfg.factory}, {index.ntotal} vectors, dim {index.d}) in {time.time() - t0:.1f}s",
+        file=sys.stderr,
     )
-    t0 = time.time()
-    result = mine_knn(cfg, launcher=launcher_from_args(a))
-    for direction, prefix in result.items():
-        print(f"mine-knn: {direction} -> {prefix}.*", file=sys.stderr)
-    threads = a.threads if a.threads > 0 else _faiss().omp_get_max_threads()
-    print(f"mine-knn: done in {time.time() - t0:.1f}s ({threads} faiss thread{'s' if threads != 1 else ''})",
-          file=sys.stderr)
-    return 0
+    return out

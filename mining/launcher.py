@@ -15,28 +15,31 @@ report failures. Backends:
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.flags import arg
 
 BACKENDS = ("inline", "local", "slurm", "submitit-local", "submitit-debug")
+GROUP = "launcher (one job per shard)"
 
 
 @dataclass
 class LauncherConfig:
-    backend: str = "inline"
-    jobs: int = 2  # local: worker processes
-    folder: str = "work/launcher"  # submitit: logs and pickles
-    slurm_partition: str | None = None
-    timeout_min: int = 120
-    cpus_per_task: int = 4
-    mem_gb: int = 16
-    gpus_per_node: int = 0
+    """Where the jobs run (each field but array_parallelism is also its flag)."""
+
+    launcher: str = arg("inline", "inline: here; local: process pool; slurm: submitit", choices=BACKENDS, group=GROUP)
+    jobs: int = arg(2, "local worker processes", group=GROUP)
+    launcher_dir: str = arg("work/launcher", "submitit logs", group=GROUP)  # and pickles
+    slurm_partition: str | None = arg(None, "Slurm partition", group=GROUP)
+    timeout_min: int = arg(120, "Slurm time limit per job, minutes", group=GROUP)
+    cpus_per_task: int = arg(4, "Slurm CPUs per job", group=GROUP)
+    mem_gb: int = arg(16, "Slurm memory per job, GB", group=GROUP)
+    gpus_per_node: int = arg(0, "Slurm GPUs per job", group=GROUP)
     array_parallelism: int = 256
 
 
@@ -45,19 +48,19 @@ class Launcher:
 
     def __init__(self, cfg: LauncherConfig | None = None):
         self.cfg = cfg or LauncherConfig()
-        if self.cfg.backend not in BACKENDS:
-            raise UserError(f"unknown launcher {self.cfg.backend!r}; choose from {', '.join(BACKENDS)}")
+        if self.cfg.launcher not in BACKENDS:
+            raise UserError(f"unknown launcher {self.cfg.launcher!r}; choose from {', '.join(BACKENDS)}")
 
     @property
     def in_process(self) -> bool:
         """True when jobs run in this process (so state such as a loaded index is shared with them)."""
-        b = self.cfg.backend
+        b = self.cfg.launcher
         return b in ("inline", "submitit-debug") or (b == "local" and self.cfg.jobs <= 1)
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple], desc: str = "jobs", progress: bool = True) -> list:
         if not jobs:
             return []
-        backend = self.cfg.backend
+        backend = self.cfg.launcher
         if backend == "inline" or (backend == "local" and self.cfg.jobs <= 1):  # see in_process
             return self._inline(fn, jobs, desc, progress)
         if backend == "local":
@@ -81,8 +84,10 @@ class Launcher:
     def _local(self, fn, jobs, desc, progress):
         results: list = [None] * len(jobs)
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=self.cfg.jobs, mp_context=ctx) as pool, \
-                self._bar(len(jobs), desc, progress) as bar:
+        with (
+            cf.ProcessPoolExecutor(max_workers=self.cfg.jobs, mp_context=ctx) as pool,
+            self._bar(len(jobs), desc, progress) as bar,
+        ):
             futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
             try:
                 for fut in cf.as_completed(futures):
@@ -99,10 +104,14 @@ class Launcher:
             import submitit
         except ImportError:
             raise UserError("the slurm launcher needs submitit: pip install submitit") from None
-        cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[self.cfg.backend]
-        ex = submitit.AutoExecutor(folder=self.cfg.folder, cluster=cluster)
-        params = dict(timeout_min=self.cfg.timeout_min, cpus_per_task=self.cfg.cpus_per_task,
-                      mem_gb=self.cfg.mem_gb, gpus_per_node=self.cfg.gpus_per_node)
+        cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[self.cfg.launcher]
+        ex = submitit.AutoExecutor(folder=self.cfg.launcher_dir, cluster=cluster)
+        params = dict(
+            timeout_min=self.cfg.timeout_min,
+            cpus_per_task=self.cfg.cpus_per_task,
+            mem_gb=self.cfg.mem_gb,
+            gpus_per_node=self.cfg.gpus_per_node,
+        )
         if cluster == "slurm":
             params["slurm_array_parallelism"] = self.cfg.array_parallelism
             if self.cfg.slurm_partition:
@@ -113,8 +122,11 @@ class Launcher:
         else:
             handles = ex.map_array(fn, *zip(*jobs))
         if cluster == "slurm":
-            print(f"launcher: submitted {len(handles)} Slurm jobs ({handles[0].job_id.split('_')[0]}), "
-                  f"logs in {self.cfg.folder}", file=sys.stderr)
+            print(
+                f"launcher: submitted {len(handles)} Slurm jobs ({handles[0].job_id.split('_')[0]}), "
+                f"logs in {self.cfg.launcher_dir}",
+                file=sys.stderr,
+            )
         results = []
         with self._bar(len(handles), desc, progress) as bar:
             for h in handles:
@@ -123,26 +135,8 @@ class Launcher:
                 except Exception as exc:  # submitit wraps remote failures; surface the user's error text
                     text = str(exc).strip().splitlines()
                     last = next((ln for ln in reversed(text) if ln.strip()), repr(exc))
-                    raise UserError(f"job {getattr(h, 'job_id', '?')} failed: {last} (logs in {self.cfg.folder})") from exc
+                    raise UserError(
+                        f"job {getattr(h, 'job_id', '?')} failed: {last} (logs in {self.cfg.launcher_dir})"
+                    ) from exc
                 bar.update(1)
         return results
-
-
-def add_launcher_args(p: argparse.ArgumentParser) -> None:
-    d = LauncherConfig()
-    g = p.add_argument_group("launcher (one job per shard)")
-    g.add_argument("--launcher", choices=BACKENDS, default=d.backend,
-                   help="inline: here; local: process pool; slurm: submitit (default: %(default)s)")
-    g.add_argument("--jobs", type=int, default=d.jobs, help="local worker processes (default: %(default)s)")
-    g.add_argument("--launcher-dir", default=d.folder, help="submitit logs (default: %(default)s)")
-    g.add_argument("--slurm-partition", default=None, help="Slurm partition")
-    g.add_argument("--timeout-min", type=int, default=d.timeout_min, help="Slurm time limit per job, minutes")
-    g.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task, help="Slurm CPUs per job")
-    g.add_argument("--mem-gb", type=int, default=d.mem_gb, help="Slurm memory per job, GB")
-    g.add_argument("--gpus-per-node", type=int, default=d.gpus_per_node, help="Slurm GPUs per job")
-
-
-def launcher_from_args(a: argparse.Namespace) -> Launcher:
-    return Launcher(LauncherConfig(backend=a.launcher, jobs=a.jobs, folder=a.launcher_dir,
-                                   slurm_partition=a.slurm_partition, timeout_min=a.timeout_min,
-                                   cpus_per_task=a.cpus_per_task, mem_gb=a.mem_gb, gpus_per_node=a.gpus_per_node))

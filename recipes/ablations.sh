@@ -19,7 +19,7 @@
 #                  statistics before the first spike, and mt-eval report's figure of one rollback run
 #
 # Needs the demo's data first (`make demo`, or recipes/nllb_mini.sh up to step 5). Every run is a CLI
-# call timed by `python -m mt.timed` into $ABL/timings.tsv (which also records the exact command) and
+# call timed by `python -m mt.train.timed` into $ABL/timings.tsv (which also records the exact command) and
 # skipped when finished: re-running resumes, and the lead can rerun only what is missing. Ends with
 # `mt-eval ablations $ABL` -> $ABL/report.md.
 #
@@ -56,7 +56,7 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 ENG=eng_Latn; CORPUS=$WORK/corpus; DATA=$WORK/data-bin
 [ -f "$DATA/dict.txt" ] || { echo "ablations.sh: $DATA/dict.txt not found: run make demo (or recipes/nllb_mini.sh) first" >&2; exit 1; }
 mkdir -p "$ABL"
-timed() { local name=$1; shift; python -m mt.timed --log "$ABL/timings.tsv" --step "$name" -- "$@"; }
+timed() { local name=$1; shift; python -m mt.train.timed --log "$ABL/timings.tsv" --step "$name" -- "$@"; }
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 wants() { local s; for s in "${STUDIES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 pairs=""; langs=()
@@ -145,12 +145,12 @@ for seed in $ABL_SEEDS; do
   if wants translate_test; then
     dir=$ABL/moe/moe_eom/seed$seed
     if [ ! -f "$WORK/classify/task.json" ]; then
-      timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" --no-progress
+      timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" --no-progress-bar
     fi
     if [ ! -f "$dir/translate_test.csv" ]; then
       timed "translate_test/moe_eom/seed$seed" mt-eval translate-test --task "$WORK/classify" \
         --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test ${ABL_LANGS:+--langs "$ABL_LANGS"} \
-        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress
+        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress-bar
     fi
   fi
 done

@@ -53,16 +53,16 @@ for L in "$ENG" "$TGT"; do
   if [ ! -f "$OUT/$L.lid.txt" ]; then
     step "1. LID $L"
     mine-lid --lang "$L" --keep-uncovered --threshold "$LID_THRESHOLD" --reject-threshold "$LID_REJECT" --input "$MONO.$L" \
-      --output "$OUT/$L.lid.txt" --line-numbers "$OUT/$L.lid.lines" --report "$OUT/$L.lid.json" --no-progress
+      --output "$OUT/$L.lid.txt" --line-numbers "$OUT/$L.lid.lines" --report "$OUT/$L.lid.json" --no-progress-bar
   fi
   if [ ! -f "$OUT/$L.txt" ]; then
     step "2. filter $L"
     mine-filter --lang "$L" --input "$OUT/$L.lid.txt" --input-line-numbers "$OUT/$L.lid.lines" \
-      --output "$OUT/$L.txt" --line-numbers "$OUT/$L.lines" --report "$OUT/$L.filter.json" --no-progress
+      --output "$OUT/$L.txt" --line-numbers "$OUT/$L.lines" --report "$OUT/$L.filter.json" --no-progress-bar
   fi
   if [ ! -f "$OUT/emb/$L.meta.json" ]; then
     step "3. embed $L"
-    mine-embed --encoder "$SPEC" --lang "$L" --input "$OUT/$L.txt" --output "$OUT/emb/$L" "${threads[@]}" --no-progress
+    mine-embed --encoder "$SPEC" --lang "$L" --input "$OUT/$L.txt" --output "$OUT/emb/$L" "${threads[@]}" --no-progress-bar
   fi
 done
 

@@ -5,7 +5,7 @@
 #   binarize -> sparse-MoE training (EOM, temperature sampling) -> devtest translation -> chrF++ per
 #   direction vs a copy-the-source baseline, added toxicity, translate-test -> report.md with figures
 #
-# Every step is one CLI call, timed by `python -m mt.timed` into $WORK/timings.tsv, and skipped when
+# Every step is one CLI call, timed by `python -m mt.train.timed` into $WORK/timings.tsv, and skipped when
 # its output is already there (newer than its input), so re-running resumes: mt-train resumes from
 # checkpoint_last.pt, mine_pair.sh and mt-preprocess skip finished pieces. Delete a step's output to
 # redo it; delete $WORK to start over. Outputs (all under $WORK, default work/demo):
@@ -49,14 +49,14 @@ DEV_DIR=${DEV_DIR:-$CORPUS/dev}; DEVTEST_DIR=${DEVTEST_DIR:-$CORPUS/devtest}
 TIMINGS=$WORK/timings.tsv
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
-timed() { local name=$1; shift; python -m mt.timed --log "$TIMINGS" --step "$name" -- "$@"; }
+timed() { local name=$1; shift; python -m mt.train.timed --log "$TIMINGS" --step "$name" -- "$@"; }
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 mkdir -p "$WORK"
 echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...)"
 
 step "1. corpus: gettext catalogues -> $CORPUS"
 timed corpus mt-data build gettext --out "$CORPUS" --langs "$LANGS" --dev-size "$DEV_SIZE" \
-  --devtest-size "$DEVTEST_SIZE" --mono-size "$MONO_SIZE" --no-progress
+  --devtest-size "$DEVTEST_SIZE" --mono-size "$MONO_SIZE" --no-progress-bar
 langs=()
 for f in "$CORPUS"/train/$ENG-*.$ENG; do pair=$(basename "$f" ".$ENG"); langs+=("${pair#$ENG-}"); done
 echo "languages: ${langs[*]}"
@@ -68,22 +68,18 @@ for l in "${langs[@]}"; do
   fi
 done
 
-step "3. seed + mined bitext -> $BITEXT/train"
-mkdir -p "$BITEXT/train"
+step "3. seed + mined bitext (duplicates and dev/devtest sentences removed) -> $BITEXT/train"
 for l in "${langs[@]}"; do
-  for side in $ENG "$l"; do
-    out=$BITEXT/train/$ENG-$l.$side; parts=("$CORPUS/train/$ENG-$l.$side")
-    [ -f "$MINED/$l/mined.$side" ] && parts+=("$MINED/$l/mined.$side")
-    if stale "$out" "${parts[@]}"; then
-      cat "${parts[@]}" > "$out.tmp" && mv "$out.tmp" "$out"
-    fi
-  done
-  echo "  $l: $(wc -l < "$CORPUS/train/$ENG-$l.$ENG") seed + $(cat "$MINED/$l/mined.$ENG" 2>/dev/null | wc -l) mined pairs"
+  out=$BITEXT/train/$ENG-$l; inputs=$CORPUS/train/$ENG-$l; parts=("$inputs.$ENG" "$inputs.$l")
+  if [ -f "$MINED/$l/mined.$ENG" ]; then inputs+=,$MINED/$l/mined; parts+=("$MINED/$l/mined.$ENG" "$MINED/$l/mined.$l"); fi
+  if stale "$out.$ENG" "${parts[@]}" || stale "$out.$l" "${parts[@]}"; then
+    timed "merge $l" mt-data merge-bitext -s $ENG -t "$l" --inputs "$inputs" --eval-dirs "$DEV_DIR,$DEVTEST_DIR" --out "$out"
+  fi
 done
 
 step "4. SentencePiece ($VOCAB pieces, T=5 over languages) -> $WORK/spm"
 if [ ! -f "$WORK/spm/spm.model" ]; then
-  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" --num-threads "$THREADS" --no-progress
+  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" --threads "$THREADS" --no-progress-bar
 fi
 
 step "5. binarize every $ENG-xx pair (train: seed + mined; valid: dev; test: devtest) -> $DATA"
@@ -144,12 +140,12 @@ if [ -n "$TT_METHODS" ]; then
   if [ ! -f "$WORK/classify/task.json" ]; then
     timed "classification task" mt-eval build-classification --out "$WORK/classify" --corpus "$CORPUS" \
       --langs "$(IFS=,; echo "${langs[*]}")" --test-per-label "$TT_TEST_PER_LABEL" \
-      --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress
+      --train-per-label "$TT_TRAIN_PER_LABEL" --min-per-label "$TT_MIN_PER_LABEL" --no-progress-bar
   fi
   if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
     timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$TT_ENCODER" \
-      --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress
+      --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress-bar
   fi
 fi
 

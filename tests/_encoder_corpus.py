@@ -24,6 +24,7 @@ def sentence(lang: str, words: list[str]) -> str:
     out = [w if w in SHARED else c[w] for w in words]
     return " ".join(out[::-1] if lang == "deu_Latn" else out)
 
+
 SIZES = {"deu_Latn": 300, "fra_Latn": 200, "xho_Latn": 60}
 
 

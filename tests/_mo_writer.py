@@ -11,8 +11,14 @@ from pathlib import Path
 MAGIC = 0x950412DE
 
 
-def mo_bytes(entries, charset: str = "UTF-8", byteorder: str = "little", header: bool = True,
-             revision: int = 0, encoding: str | None = None) -> bytes:
+def mo_bytes(
+    entries,
+    charset: str = "UTF-8",
+    byteorder: str = "little",
+    header: bool = True,
+    revision: int = 0,
+    encoding: str | None = None,
+) -> bytes:
     """``charset`` goes into the header; ``encoding`` (default: the charset) encodes the strings."""
     encoding = encoding or charset
     items: list[tuple[bytes, bytes]] = []

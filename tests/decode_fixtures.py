@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from train_fixtures import make_corpus
 
-from mt import checkpoint as ckpt
 from mt.data.dictionary import Dictionary
+from mt.formats import checkpoint as ckpt
 from mt.models.config import arch_config
 from mt.models.transformer import build_model
 
@@ -23,7 +23,9 @@ PAIRS = (("eng_Latn", "deu_Latn"), ("eng_Latn", "fra_Latn"))
 LANG_PAIRS = ["eng_Latn-deu_Latn", "deu_Latn-eng_Latn", "eng_Latn-fra_Latn"]
 
 
-def make_checkpoint(root: Path, seed: int = 0, sharpen: float = 1.5, arch: str = "transformer_tiny", **overrides) -> tuple[Path, Path]:
+def make_checkpoint(
+    root: Path, seed: int = 0, sharpen: float = 1.5, arch: str = "transformer_tiny", **overrides
+) -> tuple[Path, Path]:
     """(checkpoint path, data dir) under ``root``."""
     data = make_corpus(root, PAIRS, sizes={"eng_Latn-deu_Latn": 60, "eng_Latn-fra_Latn": 40}, n_valid=24, max_len=9)
     d = Dictionary.load(data / "dict.txt")
@@ -35,10 +37,16 @@ def make_checkpoint(root: Path, seed: int = 0, sharpen: float = 1.5, arch: str =
         gain = model.decoder.layer_norm.weight
         gain.copy_(torch.randn(gain.shape, generator=torch.Generator().manual_seed(seed)) * 2.0)
     state = {
-        "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "code_version": "test",
-        "model_config": cfg.to_dict(), "train_config": {"data": str(data)}, "dict_checksum": d.checksum(),
-        "lang_pairs": LANG_PAIRS, "model": model.state_dict(), "num_updates": 0,
-    }  # fmt: skip
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "code_version": "test",
+        "model_config": cfg.to_dict(),
+        "train_config": {"data": str(data)},
+        "dict_checksum": d.checksum(),
+        "lang_pairs": LANG_PAIRS,
+        "model": model.state_dict(),
+        "num_updates": 0,
+    }
     path = root / "ck" / "checkpoint_best.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save_checkpoint(state, path)

@@ -49,8 +49,14 @@ def snapshot(root: str | os.PathLike) -> dict[str, str]:
     return state
 
 
-def assert_refused(name: str, args: list[str], root: str | os.PathLike, outputs: Iterable[str | os.PathLike] = (),
-                   expect: str | None = None, allow: Iterable[str] = ()) -> str:
+def assert_refused(
+    name: str,
+    args: list[str],
+    root: str | os.PathLike,
+    outputs: Iterable[str | os.PathLike] = (),
+    expect: str | None = None,
+    allow: Iterable[str] = (),
+) -> str:
     """Run ``name args`` and check the refusal; returns the error line.
 
     ``root``: the folder the test owns (everything in it is compared before and after). ``outputs``: the
@@ -63,8 +69,9 @@ def assert_refused(name: str, args: list[str], root: str | os.PathLike, outputs:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc != 0, f"{name} {args}: exit status 0 on hostile input; stderr:\n{err}"
     assert "Traceback" not in err, f"{name} {args}: traceback instead of a one-line error:\n{err}"
-    assert lines and lines[-1].startswith("error: ") or any(": error: " in ln for ln in lines[-1:]), \
-        f"{name} {args}: the last line is not an error line:\n{err}"  # fmt: skip
+    assert lines and lines[-1].startswith("error: ") or any(": error: " in ln for ln in lines[-1:]), (
+        f"{name} {args}: the last line is not an error line:\n{err}"
+    )
     message = lines[-1]
     if expect is not None:
         assert expect.lower() in message.lower(), f"{name}: expected {expect!r} in the error, got: {message}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mining.embeddings import write_meta, write_shard
+from mining.embedding_store import write_meta, write_shard
 
 
 def write_emb(prefix: Path, arr: np.ndarray, shard_rows: int | None = None, **info) -> Path:
@@ -19,8 +19,9 @@ def write_emb(prefix: Path, arr: np.ndarray, shard_rows: int | None = None, **in
     shards = []
     for k, lo in enumerate(range(0, arr.shape[0], shard_rows)):
         write_shard(prefix, k, arr[lo : lo + shard_rows])
-        shards.append({"file": f"{prefix.name}.{k:04d}.npy", "rows": int(arr[lo : lo + shard_rows].shape[0]),
-                       "start": lo})
+        shards.append(
+            {"file": f"{prefix.name}.{k:04d}.npy", "rows": int(arr[lo : lo + shard_rows].shape[0]), "start": lo}
+        )
     write_meta(prefix, arr.shape[1] if arr.ndim == 2 else 0, shards, **info)
     return prefix
 
@@ -47,7 +48,15 @@ def write_knn(prefix: Path, ids: np.ndarray, sims: np.ndarray, ntotal: int, shar
         avg = np.where(valid, sims[lo:hi], 0).sum(1) / np.maximum(valid.sum(1), 1)
         np.save(f"{base}.avg.npy", avg.astype(np.float32))
         shards.append({"start": lo, "rows": hi - lo})
-    meta = {"format": "nllb-mini-knn/1", "k": k, "queries": "", "index": "", "nprobe": None, "ntotal": ntotal,
-            "total": n, "shards": shards}
+    meta = {
+        "format": "nllb-mini-knn/1",
+        "k": k,
+        "queries": "",
+        "index": "",
+        "nprobe": None,
+        "ntotal": ntotal,
+        "total": n,
+        "shards": shards,
+    }
     Path(f"{prefix}.meta.json").write_text(json.dumps(meta))
     return prefix

@@ -51,8 +51,20 @@ WORDS = {
     "kor_Hang": "파일이 열려 있습니다 저장 닫기 창 인쇄 새 폴더 이름 사용자 설정 오류".split(),
 }
 # the model's language list, in an order that is not alphabetical (like NLLB's: pes_Arab follows fao_Latn)
-LANGS = ["eng_Latn", "ace_Arab", "deu_Latn", "fra_Latn", "rus_Cyrl", "arb_Arab", "tzm_Tfng", "ell_Grek",
-         "hin_Deva", "zho_Hans", "kor_Hang", "pes_Arab"]  # fmt: skip
+LANGS = [
+    "eng_Latn",
+    "ace_Arab",
+    "deu_Latn",
+    "fra_Latn",
+    "rus_Cyrl",
+    "arb_Arab",
+    "tzm_Tfng",
+    "ell_Grek",
+    "hin_Deva",
+    "zho_Hans",
+    "kor_Hang",
+    "pes_Arab",
+]
 PUNCT = [".", "?", "!", ",", ":", "…", "«", "»", "(", ")", "-", "%", "'", '"']
 
 
@@ -81,13 +93,20 @@ def train_spm(folder: Path, vocab_size: int = 400) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     text = folder / "spm_train.txt"
-    lines = [s for _, s in sentences(60, seed=123)] + [" ".join(w) + " " + " ".join(PUNCT) + " 0123456789"
-                                                        for w in WORDS.values()]  # fmt: skip
+    lines = [s for _, s in sentences(60, seed=123)] + [
+        " ".join(w) + " " + " ".join(PUNCT) + " 0123456789" for w in WORDS.values()
+    ]
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(folder / "sp"), vocab_size=vocab_size, model_type="bpe",
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1,
-    )  # fmt: skip
+        input=str(text),
+        model_prefix=str(folder / "sp"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+    )
     out = folder / "sentencepiece.bpe.model"
     (folder / "sp.model").rename(out)
     return out
@@ -103,16 +122,38 @@ def piece_count(spm_path: Path) -> int:
 def hf_config(vocab_size: int, d: int = 32, layers: int = 2, ffn: int = 64, heads: int = 4) -> dict[str, Any]:
     """nllb-200-distilled-600M's config.json (transformers 4.21 era) at reduced sizes."""
     return {
-        "_name_or_path": "facebook/nllb-200-distilled-600M", "activation_dropout": 0.0,
-        "activation_function": "relu", "architectures": ["M2M100ForConditionalGeneration"],
-        "attention_dropout": 0.1, "bos_token_id": 0, "d_model": d, "decoder_attention_heads": heads,
-        "decoder_ffn_dim": ffn, "decoder_layerdrop": 0, "decoder_layers": layers, "decoder_start_token_id": 2,
-        "dropout": 0.1, "encoder_attention_heads": heads, "encoder_ffn_dim": ffn, "encoder_layerdrop": 0,
-        "encoder_layers": layers, "eos_token_id": 2, "init_std": 0.02, "is_encoder_decoder": True,
-        "max_length": 200, "max_position_embeddings": 1024, "model_type": "m2m_100", "num_hidden_layers": layers,
-        "pad_token_id": 1, "scale_embedding": True, "tokenizer_class": "NllbTokenizer", "torch_dtype": "float32",
-        "transformers_version": "4.21.0.dev0", "use_cache": True, "vocab_size": vocab_size,
-    }  # fmt: skip
+        "_name_or_path": "facebook/nllb-200-distilled-600M",
+        "activation_dropout": 0.0,
+        "activation_function": "relu",
+        "architectures": ["M2M100ForConditionalGeneration"],
+        "attention_dropout": 0.1,
+        "bos_token_id": 0,
+        "d_model": d,
+        "decoder_attention_heads": heads,
+        "decoder_ffn_dim": ffn,
+        "decoder_layerdrop": 0,
+        "decoder_layers": layers,
+        "decoder_start_token_id": 2,
+        "dropout": 0.1,
+        "encoder_attention_heads": heads,
+        "encoder_ffn_dim": ffn,
+        "encoder_layerdrop": 0,
+        "encoder_layers": layers,
+        "eos_token_id": 2,
+        "init_std": 0.02,
+        "is_encoder_decoder": True,
+        "max_length": 200,
+        "max_position_embeddings": 1024,
+        "model_type": "m2m_100",
+        "num_hidden_layers": layers,
+        "pad_token_id": 1,
+        "scale_embedding": True,
+        "tokenizer_class": "NllbTokenizer",
+        "torch_dtype": "float32",
+        "transformers_version": "4.21.0.dev0",
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
 
 
 def random_m2m100(config: dict[str, Any], seed: int = 0, eos_boost: float = 6.0):
@@ -141,40 +182,84 @@ def hf_vocab_size(spm_path: Path, langs: list[str] = LANGS) -> int:
     return 4 + piece_count(spm_path) - 3 + len(langs) + 1 + 2
 
 
-def write_tokenizer_files(folder: Path, spm_path: Path, langs: list[str] = LANGS, legacy: bool = False,
-                          with_ids: bool = True) -> None:
+def write_tokenizer_files(
+    folder: Path, spm_path: Path, langs: list[str] = LANGS, legacy: bool = False, with_ids: bool = True
+) -> None:
     """tokenizer_config.json + special_tokens_map.json as published (language codes after the pieces)."""
     shutil.copy(spm_path, folder / "sentencepiece.bpe.model")
     n = piece_count(spm_path)
-    mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": True, "rstrip": False,
-            "single_word": False}  # fmt: skip
+    mask = {
+        "__type": "AddedToken",
+        "content": "<mask>",
+        "lstrip": True,
+        "normalized": True,
+        "rstrip": False,
+        "single_word": False,
+    }
     config: dict[str, Any] = {
-        "additional_special_tokens": langs, "bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>",
-        "legacy_behaviour": legacy, "mask_token": mask, "model_max_length": 1024, "pad_token": "<pad>",
-        "sep_token": "</s>", "sp_model_kwargs": {}, "src_lang": None, "tgt_lang": None,
-        "tokenizer_class": "NllbTokenizer", "unk_token": "<unk>",
-    }  # fmt: skip
+        "additional_special_tokens": langs,
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "legacy_behaviour": legacy,
+        "mask_token": mask,
+        "model_max_length": 1024,
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "sp_model_kwargs": {},
+        "src_lang": None,
+        "tgt_lang": None,
+        "tokenizer_class": "NllbTokenizer",
+        "unk_token": "<unk>",
+    }
     if with_ids:
-        added = {0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>", **{n + 1 + i: c for i, c in enumerate(langs)},
-                 n + 1 + len(langs): "<mask>"}  # fmt: skip
+        added = {
+            0: "<s>",
+            1: "<pad>",
+            2: "</s>",
+            3: "<unk>",
+            **{n + 1 + i: c for i, c in enumerate(langs)},
+            n + 1 + len(langs): "<mask>",
+        }
         config["added_tokens_decoder"] = {
-            str(i): {"content": c, "lstrip": c == "<mask>", "normalized": False, "rstrip": False,
-                     "single_word": False, "special": True} for i, c in added.items()
-        }  # fmt: skip
+            str(i): {
+                "content": c,
+                "lstrip": c == "<mask>",
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for i, c in added.items()
+        }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    special = {"additional_special_tokens": langs, "bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>",
-               "mask_token": mask, "pad_token": "<pad>", "sep_token": "</s>", "unk_token": "<unk>"}  # fmt: skip
+    special = {
+        "additional_special_tokens": langs,
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": mask,
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "unk_token": "<unk>",
+    }
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
 
 
-def make_hf_folder(folder: Path, spm_path: Path, model=None, weights: str = "safetensors", legacy: bool = False,
-                   seed: int = 0) -> Path:
+def make_hf_folder(
+    folder: Path, spm_path: Path, model=None, weights: str = "safetensors", legacy: bool = False, seed: int = 0
+) -> Path:
     """An HF folder; ``weights``: safetensors | sharded | bin | sharded-bin."""
     folder.mkdir(parents=True, exist_ok=True)
     if model is None:
         model = random_m2m100(hf_config(hf_vocab_size(spm_path)), seed)
-    config = hf_config(model.config.vocab_size, model.config.d_model, model.config.encoder_layers,
-                       model.config.encoder_ffn_dim, model.config.encoder_attention_heads)  # fmt: skip
+    config = hf_config(
+        model.config.vocab_size,
+        model.config.d_model,
+        model.config.encoder_layers,
+        model.config.encoder_ffn_dim,
+        model.config.encoder_attention_heads,
+    )
     if weights in ("safetensors", "sharded"):
         model.save_pretrained(folder, max_shard_size="40KB" if weights == "sharded" else "10GB")
     else:  # the full state dict, tied copies included (torch.save stores the shared storage once)
@@ -183,8 +268,10 @@ def make_hf_folder(folder: Path, spm_path: Path, model=None, weights: str = "saf
             torch.save(sd, folder / "pytorch_model.bin")
         else:
             keys = list(sd)
-            halves = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
-                      "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :]}  # fmt: skip
+            halves = {
+                "pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+                "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :],
+            }
             for name, ks in halves.items():
                 torch.save({k: sd[k] for k in ks}, folder / name)
             index = {"metadata": {}, "weight_map": {k: n for n, ks in halves.items() for k in ks}}
@@ -214,10 +301,11 @@ def _stand_in(module: str, name: str) -> type:
 
 
 OMEGACONF_CLASSES = {
-    "omegaconf.dictconfig": ["DictConfig"], "omegaconf.listconfig": ["ListConfig"],
+    "omegaconf.dictconfig": ["DictConfig"],
+    "omegaconf.listconfig": ["ListConfig"],
     "omegaconf.nodes": ["AnyNode", "StringNode", "IntegerNode", "BooleanNode", "FloatNode", "EnumNode"],
     "omegaconf.base": ["ContainerMetadata", "Metadata"],
-}  # fmt: skip
+}
 
 
 class _EnumMember:
@@ -238,7 +326,8 @@ def fake_omegaconf():
     those names, then gone again."""
     classes = {(m, n): _stand_in(m, n) for m, names in OMEGACONF_CLASSES.items() for n in names}
     classes[("fairseq.dataclass.constants", "DDP_BACKEND_CHOICES")] = _stand_in(
-        "fairseq.dataclass.constants", "DDP_BACKEND_CHOICES")  # fmt: skip
+        "fairseq.dataclass.constants", "DDP_BACKEND_CHOICES"
+    )
     added = {}
     for mod in ["omegaconf", "fairseq", "fairseq.dataclass", *{m for m, _ in classes}]:
         if mod not in sys.modules:
@@ -256,26 +345,57 @@ def _dictconfig(C: dict[str, type], content: dict[str, Any]) -> Any:
     import typing
 
     node_types = {str: "StringNode", int: "IntegerNode", bool: "BooleanNode", float: "FloatNode"}
-    cfg = C["DictConfig"](_metadata=C["ContainerMetadata"](
-        ref_type=typing.Any, object_type=dict, optional=True, key=None, flags={}, flags_root=False,
-        resolver_cache={}, key_type=typing.Any, element_type=typing.Any), _parent=None, _content={})  # fmt: skip
+    cfg = C["DictConfig"](
+        _metadata=C["ContainerMetadata"](
+            ref_type=typing.Any,
+            object_type=dict,
+            optional=True,
+            key=None,
+            flags={},
+            flags_root=False,
+            resolver_cache={},
+            key_type=typing.Any,
+            element_type=typing.Any,
+        ),
+        _parent=None,
+        _content={},
+    )
     for k, v in content.items():
         if isinstance(v, dict):
             node = _dictconfig(C, v)
         elif isinstance(v, list):
-            node = C["ListConfig"](_metadata=C["ContainerMetadata"](ref_type=typing.Any, object_type=list,
-                                   optional=True, key=k, flags={}, flags_root=False, resolver_cache={},
-                                   key_type=int, element_type=typing.Any), _parent=cfg,
-                                   _content=[C["AnyNode"](_val=x, _parent=None) for x in v])  # fmt: skip
+            node = C["ListConfig"](
+                _metadata=C["ContainerMetadata"](
+                    ref_type=typing.Any,
+                    object_type=list,
+                    optional=True,
+                    key=k,
+                    flags={},
+                    flags_root=False,
+                    resolver_cache={},
+                    key_type=int,
+                    element_type=typing.Any,
+                ),
+                _parent=cfg,
+                _content=[C["AnyNode"](_val=x, _parent=None) for x in v],
+            )
         elif isinstance(v, _EnumMember):
             v.enum_class = C["DDP_BACKEND_CHOICES"]
-            node = C["EnumNode"](_metadata=C["Metadata"](ref_type=C["DDP_BACKEND_CHOICES"], object_type=None,
-                                 optional=False, key=k, flags={}), _parent=cfg, _val=v)  # fmt: skip
+            node = C["EnumNode"](
+                _metadata=C["Metadata"](
+                    ref_type=C["DDP_BACKEND_CHOICES"], object_type=None, optional=False, key=k, flags={}
+                ),
+                _parent=cfg,
+                _val=v,
+            )
         else:
             kind = node_types.get(type(v), "AnyNode")  # a Namespace sits in an AnyNode
             ref = typing.Optional[type(v)] if kind != "AnyNode" else typing.Any  # e.g. seed: Optional[int]
-            node = C[kind](_metadata=C["Metadata"](ref_type=ref, object_type=None, optional=True, key=k,
-                                                  flags={}), _parent=cfg, _val=v)  # fmt: skip
+            node = C[kind](
+                _metadata=C["Metadata"](ref_type=ref, object_type=None, optional=True, key=k, flags={}),
+                _parent=cfg,
+                _val=v,
+            )
         cfg._content[k] = node
     return cfg
 
@@ -283,19 +403,41 @@ def _dictconfig(C: dict[str, type], content: dict[str, Any]) -> Any:
 def fairseq_args(config: dict[str, Any], langs: list[str] = LANGS) -> argparse.Namespace:
     """The options of an NLLB-200 dense training run (fairseq's NLLB branch, transformer_12_12 grid)."""
     return argparse.Namespace(
-        arch="transformer", task="translation_multi_simple_epoch", share_all_embeddings=True,
-        encoder_layers=config["encoder_layers"], decoder_layers=config["decoder_layers"],
-        encoder_embed_dim=config["d_model"], decoder_embed_dim=config["d_model"],
-        encoder_ffn_embed_dim=config["encoder_ffn_dim"], decoder_ffn_embed_dim=config["decoder_ffn_dim"],
+        arch="transformer",
+        task="translation_multi_simple_epoch",
+        share_all_embeddings=True,
+        encoder_layers=config["encoder_layers"],
+        decoder_layers=config["decoder_layers"],
+        encoder_embed_dim=config["d_model"],
+        decoder_embed_dim=config["d_model"],
+        encoder_ffn_embed_dim=config["encoder_ffn_dim"],
+        decoder_ffn_embed_dim=config["decoder_ffn_dim"],
         encoder_attention_heads=config["encoder_attention_heads"],
-        decoder_attention_heads=config["decoder_attention_heads"], encoder_normalize_before=True,
-        decoder_normalize_before=True, attention_dropout=0.1, relu_dropout=0.0, dropout=0.1, activation_fn="relu",
-        max_source_positions=1024, max_target_positions=1024, langs=list(langs), lang_tok_style="multilingual",
-        encoder_langtok="src", decoder_langtok=True, langtoks_specs=["main"], extra_data={"mono_dae": "/data/dae"},
-        add_data_source_prefix_tags=False, lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"],
-        layernorm_embedding=False, no_scale_embedding=False, encoder_learned_pos=False, decoder_learned_pos=False,
-        moe_freq=0, fp16=True, seed=2,
-    )  # fmt: skip
+        decoder_attention_heads=config["decoder_attention_heads"],
+        encoder_normalize_before=True,
+        decoder_normalize_before=True,
+        attention_dropout=0.1,
+        relu_dropout=0.0,
+        dropout=0.1,
+        activation_fn="relu",
+        max_source_positions=1024,
+        max_target_positions=1024,
+        langs=list(langs),
+        lang_tok_style="multilingual",
+        encoder_langtok="src",
+        decoder_langtok=True,
+        langtoks_specs=["main"],
+        extra_data={"mono_dae": "/data/dae"},
+        add_data_source_prefix_tags=False,
+        lang_pairs=["eng_Latn-deu_Latn", "deu_Latn-eng_Latn"],
+        layernorm_embedding=False,
+        no_scale_embedding=False,
+        encoder_learned_pos=False,
+        decoder_learned_pos=False,
+        moe_freq=0,
+        fp16=True,
+        seed=2,
+    )
 
 
 def fairseq_state_dict(hf_model) -> dict[str, torch.Tensor]:
@@ -306,7 +448,7 @@ def fairseq_state_dict(hf_model) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         if k.startswith("model.encoder.") or k.startswith("model.decoder."):
             if not k.endswith("embed_tokens.weight"):
-                out[k[len("model."):]] = v.clone()
+                out[k[len("model.") :]] = v.clone()
     out["encoder.embed_tokens.weight"] = emb.clone()
     out["decoder.embed_tokens.weight"] = out["encoder.embed_tokens.weight"]  # one storage, three names
     out["decoder.output_projection.weight"] = out["encoder.embed_tokens.weight"]
@@ -332,17 +474,34 @@ def training_state(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """What a fairseq save holds besides the options: the model, optimizer history, extra state, Adam moments."""
     first = next(iter(sd.values()))
     return {
-        "args": None, "model": sd,
-        "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "FairseqAdam",
-                               "lr_scheduler_state": {"best": np.float64(3.25)}, "num_updates": 1000}],
+        "args": None,
+        "model": sd,
+        "optimizer_history": [
+            {
+                "criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": np.float64(3.25)},
+                "num_updates": 1000,
+            }
+        ],
         "extra_state": {"epoch": 3, "val_loss": np.float64(2.5), "train_iterator": {"iterations_in_epoch": 7}},
-        "last_optimizer_state": {"state": {0: {"step": 1000, "exp_avg": torch.randn(64, 8) + first.float().sum(),
-                                               "exp_avg_sq": torch.rand(64, 8)}}, "param_groups": [{"lr": 1e-4}]},
-    }  # fmt: skip
+        "last_optimizer_state": {
+            "state": {
+                0: {"step": 1000, "exp_avg": torch.randn(64, 8) + first.float().sum(), "exp_avg_sq": torch.rand(64, 8)}
+            },
+            "param_groups": [{"lr": 1e-4}],
+        },
+    }
 
 
-def make_fairseq_files(folder: Path, hf_model, spm_path: Path, langs: list[str] = LANGS,
-                       cfg_style: str = "omegaconf", extra: dict[str, Any] | None = None) -> Path:
+def make_fairseq_files(
+    folder: Path,
+    hf_model,
+    spm_path: Path,
+    langs: list[str] = LANGS,
+    cfg_style: str = "omegaconf",
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """checkpoint.pt (+ dictionary.txt, sentencepiece.bpe.model, langs.txt) of the HF model's weights.
 
     ``cfg_style``: "omegaconf" (cfg a pickled DictConfig holding the Namespace, args None), "args" (args
@@ -357,37 +516,70 @@ def make_fairseq_files(folder: Path, hf_model, spm_path: Path, langs: list[str] 
         if cfg_style in ("args", "both"):
             state["args"] = args
         if cfg_style in ("omegaconf", "both"):
-            task = {"_name": "translation_multi_simple_epoch", "langs": list(langs), "lang_tok_style": "multilingual",
-                    "encoder_langtok": "src", "decoder_langtok": True, "extra_data": {"mono_dae": "/data/dae"}}  # fmt: skip
+            task = {
+                "_name": "translation_multi_simple_epoch",
+                "langs": list(langs),
+                "lang_tok_style": "multilingual",
+                "encoder_langtok": "src",
+                "decoder_langtok": True,
+                "extra_data": {"mono_dae": "/data/dae"},
+            }
             common = {"fp16": True, "seed": 2, "ddp_backend": _EnumMember("c10d")}
-            state["cfg"] = _dictconfig(C, {"_name": None, "common": common, "task": task,
-                                           "model": args, "optimization": {"lr": [0.0001], "max_update": 300000}})  # fmt: skip
+            state["cfg"] = _dictconfig(
+                C,
+                {
+                    "_name": None,
+                    "common": common,
+                    "task": task,
+                    "model": args,
+                    "optimization": {"lr": [0.0001], "max_update": 300000},
+                },
+            )
         torch.save(state, path)
     return path
 
 
 def nasty_checkpoint(path: Path, payload: Any, legacy_format: bool = False) -> Path:
     """A checkpoint dict whose ``extra_state`` unpickles by calling ``payload`` (an object with __reduce__)."""
-    state = {"args": argparse.Namespace(arch="transformer"), "model": {"encoder.version": torch.tensor([3.0])},
-             "extra_state": {"hook": payload}}  # fmt: skip
+    state = {
+        "args": argparse.Namespace(arch="transformer"),
+        "model": {"encoder.version": torch.tensor([3.0])},
+        "extra_state": {"hook": payload},
+    }
     torch.save(state, path, _use_new_zipfile_serialization=not legacy_format)
     return path
 
 
 # --- NLLB-MoE -----------------------------------------------------------------------------------------
-def hf_moe_config(vocab_size: int, d: int = 32, layers: int = 4, ffn: int = 64, heads: int = 4, experts: int = 8,
-                  step: int = 2) -> dict[str, Any]:  # fmt: skip
-    """nllb-moe-54b's config.json (transformers 4.27 era) at reduced sizes (54b: 24 + 24 layers, step 4, 128 experts)."""
+def hf_moe_config(
+    vocab_size: int, d: int = 32, layers: int = 4, ffn: int = 64, heads: int = 4, experts: int = 8, step: int = 2
+) -> dict[str, Any]:
+    """nllb-moe-54b's config.json (transformers 4.27 era) at reduced sizes (54b: 24 + 24 layers, step 4, 128
+    experts)."""
     config = hf_config(vocab_size, d, layers, ffn, heads)
-    config.update({
-        "_name_or_path": "facebook/nllb-moe-54b", "architectures": ["NllbMoeForConditionalGeneration"],
-        "model_type": "nllb-moe", "num_experts": experts, "encoder_sparse_step": step, "decoder_sparse_step": step,
-        "expert_capacity": 64, "router_bias": False, "router_dtype": "float32", "router_ignore_padding_tokens": False,
-        "router_aux_loss_coef": 0.001, "router_z_loss_coef": 0.001, "second_expert_policy": "all",
-        "normalize_router_prob_before_dropping": False, "batch_prioritized_routing": False,
-        "moe_eval_capacity_token_fraction": 1.0, "moe_token_dropout": 0.2, "output_router_logits": False,
-        "transformers_version": "4.27.0.dev0",
-    })  # fmt: skip
+    config.update(
+        {
+            "_name_or_path": "facebook/nllb-moe-54b",
+            "architectures": ["NllbMoeForConditionalGeneration"],
+            "model_type": "nllb-moe",
+            "num_experts": experts,
+            "encoder_sparse_step": step,
+            "decoder_sparse_step": step,
+            "expert_capacity": 64,
+            "router_bias": False,
+            "router_dtype": "float32",
+            "router_ignore_padding_tokens": False,
+            "router_aux_loss_coef": 0.001,
+            "router_z_loss_coef": 0.001,
+            "second_expert_policy": "all",
+            "normalize_router_prob_before_dropping": False,
+            "batch_prioritized_routing": False,
+            "moe_eval_capacity_token_fraction": 1.0,
+            "moe_token_dropout": 0.2,
+            "output_router_logits": False,
+            "transformers_version": "4.27.0.dev0",
+        }
+    )
     return config
 
 
@@ -468,8 +660,15 @@ def make_hf_moe_folder(folder: Path, spm_path: Path, model, weights: str = "safe
     """An HF NLLB-MoE folder (config.json as nllb-moe-54b's, at the model's sizes); ``weights`` as make_hf_folder."""
     folder.mkdir(parents=True, exist_ok=True)
     c = model.config
-    config = hf_moe_config(c.vocab_size, c.d_model, c.encoder_layers, c.encoder_ffn_dim, c.encoder_attention_heads,
-                           c.num_experts, c.encoder_sparse_step)  # fmt: skip
+    config = hf_moe_config(
+        c.vocab_size,
+        c.d_model,
+        c.encoder_layers,
+        c.encoder_ffn_dim,
+        c.encoder_attention_heads,
+        c.num_experts,
+        c.encoder_sparse_step,
+    )
     model.save_pretrained(folder, max_shard_size="60KB" if weights == "sharded" else "10GB")
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     write_tokenizer_files(folder, spm_path)
@@ -483,9 +682,13 @@ def fairseq_moe_state_dicts(hf_model, ranks: int) -> tuple[dict[str, torch.Tenso
 
     E = hf_model.config.num_experts
     local = E // ranks
-    renames = [(r"\.ffn\.router\.classifier\.", ".moe_layer.gate.wg."), (r"\.ffn\.fc([12])\.", r".fc\1."),
-               (r"\.cross_attention_layer_norm\.", ".encoder_attn_layer_norm."), (r"\.cross_attention\.", ".encoder_attn."),
-               (r"\.ff_layer_norm\.", ".final_layer_norm.")]  # fmt: skip
+    renames = [
+        (r"\.ffn\.router\.classifier\.", ".moe_layer.gate.wg."),
+        (r"\.ffn\.fc([12])\.", r".fc\1."),
+        (r"\.cross_attention_layer_norm\.", ".encoder_attn_layer_norm."),
+        (r"\.cross_attention\.", ".encoder_attn."),
+        (r"\.ff_layer_norm\.", ".final_layer_norm."),
+    ]
     shared: dict[str, torch.Tensor] = {}
     experts: list[dict[str, torch.Tensor]] = [{} for _ in range(ranks)]
     for k, v in fairseq_state_dict(hf_model).items():
@@ -501,22 +704,34 @@ def fairseq_moe_state_dicts(hf_model, ranks: int) -> tuple[dict[str, torch.Tenso
 
 
 def fairseq_moe_args(config: dict[str, Any], langs: list[str] = LANGS) -> argparse.Namespace:
-    """An NLLB-MoE training run's options (fairseq NLLB branch: sweep_mmt.py's MoE grid, ``--moe-freq 4 --moe-eom 0.2``)."""
+    """An NLLB-MoE training run's options (fairseq NLLB branch: sweep_mmt.py's MoE grid, ``--moe-freq 4
+    --moe-eom 0.2``)."""
     args = fairseq_args(config, langs)
     args.arch = "transformer_24_24_big"
-    for k, v in {"moe_freq": config["encoder_sparse_step"], "encoder_moe_freq": config["encoder_sparse_step"],
-                 "decoder_moe_freq": config["decoder_sparse_step"], "moe_expert_count": config["num_experts"],
-                 "moe_gate_loss_wt": 0.01, "moe_gate_loss_combine_method": "sum", "moe_second_expert_policy": "all",
-                 "moe_normalize_gate_prob_before_dropping": False, "moe_gating_use_fp32": True,
-                 "moe_eval_capacity_token_fraction": 1.0, "use_moe_pad_mask": True,
-                 "moe_normalize_expert_grad": "sqrt_world_size", "moe_eom": config["moe_token_dropout"],
-                 "moe_batch_prioritized_routing": False, "moe_cmr": False}.items():  # fmt: skip
+    for k, v in {
+        "moe_freq": config["encoder_sparse_step"],
+        "encoder_moe_freq": config["encoder_sparse_step"],
+        "decoder_moe_freq": config["decoder_sparse_step"],
+        "moe_expert_count": config["num_experts"],
+        "moe_gate_loss_wt": 0.01,
+        "moe_gate_loss_combine_method": "sum",
+        "moe_second_expert_policy": "all",
+        "moe_normalize_gate_prob_before_dropping": False,
+        "moe_gating_use_fp32": True,
+        "moe_eval_capacity_token_fraction": 1.0,
+        "use_moe_pad_mask": True,
+        "moe_normalize_expert_grad": "sqrt_world_size",
+        "moe_eom": config["moe_token_dropout"],
+        "moe_batch_prioritized_routing": False,
+        "moe_cmr": False,
+    }.items():
         setattr(args, k, v)
     return args
 
 
-def make_fairseq_moe_files(folder: Path, hf_model, spm_path: Path, ranks: int = 4, stem: str = "checkpoint_2_300000",
-                           langs: list[str] = LANGS) -> Path:  # fmt: skip
+def make_fairseq_moe_files(
+    folder: Path, hf_model, spm_path: Path, ranks: int = 4, stem: str = "checkpoint_2_300000", langs: list[str] = LANGS
+) -> Path:
     """``{stem}-shared.pt`` + ``{stem}-rank-{0..ranks-1}.pt`` (+ dictionary.txt, sentencepiece.bpe.model,
     langs.txt) of the HF NLLB-MoE's weights, each file with the options (``cfg``), optimizer state and
     ``extra_state`` of a fairseq save. Returns the shared file."""
@@ -524,8 +739,15 @@ def make_fairseq_moe_files(folder: Path, hf_model, spm_path: Path, ranks: int = 
     args = fairseq_moe_args(hf_model.config.to_dict(), langs)
     shared, experts = fairseq_moe_state_dicts(hf_model, ranks)
     with fake_omegaconf() as C:
-        cfg = _dictconfig(C, {"_name": None, "common": {"fp16": True, "seed": 2}, "model": args,
-                              "task": {"_name": "translation_multi_simple_epoch", "langs": list(langs)}})  # fmt: skip
+        cfg = _dictconfig(
+            C,
+            {
+                "_name": None,
+                "common": {"fp16": True, "seed": 2},
+                "model": args,
+                "task": {"_name": "translation_multi_simple_epoch", "langs": list(langs)},
+            },
+        )
         for name, sd in [("shared", shared)] + [(f"rank-{r}", e) for r, e in enumerate(experts)]:
             torch.save({**training_state(sd), "cfg": cfg}, folder / f"{stem}-{name}.pt")
     return folder / f"{stem}-shared.pt"
@@ -538,7 +760,7 @@ _BUILT: dict[str, Any] = {}
 def built(tmp_path_factory) -> dict[str, Any]:
     """spm, the random HF model, its folder and its import (``out``), shared by the test modules."""
     if not _BUILT:
-        from mt.importing.cli import main
+        from mt.importing.cli import import_main as main
 
         root = tmp_path_factory.mktemp("nllb")
         spm_path = train_spm(root / "spm")
@@ -556,7 +778,7 @@ def built_moe(tmp_path_factory) -> dict[str, Any]:
     """spm, a random NLLB-MoE (4 + 4 layers, 8 experts in layers 1 and 3 of each stack), its HF folder and
     its import (``out``), shared by the test modules."""
     if not _BUILT_MOE:
-        from mt.importing.cli import main
+        from mt.importing.cli import import_main as main
 
         dense = built(tmp_path_factory)
         root = tmp_path_factory.mktemp("nllb-moe")

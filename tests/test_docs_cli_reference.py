@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cli_reference_is_up_to_date():
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "gen_cli_reference.py"), "--check"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, "run `python recipes/gen_cli_reference.py`:\n" + proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "gen_cli_reference.py"), "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        "run `python recipes/gen_cli_reference.py`:\n" + proc.stdout[-2000:] + proc.stderr[-2000:]
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,8 +114,9 @@ def _run(work: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, WORK=str(work), PYTHONUNBUFFERED="1", **TINY)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("WORLD_SIZE", None)
-    return subprocess.run(["bash", str(REPO / "recipes" / "nllb_mini.sh")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(REPO / "recipes" / "nllb_mini.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -124,8 +126,15 @@ def test_recipe_end_to_end_on_a_tiny_slice(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = work / "model"
     report = (run / "report.md").read_text(encoding="utf-8")
-    for section in ("Translation quality", "Against the baseline (copy-the-source)", "Added toxicity", "Training",
-                    "Translate-test vs zero-shot", "Bitext mining", "Run time"):  # fmt: skip
+    for section in (
+        "Translation quality",
+        "Against the baseline (copy-the-source)",
+        "Added toxicity",
+        "Training",
+        "Translate-test vs zero-shot",
+        "Bitext mining",
+        "Run time",
+    ):
         assert f". {section}" in report, section
     assert "Skipped" not in report and "Not run yet" not in report
     figures = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
@@ -136,12 +145,21 @@ def test_recipe_end_to_end_on_a_tiny_slice(tmp_path):
     copy = pd.read_csv(run / "copy_source" / "scores.csv")
     assert set(model["direction"]) == directions == set(copy["direction"])
     assert (copy["chrf++"] > 0).all()
-    for l in ("deu_Latn", "xho_Latn"):
-        assert (work / "mined" / "ngram" / l / "gold.json").is_file()
-        seed = sum(1 for _ in open(work / "corpus" / "train" / f"eng_Latn-{l}.eng_Latn", encoding="utf-8"))
-        mined = sum(1 for _ in open(work / "mined" / "ngram" / l / "mined.eng_Latn", encoding="utf-8"))
-        merged = sum(1 for _ in open(work / "bitext" / "train" / f"eng_Latn-{l}.eng_Latn", encoding="utf-8"))
-        assert merged == seed + mined and mined > 0
+    for lang in ("deu_Latn", "xho_Latn"):
+        assert (work / "mined" / "ngram" / lang / "gold.json").is_file()
+        seed = sum(1 for _ in open(work / "corpus" / "train" / f"eng_Latn-{lang}.eng_Latn", encoding="utf-8"))
+        mined = sum(1 for _ in open(work / "mined" / "ngram" / lang / "mined.eng_Latn", encoding="utf-8"))
+        merged = sum(1 for _ in open(work / "bitext" / "train" / f"eng_Latn-{lang}.eng_Latn", encoding="utf-8"))
+        assert mined > 0
+        # mt-data merge-bitext accounts for every pair it read: kept + removed (duplicates, dev/devtest sentences)
+        summary = re.search(
+            rf"merge-bitext \S*eng_Latn-{lang}: (\d+) from \S+ \+ (\d+) from mined -> (\d+) pairs kept; "
+            r"removed (\d+) decontaminated, (\d+) duplicate",
+            proc.stderr,
+        )
+        read_seed, read_mined, kept, decontaminated, duplicate = map(int, summary.groups())
+        assert (read_seed, read_mined, kept) == (seed, mined, merged)
+        assert kept + decontaminated + duplicate == seed + mined
     timings = pd.read_csv(work / "timings.tsv", sep="\t")
     assert {"corpus", "spm", "train", "generate"} <= set(timings["step"]) and (timings["rc"] == 0).all()
     assert "already finished" not in proc.stderr

@@ -57,7 +57,9 @@ def workdir(tmp_path_factory, tmp_path, monkeypatch):
     (tmp_path / "corpus").mkdir()
     for split, n in (("train", 16), ("dev", 4)):
         for lang, like in (("eng_Latn", "eng_Latn"), ("aln_Latn", "deu_Latn")):
-            (tmp_path / "corpus" / f"{split}.{lang}").write_text("\n".join(s for _, s in nf.sentences(n, 4, [like])) + "\n")
+            (tmp_path / "corpus" / f"{split}.{lang}").write_text(
+                "\n".join(s for _, s in nf.sentences(n, 4, [like])) + "\n"
+            )
     moe = nf.built_moe(tmp_path_factory)  # the sparse subsection: NLLB-MoE's HF folder and fairseq files
     shutil.copytree(moe["hf"], tmp_path / "nllb-moe-54b")
     nf.make_fairseq_moe_files(tmp_path / "nllb-moe-fs", moe["model"], moe["spm"])

@@ -19,9 +19,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from mt.common.langs import lang_token
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDatasetWriter
-from mt.data.langs import lang_token
 from mt.data.layout import bin_prefix
 
 WORDS = (
@@ -65,7 +65,7 @@ def make_corpus(
     rng = random.Random(seed)
     data = root / "bin"
     data.mkdir(parents=True, exist_ok=True)
-    langs = sorted({l for p in pairs for l in p})
+    langs = sorted({lang for p in pairs for lang in p})
     texts: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     for a, b in pairs:
         a, b = sorted((a, b))
@@ -78,10 +78,17 @@ def make_corpus(
             texts[(split, a, b)] = rows
     all_text = [s for rows in texts.values() for pair in rows for s in pair]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(all_text), model_prefix=str(data / "spm"), vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
-        hard_vocab_limit=False, minloglevel=2,
-    )  # fmt: skip
+        sentence_iterator=iter(all_text),
+        model_prefix=str(data / "spm"),
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_file=str(data / "spm.model"))
     d = Dictionary()
     for i in range(sp.get_piece_size()):
@@ -124,7 +131,7 @@ def wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: flo
         if proc.poll() is not None:
             raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
         if log.is_file():
-            ups = [json.loads(l)["update"] for l in log.read_text().splitlines() if '"train"' in l]
+            ups = [json.loads(line)["update"] for line in log.read_text().splitlines() if '"train"' in line]
             if ups and max(ups) >= update:
                 return max(ups)
         time.sleep(0.005)

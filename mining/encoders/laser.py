@@ -30,15 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt.data.dictionary import Dictionary
-from mt.checkpoint import first_reason, refused_object
-from mt.errors import UserError
 from mining.encoders.base import Encoder
+from mt.common.errors import UserError
+from mt.data.dictionary import Dictionary
+from mt.data.spm import SpmTokenizer
+from mt.formats.checkpoint import first_reason, refused_object
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
-_DOWNLOAD_HINT = ("get the LASER files with the LASER repo's nllb/download_models.sh "
-                  "(run it inside the directory; it fetches laser2.pt/.spm/.cvocab and laser3-LANG.v1.*), "
-                  "then pass --laser-model-dir DIR or --encoder laser2:DIR / laser3:DIR:LANG")
+_DOWNLOAD_HINT = (
+    "get the LASER files with the LASER repo's nllb/download_models.sh "
+    "(run it inside the directory; it fetches laser2.pt/.spm/.cvocab and laser3-LANG.v1.*), "
+    "then pass --laser-model-dir DIR or --encoder laser2:DIR / laser3:DIR:LANG"
+)
 
 
 # --- checkpoint loading -----------------------------------------------------------------------------
@@ -52,14 +55,20 @@ def safe_load(path: Path) -> dict:
     except pickle.UnpicklingError as exc:
         what = refused_object(exc)
         if what is None:  # the unpickler also fails on a damaged file: that is not a refusal
-            raise UserError(f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
-                            "truncated: fetch it again") from None
-        raise UserError(f"{path}: refused to load {what}: only tensors, containers and argparse.Namespace are "
-                        "loaded from checkpoints (loading other objects could run code); this file was not "
-                        "written by LASER/fairseq or was tampered with") from None
+            raise UserError(
+                f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
+                "truncated: fetch it again"
+            ) from None
+        raise UserError(
+            f"{path}: refused to load {what}: only tensors, containers and argparse.Namespace are "
+            "loaded from checkpoints (loading other objects could run code); this file was not "
+            "written by LASER/fairseq or was tampered with"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
-                        "truncated: fetch it again") from None
+        raise UserError(
+            f"{path}: not a readable torch checkpoint ({first_reason(exc)}); the download may be "
+            "truncated: fetch it again"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise UserError(f"{path}: not a LASER/fairseq checkpoint (expected a dict with a 'model' state dict)")
     return ckpt
@@ -75,8 +84,11 @@ def _load_state(module: nn.Module, state: dict, path: Path) -> None:
     for k in state:
         if k not in own:
             unexpected.append(k)
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-           if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    bad = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or bad:
         parts = []
         if missing:
@@ -93,14 +105,23 @@ def _load_state(module: nn.Module, state: dict, path: Path) -> None:
 class LaserLstmEncoder(nn.Module):
     """LASER's LSTM encoder; ``params`` of the checkpoint are its constructor arguments."""
 
-    def __init__(self, num_embeddings: int, padding_idx: int, embed_dim: int = 320, hidden_size: int = 512,
-                 num_layers: int = 1, bidirectional: bool = False, left_pad: bool = True,
-                 padding_value: float = 0.0):
+    def __init__(
+        self,
+        num_embeddings: int,
+        padding_idx: int,
+        embed_dim: int = 320,
+        hidden_size: int = 512,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        left_pad: bool = True,
+        padding_value: float = 0.0,
+    ):
         super().__init__()
         self.padding_idx = padding_idx
         self.embed_tokens = nn.Embedding(num_embeddings, embed_dim, padding_idx=padding_idx)
-        self.lstm = nn.LSTM(input_size=embed_dim, hidden_size=hidden_size, num_layers=num_layers,
-                            bidirectional=bidirectional)
+        self.lstm = nn.LSTM(
+            input_size=embed_dim, hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional
+        )
         self.left_pad = left_pad  # kept for the checkpoint's sake: batches here are right-padded
         self.padding_value = padding_value
         self.output_dim = hidden_size * (2 if bidirectional else 1)
@@ -203,11 +224,26 @@ class TransformerLayer(nn.Module):
 class LaserTransformerEncoder(nn.Module):
     """fairseq's TransformerEncoder at inference (no dropout/layerdrop), pooled to a sentence vector."""
 
-    def __init__(self, num_embeddings: int, embed_dim: int, ffn_dim: int, layers: int, heads: int, *,
-                 padding_idx: int = PAD, bos_idx: int = BOS, normalize_before: bool = False,
-                 final_layer_norm: bool = False, learned_pos: bool = False, no_positions: bool = False,
-                 no_scale_embedding: bool = False, layernorm_embedding: bool = False,
-                 max_source_positions: int = 1024, activation: str = "relu", sentemb_criterion: str = "maxpool"):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embed_dim: int,
+        ffn_dim: int,
+        layers: int,
+        heads: int,
+        *,
+        padding_idx: int = PAD,
+        bos_idx: int = BOS,
+        normalize_before: bool = False,
+        final_layer_norm: bool = False,
+        learned_pos: bool = False,
+        no_positions: bool = False,
+        no_scale_embedding: bool = False,
+        layernorm_embedding: bool = False,
+        max_source_positions: int = 1024,
+        activation: str = "relu",
+        sentemb_criterion: str = "maxpool",
+    ):
         super().__init__()
         self.padding_idx = padding_idx
         self.bos_idx = bos_idx
@@ -217,11 +253,17 @@ class LaserTransformerEncoder(nn.Module):
         self.sinusoidal = not learned_pos and not no_positions
         if self.learned_pos:
             self.embed_positions = nn.Embedding(max_source_positions + padding_idx + 1, embed_dim, padding_idx)
-        self.register_buffer("_sin", sinusoidal_table(max_source_positions + padding_idx + 1, embed_dim, padding_idx)
-                             if self.sinusoidal else torch.zeros(0), persistent=False)
+        self.register_buffer(
+            "_sin",
+            sinusoidal_table(max_source_positions + padding_idx + 1, embed_dim, padding_idx)
+            if self.sinusoidal
+            else torch.zeros(0),
+            persistent=False,
+        )
         self.layernorm_embedding = nn.LayerNorm(embed_dim) if layernorm_embedding else None
-        self.layers = nn.ModuleList(TransformerLayer(embed_dim, ffn_dim, heads, normalize_before, activation)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            TransformerLayer(embed_dim, ffn_dim, heads, normalize_before, activation) for _ in range(layers)
+        )
         self.layer_norm = nn.LayerNorm(embed_dim) if final_layer_norm else None
         if sentemb_criterion not in ("maxpool", "cls"):
             raise UserError(f"unsupported sentemb_criterion {sentemb_criterion!r} (maxpool or cls)")
@@ -269,7 +311,7 @@ def build_transformer(ckpt: dict, path: Path, vocab_size: int) -> tuple[LaserTra
         raise UserError(f"{path}: transformer checkpoint without cfg['model'] or args: cannot tell its architecture")
     state = dict(ckpt["model"])
     if any(k.startswith("encoder.") for k in state):  # a whole encoder-decoder model: keep the encoder
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     for k in ("version", "embed_positions._float_tensor", "embed_positions.weights"):
         state.pop(k, None)  # fairseq bookkeeping buffers, not weights
     if "embed_tokens.weight" not in state:
@@ -320,28 +362,31 @@ class LaserTokenizer:
     """LASER's preprocessing (``LaserTextNormalizer``) + SentencePiece pieces."""
 
     def __init__(self, spm_path: Path):
-        import sentencepiece as spm
-
-        if not spm_path.is_file():
-            raise UserError(f"{spm_path}: SentencePiece model not found; {_DOWNLOAD_HINT}")
-        try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(spm_path))
-        except (RuntimeError, OSError) as exc:
-            raise UserError(f"{spm_path}: not a SentencePiece model ({exc})") from None
+        self.spm = SpmTokenizer(spm_path, hint=_DOWNLOAD_HINT)
         self.path = spm_path
         self.preprocess = LaserTextNormalizer()
 
     def pieces(self, sentences: list[str]) -> list[list[str]]:
-        return self.sp.encode([self.preprocess(s) for s in sentences], out_type=str)
+        return self.spm.encode_batch([self.preprocess(s) for s in sentences])
 
 
 # --- the encoder ------------------------------------------------------------------------------------
 class LaserEncoder(Encoder):
     """A LASER-style encoder: tokenizer + piece->id map + LSTM or transformer module."""
 
-    def __init__(self, name: str, model: nn.Module, tokenizer: LaserTokenizer, indices: dict[str, int], *,
-                 prepend_bos: bool = False, max_len: int | None = None, lang: str | None = None,
-                 bf16: bool = False, device: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        tokenizer: LaserTokenizer,
+        indices: dict[str, int],
+        *,
+        prepend_bos: bool = False,
+        max_len: int | None = None,
+        lang: str | None = None,
+        bf16: bool = False,
+        device: str | None = None,
+    ):
         self.name = name
         try:
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -363,8 +408,11 @@ class LaserEncoder(Encoder):
     def check_lang(self, lang: str) -> None:
         if self.lang and lang != self.lang and lang not in self._warned:
             self._warned.add(lang)
-            print(f"warning: {self.name} is the LASER3 encoder of {self.lang}, asked to encode {lang}; "
-                  "LASER3 students share LASER2's space, so embed other languages with laser2", file=sys.stderr)
+            print(
+                f"warning: {self.name} is the LASER3 encoder of {self.lang}, asked to encode {lang}; "
+                "LASER3 students share LASER2's space, so embed other languages with laser2",
+                file=sys.stderr,
+            )
 
     def token_ids(self, sentences: list[str]) -> list[list[int]]:
         """Ids as LASER feeds them: [<s>] pieces </s>, unknown pieces -> <unk>, truncated to max_len."""
@@ -416,8 +464,16 @@ def _lstm_indices(ckpt: dict, path: Path, vocab_size: int) -> dict[str, int]:
     return indices
 
 
-def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, name: str, *,
-                  lang: str | None = None, bf16: bool = False, device: str | None = None) -> LaserEncoder:
+def build_encoder(
+    ckpt_path: Path,
+    spm_path: Path,
+    cvocab_path: Path | None,
+    name: str,
+    *,
+    lang: str | None = None,
+    bf16: bool = False,
+    device: str | None = None,
+) -> LaserEncoder:
     """LASER2 format (``params``) -> BiLSTM; fairseq format (``cfg``/``args``) -> transformer + cvocab."""
     ckpt = safe_load(ckpt_path)
     tokenizer = LaserTokenizer(spm_path)
@@ -431,8 +487,10 @@ def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, nam
         indices = _lstm_indices(ckpt, ckpt_path, params["num_embeddings"])
         return LaserEncoder(name, model, tokenizer, indices, lang=lang, bf16=bf16, device=device)
     if cvocab_path is None or not cvocab_path.is_file():
-        raise UserError(f"{cvocab_path or spm_path.with_suffix('.cvocab')}: the .cvocab dictionary of this "
-                        f"transformer encoder is missing; {_DOWNLOAD_HINT}")
+        raise UserError(
+            f"{cvocab_path or spm_path.with_suffix('.cvocab')}: the .cvocab dictionary of this "
+            f"transformer encoder is missing; {_DOWNLOAD_HINT}"
+        )
     dictionary = Dictionary.load(cvocab_path)
     state = ckpt["model"]
     if any(k in state for k in ("encoder.layer_norm.weight", "layer_norm.weight")):
@@ -441,12 +499,23 @@ def build_encoder(ckpt_path: Path, spm_path: Path, cvocab_path: Path | None, nam
     rows = info["state"]["embed_tokens.weight"].shape[0]
     if rows != len(dictionary):
         mask = " + <mask>" if "<mask>" in dictionary else ""
-        raise UserError(f"{ckpt_path}: embedding table has {rows} rows but {cvocab_path.name} gives "
-                        f"{len(dictionary)} symbols (4 specials + entries{mask}); "
-                        "the .cvocab belongs to another model")
+        raise UserError(
+            f"{ckpt_path}: embedding table has {rows} rows but {cvocab_path.name} gives "
+            f"{len(dictionary)} symbols (4 specials + entries{mask}); "
+            "the .cvocab belongs to another model"
+        )
     _load_state(model, info["state"], ckpt_path)
-    return LaserEncoder(name, model, tokenizer, dict(dictionary.indices), prepend_bos=info["prepend_bos"],
-                        max_len=info["max_len"], lang=lang, bf16=bf16, device=device)
+    return LaserEncoder(
+        name,
+        model,
+        tokenizer,
+        dict(dictionary.indices),
+        prepend_bos=info["prepend_bos"],
+        max_len=info["max_len"],
+        lang=lang,
+        bf16=bf16,
+        device=device,
+    )
 
 
 def _need_dir(directory: Path, flag_hint: str) -> None:
@@ -458,8 +527,14 @@ def load_laser2(directory: str | Path, bf16: bool = False, device: str | None = 
     """``DIR/laser2.pt`` + ``DIR/laser2.spm`` (``laser2.cvocab`` is only needed by LASER3 students)."""
     directory = Path(directory)
     _need_dir(directory, "laser2:DIR or --laser-model-dir")
-    return build_encoder(directory / "laser2.pt", directory / "laser2.spm", directory / "laser2.cvocab", "laser2",
-                         bf16=bf16, device=device)
+    return build_encoder(
+        directory / "laser2.pt",
+        directory / "laser2.spm",
+        directory / "laser2.cvocab",
+        "laser2",
+        bf16=bf16,
+        device=device,
+    )
 
 
 def load_laser3(directory: str | Path, lang: str, bf16: bool = False, device: str | None = None) -> LaserEncoder:
@@ -468,12 +543,15 @@ def load_laser3(directory: str | Path, lang: str, bf16: bool = False, device: st
     _need_dir(directory, "laser3:DIR:LANG or --laser-model-dir")
     ckpt = directory / f"laser3-{lang}.v1.pt"
     if not ckpt.is_file():
-        raise UserError(f"{ckpt}: no LASER3 encoder for {lang} in {directory}; {_DOWNLOAD_HINT} "
-                        f"(e.g. bash download_models.sh {lang})")
+        raise UserError(
+            f"{ckpt}: no LASER3 encoder for {lang} in {directory}; {_DOWNLOAD_HINT} "
+            f"(e.g. bash download_models.sh {lang})"
+        )
     own = directory / f"laser3-{lang}.v1.spm"
     spm_path = own if own.is_file() else directory / "laser2.spm"
-    return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), f"laser3-{lang}", lang=lang, bf16=bf16,
-                         device=device)
+    return build_encoder(
+        ckpt, spm_path, spm_path.with_suffix(".cvocab"), f"laser3-{lang}", lang=lang, bf16=bf16, device=device
+    )
 
 
 def load_checkpoint(path: Path, bf16: bool = False, device: str | None = None) -> LaserEncoder:
@@ -483,8 +561,10 @@ def load_checkpoint(path: Path, bf16: bool = False, device: str | None = None) -
         pts = sorted(path.glob("*.pt"))
         ckpt = path / "laser2.pt" if (path / "laser2.pt").is_file() else (pts[0] if len(pts) == 1 else None)
         if ckpt is None:
-            raise UserError(f"{path}: expected one encoder checkpoint (*.pt) in the directory, found "
-                            f"{[p.name for p in pts] or 'none'}; pass the file itself")
+            raise UserError(
+                f"{path}: expected one encoder checkpoint (*.pt) in the directory, found "
+                f"{[p.name for p in pts] or 'none'}; pass the file itself"
+            )
     else:
         ckpt = path
     spm_path = ckpt.with_suffix(".spm")
@@ -495,6 +575,8 @@ def load_checkpoint(path: Path, bf16: bool = False, device: str | None = None) -
         elif len(spms) == 1:
             spm_path = spms[0]
         else:
-            raise UserError(f"{ckpt}: its SentencePiece model {spm_path.name} is not beside it "
-                            f"(found {[p.name for p in spms] or 'no .spm files'})")
+            raise UserError(
+                f"{ckpt}: its SentencePiece model {spm_path.name} is not beside it "
+                f"(found {[p.name for p in spms] or 'no .spm files'})"
+            )
     return build_encoder(ckpt, spm_path, spm_path.with_suffix(".cvocab"), str(path), bf16=bf16, device=device)

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 from mining.encoders.base import Encoder
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 DEFAULT_DIM = 1024
 

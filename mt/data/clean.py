@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass
+
+from mt.common.scripts import expected_scripts, only_letters_of, script_counts
 
 # Reason codes of clean_pair, in the order the rules are checked.
 REASONS: tuple[str, ...] = (
@@ -101,8 +101,10 @@ _LETTER_RE = re.compile(r"[^\W\d_]")
 _MARKUP_RE = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
 _URL_RE = re.compile(r"\b(?:https?|ftp|file)://|\bwww\.\w")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]*\w")
-_PATH_RE = re.compile(r"(?:^|[\s\"'(\[=])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.*-]*)+"  # /usr/x, ~/.config/x
-                      r"|\b[A-Za-z]:\\")  # C:\
+_PATH_RE = re.compile(
+    r"(?:^|[\s\"'(\[=])(?:~|\.{1,2})?/[\w.-]+(?:/[\w.*-]*)+"  # /usr/x, ~/.config/x
+    r"|\b[A-Za-z]:\\"
+)  # C:\
 
 
 def _may_have_placeholders(text: str) -> bool:
@@ -167,105 +169,40 @@ def is_untranslated(src: str, tgt: str, own: str | None = None) -> bool:
 
 # ------------------------------------------------------------------------------------------------- scripts
 
-# First word(s) of a Unicode character name -> ISO 15924 script.
-_NAME_SCRIPT = {
-    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARMENIAN": "Armn", "GEORGIAN": "Geor",
-    "HEBREW": "Hebr", "ARABIC": "Arab", "SYRIAC": "Syrc", "THAANA": "Thaa", "NKO": "Nkoo",
-    "DEVANAGARI": "Deva", "BENGALI": "Beng", "GURMUKHI": "Guru", "GUJARATI": "Gujr", "ORIYA": "Orya",
-    "TAMIL": "Taml", "TELUGU": "Telu", "KANNADA": "Knda", "MALAYALAM": "Mlym", "SINHALA": "Sinh",
-    "THAI": "Thai", "LAO": "Laoo", "TIBETAN": "Tibt", "MYANMAR": "Mymr", "KHMER": "Khmr",
-    "ETHIOPIC": "Ethi", "CHEROKEE": "Cher", "CANADIAN": "Cans", "OGHAM": "Ogam", "RUNIC": "Runr",
-    "MONGOLIAN": "Mong", "TIFINAGH": "Tfng", "SHAVIAN": "Shaw", "OL": "Olck", "HANGUL": "Hang",
-    "HIRAGANA": "Hira", "KATAKANA": "Kana", "KATAKANA-HIRAGANA": "Kana", "CJK": "Hani",
-    "IDEOGRAPHIC": "Hani", "BOPOMOFO": "Bopo", "YI": "Yiii", "JAVANESE": "Java", "BALINESE": "Bali",
-}
-# A code's script -> the character scripts its text is written in.
-SCRIPT_LETTERS: dict[str, frozenset[str]] = {
-    "Jpan": frozenset({"Hani", "Hira", "Kana"}),
-    "Hang": frozenset({"Hang", "Hani"}),
-    "Kore": frozenset({"Hang", "Hani"}),
-    "Hans": frozenset({"Hani"}),
-    "Hant": frozenset({"Hani", "Bopo"}),
-}
 
-
-@functools.lru_cache(maxsize=1)
-def _script_table() -> dict[int, str]:
-    """codepoint -> one-char script id, for str.translate (C speed instead of a Python loop per char)."""
-    ids: dict[str, str] = {}
-    table: dict[int, str] = {}
-    ranges = [range(0x10000), range(0x10450, 0x10480), range(0x1E900, 0x1E960), range(0x20000, 0x2A6E0)]
-    for r in ranges:
-        for cp in r:
-            ch = chr(cp)
-            if not ch.isalpha():
-                continue
-            words = unicodedata.name(ch, "").split()
-            if words and words[0] in ("FULLWIDTH", "HALFWIDTH"):
-                words = words[1:]
-            script = _NAME_SCRIPT.get(words[0]) if words else None
-            if script:
-                table[cp] = ids.setdefault(script, chr(0xE000 + len(ids)))
-    _SCRIPT_IDS.update({v: k for k, v in ids.items()})
-    return table
-
-
-_SCRIPT_IDS: dict[str, str] = {}
-
-
-def script_counts(text: str) -> Counter:
-    """Letters per ISO 15924 script (``Latn``, ``Cyrl``, ``Hani`` ...); other characters are ignored."""
-    table = _script_table()
-    marked = text.translate(table)
-    return Counter({_SCRIPT_IDS[c]: n for c, n in Counter(marked).items() if c in _SCRIPT_IDS})
-
-
-@functools.lru_cache(maxsize=None)
-def _letters_re(script: str) -> re.Pattern:
-    """A character class of the letters of ``script`` (and its companions: Jpan = Hani + Hira + Kana)."""
-    table = _script_table()
-    allowed = {i for i, s in _SCRIPT_IDS.items() if s in SCRIPT_LETTERS.get(script, frozenset({script}))}
-    cps = sorted(cp for cp, i in table.items() if i in allowed)
-    parts, start, prev = [], None, None
-    for cp in cps + [None]:
-        if start is not None and (cp is None or cp != prev + 1):
-            parts.append(re.escape(chr(start)) + ("" if prev == start else "-" + re.escape(chr(prev))))
-            start = None
-        if cp is not None and start is None:
-            start = cp
-        prev = cp
-    return re.compile("[" + "".join(parts) + "]" if parts else "(?!)")
-
-
-@functools.lru_cache(maxsize=None)
-def _foreign_re(script: str) -> re.Pattern:
-    """A letter that is not a letter of ``script``."""
-    return re.compile(r"(?:(?!" + _letters_re(script).pattern + r")[^\W\d_])")
-
-
-def script_mismatch(tgt: str, src: str, script: str, min_share: float = 0.5,
-                    own: str | None = None) -> str | None:
+def script_mismatch(tgt: str, src: str, script: str, min_share: float = 0.5, own: str | None = None) -> str | None:
     """None if the translation's own letters are mostly in ``script``; else the script they are in.
 
-    Only letters outside words copied from the English count, so ``Ошибка MDI`` is Cyrillic.
+    Only letters outside words copied from the English count, so ``Ошибка MDI`` is Cyrillic. Letters and
+    script marks are counted by :func:`mt.common.scripts.script_counts`, the one script table of the tree.
     """
     own = own_text(tgt, src) if own is None else own
-    if (script == "Latn" and own.isascii()) or _foreign_re(script).search(own) is None:
+    if only_letters_of(own, script):
         return None
-    total = len(_LETTER_RE.findall(own))
-    if total == 0 or len(_letters_re(script).findall(own)) >= min_share * total:
-        return None
-    counts = script_counts(own)  # the exact count, per script, to name the script it is written in
+    counts = script_counts(own)
     total = sum(counts.values())
     if total == 0:
         return None
-    allowed = SCRIPT_LETTERS.get(script, frozenset({script}))
+    allowed = expected_scripts(script)
     if sum(n for s, n in counts.items() if s in allowed) >= min_share * total:
         return None
     return counts.most_common(1)[0][0]
 
 
 # -------------------------------------------------------------------------------------------------- driver
+
+
+def _form_reason(text: str) -> str | None:
+    """The rules both sides share, on normalised text: empty, mostly placeholders, markup, paths/URLs/e-mail."""
+    if not text:
+        return "empty"
+    if is_mostly_placeholders(text):
+        return "placeholders"
+    if has_markup(text):
+        return "markup"
+    if has_path_url_email(text):
+        return "path_url_email"
+    return None
 
 
 def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | None]:
@@ -275,14 +212,9 @@ def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | N
     """
     cfg = cfg or CleanConfig()
     src = normalize_ws(strip_accelerators(src))
-    if not src:
-        return src, "empty"
-    if is_mostly_placeholders(src):
-        return src, "placeholders"
-    if has_markup(src):
-        return src, "markup"
-    if has_path_url_email(src):
-        return src, "path_url_email"
+    reason = _form_reason(src)
+    if reason is not None:
+        return src, reason
     n = count_words(src)
     if n < cfg.min_words:
         return src, "min_words"
@@ -294,14 +226,9 @@ def clean_source(src: str, cfg: CleanConfig | None = None) -> tuple[str, str | N
 def clean_target(src: str, tgt: str, script: str | None = None) -> tuple[str, str | None]:
     """The translation-side half of :func:`clean_pair`; ``src`` is the already cleaned English."""
     tgt = normalize_ws(strip_accelerators(tgt))
-    if not tgt:
-        return tgt, "empty"
-    if is_mostly_placeholders(tgt):
-        return tgt, "placeholders"
-    if has_markup(tgt):
-        return tgt, "markup"
-    if has_path_url_email(tgt):
-        return tgt, "path_url_email"
+    reason = _form_reason(tgt)
+    if reason is not None:
+        return tgt, reason
     own = own_text(tgt, src)
     if is_untranslated(src, tgt, own):
         return tgt, "untranslated"
@@ -310,8 +237,9 @@ def clean_target(src: str, tgt: str, script: str | None = None) -> tuple[str, st
     return tgt, None
 
 
-def clean_pair(src: str, tgt: str, script: str | None = None,
-               cfg: CleanConfig | None = None) -> tuple[str, str, str | None]:
+def clean_pair(
+    src: str, tgt: str, script: str | None = None, cfg: CleanConfig | None = None
+) -> tuple[str, str, str | None]:
     """Normalise one pair and check the filters: ``(src, tgt, reason)``, reason None when the pair is kept.
 
     English-side rules are checked first, then the translation's. ``script`` is the ISO 15924 script of

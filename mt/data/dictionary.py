@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mt.data.langs import lang_token, token_lang
-from mt.errors import UserError, located
-from mt.util import atomic_write
+from mt.common.errors import UserError, located
+from mt.common.files import atomic_write
+from mt.common.langs import lang_token, token_lang
 
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
 _DICT_HINT = "is this a fairseq dict.txt? (mt-spm train writes one beside spm.model)"
@@ -153,8 +153,9 @@ class Dictionary:
         try:
             n = int(cnt)
         except ValueError:
-            raise located(path, lineno, f"count {_shown(cnt)} is not an integer (line {_shown(line)}): "
-                                        f"{_DICT_HINT}") from None
+            raise located(
+                path, lineno, f"count {_shown(cnt)} is not an integer (line {_shown(line)}): {_DICT_HINT}"
+            ) from None
         if tok in self.indices and not overwrite:
             raise located(path, lineno, f"duplicate token {_shown(tok)}; add '#fairseq:overwrite' to keep it")
         self.add_symbol(tok, n)

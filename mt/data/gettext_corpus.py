@@ -16,7 +16,6 @@ The split logic (N-way selection, hold-out, decontamination) lives in :mod:`mt.d
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -25,20 +24,20 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from mt.common.errors import UserError
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import ENGLISH, check_code
 from mt.data import layout, splits
 from mt.data.clean import CleanConfig, clean_source, clean_target, norm_key, script_mismatch
-from mt.data.langs import check_code
 from mt.data.locales import classify_locale, variant_rank
 from mt.data.mo import MoFormatError, read_mo
-from mt.errors import UserError, cli_entry
-from mt.util import atomic_write
 
-SRC = "eng_Latn"
 # iso-codes catalogues (iso_3166 countries, iso_639 languages, iso_4217 currencies, iso_15924 scripts):
 # names, not sentences. They stay in train but never enter dev/devtest (see splits.select_eval).
 NAME_CATALOGUES = ("iso_", "iso-")
@@ -48,9 +47,17 @@ BUILD_FORMAT = 1  # bump when the output format or the selection logic changes: 
 # on /usr/share/locale so that all 11 share >= 500 N-way dev/devtest strings. amh_Ethi and swh_Latn were
 # considered: their catalogues hold ~30 pairs of >= 3 words (mostly country names), too few to evaluate.
 DEMO_LANGS: tuple[str, ...] = (
-    "deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans",  # high
-    "eus_Latn", "hin_Deva", "arb_Arab",  # mid
-    "mya_Mymr", "khk_Cyrl", "xho_Latn", "nso_Latn",  # low
+    "deu_Latn",
+    "fra_Latn",
+    "rus_Cyrl",
+    "zho_Hans",  # high
+    "eus_Latn",
+    "hin_Deva",
+    "arb_Arab",  # mid
+    "mya_Mymr",
+    "khk_Cyrl",
+    "xho_Latn",
+    "nso_Latn",  # low
 )
 
 # Resource tier by training pairs (after cleaning and decontamination), written to stats.tsv. On
@@ -70,20 +77,31 @@ def tier_of(train_pairs: int) -> str:
 
 @dataclass
 class GettextConfig:
-    out: str
-    locale_dir: str = "/usr/share/locale"
-    langs: str | list[str] = "all"  # "all" | "demo" | "deu_Latn,fra_Latn,..." | ["deu_Latn", ...]
-    min_words: int = 3
-    max_words: int = 100
-    dev_size: int = 200
-    devtest_size: int = 300
-    mono_size: int = 300
-    mono_max_fraction: float = 0.2  # hold out at most this share of the pairs dev/devtest leave
-    seed: int = 1
-    exclude: list[str] = field(default_factory=list)
-    min_pairs: int = 100
-    workers: int = 0  # processes reading catalogues; 0: min(4, CPUs). Output does not depend on it.
-    progress: bool = True
+    """``mt-data build gettext``; each field with ``arg`` is also its flag."""
+
+    out: str = arg(help="corpus directory to write", required=True)
+    locale_dir: str = arg("/usr/share/locale", "tree of LOCALE/LC_MESSAGES/*.mo")
+    # "all" | "demo" | "deu_Latn,fra_Latn,..." | ["deu_Latn", ...]
+    langs: str | list[str] = arg("all", "all | demo (%s) | comma-separated FLORES-200 codes" % ",".join(DEMO_LANGS))
+    min_words: int = arg(3, "drop pairs whose English has fewer words")
+    max_words: int = arg(100, "drop pairs whose English has more words")
+    dev_size: int = arg(200, "N-way dev lines")
+    devtest_size: int = arg(300, "N-way devtest lines")
+    mono_size: int = arg(300, "hidden parallel pairs per language in mono/")
+    # hold out at most this share of the pairs dev/devtest leave
+    mono_max_fraction: float = arg(0.2, "hide at most this share of a language's pairs")
+    seed: int = arg(1, "random seed")
+    exclude: list[str] = arg(
+        [],
+        "drop every train/mono pair with a side that is a line of FILE (casefolded)",
+        nargs="+",
+        metavar="FILE",
+        type=str,
+    )
+    min_pairs: int = arg(100, "skip languages with fewer clean pairs")
+    # processes reading catalogues; 0: min(4, CPUs). Output does not depend on it.
+    workers: int = arg(0, "processes reading catalogues; 0 = min(4, CPUs) (default: %(default)s)")
+    progress: bool = True  # the command line's --no-progress-bar
 
 
 @dataclass
@@ -135,8 +153,10 @@ def discover(locale_dir: str | os.PathLike) -> tuple[dict[str, list[Path]], dict
     """Locale folder -> its ``.mo`` files (symlinked duplicates removed); unknown/English folders aside."""
     root = Path(locale_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: no such locale directory; pass --locale-dir DIR "
-                        f"(a tree of LOCALE/LC_MESSAGES/*.mo files, e.g. /usr/share/locale)")
+        raise UserError(
+            f"{root}: no such locale directory; pass --locale-dir DIR "
+            f"(a tree of LOCALE/LC_MESSAGES/*.mo files, e.g. /usr/share/locale)"
+        )
     by_locale: dict[str, list[Path]] = defaultdict(list)
     seen: set[str] = set()
     for path in sorted(root.glob("*/LC_MESSAGES/*.mo")):
@@ -173,8 +193,7 @@ class _LocaleResult:
 _SRC_CACHE: dict[tuple[int, int], dict[str, tuple[str, str | None]]] = {}
 
 
-def _read_locale(locale: str, code: str, paths: list[Path], wanted: frozenset[str],
-                 cfg: CleanConfig) -> _LocaleResult:
+def _read_locale(locale: str, code: str, paths: list[Path], wanted: frozenset[str], cfg: CleanConfig) -> _LocaleResult:
     """Parse and clean the catalogues of one locale folder (runs in a worker process)."""
     lang3, script = code.split("_")
     src_cache = _SRC_CACHE.setdefault((cfg.min_words, cfg.max_words), {})
@@ -220,12 +239,12 @@ def _read_locale(locale: str, code: str, paths: list[Path], wanted: frozenset[st
                 drops[reason] += 1
                 continue
             pairs[target_code][en][tgt] += 1
-    return _LocaleResult(locale, {c: dict(d) for c, d in pairs.items()}, names, english, drops, rerouted,
-                         bad, n_pairs)
+    return _LocaleResult(locale, {c: dict(d) for c, d in pairs.items()}, names, english, drops, rerouted, bad, n_pairs)
 
 
-def read_catalogues(locale_dir: str | os.PathLike, codes: set[str] | None, cfg: CleanConfig,
-                    progress: bool = True, jobs: int = 1) -> Catalogues:
+def read_catalogues(
+    locale_dir: str | os.PathLike, codes: set[str] | None, cfg: CleanConfig, progress: bool = True, jobs: int = 1
+) -> Catalogues:
     """Parse and clean every catalogue of the selected codes (None: all), in ``jobs`` processes.
 
     A translation whose letters are in another script than its code's is moved to the sibling code of
@@ -236,8 +255,9 @@ def read_catalogues(locale_dir: str | os.PathLike, codes: set[str] | None, cfg: 
     code_of = {loc: classify_locale(loc).code for loc in by_locale}
     present = set(code_of.values())
     wanted = frozenset(present if codes is None else present & codes)
-    locales = sorted((loc for loc in by_locale if code_of[loc] in wanted),
-                     key=lambda loc: (code_of[loc], variant_rank(loc)))
+    locales = sorted(
+        (loc for loc in by_locale if code_of[loc] in wanted), key=lambda loc: (code_of[loc], variant_rank(loc))
+    )
     n_files = sum(len(by_locale[loc]) for loc in locales)
     tasks = [(loc, code_of[loc], by_locale[loc], wanted, cfg) for loc in locales]
     bar = tqdm(total=n_files, desc="reading .mo", unit="file", disable=not progress, file=sys.stderr)
@@ -286,9 +306,17 @@ def read_catalogues(locale_dir: str | os.PathLike, codes: set[str] | None, cfg: 
     for trans_by_en in pairs.values():
         for trans in trans_by_en.values():
             drops["duplicate"] += sum(trans.values()) - len(trans)
-    return Catalogues(pairs=pairs, names=names, english=english, drops=drops, bad_files=bad,
-                      unknown_locales=unknown, rerouted=rerouted, n_files=n_files,
-                      n_pairs=sum(r.n_pairs for r in results.values()))
+    return Catalogues(
+        pairs=pairs,
+        names=names,
+        english=english,
+        drops=drops,
+        bad_files=bad,
+        unknown_locales=unknown,
+        rerouted=rerouted,
+        n_files=n_files,
+        n_pairs=sum(r.n_pairs for r in results.values()),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -311,11 +339,13 @@ def resolve_langs(spec: str | list[str], present: set[str]) -> tuple[set[str] | 
         raise UserError("--langs is empty: use all, demo or FLORES-200 codes such as deu_Latn,fra_Latn")
     for c in codes:
         check_code(c, "--langs")
-        if c == SRC:
+        if c == ENGLISH:
             raise UserError(f"--langs {c}: English is the source side of every pair; list target languages")
         if c not in present:
-            raise UserError(f"--langs {c}: no catalogue in this locale tree maps to {c}; "
-                            f"`python -m mt.data.locales` lists the {len(present)} codes found")
+            raise UserError(
+                f"--langs {c}: no catalogue in this locale tree maps to {c}; "
+                f"`python -m mt.data.locales` lists the {len(present)} codes found"
+            )
     return set(codes), []
 
 
@@ -326,23 +356,26 @@ def _read_excludes(paths: list[str]) -> set[str]:
             with open(p, encoding="utf-8", errors="replace") as fh:
                 keys.update(k for k in (norm_key(line) for line in fh) if k)
         except OSError as exc:
-            raise UserError(f"--exclude {p}: cannot read ({exc.strerror}); pass text files, one sentence a line") \
-                from None
+            raise UserError(
+                f"--exclude {p}: cannot read ({exc.strerror}); pass text files, one sentence a line"
+            ) from None
     return keys
 
 
 def _fingerprint(cfg: GettextConfig) -> str:
     """Config + every input file's (path, size, mtime) + --exclude contents + BUILD_FORMAT."""
     root = Path(cfg.locale_dir)
-    files = [(str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
-             for p in sorted(root.glob("*/LC_MESSAGES/*.mo")) for st in [p.stat()]]
+    files = [
+        (str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
+        for p in sorted(root.glob("*/LC_MESSAGES/*.mo"))
+        for st in [p.stat()]
+    ]
     excludes = []
     for p in cfg.exclude:
         data = Path(p).read_bytes() if Path(p).is_file() else b""
         excludes.append((str(Path(p).resolve()), hashlib.sha256(data).hexdigest()))
     conf = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress", "workers", "exclude")}
-    blob = json.dumps({"format": BUILD_FORMAT, "config": conf, "files": files, "exclude": excludes},
-                      sort_keys=True)
+    blob = json.dumps({"format": BUILD_FORMAT, "config": conf, "files": files, "exclude": excludes}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -361,26 +394,40 @@ def _stats_tsv(stats: list[LangStats]) -> str:
 def format_table(stats: list[LangStats]) -> str:
     """The stats table as printed at the end of a build (sorted by size, like stats.tsv)."""
     head = f"{'lang':<10} {'train_pairs':>11} {'dev':>5} {'devtest':>7} {'mono':>5}  tier"
-    lines = [head] + [f"{s.lang:<10} {s.train_pairs:>11} {s.dev:>5} {s.devtest:>7} {s.mono:>5}  {s.tier}"
-                      for s in stats]
+    lines = [head] + [
+        f"{s.lang:<10} {s.train_pairs:>11} {s.dev:>5} {s.devtest:>7} {s.mono:>5}  {s.tier}" for s in stats
+    ]
     total = sum(s.train_pairs for s in stats)
     tiers = Counter(s.tier for s in stats)
-    lines.append(f"{len(stats)} languages, {total} training pairs; tiers: "
-                 + ", ".join(f"{t} {tiers[t]}" for t in ("high", "mid", "low")))
+    lines.append(
+        f"{len(stats)} languages, {total} training pairs; tiers: "
+        + ", ".join(f"{t} {tiers[t]}" for t in ("high", "mid", "low"))
+    )
     return "\n".join(lines)
 
 
 def _load_result(out: Path, meta: dict) -> BuildResult:
     r = meta["result"]
-    return BuildResult(out=out, langs=r["langs"], eval_langs=r["eval_langs"], dev_size=r["dev_size"],
-                       devtest_size=r["devtest_size"], stats=[LangStats(**s) for s in r["stats"]],
-                       drops=r["drops"], skipped_langs=r["skipped_langs"], not_in_eval=r["not_in_eval"],
-                       bad_files=r["bad_files"], unknown_locales=r["unknown_locales"], up_to_date=True)
+    return BuildResult(
+        out=out,
+        langs=r["langs"],
+        eval_langs=r["eval_langs"],
+        dev_size=r["dev_size"],
+        devtest_size=r["devtest_size"],
+        stats=[LangStats(**s) for s in r["stats"]],
+        drops=r["drops"],
+        skipped_langs=r["skipped_langs"],
+        not_in_eval=r["not_in_eval"],
+        bad_files=r["bad_files"],
+        unknown_locales=r["unknown_locales"],
+        up_to_date=True,
+    )
 
 
 def _is_complete(out: Path, meta: dict) -> bool:
-    return all((out / rel).is_file() and (out / rel).stat().st_size == size
-               for rel, size in meta.get("outputs", {}).items())
+    return all(
+        (out / rel).is_file() and (out / rel).stat().st_size == size for rel, size in meta.get("outputs", {}).items()
+    )
 
 
 def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
@@ -410,8 +457,13 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
     codes, warnings = resolve_langs(cfg.langs, present)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    cats = read_catalogues(cfg.locale_dir, codes, CleanConfig(cfg.min_words, cfg.max_words),
-                           progress=cfg.progress, jobs=cfg.workers or min(4, os.cpu_count() or 1))
+    cats = read_catalogues(
+        cfg.locale_dir,
+        codes,
+        CleanConfig(cfg.min_words, cfg.max_words),
+        progress=cfg.progress,
+        jobs=cfg.workers or min(4, os.cpu_count() or 1),
+    )
     wanted = sorted(cats.pairs if codes is None else codes & set(cats.pairs))
     skipped: dict[str, str] = {}
     if codes is not None:
@@ -424,12 +476,21 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
         else:
             langs.append(lang)
     if not langs:
-        raise UserError(f"{cfg.locale_dir}: no language has --min-pairs {cfg.min_pairs} clean pairs "
-                        f"(selected: {cfg.langs}); lower --min-pairs or --min-words")
+        raise UserError(
+            f"{cfg.locale_dir}: no language has --min-pairs {cfg.min_pairs} clean pairs "
+            f"(selected: {cfg.langs}); lower --min-pairs or --min-words"
+        )
 
     excluded = _read_excludes(cfg.exclude)
-    ev = splits.select_eval(cats.pairs, langs, cfg.dev_size, cfg.devtest_size, cfg.seed, blocked=excluded,
-                            eligible=cats.english - cats.names)
+    ev = splits.select_eval(
+        cats.pairs,
+        langs,
+        cfg.dev_size,
+        cfg.devtest_size,
+        cfg.seed,
+        blocked=excluded,
+        eligible=cats.english - cats.names,
+    )
     eval_keys = ev.norm_keys()
     drops = Counter(cats.drops)
     outputs: list[Path] = []
@@ -439,31 +500,39 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
     english_pool = [(en, en_keys.setdefault(en, norm_key(en))) for en in sorted(cats.english)]
     for lang in tqdm(langs, desc="writing", unit="lang", disable=not cfg.progress, file=sys.stderr):
         rows = splits.pair_rows(cats.pairs[lang], en_keys)
-        mono = splits.hold_out_mono(rows, english_pool, cfg.mono_size, cfg.mono_max_fraction,
-                                    eval_keys | excluded, seed=f"{cfg.seed}-{lang}")
+        mono = splits.hold_out_mono(
+            rows, english_pool, cfg.mono_size, cfg.mono_max_fraction, eval_keys | excluded, seed=f"{cfg.seed}-{lang}"
+        )
         if len(mono.hidden) < MONO_MIN:
             mono = splits.MonoSplit([], [], [], [])
         hidden = {norm_key(s) for pair in mono.hidden for s in pair}
-        train, removed = splits.train_pairs(
-            rows, {"decontaminated": eval_keys, "excluded": excluded, "mono": hidden})
+        train, removed = splits.train_pairs(rows, {"decontaminated": eval_keys, "excluded": excluded, "mono": hidden})
         drops["decontaminated"] += removed["decontaminated"]
         drops["excluded"] += removed["excluded"]
         random.Random(f"train-{cfg.seed}-{lang}").shuffle(train)
-        prefix = layout.train_prefix(out, SRC, lang)
-        for side, path in ((0, Path(f"{prefix}.{SRC}")), (1, Path(f"{prefix}.{lang}"))):
+        prefix = layout.train_prefix(out, ENGLISH, lang)
+        for side, path in ((0, Path(f"{prefix}.{ENGLISH}")), (1, Path(f"{prefix}.{lang}"))):
             _write_lines(path, [p[side] for p in train])
             outputs.append(path)
         if mono.hidden:
-            mprefix = layout.mono_prefix(out, SRC, lang)
-            _write_lines(Path(f"{mprefix}.{SRC}"), mono.english)
+            mprefix = layout.mono_prefix(out, ENGLISH, lang)
+            _write_lines(Path(f"{mprefix}.{ENGLISH}"), mono.english)
             _write_lines(Path(f"{mprefix}.{lang}"), mono.foreign)
             _write_lines(Path(f"{mprefix}.gold.tsv"), [f"{i}\t{j}" for i, j in mono.gold])
-            outputs += [Path(f"{mprefix}.{SRC}"), Path(f"{mprefix}.{lang}"), Path(f"{mprefix}.gold.tsv")]
+            outputs += [Path(f"{mprefix}.{ENGLISH}"), Path(f"{mprefix}.{lang}"), Path(f"{mprefix}.gold.tsv")]
         in_eval = lang in eval_set
-        stats.append(LangStats(lang, len(train), len(ev.dev) if in_eval else 0,
-                               len(ev.devtest) if in_eval else 0, len(mono.hidden), tier_of(len(train))))
+        stats.append(
+            LangStats(
+                lang,
+                len(train),
+                len(ev.dev) if in_eval else 0,
+                len(ev.devtest) if in_eval else 0,
+                len(mono.hidden),
+                tier_of(len(train)),
+            )
+        )
     for split in layout.EVAL_SPLITS:
-        for lang in ([SRC, *ev.langs] if ev.langs else []):
+        for lang in [ENGLISH, *ev.langs] if ev.langs else []:
             path = layout.eval_file(out, split, lang)
             _write_lines(path, ev.lines(split, lang))
             outputs.append(path)
@@ -476,10 +545,18 @@ def build_gettext_corpus(cfg: GettextConfig) -> BuildResult:
     for rel in sorted(old_outputs - set(rel_outputs)):  # files of an earlier build with other languages
         (out / rel).unlink(missing_ok=True)
     result = BuildResult(
-        out=out, langs=langs, eval_langs=list(ev.langs), dev_size=len(ev.dev), devtest_size=len(ev.devtest),
-        stats=stats, drops=dict(sorted(drops.items())), skipped_langs=skipped,
-        not_in_eval=[lang for lang in langs if lang not in eval_set], bad_files=cats.bad_files,
-        unknown_locales=cats.unknown_locales, seconds=time.monotonic() - t0,
+        out=out,
+        langs=langs,
+        eval_langs=list(ev.langs),
+        dev_size=len(ev.dev),
+        devtest_size=len(ev.devtest),
+        stats=stats,
+        drops=dict(sorted(drops.items())),
+        skipped_langs=skipped,
+        not_in_eval=[lang for lang in langs if lang not in eval_set],
+        bad_files=cats.bad_files,
+        unknown_locales=cats.unknown_locales,
+        seconds=time.monotonic() - t0,
     )
     meta = {
         "format": BUILD_FORMAT,
@@ -532,89 +609,18 @@ def _report(result: BuildResult, cats: Catalogues) -> None:
     for (a, b), n in sorted(cats.rerouted.items()):
         print(f"moved {n} pairs from {a} to {b} (written in {b.split('_')[1]} script)", file=err)
     if result.not_in_eval:
-        print(f"not in dev/devtest ({len(result.not_in_eval)} languages cannot be covered N-way): "
-              + " ".join(result.not_in_eval), file=err)
+        print(
+            f"not in dev/devtest ({len(result.not_in_eval)} languages cannot be covered N-way): "
+            + " ".join(result.not_in_eval),
+            file=err,
+        )
     print(format_table(result.stats))
-    print(f"dev/devtest: {result.dev_size}/{result.devtest_size} lines x {len(result.eval_langs)} languages "
-          f"+ eng_Latn")
+    print(f"dev/devtest: {result.dev_size}/{result.devtest_size} lines x {len(result.eval_langs)} languages + eng_Latn")
     total = cats.n_pairs
-    print(f"pairs read: {total} from {cats.n_files} .mo files; kept {sum(s.train_pairs for s in result.stats)} "
-          f"in train; drops by reason:")
+    print(
+        f"pairs read: {total} from {cats.n_files} .mo files; kept {sum(s.train_pairs for s in result.stats)} "
+        f"in train; drops by reason:"
+    )
     for reason, n in sorted(result.drops.items(), key=lambda kv: -kv[1]):
         print(f"  {reason:<16} {n:>9}  {100 * n / max(total, 1):5.1f}%")
     print(f"wrote {result.out} in {result.seconds:.1f}s")
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-_EPILOG = """examples:
-  mt-data build gettext --out work/demo/corpus --langs demo
-  mt-data build gettext --out work/all/corpus                     # every language with >= 100 pairs
-  mt-data build gettext --out work/c --langs deu_Latn,fra_Latn,xho_Latn --dev-size 300
-  mt-data build gettext --out work/c --exclude my_test.en my_test.de   # keep my test set out of train
-  python -m mt.data.locales                                       # which locale maps to which code
-
-Output (FLORES-200 layout, see mt/data/layout.py): train/eng_Latn-{lang}.{eng_Latn,lang},
-dev/{lang}.dev, devtest/{lang}.devtest (N-way, line-aligned), mono/eng_Latn-{lang}.{eng_Latn,lang,gold.tsv},
-stats.tsv, build.json. A second run with the same inputs and options prints "up to date".
-"""
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = GettextConfig(out="")
-    ap = argparse.ArgumentParser(
-        prog="mt-data build gettext",
-        description="Build the embedded corpus from the gettext catalogues (.mo) of this machine: "
-                    "English-X bitext, N-way dev/devtest, hidden-parallel mono sets for mining.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--out", required=True, help="corpus directory to write")
-    ap.add_argument("--locale-dir", default=d.locale_dir,
-                    help="tree of LOCALE/LC_MESSAGES/*.mo (default: %(default)s)")
-    ap.add_argument("--langs", default=d.langs,
-                    help="all | demo (%s) | comma-separated FLORES-200 codes (default: %%(default)s)"
-                    % ",".join(DEMO_LANGS))
-    ap.add_argument("--min-words", type=int, default=d.min_words,
-                    help="drop pairs whose English has fewer words (default: %(default)s)")
-    ap.add_argument("--max-words", type=int, default=d.max_words,
-                    help="drop pairs whose English has more words (default: %(default)s)")
-    ap.add_argument("--dev-size", type=int, default=d.dev_size, help="N-way dev lines (default: %(default)s)")
-    ap.add_argument("--devtest-size", type=int, default=d.devtest_size,
-                    help="N-way devtest lines (default: %(default)s)")
-    ap.add_argument("--mono-size", type=int, default=d.mono_size,
-                    help="hidden parallel pairs per language in mono/ (default: %(default)s)")
-    ap.add_argument("--mono-max-fraction", type=float, default=d.mono_max_fraction,
-                    help="hide at most this share of a language's pairs (default: %(default)s)")
-    ap.add_argument("--min-pairs", type=int, default=d.min_pairs,
-                    help="skip languages with fewer clean pairs (default: %(default)s)")
-    ap.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
-                    help="drop every train/mono pair with a side that is a line of FILE (casefolded)")
-    ap.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    ap.add_argument("--workers", type=int, default=d.workers,
-                    help="processes reading catalogues; 0 = min(4, CPUs) (default: %(default)s)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap
-
-
-@cli_entry
-def cli(argv: list[str] | None = None) -> int:
-    """``mt-data build gettext [options]`` (argv starts with ``build``, as mt.data.cli passes it)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["build"]:
-        argv = argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        _parser().print_help()
-        return 0 if argv else 2
-    if argv[0] != "gettext":
-        raise UserError(f"mt-data build {argv[0]}: unknown corpus; the embedded one is `gettext` "
-                        f"(others are fetched with `mt-data fetch`)")
-    args = _parser().parse_args(argv[1:])
-    cfg = GettextConfig(
-        out=args.out, locale_dir=args.locale_dir, langs=args.langs, min_words=args.min_words,
-        max_words=args.max_words, dev_size=args.dev_size, devtest_size=args.devtest_size,
-        mono_size=args.mono_size, mono_max_fraction=args.mono_max_fraction, seed=args.seed,
-        exclude=list(args.exclude), min_pairs=args.min_pairs, workers=args.workers,
-        progress=not args.no_progress,
-    )
-    build_gettext_corpus(cfg)
-    return 0

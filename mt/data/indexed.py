@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mt.errors import UserError
-from mt.util import remove_stale_temps, temp_name
+from mt.common.errors import UserError
+from mt.common.files import remove_stale_temps, temp_name
 
 _MAGIC = b"MMIDIDX\x00\x00"
 _DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float64, 8: np.uint16}

@@ -43,9 +43,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mt.data.langs import parse_pair
+from mt.common.errors import UserError, located
+from mt.common.langs import parse_pair
 from mt.data.sampler import batch_by_size, stream_counts, temperature_probs
-from mt.errors import UserError, located
 
 METHODS = ("temperature", "unimax", "utilimax")
 FILL_SAMPLE = 20000  # sentences batched to measure how full a --max-tokens batch is
@@ -184,8 +184,11 @@ class Mixing:
 
     def describe(self) -> str:
         cap = f"at most {self.max_epochs:g} epoch{'' if self.max_epochs == 1 else 's'} per direction"
-        what = {"temperature": f"temperature T={self.temperature:g}", "unimax": f"UniMax, {cap}",
-                "utilimax": f"UtiliMax, {cap}, risk {self.risk:g}"}[self.method]  # fmt: skip
+        what = {
+            "temperature": f"temperature T={self.temperature:g}",
+            "unimax": f"UniMax, {cap}",
+            "utilimax": f"UtiliMax, {cap}, risk {self.risk:g}",
+        }[self.method]
         return f"{what}; budget {self.budget:,.0f} {self.unit}" if self.unit else what
 
     def record(self, active: Sequence[int]) -> dict:
@@ -194,18 +197,38 @@ class Mixing:
         p, e = self.probs(idx), self.epochs(idx)
         dirs = {}
         for j, i in enumerate(idx):
-            d = {"sentences": int(self.sentences[i]), "tokens": int(self.tokens[i]), "p": float(p[j]),
-                 "epochs": float(e[j])}  # fmt: skip
+            d = {
+                "sentences": int(self.sentences[i]),
+                "tokens": int(self.tokens[i]),
+                "p": float(p[j]),
+                "epochs": float(e[j]),
+            }
             if self.utilities is not None:
                 d["utility"] = float(self.utilities[i])
             dirs[self.names[i]] = d
-        return {"method": self.method, "budget": self.budget, "unit": self.unit, "max_epochs": self.max_epochs,
-                "temperature": self.temperature, "risk": self.risk, "directions": dirs}  # fmt: skip
+        return {
+            "method": self.method,
+            "budget": self.budget,
+            "unit": self.unit,
+            "max_epochs": self.max_epochs,
+            "temperature": self.temperature,
+            "risk": self.risk,
+            "directions": dirs,
+        }
 
 
 def training_budget(
-    sentences: np.ndarray, tokens: np.ndarray, lengths: Sequence[np.ndarray], *, max_update: int, update_freq: int,
-    max_tokens: int, max_sentences: int, max_epoch: int, virtual_epoch_size: int, seed: int,
+    sentences: np.ndarray,
+    tokens: np.ndarray,
+    lengths: Sequence[np.ndarray],
+    *,
+    max_update: int,
+    update_freq: int,
+    max_tokens: int,
+    max_sentences: int,
+    max_epoch: int,
+    virtual_epoch_size: int,
+    seed: int,
 ) -> tuple[float, str]:
     """(budget, unit) of a run: tokens from ``--max-update``, else sentences from ``--max-epoch``, else (0, "")."""
     if max_update > 0:
@@ -236,8 +259,10 @@ def load_utilities(spec: str, directions: Sequence[str]) -> np.ndarray:
                 pair, _, value = item.partition("=")
                 entries.append((pair.strip(), value.strip(), f"--utilities {spec!r}: "))
     else:
-        raise UserError(f"--utilities {spec}: no such file (give a file of 'direction<TAB>utility' lines, as "
-                        "mt-eval utilities writes, or inline pair=value,pair=value)")  # fmt: skip
+        raise UserError(
+            f"--utilities {spec}: no such file (give a file of 'direction<TAB>utility' lines, as "
+            "mt-eval utilities writes, or inline pair=value,pair=value)"
+        )
     out = np.zeros(len(directions))
     seen: set[str] = set()
     for pair, value, where in entries:
@@ -269,27 +294,50 @@ def check_flags(method: str, utilities: str, max_epochs: float, risk: float) -> 
     if risk <= 0:
         raise UserError(f"--utilimax-risk must be > 0, got {risk}")
     if method == "utilimax" and not utilities:
-        raise UserError("--sampling-method utilimax needs --utilities (a file of 'direction<TAB>utility' lines, e.g. "
-                        "from mt-eval utilities, or inline pair=value,...)")  # fmt: skip
+        raise UserError(
+            "--sampling-method utilimax needs --utilities (a file of 'direction<TAB>utility' lines, e.g. "
+            "from mt-eval utilities, or inline pair=value,...)"
+        )
     if utilities and method != "utilimax":
         raise UserError(f"--utilities only applies to --sampling-method utilimax (got {method})")
 
 
 def from_config(cfg: Any, datasets: Sequence[Any], keep: Sequence[np.ndarray]) -> Mixing:
-    """The run's ``Mixing`` from mt-train's config (``mt.train.TrainConfig``), its datasets and usable sentences."""
+    """The run's ``Mixing`` from mt-train's config (``mt.train.trainer.TrainConfig``), its datasets and usable
+    sentences."""
     lengths = [np.maximum(ds.src_sizes[k], ds.tgt_sizes[k]).astype(np.int64) for ds, k in zip(datasets, keep)]
     sentences = np.array([len(k) for k in keep], dtype=np.int64)
     tokens = np.array([int(x.sum()) for x in lengths], dtype=np.int64)
     budget, unit = training_budget(
-        sentences, tokens, lengths, max_update=cfg.max_update, update_freq=cfg.update_freq, max_tokens=cfg.max_tokens,
-        max_sentences=cfg.batch_size, max_epoch=cfg.max_epoch, virtual_epoch_size=cfg.virtual_epoch_size, seed=cfg.seed,
-    )  # fmt: skip
+        sentences,
+        tokens,
+        lengths,
+        max_update=cfg.max_update,
+        update_freq=cfg.update_freq,
+        max_tokens=cfg.max_tokens,
+        max_sentences=cfg.batch_size,
+        max_epoch=cfg.max_epoch,
+        virtual_epoch_size=cfg.virtual_epoch_size,
+        seed=cfg.seed,
+    )
     if cfg.sampling_method != "temperature" and budget <= 0:
-        raise UserError(f"--sampling-method {cfg.sampling_method} needs a training budget: --max-update N (N x "
-                        "--max-tokens tokens) or --max-epoch N")  # fmt: skip
+        raise UserError(
+            f"--sampling-method {cfg.sampling_method} needs a training budget: --max-update N (N x "
+            "--max-tokens tokens) or --max-epoch N"
+        )
     utilities = load_utilities(cfg.utilities, list(cfg.lang_pairs)) if cfg.utilities else None
-    return Mixing(cfg.sampling_method, list(cfg.lang_pairs), sentences, tokens, budget, unit,
-                  cfg.sampling_temperature, cfg.unimax_max_epochs, utilities, cfg.utilimax_risk)  # fmt: skip
+    return Mixing(
+        cfg.sampling_method,
+        list(cfg.lang_pairs),
+        sentences,
+        tokens,
+        budget,
+        unit,
+        cfg.sampling_temperature,
+        cfg.unimax_max_epochs,
+        utilities,
+        cfg.utilimax_risk,
+    )
 
 
 def describe_lines(mix: Mixing, sampler: Any, update: int) -> list[str]:
@@ -299,8 +347,10 @@ def describe_lines(mix: Mixing, sampler: Any, update: int) -> list[str]:
     epochs = dict(zip(active, mix.epochs(active))) if mix.unit else {}
     lines = [f"mt-train: sampling: {mix.describe()}"]
     if mix.over_budget(active):
-        lines.append(f"mt-train: the budget is more than {mix.max_epochs:g} epochs of every direction: all are "
-                     "repeated more than that, alike (raise --unimax-max-epochs or lower the budget)")  # fmt: skip
+        lines.append(
+            f"mt-train: the budget is more than {mix.max_epochs:g} epochs of every direction: all are "
+            "repeated more than that, alike (raise --unimax-max-epochs or lower the budget)"
+        )
     for i, d in enumerate(mix.names):
         start = sampler.starts[i]
         if start > update:
@@ -324,5 +374,7 @@ def seen_record(mix: Mixing, sampler: Any, data_state: Any) -> dict | None:
         plan = sampler.plan(data_state.epoch, data_state.plan_start_update, n)
         for rows in plan[: data_state.position]:
             counts = counts + np.bincount(rows[:, 0], minlength=len(counts))
-    return {"sentences": {d: int(c) for d, c in zip(mix.names, counts)},
-            "epochs": {d: float(c) / max(int(n), 1) for d, c, n in zip(mix.names, counts, mix.sentences)}}  # fmt: skip
+    return {
+        "sentences": {d: int(c) for d, c in zip(mix.names, counts)},
+        "epochs": {d: float(c) / max(int(n), 1) for d, c, n in zip(mix.names, counts, mix.sentences)},
+    }

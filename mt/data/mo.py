@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 MAGIC = 0x950412DE
 _HEADER_SIZE = 28
@@ -118,15 +118,16 @@ def parse_mo(data: bytes, path: str | os.PathLike = "<bytes>") -> MoCatalog:
         byteorder = "big"
     else:
         raise _fail(path, f"bad magic number 0x{magic_le:08x} (expected 0x{MAGIC:08x} in either byte order)")
-    revision, n, orig_off, trans_off = (
-        int.from_bytes(data[i : i + 4], byteorder) for i in (4, 8, 12, 16)
-    )
+    revision, n, orig_off, trans_off = (int.from_bytes(data[i : i + 4], byteorder) for i in (4, 8, 12, 16))
     if revision >> 16 not in (0, 1):
         raise _fail(path, f"unsupported major revision {revision >> 16} (GNU gettext writes 0 or 1)")
     for name, off in (("originals", orig_off), ("translations", trans_off)):
         if off + 8 * n > size:
-            raise _fail(path, f"table of {name} at offset {off} with {n} entries runs past the end "
-                              f"of the file ({size} bytes): truncated")
+            raise _fail(
+                path,
+                f"table of {name} at offset {off} with {n} entries runs past the end "
+                f"of the file ({size} bytes): truncated",
+            )
 
     def table(off: int) -> array.array:
         t = array.array("I")
@@ -141,8 +142,11 @@ def parse_mo(data: bytes, path: str | os.PathLike = "<bytes>") -> MoCatalog:
     for what, lens, offs in (("original string", olens, ooffs), ("translation", tlens, toffs)):
         if n and max(map(operator.add, lens, offs)) > size:  # C-speed check, then find the culprit
             i = next(i for i in range(n) if lens[i] + offs[i] > size)
-            raise _fail(path, f"{what} #{i} (offset {offs[i]}, length {lens[i]}) runs past the end "
-                              f"of the file ({size} bytes): truncated")
+            raise _fail(
+                path,
+                f"{what} #{i} (offset {offs[i]}, length {lens[i]}) runs past the end "
+                f"of the file ({size} bytes): truncated",
+            )
     originals = [data[o : o + n_] for n_, o in zip(olens, ooffs)]
     translations = [data[o : o + n_] for n_, o in zip(tlens, toffs)]
 
@@ -157,8 +161,9 @@ def parse_mo(data: bytes, path: str | os.PathLike = "<bytes>") -> MoCatalog:
                 b.decode(charset)
             except UnicodeDecodeError as exc:
                 kind = "original string" if i < n else "translation"
-                raise _fail(path, f"{kind} #{i % n} is not valid {charset} "
-                                  f"({exc.reason} at byte {exc.start})") from None
+                raise _fail(
+                    path, f"{kind} #{i % n} is not valid {charset} ({exc.reason} at byte {exc.start})"
+                ) from None
         raise
     cat = MoCatalog(path=path, revision=revision, charset=charset, byteorder=byteorder)
     entries = cat.entries

@@ -29,12 +29,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from mt.common.errors import UserError
+from mt.common.langs import parse_pair
 from mt.data.dictionary import Dictionary
 from mt.data.indexed import IndexedDataset, dataset_exists
-from mt.data.langs import parse_pair
 from mt.data.layout import bin_prefix
-from mt.data.rows import decoder_prefix
-from mt.errors import UserError
+from mt.data.rows import SOURCE_SPECIALS, decoder_prefix, source_row
 
 
 def find_direction_files(data: str | os.PathLike, split: str, src: str, tgt: str):
@@ -75,8 +75,9 @@ class LanguagePairDataset:
         self.src_lang_token, self.tgt_lang_token = src_lang_token, tgt_lang_token
         self.src_lang_id, self.tgt_lang_id = src_lang_id, tgt_lang_id
         self.source_langtok, self.decoder_start = source_langtok, decoder_start
-        self.prefix = decoder_prefix(tgt_lang_token, 2, decoder_start)  # eos is 2 in every fairseq dictionary
-        self.src_sizes = src.sizes.astype(np.int64) + 1
+        self.eos = 2  # </s> is 2 in every fairseq dictionary
+        self.prefix = decoder_prefix(tgt_lang_token, self.eos, decoder_start)
+        self.src_sizes = src.sizes.astype(np.int64) - 1 + SOURCE_SPECIALS  # binarized sentences end with </s>
         self.tgt_sizes = tgt.sizes.astype(np.int64) + len(self.prefix) - 1
 
     def __len__(self) -> int:
@@ -94,8 +95,14 @@ class LanguagePairDataset:
 
 
 def load_direction(
-    data: str | os.PathLike, split: str, direction: str, dictionary: Dictionary, langs: list[str], required: bool = True,
-    source_langtok: str = "first", decoder_start: str = "lang",
+    data: str | os.PathLike,
+    split: str,
+    direction: str,
+    dictionary: Dictionary,
+    langs: list[str],
+    required: bool = True,
+    source_langtok: str = "first",
+    decoder_start: str = "lang",
 ) -> LanguagePairDataset | None:
     """Open ``direction`` (``eng_Latn-deu_Latn``) of ``split``; None (or a UserError if required) when absent.
     ``source_langtok`` / ``decoder_start``: the model's row layout (``mt.data.rows``)."""
@@ -110,12 +117,20 @@ def load_direction(
         )
     for code in (src, tgt):
         if code not in langs:
-            raise UserError(f"language {code} of {direction} has no __{code}__ token in {data}/dict.txt: rebuild the dictionary")
+            raise UserError(
+                f"language {code} of {direction} has no __{code}__ token in {data}/dict.txt: rebuild the dictionary"
+            )
     return LanguagePairDataset(
-        direction, IndexedDataset(found[0]), IndexedDataset(found[1]),
-        dictionary.lang_index(src), dictionary.lang_index(tgt), langs.index(src), langs.index(tgt),
-        source_langtok, decoder_start,
-    )  # fmt: skip
+        direction,
+        IndexedDataset(found[0]),
+        IndexedDataset(found[1]),
+        dictionary.lang_index(src),
+        dictionary.lang_index(tgt),
+        langs.index(src),
+        langs.index(tgt),
+        source_langtok,
+        decoder_start,
+    )
 
 
 @dataclass
@@ -146,7 +161,7 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int
     ``prefix + t`` (``t`` = ``y1 .. yn </s>``), input = that without its last token, target = without its first.
     """
     B = len(samples)
-    S = max(len(s) for s, _, _, _ in samples) + 1
+    S = max(len(s) for s, _, _, _ in samples) - 1 + SOURCE_SPECIALS
     T = max(len(t) + len(ds.prefix) - 1 for _, t, ds, _ in samples)
     src = np.full((B, S), pad, dtype=np.int64)
     prev = np.full((B, T), pad, dtype=np.int64)
@@ -156,12 +171,8 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int
     direction = np.empty(B, dtype=np.int64)
     ntokens = 0
     for b, (s, t, ds, d) in enumerate(samples):
-        if ds.source_langtok == "last":  # x </s> __src__
-            src[b, : len(s)] = s
-            src[b, len(s)] = ds.src_lang_token
-        else:  # __src__ x </s>
-            src[b, 0] = ds.src_lang_token
-            src[b, 1 : len(s) + 1] = s
+        row = source_row(s[:-1], ds.src_lang_token, ds.eos, ds.source_langtok)  # s ends with </s>
+        src[b, : len(row)] = row
         p = len(ds.prefix)
         prev[b, :p] = ds.prefix
         prev[b, p : p + len(t) - 1] = t[:-1]
@@ -170,6 +181,12 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int
         src_lang[b], tgt_lang[b], direction[b] = ds.src_lang_id, ds.tgt_lang_id, d
         ntokens += len(t) + p - 1
     return Batch(
-        torch.from_numpy(src), torch.from_numpy(prev), torch.from_numpy(tgt), torch.from_numpy(src_lang),
-        torch.from_numpy(tgt_lang), torch.from_numpy(direction), ntokens, B,
-    )  # fmt: skip
+        torch.from_numpy(src),
+        torch.from_numpy(prev),
+        torch.from_numpy(tgt),
+        torch.from_numpy(src_lang),
+        torch.from_numpy(tgt_lang),
+        torch.from_numpy(direction),
+        ntokens,
+        B,
+    )

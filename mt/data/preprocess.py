@@ -9,9 +9,7 @@ run before anything is written, and each .bin/.idx appears atomically.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import os
 import shutil
 import sys
 from collections import Counter
@@ -19,37 +17,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
+from mt.common.errors import UserError, located
+from mt.common.files import refuse_file_in_the_way, temp_name
+from mt.common.flags import arg
+from mt.common.langs import check_code
+from mt.common.textio import chunks, count_lines
 from mt.data.dictionary import UNK, Dictionary
 from mt.data.indexed import IndexedDatasetWriter, best_dtype, dataset_exists
-from mt.data.langs import check_code
 from mt.data.layout import bin_prefix
 from mt.data.spm import SpmTokenizer
-from mt.errors import UserError, located
-from mt.util import count_lines as util_count_lines
-from mt.util import refuse_file_in_the_way, temp_name
 
 _BATCH = 2000
 
 
 @dataclass
 class PreprocessConfig:
-    source_lang: str
-    target_lang: str
-    trainpref: str | None = None
-    validpref: str | None = None  # comma-separated: valid, valid1, valid2 ...
-    testpref: str | None = None
-    destdir: str = "data-bin"
-    srcdict: str | None = None
-    tgtdict: str | None = None
-    joined_dictionary: bool = False
-    workers: int = 1
-    spm_model: str | None = None
-    thresholdsrc: int = 0  # only when building a dictionary from --trainpref
-    thresholdtgt: int = 0
-    nwordssrc: int = -1
-    nwordstgt: int = -1
+    """``mt-preprocess`` (fairseq-preprocess's flags); each field with ``arg`` is also its flag."""
+
+    source_lang: str = arg(help="source language code, e.g. eng_Latn", short="-s", required=True)
+    target_lang: str = arg(help="target language code, e.g. deu_Latn", short="-t", required=True)
+    trainpref: str | None = arg(None, "train prefix (P.{src}, P.{tgt}) or FLORES folder")
+    # comma-separated: valid, valid1, valid2 ...
+    validpref: str | None = arg(None, "comma-separated valid prefixes or FLORES folders")
+    testpref: str | None = arg(None, "comma-separated test prefixes or FLORES folders")
+    destdir: str = arg("data-bin", "output folder (default data-bin)", show_default=False)
+    srcdict: str | None = arg(None, "source dictionary (dict.txt); built from --trainpref if absent")
+    tgtdict: str | None = arg(None, "target dictionary")
+    joined_dictionary: bool = arg(False, "one dictionary for both sides")
+    workers: int = arg(1, "processes (output identical for any number)", show_default=False)
+    spm_model: str | None = arg(None, "apply this SentencePiece model to raw text (else input is pieces)")
+    # only when building a dictionary from --trainpref
+    thresholdsrc: int = arg(0, "building a dict: drop source types seen fewer times")
+    thresholdtgt: int = arg(0)
+    nwordssrc: int = arg(-1, "building a dict: keep this many source types", show_default=False)
+    nwordstgt: int = arg(-1, show_default=False)
+    dataset_impl: str = arg("mmap", "accepted for fairseq recipes; always mmap", choices=["mmap"], show_default=False)
 
 
 @dataclass
@@ -84,12 +86,6 @@ def splits(cfg: PreprocessConfig) -> list[tuple[str, str]]:
         for k, pref in enumerate(p for p in (prefs or "").split(",") if p):
             out.append((name if k == 0 else f"{name}{k}", pref))
     return out
-
-
-def count_lines(path: Path, check_utf8: bool = True) -> int:
-    """Lines as Python iterates them: newlines, plus one for a last line without a newline. A line that is
-    not UTF-8 is an error naming it here, in the checks before anything is written (not halfway through)."""
-    return util_count_lines(path, check_utf8=check_utf8)
 
 
 def line_offsets(path: Path, line_numbers: list[int]) -> list[int]:
@@ -131,7 +127,8 @@ def _decoded_lines(path: Path, start: int, end: int, first_line: int) -> Iterato
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise located(
-                    path, lineno,
+                    path,
+                    lineno,
                     f"invalid UTF-8 at byte {offset + exc.start} of the file (byte {exc.start} of the line): "
                     "re-encode the file as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`) or remove the line",
                 ) from None
@@ -140,8 +137,9 @@ def _decoded_lines(path: Path, start: int, end: int, first_line: int) -> Iterato
             lineno += 1
 
 
-def _encode_range(path: Path, start: int, end: int, first_line: int, dictionary: Dictionary,
-                  tokenizer: SpmTokenizer | None, sink) -> FileStats:
+def _encode_range(
+    path: Path, start: int, end: int, first_line: int, dictionary: Dictionary, tokenizer: SpmTokenizer | None, sink
+) -> FileStats:
     stats = FileStats()
     unk = dictionary.unk_index
 
@@ -154,13 +152,7 @@ def _encode_range(path: Path, start: int, end: int, first_line: int, dictionary:
             stats.unk += sum(1 for t, i in zip(toks, ids) if i == unk and t != UNK)
             sink.add(ids)
 
-    batch: list[str] = []
-    for line in _decoded_lines(path, start, end, first_line):
-        batch.append(line)
-        if len(batch) == _BATCH:
-            flush(batch)
-            batch = []
-    if batch:
+    for batch in chunks(_decoded_lines(path, start, end, first_line), _BATCH):
         flush(batch)
     return stats
 
@@ -171,8 +163,15 @@ def _worker(args) -> FileStats:
         return _encode_range(path, start, end, first_line, dictionary, tokenizer, w)
 
 
-def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: SpmTokenizer | None,
-                  writer: IndexedDatasetWriter, workers: int = 1, pool=None) -> FileStats:
+def binarize_file(
+    path: Path,
+    n_lines: int,
+    dictionary: Dictionary,
+    tokenizer: SpmTokenizer | None,
+    writer: IndexedDatasetWriter,
+    workers: int = 1,
+    pool=None,
+) -> FileStats:
     """Encode every line of ``path`` into ``writer``; with workers > 1 contiguous line ranges run in parallel
     and are merged in order, so the output is byte-identical to a single-process run."""
     if workers <= 1 or n_lines < 2 * workers or pool is None:
@@ -184,8 +183,10 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
     parts = writer.prefix.with_name(temp_name(f"{writer.prefix.name}.parts"))
     parts.mkdir()
     tmp = [parts / f"part{k}" for k in range(workers)]
-    jobs = [(path, offsets[k], offsets[k + 1], starts[k] + 1, dictionary, tokenizer, tmp[k], writer.dtype)
-            for k in range(workers)]
+    jobs = [
+        (path, offsets[k], offsets[k + 1], starts[k] + 1, dictionary, tokenizer, tmp[k], writer.dtype)
+        for k in range(workers)
+    ]
     total = FileStats()
     try:
         for stats in pool.map(_worker, jobs):
@@ -200,7 +201,9 @@ def binarize_file(path: Path, n_lines: int, dictionary: Dictionary, tokenizer: S
 # --------------------------------------------------------------------------------------------------
 # dictionaries
 # --------------------------------------------------------------------------------------------------
-def build_dictionary(files: list[Path], tokenizer: SpmTokenizer | None, threshold: int = 0, nwords: int = -1) -> Dictionary:
+def build_dictionary(
+    files: list[Path], tokenizer: SpmTokenizer | None, threshold: int = 0, nwords: int = -1
+) -> Dictionary:
     """fairseq's order: by count descending, ties alphabetical; specials first."""
     counts: Counter[str] = Counter()
     for path in files:
@@ -208,28 +211,33 @@ def build_dictionary(files: list[Path], tokenizer: SpmTokenizer | None, threshol
         for line in _decoded_lines(path, 0, path.stat().st_size, 1):
             batch.append(line)
             if len(batch) == _BATCH:
-                for toks in (tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]):
+                for toks in tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]:
                     counts.update(toks)
                 batch = []
-        for toks in (tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]):
+        for toks in tokenizer.encode_batch(batch) if tokenizer else [b.split() for b in batch]:
             counts.update(toks)
     d = Dictionary()
-    ranked = sorted(((t, c) for t, c in counts.items() if t not in d.indices and c >= threshold), key=lambda x: (-x[1], x[0]))
+    ranked = sorted(
+        ((t, c) for t, c in counts.items() if t not in d.indices and c >= threshold), key=lambda x: (-x[1], x[0])
+    )
     for tok, c in ranked[: nwords if nwords >= 0 else None]:
         d.add_symbol(tok, c)
     return d
 
 
-def _load_dicts(cfg: PreprocessConfig, tokenizer: SpmTokenizer | None,
-                inputs: dict[str, dict[str, Path]]) -> tuple[Dictionary, Dictionary, list[str]]:
+def _load_dicts(
+    cfg: PreprocessConfig, tokenizer: SpmTokenizer | None, inputs: dict[str, dict[str, Path]]
+) -> tuple[Dictionary, Dictionary, list[str]]:
     """(source dict, target dict, notes). Order: --srcdict/--tgtdict, dict.txt beside --spm-model, built."""
     notes = []
     src_path, tgt_path = cfg.srcdict, cfg.tgtdict
     if cfg.joined_dictionary and src_path and tgt_path and Path(src_path).resolve() != Path(tgt_path).resolve():
         a, b = Dictionary.load(src_path), Dictionary.load(tgt_path)
         if a.symbols != b.symbols:
-            raise UserError(f"--joined-dictionary with different --srcdict {src_path} and --tgtdict {tgt_path}: "
-                            "pass one dictionary (e.g. the dict.txt from mt-spm train)")
+            raise UserError(
+                f"--joined-dictionary with different --srcdict {src_path} and --tgtdict {tgt_path}: "
+                "pass one dictionary (e.g. the dict.txt from mt-spm train)"
+            )
     if cfg.joined_dictionary:
         src_path = tgt_path = src_path or tgt_path
     if not src_path and not tgt_path and cfg.spm_model:
@@ -243,10 +251,18 @@ def _load_dicts(cfg: PreprocessConfig, tokenizer: SpmTokenizer | None,
         if path:
             return Dictionary.load(path)
         if not train:
-            raise UserError(f"no --{side}dict and no --trainpref to build one from: pass --{side}dict dict.txt "
-                            "(e.g. from mt-spm train)")
-        files = list(train.values()) if cfg.joined_dictionary else [train[cfg.source_lang if side == "src" else cfg.target_lang]]
-        notes.append(f"built the {'joined' if cfg.joined_dictionary else side} dictionary from {', '.join(map(str, files))}")
+            raise UserError(
+                f"no --{side}dict and no --trainpref to build one from: pass --{side}dict dict.txt "
+                "(e.g. from mt-spm train)"
+            )
+        files = (
+            list(train.values())
+            if cfg.joined_dictionary
+            else [train[cfg.source_lang if side == "src" else cfg.target_lang]]
+        )
+        notes.append(
+            f"built the {'joined' if cfg.joined_dictionary else side} dictionary from {', '.join(map(str, files))}"
+        )
         return build_dictionary(files, tokenizer, threshold, nwords)
 
     src = get(src_path, "src", cfg.thresholdsrc, cfg.nwordssrc)
@@ -334,7 +350,9 @@ def preprocess(cfg: PreprocessConfig) -> list[Path]:
             files = inputs[subset]
             prefixes = {lang: bin_prefix(dest, subset, src, tgt, lang) for lang in (src, tgt)}
             if _up_to_date(prefixes.values(), files.values()):
-                print(f"{subset}: {dest}/{subset}.{src}-{tgt}.{{{src},{tgt}}}.bin/.idx exists, skipping", file=sys.stderr)
+                print(
+                    f"{subset}: {dest}/{subset}.{src}-{tgt}.{{{src},{tgt}}}.bin/.idx exists, skipping", file=sys.stderr
+                )
                 continue
             writers: list[IndexedDatasetWriter] = []
             try:
@@ -343,8 +361,11 @@ def preprocess(cfg: PreprocessConfig) -> list[Path]:
                     writers.append(w)
                     stats = binarize_file(files[lang], counts[subset], d, tokenizer, w, cfg.workers, pool)
                     rate = 100.0 * stats.unk / max(1, stats.tokens)
-                    print(f"[{lang}] {subset} {files[lang]}: {stats.sents:,} sents, {stats.tokens:,} tokens, "
-                          f"{rate:.3f}% replaced by {UNK}", file=sys.stderr)
+                    print(
+                        f"[{lang}] {subset} {files[lang]}: {stats.sents:,} sents, {stats.tokens:,} tokens, "
+                        f"{rate:.3f}% replaced by {UNK}",
+                        file=sys.stderr,
+                    )
                 for w in writers:
                     w.finalize()
             except BaseException:
@@ -366,63 +387,3 @@ def _up_to_date(prefixes, inputs) -> bool:
     newest_input = max(Path(f).stat().st_mtime for f in inputs)
     oldest_output = min(Path(f"{p}{ext}").stat().st_mtime for p in prefixes for ext in (".bin", ".idx"))
     return oldest_output >= newest_input
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------------
-_EPILOG = """examples:
-  # raw text + SentencePiece applied here, the dictionary from mt-spm train (found beside spm.model)
-  mt-preprocess --source-lang eng_Latn --target-lang deu_Latn \\
-      --trainpref corpus/train/eng_Latn-deu_Latn --validpref corpus/dev --testpref corpus/devtest \\
-      --spm-model spm/spm.model --srcdict spm/dict.txt --joined-dictionary --destdir data-bin --workers 2
-
-  # multilingual: one run per pair into the same destdir with the same joined dictionary
-  for l in deu_Latn fra_Latn zul_Latn; do
-    mt-preprocess --source-lang eng_Latn --target-lang $l --trainpref corpus/train/eng_Latn-$l \\
-        --validpref corpus/dev --spm-model spm/spm.model --srcdict spm/dict.txt --joined-dictionary \\
-        --destdir data-bin
-  done
-
-  # already SentencePiece-encoded (space-separated pieces), exactly like fairseq-preprocess
-  mt-preprocess --source-lang eng_Latn --target-lang deu_Latn --trainpref spm/train --validpref spm/valid \\
-      --srcdict spm/dict.txt --joined-dictionary --destdir data-bin
-
-A prefix P means P.{src} and P.{tgt}; when P is a folder in FLORES layout (corpus/dev, flores200_dataset/
-devtest) it means P/{lang}.{basename of P}. Comma-separated --validpref/--testpref give valid, valid1 ...
-Outputs: {destdir}/{split}.{src}-{tgt}.{lang}.bin/.idx, dict.{src}.txt, dict.{tgt}.txt (+ dict.txt if joined).
-"""
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="mt-preprocess", description="Binarize bitext for training (fairseq-preprocess compatible).",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("-s", "--source-lang", required=True, help="source language code, e.g. eng_Latn")
-    p.add_argument("-t", "--target-lang", required=True, help="target language code, e.g. deu_Latn")
-    p.add_argument("--trainpref", help="train prefix (P.{src}, P.{tgt}) or FLORES folder")
-    p.add_argument("--validpref", help="comma-separated valid prefixes or FLORES folders")
-    p.add_argument("--testpref", help="comma-separated test prefixes or FLORES folders")
-    p.add_argument("--destdir", default="data-bin", help="output folder (default data-bin)")
-    p.add_argument("--srcdict", help="source dictionary (dict.txt); built from --trainpref if absent")
-    p.add_argument("--tgtdict", help="target dictionary")
-    p.add_argument("--joined-dictionary", action="store_true", help="one dictionary for both sides")
-    p.add_argument("--workers", type=int, default=1, help="processes (output identical for any number)")
-    p.add_argument("--spm-model", help="apply this SentencePiece model to raw text (else input is pieces)")
-    p.add_argument("--thresholdsrc", type=int, default=0, help="building a dict: drop source types seen fewer times")
-    p.add_argument("--thresholdtgt", type=int, default=0)
-    p.add_argument("--nwordssrc", type=int, default=-1, help="building a dict: keep this many source types")
-    p.add_argument("--nwordstgt", type=int, default=-1)
-    p.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="accepted for fairseq recipes; always mmap")
-    a = p.parse_args(argv)
-    if a.workers < 1:
-        p.error("--workers must be >= 1")
-    cfg = PreprocessConfig(
-        source_lang=a.source_lang, target_lang=a.target_lang, trainpref=a.trainpref, validpref=a.validpref,
-        testpref=a.testpref, destdir=a.destdir, srcdict=a.srcdict, tgtdict=a.tgtdict,
-        joined_dictionary=a.joined_dictionary, workers=a.workers, spm_model=a.spm_model,
-        thresholdsrc=a.thresholdsrc, thresholdtgt=a.thresholdtgt, nwordssrc=a.nwordssrc, nwordstgt=a.nwordstgt,
-    )
-    preprocess(cfg)
-    return 0

@@ -10,6 +10,10 @@ and forces the language token next (``forced_bos_token_id``). HF's NllbTokenizer
 ``TransformerConfig`` fields stored in the checkpoint (``source_langtok``, ``decoder_start``), so a model
 always gets the rows it was trained on.
 
+Training (``mt.data.pair_dataset``: ``collate`` and the validation decoder's ``ds.prefix``) and inference
+(``mt.generate.translator``) both call these two functions; nothing else places a language token or
+``</s>`` (tests/test_data_rows.py checks that the rows of both sides agree for every layout).
+
 Training (``mt.data.pair_dataset.collate``) teacher-forces the decoder on ``prefix + y + </s>``: the
 decoder input is that sequence without its last token, the target is it without its first, so the
 forced tokens after the first are predicted too. For ``eos_lang`` that is fairseq's NLLB training
@@ -20,6 +24,9 @@ forced tokens after the first are predicted too. For ``eos_lang`` that is fairse
 from __future__ import annotations
 
 from typing import Sequence
+
+# Tokens source_row adds to a sentence's ids (``__src__`` and ``</s>``): the source length a model sees.
+SOURCE_SPECIALS = 2
 
 
 def source_row(ids: Sequence[int], lang_token: int, eos: int, source_langtok: str = "first") -> list[int]:
@@ -32,4 +39,3 @@ def source_row(ids: Sequence[int], lang_token: int, eos: int, source_langtok: st
 def decoder_prefix(lang_token: int, eos: int, decoder_start: str = "lang") -> list[int]:
     """The tokens the decoder starts from before the first output token."""
     return [eos, lang_token] if decoder_start == "eos_lang" else [lang_token]
-

@@ -41,9 +41,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mt.data.langs import parse_pair
+from mt.common.errors import UserError, located
+from mt.common.langs import parse_pair
 from mt.data.pair_dataset import Batch, LanguagePairDataset, collate
-from mt.errors import UserError, located
 
 
 def temperature_probs(sizes: Sequence[int], temperature: float) -> np.ndarray:
@@ -104,7 +104,9 @@ def sample_indices(rng: np.random.Generator, pool: np.ndarray, count: int) -> np
     return np.concatenate(parts).astype(np.int64)
 
 
-def batch_by_size(src_len: np.ndarray, tgt_len: np.ndarray, max_tokens: int, max_sentences: int = 0) -> list[np.ndarray]:
+def batch_by_size(
+    src_len: np.ndarray, tgt_len: np.ndarray, max_tokens: int, max_sentences: int = 0
+) -> list[np.ndarray]:
     """Greedy packing of already-ordered sentences; returns index arrays (positions in the inputs)."""
     batches: list[np.ndarray] = []
     start, longest, n = 0, 0, len(src_len)

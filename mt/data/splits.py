@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mt.common.langs import ENGLISH
 from mt.data.clean import norm_key
 
 
@@ -45,7 +46,7 @@ class EvalSplit:
 
     def lines(self, split: str, lang: str) -> list[str]:
         english = self.dev if split == "dev" else self.devtest
-        return list(english) if lang == "eng_Latn" else [self.targets[lang][e] for e in english]
+        return list(english) if lang == ENGLISH else [self.targets[lang][e] for e in english]
 
     def norm_keys(self) -> set[str]:
         """Every dev/devtest sentence of every language, normalised: what train must never contain."""
@@ -55,8 +56,9 @@ class EvalSplit:
         return keys
 
 
-def choose_eval_langs(cover: np.ndarray, need: int, min_langs: int = 1,
-                      weight: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+def choose_eval_langs(
+    cover: np.ndarray, need: int, min_langs: int = 1, weight: np.ndarray | None = None
+) -> tuple[list[int], list[int]]:
     """Columns (languages) of the boolean ``cover[english, lang]`` matrix to keep, and those dropped.
 
     Greedy: while fewer than ``need`` rows are covered by all kept columns, drop the column with the
@@ -92,9 +94,16 @@ def choose_eval_langs(cover: np.ndarray, need: int, min_langs: int = 1,
     return [int(i) for i in np.flatnonzero(keep)], sorted(dropped)
 
 
-def select_eval(pairs: dict[str, dict[str, Counter]], langs: list[str], dev_size: int, devtest_size: int,
-                seed: int, blocked: set[str] = frozenset(), min_langs: int = 1,
-                eligible: set[str] | None = None) -> EvalSplit:
+def select_eval(
+    pairs: dict[str, dict[str, Counter]],
+    langs: list[str],
+    dev_size: int,
+    devtest_size: int,
+    seed: int,
+    blocked: set[str] = frozenset(),
+    min_langs: int = 1,
+    eligible: set[str] | None = None,
+) -> EvalSplit:
     """Choose the eval languages and the N-way dev/devtest English strings (see the module docstring).
 
     ``blocked`` holds normalised sentences that must not be used (``--exclude``); ``eligible``, when
@@ -161,17 +170,24 @@ def _harm(pairs: dict[str, dict[str, Counter]], others: list[str]) -> Counter:
     return harm
 
 
-def _pick_rows(candidates: list[str], ok: np.ndarray, kept: list[str], pairs: dict[str, dict[str, Counter]],
-               need: int, seed: int, harm: Counter) -> list[str]:
+def _pick_rows(
+    candidates: list[str],
+    ok: np.ndarray,
+    kept: list[str],
+    pairs: dict[str, dict[str, Counter]],
+    need: int,
+    seed: int,
+    harm: Counter,
+) -> list[str]:
     """Take ``need`` covered strings, least harmful first (random among equals, seeded), skipping any
     whose line in some language repeats an already chosen line (normalised)."""
     rows = [en for en, good in zip(candidates, ok) if good] if kept else []
     random.Random(f"eval-{seed}").shuffle(rows)
     rows.sort(key=lambda en: round(harm[en], 9))  # stable: the shuffle breaks ties
     chosen: list[str] = []
-    used: dict[str, set[str]] = {lang: set() for lang in ["eng_Latn", *kept]}
+    used: dict[str, set[str]] = {lang: set() for lang in [ENGLISH, *kept]}
     for en in rows:
-        keys = {"eng_Latn": norm_key(en), **{lang: norm_key(canonical(pairs[lang][en])) for lang in kept}}
+        keys = {ENGLISH: norm_key(en), **{lang: norm_key(canonical(pairs[lang][en])) for lang in kept}}
         if any(keys[lang] in used[lang] for lang in keys):
             continue
         for lang, key in keys.items():
@@ -230,8 +246,9 @@ def _sample(rng: random.Random, items: list, n: int, ok) -> list:
     return [items[i] for i in picked]
 
 
-def hold_out_mono(rows: list[Pair], english_pool: list[tuple[str, str]], size: int, max_fraction: float,
-                  blocked: set[str], seed: str) -> MonoSplit:
+def hold_out_mono(
+    rows: list[Pair], english_pool: list[tuple[str, str]], size: int, max_fraction: float, blocked: set[str], seed: str
+) -> MonoSplit:
     """Hide up to ``size`` pairs (at most ``max_fraction`` of the pairs not blocked) among distractors.
 
     A hidden pair is a 1:1 pair: its English has one translation, its translation (normalised) no

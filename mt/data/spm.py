@@ -10,7 +10,6 @@ a piece's dictionary index equals its SentencePiece id; the ``__xxx_Yyyy__`` lan
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -18,7 +17,6 @@ import os
 import re
 import shutil
 import sys
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -26,14 +24,25 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mt.common.errors import UserError
+from mt.common.files import (
+    atomic_write,
+    file_identity,
+    refuse_file_in_the_way,
+    refuse_overwriting_input,
+    remove_stale_temps,
+    temp_name,
+)
+from mt.common.flags import arg
+from mt.common.langs import check_code, is_code, lang_token, token_lang
+from mt.common.textio import chunks
 from mt.data.dictionary import BOS, EOS, PAD, UNK
-from mt.data.langs import check_code, is_code, lang_token, token_lang
-from mt.errors import UserError
-from mt.util import (atomic_write, file_identity, refuse_file_in_the_way, refuse_overwriting_input, remove_stale_temps,
-                     temp_name)
 
-_TRAIN_RE = re.compile(r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$")
+_TRAIN_RE = re.compile(
+    r"^(?P<src>[a-z]{3}_[A-Z][a-z]{3})-(?P<tgt>[a-z]{3}_[A-Z][a-z]{3})\.(?P<lang>[a-z]{3}_[A-Z][a-z]{3})$"
+)
 OUTPUTS = ("spm.model", "spm.vocab", "dict.txt", "spm.config.json")
+SPM_HINT = "pass the spm.model that `mt-spm train` wrote"
 
 
 def _sentencepiece():
@@ -46,25 +55,31 @@ def _sentencepiece():
 # tokenizer others import
 # --------------------------------------------------------------------------------------------------
 class SpmTokenizer:
-    """Text <-> SentencePiece pieces. Picklable (reloads from its path), so worker processes can use it."""
+    """Text <-> SentencePiece pieces: the one loader of SentencePiece models (training data, decoding, chrF
+    during validation, spBLEU, LASER, import). Picklable (reloads from its path), so worker processes can use it.
 
-    def __init__(self, model: str | os.PathLike) -> None:
+    ``hint`` ends both errors (model missing, not a model): the fix, in the words of the command that asks.
+    """
+
+    def __init__(self, model: str | os.PathLike, hint: str = SPM_HINT) -> None:
         self.path = Path(model)
+        self.hint = hint
         self._load()
 
     def _load(self) -> None:
         if not self.path.is_file():
-            raise UserError(f"{self.path}: SentencePiece model not found (train one with `mt-spm train`)")
+            raise UserError(f"{self.path}: SentencePiece model not found; {self.hint}")
         try:
             self.sp = _sentencepiece().SentencePieceProcessor(model_file=str(self.path))
         except (RuntimeError, OSError) as exc:
-            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); pass the spm.model from mt-spm train") from None
+            raise UserError(f"{self.path}: not a SentencePiece model ({exc}); {self.hint}") from None
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "hint": self.hint}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
+        self.hint = state.get("hint", SPM_HINT)
         self._load()
 
     def __len__(self) -> int:
@@ -137,18 +152,29 @@ def _draw(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class SpmTrainConfig:
-    out: str = "spm"
-    corpus: str | None = None  # corpus dir in FLORES layout: both sides of train/{src}-{tgt}.{lang}
-    inputs: list[str] = field(default_factory=list)  # extra plain-text files (language from a .xxx_Yyyy suffix)
-    langs: list[str] = field(default_factory=list)  # extra languages to reserve __xxx_Yyyy__ tokens for
-    vocab_size: int = 8000
-    sampling_temperature: float = 5.0
-    sentences_per_lang_cap: int | None = None
-    sample_size: int | None = None  # total sentences to sample (default: the unique sentences, at most 2M)
-    model_type: str = "unigram"
-    character_coverage: float = 0.99995
-    seed: int = 1
-    num_threads: int = 0  # 0: all cores
+    """``mt-spm train``; each field with ``arg`` is also its flag."""
+
+    # corpus dir in FLORES layout: both sides of train/{src}-{tgt}.{lang}
+    corpus: str | None = arg(None, "corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
+    # extra plain-text files (language from a .xxx_Yyyy suffix)
+    inputs: list[str] = arg(
+        [], "plain text files, one sentence per line", name="--input", nargs="+", metavar="FILE", type=str
+    )
+    # extra languages to reserve __xxx_Yyyy__ tokens for
+    langs: list[str] = arg([], "extra language tokens for dict.txt", nargs="+", metavar="CODE", type=str)
+    vocab_size: int = arg(8000, required=True, show_default=False)
+    out: str = arg("spm", "output folder", required=True, show_default=False)
+    sampling_temperature: float = arg(5.0, "T in p_i ∝ n_i^(1/T) (default 5, NLLB)", show_default=False)
+    sentences_per_lang_cap: int | None = arg(None, "at most this many sampled sentences per language")
+    # total sentences to sample (default: the unique sentences, at most 2M)
+    sample_size: int | None = arg(None, "total sampled sentences (default: #distinct sentences, max 2M)")
+    model_type: str = arg("unigram", choices=["unigram", "bpe"], show_default=False)
+    character_coverage: float = arg(0.99995, show_default=False)
+    seed: int = arg(1, show_default=False)
+    # 0: all cores
+    num_threads: int = arg(
+        0, "SentencePiece threads (default: all cores)", name="--threads", aliases=("--num-threads",)
+    )
 
 
 @dataclass
@@ -165,7 +191,9 @@ def discover_inputs(cfg: SpmTrainConfig) -> dict[str, list[Path]]:
     if cfg.corpus:
         train = Path(cfg.corpus) / "train"
         if not train.is_dir():
-            raise UserError(f"{train}: no train/ folder in --corpus {cfg.corpus} (expected train/{{src}}-{{tgt}}.{{lang}})")
+            raise UserError(
+                f"{train}: no train/ folder in --corpus {cfg.corpus} (expected train/{{src}}-{{tgt}}.{{lang}})"
+            )
         for p in sorted(train.iterdir()):
             m = _TRAIN_RE.match(p.name)
             if m and p.is_file():
@@ -191,8 +219,9 @@ def _iter_lines(files: Iterable[Path]) -> Iterator[str]:
                 try:
                     line = raw.decode("utf-8").strip()
                 except UnicodeDecodeError as exc:
-                    raise UserError(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; "
-                                    "re-encode the file as UTF-8") from None
+                    raise UserError(
+                        f"{path}:{lineno}: invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8"
+                    ) from None
                 if line:
                     yield line
 
@@ -208,8 +237,12 @@ def _unique(files: Iterable[Path]) -> Iterator[str]:
 
 def _fingerprint(cfg: SpmTrainConfig, groups: Mapping[str, list[Path]]) -> str:
     files = {k: [(str(p.resolve()), file_identity(p)) for p in v] for k, v in groups.items()}  # by content
-    spec = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")}, "files": files,
-            "sentencepiece": _sentencepiece().__version__, "format": 1}
+    spec = {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "num_threads")},
+        "files": files,
+        "sentencepiece": _sentencepiece().__version__,
+        "format": 1,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -239,7 +272,9 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
     fp = _fingerprint(cfg, groups)
     saved = _up_to_date(out, fp)
     if saved:
-        print(f"{out}: spm.model, spm.vocab, dict.txt are up to date (same data and options), skipping", file=sys.stderr)
+        print(
+            f"{out}: spm.model, spm.vocab, dict.txt are up to date (same data and options), skipping", file=sys.stderr
+        )
         return SpmResult(out, True, saved.get("languages", []), saved.get("vocab_size", 0))
 
     # pass 1: distinct sentences per language
@@ -283,8 +318,14 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
             fh.writelines(dict_lines)
         os.replace(f"{tmp_prefix}.vocab", out / "spm.vocab")
         os.replace(f"{tmp_prefix}.model", out / "spm.model")
-        meta = {"fingerprint": fp, "config": asdict(cfg), "languages": table, "lang_tokens": langs,
-                "vocab_size": sp.get_piece_size(), "dict_size": 4 + len(dict_lines)}
+        meta = {
+            "fingerprint": fp,
+            "config": asdict(cfg),
+            "languages": table,
+            "lang_tokens": langs,
+            "vocab_size": sp.get_piece_size(),
+            "dict_size": 4 + len(dict_lines),
+        }
         with atomic_write(out / "spm.config.json") as fh:
             json.dump(meta, fh, indent=1)
         finished = True
@@ -293,8 +334,11 @@ def train(cfg: SpmTrainConfig, progress: bool = True) -> SpmResult:
         for d in [] if finished else new_dirs:  # a failed run leaves no empty --out folder behind
             with contextlib.suppress(OSError):
                 d.rmdir()
-    print(f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
-          f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)", file=sys.stderr)
+    print(
+        f"wrote {out}/spm.model ({sp.get_piece_size()} pieces), spm.vocab, dict.txt "
+        f"({4 + len(dict_lines)} entries with {len(langs)} language tokens)",
+        file=sys.stderr,
+    )
     return SpmResult(out, False, table, sp.get_piece_size())
 
 
@@ -308,17 +352,32 @@ def _run_trainer(cfg: SpmTrainConfig, sample_path: Path, prefix: Path) -> None:
     spm = _sentencepiece()
     try:
         spm.SentencePieceTrainer.train(
-            input=str(sample_path), model_prefix=str(prefix), vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-            character_coverage=cfg.character_coverage, input_sentence_size=0, shuffle_input_sentence=False,
-            bos_id=0, pad_id=1, eos_id=2, unk_id=3,  # fairseq's order, so dictionary index == SentencePiece id
-            bos_piece=BOS, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,
-            num_threads=cfg.num_threads or os.cpu_count() or 1, max_sentence_length=16384, minloglevel=2,
+            input=str(sample_path),
+            model_prefix=str(prefix),
+            vocab_size=cfg.vocab_size,
+            model_type=cfg.model_type,
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            bos_id=0,
+            pad_id=1,
+            eos_id=2,
+            unk_id=3,  # fairseq's order, so dictionary index == SentencePiece id
+            bos_piece=BOS,
+            pad_piece=PAD,
+            eos_piece=EOS,
+            unk_piece=UNK,
+            num_threads=cfg.num_threads or os.cpu_count() or 1,
+            max_sentence_length=16384,
+            minloglevel=2,
         )
     except RuntimeError as exc:
         msg = str(exc)
         if "Vocabulary size" in msg:
-            raise UserError(f"--vocab-size {cfg.vocab_size} does not fit this data ({msg.strip()}); "
-                            "choose a smaller --vocab-size or add training text") from None
+            raise UserError(
+                f"--vocab-size {cfg.vocab_size} does not fit this data ({msg.strip()}); "
+                "choose a smaller --vocab-size or add training text"
+            ) from None
         raise UserError(f"sentencepiece training failed: {msg.strip()}") from None
 
 
@@ -331,14 +390,8 @@ def _count_pieces(sp, sample_path: Path, batch: int = 10_000) -> np.ndarray:
         counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))
 
     with open(sample_path, encoding="utf-8") as fh:
-        buf: list[str] = []
-        for line in fh:
-            buf.append(line.rstrip("\n"))
-            if len(buf) == batch:
-                add(buf)
-                buf = []
-        if buf:
-            add(buf)
+        for lines in chunks((line.rstrip("\n") for line in fh), batch):
+            add(lines)
     return counts
 
 
@@ -361,40 +414,18 @@ def _dict_lines(sp, piece_counts: np.ndarray, langs: list[str], sampled: Mapping
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI
+# encode / decode streams (mt-spm encode, mt-spm decode)
 # --------------------------------------------------------------------------------------------------
-_EPILOG = """examples:
-  # a joint 8k unigram model over every language of a corpus, NLLB's temperature T=5
-  mt-spm train --corpus work/demo/corpus --vocab-size 8000 --out work/demo/spm
-  # cap the high-resource languages, reserve tokens for languages added later
-  mt-spm train --corpus corpus --vocab-size 16000 --sentences-per-lang-cap 200000 --langs zul_Latn xho_Latn --out spm
-  # plain text files too (a .xxx_Yyyy suffix names the language)
-  mt-spm train --input mono.swh_Latn extra.txt --vocab-size 4000 --out spm
-  mt-spm encode --model spm/spm.model < corpus/devtest/deu_Latn.devtest > devtest.spm.deu_Latn
-  mt-spm encode --model spm/spm.model --output-format id < in.txt > in.ids
-  mt-spm decode --model spm/spm.model < hyp.spm > hyp.txt
-
-Outputs of train: spm.model, spm.vocab, dict.txt (fairseq `token count` lines, pieces in SentencePiece id
-order, then __xxx_Yyyy__ language tokens) and spm.config.json (options, per-language sample counts).
-"""
+@dataclass
+class SpmEncodeConfig:
+    model: str = arg("", "spm.model", required=True)
+    output_format: str = arg("piece", choices=["piece", "id"], show_default=False)
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a joint SentencePiece model with temperature sampling",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", help="corpus dir (FLORES layout); reads both sides of train/{src}-{tgt}.{lang}")
-    p.add_argument("--input", nargs="+", default=[], metavar="FILE", help="plain text files, one sentence per line")
-    p.add_argument("--langs", nargs="+", default=[], metavar="CODE", help="extra language tokens for dict.txt")
-    p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--sampling-temperature", type=float, default=5.0, help="T in p_i ∝ n_i^(1/T) (default 5, NLLB)")
-    p.add_argument("--sentences-per-lang-cap", type=int, help="at most this many sampled sentences per language")
-    p.add_argument("--sample-size", type=int, help="total sampled sentences (default: #distinct sentences, max 2M)")
-    p.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
-    p.add_argument("--character-coverage", type=float, default=0.99995)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--num-threads", type=int, default=0, help="SentencePiece threads (default: all cores)")
-    p.add_argument("--no-progress", action="store_true")
+@dataclass
+class SpmDecodeConfig:
+    model: str = arg("", "spm.model", required=True)
+    input_format: str = arg("piece", choices=["piece", "id"], show_default=False)
 
 
 def _stream_lines(stream) -> Iterator[tuple[int, str]]:
@@ -407,49 +438,28 @@ def _stream_lines(stream) -> Iterator[tuple[int, str]]:
         yield lineno, raw.rstrip("\r\n")
 
 
-def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mt-spm", description="Train and apply a joint multilingual SentencePiece model (+ fairseq dict.txt).",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    _add_train(sub)
-    for name, help_ in (("encode", "text lines (stdin) -> pieces or ids (stdout)"),
-                        ("decode", "pieces or ids (stdin) -> text (stdout)")):
-        p = sub.add_parser(name, help=help_, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--model", required=True, help="spm.model")
-        if name == "encode":
-            p.add_argument("--output-format", choices=["piece", "id"], default="piece")
-        else:
-            p.add_argument("--input-format", choices=["piece", "id"], default="piece")
-    args = parser.parse_args(argv)
-
-    if args.cmd == "train":
-        cfg = SpmTrainConfig(
-            out=args.out, corpus=args.corpus, inputs=args.input, langs=args.langs, vocab_size=args.vocab_size,
-            sampling_temperature=args.sampling_temperature, sentences_per_lang_cap=args.sentences_per_lang_cap,
-            sample_size=args.sample_size, model_type=args.model_type, character_coverage=args.character_coverage,
-            seed=args.seed, num_threads=args.num_threads,
-        )
-        train(cfg, progress=not args.no_progress)
-        return 0
-    tok = SpmTokenizer(args.model)
-    out = sys.stdout
-    if args.cmd == "encode":
-        for _, line in _stream_lines(sys.stdin):
-            toks = tok.encode_ids(line) if args.output_format == "id" else tok.encode(line)
-            out.write(" ".join(map(str, toks)) + "\n")
-    else:
-        for lineno, line in _stream_lines(sys.stdin):
-            parts = line.split()
-            if args.input_format == "id":
-                try:
-                    ids = [int(x) for x in parts]
-                except ValueError:
-                    raise UserError(f"<stdin>:{lineno}: expected space-separated integer ids "
-                                    "(use --input-format piece for pieces)") from None
-                out.write(tok.decode(ids) + "\n")
-            else:
-                out.write(tok.decode(parts) + "\n")
+def encode_stream(cfg: SpmEncodeConfig, stdin, out) -> None:
+    """Text lines -> space-separated pieces or ids, one line each."""
+    tok = SpmTokenizer(cfg.model)
+    for _, line in _stream_lines(stdin):
+        toks = tok.encode_ids(line) if cfg.output_format == "id" else tok.encode(line)
+        out.write(" ".join(map(str, toks)) + "\n")
     out.flush()
-    return 0
+
+
+def decode_stream(cfg: SpmDecodeConfig, stdin, out) -> None:
+    """Space-separated pieces or ids -> text lines."""
+    tok = SpmTokenizer(cfg.model)
+    for lineno, line in _stream_lines(stdin):
+        parts = line.split()
+        if cfg.input_format == "id":
+            try:
+                ids = [int(x) for x in parts]
+            except ValueError:
+                raise UserError(
+                    f"<stdin>:{lineno}: expected space-separated integer ids (use --input-format piece for pieces)"
+                ) from None
+            out.write(tok.decode(ids) + "\n")
+        else:
+            out.write(tok.decode(parts) + "\n")
+    out.flush()

@@ -6,7 +6,7 @@ of records, cut into chunks of ``--chunk-size`` records. Chunk ``k`` belongs to 
 translating only its chunks. Within a chunk sentences are batched by length (``--max-tokens``) and put
 back in order. Layout of ``--out DIR``::
 
-    job.json                          what the job is: inputs by content (``mt.util.file_identity``), the
+    job.json                          what the job is: inputs by content (``mt.common.files.file_identity``), the
                                       model by the id its checkpoint got when saved, options; a re-run with
                                       another model, changed inputs or other settings is refused instead of
                                       mixing outputs (finished chunks are never deleted)
@@ -39,38 +39,49 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-from mt import checkpoint as ckpt
-from mt.data.langs import check_code
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.files import atomic_write, exclusive_lock, file_identity
+from mt.common.flags import arg
+from mt.common.langs import check_code
+from mt.formats import checkpoint as ckpt
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import InputFile, Record, count_records, iter_records, list_inputs
 from mt.generate.search import SearchConfig
 from mt.generate.translator import Translator
-from mt.util import atomic_write, exclusive_lock, file_identity
 
 JOB_VERSION = 2  # 2: inputs by content, the model by its save id (1: paths and byte sizes only)
 
 
 @dataclass
 class TranslateConfig:
-    inputs: list[str] = field(default_factory=list)
-    out: str = ""
+    inputs: list[str] = arg(
+        [], "files or directories (read recursively, sorted)", positional=True, nargs="+", metavar="INPUT", type=str
+    )
+    out: str = arg("", "output directory (chunks, merged outputs, bad_lines.tsv)", required=True)
     path: str = ""
-    src_lang: str = ""
-    tgt_langs: list[str] = field(default_factory=list)
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_langs: list[str] = arg(
+        [], "one or more target languages, comma-separated", name="--target-lang", short="-t", required=True
+    )
     data: str = ""
     spm_model: str = ""
-    fmt: str = "auto"
-    column: str | None = None
-    json_field: str | None = None
-    chunk_size: int = 10000
+    fmt: str = arg(
+        "auto",
+        "input format (default: by extension: .tsv, .jsonl, .parquet, else text)",
+        name="--format",
+        choices=["auto", "text", "tsv", "jsonl", "parquet"],
+        show_default=False,
+    )
+    column: str | None = arg(None, "TSV: 1-based field number; Parquet: column name")
+    json_field: str | None = arg(None, "JSONL: key of the text", name="--field")
+    chunk_size: int = arg(10000, "records per chunk, the unit of resume and sharding")
     shard_index: int = 0
     num_shards: int = 1
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     batch_size: int = 0
-    max_source_positions: int = 0  # 0: the model's
-    bad_lines: str = "empty"  # or "copy"
+    max_source_positions: int = arg(0, "longer sources are bad lines (default: the model's limit)")
+    bad_lines: str = arg("empty", "output for bad records", choices=["empty", "copy"])
     device: str = "cpu"
     bf16: bool = False
     threads: int = 0
@@ -99,8 +110,10 @@ class TranslateConfig:
         self.search.check()
         self.moe.check()
         if world_size() > 1:
-            raise UserError("mt-translate shards with --shard i/N, not torchrun; expert-parallel inference (torchrun) "
-                            "is for mt-generate and the Translator API")  # fmt: skip
+            raise UserError(
+                "mt-translate shards with --shard i/N, not torchrun; expert-parallel inference (torchrun) "
+                "is for mt-generate and the Translator API"
+            )
         return self
 
 
@@ -109,7 +122,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise UserError(f"--shard {text!r}: expected i/N such as 0/4 (0-based shard index / number of shards)") from None
+        raise UserError(
+            f"--shard {text!r}: expected i/N such as 0/4 (0-based shard index / number of shards)"
+        ) from None
     if n < 1 or not 0 <= i < n:
         raise UserError(f"--shard {text}: expected 0 <= i < N")
     return i, n
@@ -136,16 +151,20 @@ def check_output_names(files: list[InputFile]) -> None:
     for f in files:
         name = output_name(f)
         if name in owner:
-            raise UserError(f"inputs {owner[name].path} and {f.path} would both be written to OUT/{{tgt}}/{name}: "
-                            "rename one, or translate them with separate --out folders")  # fmt: skip
+            raise UserError(
+                f"inputs {owner[name].path} and {f.path} would both be written to OUT/{{tgt}}/{name}: "
+                "rename one, or translate them with separate --out folders"
+            )
         owner[name] = f
     for name, f in owner.items():
         parents = [p.as_posix() for p in Path(name).parents if p.as_posix() != "."]
         clash = next((owner[p] for p in parents if p in owner), None)
         if clash is not None:
-            raise UserError(f"inputs {clash.path} and {f.path} clash: the output of one, OUT/{{tgt}}/"
-                            f"{output_name(clash)}, would have to be a folder for the other's, OUT/{{tgt}}/{name}; "
-                            "rename one")  # fmt: skip
+            raise UserError(
+                f"inputs {clash.path} and {f.path} clash: the output of one, OUT/{{tgt}}/"
+                f"{output_name(clash)}, would have to be a folder for the other's, OUT/{{tgt}}/{name}; "
+                "rename one"
+            )
 
 
 def _one_line(text: str) -> str:
@@ -156,8 +175,10 @@ def _one_line(text: str) -> str:
 def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int, model: dict) -> dict:
     job = {
         "version": JOB_VERSION,
-        "inputs": [{"name": f.rel, "format": f.fmt, "path": str(f.path.resolve()), "identity": file_identity(f.path)}
-                   for f in files],  # fmt: skip
+        "inputs": [
+            {"name": f.rel, "format": f.fmt, "path": str(f.path.resolve()), "identity": file_identity(f.path)}
+            for f in files
+        ],
         "column": cfg.column,
         "field": cfg.json_field,
         "chunk_size": cfg.chunk_size,
@@ -174,7 +195,8 @@ def _job(cfg: TranslateConfig, files: list[InputFile], max_src: int, model: dict
 
 
 def _model(cfg: TranslateConfig, tr: Translator | None) -> dict:
-    """The model of the job: its checkpoint's save id (``mt.checkpoint.model_id``) and, for the record, its path."""
+    """The model of the job: its checkpoint's save id (``mt.formats.checkpoint.model_id``) and, for the record,
+    its path."""
     if tr is not None:
         return {"id": ckpt.model_id(tr.loaded.path, tr.loaded.meta), "path": str(Path(tr.loaded.path).resolve())}
     return {"id": ckpt.model_id(cfg.path), "path": str(Path(cfg.path).resolve())}
@@ -197,8 +219,10 @@ def _check_job(out: Path, job: dict) -> None:
     if not path.is_file():
         done = _finished_chunks(out)
         if done:
-            raise UserError(f"{out / 'chunks'}: {done} finished chunks but no {path} that says which model and inputs "
-                            f"made them; {redo}")  # fmt: skip
+            raise UserError(
+                f"{out / 'chunks'}: {done} finished chunks but no {path} that says which model and inputs "
+                f"made them; {redo}"
+            )
         with exclusive_lock(path, f"{path}", wait=True):  # shards starting together: one writes, the others compare
             if not path.is_file():
                 with atomic_write(path) as fh:
@@ -212,20 +236,25 @@ def _check_job(out: Path, job: dict) -> None:
     if not isinstance(old, dict):
         raise UserError(f"{path}: unreadable job description; {redo}")
     if old.get("version") != JOB_VERSION:
-        raise UserError(f"{path}: written by an older mt-translate (job version {old.get('version')}) that told models "
-                        f"and inputs apart by byte size only, so its chunks cannot be checked; {redo}")  # fmt: skip
+        raise UserError(
+            f"{path}: written by an older mt-translate (job version {old.get('version')}) that told models "
+            f"and inputs apart by byte size only, so its chunks cannot be checked; {redo}"
+        )
     was, now = old.get("model") or {}, job["model"]
     if was.get("id") != now["id"]:
-        raise UserError(f"{path}: this job was started with another model ({was.get('path')}, {_short(was.get('id'))}; "
-                        f"now {now['path']}, {_short(now['id'])}): its finished chunks are the old model's "
-                        f"translations; {redo}")  # fmt: skip
+        raise UserError(
+            f"{path}: this job was started with another model ({was.get('path')}, {_short(was.get('id'))}; "
+            f"now {now['path']}, {_short(now['id'])}): its finished chunks are the old model's "
+            f"translations; {redo}"
+        )
     changed = _input_change(old.get("inputs"), job["inputs"])
     if changed:
         raise UserError(f"{path}: {changed}, so the finished chunks do not match; {redo}")
     diffs = [k for k in job if k not in ("model", "inputs") and old.get(k) != job[k]]
     if diffs:
-        raise UserError(f"{out} holds a job with other settings ({', '.join(diffs)} differ): its chunks would not "
-                        f"match; {redo}")  # fmt: skip
+        raise UserError(
+            f"{out} holds a job with other settings ({', '.join(diffs)} differ): its chunks would not match; {redo}"
+        )
 
 
 def _input_change(old: object, new: list[dict]) -> str:
@@ -278,8 +307,15 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     tr = translator
     max_src = cfg.max_source_positions
     if tr is None and (work > 0 or not max_src):
-        tr = Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None, spm_model=cfg.spm_model or None,
-                        threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
+        tr = Translator(
+            cfg.path,
+            cfg.device,
+            cfg.bf16,
+            data=cfg.data or None,
+            spm_model=cfg.spm_model or None,
+            threads=cfg.threads,
+            **asdict(cfg.moe),
+        )
     if tr is not None:
         for t in [cfg.src_lang, *cfg.tgt_langs]:
             tr.lang_token(t)  # a clear error for a language the model does not know
@@ -294,8 +330,10 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     bar = _Progress(work, cfg.progress and work > 0, f"mt-translate{shard}")
     untrained = tr.untrained([(cfg.src_lang, t) for t in cfg.tgt_langs])
     if untrained:  # said once for the job (translate_ids would say it per chunk; long sources are bad records here)
-        _say(f"mt-translate: warning: {', '.join(untrained)}: {tr.loaded.path.name} was not trained on this direction "
-             f"(it was trained on {', '.join(tr.lang_pairs)}): expect poor zero-shot translations")
+        _say(
+            f"mt-translate: warning: {', '.join(untrained)}: {tr.loaded.path.name} was not trained on this direction "
+            f"(it was trained on {', '.join(tr.lang_pairs)}): expect poor zero-shot translations"
+        )
     t0, done_sent, n_bad = time.perf_counter(), 0, 0
     seen = 0
     try:  # the bar ends its line even on an error, so the error message gets a line of its own
@@ -313,12 +351,18 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         raise UserError(f"{cfg.inputs[0]}: input changed while the job was reading it; start again")
     secs = time.perf_counter() - t0
     if work:
-        _say(f"mt-translate:{shard} translated {done_sent} sentences in {secs:.1f}s "
-             f"({done_sent / max(secs, 1e-9):.1f} sentences/s); {n_bad} bad records in these chunks")  # fmt: skip
+        _say(
+            f"mt-translate:{shard} translated {done_sent} sentences in {secs:.1f}s "
+            f"({done_sent / max(secs, 1e-9):.1f} sentences/s); {n_bad} bad records in these chunks"
+        )
         if tr is not None and tr.moe is not None:
             _say(f"mt-translate:{shard} {tr.moe_summary()}")
-    index = {"records": n_records, "chunks": n_chunks, "chunk_size": cfg.chunk_size,
-             "files": [{"name": f.rel, "output": output_name(f), "records": c} for f, c in zip(files, counts)]}  # fmt: skip
+    index = {
+        "records": n_records,
+        "chunks": n_chunks,
+        "chunk_size": cfg.chunk_size,
+        "files": [{"name": f.rel, "output": output_name(f), "records": c} for f, c in zip(files, counts)],
+    }
     with atomic_write(out / "chunks" / "index.json") as fh:
         json.dump(index, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
@@ -326,8 +370,10 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     if cfg.merge:
         missing = [(t, k) for t in cfg.tgt_langs for k in range(n_chunks) if not chunk_path(out, t, k).is_file()]
         if missing:
-            _say(f"mt-translate:{shard} done; {len(missing)} chunks of other shards are not finished yet: the last "
-                 "shard to finish writes the merged outputs")  # fmt: skip
+            _say(
+                f"mt-translate:{shard} done; {len(missing)} chunks of other shards are not finished yet: the last "
+                "shard to finish writes the merged outputs"
+            )
         else:
             summary["merged"] = merge(out, cfg.tgt_langs, files, index)
     return summary
@@ -381,11 +427,13 @@ def _run_chunk(tr, cfg, out, files, k, recs, targets, bar) -> int:
     for tgt in targets:
         lines = [(_one_line(recs[j].text or "") if cfg.bad_lines == "copy" else "") for j in range(len(recs))]
         if keep_ids:
+
             def on_batch(idx, hyps):
                 bar.update(len(idx))
 
-            hyps = tr.translate_ids(keep_ids, cfg.src_lang, tgt, search, cfg.max_tokens, cfg.batch_size, on_batch,
-                                    warn=lambda m: None)  # said once for the job, above
+            hyps = tr.translate_ids(
+                keep_ids, cfg.src_lang, tgt, search, cfg.max_tokens, cfg.batch_size, on_batch, warn=lambda m: None
+            )  # said once for the job, above
             for j, h in zip(keep, hyps):
                 lines[j] = _one_line(tr.detokenize(h[0].tokens))
         bar.update(len(recs) - len(keep_ids))
@@ -412,7 +460,10 @@ def merge(out: Path, targets: list[str], files: list[InputFile], index: dict) ->
             p = bad_path(out, k)
             if p.is_file():
                 fh.write(p.read_text(encoding="utf-8"))
-    _say(f"mt-translate: wrote {len(written)} output file(s) under {out}/{{{','.join(targets)}}}/ and {out}/bad_lines.tsv")
+    _say(
+        f"mt-translate: wrote {len(written)} output file(s) under {out}/{{{','.join(targets)}}}/ "
+        f"and {out}/bad_lines.tsv"
+    )
     return written
 
 

@@ -1,106 +1,123 @@
-"""Command lines of the generation room: argparse -> config dataclass -> one function call.
+"""Command lines of the generation room: flags generated from the config dataclasses -> one function call.
 
 ``mt-generate`` (binarized subset, fairseq output, chrF++), ``mt-interactive`` (stdin -> stdout),
-``mt-translate`` (resumable, shardable batch job over files), ``mt-export`` (HF M2M100 / CTranslate2).
-Flag names are fairseq's where fairseq had the feature.
+``mt-translate`` (resumable, shardable batch job over files), ``mt-export`` (HF M2M100 / CTranslate2),
+``mt-moe-stats`` and ``mt-moe-prune``. Flag names are fairseq's where fairseq had the feature. The decoding
+commands share ``DecodeOptions`` (model, device, batching), ``SearchConfig`` and ``MoEInferenceConfig``.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
-from mt.errors import UserError, cli_entry
+from mt.common.errors import UserError, cli_entry
+from mt.common.flags import ProgressOptions, add_flags, arg, from_args
+from mt.generate.batch_job import TranslateConfig, parse_shard, translate_job
+from mt.generate.export import ExportConfig, export
+from mt.generate.generate import GenerateConfig, generate
+from mt.generate.interactive import InteractiveConfig, interactive
 from mt.generate.moe_inference import MoEInferenceConfig
+from mt.generate.moe_prune import PruneConfig, prune
+from mt.generate.moe_stats import MoEStatsConfig, moe_stats
 from mt.generate.search import SearchConfig
 
 _FMT = argparse.RawDescriptionHelpFormatter
+_MODEL, _SEARCH = "model", "search"
 
 
-def _device(args: argparse.Namespace) -> str:
-    if args.cpu or args.device == "cpu":
-        return "cpu"
-    if args.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-    return args.device
+@dataclass
+class DecodeOptions:
+    """The model, device and batch options of every decoding command; the configs take them by name."""
+
+    path: str = arg(
+        "", "checkpoint of mt-train (e.g. ckpt/checkpoint_best.pt)", metavar="CKPT", required=True, group=_MODEL
+    )
+    data: str = arg(
+        "",
+        "directory with the dict.txt (+ spm.model) the model was trained with "
+        "(default: next to the checkpoint, else the training data directory it records)",
+        metavar="DIR",
+        group=_MODEL,
+    )
+    spm_model: str = arg("", "SentencePiece model (default: DATA/spm.model)", metavar="FILE", group=_MODEL)
+    device: str = arg(
+        "auto", "auto (cuda if available), cpu, cuda, cuda:N (default: auto)", show_default=False, group=_MODEL
+    )
+    cpu: bool = arg(False, "same as --device cpu (fairseq's flag)", group=_MODEL)
+    bf16: bool = arg(
+        False,
+        "bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, "
+        "outputs can differ slightly from float32",
+        group=_MODEL,
+    )
+    threads: int = arg(0, "torch intra-op threads (default: torch's choice)", group=_MODEL)
+    max_tokens: int = arg(4096, "source tokens per batch", group=_SEARCH)
+    batch_size: int = arg(
+        0, "sentences per batch (default: no limit besides --max-tokens)", aliases=("--max-sentences",), group=_SEARCH
+    )
+
+    def resolved_device(self) -> str:
+        if self.cpu or self.device == "cpu":
+            return "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {self.device}: CUDA is not available here; use --device cpu")
+        return self.device
+
+    def values_for(self, cls: type) -> dict[str, Any]:
+        """These options under the names ``cls`` has (``device`` resolved; ``cpu`` is folded into it)."""
+        names = {f.name for f in fields(cls)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+        values["device"] = self.resolved_device()
+        return values
 
 
-def _add_model(p: argparse.ArgumentParser, data_positional: bool = False) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--path", required=True, metavar="CKPT", help="checkpoint of mt-train (e.g. ckpt/checkpoint_best.pt)")
-    if not data_positional:
-        g.add_argument("--data", default="", metavar="DIR",
-                       help="directory with the dict.txt (+ spm.model) the model was trained with "
-                            "(default: next to the checkpoint, else the training data directory it records)")  # fmt: skip
-    g.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: DATA/spm.model)")
-    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N (default: auto)")
-    g.add_argument("--cpu", action="store_true", help="same as --device cpu (fairseq's flag)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, outputs can differ slightly from float32")
-    g.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+def _add_decoding(p: argparse.ArgumentParser, exclude: tuple[str, ...] = (), moe_first: bool = False) -> None:
+    """The shared decoding flags in their groups: model, search (+ batch sizes), sparse MoE inference."""
+    add_flags(p, DecodeOptions, exclude=(*exclude, "max_tokens", "batch_size"))
+    if moe_first:
+        _add_moe(p, parallel=False)
+    add_flags(p, SearchConfig)
+    add_flags(p, DecodeOptions, only=("max_tokens", "batch_size"))
+    if not moe_first:
+        _add_moe(p, parallel="expert_placement" not in exclude)
 
 
-def _add_moe(p: argparse.ArgumentParser, parallel: bool = False) -> None:
-    g = p.add_argument_group("sparse MoE inference (MoE checkpoints only)")
-    g.add_argument("--moe-inference-gating", choices=["dynamic", "static"], default="dynamic",
-                   help="dynamic: each expert runs on exactly its tokens, no capacity (default); static: the padded "
-                        "fairseq/GShard baseline, every expert runs on capacity slots")  # fmt: skip
-    g.add_argument("--moe-eval-capacity-token-fraction", type=float, default=None, metavar="F",
-                   help="static gating: expert capacity = ceil(F * tokens), tokens over it are dropped; <= 0: the "
-                        "training capacity (default: the checkpoint's, usually 1.0: nothing dropped)")  # fmt: skip
-    g.add_argument("--expert-cache", type=int, default=0, metavar="K",
-                   help="keep at most K experts per MoE layer on the compute device, bring the others in on demand "
-                        "(0: all resident, default); hit rate and expert memory are reported on stderr")  # fmt: skip
-    g.add_argument("--expert-offload", choices=["auto", "host", "mmap"], default="auto",
-                   help="where experts outside the cache live: host memory, or memory-mapped from the checkpoint "
-                        "(default auto: host with a GPU, mmap on CPU)")  # fmt: skip
-    if parallel:
-        g.add_argument("--expert-placement", default="", metavar="JSON",
-                       help="under torchrun (expert-parallel inference): the experts of each rank, from "
-                            "mt-moe-stats --num-ranks W (default: contiguous blocks)")  # fmt: skip
+def _add_moe(p: argparse.ArgumentParser, parallel: bool) -> None:
+    add_flags(p, MoEInferenceConfig, exclude=() if parallel else ("expert_placement",))
 
 
-def _moe(args: argparse.Namespace) -> MoEInferenceConfig:
-    return MoEInferenceConfig(
-        moe_gating=args.moe_inference_gating, moe_eval_capacity_token_fraction=args.moe_eval_capacity_token_fraction,
-        expert_cache=args.expert_cache, expert_offload=args.expert_offload,
-        expert_placement=getattr(args, "expert_placement", ""),
-    ).check()  # fmt: skip
-
-
-def _add_search(p: argparse.ArgumentParser) -> None:
-    d = SearchConfig()
-    g = p.add_argument_group("search")
-    g.add_argument("--beam", type=int, default=d.beam, help="beam size; 1 = greedy (default: %(default)s)")
-    g.add_argument("--nbest", type=int, default=d.nbest, help="hypotheses to output per sentence (default: %(default)s)")
-    g.add_argument("--lenpen", type=float, default=d.lenpen,
-                   help="length penalty: score = sum(log p) / len**lenpen; <1 favours short, >1 long (default: %(default)s)")  # fmt: skip
-    g.add_argument("--max-len-a", type=float, default=d.max_len_a, help="max output length = a * src_len + b (default a=%(default)s)")
-    g.add_argument("--max-len-b", type=int, default=d.max_len_b, help="(default b=%(default)s)")
-    g.add_argument("--min-len", type=int, default=d.min_len, help="minimum output tokens before </s> (default: %(default)s)")
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size (0: off)")
-    g.add_argument("--unkpen", type=float, default=0.0, help="subtract this from <unk>'s log-prob (default: 0)")
-    g.add_argument("--sampling", action="store_true", help="sample instead of beam search (--beam N = N samples)")
-    g.add_argument("--sampling-topk", type=int, default=-1, help="sample from the k most likely tokens (-1: all)")
-    g.add_argument("--sampling-topp", type=float, default=-1.0, help="sample from the smallest set with mass >= p (-1: off)")
-    g.add_argument("--temperature", type=float, default=1.0, help="divide logits by this (default: 1.0)")
-    g.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
-    g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch (default: %(default)s)")
-    g.add_argument("--batch-size", "--max-sentences", type=int, default=0, dest="batch_size",
-                   help="sentences per batch (default: no limit besides --max-tokens)")  # fmt: skip
-
-
-def _search(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(
-        beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a, max_len_b=args.max_len_b, min_len=args.min_len,
-        nbest=args.nbest, no_repeat_ngram_size=args.no_repeat_ngram_size, unkpen=args.unkpen, sampling=args.sampling,
-        sampling_topk=args.sampling_topk, sampling_topp=args.sampling_topp, temperature=args.temperature, seed=args.seed,
-    ).check()  # fmt: skip
+def _decoding(args: argparse.Namespace, cls: type, **values: Any) -> Any:
+    """``cls`` by keyword: its own flags, the shared decoding options, the search and MoE configs."""
+    decode = from_args(DecodeOptions, args)
+    search = from_args(SearchConfig, args).check()
+    moe = from_args(MoEInferenceConfig, args).check()
+    return from_args(cls, args, **{**decode.values_for(cls), "search": search, "moe": moe, **values})
 
 
 # --- mt-generate ---------------------------------------------------------------------------------------
+@dataclass
+class Direction:
+    """mt-generate's one direction, fairseq's way (``--lang-pairs`` gives several)."""
+
+    source_lang: str = arg("", "source language code, e.g. eng_Latn", short="-s")
+    target_lang: str = arg("", "target language code, e.g. deu_Latn", short="-t")
+
+    def pairs(self, lang_pairs: list[str]) -> list[str]:
+        if not (self.source_lang or self.target_lang):
+            return lang_pairs
+        if lang_pairs:
+            raise UserError("give either -s/-t or --lang-pairs, not both")
+        if not (self.source_lang and self.target_lang):
+            raise UserError("-s/--source-lang and -t/--target-lang go together")
+        return [f"{self.source_lang}-{self.target_lang}"]
+
+
 GENERATE_EPILOG = """examples:
   # FLORES devtest eng->deu with beam 4, fairseq's output on stdout, chrF++ last
   mt-generate work/bin --path ckpt/checkpoint_best.pt --gen-subset devtest -s eng_Latn -t deu_Latn \\
@@ -131,52 +148,41 @@ signature goes to stderr). --results-path DIR writes DIR/generate-{subset}.txt a
 
 
 def build_generate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-generate", description="Translate a binarized subset (fairseq-generate).",
-                                epilog=GENERATE_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("data", help="binarized data directory (mt-preprocess output: dict.txt, spm.model, {subset}.*.bin/.idx)")
-    p.add_argument("--gen-subset", default="test", help="test|devtest, valid|dev, or train (default: %(default)s)")
-    p.add_argument("-s", "--source-lang", default="", help="source language code, e.g. eng_Latn")
-    p.add_argument("-t", "--target-lang", default="", help="target language code, e.g. deu_Latn")
-    p.add_argument("--lang-pairs", default="", help="several directions, comma-separated: eng_Latn-deu_Latn,deu_Latn-eng_Latn")
-    p.add_argument("--remove-bpe", "--post-process", nargs="?", const="sentencepiece", default=None, dest="remove_bpe",
-                   help="turn H-/S-/T- pieces into text (only 'sentencepiece'; the flag alone means that)")  # fmt: skip
-    p.add_argument("--results-path", default="", help="write generate-{subset}.txt and {src}-{tgt}.hyp here")
-    p.add_argument("--quiet", action="store_true", help="only the score line (no S/T/H/D/P lines)")
-    p.add_argument("--scoring", choices=["chrf", "bleu"], default="chrf",
-                   help="the last line's metric: chrf = chrF2++ (default: NLLB's metric, and this line's "
-                        "format before the flag existed, so existing scripts keep working; BLEU with 13a is weak "
-                        "for many FLORES-200 languages) | bleu = fairseq's 'BLEU4 = ...' line (fairseq's default)")
-    p.add_argument("--no-progress-bar", action="store_true")
-    _add_model(p, data_positional=True)
-    _add_search(p)
-    _add_moe(p, parallel=True)
+    p = argparse.ArgumentParser(
+        prog="mt-generate",
+        description="Translate a binarized subset (fairseq-generate).",
+        epilog=GENERATE_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, GenerateConfig, only=("data", "gen_subset"))
+    add_flags(p, Direction)
+    add_flags(p, GenerateConfig, exclude=("data", "gen_subset"))
+    add_flags(p, ProgressOptions)
+    _add_decoding(p, exclude=("data",))
     return p
 
 
 @cli_entry
 def generate_main(argv: list[str] | None = None) -> int:
-    from mt.generate.generate import GenerateConfig, generate
-
     args = build_generate_parser().parse_args(argv)
-    pairs = [x for x in args.lang_pairs.split(",") if x]
-    if args.source_lang or args.target_lang:
-        if pairs:
-            raise UserError("give either -s/-t or --lang-pairs, not both")
-        if not (args.source_lang and args.target_lang):
-            raise UserError("-s/--source-lang and -t/--target-lang go together")
-        pairs = [f"{args.source_lang}-{args.target_lang}"]
-    cfg = GenerateConfig(
-        data=args.data, path=args.path, gen_subset=args.gen_subset, lang_pairs=pairs, search=_search(args),
-        max_tokens=args.max_tokens, batch_size=args.batch_size, remove_bpe=args.remove_bpe,
-        results_path=args.results_path, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
-        threads=args.threads, quiet=args.quiet, progress=not args.no_progress_bar, moe=_moe(args),
-        scoring=args.scoring,
-    )  # fmt: skip
-    generate(cfg)
+    pairs = from_args(Direction, args).pairs(args.lang_pairs)
+    progress = not from_args(ProgressOptions, args).no_progress_bar
+    generate(_decoding(args, GenerateConfig, lang_pairs=pairs, progress=progress))
     return 0
 
 
 # --- mt-interactive ------------------------------------------------------------------------------------
+@dataclass
+class DataDir:
+    data_dir: str = arg(
+        "",
+        "directory with the dict.txt (+ spm.model) the model was trained with, as fairseq-interactive "
+        "takes it (same as --data; default: found from the checkpoint)",
+        positional=True,
+        metavar="DATA",
+    )
+
+
 INTERACTIVE_EPILOG = """examples:
   echo "The file is open." | mt-interactive --path ckpt/checkpoint_best.pt -s eng_Latn -t deu_Latn
   # fairseq-interactive's order: the data directory (dict.txt, spm.model) first
@@ -191,49 +197,45 @@ output: S-/W-/H-/D-/P- lines for every input line (an empty hypothesis for those
 
 
 def build_interactive_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-interactive", description="Translate raw text from stdin as it arrives.",
-                                epilog=INTERACTIVE_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("data_dir", nargs="?", default="", metavar="DATA",
-                   help="directory with the dict.txt (+ spm.model) the model was trained with, as fairseq-interactive "
-                        "takes it (same as --data; default: found from the checkpoint)")  # fmt: skip
-    p.add_argument("-s", "--source-lang", required=True)
-    p.add_argument("-t", "--target-lang", required=True)
-    p.add_argument("--input", default="-", help="file to read instead of stdin")
-    p.add_argument("--buffer-size", type=int, default=1, help="lines translated together (default: %(default)s)")
-    p.add_argument("--output-format", choices=["plain", "fairseq"], default="plain")
-    p.add_argument("--remove-bpe", "--post-process", nargs="?", const="sentencepiece", default=None, dest="remove_bpe")
-    _add_model(p)
-    _add_search(p)
-    _add_moe(p)
+    p = argparse.ArgumentParser(
+        prog="mt-interactive",
+        description="Translate raw text from stdin as it arrives.",
+        epilog=INTERACTIVE_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, DataDir)
+    add_flags(p, InteractiveConfig)
+    _add_decoding(p, exclude=("expert_placement",))
     return p
 
 
 @cli_entry
 def interactive_main(argv: list[str] | None = None) -> int:
-    from mt.generate.interactive import InteractiveConfig, interactive
-
     args = build_interactive_parser().parse_args(argv)
-    if args.data_dir and args.data and args.data_dir != args.data:
-        raise UserError(f"two data directories: DATA {args.data_dir} and --data {args.data}; give one")
-    cfg = InteractiveConfig(
-        path=args.path, src_lang=args.source_lang, tgt_lang=args.target_lang, data=args.data_dir or args.data,
-        spm_model=args.spm_model,
-        input=args.input, buffer_size=args.buffer_size, output_format=args.output_format, remove_bpe=args.remove_bpe,
-        search=_search(args), max_tokens=args.max_tokens, device=_device(args), bf16=args.bf16, threads=args.threads,
-        moe=_moe(args),
-    )  # fmt: skip
-    interactive(cfg)
+    data_dir = from_args(DataDir, args).data_dir
+    if data_dir and args.data and data_dir != args.data:
+        raise UserError(f"two data directories: DATA {data_dir} and --data {args.data}; give one")
+    interactive(_decoding(args, InteractiveConfig, data=data_dir or args.data))
     return 0
 
 
 # --- mt-translate --------------------------------------------------------------------------------------
+@dataclass
+class JobOptions:
+    """mt-translate's sharding and merge switches (``TranslateConfig`` holds them as shard_index/num_shards/merge)."""
+
+    shard: str = arg("0/1", "i/N: translate only chunks k with k %% N == i (0-based, default: 0/1)", show_default=False)
+    no_merge: bool = arg(False, "leave the chunks unmerged")
+
+
 TRANSLATE_EPILOG = """examples:
   # a text file into two languages; re-run the same command after a crash: finished chunks are kept
   mt-translate mono.eng_Latn.txt --path ckpt/checkpoint_best.pt -s eng_Latn -t fra_Latn,deu_Latn --out work/bt --bf16
   # a directory of JSONL files, the "text" field
   mt-translate data/jsonl/ --field text --path ckpt/checkpoint_best.pt -s eng_Latn -t swh_Latn --out work/swh
   # Parquet column, as a Slurm array of 8 jobs (each takes every 8th chunk; the last one merges)
-  mt-translate corpus.parquet --column sentence --shard $SLURM_ARRAY_TASK_ID/8 --path ck.pt -s eng_Latn -t zul_Latn --out work/zul
+  mt-translate corpus.parquet --column sentence --shard $SLURM_ARRAY_TASK_ID/8 --path ck.pt \\
+      -s eng_Latn -t zul_Latn --out work/zul
 
 Outputs: OUT/{tgt}/{input name} (one line per input record, in order; non-text inputs get .txt appended),
 OUT/bad_lines.tsv (file, line, reason of every empty / invalid UTF-8 / too long / malformed record; they get
@@ -242,42 +244,26 @@ an empty translation, or the source with --bad-lines copy), OUT/chunks/ (finishe
 
 
 def build_translate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-translate", description="Resumable, shardable batch translation of files.",
-                                epilog=TRANSLATE_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories (read recursively, sorted)")
-    p.add_argument("--out", required=True, help="output directory (chunks, merged outputs, bad_lines.tsv)")
-    p.add_argument("-s", "--source-lang", required=True)
-    p.add_argument("-t", "--target-lang", required=True, help="one or more target languages, comma-separated")
-    p.add_argument("--format", default="auto", choices=["auto", "text", "tsv", "jsonl", "parquet"], dest="fmt",
-                   help="input format (default: by extension: .tsv, .jsonl, .parquet, else text)")  # fmt: skip
-    p.add_argument("--column", default=None, help="TSV: 1-based field number; Parquet: column name")
-    p.add_argument("--field", default=None, help="JSONL: key of the text")
-    p.add_argument("--chunk-size", type=int, default=10000, help="records per chunk, the unit of resume and sharding (default: %(default)s)")
-    p.add_argument("--shard", default="0/1", help="i/N: translate only chunks k with k %% N == i (0-based, default: 0/1)")
-    p.add_argument("--max-source-positions", type=int, default=0, help="longer sources are bad lines (default: the model's limit)")
-    p.add_argument("--bad-lines", choices=["empty", "copy"], default="empty", help="output for bad records (default: empty)")
-    p.add_argument("--no-merge", action="store_true", help="leave the chunks unmerged")
-    p.add_argument("--no-progress-bar", action="store_true")
-    _add_model(p)
-    _add_search(p)
-    _add_moe(p)
+    p = argparse.ArgumentParser(
+        prog="mt-translate",
+        description="Resumable, shardable batch translation of files.",
+        epilog=TRANSLATE_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, TranslateConfig)
+    add_flags(p, JobOptions)
+    add_flags(p, ProgressOptions)
+    _add_decoding(p, exclude=("expert_placement",))
     return p
 
 
 @cli_entry
 def translate_main(argv: list[str] | None = None) -> int:
-    from mt.generate.batch_job import TranslateConfig, parse_shard, translate_job
-
     args = build_translate_parser().parse_args(argv)
-    i, n = parse_shard(args.shard)
-    cfg = TranslateConfig(
-        inputs=args.inputs, out=args.out, path=args.path, src_lang=args.source_lang,
-        tgt_langs=[t for t in args.target_lang.split(",") if t], data=args.data, spm_model=args.spm_model,
-        fmt=args.fmt, column=args.column, json_field=args.field, chunk_size=args.chunk_size, shard_index=i, num_shards=n,
-        search=_search(args), max_tokens=args.max_tokens, batch_size=args.batch_size,
-        max_source_positions=args.max_source_positions, bad_lines=args.bad_lines, device=_device(args), bf16=args.bf16,
-        threads=args.threads, progress=not args.no_progress_bar, merge=not args.no_merge, moe=_moe(args),
-    )  # fmt: skip
+    job = from_args(JobOptions, args)
+    i, n = parse_shard(job.shard)
+    progress = not from_args(ProgressOptions, args).no_progress_bar
+    cfg = _decoding(args, TranslateConfig, shard_index=i, num_shards=n, progress=progress, merge=not job.no_merge)
     translate_job(cfg)
     return 0
 
@@ -300,28 +286,30 @@ Dense models only (MoE layers have no M2M100 / CTranslate2 equivalent).
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-export", description="Export a dense checkpoint to Hugging Face M2M100 or CTranslate2.",
-                                epilog=EXPORT_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("--format", choices=["hf", "ctranslate2"], default="hf", dest="fmt")
-    p.add_argument("--path", required=True, metavar="CKPT")
-    p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
-    p.add_argument("--data", default="", help="directory with dict.txt and spm.model (default: as mt-generate finds them)")
-    p.add_argument("--spm-model", default="")
-    p.add_argument("--quantization", default=None,
-                   help="CTranslate2 only: int8, int8_float32, float16, bfloat16... (default: float32 weights)")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out: replaces the files the export writes, keeps all others")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="mt-export",
+        description="Export a dense checkpoint to Hugging Face M2M100 or CTranslate2.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, ExportConfig)
     return p
 
 
 @cli_entry
 def export_main(argv: list[str] | None = None) -> int:
-    from mt.generate.export import export
-
-    args = build_export_parser().parse_args(argv)
-    if args.quantization and args.fmt != "ctranslate2":
+    cfg = from_args(ExportConfig, build_export_parser().parse_args(argv))
+    if cfg.quantization and cfg.fmt != "ctranslate2":
         raise UserError("--quantization applies to --format ctranslate2 only")
-    out = export(args.path, args.out, args.fmt, args.data or None, args.spm_model or None, args.quantization, args.force)
+    out = export(
+        path=cfg.path,
+        out=cfg.out,
+        fmt=cfg.fmt,
+        data=cfg.data or None,
+        spm_model=cfg.spm_model or None,
+        quantization=cfg.quantization,
+        force=cfg.force,
+    )
     print(out)
     return 0
 
@@ -347,40 +335,24 @@ round-robin and the placement (also printed).
 
 
 def build_moe_stats_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-moe-stats", description="Expert routing statistics of an MoE checkpoint, "
-                                "and an expert placement that balances the load across ranks.",
-                                epilog=MOE_STATS_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("--input", required=True, metavar="FILE", help="text, one sentence per line")
-    p.add_argument("-s", "--source-lang", required=True)
-    p.add_argument("-t", "--target-lang", required=True, help="one or more target languages, comma-separated")
-    p.add_argument("--sample", type=int, default=0, metavar="N", help="translate N random lines, drawn with --seed (default: all)")
-    p.add_argument("--out", required=True, metavar="JSON", help="statistics file (stats.json)")
-    p.add_argument("--num-ranks", type=int, default=0, metavar="W",
-                   help="also write an expert placement for W ranks (expert-parallel inference)")  # fmt: skip
-    p.add_argument("--placement", default="", metavar="JSON", help="where (default: placement.json beside --out)")
-    p.add_argument("--coactivation", action="store_true", help="also count expert x expert co-activations")
-    p.add_argument("--no-progress-bar", action="store_true")
-    _add_model(p)
-    _add_moe(p)
-    _add_search(p)
-    p.set_defaults(beam=4)
+    p = argparse.ArgumentParser(
+        prog="mt-moe-stats",
+        description="Expert routing statistics of an MoE checkpoint, "
+        "and an expert placement that balances the load across ranks.",
+        epilog=MOE_STATS_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, MoEStatsConfig)
+    add_flags(p, ProgressOptions)
+    _add_decoding(p, exclude=("expert_placement",), moe_first=True)
     return p
 
 
 @cli_entry
 def moe_stats_main(argv: list[str] | None = None) -> int:
-    from mt.generate.moe_stats import MoEStatsConfig, moe_stats
-
     args = build_moe_stats_parser().parse_args(argv)
-    search = _search(args)
-    cfg = MoEStatsConfig(
-        path=args.path, input=args.input, src_lang=args.source_lang, tgt_langs=[t for t in args.target_lang.split(",") if t],
-        out=args.out, sample=args.sample, seed=args.seed, num_ranks=args.num_ranks, placement=args.placement,
-        coactivation=args.coactivation, data=args.data, spm_model=args.spm_model, device=_device(args), bf16=args.bf16,
-        threads=args.threads, search=search, max_tokens=args.max_tokens, batch_size=args.batch_size,
-        progress=not args.no_progress_bar, moe=_moe(args),
-    )  # fmt: skip
-    moe_stats(cfg)
+    progress = not from_args(ProgressOptions, args).no_progress_bar
+    moe_stats(_decoding(args, MoEStatsConfig, seed=args.seed, progress=progress))
     return 0
 
 
@@ -405,34 +377,18 @@ checkpoint records each layer's original expert ids and the share of the counted
 
 
 def build_moe_prune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-moe-prune", description="Language-specific expert pruning: keep the experts "
-                                "a language pair uses, in a smaller MoE checkpoint.",
-                                epilog=MOE_PRUNE_EPILOG, formatter_class=_FMT)  # fmt: skip
-    p.add_argument("--path", required=True, metavar="CKPT", help="the MoE checkpoint to prune")
-    p.add_argument("--stats", required=True, metavar="JSON[,JSON...]",
-                   help="mt-moe-stats output(s) on the language pair's dev set (counts of several are summed)")
-    keep = p.add_mutually_exclusive_group(required=True)
-    keep.add_argument("--keep-experts", type=int, default=0, metavar="N", help="experts kept in each MoE layer (>= 2)")
-    keep.add_argument("--keep-share", type=float, default=0.0, metavar="F",
-                      help="share of each MoE layer's experts kept, in (0, 1] (0.25: 32 of 128)")  # fmt: skip
-    p.add_argument("--importance", choices=["assignments", "first"], default="assignments",
-                   help="which counts rank the experts: assignments (top-1 and top-2 choices, the expert's work; "
-                        "default) or first (top-1 choices)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder for checkpoint.pt (+ expert files), dict.txt, spm.model")  # fmt: skip
-    p.add_argument("--data", default="", metavar="DIR",
-                   help="directory with the model's dict.txt (default: as mt-generate finds it)")  # fmt: skip
-    p.add_argument("--spm-model", default="", metavar="FILE", help="SentencePiece model (default: beside dict.txt)")
-    p.add_argument("--force", action="store_true", help="replace the files of an earlier checkpoint in --out")
+    p = argparse.ArgumentParser(
+        prog="mt-moe-prune",
+        description="Language-specific expert pruning: keep the experts "
+        "a language pair uses, in a smaller MoE checkpoint.",
+        epilog=MOE_PRUNE_EPILOG,
+        formatter_class=_FMT,
+    )
+    add_flags(p, PruneConfig)
     return p
 
 
 @cli_entry
 def moe_prune_main(argv: list[str] | None = None) -> int:
-    from mt.generate.moe_prune import PruneConfig, prune
-
-    args = build_moe_prune_parser().parse_args(argv)
-    prune(PruneConfig(path=args.path, stats=[x for x in args.stats.split(",") if x], out=args.out,
-                      keep_experts=args.keep_experts, keep_share=args.keep_share, importance=args.importance,
-                      data=args.data, spm_model=args.spm_model, force=args.force))  # fmt: skip
+    prune(from_args(PruneConfig, build_moe_prune_parser().parse_args(argv)))
     return 0

@@ -11,7 +11,7 @@ Per call: the experts already resident run first (hits), then each missing one i
 least-recently-used slot and runs at once, so K = 1 works for a batch that needs every expert. A hit or a
 miss is counted per (call, expert with rows); the first use of an expert is a miss (cold start), except
 with K >= E, where every expert is brought in up front. For a memory-mapped source the layer's mapped
-pages are dropped from the process after each call that loaded something (``mt.generate.pagemem``), so
+pages are dropped from the process after each call that loaded something (``mt.common.pagemem``), so
 what an expert costs in memory is its slot, not its pages.
 
 ``ExpertCache.resident`` wraps experts that are already on the device (no source, no offload): the
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from mt.generate import pagemem
+from mt.common import pagemem
 
 ExpertWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # fc1_w (f,d), fc1_b, fc2_w (d,f), fc2_b
 
@@ -71,7 +71,9 @@ class ExpertCache:
         self.capacity = E if capacity <= 0 else min(capacity, E)
         self.device, self.dtype = torch.device(device), dtype
         self.mapped, self.release_pages = mapped, release_pages
-        self.slots = [torch.empty((self.capacity,) + tuple(t.shape), dtype=dtype, device=self.device) for t in self.source[0]]
+        self.slots = [
+            torch.empty((self.capacity,) + tuple(t.shape), dtype=dtype, device=self.device) for t in self.source[0]
+        ]
         self.where: OrderedDict[int, int] = OrderedDict()  # expert -> slot, least recently used first
         self.free = list(range(self.capacity - 1, -1, -1))
         self._kept_bytes = 0

@@ -45,16 +45,18 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from mt.data.langs import token_lang
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.files import atomic_write, is_stale_temp, remove_stale_temps, temp_name
+from mt.common.flags import arg
+from mt.common.langs import token_lang
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.search import SearchConfig
-from mt.util import atomic_write, is_stale_temp, remove_stale_temps, temp_name
 
 FORMATS = ("hf", "ctranslate2")
 TEMP = "mt-export"  # the staging folder inside --out: .mt-export.{host}-{pid}.{rand}.tmp
@@ -64,7 +66,9 @@ def _require(module: str, extra: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise UserError(f"mt-export needs the {extra} package: pip install '.[export]' (or pip install {extra})") from None
+        raise UserError(
+            f"mt-export needs the {extra} package: pip install '.[export]' (or pip install {extra})"
+        ) from None
 
 
 def check_dense(loaded: LoadedModel) -> None:
@@ -78,8 +82,10 @@ def check_dense(loaded: LoadedModel) -> None:
             "CTranslate2 export support dense models only: serve MoE models with mt-translate / mt-interactive"
         )
     if (cfg.decoder_start, cfg.source_langtok) == ("lang", "last"):  # no such model is made here (mt.data.rows)
-        raise UserError(f"{loaded.path}: a source row 'x </s> __src__' with a decoder that starts '__tgt__': no HF or "
-                        "CTranslate2 tokenizer convention has that layout")  # fmt: skip
+        raise UserError(
+            f"{loaded.path}: a source row 'x </s> __src__' with a decoder that starts '__tgt__': no HF or "
+            "CTranslate2 tokenizer convention has that layout"
+        )
     if nllb_layout(loaded):
         nllb_symbols(loaded)  # the vocabulary must be SentencePiece's pieces + 1, as NllbTokenizer numbers them
 
@@ -102,8 +108,10 @@ def nllb_symbols(loaded: LoadedModel) -> tuple[int, list[tuple[int, str]]]:
     n = sp.get_piece_size()
     wrong = next((i for i in range(3, n) if d[i + 1] != sp.id_to_piece(i)), None) if len(d) > n else 3
     if wrong is not None:
-        raise UserError(f"{loaded.data_dir / 'dict.txt'}: id {wrong + 1} is {d[wrong + 1]!r}, not SentencePiece piece "
-                        f"{wrong} + 1: not the vocabulary layout of the NLLB models, which the export needs")  # fmt: skip
+        raise UserError(
+            f"{loaded.data_dir / 'dict.txt'}: id {wrong + 1} is {d[wrong + 1]!r}, not SentencePiece piece "
+            f"{wrong} + 1: not the vocabulary layout of the NLLB models, which the export needs"
+        )
     extra = [(i, token_lang(d[i]) or d[i]) for i in range(n + 1, len(d))]
     while extra and re.fullmatch(r"madeupword\d+", extra[-1][1]):
         extra.pop()
@@ -152,12 +160,23 @@ def hf_shape_kwargs(c) -> dict:
     """Our ``TransformerConfig``'s shape and dropouts under Hugging Face's M2M100 / NLLB-MoE config names
     (pre-LN, ReLU, scaled embeddings, no layer drop): what an equivalent HF model needs besides token ids."""
     return dict(
-        vocab_size=c.vocab_size, d_model=c.encoder_embed_dim, max_position_embeddings=max(c.max_source_positions, c.max_target_positions),
-        encoder_layers=c.encoder_layers, encoder_ffn_dim=c.encoder_ffn_embed_dim, encoder_attention_heads=c.encoder_attention_heads,
-        decoder_layers=c.decoder_layers, decoder_ffn_dim=c.decoder_ffn_embed_dim, decoder_attention_heads=c.decoder_attention_heads,
-        encoder_layerdrop=0.0, decoder_layerdrop=0.0, activation_function="relu", dropout=c.dropout,
-        attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout, scale_embedding=True,
-    )  # fmt: skip
+        vocab_size=c.vocab_size,
+        d_model=c.encoder_embed_dim,
+        max_position_embeddings=max(c.max_source_positions, c.max_target_positions),
+        encoder_layers=c.encoder_layers,
+        encoder_ffn_dim=c.encoder_ffn_embed_dim,
+        encoder_attention_heads=c.encoder_attention_heads,
+        decoder_layers=c.decoder_layers,
+        decoder_ffn_dim=c.decoder_ffn_embed_dim,
+        decoder_attention_heads=c.decoder_attention_heads,
+        encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0,
+        activation_function="relu",
+        dropout=c.dropout,
+        attention_dropout=c.attention_dropout,
+        activation_dropout=c.activation_dropout,
+        scale_embedding=True,
+    )
 
 
 def build_hf_model(loaded: LoadedModel):
@@ -170,9 +189,14 @@ def build_hf_model(loaded: LoadedModel):
     nllb = nllb_layout(loaded)
     start = d.eos() if nllb else d.lang_index(_default_target(loaded))
     hf_cfg = M2M100Config(
-        **hf_shape_kwargs(c), pad_token_id=d.pad(), bos_token_id=d.bos(), eos_token_id=d.eos(),
-        decoder_start_token_id=start, tie_word_embeddings=True, **({"tokenizer_class": "NllbTokenizer"} if nllb else {}),
-    )  # fmt: skip
+        **hf_shape_kwargs(c),
+        pad_token_id=d.pad(),
+        bos_token_id=d.bos(),
+        eos_token_id=d.eos(),
+        decoder_start_token_id=start,
+        tie_word_embeddings=True,
+        **({"tokenizer_class": "NllbTokenizer"} if nllb else {}),
+    )
     dtype = loaded.stored_dtype  # an mt-import --dtype bfloat16 model is exported in bfloat16
     model = M2M100ForConditionalGeneration(hf_cfg).to(dtype)
     sd = hf_state_dict(loaded.model)
@@ -202,10 +226,16 @@ def hf_generation_config(loaded: LoadedModel, start: int):
 
     d, s = loaded.dictionary, SearchConfig()
     common = dict(
-        decoder_start_token_id=start, bos_token_id=d.bos(), eos_token_id=d.eos(), pad_token_id=d.pad(),
-        do_sample=False, num_beams=s.beam, length_penalty=s.lenpen, early_stopping=True,
+        decoder_start_token_id=start,
+        bos_token_id=d.bos(),
+        eos_token_id=d.eos(),
+        pad_token_id=d.pad(),
+        do_sample=False,
+        num_beams=s.beam,
+        length_penalty=s.lenpen,
+        early_stopping=True,
         max_new_tokens=loaded.model.cfg.max_target_positions,
-    )  # fmt: skip
+    )
     if nllb_layout(loaded):  # the forced language token is the first new token; bans before it (module doc)
         return GenerationConfig(**common, bad_words_ids=[[i] for i in banned_ids(d)], min_new_tokens=s.min_len + 1)
     return GenerationConfig(**common, suppress_tokens=banned_ids(d), min_new_tokens=s.min_len)
@@ -238,14 +268,21 @@ def build_hf_tokenizer(loaded: LoadedModel):
     tok.normalizer = normalizers.Sequence(([normalizers.Precompiled(charsmap)] if charsmap else []) + norm)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in [*d.symbols[: d.nspecial], *lang_tokens]])
+    tok.add_special_tokens(
+        [AddedToken(s, special=True, normalized=False) for s in [*d.symbols[: d.nspecial], *lang_tokens]]
+    )
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", d.eos())]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        additional_special_tokens=lang_tokens, model_max_length=loaded.model.cfg.max_source_positions,
-    )  # fmt: skip
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=lang_tokens,
+        model_max_length=loaded.model.cfg.max_source_positions,
+    )
 
 
 def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
@@ -256,18 +293,45 @@ def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
     n, extra = nllb_symbols(loaded)
     d = loaded.dictionary
     langs = [name for i, name in extra if token_lang(d[i])]
-    mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": True, "rstrip": False,
-            "single_word": False}
-    special = {"bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>", "mask_token": mask, "pad_token": "<pad>",
-               "sep_token": "</s>", "unk_token": "<unk>", "additional_special_tokens": langs}  # fmt: skip
+    mask = {
+        "__type": "AddedToken",
+        "content": "<mask>",
+        "lstrip": True,
+        "normalized": True,
+        "rstrip": False,
+        "single_word": False,
+    }
+    special = {
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": mask,
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "unk_token": "<unk>",
+        "additional_special_tokens": langs,
+    }
     added = [(i, d[i]) for i in range(d.nspecial)] + extra
     config = {
-        **special, "added_tokens_decoder": {str(i): {
-            "content": name, "lstrip": name == "<mask>", "normalized": False, "rstrip": False, "single_word": False,
-            "special": True} for i, name in added},
-        "legacy_behaviour": loaded.model.cfg.source_langtok == "last", "model_max_length": loaded.model.cfg.max_source_positions,
-        "sp_model_kwargs": {}, "src_lang": None, "tgt_lang": None, "tokenizer_class": "NllbTokenizer",
-    }  # fmt: skip
+        **special,
+        "added_tokens_decoder": {
+            str(i): {
+                "content": name,
+                "lstrip": name == "<mask>",
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for i, name in added
+        },
+        "legacy_behaviour": loaded.model.cfg.source_langtok == "last",
+        "model_max_length": loaded.model.cfg.max_source_positions,
+        "sp_model_kwargs": {},
+        "src_lang": None,
+        "tgt_lang": None,
+        "tokenizer_class": "NllbTokenizer",
+    }
     shutil.copyfile(loaded.spm.path, out / "sentencepiece.bpe.model")
     for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         with atomic_write(out / name) as fh:
@@ -281,7 +345,9 @@ def _readme(loaded: LoadedModel, fmt: str) -> str:
     tgt = _default_target(loaded)
     src = loaded.lang_pairs[0].split("-")[0] if loaded.lang_pairs else loaded.langs[0]
     if nllb_layout(loaded):
-        return _readme_nllb(loaded, fmt, src, tgt if loaded.lang_pairs else next((c for c in loaded.langs if c != src), src))
+        return _readme_nllb(
+            loaded, fmt, src, tgt if loaded.lang_pairs else next((c for c in loaded.langs if c != src), src)
+        )
     s = SearchConfig()
     head = f"""```python
 model_dir = "."  # this folder
@@ -307,18 +373,21 @@ import ctranslate2, sentencepiece as spm
 sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
 tr = ctranslate2.Translator(model_dir, compute_type="default")  # or "int8"
 src = [["__{src}__", *sp.encode(s, out_type=str), "</s>"] for s in sentences]
-res = tr.translate_batch(src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len})
+res = tr.translate_batch(
+    src, target_prefix=[["__{tgt}__"]] * len(src), beam_size={s.beam}, min_decoding_length={s.min_len}
+)
 print([sp.decode(r.hypotheses[0]) for r in res])
 ```
 
 The hypotheses hold the translation only: the target-language token starts the decoder and is not part of
-them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`, `min_decoding_length={s.min_len}`;
-mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b} (here `max_decoding_length`,
-default 256) and never outputs `<s>`, `<pad>` or a language token (CTranslate2's `suppress_sequences` can ban
+them, so do not drop their first token. Options as mt-translate: `beam_size={s.beam}`,
+`min_decoding_length={s.min_len}`; mt-translate also stops each sentence at {s.max_len_a:g} x source tokens
++ {s.max_len_b} (here `max_decoding_length`, default 256) and never outputs `<s>`, `<pad>` or a language
+token (CTranslate2's `suppress_sequences` can ban
 them but renormalises the scores, so leave it out unless a model does produce them)."""
     return f"""# nllb-mini export ({fmt})
 
-Exported by `mt-export` from `{loaded.path.name}` (language pairs: {', '.join(loaded.lang_pairs) or 'n/a'}).
+Exported by `mt-export` from `{loaded.path.name}` (language pairs: {", ".join(loaded.lang_pairs) or "n/a"}).
 
 Conventions (they differ from stock M2M100/NLLB checkpoints):
 - source: `__src__ x </s>` (language token first, `</s>` last);
@@ -356,7 +425,11 @@ language tokens never generated (`bad_words_ids`), a sentence stops once {s.beam
 (`early_stopping: true`). mt-translate also stops each sentence at {s.max_len_a:g} x source tokens + {s.max_len_b};
 `generate()` at `max_new_tokens`."""
     else:
-        row = '[*sp.encode(s, out_type=str), "</s>", "{src}"]' if legacy else '["{src}", *sp.encode(s, out_type=str), "</s>"]'
+        row = (
+            '[*sp.encode(s, out_type=str), "</s>", "{src}"]'
+            if legacy
+            else '["{src}", *sp.encode(s, out_type=str), "</s>"]'
+        )
         usage = f"""{head}
 import ctranslate2, sentencepiece as spm
 sp = spm.SentencePieceProcessor(model_file=f"{{model_dir}}/spm.model")
@@ -389,8 +462,10 @@ def check_out(out: Path, force: bool) -> None:
     if out.is_dir():
         content = [p.name for p in out.iterdir() if not is_stale_temp(p.name)]
         if content and not force:
-            raise UserError(f"{out}: exists and is not empty; pass --force to add the export to it (only the "
-                            "files the export writes are replaced), or another --out")  # fmt: skip
+            raise UserError(
+                f"{out}: exists and is not empty; pass --force to add the export to it (only the "
+                "files the export writes are replaced), or another --out"
+            )
         return
     if out.exists() or out.is_symlink():
         raise UserError(f"{out}: exists and is not a folder; --out names the folder to write the export to")
@@ -443,9 +518,29 @@ def move_into(src: Path, out: Path) -> list[str]:
     return names
 
 
+@dataclass
+class ExportConfig:
+    """``mt-export``'s options (``export``'s arguments)."""
+
+    fmt: str = arg("hf", name="--format", choices=list(FORMATS), show_default=False)
+    path: str = arg("", metavar="CKPT", required=True)
+    out: str = arg("", "output directory (new or empty; see --force)", required=True)
+    data: str = arg("", "directory with dict.txt and spm.model (default: as mt-generate finds them)")
+    spm_model: str = arg("")
+    quantization: str | None = arg(
+        None, "CTranslate2 only: int8, int8_float32, float16, bfloat16... (default: float32 weights)"
+    )
+    force: bool = arg(False, "write into a non-empty --out: replaces the files the export writes, keeps all others")
+
+
 def export(
-    path: str | Path, out: str | Path, fmt: str = "hf", data: str | None = None, spm_model: str | None = None,
-    quantization: str | None = None, force: bool = False,
+    path: str | Path,
+    out: str | Path,
+    fmt: str = "hf",
+    data: str | None = None,
+    spm_model: str | None = None,
+    quantization: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the export of checkpoint ``path`` into the folder ``out``; returns ``out``.
 

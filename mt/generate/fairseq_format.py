@@ -16,14 +16,26 @@ exactly what fairseq's ``generate.py`` prints. Users grep these lines (``grep ^D
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
+from mt.common.flags import arg
 from mt.data.dictionary import Dictionary
 
 LN2 = math.log(2)
 REMOVE_BPE = ("sentencepiece",)
+
+
+def remove_bpe_arg() -> Any:
+    """The ``--remove-bpe`` config field of the decoding commands (``--post-process``: fairseq's newer name)."""
+    return arg(
+        None,
+        "turn H-/S-/T- pieces into text (only 'sentencepiece'; the flag alone means that)",
+        nargs="?",
+        const="sentencepiece",
+        aliases=("--post-process",),
+    )
 
 
 def post_process(pieces: str, remove_bpe: str | None) -> str:
@@ -78,5 +90,7 @@ def bleu_string(score: float, precisions: Sequence[float], bp: float, sys_len: i
     ``precisions`` are the four n-gram precisions in percent."""
     ratio = sys_len / ref_len if ref_len else 0.0
     p1, p2, p3, p4 = precisions
-    return (f"BLEU4 = {score:2.2f}, {p1:2.1f}/{p2:2.1f}/{p3:2.1f}/{p4:2.1f} "
-            f"(BP={bp:.3f}, ratio={ratio:.3f}, syslen={sys_len}, reflen={ref_len})")  # fmt: skip
+    return (
+        f"BLEU4 = {score:2.2f}, {p1:2.1f}/{p2:2.1f}/{p3:2.1f}/{p4:2.1f} "
+        f"(BP={bp:.3f}, ratio={ratio:.3f}, syslen={sys_len}, reflen={ref_len})"
+    )

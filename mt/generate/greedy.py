@@ -1,6 +1,6 @@
 """Greedy decoding for validation chrF during training: beam 1 of ``mt.generate.search``.
 
-Kept as its own small function because ``mt.validate`` calls it with tensors it already has; the search
+Kept as its own small function because ``mt.train.validate`` calls it with tensors it already has; the search
 itself (cache, length limits, finished sentences leaving the batch) lives in one place.
 """
 
@@ -35,7 +35,14 @@ def greedy_decode(
     """
     cfg = SearchConfig(beam=1, max_len_a=max_len_a, max_len_b=max_len_b, min_len=0)
     hyps = search(
-        model, src_tokens, tgt_lang_tokens.to(src_tokens.device), cfg, eos, banned=banned,
-        src_lang=src_lang, tgt_lang=tgt_lang, use_cache=use_cache,
-    )  # fmt: skip
+        model,
+        src_tokens,
+        tgt_lang_tokens.to(src_tokens.device),
+        cfg,
+        eos,
+        banned=banned,
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        use_cache=use_cache,
+    )
     return [h[0].tokens for h in hyps]

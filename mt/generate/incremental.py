@@ -38,7 +38,11 @@ def supports(model: torch.nn.Module) -> bool:
     if not isinstance(model, Transformer):
         return False
     for layer in model.decoder.layers:
-        if type(layer) is not DecoderLayer or type(layer.self_attn) is not Attention or type(layer.encoder_attn) is not Attention:
+        if (
+            type(layer) is not DecoderLayer
+            or type(layer.self_attn) is not Attention
+            or type(layer.encoder_attn) is not Attention
+        ):
             return False
     return True
 
@@ -126,7 +130,9 @@ class IncrementalDecoder:
                     n[:, :, : self.t].copy_(o[:rows, :, : self.t])
         self.kv, self.spare, self.cap = new, [], cap
 
-    def select(self, rows: torch.Tensor, sentences: torch.Tensor | None = None, rows_per_sent: int | None = None) -> None:
+    def select(
+        self, rows: torch.Tensor, sentences: torch.Tensor | None = None, rows_per_sent: int | None = None
+    ) -> None:
         """Keep / repeat rows (beam reordering, expansion at step 0, dropping finished sentences).
 
         ``sentences``: indices of the sentences still live, when that set changed.
@@ -134,8 +140,10 @@ class IncrementalDecoder:
         n = rows.numel()
         if self.t:
             if not self.spare or self.spare[0][0].size(0) < n or self.spare[0][0].size(2) != self.cap:
-                self.spare = [[torch.empty(n, self.H, self.cap, self.hd, dtype=self.dtype, device=k.device) for k in lay]
-                              for lay in self.kv]  # fmt: skip
+                self.spare = [
+                    [torch.empty(n, self.H, self.cap, self.hd, dtype=self.dtype, device=k.device) for k in lay]
+                    for lay in self.kv
+                ]
             for lay, spare in zip(self.kv, self.spare):
                 for cur, dst in zip(lay, spare):
                     torch.index_select(cur[:, :, : self.t], 0, rows, out=dst[:n, :, : self.t])
@@ -174,8 +182,12 @@ class IncrementalDecoder:
         N = tokens.numel()
         t = self.t
         self._ensure(N, t + 1, tokens.device)
-        ctx = ForwardContext(src_lang=self.src_lang, tgt_lang=self.tgt_lang, incremental=True,
-                             tgt_pad_mask=torch.zeros(N, 1, dtype=torch.bool, device=tokens.device))  # fmt: skip
+        ctx = ForwardContext(
+            src_lang=self.src_lang,
+            tgt_lang=self.tgt_lang,
+            incremental=True,
+            tgt_pad_mask=torch.zeros(N, 1, dtype=torch.bool, device=tokens.device),
+        )
         x = model._embed(tokens.view(N, 1), offset=t).view(N, self.d).float()  # fresh: updated in place below
         b = N // self.rows_per_sent
         k_rows = self.rows_per_sent
@@ -187,9 +199,11 @@ class IncrementalDecoder:
             K[:N, :, t].copy_(qkv[:, 1])
             V[:N, :, t].copy_(qkv[:, 2])
             o = self._attend(
-                qkv[:, 0].reshape(N * H, 1, hd), K[:N, :, : t + 1].reshape(N * H, t + 1, hd),
-                V[:N, :, : t + 1].reshape(N * H, t + 1, hd), None,
-            )  # fmt: skip
+                qkv[:, 0].reshape(N * H, 1, hd),
+                K[:N, :, : t + 1].reshape(N * H, t + 1, hd),
+                V[:N, :, : t + 1].reshape(N * H, t + 1, hd),
+                None,
+            )
             x.add_(F.linear(o.view(N, self.d), *w["self_out"]))  # bf16 output added into the fp32 stream
             # encoder-decoder attention: the k_rows beams of a sentence are its queries
             q = F.linear(layer.encoder_attn_layer_norm(x).to(dt), *w["q"])

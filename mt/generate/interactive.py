@@ -18,8 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Iterator
 
-from mt.data.langs import check_code
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.flags import arg
+from mt.common.langs import check_code
 from mt.generate import fairseq_format as ff
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import strip_bom
@@ -32,14 +33,14 @@ OUTPUT_FORMATS = ("plain", "fairseq")
 @dataclass
 class InteractiveConfig:
     path: str = ""
-    src_lang: str = ""
-    tgt_lang: str = ""
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_lang: str = arg("", name="--target-lang", short="-t", required=True)
     data: str = ""
     spm_model: str = ""
-    input: str = "-"
-    buffer_size: int = 1
-    output_format: str = "plain"
-    remove_bpe: str | None = None
+    input: str = arg("-", "file to read instead of stdin", show_default=False)
+    buffer_size: int = arg(1, "lines translated together")
+    output_format: str = arg("plain", choices=list(OUTPUT_FORMATS), show_default=False)
+    remove_bpe: str | None = ff.remove_bpe_arg()
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     device: str = "cpu"
@@ -57,7 +58,10 @@ class InteractiveConfig:
         self.search.check()
         self.moe.check()
         if world_size() > 1:
-            raise UserError("mt-interactive runs in one process; expert-parallel inference (torchrun) is for mt-generate and the Translator API")
+            raise UserError(
+                "mt-interactive runs in one process; expert-parallel inference (torchrun) is for mt-generate "
+                "and the Translator API"
+            )
         return self
 
 
@@ -70,8 +74,11 @@ def _buffers(stream: IO[bytes], size: int, name: str) -> Iterator[list[str | Non
         try:
             buf.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            print(f"mt-interactive: {name}:{lineno}: invalid UTF-8 at byte {exc.start}: empty translation",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"mt-interactive: {name}:{lineno}: invalid UTF-8 at byte {exc.start}: empty translation",
+                file=sys.stderr,
+                flush=True,
+            )
             buf.append(None)
         if len(buf) >= size:
             yield buf
@@ -88,13 +95,22 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     """Translate until end of input; returns the number of lines read."""
     cfg.check()
     out = out or sys.stdout
-    tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
-                                  spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
+    tr = translator or Translator(
+        cfg.path,
+        cfg.device,
+        cfg.bf16,
+        data=cfg.data or None,
+        spm_model=cfg.spm_model or None,
+        threads=cfg.threads,
+        **asdict(cfg.moe),
+    )
     src_tok = tr.lang_token(cfg.src_lang, "-s/--source-lang")
     tr.lang_token(cfg.tgt_lang, "-t/--target-lang")
     for d in tr.untrained([(cfg.src_lang, cfg.tgt_lang)]):
-        _say(f"warning: {tr.loaded.path.name} was not trained on {d} (only on {', '.join(tr.lang_pairs[:12])}"
-             f"{', ...' if len(tr.lang_pairs) > 12 else ''}): expect poor zero-shot translations")  # fmt: skip
+        _say(
+            f"warning: {tr.loaded.path.name} was not trained on {d} (only on {', '.join(tr.lang_pairs[:12])}"
+            f"{', ...' if len(tr.lang_pairs) > 12 else ''}): expect poor zero-shot translations"
+        )
     if sys.stdin.isatty() and cfg.input == "-":
         print(f"mt-interactive: type {cfg.src_lang} sentences, one per line (Ctrl-D to end)", file=sys.stderr)
     name = "<stdin>" if cfg.input == "-" else cfg.input
@@ -121,7 +137,7 @@ def _translate_buffer(
     ids: list[list[int]] = [[] for _ in buf]  # empty or undecodable: an empty translation, nothing searched
     for i, e in zip(live, tr.encode([buf[i] for i in live]) if live else []):
         ids[i] = e
-    limit = tr.max_source_positions - 2
+    limit = tr.source_limit
     for i in live:
         if len(ids[i]) > limit:
             _say(f"{name}:{start + i + 1}: {len(ids[i])} tokens, more than the model's {limit}: cut to fit")
@@ -136,7 +152,14 @@ def _translate_buffer(
         src = ff.post_process(ff.pieces_string(tr.dictionary, [src_tok] + ids[i][:limit]), cfg.remove_bpe)
         lines.append(f"S-{start + i}\t{src}")
         lines.append(f"W-{start + i}\t{per_sentence if ids[i] else 0.0:.3f}\tseconds")
-        rendered = [(h.score, ff.post_process(ff.pieces_string(tr.dictionary, h.tokens), cfg.remove_bpe),
-                     tr.detokenize(h.tokens), h.positional_scores) for h in hs[: cfg.search.nbest]]  # fmt: skip
+        rendered = [
+            (
+                h.score,
+                ff.post_process(ff.pieces_string(tr.dictionary, h.tokens), cfg.remove_bpe),
+                tr.detokenize(h.tokens),
+                h.positional_scores,
+            )
+            for h in hs[: cfg.search.nbest]
+        ]
         lines += ff.sentence_lines(start + i, None, None, rendered)
     return lines

@@ -22,11 +22,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from mt import checkpoint as ckpt
+from mt.common import pagemem
+from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.spm import SpmTokenizer
-from mt.errors import UserError
-from mt.generate import pagemem
+from mt.formats import checkpoint as ckpt
 from mt.models import moe
 from mt.models.config import TransformerConfig
 from mt.models.transformer import Transformer, build_model
@@ -87,7 +87,7 @@ def _training_dir(path: Path, save_dir: object) -> Path | None:
     folder = path.resolve().parent
     if not parts:
         return folder
-    if ".." in parts or len(parts) >= len(folder.parts) or list(folder.parts[-len(parts):]) != parts:
+    if ".." in parts or len(parts) >= len(folder.parts) or list(folder.parts[-len(parts) :]) != parts:
         return None
     return Path(*folder.parts[: -len(parts)])
 
@@ -108,7 +108,8 @@ def find_vocab(
         tried = ", ".join(str(p / "dict.txt") for p in places)
         raise UserError(
             f"{path}: cannot find the dictionary it was trained with (tried {tried}); pass --data DIR "
-            "(the mt-preprocess output with dict.txt and spm.model), or copy dict.txt and spm.model next to the checkpoint"
+            "(the mt-preprocess output with dict.txt and spm.model), "
+            "or copy dict.txt and spm.model next to the checkpoint"
         )
     if spm_model:
         spm = Path(spm_model)
@@ -188,10 +189,17 @@ def load_model(
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
     emb = state["model"].get("embed_tokens.weight")
     return LoadedModel(
-        model, dictionary, SpmTokenizer(spm_path) if spm_path else None, path, data_dir,
-        list(state.get("lang_pairs", [])), meta, source, mapped if lazy_experts else [],
+        model,
+        dictionary,
+        SpmTokenizer(spm_path) if spm_path else None,
+        path,
+        data_dir,
+        list(state.get("lang_pairs", [])),
+        meta,
+        source,
+        mapped if lazy_experts else [],
         emb.dtype if torch.is_tensor(emb) else torch.float32,
-    )  # fmt: skip
+    )
 
 
 def _fill_experts(model: nn.Module, views: dict[str, list[torch.Tensor]], path: Path) -> None:
@@ -203,8 +211,9 @@ def _fill_experts(model: nn.Module, views: dict[str, list[torch.Tensor]], path: 
     for key, vs in views.items():
         p = params.get(key)
         if p is None or p.size(0) != len(vs) or tuple(p.shape[1:]) != tuple(vs[0].shape):
-            raise UserError(f"{path}: expert weights {key} do not fit this code's model; use the nllb-mini version "
-                            "that wrote it")  # fmt: skip
+            raise UserError(
+                f"{path}: expert weights {key} do not fit this code's model; use the nllb-mini version that wrote it"
+            )
         with torch.no_grad():
             for e, v in enumerate(vs):
                 p[e].copy_(v)
@@ -228,8 +237,9 @@ def _matrices_in_bf16() -> Iterator[None]:
 
     def in_bf16(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         if param is not None and param.dim() >= 2 and param.dtype == torch.float32:
-            param = nn.Parameter(torch.empty(param.shape, dtype=torch.bfloat16, device=param.device),
-                                 requires_grad=param.requires_grad)  # fmt: skip
+            param = nn.Parameter(
+                torch.empty(param.shape, dtype=torch.bfloat16, device=param.device), requires_grad=param.requires_grad
+            )
         register(module, name, param)
 
     nn.Module.register_parameter = in_bf16  # type: ignore[method-assign]
@@ -250,7 +260,9 @@ def _widen_others(model: nn.Module, bf16_keys: set[str]) -> None:
                 module._parameters[name] = new
 
 
-def _expert_source(model: Transformer, views: dict[str, list[torch.Tensor]], path: Path) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+def _expert_source(
+    model: Transformer, views: dict[str, list[torch.Tensor]], path: Path
+) -> dict[str, list[tuple[torch.Tensor, ...]]]:
     """Per MoE layer (module name): per expert its four weight views."""
     out = {}
     for name, m in model.named_modules():

@@ -18,7 +18,7 @@ Three things, each a flag of mt-generate / mt-translate / mt-interactive and a `
   contiguous blocks. Rank 0 writes the outputs.
 
 Expert memory, as reported: bytes of expert weights resident in this process = the cache slots (compute
-dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``pagemem``;
+dtype) + the pages of the memory-mapped checkpoint that are mapped into the process (``mt.common.pagemem``;
 after each load they are dropped again) + a host-memory cold store when there is one.
 """
 
@@ -30,24 +30,63 @@ from typing import Any
 
 import torch
 
-from mt.errors import UserError
-from mt.generate import pagemem
+from mt.common import pagemem
+from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.generate.expert_cache import CacheStats, ExpertCache
-from mt.models.moe import MoELayer, expert_parallel_, placement_order, set_inference_gating
+from mt.models.moe import MoELayer, expert_parallel_, placement_order, read_placement, set_inference_gating
 
 GATINGS = ("dynamic", "static")
 OFFLOADS = ("auto", "host", "mmap")
+
+
+_MOE = "sparse MoE inference (MoE checkpoints only)"
 
 
 @dataclass
 class MoEInferenceConfig:
     """Field names are ``Translator``'s keyword arguments (``Translator(..., **asdict(cfg))``)."""
 
-    moe_gating: str = "dynamic"
-    moe_eval_capacity_token_fraction: float | None = None  # static gating's capacity; None: the checkpoint's
-    expert_cache: int = 0  # K resident experts per MoE layer; 0: all
-    expert_offload: str = "auto"  # where cold experts live: auto (host on GPU, mmap on CPU) | host | mmap
-    expert_placement: str = ""  # placement.json for expert-parallel inference under torchrun
+    moe_gating: str = arg(
+        "dynamic",
+        "dynamic: each expert runs on exactly its tokens, no capacity (default); static: the padded "
+        "fairseq/GShard baseline, every expert runs on capacity slots",
+        name="--moe-inference-gating",
+        choices=list(GATINGS),
+        show_default=False,
+        group=_MOE,
+    )
+    # static gating's capacity; None: the checkpoint's
+    moe_eval_capacity_token_fraction: float | None = arg(
+        None,
+        "static gating: expert capacity = ceil(F * tokens), tokens over it are dropped; <= 0: the "
+        "training capacity (default: the checkpoint's, usually 1.0: nothing dropped)",
+        metavar="F",
+        group=_MOE,
+    )
+    expert_cache: int = arg(
+        0,
+        "keep at most K experts per MoE layer on the compute device, bring the others in on demand "
+        "(0: all resident, default); hit rate and expert memory are reported on stderr",
+        metavar="K",
+        group=_MOE,
+    )
+    # where cold experts live: auto (host on GPU, mmap on CPU) | host | mmap
+    expert_offload: str = arg(
+        "auto",
+        "where experts outside the cache live: host memory, or memory-mapped from the checkpoint "
+        "(default auto: host with a GPU, mmap on CPU)",
+        choices=list(OFFLOADS),
+        show_default=False,
+        group=_MOE,
+    )
+    expert_placement: str = arg(
+        "",
+        "under torchrun (expert-parallel inference): the experts of each rank, from "
+        "mt-moe-stats --num-ranks W (default: contiguous blocks)",
+        metavar="JSON",
+        group=_MOE,
+    )
 
     def check(self) -> "MoEInferenceConfig":
         if self.moe_gating not in GATINGS:
@@ -60,7 +99,9 @@ class MoEInferenceConfig:
         if self.expert_offload not in OFFLOADS:
             raise UserError(f"--expert-offload must be auto, host or mmap, got {self.expert_offload!r}")
         if self.expert_placement and not os.path.isfile(self.expert_placement):
-            raise UserError(f"{self.expert_placement}: expert placement not found (write one with mt-moe-stats --num-ranks W)")
+            raise UserError(
+                f"{self.expert_placement}: expert placement not found (write one with mt-moe-stats --num-ranks W)"
+            )
         return self
 
     def lazy(self, world: int) -> bool:
@@ -92,8 +133,16 @@ def _mb(n: float) -> str:
 class MoEInference:
     """The MoE layers of a loaded model as set up for inference, with their caches and statistics."""
 
-    def __init__(self, layers: list[tuple[str, MoELayer]], cfg: MoEInferenceConfig, offload: str, rank: int, world: int,
-                 mapped_files: list, full_expert_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layers: list[tuple[str, MoELayer]],
+        cfg: MoEInferenceConfig,
+        offload: str,
+        rank: int,
+        world: int,
+        mapped_files: list,
+        full_expert_bytes: int,
+    ) -> None:
         self.layers, self.cfg, self.offload, self.rank, self.world = layers, cfg, offload, rank, world
         self.mapped_files = list(mapped_files)
         self.full_expert_bytes = full_expert_bytes  # all experts of all layers in the checkpoint's dtype
@@ -115,20 +164,37 @@ class MoEInference:
             r, m, h = c.resident_bytes(), c.mapped_bytes(), c.host_bytes()
             resident, mapped, host = resident + r, mapped + m, host + h
             layers[name] = {
-                "experts": c.num_experts, "resident_slots": c.capacity, "hits": s.hits, "misses": s.misses,
-                "hit_rate": s.hit_rate, "loaded_bytes": s.loaded_bytes, "load_seconds": s.load_seconds,
-                "resident_bytes": r, "mapped_bytes": m, "host_bytes": h,
-            }  # fmt: skip
+                "experts": c.num_experts,
+                "resident_slots": c.capacity,
+                "hits": s.hits,
+                "misses": s.misses,
+                "hit_rate": s.hit_rate,
+                "loaded_bytes": s.loaded_bytes,
+                "load_seconds": s.load_seconds,
+                "resident_bytes": r,
+                "mapped_bytes": m,
+                "host_bytes": h,
+            }
         mapped_rss = [pagemem.smaps_rss(f) for f in self.mapped_files]
         return {
-            "gating": self.cfg.moe_gating, "expert_cache": self.cfg.expert_cache, "offload": self.offload,
-            "rank": self.rank, "world": self.world, "hits": total.hits, "misses": total.misses,
-            "hit_rate": total.hit_rate, "loaded_bytes": total.loaded_bytes, "load_seconds": total.load_seconds,
-            "resident_bytes": resident, "mapped_bytes": mapped, "host_bytes": host,
-            "expert_memory_bytes": resident + mapped + host, "full_expert_bytes": self.full_expert_bytes,
+            "gating": self.cfg.moe_gating,
+            "expert_cache": self.cfg.expert_cache,
+            "offload": self.offload,
+            "rank": self.rank,
+            "world": self.world,
+            "hits": total.hits,
+            "misses": total.misses,
+            "hit_rate": total.hit_rate,
+            "loaded_bytes": total.loaded_bytes,
+            "load_seconds": total.load_seconds,
+            "resident_bytes": resident,
+            "mapped_bytes": mapped,
+            "host_bytes": host,
+            "expert_memory_bytes": resident + mapped + host,
+            "full_expert_bytes": self.full_expert_bytes,
             "mapped_file_rss_bytes": sum(x or 0 for x in mapped_rss) if self.mapped_files else None,
             "layers": layers,
-        }  # fmt: skip
+        }
 
     def summary(self) -> str:
         s = self.stats()
@@ -140,7 +206,8 @@ class MoEInference:
             rate = "n/a" if s["hit_rate"] is None else f"{100 * s['hit_rate']:.1f}%"
             parts.append(
                 f"expert cache {self.cfg.expert_cache} of {E} per layer ({self.offload}): hit rate {rate} "
-                f"({s['hits']} hits, {s['misses']} misses), brought in {_mb(s['loaded_bytes'])} in {s['load_seconds']:.2f}s"
+                f"({s['hits']} hits, {s['misses']} misses), "
+                f"brought in {_mb(s['loaded_bytes'])} in {s['load_seconds']:.2f}s"
             )
         parts.append(
             f"expert memory {_mb(s['expert_memory_bytes'])} (resident {_mb(s['resident_bytes'])}, mapped "
@@ -161,19 +228,21 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
     """Gating, expert runners and (under torchrun) expert parallelism for ``loaded`` (a ``LoadedModel``).
 
     None for a dense model (then ``--expert-cache`` / ``--expert-placement`` are an error)."""
-    from mt.generate.moe_stats import read_placement
-
     model = loaded.model
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MoELayer)]
     world, rank = world_size(), 0
     if not layers:
         if cfg.expert_cache or cfg.expert_placement or world > 1:
-            raise UserError(f"{loaded.path}: --expert-cache, --expert-placement and torchrun (expert-parallel inference) "
-                            "need an MoE checkpoint; this model is dense")  # fmt: skip
+            raise UserError(
+                f"{loaded.path}: --expert-cache, --expert-placement and torchrun (expert-parallel inference) "
+                "need an MoE checkpoint; this model is dense"
+            )
         return None
     if world > 1 and cfg.moe_gating == "static":
-        raise UserError("--moe-inference-gating static runs in one process (it is the padded baseline); "
-                        "use dynamic gating with expert-parallel inference")  # fmt: skip
+        raise UserError(
+            "--moe-inference-gating static runs in one process (it is the padded baseline); "
+            "use dynamic gating with expert-parallel inference"
+        )
     set_inference_gating(model, cfg.moe_gating, cfg.moe_eval_capacity_token_fraction)
     offload = cfg.offload(device)
     placement = None
@@ -201,8 +270,12 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
             full += sum(p.numel() * p.element_size() for p in stacked)
             if cfg.expert_cache:
                 if stacked[0].device.type != "cpu":
-                    raise UserError("an expert cache needs the experts in host memory: load the model with lazy_experts=True")
-                m.runner = ExpertCache([tuple(p[e] for p in stacked) for e in range(E)], cfg.expert_cache, device, dtype)
+                    raise UserError(
+                        "an expert cache needs the experts in host memory: load the model with lazy_experts=True"
+                    )
+                m.runner = ExpertCache(
+                    [tuple(p[e] for p in stacked) for e in range(E)], cfg.expert_cache, device, dtype
+                )
             else:
                 m.runner = ExpertCache.resident(stacked, dtype)
     return MoEInference(layers, cfg, offload, rank, world, loaded.mapped_files if offload == "mmap" else [], full)

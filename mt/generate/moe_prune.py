@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from mt import checkpoint as ckpt
+from mt.common import pagemem
+from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.data.dictionary import Dictionary
-from mt.errors import UserError
-from mt.generate import pagemem
+from mt.formats import checkpoint as ckpt
 from mt.generate.loading import find_vocab
 from mt.generate.moe_stats import STATS_FORMAT
 from mt.models.config import TransformerConfig
@@ -47,21 +48,43 @@ from mt.models.moe import is_moe_layer
 IMPORTANCE = ("assignments", "first")
 EXPERT_PARAMS = ("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 # what a pruned checkpoint keeps of its source's entries (no optimizer, RNG or loop position: not a resume point)
-KEPT_ENTRIES = ("format", "format_version", "model_config", "train_config", "resolved_paths", "dict_checksum",
-                "lang_pairs", "num_updates", "imported")  # fmt: skip
+KEPT_ENTRIES = (
+    "format",
+    "format_version",
+    "model_config",
+    "train_config",
+    "resolved_paths",
+    "dict_checksum",
+    "lang_pairs",
+    "num_updates",
+    "imported",
+)
 
 
 @dataclass
 class PruneConfig:
-    path: str = ""
-    stats: list[str] = field(default_factory=list)  # stats.json files of mt-moe-stats: counts are summed
-    out: str = ""
-    keep_experts: int = 0  # experts kept per MoE layer ...
-    keep_share: float = 0.0  # ... or this share of them
-    importance: str = "assignments"
-    data: str = ""
-    spm_model: str = ""
-    force: bool = False
+    path: str = arg("", "the MoE checkpoint to prune", metavar="CKPT", required=True)
+    # stats.json files of mt-moe-stats: counts are summed
+    stats: list[str] = arg(
+        [],
+        "mt-moe-stats output(s) on the language pair's dev set (counts of several are summed)",
+        metavar="JSON[,JSON...]",
+        required=True,
+    )
+    # experts kept per MoE layer, or this share of them: one of the two (check)
+    keep_experts: int = arg(0, "experts kept in each MoE layer (>= 2); give this or --keep-share", metavar="N")
+    keep_share: float = arg(0.0, "share of each MoE layer's experts kept, in (0, 1] (0.25: 32 of 128)", metavar="F")
+    importance: str = arg(
+        "assignments",
+        "which counts rank the experts: assignments (top-1 and top-2 choices, the expert's work; "
+        "default) or first (top-1 choices)",
+        choices=list(IMPORTANCE),
+        show_default=False,
+    )
+    out: str = arg("", "folder for checkpoint.pt (+ expert files), dict.txt, spm.model", metavar="DIR", required=True)
+    data: str = arg("", "directory with the model's dict.txt (default: as mt-generate finds it)", metavar="DIR")
+    spm_model: str = arg("", "SentencePiece model (default: beside dict.txt)", metavar="FILE")
+    force: bool = arg(False, "replace the files of an earlier checkpoint in --out")
 
     def check(self) -> "PruneConfig":
         if bool(self.keep_experts) == bool(self.keep_share):
@@ -105,8 +128,9 @@ def moe_params(cfg: TransformerConfig) -> list[MoEParams]:
     return out
 
 
-def read_stats(paths: list[str], tags: list[str], num_experts: int,
-               importance: str) -> tuple[dict[str, list[float]], list[str]]:  # fmt: skip
+def read_stats(
+    paths: list[str], tags: list[str], num_experts: int, importance: str
+) -> tuple[dict[str, list[float]], list[str]]:
     """Per MoE layer the summed ``importance`` counts of the stats files; and the directions they cover."""
     counts: dict[str, list[float]] = {t: [0.0] * num_experts for t in tags}
     directions: list[str] = []
@@ -114,19 +138,25 @@ def read_stats(paths: list[str], tags: list[str], num_experts: int,
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path}: cannot read the routing statistics ({exc}); write them with mt-moe-stats") from None
+            raise UserError(
+                f"{path}: cannot read the routing statistics ({exc}); write them with mt-moe-stats"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
-            raise UserError(f"{path}: not routing statistics (no '{STATS_FORMAT}' format marker); write them with "
-                            "mt-moe-stats")  # fmt: skip
+            raise UserError(
+                f"{path}: not routing statistics (no '{STATS_FORMAT}' format marker); write them with mt-moe-stats"
+            )
         if int(data.get("num_experts", 0)) != num_experts:
-            raise UserError(f"{path}: statistics of a model with {data.get('num_experts')} experts per layer, this one has "
-                            f"{num_experts}; run mt-moe-stats on this checkpoint")  # fmt: skip
+            raise UserError(
+                f"{path}: statistics of a model with {data.get('num_experts')} experts per layer, this one has "
+                f"{num_experts}; run mt-moe-stats on this checkpoint"
+            )
         layers = data.get("layers") or {}
         for tag in tags:
             got = (layers.get(tag) or {}).get(importance)
             if not isinstance(got, list) or len(got) != num_experts:
-                raise UserError(f"{path}: no '{importance}' counts for MoE layer {tag}; was it written for another "
-                                "checkpoint?")  # fmt: skip
+                raise UserError(
+                    f"{path}: no '{importance}' counts for MoE layer {tag}; was it written for another checkpoint?"
+                )
             counts[tag] = [a + float(b) for a, b in zip(counts[tag], got)]
         directions += [d for d in data.get("directions", []) if d not in directions]
     return counts, directions
@@ -175,20 +205,29 @@ def prune(cfg: PruneConfig) -> dict[str, Any]:
     new["model"] = model
     new["moe"] = {"shards": K, "expert_keys": [k for m in layers for k in m.experts]}
     new["pruned"] = {
-        "source": str(path.resolve()), "source_id": ckpt.model_id(path, state), "stats": [str(s) for s in cfg.stats],
-        "directions": directions, "importance": cfg.importance, "num_experts": E, "experts": kept, "coverage": coverage,
-    }  # fmt: skip
+        "source": str(path.resolve()),
+        "source_id": ckpt.model_id(path, state),
+        "stats": [str(s) for s in cfg.stats],
+        "directions": directions,
+        "importance": cfg.importance,
+        "num_experts": E,
+        "experts": kept,
+        "coverage": coverage,
+    }
     expert_bytes = sum(v.numel() * v.element_size() for k in new["moe"]["expert_keys"] for v in views[k])
     written = write_folder(out, spm, dictionary, new, _shards(layers, kept, views, files, K))
-    _say(f"mt-moe-prune: kept {K} of {E} experts in each of {len(layers)} MoE layers ({', '.join(directions) or '?'}: "
-         f"{100 * min(coverage.values()):.1f}-{100 * max(coverage.values()):.1f}% of the {cfg.importance} per layer); "
-         f"expert weights {expert_bytes / 2**20:.1f} MiB -> {expert_bytes * K / E / 2**20:.1f} MiB; "
-         f"wrote {written}")  # fmt: skip
+    _say(
+        f"mt-moe-prune: kept {K} of {E} experts in each of {len(layers)} MoE layers ({', '.join(directions) or '?'}: "
+        f"{100 * min(coverage.values()):.1f}-{100 * max(coverage.values()):.1f}% of the {cfg.importance} per layer); "
+        f"expert weights {expert_bytes / 2**20:.1f} MiB -> {expert_bytes * K / E / 2**20:.1f} MiB; "
+        f"wrote {written}"
+    )
     return {"path": written, "experts": kept, "coverage": coverage, "bytes": (expert_bytes, expert_bytes * K // E)}
 
 
-def _shards(layers: list[MoEParams], kept: dict[str, list[int]], views: dict[str, list[torch.Tensor]], files: list[Path],
-            K: int) -> Iterator[dict[str, torch.Tensor]]:  # fmt: skip
+def _shards(
+    layers: list[MoEParams], kept: dict[str, list[int]], views: dict[str, list[torch.Tensor]], files: list[Path], K: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Shard q: the q-th kept expert of every layer, copied from the mapped source (then its pages dropped)."""
     for q in range(K):
         shard = {k: views[k][kept[m.tag][q]].clone().unsqueeze(0) for m in layers for k in m.experts}

@@ -7,12 +7,13 @@ token has two: this is the expert's work), ``first`` choices, and with ``--coact
 experts serve the same token. Decoder layers count every decoding step's rows, beams included: the work
 the experts really do at inference.
 
-Placement (``--num-ranks W`` -> ``placement.json``): each layer's experts in W groups of E/W (the shape
-expert parallelism needs), minimising the most loaded group: greedy LPT (experts heaviest first, each to
-the least-loaded rank that still has room), then swaps between the most loaded rank and another while
-that lowers the maximum. Reported per layer and overall: max/mean rank load of contiguous blocks (what
-``expert_parallel_`` does without a placement), of round-robin, and of the placement. Expert-parallel
-inference reads the file: ``torchrun ... mt-generate ... --expert-placement placement.json``.
+Placement (``--num-ranks W`` -> ``placement.json``; computed and read by ``mt.models.moe.placement``): each
+layer's experts in W groups of E/W (the shape expert parallelism needs), minimising the most loaded group:
+greedy LPT (experts heaviest first, each to the least-loaded rank that still has room), then swaps between
+the most loaded rank and another while that lowers the maximum. Reported per layer and overall: max/mean
+rank load of contiguous blocks (what ``expert_parallel_`` does without a placement), of round-robin, and of
+the placement. Expert-parallel inference reads the file: ``torchrun ... mt-generate ... --expert-placement
+placement.json``.
 
 Formats (JSON, written atomically)::
 
@@ -37,110 +38,17 @@ from typing import Any, Sequence
 
 import torch
 
-from mt.errors import UserError, warn_once
+from mt.common.errors import UserError, warn_once
+from mt.common.files import atomic_write
+from mt.common.flags import arg
+from mt.common.langs import check_code
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import SearchConfig
-from mt.models.moe import MoELayer, Placement, Routing, placement_order
-from mt.util import atomic_write
+from mt.generate.translator import Translator
+from mt.models.moe import MoELayer, Routing
+from mt.models.moe.placement import placement_from_stats
 
 STATS_FORMAT = "nllb-mini/moe-stats"
-PLACEMENT_FORMAT = "nllb-mini/moe-placement"
-
-
-# --- placements ----------------------------------------------------------------------------------
-def contiguous(num_experts: int, world: int) -> list[list[int]]:
-    per = num_experts // world
-    return [list(range(r * per, (r + 1) * per)) for r in range(world)]
-
-
-def round_robin(num_experts: int, world: int) -> list[list[int]]:
-    return [list(range(r, num_experts, world)) for r in range(world)]
-
-
-def rank_loads(load: Sequence[float], ranks: Sequence[Sequence[int]]) -> list[float]:
-    return [float(sum(load[e] for e in r)) for r in ranks]
-
-
-def imbalance(load: Sequence[float], ranks: Sequence[Sequence[int]]) -> float:
-    """max / mean rank load (1.0 = perfectly even)."""
-    loads = rank_loads(load, ranks)
-    mean = sum(loads) / len(loads)
-    return max(loads) / mean if mean > 0 else 1.0
-
-
-def balanced_placement(load: Sequence[float], world: int) -> list[list[int]]:
-    """E/W experts per rank with the largest rank load made small: LPT, then improving swaps."""
-    E = len(load)
-    if world < 1 or E % world:
-        raise UserError(f"{E} experts cannot be split evenly over {world} ranks; pick --num-ranks dividing {E}")
-    per = E // world
-    ranks: list[list[int]] = [[] for _ in range(world)]
-    totals = [0.0] * world
-    for e in sorted(range(E), key=lambda e: (-load[e], e)):
-        r = min((r for r in range(world) if len(ranks[r]) < per), key=lambda r: (totals[r], r))
-        ranks[r].append(e)
-        totals[r] += load[e]
-    for _ in range(10 * E * E):  # each swap strictly lowers the sum of squared rank loads: it ends
-        m = max(range(world), key=lambda r: totals[r])
-        best = None
-        for o in range(world):
-            if o == m:
-                continue
-            for i in ranks[m]:
-                for j in ranks[o]:
-                    d = load[i] - load[j]
-                    if d > 0 and max(totals[m] - d, totals[o] + d) < totals[m] - 1e-12:
-                        gain = totals[m] - max(totals[m] - d, totals[o] + d)
-                        if best is None or gain > best[0]:
-                            best = (gain, o, i, j, d)
-        if best is None:
-            break
-        _, o, i, j, d = best
-        ranks[m][ranks[m].index(i)] = j
-        ranks[o][ranks[o].index(j)] = i
-        totals[m] -= d
-        totals[o] += d
-    return [sorted(r) for r in ranks]
-
-
-def placement_from_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
-    """placement.json's content for the ``stats.json`` content ``stats``."""
-    E = int(stats["num_experts"])
-    layers, report = {}, {}
-    kinds = ("contiguous", "round_robin", "placement")
-    for tag, s in stats["layers"].items():
-        load = [float(x) for x in s["assignments"]]
-        placed = balanced_placement(load, world)
-        layers[tag] = placed
-        options = {"contiguous": contiguous(E, world), "round_robin": round_robin(E, world), "placement": placed}
-        report[tag] = {k: imbalance(load, options[k]) for k in kinds}
-    # each layer's all-to-all waits for its slowest rank: the mean of the per-layer ratios is the summary
-    report["mean_over_layers"] = {k: sum(r[k] for r in report.values()) / max(len(report), 1) for k in kinds}
-    return {
-        "format": PLACEMENT_FORMAT, "version": 1, "num_experts": E, "num_ranks": world, "layers": layers,
-        "imbalance": report,
-    }  # fmt: skip
-
-
-def read_placement(path: str | Path, layers: dict[str, int], world: int) -> Placement:
-    """The placement in ``path`` for MoE layers ``{tag: num_experts}`` and ``world`` ranks (checked)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the expert placement ({exc}); write it with mt-moe-stats --num-ranks W") from None
-    if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
-        raise UserError(f"{path}: not an expert placement (no '{PLACEMENT_FORMAT}' format marker); write it with mt-moe-stats")
-    if int(data.get("num_ranks", 0)) != world:
-        raise UserError(f"{path}: placement for {data.get('num_ranks')} ranks, this run has {world}; "
-                        f"write one with mt-moe-stats --num-ranks {world}")  # fmt: skip
-    out: Placement = {}
-    for tag, E in layers.items():
-        if tag not in data.get("layers", {}):
-            raise UserError(f"{path}: no placement for MoE layer {tag}; was it written for another checkpoint?")
-        out[tag] = [[int(e) for e in r] for r in data["layers"][tag]]
-        placement_order(out[tag], E, f"{path}: layer {tag}")
-    return out
 
 
 # --- statistics ----------------------------------------------------------------------------------
@@ -183,15 +91,19 @@ class RoutingCounter:
 @dataclass
 class MoEStatsConfig:
     path: str = ""
-    input: str = ""
-    src_lang: str = ""
-    tgt_langs: list[str] = field(default_factory=list)
-    out: str = "stats.json"
-    sample: int = 0  # sentences drawn at random (seeded); 0 = all
-    seed: int = 1
-    num_ranks: int = 0  # > 1: also write a placement for this many ranks
-    placement: str = ""  # default: placement.json beside --out
-    coactivation: bool = False
+    input: str = arg("", "text, one sentence per line", metavar="FILE", required=True)
+    src_lang: str = arg("", name="--source-lang", short="-s", required=True)
+    tgt_langs: list[str] = arg(
+        [], "one or more target languages, comma-separated", name="--target-lang", short="-t", required=True
+    )
+    out: str = arg("stats.json", "statistics file (stats.json)", metavar="JSON", required=True, show_default=False)
+    # sentences drawn at random (seeded); 0 = all
+    sample: int = arg(0, "translate N random lines, drawn with --seed (default: all)", metavar="N")
+    seed: int = 1  # the command line's --seed (SearchConfig's)
+    # > 1: also write a placement for this many ranks
+    num_ranks: int = arg(0, "also write an expert placement for W ranks (expert-parallel inference)", metavar="W")
+    placement: str = arg("", "where (default: placement.json beside --out)", metavar="JSON")
+    coactivation: bool = arg(False, "also count expert x expert co-activations")
     data: str = ""
     spm_model: str = ""
     device: str = "cpu"
@@ -239,8 +151,17 @@ def read_sample(path: str, sample: int, seed: int) -> tuple[list[str], int]:
     return good, bad
 
 
-def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs: Sequence[str], search: SearchConfig,
-            max_tokens: int = 4096, batch_size: int = 0, coactivation: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def collect(
+    translator: Any,
+    sentences: Sequence[str],
+    src_lang: str,
+    tgt_langs: Sequence[str],
+    search: SearchConfig,
+    max_tokens: int = 4096,
+    batch_size: int = 0,
+    coactivation: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Translate ``sentences`` into each target language and count the routing (stats.json's content)."""
     from tqdm import tqdm
 
@@ -253,17 +174,29 @@ def collect(translator: Any, sentences: Sequence[str], src_lang: str, tgt_langs:
     bar = tqdm(total=len(ids) * len(tgt_langs), unit="sent", desc="mt-moe-stats", disable=not progress, file=sys.stderr)
     try:
         for tgt in tgt_langs:
-            translator.translate_ids(ids, src_lang, tgt, search, max_tokens, batch_size,
-                                     on_batch=lambda idx, _: bar.update(len(idx)), warn=warn)
+            translator.translate_ids(
+                ids,
+                src_lang,
+                tgt,
+                search,
+                max_tokens,
+                batch_size,
+                on_batch=lambda idx, _: bar.update(len(idx)),
+                warn=warn,
+            )
     finally:
         bar.close()
         for m in layers:
             m.route_hook = None
     return {
-        "format": STATS_FORMAT, "version": 1, "checkpoint": str(translator.loaded.path),
-        "directions": [f"{src_lang}-{t}" for t in tgt_langs], "sentences": len(ids),
-        "num_experts": layers[0].num_experts, "layers": counter.layers(),
-    }  # fmt: skip
+        "format": STATS_FORMAT,
+        "version": 1,
+        "checkpoint": str(translator.loaded.path),
+        "directions": [f"{src_lang}-{t}" for t in tgt_langs],
+        "sentences": len(ids),
+        "num_experts": layers[0].num_experts,
+        "layers": counter.layers(),
+    }
 
 
 def report_lines(placement: dict[str, Any]) -> list[str]:
@@ -275,9 +208,6 @@ def report_lines(placement: dict[str, Any]) -> list[str]:
 
 def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     """Run mt-moe-stats; returns {"stats": ..., "placement": ... or None}."""
-    from mt.data.langs import check_code
-    from mt.generate.translator import Translator
-
     cfg.check()
     check_code(cfg.src_lang, "-s/--source-lang")
     for t in cfg.tgt_langs:
@@ -285,10 +215,26 @@ def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     sentences, bad = read_sample(cfg.input, cfg.sample, cfg.seed)
     if bad:
         _say(f"mt-moe-stats: {cfg.input}: skipped {bad} empty or undecodable lines")
-    tr = translator or Translator(cfg.path, cfg.device, cfg.bf16, data=cfg.data or None,
-                                  spm_model=cfg.spm_model or None, threads=cfg.threads, **asdict(cfg.moe))  # fmt: skip
-    stats = collect(tr, sentences, cfg.src_lang, cfg.tgt_langs, cfg.search, cfg.max_tokens, cfg.batch_size,
-                    cfg.coactivation, cfg.progress)  # fmt: skip
+    tr = translator or Translator(
+        cfg.path,
+        cfg.device,
+        cfg.bf16,
+        data=cfg.data or None,
+        spm_model=cfg.spm_model or None,
+        threads=cfg.threads,
+        **asdict(cfg.moe),
+    )
+    stats = collect(
+        tr,
+        sentences,
+        cfg.src_lang,
+        cfg.tgt_langs,
+        cfg.search,
+        cfg.max_tokens,
+        cfg.batch_size,
+        cfg.coactivation,
+        cfg.progress,
+    )
     if tr.moe is not None and cfg.moe.expert_cache:
         _say(f"mt-moe-stats: {tr.moe_summary()}")
     with atomic_write(cfg.out) as fh:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.textio import count_lines
 
 FORMATS = ("text", "tsv", "jsonl", "parquet")
 _EXT = {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -52,11 +53,15 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
     suffixes = path.suffixes
-    ext = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    ext = (
+        suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    )
     return _EXT.get(ext.lower(), "text")
 
 
-def list_inputs(paths: Sequence[str | os.PathLike], fmt: str = "auto", exclude: str | os.PathLike | None = None) -> list[InputFile]:
+def list_inputs(
+    paths: Sequence[str | os.PathLike], fmt: str = "auto", exclude: str | os.PathLike | None = None
+) -> list[InputFile]:
     """Files to read, in order: arguments as given, each directory expanded recursively and sorted.
 
     ``exclude``: a folder never read (the job's output folder, should it sit inside an input folder).
@@ -98,7 +103,7 @@ BOM = b"\xef\xbb\xbf"
 
 def strip_bom(first_line: bytes) -> bytes:
     """A file's first line without the UTF-8 byte-order mark some editors write (it is not text)."""
-    return first_line[len(BOM):] if first_line.startswith(BOM) else first_line
+    return first_line[len(BOM) :] if first_line.startswith(BOM) else first_line
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -156,7 +161,9 @@ def iter_file(f: InputFile, index: int, column: str | None = None, field: str | 
         try:
             col = int(column) if column is not None else None
         except ValueError:
-            raise UserError(f"--column {column!r}: for TSV input give the 1-based field number, e.g. --column 2") from None
+            raise UserError(
+                f"--column {column!r}: for TSV input give the 1-based field number, e.g. --column 2"
+            ) from None
         if col is None or col < 1:
             raise UserError(f"{f.path}: TSV input needs --column N (1-based field number, as cut -f)")
     if f.fmt == "jsonl" and not field:
@@ -197,9 +204,4 @@ def count_records(f: InputFile, column: str | None = None) -> int:
     """Records in a file without decoding them (a fast pass: newline count, or Parquet metadata)."""
     if f.fmt == "parquet":
         return _parquet_column(f, column).metadata.num_rows
-    n, last = 0, b""
-    with _open_bytes(f.path) as fh:
-        while block := fh.read(1 << 22):
-            n += block.count(b"\n")
-            last = block
-    return n + (1 if last and not last.endswith(b"\n") else 0)
+    return count_lines(f.path, check_utf8=False)  # a bad line is a record too: mt-translate copies it through

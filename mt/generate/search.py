@@ -32,30 +32,40 @@ from typing import Sequence
 
 import torch
 
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.flags import arg
 from mt.generate import incremental
 from mt.generate.incremental import DecoderWeights, IncrementalDecoder
 from mt.models.config import ForwardContext
 from mt.models.transformer import DecoderCache, EncoderOut, Transformer
+
+_SEARCH = "search"
 
 
 @dataclass
 class SearchConfig:
     """Decoding options; fairseq's flag names and meanings (``--beam``, ``--lenpen``, ...)."""
 
-    beam: int = 4
-    lenpen: float = 1.0
-    max_len_a: float = 1.2
-    max_len_b: int = 10
-    min_len: int = 1
-    nbest: int = 1
-    no_repeat_ngram_size: int = 0
-    unkpen: float = 0.0
-    sampling: bool = False
-    sampling_topk: int = -1
-    sampling_topp: float = -1.0
-    temperature: float = 1.0
-    seed: int = 1  # sampling only: the same inputs and seed give the same samples
+    beam: int = arg(4, "beam size; 1 = greedy", group=_SEARCH)
+    lenpen: float = arg(
+        1.0, "length penalty: score = sum(log p) / len**lenpen; <1 favours short, >1 long", group=_SEARCH
+    )
+    max_len_a: float = arg(
+        1.2, "max output length = a * src_len + b (default a=%(default)s)", show_default=False, group=_SEARCH
+    )
+    max_len_b: int = arg(10, "(default b=%(default)s)", show_default=False, group=_SEARCH)
+    min_len: int = arg(1, "minimum output tokens before </s>", group=_SEARCH)
+    nbest: int = arg(1, "hypotheses to output per sentence", group=_SEARCH)
+    no_repeat_ngram_size: int = arg(0, "forbid repeating n-grams of this size (0: off)", group=_SEARCH)
+    unkpen: float = arg(0.0, "subtract this from <unk>'s log-prob (default: 0)", group=_SEARCH)
+    sampling: bool = arg(False, "sample instead of beam search (--beam N = N samples)", group=_SEARCH)
+    sampling_topk: int = arg(-1, "sample from the k most likely tokens (-1: all)", show_default=False, group=_SEARCH)
+    sampling_topp: float = arg(
+        -1.0, "sample from the smallest set with mass >= p (-1: off)", show_default=False, group=_SEARCH
+    )
+    temperature: float = arg(1.0, "divide logits by this", group=_SEARCH)
+    # sampling only: the same inputs and seed give the same samples
+    seed: int = arg(1, "sampling seed", group=_SEARCH)
 
     def check(self) -> "SearchConfig":
         if self.beam < 1:
@@ -314,7 +324,9 @@ def search(
         elif k > 1:
             state.select_rows(new_rows, cache, cross=False)
         tokens = torch.cat([tokens.index_select(0, new_rows), new_tok.unsqueeze(1)], dim=1)
-        pos = torch.cat([pos.index_select(0, new_rows), (new_scores - scores.index_select(0, new_rows)).unsqueeze(1)], 1)
+        pos = torch.cat(
+            [pos.index_select(0, new_rows), (new_scores - scores.index_select(0, new_rows)).unsqueeze(1)], 1
+        )
         scores = new_scores
         rows_per_sent = k
         step += 1

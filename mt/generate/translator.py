@@ -28,11 +28,11 @@ from typing import Callable, Sequence, overload
 
 import torch
 
-from mt.data.langs import check_code
-from mt.data.rows import decoder_prefix, source_row
-from mt.errors import UserError
-from mt.generate.loading import LoadedModel, banned_ids, load_model
+from mt.common.errors import UserError
+from mt.common.langs import check_code
+from mt.data.rows import SOURCE_SPECIALS, decoder_prefix, source_row
 from mt.generate import incremental, moe_inference
+from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.search import Hypo, SearchConfig, search
 
@@ -135,11 +135,14 @@ class Translator:
         ).check()
         world = moe_inference.world_size()
         self.device = moe_inference.device_for(device, world)
-        self.loaded = loaded or load_model(checkpoint_path, data, spm_model, self.device,
-                                           lazy_experts=self.moe_config.lazy(world), bf16=bf16)  # fmt: skip
+        self.loaded = loaded or load_model(
+            checkpoint_path, data, spm_model, self.device, lazy_experts=self.moe_config.lazy(world), bf16=bf16
+        )
         self.model, self.dictionary, self.spm = self.loaded.model, self.loaded.dictionary, self.loaded.spm
         self.bf16 = bf16
-        self.moe = moe_inference.setup(self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32)
+        self.moe = moe_inference.setup(
+            self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32
+        )
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
         self._lang_set = frozenset(self.langs)
@@ -204,9 +207,14 @@ class Translator:
         pieces = self.spm.encode_batch(sentences)
         return [self.dictionary.encode_pieces(p, append_eos=False) for p in pieces]
 
+    @property
+    def source_limit(self) -> int:
+        """Most ids of one sentence the model reads (``max_source_positions`` less ``__src__`` and ``</s>``)."""
+        return self.max_source_positions - SOURCE_SPECIALS
+
     def source_length(self, ids: Sequence[int]) -> int:
         """Length the model sees: ``__src__ x </s>``."""
-        return len(ids) + 2
+        return len(ids) + SOURCE_SPECIALS
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.dictionary[i] for i in ids]
@@ -232,10 +240,10 @@ class Translator:
     ) -> list[list[Hypo]]:
         """n-best ``Hypo`` lists for id sequences (no language token, no ``</s>``), in input order.
 
-        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources longer than the model's
-        ``max_source_positions`` are cut to fit and ``warn`` (default: a ``TranslatorWarning``) says how
-        many, as it does for directions outside the checkpoint's ``lang_pairs``. ``on_batch(indices, hyps)``
-        and ``progress(done, total)`` are called after each batch.
+        An empty sequence gets one empty ``Hypo`` (nothing searched; ``on_batch`` gets those first). Sources
+        longer than the model's ``max_source_positions`` are cut to fit and ``warn`` (default: a
+        ``TranslatorWarning``) says how many, as it does for directions outside the checkpoint's
+        ``lang_pairs``. ``on_batch(indices, hyps)`` and ``progress(done, total)`` are called after each batch.
         """
         cfg = (cfg or SearchConfig()).check()
         warn = warn or _warn
@@ -247,7 +255,7 @@ class Translator:
         self._warn_input(src_ids, srcs, tgts, warn)
         langs = self.langs
         eos, pad = self.dictionary.eos(), self.dictionary.pad()
-        limit = self.max_source_positions - 2
+        limit = self.source_limit
         rows = [list(ids[:limit]) for ids in src_ids]
         results: list[list[Hypo]] = [[] if rows[i] else [_empty_hypo()] for i in range(n)]
         live = [i for i in range(n) if rows[i]]
@@ -256,9 +264,9 @@ class Translator:
             empty = [i for i in range(n) if not rows[i]]
             on_batch(empty, [results[i] for i in empty])
         weights = self.decoder_weights()
-        for batch in length_batches([len(rows[i]) + 2 for i in live], max_tokens, batch_size):
+        for batch in length_batches([len(rows[i]) + SOURCE_SPECIALS for i in live], max_tokens, batch_size):
             idx = [live[j] for j in batch]
-            S = max(len(rows[i]) for i in idx) + 2
+            S = max(len(rows[i]) for i in idx) + SOURCE_SPECIALS
             src = torch.full((len(idx), S), pad, dtype=torch.long)
             for b, i in enumerate(idx):
                 row = source_row(rows[i], self.lang_token(srcs[i]), eos, self.model.cfg.source_langtok)
@@ -270,9 +278,17 @@ class Translator:
             dev = self.device
             with self.autocast():
                 out = search(
-                    self.model, src.to(dev), prefix.to(dev), cfg, eos, banned=self.banned, unk=self.dictionary.unk(),
-                    src_lang=src_lang_ids.to(dev), tgt_lang=tgt_lang_ids.to(dev), weights=weights,
-                )  # fmt: skip
+                    self.model,
+                    src.to(dev),
+                    prefix.to(dev),
+                    cfg,
+                    eos,
+                    banned=self.banned,
+                    unk=self.dictionary.unk(),
+                    src_lang=src_lang_ids.to(dev),
+                    tgt_lang=tgt_lang_ids.to(dev),
+                    weights=weights,
+                )
             for i, h in zip(idx, out):
                 results[i] = h
             if on_batch is not None:
@@ -286,17 +302,21 @@ class Translator:
 
     def _warn_input(self, src_ids: Sequence[Sequence[int]], srcs: list[str], tgts: list[str], warn: Warn) -> None:
         """One warning per kind: sources cut to fit, directions the model was not trained on."""
-        limit = self.max_source_positions - 2
+        limit = self.source_limit
         cut = sum(len(ids) > limit for ids in src_ids)
         if cut:
-            warn(f"{cut} of {len(src_ids)} source sentence(s) have more than {limit} tokens (the model's "
-                 f"max_source_positions {self.max_source_positions} less the language token and </s>): "
-                 "cut to fit, their ends are not translated")  # fmt: skip
+            warn(
+                f"{cut} of {len(src_ids)} source sentence(s) have more than {limit} tokens (the model's "
+                f"max_source_positions {self.max_source_positions} less the language token and </s>): "
+                "cut to fit, their ends are not translated"
+            )
         untrained = self.untrained(list(zip(srcs, tgts)))
         if untrained:
             k = sum(f"{s}-{t}" in untrained for s, t in zip(srcs, tgts))
-            warn(f"{k} sentence(s) in direction(s) {_listing(untrained)} that {self.loaded.path.name} was not trained "
-                 f"on (it was trained on {_listing(self.lang_pairs)}): expect poor zero-shot translations")  # fmt: skip
+            warn(
+                f"{k} sentence(s) in direction(s) {_listing(untrained)} that {self.loaded.path.name} was not trained "
+                f"on (it was trained on {_listing(self.lang_pairs)}): expect poor zero-shot translations"
+            )
 
     def hypothesis(self, h: Hypo) -> Hypothesis:
         return Hypothesis(self.detokenize(h.tokens), h.score, self.pieces(h.tokens), h.positional_scores, h.tokens)
@@ -330,13 +350,28 @@ class Translator:
         return [[self.hypothesis(h) for h in hs] for hs in out]
 
     @overload
-    def translate(self, sentences: str, src_lang: str, tgt_lang: str, max_tokens: int = ..., batch_size: int = ...,
-                  progress: Progress | None = ..., **options) -> Hypothesis: ...  # fmt: skip
+    def translate(
+        self,
+        sentences: str,
+        src_lang: str,
+        tgt_lang: str,
+        max_tokens: int = ...,
+        batch_size: int = ...,
+        progress: Progress | None = ...,
+        **options,
+    ) -> Hypothesis: ...
 
     @overload
-    def translate(self, sentences: Sequence[str], src_lang: str | Sequence[str], tgt_lang: str | Sequence[str],
-                  max_tokens: int = ..., batch_size: int = ..., progress: Progress | None = ...,
-                  **options) -> list[Hypothesis]: ...  # fmt: skip
+    def translate(
+        self,
+        sentences: Sequence[str],
+        src_lang: str | Sequence[str],
+        tgt_lang: str | Sequence[str],
+        max_tokens: int = ...,
+        batch_size: int = ...,
+        progress: Progress | None = ...,
+        **options,
+    ) -> list[Hypothesis]: ...
 
     def translate(
         self,

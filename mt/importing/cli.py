@@ -1,15 +1,17 @@
-"""``mt-import``: command line of ``mt.importing`` (argparse -> one call to ``import_model``)."""
+"""``mt-import``: command line of ``mt.importing`` (flags from ``ImportConfig`` -> one call to ``import_model``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mt.errors import cli_entry
+from mt.common.errors import cli_entry
+from mt.common.flags import add_flags, arg, from_args
 from mt.importing import convert
 
 DTYPES = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -36,27 +38,47 @@ an MoE model the dense part plus one expert per MoE layer (experts are written o
 """
 
 
+@dataclass
+class ImportConfig:
+    """``mt-import``'s options; each field is also its flag."""
+
+    src: str = arg(help="HF model folder (--format hf) or fairseq checkpoint file", positional=True, metavar="SRC")
+    fmt: str = arg("", "what SRC is", name="--format", choices=["hf", "fairseq"], required=True)
+    out: str = arg("", "folder to write checkpoint.pt, dict.txt, spm.model", metavar="DIR", required=True)
+    spm_model: str = arg("", "SentencePiece model (default: SRC's sentencepiece.bpe.model)", metavar="FILE")
+    dict_path: str = arg(
+        "", "fairseq: the model's dictionary.txt (default: next to the checkpoint)", name="--dict", metavar="FILE"
+    )
+    langs: str = arg(
+        "",
+        "fairseq: the language list in training order, a file (langs.txt) or eng_Latn,fra_Latn,... "
+        "(default: the one stored in the checkpoint)",
+        metavar="FILE|LIST",
+    )
+    dtype: str = arg(
+        "keep", "store the weights in this type (default: keep the source's)", choices=list(DTYPES), show_default=False
+    )
+    force: bool = arg(False, "replace checkpoint.pt / dict.txt / spm.model in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mt-import", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("src", metavar="SRC", help="HF model folder (--format hf) or fairseq checkpoint file")
-    p.add_argument("--format", required=True, choices=["hf", "fairseq"], help="what SRC is")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to write checkpoint.pt, dict.txt, spm.model")
-    p.add_argument("--spm-model", default="", metavar="FILE",
-                   help="SentencePiece model (default: SRC's sentencepiece.bpe.model)")  # fmt: skip
-    p.add_argument("--dict", default="", metavar="FILE",
-                   help="fairseq: the model's dictionary.txt (default: next to the checkpoint)")  # fmt: skip
-    p.add_argument("--langs", default="", metavar="FILE|LIST",
-                   help="fairseq: the language list in training order, a file (langs.txt) or eng_Latn,fra_Latn,... "
-                        "(default: the one stored in the checkpoint)")  # fmt: skip
-    p.add_argument("--dtype", default="keep", choices=list(DTYPES),
-                   help="store the weights in this type (default: keep the source's)")  # fmt: skip
-    p.add_argument("--force", action="store_true", help="replace checkpoint.pt / dict.txt / spm.model in --out")
+    p = argparse.ArgumentParser(
+        prog="mt-import", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_flags(p, ImportConfig)
     return p
 
 
-def import_model(fmt: str, src: Path, out: Path, spm_model: Path | None = None, dict_path: Path | None = None,
-                 langs: str = "", dtype: torch.dtype | None = None, force: bool = False) -> Path:
+def import_model(
+    fmt: str,
+    src: Path,
+    out: Path,
+    spm_model: Path | None = None,
+    dict_path: Path | None = None,
+    langs: str = "",
+    dtype: torch.dtype | None = None,
+    force: bool = False,
+) -> Path:
     """Import ``src`` into ``out``; returns the checkpoint path. Nothing is written when any check fails."""
     if fmt == "hf":
         from mt.importing import hf
@@ -71,13 +93,19 @@ def import_model(fmt: str, src: Path, out: Path, spm_model: Path | None = None, 
 
 
 @cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def import_main(argv: list[str] | None = None) -> int:
+    cfg = from_args(ImportConfig, build_parser().parse_args(argv))
     t0 = time.perf_counter()
     path = import_model(
-        args.format, Path(args.src), Path(args.out), Path(args.spm_model) if args.spm_model else None,
-        Path(args.dict) if args.dict else None, args.langs, DTYPES[args.dtype], args.force,
-    )  # fmt: skip
+        fmt=cfg.fmt,
+        src=Path(cfg.src),
+        out=Path(cfg.out),
+        spm_model=Path(cfg.spm_model) if cfg.spm_model else None,
+        dict_path=Path(cfg.dict_path) if cfg.dict_path else None,
+        langs=cfg.langs,
+        dtype=DTYPES[cfg.dtype],
+        force=cfg.force,
+    )
     experts = len(list(path.parent.glob("checkpoint-rank-*.pt")))
     extra = f", {experts} expert files" if experts else ""
     print(f"mt-import: wrote {path} (+ dict.txt, spm.model{extra}) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)

@@ -16,7 +16,7 @@ Sparse MoE (NLLB-MoE): an MoE layer's gate ``moe_layer.gate.wg`` becomes our ``f
 (E, d), no bias) and its experts ``moe_layer.experts.{e}.fc1/fc2`` (fairseq's global expert ids) our stacked
 ``ffn.experts.fc1_weight`` ... (E, ...) tensors, expert e at row e; nothing is transposed (both keep
 ``nn.Linear``'s (out, in) weights). Expert targets (``Target.experts``) are never built whole: the
-experts are written as ``mt.checkpoint`` lays out expert shards, one file per expert holding that
+experts are written as ``mt.formats.checkpoint`` lays out expert shards, one file per expert holding that
 expert of every MoE layer (``checkpoint-rank-{e}.pt``, ``moe.shards`` = E), each converted, written and
 dropped before the next (``save_with_expert_files``). So the import's peak memory is the dense part plus
 one expert per MoE layer, and inference memory-maps each expert from its file (``expert_views``).
@@ -24,7 +24,7 @@ one expert per MoE layer, and inference memory-maps each expert from its file (`
 Everything is checked (names, shapes, the tied embedding, unknown tensors) before anything is written.
 
 Output folder (what ``load_model`` finds next to a checkpoint): ``checkpoint.pt`` (our format, see
-``mt.checkpoint``; ``imported`` records the source), ``dict.txt``, ``spm.model`` and, for an MoE model,
+``mt.formats.checkpoint``; ``imported`` records the source), ``dict.txt``, ``spm.model`` and, for an MoE model,
 ``checkpoint-rank-{e}.pt`` per expert.
 """
 
@@ -39,21 +39,25 @@ from typing import Any, Iterator
 
 import torch
 
-from mt import checkpoint as ckpt
+from mt.common.errors import UserError
+from mt.common.files import atomic_write, refuse_overwriting_input
 from mt.data.dictionary import Dictionary
-from mt.errors import UserError
+from mt.formats import checkpoint as ckpt
 from mt.importing.weights import WeightSource
 from mt.models.config import TransformerConfig
 from mt.models.moe import is_moe_layer
 from mt.models.transformer import build_model
-from mt.util import atomic_write, refuse_overwriting_input
 
 EMBED = "encoder.embed_tokens.weight"  # fairseq's name of the shared embedding
 OUTPUTS = ("checkpoint.pt", "dict.txt", "spm.model")
 
 
-EXPERT_PARTS = (("fc1_weight", "fc1.weight"), ("fc1_bias", "fc1.bias"), ("fc2_weight", "fc2.weight"),
-                ("fc2_bias", "fc2.bias"))  # fmt: skip
+EXPERT_PARTS = (
+    ("fc1_weight", "fc1.weight"),
+    ("fc1_bias", "fc1.bias"),
+    ("fc2_weight", "fc2.weight"),
+    ("fc2_bias", "fc2.bias"),
+)
 
 
 @dataclass
@@ -116,9 +120,14 @@ def plan(cfg: TransformerConfig) -> list[Target]:
                     out += [Target(p + f"ffn.{fc}.{part}", [p + f"{fc}.{part}"]) for fc in ("fc1", "fc2")]
             if is_moe_layer(cfg, i):
                 out.append(Target(p + "ffn.wg.weight", [p + "moe_layer.gate.wg.weight"]))
-                out += [Target(p + f"ffn.experts.{ours}", [f"{p}moe_layer.experts.{e}.{theirs}"
-                                                              for e in range(cfg.moe_expert_count)], experts=True)
-                        for ours, theirs in EXPERT_PARTS]  # fmt: skip
+                out += [
+                    Target(
+                        p + f"ffn.experts.{ours}",
+                        [f"{p}moe_layer.experts.{e}.{theirs}" for e in range(cfg.moe_expert_count)],
+                        experts=True,
+                    )
+                    for ours, theirs in EXPERT_PARTS
+                ]
         out += [Target(f"{stack}.layer_norm.{part}", [f"{stack}.layer_norm.{part}"]) for part in ("weight", "bias")]
     return out
 
@@ -134,8 +143,9 @@ def embed_key(weights: WeightSource, naming: Naming, where: Path) -> str:
     for k in naming.embed:
         if k in weights:
             return k
-    raise UserError(f"{where}: no token embedding ({' / '.join(naming.embed)}) in the weights: not an M2M-100 / "
-                    "NLLB model")  # fmt: skip
+    raise UserError(
+        f"{where}: no token embedding ({' / '.join(naming.embed)}) in the weights: not an M2M-100 / NLLB model"
+    )
 
 
 @dataclass
@@ -162,15 +172,19 @@ def check(imp: Imported) -> Checked:
         ks = [primary if k == EMBED else naming.key(k) for k in t.sources]
         absent = [k for k in ks if k not in w]
         if absent:
-            raise UserError(f"{imp.inputs['weights']}: tensor {absent[0]} is missing: the weights are incomplete "
-                            "or do not match config (layers, model type, experts)")  # fmt: skip
+            raise UserError(
+                f"{imp.inputs['weights']}: tensor {absent[0]} is missing: the weights are incomplete "
+                "or do not match config (layers, model type, experts)"
+            )
         for k in ks if t.experts else ks[:1]:
             got = w.shape(k) if t.experts else (sum(w.shape(x)[0] for x in ks), *w.shape(k)[1:])
             want = shapes[t.name][1:] if t.experts else shapes[t.name]
             if tuple(got) != tuple(want):
                 what = "one expert" if t.experts else f"joined from {len(ks)}"
-                raise UserError(f"{w.file_of(k)}: {k} has shape {list(w.shape(k))}, the config says {list(want)} "
-                                f"({what}); weights and config disagree")  # fmt: skip
+                raise UserError(
+                    f"{w.file_of(k)}: {k} has shape {list(w.shape(k))}, the config says {list(want)} "
+                    f"({what}); weights and config disagree"
+                )
         keys[t.name] = ks
     used = {k for ks in keys.values() for k in ks} | _check_tied(w, naming, primary)
     ignored = [k for k in w.keys() if k not in used and k.endswith(naming.ignore or ("\0",))]
@@ -206,7 +220,9 @@ def convert(imp: Imported, dtype: torch.dtype | None = None, checked: Checked | 
     return state
 
 
-def expert_shards(imp: Imported, checked: Checked, dtype: torch.dtype | None = None) -> Iterator[dict[str, torch.Tensor]]:
+def expert_shards(
+    imp: Imported, checked: Checked, dtype: torch.dtype | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
     """Per expert e, its tensors in every MoE layer as (1, ...) tensors: one shard of ``moe.shards`` = E."""
     w = imp.weights
     targets = [t for t in checked.plan if t.experts]
@@ -259,12 +275,18 @@ def check_outputs(inputs: dict[str, Path], out: Path, force: bool, num_experts: 
         refuse_overwriting_input(dict(inputs), out / name, f"--out {out} ({name})")
     present = [n for n in OUTPUTS if (out / n).exists()] + [p.name for p in shard_outputs(out)[:1]]
     if present and not force:
-        raise UserError(f"--out {out} already holds {', '.join(present)}; pass --force to replace them, or choose "
-                        "another folder")  # fmt: skip
+        raise UserError(
+            f"--out {out} already holds {', '.join(present)}; pass --force to replace them, or choose another folder"
+        )
 
 
-def write_folder(out: Path, spm: Path, dictionary: Dictionary, state: dict[str, Any],
-                 shards: Iterator[dict[str, torch.Tensor]] | None = None) -> Path:  # fmt: skip
+def write_folder(
+    out: Path,
+    spm: Path,
+    dictionary: Dictionary,
+    state: dict[str, Any],
+    shards: Iterator[dict[str, torch.Tensor]] | None = None,
+) -> Path:
     """Write spm.model, dict.txt and checkpoint.pt (each atomically), with ``state["moe"]``'s expert files
     from ``shards`` (one at a time); on failure none of this run's files stay. Expert files of an earlier
     model in ``out`` that this one does not have are removed once it is written."""
@@ -277,8 +299,10 @@ def write_folder(out: Path, spm: Path, dictionary: Dictionary, state: dict[str, 
         dictionary.save(out / "dict.txt")
         written.append(out / "dict.txt")
         if Dictionary.load(out / "dict.txt").symbols != dictionary.symbols:  # pieces dict.txt cannot hold
-            raise UserError(f"{out / 'dict.txt'}: the vocabulary does not survive dict.txt's format (a token with "
-                            "unusual whitespace?); report this model")  # fmt: skip
+            raise UserError(
+                f"{out / 'dict.txt'}: the vocabulary does not survive dict.txt's format (a token with "
+                "unusual whitespace?); report this model"
+            )
         path = out / "checkpoint.pt"
         if shards is None:
             ckpt.save_checkpoint(state, path)
@@ -309,7 +333,14 @@ def write(imp: Imported, out: Path, dtype: torch.dtype | None = None) -> Path:
 
 def _checkpoint(imp: Imported, state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {
-        "format": ckpt.FORMAT, "format_version": ckpt.FORMAT_VERSION, "code_version": ckpt.code_version(),
-        "model_config": imp.cfg.to_dict(), "train_config": {}, "dict_checksum": imp.dictionary.checksum(),
-        "lang_pairs": [], "model": state, "num_updates": 0, "imported": imp.meta,
-    }  # fmt: skip
+        "format": ckpt.FORMAT,
+        "format_version": ckpt.FORMAT_VERSION,
+        "code_version": ckpt.code_version(),
+        "model_config": imp.cfg.to_dict(),
+        "train_config": {},
+        "dict_checksum": imp.dictionary.checksum(),
+        "lang_pairs": [],
+        "model": state,
+        "num_updates": 0,
+        "imported": imp.meta,
+    }

@@ -34,8 +34,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mt.data.langs import is_code
-from mt.errors import UserError
+from mt.common.errors import UserError
+from mt.common.langs import is_code
 from mt.importing import safe_pickle, vocab
 from mt.importing.convert import Imported, Naming, embed_key
 from mt.importing.weights import StateDictSource
@@ -45,17 +45,32 @@ EMBED_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "dec
 IGNORE = ("encoder.version", "decoder.version", "embed_positions._float_tensor")
 # fairseq options whose non-default value means a model our Transformer does not compute
 UNSUPPORTED: dict[str, Any] = {
-    "layernorm_embedding": False, "no_scale_embedding": False, "encoder_learned_pos": False,
-    "decoder_learned_pos": False, "no_token_positional_embeddings": False, "cross_self_attention": False,
-    "no_decoder_final_norm": False, "scale_attn": False, "scale_fc": False, "scale_heads": False,
-    "scale_resids": False, "adaptive_softmax_cutoff": None, "lang_tok_replacing_bos_eos": False,
-    "moe_cmr": False, "moe_top1_expert": False, "alternate_ffn_embed_dim": 0, "alternate_decoder_ffn_embed_dim": 0,
+    "layernorm_embedding": False,
+    "no_scale_embedding": False,
+    "encoder_learned_pos": False,
+    "decoder_learned_pos": False,
+    "no_token_positional_embeddings": False,
+    "cross_self_attention": False,
+    "no_decoder_final_norm": False,
+    "scale_attn": False,
+    "scale_fc": False,
+    "scale_heads": False,
+    "scale_resids": False,
+    "adaptive_softmax_cutoff": None,
+    "lang_tok_replacing_bos_eos": False,
+    "moe_cmr": False,
+    "moe_top1_expert": False,
+    "alternate_ffn_embed_dim": 0,
+    "alternate_decoder_ffn_embed_dim": 0,
     "base_layers": 0,
-}  # fmt: skip
+}
 REQUIRED: dict[str, Any] = {
-    "encoder_normalize_before": True, "decoder_normalize_before": True, "activation_fn": "relu",
-    "encoder_langtok": "src", "decoder_langtok": True,
-}  # fmt: skip
+    "encoder_normalize_before": True,
+    "decoder_normalize_before": True,
+    "activation_fn": "relu",
+    "encoder_langtok": "src",
+    "decoder_langtok": True,
+}
 
 
 def flat_options(state: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -98,19 +113,26 @@ def read(path: Path, dict_path: Path | None = None, spm_model: Path | None = Non
     dictionary = vocab.fairseq_dictionary(dict_path, spm, lang_list, opts, rows)
     d = int(opts.get("encoder_embed_dim", 512))
     cfg = TransformerConfig(
-        vocab_size=rows, padding_idx=1,
-        encoder_layers=int(opts.get("encoder_layers", 6)), decoder_layers=int(opts.get("decoder_layers", 6)),
-        encoder_embed_dim=d, decoder_embed_dim=int(opts.get("decoder_embed_dim", d)),
+        vocab_size=rows,
+        padding_idx=1,
+        encoder_layers=int(opts.get("encoder_layers", 6)),
+        decoder_layers=int(opts.get("decoder_layers", 6)),
+        encoder_embed_dim=d,
+        decoder_embed_dim=int(opts.get("decoder_embed_dim", d)),
         encoder_ffn_embed_dim=int(opts.get("encoder_ffn_embed_dim", 2048)),
         decoder_ffn_embed_dim=int(opts.get("decoder_ffn_embed_dim", opts.get("encoder_ffn_embed_dim", 2048))),
         encoder_attention_heads=int(opts.get("encoder_attention_heads", 8)),
         decoder_attention_heads=int(opts.get("decoder_attention_heads", 8)),
-        dropout=float(opts.get("dropout", 0.1)), attention_dropout=float(opts.get("attention_dropout", 0.0)),
+        dropout=float(opts.get("dropout", 0.1)),
+        attention_dropout=float(opts.get("attention_dropout", 0.0)),
         activation_dropout=float(opts.get("activation_dropout") or opts.get("relu_dropout") or 0.0),
         max_source_positions=int(opts.get("max_source_positions") or 1024),
         max_target_positions=int(opts.get("max_target_positions") or 1024),
-        langs=dictionary.langs(), source_langtok="first", decoder_start="eos_lang", **moe,
-    )  # fmt: skip
+        langs=dictionary.langs(),
+        source_langtok="first",
+        decoder_start="eos_lang",
+        **moe,
+    )
     cfg.validate()
     meta = {"format": "fairseq", "source": str(path.resolve()), "arch": opts.get("arch"), "task": opts.get("task")}
     inputs = {"SRC": path, "--dict": dict_path, "--spm-model": spm, "weights": path}
@@ -127,23 +149,31 @@ def _moe_options(opts: dict[str, Any], path: Path) -> dict[str, Any]:
             raise UserError(f"{path}: a '-shared.pt' file of a model trained without --moe-freq: not an MoE checkpoint")
         return {}
     if enc != dec:
-        raise UserError(f"{path}: trained with MoE layers every {enc} encoder and every {dec} decoder layers; our "
-                        "Transformer puts them at the same step in both stacks (--moe-freq), as NLLB-MoE does")  # fmt: skip
+        raise UserError(
+            f"{path}: trained with MoE layers every {enc} encoder and every {dec} decoder layers; our "
+            "Transformer puts them at the same step in both stacks (--moe-freq), as NLLB-MoE does"
+        )
     experts = int(opts.get("moe_expert_count") or 0)
     if experts < 2:
-        raise UserError(f"{path}: trained with --moe-freq {enc} but --moe-expert-count {experts}; top-2 gating needs 2+")
+        raise UserError(
+            f"{path}: trained with --moe-freq {enc} but --moe-expert-count {experts}; top-2 gating needs 2+"
+        )
     if not path.name.endswith("-shared.pt"):
-        raise UserError(f"{path}: an MoE model ({experts} experts every {enc} layers): pass its '-shared.pt' file "
-                        "(e.g. checkpoint_2_300000-shared.pt), with the '-rank-N.pt' expert files beside it")  # fmt: skip
+        raise UserError(
+            f"{path}: an MoE model ({experts} experts every {enc} layers): pass its '-shared.pt' file "
+            "(e.g. checkpoint_2_300000-shared.pt), with the '-rank-N.pt' expert files beside it"
+        )
     frac = opts.get("moe_eval_capacity_token_fraction")
     return {
-        "moe_freq": enc, "moe_expert_count": experts,
+        "moe_freq": enc,
+        "moe_expert_count": experts,
         "moe_second_expert_policy": str(opts.get("moe_second_expert_policy") or "sampling"),
         "moe_normalize_gate_prob_before_dropping": bool(opts.get("moe_normalize_gate_prob_before_dropping")),
         "moe_batch_prioritized_routing": bool(opts.get("moe_batch_prioritized_routing")),
         "moe_eval_capacity_token_fraction": 0.25 if frac is None else float(frac),  # fairseq's default
-        "moe_eom": float(opts.get("moe_eom") or 0.0), "moe_fom": float(opts.get("moe_fom") or 0.0),
-    }  # fmt: skip
+        "moe_eom": float(opts.get("moe_eom") or 0.0),
+        "moe_fom": float(opts.get("moe_fom") or 0.0),
+    }
 
 
 EXPERT_KEY = re.compile(r"(.*\.moe_layer\.experts\.)(\d+)(\..*)")
@@ -152,16 +182,21 @@ EXPERT_KEY = re.compile(r"(.*\.moe_layer\.experts\.)(\d+)(\..*)")
 def _add_experts(shared: Path, num_experts: int, tensors: dict[str, Any], files: dict[str, Path]) -> None:
     """The experts of every ``{stem}-rank-{r}.pt`` beside ``{stem}-shared.pt``, under global expert ids."""
     stem = shared.name[: -len("-shared.pt")]
-    ranks = {int(m.group(1)): f for f in shared.parent.glob(f"{glob.escape(stem)}-rank-*.pt")
-             if (m := re.fullmatch(re.escape(stem) + r"-rank-(\d+)\.pt", f.name))}  # fmt: skip
+    ranks = {
+        int(m.group(1)): f
+        for f in shared.parent.glob(f"{glob.escape(stem)}-rank-*.pt")
+        if (m := re.fullmatch(re.escape(stem) + r"-rank-(\d+)\.pt", f.name))
+    }
     if not ranks:
         raise UserError(f"{shared.parent}: no {stem}-rank-N.pt expert files beside {shared.name}; copy them there too")
     n = max(ranks) + 1
     if sorted(ranks) != list(range(n)) or num_experts % n:
         missing = sorted(set(range(max(n, 1))) - set(ranks))
-        raise UserError(f"{shared.parent / f'{stem}-rank-{missing[0] if missing else n}.pt'}: expert files "
-                        f"{stem}-rank-0..{n - 1}.pt are incomplete or do not divide {num_experts} experts; copy all "
-                        "of them")  # fmt: skip
+        raise UserError(
+            f"{shared.parent / f'{stem}-rank-{missing[0] if missing else n}.pt'}: expert files "
+            f"{stem}-rank-0..{n - 1}.pt are incomplete or do not divide {num_experts} experts; copy all "
+            "of them"
+        )
     local = num_experts // n
     for r in range(n):
         f = ranks[r]
@@ -172,8 +207,10 @@ def _add_experts(shared: Path, num_experts: int, tensors: dict[str, Any], files:
         for k, v in model.items():
             m = EXPERT_KEY.fullmatch(k)
             if m is None or not hasattr(v, "shape"):
-                raise UserError(f"{f}: {k} is not an expert tensor (moe_layer.experts.N.*); is this an expert file "
-                                f"of {shared.name}?")  # fmt: skip
+                raise UserError(
+                    f"{f}: {k} is not an expert tensor (moe_layer.experts.N.*); is this an expert file "
+                    f"of {shared.name}?"
+                )
             e = int(m.group(2))
             if e >= local:
                 raise UserError(f"{f}: local expert {e}, but {num_experts} experts in {n} files give {local} per file")
@@ -194,8 +231,10 @@ def _check(opts: dict[str, Any], path: Path) -> None:
     for key, want in REQUIRED.items():
         value = opts.get(key, False if key != "activation_fn" else "relu")
         if value != want:
-            raise UserError(f"{path}: trained with --{key.replace('_', '-')} {value!r}; the NLLB-200 models (and "
-                            f"our Transformer) use {want!r}")  # fmt: skip
+            raise UserError(
+                f"{path}: trained with --{key.replace('_', '-')} {value!r}; the NLLB-200 models (and "
+                f"our Transformer) use {want!r}"
+            )
 
 
 def _beside(path: Path, names: tuple[str, ...], flag: str, what: str) -> Path:
@@ -216,14 +255,18 @@ def _langs(opts: dict[str, Any], given: str, path: Path) -> list[str]:
     if given:
         langs = vocab.parse_langs(given, "--langs")
         if stored and list(stored) != langs:
-            raise UserError(f"--langs {given}: differs from the language list the checkpoint was trained with "
-                            f"({len(stored)} languages, {stored[0]} first); leave --langs out to use the "
-                            "checkpoint's")  # fmt: skip
+            raise UserError(
+                f"--langs {given}: differs from the language list the checkpoint was trained with "
+                f"({len(stored)} languages, {stored[0]} first); leave --langs out to use the "
+                "checkpoint's"
+            )
         return langs
     if stored:
         return vocab.check_langs(list(stored), f"{path} (args.langs)")
     lang_dict = opts.get("lang_dict")
     if lang_dict and Path(lang_dict).is_file():
         return vocab.parse_langs(str(lang_dict), f"{lang_dict} (--lang-dict of the checkpoint)")
-    raise UserError(f"{path}: the checkpoint does not list its languages (--lang-dict {lang_dict or '?'} is not here); "
-                    "pass --langs langs.txt (the NLLB language list, comma-separated, in training order)")  # fmt: skip
+    raise UserError(
+        f"{path}: the checkpoint does not list its languages (--lang-dict {lang_dict or '?'} is not here); "
+        "pass --langs langs.txt (the NLLB language list, comma-separated, in training order)"
+    )

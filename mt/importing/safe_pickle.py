@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 class RefusedGlobal(UserError):
@@ -72,8 +72,9 @@ class TypeRef:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if len(args) == 1 and not kwargs:  # an Enum member is pickled as EnumClass(value): keep the value
             return args[0]
-        raise RefusedGlobal(f"the checkpoint calls {self.name} with {len(args)} arguments; only config values "
-                            "and tensors are loaded")  # fmt: skip
+        raise RefusedGlobal(
+            f"the checkpoint calls {self.name} with {len(args)} arguments; only config values and tensors are loaded"
+        )
 
     def __repr__(self) -> str:
         return self.name

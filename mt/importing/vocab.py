@@ -19,9 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mt.common.errors import UserError
+from mt.common.langs import is_code, lang_token
 from mt.data.dictionary import BOS, EOS, PAD, UNK, Dictionary
-from mt.data.langs import is_code, lang_token
-from mt.errors import UserError
+from mt.data.spm import SpmTokenizer
 
 SPECIALS = (BOS, PAD, EOS, UNK)
 DATA_SOURCE_TAGS = ("<MINED_DATA>", "<MMT_BT_DATA>", "<SMT_BT_DATA>")  # fairseq's DATA_SOURCE_PREFIX_TAGS
@@ -34,14 +35,7 @@ def filler(i: int) -> str:
 
 def spm_pieces(path: Path) -> list[str]:
     """The pieces of a SentencePiece model in id order; ids 0-2 must be ``<unk> <s> </s>`` (NLLB's layout)."""
-    import sentencepiece
-
-    if not path.is_file():
-        raise UserError(f"{path}: SentencePiece model not found (the released models call it sentencepiece.bpe.model)")
-    try:
-        sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as exc:
-        raise UserError(f"{path}: not a SentencePiece model ({exc})") from None
+    sp = SpmTokenizer(path, hint="pass the released model's sentencepiece.bpe.model").sp
     n = sp.get_piece_size()
     if n < 4 or not (sp.is_unknown(0) and sp.is_control(1) and sp.is_control(2)):
         first = [sp.id_to_piece(i) for i in range(min(n, 3))]
@@ -136,17 +130,23 @@ def fairseq_dictionary(
     pieces = spm_pieces(spm_path)[3:]
     unknown = sum(p not in d for p in pieces)
     if unknown > len(pieces) // 100:  # NLLB's dictionary.txt lists every piece, in SentencePiece order
-        raise UserError(f"{dict_path}: {unknown} of the {len(pieces)} pieces of {spm_path} are not in it: the "
-                        "dictionary and the SentencePiece model belong to different models")  # fmt: skip
+        raise UserError(
+            f"{dict_path}: {unknown} of the {len(pieces)} pieces of {spm_path} are not in it: the "
+            "dictionary and the SentencePiece model belong to different models"
+        )
     with open(dict_path, encoding="utf-8") as fh:
         lines = sum(1 for line in fh if line.strip())
     if lines != len(d) - d.nspecial:  # fairseq gives a '#fairseq:overwrite' duplicate an id of its own
-        raise UserError(f"{dict_path}: {lines - len(d) + d.nspecial} tokens are listed twice (#fairseq:overwrite); "
-                        "such a dictionary cannot be written as dict.txt with the same ids")  # fmt: skip
+        raise UserError(
+            f"{dict_path}: {lines - len(d) + d.nspecial} tokens are listed twice (#fairseq:overwrite); "
+            "such a dictionary cannot be written as dict.txt with the same ids"
+        )
     style = task.get("lang_tok_style") or "multilingual"
     if style != "multilingual":
-        raise UserError(f"{dict_path}: the model uses --lang-tok-style {style}; mt-import reads multilingual "
-                        "(__xxx_Yyyy__) language tokens only")  # fmt: skip
+        raise UserError(
+            f"{dict_path}: the model uses --lang-tok-style {style}; mt-import reads multilingual "
+            "(__xxx_Yyyy__) language tokens only"
+        )
     specs = task.get("langtoks_specs") or ["main"]
     specs = specs.split(",") if isinstance(specs, str) else list(specs)
     for spec in specs:
@@ -188,8 +188,9 @@ def _assemble(symbols: dict[int, str], rows: int, where: Path, counts: list[int]
     seen: dict[str, int] = {}
     for i, s in enumerate(out):
         if s in seen:
-            raise UserError(f"{where}: token {s!r} has two ids ({seen[s]} and {i}); the vocabulary cannot be written "
-                            "as dict.txt")  # fmt: skip
+            raise UserError(
+                f"{where}: token {s!r} has two ids ({seen[s]} and {i}); the vocabulary cannot be written as dict.txt"
+            )
         if not s or any(c in s for c in "\n\r") or s != s.strip(" "):
             raise UserError(f"{where}: token {s!r} (id {i}) cannot be written as a dict.txt line")
         seen[s] = i

@@ -2,7 +2,7 @@
 
 Why: the importer builds the new state dict tensor by tensor (fusing q/k/v as it goes), so the only
 full copy of the weights in memory is the one being written. The source files are memory-mapped and each
-source tensor's pages are given back (``MADV_DONTNEED``, see ``mt.generate.pagemem``) as soon as it has
+source tensor's pages are given back (``MADV_DONTNEED``, see ``mt.common.pagemem``) as soon as it has
 been copied: peak RSS is about one copy of the weights plus the largest tensor, never two copies.
 
 - ``SafetensorsSource``: ``model.safetensors`` or the shards of ``model.safetensors.index.json``. The
@@ -23,14 +23,21 @@ from pathlib import Path
 
 import torch
 
-from mt.errors import UserError
-from mt.generate import pagemem
+from mt.common import pagemem
+from mt.common.errors import UserError
 
 _ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
-}  # fmt: skip
+}
 
 
 class WeightSource:

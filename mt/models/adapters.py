@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 from mt.models.config import ForwardContext, TransformerConfig
 
 
@@ -81,7 +81,9 @@ def _bottleneck(x, ln: nn.LayerNorm, w_d, b_d, w_u, b_u) -> torch.Tensor:
 
 def _need_langs(ctx: ForwardContext, what: str) -> None:
     if ctx.src_lang is None or ctx.tgt_lang is None:
-        raise UserError(f"{what} need the source and target language of every sentence (ForwardContext.src_lang/tgt_lang)")
+        raise UserError(
+            f"{what} need the source and target language of every sentence (ForwardContext.src_lang/tgt_lang)"
+        )
 
 
 class LangAdapter(nn.Module):
@@ -130,7 +132,9 @@ class LangAdapter(nn.Module):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         def apply(k: int, rows: torch.Tensor) -> torch.Tensor:
             h = F.layer_norm(rows, rows.shape[-1:], self.ln_weight[k], self.ln_bias[k])
-            return rows + F.linear(F.relu(F.linear(h, self.down_weight[k], self.down_bias[k])), self.up_weight[k], self.up_bias[k])
+            return rows + F.linear(
+                F.relu(F.linear(h, self.down_weight[k], self.down_bias[k])), self.up_weight[k], self.up_bias[k]
+            )
 
         return _group_apply(x, self.keys(ctx).to(x.device), apply)
 
@@ -141,7 +145,12 @@ class HyperNetwork(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         L, d = len(cfg.langs), cfg.encoder_embed_dim
-        p, q, k, r = cfg.hyper_adapter_lang_dim, cfg.hyper_adapter_layer_dim, cfg.hyper_adapter_hidden_dim, cfg.hyper_adapter_bottleneck
+        p, q, k, r = (
+            cfg.hyper_adapter_lang_dim,
+            cfg.hyper_adapter_layer_dim,
+            cfg.hyper_adapter_hidden_dim,
+            cfg.hyper_adapter_bottleneck,
+        )
         self.d, self.r, self.num_layers = d, r, cfg.encoder_layers + cfg.decoder_layers
         self.rescale = not cfg.hyper_adapter_no_rescale
         self.src_embed = nn.Embedding(L, p)
@@ -215,7 +224,8 @@ def _shared_hyper_network(cfg: TransformerConfig, layer_idx: int, is_decoder: bo
 
 
 def build_adapter(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module | None:
-    """None in the dense baseline; a ``LangAdapter`` or ``HyperAdapter`` with ``--lang-adapters`` / ``--hyper-adapters``."""
+    """None in the dense baseline; a ``LangAdapter`` or ``HyperAdapter`` with ``--lang-adapters`` /
+    ``--hyper-adapters``."""
     if cfg.hyper_adapters:
         return HyperAdapter(cfg, layer_idx, is_decoder, _shared_hyper_network(cfg, layer_idx, is_decoder))
     if cfg.lang_adapters:
@@ -226,7 +236,12 @@ def build_adapter(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> n
 def hyper_adapter_param_count(cfg: TransformerConfig) -> int:
     """The formula of the module docstring."""
     L, N, d = len(cfg.langs), cfg.encoder_layers + cfg.decoder_layers, cfg.encoder_embed_dim
-    p, q, k, r = cfg.hyper_adapter_lang_dim, cfg.hyper_adapter_layer_dim, cfg.hyper_adapter_hidden_dim, cfg.hyper_adapter_bottleneck
+    p, q, k, r = (
+        cfg.hyper_adapter_lang_dim,
+        cfg.hyper_adapter_layer_dim,
+        cfg.hyper_adapter_hidden_dim,
+        cfg.hyper_adapter_bottleneck,
+    )
     return 2 * L * p + N * q + (2 * p + q) * k + k + k * k + k + (k + 1) * (r * d + r + d * r + d) + N * 2 * d
 
 

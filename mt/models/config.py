@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mt.errors import UserError
+from mt.common.errors import UserError
 
 
 @dataclass
@@ -98,14 +98,22 @@ class TransformerConfig:
             raise UserError(f"--moe-freq must be >= 0 (0 = no MoE layers), got {self.moe_freq}")
         if self.moe_freq > 0:
             if self.moe_expert_count < 2:
-                raise UserError(f"--moe-freq {self.moe_freq} needs --moe-expert-count >= 2 (top-2 gating), "
-                                f"got {self.moe_expert_count}")  # fmt: skip
+                raise UserError(
+                    f"--moe-freq {self.moe_freq} needs --moe-expert-count >= 2 (top-2 gating), "
+                    f"got {self.moe_expert_count}"
+                )
             if self.moe_freq > max(self.encoder_layers, self.decoder_layers):
-                raise UserError(f"--moe-freq {self.moe_freq} is larger than the number of layers: no layer would be MoE")
+                raise UserError(
+                    f"--moe-freq {self.moe_freq} is larger than the number of layers: no layer would be MoE"
+                )
         elif self.moe_expert_count or self.moe_cmr or self.moe_eom or self.moe_fom:
-            raise UserError("--moe-expert-count / --moe-eom / --moe-fom / --moe-cmr need --moe-freq N (every N-th layer is MoE)")
+            raise UserError(
+                "--moe-expert-count / --moe-eom / --moe-fom / --moe-cmr need --moe-freq N (every N-th layer is MoE)"
+            )
         if self.moe_second_expert_policy not in ("sampling", "all", "random"):
-            raise UserError(f"--moe-second-expert-policy must be sampling, all or random, got {self.moe_second_expert_policy!r}")
+            raise UserError(
+                f"--moe-second-expert-policy must be sampling, all or random, got {self.moe_second_expert_policy!r}"
+            )
         for name in ("moe_eom", "moe_fom", "cmr_gate_drop"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -113,38 +121,66 @@ class TransformerConfig:
         if self.moe_train_capacity_factor <= 0:
             raise UserError(f"--moe-train-capacity-factor must be > 0, got {self.moe_train_capacity_factor}")
         if self.moe_train_capacity_rule not in ("nonpad", "fairseq"):
-            raise UserError(f"--moe-train-capacity-rule must be nonpad or fairseq, got {self.moe_train_capacity_rule!r}")
+            raise UserError(
+                f"--moe-train-capacity-rule must be nonpad or fairseq, got {self.moe_train_capacity_rule!r}"
+            )
         if self.cmr_gate_loss_p != 1.0 and not self.moe_cmr:
             raise UserError("--cmr-gate-loss-p needs --moe-cmr: the budget loss acts on the CMR gate")
         if not 0.0 <= self.cmr_gate_loss_p <= 1.0:
-            raise UserError(f"--cmr-gate-loss-p is the share of tokens for the experts, in [0, 1]; got {self.cmr_gate_loss_p}")
+            raise UserError(
+                f"--cmr-gate-loss-p is the share of tokens for the experts, in [0, 1]; got {self.cmr_gate_loss_p}"
+            )
         if self.lang_adapters not in ("", "lang", "pair"):
             raise UserError(f"--lang-adapters must be lang or pair, got {self.lang_adapters!r}")
         if self.lang_adapters and self.hyper_adapters:
             raise UserError("--lang-adapters and --hyper-adapters are alternatives: pick one")
         if (self.lang_adapters or self.hyper_adapters) and not self.langs:
-            raise UserError("adapters need the language list (TransformerConfig.langs): is dict.txt missing __xxx_Yyyy__ tokens?")
+            raise UserError(
+                "adapters need the language list (TransformerConfig.langs): is dict.txt missing __xxx_Yyyy__ tokens?"
+            )
         if self.lang_adapters == "pair" and not self.adapter_lang_pairs:
             raise UserError("--lang-adapters pair needs the language pairs (adapter_lang_pairs)")
         dims = [("lang_adapter_bottleneck", self.lang_adapter_bottleneck)] if self.lang_adapters else []
         if self.hyper_adapters:
-            dims += [(n, getattr(self, n)) for n in ("hyper_adapter_lang_dim", "hyper_adapter_layer_dim",
-                                                     "hyper_adapter_hidden_dim", "hyper_adapter_bottleneck")]  # fmt: skip
+            dims += [
+                (n, getattr(self, n))
+                for n in (
+                    "hyper_adapter_lang_dim",
+                    "hyper_adapter_layer_dim",
+                    "hyper_adapter_hidden_dim",
+                    "hyper_adapter_bottleneck",
+                )
+            ]
         for name, v in dims:
             if v < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
 
     # Fields that define the network's shape: a checkpoint whose values differ cannot be loaded.
     SHAPE_FIELDS = (
-        "vocab_size", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-        "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
-        "moe_freq", "moe_expert_count", "moe_cmr",
-    )  # fmt: skip
+        "vocab_size",
+        "encoder_layers",
+        "encoder_embed_dim",
+        "encoder_ffn_embed_dim",
+        "encoder_attention_heads",
+        "decoder_layers",
+        "decoder_embed_dim",
+        "decoder_ffn_embed_dim",
+        "decoder_attention_heads",
+        "moe_freq",
+        "moe_expert_count",
+        "moe_cmr",
+    )
     # ... and those of the adapters: must match on resume; a --finetune-from-model base may lack adapters.
     ADAPTER_SHAPE_FIELDS = (
-        "lang_adapters", "lang_adapter_bottleneck", "hyper_adapters", "hyper_adapter_lang_dim",
-        "hyper_adapter_layer_dim", "hyper_adapter_hidden_dim", "hyper_adapter_bottleneck", "hyper_adapter_no_rescale",
-    )  # fmt: skip
+        "lang_adapters",
+        "lang_adapter_bottleneck",
+        "hyper_adapters",
+        "hyper_adapter_lang_dim",
+        "hyper_adapter_layer_dim",
+        "hyper_adapter_hidden_dim",
+        "hyper_adapter_bottleneck",
+        "hyper_adapter_no_rescale",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -158,10 +194,16 @@ class TransformerConfig:
 
 def _preset(layers: int, dim: int, ffn: int, heads: int, **extra: Any) -> dict[str, Any]:
     return dict(
-        encoder_layers=layers, decoder_layers=layers, encoder_embed_dim=dim, decoder_embed_dim=dim,
-        encoder_ffn_embed_dim=ffn, decoder_ffn_embed_dim=ffn, encoder_attention_heads=heads,
-        decoder_attention_heads=heads, **extra,
-    )  # fmt: skip
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_embed_dim=dim,
+        decoder_embed_dim=dim,
+        encoder_ffn_embed_dim=ffn,
+        decoder_ffn_embed_dim=ffn,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        **extra,
+    )
 
 
 ARCHS: dict[str, dict[str, Any]] = {
@@ -179,17 +221,25 @@ ARCHS: dict[str, dict[str, Any]] = {
     "nllb_dense_600m": _preset(12, 1024, 4096, 16, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0),
 }
 
-# MoE / adapter fields set by mt-train's flags of the same names (``mt.moe_flags``)
+# MoE / adapter fields set by mt-train's flags of the same names (``mt.train.moe_flags``)
 EXTENSION_FIELDS = tuple(
     f.name for f in fields(TransformerConfig) if f.name.startswith(("moe_", "cmr_", "lang_adapter", "hyper_adapter"))
 )
 
 # names of the fairseq flags that override a preset (argparse dest form)
 OVERRIDABLE = (
-    "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-    "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
-    "dropout", "attention_dropout", "activation_dropout",
-)  # fmt: skip
+    "encoder_layers",
+    "encoder_embed_dim",
+    "encoder_ffn_embed_dim",
+    "encoder_attention_heads",
+    "decoder_layers",
+    "decoder_embed_dim",
+    "decoder_ffn_embed_dim",
+    "decoder_attention_heads",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+)
 
 
 def arch_config(arch: str, **overrides: Any) -> TransformerConfig:

@@ -1,6 +1,6 @@
-"""The FFN sub-layer of every Transformer layer, built by one factory: ``build_ffn``.
+"""The dense FFN sub-layer, and the contract every FFN sub-layer follows (dense or sparse MoE).
 
-Each encoder/decoder layer calls ``build_ffn(cfg, layer_idx, is_decoder)`` and later
+Each encoder/decoder layer calls ``build_ffn(cfg, layer_idx, is_decoder)`` (``mt.models.transformer``) and later
 ``ffn(x, ctx)`` on the layer-normed hidden states; the layer owns the LayerNorm, the residual and the
 output dropout. That is the one seam a sparse MoE layer plugs into: it returns a module with the same
 ``forward(x, ctx)`` for the layers it wants (e.g. every other one), reads ``ctx.padding_mask(is_decoder)``
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt.models.config import ForwardContext, TransformerConfig
+from mt.models.config import ForwardContext
 
 
 class FeedForward(nn.Module):
@@ -35,15 +35,3 @@ class FeedForward(nn.Module):
         if self.activation_dropout > 0:
             h = F.dropout(h, self.activation_dropout, self.training)
         return self.fc2(h)
-
-
-def build_ffn(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module:
-    """The FFN for layer ``layer_idx`` (0-based) of the decoder or encoder stack (sparse MoE every
-    ``--moe-freq``-th layer, see ``mt.models.moe``)."""
-    from mt.models.moe import build_moe_ffn, is_moe_layer
-
-    if is_moe_layer(cfg, layer_idx):
-        return build_moe_ffn(cfg, layer_idx, is_decoder)
-    if is_decoder:
-        return FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
-    return FeedForward(cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)

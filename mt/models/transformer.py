@@ -16,7 +16,7 @@ Decisions:
 - ``forward(..., target_mask=...)`` keeps only the positions the loss needs (non-padding targets): the
   V-sized projection and its softmax are the largest single cost of a small MT model, and padded
   positions would be pure waste. With ``features_only=True`` it returns those decoder states instead of
-  logits, and the criterion fuses the projection with the loss (``mt.criterion``).
+  logits, and the criterion fuses the projection with the loss (``mt.train.criterion``).
 - Incremental decoding from the start: ``decode(prev_tokens, enc, cache=DecoderCache())`` takes the
   whole prefix (fairseq's convention) and runs only the positions not yet in the cache; self-attention
   keys/values are appended per step, encoder-decoder keys/values are computed once. ``cache.reorder``
@@ -36,7 +36,18 @@ from torch import nn
 
 from mt.models.adapters import build_adapter
 from mt.models.config import ForwardContext, TransformerConfig
-from mt.models.ffn import build_ffn
+from mt.models.ffn import FeedForward
+from mt.models.moe import build_moe_ffn, is_moe_layer
+
+
+def build_ffn(cfg: TransformerConfig, layer_idx: int, is_decoder: bool) -> nn.Module:
+    """The FFN for layer ``layer_idx`` (0-based) of the decoder or encoder stack (sparse MoE every
+    ``--moe-freq``-th layer, see ``mt.models.moe``; the contract is in ``mt.models.ffn``)."""
+    if is_moe_layer(cfg, layer_idx):
+        return build_moe_ffn(cfg, layer_idx, is_decoder)
+    if is_decoder:
+        return FeedForward(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.activation_dropout)
+    return FeedForward(cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.activation_dropout)
 
 
 def sinusoidal_table(num_positions: int, dim: int, padding_idx: int) -> torch.Tensor:
@@ -55,7 +66,9 @@ class SinusoidalPositions(nn.Module):
     def __init__(self, dim: int, padding_idx: int, max_positions: int) -> None:
         super().__init__()
         self.dim, self.padding_idx = dim, padding_idx
-        self.register_buffer("table", sinusoidal_table(max_positions + padding_idx + 1, dim, padding_idx), persistent=False)
+        self.register_buffer(
+            "table", sinusoidal_table(max_positions + padding_idx + 1, dim, padding_idx), persistent=False
+        )
 
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
         start = self.padding_idx + 1 + offset
@@ -221,14 +234,18 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         lay = cache.layer(self.layer_idx) if cache is not None else None
         h = self.self_attn(
-            self.self_attn_layer_norm(x), attn_mask=self_mask, is_causal=is_causal,
+            self.self_attn_layer_norm(x),
+            attn_mask=self_mask,
+            is_causal=is_causal,
             cache=lay["self"] if lay is not None else None,
-        )  # fmt: skip
+        )
         x = x + F.dropout(h, self.dropout, self.training)
         h = self.encoder_attn(
-            self.encoder_attn_layer_norm(x), memory=enc.out, attn_mask=enc.attn_mask,
+            self.encoder_attn_layer_norm(x),
+            memory=enc.out,
+            attn_mask=enc.attn_mask,
             cache=lay["cross"] if lay is not None else None,
-        )  # fmt: skip
+        )
         x = x + F.dropout(h, self.dropout, self.training)
         h = self.ffn(self.final_layer_norm(x), ctx)
         x = x + F.dropout(h, self.dropout, self.training)
