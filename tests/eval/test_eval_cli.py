@@ -10,7 +10,8 @@ import pytest
 import eval.chatterbot
 import eval.gettext_domains
 from eval.chatterbot import ChatterbotTaskConfig
-from eval.cli import build_parser, main
+from eval.cli import build_parser
+from eval.cli import eval_main as main
 from eval.gettext_domains import GettextTaskConfig
 from eval.metrics import CompareConfig, ScoreConfig
 from eval.report import ReportConfig
