@@ -307,15 +307,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     tr = translator
     max_src = cfg.max_source_positions
     if tr is None and (work > 0 or not max_src):
-        tr = Translator(
-            cfg.path,
-            cfg.device,
-            cfg.bf16,
-            data=cfg.data or None,
-            spm_model=cfg.spm_model or None,
-            threads=cfg.threads,
-            **asdict(cfg.moe),
-        )
+        tr = Translator.from_options(cfg)
     if tr is not None:
         for t in [cfg.src_lang, *cfg.tgt_langs]:
             tr.lang_token(t)  # a clear error for a language the model does not know

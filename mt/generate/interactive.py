@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import IO, Iterator
 
 from mt.common.errors import UserError
@@ -95,15 +95,7 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     """Translate until end of input; returns the number of lines read."""
     cfg.check()
     out = out or sys.stdout
-    tr = translator or Translator(
-        cfg.path,
-        cfg.device,
-        cfg.bf16,
-        data=cfg.data or None,
-        spm_model=cfg.spm_model or None,
-        threads=cfg.threads,
-        **asdict(cfg.moe),
-    )
+    tr = translator or Translator.from_options(cfg)
     src_tok = tr.lang_token(cfg.src_lang, "-s/--source-lang")
     tr.lang_token(cfg.tgt_lang, "-t/--target-lang")
     for d in tr.untrained([(cfg.src_lang, cfg.tgt_lang)]):
