@@ -421,13 +421,13 @@ def test_interactive_says_when_it_cuts_a_line_or_leaves_the_trained_directions(m
 def test_translate_and_interactive_inputs_drop_a_bom(tmp_path):
     import io
 
-    from mt.generate.interactive import _buffers
+    from mt.generate.interactive import _lines
     from mt.generate.readers import InputFile, iter_file
 
     f = tmp_path / "in.txt"
     f.write_bytes(b"\xef\xbb\xbfHello\nWorld\n")
     assert [r.text for r in iter_file(InputFile(f, "in.txt", "text"), 0)] == ["Hello", "World"]
-    assert list(_buffers(io.BytesIO(f.read_bytes()), 5, "in.txt")) == [["Hello", "World"]]
+    assert list(_lines(io.BytesIO(f.read_bytes()), "in.txt")) == ["Hello", "World"]
 
 
 def test_errors_are_one_line(model, tmp_path, capsys):
