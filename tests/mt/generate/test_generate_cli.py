@@ -430,6 +430,15 @@ def test_translate_and_interactive_inputs_drop_a_bom(tmp_path):
     assert list(_lines(io.BytesIO(f.read_bytes()), "in.txt")) == ["Hello", "World"]
 
 
+def test_interactive_turns_a_line_that_is_not_utf8_into_an_empty_translation(capsys):
+    import io
+
+    from mt.generate.interactive import _lines
+
+    assert list(_lines(io.BytesIO(b"a\n\xff b\nc\n"), "-")) == ["a", None, "c"]
+    assert "mt-interactive: -:2: invalid UTF-8 at byte 0: empty translation" in capsys.readouterr().err
+
+
 def test_errors_are_one_line(model, tmp_path, capsys):
     ck, data = model
     lone = tmp_path / "lone" / "ck.pt"
