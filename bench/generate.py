@@ -50,15 +50,7 @@ def random_checkpoint(arch: str, data: Path, out: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         g = model.decoder.layer_norm.weight
         g.copy_(torch.randn(g.shape) * 2.0)
-    state = {
-        "format": ckpt.FORMAT,
-        "format_version": ckpt.FORMAT_VERSION,
-        "model_config": cfg.to_dict(),
-        "train_config": {"data": str(data)},
-        "dict_checksum": d.checksum(),
-        "lang_pairs": [],
-        "model": model.state_dict(),
-    }
+    state = ckpt.weights_state(cfg.to_dict(), model.state_dict(), d.checksum(), {"data": str(data)})
     path = out / "random.pt"
     ckpt.save_checkpoint(state, path)
     return path

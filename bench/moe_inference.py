@@ -86,15 +86,7 @@ def random_moe_checkpoint(
                     bias = bias[torch.randperm(experts, generator=g)]
                     w = layer.ffn.wg.weight
                     w.sub_(torch.outer(w @ u, u)).add_(torch.outer(bias, u))  # w_e . u = bias_e
-    state = {
-        "format": ckpt.FORMAT,
-        "format_version": ckpt.FORMAT_VERSION,
-        "model_config": cfg.to_dict(),
-        "train_config": {"data": str(data)},
-        "dict_checksum": d.checksum(),
-        "lang_pairs": [],
-        "model": model.state_dict(),
-    }
+    state = ckpt.weights_state(cfg.to_dict(), model.state_dict(), d.checksum(), {"data": str(data)})
     target = out / "bench-model.pt"
     ckpt.save_checkpoint(state, target)
     return target

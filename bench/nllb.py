@@ -80,6 +80,8 @@ def build(work: Path, pieces: int) -> Path:
     from transformers import M2M100Config, M2M100ForConditionalGeneration
     from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES as LANGS
 
+    from mt.generate.export import nllb_tokenizer_config
+
     hf = work / "hf"
     hf.mkdir(parents=True, exist_ok=True)
     text = work / "spm_train.txt"
@@ -121,42 +123,7 @@ def build(work: Path, pieces: int) -> Path:
         **{n + 1 + i: c for i, c in enumerate(LANGS)},
         n + 1 + len(LANGS): "<mask>",
     }
-    mask = {
-        "__type": "AddedToken",
-        "content": "<mask>",
-        "lstrip": True,
-        "normalized": True,
-        "rstrip": False,
-        "single_word": False,
-    }
-    special = {
-        "additional_special_tokens": list(LANGS),
-        "bos_token": "<s>",
-        "cls_token": "<s>",
-        "eos_token": "</s>",
-        "mask_token": mask,
-        "pad_token": "<pad>",
-        "sep_token": "</s>",
-        "unk_token": "<unk>",
-    }
-    tok_cfg = {
-        **special,
-        "legacy_behaviour": False,
-        "model_max_length": 1024,
-        "sp_model_kwargs": {},
-        "tokenizer_class": "NllbTokenizer",
-        "added_tokens_decoder": {
-            str(i): {
-                "content": c,
-                "lstrip": c == "<mask>",
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for i, c in added.items()
-        },
-    }
+    tok_cfg, special = nllb_tokenizer_config(list(added.items()), list(LANGS), legacy=False, max_length=1024)
     (hf / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=1), encoding="utf-8")
     (hf / "special_tokens_map.json").write_text(json.dumps(special, indent=1), encoding="utf-8")
     return hf

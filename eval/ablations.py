@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from eval import studies
+from eval.studies import fmt_mean_std, mean_std
 from eval.tables import markdown_table
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
@@ -65,23 +66,6 @@ class AblationConfig:
     out: str | None = arg(None, "report path (default: ROOT/report.md)")
     metric: str = arg("chrf++", "score column of scores.csv (default: %(default)s)")
     tt_metric: str = arg("accuracy", "translate-test metric (default: %(default)s)")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, None
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
-    return mean, math.sqrt(var)
-
-
-def _fmt(mean: float, std: float | None) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def _config_order(root: Path) -> list[str]:
@@ -179,7 +163,7 @@ def study_table(configs: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     ref = None
     for name, c in configs.items():
-        stats = {g: _mean_std([s[g] for s in c["seeds"].values()]) for g, _ in GROUPS}
+        stats = {g: mean_std([s[g] for s in c["seeds"].values()]) for g, _ in GROUPS}
         if ref is None:
             ref = stats
         d_low = stats["low"][0] - ref["low"][0]
@@ -189,7 +173,7 @@ def study_table(configs: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
                 name,
                 ",".join(str(s) for s in sorted(c["seeds"])),
                 f"{c['params'] / 1e6:.2f}M" if c["params"] else "–",
-                *[_fmt(*stats[g]) for g, _ in GROUPS],
+                *[fmt_mean_std(*stats[g]) for g, _ in GROUPS],
                 "–" if math.isnan(d_low) else f"{d_low:+.2f}",
                 "–" if math.isnan(d_high) else f"{d_high:+.2f}",
             ]
@@ -228,7 +212,7 @@ def mining_table(root: Path) -> tuple[list[str], list[list[str]]] | None:
             cosines.append(cos)
             rows.append([enc, pair, f"{cos:.2f}", f"{ratio:.2f}", f"{ratio - cos:+.2f}"])
         if len(by_pair) > 1:
-            mc, mr = _mean_std(cosines)[0], _mean_std(ratios)[0]
+            mc, mr = mean_std(cosines)[0], mean_std(ratios)[0]
             rows.append([enc, f"**average ({len(by_pair)})**", f"{mc:.2f}", f"{mr:.2f}", f"{mr - mc:+.2f}"])
     if not rows:
         return None
@@ -257,13 +241,13 @@ def translate_test_table(root: Path, metric: str) -> tuple[list[str], list[list[
     rows = []
     for lang in sorted(set(df["lang"]), key=lambda x: ({"high": 0, "mid": 1, "low": 2}.get(tiers.get(x), 3), x)):
         sub = df[df["lang"] == lang]
-        cells = [_fmt(*_mean_std((100 * sub[sub["method"] == m]["score"]).tolist())) for m in methods]
+        cells = [fmt_mean_std(*mean_std((100 * sub[sub["method"] == m]["score"]).tolist())) for m in methods]
         gap = "–"
         if {"zero_shot", "translate_test"} <= set(methods):
             per_run = sub.pivot_table(index="run", columns="method", values="score", aggfunc="mean")
             if {"zero_shot", "translate_test"} <= set(per_run.columns):
                 d = (100 * (per_run["translate_test"] - per_run["zero_shot"])).dropna().tolist()
-                gap = _fmt(*_mean_std(d)) if d else "–"
+                gap = fmt_mean_std(*mean_std(d)) if d else "–"
                 if d and not gap.startswith("-"):
                     gap = "+" + gap
         rows.append([lang, str(tiers.get(lang, "–")), *cells, gap])

@@ -27,7 +27,8 @@ from mt.common.flags import arg
 _SEED = re.compile(r"^seed(\d+)$")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std over seeds, ignoring missing (None/NaN) runs; std None below two values."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return math.nan, None
@@ -37,7 +38,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def _fmt(mean: float, std: float | None, digits: int = 2) -> str:
+def fmt_mean_std(mean: float, std: float | None, digits: int = 2) -> str:
+    """``mean ± std`` for a table cell; ``–`` when no run had a value."""
     if math.isnan(mean):
         return "–"
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -105,7 +107,7 @@ def utilities_from_runs(study_dir: Path, reference: str, metric: str = "chrf++")
         raise UserError(f"{study_dir}: no finished up_* run with a matching seed of {reference} (gen/scores.csv)")
     rows = []
     for direction, values in sorted(gains.items()):
-        mean, std = _mean_std(values)
+        mean, std = mean_std(values)
         rows.append(
             {"direction": direction, "utility": mean, "std": std if std is not None else math.nan, "seeds": len(values)}
         )
@@ -153,7 +155,7 @@ def epochs_table(study_dir: Path, configs: list[str]) -> tuple[list[str], list[l
     for name in configs:
         if name not in per:
             continue
-        means = [_mean_std(per[name].get(d, []))[0] for d in directions]
+        means = [mean_std(per[name].get(d, []))[0] for d in directions]
         rows.append(
             [
                 name,
@@ -177,22 +179,22 @@ def stability_table(study_dir: Path, configs: list[str]) -> tuple[list[str], lis
         ]
         if not logs:
             continue
-        episodes = _mean_std([float(len(lg.episodes())) for lg in logs])
-        spikes = _mean_std([float(len(lg.spikes)) for lg in logs])
-        rollbacks = _mean_std([float(len(lg.rollbacks)) for lg in logs])
-        final = _mean_std([float(lg.loss["loss"].iloc[-5:].mean()) for lg in logs if len(lg.loss)])
-        valid = _mean_std([lg.valid_loss for lg in logs if lg.valid_loss is not None])
-        ms = _mean_std([lg.monitor_ms for lg in logs if lg.monitor_ms is not None])
+        episodes = mean_std([float(len(lg.episodes())) for lg in logs])
+        spikes = mean_std([float(len(lg.spikes)) for lg in logs])
+        rollbacks = mean_std([float(len(lg.rollbacks)) for lg in logs])
+        final = mean_std([float(lg.loss["loss"].iloc[-5:].mean()) for lg in logs if len(lg.loss)])
+        valid = mean_std([lg.valid_loss for lg in logs if lg.valid_loss is not None])
+        ms = mean_std([lg.monitor_ms for lg in logs if lg.monitor_ms is not None])
         rows.append(
             [
                 name,
                 str(len(logs)),
-                _fmt(*episodes, 1),
-                _fmt(*spikes, 1),
-                _fmt(*rollbacks, 1),
-                _fmt(*final),
-                _fmt(*valid),
-                _fmt(*ms, 1),
+                fmt_mean_std(*episodes, 1),
+                fmt_mean_std(*spikes, 1),
+                fmt_mean_std(*rollbacks, 1),
+                fmt_mean_std(*final),
+                fmt_mean_std(*valid),
+                fmt_mean_std(*ms, 1),
             ]
         )
     if not rows:

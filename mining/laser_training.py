@@ -37,6 +37,7 @@ from mining.encoders.laser import EOS, LaserLstmEncoder, LaserTransformerEncoder
 from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.data.dictionary import Dictionary
+from mt.models.config import preset_values
 from mt.train.criterion import CriterionOutput
 
 LN2 = math.log(2)
@@ -170,11 +171,8 @@ OVERRIDABLE = (
 
 
 def arch_config(arch: str, **overrides: Any) -> LaserModelConfig:
-    if arch not in ARCHS:
-        raise UserError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
-    values = dict(ARCHS[arch])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return LaserModelConfig(**values).validate()
+    """The LASER preset ``arch`` with ``overrides`` (None values are ignored) applied, validated."""
+    return LaserModelConfig(**preset_values(ARCHS, arch, overrides)).validate()
 
 
 # --- modules ----------------------------------------------------------------------------------------

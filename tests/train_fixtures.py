@@ -131,7 +131,8 @@ def wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: flo
         if proc.poll() is not None:
             raise AssertionError(f"mt-train exited early: {proc.stderr.read()}")
         if log.is_file():
-            ups = [json.loads(line)["update"] for line in log.read_text().splitlines() if '"train"' in line]
+            done = log.read_text().rpartition("\n")[0]  # whole lines only: the writer may be mid-record
+            ups = [json.loads(line)["update"] for line in done.splitlines() if '"train"' in line]
             if ups and max(ups) >= update:
                 return max(ups)
         time.sleep(0.005)

@@ -35,6 +35,7 @@ from mt.common.errors import UserError
 from mt.data.dictionary import Dictionary
 from mt.data.spm import SpmTokenizer
 from mt.formats.checkpoint import first_reason, refused_object
+from mt.models.transformer import sinusoidal_table
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 _DOWNLOAD_HINT = (
@@ -139,19 +140,6 @@ class LaserLstmEncoder(nn.Module):
 
 
 # --- LASER3: fairseq TransformerEncoder + max-pool --------------------------------------------------
-def sinusoidal_table(num: int, dim: int, padding_idx: int) -> torch.Tensor:
-    """fairseq's sinusoidal positions (tensor2tensor variant; the padding row is zero)."""
-    half = dim // 2
-    scale = math.log(10000) / (half - 1)
-    freqs = torch.exp(torch.arange(half, dtype=torch.float) * -scale)
-    ang = torch.arange(num, dtype=torch.float)[:, None] * freqs[None, :]
-    emb = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros(num, 1)], dim=1)
-    emb[padding_idx] = 0
-    return emb
-
-
 def make_positions(tokens: torch.Tensor, padding_idx: int) -> torch.Tensor:
     """Positions count from padding_idx + 1 over non-pad tokens (left or right padding alike)."""
     mask = tokens.ne(padding_idx).int()

@@ -175,6 +175,18 @@ def refuse_file_in_the_way(path: str | os.PathLike, flag: str, folder: bool = Fa
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder: choose another {flag}")
 
 
+def read_marked_json(path: str | os.PathLike, fmt: str, what: str, fix: str) -> dict:
+    """The JSON object in ``path`` whose ``"format"`` is ``fmt``; else a UserError naming the file, ``what`` it
+    should be ("routing statistics") and the ``fix`` ("write them with mt-moe-stats")."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc}); {fix}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise UserError(f"{path}: not {what} (no '{fmt}' format marker); {fix}")
+    return data
+
+
 def scan_text(path: str | os.PathLike, check_utf8: bool = True, digest: bool = True) -> tuple[int, str]:
     """(lines, SHA-256 of the text) of a plain or ``.gz`` file in one pass of 1 MiB blocks (``digest=False``:
     the hash is skipped and returned as "", for a line count alone).

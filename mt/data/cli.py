@@ -1,4 +1,4 @@
-"""Console entry points of ``mt/data``: ``mt-data``, ``mt-spm``, ``mt-preprocess`` (and ``python -m mt.data.locales``).
+"""Console entry points of ``mt/data``: ``mt-data``, ``mt-spm``, ``mt-preprocess`` .
 
 Each command's flags are generated from its config dataclass (``GettextConfig``, ``SpmTrainConfig``,
 ``PreprocessConfig``, ...); ``mt-data`` dispatches its sub-commands to the parsers below.
@@ -26,7 +26,7 @@ _GETTEXT_EPILOG = """examples:
   mt-data build gettext --out work/all/corpus                     # every language with >= 100 pairs
   mt-data build gettext --out work/c --langs deu_Latn,fra_Latn,xho_Latn --dev-size 300
   mt-data build gettext --out work/c --exclude my_test.en my_test.de   # keep my test set out of train
-  python -m mt.data.locales                                       # which locale maps to which code
+  mt-data locales                                                 # which locale maps to which code
 
 Output (FLORES-200 layout, see mt/data/layout.py): train/eng_Latn-{lang}.{eng_Latn,lang},
 dev/{lang}.dev, devtest/{lang}.devtest (N-way, line-aligned), mono/eng_Latn-{lang}.{eng_Latn,lang,gold.tsv},
@@ -162,6 +162,24 @@ def _merge_main(argv: list[str]) -> int:
     return 0
 
 
+# --- mt-data locales -------------------------------------------------------------------------------------
+@dataclass
+class LocalesConfig:
+    locale_dir: str = arg("/usr/share/locale", positional=True, show_default=False)
+
+
+def _locales_main(argv: list[str]) -> int:
+    from mt.data.locales import print_locale_table
+
+    p = argparse.ArgumentParser(
+        prog="mt-data locales",
+        description="Print how each gettext locale folder maps to a FLORES-200 code.",
+    )
+    add_flags(p, LocalesConfig)
+    print_locale_table(from_args(LocalesConfig, p.parse_args(argv)).locale_dir)
+    return 0
+
+
 # --- mt-data ------------------------------------------------------------------------------------------------
 # sub-command -> (its main(argv after the command), one-line summary)
 _DATA_COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -170,6 +188,7 @@ _DATA_COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "fetch": (_fetch_main, "download a corpus with resume, progress and checksum"),
     "verify": (_verify_main, "check a local copy of a corpus against its manifest"),
     "register": (_register_main, "point a manifest ID at a local copy (offline use)"),
+    "locales": (_locales_main, "how each gettext locale folder maps to a FLORES-200 code"),
     "merge-bitext": (_merge_main, "seed + mined bitext of a pair: duplicates and dev/devtest sentences removed"),
 }
 
@@ -294,23 +313,4 @@ def preprocess_main(argv: list[str] | None = None) -> int:
     if cfg.workers < 1:
         parser.error("--workers must be >= 1")
     preprocess(cfg)
-    return 0
-
-
-# --- python -m mt.data.locales ------------------------------------------------------------------------------
-@dataclass
-class LocalesConfig:
-    locale_dir: str = arg("/usr/share/locale", positional=True, show_default=False)
-
-
-@cli_entry
-def locales_main(argv: list[str] | None = None) -> int:
-    from mt.data.locales import print_locale_table
-
-    p = argparse.ArgumentParser(
-        prog="python -m mt.data.locales",
-        description="Print how each gettext locale folder maps to a FLORES-200 code.",
-    )
-    add_flags(p, LocalesConfig)
-    print_locale_table(from_args(LocalesConfig, p.parse_args(argv)).locale_dir)
     return 0

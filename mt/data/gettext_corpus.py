@@ -344,7 +344,7 @@ def resolve_langs(spec: str | list[str], present: set[str]) -> tuple[set[str] | 
         if c not in present:
             raise UserError(
                 f"--langs {c}: no catalogue in this locale tree maps to {c}; "
-                f"`python -m mt.data.locales` lists the {len(present)} codes found"
+                f"`mt-data locales` lists the {len(present)} codes found"
             )
     return set(codes), []
 

@@ -22,7 +22,7 @@ orders them: :data:`VARIANT_PRIORITY` first (FLORES-200's own variety: Brazilian
 Traditional Chinese), then the bare language folder, then the others by name. The corpus builder takes
 each English string's translations from the best-ranked folder that has it.
 
-``python -m mt.data.locales [LOCALE_DIR]`` prints the table for a locale tree.
+``mt-data locales [LOCALE_DIR]`` prints the table for a locale tree.
 """
 
 from __future__ import annotations
@@ -338,9 +338,3 @@ def print_locale_table(locale_dir: str) -> None:
         f"{sum(i.status == 'unknown' for i in infos)} unknown",
         file=sys.stderr,
     )
-
-
-if __name__ == "__main__":
-    from mt.data.cli import locales_main
-
-    raise SystemExit(locales_main())

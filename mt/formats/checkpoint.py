@@ -127,6 +127,29 @@ def _pending(path: Path) -> Path:
     return path.with_name(path.name + ".pending")
 
 
+def weights_state(
+    model_config: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    dict_checksum: str,
+    train_config: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A loadable checkpoint of weights alone: no optimizer, no training progress (mt-import's output, a
+    benchmark's random model). ``extra`` adds fields (``imported``: where the weights came from)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "code_version": code_version(),
+        "model_config": model_config,
+        "train_config": train_config or {},
+        "dict_checksum": dict_checksum,
+        "lang_pairs": [],
+        "model": weights,
+        "num_updates": 0,
+        **extra,
+    }
+
+
 def save_checkpoint(
     state: dict[str, Any],
     path: str | os.PathLike,

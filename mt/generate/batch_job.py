@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mt.common.errors import UserError
-from mt.common.files import atomic_write, exclusive_lock, file_identity
+from mt.common.files import atomic_write, exclusive_lock, file_identity, refuse_file_in_the_way
 from mt.common.flags import arg
 from mt.common.langs import check_code
 from mt.formats import checkpoint as ckpt
@@ -293,7 +293,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     """Run (or resume) this shard of the job; merge when the whole job is done. Returns a summary."""
     cfg.check()
     out = Path(cfg.out)
-    _check_out(out)
+    refuse_file_in_the_way(out, "--out", folder=True)
     files = list_inputs(cfg.inputs, cfg.fmt, exclude=out)
     check_output_names(files)
     counts = [count_records(f, cfg.column) for f in files]
@@ -307,15 +307,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
     tr = translator
     max_src = cfg.max_source_positions
     if tr is None and (work > 0 or not max_src):
-        tr = Translator(
-            cfg.path,
-            cfg.device,
-            cfg.bf16,
-            data=cfg.data or None,
-            spm_model=cfg.spm_model or None,
-            threads=cfg.threads,
-            **asdict(cfg.moe),
-        )
+        tr = Translator.from_options(cfg)
     if tr is not None:
         for t in [cfg.src_lang, *cfg.tgt_langs]:
             tr.lang_token(t)  # a clear error for a language the model does not know
@@ -377,16 +369,6 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
         else:
             summary["merged"] = merge(out, cfg.tgt_langs, files, index)
     return summary
-
-
-def _check_out(out: Path) -> None:
-    """``--out`` must be a folder or a path where one can be made: said before the model is loaded."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == out else f"lies under {p}, which is a file"
-                raise UserError(f"--out {out} {what}, not a folder: choose another --out")
-            return
 
 
 _TEMP = re.compile(r"^\.(?:chunk|bad)-(\d+)\.(?:txt|tsv)\..*\.tmp$")

@@ -285,14 +285,12 @@ def build_hf_tokenizer(loaded: LoadedModel):
     )
 
 
-def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
-    """NllbTokenizer's files as the released models publish them: ``sentencepiece.bpe.model`` (our spm.model),
-    ``tokenizer_config.json`` (every token after the pieces with its id, ``legacy_behaviour``) and
-    ``special_tokens_map.json``. transformers' NllbTokenizer / AutoTokenizer (and CTranslate2's converter,
-    through it) then give our ids."""
-    n, extra = nllb_symbols(loaded)
-    d = loaded.dictionary
-    langs = [name for i, name in extra if token_lang(d[i])]
+def nllb_tokenizer_config(
+    added: list[tuple[int, str]], langs: list[str], legacy: bool, max_length: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``tokenizer_config.json``, ``special_tokens_map.json``) of NllbTokenizer as the released models publish
+    them: ``added`` lists every token outside the SentencePiece pieces with its id (specials, language codes,
+    ``<mask>``), ``langs`` the language codes, ``legacy`` is ``legacy_behaviour`` (source language token last)."""
     mask = {
         "__type": "AddedToken",
         "content": "<mask>",
@@ -311,7 +309,6 @@ def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
         "unk_token": "<unk>",
         "additional_special_tokens": langs,
     }
-    added = [(i, d[i]) for i in range(d.nspecial)] + extra
     config = {
         **special,
         "added_tokens_decoder": {
@@ -325,13 +322,26 @@ def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
             }
             for i, name in added
         },
-        "legacy_behaviour": loaded.model.cfg.source_langtok == "last",
-        "model_max_length": loaded.model.cfg.max_source_positions,
+        "legacy_behaviour": legacy,
+        "model_max_length": max_length,
         "sp_model_kwargs": {},
         "src_lang": None,
         "tgt_lang": None,
         "tokenizer_class": "NllbTokenizer",
     }
+    return config, special
+
+
+def write_nllb_tokenizer(loaded: LoadedModel, out: Path) -> None:
+    """NllbTokenizer's files as the released models publish them: ``sentencepiece.bpe.model`` (our spm.model),
+    ``tokenizer_config.json`` and ``special_tokens_map.json`` (``nllb_tokenizer_config``). transformers'
+    NllbTokenizer / AutoTokenizer (and CTranslate2's converter, through it) then give our ids."""
+    n, extra = nllb_symbols(loaded)
+    d = loaded.dictionary
+    langs = [name for i, name in extra if token_lang(d[i])]
+    added = [(i, d[i]) for i in range(d.nspecial)] + extra
+    cfg = loaded.model.cfg
+    config, special = nllb_tokenizer_config(added, langs, cfg.source_langtok == "last", cfg.max_source_positions)
     shutil.copyfile(loaded.spm.path, out / "sentencepiece.bpe.model")
     for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         with atomic_write(out / name) as fh:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -204,15 +204,7 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
     cfg.check()
     if not Path(cfg.data).is_dir():
         raise UserError(f"{cfg.data}: data directory not found (the mt-preprocess output with dict.txt)")
-    tr = translator or Translator(
-        cfg.path,
-        cfg.device,
-        cfg.bf16,
-        data=cfg.data,
-        spm_model=cfg.spm_model or None,
-        threads=cfg.threads,
-        **asdict(cfg.moe),
-    )
+    tr = translator or Translator.from_options(cfg)
     if tr.rank != 0:  # expert-parallel inference: every rank decodes the same batches, rank 0 writes
         return _follow(tr, cfg)
     results = []

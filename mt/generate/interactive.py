@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import IO, Iterator
 
 from mt.common.errors import UserError
 from mt.common.flags import arg
 from mt.common.langs import check_code
+from mt.common.textio import chunks
 from mt.generate import fairseq_format as ff
 from mt.generate.moe_inference import MoEInferenceConfig, world_size
 from mt.generate.readers import strip_bom
@@ -65,26 +66,18 @@ class InteractiveConfig:
         return self
 
 
-def _buffers(stream: IO[bytes], size: int, name: str) -> Iterator[list[str | None]]:
-    buf: list[str | None] = []
+def _lines(stream: IO[bytes], name: str) -> Iterator[str | None]:
+    """The decoded lines of ``stream``; None (an empty translation, said on stderr) for one that is not UTF-8."""
     for lineno, raw in enumerate(stream, 1):
         raw = raw.rstrip(b"\r\n")
         if lineno == 1:
             raw = strip_bom(raw)
         try:
-            buf.append(raw.decode("utf-8"))
+            line: str | None = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            print(
-                f"mt-interactive: {name}:{lineno}: invalid UTF-8 at byte {exc.start}: empty translation",
-                file=sys.stderr,
-                flush=True,
-            )
-            buf.append(None)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+            _say(f"{name}:{lineno}: invalid UTF-8 at byte {exc.start}: empty translation")
+            line = None
+        yield line
 
 
 def _say(msg: str) -> None:
@@ -95,15 +88,7 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     """Translate until end of input; returns the number of lines read."""
     cfg.check()
     out = out or sys.stdout
-    tr = translator or Translator(
-        cfg.path,
-        cfg.device,
-        cfg.bf16,
-        data=cfg.data or None,
-        spm_model=cfg.spm_model or None,
-        threads=cfg.threads,
-        **asdict(cfg.moe),
-    )
+    tr = translator or Translator.from_options(cfg)
     src_tok = tr.lang_token(cfg.src_lang, "-s/--source-lang")
     tr.lang_token(cfg.tgt_lang, "-t/--target-lang")
     for d in tr.untrained([(cfg.src_lang, cfg.tgt_lang)]):
@@ -117,7 +102,7 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
     stream = sys.stdin.buffer if cfg.input == "-" else open(cfg.input, "rb")
     start = 0
     try:
-        for buf in _buffers(stream, cfg.buffer_size, name):
+        for buf in chunks(_lines(stream, name), cfg.buffer_size):
             out.write("".join(line + "\n" for line in _translate_buffer(tr, cfg, buf, start, src_tok, name)))
             out.flush()
             start += len(buf)

@@ -27,7 +27,6 @@ state is not kept (``mt-train --finetune-from-model`` starts a fresh one).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 
 from mt.common import pagemem
 from mt.common.errors import UserError
+from mt.common.files import read_marked_json
 from mt.common.flags import arg
 from mt.data.dictionary import Dictionary
 from mt.formats import checkpoint as ckpt
@@ -135,16 +135,7 @@ def read_stats(
     counts: dict[str, list[float]] = {t: [0.0] * num_experts for t in tags}
     directions: list[str] = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(
-                f"{path}: cannot read the routing statistics ({exc}); write them with mt-moe-stats"
-            ) from None
-        if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
-            raise UserError(
-                f"{path}: not routing statistics (no '{STATS_FORMAT}' format marker); write them with mt-moe-stats"
-            )
+        data = read_marked_json(path, STATS_FORMAT, "routing statistics", "write them with mt-moe-stats")
         if int(data.get("num_experts", 0)) != num_experts:
             raise UserError(
                 f"{path}: statistics of a model with {data.get('num_experts')} experts per layer, this one has "

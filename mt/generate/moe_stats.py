@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -215,15 +215,7 @@ def moe_stats(cfg: MoEStatsConfig, translator: Any = None) -> dict[str, Any]:
     sentences, bad = read_sample(cfg.input, cfg.sample, cfg.seed)
     if bad:
         _say(f"mt-moe-stats: {cfg.input}: skipped {bad} empty or undecodable lines")
-    tr = translator or Translator(
-        cfg.path,
-        cfg.device,
-        cfg.bf16,
-        data=cfg.data or None,
-        spm_model=cfg.spm_model or None,
-        threads=cfg.threads,
-        **asdict(cfg.moe),
-    )
+    tr = translator or Translator.from_options(cfg)
     stats = collect(
         tr,
         sentences,

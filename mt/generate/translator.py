@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
-from typing import Callable, Sequence, overload
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Protocol, Sequence, overload
 
 import torch
 
@@ -102,6 +102,19 @@ def _per_sentence(value: str | Sequence[str], n: int, what: str) -> list[str]:
     return [check_code(v, what) for v in value]
 
 
+class ModelOptions(Protocol):
+    """The model options a generation command's config carries (mt-generate, -interactive, -translate,
+    mt-moe-stats): what ``Translator.from_options`` needs."""
+
+    path: str
+    device: str
+    bf16: bool
+    data: str
+    spm_model: str
+    threads: int
+    moe: MoEInferenceConfig
+
+
 class Translator:
     """A loaded checkpoint ready to translate. ``device``: "cpu", "cuda", "cuda:1"...; ``bf16``: autocast.
 
@@ -147,6 +160,19 @@ class Translator:
         self.max_source_positions = self.model.cfg.max_source_positions
         self._lang_set = frozenset(self.langs)
         self._weights: dict[torch.dtype, incremental.DecoderWeights] = {}
+
+    @classmethod
+    def from_options(cls, cfg: ModelOptions) -> "Translator":
+        """The Translator a command's options ask for; "" for --data / --spm-model means "find it"."""
+        return cls(
+            cfg.path,
+            cfg.device,
+            cfg.bf16,
+            data=cfg.data or None,
+            spm_model=cfg.spm_model or None,
+            threads=cfg.threads,
+            **asdict(cfg.moe),
+        )
 
     def decoder_weights(self) -> incremental.DecoderWeights | None:
         """Decoder matrices in the compute dtype, made once (the weights of a Translator do not change)."""

@@ -323,24 +323,11 @@ def write_folder(
 def write(imp: Imported, out: Path, dtype: torch.dtype | None = None) -> Path:
     """Check, convert and write ``imp`` into ``out`` (the dense part in memory, then one expert at a time)."""
     checked = check(imp)
-    state = _checkpoint(imp, convert(imp, dtype, checked))
+    state = ckpt.weights_state(
+        imp.cfg.to_dict(), convert(imp, dtype, checked), imp.dictionary.checksum(), imported=imp.meta
+    )
     shards = None
     if imp.cfg.moe_freq > 0:
         state["moe"] = {"shards": imp.cfg.moe_expert_count, "expert_keys": [t.name for t in checked.plan if t.experts]}
         shards = expert_shards(imp, checked, dtype)
     return write_folder(out, imp.spm, imp.dictionary, state, shards)
-
-
-def _checkpoint(imp: Imported, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {
-        "format": ckpt.FORMAT,
-        "format_version": ckpt.FORMAT_VERSION,
-        "code_version": ckpt.code_version(),
-        "model_config": imp.cfg.to_dict(),
-        "train_config": {},
-        "dict_checksum": imp.dictionary.checksum(),
-        "lang_pairs": [],
-        "model": state,
-        "num_updates": 0,
-        "imported": imp.meta,
-    }

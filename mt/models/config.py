@@ -242,13 +242,17 @@ OVERRIDABLE = (
 )
 
 
+def preset_values(archs: dict[str, dict[str, Any]], arch: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The field values of preset ``arch`` of ``archs`` with ``overrides`` applied (None values are ignored:
+    flags the user did not give). Shared by the MT and the LASER model presets."""
+    if arch not in archs:
+        raise UserError(f"unknown --arch {arch!r}; choose from {', '.join(archs)}")
+    return {**archs[arch], **{k: v for k, v in overrides.items() if v is not None}}
+
+
 def arch_config(arch: str, **overrides: Any) -> TransformerConfig:
     """The preset ``arch`` with ``overrides`` (None values are ignored) applied."""
-    if arch not in ARCHS:
-        raise UserError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
-    values = dict(ARCHS[arch])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TransformerConfig(**values)
+    return TransformerConfig(**preset_values(ARCHS, arch, overrides))
 
 
 @dataclass

@@ -57,7 +57,7 @@ import torch
 
 from mt.common import distributed
 from mt.common.errors import UserError, os_error_message
-from mt.common.files import exclusive_lock
+from mt.common.files import exclusive_lock, refuse_file_in_the_way
 from mt.common.flags import arg
 from mt.common.langs import check_code, lang_token, parse_pair
 from mt.data import mixing
@@ -450,7 +450,7 @@ def _locked_save_dir(save_dir: Path, di: distributed.DistInfo) -> Iterator[None]
         problem, created = None, []
         if di.is_master:
             try:
-                _check_save_dir(save_dir)
+                refuse_file_in_the_way(save_dir, "--save-dir", folder=True)
                 created = [p for p in (save_dir, *save_dir.parents) if not p.exists()]
                 save_dir.mkdir(parents=True, exist_ok=True)
                 held.enter_context(exclusive_lock(save_dir, f"--save-dir {save_dir}"))
@@ -475,16 +475,6 @@ def _remove_unused(created: list[Path]) -> None:
             (created[0] / ".lock").unlink()
         for folder in created:
             folder.rmdir()  # fails, and stops here, on a folder that is not empty
-
-
-def _check_save_dir(save_dir: Path) -> None:
-    """A UserError naming the flag when ``save_dir`` or a folder above it is a file (checked before any set-up)."""
-    for p in (save_dir, *save_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == save_dir else f"is under {p}, which is a file"
-                raise UserError(f"--save-dir {save_dir} {what}, not a folder: choose another --save-dir")
-            return
 
 
 class _Trainer:

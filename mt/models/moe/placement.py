@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from mt.common.errors import UserError
+from mt.common.files import read_marked_json
 from mt.models.moe.layers import MoELayer, moe_layers
 
 PLACEMENT_FORMAT = "nllb-mini/moe-placement"
@@ -162,17 +162,7 @@ def placement_from_stats(stats: dict[str, Any], world: int) -> dict[str, Any]:
 
 def read_placement(path: str | Path, layers: dict[str, int], world: int) -> Placement:
     """The placement in ``path`` for MoE layers ``{tag: num_experts}`` and ``world`` ranks (checked)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"{path}: cannot read the expert placement ({exc}); write it with mt-moe-stats --num-ranks W"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
-        raise UserError(
-            f"{path}: not an expert placement (no '{PLACEMENT_FORMAT}' format marker); write it with mt-moe-stats"
-        )
+    data = read_marked_json(path, PLACEMENT_FORMAT, "an expert placement", "write it with mt-moe-stats --num-ranks W")
     if int(data.get("num_ranks", 0)) != world:
         raise UserError(
             f"{path}: placement for {data.get('num_ranks')} ranks, this run has {world}; "

@@ -122,7 +122,7 @@ def test_english_is_spelled_once():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     spelled = [
         str(p.relative_to(root))
         for package in ("mt", "mining", "eval")

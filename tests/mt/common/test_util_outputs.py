@@ -9,7 +9,7 @@ import gzip
 import pytest
 
 from mt.common.errors import UserError
-from mt.common.files import refuse_file_in_the_way
+from mt.common.files import read_marked_json, refuse_file_in_the_way
 from mt.common.textio import count_lines, read_lines
 
 
@@ -25,6 +25,19 @@ def test_a_file_where_a_folder_of_the_output_belongs_is_refused(tmp_path):
     refuse_file_in_the_way(tmp_path / "report.txt", "--out")  # an existing file is replaced: fine
     refuse_file_in_the_way(tmp_path, "--destdir", folder=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]  # a check creates nothing
+
+
+def test_read_marked_json_checks_the_format_marker(tmp_path):
+    good, other, broken = tmp_path / "good.json", tmp_path / "other.json", tmp_path / "broken.json"
+    good.write_text('{"format": "x/1", "n": 2}', encoding="utf-8")
+    other.write_text('{"format": "y/1"}', encoding="utf-8")
+    broken.write_bytes(b"\xff{")
+    assert read_marked_json(good, "x/1", "an x file", "write it with mt-x") == {"format": "x/1", "n": 2}
+    with pytest.raises(UserError, match=r"other.json: not an x file \(no 'x/1' format marker\); write it with mt-x"):
+        read_marked_json(other, "x/1", "an x file", "write it with mt-x")
+    for path in (broken, tmp_path / "missing.json"):
+        with pytest.raises(UserError, match=r"cannot read an x file \(.*\); write it with mt-x"):
+            read_marked_json(path, "x/1", "an x file", "write it with mt-x")
 
 
 @pytest.mark.parametrize("data,n", [(b"", 0), (b"a\n", 1), (b"a\nb", 2), (b"a\n\n", 2), ("\u00e9\n".encode(), 1)])

@@ -2,7 +2,7 @@ import pytest
 from _mo_writer import write_mo
 
 from mt.common.langs import EXTRA_CODES, FLORES200_CODES, is_code
-from mt.data.cli import locales_main
+from mt.data.cli import data_main
 from mt.data.locales import (
     LOCALE_CODES,
     VARIANT_PRIORITY,
@@ -95,6 +95,6 @@ def test_scan_and_print_table(tmp_path, capsys):
     (tmp_path / "empty" / "LC_MESSAGES").mkdir(parents=True)
     infos = scan_locale_dir(tmp_path)
     assert [i.locale for i in infos] == ["de", "en_GB", "qq", "sr@latin"]
-    assert locales_main([str(tmp_path)]) == 0
+    assert data_main(["locales", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "srp_Latn" in out and "extra" in out and "unknown" in out

@@ -421,13 +421,22 @@ def test_interactive_says_when_it_cuts_a_line_or_leaves_the_trained_directions(m
 def test_translate_and_interactive_inputs_drop_a_bom(tmp_path):
     import io
 
-    from mt.generate.interactive import _buffers
+    from mt.generate.interactive import _lines
     from mt.generate.readers import InputFile, iter_file
 
     f = tmp_path / "in.txt"
     f.write_bytes(b"\xef\xbb\xbfHello\nWorld\n")
     assert [r.text for r in iter_file(InputFile(f, "in.txt", "text"), 0)] == ["Hello", "World"]
-    assert list(_buffers(io.BytesIO(f.read_bytes()), 5, "in.txt")) == [["Hello", "World"]]
+    assert list(_lines(io.BytesIO(f.read_bytes()), "in.txt")) == ["Hello", "World"]
+
+
+def test_interactive_turns_a_line_that_is_not_utf8_into_an_empty_translation(capsys):
+    import io
+
+    from mt.generate.interactive import _lines
+
+    assert list(_lines(io.BytesIO(b"a\n\xff b\nc\n"), "-")) == ["a", None, "c"]
+    assert "mt-interactive: -:2: invalid UTF-8 at byte 0: empty translation" in capsys.readouterr().err
 
 
 def test_errors_are_one_line(model, tmp_path, capsys):

@@ -135,7 +135,7 @@ def _texts(tmp_path: Path, hyp: bytes, ref: bytes) -> tuple[Path, Path]:
 
 def test_eval_binary_or_non_utf8_hypotheses(tmp_path):
     hyp, ref = _texts(tmp_path, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", b"a\nb\n")
-    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref], tmp_path, expect="not UTF-8")
+    assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref], tmp_path, expect="not valid UTF-8")
     hyp, ref = _texts(tmp_path, "Stra\u00dfe\n".encode("latin-1") + b"x\n", b"a\nb\n")
     assert_refused("mt-eval", ["score", "--hyp", hyp, "--ref", ref, "--metric", "bleu"], tmp_path, expect="hyp.txt")
 

@@ -1,4 +1,4 @@
-"""mt-import's flags come from ImportConfig (built by keyword); the installed target name stays."""
+"""mt-import's flags come from ImportConfig (built by keyword)."""
 
 from mt.common.flags import from_args
 from mt.importing import cli
@@ -12,4 +12,3 @@ def test_import_flags_by_keyword():
     assert cfg == cli.ImportConfig(
         src="model/", fmt="fairseq", out="o", dict_path="d.txt", langs="a,b", dtype="bfloat16"
     )
-    assert cli.main is cli.import_main

@@ -60,7 +60,9 @@ def _args(data: Path, save: Path, *extra: str) -> list[str]:
 def test_save_dir_under_a_file(data, tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("mine\n")
-    assert_refused("mt-train", _args(data, f / "ck"), tmp_path, expect=f"is under {f}, which is a file")
+    assert_refused(
+        "mt-train", _args(data, f / "ck"), tmp_path, expect=f"--save-dir {f / 'ck'}: {f} is a file, not a folder"
+    )
     assert_refused("mt-train", _args(data, f), tmp_path, expect=f"--save-dir {f} is a file")
 
 
