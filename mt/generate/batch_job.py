@@ -84,6 +84,7 @@ class TranslateConfig:
     bad_lines: str = arg("empty", "output for bad records", choices=["empty", "copy"])
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     progress: bool = True
     merge: bool = True
@@ -314,6 +315,7 @@ def translate_job(cfg: TranslateConfig, translator: Translator | None = None) ->
             data=cfg.data or None,
             spm_model=cfg.spm_model or None,
             threads=cfg.threads,
+            quantize=cfg.quantize,
             **asdict(cfg.moe),
         )
     if tr is not None:

@@ -23,6 +23,7 @@ from mt.generate.interactive import InteractiveConfig, interactive
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.moe_prune import PruneConfig, prune
 from mt.generate.moe_stats import MoEStatsConfig, moe_stats
+from mt.generate.quantize import QUANTIZATIONS
 from mt.generate.search import SearchConfig
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -52,6 +53,15 @@ class DecodeOptions:
         False,
         "bfloat16 matrix products (scores stay float32): about 2x faster on CPUs with AVX512-BF16/AMX, "
         "outputs can differ slightly from float32",
+        group=_MODEL,
+    )
+    quantize: str = arg(
+        "none",
+        "int8: CPU decoding with int8 weights (a scale per row) and activations quantised per product in "
+        "the attention, FFN, expert and output matrices (fbgemm); outputs can differ slightly from "
+        "float32 (not with --bf16, CUDA or --expert-cache)",
+        choices=list(QUANTIZATIONS),
+        show_default=False,
         group=_MODEL,
     )
     threads: int = arg(0, "torch intra-op threads (default: torch's choice)", group=_MODEL)
@@ -344,7 +354,7 @@ def build_moe_stats_parser() -> argparse.ArgumentParser:
     )
     add_flags(p, MoEStatsConfig)
     add_flags(p, ProgressOptions)
-    _add_decoding(p, exclude=("expert_placement",), moe_first=True)
+    _add_decoding(p, exclude=("expert_placement", "quantize"), moe_first=True)
     return p
 
 

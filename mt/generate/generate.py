@@ -57,6 +57,7 @@ class GenerateConfig:
     spm_model: str = ""
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     quiet: bool = arg(False, "only the score line (no S/T/H/D/P lines)")
     progress: bool = True
@@ -211,6 +212,7 @@ def generate(cfg: GenerateConfig, translator: Translator | None = None) -> list[
         data=cfg.data,
         spm_model=cfg.spm_model or None,
         threads=cfg.threads,
+        quantize=cfg.quantize,
         **asdict(cfg.moe),
     )
     if tr.rank != 0:  # expert-parallel inference: every rank decodes the same batches, rank 0 writes

@@ -45,6 +45,7 @@ class InteractiveConfig:
     max_tokens: int = 4096
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
 
@@ -102,6 +103,7 @@ def interactive(cfg: InteractiveConfig, translator: Translator | None = None, ou
         data=cfg.data or None,
         spm_model=cfg.spm_model or None,
         threads=cfg.threads,
+        quantize=cfg.quantize,
         **asdict(cfg.moe),
     )
     src_tok = tr.lang_token(cfg.src_lang, "-s/--source-lang")
