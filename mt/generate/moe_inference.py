@@ -176,6 +176,7 @@ class MoEInference:
                 "mapped_bytes": m,
                 "host_bytes": h,
             }
+        resident += sum(m.runner.bytes for _, m in self.layers if isinstance(m.runner, Int8Experts))
         mapped_rss = [pagemem.smaps_rss(f) for f in self.mapped_files]
         return {
             "gating": self.cfg.moe_gating,

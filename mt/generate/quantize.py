@@ -86,6 +86,8 @@ class Int8Experts:
         self.fc1 = [Int8Linear(w1[e], b1[e]) for e in range(w1.size(0))]
         self.fc2 = [Int8Linear(w2[e], b2[e]) for e in range(w2.size(0))]
         self.out_dim = w2.size(1)
+        # int8 weights + a float32 scale and bias per row, for the memory report (``MoEInference.stats``)
+        self.bytes = sum(w.numel() + 8 * w.size(0) * w.size(1) for w in (w1, w2))
 
     def __call__(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         y = x.new_empty(x.size(0), self.out_dim, dtype=torch.float32)

@@ -131,6 +131,8 @@ def test_int8_moe_decoding_agrees_with_float32(tmp_path):
     ck, _ = make_checkpoint(tmp_path, moe_freq=1, moe_expert_count=4, moe_second_expert_policy="all")
     fp, q = Translator(ck), Translator(ck, quantize="int8")
     assert all(isinstance(m.runner, Int8Experts) for _, m in q.moe.layers)
+    s = q.moe.stats()  # int8 experts: a quarter of the float32 bytes, plus a scale and bias per row
+    assert s["full_expert_bytes"] / 4 < s["resident_bytes"] < s["full_expert_bytes"] / 3
     srcs = [[5 + (i * 7 + j * 3) % 40 for j in range(2 + i % 7)] for i in range(16)]
     a = [h[0].tokens for h in fp.translate_ids(srcs, "eng_Latn", "deu_Latn")]
     b = [h[0].tokens for h in q.translate_ids(srcs, "eng_Latn", "deu_Latn")]
