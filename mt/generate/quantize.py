@@ -13,7 +13,12 @@ each MoE expert's fc1 / fc2 (the stacked (E, f, d) parameters, quantised per exp
 ``Int8Experts``), and the output projection of the incremental decoder (the largest single product of a
 decoding step, 13x faster; the tests bound its effect on the argmax). Kept in float32: the embedding
 lookup (a gather, no product), LayerNorms, softmaxes, the MoE / CMR gates (tiny, and they decide the
-routing) and the language adapters.
+routing) and the language adapters. Measured on a trained toy model, the int8 output projection changed
+no argmax that the other int8 products had not already changed (202 of 203 positions agree either way).
+
+Not with an expert cache, memory-mapped experts or expert-parallel inference: those runners bring float
+experts in per call (quantising them there would cost a pass over each expert at every miss); the refusal
+says so. Quantised experts stay resident (a quarter of the float32 bytes).
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ from decode_fixtures import LANG_PAIRS, PAIRS, make_checkpoint
 from train_fixtures import WORDS, make_corpus, one_thread, sentence  # noqa: F401 (one_thread: autouse)
 
 from mt.common.errors import UserError
+from mt.generate import cli
+from mt.generate.batch_job import TranslateConfig
 from mt.generate.cli import build_moe_stats_parser, generate_main
 from mt.generate.expert_cache import ExpertCache
-from mt.generate.generate import corpus_score
+from mt.generate.generate import GenerateConfig, corpus_score
+from mt.generate.interactive import InteractiveConfig
 from mt.generate.quantize import Int8Experts, Int8Linear, check_quantize
 from mt.generate.translator import Translator
 from mt.models.moe import pad_segments
@@ -159,6 +162,13 @@ def test_refusals(trained, tmp_path, capsys):
     assert (
         err[-1] == "error: --quantize int8 and --bf16 exclude each other: int8 products replace the bf16 ones; pick one"
     )
+    for build, cls, extra in (
+        (cli.build_translate_parser, TranslateConfig, ["a.txt", "--out", "o"]),
+        (cli.build_interactive_parser, InteractiveConfig, []),
+        (cli.build_generate_parser, GenerateConfig, ["bin"]),
+    ):
+        args = build().parse_args([*extra, "-s", "eng_Latn", "-t", "deu_Latn", "--path", "c.pt", "--quantize", "int8"])
+        assert cli._decoding(args, cls).quantize == "int8"
     with pytest.raises(SystemExit):  # routing statistics are the float model's: no --quantize there
         build_moe_stats_parser().parse_args(["--path", "x", "--quantize", "int8"])
     moe_ck, _ = make_checkpoint(tmp_path, moe_freq=1, moe_expert_count=4)
