@@ -1,4 +1,4 @@
-"""Translation speed: our search (fp32, bf16) vs Hugging Face ``generate()`` on the same weights exported
+"""Translation speed: our search (fp32, bf16, int8) vs Hugging Face ``generate()`` on the same weights exported
 as M2M100, vs CTranslate2 float32 and int8 (the same export converted). One run, same inputs, same beam,
 same length limits; sentences/s and generated tokens/s, plus how often each engine's output equals ours.
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--fixed-length", type=int, default=0, help="force exactly N output tokens in every engine")
     p.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch, every engine")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engines", default="ours-fp32,ours-bf16,hf-fp32,ct2-fp32,ct2-int8")
+    p.add_argument("--engines", default="ours-fp32,ours-bf16,ours-int8,hf-fp32,ct2-fp32,ct2-int8")
     p.add_argument("--out", default=str(REPO / "bench" / "out"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -202,6 +202,9 @@ def main(argv=None) -> int:
             try:
                 if eng in ("ours-fp32", "ours-bf16"):
                     secs, hyps = run_ours(tr, ids, args, bf16=eng.endswith("bf16"))
+                elif eng == "ours-int8":  # its own Translator: --quantize int8 replaces the model's matrices
+                    tr8 = Translator(path, data=args.data or None, quantize="int8")
+                    secs, hyps = run_ours(tr8, ids, args, bf16=False)
                 elif eng == "hf-fp32":
                     secs, hyps = run_hf(tr, ids, args)
                 elif eng in ("ct2-fp32", "ct2-int8"):
@@ -234,6 +237,7 @@ def main(argv=None) -> int:
             )
     hf = next((r for r in rows if r["engine"] == "hf-fp32"), None)
     ct = next((r for r in rows if r["engine"] == "ct2-fp32"), None)
+    ct8 = next((r for r in rows if r["engine"] == "ct2-int8"), None)
     length = (
         f"fixed length {args.fixed_length}" if args.fixed_length else f"max len {args.max_len_a}*src+{args.max_len_b}"
     )
@@ -243,14 +247,15 @@ def main(argv=None) -> int:
         f"--max-tokens {args.max_tokens}, {args.threads} threads, {platform.processor() or platform.machine()}; "
         f"model: {shape} ({'random weights' if args.random_arch else Path(path).name}).",
         "",
-        "| engine | sentences/s | tokens/s | vs HF generate() | vs CT2 fp32 | output = first row's |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| engine | sentences/s | tokens/s | vs HF generate() | vs CT2 fp32 | vs CT2 int8 | output = first row's |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         vs_hf = f"{r['sent_per_s'] / hf['sent_per_s']:.2f}x" if hf else "n/a"
         vs_ct = f"{r['sent_per_s'] / ct['sent_per_s']:.2f}x" if ct else "n/a"
+        vs_ct8 = f"{r['sent_per_s'] / ct8['sent_per_s']:.2f}x" if ct8 else "n/a"
         md.append(
-            f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | "
+            f"| {r['engine']} | {r['sent_per_s']:.1f} | {r['tok_per_s']:.0f} | {vs_hf} | {vs_ct} | {vs_ct8} | "
             f"{r['same_as_first']:.1%} |"
         )
     md += [""] + [f"- {n}" for n in notes]

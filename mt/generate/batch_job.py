@@ -84,6 +84,7 @@ class TranslateConfig:
     bad_lines: str = arg("empty", "output for bad records", choices=["empty", "copy"])
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     progress: bool = True
     merge: bool = True

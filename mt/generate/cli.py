@@ -16,6 +16,7 @@ import torch
 
 from mt.common.errors import UserError, cli_entry
 from mt.common.flags import ProgressOptions, add_flags, arg, from_args
+from mt.common.threads import configure_threads
 from mt.generate.batch_job import TranslateConfig, parse_shard, translate_job
 from mt.generate.export import ExportConfig, export
 from mt.generate.generate import GenerateConfig, generate
@@ -23,6 +24,7 @@ from mt.generate.interactive import InteractiveConfig, interactive
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.moe_prune import PruneConfig, prune
 from mt.generate.moe_stats import MoEStatsConfig, moe_stats
+from mt.generate.quantize import QUANTIZATIONS
 from mt.generate.search import SearchConfig
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -54,7 +56,21 @@ class DecodeOptions:
         "outputs can differ slightly from float32",
         group=_MODEL,
     )
-    threads: int = arg(0, "torch intra-op threads (default: torch's choice)", group=_MODEL)
+    quantize: str = arg(
+        "none",
+        "int8: CPU decoding with int8 weights (a scale per row) and activations quantised per product in "
+        "the attention, FFN, expert and output matrices (fbgemm); outputs can differ slightly from "
+        "float32 (not with --bf16, CUDA or --expert-cache)",
+        choices=list(QUANTIZATIONS),
+        show_default=False,
+        group=_MODEL,
+    )
+    threads: int = arg(
+        0,
+        "torch intra-op threads (default: the CPUs other processes leave free, said on stderr when that is "
+        "fewer than the CPUs; OMP_NUM_THREADS also counts as a choice)",
+        group=_MODEL,
+    )
     max_tokens: int = arg(4096, "source tokens per batch", group=_SEARCH)
     batch_size: int = arg(
         0, "sentences per batch (default: no limit besides --max-tokens)", aliases=("--max-sentences",), group=_SEARCH
@@ -90,6 +106,13 @@ def _add_decoding(p: argparse.ArgumentParser, exclude: tuple[str, ...] = (), moe
 
 def _add_moe(p: argparse.ArgumentParser, parallel: bool) -> None:
     add_flags(p, MoEInferenceConfig, exclude=() if parallel else ("expert_placement",))
+
+
+def _threads(args: argparse.Namespace, command: str) -> None:
+    """CPU decoding: torch's threads from ``--threads``, else picked for the machine's load (``mt.common.threads``)."""
+    decode = from_args(DecodeOptions, args)
+    if decode.resolved_device() == "cpu":
+        configure_threads(decode.threads, command)
 
 
 def _decoding(args: argparse.Namespace, cls: type, **values: Any) -> Any:
@@ -166,6 +189,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
 def generate_main(argv: list[str] | None = None) -> int:
     args = build_generate_parser().parse_args(argv)
     pairs = from_args(Direction, args).pairs(args.lang_pairs)
+    _threads(args, "mt-generate")
     progress = not from_args(ProgressOptions, args).no_progress_bar
     generate(_decoding(args, GenerateConfig, lang_pairs=pairs, progress=progress))
     return 0
@@ -215,6 +239,7 @@ def interactive_main(argv: list[str] | None = None) -> int:
     data_dir = from_args(DataDir, args).data_dir
     if data_dir and args.data and data_dir != args.data:
         raise UserError(f"two data directories: DATA {data_dir} and --data {args.data}; give one")
+    _threads(args, "mt-interactive")
     interactive(_decoding(args, InteractiveConfig, data=data_dir or args.data))
     return 0
 
@@ -262,6 +287,7 @@ def translate_main(argv: list[str] | None = None) -> int:
     args = build_translate_parser().parse_args(argv)
     job = from_args(JobOptions, args)
     i, n = parse_shard(job.shard)
+    _threads(args, "mt-translate")
     progress = not from_args(ProgressOptions, args).no_progress_bar
     cfg = _decoding(args, TranslateConfig, shard_index=i, num_shards=n, progress=progress, merge=not job.no_merge)
     translate_job(cfg)
@@ -344,13 +370,14 @@ def build_moe_stats_parser() -> argparse.ArgumentParser:
     )
     add_flags(p, MoEStatsConfig)
     add_flags(p, ProgressOptions)
-    _add_decoding(p, exclude=("expert_placement",), moe_first=True)
+    _add_decoding(p, exclude=("expert_placement", "quantize"), moe_first=True)
     return p
 
 
 @cli_entry
 def moe_stats_main(argv: list[str] | None = None) -> int:
     args = build_moe_stats_parser().parse_args(argv)
+    _threads(args, "mt-moe-stats")
     progress = not from_args(ProgressOptions, args).no_progress_bar
     moe_stats(_decoding(args, MoEStatsConfig, seed=args.seed, progress=progress))
     return 0

@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 
 from mt.common import pagemem
+from mt.models.moe import pad_segments
 
 ExpertWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # fc1_w (f,d), fc1_b, fc2_w (d,f), fc2_b
 
@@ -160,11 +161,11 @@ class ExpertCache:
 
     # --- running ------------------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Rows ``x`` grouped by expert, ``counts[e]`` each -> expert outputs in ``x``'s dtype."""
-        starts, at = [], 0
-        for n in counts:
-            starts.append(at)
-            at += n
+        """Rows ``x`` grouped by expert, ``counts[e]`` each -> expert outputs in ``x``'s dtype.
+
+        Under CPU bf16 each expert's rows are zero-padded to a multiple of 64 (``pad_segments``, as the training
+        experts): oneDNN compiles a kernel per GEMM shape, and decoding gives each expert a new row count at
+        nearly every step. Pad rows are dropped from the output, so the result is the unpadded one."""
         needed = [e for e, n in enumerate(counts) if n]
         hits = [e for e in needed if e in self.where]
         misses = [e for e in needed if e not in self.where]
@@ -172,13 +173,18 @@ class ExpertCache:
         self.stats.misses += len(misses)
         w1, b1, w2, b2 = self.slots
         xc = x if x.dtype == self.dtype else x.to(self.dtype)
-        y = x.new_empty(x.size(0), w2.size(1))
+        xp, padded, pos = pad_segments(xc, counts)
+        starts, at = [], 0
+        for n in padded:
+            starts.append(at)
+            at += n
+        y = x.new_empty(xp.size(0), w2.size(1))
         with torch.autocast(x.device.type, enabled=False):
             for e in hits + misses:
                 s = self._slot(e)
-                sl = slice(starts[e], starts[e] + counts[e])
-                h = torch.addmm(b1[s], xc[sl], w1[s].t()).relu_()
+                sl = slice(starts[e], starts[e] + padded[e])
+                h = torch.addmm(b1[s], xp[sl], w1[s].t()).relu_()
                 y[sl] = torch.addmm(b2[s], h, w2[s].t())
         if misses:
             self._release()
-        return y
+        return y if pos is None else y.index_select(0, pos)

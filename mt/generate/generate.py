@@ -57,6 +57,7 @@ class GenerateConfig:
     spm_model: str = ""
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     quiet: bool = arg(False, "only the score line (no S/T/H/D/P lines)")
     progress: bool = True

@@ -14,6 +14,8 @@ one query, and the cache copies were as large as the layer compute):
 - attention is two batched GEMMs with a float32 softmax;
 - ``dtype=torch.bfloat16``: decoder weights are cast once and the matrix products run in bf16 while the
   residual stream, LayerNorms and softmaxes stay float32 (what autocast does, without its per-op cost).
+- ``int8=True`` (``--quantize int8``): every decoder product, the output projection included, runs on
+  int8 weights (``mt.generate.quantize``), activations and the residual stream float32.
 
 FFN and adapter sub-layers are called as modules with a ``ForwardContext``, so MoE layers work here
 unchanged (under autocast in bf16 unless they are the dense ``FeedForward``). ``supports(model)`` tells
@@ -24,10 +26,12 @@ otherwise. Tests check both give the same hypotheses.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from mt.generate.quantize import Int8Linear
 from mt.models.config import ForwardContext
 from mt.models.ffn import FeedForward
 from mt.models.transformer import Attention, DecoderLayer, EncoderOut, Transformer
@@ -47,29 +51,58 @@ def supports(model: torch.nn.Module) -> bool:
     return True
 
 
-class DecoderWeights:
-    """The decoder's matrices in the compute dtype (bf16 copies made once; fp32 shares the parameters)."""
+class Dense:
+    """``F.linear`` with fixed weight and bias (the decoder's matrices in the compute dtype)."""
 
-    def __init__(self, model: Transformer, dtype: torch.dtype = torch.float32) -> None:
-        self.dtype = dtype
+    __slots__ = ("weight", "bias")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+Linear = Callable[[torch.Tensor], torch.Tensor]
+
+
+class DecoderWeights:
+    """The decoder's matrix products, made once: bf16 copies, the float32 parameters themselves, or int8.
+
+    ``int8`` (``mt.generate.quantize``): every product, the output projection included, runs on int8
+    weights with float32 activations; projections the model already holds as ``Int8Linear`` are used as
+    they are (``quantize_linears_``)."""
+
+    def __init__(self, model: Transformer, dtype: torch.dtype = torch.float32, int8: bool = False) -> None:
+        self.dtype, self.int8 = dtype, int8
+        if int8 and dtype != torch.float32:
+            raise ValueError("int8 decoder weights take float32 activations")
+
+        def lin(m: torch.nn.Module) -> Linear:
+            if isinstance(m, Int8Linear):
+                return m
+            if int8:
+                return Int8Linear.from_linear(m)
+            return Dense(cast(m.weight), cast(m.bias))
 
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.detach() if t.dtype == dtype else t.detach().to(dtype)
 
-        self.layers = []
+        self.layers: list[dict[str, Linear]] = []
         for layer in model.decoder.layers:
+            sa, ca = layer.self_attn, layer.encoder_attn
             w = {
-                "qkv": (cast(layer.self_attn.qkv_proj.weight), cast(layer.self_attn.qkv_proj.bias)),
-                "self_out": (cast(layer.self_attn.out_proj.weight), cast(layer.self_attn.out_proj.bias)),
-                "q": (cast(layer.encoder_attn.q_proj.weight), cast(layer.encoder_attn.q_proj.bias)),
-                "kv": (cast(layer.encoder_attn.kv_proj.weight), cast(layer.encoder_attn.kv_proj.bias)),
-                "cross_out": (cast(layer.encoder_attn.out_proj.weight), cast(layer.encoder_attn.out_proj.bias)),
+                "qkv": lin(sa.qkv_proj),
+                "self_out": lin(sa.out_proj),
+                "q": lin(ca.q_proj),
+                "kv": lin(ca.kv_proj),
+                "cross_out": lin(ca.out_proj),
             }
             if type(layer.ffn) is FeedForward:
-                w["fc1"] = (cast(layer.ffn.fc1.weight), cast(layer.ffn.fc1.bias))
-                w["fc2"] = (cast(layer.ffn.fc2.weight), cast(layer.ffn.fc2.bias))
+                w["fc1"], w["fc2"] = lin(layer.ffn.fc1), lin(layer.ffn.fc2)
             self.layers.append(w)
-        self.embed = cast(model.embed_tokens.weight)
+        emb = model.embed_tokens.weight
+        self.embed: Linear = Int8Linear(emb, None) if int8 else Dense(cast(emb), None)
 
 
 class IncrementalDecoder:
@@ -98,7 +131,7 @@ class IncrementalDecoder:
         # encoder-decoder keys/values, once per sentence: (b * H, S, hd) each
         self.cross = []
         for w in weights.layers:
-            kv = F.linear(mem, *w["kv"]).view(b, S, 2, self.H, self.hd).permute(2, 0, 3, 1, 4)
+            kv = w["kv"](mem).view(b, S, 2, self.H, self.hd).permute(2, 0, 3, 1, 4)
             self.cross.append((kv[0].reshape(b * self.H, S, self.hd), kv[1].reshape(b * self.H, S, self.hd)))
         self.src_pad = enc.pad_mask
         self._set_cross_bias()
@@ -171,7 +204,7 @@ class IncrementalDecoder:
 
     def _ffn(self, layer, w, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if "fc1" in w and not (layer.ffn.activation_dropout > 0 and layer.ffn.training):
-            return F.linear(F.relu(F.linear(h.to(self.dtype), *w["fc1"])), *w["fc2"])
+            return w["fc2"](F.relu(w["fc1"](h.to(self.dtype))))
         amp = torch.autocast(h.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
         with amp:
             return layer.ffn(h.unsqueeze(1), ctx).squeeze(1)
@@ -194,7 +227,7 @@ class IncrementalDecoder:
         for i, layer in enumerate(model.decoder.layers):
             w = self.w.layers[i]
             # self-attention: write this position's key/value, attend over positions 0..t
-            qkv = F.linear(layer.self_attn_layer_norm(x).to(dt), *w["qkv"]).view(N, 3, H, hd)
+            qkv = w["qkv"](layer.self_attn_layer_norm(x).to(dt)).view(N, 3, H, hd)
             K, V = self.kv[i]
             K[:N, :, t].copy_(qkv[:, 1])
             V[:N, :, t].copy_(qkv[:, 2])
@@ -204,13 +237,13 @@ class IncrementalDecoder:
                 V[:N, :, : t + 1].reshape(N * H, t + 1, hd),
                 None,
             )
-            x.add_(F.linear(o.view(N, self.d), *w["self_out"]))  # bf16 output added into the fp32 stream
+            x.add_(w["self_out"](o.view(N, self.d)))  # bf16 output added into the fp32 stream
             # encoder-decoder attention: the k_rows beams of a sentence are its queries
-            q = F.linear(layer.encoder_attn_layer_norm(x).to(dt), *w["q"])
+            q = w["q"](layer.encoder_attn_layer_norm(x).to(dt))
             q = q.view(b, k_rows, H, hd).transpose(1, 2).reshape(b * H, k_rows, hd)
             ck, cv = self.cross[i]
             o = self._attend(q, ck, cv, self.cross_bias).view(b, H, k_rows, hd).transpose(1, 2).reshape(N, self.d)
-            x.add_(F.linear(o, *w["cross_out"]))
+            x.add_(w["cross_out"](o))
             x.add_(self._ffn(layer, w, layer.final_layer_norm(x), ctx))
             if layer.adapter is not None:
                 amp = torch.autocast(x.device.type, dtype=dt) if dt != torch.float32 else nullcontext()
@@ -218,4 +251,4 @@ class IncrementalDecoder:
                     x = layer.adapter(x.unsqueeze(1), ctx).squeeze(1).float()
         self.t = t + 1
         h = model.decoder.layer_norm(x).to(dt)
-        return F.linear(h, self.w.embed).float()
+        return self.w.embed(h).float()

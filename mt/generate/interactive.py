@@ -46,6 +46,7 @@ class InteractiveConfig:
     max_tokens: int = 4096
     device: str = "cpu"
     bf16: bool = False
+    quantize: str = "none"
     threads: int = 0
     moe: MoEInferenceConfig = field(default_factory=MoEInferenceConfig)
 

@@ -34,6 +34,7 @@ from mt.common import pagemem
 from mt.common.errors import UserError
 from mt.common.flags import arg
 from mt.generate.expert_cache import CacheStats, ExpertCache
+from mt.generate.quantize import Int8Experts
 from mt.models.moe import MoELayer, expert_parallel_, placement_order, read_placement, set_inference_gating
 
 GATINGS = ("dynamic", "static")
@@ -175,6 +176,7 @@ class MoEInference:
                 "mapped_bytes": m,
                 "host_bytes": h,
             }
+        resident += sum(m.runner.bytes for _, m in self.layers if isinstance(m.runner, Int8Experts))
         mapped_rss = [pagemem.smaps_rss(f) for f in self.mapped_files]
         return {
             "gating": self.cfg.moe_gating,
@@ -224,10 +226,14 @@ def _init_distributed(device: torch.device) -> tuple[int, Any]:
     return dist.get_rank(), None
 
 
-def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: torch.dtype) -> MoEInference | None:
+def setup(
+    loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: torch.dtype, int8: bool = False
+) -> MoEInference | None:
     """Gating, expert runners and (under torchrun) expert parallelism for ``loaded`` (a ``LoadedModel``).
 
-    None for a dense model (then ``--expert-cache`` / ``--expert-placement`` are an error)."""
+    None for a dense model (then ``--expert-cache`` / ``--expert-placement`` are an error). ``int8``
+    (``--quantize int8``): every expert resident as int8 (``Int8Experts``); not with an expert cache or
+    expert parallelism, whose runners bring float weights in on demand."""
     model = loaded.model
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MoELayer)]
     world, rank = world_size(), 0
@@ -242,6 +248,11 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
         raise UserError(
             "--moe-inference-gating static runs in one process (it is the padded baseline); "
             "use dynamic gating with expert-parallel inference"
+        )
+    if int8 and (cfg.expert_cache or world > 1 or loaded.expert_source):
+        raise UserError(
+            "--quantize int8 keeps every expert resident in int8: not with --expert-cache, --expert-offload "
+            "or expert-parallel inference (drop one of them)"
         )
     set_inference_gating(model, cfg.moe_gating, cfg.moe_eval_capacity_token_fraction)
     offload = cfg.offload(device)
@@ -268,7 +279,10 @@ def setup(loaded: Any, cfg: MoEInferenceConfig, device: torch.device, dtype: tor
         else:
             stacked = [p for p in (m.experts.fc1_weight, m.experts.fc1_bias, m.experts.fc2_weight, m.experts.fc2_bias)]
             full += sum(p.numel() * p.element_size() for p in stacked)
-            if cfg.expert_cache:
+            if int8:
+                m.runner = Int8Experts(stacked)
+                m.experts.to("meta")  # decoding runs on the int8 copies only
+            elif cfg.expert_cache:
                 if stacked[0].device.type != "cpu":
                     raise UserError(
                         "an expert cache needs the experts in host memory: load the model with lazy_experts=True"

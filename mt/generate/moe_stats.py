@@ -109,6 +109,7 @@ class MoEStatsConfig:
     device: str = "cpu"
     bf16: bool = False
     threads: int = 0
+    quantize: str = "none"  # routing statistics come from the float model
     search: SearchConfig = field(default_factory=SearchConfig)
     max_tokens: int = 4096
     batch_size: int = 0

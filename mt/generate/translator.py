@@ -34,6 +34,7 @@ from mt.data.rows import SOURCE_SPECIALS, decoder_prefix, source_row
 from mt.generate import incremental, moe_inference
 from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.moe_inference import MoEInferenceConfig
+from mt.generate.quantize import check_quantize, quantize_linears_
 from mt.generate.search import Hypo, SearchConfig, search
 
 
@@ -112,6 +113,7 @@ class ModelOptions(Protocol):
     data: str
     spm_model: str
     threads: int
+    quantize: str  # "none" | "int8"
     moe: MoEInferenceConfig
 
 
@@ -140,6 +142,7 @@ class Translator:
         expert_cache: int = 0,
         expert_offload: str = "auto",
         expert_placement: str = "",
+        quantize: str = "none",
     ) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
@@ -148,14 +151,17 @@ class Translator:
         ).check()
         world = moe_inference.world_size()
         self.device = moe_inference.device_for(device, world)
+        self.int8 = check_quantize(quantize, self.device, bf16)
         self.loaded = loaded or load_model(
             checkpoint_path, data, spm_model, self.device, lazy_experts=self.moe_config.lazy(world), bf16=bf16
         )
         self.model, self.dictionary, self.spm = self.loaded.model, self.loaded.dictionary, self.loaded.spm
         self.bf16 = bf16
         self.moe = moe_inference.setup(
-            self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32
+            self.loaded, self.moe_config, self.device, torch.bfloat16 if bf16 else torch.float32, int8=self.int8
         )
+        if self.int8:
+            quantize_linears_(self.model)
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
         self._lang_set = frozenset(self.langs)
@@ -171,6 +177,7 @@ class Translator:
             data=cfg.data or None,
             spm_model=cfg.spm_model or None,
             threads=cfg.threads,
+            quantize=cfg.quantize,
             **asdict(cfg.moe),
         )
 
@@ -180,7 +187,7 @@ class Translator:
             return None
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         if dtype not in self._weights:
-            self._weights[dtype] = incremental.DecoderWeights(self.model, dtype)
+            self._weights[dtype] = incremental.DecoderWeights(self.model, dtype, int8=self.int8)
         return self._weights[dtype]
 
     @property

@@ -6,6 +6,7 @@ import argparse
 
 from mt.common.errors import cli_entry
 from mt.common.flags import add_flags, from_args
+from mt.common.threads import configure_threads
 from mt.models.config import OVERRIDABLE
 from mt.train import moe_flags
 from mt.train.moe_flags import ModelFlags
@@ -68,5 +69,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 @cli_entry
 def train_main(argv: list[str] | None = None) -> int:
-    summary = train(config_from_args(build_parser().parse_args(argv)))
+    cfg = config_from_args(build_parser().parse_args(argv))
+    configure_threads(cfg.threads, "mt-train")
+    summary = train(cfg)
     return 143 if summary.get("stopped") else 0

@@ -172,6 +172,12 @@ class TrainConfig:
     seed: int = arg(1, group=_OPT)
     bf16: bool = arg(False, "bfloat16 autocast (fp32 master weights)", group=_OPT)
     cpu: bool = arg(False, "train on CPU even when a GPU is present", group=_OPT)
+    threads: int = arg(
+        0,
+        "torch intra-op threads (default: the CPUs other processes leave free, see mt.common.threads; "
+        "OMP_NUM_THREADS also counts as a choice)",
+        group=_OPT,
+    )
     # validation and checkpoints
     validate_interval: int = arg(1, "validate every N epochs", group=_CKPT)
     validate_interval_updates: int = arg(0, "also validate every N updates", group=_CKPT)
@@ -364,6 +370,8 @@ def train(cfg: TrainConfig, model_factory: ModelFactory | None = None) -> dict[s
 
     ``model_factory`` (default ``transformer_factory``) builds another model family with this same loop."""
     cfg.check()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     launcher = distributed.watch_launcher()  # first: a launcher killed during the set-up stops this worker too
     if not Path(cfg.data).is_dir():
         raise UserError(f"{cfg.data}: data directory not found (create it with mt-preprocess)")

@@ -19,7 +19,7 @@ The package, one module per concern (lowest first; each imports only those above
 The names below are this package's API; import them from ``mt.models.moe``.
 """
 
-from mt.models.moe.dispatch import Experts, lazy_experts
+from mt.models.moe.dispatch import Experts, lazy_experts, pad_segments
 from mt.models.moe.inference import local_experts, set_inference_gating
 from mt.models.moe.layers import CMRLayer, MoELayer, build_moe_ffn, moe_layers
 from mt.models.moe.placement import Placement, expert_parallel_, permute_experts_, placement_order, read_placement
@@ -39,6 +39,7 @@ __all__ = [
     "local_experts",
     "moe_layers",
     "num_moe_layers",
+    "pad_segments",
     "permute_experts_",
     "placement_order",
     "read_placement",

@@ -59,6 +59,21 @@ def _padded_layout(counts: list[int], multiple: int) -> tuple[list[int], torch.T
     return padded, torch.cat(pos) if pos else torch.zeros(0, dtype=torch.long)
 
 
+def pad_segments(x: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, list[int], torch.Tensor | None]:
+    """Rows ``x`` grouped in segments of ``counts`` rows -> (zero-padded rows, padded counts, positions or None).
+
+    Each segment is rounded up to ``gemm_shapes.row_multiple(x)`` rows (CPU bf16/fp16: 64, else 1: then ``x``
+    itself comes back); ``out.index_select(0, pos)`` takes a padded result back to ``x``'s rows. Used by the
+    training experts (``_GroupedFFN``) and the decoding expert runners (``mt.generate.expert_cache``)."""
+    padded, pos = _padded_layout(counts, gemm_shapes.row_multiple(x))
+    if pos is None:
+        return x, padded, None
+    pos = pos.to(x.device)
+    xp = x.new_zeros(sum(padded), x.size(1))
+    xp.index_copy_(0, pos, x)
+    return xp, padded, pos
+
+
 class _GroupedFFN(torch.autograd.Function):
     """FFN experts over rows grouped by expert (``counts``); experts without rows do not run."""
 
@@ -66,13 +81,7 @@ class _GroupedFFN(torch.autograd.Function):
     def forward(ctx, x, counts: list[int], p: float, w1, b1, w2, b2):
         dt = x.dtype
         c1, cb1, c2, cb2 = (t.to(dt) for t in (w1, b1, w2, b2))  # one cast of the stacked weights
-        padded, pos = _padded_layout(counts, gemm_shapes.row_multiple(x))
-        if pos is not None:
-            pos = pos.to(x.device)
-            xp = x.new_zeros(sum(padded), x.size(1))
-            xp.index_copy_(0, pos, x)
-        else:
-            xp = x
+        xp, padded, pos = pad_segments(x, counts)
         A, f = xp.size(0), w1.size(1)
         h = xp.new_empty(A, f)
         y = xp.new_empty(A, w2.size(1))

@@ -1,0 +1,157 @@
+"""Throughput on a busy machine: a fixed training workload alone and beside B busy background processes,
+with and without the adaptation of ``mt.common.threads`` (issue 21, item 4).
+
+The workload: training steps (forward, label-smoothed loss, backward, Adam) of mt-train's Transformer on
+fixed random batches, in a fresh worker process per measurement (OpenMP reads its wait policy once, at
+start). The background: B Python busy loops (``while True: pass``), started before and stopped after each
+measurement. Two settings of the worker:
+
+- ``plain``: what the commands did before: torch's default threads (one per CPU), OpenMP's default
+  waiting (libgomp spins before it sleeps);
+- ``adapted``: what mt-train / mt-translate do now without --threads: ``OMP_WAIT_POLICY=PASSIVE`` (as
+  ``passive_wait_early`` sets it for the console scripts) and ``configure_threads(0)``.
+
+Printed per (background, setting): target tokens/s, the threads used, and the slowdown against the
+``plain`` run alone divided by the fair share's: alone the worker has all C CPUs, beside B busy processes
+its fair share is C / (B + 1) of them (at most all C), so the fair throughput is alone x min(1, C / (B + 1)).
+Issue 21 asks for ratio <= 1.5 ("within 1.5x of the fair share"). It measures and never asserts; the
+markdown table goes to ``bench/out/oversubscription.md``.
+
+Usage (the lead's run, a quiet machine):
+    python bench/oversubscription.py --background 0,2,6 --seconds 20
+Quick check that it works:
+    python bench/oversubscription.py --background 0,2 --seconds 2 --dim 64 --ffn 128 --layers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement in this process: train steps for ``--seconds``; prints a JSON line."""
+    import torch
+
+    from mt.common.threads import configure_threads
+    from mt.models.config import arch_config
+    from mt.models.transformer import build_model
+
+    threads = configure_threads(0, "oversubscription", say=lambda m: None) if args.setting == "adapted" else 0
+    threads = threads or torch.get_num_threads()
+    torch.manual_seed(0)
+    cfg = arch_config(
+        "transformer_tiny",
+        vocab_size=args.vocab,
+        encoder_embed_dim=args.dim,
+        decoder_embed_dim=args.dim,
+        encoder_ffn_embed_dim=args.ffn,
+        decoder_ffn_embed_dim=args.ffn,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        dropout=0.0,
+    )
+    model = build_model(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    B, T = args.batch, args.length
+    src = torch.randint(4, args.vocab, (B, T))
+    prev = torch.randint(4, args.vocab, (B, T))
+    tgt = torch.randint(4, args.vocab, (B, T))
+
+    def step() -> None:
+        logits = model(src, prev)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, args.vocab), tgt.view(-1), label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        step()
+        n += 1
+    wall = time.perf_counter() - t0
+    print(json.dumps({"tok_s": n * B * T / wall, "steps": n, "threads": threads}), flush=True)
+
+
+def measure(args: argparse.Namespace, setting: str, background: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if setting == "adapted":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(background)]
+    try:
+        time.sleep(1.0 if background else 0.0)  # let them take their cores (and the runnable count see them)
+        argv = [sys.executable, __file__, "--worker", "--setting", setting, *_model_argv(args)]
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    finally:
+        for p in busy:
+            p.kill()
+        for p in busy:
+            p.wait()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _model_argv(args: argparse.Namespace) -> list[str]:
+    keys = ("seconds", "dim", "ffn", "layers", "vocab", "batch", "length")
+    return [x for k in keys for x in (f"--{k}", str(getattr(args, k)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--background", default="0,2,6", help="numbers of busy background processes")
+    p.add_argument("--settings", default="plain,adapted")
+    p.add_argument("--seconds", type=float, default=20.0, help="per measurement")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--ffn", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=32)
+    p.add_argument("--out", default=str(REPO / "bench" / "out" / "oversubscription.md"))
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--setting", default="plain", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    from mt.common.threads import cpu_count
+
+    cpus = cpu_count()
+    settings = args.settings.split(",")
+    rows, alone = [], None
+    for b in [int(x) for x in args.background.split(",")]:
+        for s in settings:
+            r = measure(args, s, b)
+            if b == 0 and s == "plain":
+                alone = r["tok_s"]
+            rows.append((b, s, r))
+            fair = alone * min(1.0, cpus / (b + 1)) if alone else None
+            ratio = f"{fair / r['tok_s']:.2f}" if fair else "n/a"
+            print(f"background {b}  {s:8s} threads {r['threads']:2d}  {r['tok_s']:9.0f} tok/s  fair/measured {ratio}")
+    md = [
+        f"Training throughput beside busy processes ({cpus} CPUs; d {args.dim}, ffn {args.ffn}, {args.layers}+"
+        f"{args.layers} layers, {args.batch}x{args.length} tokens per step, {args.seconds:g} s each)",
+        "",
+        "| busy processes | setting | threads | tgt tok/s | fair share tok/s | fair / measured |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for b, s, r in rows:
+        fair = alone * min(1.0, cpus / (b + 1)) if alone else float("nan")
+        md.append(f"| {b} | {s} | {r['threads']} | {r['tok_s']:.0f} | {fair:.0f} | {fair / r['tok_s']:.2f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(md) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
