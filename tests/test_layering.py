@@ -61,6 +61,13 @@ def _public_api(init: Path) -> frozenset[str]:
 
 SEAMS: tuple[Seam, ...] = (
     Seam(
+        "mt",
+        "mt.common.threads",
+        frozenset({"passive_wait_early"}),
+        "the package's __init__ runs before any module imports torch: the one place where OMP_WAIT_POLICY can "
+        "still be set for the console scripts (libgomp reads it once, when it loads)",
+    ),
+    Seam(
         "mt.train",
         "mt.generate",
         _public_api(ROOT / "mt" / "generate" / "__init__.py"),
