@@ -28,7 +28,7 @@
 # ABL_ARCH (transformer_mini), ABL_MODEL_ARGS (extra model flags), ABL_LR (0.005), ABL_WARMUP (100), ABL_BEAM (1),
 # ABL_EXPERTS (4), ABL_REG (0.2: EOM/FOM/CMR-gate-drop probability), ABL_TEMP (5), ABL_ADAPTER_UPDATES
 # (ABL_UPDATES / 2), ABL_LANG_ADAPTER_R (30), ABL_BUCC_ENCODERS ("ngram e5"), ABL_BUCC_SIZE (1000 sentences per side), THREADS (1),
-# ABL_PRECISION (--bf16; empty = fp32, much faster on CPUs without bfloat16 units);
+# ABL_PRECISION (--bf16, empty = fp32, or auto (default): --bf16 where the CPU has bfloat16 units);
 # mixing: ABL_UNIMAX_N ("1 5"), ABL_UTILIMAX_N (5), ABL_UTIL_UPDATES (ABL_UPDATES / 2: the utility runs);
 # stability: ABL_STAB_ARCH (transformer_tiny), ABL_STAB_LR (0.2), ABL_STAB_WARMUP (200: the peak), ABL_STAB_EPS (1e-12),
 # ABL_STAB_UPDATES (ABL_UPDATES), ABL_STAB_ROLLBACK (20), ABL_STAB_SKIP (20).
@@ -45,7 +45,8 @@ ABL_WARMUP=${ABL_WARMUP:-100}; ABL_BEAM=${ABL_BEAM:-1}; ABL_EXPERTS=${ABL_EXPERT
 ABL_TEMP=${ABL_TEMP:-5}; ABL_ADAPTER_UPDATES=${ABL_ADAPTER_UPDATES:-$((ABL_UPDATES / 2))}
 ABL_LANG_ADAPTER_R=${ABL_LANG_ADAPTER_R:-30}
 ABL_BUCC_ENCODERS=${ABL_BUCC_ENCODERS:-ngram e5}; ABL_BUCC_SIZE=${ABL_BUCC_SIZE:-1000}
-ABL_PRECISION=${ABL_PRECISION---bf16}
+ABL_PRECISION=${ABL_PRECISION-auto}
+if [ "$ABL_PRECISION" = auto ]; then ABL_PRECISION=$(python -m mt.common.cpu bf16-flag); fi
 ABL_UNIMAX_N=${ABL_UNIMAX_N:-1 5}; ABL_UTILIMAX_N=${ABL_UTILIMAX_N:-5}; ABL_UTIL_UPDATES=${ABL_UTIL_UPDATES:-$((ABL_UPDATES / 2))}
 ABL_STAB_ARCH=${ABL_STAB_ARCH:-transformer_tiny}; ABL_STAB_LR=${ABL_STAB_LR:-0.2}; ABL_STAB_WARMUP=${ABL_STAB_WARMUP:-200}
 ABL_STAB_EPS=${ABL_STAB_EPS:-1e-12}; ABL_STAB_UPDATES=${ABL_STAB_UPDATES:-$ABL_UPDATES}
@@ -150,7 +151,7 @@ for seed in $ABL_SEEDS; do
     if [ ! -f "$dir/translate_test.csv" ]; then
       timed "translate_test/moe_eom/seed$seed" mt-eval translate-test --task "$WORK/classify" \
         --mt-checkpoint "$dir/checkpoint_last.pt" --encoder "$ENCODER" --methods zero_shot translate_test ${ABL_LANGS:+--langs "$ABL_LANGS"} \
-        --beam "$ABL_BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress-bar
+        --beam "$ABL_BEAM" $ABL_PRECISION --threads "$THREADS" --stats "$CORPUS" --out "$dir" --no-progress-bar
     fi
   fi
 done

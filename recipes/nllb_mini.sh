@@ -28,6 +28,7 @@ WORK=${WORK:-work/demo}
 LANGS=${LANGS:-demo}                  # FLORES codes, "demo" (11 languages, 3 tiers) or "all"
 ENCODER=${ENCODER:-auto}              # mining encoder: auto (the one measured best per language, default), e5, use, ngram, laser2:DIR, a checkpoint
 THREADS=${THREADS:-2}                 # CPU threads per process; 1 is faster on a busy shared machine
+BF16=${BF16:-auto}                    # --bf16 (bfloat16 products), "" (float32) or auto: --bf16 where the CPU has bf16 units
 DEV_SIZE=${DEV_SIZE:-200}; DEVTEST_SIZE=${DEVTEST_SIZE:-300}; MONO_SIZE=${MONO_SIZE:-300}
 VOCAB=${VOCAB:-4000}
 # The model is sized for ~8.5 minutes of training on 2 cores (2000 updates): at that budget a small model with
@@ -42,6 +43,8 @@ TT_METHODS=${TT_METHODS-zero_shot translate_test}
 TT_TEST_PER_LABEL=${TT_TEST_PER_LABEL:-30}; TT_TRAIN_PER_LABEL=${TT_TRAIN_PER_LABEL:-200}; TT_MIN_PER_LABEL=${TT_MIN_PER_LABEL:-10}
 
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS THREADS
+# without AVX512-BF16 / AMX, bfloat16 is emulated and ~100x slower than float32 (mt/common/cpu.py)
+if [ "$BF16" = auto ]; then BF16=$(python -m mt.common.cpu bf16-flag); fi
 ENG=eng_Latn
 CORPUS=$WORK/corpus; MINED=$WORK/mined/$ENCODER; BITEXT=$WORK/bitext; DATA=$WORK/data-bin; RUN=$WORK/model
 TT_ENCODER=$ENCODER; [ "$ENCODER" = auto ] && TT_ENCODER=e5  # translate-test embeds every language with one encoder
@@ -52,7 +55,7 @@ step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 timed() { local name=$1; shift; python -m mt.train.timed --log "$TIMINGS" --step "$name" -- "$@"; }
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 mkdir -p "$WORK"
-echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...)"
+echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...), ${BF16:-float32} (BF16=...)"
 
 step "1. corpus: gettext catalogues -> $CORPUS"
 timed corpus mt-data build gettext --out "$CORPUS" --langs "$LANGS" --dev-size "$DEV_SIZE" \
@@ -100,7 +103,7 @@ step "6. train: $ARCH, $EXPERTS experts every ${MOE_FREQ}nd layer, EOM $EOM, T=$
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
 timed train mt-train "$DATA" --lang-pairs "$pairs" --arch "$ARCH" --moe-freq "$MOE_FREQ" --moe-expert-count "$EXPERTS" \
   --moe-eom "$EOM" --sampling-temperature "$TEMP" --lr "$LR" --warmup-updates "$WARMUP" --max-tokens "$MAX_TOKENS" \
-  --max-update "$MAX_UPDATE" --label-smoothing "$LABEL_SMOOTHING" --bf16 --save-dir "$RUN" --save-interval-updates 200 \
+  --max-update "$MAX_UPDATE" --label-smoothing "$LABEL_SMOOTHING" $BF16 --save-dir "$RUN" --save-interval-updates 200 \
   --no-epoch-checkpoints --log-interval 100 --no-progress-bar $TRAIN_ARGS
 CKPT=$RUN/checkpoint_last.pt
 
@@ -111,7 +114,7 @@ for p in ${pairs//,/ }; do
 done
 if [ -n "$todo" ]; then
   timed generate mt-generate "$DATA" --path "$CKPT" --gen-subset test --lang-pairs "${todo%,}" --beam "$BEAM" \
-    --bf16 --threads "$THREADS" --results-path "$RUN/gen" --quiet --no-progress-bar
+    $BF16 --threads "$THREADS" --results-path "$RUN/gen" --quiet --no-progress-bar
 fi
 
 step "8. copy-the-source baseline -> $RUN/copy_source"
@@ -145,7 +148,7 @@ if [ -n "$TT_METHODS" ]; then
   if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
     timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$TT_ENCODER" \
-      --methods $TT_METHODS --beam "$BEAM" --bf16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress-bar
+      --methods $TT_METHODS --beam "$BEAM" $BF16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress-bar
   fi
 fi
 

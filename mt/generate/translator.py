@@ -28,6 +28,7 @@ from typing import Callable, Protocol, Sequence, overload
 
 import torch
 
+from mt.common.cpu import bf16_warning
 from mt.common.errors import UserError
 from mt.common.langs import check_code
 from mt.data.rows import SOURCE_SPECIALS, decoder_prefix, source_row
@@ -152,6 +153,8 @@ class Translator:
         world = moe_inference.world_size()
         self.device = moe_inference.device_for(device, world)
         self.int8 = check_quantize(quantize, self.device, bf16)
+        if bf16 and (slow := bf16_warning(self.device.type)):
+            _warn(slow)
         self.loaded = loaded or load_model(
             checkpoint_path, data, spm_model, self.device, lazy_experts=self.moe_config.lazy(world), bf16=bf16
         )

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from mt.common import distributed
+from mt.common.cpu import bf16_warning
 from mt.common.errors import UserError, os_error_message
 from mt.common.files import exclusive_lock, refuse_file_in_the_way
 from mt.common.flags import arg
@@ -916,6 +917,8 @@ class _Trainer:
             f"on {di.world_size} x {di.device.type}"
             f"{' (bf16 autocast)' if cfg.bf16 else ''}; {len(self.directions)} directions",
         )
+        if cfg.bf16 and (slow := bf16_warning(di.device.type)):
+            _say(di, f"WARNING: {slow}")
         if getattr(self.model_cfg, "moe_freq", 0):
             m = self.model_cfg
             per_rank = (
