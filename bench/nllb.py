@@ -58,7 +58,7 @@ SHAPE = dict(
     encoder_attention_heads=16,
     decoder_attention_heads=16,
 )
-ENGINES = ("ours-fp32", "ours-bf16", "hf-fp32", "ct2-fp32")
+ENGINES = ("ours-fp32", "ours-bf16", "ours-int8", "hf-fp32", "ct2-fp32")
 
 
 # --- synthetic text and the HF folder ----------------------------------------------------------------
@@ -152,7 +152,8 @@ def translate(
     from mt.generate.search import SearchConfig
     from mt.generate.translator import Translator, length_batches
 
-    tr = Translator(work / "imported" / "checkpoint.pt", bf16=engine == "ours-bf16", threads=threads)
+    quantize = "int8" if engine == "ours-int8" else "none"
+    tr = Translator(work / "imported" / "checkpoint.pt", bf16=engine == "ours-bf16", threads=threads, quantize=quantize)
     ids = tr.encode(sentences(n, seed=2))
     d = tr.dictionary
     batches = length_batches([len(x) + 2 for x in ids], max_tokens)
