@@ -10,6 +10,7 @@ under its sorted name (``eng_Latn-fra_Latn``), so the reverse direction exercise
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -137,3 +138,35 @@ def wait_for_update(log: Path, proc: subprocess.Popen, update: int, timeout: flo
                 return max(ups)
         time.sleep(0.005)
     raise AssertionError("timeout waiting for training progress")
+
+
+def tiny_train_args(data: Path, save_dir: Path, *extra: str) -> list[str]:
+    """mt-train's command line for the loop tests: three directions, transformer_tiny, a fixed seed."""
+    return [
+        str(data),
+        "--lang-pairs",
+        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
+        "--arch",
+        "transformer_tiny",
+        "--save-dir",
+        str(save_dir),
+        "--max-tokens",
+        "160",
+        "--lr",
+        "3e-3",
+        "--warmup-updates",
+        "5",
+        "--log-interval",
+        "1",
+        "--no-progress-bar",
+        "--seed",
+        "7",
+        *extra,
+    ]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of an mt-train subprocess: one thread, unbuffered output, never part of a torchrun job."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env

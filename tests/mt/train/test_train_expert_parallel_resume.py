@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus, one_thread  # noqa: F401 (autouse)
+from train_fixtures import make_corpus, one_thread, subprocess_env  # noqa: F401 (autouse)
 
 from mt.formats.checkpoint import load_checkpoint, shard_path
 from mt.formats.trainlog import TrainLog
@@ -92,14 +92,10 @@ def _cmd(data: Path, save_dir: Path) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _run(data: Path, save_dir: Path) -> str:
-    res = subprocess.run(_cmd(data, save_dir), env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        _cmd(data, save_dir), env=subprocess_env(), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stderr
 
@@ -136,7 +132,12 @@ def _kill_mid_run(data: Path, save_dir: Path) -> str:
     update 7). Returns where the kill landed."""
     log = save_dir / "train_log.jsonl"
     launcher = subprocess.Popen(
-        _cmd(data, save_dir), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _cmd(data, save_dir),
+        env=subprocess_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         where, t0 = None, time.time()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
+from train_fixtures import make_corpus, one_thread, subprocess_env, tiny_train_args, wait_for_update  # noqa: F401 (autouse)
 
 from mt.common.errors import UserError
 from mt.common.files import exclusive_lock
@@ -51,36 +51,6 @@ def _cfg(data, save_dir, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def _args(data, save_dir, *extra: str) -> list[str]:
-    return [
-        str(data),
-        "--lang-pairs",
-        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
-        "--arch",
-        "transformer_tiny",
-        "--save-dir",
-        str(save_dir),
-        "--max-tokens",
-        "160",
-        "--lr",
-        "3e-3",
-        "--warmup-updates",
-        "5",
-        "--log-interval",
-        "1",
-        "--no-progress-bar",
-        "--seed",
-        "7",
-        *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -152,18 +122,22 @@ def test_sigkill_anywhere_then_resume_gives_bitwise_equal_weights(data, tmp_path
     ]
     cmd = [sys.executable, "-m", "mt.train"]
     ref = tmp_path / "ref"
-    assert main(_args(data, ref, *extra)) == 0  # in-process (same code, same single thread): saves a start-up
+    assert main(tiny_train_args(data, ref, *extra)) == 0  # in-process (same code, same single thread): saves a start-up
 
     run = tmp_path / "run"
     log = run / "train_log.jsonl"
     killed_at = []
     for kill_after in (14, 20):  # between checkpoints (12 and 18, 18 and 24)
-        proc = subprocess.Popen(cmd + _args(data, run, *extra), env=_env(), stderr=subprocess.PIPE, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            cmd + tiny_train_args(data, run, *extra), env=subprocess_env(), stderr=subprocess.PIPE, text=True, cwd=REPO
+        )
         killed_at.append(wait_for_update(log, proc, kill_after))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert all(u < 34 for u in killed_at), killed_at
-    done = subprocess.run(cmd + _args(data, run, *extra), env=_env(), capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        cmd + tiny_train_args(data, run, *extra), env=subprocess_env(), capture_output=True, text=True, cwd=REPO
+    )
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stderr
 
@@ -205,9 +179,9 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
     ]
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(
-        [sys.executable, "-m", "mt.train", *_args(data, one, *extra)],
+        [sys.executable, "-m", "mt.train", *tiny_train_args(data, one, *extra)],
         check=True,
-        env=_env(),
+        env=subprocess_env(),
         cwd=REPO,
         capture_output=True,
     )
@@ -221,7 +195,9 @@ def test_two_process_gloo_matches_one_process(data, tmp_path):
         "-m",
         "mt.train",
     ]
-    res = subprocess.run(torchrun + _args(data, two, *extra), env=_env(), cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(
+        torchrun + tiny_train_args(data, two, *extra), env=subprocess_env(), cwd=REPO, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _weights(one / "checkpoint_last.pt"), _weights(two / "checkpoint_last.pt")
     # Attention key biases get a gradient that is exactly 0 in exact arithmetic (adding the same q·b_k to
@@ -396,10 +372,10 @@ def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, ca
         "2",
         "-m",
         "mt.train",
-        *_args(data, run, "--max-update", "100000", "--save-interval-updates", "3", "--dropout", "0"),
+        *tiny_train_args(data, run, "--max-update", "100000", "--save-interval-updates", "3", "--dropout", "0"),
     ]
     with open(tmp_path / "torchrun.out", "w") as out:
-        launcher = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        launcher = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     workers: list[int] = []
     try:
         t0 = time.time()
@@ -410,7 +386,7 @@ def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, ca
         assert len(workers) == 2, workers
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
-            main(_args(data, run, "--max-update", "1"))
+            main(tiny_train_args(data, run, "--max-update", "1"))
         err = capsys.readouterr().err
         assert e.value.code == 2 and "--save-dir" in err and "in use by pid" in err and err.count("\n") == 1, err
         launcher.send_signal(signal.SIGKILL)
@@ -433,7 +409,7 @@ def test_killing_only_the_torchrun_launcher_stops_its_workers(data, tmp_path, ca
         or "got signal 15" in (tmp_path / "torchrun.out").read_text()
     )
     # their lock died with them: the same command resumes at once (here as one process)
-    assert main(_args(data, run, "--max-update", str(stopped["num_updates"] + 1), "--dropout", "0")) == 0
+    assert main(tiny_train_args(data, run, "--max-update", str(stopped["num_updates"] + 1), "--dropout", "0")) == 0
     assert load_checkpoint(run / "checkpoint_last.pt")["num_updates"] == stopped["num_updates"] + 1
 
 

@@ -3,7 +3,6 @@ one process, checkpoint re-sharding W=2 -> W=1 and W=1 -> W=2, exact kill-and-re
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_corpus, one_thread, wait_for_update  # noqa: F401 (autouse)
+from train_fixtures import make_corpus, one_thread, subprocess_env, tiny_train_args, wait_for_update  # noqa: F401 (autouse)
 
 from mt.data.dictionary import Dictionary
 from mt.data.pair_dataset import collate, load_direction
@@ -34,36 +33,6 @@ def data(tmp_path_factory):
     return make_corpus(root, PAIRS, sizes={"deu_Latn-eng_Latn": 48, "eng_Latn-fra_Latn": 24}, n_valid=8, max_len=10)
 
 
-def _args(data, save_dir, *extra: str) -> list[str]:
-    return [
-        str(data),
-        "--lang-pairs",
-        "eng_Latn-deu_Latn,deu_Latn-eng_Latn,eng_Latn-fra_Latn",
-        "--arch",
-        "transformer_tiny",
-        "--save-dir",
-        str(save_dir),
-        "--max-tokens",
-        "160",
-        "--lr",
-        "3e-3",
-        "--warmup-updates",
-        "5",
-        "--log-interval",
-        "1",
-        "--no-progress-bar",
-        "--seed",
-        "7",
-        *extra,
-    ]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -76,7 +45,7 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
         "mt.train",
         *args,
     ]
-    res = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(cmd, env=subprocess_env(), cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
@@ -97,7 +66,7 @@ def test_moe_cmr_hyper_adapter_training_logs_routing_stats_and_decodes(data, tmp
     save = tmp_path / "ck"
     assert (
         main(
-            _args(
+            tiny_train_args(
                 data,
                 save,
                 "--max-update",
@@ -183,11 +152,11 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
         "4",
     ]
     a, w1, w2 = tmp_path / "a", tmp_path / "w1", tmp_path / "w2"
-    assert main(_args(data, a, *extra, "--max-update", "4")) == 0
+    assert main(tiny_train_args(data, a, *extra, "--max-update", "4")) == 0
     shutil.copytree(a, w1)
-    assert main(_args(data, a, *extra, "--max-update", "8")) == 0  # the reference, ends at update 8
+    assert main(tiny_train_args(data, a, *extra, "--max-update", "8")) == 0  # the reference, ends at update 8
 
-    _torchrun(_args(data, w2, *extra, "--max-update", "4"))
+    _torchrun(tiny_train_args(data, w2, *extra, "--max-update", "4"))
     assert sorted(p.name for p in w2.glob("checkpoint_last*")) == [
         "checkpoint_last-rank-0.pt",
         "checkpoint_last-rank-1.pt",
@@ -204,8 +173,8 @@ def test_expert_parallel_two_ranks_match_one_process_and_reshard_both_ways(data,
     vb = [r for r in TrainLog(w2 / "train_log.jsonl").read() if r["type"] == "valid"]
     assert va[-1]["loss"] == pytest.approx(vb[-1]["loss"], rel=1e-5) and "chrf" in vb[-1]
 
-    _torchrun(_args(data, w1, *extra, "--max-update", "8"))  # W=1 checkpoint -> 2 ranks
-    assert main(_args(data, w2, *extra, "--max-update", "8")) == 0  # W=2 checkpoint -> 1 process
+    _torchrun(tiny_train_args(data, w1, *extra, "--max-update", "8"))  # W=1 checkpoint -> 2 ranks
+    assert main(tiny_train_args(data, w2, *extra, "--max-update", "8")) == 0  # W=2 checkpoint -> 1 process
     _assert_same_weights(a / "checkpoint_last.pt", w1 / "checkpoint_last.pt")
     _assert_same_weights(a / "checkpoint_last.pt", w2 / "checkpoint_last.pt")
     ref = [r["loss"] for r in _train_records(a)]
@@ -246,8 +215,8 @@ def test_expert_parallel_cmr_budget_loss_and_fairseq_capacity_match_one_process(
         "fairseq",
     ]
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(_args(data, one, *extra)) == 0
-    _torchrun(_args(data, two, *extra))
+    assert main(tiny_train_args(data, one, *extra)) == 0
+    _torchrun(tiny_train_args(data, two, *extra))
     _assert_same_weights(one / "checkpoint_last.pt", two / "checkpoint_last.pt")
     la, lb = _train_records(one), _train_records(two)
     assert [r["aux"]["cmr_gate_loss"] for r in la] == pytest.approx([r["aux"]["cmr_gate_loss"] for r in lb], rel=1e-5)
@@ -274,10 +243,10 @@ def test_sigkill_and_resume_is_exact_with_moe(data, tmp_path):
         "2",
     ]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert main(_args(data, ref, *extra)) == 0
+    assert main(tiny_train_args(data, ref, *extra)) == 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mt.train", *_args(data, run, *extra)],
-        env=_env(),
+        [sys.executable, "-m", "mt.train", *tiny_train_args(data, run, *extra)],
+        env=subprocess_env(),
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
@@ -287,8 +256,8 @@ def test_sigkill_and_resume_is_exact_with_moe(data, tmp_path):
     proc.wait()
     assert killed < 16
     done = subprocess.run(
-        [sys.executable, "-m", "mt.train", *_args(data, run, *extra)],
-        env=_env(),
+        [sys.executable, "-m", "mt.train", *tiny_train_args(data, run, *extra)],
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         cwd=REPO,
