@@ -211,6 +211,27 @@ def test_cached_uncached_and_fast_decoding_agree(translator, cfg):
             assert [h.score for h in hs] == pytest.approx([r.score for r in rs], abs=1e-4)
 
 
+def test_row_blocked_output_projection_gives_the_same_hypotheses(translator, monkeypatch):
+    """The fast decoder's vocabulary product in row blocks (``gemm_shapes.blocked_linear``) == whole."""
+    from mt.models import gemm_shapes
+
+    src, prefix = _rows(translator, SENTS)
+    cfg = SearchConfig(beam=4, nbest=2)
+
+    def run() -> list[list]:
+        return search(translator.model, src, prefix, cfg, translator.dictionary.eos(), banned=translator.banned)
+
+    monkeypatch.setattr(gemm_shapes, "BLOCK_MIN_ROWS", 10**9)
+    whole = run()
+    monkeypatch.setattr(gemm_shapes, "BLOCK_MIN_ROWS", 1)
+    monkeypatch.setattr(gemm_shapes, "BLOCK_BYTES", 1)  # the smallest blocks: 64 rows, several per vocabulary
+    assert translator.model.embed_tokens.weight.size(0) > 64
+    blocked = run()
+    assert [[h.tokens for h in hs] for hs in blocked] == [[h.tokens for h in hs] for hs in whole]
+    for hs, ws in zip(blocked, whole):
+        assert [h.score for h in hs] == pytest.approx([w.score for w in ws], abs=1e-5)
+
+
 def test_batch_order_restored_and_independent_of_batching(translator):
     together = translator.translate(SENTS, "eng_Latn", "deu_Latn", beam=3)
     alone = [translator.translate([s], "eng_Latn", "deu_Latn", beam=3)[0] for s in SENTS]

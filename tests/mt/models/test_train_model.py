@@ -257,3 +257,25 @@ def test_fused_projection_loss_matches_autograd_reference(bf16, eps):
     with torch.no_grad(), amp:
         loss_ng, nll_ng = linear_label_smoothed_ce(h, w, t, eps)
     torch.testing.assert_close(loss_ng, out.loss.detach(), rtol=1e-6, atol=1e-3)
+
+
+def test_blocked_linear_equals_the_whole_product_and_blocks_only_wide_float32():
+    from mt.models import gemm_shapes
+
+    w = torch.randn(9000, 1024)
+    assert gemm_shapes.block_rows(w) == 256  # 256 x 1024 float32 = 1 MiB
+    assert gemm_shapes.block_rows(torch.randn(9000, 512)) == 512  # 9 MiB
+    assert gemm_shapes.block_rows(torch.randn(4096, 1024)) == 256  # a 600M model's fc1: 16 MiB
+    assert gemm_shapes.block_rows(torch.randn(2048, 512)) == 0  # 4 MiB: stays in the L3, whole
+    assert gemm_shapes.block_rows(torch.randn(1024, 4096)) == 0  # 1024 rows: whole
+    assert gemm_shapes.block_rows(w.bfloat16()) == 0
+    x = torch.randn(37, 1024)
+    with torch.no_grad():
+        got = gemm_shapes.blocked_linear(x, w, 256)  # 9000 = 35 blocks + a 40-row tail
+        bias = torch.randn(9000)
+        with_bias = gemm_shapes.blocked_linear(x, w, 256, bias=bias)
+    torch.testing.assert_close(got, x @ w.t(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(with_bias, F.linear(x, w, bias), rtol=1e-5, atol=1e-4)
+    xg = x.clone().requires_grad_()
+    gemm_shapes.blocked_linear(xg, w, 256).sum().backward()  # with autograd on it falls back to one product
+    torch.testing.assert_close(xg.grad, w.sum(0).expand(37, -1), rtol=1e-5, atol=1e-3)
