@@ -80,6 +80,34 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+class BlockedInt8Linear:
+    """A vocabulary-wide ``Int8Linear`` as blocks of ``rows`` output rows, written into one reusable tensor.
+
+    Why: fbgemm returns a fresh (n, V) float32 tensor per call, and at NLLB-200's 256k rows a fresh 64 MiB
+    tensor per decoding step costs page faults. Measured, NLLB-200-600M shape, 16 sentences, beam 4, 1 thread,
+    alternating in one process: 15.8 s whole, 15.0 / 14.8 / 14.5 s in 4096 / 16384 / 32768-row blocks."""
+
+    def __init__(self, weight: torch.Tensor, rows: int = 16384) -> None:
+        self.out_features = weight.size(0)
+        self.blocks = [Int8Linear(weight[j : j + rows]) for j in range(0, self.out_features, rows)]
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.size(0)
+        if out is None or out.shape != (n, self.out_features):
+            out = x.new_empty(n, self.out_features, dtype=torch.float32)
+        j = 0
+        for block in self.blocks:
+            k = block.out_features
+            out[:, j : j + k] = block(x)
+            j += k
+        return out
+
+
+def int8_output_projection(weight: torch.Tensor) -> Int8Linear | BlockedInt8Linear:
+    """The decoder's output projection in int8: blocked when wider than one block (``BlockedInt8Linear``)."""
+    return BlockedInt8Linear(weight) if weight.size(0) > 16384 else Int8Linear(weight, None)
+
+
 class Int8Experts:
     """An MoE layer's runner (``MoELayer.runner``) over int8 experts: per expert fc1 and fc2 as ``Int8Linear``.
 

@@ -218,3 +218,19 @@ def test_bf16_moe_translation_is_the_same_padded_and_unpadded(tmp_path, monkeypa
     monkeypatch.setattr("mt.models.gemm_shapes.ROW_MULTIPLE", 1)
     plain = [(h[0].tokens, h[0].score) for h in tr.translate_ids(srcs, "eng_Latn", "deu_Latn")]
     assert padded == plain
+
+
+def test_blocked_int8_output_projection_equals_the_whole_one():
+    """Row blocks share the call's activation scale and keep each row's weight scale: the same numbers."""
+    from mt.generate.quantize import BlockedInt8Linear, int8_output_projection
+
+    torch.manual_seed(0)
+    w, x = torch.randn(1000, 64), torch.randn(9, 64)
+    blocked = BlockedInt8Linear(w, rows=300)  # 3 blocks + a 100-row tail
+    assert len(blocked.blocks) == 4
+    out = torch.full((9, 1000), float("nan"))
+    got = blocked(x, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(got, Int8Linear(w)(x), rtol=0, atol=1e-6)
+    assert isinstance(int8_output_projection(w), Int8Linear)  # narrow vocabularies stay one product
+    assert isinstance(int8_output_projection(torch.randn(16385, 8)), BlockedInt8Linear)
