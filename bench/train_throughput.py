@@ -145,7 +145,9 @@ def build_ours(cfg, variant: str = "ours"):
     """Our real training path; ``variant`` switches one optimisation off to show what it buys:
     ``ours_unfused``: logits at target positions + log_softmax loss (no fused projection/loss);
     ``ours_sdpa``: SDPA attention everywhere (no GEMM attention for CPU bf16);
-    ``ours_allpos``: unfused and logits at every position, padding included (HF's amount of work)."""
+    ``ours_allpos``: unfused and logits at every position, padding included (HF's amount of work);
+    ``ours_padN`` (e.g. ``ours_pad8``): ours on batches whose lengths are padded to a multiple of N, as
+    ``mt-train --required-seq-len-multiple N`` does (fewer distinct GEMM shapes, more padding)."""
     import mt.models.transformer as tr
     from mt.models.config import ForwardContext
     from mt.train.criterion import LabelSmoothedCrossEntropy
@@ -157,10 +159,14 @@ def build_ours(cfg, variant: str = "ours"):
     model = tr.Transformer(cfg).train()
     crit = LabelSmoothedCrossEntropy(0.1, {"moe_gate_loss": 0.01, "moe_z_loss": 0.0})
 
+    multiple = int(variant[len("ours_pad") :]) if variant.startswith("ours_pad") else 1
+
     def step(b, amp):
+        if multiple > 1:
+            b = {k: F.pad(v, (0, -v.size(1) % multiple), value=PAD) for k, v in b.items()}
         mask = b["tgt"].ne(PAD)
         with amp():
-            if variant in ("ours", "ours_sdpa"):
+            if variant in ("ours", "ours_sdpa") or multiple > 1:
                 ctx = ForwardContext()
                 hidden = model(b["src"], b["prev"], ctx, target_mask=mask, features_only=True)
                 out = crit(hidden, model.output_weight, b["tgt"][mask], ctx.aux_losses)
@@ -491,7 +497,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2, help="timed passes over the batches; the fastest counts")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--impls", default="ours,hf", help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos")
+    p.add_argument("--impls", default="ours,hf", help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos, ours_padN")
     p.add_argument("--e2e", action="store_true", help="also time the real mt-train loop, fp32 vs --bf16")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table per worker (stderr)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))

@@ -304,7 +304,12 @@ def _build_classification(args) -> int:
 def _translate_test(args) -> int:
     from eval.translate_test import run_translate_test
 
-    res = run_translate_test(from_args(TranslateTestConfig, args, progress=not args.no_progress_bar))
+    cfg = from_args(TranslateTestConfig, args, progress=not args.no_progress_bar)
+    if not cfg.threads and cfg.device == "cpu":  # none given: as many as the load leaves free
+        from mt.common.threads import configure_threads
+
+        cfg.threads = configure_threads(0, "mt-eval translate-test")
+    res = run_translate_test(cfg)
     print((res.out / "translate_test.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in res.paths[:3]) + f" (+ {len(res.paths) - 3} prediction files)")
     return 0

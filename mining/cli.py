@@ -126,7 +126,12 @@ def embed_main(argv: list[str] | None = None) -> int:
     add_flags(p, EmbedConfig)
     add_flags(p, ProgressOptions)
     ns = p.parse_args(argv)
-    run_embed(from_args(EmbedConfig, ns, progress=_progress(ns)))
+    cfg = from_args(EmbedConfig, ns, progress=_progress(ns))
+    if not cfg.threads and cfg.device in (None, "cpu"):  # none given: as many as the load leaves free
+        from mt.common.threads import configure_threads
+
+        cfg.threads = configure_threads(0, "mine-embed")
+    run_embed(cfg)
     return 0
 
 

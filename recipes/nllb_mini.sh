@@ -27,7 +27,7 @@ set -euo pipefail
 WORK=${WORK:-work/demo}
 LANGS=${LANGS:-demo}                  # FLORES codes, "demo" (11 languages, 3 tiers) or "all"
 ENCODER=${ENCODER:-auto}              # mining encoder: auto (the one measured best per language, default), e5, use, ngram, laser2:DIR, a checkpoint
-THREADS=${THREADS:-2}                 # CPU threads per process; 1 is faster on a busy shared machine
+THREADS=${THREADS:-auto}              # CPU threads per process; auto: each command takes the cores the load leaves free
 BF16=${BF16:-auto}                    # --bf16 (bfloat16 products), "" (float32) or auto: --bf16 where the CPU has bf16 units
 DEV_SIZE=${DEV_SIZE:-200}; DEVTEST_SIZE=${DEVTEST_SIZE:-300}; MONO_SIZE=${MONO_SIZE:-300}
 VOCAB=${VOCAB:-4000}
@@ -42,7 +42,13 @@ BEAM=${BEAM:-2}
 TT_METHODS=${TT_METHODS-zero_shot translate_test}
 TT_TEST_PER_LABEL=${TT_TEST_PER_LABEL:-30}; TT_TRAIN_PER_LABEL=${TT_TRAIN_PER_LABEL:-200}; TT_MIN_PER_LABEL=${TT_MIN_PER_LABEL:-10}
 
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS THREADS
+threads=()  # auto: no --threads and no OMP_NUM_THREADS, so mt-train & co. pick from the load (mt/common/threads.py)
+if [ "$THREADS" = auto ]; then
+  export THREADS=""
+else
+  export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS THREADS
+  threads=(--threads "$THREADS")
+fi
 # without AVX512-BF16 / AMX, bfloat16 is emulated and ~100x slower than float32 (mt/common/cpu.py)
 if [ "$BF16" = auto ]; then BF16=$(python -m mt.common.cpu bf16-flag); fi
 ENG=eng_Latn
@@ -55,7 +61,7 @@ step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 timed() { local name=$1; shift; python -m mt.train.timed --log "$TIMINGS" --step "$name" -- "$@"; }
 stale() { local out=$1 f; shift; [ -f "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
 mkdir -p "$WORK"
-echo "nllb_mini: outputs under $WORK (WORK=...), $THREADS thread(s) per process (THREADS=...), ${BF16:-float32} (BF16=...)"
+echo "nllb_mini: outputs under $WORK (WORK=...), ${THREADS:-auto} thread(s) per process (THREADS=...), ${BF16:-float32} (BF16=...)"
 
 step "1. corpus: gettext catalogues -> $CORPUS"
 timed corpus mt-data build gettext --out "$CORPUS" --langs "$LANGS" --dev-size "$DEV_SIZE" \
@@ -82,7 +88,7 @@ done
 
 step "4. SentencePiece ($VOCAB pieces, T=5 over languages) -> $WORK/spm"
 if [ ! -f "$WORK/spm/spm.model" ]; then
-  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" --threads "$THREADS" --no-progress-bar
+  timed spm mt-spm train --corpus "$BITEXT" --vocab-size "$VOCAB" --out "$WORK/spm" "${threads[@]}" --no-progress-bar
 fi
 
 step "5. binarize every $ENG-xx pair (train: seed + mined; valid: dev; test: devtest) -> $DATA"
@@ -114,7 +120,7 @@ for p in ${pairs//,/ }; do
 done
 if [ -n "$todo" ]; then
   timed generate mt-generate "$DATA" --path "$CKPT" --gen-subset test --lang-pairs "${todo%,}" --beam "$BEAM" \
-    $BF16 --threads "$THREADS" --results-path "$RUN/gen" --quiet --no-progress-bar
+    $BF16 "${threads[@]}" --results-path "$RUN/gen" --quiet --no-progress-bar
 fi
 
 step "8. copy-the-source baseline -> $RUN/copy_source"
@@ -148,7 +154,7 @@ if [ -n "$TT_METHODS" ]; then
   if stale "$RUN/translate_test.csv" "$CKPT"; then
     # shellcheck disable=SC2086  # TT_METHODS is a list
     timed translate-test mt-eval translate-test --task "$WORK/classify" --mt-checkpoint "$CKPT" --encoder "$TT_ENCODER" \
-      --methods $TT_METHODS --beam "$BEAM" $BF16 --threads "$THREADS" --stats "$CORPUS" --out "$RUN" --no-progress-bar
+      --methods $TT_METHODS --beam "$BEAM" $BF16 "${threads[@]}" --stats "$CORPUS" --out "$RUN" --no-progress-bar
   fi
 fi
 

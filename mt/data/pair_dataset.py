@@ -154,15 +154,20 @@ class Batch:
         return Batch(**kw)
 
 
-def collate(samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int]], pad: int) -> Batch:
+def collate(
+    samples: list[tuple[np.ndarray, np.ndarray, LanguagePairDataset, int]], pad: int, seq_len_multiple: int = 1
+) -> Batch:
     """Build a right-padded batch from ``(src ids, tgt ids, dataset, direction id)`` samples.
 
     Rows as the sample's dataset lays them out (``mt.data.rows``): the decoder is teacher-forced on
     ``prefix + t`` (``t`` = ``y1 .. yn </s>``), input = that without its last token, target = without its first.
+    ``seq_len_multiple``: source and target lengths padded up to a multiple (fairseq's
+    ``--required-seq-len-multiple``; padding is masked everywhere, so losses and gradients are the same).
     """
     B = len(samples)
-    S = max(len(s) for s, _, _, _ in samples) - 1 + SOURCE_SPECIALS
-    T = max(len(t) + len(ds.prefix) - 1 for _, t, ds, _ in samples)
+    m = max(1, seq_len_multiple)
+    S = -(-(max(len(s) for s, _, _, _ in samples) - 1 + SOURCE_SPECIALS) // m) * m
+    T = -(-max(len(t) + len(ds.prefix) - 1 for _, t, ds, _ in samples) // m) * m
     src = np.full((B, S), pad, dtype=np.int64)
     prev = np.full((B, T), pad, dtype=np.int64)
     tgt = np.full((B, T), pad, dtype=np.int64)

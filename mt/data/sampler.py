@@ -194,11 +194,13 @@ class MultilingualSampler:
         virtual_epoch_size: int = 0,
         pad: int = 1,
         mixing: Any = None,
+        seq_len_multiple: int = 1,
     ) -> None:
         self.datasets, self.keep = list(datasets), list(keep)
         self.names = [d.name for d in self.datasets]
         self.temperature, self.max_tokens, self.max_sentences = temperature, max_tokens, max_sentences
         self.seed, self.virtual_epoch_size, self.pad = seed, virtual_epoch_size, pad
+        self.seq_len_multiple = seq_len_multiple  # collate pads lengths to it (--required-seq-len-multiple)
         self.mixing = mixing  # mt.data.mixing.Mixing (UniMax, UtiliMax); None: temperature sampling
         self.curriculum = curriculum or Curriculum({})
         self.starts = [self.curriculum.start_of(n) for n in self.names]
@@ -265,7 +267,7 @@ class MultilingualSampler:
         for d, i in rows.tolist():
             s, t = self.datasets[d].item(i)
             samples.append((s, t, self.datasets[d], d))
-        return collate(samples, self.pad)
+        return collate(samples, self.pad, self.seq_len_multiple)
 
 
 def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:

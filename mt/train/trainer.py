@@ -150,6 +150,12 @@ class TrainConfig:
     curriculum: str = arg("", "TSV 'pair<TAB>start_update': pairs that join later", group=_DATA)
     max_tokens: int = arg(4096, "max padded tokens per batch, source or target whichever larger", group=_DATA)
     batch_size: int = arg(0, "max sentences per batch (default: no limit)", group=_DATA)
+    required_seq_len_multiple: int = arg(
+        1,
+        "pad each training batch's source and target lengths to a multiple of N (fewer distinct GEMM shapes "
+        "for kernels compiled per shape; losses unchanged); --max-tokens counts unpadded lengths",
+        group=_DATA,
+    )
     spm_model: str = arg(
         "",
         "SentencePiece model for chrF detokenisation (default: DATA/spm.model, "
@@ -250,7 +256,14 @@ class TrainConfig:
             parse_pair(p)
         if len(set(self.lang_pairs)) != len(self.lang_pairs):
             raise UserError(f"--lang-pairs lists a pair twice: {','.join(self.lang_pairs)}")
-        for name in ("max_tokens", "update_freq", "max_source_positions", "max_target_positions", "log_interval"):
+        for name in (
+            "max_tokens",
+            "update_freq",
+            "max_source_positions",
+            "max_target_positions",
+            "log_interval",
+            "required_seq_len_multiple",
+        ):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.best_checkpoint_metric not in ("loss", "chrf"):
@@ -512,8 +525,9 @@ class _Trainer:
         self.directions = list(cfg.lang_pairs)
         train_sets = [load_direction(data, "train", d, self.dictionary, self.langs, **layout) for d in self.directions]
         keep = []
+        slack = cfg.required_seq_len_multiple - 1  # a padded batch must still fit the position tables
         for ds in train_sets:
-            k = ds.keep_indices(cfg.max_source_positions, cfg.max_target_positions, cfg.max_tokens)
+            k = ds.keep_indices(cfg.max_source_positions - slack, cfg.max_target_positions - slack, cfg.max_tokens)
             keep.append(k)
             if len(k) < len(ds):
                 _say(
@@ -535,6 +549,7 @@ class _Trainer:
             cfg.virtual_epoch_size,
             self.pad,
             self.mixing,
+            cfg.required_seq_len_multiple,
         )
         valid_sets = {}
         for i, d in enumerate(self.directions):

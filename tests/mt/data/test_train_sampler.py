@@ -216,3 +216,48 @@ def test_shards_cover_the_batch():
     parts = [shard_rows(rows, r, 3) for r in range(3)]
     assert sorted(np.concatenate(parts)[:, 0].tolist()) == rows[:, 0].tolist()
     assert [len(p) for p in parts] == [3, 2, 2]
+
+
+@pytest.mark.parametrize("multiple", [8, 64])
+def test_padded_lengths_give_the_same_losses_and_gradients(data, multiple):
+    """--required-seq-len-multiple: lengths become multiples, and the MoE model's loss, balance loss and every
+    gradient are those of the unpadded batch (padding is masked in attention, routing and the loss). Same seed
+    before each pass: the second-expert sampling draws one number per routed (non-padding) token either way."""
+    import torch
+
+    from mt.models.config import ForwardContext, arch_config
+    from mt.models.transformer import Transformer
+    from mt.train.criterion import LabelSmoothedCrossEntropy
+
+    plain = _sampler(data)
+    padded = _sampler(data, seq_len_multiple=multiple)
+    rows = plain.plan(1, 0, 40)[0]
+    a, b = plain.collate(rows), padded.collate(rows)
+    assert b.src_tokens.size(1) % multiple == 0 and b.prev_output_tokens.size(1) % multiple == 0
+    assert b.src_tokens.size(1) > a.src_tokens.size(1) and a.ntokens == b.ntokens
+
+    d = Dictionary.load(data / "dict.txt")
+    cfg = arch_config(
+        "transformer_tiny", vocab_size=len(d), dropout=0.0, moe_freq=2, moe_expert_count=4, langs=d.langs()
+    ).validate()
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    crit = LabelSmoothedCrossEntropy(0.1, {"moe_balance": 0.01})
+    results = []
+    for batch in (a, b):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        ctx = ForwardContext(src_lang=batch.src_lang, tgt_lang=batch.tgt_lang)
+        mask = batch.target.ne(d.pad())
+        hidden = model(batch.src_tokens, batch.prev_output_tokens, ctx, target_mask=mask, features_only=True)
+        out = crit(hidden, model.output_weight, batch.target[mask], ctx.aux_losses)
+        (out.loss + out.aux_total).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(out.loss.detach()), {k: float(v.detach()) for k, v in out.aux.items()}, grads))
+    (la, aux_a, ga), (lb, aux_b, gb) = results
+    assert aux_a and aux_a.keys() == aux_b.keys()
+    assert lb == pytest.approx(la, rel=1e-5)
+    assert aux_b == pytest.approx(aux_a, rel=1e-5)
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-6, msg=n)
