@@ -305,10 +305,10 @@ def _translate_test(args) -> int:
     from eval.translate_test import run_translate_test
 
     cfg = from_args(TranslateTestConfig, args, progress=not args.no_progress_bar)
-    if not cfg.threads and cfg.device == "cpu":  # none given: as many as the load leaves free
+    if cfg.device == "cpu":  # --threads, else OMP_NUM_THREADS, else as many as the load leaves free
         from mt.common.threads import configure_threads
 
-        cfg.threads = configure_threads(0, "mt-eval translate-test")
+        cfg.threads = configure_threads(cfg.threads or 0, "mt-eval translate-test")
     res = run_translate_test(cfg)
     print((res.out / "translate_test.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in res.paths[:3]) + f" (+ {len(res.paths) - 3} prediction files)")

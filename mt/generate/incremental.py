@@ -259,11 +259,11 @@ class IncrementalDecoder:
                     x = layer.adapter(x.unsqueeze(1), ctx).squeeze(1).float()
         self.t = t + 1
         h = model.decoder.layer_norm(x).to(dt)
-        proj = self.w.embed
-        if isinstance(proj, Dense):
-            return proj(h, out=self._logits(N, proj.weight.size(0), h.dtype)).float()
+        proj = self.w.embed  # blocked products write into the reused buffer; the others return a new tensor
         if isinstance(proj, BlockedInt8Linear):
             return proj(h, out=self._logits(N, proj.out_features, torch.float32))
+        if isinstance(proj, Dense) and proj.rows:  # float32 only (``gemm_shapes.block_rows``)
+            return proj(h, out=self._logits(N, proj.weight.size(0), h.dtype))
         return proj(h).float()
 
     def _logits(self, n: int, V: int, dtype: torch.dtype) -> torch.Tensor:
