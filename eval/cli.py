@@ -305,7 +305,7 @@ def _translate_test(args) -> int:
     from eval.translate_test import run_translate_test
 
     cfg = from_args(TranslateTestConfig, args, progress=not args.no_progress_bar)
-    if cfg.device == "cpu":  # --threads, else OMP_NUM_THREADS, else as many as the load leaves free
+    if cfg.device == "cpu":  # --threads, else OMP_NUM_THREADS, else mt.common.threads' pick
         from mt.common.threads import configure_threads
 
         cfg.threads = configure_threads(cfg.threads or 0, "mt-eval translate-test")

@@ -97,7 +97,7 @@ class TranslateTestConfig:
         None, "logistic-regression inverse regularisation (default: 3-fold CV on English over 1, 10, 100)"
     )
     seed: int = arg(1, "random seed (default: %(default)s)")
-    threads: int = arg(0, "torch and encoder threads (default: library default)")  # 0: library default
+    threads: int = arg(0, "torch and encoder threads (default: every CPU, OpenMP waiting passively)")
     encoder_batch_size: int = arg(0, "sentences per encoder batch (default: encoder's)")
     progress: bool = True
 

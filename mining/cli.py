@@ -127,7 +127,7 @@ def embed_main(argv: list[str] | None = None) -> int:
     add_flags(p, ProgressOptions)
     ns = p.parse_args(argv)
     cfg = from_args(EmbedConfig, ns, progress=_progress(ns))
-    if cfg.device in (None, "cpu"):  # --threads, else OMP_NUM_THREADS, else as many as the load leaves free
+    if cfg.device in (None, "cpu"):  # --threads, else OMP_NUM_THREADS, else mt.common.threads' pick
         from mt.common.threads import configure_threads
 
         cfg.threads = configure_threads(cfg.threads or 0, "mine-embed")

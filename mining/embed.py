@@ -60,7 +60,7 @@ class EmbedConfig:
     sort_window: int = arg(10_000, "sentences sorted by length together")
     bf16: bool = arg(False, "LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
     device: str | None = arg(None, "LASER encoders: cpu or cuda (default: cuda when available)")
-    threads: int | None = arg(None, "CPU threads (torch and e5/use); 1 is best on a busy shared machine")
+    threads: int | None = arg(None, "CPU threads (torch and e5/use; default: every CPU, OpenMP waiting passively)")
     progress: bool = True
 
 

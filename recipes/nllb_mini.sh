@@ -27,7 +27,7 @@ set -euo pipefail
 WORK=${WORK:-work/demo}
 LANGS=${LANGS:-demo}                  # FLORES codes, "demo" (11 languages, 3 tiers) or "all"
 ENCODER=${ENCODER:-auto}              # mining encoder: auto (the one measured best per language, default), e5, use, ngram, laser2:DIR, a checkpoint
-THREADS=${THREADS:-auto}              # CPU threads per process; auto: each command takes the cores the load leaves free
+THREADS=${THREADS:-auto}              # CPU threads per process; auto: each command picks (mt/common/threads.py)
 BF16=${BF16:-auto}                    # --bf16 (bfloat16 products), "" (float32) or auto: --bf16 where the CPU has bf16 units
 DEV_SIZE=${DEV_SIZE:-200}; DEVTEST_SIZE=${DEVTEST_SIZE:-300}; MONO_SIZE=${MONO_SIZE:-300}
 VOCAB=${VOCAB:-4000}

@@ -6,12 +6,19 @@ the 2-core box with ~5 other runnable processes, a loop of small (64 x 256 x 256
 iterations/s with 2 threads, 12.7 with 2 threads and ``OMP_WAIT_POLICY=PASSIVE``, 20 with 1 thread: the
 20x training slowdown of issue 21 where a fair share is ~4x.
 
-So the commands (mt-train, mt-generate, mt-interactive, mt-translate) start with ``configure_threads``: an
-explicit ``--threads N`` or ``OMP_NUM_THREADS`` wins; otherwise ``pick_threads`` takes the CPUs this
-process may use (``os.sched_getaffinity``, capped by a cgroup CPU quota) minus what other processes keep
-busy. And ``passive_wait_early`` (called from ``mt/__init__.py``, before anything imports torch, since
-libgomp reads ``OMP_WAIT_POLICY`` once when it loads) makes OpenMP threads sleep instead of spinning
-while they wait, for the console scripts only, unless the user set the variable.
+So ``passive_wait_early`` (called from ``mt/__init__.py``, before anything imports torch, since libgomp
+reads ``OMP_WAIT_POLICY`` once when it loads) makes OpenMP threads sleep instead of spinning while they
+wait, for the console scripts only, unless the user set the variable. And the commands (mt-train,
+mt-generate, mt-interactive, mt-translate, mine-embed, mt-eval translate-test) start with
+``configure_threads``: an explicit ``--threads N`` or ``OMP_NUM_THREADS`` wins; otherwise ``pick_threads``
+takes the CPUs this process may use (``os.sched_getaffinity``, capped by a cgroup CPU quota), and, only
+where OpenMP waits spinning, drops the ones other processes keep busy.
+
+Why all CPUs when waiting is passive: a waiting thread then sleeps and gives its core away, and Linux
+shares CPU time per thread, so dropping to one thread halves the job's share rather than avoiding
+contention. ``bench/oversubscription.py`` (2 CPUs, training, 15 s each, one run): beside 2 busy processes
+2 passive threads ran 579 target tokens/s against 490 for 1; beside 6, 225 against 207 (spinning 2
+threads: 404 and 80).
 """
 
 from __future__ import annotations
@@ -72,15 +79,20 @@ def other_load(samples: int = 10, interval: float = 0.01) -> float:
     return max(0.0, min(load1, now))
 
 
-def pick_threads(cpus: int, quota: float | None, load: float, host_cpus: int | None = None) -> int:
-    """Threads for this process: the CPUs it may use that other processes leave free, at least 1.
+def pick_threads(
+    cpus: int, quota: float | None, load: float, host_cpus: int | None = None, passive: bool = False
+) -> int:
+    """Threads for this process: the CPUs it may use (``passive``) or those other processes leave free.
 
     ``cpus``: CPUs in its affinity mask; ``quota``: cgroup CPU quota in CPUs (None: none); ``load``:
     runnable processes other than this one, machine-wide (``other_load``); ``host_cpus``: the machine's
-    CPUs the load spreads over (default ``cpus``). Each of our CPUs is then busy ``load / host_cpus`` of
-    the time, and the free ones, rounded to nearest, are the threads: on 2 CPUs, load 0.4 -> 2, load 1 -> 1,
-    load 6 -> 1; on 16 CPUs, load 4 -> 12."""
+    CPUs the load spreads over (default ``cpus``); ``passive``: OpenMP threads sleep while they wait
+    (``passive_waiting``), so all usable CPUs, whatever the load. Spinning, each of our CPUs is busy
+    ``load / host_cpus`` of the time, and the free ones, rounded to nearest, are the threads (at least 1):
+    on 2 CPUs, load 0.4 -> 2, load 1 -> 1, load 6 -> 1; on 16 CPUs, load 4 -> 12."""
     usable = cpus if quota is None else max(1, min(cpus, math.floor(quota + 1e-9)))
+    if passive:
+        return usable
     share = min(1.0, max(0.0, load) / max(host_cpus or cpus, 1))
     return max(1, min(usable, math.floor(usable * (1.0 - share) + 0.5)))
 
@@ -101,9 +113,16 @@ def passive_wait_early(environ: dict[str, str] | None = None) -> bool:
     return True
 
 
+def passive_waiting(environ: dict[str, str] | None = None) -> bool:
+    """Do torch's OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE`` or ``GOMP_SPINCOUNT=0``)?"""
+    env = os.environ if environ is None else environ
+    return env.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE" or env.get("GOMP_SPINCOUNT", "").strip() == "0"
+
+
 def configure_threads(threads: int, command: str, say=None) -> int:
     """Set torch's intra-op threads: ``threads`` if > 0 (the user's), ``OMP_NUM_THREADS`` if set (idem),
-    else ``pick_threads`` for the current load. Says the choice once (stderr) when it is not the CPU count."""
+    else ``pick_threads`` for the current load and wait policy. Says the choice once (stderr) when it is not
+    the CPU count."""
     import torch
 
     if threads > 0:
@@ -112,7 +131,7 @@ def configure_threads(threads: int, command: str, say=None) -> int:
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return torch.get_num_threads()
     cpus, quota, load = cpu_count(), cgroup_quota(), other_load()
-    n = pick_threads(cpus, quota, load, host_cpus=max(os.cpu_count() or cpus, cpus))
+    n = pick_threads(cpus, quota, load, host_cpus=max(os.cpu_count() or cpus, cpus), passive=passive_waiting())
     torch.set_num_threads(n)
     if n != cpus:
         quota_note = f", cgroup quota {quota:g}" if quota is not None else ""

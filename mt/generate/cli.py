@@ -67,8 +67,8 @@ class DecodeOptions:
     )
     threads: int = arg(
         0,
-        "torch intra-op threads (default: the CPUs other processes leave free, said on stderr when that is "
-        "fewer than the CPUs; OMP_NUM_THREADS also counts as a choice)",
+        "torch intra-op threads (default: every CPU this process may use, OpenMP waiting passively; said on "
+        "stderr when that is fewer than the CPUs; OMP_NUM_THREADS also counts as a choice)",
         group=_MODEL,
     )
     max_tokens: int = arg(4096, "source tokens per batch", group=_SEARCH)

@@ -181,8 +181,8 @@ class TrainConfig:
     cpu: bool = arg(False, "train on CPU even when a GPU is present", group=_OPT)
     threads: int = arg(
         0,
-        "torch intra-op threads (default: the CPUs other processes leave free, see mt.common.threads; "
-        "OMP_NUM_THREADS also counts as a choice)",
+        "torch intra-op threads (default: every CPU this process may use, OpenMP waiting passively; see "
+        "mt.common.threads; OMP_NUM_THREADS also counts as a choice)",
         group=_OPT,
     )
     # validation and checkpoints

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from mt.common import threads
-from mt.common.threads import cgroup_quota, configure_threads, is_cli, passive_wait_early, pick_threads
+from mt.common.threads import (
+    cgroup_quota,
+    configure_threads,
+    is_cli,
+    passive_wait_early,
+    passive_waiting,
+    pick_threads,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,6 +45,27 @@ def test_pick_threads(cpus, quota, load, host, want):
     assert pick_threads(cpus, quota, load, host_cpus=host) == want
 
 
+@pytest.mark.parametrize(
+    "cpus, quota, load, want",
+    [
+        (2, None, 0.0, 2),
+        (2, None, 2.0, 2),  # beside 2 busy processes: both threads (579 vs 490 tok/s for 1, bench/oversubscription)
+        (2, None, 8.0, 2),
+        (16, None, 4.0, 16),
+        (16, 2.5, 6.0, 2),  # the cgroup quota still caps it
+        (16, 0.5, 0.0, 1),
+    ],
+)
+def test_pick_threads_with_passive_waiting_keeps_every_usable_cpu(cpus, quota, load, want):
+    assert pick_threads(cpus, quota, load, passive=True) == want
+
+
+def test_passive_waiting_read_from_the_environment():
+    assert passive_waiting({"OMP_WAIT_POLICY": "passive"}) and passive_waiting({"GOMP_SPINCOUNT": "0"})
+    assert not passive_waiting({}) and not passive_waiting({"OMP_WAIT_POLICY": "ACTIVE"})
+    assert not passive_waiting({"GOMP_SPINCOUNT": "10000"})
+
+
 def test_cgroup_quota_v2_v1_and_none(tmp_path):
     (tmp_path / "cpu.max").write_text("250000 100000\n")
     assert cgroup_quota(tmp_path) == 2.5
@@ -58,6 +86,8 @@ def test_configure_threads_explicit_wins_and_says_the_choice(monkeypatch):
     said = []
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # spinning: the load lowers the count
+        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
         assert configure_threads(1, "mt-x", said.append) == 1 and torch.get_num_threads() == 1 and not said
         monkeypatch.setattr(threads, "cpu_count", lambda: 2)
         monkeypatch.setattr(threads, "cgroup_quota", lambda: None)
@@ -65,6 +95,9 @@ def test_configure_threads_explicit_wins_and_says_the_choice(monkeypatch):
         monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
         assert configure_threads(0, "mt-x", said.append) == 1 and torch.get_num_threads() == 1
         assert said == ["mt-x: 1 torch thread of 2 CPUs (other processes keep 6.0 busy); --threads N to choose"]
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # sleeping waits: every CPU, nothing said
+        assert configure_threads(0, "mt-x", said.append) == 2 and torch.get_num_threads() == 2 and len(said) == 1
+        monkeypatch.delenv("OMP_WAIT_POLICY")
         monkeypatch.setattr(threads, "other_load", lambda: 0.0)
         assert configure_threads(0, "mt-x", said.append) == 2 and len(said) == 1  # all CPUs: nothing said
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice, as --threads
