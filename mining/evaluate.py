@@ -34,6 +34,7 @@ from mining.calibration import encoder_entry, pair_key, read_calibration, resolv
 from mining.embed import embed_file
 from mining.embedding_store import EmbeddingSet
 from mining.encoders import Encoder, l2_normalize, load_encoder
+from mining.encoders.pretrained import E5_PRECISIONS
 from mt.common.errors import UserError, located
 from mt.common.files import atomic_write, refuse_file_in_the_way
 from mt.common.flags import arg
@@ -126,6 +127,9 @@ class BuccEvalConfig:
     batch_size: int = arg(1024, "sentences per encoder call")
     # encoder CPU threads (e5/use/torch); None: the encoder's default
     threads: int | None = arg(None, "encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
+    precision: str = arg(
+        "int8", "e5 encoders: int8, fp32, bf16 or q4 (as mine-embed --precision)", choices=E5_PRECISIONS
+    )
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
 
 
@@ -181,7 +185,10 @@ def mine_split(cfg: BuccEvalConfig, encoder: Encoder, src: str, tgt: str, split:
     from mining.margin import MarginConfig, mine
 
     ds = bucc.read_set(cfg.data, src, tgt, split)
-    base = Path(cfg.work) / _tag(cfg.encoder) / f"{src}-{tgt}.{split}"
+    tag = _tag(cfg.encoder)
+    if getattr(encoder, "precision", None):  # e5: each precision has its own embeddings in the cache
+        tag += f"-{encoder.precision}"
+    base = Path(cfg.work) / tag / f"{src}-{tgt}.{split}"
     timings = {}
     t0 = time.time()
     es, new_src = embed_side(
@@ -281,7 +288,7 @@ def run_bucc(cfg: BuccEvalConfig, progress: bool = True) -> list[dict]:
             read_calibration(path)  # a broken file is an error before any embedding
     pairs = [parse_pair(p, pivot=ENGLISH, codes=False) for p in cfg.pairs]
     _ensure_data(cfg, pairs, progress)
-    encoder = load_encoder(cfg.encoder, threads=cfg.threads)
+    encoder = load_encoder(cfg.encoder, threads=cfg.threads, precision=cfg.precision)
     rows = []
     for src, tgt in pairs:
         test = mine_split(cfg, encoder, src, tgt, cfg.split, progress)

@@ -27,7 +27,8 @@ def _laser_dir(value: str | None, spec: str) -> Path:
 def load_encoder(spec: str, **kw) -> Encoder:
     """Build the encoder ``spec`` names (specs: ``mining.encoders.base``). Keyword arguments:
     ``laser_model_dir`` (LASER specs without a DIR), ``batch_size``, ``bf16`` (LASER: bfloat16 autocast),
-    ``device`` (LASER: ``cpu``/``cuda``; default cuda when available), ``threads`` (e5/use)."""
+    ``device`` (LASER: ``cpu``/``cuda``; default cuda when available), ``threads`` (e5/use), ``precision``
+    (e5: int8, fp32, bf16 or q4; ``mining.encoders.pretrained``)."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     batch_size = kw.get("batch_size")
@@ -41,7 +42,9 @@ def load_encoder(spec: str, **kw) -> Encoder:
     if kind == "e5" and rest in ("", "passage", "query"):
         from mining.encoders.pretrained import E5Encoder
 
-        enc: Encoder = E5Encoder(threads=kw.get("threads"), prefix=rest or "passage")
+        enc: Encoder = E5Encoder(
+            threads=kw.get("threads"), prefix=rest or "passage", precision=kw.get("precision") or "int8"
+        )
     elif kind == "use" and not rest:
         from mining.encoders.pretrained import USEEncoder
 
