@@ -56,7 +56,7 @@ class EmbedConfig:
     laser_model_dir: str | None = arg(None, "directory with laser2.pt/.spm/.cvocab and laser3-LANG.v1.* files")
     batch_size: int = arg(64, "sentences per batch", aliases=("--max-sentences",))  # at most, per forward pass
     # padded tokens per forward pass (at most), fairseq's --max-tokens
-    max_tokens: int | None = arg(None, "padded tokens per batch (default: no limit)")
+    max_tokens: int | None = arg(None, "padded tokens per batch (default: the encoder's own: e5 512, else no limit)")
     shard_size: int = arg(100_000, "rows per shard file")
     sort_window: int = arg(10_000, "sentences sorted by length together")
     bf16: bool = arg(False, "LASER encoders: bfloat16 autocast on CPU (faster, ~1e-2 noise)")
@@ -107,7 +107,8 @@ def encode_sorted(
     out = np.empty((len(sentences), encoder.dim), dtype=dtype)
     for w in range(0, len(sentences), cfg.sort_window):
         window = sentences[w : w + cfg.sort_window]
-        for batch in make_batches(encoder.count_tokens(window), cfg.batch_size, cfg.max_tokens):
+        lengths = encoder.count_tokens(window)
+        for batch in make_batches(lengths, cfg.batch_size, cfg.max_tokens or encoder.max_tokens):
             out[[w + i for i in batch]] = encoder.encode([window[i] for i in batch], lang)
             if bar is not None:
                 bar.update(len(batch))
@@ -226,6 +227,8 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
             precision=cfg.precision,
         )
     encoder.batch_size = max(encoder.batch_size, cfg.batch_size)  # batches are cut here, not re-split
+    if cfg.max_tokens:
+        encoder.max_tokens = cfg.max_tokens  # an encoder that batches by tokens itself (e5) follows the flag
     encoder.check_lang(lang)
 
     shards: list[dict] = []

