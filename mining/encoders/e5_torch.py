@@ -192,8 +192,11 @@ class _Int8Linear:
         zero = torch.zeros(weight.shape[0], dtype=torch.long)
         with warnings.catch_warnings():  # torch marks its quantized tensors deprecated (still the int8 GEMM)
             warnings.simplefilter("ignore")
-            qw = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qw, None)
+            try:
+                qw = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(qw, None)
+            except (RuntimeError, AttributeError) as exc:
+                raise UserError(f"this torch build has no int8 GEMM ({exc}); use --precision fp32") from None
         self.bias = bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
