@@ -295,13 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bucc-size", type=int, default=1000, help="sentences per side per split")
     p.add_argument("--bucc-gold", type=int, default=100, help="hidden translation pairs per split")
     p.add_argument("--bucc-threads", type=int, default=1)
-    p.add_argument("--bucc-data", default="work/bucc-embed-speed")
-    p.add_argument("--bucc-work", default="work/bucc-embed-speed-eval")
+    # per size and gold count: mine-eval bucc reuses a set already in --data whatever size it was built at
+    p.add_argument("--bucc-data", default=None, help="default: work/bucc-embed-speed-SIZExGOLD")
+    p.add_argument("--bucc-work", default=None, help="default: work/bucc-embed-speed-SIZExGOLD-eval")
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--one-threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out-json", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    a.bucc_data = a.bucc_data or f"work/bucc-embed-speed-{a.bucc_size}x{a.bucc_gold}"
+    a.bucc_work = a.bucc_work or f"{a.bucc_data}-eval"
     for name in a.engines:
         if name not in ENGINES:
             p.error(f"--engines: unknown {name!r} (choose from {', '.join(ENGINES)})")

