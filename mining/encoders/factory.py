@@ -43,7 +43,7 @@ def load_encoder(spec: str, **kw) -> Encoder:
         from mining.encoders.pretrained import E5Encoder
 
         enc: Encoder = E5Encoder(
-            threads=kw.get("threads"), prefix=rest or "passage", precision=kw.get("precision") or "int8"
+            threads=kw.get("threads"), prefix=rest or "passage", precision=kw.get("precision") or "fp32"
         )
     elif kind == "use" and not rest:
         from mining.encoders.pretrained import USEEncoder

