@@ -151,12 +151,15 @@ def _tag(spec: str) -> str:
 
 def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bool) -> None:
     """Build the missing ``{lang}-eng_Latn`` sets (from ``--corpus`` or the catalogues); refuse to mix:
-    a set already in ``--data`` that info.json says was built from another origin is an error."""
+    a set already in ``--data`` that info.json says was built from another origin is an error, and one
+    built with other --size/--gold/--seed is used as it is, with a note (scores are only comparable on
+    the same set, so it is not rebuilt behind the user's back)."""
     want = bucc.source_of(cfg.build)
     built = bucc.read_info(cfg.data).get("pairs", {})
     missing = []
     for s, t in pairs:
-        have = built.get(f"{s}-{t}", {}).get("source")
+        info = built.get(f"{s}-{t}", {})
+        have = info.get("source")
         if have is not None and have != want:
             raise UserError(
                 f"{cfg.data}: {s}-{t} was built from {have}, not {want}: pass another --data folder "
@@ -164,6 +167,14 @@ def _ensure_data(cfg: BuccEvalConfig, pairs: list[tuple[str, str]], progress: bo
             )
         if not all(p.is_file() for p in bucc.bucc_files(cfg.data, s, t, cfg.split).values()):
             missing.append((s, t))
+            continue
+        other = [f"--{k} {info[k]}" for k in ("size", "gold", "seed") if k in info and info[k] != getattr(cfg.build, k)]
+        if other:
+            print(
+                f"mine-eval: {s}-{t}: using the set already in {cfg.data}, built with {' '.join(other)}; "
+                "--size/--gold/--seed apply only when a set is built (delete it or pass another --data to rebuild)",
+                file=sys.stderr,
+            )
     if not missing:
         return
     bad = [f"{s}-{t}" for s, t in missing if t != ENGLISH]

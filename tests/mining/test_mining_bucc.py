@@ -168,8 +168,10 @@ def test_mine_eval_bucc_end_to_end(tmp_path, locale_dir, capsys):
     assert ratio["test"]["f1"] >= 0.8 and ratio["oracle"]["f1"] >= ratio["test"]["f1"]
     assert ratio["xsim_error"] <= 0.2
     assert "fixed" in ratio and ratio["fixed"]["threshold"] == 1.0
-    assert "| deu_Latn-eng_Latn | ngram | ratio | max |" in capsys.readouterr().out
-    # re-running reuses the embeddings and k-NN results (cache under --work)
+    out = capsys.readouterr()
+    assert "| deu_Latn-eng_Latn | ngram | ratio | max |" in out.out and "using the set already" not in out.err
+    # re-running reuses the embeddings and k-NN results (cache under --work), and the set built at --size 40
+    # --gold 10 though the defaults differ now: it says so
     emb = tmp_path / "work" / "ngram" / "deu_Latn-eng_Latn.test.deu_Latn.0000.npy"
     before = emb.stat().st_mtime_ns
     cli(
@@ -188,6 +190,8 @@ def test_mine_eval_bucc_end_to_end(tmp_path, locale_dir, capsys):
         ]
     )
     assert emb.stat().st_mtime_ns == before
+    err = capsys.readouterr().err
+    assert "deu_Latn-eng_Latn: using the set already in" in err and "built with --size 40 --gold 10;" in err
 
 
 def test_mine_eval_score_command(tmp_path, locale_dir, capsys):
