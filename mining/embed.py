@@ -265,7 +265,7 @@ def run_embed(cfg: EmbedConfig, encoder: Encoder | None = None) -> EmbeddingSet:
         lang=lang,
         source=source,
         source_sha256=text_sha,
-        **({"precision": encoder.precision} if getattr(encoder, "precision", None) else {}),
+        **({"precision": precision} if precision else {}),
     )
     rp.unlink(missing_ok=True)
     dt = max(time.time() - t0, 1e-9)

