@@ -36,6 +36,7 @@ from mt.generate.export import build_hf_model, check_dense, export  # noqa: E402
 from mt.generate.loading import banned_ids  # noqa: E402
 from mt.generate.search import SearchConfig, max_lengths  # noqa: E402
 from mt.generate.translator import Translator, length_batches  # noqa: E402
+from mt.models import gemm_shapes  # noqa: E402
 from mt.models.config import arch_config  # noqa: E402
 from mt.models.transformer import build_model  # noqa: E402
 
@@ -202,6 +203,12 @@ def main(argv=None) -> int:
             try:
                 if eng in ("ours-fp32", "ours-bf16"):
                     secs, hyps = run_ours(tr, ids, args, bf16=eng.endswith("bf16"))
+                elif eng == "ours-fp32-mkl":  # the float32 products on MKL, as before oneDNN (gemm_shapes.linear)
+                    onednn, gemm_shapes.ONEDNN = gemm_shapes.ONEDNN, None
+                    try:
+                        secs, hyps = run_ours(tr, ids, args, bf16=False)
+                    finally:
+                        gemm_shapes.ONEDNN = onednn
                 elif eng == "ours-int8":  # its own Translator: --quantize int8 replaces the model's matrices
                     tr8 = Translator(path, data=args.data or None, quantize="int8")
                     secs, hyps = run_ours(tr8, ids, args, bf16=False)

@@ -59,6 +59,7 @@ SHAPE = dict(
     decoder_attention_heads=16,
 )
 ENGINES = ("ours-fp32", "ours-bf16", "ours-int8", "hf-fp32", "ct2-fp32", "ct2-int8")
+# also: ours-fp32-mkl, our float32 products on MKL as before oneDNN (``gemm_shapes.linear``), for the A/B
 
 
 # --- synthetic text and the HF folder ----------------------------------------------------------------
@@ -152,6 +153,10 @@ def translate(
     from mt.generate.search import SearchConfig
     from mt.generate.translator import Translator, length_batches
 
+    if engine == "ours-fp32-mkl":
+        from mt.models import gemm_shapes
+
+        gemm_shapes.ONEDNN = None
     quantize = "int8" if engine == "ours-int8" else "none"
     tr = Translator(work / "imported" / "checkpoint.pt", bf16=engine == "ours-bf16", threads=threads, quantize=quantize)
     ids = tr.encode(sentences(n, seed=2))

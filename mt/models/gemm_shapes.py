@@ -18,6 +18,15 @@ projection (4012 x 512, 7.8 MiB): 45.7 -> 69.7 GFLOP/s at 800 rows (beam 4 x 200
 200, 45 -> 54 at 32, in 512-row blocks. Products under 6 MiB of weight or under 2048 output rows gained
 nothing or lost (2048 x 512: 0.39 ms whole, 0.58 blocked at 8 rows; 81.5 vs 80.5 GFLOP/s at 200), so they
 run whole; so does everything but float32 on the CPU.
+
+oneDNN's float32 GEMM (``linear``): PyTorch sends float32 products to MKL, whose sgemm runs on this AMD CPU
+well below oneDNN's (both ship in the torch wheel). Measured on the 2-core EPYC, GFLOP/s MKL / oneDNN, plain
+weights (no repacking, no copy), 2 threads: 256 x 1024 @ 1024 x 4096 60 / 111, 16 x 1024 @ 1024 x 4096 26 / 47,
+32 x 512 @ 512 x 2048 63 / 75, 800 x 512 @ 512 x 1536 82 / 118; 1 thread: 45 / 55 and 18 / 24 at those two
+shapes, but 44 / 40 at 32 x 512 @ 512 x 2048 and 19 / 14 at 2 rows: at 1 thread MKL keeps products under
+``ONEDNN_MIN_ROWS`` rows. The vocabulary product runs in ``ONEDNN_BLOCK_BYTES`` blocks (64 x 1024 @ 1024 x
+256206: MKL in 256-row blocks 42 / 73 GFLOP/s at 1 / 2 threads, oneDNN in 4096-row blocks 49 / 83, whole 42 /
+80). Used where no gradient is needed (decoding); training keeps ``F.linear``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,22 @@ ROW_MULTIPLE = 64
 BLOCK_BYTES = 1 << 20  # weight bytes per row block: about one core's L2 on the CPUs measured
 BLOCK_MIN_ROWS = 2048  # narrower products run whole
 BLOCK_MIN_BYTES = 6 << 20  # and so do smaller weights
+
+
+ONEDNN_MIN_ROWS = 64  # at 1 thread, MKL runs products with fewer rows faster
+ONEDNN_BLOCK_BYTES = 16 << 20  # weight bytes per block of a wide oneDNN product
+
+
+def _onednn_linear():
+    """oneDNN's linear on plain float32 weights (the op PyTorch's CPU compiler uses), or None without it."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+    return op if torch.backends.mkldnn.is_available() else None
+
+
+ONEDNN = _onednn_linear()
 
 
 def row_multiple(t: torch.Tensor) -> int:
@@ -71,3 +96,49 @@ def blocked_linear(
         else:
             torch.addmm(bias[j : j + rows], x, weight[j : j + rows].t(), out=out[:, j : j + rows])
     return out
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True where ``linear`` sends ``x @ weight.T`` to oneDNN: CPU float32, 2-D, no gradient, enough rows."""
+    return (
+        ONEDNN is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 2
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and (x.size(0) >= ONEDNN_MIN_ROWS or torch.get_num_threads() > 1)
+    )
+
+
+def onednn_block_rows(weight: torch.Tensor) -> int:
+    """Rows per oneDNN block for ``weight`` (out x in), or 0 when it runs whole (under two blocks' bytes)."""
+    out_f, in_f = weight.shape
+    rows = max(32, ONEDNN_BLOCK_BYTES // (in_f * weight.element_size()) // 32 * 32)
+    return rows if out_f >= 2 * rows else 0
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for inference with the fastest CPU kernel measured for the shape.
+
+    oneDNN where ``use_onednn`` (wide weights in ``onednn_block_rows`` blocks written into ``out``, a reusable
+    (n, out_features) tensor), else MKL, wide float32 weights in ``block_rows`` blocks; ``out`` is only a
+    buffer offer: use the returned tensor."""
+    if use_onednn(x, weight):
+        x = x.contiguous()
+        rows = onednn_block_rows(weight)
+        if not rows:
+            return ONEDNN(x, weight, bias, "none", [], "")
+        n, out_f = x.size(0), weight.size(0)
+        if out is None or out.shape != (n, out_f):
+            out = x.new_empty(n, out_f)
+        for j in range(0, out_f, rows):
+            b = None if bias is None else bias[j : j + rows]
+            out[:, j : j + rows] = ONEDNN(x, weight[j : j + rows], b, "none", [], "")
+        return out
+    rows = block_rows(weight) if x.dim() == 2 else 0
+    if rows:
+        return blocked_linear(x.contiguous(), weight, rows, out, bias)
+    return torch.nn.functional.linear(x, weight, bias)

@@ -232,6 +232,38 @@ def test_row_blocked_output_projection_gives_the_same_hypotheses(translator, mon
         assert [h.score for h in hs] == pytest.approx([w.score for w in ws], abs=1e-5)
 
 
+def test_onednn_products_give_the_same_hypotheses_as_mkl(translator, monkeypatch):
+    """The fast decoder's float32 products on oneDNN (``gemm_shapes.linear``) == on MKL, blocked or whole."""
+    from mt.models import gemm_shapes
+
+    if gemm_shapes.ONEDNN is None:
+        pytest.skip("this torch build has no oneDNN linear")
+    src, prefix = _rows(translator, SENTS)
+    cfg = SearchConfig(beam=4, nbest=2)
+    calls = []
+    real = gemm_shapes.ONEDNN
+
+    def spy(*a):
+        calls.append(a[1].size(0))
+        return real(*a)
+
+    def run() -> list[list]:
+        return search(translator.model, src, prefix, cfg, translator.dictionary.eos(), banned=translator.banned)
+
+    monkeypatch.setattr(gemm_shapes, "ONEDNN", None)
+    mkl = run()
+    monkeypatch.setattr(gemm_shapes, "ONEDNN", spy)
+    monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_ROWS", 1)  # every product on oneDNN, even at 1 thread
+    V, d = translator.model.embed_tokens.weight.shape
+    monkeypatch.setattr(gemm_shapes, "ONEDNN_BLOCK_BYTES", 32 * d * 4)  # the vocabulary in 32-row blocks
+    assert V >= 64
+    onednn = run()
+    assert calls and 32 in calls  # the products ran there, the vocabulary in blocks
+    assert [[h.tokens for h in hs] for hs in onednn] == [[h.tokens for h in hs] for hs in mkl]
+    for hs, ws in zip(onednn, mkl):
+        assert [h.score for h in hs] == pytest.approx([w.score for w in ws], abs=1e-4)
+
+
 def test_batch_order_restored_and_independent_of_batching(translator):
     together = translator.translate(SENTS, "eng_Latn", "deu_Latn", beam=3)
     alone = [translator.translate([s], "eng_Latn", "deu_Latn", beam=3)[0] for s in SENTS]

@@ -279,3 +279,46 @@ def test_blocked_linear_equals_the_whole_product_and_blocks_only_wide_float32():
     xg = x.clone().requires_grad_()
     gemm_shapes.blocked_linear(xg, w, 256).sum().backward()  # with autograd on it falls back to one product
     torch.testing.assert_close(xg.grad, w.sum(0).expand(37, -1), rtol=1e-5, atol=1e-3)
+
+
+def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
+    from mt.models import gemm_shapes
+
+    if gemm_shapes.ONEDNN is None:
+        pytest.skip("this torch build has no oneDNN linear")
+    calls = []
+    real = gemm_shapes.ONEDNN
+
+    def spy(*a):
+        calls.append(a[1].shape)
+        return real(*a)
+
+    monkeypatch.setattr(gemm_shapes, "ONEDNN", spy)
+    wide = torch.randn(20000, 512)  # 39 MiB: 8192-row blocks of 16 MiB
+    assert gemm_shapes.onednn_block_rows(wide) == 8192
+    assert gemm_shapes.onednn_block_rows(torch.randn(4096, 1024)) == 0  # 16 MiB: one block, whole
+    bias = torch.randn(20000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            few = torch.randn(8, 512)
+            torch.testing.assert_close(gemm_shapes.linear(few, wide, bias), F.linear(few, wide, bias))
+            assert calls == []  # 1 thread, 8 rows: MKL (faster there)
+            many = torch.randn(gemm_shapes.ONEDNN_MIN_ROWS, 512)
+            buf = torch.full((many.size(0), 20000), float("nan"))
+            got = gemm_shapes.linear(many, wide, bias, out=buf)
+            assert got.data_ptr() == buf.data_ptr() and calls == [(8192, 512), (8192, 512), (3616, 512)]
+            torch.testing.assert_close(got, F.linear(many, wide, bias), rtol=1e-5, atol=1e-4)
+            torch.set_num_threads(2)
+            calls.clear()
+            small = torch.randn(64, 512)
+            torch.testing.assert_close(gemm_shapes.linear(few, small), F.linear(few, small), rtol=1e-5, atol=1e-4)
+            assert calls == [(64, 512)]  # 2 threads: oneDNN from one row up
+        calls.clear()
+        xg = few.clone().requires_grad_()
+        gemm_shapes.linear(xg, small).sum().backward()  # autograd on: F.linear
+        assert calls == [] and xg.grad is not None
+        assert gemm_shapes.linear(few.bfloat16(), small.bfloat16()).dtype == torch.bfloat16 and calls == []
+    finally:
+        torch.set_num_threads(threads)
