@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mt.common.errors import UserError
+from mt.models import gemm_shapes
 
 PRECISIONS = ("int8", "fp32", "bf16")
 Q4_BLOCK = 32  # weights per Q4_0 block: an fp16 scale + 16 bytes of nibbles
@@ -215,11 +216,14 @@ class _Int8Linear:
 
 
 class _Linear:
+    """y = x W^T + b, float32 on oneDNN's GEMM where it is the faster CPU kernel (``gemm_shapes.linear``)."""
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         self.weight, self.bias = weight, bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        return gemm_shapes.linear(x.reshape(-1, shape[-1]), self.weight, self.bias).view(*shape[:-1], -1)
 
 
 class E5Model:

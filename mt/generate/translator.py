@@ -37,6 +37,7 @@ from mt.generate.loading import LoadedModel, banned_ids, load_model
 from mt.generate.moe_inference import MoEInferenceConfig
 from mt.generate.quantize import check_quantize, quantize_linears_
 from mt.generate.search import Hypo, SearchConfig, search
+from mt.models import gemm_shapes
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Translator:
         )
         if self.int8:
             quantize_linears_(self.model)
+        gemm_shapes.inference_linears_(self.model)  # the encoder's float32 products on oneDNN too
         self.banned = banned_ids(self.dictionary)
         self.max_source_positions = self.model.cfg.max_source_positions
         self._lang_set = frozenset(self.langs)

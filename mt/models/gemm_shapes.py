@@ -99,13 +99,15 @@ def blocked_linear(
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where ``linear`` sends ``x @ weight.T`` to oneDNN: CPU float32, 2-D, no gradient, enough rows."""
+    """True where ``linear`` sends ``x @ weight.T`` to oneDNN: CPU float32 outside autocast, 2-D, no gradient,
+    enough rows."""
     return (
         ONEDNN is not None
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.dim() == 2
+        and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype: leave the product to F.linear
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and (x.size(0) >= ONEDNN_MIN_ROWS or torch.get_num_threads() > 1)
     )
@@ -142,3 +144,25 @@ def linear(
     if rows:
         return blocked_linear(x.contiguous(), weight, rows, out, bias)
     return torch.nn.functional.linear(x, weight, bias)
+
+
+class InferenceLinear(torch.nn.Linear):
+    """``nn.Linear`` whose products go through ``linear`` (oneDNN where faster): same parameters, and with
+    autograd on, or off the CPU, exactly ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            return super().forward(x)
+        y = linear(x.reshape(-1, x.size(-1)), self.weight, self.bias)
+        return y.view(*x.shape[:-1], y.size(-1))
+
+
+def inference_linears_(model: torch.nn.Module) -> int:
+    """Make every plain ``nn.Linear`` of ``model`` an ``InferenceLinear`` in place (its class only: no copy of
+    the weights); returns how many. For models that decode: the encoder's products get the decoder's kernels."""
+    n = 0
+    for m in model.modules():
+        if type(m) is torch.nn.Linear:
+            m.__class__ = InferenceLinear
+            n += 1
+    return n

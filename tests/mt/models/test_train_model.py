@@ -320,5 +320,35 @@ def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
         gemm_shapes.linear(xg, small).sum().backward()  # autograd on: F.linear
         assert calls == [] and xg.grad is not None
         assert gemm_shapes.linear(few.bfloat16(), small.bfloat16()).dtype == torch.bfloat16 and calls == []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides: F.linear in bf16
+            assert gemm_shapes.linear(few, small).dtype == torch.bfloat16 and calls == []
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_inference_linears_keep_the_parameters_and_the_outputs():
+    from mt.models import gemm_shapes
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32, bias=False))
+    x = torch.randn(3, 40, 32)
+    want = net(x)
+    params = [p.data_ptr() for p in net.parameters()]
+    assert gemm_shapes.inference_linears_(net) == 2 and gemm_shapes.inference_linears_(net) == 0
+    assert all(type(m) is gemm_shapes.InferenceLinear for m in (net[0], net[2]))
+    assert [p.data_ptr() for p in net.parameters()] == params and list(net.state_dict()) == [
+        "0.weight",
+        "0.bias",
+        "2.weight",
+    ]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # 120 rows: oneDNN where the build has it
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+        got = net(x)  # autograd on: nn.Linear's own product, gradients intact
+        got.sum().backward()
+        torch.testing.assert_close(got, want)
+        assert net[0].weight.grad is not None
     finally:
         torch.set_num_threads(threads)
