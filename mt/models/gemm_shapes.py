@@ -25,8 +25,11 @@ EPYC, GFLOP/s MKL / oneDNN, plain weights (no repacking, no copy), 2 threads: 25
 of weight) 60 / 111, 16 x 1024 @ 1024 x 4096 26 / 47, 512 x 512 @ 512 x 2048 (4 MiB) 116 / 141, 800 x 512 @
 512 x 1536 (3 MiB) 82 / 118; but 512 x 384 @ 384 x 1536 (2.25 MiB) 146 / 135 and 512 x 512 @ 512 x 512 146 /
 143: weights under ``ONEDNN_MIN_BYTES`` stay on MKL (e5-small's, all <= 2.25 MiB: mine-embed 81 sentences/s
-on MKL, 70 on oneDNN at 1 thread). At 1 thread: 45 / 55 and 18 / 24 at the first two shapes, but 19 / 14 at
-2 rows: MKL keeps products under ``ONEDNN_MIN_ROWS`` rows there. The vocabulary product runs in
+on MKL, 70 on oneDNN at 1 thread). At 1 thread: 45 / 55 and 18 / 24 at the first two shapes, 49 / 67 for
+transformer_base's output projection (800 x 512 @ 512 x 4012, 8 MiB), but 74 / 65 at 800 x 2048 @ 2048 x 512
+(4 MiB) and 19 / 14 at 2 rows: there oneDNN takes only weights from ``ONEDNN_MIN_BYTES_1THREAD`` and products
+from ``ONEDNN_MIN_ROWS`` rows (transformer_base decoding, 200 sentences: 4.0 sentences/s with every product
+on oneDNN, 4.1-4.6 on MKL). The vocabulary product runs in
 ``ONEDNN_BLOCK_BYTES`` blocks (64 x 1024 @ 1024 x 256206: MKL in 256-row blocks 42 / 73 GFLOP/s at 1 / 2
 threads, oneDNN in 4096-row blocks 49 / 83, whole 42 / 80). NLLB-200-600M's shape, decoding 64 sentences at
 beam 4 (``bench/nllb.py``, one run): 0.59 / 0.94 sentences/s on MKL, 0.60 / 1.02 on oneDNN at 1 / 2 threads
@@ -46,6 +49,7 @@ BLOCK_MIN_BYTES = 6 << 20  # and so do smaller weights
 
 ONEDNN_MIN_ROWS = 64  # at 1 thread, MKL runs products with fewer rows faster
 ONEDNN_MIN_BYTES = 3 << 20  # and smaller weights at any thread count
+ONEDNN_MIN_BYTES_1THREAD = 8 << 20  # at 1 thread, mid-sized weights too
 ONEDNN_BLOCK_BYTES = 16 << 20  # weight bytes per block of a wide oneDNN product
 
 
@@ -106,17 +110,21 @@ def blocked_linear(
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True where ``linear`` sends ``x @ weight.T`` to oneDNN: CPU float32 outside autocast, 2-D, no gradient,
-    a weight of at least ``ONEDNN_MIN_BYTES``, enough rows."""
+    a weight of at least ``ONEDNN_MIN_BYTES`` (at 1 thread ``ONEDNN_MIN_BYTES_1THREAD`` and
+    ``ONEDNN_MIN_ROWS`` rows)."""
     return (
         ONEDNN is not None
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.dim() == 2
-        and weight.numel() * 4 >= ONEDNN_MIN_BYTES
         and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype: leave the product to F.linear
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and (x.size(0) >= ONEDNN_MIN_ROWS or torch.get_num_threads() > 1)
+        and (
+            weight.numel() * 4 >= ONEDNN_MIN_BYTES
+            if torch.get_num_threads() > 1
+            else weight.numel() * 4 >= ONEDNN_MIN_BYTES_1THREAD and x.size(0) >= ONEDNN_MIN_ROWS
+        )
     )
 
 

@@ -255,6 +255,7 @@ def test_onednn_products_give_the_same_hypotheses_as_mkl(translator, monkeypatch
     monkeypatch.setattr(gemm_shapes, "ONEDNN", spy)
     monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_ROWS", 1)  # every product on oneDNN, even at 1 thread
     monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_BYTES", 0)  # and the toy model's small weights
+    monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_BYTES_1THREAD", 0)
     V, d = translator.model.embed_tokens.weight.shape
     monkeypatch.setattr(gemm_shapes, "ONEDNN_BLOCK_BYTES", 32 * d * 4)  # the vocabulary in 32-row blocks
     assert V >= 64

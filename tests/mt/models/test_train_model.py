@@ -306,6 +306,9 @@ def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
             torch.testing.assert_close(gemm_shapes.linear(few, wide, bias), F.linear(few, wide, bias))
             assert calls == []  # 1 thread, 8 rows: MKL (faster there)
             many = torch.randn(gemm_shapes.ONEDNN_MIN_ROWS, 512)
+            mid = torch.randn(1536, 512)  # 3 MiB
+            torch.testing.assert_close(gemm_shapes.linear(many, mid), F.linear(many, mid), rtol=1e-5, atol=1e-4)
+            assert calls == []  # 1 thread, 3 MiB: MKL
             buf = torch.full((many.size(0), 20000), float("nan"))
             got = gemm_shapes.linear(many, wide, bias, out=buf)
             assert got.data_ptr() == buf.data_ptr() and calls == [(8192, 512), (8192, 512), (3616, 512)]
@@ -315,7 +318,6 @@ def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
             small = torch.randn(64, 512)
             torch.testing.assert_close(gemm_shapes.linear(few, small), F.linear(few, small), rtol=1e-5, atol=1e-4)
             assert calls == []  # 128 KiB of weight: MKL
-            mid = torch.randn(1536, 512)  # 3 MiB
             torch.testing.assert_close(gemm_shapes.linear(few, mid), F.linear(few, mid), rtol=1e-5, atol=1e-4)
             assert calls == [(1536, 512)]  # 2 threads: oneDNN from one row up
         calls.clear()
@@ -333,6 +335,7 @@ def test_inference_linears_keep_the_parameters_and_the_outputs(monkeypatch):
     from mt.models import gemm_shapes
 
     monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_BYTES", 0)
+    monkeypatch.setattr(gemm_shapes, "ONEDNN_MIN_BYTES_1THREAD", 0)
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(32, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32, bias=False))
