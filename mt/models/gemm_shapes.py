@@ -118,6 +118,7 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.dim() == 2
+        and x.size(0) > 0
         and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype: leave the product to F.linear
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and (
