@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import re
 import struct
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from mt.common.errors import UserError
+from mt.generate.quantize import pack_int8
 from mt.models import gemm_shapes
 
 PRECISIONS = ("int8", "fp32", "bf16")
@@ -194,15 +194,10 @@ class _Int8Linear:
     dynamic quantisation's one scale per call acts as a per-token scale."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
-        zero = torch.zeros(weight.shape[0], dtype=torch.long)
-        with warnings.catch_warnings():  # torch marks its quantized tensors deprecated (still the int8 GEMM)
-            warnings.simplefilter("ignore")
-            try:
-                qw = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
-                self.packed = torch.ops.quantized.linear_prepack(qw, None)
-            except (RuntimeError, AttributeError) as exc:
-                raise UserError(f"this torch build has no int8 GEMM ({exc}); use --precision fp32") from None
+        try:
+            self.packed = pack_int8(weight, None)
+        except (RuntimeError, AttributeError) as exc:
+            raise UserError(f"this torch build has no int8 GEMM ({exc}); use --precision fp32") from None
         self.bias = bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,8 +217,7 @@ class _Linear:
         self.weight, self.bias = weight, bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        return gemm_shapes.linear(x.reshape(-1, shape[-1]), self.weight, self.bias).view(*shape[:-1], -1)
+        return gemm_shapes.linear(x, self.weight, self.bias)
 
 
 class E5Model:

@@ -49,7 +49,7 @@ def check_quantize(quantize: str, device: torch.device | str, bf16: bool) -> boo
     return True
 
 
-def _pack(weight: torch.Tensor, bias: torch.Tensor | None) -> object:
+def pack_int8(weight: torch.Tensor, bias: torch.Tensor | None) -> object:
     """fbgemm's packed int8 weight (one scale per output row) with a float32 bias."""
     w = weight.detach().float()
     scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127.0).double()
@@ -67,7 +67,7 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.packed = _pack(weight, bias)
+        self.packed = pack_int8(weight, bias)
 
     @classmethod
     def from_linear(cls, lin: nn.Linear) -> "Int8Linear":

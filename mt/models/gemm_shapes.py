@@ -109,7 +109,7 @@ def blocked_linear(
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where ``linear`` sends ``x @ weight.T`` to oneDNN: CPU float32 outside autocast, 2-D, no gradient,
+    """True where ``linear`` sends 2-D ``x @ weight.T`` to oneDNN: CPU float32 outside autocast, no gradient,
     a weight of at least ``ONEDNN_MIN_BYTES`` (at 1 thread ``ONEDNN_MIN_BYTES_1THREAD`` and
     ``ONEDNN_MIN_ROWS`` rows)."""
     return (
@@ -117,7 +117,6 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and x.dim() == 2
         and x.size(0) > 0
         and not torch.is_autocast_enabled("cpu")  # autocast picks the dtype: leave the product to F.linear
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
@@ -141,9 +140,11 @@ def linear(
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for inference with the fastest CPU kernel measured for the shape.
 
-    oneDNN where ``use_onednn`` (wide weights in ``onednn_block_rows`` blocks written into ``out``, a reusable
-    (n, out_features) tensor), else MKL, wide float32 weights in ``block_rows`` blocks; ``out`` is only a
-    buffer offer: use the returned tensor."""
+    ``x`` of any leading shape (run as rows). oneDNN where ``use_onednn`` (wide weights in ``onednn_block_rows``
+    blocks written into ``out``, a reusable (n, out_features) tensor for 2-D ``x``), else MKL, wide float32
+    weights in ``block_rows`` blocks; ``out`` is only a buffer offer: use the returned tensor."""
+    if x.dim() != 2:
+        return linear(x.reshape(-1, x.size(-1)), weight, bias).view(*x.shape[:-1], weight.size(0))
     if use_onednn(x, weight):
         x = x.contiguous()
         rows = onednn_block_rows(weight)
@@ -156,7 +157,7 @@ def linear(
             b = None if bias is None else bias[j : j + rows]
             out[:, j : j + rows] = ONEDNN(x, weight[j : j + rows], b, "none", [], "")
         return out
-    rows = block_rows(weight) if x.dim() == 2 else 0
+    rows = block_rows(weight)
     if rows:
         return blocked_linear(x.contiguous(), weight, rows, out, bias)
     return torch.nn.functional.linear(x, weight, bias)
@@ -167,10 +168,7 @@ class InferenceLinear(torch.nn.Linear):
     autograd on, or off the CPU, exactly ``nn.Linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2:
-            return super().forward(x)
-        y = linear(x.reshape(-1, x.size(-1)), self.weight, self.bias)
-        return y.view(*x.shape[:-1], y.size(-1))
+        return linear(x, self.weight, self.bias)
 
 
 def inference_linears_(model: torch.nn.Module) -> int:
