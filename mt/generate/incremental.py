@@ -25,6 +25,7 @@ otherwise. Tests check both give the same hypotheses.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Callable
 
@@ -71,8 +72,32 @@ class Dense:
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
 
+class Scratch:
+    """Buffers reused by every batch decoded with the same ``DecoderWeights`` (one batch at a time).
+
+    Why: the key/value caches and the logits are large, fresh tensors per batch (a 256-row transformer_base
+    cache is 34 MB a layer) and glibc maps allocations above 32 MiB afresh each time, so every batch
+    faulted its cache in again, 4 KiB at a time (``mt.common.memory``). A buffer here only grows."""
+
+    def __init__(self) -> None:
+        self._flat: dict[object, torch.Tensor] = {}
+
+    def take(self, key: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A contiguous ``shape`` view of the buffer named ``key`` (contents undefined)."""
+        n = math.prod(shape)
+        buf = self._flat.get(key)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            self._flat.pop(key, None)  # free the old one first
+            buf = self._flat[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._flat.values())
+
+
 class DecoderWeights:
-    """The decoder's matrix products, made once: bf16 copies, the float32 parameters themselves, or int8.
+    """The decoder's matrix products, made once: bf16 copies, the float32 parameters themselves, or int8;
+    and the ``Scratch`` buffers the batches decoded with them reuse.
 
     ``int8`` (``mt.generate.quantize``): every product, the output projection included, runs on int8
     weights with float32 activations; projections the model already holds as ``Int8Linear`` are used as
@@ -80,6 +105,7 @@ class DecoderWeights:
 
     def __init__(self, model: Transformer, dtype: torch.dtype = torch.float32, int8: bool = False) -> None:
         self.dtype, self.int8 = dtype, int8
+        self.scratch = Scratch()  # the decoder's caches, kept for the next batch
         if int8 and dtype != torch.float32:
             raise ValueError("int8 decoder weights take float32 activations")
 
@@ -141,9 +167,9 @@ class IncrementalDecoder:
         self.src_pad = enc.pad_mask
         self._set_cross_bias()
         self.kv: list[list[torch.Tensor]] = []  # per layer [K, V], (rows, H, capacity, hd)
-        self.spare: list[list[torch.Tensor]] = []
+        self.scratch = weights.scratch
+        self._set = 0  # which of the scratch's two key/value sets self.kv lives in
         self.cap = 0
-        self._logits_buf: torch.Tensor | None = None
 
     def _set_cross_bias(self) -> None:
         pad = self.src_pad
@@ -159,15 +185,21 @@ class IncrementalDecoder:
         if need <= self.cap and self.kv and self.kv[0][0].size(0) >= rows:
             return
         cap = min(max(16, self.cap * 2, need), max(self.max_positions, need))
-        new = [
-            [torch.empty(rows, self.H, cap, self.hd, dtype=self.dtype, device=device) for _ in range(2)]
-            for _ in self.w.layers
-        ]
+        new = self._kv_set(rows, cap, device)
         if self.kv:
             for old, nw in zip(self.kv, new):
                 for o, n in zip(old, nw):
                     n[:, :, : self.t].copy_(o[:rows, :, : self.t])
-        self.kv, self.spare, self.cap = new, [], cap
+        self.kv, self.cap = new, cap
+
+    def _kv_set(self, rows: int, cap: int, device: torch.device) -> list[list[torch.Tensor]]:
+        """Key/value buffers (rows, H, cap, hd) per layer from the scratch set not in use (ping-pong)."""
+        self._set = 1 - self._set
+        shape = (rows, self.H, cap, self.hd)
+        return [
+            [self.scratch.take(("kv", self._set, i, j), shape, self.dtype, device) for j in range(2)]
+            for i in range(len(self.w.layers))
+        ]
 
     def select(
         self, rows: torch.Tensor, sentences: torch.Tensor | None = None, rows_per_sent: int | None = None
@@ -178,15 +210,11 @@ class IncrementalDecoder:
         """
         n = rows.numel()
         if self.t:
-            if not self.spare or self.spare[0][0].size(0) < n or self.spare[0][0].size(2) != self.cap:
-                self.spare = [
-                    [torch.empty(n, self.H, self.cap, self.hd, dtype=self.dtype, device=k.device) for k in lay]
-                    for lay in self.kv
-                ]
-            for lay, spare in zip(self.kv, self.spare):
-                for cur, dst in zip(lay, spare):
-                    torch.index_select(cur[:, :, : self.t], 0, rows, out=dst[:n, :, : self.t])
-            self.kv, self.spare = self.spare, self.kv
+            new = self._kv_set(n, self.cap, rows.device)
+            for lay, dst_lay in zip(self.kv, new):
+                for cur, dst in zip(lay, dst_lay):
+                    torch.index_select(cur[:, :, : self.t], 0, rows, out=dst[:, :, : self.t])
+            self.kv = new
         if self.src_lang is not None:
             self.src_lang = self.src_lang.index_select(0, rows)
         if self.tgt_lang is not None:
@@ -265,9 +293,6 @@ class IncrementalDecoder:
         return proj(h).float()
 
     def _logits(self, n: int, V: int, dtype: torch.dtype) -> torch.Tensor:
-        """A (n, V) buffer for the step's logits, reused across steps: a fresh vocabulary-wide tensor each step
-        costs page faults (64 x 256k float32: 50 ms of a ~600 ms product on the 2-core EPYC)."""
-        buf = self._logits_buf
-        if buf is None or buf.size(0) < n or buf.size(1) != V or buf.dtype != dtype:
-            buf = self._logits_buf = torch.empty(n, V, dtype=dtype, device=self.src_pad.device)
-        return buf[:n]
+        """A (n, V) buffer for the step's logits, reused across steps and batches: a fresh vocabulary-wide tensor
+        each step costs page faults (64 x 256k float32: 50 ms of a ~600 ms product on the 2-core EPYC)."""
+        return self.scratch.take("logits", (n, V), dtype, self.src_pad.device)

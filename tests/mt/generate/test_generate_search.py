@@ -266,6 +266,30 @@ def test_onednn_products_give_the_same_hypotheses_as_mkl(translator, monkeypatch
         assert [h.score for h in hs] == pytest.approx([w.score for w in ws], abs=1e-4)
 
 
+def test_decoder_scratch_is_reused_by_the_next_batch_without_changing_it(translator):
+    """One DecoderWeights across batches: the caches come from its Scratch (no fresh buffers for a batch no
+    larger than the last, whose stale contents must not leak in) and hypotheses equal fresh weights'."""
+    from mt.generate.incremental import DecoderWeights
+
+    cfg = SearchConfig(beam=4, nbest=2)
+    eos = translator.dictionary.eos()
+
+    def run(sents, weights):
+        src, prefix = _rows(translator, sents)
+        return search(translator.model, src, prefix, cfg, eos, banned=translator.banned, weights=weights)
+
+    shared = DecoderWeights(translator.model)
+    run(SENTS, shared)
+    buffers = {k: v.data_ptr() for k, v in shared.scratch._flat.items()}
+    assert any(k[0] == "kv" for k in buffers if isinstance(k, tuple)) and "lprobs" in buffers
+    again = run(SENTS[2:5], shared)
+    assert {k: v.data_ptr() for k, v in shared.scratch._flat.items()} == buffers
+    fresh = run(SENTS[2:5], DecoderWeights(translator.model))
+    assert [[h.tokens for h in hs] for hs in again] == [[h.tokens for h in hs] for hs in fresh]
+    for hs, fs in zip(again, fresh):
+        assert [h.score for h in hs] == pytest.approx([f.score for f in fs], abs=1e-6)
+
+
 def test_batch_order_restored_and_independent_of_batching(translator):
     together = translator.translate(SENTS, "eng_Latn", "deu_Latn", beam=3)
     alone = [translator.translate([s], "eng_Latn", "deu_Latn", beam=3)[0] for s in SENTS]
