@@ -285,10 +285,6 @@ def build_hf(cfg, max_tokens: int = 0):
 
 
 def worker(args: argparse.Namespace) -> dict:
-    if args.malloc == "keep":  # what mt-train does (mt/__init__.py), for every implementation alike
-        from mt.common.memory import keep_freed_memory
-
-        keep_freed_memory()
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -506,13 +502,6 @@ def main() -> int:
     )
     p.add_argument("--e2e", action="store_true", help="also time the real mt-train loop, fp32 vs --bf16")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table per worker (stderr)")
-    p.add_argument(
-        "--malloc",
-        choices=("keep", "default"),
-        default="keep",
-        help="keep: every worker keeps freed memory for reuse, as mt-train does (mt.common.memory); "
-        "default: glibc's own thresholds (default: %(default)s)",
-    )
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     p.add_argument("--worker", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -579,7 +568,6 @@ def main() -> int:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "load_avg": os.getloadavg(),
-        "malloc": args.malloc,
     }
     try:
         import transformers
@@ -613,7 +601,7 @@ def main() -> int:
         f"{args.steps} steps, best of {args.repeats}",
         "",
         f"torch {meta['torch']}, transformers {meta.get('transformers', '-')}, {meta['cores']} cores, "
-        f"load avg {meta['load_avg'][0]:.1f}, malloc {args.malloc}",
+        f"load avg {meta['load_avg'][0]:.1f}",
         "",
         "| impl | precision | threads | tgt tok/s | src+tgt tok/s | ms/step | model TFLOP/s | matmul peak TFLOP/s "
         "| MFU | peak RSS MiB |",
