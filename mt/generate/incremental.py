@@ -5,9 +5,12 @@ the same weights for the case search has, one new position per row per step, and
 costs beyond the matrix products small (measured on CPU: SDPA took 2-7x longer than batched GEMMs for
 one query, and the cache copies were as large as the layer compute):
 
-- self-attention keys/values live in preallocated buffers (rows x heads x capacity x head_dim), grown
-  by doubling; a step writes one position, and reordering beams is one ``index_select`` into a second
-  buffer (ping-pong) instead of a concatenation plus a reorder;
+- self-attention keys/values live in one buffer per layer (rows x heads x capacity x head_dim), reserved
+  for the batch's most rows and longest output and kept for the next batch (``Scratch``); a step writes
+  one position, and reordering beams copies only the rows whose source changed, in place. Measured
+  (transformer_base, beam 4, 200 sentences, 1 thread): fresh caches per batch, grown by doubling and
+  reordered into a second buffer, spent ~20% of decoding faulting their pages in (750k minor faults,
+  2.25 GB peak); now 1.33 GB, and 4.7 -> 5.7 sentences/s (int8 6.4 -> 8.3) on a first run;
 - encoder-decoder keys/values are kept once per *sentence*, not per beam: the ``beam`` queries of a
   sentence attend to its source together, as a (beam x source) attention (no copies on reorder, 1/beam
   of the memory traffic);
@@ -82,13 +85,16 @@ class Scratch:
     def __init__(self) -> None:
         self._flat: dict[object, torch.Tensor] = {}
 
-    def take(self, key: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A contiguous ``shape`` view of the buffer named ``key`` (contents undefined)."""
+    def take(
+        self, key: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, reserve: int = 0
+    ) -> torch.Tensor:
+        """A contiguous ``shape`` view of the buffer named ``key``, which holds at least ``reserve`` elements
+        (contents undefined when it is new: a buffer too small is replaced, not copied)."""
         n = math.prod(shape)
         buf = self._flat.get(key)
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
-            self._flat.pop(key, None)  # free the old one first
-            buf = self._flat[key] = torch.empty(n, dtype=dtype, device=device)
+            self._flat.pop(key, None)  # free the old one first (unless the caller still holds a view)
+            buf = self._flat[key] = torch.empty(max(n, reserve), dtype=dtype, device=device)
         return buf[:n].view(shape)
 
     def nbytes(self) -> int:
@@ -147,6 +153,7 @@ class IncrementalDecoder:
         max_positions: int,
         src_lang: torch.Tensor | None = None,
         tgt_lang: torch.Tensor | None = None,
+        max_rows: int = 0,
     ) -> None:
         self.model, self.w, self.dtype = model, weights, weights.dtype
         cfg = model.cfg
@@ -168,7 +175,7 @@ class IncrementalDecoder:
         self._set_cross_bias()
         self.kv: list[list[torch.Tensor]] = []  # per layer [K, V], (rows, H, capacity, hd)
         self.scratch = weights.scratch
-        self._set = 0  # which of the scratch's two key/value sets self.kv lives in
+        self.max_rows = max_rows or b  # the most rows a step will have (sentences x beam): reserved once
         self.cap = 0
 
     def _set_cross_bias(self) -> None:
@@ -181,40 +188,51 @@ class IncrementalDecoder:
             self.cross_bias = None
 
     # --- cache management ----------------------------------------------------------------------------
-    def _ensure(self, rows: int, need: int, device: torch.device) -> None:
-        if need <= self.cap and self.kv and self.kv[0][0].size(0) >= rows:
-            return
-        cap = min(max(16, self.cap * 2, need), max(self.max_positions, need))
-        new = self._kv_set(rows, cap, device)
-        if self.kv:
-            for old, nw in zip(self.kv, new):
-                for o, n in zip(old, nw):
-                    n[:, :, : self.t].copy_(o[:rows, :, : self.t])
-        self.kv, self.cap = new, cap
-
-    def _kv_set(self, rows: int, cap: int, device: torch.device) -> list[list[torch.Tensor]]:
-        """Key/value buffers (rows, H, cap, hd) per layer from the scratch set not in use (ping-pong)."""
-        self._set = 1 - self._set
-        shape = (rows, self.H, cap, self.hd)
-        return [
-            [self.scratch.take(("kv", self._set, i, j), shape, self.dtype, device) for j in range(2)]
+    def _ensure(self, rows: int, need: int, device: torch.device) -> bool:
+        """Make ``self.kv`` views (rows, H, cap, hd) of the layers' key/value buffers, one buffer each, reserved
+        for ``max_rows`` x ``max_positions`` (pages never written are never faulted in). True when a buffer
+        had to be reallocated for more rows (its contents are then only in the previous views)."""
+        if need <= self.cap and self.kv and self.kv[0][0].size(0) == rows:
+            return False
+        grow = bool(self.kv) and need > self.cap  # a step outran max_positions: a new layout, copied over
+        saved = [[k[:, :, : self.t].clone() for k in lay] for lay in self.kv] if grow else None
+        self.cap = max(need, 2 * self.cap) if grow else max(self.cap, self.max_positions, need)
+        self.max_rows = max(self.max_rows, rows)
+        shape, reserve = (rows, self.H, self.cap, self.hd), self.max_rows * self.H * self.cap * self.hd
+        old = self.kv
+        self.kv = [
+            [self.scratch.take(("kv", i, j), shape, self.dtype, device, reserve) for j in range(2)]
             for i in range(len(self.w.layers))
         ]
+        if saved is not None:
+            for lay, sv in zip(self.kv, saved):
+                for k, v in zip(lay, sv):
+                    k[:, :, : self.t].copy_(v)
+            return False
+        return any(o.data_ptr() != k.data_ptr() for lo, lk in zip(old, self.kv) for o, k in zip(lo, lk))
 
     def select(
         self, rows: torch.Tensor, sentences: torch.Tensor | None = None, rows_per_sent: int | None = None
     ) -> None:
         """Keep / repeat rows (beam reordering, expansion at step 0, dropping finished sentences).
 
-        ``sentences``: indices of the sentences still live, when that set changed.
+        ``sentences``: indices of the sentences still live, when that set changed. The caches are reordered
+        in place: only rows whose source row differs are copied, through a small gathered buffer (copying
+        into a second set of caches doubled the memory they take, and faulting that in cost more than the
+        copies it saved).
         """
         n = rows.numel()
         if self.t:
-            new = self._kv_set(n, self.cap, rows.device)
-            for lay, dst_lay in zip(self.kv, new):
-                for cur, dst in zip(lay, dst_lay):
-                    torch.index_select(cur[:, :, : self.t], 0, rows, out=dst[:, :, : self.t])
-            self.kv = new
+            t, old = self.t, self.kv
+            ar = torch.arange(n, device=rows.device)
+            moved = ar if self._ensure(n, t, rows.device) else (rows != ar).nonzero().view(-1)
+            if moved.numel():
+                src = rows.index_select(0, moved)
+                tmp = self.scratch.take("kv_moved", (moved.numel(), self.H, t, self.hd), self.dtype, rows.device)
+                for lay, old_lay in zip(self.kv, old):
+                    for cur, prev in zip(lay, old_lay):
+                        torch.index_select(prev[:, :, :t], 0, src, out=tmp)
+                        cur[:, :, :t].index_copy_(0, moved, tmp)
         if self.src_lang is not None:
             self.src_lang = self.src_lang.index_select(0, rows)
         if self.tgt_lang is not None:

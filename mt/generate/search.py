@@ -220,7 +220,7 @@ def search(
         if weights is None or weights.dtype != dtype:
             weights = DecoderWeights(model, dtype)
         with torch.autocast(device.type, enabled=False):
-            dec = IncrementalDecoder(model, enc, weights, int(maxlen.max()) + P, src_lang, tgt_lang)
+            dec = IncrementalDecoder(model, enc, weights, int(maxlen.max()) + P, src_lang, tgt_lang, n_sent * k)
             for j in range(P - 1):  # the prefix before its last token: cache it, no choice to make
                 dec.step(prefix[:, j].to(device=device, dtype=torch.long))
     else:

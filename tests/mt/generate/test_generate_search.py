@@ -403,3 +403,38 @@ def test_unknown_language_lists_the_models_languages(translator):
     with pytest.raises(UserError, match="its languages: .*eng_Latn") as exc:
         translator.dictionary.lang_index("zul_Latn")
     assert "--langs that" not in str(exc.value)
+
+
+def test_incremental_caches_reorder_in_place_and_grow_past_max_positions(translator):
+    """The decoder's caches are reordered in place (only moved rows copied) and a step beyond
+    ``max_positions`` re-lays them out: the logits equal a decoder reserved for every step, and equal
+    ``Transformer.decode`` on the reordered prefixes."""
+    from mt.generate.incremental import DecoderWeights, IncrementalDecoder
+    from mt.models.config import ForwardContext
+
+    model = translator.model
+    src, prefix = _rows(translator, SENTS[:3])
+    enc = model.encode(src, ForwardContext())
+    weights = DecoderWeights(model)
+    small = IncrementalDecoder(model, enc, weights, max_positions=2)  # outrun after 2 steps
+    big = IncrementalDecoder(model, enc, DecoderWeights(model), max_positions=16, max_rows=6)
+    g = torch.Generator().manual_seed(0)
+    tokens = prefix.view(-1, 1)
+    with torch.no_grad():
+        for step in range(6):
+            a, b = small.step(tokens[:, -1]), big.step(tokens[:, -1])
+            assert torch.allclose(a, b, atol=1e-5), step
+            ref = model.decode(tokens, enc.reorder(torch.arange(tokens.size(0)) // small.rows_per_sent))[:, -1]
+            assert torch.allclose(a, ref.float(), atol=1e-4), step
+            n = tokens.size(0)
+            if step == 0:  # expand to 2 rows per sentence
+                rows = torch.arange(n).repeat_interleave(2)
+                kw = {"rows_per_sent": 2}
+            else:  # shuffle rows within each sentence, some staying put
+                rows = (torch.arange(n) // 2) * 2 + torch.randint(0, 2, (n,), generator=g)
+                kw = {}
+            small.select(rows, **kw)
+            big.select(rows, **kw)
+            nxt = torch.randint(4, model.cfg.vocab_size - 20, (rows.numel(), 1), generator=g)
+            tokens = torch.cat([tokens.index_select(0, rows), nxt], 1)
+    assert small.cap > 2 and big.cap == 16
