@@ -84,6 +84,9 @@ class Scratch:
 
     def __init__(self) -> None:
         self._flat: dict[object, torch.Tensor] = {}
+        # positions per row of the key/value buffers, kept by every later batch: a batch with its own layout
+        # would write other pages of the same buffers, and over a long job fault in all of them
+        self.kv_cap = 0
 
     def take(
         self, key: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, reserve: int = 0
@@ -196,7 +199,8 @@ class IncrementalDecoder:
             return False
         grow = bool(self.kv) and need > self.cap  # a step outran max_positions: a new layout, copied over
         saved = [[k[:, :, : self.t].clone() for k in lay] for lay in self.kv] if grow else None
-        self.cap = max(need, 2 * self.cap) if grow else max(self.cap, self.max_positions, need)
+        self.cap = max(need, 2 * self.cap) if grow else max(self.cap, self.max_positions, need, self.scratch.kv_cap)
+        self.scratch.kv_cap = max(self.scratch.kv_cap, self.cap)
         self.max_rows = max(self.max_rows, rows)
         shape, reserve = (rows, self.H, self.cap, self.hd), self.max_rows * self.H * self.cap * self.hd
         old = self.kv

@@ -282,9 +282,9 @@ def test_decoder_scratch_is_reused_by_the_next_batch_without_changing_it(transla
     run(SENTS, shared)
     buffers = {k: v.data_ptr() for k, v in shared.scratch._flat.items()}
     assert any(k[0] == "kv" for k in buffers if isinstance(k, tuple)) and "lprobs" in buffers
-    again = run(SENTS[2:5], shared)
+    again = run([SENTS[3], SENTS[5]], shared)  # shorter sources: the same buffers
     assert {k: v.data_ptr() for k, v in shared.scratch._flat.items()} == buffers
-    fresh = run(SENTS[2:5], DecoderWeights(translator.model))
+    fresh = run([SENTS[3], SENTS[5]], DecoderWeights(translator.model))
     assert [[h.tokens for h in hs] for hs in again] == [[h.tokens for h in hs] for hs in fresh]
     for hs, fs in zip(again, fresh):
         assert [h.score for h in hs] == pytest.approx([f.score for f in fs], abs=1e-6)
@@ -438,3 +438,7 @@ def test_incremental_caches_reorder_in_place_and_grow_past_max_positions(transla
             nxt = torch.randint(4, model.cfg.vocab_size - 20, (rows.numel(), 1), generator=g)
             tokens = torch.cat([tokens.index_select(0, rows), nxt], 1)
     assert small.cap > 2 and big.cap == 16
+    # a later batch with shorter outputs keeps the buffers' layout (a new one would fault in new pages)
+    later = IncrementalDecoder(model, enc, weights, max_positions=3)
+    later.step(prefix.view(-1))
+    assert later.cap == small.cap
