@@ -78,9 +78,11 @@ Linear = Callable[[torch.Tensor], torch.Tensor]
 class Scratch:
     """Buffers reused by every batch decoded with the same ``DecoderWeights`` (one batch at a time).
 
-    Why: the key/value caches and the logits are large, fresh tensors per batch (a 256-row transformer_base
-    cache is 34 MB a layer) and glibc maps allocations above 32 MiB afresh each time, so every batch
-    faulted its cache in again, 4 KiB at a time (``mt.common.memory``). A buffer here only grows."""
+    Why: the key/value caches and the logits are large tensors (a 256-row transformer_base cache is 34 MB a
+    layer); made fresh per batch, glibc maps those above 32 MiB afresh each time, so every batch faulted its
+    caches in again, 4 KiB at a time (~10 us a page on the project's VM). A buffer here only grows. (Raising
+    glibc's mmap and trim thresholds with ``mallopt`` instead was measured too: no gain once these buffers
+    are kept.)"""
 
     def __init__(self) -> None:
         self._flat: dict[object, torch.Tensor] = {}
@@ -99,9 +101,6 @@ class Scratch:
             self._flat.pop(key, None)  # free the old one first (unless the caller still holds a view)
             buf = self._flat[key] = torch.empty(max(n, reserve), dtype=dtype, device=device)
         return buf[:n].view(shape)
-
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self._flat.values())
 
 
 class DecoderWeights:
