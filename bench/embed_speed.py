@@ -145,15 +145,11 @@ def hf_encode(model, pad: int, tokenizer, sentences: list[str], batch_size: int 
     return out
 
 
-def without_onednn(f, *args):
-    """``f(*args)`` with ``gemm_shapes.linear`` kept on MKL."""
+def _on_mkl(f, *args):
     from mt.models import gemm_shapes
 
-    onednn, gemm_shapes.ONEDNN = gemm_shapes.ONEDNN, None
-    try:
+    with gemm_shapes.mkl_only():
         return f(*args)
-    finally:
-        gemm_shapes.ONEDNN = onednn
 
 
 def make_engines(names: list[str], threads: int) -> dict:
@@ -171,7 +167,7 @@ def make_engines(names: list[str], threads: int) -> dict:
         kind, prec = name.split("-")
         if kind == "ours" and prec == "fp32mkl":  # fp32 with its products on MKL, as before oneDNN (A/B)
             enc = load_encoder("e5", precision="fp32", threads=threads)
-            engines[name] = lambda s, enc=enc: without_onednn(encode_sorted, enc, s, "eng_Latn", cfg)
+            engines[name] = lambda s, enc=enc: _on_mkl(encode_sorted, enc, s, "eng_Latn", cfg)
         elif kind == "ours":
             enc = load_encoder("e5", precision=prec, threads=threads)
             engines[name] = lambda s, enc=enc: encode_sorted(enc, s, "eng_Latn", cfg)

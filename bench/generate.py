@@ -204,11 +204,8 @@ def main(argv=None) -> int:
                 if eng in ("ours-fp32", "ours-bf16"):
                     secs, hyps = run_ours(tr, ids, args, bf16=eng.endswith("bf16"))
                 elif eng == "ours-fp32-mkl":  # the float32 products on MKL, as before oneDNN (gemm_shapes.linear)
-                    onednn, gemm_shapes.ONEDNN = gemm_shapes.ONEDNN, None
-                    try:
+                    with gemm_shapes.mkl_only():
                         secs, hyps = run_ours(tr, ids, args, bf16=False)
-                    finally:
-                        gemm_shapes.ONEDNN = onednn
                 elif eng == "ours-int8":  # its own Translator: --quantize int8 replaces the model's matrices
                     tr8 = Translator(path, data=args.data or None, quantize="int8")
                     secs, hyps = run_ours(tr8, ids, args, bf16=False)

@@ -39,6 +39,9 @@ keeps ``F.linear`` (at its 4000-row shapes oneDNN won the forward products and l
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 ROW_MULTIPLE = 64
@@ -161,6 +164,17 @@ def linear(
     if rows:
         return blocked_linear(x.contiguous(), weight, rows, out, bias)
     return torch.nn.functional.linear(x, weight, bias)
+
+
+@contextmanager
+def mkl_only() -> Iterator[None]:
+    """Within the block, ``linear`` leaves every float32 product to MKL (the A/B of the oneDNN choice)."""
+    global ONEDNN
+    onednn, ONEDNN = ONEDNN, None
+    try:
+        yield
+    finally:
+        ONEDNN = onednn
 
 
 class InferenceLinear(torch.nn.Linear):

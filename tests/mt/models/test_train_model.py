@@ -320,6 +320,9 @@ def test_inference_linear_picks_onednn_or_mkl_and_equals_f_linear(monkeypatch):
             assert calls == []  # 128 KiB of weight: MKL
             torch.testing.assert_close(gemm_shapes.linear(few, mid), F.linear(few, mid), rtol=1e-5, atol=1e-4)
             assert calls == [(1536, 512)]  # 2 threads: oneDNN from one row up
+            with gemm_shapes.mkl_only():  # the benchmarks' A/B switch
+                torch.testing.assert_close(gemm_shapes.linear(few, mid), F.linear(few, mid), rtol=1e-5, atol=1e-4)
+            assert len(calls) == 1 and gemm_shapes.ONEDNN is spy
             assert gemm_shapes.linear(few[:0], mid).shape == (0, 1536) and len(calls) == 1  # no rows: F.linear
         calls.clear()
         xg = few.clone().requires_grad_()
