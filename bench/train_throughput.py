@@ -147,7 +147,10 @@ def build_ours(cfg, variant: str = "ours"):
     ``ours_sdpa``: SDPA attention everywhere (no GEMM attention for CPU bf16);
     ``ours_allpos``: unfused and logits at every position, padding included (HF's amount of work);
     ``ours_padN`` (e.g. ``ours_pad8``): ours on batches whose lengths are padded to a multiple of N, as
-    ``mt-train --required-seq-len-multiple N`` does (fewer distinct GEMM shapes, more padding)."""
+    ``mt-train --required-seq-len-multiple N`` does (fewer distinct GEMM shapes, more padding);
+    ``ours_bernoulli``: dropout masks from torch's ``bernoulli_`` (``F.dropout``) instead of
+    ``mt.models.dropout``'s."""
+    import mt.models.dropout as dropout
     import mt.models.transformer as tr
     from mt.models.config import ForwardContext
     from mt.train.criterion import LabelSmoothedCrossEntropy
@@ -156,6 +159,8 @@ def build_ours(cfg, variant: str = "ours"):
         tr.attention = lambda q, k, v, m, c, p: F.scaled_dot_product_attention(
             q, k, v, attn_mask=m, dropout_p=p, is_causal=c
         )
+    if variant == "ours_bernoulli":
+        dropout._fallback = lambda h, p, residual: True
     model = tr.Transformer(cfg).train()
     crit = LabelSmoothedCrossEntropy(0.1, {"moe_gate_loss": 0.01, "moe_z_loss": 0.0})
 
@@ -166,7 +171,7 @@ def build_ours(cfg, variant: str = "ours"):
             b = {k: F.pad(v, (0, -v.size(1) % multiple), value=PAD) for k, v in b.items()}
         mask = b["tgt"].ne(PAD)
         with amp():
-            if variant in ("ours", "ours_sdpa") or multiple > 1:
+            if variant in ("ours", "ours_sdpa", "ours_bernoulli") or multiple > 1:
                 ctx = ForwardContext()
                 hidden = model(b["src"], b["prev"], ctx, target_mask=mask, features_only=True)
                 out = crit(hidden, model.output_weight, b["tgt"][mask], ctx.aux_losses)
@@ -498,7 +503,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument(
-        "--impls", default="ours,hf", help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos, ours_padN"
+        "--impls", default="ours,hf", help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos, ours_padN, ours_bernoulli"
     )
     p.add_argument("--e2e", action="store_true", help="also time the real mt-train loop, fp32 vs --bf16")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table per worker (stderr)")

@@ -38,6 +38,7 @@ from mt.common.errors import UserError
 from mt.common.files import atomic_write
 from mt.data.dictionary import Dictionary
 from mt.models.config import preset_values
+from mt.models.dropout import dropout
 from mt.train.criterion import CriterionOutput
 
 LN2 = math.log(2)
@@ -178,7 +179,7 @@ def arch_config(arch: str, **overrides: Any) -> LaserModelConfig:
 # --- modules ----------------------------------------------------------------------------------------
 def _dropout_hook(p: float):
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return F.dropout(output, p, module.training)
+        return dropout(output, p, module.training)
 
     return hook
 
@@ -251,7 +252,7 @@ class SentenceDecoder(nn.Module):
     def forward(self, prev_tokens: torch.Tensor, sent: torch.Tensor, tgt_lang: torch.Tensor | None) -> torch.Tensor:
         """States (B, T, H) for decoder inputs ``__tgt__ y1 .. y(n-1)``; padded steps are computed and ignored."""
         steps = prev_tokens.size(1)
-        x = F.dropout(self.embed_tokens(prev_tokens), self.dropout, self.training).transpose(0, 1)  # T x B x d
+        x = dropout(self.embed_tokens(prev_tokens), self.dropout, self.training).transpose(0, 1)  # T x B x d
         cond = sent
         if self.embed_langs is not None:
             if tgt_lang is None:
@@ -260,7 +261,7 @@ class SentenceDecoder(nn.Module):
         x = torch.cat([x, cond.unsqueeze(0).expand(steps, -1, -1).to(x.dtype)], dim=-1)
         h0, c0 = self.sentemb2init(sent).chunk(2, dim=-1)
         out, _ = self.lstm(x, (h0.unsqueeze(0).to(x.dtype).contiguous(), c0.unsqueeze(0).to(x.dtype).contiguous()))
-        return F.dropout(out, self.dropout, self.training).transpose(0, 1)
+        return dropout(out, self.dropout, self.training).transpose(0, 1)
 
 
 class LaserTranslationModel(nn.Module):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mt.models.config import ForwardContext
+from mt.models.dropout import dropout
 
 
 class FeedForward(nn.Module):
@@ -33,5 +34,5 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         h = F.relu(self.fc1(x))
         if self.activation_dropout > 0:
-            h = F.dropout(h, self.activation_dropout, self.training)
+            h = dropout(h, self.activation_dropout, self.training)
         return self.fc2(h)

@@ -36,6 +36,7 @@ from torch import nn
 
 from mt.models.adapters import build_adapter
 from mt.models.config import ForwardContext, TransformerConfig
+from mt.models.dropout import dropout, dropout_add
 from mt.models.ffn import FeedForward
 from mt.models.moe import build_moe_ffn, is_moe_layer
 
@@ -125,7 +126,7 @@ def _bmm_attention(
         scores = torch.baddbmm(bias.expand(B, H, T, S).reshape(B * H, T, S), qf, kf.transpose(1, 2), alpha=D**-0.5)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout_p > 0:
-        probs = F.dropout(probs, dropout_p, True)
+        probs = dropout(probs, dropout_p, True)
     return torch.bmm(probs, v.reshape(B * H, S, D)).view(B, H, T, D)
 
 
@@ -202,9 +203,9 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, ctx: ForwardContext) -> torch.Tensor:
         h = self.self_attn(self.self_attn_layer_norm(x), attn_mask=attn_mask)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = dropout_add(x, h, self.dropout, self.training)
         h = self.ffn(self.final_layer_norm(x), ctx)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = dropout_add(x, h, self.dropout, self.training)
         if self.adapter is not None:
             x = self.adapter(x, ctx)
         return x
@@ -239,16 +240,16 @@ class DecoderLayer(nn.Module):
             is_causal=is_causal,
             cache=lay["self"] if lay is not None else None,
         )
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = dropout_add(x, h, self.dropout, self.training)
         h = self.encoder_attn(
             self.encoder_attn_layer_norm(x),
             memory=enc.out,
             attn_mask=enc.attn_mask,
             cache=lay["cross"] if lay is not None else None,
         )
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = dropout_add(x, h, self.dropout, self.training)
         h = self.ffn(self.final_layer_norm(x), ctx)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = dropout_add(x, h, self.dropout, self.training)
         if self.adapter is not None:
             x = self.adapter(x, ctx)
         return x
@@ -300,7 +301,7 @@ class Transformer(nn.Module):
         pos = self.embed_positions(tokens.size(1), offset)
         # in the positions' float32: a bf16 embedding table (inference, see mt.generate.loading) is scaled exactly
         x = self.embed_scale * self.embed_tokens(tokens).to(pos.dtype) + pos
-        return F.dropout(x, self.cfg.dropout, self.training)
+        return dropout(x, self.cfg.dropout, self.training)
 
     @property
     def output_weight(self) -> torch.Tensor:

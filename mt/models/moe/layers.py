@@ -45,6 +45,7 @@ from torch import nn
 
 from mt.common.errors import UserError
 from mt.models.config import ForwardContext, TransformerConfig
+from mt.models.dropout import dropout
 from mt.models.ffn import FeedForward
 from mt.models.moe import collectives
 from mt.models.moe.collectives import ExpertParallel
@@ -262,7 +263,7 @@ class CMRLayer(nn.Module):
             self._stats(g, sent, ctx)
         token_keep = None
         if self.training and self.gate_drop > 0:
-            g = F.dropout(g, self.gate_drop, True)  # dropped gate: dense branch only
+            g = dropout(g, self.gate_drop, True)  # dropped gate: dense branch only
             token_keep = g > 0
         if self.training:
             self._budget(g, ctx)
