@@ -503,7 +503,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument(
-        "--impls", default="ours,hf", help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos, ours_padN, ours_bernoulli"
+        "--impls",
+        default="ours,hf",
+        help="ours, hf, and ablations ours_unfused, ours_sdpa, ours_allpos, ours_padN, ours_bernoulli",
     )
     p.add_argument("--e2e", action="store_true", help="also time the real mt-train loop, fp32 vs --bf16")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table per worker (stderr)")
