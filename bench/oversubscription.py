@@ -4,13 +4,16 @@ with and without the adaptation of ``mt.common.threads`` (issue 21, item 4).
 The workload: training steps (forward, label-smoothed loss, backward, Adam) of mt-train's Transformer on
 fixed random batches, in a fresh worker process per measurement (OpenMP reads its wait policy once, at
 start). The background: B Python busy loops (``while True: pass``), started before and stopped after each
-measurement. Two settings of the worker:
+measurement. The settings of the worker:
 
 - ``plain``: what the commands did before: torch's default threads (one per CPU), OpenMP's default
   waiting (libgomp spins before it sleeps);
-- ``adapted``: what mt-train / mt-translate do now without --threads: ``OMP_WAIT_POLICY=PASSIVE`` (as
-  ``passive_wait_early`` sets it for the console scripts) and ``configure_threads(0)`` (every CPU, since
-  waiting is passive);
+- ``adapted``: what mt-train does now without --threads: ``OMP_WAIT_POLICY=PASSIVE`` (as
+  ``passive_wait_early`` sets it for the console scripts), ``configure_threads(0)`` (every CPU, since
+  waiting is passive) and its shard threads (``--cpu-workers``, ``pick_workers``: with 2+ threads, each
+  batch runs as 2 shards in 2 threads of threads / 2 torch threads each);
+- ``one-worker``: the same without shard threads (one shard, all threads in every operator: mt-train
+  before ``--cpu-workers``, and mt-translate's decoding now);
 - ``fewer-threads``: passive waiting and the policy before: drop the CPUs other processes keep busy.
 
 Printed per (background, setting): target tokens/s, the threads used, and the slowdown against the
@@ -45,13 +48,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this process: train steps for ``--seconds``; prints a JSON line."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
     import torch
 
-    from mt.common.threads import configure_threads
+    from mt.common.threads import configure_threads, pick_workers
+    from mt.models import rng
     from mt.models.config import arch_config
     from mt.models.transformer import build_model
 
-    threads = configure_threads(0, "oversubscription", say=lambda m: None) if args.setting == "adapted" else 0
+    adapted = args.setting in ("adapted", "one-worker")
+    threads = configure_threads(0, "oversubscription", say=lambda m: None) if adapted else 0
     if args.setting == "fewer-threads":  # the policy before: drop the CPUs other processes keep busy
         from mt.common.threads import cgroup_quota, cpu_count, other_load, pick_threads
 
@@ -78,12 +86,25 @@ def worker(args: argparse.Namespace) -> None:
     src = torch.randint(4, args.vocab, (B, T))
     prev = torch.randint(4, args.vocab, (B, T))
     tgt = torch.randint(4, args.vocab, (B, T))
+    # mt-train's shard threads (--cpu-workers, default 2 with 2+ threads): each runs every W-th sentence
+    workers = pick_workers(0, threads, cpu=True, distributed=False) if args.setting == "adapted" else 1
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    if pool is not None:
+        torch.set_num_threads(max(1, threads // workers))
+
+    def shard(i: int, seed: int | None) -> None:
+        with nullcontext() if seed is None else rng.worker_generator(seed):
+            logits = model(src[i::workers], prev[i::workers])
+            y = tgt[i::workers]
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, args.vocab), y.reshape(-1), label_smoothing=0.1)
+            (loss * (y.size(0) / B)).backward()
 
     def step() -> None:
-        logits = model(src, prev)
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, args.vocab), tgt.view(-1), label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if pool is None:
+            shard(0, None)
+        else:
+            list(pool.map(shard, range(workers), [int(torch.randint(0, 2**62, ())) for _ in range(workers)]))
         opt.step()
 
     step()  # warm-up
@@ -92,13 +113,13 @@ def worker(args: argparse.Namespace) -> None:
         step()
         n += 1
     wall = time.perf_counter() - t0
-    print(json.dumps({"tok_s": n * B * T / wall, "steps": n, "threads": threads}), flush=True)
+    print(json.dumps({"tok_s": n * B * T / wall, "steps": n, "threads": threads, "workers": workers}), flush=True)
 
 
 def measure(args: argparse.Namespace, setting: str, background: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    if setting in ("adapted", "fewer-threads"):
+    if setting in ("adapted", "one-worker", "fewer-threads"):
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(background)]
     try:
@@ -113,6 +134,12 @@ def measure(args: argparse.Namespace, setting: str, background: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _threads(r: dict) -> str:
+    """``2`` (one worker), ``2x1`` (2 shard threads of 1 torch thread each)."""
+    w = r.get("workers", 1)
+    return str(r["threads"]) if w == 1 else f"{w}x{max(1, r['threads'] // w)}"
+
+
 def _model_argv(args: argparse.Namespace) -> list[str]:
     keys = ("seconds", "dim", "ffn", "layers", "vocab", "batch", "length")
     return [x for k in keys for x in (f"--{k}", str(getattr(args, k)))]
@@ -121,7 +148,7 @@ def _model_argv(args: argparse.Namespace) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--background", default="0,2,6", help="numbers of busy background processes")
-    p.add_argument("--settings", default="plain,adapted,fewer-threads")
+    p.add_argument("--settings", default="plain,adapted,one-worker,fewer-threads")
     p.add_argument("--seconds", type=float, default=20.0, help="per measurement")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--ffn", type=int, default=1024)
@@ -157,7 +184,7 @@ def main() -> None:
             rows.append((b, s, r))
             fp, ft = fair(b)
             print(
-                f"background {b}  {s:13s} threads {r['threads']:2d}  {r['tok_s']:9.0f} tok/s  fair/measured "
+                f"background {b}  {s:13s} threads {_threads(r):>4s}  {r['tok_s']:9.0f} tok/s  fair/measured "
                 f"per process {fp / r['tok_s']:.2f}, per thread {ft / r['tok_s']:.2f}  (load {r['load1']:.1f})"
             )
     md = [
@@ -171,7 +198,7 @@ def main() -> None:
     for b, s, r in rows:
         fp, ft = fair(b)
         md.append(
-            f"| {b} | {s} | {r['threads']} | {r['tok_s']:.0f} | {fp:.0f} | {fp / r['tok_s']:.2f} | {ft:.0f} "
+            f"| {b} | {s} | {_threads(r)} | {r['tok_s']:.0f} | {fp:.0f} | {fp / r['tok_s']:.2f} | {ft:.0f} "
             f"| {ft / r['tok_s']:.2f} | {r['load1']:.1f} |"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

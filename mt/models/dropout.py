@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mt.models import rng
+
 _SCRATCH = threading.local()  # one float32 mask buffer per thread, grown to the largest activation
 
 
@@ -40,8 +42,8 @@ def keep_mask(seed: int, shape: torch.Size | tuple[int, ...], p: float, scaled: 
 
 
 def draw_seed() -> int:
-    """A mask seed from torch's default generator (so ``torch.manual_seed`` fixes the mask)."""
-    return int(torch.empty((), dtype=torch.int64).random_())
+    """A mask seed from ``rng.generator()`` (torch's default: ``torch.manual_seed`` fixes the mask)."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=rng.generator()))
 
 
 class _Dropout(torch.autograd.Function):

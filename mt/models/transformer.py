@@ -12,7 +12,9 @@ Decisions:
   fused KV projection for encoder-decoder attention (one GEMM instead of three / two). One measured
   exception: on CPU in bfloat16, PyTorch's SDPA kernels (flash and math) are 3-10x slower than two
   batched GEMMs with an fp32 softmax for MT-length sequences (torch 2.13, 2-core AVX-512 box, fwd+bwd of
-  B=100, S=20 / B=16, S=128: 40-86 ms vs 4-27 ms), so ``attention()`` takes that path there.
+  B=100, S=20 / B=16, S=128: 40-86 ms vs 4-27 ms), so ``attention()`` takes that path there; and on CPU
+  with attention dropout too, whose mask then comes from ``mt.models.dropout`` (SDPA would draw it from
+  torch's default generator, which ``mt-train --cpu-workers`` keeps out of the model: ``mt.models.rng``).
 - ``forward(..., target_mask=...)`` keeps only the positions the loss needs (non-padding targets): the
   V-sized projection and its softmax are the largest single cost of a small MT model, and padded
   positions would be pure waste. With ``features_only=True`` it returns those decoder states instead of
@@ -133,8 +135,8 @@ def _bmm_attention(
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, dropout_p: float
 ) -> torch.Tensor:
-    """(B, H, T, D) attention: SDPA, except for low-precision CPU tensors (see module docstring)."""
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+    """(B, H, T, D) attention: SDPA, except for low-precision or dropout on CPU (see module docstring)."""
+    if q.device.type == "cpu" and (q.dtype in (torch.bfloat16, torch.float16) or dropout_p > 0):
         return _bmm_attention(q, k, v, attn_mask, is_causal, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mt.common.errors import UserError
+from mt.models import rng
 from mt.models.config import ForwardContext, TransformerConfig
 from mt.models.dropout import dropout
 from mt.models.ffn import FeedForward
@@ -168,9 +169,9 @@ class MoELayer(nn.Module):
         token, expert, weight = r.token, r.expert, r.weight
         keep = None
         if self.training and self.eom > 0:  # EOM: drop (token, expert) outputs
-            keep = torch.rand(token.shape, device=xs.device) >= self.eom
+            keep = rng.rand(token.shape, xs) >= self.eom
         if self.training and self.fom > 0:  # FOM: drop a token's whole MoE output
-            fom_keep = torch.rand(N, device=xs.device) >= self.fom
+            fom_keep = rng.rand((N,), xs) >= self.fom
             token_keep = fom_keep if token_keep is None else token_keep & fom_keep
         if token_keep is not None:
             keep = token_keep[token] if keep is None else keep & token_keep[token]
@@ -269,7 +270,7 @@ class CMRLayer(nn.Module):
             self._budget(g, ctx)
         fom_keep = None
         if self.training and self.fom > 0:
-            fom_keep = torch.rand(g.shape, device=g.device) >= self.fom
+            fom_keep = rng.rand(g.shape, g) >= self.fom
             token_keep = fom_keep if token_keep is None else token_keep & fom_keep
         dense = self.dense(xs, ctx).float()
         moe = self.moe.moe(xs, ctx, token_keep, positions=x.size(0) * x.size(1))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mt.models import rng
 from mt.models.config import TransformerConfig
 
 
@@ -97,7 +98,7 @@ def top2_route(
     top1 = probs.argmax(dim=-1)
     noisy = logits.detach()
     if training and second_expert_policy == "sampling":
-        u = torch.rand_like(noisy).clamp_(1e-9, 1 - 1e-9)
+        u = rng.rand(noisy.shape, noisy).clamp_(1e-9, 1 - 1e-9)
         noisy = noisy - torch.log(-torch.log(u))  # Gumbel-max: sample expert 2 from the gate distribution
     top2 = noisy.scatter(1, top1[:, None], float("-inf")).argmax(dim=-1)
     g1 = probs.gather(1, top1[:, None]).squeeze(1)
@@ -115,7 +116,7 @@ def top2_route(
         ar = torch.arange(N, device=dev)
         e1, e2, h1, h2 = top1, top2, g1, g2
     if training and second_expert_policy == "random":
-        keep2 = (2 * h2.detach()) > torch.rand_like(h2)
+        keep2 = (2 * h2.detach()) > rng.rand(h2.shape, h2)
         tok2, exp2, gate2 = ar[keep2], e2[keep2], h2[keep2]
     else:
         tok2, exp2, gate2 = ar, e2, h2
