@@ -29,6 +29,13 @@ ranks), times N to undo DDP's gradient averaging, so N ranks compute the same up
 to float summation order. A rank whose share of a batch is empty runs one sentence with weight 0 so that
 collective calls stay matched. Only rank 0 writes checkpoints and logs.
 
+Shard threads (``--cpu-workers``, ``mt.common.threads.pick_workers``: 2 by default on a CPU with 2+ threads,
+in one process): each batch is split the same way (every W-th sentence) and the shards run forward and
+backward at once in W threads with threads / W torch threads each, their gradients adding up in the one
+model's ``.grad``. Each shard's random draws come from a generator seeded from torch's, in shard order
+(``mt.models.rng``), so the run is reproducible and resumes exactly. Why: OpenMP's threads meet in every
+operator, so on a busy machine the step waits whenever one of them is off its core; shards meet once.
+
 One run per save directory. Rank 0 holds an exclusive lock on ``{save-dir}/.lock`` for the whole run, so a
 second ``mt-train`` on the same ``--save-dir`` fails at once naming the holder instead of overwriting its
 checkpoints; the lock dies with its process, so a killed run never blocks its resume. Workers started by
