@@ -139,7 +139,9 @@ def test_moe_and_existing_output_are_refused(model, tmp_path):
 # --- beam search and README code: a briefly trained model ------------------------------------------------
 # A random-weight model repeats itself until the length limit, where the engines must differ (ours stops each
 # sentence at 1.2 * src_len + 10 tokens, theirs at one fixed limit). 40 updates on the toy corpus (~5 s) give
-# translations that end on their own, as a trained model's do; the tests check that none reaches the limit.
+# translations that end on their own, as a trained model's do; the tests compare those and check that nearly
+# all end (how well 40 updates train moves with the CPU's kernels: on an AVX-512 Xeon one of the 40 German
+# translations repeated itself to the limit, on the AVX2 EPYC none did).
 BEAM_SENTS = [" ".join(random.Random(i).choices(WORDS, k=2 + i % 10)) for i in range(40)]
 
 
@@ -166,13 +168,14 @@ def trained(tmp_path_factory):
     return ck, Translator(ck)
 
 
-def _ours_beam(tr: Translator, sents: list[str], tgt: str) -> list:
-    """mt-translate's defaults (beam 4); asserts that no translation reached the length limit."""
+def _ours_beam(tr: Translator, sents: list[str], tgt: str) -> tuple[list, list[bool]]:
+    """mt-translate's defaults (beam 4): the hypotheses, and which ended before the length limit (at least
+    90% must: the toy model is trained)."""
     s = SearchConfig()
     hyps = tr.translate(sents, "eng_Latn", tgt)
-    for ids, h in zip(tr.encode(sents), hyps):
-        assert len(h.ids) < int(s.max_len_a * (len(ids) + 2) + s.max_len_b)
-    return hyps
+    ended = [len(h.ids) < int(s.max_len_a * (len(ids) + 2) + s.max_len_b) for ids, h in zip(tr.encode(sents), hyps)]
+    assert sum(ended) >= 0.9 * len(sents), [h.text for h, e in zip(hyps, ended) if not e]
+    return hyps, ended
 
 
 def test_hf_generation_config_reproduces_our_beam_search(trained, tmp_path):
@@ -188,8 +191,11 @@ def test_hf_generation_config_reproduces_our_beam_search(trained, tmp_path):
         with torch.no_grad():  # nothing but the start token: every search setting comes from generation_config.json
             gen = hf.generate(**batch, decoder_start_token_id=tok.convert_tokens_to_ids(f"__{tgt}__"))
         theirs = [[t for t in row if t not in (d.pad(), d.eos())] for row in gen[:, 1:].tolist()]
-        ours = [h.ids for h in _ours_beam(tr, BEAM_SENTS, tgt)]
-        assert theirs == ours, [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+        hyps, ended = _ours_beam(tr, BEAM_SENTS, tgt)
+        ours = [h.ids for h in hyps]
+        assert [t for t, e in zip(theirs, ended) if e] == [o for o, e in zip(ours, ended) if e], [
+            i for i, (a, b, e) in enumerate(zip(ours, theirs, ended)) if e and a != b
+        ]
         assert len({len(x) for x in ours}) > 3  # translations of many lengths, not one stopping point
     gc = json.loads((out / "generation_config.json").read_text())
     s = SearchConfig()
@@ -217,7 +223,8 @@ def test_readme_code_runs_and_gives_mt_translate_output(trained, tmp_path, fmt):
     blocks = _python_blocks((out / "README.md").read_text(encoding="utf-8"))
     assert blocks
     sents = BEAM_SENTS[:24] + ["Hello world.", "the  cat, sees ünïcödé!"]
-    ours = [h.text for h in _ours_beam(tr, sents, "deu_Latn")]
+    hyps, ended = _ours_beam(tr, sents, "deu_Latn")
+    ours = [h.text for h in hyps]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for code in blocks:
         assert '"__eng_Latn__' in code and '"__deu_Latn__"' in code
@@ -227,7 +234,9 @@ def test_readme_code_runs_and_gives_mt_translate_output(trained, tmp_path, fmt):
             [sys.executable, "-c", code], cwd=out, env=env, capture_output=True, text=True, timeout=300
         )
         assert run.returncode == 0, run.stderr[-3000:]
-        assert ast.literal_eval(run.stdout.strip().splitlines()[-1]) == ours
+        theirs = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+        assert len(theirs) == len(ours)
+        assert [t for t, e in zip(theirs, ended) if e] == [o for o, e in zip(ours, ended) if e]
 
 
 def _dead_pid() -> int:
