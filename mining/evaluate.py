@@ -128,7 +128,7 @@ class BuccEvalConfig:
     # encoder CPU threads (e5/use/torch); None: the encoder's default
     threads: int | None = arg(None, "encoder CPU threads (e5, use, torch); 1 is kind to a shared machine")
     precision: str = arg(
-        "fp32", "e5 encoders: fp32, int8, bf16 or q4 (as mine-embed --precision)", choices=E5_PRECISIONS
+        "auto", "e5 encoders: auto, fp32, int8, bf16 or q4 (as mine-embed --precision)", choices=E5_PRECISIONS
     )
     build: bucc.BuildConfig = field(default_factory=bucc.BuildConfig)
 

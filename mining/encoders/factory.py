@@ -28,7 +28,7 @@ def load_encoder(spec: str, **kw) -> Encoder:
     """Build the encoder ``spec`` names (specs: ``mining.encoders.base``). Keyword arguments:
     ``laser_model_dir`` (LASER specs without a DIR), ``batch_size``, ``bf16`` (LASER: bfloat16 autocast),
     ``device`` (LASER: ``cpu``/``cuda``; default cuda when available), ``threads`` (e5/use), ``precision``
-    (e5: int8, fp32, bf16 or q4; ``mining.encoders.pretrained``)."""
+    (e5: auto, int8, fp32, bf16 or q4; ``mining.encoders.pretrained``)."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     batch_size = kw.get("batch_size")
@@ -43,7 +43,7 @@ def load_encoder(spec: str, **kw) -> Encoder:
         from mining.encoders.pretrained import E5Encoder
 
         enc: Encoder = E5Encoder(
-            threads=kw.get("threads"), prefix=rest or "passage", precision=kw.get("precision") or "fp32"
+            threads=kw.get("threads"), prefix=rest or "passage", precision=kw.get("precision") or "auto"
         )
     elif kind == "use" and not rest:
         from mining.encoders.pretrained import USEEncoder

