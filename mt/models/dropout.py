@@ -53,7 +53,7 @@ class _Dropout(torch.autograd.Function):
         m = keep_mask(ctx.seed, h.shape, p)
         if residual is None:
             return (h * m).to(h.dtype)
-        return torch.addcmul(residual, h, m)
+        return torch.addcmul(residual, h, m).to(torch.promote_types(residual.dtype, h.dtype))  # m is float32
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]

@@ -71,6 +71,7 @@ def test_dropout_dtypes_under_bf16():
     assert y.dtype == torch.float32  # as residual + F.dropout(h) promotes
     y.sum().backward()
     assert h.grad.dtype == torch.bfloat16 and r.grad.dtype == torch.float32
+    assert dropout_add(h.detach(), h.detach(), 0.1, True).dtype == torch.bfloat16  # as bf16 + bf16
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
