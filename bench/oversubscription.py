@@ -104,7 +104,7 @@ def worker(args: argparse.Namespace) -> None:
         if pool is None:
             shard(0, None)
         else:
-            list(pool.map(shard, range(workers), [int(torch.randint(0, 2**62, ())) for _ in range(workers)]))
+            list(pool.map(shard, range(workers), [rng.draw_seed() for _ in range(workers)]))
         opt.step()
 
     step()  # warm-up

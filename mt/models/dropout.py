@@ -1,7 +1,7 @@
 """Dropout whose CPU mask costs a fraction of ``torch.bernoulli_``'s.
 
 Why: on the CPU, ``F.dropout`` draws its mask with ``bernoulli_`` on torch's Mersenne Twister, serially: 9.3 ms
-for a 4000 x 256 activation at 1 thread and no faster at 2 (2-core EPYC), ~10% of an MoE training step at the
+for a 4000 x 256 activation at 1 thread and no faster at 2 (2-core Xeon), ~10% of an MoE training step at the
 issue-21 shape at 1 thread and ~15% at 2, while the GEMMs around it halve. Here the mask comes from numpy's
 SFC64 generator, 16 bits per element (~0.7 ms for the same activation), seeded by one draw from torch's
 generator: ``torch.manual_seed`` and the trainer's checkpointed RNG state still fix every mask (resume stays
@@ -41,15 +41,10 @@ def keep_mask(seed: int, shape: torch.Size | tuple[int, ...], p: float, scaled: 
     return torch.from_numpy(buf[:n]).view(shape)
 
 
-def draw_seed() -> int:
-    """A mask seed from ``rng.generator()`` (torch's default: ``torch.manual_seed`` fixes the mask)."""
-    return int(torch.empty((), dtype=torch.int64).random_(generator=rng.generator()))
-
-
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, residual: torch.Tensor | None, p: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.seed, ctx.p, ctx.residual = draw_seed(), p, residual is not None
+        ctx.seed, ctx.p, ctx.residual = rng.draw_seed(), p, residual is not None
         m = keep_mask(ctx.seed, h.shape, p)
         if residual is None:
             return (h * m).to(h.dtype)

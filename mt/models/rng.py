@@ -1,6 +1,6 @@
 """The generator the model's random draws use: torch's default one, or a CPU training worker's own.
 
-Why: ``mt-train --cpu-workers N`` runs the shards of a batch in N threads at once (``mt.train.workers``).
+Why: ``mt-train --cpu-workers N`` runs the shards of a batch in N threads at once (``mt.train.trainer``).
 Draws from the one default generator would then interleave in an order that changes from run to run, so
 each worker runs with a generator of its own, seeded from the default generator in the main thread (a fixed
 order): a run stays reproducible and a checkpoint (which holds the default generator's state) resumes it
@@ -32,6 +32,12 @@ def worker_generator(seed: int) -> Iterator[torch.Generator]:
         yield _LOCAL.gen
     finally:
         _LOCAL.gen = prev
+
+
+def draw_seed() -> int:
+    """A seed from ``generator()`` (in the main thread torch's default, so ``torch.manual_seed`` and a
+    checkpoint's RNG state fix it): for a dropout mask, or for a worker's generator."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator()))
 
 
 def rand(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

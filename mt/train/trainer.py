@@ -868,7 +868,7 @@ class _Trainer:
                     results = [self._shard_step(local, weight, total_tokens, None)]
                 else:  # worker seeds drawn here, in shard order: the run stays reproducible
                     shards = [s for s in (shard_rows(local, i, self.workers) for i in range(self.workers)) if len(s)]
-                    seeds = [int(torch.randint(0, 2**62, ())) for _ in shards]
+                    seeds = [rng.draw_seed() for _ in shards]
                     results = list(
                         self.pool.map(lambda s, seed: self._shard_step(s, weight, total_tokens, seed), shards, seeds)
                     )

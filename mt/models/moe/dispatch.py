@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from mt.models import dropout, gemm_shapes
+from mt.models import dropout, gemm_shapes, rng
 from mt.models.moe.routing import Routing
 
 
@@ -37,7 +37,7 @@ def _ffn_one(e: int, x, w1, b1, w2, b2, h_out, y_out, mask_out, p: float) -> Non
     torch.addmm(b1, x, w1.t(), out=h_out)
     h_out.relu_()
     if mask_out is not None:
-        mask_out.copy_(dropout.keep_mask(dropout.draw_seed(), mask_out.shape, p, scaled=False))
+        mask_out.copy_(dropout.keep_mask(rng.draw_seed(), mask_out.shape, p, scaled=False))
         h_out.mul_(mask_out).mul_(1.0 / (1.0 - p))
     torch.addmm(b2, h_out, w2.t(), out=y_out)
 

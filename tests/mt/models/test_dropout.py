@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mt.models.dropout import draw_seed, dropout, dropout_add, keep_mask
+from mt.models.dropout import dropout, dropout_add, keep_mask
+from mt.models.rng import draw_seed
 
 
 def test_keep_mask_rate_scale_and_seed():
